@@ -1,0 +1,307 @@
+//! Clusterfile → resource DAG, in named steps (hosts, plugins by phase, images, the control plane,
+//! joins, node metadata, guest), each adding its resources and the edges to what must come first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::clusterfile::{Clusterfile, Host, Phase, Plugin, PluginType, Role};
+use crate::error::GraphError;
+use crate::graph::{GraphBuilder, ResourceGraph};
+use crate::kubeadm;
+use crate::resource::{Address, Attributes, Kind, Resource, Value};
+
+struct Compiler<'a> {
+    cf: &'a Clusterfile,
+    b: GraphBuilder,
+    /// Plugin resources by phase and host, for wiring them to their place in the install.
+    plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
+    /// The resource after which a host is a member of the cluster: `kubeadm-init` or its `kubeadm-join`.
+    membership: HashMap<IpAddr, Address>,
+}
+
+fn address(kind: Kind, ip: IpAddr) -> Address {
+    Address::new(kind, ip.to_string())
+}
+
+fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+pub fn compile(cf: &Clusterfile) -> Result<ResourceGraph, GraphError> {
+    let mut c = Compiler { cf, b: GraphBuilder::default(), plugins: HashMap::new(), membership: HashMap::new() };
+    let Some(first) = cf.cluster.first_master().map(|h| h.ip) else {
+        // Validation guarantees a master; an empty cluster compiles to an empty graph.
+        return c.b.finish();
+    };
+    c.hosts()?;
+    c.plugin_resources()?;
+    c.hostnames_images_configs()?;
+    c.registry_and_init(first)?;
+    c.joins(first)?;
+    c.node_metadata()?;
+    c.guest(first)?;
+    c.plugin_edges(first)?;
+    c.b.finish()
+}
+
+impl Compiler<'_> {
+    fn add(&mut self, kind: Kind, key: String, host: Option<IpAddr>, attributes: Attributes) -> Result<Address, GraphError> {
+        let address = Address::new(kind, key);
+        self.b.add(Resource { address: address.clone(), host, attributes })?;
+        Ok(address)
+    }
+
+    fn plugins_at(&self, phase: Phase, ip: IpAddr) -> Vec<Address> {
+        self.plugins.get(&(phase, ip)).cloned().unwrap_or_default()
+    }
+
+    fn depends_all(&mut self, dependent: &Address, deps: &[Address]) -> Result<(), GraphError> {
+        deps.iter().try_for_each(|d| self.b.depends(dependent, d))
+    }
+
+    fn hosts(&mut self) -> Result<(), GraphError> {
+        for host in &self.cf.cluster.hosts {
+            self.add(Kind::Host, host.ip.to_string(), Some(host.ip), host_attributes(host))?;
+        }
+        Ok(())
+    }
+
+    fn plugin_resources(&mut self) -> Result<(), GraphError> {
+        let hosts: HashMap<IpAddr, &Host> = self.cf.cluster.hosts.iter().map(|h| (h.ip, h)).collect();
+        for plugin in &self.cf.plugins {
+            for &phase in &plugin.phases {
+                for ip in &plugin.hosts {
+                    let env = hosts.get(ip).map(|h| h.env.clone()).unwrap_or_default();
+                    let key = format!("{}.{}.{}", plugin.name, phase.as_str(), ip);
+                    let a = self.add(Kind::Plugin, key, Some(*ip), plugin_attributes(plugin, phase, env))?;
+                    self.b.depends(&a, &address(Kind::Host, *ip))?;
+                    self.plugins.entry((phase, *ip)).or_default().push(a);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hostnames_images_configs(&mut self) -> Result<(), GraphError> {
+        let cf = self.cf;
+        for host in &cf.cluster.hosts {
+            let ip = host.ip;
+            let name = cf.hostnames.get(&ip).map_or(Value::Unknown, |n| Value::text(n));
+            let hostname = self.add(Kind::Hostname, ip.to_string(), Some(ip), attrs([("name", name)]))?;
+            self.b.depends(&hostname, &address(Kind::Host, ip))?;
+            let originally = self.plugins_at(Phase::Originally, ip);
+            self.depends_all(&hostname, &originally)?;
+            let image = self.add(
+                Kind::Image,
+                ip.to_string(),
+                Some(ip),
+                attrs([("image", Value::text(&cf.cluster.image)), ("digest", Value::Unknown)]),
+            )?;
+            self.b.depends(&image, &hostname)?;
+            for config in &cf.configs {
+                let a = self.add(
+                    Kind::Config,
+                    format!("{}.{}", config.name, ip),
+                    Some(ip),
+                    attrs([
+                        ("path", Value::text(&config.path)),
+                        ("strategy", Value::text(config.strategy.as_str())),
+                        ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
+                        ("data", Value::text(&config.data)),
+                    ]),
+                )?;
+                self.b.depends(&a, &image)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What must be on a host before it takes part in the cluster: its rootfs with the Config documents
+    /// applied, and its PreInstall plugins.
+    fn prepared(&self, ip: IpAddr) -> Vec<Address> {
+        let mut deps = vec![address(Kind::Image, ip)];
+        deps.extend(self.cf.configs.iter().map(|c| Address::new(Kind::Config, format!("{}.{}", c.name, ip))));
+        deps.extend(self.plugins_at(Phase::PreInstall, ip));
+        deps
+    }
+
+    fn registry_and_init(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let cf = self.cf;
+        let registry = self.add(
+            Kind::Registry,
+            first.to_string(),
+            Some(first),
+            attrs([
+                ("domain", Value::text(kubeadm::REGISTRY_DOMAIN)),
+                ("port", Value::Int(i64::from(kubeadm::REGISTRY_PORT))),
+                ("image", Value::text(&cf.cluster.image)),
+            ]),
+        )?;
+        let prepared = self.prepared(first);
+        self.depends_all(&registry, &prepared)?;
+        let init = self.add(
+            Kind::KubeadmInit,
+            first.to_string(),
+            Some(first),
+            attrs([
+                ("kubernetes_version", Value::text(kubeadm::kubernetes_version(cf))),
+                ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
+                ("config", Value::text(kubeadm::init_config(cf, first))),
+            ]),
+        )?;
+        self.b.depends(&init, &registry)?;
+        for host in &cf.cluster.hosts {
+            let pre_init = self.plugins_at(Phase::PreInit, host.ip);
+            self.depends_all(&init, &pre_init)?;
+        }
+        self.membership.insert(first, init);
+        Ok(())
+    }
+
+    /// Masters join one at a time (etcd grows by one member at a time), nodes after the last master.
+    fn joins(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let cf = self.cf;
+        let join_config = kubeadm::join_config(cf);
+        let mut last_master = address(Kind::KubeadmInit, first);
+        for role in [Role::Master, Role::Node] {
+            for host in cf.cluster.hosts.iter().filter(|h| h.role == role && h.ip != first) {
+                let mut a = attrs([
+                    ("role", Value::text(role.as_str())),
+                    ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
+                ]);
+                if let Some(config) = &join_config {
+                    a.insert("config".into(), Value::text(config));
+                }
+                let join = self.add(Kind::KubeadmJoin, host.ip.to_string(), Some(host.ip), a)?;
+                self.b.depends(&join, &last_master)?;
+                let mut deps = self.prepared(host.ip);
+                deps.extend(self.plugins_at(Phase::PreJoin, host.ip));
+                self.depends_all(&join, &deps)?;
+                if role == Role::Master {
+                    last_master = join.clone();
+                }
+                self.membership.insert(host.ip, join);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_metadata(&mut self) -> Result<(), GraphError> {
+        let cf = self.cf;
+        for (ip, labels) in &cf.labels {
+            let member = self.membership[ip].clone();
+            let a = self.add(Kind::Label, ip.to_string(), Some(*ip), attrs([("labels", Value::Map(labels.clone()))]))?;
+            self.b.depends(&a, &member)?;
+        }
+        for (ip, taints) in &cf.taints {
+            let member = self.membership[ip].clone();
+            let mut a = attrs([("taints", Value::List(taints.present.iter().map(ToString::to_string).collect()))]);
+            if !taints.absent.is_empty() {
+                a.insert("absent".into(), Value::List(taints.absent.iter().map(ToString::to_string).collect()));
+            }
+            let a = self.add(Kind::Taint, ip.to_string(), Some(*ip), a)?;
+            self.b.depends(&a, &member)?;
+        }
+        Ok(())
+    }
+
+    /// Everything that makes the cluster complete: every member and its labels and taints.
+    fn cluster_complete(&self) -> Vec<Address> {
+        let mut deps: Vec<Address> = self.cf.cluster.hosts.iter().map(|h| self.membership[&h.ip].clone()).collect();
+        deps.extend(self.cf.labels.keys().map(|ip| address(Kind::Label, *ip)));
+        deps.extend(self.cf.taints.keys().map(|ip| address(Kind::Taint, *ip)));
+        deps
+    }
+
+    fn guest(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let cf = self.cf;
+        let env = cf.cluster.first_master().map(|h| h.env.clone()).unwrap_or_default();
+        let mut a = attrs([
+            ("image", Value::text(&cf.cluster.image)),
+            ("cmd_args", Value::List(cf.cluster.cmd_args.clone())),
+            ("cmds", Value::Unknown),
+        ]);
+        if !env.is_empty() {
+            a.insert("env".into(), Value::Map(env));
+        }
+        let guest = self.add(Kind::Guest, first.to_string(), Some(first), a)?;
+        let mut deps = self.cluster_complete();
+        for host in &cf.cluster.hosts {
+            deps.extend(self.plugins_at(Phase::PostJoin, host.ip));
+            deps.extend(self.plugins_at(Phase::PreGuest, host.ip));
+        }
+        self.depends_all(&guest, &deps)
+    }
+
+    /// Places each plugin resource at its phase. Clean phases are wired so that deleting in reverse
+    /// order runs PreClean before the host leaves the cluster and PostClean after, before its rootfs goes.
+    fn plugin_edges(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let complete = self.cluster_complete();
+        let guest = address(Kind::Guest, first);
+        let init = address(Kind::KubeadmInit, first);
+        let mut entries: Vec<((Phase, IpAddr), Vec<Address>)> =
+            self.plugins.iter().map(|(k, v)| (*k, v.clone())).collect();
+        entries.sort();
+        for ((phase, ip), plugins) in entries {
+            let member = self.membership[&ip].clone();
+            let prepared = self.prepared(ip);
+            for plugin in &plugins {
+                let deps: Vec<Address> = match phase {
+                    Phase::Originally => vec![],
+                    Phase::PreInstall => vec![address(Kind::Image, ip)],
+                    Phase::PreInit => prepared.clone(),
+                    Phase::PreJoin => {
+                        let mut d = prepared.clone();
+                        d.push(init.clone());
+                        d
+                    }
+                    Phase::PostJoin | Phase::PreClean => vec![member.clone()],
+                    Phase::PreGuest => complete.clone(),
+                    Phase::PostInstall => vec![guest.clone()],
+                    Phase::PostClean => {
+                        self.b.depends(&member, plugin)?;
+                        prepared.clone()
+                    }
+                };
+                let deps: Vec<Address> = deps.into_iter().filter(|d| d != plugin).collect();
+                self.depends_all(plugin, &deps)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn host_attributes(host: &Host) -> Attributes {
+    let ssh = &host.ssh;
+    let mut a = attrs([
+        ("role", Value::text(host.role.as_str())),
+        ("ssh_user", Value::text(&ssh.user)),
+        ("ssh_port", Value::Int(i64::from(ssh.port))),
+        ("ssh_auth", Value::text(if ssh.private_key.is_some() { "key" } else if ssh.password.is_some() { "password" } else { "agent" })),
+    ]);
+    if ssh.password.is_some() {
+        a.insert("ssh_password".into(), Value::Sensitive);
+    }
+    if let Some(pk) = &ssh.private_key {
+        a.insert("ssh_private_key".into(), Value::text(pk));
+    }
+    if ssh.key_passphrase.is_some() {
+        a.insert("ssh_key_passphrase".into(), Value::Sensitive);
+    }
+    a
+}
+
+fn plugin_attributes(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String>) -> Attributes {
+    let mut a = attrs([
+        ("type", Value::text(plugin.plugin_type.name())),
+        ("phase", Value::text(phase.as_str())),
+        ("runs_on", Value::text(if phase.runs_on_delete() { "delete" } else { "create" })),
+    ]);
+    if !plugin.data.is_empty() {
+        a.insert("data".into(), Value::text(&plugin.data));
+    }
+    if matches!(plugin.plugin_type, PluginType::Shell | PluginType::OutOfTree(_)) && !env.is_empty() {
+        a.insert("env".into(), Value::Map(env));
+    }
+    a
+}

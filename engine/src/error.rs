@@ -1,0 +1,36 @@
+//! Errors of the engine. Input problems are [`crate::Diagnostics`]; these are the rest.
+
+use thiserror::Error;
+
+/// A graph the compiler should never build; reaching one is a bug in sealer, not in the Clusterfile.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("internal error: resource `{0}` compiled twice")]
+    Duplicate(String),
+    #[error("internal error: `{from}` depends on `{to}`, which is not in the graph")]
+    Dangling { from: String, to: String },
+    #[error("internal error: dependency cycle through `{0}`")]
+    Cycle(String),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("target `{0}` is neither in the Clusterfile nor in the state")]
+    UnknownTarget(String),
+}
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("state is locked by {holder} (lock id `{id}`); wait for it to finish, or run `sealer force-unlock {id}` if it died")]
+    Locked { id: String, holder: String },
+    #[error("no lock with id `{0}` is held")]
+    NoSuchLock(String),
+    #[error("no cluster `{0}` in the state")]
+    NoSuchCluster(String),
+    #[error("state backend: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}

@@ -1,0 +1,211 @@
+//! The kubeadm configuration a cluster is installed with: built-in defaults, then the Clusterfile's
+//! network fields, then its partial kubeadm documents, merged field by field.
+//!
+//! This lives in the engine (not in a provider) because the merged text is part of the plan: a change to
+//! it must show as a diff before anything runs.
+
+use std::net::IpAddr;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::clusterfile::{Clusterfile, Role};
+
+pub const API_SERVER_DOMAIN: &str = "apiserver.cluster.local";
+pub const REGISTRY_DOMAIN: &str = "sea.hub";
+pub const REGISTRY_PORT: u16 = 5000;
+/// The virtual IP nodes use to reach the masters (sealer's lvscare), excluded from kube-proxy's IPVS.
+pub const VIRTUAL_IP: &str = "10.103.97.2";
+const DEFAULT_KUBERNETES_VERSION: &str = "v1.22.15";
+const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+/// Documents of the merged configuration, in the order kubeadm reads them.
+const INIT_KINDS: [&str; 4] =
+    ["InitConfiguration", "ClusterConfiguration", "KubeProxyConfiguration", "KubeletConfiguration"];
+
+/// The Kubernetes version: the Clusterfile's `kubernetesVersion`, else the image tag when it is one
+/// (`kubernetes:v1.22.15`), else the default.
+pub fn kubernetes_version(cf: &Clusterfile) -> String {
+    let declared = cf
+        .kubeadm
+        .iter()
+        .find(|d| d.kind == "ClusterConfiguration")
+        .and_then(|d| d.body.get("kubernetesVersion"))
+        .and_then(Value::as_str);
+    if let Some(v) = declared {
+        return v.to_string();
+    }
+    let tag = cf.cluster.image.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/'));
+    match tag.and_then(parse_version) {
+        Some(_) => tag.unwrap_or(DEFAULT_KUBERNETES_VERSION).to_string(),
+        None => DEFAULT_KUBERNETES_VERSION.to_string(),
+    }
+}
+
+/// `(major, minor)` of `v1.22.15`.
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.strip_prefix('v')?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.split('-').next()?.parse().ok()?;
+    parts.next()?;
+    Some((major, minor))
+}
+
+/// kubeadm's config API version for a Kubernetes version: v1beta2 up to 1.21, v1beta3 from 1.22.
+pub fn kubeadm_api_version(kubernetes_version: &str) -> &'static str {
+    match parse_version(kubernetes_version) {
+        Some((1, minor)) if minor < 22 => "kubeadm.k8s.io/v1beta2",
+        _ => "kubeadm.k8s.io/v1beta3",
+    }
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap_or(Value::Null)
+}
+
+fn strings(items: impl IntoIterator<Item = String>) -> Value {
+    Value::Sequence(items.into_iter().map(Value::String).collect())
+}
+
+fn defaults(cf: &Clusterfile, first_master: IpAddr, version: &str) -> Vec<(&'static str, Value)> {
+    let mut init = yaml("localAPIEndpoint:\n  bindPort: 6443\nnodeRegistration: {}\n");
+    init["localAPIEndpoint"]["advertiseAddress"] = Value::String(first_master.to_string());
+    init["nodeRegistration"]["criSocket"] = Value::String(CRI_SOCKET.into());
+    let mut cluster = yaml(
+        "networking:\n  podSubnet: 100.64.0.0/10\n  serviceSubnet: 10.96.0.0/22\n  dnsDomain: cluster.local\n\
+         apiServer:\n  extraArgs:\n    authorization-mode: Node,RBAC\n\
+         controllerManager:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
+         scheduler:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
+         etcd:\n  local:\n    dataDir: /var/lib/etcd\n",
+    );
+    let mut sans = vec!["127.0.0.1".to_string(), API_SERVER_DOMAIN.to_string(), VIRTUAL_IP.to_string()];
+    sans.extend(cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()));
+    if let Value::Mapping(m) = &mut cluster {
+        let mut head = Mapping::new();
+        head.insert("kubernetesVersion".into(), Value::String(version.into()));
+        head.insert("controlPlaneEndpoint".into(), Value::String(format!("{API_SERVER_DOMAIN}:6443")));
+        head.insert("imageRepository".into(), Value::String(format!("{REGISTRY_DOMAIN}:{REGISTRY_PORT}")));
+        head.extend(std::mem::take(m));
+        *m = head;
+    }
+    cluster["apiServer"]["certSANs"] = strings(sans);
+    let proxy = yaml(&format!("mode: ipvs\nipvs:\n  excludeCIDRs:\n  - {VIRTUAL_IP}/32\n"));
+    let kubelet = yaml("cgroupDriver: systemd\nauthentication:\n  webhook:\n    enabled: true\n");
+    vec![
+        ("InitConfiguration", init),
+        ("ClusterConfiguration", cluster),
+        ("KubeProxyConfiguration", proxy),
+        ("KubeletConfiguration", kubelet),
+    ]
+}
+
+/// Field-level merge of `over` onto `base`: mappings merge recursively, `certSANs` lists are unioned,
+/// anything else in `over` replaces what `base` had.
+pub fn merge(base: &mut Value, over: &Value) {
+    merge_at(base, over, "");
+}
+
+fn merge_at(base: &mut Value, over: &Value, key: &str) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                let name = k.as_str().unwrap_or_default().to_string();
+                match b.get_mut(k) {
+                    Some(existing) => merge_at(existing, v, &name),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Sequence(b), Value::Sequence(o)) if key == "certSANs" => {
+            for item in o {
+                if !b.contains(item) {
+                    b.push(item.clone());
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn api_version_of(kind: &str, kubeadm_version: &'static str) -> &'static str {
+    match kind {
+        "KubeProxyConfiguration" => "kubeproxy.config.k8s.io/v1alpha1",
+        "KubeletConfiguration" => "kubelet.config.k8s.io/v1beta1",
+        _ => kubeadm_version,
+    }
+}
+
+fn render(documents: Vec<(&str, Value)>, kubeadm_version: &'static str) -> String {
+    let mut out = String::new();
+    for (kind, body) in documents {
+        let mut doc = Mapping::new();
+        doc.insert("apiVersion".into(), Value::String(api_version_of(kind, kubeadm_version).into()));
+        doc.insert("kind".into(), Value::String(kind.into()));
+        if let Value::Mapping(m) = body {
+            doc.extend(m);
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default());
+    }
+    out
+}
+
+/// The merged configuration `kubeadm init --config` gets on the first master.
+pub fn init_config(cf: &Clusterfile, first_master: IpAddr) -> String {
+    let version = kubernetes_version(cf);
+    let mut documents = defaults(cf, first_master, &version);
+    for (kind, body) in &mut documents {
+        if *kind == "ClusterConfiguration" {
+            if let Some(pod) = &cf.cluster.pod_cidr {
+                body["networking"]["podSubnet"] = Value::String(pod.clone());
+            }
+            if let Some(svc) = &cf.cluster.svc_cidr {
+                body["networking"]["serviceSubnet"] = Value::String(svc.clone());
+            }
+            let sans = strings(cf.cluster.cert_sans.iter().cloned());
+            merge(body, &yaml_with("apiServer", yaml_with("certSANs", sans)));
+        }
+        if let Some(user) = cf.kubeadm.iter().find(|d| d.kind == *kind) {
+            merge(body, &user.body);
+        }
+    }
+    debug_assert!(documents.iter().map(|(k, _)| *k).eq(INIT_KINDS));
+    render(documents, kubeadm_api_version(&version))
+}
+
+/// The merged `JoinConfiguration`, when the Clusterfile declares one; the token and CA hash are added
+/// at apply time from what `kubeadm init` printed.
+pub fn join_config(cf: &Clusterfile) -> Option<String> {
+    let user = cf.kubeadm.iter().find(|d| d.kind == "JoinConfiguration")?;
+    let mut body = yaml(&format!(
+        "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {API_SERVER_DOMAIN}:6443\nnodeRegistration:\n  criSocket: {CRI_SOCKET}\n"
+    ));
+    merge(&mut body, &user.body);
+    Some(render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf))))
+}
+
+fn yaml_with(key: &str, value: Value) -> Value {
+    let mut m = Mapping::new();
+    m.insert(key.into(), value);
+    Value::Mapping(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_overrides_scalars_keeps_siblings_and_unions_cert_sans() {
+        let mut base = yaml("a: {b: 1, c: 2}\napiServer: {certSANs: [x, y]}\nlist: [1, 2]\n");
+        merge(&mut base, &yaml("a: {b: 9}\napiServer: {certSANs: [y, z]}\nlist: [3]\n"));
+        assert_eq!(base, yaml("a: {b: 9, c: 2}\napiServer: {certSANs: [x, y, z]}\nlist: [3]\n"));
+    }
+
+    #[test]
+    fn api_version_follows_kubernetes_version() {
+        assert_eq!(kubeadm_api_version("v1.21.3"), "kubeadm.k8s.io/v1beta2");
+        assert_eq!(kubeadm_api_version("v1.22.0"), "kubeadm.k8s.io/v1beta3");
+        assert_eq!(kubeadm_api_version("v1.28.1"), "kubeadm.k8s.io/v1beta3");
+    }
+}

@@ -1,0 +1,24 @@
+//! sealer's core: the Clusterfile model and its validation, the resource graph, and the planner.
+//!
+//! Architecture invariant: this crate does no I/O. It reaches hosts and storage only through the traits
+//! it defines ([`StateStore`]), and it never names an SSH, database, registry or terminal crate.
+
+pub mod clusterfile;
+mod compile;
+mod diagnostic;
+mod error;
+mod graph;
+pub mod kubeadm;
+mod plan;
+mod resource;
+mod source_map;
+mod state;
+
+pub use clusterfile::{parse, Clusterfile, Parsed};
+pub use compile::compile;
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
+pub use error::{GraphError, PlanError, StateError};
+pub use graph::{GraphBuilder, ResourceGraph};
+pub use plan::{decide_action, plan, Action, Decision, Plan, PlanOptions, Reason, ResourceChange, Summary, PLAN_FORMAT_VERSION};
+pub use resource::{Address, Attributes, Kind, Resource, Value};
+pub use state::{HistoryEntry, LockInfo, ResourceStatus, State, StateStore, StoredResource};

@@ -1,0 +1,353 @@
+//! The planner: a pure function of the desired graph and the prior state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlanError;
+use crate::graph::ResourceGraph;
+use crate::resource::{Address, Attributes, Kind, Value};
+use crate::state::{ResourceStatus, State, StoredResource};
+
+pub const PLAN_FORMAT_VERSION: &str = "1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    /// Delete, then create again.
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NoOp => "no-op",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    NoOpBecauseUpToDate,
+    CreateBecauseNotInState,
+    UpdateBecauseAttributesChanged,
+    ReplaceBecauseCannotUpdate,
+    ReplaceBecauseTainted,
+    DeleteBecauseNoResourceConfig,
+    DeleteBecauseDestroy,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoOpBecauseUpToDate => "no_op_because_up_to_date",
+            Reason::CreateBecauseNotInState => "create_because_not_in_state",
+            Reason::UpdateBecauseAttributesChanged => "update_because_attributes_changed",
+            Reason::ReplaceBecauseCannotUpdate => "replace_because_cannot_update",
+            Reason::ReplaceBecauseTainted => "replace_because_tainted",
+            Reason::DeleteBecauseNoResourceConfig => "delete_because_no_resource_config",
+            Reason::DeleteBecauseDestroy => "delete_because_destroy",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub address: Address,
+    pub kind: Kind,
+    pub host: Option<IpAddr>,
+    pub action: Action,
+    pub reason: Reason,
+    pub before: Option<Attributes>,
+    pub after: Option<Attributes>,
+    /// Attributes whose change forces the replacement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace_paths: Vec<String>,
+    pub depends_on: Vec<Address>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    #[serde(rename = "no-op")]
+    pub no_op: usize,
+}
+
+/// An immutable plan: what apply will do, and against which state it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub cluster: String,
+    pub lineage: Option<String>,
+    pub prior_serial: u64,
+    pub destroy: bool,
+    pub targets: Vec<Address>,
+    /// Creates, updates and no-ops in dependency order, then deletes in reverse dependency order.
+    pub changes: Vec<ResourceChange>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::NoOp => s.no_op += 1,
+                Action::Create => s.create += 1,
+                Action::Update => s.update += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.delete += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// Only these addresses and what they depend on (for deletes: what depends on them).
+    pub targets: Vec<Address>,
+    /// Plan the deletion of everything in the state.
+    pub destroy: bool,
+}
+
+/// The decision for one address: what to do, why, and which attributes force a replacement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+    pub replace_paths: Vec<String>,
+}
+
+fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
+    match (desired, prior) {
+        (Some(Value::Unknown), Some(_)) => true,
+        (d, p) => d == p,
+    }
+}
+
+/// The one place where an action is chosen. Only what the state has and the Clusterfile lacks is deleted.
+pub fn decide_action(kind: Kind, desired: Option<&Attributes>, prior: Option<&StoredResource>) -> Decision {
+    let decision = |action, reason| Decision { action, reason, replace_paths: Vec::new() };
+    match (desired, prior) {
+        (None, None) => decision(Action::NoOp, Reason::NoOpBecauseUpToDate),
+        (Some(_), None) => decision(Action::Create, Reason::CreateBecauseNotInState),
+        (None, Some(_)) => decision(Action::Delete, Reason::DeleteBecauseNoResourceConfig),
+        (Some(_), Some(p)) if p.status == ResourceStatus::Tainted => {
+            decision(Action::Replace, Reason::ReplaceBecauseTainted)
+        }
+        (Some(d), Some(p)) => {
+            let keys: BTreeSet<&String> = d.keys().chain(p.attributes.keys()).collect();
+            let changed: Vec<&String> =
+                keys.into_iter().filter(|k| !equal_or_unknown(d.get(*k), p.attributes.get(*k))).collect();
+            let replace_paths: Vec<String> =
+                changed.iter().filter(|k| kind.forces_replacement(k)).map(|k| k.to_string()).collect();
+            if changed.is_empty() {
+                decision(Action::NoOp, Reason::NoOpBecauseUpToDate)
+            } else if !replace_paths.is_empty() {
+                Decision { action: Action::Replace, reason: Reason::ReplaceBecauseCannotUpdate, replace_paths }
+            } else {
+                decision(Action::Update, Reason::UpdateBecauseAttributesChanged)
+            }
+        }
+    }
+}
+
+/// Desired attributes, with the values only apply learns taken from the prior state where it has them.
+fn resolve_unknowns(desired: &Attributes, prior: Option<&StoredResource>) -> Attributes {
+    let mut after = desired.clone();
+    if let Some(prior) = prior {
+        for (k, v) in after.iter_mut() {
+            if *v == Value::Unknown {
+                if let Some(known) = prior.attributes.get(k) {
+                    *v = known.clone();
+                }
+            }
+        }
+    }
+    after
+}
+
+/// Stored resources in reverse dependency order (dependents first), ties by address.
+fn reverse_dependency_order<'s>(state: &'s State, selected: &BTreeSet<&Address>) -> Vec<&'s StoredResource> {
+    let mut dependents: BTreeMap<&Address, usize> = selected.iter().map(|a| (*a, 0)).collect();
+    for a in selected {
+        for dep in &state.resources[*a].depends_on {
+            if let Some(n) = dependents.get_mut(dep) {
+                *n += 1;
+            }
+        }
+    }
+    let mut ready: BTreeSet<&Address> = dependents.iter().filter(|(_, n)| **n == 0).map(|(a, _)| *a).collect();
+    let mut out = Vec::with_capacity(selected.len());
+    while let Some(a) = ready.pop_first() {
+        let r = &state.resources[a];
+        out.push(r);
+        for dep in &r.depends_on {
+            if let Some(n) = dependents.get_mut(dep) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.insert(dep);
+                }
+            }
+        }
+    }
+    // A cycle in stored dependencies cannot come from a compiled graph; keep the rest rather than lose it.
+    let placed: BTreeSet<&Address> = out.iter().map(|r| &r.address).collect();
+    out.extend(selected.iter().filter(|a| !placed.contains(*a)).map(|a| &state.resources[*a]));
+    out
+}
+
+/// Everything in the state that depends, transitively, on one of `targets`, with the targets.
+fn stored_dependents<'s>(state: &'s State, targets: &[Address]) -> BTreeSet<&'s Address> {
+    let mut out: BTreeSet<&Address> =
+        targets.iter().filter_map(|t| state.resources.get_key_value(t).map(|(k, _)| k)).collect();
+    loop {
+        let before = out.len();
+        for (a, r) in &state.resources {
+            if r.depends_on.iter().any(|d| out.contains(d)) {
+                out.insert(a);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Result<Plan, PlanError> {
+    for t in &options.targets {
+        if graph.get(t).is_none() && !state.resources.contains_key(t) {
+            return Err(PlanError::UnknownTarget(t.to_string()));
+        }
+    }
+    let targeted = !options.targets.is_empty();
+    let mut changes = Vec::new();
+    let deletions: BTreeSet<&Address> = if options.destroy {
+        if targeted {
+            stored_dependents(state, &options.targets)
+        } else {
+            state.resources.keys().collect()
+        }
+    } else {
+        let selected = graph.with_dependencies(&options.targets);
+        for resource in graph.in_dependency_order() {
+            if targeted && !selected.contains(&resource.address) {
+                continue;
+            }
+            let prior = state.resources.get(&resource.address);
+            let d = decide_action(resource.address.kind, Some(&resource.attributes), prior);
+            changes.push(ResourceChange {
+                address: resource.address.clone(),
+                kind: resource.address.kind,
+                host: resource.host,
+                action: d.action,
+                reason: d.reason,
+                before: prior.map(|p| p.attributes.clone()),
+                after: Some(resolve_unknowns(&resource.attributes, prior)),
+                replace_paths: d.replace_paths,
+                depends_on: graph.depends_on(&resource.address),
+            });
+        }
+        let orphans = state.resources.keys().filter(|a| graph.get(a).is_none());
+        if targeted {
+            orphans.filter(|a| options.targets.contains(a)).collect()
+        } else {
+            orphans.collect()
+        }
+    };
+    let reason = if options.destroy { Reason::DeleteBecauseDestroy } else { Reason::DeleteBecauseNoResourceConfig };
+    for stored in reverse_dependency_order(state, &deletions) {
+        changes.push(ResourceChange {
+            address: stored.address.clone(),
+            kind: stored.address.kind,
+            host: stored.host,
+            action: Action::Delete,
+            reason,
+            before: Some(stored.attributes.clone()),
+            after: None,
+            replace_paths: Vec::new(),
+            depends_on: stored.depends_on.clone(),
+        });
+    }
+    Ok(Plan {
+        format_version: PLAN_FORMAT_VERSION.to_string(),
+        cluster: state.cluster.clone(),
+        lineage: state.lineage.clone(),
+        prior_serial: state.serial,
+        destroy: options.destroy,
+        targets: options.targets.clone(),
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(pairs: &[(&str, Value)]) -> Attributes {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn stored(kind: Kind, attrs: Attributes, status: ResourceStatus) -> StoredResource {
+        StoredResource { address: Address::new(kind, "10.0.0.2"), host: None, status, attributes: attrs, depends_on: vec![] }
+    }
+
+    #[test]
+    fn decide_create_delete_noop_update_replace() {
+        let a = attributes(&[("name", Value::text("m0"))]);
+        let b = attributes(&[("name", Value::text("m1"))]);
+        let ready = |attrs: &Attributes| stored(Kind::Hostname, attrs.clone(), ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Hostname, Some(&a), None).action, Action::Create);
+        let delete = decide_action(Kind::Hostname, None, Some(&ready(&a)));
+        assert_eq!((delete.action, delete.reason), (Action::Delete, Reason::DeleteBecauseNoResourceConfig));
+        assert_eq!(decide_action(Kind::Hostname, Some(&a), Some(&ready(&a))).action, Action::NoOp);
+        let update = decide_action(Kind::Hostname, Some(&b), Some(&ready(&a)));
+        assert_eq!((update.action, update.reason), (Action::Update, Reason::UpdateBecauseAttributesChanged));
+        let master = attributes(&[("role", Value::text("master"))]);
+        let node = attributes(&[("role", Value::text("node"))]);
+        let replace = decide_action(Kind::KubeadmJoin, Some(&master), Some(&stored(Kind::KubeadmJoin, node, ResourceStatus::Ready)));
+        assert_eq!(replace.action, Action::Replace);
+        assert_eq!(replace.reason, Reason::ReplaceBecauseCannotUpdate);
+        assert_eq!(replace.replace_paths, ["role"]);
+    }
+
+    #[test]
+    fn tainted_resources_are_replaced_even_when_equal() {
+        let a = attributes(&[("name", Value::text("m0"))]);
+        let d = decide_action(Kind::Hostname, Some(&a), Some(&stored(Kind::Hostname, a.clone(), ResourceStatus::Tainted)));
+        assert_eq!((d.action, d.reason), (Action::Replace, Reason::ReplaceBecauseTainted));
+    }
+
+    #[test]
+    fn unknown_desired_values_never_cause_a_change_once_known() {
+        let desired = attributes(&[("name", Value::Unknown)]);
+        let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
+        assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
+    }
+
+    #[test]
+    fn added_and_removed_attributes_are_changes() {
+        let with = attributes(&[("a", Value::Int(1)), ("b", Value::Int(2))]);
+        let without = attributes(&[("a", Value::Int(1))]);
+        let prior = stored(Kind::Label, with, ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Label, Some(&without), Some(&prior)).action, Action::Update);
+    }
+}
