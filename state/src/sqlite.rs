@@ -1,0 +1,374 @@
+//! The SQLite state store: one file, several clusters, migrations by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use sealer_engine::{
+    Address, HistoryEntry, LockInfo, ResourceStatus, State, StateError, StateStore, StoredResource,
+};
+
+/// Each entry migrates the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE clusters (
+    name TEXT PRIMARY KEY,
+    lineage TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE resources (
+    cluster TEXT NOT NULL REFERENCES clusters(name),
+    address TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT,
+    status TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    depends_on TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    PRIMARY KEY (cluster, address)
+);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    who TEXT NOT NULL,
+    at TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE TABLE locks (
+    cluster TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    who TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+"#];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+
+fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
+    let message = message.into();
+    move |e| StateError::Backend { message, source: Some(Box::new(e)) }
+}
+
+fn corrupt(address: &str, e: serde_json::Error) -> StateError {
+    StateError::Backend { message: format!("stored resource `{address}` cannot be read"), source: Some(Box::new(e)) }
+}
+
+/// Serials are stored as SQLite integers (i64) and never negative.
+fn serial_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let n: i64 = row.get(index)?;
+    u64::try_from(n).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Integer, Box::new(e)))
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the state for reading only; `None` when there is no state file yet. Never creates or changes
+    /// the file, so `plan` can run without leaving anything behind.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
+        let store = SqliteStore { conn, path: path.to_path_buf() };
+        let version = store.user_version()?;
+        if version != SCHEMA_VERSION {
+            return Err(StateError::Backend {
+                message: format!(
+                    "state `{}` has schema version {version}, this sealer reads version {SCHEMA_VERSION}{}",
+                    path.display(),
+                    if version < SCHEMA_VERSION { "; run any writing command (e.g. `sealer apply`) to migrate it" } else { "; upgrade sealer" }
+                ),
+                source: None,
+            });
+        }
+        Ok(Some(store))
+    }
+
+    /// Opens (creating when needed) the state for writing, migrating its schema.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Backend {
+                message: format!("cannot create the state directory `{}`", dir.display()),
+                source: Some(Box::new(e)),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend("cannot enable WAL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend("cannot enable foreign keys"))?;
+        let mut store = SqliteStore { conn, path: path.to_path_buf() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn user_version(&self) -> Result<i64, StateError> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot start a migration"))?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StateError::Backend {
+                message: format!("state `{}` has schema version {version}, newer than this sealer ({SCHEMA_VERSION}); upgrade sealer", self.path.display()),
+                source: None,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(backend(format!("migration to schema version {}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend("cannot record the schema version"))?;
+        }
+        tx.commit().map_err(backend("cannot commit the migration"))
+    }
+
+    fn lock_row(conn: &Connection, sql: &str, key: &str) -> Result<Option<LockInfo>, StateError> {
+        conn.query_row(sql, [key], |r| {
+            Ok(LockInfo {
+                cluster: r.get(0)?,
+                id: r.get(1)?,
+                who: r.get(2)?,
+                pid: r.get(3)?,
+                command: r.get(4)?,
+                created: r.get(5)?,
+            })
+        })
+        .optional()
+        .map_err(backend("cannot read the lock"))
+    }
+
+    /// The lock currently held on `cluster`, if any.
+    pub fn current_lock(&self, cluster: &str) -> Result<Option<LockInfo>, StateError> {
+        Self::lock_row(&self.conn, "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1", cluster)
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn load(&self, cluster: &str) -> Result<Option<State>, StateError> {
+        let head: Option<(String, u64)> = self
+            .conn
+            .query_row("SELECT lineage, serial FROM clusters WHERE name = ?1", [cluster], |r| Ok((r.get(0)?, serial_at(r, 1)?)))
+            .optional()
+            .map_err(backend("cannot read the cluster"))?;
+        let Some((lineage, serial)) = head else { return Ok(None) };
+        let mut state = State { cluster: cluster.to_string(), lineage: Some(lineage), serial, ..Default::default() };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address, host, status, attributes, depends_on FROM resources WHERE cluster = ?1")
+            .map_err(backend("cannot read resources"))?;
+        let rows = stmt
+            .query_map([cluster], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(backend("cannot read resources"))?;
+        for row in rows {
+            let (address, host, status, attributes, depends_on) = row.map_err(backend("cannot read a resource"))?;
+            let parsed_address: Address = address.parse().map_err(|m: String| StateError::Backend { message: m, source: None })?;
+            let status: ResourceStatus = serde_json::from_str(&format!("\"{status}\"")).map_err(|e| corrupt(&address, e))?;
+            let host = match host {
+                Some(h) => Some(h.parse().map_err(|_| StateError::Backend { message: format!("stored resource `{address}` has host `{h}`, not an IP"), source: None })?),
+                None => None,
+            };
+            let resource = StoredResource {
+                address: parsed_address.clone(),
+                host,
+                status,
+                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt(&address, e))?,
+                depends_on: serde_json::from_str(&depends_on).map_err(|e| corrupt(&address, e))?,
+            };
+            state.resources.insert(parsed_address, resource);
+        }
+        Ok(Some(state))
+    }
+
+    fn clusters(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM clusters ORDER BY name").map_err(backend("cannot list clusters"))?;
+        let names = stmt.query_map([], |r| r.get(0)).map_err(backend("cannot list clusters"))?;
+        names.collect::<Result<_, _>>().map_err(backend("cannot list clusters"))
+    }
+
+    fn lock(&mut self, cluster: &str, who: &str, pid: u32, command: &str) -> Result<LockInfo, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot take the lock"))?;
+        if let Some(held) = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1", cluster)? {
+            return Err(StateError::Locked { id: held.id.clone(), holder: held.to_string() });
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        tx.execute(
+            &format!("INSERT INTO locks (cluster, id, who, pid, command, created) VALUES (?1, ?2, ?3, ?4, ?5, {NOW})"),
+            params![cluster, id, who, pid, command],
+        )
+        .map_err(backend("cannot take the lock"))?;
+        let lock = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", &id)?
+            .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
+        tx.commit().map_err(backend("cannot take the lock"))?;
+        Ok(lock)
+    }
+
+    fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError> {
+        let n = self.conn.execute("DELETE FROM locks WHERE id = ?1", [&lock.id]).map_err(backend("cannot release the lock"))?;
+        if n == 0 {
+            return Err(StateError::NoSuchLock(lock.id.clone()));
+        }
+        Ok(())
+    }
+
+    fn force_unlock(&mut self, lock_id: &str) -> Result<LockInfo, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot release the lock"))?;
+        let held = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", lock_id)?
+            .ok_or_else(|| StateError::NoSuchLock(lock_id.to_string()))?;
+        tx.execute("DELETE FROM locks WHERE id = ?1", [lock_id]).map_err(backend("cannot release the lock"))?;
+        tx.commit().map_err(backend("cannot release the lock"))?;
+        Ok(held)
+    }
+
+    fn put_resource(&mut self, lock: &LockInfo, address: &Address, resource: Option<&StoredResource>) -> Result<u64, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot start a state write"))?;
+        let held: Option<String> = tx
+            .query_row("SELECT id FROM locks WHERE cluster = ?1", [&lock.cluster], |r| r.get(0))
+            .optional()
+            .map_err(backend("cannot read the lock"))?;
+        if held.as_deref() != Some(lock.id.as_str()) {
+            return Err(StateError::NoSuchLock(lock.id.clone()));
+        }
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO clusters (name, lineage, serial, created_at) VALUES (?1, ?2, 0, {NOW})"),
+            params![lock.cluster, uuid::Uuid::new_v4().to_string()],
+        )
+        .map_err(backend("cannot create the cluster state"))?;
+        tx.execute("UPDATE clusters SET serial = serial + 1 WHERE name = ?1", [&lock.cluster]).map_err(backend("cannot bump the serial"))?;
+        let serial: u64 = tx
+            .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
+            .map_err(backend("cannot read the serial"))?;
+        let key = address.to_string();
+        match resource {
+            None => {
+                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
+                    .map_err(backend(format!("cannot delete `{key}`")))?;
+            }
+            Some(r) => {
+                let attributes = serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
+                let depends_on = serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
+                let status = match r.status {
+                    ResourceStatus::Ready => "ready",
+                    ResourceStatus::Tainted => "tainted",
+                };
+                tx.execute(
+                    "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
+                         depends_on = ?7, serial = ?8",
+                    params![lock.cluster, key, address.kind.as_str(), r.host.map(|h| h.to_string()), status, attributes, depends_on, serial as i64],
+                )
+                .map_err(backend(format!("cannot record `{key}`")))?;
+            }
+        }
+        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+        Ok(serial)
+    }
+
+    fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO history (cluster, serial, command, who, at, summary)
+                     SELECT ?1, COALESCE((SELECT serial FROM clusters WHERE name = ?1), 0), ?2, ?3, {NOW}, ?4"
+                ),
+                params![lock.cluster, lock.command, lock.who, summary],
+            )
+            .map_err(backend("cannot record the history"))?;
+        Ok(())
+    }
+
+    fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT serial, command, who, at, summary FROM history WHERE cluster = ?1 ORDER BY id")
+            .map_err(backend("cannot read the history"))?;
+        let rows = stmt
+            .query_map([cluster], |r| {
+                Ok(HistoryEntry { serial: serial_at(r, 0)?, command: r.get(1)?, who: r.get(2)?, at: r.get(3)?, summary: r.get(4)? })
+            })
+            .map_err(backend("cannot read the history"))?;
+        rows.collect::<Result<_, _>>().map_err(backend("cannot read the history"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealer_engine::{Kind, Value};
+
+    fn resource(key: &str) -> StoredResource {
+        StoredResource {
+            address: Address::new(Kind::Hostname, key),
+            host: Some("10.0.0.2".parse().unwrap()),
+            status: ResourceStatus::Ready,
+            attributes: [("name".to_string(), Value::text("m0"))].into(),
+            depends_on: vec![Address::new(Kind::Host, key)],
+        }
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_file_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        assert!(SqliteStore::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists());
+        assert!(!path.parent().unwrap().exists());
+    }
+
+    #[test]
+    fn writes_bump_the_serial_and_keep_lineage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let lock = store.lock("c", "me@here", 1, "apply").unwrap();
+        let a = resource("10.0.0.2");
+        assert_eq!(store.put_resource(&lock, &a.address, Some(&a)).unwrap(), 1);
+        let first = store.load("c").unwrap().unwrap();
+        assert_eq!(first.resources[&a.address], a);
+        assert_eq!(store.put_resource(&lock, &a.address, None).unwrap(), 2);
+        let second = store.load("c").unwrap().unwrap();
+        assert_eq!(second.lineage, first.lineage);
+        assert!(second.resources.is_empty());
+        store.record_history(&lock, "1 created").unwrap();
+        store.unlock(&lock).unwrap();
+        assert_eq!(store.history("c").unwrap()[0].serial, 2);
+        let reader = SqliteStore::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(reader.clusters().unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holder_and_force_unlock_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut one = SqliteStore::open(&path).unwrap();
+        let mut two = SqliteStore::open(&path).unwrap();
+        let lock = one.lock("c", "alice@ws1", 42, "sealer apply").unwrap();
+        let err = two.lock("c", "bob@ws2", 7, "sealer apply").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("alice@ws1") && message.contains("pid 42") && message.contains(&lock.id), "{message}");
+        assert!(two.lock("other", "bob@ws2", 7, "sealer apply").is_ok());
+        assert_eq!(two.force_unlock(&lock.id).unwrap().who, "alice@ws1");
+        let a = resource("10.0.0.3");
+        assert!(matches!(one.put_resource(&lock, &a.address, Some(&a)), Err(StateError::NoSuchLock(_))));
+        assert!(two.lock("c", "bob@ws2", 7, "sealer apply").is_ok());
+    }
+}
