@@ -1,1 +1,53 @@
-fn main(){}
+//! `sealer`: thin commands that wire the engine, the providers and the state together.
+
+mod args;
+mod commands;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, StateCommand};
+
+/// What a command asks the process to exit with, beside errors (which exit 1).
+pub enum Outcome {
+    Ok,
+    /// `--detailed-exitcode` and the plan has changes.
+    Changes,
+}
+
+/// Options every command shares.
+pub struct Context {
+    pub state_path: PathBuf,
+    pub color: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = !cli.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ctx = Context {
+        state_path: cli
+            .state
+            .unwrap_or_else(|| PathBuf::from(".sealer/state.db")),
+        color,
+    };
+    let result = match cli.command {
+        Command::Plan(a) => commands::plan::run(&ctx, a),
+        Command::Graph(a) => commands::graph::run(a),
+        Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
+        Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
+        Command::ForceUnlock(a) => commands::state::force_unlock(&ctx, a),
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Changes) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -52,17 +52,29 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 
 fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
     let message = message.into();
-    move |e| StateError::Backend { message, source: Some(Box::new(e)) }
+    move |e| StateError::Backend {
+        message,
+        source: Some(Box::new(e)),
+    }
 }
 
 fn corrupt(address: &str, e: serde_json::Error) -> StateError {
-    StateError::Backend { message: format!("stored resource `{address}` cannot be read"), source: Some(Box::new(e)) }
+    StateError::Backend {
+        message: format!("stored resource `{address}` cannot be read"),
+        source: Some(Box::new(e)),
+    }
 }
 
 /// Serials are stored as SQLite integers (i64) and never negative.
 fn serial_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
     let n: i64 = row.get(index)?;
-    u64::try_from(n).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Integer, Box::new(e)))
+    u64::try_from(n).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Integer,
+            Box::new(e),
+        )
+    })
 }
 
 pub struct SqliteStore {
@@ -77,10 +89,17 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(backend(format!("cannot open state `{}`", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
-        let store = SqliteStore { conn, path: path.to_path_buf() };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(backend("cannot configure the state database"))?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
         let version = store.user_version()?;
         if version != SCHEMA_VERSION {
             return Err(StateError::Backend {
@@ -103,11 +122,18 @@ impl SqliteStore {
                 source: Some(Box::new(e)),
             })?;
         }
-        let conn = Connection::open(path).map_err(backend(format!("cannot open state `{}`", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend("cannot enable WAL"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend("cannot enable foreign keys"))?;
-        let mut store = SqliteStore { conn, path: path.to_path_buf() };
+        let conn = Connection::open(path)
+            .map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(backend("cannot configure the state database"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend("cannot enable WAL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend("cannot enable foreign keys"))?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -117,7 +143,9 @@ impl SqliteStore {
     }
 
     fn user_version(&self) -> Result<i64, StateError> {
-        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend("cannot read the schema version"))
     }
 
     fn migrate(&mut self) -> Result<(), StateError> {
@@ -125,7 +153,9 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot start a migration"))?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend("cannot read the schema version"))?;
         if version > SCHEMA_VERSION {
             return Err(StateError::Backend {
                 message: format!("state `{}` has schema version {version}, newer than this sealer ({SCHEMA_VERSION}); upgrade sealer", self.path.display()),
@@ -133,8 +163,10 @@ impl SqliteStore {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(backend(format!("migration to schema version {}", i + 1)))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend("cannot record the schema version"))?;
+            tx.execute_batch(sql)
+                .map_err(backend(format!("migration to schema version {}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend("cannot record the schema version"))?;
         }
         tx.commit().map_err(backend("cannot commit the migration"))
     }
@@ -156,7 +188,11 @@ impl SqliteStore {
 
     /// The lock currently held on `cluster`, if any.
     pub fn current_lock(&self, cluster: &str) -> Result<Option<LockInfo>, StateError> {
-        Self::lock_row(&self.conn, "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1", cluster)
+        Self::lock_row(
+            &self.conn,
+            "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1",
+            cluster,
+        )
     }
 }
 
@@ -164,26 +200,52 @@ impl StateStore for SqliteStore {
     fn load(&self, cluster: &str) -> Result<Option<State>, StateError> {
         let head: Option<(String, u64)> = self
             .conn
-            .query_row("SELECT lineage, serial FROM clusters WHERE name = ?1", [cluster], |r| Ok((r.get(0)?, serial_at(r, 1)?)))
+            .query_row(
+                "SELECT lineage, serial FROM clusters WHERE name = ?1",
+                [cluster],
+                |r| Ok((r.get(0)?, serial_at(r, 1)?)),
+            )
             .optional()
             .map_err(backend("cannot read the cluster"))?;
-        let Some((lineage, serial)) = head else { return Ok(None) };
-        let mut state = State { cluster: cluster.to_string(), lineage: Some(lineage), serial, ..Default::default() };
+        let Some((lineage, serial)) = head else {
+            return Ok(None);
+        };
+        let mut state = State {
+            cluster: cluster.to_string(),
+            lineage: Some(lineage),
+            serial,
+            ..Default::default()
+        };
         let mut stmt = self
             .conn
             .prepare("SELECT address, host, status, attributes, depends_on FROM resources WHERE cluster = ?1")
             .map_err(backend("cannot read resources"))?;
         let rows = stmt
             .query_map([cluster], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
             })
             .map_err(backend("cannot read resources"))?;
         for row in rows {
-            let (address, host, status, attributes, depends_on) = row.map_err(backend("cannot read a resource"))?;
-            let parsed_address: Address = address.parse().map_err(|m: String| StateError::Backend { message: m, source: None })?;
-            let status: ResourceStatus = serde_json::from_str(&format!("\"{status}\"")).map_err(|e| corrupt(&address, e))?;
+            let (address, host, status, attributes, depends_on) =
+                row.map_err(backend("cannot read a resource"))?;
+            let parsed_address: Address =
+                address.parse().map_err(|m: String| StateError::Backend {
+                    message: m,
+                    source: None,
+                })?;
+            let status: ResourceStatus =
+                serde_json::from_str(&format!("\"{status}\"")).map_err(|e| corrupt(&address, e))?;
             let host = match host {
-                Some(h) => Some(h.parse().map_err(|_| StateError::Backend { message: format!("stored resource `{address}` has host `{h}`, not an IP"), source: None })?),
+                Some(h) => Some(h.parse().map_err(|_| StateError::Backend {
+                    message: format!("stored resource `{address}` has host `{h}`, not an IP"),
+                    source: None,
+                })?),
                 None => None,
             };
             let resource = StoredResource {
@@ -199,15 +261,38 @@ impl StateStore for SqliteStore {
     }
 
     fn clusters(&self) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT name FROM clusters ORDER BY name").map_err(backend("cannot list clusters"))?;
-        let names = stmt.query_map([], |r| r.get(0)).map_err(backend("cannot list clusters"))?;
-        names.collect::<Result<_, _>>().map_err(backend("cannot list clusters"))
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM clusters ORDER BY name")
+            .map_err(backend("cannot list clusters"))?;
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(backend("cannot list clusters"))?;
+        names
+            .collect::<Result<_, _>>()
+            .map_err(backend("cannot list clusters"))
     }
 
-    fn lock(&mut self, cluster: &str, who: &str, pid: u32, command: &str) -> Result<LockInfo, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot take the lock"))?;
-        if let Some(held) = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1", cluster)? {
-            return Err(StateError::Locked { id: held.id.clone(), holder: held.to_string() });
+    fn lock(
+        &mut self,
+        cluster: &str,
+        who: &str,
+        pid: u32,
+        command: &str,
+    ) -> Result<LockInfo, StateError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot take the lock"))?;
+        if let Some(held) = Self::lock_row(
+            &tx,
+            "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1",
+            cluster,
+        )? {
+            return Err(StateError::Locked {
+                id: held.id.clone(),
+                holder: held.to_string(),
+            });
         }
         let id = uuid::Uuid::new_v4().to_string();
         tx.execute(
@@ -215,14 +300,21 @@ impl StateStore for SqliteStore {
             params![cluster, id, who, pid, command],
         )
         .map_err(backend("cannot take the lock"))?;
-        let lock = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", &id)?
-            .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
+        let lock = Self::lock_row(
+            &tx,
+            "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1",
+            &id,
+        )?
+        .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
         tx.commit().map_err(backend("cannot take the lock"))?;
         Ok(lock)
     }
 
     fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError> {
-        let n = self.conn.execute("DELETE FROM locks WHERE id = ?1", [&lock.id]).map_err(backend("cannot release the lock"))?;
+        let n = self
+            .conn
+            .execute("DELETE FROM locks WHERE id = ?1", [&lock.id])
+            .map_err(backend("cannot release the lock"))?;
         if n == 0 {
             return Err(StateError::NoSuchLock(lock.id.clone()));
         }
@@ -230,18 +322,38 @@ impl StateStore for SqliteStore {
     }
 
     fn force_unlock(&mut self, lock_id: &str) -> Result<LockInfo, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot release the lock"))?;
-        let held = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", lock_id)?
-            .ok_or_else(|| StateError::NoSuchLock(lock_id.to_string()))?;
-        tx.execute("DELETE FROM locks WHERE id = ?1", [lock_id]).map_err(backend("cannot release the lock"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot release the lock"))?;
+        let held = Self::lock_row(
+            &tx,
+            "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1",
+            lock_id,
+        )?
+        .ok_or_else(|| StateError::NoSuchLock(lock_id.to_string()))?;
+        tx.execute("DELETE FROM locks WHERE id = ?1", [lock_id])
+            .map_err(backend("cannot release the lock"))?;
         tx.commit().map_err(backend("cannot release the lock"))?;
         Ok(held)
     }
 
-    fn put_resource(&mut self, lock: &LockInfo, address: &Address, resource: Option<&StoredResource>) -> Result<u64, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend("cannot start a state write"))?;
+    fn put_resource(
+        &mut self,
+        lock: &LockInfo,
+        address: &Address,
+        resource: Option<&StoredResource>,
+    ) -> Result<u64, StateError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot start a state write"))?;
         let held: Option<String> = tx
-            .query_row("SELECT id FROM locks WHERE cluster = ?1", [&lock.cluster], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM locks WHERE cluster = ?1",
+                [&lock.cluster],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(backend("cannot read the lock"))?;
         if held.as_deref() != Some(lock.id.as_str()) {
@@ -252,19 +364,32 @@ impl StateStore for SqliteStore {
             params![lock.cluster, uuid::Uuid::new_v4().to_string()],
         )
         .map_err(backend("cannot create the cluster state"))?;
-        tx.execute("UPDATE clusters SET serial = serial + 1 WHERE name = ?1", [&lock.cluster]).map_err(backend("cannot bump the serial"))?;
+        tx.execute(
+            "UPDATE clusters SET serial = serial + 1 WHERE name = ?1",
+            [&lock.cluster],
+        )
+        .map_err(backend("cannot bump the serial"))?;
         let serial: u64 = tx
-            .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
+            .query_row(
+                "SELECT serial FROM clusters WHERE name = ?1",
+                [&lock.cluster],
+                |r| serial_at(r, 0),
+            )
             .map_err(backend("cannot read the serial"))?;
         let key = address.to_string();
         match resource {
             None => {
-                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
-                    .map_err(backend(format!("cannot delete `{key}`")))?;
+                tx.execute(
+                    "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
+                    params![lock.cluster, key],
+                )
+                .map_err(backend(format!("cannot delete `{key}`")))?;
             }
             Some(r) => {
-                let attributes = serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
-                let depends_on = serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
+                let attributes =
+                    serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
+                let depends_on =
+                    serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
                 let status = match r.status {
                     ResourceStatus::Ready => "ready",
                     ResourceStatus::Tainted => "tainted",
@@ -279,7 +404,8 @@ impl StateStore for SqliteStore {
                 .map_err(backend(format!("cannot record `{key}`")))?;
             }
         }
-        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+        tx.commit()
+            .map_err(backend(format!("cannot commit `{key}`")))?;
         Ok(serial)
     }
 
@@ -303,10 +429,17 @@ impl StateStore for SqliteStore {
             .map_err(backend("cannot read the history"))?;
         let rows = stmt
             .query_map([cluster], |r| {
-                Ok(HistoryEntry { serial: serial_at(r, 0)?, command: r.get(1)?, who: r.get(2)?, at: r.get(3)?, summary: r.get(4)? })
+                Ok(HistoryEntry {
+                    serial: serial_at(r, 0)?,
+                    command: r.get(1)?,
+                    who: r.get(2)?,
+                    at: r.get(3)?,
+                    summary: r.get(4)?,
+                })
             })
             .map_err(backend("cannot read the history"))?;
-        rows.collect::<Result<_, _>>().map_err(backend("cannot read the history"))
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("cannot read the history"))
     }
 }
 
@@ -364,11 +497,19 @@ mod tests {
         let lock = one.lock("c", "alice@ws1", 42, "sealer apply").unwrap();
         let err = two.lock("c", "bob@ws2", 7, "sealer apply").unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("alice@ws1") && message.contains("pid 42") && message.contains(&lock.id), "{message}");
+        assert!(
+            message.contains("alice@ws1")
+                && message.contains("pid 42")
+                && message.contains(&lock.id),
+            "{message}"
+        );
         assert!(two.lock("other", "bob@ws2", 7, "sealer apply").is_ok());
         assert_eq!(two.force_unlock(&lock.id).unwrap().who, "alice@ws1");
         let a = resource("10.0.0.3");
-        assert!(matches!(one.put_resource(&lock, &a.address, Some(&a)), Err(StateError::NoSuchLock(_))));
+        assert!(matches!(
+            one.put_resource(&lock, &a.address, Some(&a)),
+            Err(StateError::NoSuchLock(_))
+        ));
         assert!(two.lock("c", "bob@ws2", 7, "sealer apply").is_ok());
     }
 }

@@ -1,0 +1,114 @@
+//! Every command line argument of `sealer`, in one place.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealer",
+    version,
+    about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply"
+)]
+pub struct Cli {
+    /// State database (a SQLite file); the default is `.sealer/state.db` under the working directory
+    #[arg(long, global = true, env = "SEALER_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// No colours in the output (the `NO_COLOR` environment variable does the same)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would change: the Clusterfile compared with the state
+    Plan(PlanArgs),
+    /// Print the resource graph of a Clusterfile as Graphviz DOT
+    Graph(GraphArgs),
+    /// Read the state
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Release a state lock whose holder died
+    ForceUnlock(ForceUnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The Clusterfile
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Clusterfile"
+    )]
+    pub file: PathBuf,
+    /// Print the plan as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan to FILE, for a later `sealer apply FILE`
+    #[arg(long, value_name = "PLANFILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing changes, 2 when something does, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Only this resource and what it depends on (repeatable)
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Read the live hosts before planning (`--refresh=false` plans against the state as recorded)
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
+    /// Plan the deletion of everything the state holds
+    #[arg(long)]
+    pub destroy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Clusterfile"
+    )]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the addresses of the resources in the state
+    List(ClusterArg),
+    /// Show one resource of the state
+    Show(StateShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArg {
+    /// The cluster, when the state holds several
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StateShowArgs {
+    /// Address of the resource, e.g. `hostname.192.168.0.2`
+    pub address: String,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    /// Print the resource as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// The lock id, as printed by the command that was refused
+    pub lock_id: String,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub force: bool,
+}

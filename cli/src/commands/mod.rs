@@ -1,0 +1,34 @@
+pub mod graph;
+pub mod plan;
+pub mod state;
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use sealer_engine::{Clusterfile, Diagnostics};
+
+/// Reads and validates a Clusterfile, printing warnings; every error is printed before failing.
+pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the Clusterfile `{}`", path.display()))?;
+    match sealer_engine::parse(&path.display().to_string(), &text) {
+        Ok(parsed) => {
+            print_diagnostics(&parsed.warnings);
+            Ok(parsed.clusterfile)
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            bail!(
+                "`{}` is not a valid Clusterfile ({} error(s) above)",
+                path.display(),
+                diagnostics.errors().count()
+            )
+        }
+    }
+}
+
+fn print_diagnostics(diagnostics: &Diagnostics) {
+    for d in &diagnostics.0 {
+        eprintln!("{d}");
+    }
+}

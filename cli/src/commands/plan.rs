@@ -1,0 +1,58 @@
+use std::io::Write;
+
+use anyhow::Context as _;
+use sealer_engine::{Address, PlanOptions, State, StateStore};
+use sealer_state::SqliteStore;
+
+use crate::args::PlanArgs;
+use crate::{render, Context, Outcome};
+
+pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| {
+            t.parse::<Address>()
+                .map_err(|e| anyhow::anyhow!("invalid --target: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cf = super::load_clusterfile(&args.file)?;
+    let graph = sealer_engine::compile(&cf)?;
+    let state = match SqliteStore::open_read_only(&ctx.state_path)? {
+        Some(store) => store.load(&cf.cluster.name)?,
+        None => None,
+    }
+    .unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let plan = sealer_engine::plan(
+        &graph,
+        &state,
+        &PlanOptions {
+            targets,
+            destroy: args.destroy,
+        },
+    )?;
+    let text = if args.json {
+        render::json::plan(&plan)?
+    } else {
+        render::human::plan(&plan, ctx.color)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("cannot write the plan")?;
+    if let Some(path) = &args.out {
+        sealer_state::write_plan_file(path, &plan)?;
+        if !args.json {
+            writeln!(
+                out,
+                "\nSaved the plan to: {}\nTo apply it, run: sealer apply {}",
+                path.display(),
+                path.display()
+            )?;
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        Outcome::Changes
+    } else {
+        Outcome::Ok
+    })
+}

@@ -1,0 +1,5 @@
+//! Plans and state as text for people (`human`) and for programs (`json`). Rendering is separate from
+//! planning: the same immutable plan feeds both.
+
+pub mod human;
+pub mod json;
