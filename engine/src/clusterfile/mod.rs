@@ -292,3 +292,6 @@ pub struct Clusterfile {
     pub configs: Vec<ConfigFile>,
     pub kubeadm: Vec<KubeadmDocument>,
 }
+
+#[cfg(test)]
+mod validation_tests;
