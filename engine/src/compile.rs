@@ -112,10 +112,7 @@ impl Compiler<'_> {
         let cf = self.cf;
         for host in &cf.cluster.hosts {
             let ip = host.ip;
-            let name = cf
-                .hostnames
-                .get(&ip)
-                .map_or(Value::Unknown, |n| Value::text(n));
+            let name = cf.hostnames.get(&ip).map_or(Value::Unknown, Value::text);
             let hostname = self.add(
                 Kind::Hostname,
                 ip.to_string(),

@@ -76,24 +76,28 @@ const INDENT: &str = "      ";
 /// `name = value` for a created or deleted attribute; `s` is the (painted) sign, or a space for a value
 /// shown as it is.
 fn whole(out: &mut String, s: &str, name: &str, width: usize, v: &Value) {
+    whole_at(out, INDENT, s, name, width, v);
+}
+
+fn whole_at(out: &mut String, indent: &str, s: &str, name: &str, width: usize, v: &Value) {
     match v {
         Value::Text(text) if is_multiline(v) => {
-            let _ = writeln!(out, "{INDENT}{s} {name:width$} = <<-EOT");
+            let _ = writeln!(out, "{indent}{s} {name:width$} = <<-EOT");
             for line in text.lines() {
-                let _ = writeln!(out, "{INDENT}      {line}");
+                let _ = writeln!(out, "{indent}      {line}");
             }
-            let _ = writeln!(out, "{INDENT}  EOT");
+            let _ = writeln!(out, "{indent}  EOT");
         }
         Value::Map(m) if !m.is_empty() => {
-            let _ = writeln!(out, "{INDENT}{s} {name:width$} = {{");
+            let _ = writeln!(out, "{indent}{s} {name:width$} = {{");
             let kw = m.keys().map(|k| quote(k).len()).max().unwrap_or(0);
             for (k, val) in m {
-                let _ = writeln!(out, "{INDENT}    {s} {:kw$} = {}", quote(k), quote(val));
+                let _ = writeln!(out, "{indent}    {s} {:kw$} = {}", quote(k), quote(val));
             }
-            let _ = writeln!(out, "{INDENT}  }}");
+            let _ = writeln!(out, "{indent}  }}");
         }
         _ => {
-            let _ = writeln!(out, "{INDENT}{s} {name:width$} = {}", inline(v));
+            let _ = writeln!(out, "{indent}{s} {name:width$} = {}", inline(v));
         }
     }
 }
@@ -351,7 +355,7 @@ pub fn stored_resource(r: &StoredResource) -> String {
     );
     let width = r.attributes.keys().map(String::len).max().unwrap_or(0);
     for (k, v) in &r.attributes {
-        whole(&mut out, " ", k, width, v);
+        whole_at(&mut out, "", " ", k, width, v);
     }
     let _ = writeln!(out, "}}");
     out

@@ -320,7 +320,7 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
             &["image", "ssh", "env", "cmd_args", "cmdArgs", "hosts"],
         );
         read_v2_hosts(r, spec, &mut cluster, &ssh, &mut seen);
-        if cluster.hosts.is_empty() && !spec.get("hosts").is_some_and(|h| !h.is_null()) {
+        if cluster.hosts.is_empty() && spec.get("hosts").is_none_or(|h| h.is_null()) {
             r.error(
                 "spec.hosts",
                 None,
