@@ -10,10 +10,7 @@ use sealer_engine::{PlanOptions, ResourceStatus, State, StateStore, StoredResour
 use sealer_state::SqliteStore;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The `sealer` binary, built once per test process (the test crate cannot depend on a binary).
@@ -27,8 +24,7 @@ pub fn sealer_bin() -> &'static Path {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building sealer failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo_root().join("target"), PathBuf::from);
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
         target.join("debug").join("sealer")
     })
 }
@@ -50,12 +46,7 @@ pub fn sealer_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("sealer starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -70,20 +61,11 @@ pub fn stderr(o: &Output) -> String {
 /// Records every resource of `clusterfile` in the state at `state_path` as applied, the way a finished
 /// apply leaves it; returns the state.
 pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
-    let cf = sealer_engine::parse("Clusterfile", clusterfile)
-        .unwrap()
-        .clusterfile;
+    let cf = sealer_engine::parse("Clusterfile", clusterfile).unwrap().clusterfile;
     let graph = sealer_engine::compile(&cf).unwrap();
-    let plan = sealer_engine::plan(
-        &graph,
-        &State::empty(&cf.cluster.name),
-        &PlanOptions::default(),
-    )
-    .unwrap();
+    let plan = sealer_engine::plan(&graph, &State::empty(&cf.cluster.name), &PlanOptions::default()).unwrap();
     let mut store = SqliteStore::open(state_path).unwrap();
-    let lock = store
-        .lock(&cf.cluster.name, "test@seed", std::process::id(), "seed")
-        .unwrap();
+    let lock = store.lock(&cf.cluster.name, "test@seed", std::process::id(), "seed").unwrap();
     for change in &plan.changes {
         let resource = StoredResource {
             address: change.address.clone(),
@@ -92,9 +74,7 @@ pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
             attributes: change.after.clone().unwrap(),
             depends_on: change.depends_on.clone(),
         };
-        store
-            .put_resource(&lock, &change.address, Some(&resource))
-            .unwrap();
+        store.put_resource(&lock, &change.address, Some(&resource)).unwrap();
     }
     store.record_history(&lock, "seeded").unwrap();
     store.unlock(&lock).unwrap();

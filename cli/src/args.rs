@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sealer",
-    version,
-    about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply"
-)]
+#[command(name = "sealer", version, about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply")]
 pub struct Cli {
     /// State database (a SQLite file); the default is `.sealer/state.db` under the working directory
     #[arg(long, global = true, env = "SEALER_STATE", value_name = "PATH")]
@@ -39,12 +35,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The Clusterfile
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        default_value = "Clusterfile"
-    )]
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
     pub file: PathBuf,
     /// Print the plan as JSON
     #[arg(long)]
@@ -69,12 +60,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        default_value = "Clusterfile"
-    )]
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
     pub file: PathBuf,
 }
 

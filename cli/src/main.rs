@@ -29,12 +29,7 @@ fn main() -> ExitCode {
     let color = !cli.no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let ctx = Context {
-        state_path: cli
-            .state
-            .unwrap_or_else(|| PathBuf::from(".sealer/state.db")),
-        color,
-    };
+    let ctx = Context { state_path: cli.state.unwrap_or_else(|| PathBuf::from(".sealer/state.db")), color };
     let result = match cli.command {
         Command::Plan(a) => commands::plan::run(&ctx, a),
         Command::Graph(a) => commands::graph::run(a),

@@ -28,12 +28,7 @@ fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
 }
 
 pub fn compile(cf: &Clusterfile) -> Result<ResourceGraph, GraphError> {
-    let mut c = Compiler {
-        cf,
-        b: GraphBuilder::default(),
-        plugins: HashMap::new(),
-        membership: HashMap::new(),
-    };
+    let mut c = Compiler { cf, b: GraphBuilder::default(), plugins: HashMap::new(), membership: HashMap::new() };
     let Some(first) = cf.cluster.first_master().map(|h| h.ip) else {
         // Validation guarantees a master; an empty cluster compiles to an empty graph.
         return c.b.finish();
@@ -58,11 +53,7 @@ impl Compiler<'_> {
         attributes: Attributes,
     ) -> Result<Address, GraphError> {
         let address = Address::new(kind, key);
-        self.b.add(Resource {
-            address: address.clone(),
-            host,
-            attributes,
-        })?;
+        self.b.add(Resource { address: address.clone(), host, attributes })?;
         Ok(address)
     }
 
@@ -76,30 +67,19 @@ impl Compiler<'_> {
 
     fn hosts(&mut self) -> Result<(), GraphError> {
         for host in &self.cf.cluster.hosts {
-            self.add(
-                Kind::Host,
-                host.ip.to_string(),
-                Some(host.ip),
-                host_attributes(host),
-            )?;
+            self.add(Kind::Host, host.ip.to_string(), Some(host.ip), host_attributes(host))?;
         }
         Ok(())
     }
 
     fn plugin_resources(&mut self) -> Result<(), GraphError> {
-        let hosts: HashMap<IpAddr, &Host> =
-            self.cf.cluster.hosts.iter().map(|h| (h.ip, h)).collect();
+        let hosts: HashMap<IpAddr, &Host> = self.cf.cluster.hosts.iter().map(|h| (h.ip, h)).collect();
         for plugin in &self.cf.plugins {
             for &phase in &plugin.phases {
                 for ip in &plugin.hosts {
                     let env = hosts.get(ip).map(|h| h.env.clone()).unwrap_or_default();
                     let key = format!("{}.{}.{}", plugin.name, phase.as_str(), ip);
-                    let a = self.add(
-                        Kind::Plugin,
-                        key,
-                        Some(*ip),
-                        plugin_attributes(plugin, phase, env),
-                    )?;
+                    let a = self.add(Kind::Plugin, key, Some(*ip), plugin_attributes(plugin, phase, env))?;
                     self.b.depends(&a, &address(Kind::Host, *ip))?;
                     self.plugins.entry((phase, *ip)).or_default().push(a);
                 }
@@ -113,12 +93,7 @@ impl Compiler<'_> {
         for host in &cf.cluster.hosts {
             let ip = host.ip;
             let name = cf.hostnames.get(&ip).map_or(Value::Unknown, Value::text);
-            let hostname = self.add(
-                Kind::Hostname,
-                ip.to_string(),
-                Some(ip),
-                attrs([("name", name)]),
-            )?;
+            let hostname = self.add(Kind::Hostname, ip.to_string(), Some(ip), attrs([("name", name)]))?;
             self.b.depends(&hostname, &address(Kind::Host, ip))?;
             let originally = self.plugins_at(Phase::Originally, ip);
             self.depends_all(&hostname, &originally)?;
@@ -126,10 +101,7 @@ impl Compiler<'_> {
                 Kind::Image,
                 ip.to_string(),
                 Some(ip),
-                attrs([
-                    ("image", Value::text(&cf.cluster.image)),
-                    ("digest", Value::Unknown),
-                ]),
+                attrs([("image", Value::text(&cf.cluster.image)), ("digest", Value::Unknown)]),
             )?;
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
@@ -140,16 +112,7 @@ impl Compiler<'_> {
                     attrs([
                         ("path", Value::text(&config.path)),
                         ("strategy", Value::text(config.strategy.as_str())),
-                        (
-                            "process",
-                            Value::List(
-                                config
-                                    .process
-                                    .iter()
-                                    .map(|p| p.as_str().to_string())
-                                    .collect(),
-                            ),
-                        ),
+                        ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
                         ("data", Value::text(&config.data)),
                     ]),
                 )?;
@@ -163,12 +126,7 @@ impl Compiler<'_> {
     /// applied, and its PreInstall plugins.
     fn prepared(&self, ip: IpAddr) -> Vec<Address> {
         let mut deps = vec![address(Kind::Image, ip)];
-        deps.extend(
-            self.cf
-                .configs
-                .iter()
-                .map(|c| Address::new(Kind::Config, format!("{}.{}", c.name, ip))),
-        );
+        deps.extend(self.cf.configs.iter().map(|c| Address::new(Kind::Config, format!("{}.{}", c.name, ip))));
         deps.extend(self.plugins_at(Phase::PreInstall, ip));
         deps
     }
@@ -192,14 +150,8 @@ impl Compiler<'_> {
             first.to_string(),
             Some(first),
             attrs([
-                (
-                    "kubernetes_version",
-                    Value::text(kubeadm::kubernetes_version(cf)),
-                ),
-                (
-                    "control_plane_endpoint",
-                    Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN)),
-                ),
+                ("kubernetes_version", Value::text(kubeadm::kubernetes_version(cf))),
+                ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
                 ("config", Value::text(kubeadm::init_config(cf, first))),
             ]),
         )?;
@@ -218,18 +170,10 @@ impl Compiler<'_> {
         let join_config = kubeadm::join_config(cf);
         let mut last_master = address(Kind::KubeadmInit, first);
         for role in [Role::Master, Role::Node] {
-            for host in cf
-                .cluster
-                .hosts
-                .iter()
-                .filter(|h| h.role == role && h.ip != first)
-            {
+            for host in cf.cluster.hosts.iter().filter(|h| h.role == role && h.ip != first) {
                 let mut a = attrs([
                     ("role", Value::text(role.as_str())),
-                    (
-                        "control_plane_endpoint",
-                        Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN)),
-                    ),
+                    ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
                 ]);
                 if let Some(config) = &join_config {
                     a.insert("config".into(), Value::text(config));
@@ -252,25 +196,15 @@ impl Compiler<'_> {
         let cf = self.cf;
         for (ip, labels) in &cf.labels {
             let member = self.membership[ip].clone();
-            let a = self.add(
-                Kind::Label,
-                ip.to_string(),
-                Some(*ip),
-                attrs([("labels", Value::Map(labels.clone()))]),
-            )?;
+            let a =
+                self.add(Kind::Label, ip.to_string(), Some(*ip), attrs([("labels", Value::Map(labels.clone()))]))?;
             self.b.depends(&a, &member)?;
         }
         for (ip, taints) in &cf.taints {
             let member = self.membership[ip].clone();
-            let mut a = attrs([(
-                "taints",
-                Value::List(taints.present.iter().map(ToString::to_string).collect()),
-            )]);
+            let mut a = attrs([("taints", Value::List(taints.present.iter().map(ToString::to_string).collect()))]);
             if !taints.absent.is_empty() {
-                a.insert(
-                    "absent".into(),
-                    Value::List(taints.absent.iter().map(ToString::to_string).collect()),
-                );
+                a.insert("absent".into(), Value::List(taints.absent.iter().map(ToString::to_string).collect()));
             }
             let a = self.add(Kind::Taint, ip.to_string(), Some(*ip), a)?;
             self.b.depends(&a, &member)?;
@@ -280,13 +214,7 @@ impl Compiler<'_> {
 
     /// Everything that makes the cluster complete: every member and its labels and taints.
     fn cluster_complete(&self) -> Vec<Address> {
-        let mut deps: Vec<Address> = self
-            .cf
-            .cluster
-            .hosts
-            .iter()
-            .map(|h| self.membership[&h.ip].clone())
-            .collect();
+        let mut deps: Vec<Address> = self.cf.cluster.hosts.iter().map(|h| self.membership[&h.ip].clone()).collect();
         deps.extend(self.cf.labels.keys().map(|ip| address(Kind::Label, *ip)));
         deps.extend(self.cf.taints.keys().map(|ip| address(Kind::Taint, *ip)));
         deps
@@ -294,11 +222,7 @@ impl Compiler<'_> {
 
     fn guest(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
-        let env = cf
-            .cluster
-            .first_master()
-            .map(|h| h.env.clone())
-            .unwrap_or_default();
+        let env = cf.cluster.first_master().map(|h| h.env.clone()).unwrap_or_default();
         let mut a = attrs([
             ("image", Value::text(&cf.cluster.image)),
             ("cmd_args", Value::List(cf.cluster.cmd_args.clone())),
@@ -387,23 +311,12 @@ fn plugin_attributes(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String
     let mut a = attrs([
         ("type", Value::text(plugin.plugin_type.name())),
         ("phase", Value::text(phase.as_str())),
-        (
-            "runs_on",
-            Value::text(if phase.runs_on_delete() {
-                "delete"
-            } else {
-                "create"
-            }),
-        ),
+        ("runs_on", Value::text(if phase.runs_on_delete() { "delete" } else { "create" })),
     ]);
     if !plugin.data.is_empty() {
         a.insert("data".into(), Value::text(&plugin.data));
     }
-    if matches!(
-        plugin.plugin_type,
-        PluginType::Shell | PluginType::OutOfTree(_)
-    ) && !env.is_empty()
-    {
+    if matches!(plugin.plugin_type, PluginType::Shell | PluginType::OutOfTree(_)) && !env.is_empty() {
         a.insert("env".into(), Value::Map(env));
     }
     a

@@ -75,18 +75,12 @@ impl Diagnostics {
 
     pub(crate) fn sort(&mut self) {
         self.0.sort_by(|a, b| {
-            (
-                a.severity,
-                a.location.document,
-                a.location.line,
-                a.location.column,
-            )
-                .cmp(&(
-                    b.severity,
-                    b.location.document,
-                    b.location.line,
-                    b.location.column,
-                ))
+            (a.severity, a.location.document, a.location.line, a.location.column).cmp(&(
+                b.severity,
+                b.location.document,
+                b.location.line,
+                b.location.column,
+            ))
         });
     }
 }

@@ -34,11 +34,8 @@ impl ResourceGraph {
         let Some(i) = self.index.get(address) else {
             return Vec::new();
         };
-        let mut deps: Vec<Address> = self
-            .graph
-            .neighbors_directed(*i, Direction::Incoming)
-            .map(|n| self.graph[n].address.clone())
-            .collect();
+        let mut deps: Vec<Address> =
+            self.graph.neighbors_directed(*i, Direction::Incoming).map(|n| self.graph[n].address.clone()).collect();
         deps.sort();
         deps
     }
@@ -46,21 +43,10 @@ impl ResourceGraph {
     /// Every resource, dependencies before dependents; among ready resources, the one compiled first goes
     /// first, so the order is the same on every run.
     pub fn in_dependency_order(&self) -> Vec<&Resource> {
-        let mut pending: Vec<usize> = self
-            .graph
-            .node_indices()
-            .map(|i| {
-                self.graph
-                    .neighbors_directed(i, Direction::Incoming)
-                    .count()
-            })
-            .collect();
-        let mut ready: BinaryHeap<Reverse<NodeIndex>> = self
-            .graph
-            .node_indices()
-            .filter(|i| pending[i.index()] == 0)
-            .map(Reverse)
-            .collect();
+        let mut pending: Vec<usize> =
+            self.graph.node_indices().map(|i| self.graph.neighbors_directed(i, Direction::Incoming).count()).collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> =
+            self.graph.node_indices().filter(|i| pending[i.index()] == 0).map(Reverse).collect();
         let mut out = Vec::with_capacity(self.len());
         while let Some(Reverse(i)) = ready.pop() {
             out.push(&self.graph[i]);
@@ -77,10 +63,7 @@ impl ResourceGraph {
     /// `targets` with everything they depend on, transitively.
     pub fn with_dependencies(&self, targets: &[Address]) -> BTreeSet<Address> {
         let mut out = BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = targets
-            .iter()
-            .filter_map(|t| self.index.get(t).copied())
-            .collect();
+        let mut stack: Vec<NodeIndex> = targets.iter().filter_map(|t| self.index.get(t).copied()).collect();
         while let Some(i) = stack.pop() {
             if out.insert(self.graph[i].address.clone()) {
                 stack.extend(self.graph.neighbors_directed(i, Direction::Incoming));
@@ -91,22 +74,13 @@ impl ResourceGraph {
 
     /// Graphviz text of the graph, nodes and edges sorted, for snapshots and `sealer graph`.
     pub fn to_dot(&self) -> String {
-        let mut nodes: Vec<String> = self
-            .graph
-            .node_weights()
-            .map(|r| r.address.to_string())
-            .collect();
+        let mut nodes: Vec<String> = self.graph.node_weights().map(|r| r.address.to_string()).collect();
         nodes.sort();
         let mut edges: Vec<(String, String)> = self
             .graph
             .edge_indices()
             .filter_map(|e| self.graph.edge_endpoints(e))
-            .map(|(a, b)| {
-                (
-                    self.graph[a].address.to_string(),
-                    self.graph[b].address.to_string(),
-                )
-            })
+            .map(|(a, b)| (self.graph[a].address.to_string(), self.graph[b].address.to_string()))
             .collect();
         edges.sort();
         let mut out = String::from("digraph sealer {\n");
@@ -144,29 +118,16 @@ impl GraphBuilder {
 
     /// `dependent` runs after `dependency`.
     pub fn depends(&mut self, dependent: &Address, dependency: &Address) -> Result<(), GraphError> {
-        let missing = |a: &Address| GraphError::Dangling {
-            from: dependent.to_string(),
-            to: a.to_string(),
-        };
-        let to = *self
-            .graph
-            .index
-            .get(dependent)
-            .ok_or_else(|| missing(dependent))?;
-        let from = *self
-            .graph
-            .index
-            .get(dependency)
-            .ok_or_else(|| missing(dependency))?;
+        let missing = |a: &Address| GraphError::Dangling { from: dependent.to_string(), to: a.to_string() };
+        let to = *self.graph.index.get(dependent).ok_or_else(|| missing(dependent))?;
+        let from = *self.graph.index.get(dependency).ok_or_else(|| missing(dependency))?;
         self.graph.graph.update_edge(from, to, ());
         Ok(())
     }
 
     pub fn finish(self) -> Result<ResourceGraph, GraphError> {
         if let Err(cycle) = petgraph::algo::toposort(&self.graph.graph, None) {
-            return Err(GraphError::Cycle(
-                self.graph.graph[cycle.node_id()].address.to_string(),
-            ));
+            return Err(GraphError::Cycle(self.graph.graph[cycle.node_id()].address.to_string()));
         }
         Ok(self.graph)
     }
@@ -178,11 +139,7 @@ mod tests {
     use crate::resource::Kind;
 
     fn res(kind: Kind, key: &str) -> Resource {
-        Resource {
-            address: Address::new(kind, key),
-            host: None,
-            attributes: Default::default(),
-        }
+        Resource { address: Address::new(kind, key), host: None, attributes: Default::default() }
     }
 
     #[test]
@@ -190,10 +147,7 @@ mod tests {
         let mut b = GraphBuilder::default();
         b.add(res(Kind::Host, "a")).unwrap();
         b.add(res(Kind::Hostname, "a")).unwrap();
-        let (host, name) = (
-            Address::new(Kind::Host, "a"),
-            Address::new(Kind::Hostname, "a"),
-        );
+        let (host, name) = (Address::new(Kind::Host, "a"), Address::new(Kind::Hostname, "a"));
         let ghost = Address::new(Kind::Image, "a");
         assert_eq!(
             b.depends(&name, &ghost).unwrap_err().to_string(),
@@ -201,11 +155,7 @@ mod tests {
         );
         b.depends(&name, &host).unwrap();
         b.depends(&host, &name).unwrap();
-        assert!(b
-            .finish()
-            .unwrap_err()
-            .to_string()
-            .contains("dependency cycle through"));
+        assert!(b.finish().unwrap_err().to_string().contains("dependency cycle through"));
     }
 
     #[test]
@@ -221,17 +171,9 @@ mod tests {
         for key in ["c", "b", "a"] {
             b.add(res(Kind::Host, key)).unwrap();
         }
-        b.depends(
-            &Address::new(Kind::Host, "c"),
-            &Address::new(Kind::Host, "a"),
-        )
-        .unwrap();
+        b.depends(&Address::new(Kind::Host, "c"), &Address::new(Kind::Host, "a")).unwrap();
         let g = b.finish().unwrap();
-        let order: Vec<String> = g
-            .in_dependency_order()
-            .iter()
-            .map(|r| r.address.key.clone())
-            .collect();
+        let order: Vec<String> = g.in_dependency_order().iter().map(|r| r.address.key.clone()).collect();
         assert_eq!(order, ["b", "a", "c"]);
     }
 }

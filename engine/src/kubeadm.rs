@@ -19,12 +19,8 @@ const DEFAULT_KUBERNETES_VERSION: &str = "v1.22.15";
 const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
 
 /// Documents of the merged configuration, in the order kubeadm reads them.
-const INIT_KINDS: [&str; 4] = [
-    "InitConfiguration",
-    "ClusterConfiguration",
-    "KubeProxyConfiguration",
-    "KubeletConfiguration",
-];
+const INIT_KINDS: [&str; 4] =
+    ["InitConfiguration", "ClusterConfiguration", "KubeProxyConfiguration", "KubeletConfiguration"];
 
 /// The Kubernetes version: the Clusterfile's `kubernetesVersion`, else the image tag when it is one
 /// (`kubernetes:v1.22.15`), else the default.
@@ -38,12 +34,7 @@ pub fn kubernetes_version(cf: &Clusterfile) -> String {
     if let Some(v) = declared {
         return v.to_string();
     }
-    let tag = cf
-        .cluster
-        .image
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| !t.contains('/'));
+    let tag = cf.cluster.image.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/'));
     match tag.and_then(parse_version) {
         Some(_) => tag.unwrap_or(DEFAULT_KUBERNETES_VERSION).to_string(),
         None => DEFAULT_KUBERNETES_VERSION.to_string(),
@@ -86,36 +77,18 @@ fn defaults(cf: &Clusterfile, first_master: IpAddr, version: &str) -> Vec<(&'sta
          scheduler:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
          etcd:\n  local:\n    dataDir: /var/lib/etcd\n",
     );
-    let mut sans = vec![
-        "127.0.0.1".to_string(),
-        API_SERVER_DOMAIN.to_string(),
-        VIRTUAL_IP.to_string(),
-    ];
-    sans.extend(
-        cf.cluster
-            .hosts
-            .iter()
-            .filter(|h| h.role == Role::Master)
-            .map(|h| h.ip.to_string()),
-    );
+    let mut sans = vec!["127.0.0.1".to_string(), API_SERVER_DOMAIN.to_string(), VIRTUAL_IP.to_string()];
+    sans.extend(cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()));
     if let Value::Mapping(m) = &mut cluster {
         let mut head = Mapping::new();
         head.insert("kubernetesVersion".into(), Value::String(version.into()));
-        head.insert(
-            "controlPlaneEndpoint".into(),
-            Value::String(format!("{API_SERVER_DOMAIN}:6443")),
-        );
-        head.insert(
-            "imageRepository".into(),
-            Value::String(format!("{REGISTRY_DOMAIN}:{REGISTRY_PORT}")),
-        );
+        head.insert("controlPlaneEndpoint".into(), Value::String(format!("{API_SERVER_DOMAIN}:6443")));
+        head.insert("imageRepository".into(), Value::String(format!("{REGISTRY_DOMAIN}:{REGISTRY_PORT}")));
         head.extend(std::mem::take(m));
         *m = head;
     }
     cluster["apiServer"]["certSANs"] = strings(sans);
-    let proxy = yaml(&format!(
-        "mode: ipvs\nipvs:\n  excludeCIDRs:\n  - {VIRTUAL_IP}/32\n"
-    ));
+    let proxy = yaml(&format!("mode: ipvs\nipvs:\n  excludeCIDRs:\n  - {VIRTUAL_IP}/32\n"));
     let kubelet = yaml("cgroupDriver: systemd\nauthentication:\n  webhook:\n    enabled: true\n");
     vec![
         ("InitConfiguration", init),
@@ -167,10 +140,7 @@ fn render(documents: Vec<(&str, Value)>, kubeadm_version: &'static str) -> Strin
     let mut out = String::new();
     for (kind, body) in documents {
         let mut doc = Mapping::new();
-        doc.insert(
-            "apiVersion".into(),
-            Value::String(api_version_of(kind, kubeadm_version).into()),
-        );
+        doc.insert("apiVersion".into(), Value::String(api_version_of(kind, kubeadm_version).into()));
         doc.insert("kind".into(), Value::String(kind.into()));
         if let Value::Mapping(m) = body {
             doc.extend(m);
@@ -212,10 +182,7 @@ pub fn join_config(cf: &Clusterfile) -> Option<String> {
         "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {API_SERVER_DOMAIN}:6443\nnodeRegistration:\n  criSocket: {CRI_SOCKET}\n"
     ));
     merge(&mut body, &user.body);
-    Some(render(
-        vec![("JoinConfiguration", body)],
-        kubeadm_api_version(&kubernetes_version(cf)),
-    ))
+    Some(render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf))))
 }
 
 fn yaml_with(key: &str, value: Value) -> Value {
@@ -231,14 +198,8 @@ mod tests {
     #[test]
     fn merge_overrides_scalars_keeps_siblings_and_unions_cert_sans() {
         let mut base = yaml("a: {b: 1, c: 2}\napiServer: {certSANs: [x, y]}\nlist: [1, 2]\n");
-        merge(
-            &mut base,
-            &yaml("a: {b: 9}\napiServer: {certSANs: [y, z]}\nlist: [3]\n"),
-        );
-        assert_eq!(
-            base,
-            yaml("a: {b: 9, c: 2}\napiServer: {certSANs: [x, y, z]}\nlist: [3]\n")
-        );
+        merge(&mut base, &yaml("a: {b: 9}\napiServer: {certSANs: [y, z]}\nlist: [3]\n"));
+        assert_eq!(base, yaml("a: {b: 9, c: 2}\napiServer: {certSANs: [x, y, z]}\nlist: [3]\n"));
     }
 
     #[test]

@@ -20,8 +20,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use error::{GraphError, PlanError, StateError};
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{
-    decide_action, plan, Action, Decision, Plan, PlanOptions, Reason, ResourceChange, Summary,
-    PLAN_FORMAT_VERSION,
+    decide_action, plan, Action, Decision, Plan, PlanOptions, Reason, ResourceChange, Summary, PLAN_FORMAT_VERSION,
 };
 pub use resource::{Address, Attributes, Kind, Resource, Value};
 pub use state::{HistoryEntry, LockInfo, ResourceStatus, State, StateStore, StoredResource};

@@ -143,16 +143,8 @@ fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
 }
 
 /// The one place where an action is chosen. Only what the state has and the Clusterfile lacks is deleted.
-pub fn decide_action(
-    kind: Kind,
-    desired: Option<&Attributes>,
-    prior: Option<&StoredResource>,
-) -> Decision {
-    let decision = |action, reason| Decision {
-        action,
-        reason,
-        replace_paths: Vec::new(),
-    };
+pub fn decide_action(kind: Kind, desired: Option<&Attributes>, prior: Option<&StoredResource>) -> Decision {
+    let decision = |action, reason| Decision { action, reason, replace_paths: Vec::new() };
     match (desired, prior) {
         (None, None) => decision(Action::NoOp, Reason::NoOpBecauseUpToDate),
         (Some(_), None) => decision(Action::Create, Reason::CreateBecauseNotInState),
@@ -162,23 +154,14 @@ pub fn decide_action(
         }
         (Some(d), Some(p)) => {
             let keys: BTreeSet<&String> = d.keys().chain(p.attributes.keys()).collect();
-            let changed: Vec<&String> = keys
-                .into_iter()
-                .filter(|k| !equal_or_unknown(d.get(*k), p.attributes.get(*k)))
-                .collect();
-            let replace_paths: Vec<String> = changed
-                .iter()
-                .filter(|k| kind.forces_replacement(k))
-                .map(|k| k.to_string())
-                .collect();
+            let changed: Vec<&String> =
+                keys.into_iter().filter(|k| !equal_or_unknown(d.get(*k), p.attributes.get(*k))).collect();
+            let replace_paths: Vec<String> =
+                changed.iter().filter(|k| kind.forces_replacement(k)).map(|k| k.to_string()).collect();
             if changed.is_empty() {
                 decision(Action::NoOp, Reason::NoOpBecauseUpToDate)
             } else if !replace_paths.is_empty() {
-                Decision {
-                    action: Action::Replace,
-                    reason: Reason::ReplaceBecauseCannotUpdate,
-                    replace_paths,
-                }
+                Decision { action: Action::Replace, reason: Reason::ReplaceBecauseCannotUpdate, replace_paths }
             } else {
                 decision(Action::Update, Reason::UpdateBecauseAttributesChanged)
             }
@@ -202,10 +185,7 @@ fn resolve_unknowns(desired: &Attributes, prior: Option<&StoredResource>) -> Att
 }
 
 /// Stored resources in reverse dependency order (dependents first), ties by address.
-fn reverse_dependency_order<'s>(
-    state: &'s State,
-    selected: &BTreeSet<&Address>,
-) -> Vec<&'s StoredResource> {
+fn reverse_dependency_order<'s>(state: &'s State, selected: &BTreeSet<&Address>) -> Vec<&'s StoredResource> {
     let mut dependents: BTreeMap<&Address, usize> = selected.iter().map(|a| (*a, 0)).collect();
     for a in selected {
         for dep in &state.resources[*a].depends_on {
@@ -214,11 +194,7 @@ fn reverse_dependency_order<'s>(
             }
         }
     }
-    let mut ready: BTreeSet<&Address> = dependents
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(a, _)| *a)
-        .collect();
+    let mut ready: BTreeSet<&Address> = dependents.iter().filter(|(_, n)| **n == 0).map(|(a, _)| *a).collect();
     let mut out = Vec::with_capacity(selected.len());
     while let Some(a) = ready.pop_first() {
         let r = &state.resources[a];
@@ -234,21 +210,14 @@ fn reverse_dependency_order<'s>(
     }
     // A cycle in stored dependencies cannot come from a compiled graph; keep the rest rather than lose it.
     let placed: BTreeSet<&Address> = out.iter().map(|r| &r.address).collect();
-    out.extend(
-        selected
-            .iter()
-            .filter(|a| !placed.contains(*a))
-            .map(|a| &state.resources[*a]),
-    );
+    out.extend(selected.iter().filter(|a| !placed.contains(*a)).map(|a| &state.resources[*a]));
     out
 }
 
 /// Everything in the state that depends, transitively, on one of `targets`, with the targets.
 fn stored_dependents<'s>(state: &'s State, targets: &[Address]) -> BTreeSet<&'s Address> {
-    let mut out: BTreeSet<&Address> = targets
-        .iter()
-        .filter_map(|t| state.resources.get_key_value(t).map(|(k, _)| k))
-        .collect();
+    let mut out: BTreeSet<&Address> =
+        targets.iter().filter_map(|t| state.resources.get_key_value(t).map(|(k, _)| k)).collect();
     loop {
         let before = out.len();
         for (a, r) in &state.resources {
@@ -262,11 +231,7 @@ fn stored_dependents<'s>(state: &'s State, targets: &[Address]) -> BTreeSet<&'s 
     }
 }
 
-pub fn plan(
-    graph: &ResourceGraph,
-    state: &State,
-    options: &PlanOptions,
-) -> Result<Plan, PlanError> {
+pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Result<Plan, PlanError> {
     for t in &options.targets {
         if graph.get(t).is_none() && !state.resources.contains_key(t) {
             return Err(PlanError::UnknownTarget(t.to_string()));
@@ -307,11 +272,7 @@ pub fn plan(
             orphans.collect()
         }
     };
-    let reason = if options.destroy {
-        Reason::DeleteBecauseDestroy
-    } else {
-        Reason::DeleteBecauseNoResourceConfig
-    };
+    let reason = if options.destroy { Reason::DeleteBecauseDestroy } else { Reason::DeleteBecauseNoResourceConfig };
     for stored in reverse_dependency_order(state, &deletions) {
         changes.push(ResourceChange {
             address: stored.address.clone(),
@@ -341,10 +302,7 @@ mod tests {
     use super::*;
 
     fn attributes(pairs: &[(&str, Value)]) -> Attributes {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
     fn stored(kind: Kind, attrs: Attributes, status: ResourceStatus) -> StoredResource {
@@ -361,26 +319,13 @@ mod tests {
     fn decide_create_delete_noop_update_replace() {
         let a = attributes(&[("name", Value::text("m0"))]);
         let b = attributes(&[("name", Value::text("m1"))]);
-        let ready =
-            |attrs: &Attributes| stored(Kind::Hostname, attrs.clone(), ResourceStatus::Ready);
-        assert_eq!(
-            decide_action(Kind::Hostname, Some(&a), None).action,
-            Action::Create
-        );
+        let ready = |attrs: &Attributes| stored(Kind::Hostname, attrs.clone(), ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Hostname, Some(&a), None).action, Action::Create);
         let delete = decide_action(Kind::Hostname, None, Some(&ready(&a)));
-        assert_eq!(
-            (delete.action, delete.reason),
-            (Action::Delete, Reason::DeleteBecauseNoResourceConfig)
-        );
-        assert_eq!(
-            decide_action(Kind::Hostname, Some(&a), Some(&ready(&a))).action,
-            Action::NoOp
-        );
+        assert_eq!((delete.action, delete.reason), (Action::Delete, Reason::DeleteBecauseNoResourceConfig));
+        assert_eq!(decide_action(Kind::Hostname, Some(&a), Some(&ready(&a))).action, Action::NoOp);
         let update = decide_action(Kind::Hostname, Some(&b), Some(&ready(&a)));
-        assert_eq!(
-            (update.action, update.reason),
-            (Action::Update, Reason::UpdateBecauseAttributesChanged)
-        );
+        assert_eq!((update.action, update.reason), (Action::Update, Reason::UpdateBecauseAttributesChanged));
         let master = attributes(&[("role", Value::text("master"))]);
         let node = attributes(&[("role", Value::text("node"))]);
         let replace = decide_action(
@@ -396,33 +341,17 @@ mod tests {
     #[test]
     fn tainted_resources_are_replaced_even_when_equal() {
         let a = attributes(&[("name", Value::text("m0"))]);
-        let d = decide_action(
-            Kind::Hostname,
-            Some(&a),
-            Some(&stored(Kind::Hostname, a.clone(), ResourceStatus::Tainted)),
-        );
-        assert_eq!(
-            (d.action, d.reason),
-            (Action::Replace, Reason::ReplaceBecauseTainted)
-        );
+        let d =
+            decide_action(Kind::Hostname, Some(&a), Some(&stored(Kind::Hostname, a.clone(), ResourceStatus::Tainted)));
+        assert_eq!((d.action, d.reason), (Action::Replace, Reason::ReplaceBecauseTainted));
     }
 
     #[test]
     fn unknown_desired_values_never_cause_a_change_once_known() {
         let desired = attributes(&[("name", Value::Unknown)]);
-        let prior = stored(
-            Kind::Hostname,
-            attributes(&[("name", Value::text("observed"))]),
-            ResourceStatus::Ready,
-        );
-        assert_eq!(
-            decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action,
-            Action::NoOp
-        );
-        assert_eq!(
-            resolve_unknowns(&desired, Some(&prior))["name"],
-            Value::text("observed")
-        );
+        let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
+        assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
     }
 
     #[test]
@@ -430,9 +359,6 @@ mod tests {
         let with = attributes(&[("a", Value::Int(1)), ("b", Value::Int(2))]);
         let without = attributes(&[("a", Value::Int(1))]);
         let prior = stored(Kind::Label, with, ResourceStatus::Ready);
-        assert_eq!(
-            decide_action(Kind::Label, Some(&without), Some(&prior)).action,
-            Action::Update
-        );
+        assert_eq!(decide_action(Kind::Label, Some(&without), Some(&prior)).action, Action::Update);
     }
 }

@@ -58,10 +58,7 @@ impl Kind {
     pub fn forces_replacement(self, attribute: &str) -> bool {
         matches!(
             (self, attribute),
-            (Kind::Host, "role")
-                | (Kind::KubeadmJoin, "role")
-                | (Kind::Image, "image")
-                | (Kind::Registry, "image")
+            (Kind::Host, "role") | (Kind::KubeadmJoin, "role") | (Kind::Image, "image") | (Kind::Registry, "image")
         )
     }
 }
@@ -76,10 +73,7 @@ pub struct Address {
 
 impl Address {
     pub fn new(kind: Kind, key: impl Into<String>) -> Self {
-        Address {
-            kind,
-            key: key.into(),
-        }
+        Address { kind, key: key.into() }
     }
 }
 
@@ -93,18 +87,10 @@ impl FromStr for Address {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, key) = s
-            .split_once('.')
-            .ok_or_else(|| format!("`{s}` is not an address (`kind.key`)"))?;
-        let kind = Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == kind)
-            .ok_or_else(|| {
-                format!(
-                    "`{kind}` is not a resource kind; expected one of {}",
-                    Kind::ALL.map(Kind::as_str).join(", ")
-                )
-            })?;
+        let (kind, key) = s.split_once('.').ok_or_else(|| format!("`{s}` is not an address (`kind.key`)"))?;
+        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| {
+            format!("`{kind}` is not a resource kind; expected one of {}", Kind::ALL.map(Kind::as_str).join(", "))
+        })?;
         if key.is_empty() {
             return Err(format!("`{s}` has no key after the kind"));
         }

@@ -49,10 +49,7 @@ fn join(parent: &str, key: &str) -> String {
 }
 
 fn position(mark: Marker) -> Position {
-    Position {
-        line: mark.line(),
-        column: mark.col() + 1,
-    }
+    Position { line: mark.line(), column: mark.col() + 1 }
 }
 
 impl Collector {
@@ -80,10 +77,7 @@ impl MarkedEventReceiver for Collector {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::DocumentStart => {
-                self.documents.push(DocumentPositions {
-                    start: Some(position(mark)),
-                    ..Default::default()
-                });
+                self.documents.push(DocumentPositions { start: Some(position(mark)), ..Default::default() });
                 self.stack.clear();
             }
             Event::Scalar(value, ..) => match self.next_node_path() {
@@ -136,17 +130,8 @@ mod tests {
         let text = "a: 1\nspec:\n  hosts:\n    - ips: [10.0.0.1, 10.0.0.2]\n---\nkind: X\n";
         let docs = index(text);
         assert_eq!(docs.len(), 2);
-        assert_eq!(
-            docs[0].get("spec.hosts[0].ips[1]"),
-            Some(Position {
-                line: 4,
-                column: 23
-            })
-        );
-        assert_eq!(
-            docs[0].get("spec.hosts"),
-            Some(Position { line: 4, column: 5 })
-        );
+        assert_eq!(docs[0].get("spec.hosts[0].ips[1]"), Some(Position { line: 4, column: 23 }));
+        assert_eq!(docs[0].get("spec.hosts"), Some(Position { line: 4, column: 5 }));
         assert_eq!(docs[1].get("kind"), Some(Position { line: 6, column: 7 }));
     }
 }

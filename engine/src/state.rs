@@ -41,10 +41,7 @@ pub struct State {
 
 impl State {
     pub fn empty(cluster: &str) -> Self {
-        State {
-            cluster: cluster.to_string(),
-            ..Default::default()
-        }
+        State { cluster: cluster.to_string(), ..Default::default() }
     }
 }
 
@@ -63,11 +60,7 @@ pub struct LockInfo {
 
 impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (pid {}, `{}`, since {})",
-            self.who, self.pid, self.command, self.created
-        )
+        write!(f, "{} (pid {}, `{}`, since {})", self.who, self.pid, self.command, self.created)
     }
 }
 
@@ -89,13 +82,7 @@ pub trait StateStore {
     /// Names of the clusters held.
     fn clusters(&self) -> Result<Vec<String>, StateError>;
     /// Takes the lock of `cluster`, or says who holds it.
-    fn lock(
-        &mut self,
-        cluster: &str,
-        who: &str,
-        pid: u32,
-        command: &str,
-    ) -> Result<LockInfo, StateError>;
+    fn lock(&mut self, cluster: &str, who: &str, pid: u32, command: &str) -> Result<LockInfo, StateError>;
     fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError>;
     /// Releases a lock whatever its holder (the holder died); returns what was released.
     fn force_unlock(&mut self, lock_id: &str) -> Result<LockInfo, StateError>;

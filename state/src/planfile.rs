@@ -25,46 +25,26 @@ fn checksum(plan: &Plan) -> Result<String, serde_json::Error> {
 
 pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), PlanFileError> {
     let display = path.display().to_string();
-    let format = |e: serde_json::Error| PlanFileError::Format {
-        path: display.clone(),
-        message: e.to_string(),
-    };
-    let file = PlanFile {
-        kind: KIND.into(),
-        checksum: checksum(plan).map_err(format)?,
-        plan: plan.clone(),
-    };
+    let format = |e: serde_json::Error| PlanFileError::Format { path: display.clone(), message: e.to_string() };
+    let file = PlanFile { kind: KIND.into(), checksum: checksum(plan).map_err(format)?, plan: plan.clone() };
     let text = serde_json::to_string_pretty(&file).map_err(format)?;
     // Written beside the target and renamed, so a crash never leaves half a plan under the final name.
     let tmp = path.with_extension("tmp-sealer-plan");
     std::fs::write(&tmp, text + "\n")
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| PlanFileError::Write {
-            path: display.clone(),
-            source,
-        })
+        .map_err(|source| PlanFileError::Write { path: display.clone(), source })
 }
 
 pub fn read_plan_file(path: &Path) -> Result<Plan, PlanFileError> {
     let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    let file: PlanFile = serde_json::from_str(&text).map_err(|e| PlanFileError::Format {
-        path: display.clone(),
-        message: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read { path: display.clone(), source })?;
+    let file: PlanFile = serde_json::from_str(&text)
+        .map_err(|e| PlanFileError::Format { path: display.clone(), message: e.to_string() })?;
     if file.kind != KIND {
-        return Err(PlanFileError::Format {
-            path: display,
-            message: format!("kind is `{}`", file.kind),
-        });
+        return Err(PlanFileError::Format { path: display, message: format!("kind is `{}`", file.kind) });
     }
-    let expected = checksum(&file.plan).map_err(|e| PlanFileError::Format {
-        path: display.clone(),
-        message: e.to_string(),
-    })?;
+    let expected =
+        checksum(&file.plan).map_err(|e| PlanFileError::Format { path: display.clone(), message: e.to_string() })?;
     if expected != file.checksum {
         return Err(PlanFileError::Checksum { path: display });
     }
@@ -93,18 +73,10 @@ mod tests {
         let path = dir.path().join("p.plan");
         write_plan_file(&path, &plan()).unwrap();
         assert_eq!(read_plan_file(&path).unwrap(), plan());
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("\"prior_serial\": 3", "\"prior_serial\": 4");
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"prior_serial\": 3", "\"prior_serial\": 4");
         std::fs::write(&path, text).unwrap();
-        assert!(matches!(
-            read_plan_file(&path),
-            Err(PlanFileError::Checksum { .. })
-        ));
+        assert!(matches!(read_plan_file(&path), Err(PlanFileError::Checksum { .. })));
         std::fs::write(&path, "{").unwrap();
-        assert!(matches!(
-            read_plan_file(&path),
-            Err(PlanFileError::Format { .. })
-        ));
+        assert!(matches!(read_plan_file(&path), Err(PlanFileError::Format { .. })));
     }
 }

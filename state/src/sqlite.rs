@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use sealer_engine::{
-    Address, HistoryEntry, LockInfo, ResourceStatus, State, StateError, StateStore, StoredResource,
-};
+use sealer_engine::{Address, HistoryEntry, LockInfo, ResourceStatus, State, StateError, StateStore, StoredResource};
 
 /// Each entry migrates the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -52,29 +50,18 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 
 fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
     let message = message.into();
-    move |e| StateError::Backend {
-        message,
-        source: Some(Box::new(e)),
-    }
+    move |e| StateError::Backend { message, source: Some(Box::new(e)) }
 }
 
 fn corrupt(address: &str, e: serde_json::Error) -> StateError {
-    StateError::Backend {
-        message: format!("stored resource `{address}` cannot be read"),
-        source: Some(Box::new(e)),
-    }
+    StateError::Backend { message: format!("stored resource `{address}` cannot be read"), source: Some(Box::new(e)) }
 }
 
 /// Serials are stored as SQLite integers (i64) and never negative.
 fn serial_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
     let n: i64 = row.get(index)?;
-    u64::try_from(n).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Integer,
-            Box::new(e),
-        )
-    })
+    u64::try_from(n)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Integer, Box::new(e)))
 }
 
 pub struct SqliteStore {
@@ -89,24 +76,22 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(backend(format!("cannot open state `{}`", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend("cannot configure the state database"))?;
-        let store = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
+        let store = SqliteStore { conn, path: path.to_path_buf() };
         let version = store.user_version()?;
         if version != SCHEMA_VERSION {
             return Err(StateError::Backend {
                 message: format!(
                     "state `{}` has schema version {version}, this sealer reads version {SCHEMA_VERSION}{}",
                     path.display(),
-                    if version < SCHEMA_VERSION { "; run any writing command (e.g. `sealer apply`) to migrate it" } else { "; upgrade sealer" }
+                    if version < SCHEMA_VERSION {
+                        "; run any writing command (e.g. `sealer apply`) to migrate it"
+                    } else {
+                        "; upgrade sealer"
+                    }
                 ),
                 source: None,
             });
@@ -122,18 +107,11 @@ impl SqliteStore {
                 source: Some(Box::new(e)),
             })?;
         }
-        let conn = Connection::open(path)
-            .map_err(backend(format!("cannot open state `{}`", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend("cannot configure the state database"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend("cannot enable WAL"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(backend("cannot enable foreign keys"))?;
-        let mut store = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        };
+        let conn = Connection::open(path).map_err(backend(format!("cannot open state `{}`", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend("cannot enable WAL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend("cannot enable foreign keys"))?;
+        let mut store = SqliteStore { conn, path: path.to_path_buf() };
         store.migrate()?;
         Ok(store)
     }
@@ -143,9 +121,7 @@ impl SqliteStore {
     }
 
     fn user_version(&self) -> Result<i64, StateError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(backend("cannot read the schema version"))
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))
     }
 
     fn migrate(&mut self) -> Result<(), StateError> {
@@ -153,9 +129,8 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot start a migration"))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(backend("cannot read the schema version"))?;
+        let version: i64 =
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend("cannot read the schema version"))?;
         if version > SCHEMA_VERSION {
             return Err(StateError::Backend {
                 message: format!("state `{}` has schema version {version}, newer than this sealer ({SCHEMA_VERSION}); upgrade sealer", self.path.display()),
@@ -163,8 +138,7 @@ impl SqliteStore {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql)
-                .map_err(backend(format!("migration to schema version {}", i + 1)))?;
+            tx.execute_batch(sql).map_err(backend(format!("migration to schema version {}", i + 1)))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(backend("cannot record the schema version"))?;
         }
@@ -200,22 +174,15 @@ impl StateStore for SqliteStore {
     fn load(&self, cluster: &str) -> Result<Option<State>, StateError> {
         let head: Option<(String, u64)> = self
             .conn
-            .query_row(
-                "SELECT lineage, serial FROM clusters WHERE name = ?1",
-                [cluster],
-                |r| Ok((r.get(0)?, serial_at(r, 1)?)),
-            )
+            .query_row("SELECT lineage, serial FROM clusters WHERE name = ?1", [cluster], |r| {
+                Ok((r.get(0)?, serial_at(r, 1)?))
+            })
             .optional()
             .map_err(backend("cannot read the cluster"))?;
         let Some((lineage, serial)) = head else {
             return Ok(None);
         };
-        let mut state = State {
-            cluster: cluster.to_string(),
-            lineage: Some(lineage),
-            serial,
-            ..Default::default()
-        };
+        let mut state = State { cluster: cluster.to_string(), lineage: Some(lineage), serial, ..Default::default() };
         let mut stmt = self
             .conn
             .prepare("SELECT address, host, status, attributes, depends_on FROM resources WHERE cluster = ?1")
@@ -232,13 +199,9 @@ impl StateStore for SqliteStore {
             })
             .map_err(backend("cannot read resources"))?;
         for row in rows {
-            let (address, host, status, attributes, depends_on) =
-                row.map_err(backend("cannot read a resource"))?;
+            let (address, host, status, attributes, depends_on) = row.map_err(backend("cannot read a resource"))?;
             let parsed_address: Address =
-                address.parse().map_err(|m: String| StateError::Backend {
-                    message: m,
-                    source: None,
-                })?;
+                address.parse().map_err(|m: String| StateError::Backend { message: m, source: None })?;
             let status: ResourceStatus =
                 serde_json::from_str(&format!("\"{status}\"")).map_err(|e| corrupt(&address, e))?;
             let host = match host {
@@ -261,25 +224,13 @@ impl StateStore for SqliteStore {
     }
 
     fn clusters(&self) -> Result<Vec<String>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM clusters ORDER BY name")
-            .map_err(backend("cannot list clusters"))?;
-        let names = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(backend("cannot list clusters"))?;
-        names
-            .collect::<Result<_, _>>()
-            .map_err(backend("cannot list clusters"))
+        let mut stmt =
+            self.conn.prepare("SELECT name FROM clusters ORDER BY name").map_err(backend("cannot list clusters"))?;
+        let names = stmt.query_map([], |r| r.get(0)).map_err(backend("cannot list clusters"))?;
+        names.collect::<Result<_, _>>().map_err(backend("cannot list clusters"))
     }
 
-    fn lock(
-        &mut self,
-        cluster: &str,
-        who: &str,
-        pid: u32,
-        command: &str,
-    ) -> Result<LockInfo, StateError> {
+    fn lock(&mut self, cluster: &str, who: &str, pid: u32, command: &str) -> Result<LockInfo, StateError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -289,10 +240,7 @@ impl StateStore for SqliteStore {
             "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1",
             cluster,
         )? {
-            return Err(StateError::Locked {
-                id: held.id.clone(),
-                holder: held.to_string(),
-            });
+            return Err(StateError::Locked { id: held.id.clone(), holder: held.to_string() });
         }
         let id = uuid::Uuid::new_v4().to_string();
         tx.execute(
@@ -300,12 +248,8 @@ impl StateStore for SqliteStore {
             params![cluster, id, who, pid, command],
         )
         .map_err(backend("cannot take the lock"))?;
-        let lock = Self::lock_row(
-            &tx,
-            "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1",
-            &id,
-        )?
-        .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
+        let lock = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", &id)?
+            .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
         tx.commit().map_err(backend("cannot take the lock"))?;
         Ok(lock)
     }
@@ -326,14 +270,10 @@ impl StateStore for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot release the lock"))?;
-        let held = Self::lock_row(
-            &tx,
-            "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1",
-            lock_id,
-        )?
-        .ok_or_else(|| StateError::NoSuchLock(lock_id.to_string()))?;
-        tx.execute("DELETE FROM locks WHERE id = ?1", [lock_id])
-            .map_err(backend("cannot release the lock"))?;
+        let held =
+            Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", lock_id)?
+                .ok_or_else(|| StateError::NoSuchLock(lock_id.to_string()))?;
+        tx.execute("DELETE FROM locks WHERE id = ?1", [lock_id]).map_err(backend("cannot release the lock"))?;
         tx.commit().map_err(backend("cannot release the lock"))?;
         Ok(held)
     }
@@ -349,11 +289,7 @@ impl StateStore for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot start a state write"))?;
         let held: Option<String> = tx
-            .query_row(
-                "SELECT id FROM locks WHERE cluster = ?1",
-                [&lock.cluster],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM locks WHERE cluster = ?1", [&lock.cluster], |r| r.get(0))
             .optional()
             .map_err(backend("cannot read the lock"))?;
         if held.as_deref() != Some(lock.id.as_str()) {
@@ -364,32 +300,20 @@ impl StateStore for SqliteStore {
             params![lock.cluster, uuid::Uuid::new_v4().to_string()],
         )
         .map_err(backend("cannot create the cluster state"))?;
-        tx.execute(
-            "UPDATE clusters SET serial = serial + 1 WHERE name = ?1",
-            [&lock.cluster],
-        )
-        .map_err(backend("cannot bump the serial"))?;
+        tx.execute("UPDATE clusters SET serial = serial + 1 WHERE name = ?1", [&lock.cluster])
+            .map_err(backend("cannot bump the serial"))?;
         let serial: u64 = tx
-            .query_row(
-                "SELECT serial FROM clusters WHERE name = ?1",
-                [&lock.cluster],
-                |r| serial_at(r, 0),
-            )
+            .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
             .map_err(backend("cannot read the serial"))?;
         let key = address.to_string();
         match resource {
             None => {
-                tx.execute(
-                    "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
-                    params![lock.cluster, key],
-                )
-                .map_err(backend(format!("cannot delete `{key}`")))?;
+                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
+                    .map_err(backend(format!("cannot delete `{key}`")))?;
             }
             Some(r) => {
-                let attributes =
-                    serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
-                let depends_on =
-                    serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
+                let attributes = serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
+                let depends_on = serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
                 let status = match r.status {
                     ResourceStatus::Ready => "ready",
                     ResourceStatus::Tainted => "tainted",
@@ -399,13 +323,21 @@ impl StateStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
                          depends_on = ?7, serial = ?8",
-                    params![lock.cluster, key, address.kind.as_str(), r.host.map(|h| h.to_string()), status, attributes, depends_on, serial as i64],
+                    params![
+                        lock.cluster,
+                        key,
+                        address.kind.as_str(),
+                        r.host.map(|h| h.to_string()),
+                        status,
+                        attributes,
+                        depends_on,
+                        serial as i64
+                    ],
                 )
                 .map_err(backend(format!("cannot record `{key}`")))?;
             }
         }
-        tx.commit()
-            .map_err(backend(format!("cannot commit `{key}`")))?;
+        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
         Ok(serial)
     }
 
@@ -438,8 +370,7 @@ impl StateStore for SqliteStore {
                 })
             })
             .map_err(backend("cannot read the history"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(backend("cannot read the history"))
+        rows.collect::<Result<_, _>>().map_err(backend("cannot read the history"))
     }
 }
 
@@ -497,19 +428,11 @@ mod tests {
         let lock = one.lock("c", "alice@ws1", 42, "sealer apply").unwrap();
         let err = two.lock("c", "bob@ws2", 7, "sealer apply").unwrap_err();
         let message = err.to_string();
-        assert!(
-            message.contains("alice@ws1")
-                && message.contains("pid 42")
-                && message.contains(&lock.id),
-            "{message}"
-        );
+        assert!(message.contains("alice@ws1") && message.contains("pid 42") && message.contains(&lock.id), "{message}");
         assert!(two.lock("other", "bob@ws2", 7, "sealer apply").is_ok());
         assert_eq!(two.force_unlock(&lock.id).unwrap().who, "alice@ws1");
         let a = resource("10.0.0.3");
-        assert!(matches!(
-            one.put_resource(&lock, &a.address, Some(&a)),
-            Err(StateError::NoSuchLock(_))
-        ));
+        assert!(matches!(one.put_resource(&lock, &a.address, Some(&a)), Err(StateError::NoSuchLock(_))));
         assert!(two.lock("c", "bob@ws2", 7, "sealer apply").is_ok());
     }
 }

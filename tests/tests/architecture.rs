@@ -11,11 +11,7 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
         .current_dir(sealer_tests::repo_root())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     meta["packages"]
         .as_array()
@@ -50,10 +46,7 @@ fn engine_names_no_io_crate() {
         "sealer-cli",
         "anyhow",
     ] {
-        assert!(
-            !engine.contains(forbidden),
-            "sealer-engine depends on {forbidden}"
-        );
+        assert!(!engine.contains(forbidden), "sealer-engine depends on {forbidden}");
     }
 }
 
@@ -63,15 +56,9 @@ fn providers_and_state_do_not_know_each_other() {
     assert!(!deps["sealer-providers"].contains("sealer-state"));
     assert!(!deps["sealer-state"].contains("sealer-providers"));
     for lib in ["sealer-providers", "sealer-state"] {
-        assert!(
-            deps[lib].contains("sealer-engine"),
-            "{lib} must build on the engine"
-        );
+        assert!(deps[lib].contains("sealer-engine"), "{lib} must build on the engine");
         for forbidden in ["clap", "indicatif", "anyhow", "sealer-cli"] {
-            assert!(
-                !deps[lib].contains(forbidden),
-                "{lib} depends on {forbidden}"
-            );
+            assert!(!deps[lib].contains(forbidden), "{lib} depends on {forbidden}");
         }
     }
 }
@@ -80,10 +67,7 @@ fn providers_and_state_do_not_know_each_other() {
 fn only_the_cli_wires_everything_and_nothing_depends_on_it() {
     let deps = dependencies();
     for wired in ["sealer-engine", "sealer-providers", "sealer-state"] {
-        assert!(
-            deps["sealer-cli"].contains(wired),
-            "sealer-cli must depend on {wired}"
-        );
+        assert!(deps["sealer-cli"].contains(wired), "sealer-cli must depend on {wired}");
     }
     for (name, d) in &deps {
         assert!(!d.contains("sealer-cli"), "{name} depends on the CLI");

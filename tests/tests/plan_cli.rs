@@ -8,18 +8,8 @@ use std::path::{Path, PathBuf};
 use sealer_tests::{repo_root, sealer, sealer_with_stdin, seed_applied_state, stderr, stdout};
 use serde_json::Value as Json;
 
-const EXAMPLES: [&str; 4] = [
-    "single-node",
-    "ha-plugins",
-    "v1alpha1",
-    "env-config-kubeadm",
-];
-const EXAMPLE_PASSWORDS: [&str; 4] = [
-    "Seal3r-Example-Pass",
-    "Nodes-0nly-Pass",
-    "Legacy-Pass-123",
-    "Tuned-Pass-456",
-];
+const EXAMPLES: [&str; 4] = ["single-node", "ha-plugins", "v1alpha1", "env-config-kubeadm"];
+const EXAMPLE_PASSWORDS: [&str; 4] = ["Seal3r-Example-Pass", "Nodes-0nly-Pass", "Legacy-Pass-123", "Tuned-Pass-456"];
 
 fn example(name: &str) -> PathBuf {
     repo_root().join("examples").join(name).join("Clusterfile")
@@ -33,11 +23,7 @@ fn json_plan(cwd: &Path, file: &Path, extra: &[&str]) -> Json {
     let mut args = vec!["plan", "-f", file.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
     let out = sealer(cwd, &args);
-    assert!(
-        out.status.code() == Some(0) || out.status.code() == Some(2),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.status.code() == Some(0) || out.status.code() == Some(2), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -54,37 +40,13 @@ fn every_example_plans_with_the_documented_exit_codes_and_golden_output() {
         let file = example(name);
         let plain = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap()]);
         assert_eq!(plain.status.code(), Some(0), "{name}: {}", stderr(&plain));
-        let detailed = sealer(
-            dir.path(),
-            &[
-                "plan",
-                "-f",
-                file.to_str().unwrap(),
-                "--detailed-exitcode",
-                "--no-color",
-            ],
-        );
-        assert_eq!(
-            detailed.status.code(),
-            Some(2),
-            "{name}: {}",
-            stderr(&detailed)
-        );
-        assert_eq!(
-            stdout(&plain),
-            stdout(&detailed),
-            "{name}: output is deterministic"
-        );
+        let detailed = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode", "--no-color"]);
+        assert_eq!(detailed.status.code(), Some(2), "{name}: {}", stderr(&detailed));
+        assert_eq!(stdout(&plain), stdout(&detailed), "{name}: output is deterministic");
         insta::assert_snapshot!(format!("plan_{name}"), stdout(&plain));
-        let json = sealer(
-            dir.path(),
-            &["plan", "-f", file.to_str().unwrap(), "--json"],
-        );
+        let json = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--json"]);
         insta::assert_snapshot!(format!("plan_json_{name}"), stdout(&json));
-        assert!(
-            !dir.path().join(".sealer").exists(),
-            "{name}: plan created a state"
-        );
+        assert!(!dir.path().join(".sealer").exists(), "{name}: plan created a state");
     }
 }
 
@@ -94,19 +56,11 @@ fn ha_plan_has_one_resource_of_each_kind_where_expected() {
     let plan = json_plan(dir.path(), &example("ha-plugins"), &[]);
     let changes = plan["changes"].as_array().unwrap();
     let of_kind = |kind: &str| -> Vec<String> {
-        changes
-            .iter()
-            .filter(|c| c["kind"] == kind)
-            .map(|c| c["host"].as_str().unwrap().to_string())
-            .collect()
+        changes.iter().filter(|c| c["kind"] == kind).map(|c| c["host"].as_str().unwrap().to_string()).collect()
     };
     let masters = ["10.250.0.11", "10.250.0.12", "10.250.0.13"];
     let nodes = ["10.250.0.21", "10.250.0.22", "10.250.0.23"];
-    let all: Vec<String> = masters
-        .iter()
-        .chain(&nodes)
-        .map(|s| s.to_string())
-        .collect();
+    let all: Vec<String> = masters.iter().chain(&nodes).map(|s| s.to_string()).collect();
     assert_eq!(of_kind("host"), all);
     let mut hostnames = of_kind("hostname");
     hostnames.sort();
@@ -120,47 +74,26 @@ fn ha_plan_has_one_resource_of_each_kind_where_expected() {
     assert_eq!(labels, nodes);
     let mut taints = of_kind("taint");
     taints.sort();
-    assert_eq!(
-        taints,
-        ["10.250.0.11", "10.250.0.12", "10.250.0.13", "10.250.0.23"]
-    );
-    assert!(changes
-        .iter()
-        .all(|c| c["action"] == "create" && c["reason"] == "create_because_not_in_state"));
-    assert_eq!(
-        plan["summary"]["create"].as_u64().unwrap() as usize,
-        changes.len()
-    );
+    assert_eq!(taints, ["10.250.0.11", "10.250.0.12", "10.250.0.13", "10.250.0.23"]);
+    assert!(changes.iter().all(|c| c["action"] == "create" && c["reason"] == "create_because_not_in_state"));
+    assert_eq!(plan["summary"]["create"].as_u64().unwrap() as usize, changes.len());
     assert_eq!(plan["format_version"], "1");
     assert_eq!(plan["cluster"], "ha");
     assert_eq!(plan["prior_serial"], 0);
     // Masters join one by one, nodes after the last master.
     let deps = |addr: &str| -> Vec<String> {
         let c = changes.iter().find(|c| c["address"] == addr).unwrap();
-        c["depends_on"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap().to_string())
-            .collect()
+        c["depends_on"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect()
     };
     assert!(deps("kubeadm-join.10.250.0.13").contains(&"kubeadm-join.10.250.0.12".to_string()));
     assert!(deps("kubeadm-join.10.250.0.21").contains(&"kubeadm-join.10.250.0.13".to_string()));
     assert_eq!(deps("label.10.250.0.21"), ["kubeadm-join.10.250.0.21"]);
     // Every dependency comes earlier in the list.
-    let position: BTreeMap<&str, usize> = changes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c["address"].as_str().unwrap(), i))
-        .collect();
+    let position: BTreeMap<&str, usize> =
+        changes.iter().enumerate().map(|(i, c)| (c["address"].as_str().unwrap(), i)).collect();
     for (i, c) in changes.iter().enumerate() {
         for d in c["depends_on"].as_array().unwrap() {
-            assert!(
-                position[d.as_str().unwrap()] < i,
-                "{} before {}",
-                d,
-                c["address"]
-            );
+            assert!(position[d.as_str().unwrap()] < i, "{} before {}", d, c["address"]);
         }
     }
 }
@@ -168,10 +101,7 @@ fn ha_plan_has_one_resource_of_each_kind_where_expected() {
 #[test]
 fn graph_is_a_stable_dot_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sealer(
-        dir.path(),
-        &["graph", "-f", example("ha-plugins").to_str().unwrap()],
-    );
+    let out = sealer(dir.path(), &["graph", "-f", example("ha-plugins").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     insta::assert_snapshot!("graph_ha_plugins", stdout(&out));
 }
@@ -183,57 +113,27 @@ fn passwords_appear_in_no_output_saved_plan_or_state() {
         let file = example(name);
         let state = dir.path().join("state.db");
         let planfile = dir.path().join("out.plan");
-        let human = sealer(
-            dir.path(),
-            &[
-                "plan",
-                "-f",
-                file.to_str().unwrap(),
-                "--out",
-                planfile.to_str().unwrap(),
-            ],
-        );
-        let json = sealer(
-            dir.path(),
-            &["plan", "-f", file.to_str().unwrap(), "--json"],
-        );
+        let human = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--out", planfile.to_str().unwrap()]);
+        let json = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--json"]);
         seed_applied_state(&state, &example_text(name));
-        let mut everything = [stdout(&human), stderr(&human), stdout(&json), stderr(&json)]
-            .concat()
-            .into_bytes();
+        let mut everything = [stdout(&human), stderr(&human), stdout(&json), stderr(&json)].concat().into_bytes();
         let mut shown_sensitive = false;
         for ip in host_ips(&json) {
-            let shown = sealer(
-                dir.path(),
-                &[
-                    "--state",
-                    state.to_str().unwrap(),
-                    "state",
-                    "show",
-                    &format!("host.{ip}"),
-                ],
-            );
+            let shown =
+                sealer(dir.path(), &["--state", state.to_str().unwrap(), "state", "show", &format!("host.{ip}")]);
             assert!(shown.status.success(), "{}", stderr(&shown));
-            shown_sensitive |= stdout(&shown)
-                .lines()
-                .any(|l| l.contains("ssh_password") && l.ends_with("= (sensitive)"));
+            shown_sensitive |=
+                stdout(&shown).lines().any(|l| l.contains("ssh_password") && l.ends_with("= (sensitive)"));
             everything.extend(shown.stdout);
         }
-        assert_eq!(
-            shown_sensitive,
-            example_text(name).contains("passwd:"),
-            "{name}"
-        );
+        assert_eq!(shown_sensitive, example_text(name).contains("passwd:"), "{name}");
         everything.extend(std::fs::read(&planfile).unwrap());
         for f in std::fs::read_dir(dir.path()).unwrap() {
             everything.extend(std::fs::read(f.unwrap().path()).unwrap());
         }
         let text = String::from_utf8_lossy(&everything);
         for password in EXAMPLE_PASSWORDS {
-            assert!(
-                !text.contains(password),
-                "{name}: password `{password}` leaked"
-            );
+            assert!(!text.contains(password), "{name}: password `{password}` leaked");
         }
     }
 }
@@ -241,11 +141,7 @@ fn passwords_appear_in_no_output_saved_plan_or_state() {
 fn host_ips(json_output: &std::process::Output) -> Vec<String> {
     let plan: Json = serde_json::from_slice(&json_output.stdout).unwrap();
     let changes = plan["changes"].as_array().unwrap();
-    changes
-        .iter()
-        .filter(|c| c["kind"] == "host")
-        .map(|c| c["host"].as_str().unwrap().to_string())
-        .collect()
+    changes.iter().filter(|c| c["kind"] == "host").map(|c| c["host"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -257,17 +153,8 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
     let file = write(dir.path(), "Clusterfile", &text);
     let before = std::fs::read(&state).unwrap();
 
-    let same = sealer(
-        dir.path(),
-        &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"],
-    );
-    assert_eq!(
-        same.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&same),
-        stderr(&same)
-    );
+    let same = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(same.status.code(), Some(0), "{}{}", stdout(&same), stderr(&same));
     assert!(stdout(&same).contains("No changes."));
 
     // node-2 renamed, one label value changed, node 10.250.0.22 removed, 10.250.0.21 promoted to master.
@@ -284,48 +171,30 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
         )
         .replace("ips: [10.250.0.21-10.250.0.23]", "ips: [10.250.0.23]");
     let file = write(dir.path(), "Clusterfile", &changed);
-    let out = sealer(
-        dir.path(),
-        &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"],
-    );
+    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let human = stdout(&out);
+    assert!(human.contains("~ name = \"node-2\" -> \"gpu-node\""), "{human}");
+    assert!(human.contains("~ \"gpu\" = \"nvidia\" -> \"amd\""), "{human}");
     assert!(
-        human.contains("~ name = \"node-2\" -> \"gpu-node\""),
+        human
+            .contains("# kubeadm-join.10.250.0.22 will be destroyed\n  # (because it is no longer in the Clusterfile)"),
         "{human}"
     );
-    assert!(
-        human.contains("~ \"gpu\" = \"nvidia\" -> \"amd\""),
-        "{human}"
-    );
-    assert!(human.contains("# kubeadm-join.10.250.0.22 will be destroyed\n  # (because it is no longer in the Clusterfile)"), "{human}");
-    assert!(
-        human.contains("-/+ kubeadm-join \"10.250.0.21\""),
-        "{human}"
-    );
-    assert!(
-        human.contains("~ role = \"node\" -> \"master\" # forces replacement"),
-        "{human}"
-    );
+    assert!(human.contains("-/+ kubeadm-join \"10.250.0.21\""), "{human}");
+    assert!(human.contains("~ role = \"node\" -> \"master\" # forces replacement"), "{human}");
 
     let plan = json_plan(dir.path(), &file, &[]);
     assert_eq!(plan["lineage"], seeded.lineage.clone().unwrap().as_str());
     assert_eq!(plan["prior_serial"], seeded.serial);
     let changes = plan["changes"].as_array().unwrap();
-    let action = |a: &str| {
-        changes
-            .iter()
-            .find(|c| c["address"] == a)
-            .map(|c| c["action"].as_str().unwrap().to_string())
-    };
+    let action =
+        |a: &str| changes.iter().find(|c| c["address"] == a).map(|c| c["action"].as_str().unwrap().to_string());
     assert_eq!(action("hostname.10.250.0.23").as_deref(), Some("update"));
     assert_eq!(action("host.10.250.0.21").as_deref(), Some("replace"));
     assert_eq!(action("host.10.250.0.11").as_deref(), Some("no-op"));
-    let deletes: Vec<&str> = changes
-        .iter()
-        .filter(|c| c["action"] == "delete")
-        .map(|c| c["address"].as_str().unwrap())
-        .collect();
+    let deletes: Vec<&str> =
+        changes.iter().filter(|c| c["action"] == "delete").map(|c| c["address"].as_str().unwrap()).collect();
     // Reverse dependency order: what depends on the node goes before it.
     let at = |a: &str| deletes.iter().position(|d| *d == a).unwrap();
     assert!(at("label.10.250.0.22") < at("kubeadm-join.10.250.0.22"));
@@ -337,60 +206,30 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
         .filter(|c| c["action"] == "delete")
         .all(|c| c["reason"] == "delete_because_no_resource_config"));
 
-    assert_eq!(
-        std::fs::read(&state).unwrap(),
-        before,
-        "plan changed the state file"
-    );
+    assert_eq!(std::fs::read(&state).unwrap(), before, "plan changed the state file");
 }
 
 #[test]
 fn targets_select_the_address_and_its_dependencies() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = json_plan(
-        dir.path(),
-        &example("ha-plugins"),
-        &["--target", "label.10.250.0.21"],
-    );
-    let addresses: Vec<&str> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["address"].as_str().unwrap())
-        .collect();
+    let plan = json_plan(dir.path(), &example("ha-plugins"), &["--target", "label.10.250.0.21"]);
+    let addresses: Vec<&str> =
+        plan["changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
     assert!(addresses.contains(&"label.10.250.0.21"));
     assert!(addresses.contains(&"kubeadm-join.10.250.0.21"));
     assert!(addresses.contains(&"kubeadm-init.10.250.0.11"));
     assert!(addresses.contains(&"host.10.250.0.21"));
     assert!(!addresses.contains(&"label.10.250.0.22"));
     assert!(!addresses.contains(&"guest.10.250.0.11"));
-    let out = sealer(
-        dir.path(),
-        &[
-            "plan",
-            "-f",
-            example("ha-plugins").to_str().unwrap(),
-            "--target",
-            "label.10.9.9.9",
-        ],
-    );
+    let out =
+        sealer(dir.path(), &["plan", "-f", example("ha-plugins").to_str().unwrap(), "--target", "label.10.9.9.9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out)
-            .contains("target `label.10.9.9.9` is neither in the Clusterfile nor in the state"),
+        stderr(&out).contains("target `label.10.9.9.9` is neither in the Clusterfile nor in the state"),
         "{}",
         stderr(&out)
     );
-    let out = sealer(
-        dir.path(),
-        &[
-            "plan",
-            "-f",
-            example("ha-plugins").to_str().unwrap(),
-            "--target",
-            "nothing",
-        ],
-    );
+    let out = sealer(dir.path(), &["plan", "-f", example("ha-plugins").to_str().unwrap(), "--target", "nothing"]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -427,15 +266,7 @@ fn saved_plans_carry_lineage_serial_and_a_checksum() {
 #[test]
 fn refresh_false_and_env_state_path_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sealer(
-        dir.path(),
-        &[
-            "plan",
-            "-f",
-            example("single-node").to_str().unwrap(),
-            "--refresh=false",
-        ],
-    );
+    let out = sealer(dir.path(), &["plan", "-f", example("single-node").to_str().unwrap(), "--refresh=false"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -450,28 +281,17 @@ fn state_list_show_and_force_unlock() {
     let list = sealer(dir.path(), &["state", "list"]);
     assert!(list.status.success(), "{}", stderr(&list));
     let listed: Vec<String> = stdout(&list).lines().map(str::to_string).collect();
-    assert!(
-        listed.contains(&"kubeadm-init.10.250.0.11".to_string()),
-        "{listed:?}"
-    );
+    assert!(listed.contains(&"kubeadm-init.10.250.0.11".to_string()), "{listed:?}");
     assert_eq!(listed.len(), 6, "{listed:?}");
-    let show = sealer(
-        dir.path(),
-        &["state", "show", "image.10.250.0.11", "--json"],
-    );
+    let show = sealer(dir.path(), &["state", "show", "image.10.250.0.11", "--json"]);
     let shown: Json = serde_json::from_slice(&show.stdout).unwrap();
-    assert_eq!(
-        shown["attributes"]["image"],
-        "docker.io/sealerio/kubernetes:v1.22.15"
-    );
+    assert_eq!(shown["attributes"]["image"], "docker.io/sealerio/kubernetes:v1.22.15");
     assert_eq!(shown["status"], "ready");
     let missing = sealer(dir.path(), &["state", "show", "image.10.9.9.9"]);
     assert_eq!(missing.status.code(), Some(1));
 
     let mut store = sealer_state::SqliteStore::open(&state).unwrap();
-    let lock =
-        sealer_engine::StateStore::lock(&mut store, "single", "dead@host", 999_999, "sealer apply")
-            .unwrap();
+    let lock = sealer_engine::StateStore::lock(&mut store, "single", "dead@host", 999_999, "sealer apply").unwrap();
     let refused = sealer_with_stdin(dir.path(), &["force-unlock", &lock.id], "no\n");
     assert_eq!(refused.status.code(), Some(1));
     assert!(store.current_lock("single").unwrap().is_some());
@@ -498,21 +318,9 @@ fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             format!("{ok}---\napiVersion: apps/v1\nkind: Deployment\n"),
             vec!["document 8", "`kind`", "Deployment"],
         ),
-        (
-            "bad apiVersion",
-            ok.replace("sealer.cloud/v2", "sealer.cloud/v3"),
-            vec!["`apiVersion`", "sealer.cloud/v3"],
-        ),
-        (
-            "no image",
-            ok.replace("  image: docker.io/sealerio/kubernetes:v1.22.15\n", ""),
-            vec!["`spec.image`"],
-        ),
-        (
-            "no master",
-            ok.replace("roles: [master]", "roles: [node]"),
-            vec!["`spec.hosts`", "master"],
-        ),
+        ("bad apiVersion", ok.replace("sealer.cloud/v2", "sealer.cloud/v3"), vec!["`apiVersion`", "sealer.cloud/v3"]),
+        ("no image", ok.replace("  image: docker.io/sealerio/kubernetes:v1.22.15\n", ""), vec!["`spec.image`"]),
+        ("no master", ok.replace("roles: [master]", "roles: [node]"), vec!["`spec.hosts`", "master"]),
         (
             "duplicate ip",
             ok.replace("10.250.0.21-10.250.0.23", "10.250.0.13-10.250.0.23"),
@@ -528,11 +336,7 @@ fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ok.replace("10.250.0.21-10.250.0.23", "10.250.0.21-10.252.0.23"),
             vec!["more than the limit"],
         ),
-        (
-            "invalid ip",
-            ok.replace("10.250.0.12,", "10.250.0.312,"),
-            vec!["10.250.0.312", "not an IP"],
-        ),
+        ("invalid ip", ok.replace("10.250.0.12,", "10.250.0.312,"), vec!["10.250.0.312", "not an IP"]),
         (
             "unknown role",
             ok.replace("roles: [node]", "roles: [worker-bee]"),
@@ -543,27 +347,12 @@ fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ok.replace("gpu=nvidia:NoSchedule", "gpu=nvidia:Sometimes"),
             vec!["Sometimes", "taint effect"],
         ),
-        (
-            "label key",
-            ok.replace("disk=ssd", "-disk=ssd"),
-            vec!["-disk", "label key"],
-        ),
-        (
-            "label value",
-            ok.replace("disk=ssd", "disk=s s"),
-            vec!["invalid label"],
-        ),
-        (
-            "hostname",
-            ok.replace("10.250.0.21 node-0", "10.250.0.21 node_0;reboot"),
-            vec!["node_0;reboot", "RFC 1123"],
-        ),
+        ("label key", ok.replace("disk=ssd", "-disk=ssd"), vec!["-disk", "label key"]),
+        ("label value", ok.replace("disk=ssd", "disk=s s"), vec!["invalid label"]),
+        ("hostname", ok.replace("10.250.0.21 node-0", "10.250.0.21 node_0;reboot"), vec!["node_0;reboot", "RFC 1123"]),
         (
             "plugin ip",
-            ok.replace(
-                "10.250.0.23 gpu=nvidia:NoSchedule",
-                "10.250.0.99 gpu=nvidia:NoSchedule",
-            ),
+            ok.replace("10.250.0.23 gpu=nvidia:NoSchedule", "10.250.0.99 gpu=nvidia:NoSchedule"),
             vec!["10.250.0.99", "not in the cluster"],
         ),
         (
@@ -591,19 +380,13 @@ fn invalid_clusterfiles_exit_1_naming_field_and_value_and_leave_state_alone() {
             assert!(!err.contains("panicked"), "{name}: {err}");
             assert!(out.stdout.is_empty(), "{name}: printed a plan");
             for needle in &needles {
-                assert!(
-                    err.contains(needle),
-                    "{name}: `{needle}` missing from:\n{err}"
-                );
+                assert!(err.contains(needle), "{name}: `{needle}` missing from:\n{err}");
             }
         }
         let fresh = tempfile::tempdir().unwrap();
         let out = sealer(fresh.path(), &["plan", "-f", file.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(
-            !fresh.path().join(".sealer").exists(),
-            "{name}: a failed plan created a state"
-        );
+        assert!(!fresh.path().join(".sealer").exists(), "{name}: a failed plan created a state");
     }
     assert_eq!(std::fs::read(&state).unwrap(), before);
 }
@@ -613,9 +396,5 @@ fn missing_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = sealer(dir.path(), &["plan", "-f", "nope.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot read the Clusterfile `nope.yaml`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot read the Clusterfile `nope.yaml`"), "{}", stderr(&out));
 }

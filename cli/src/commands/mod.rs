@@ -9,8 +9,8 @@ use sealer_engine::{Clusterfile, Diagnostics};
 
 /// Reads and validates a Clusterfile, printing warnings; every error is printed before failing.
 pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the Clusterfile `{}`", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the Clusterfile `{}`", path.display()))?;
     match sealer_engine::parse(&path.display().to_string(), &text) {
         Ok(parsed) => {
             print_diagnostics(&parsed.warnings);
@@ -18,11 +18,7 @@ pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
         }
         Err(diagnostics) => {
             print_diagnostics(&diagnostics);
-            bail!(
-                "`{}` is not a valid Clusterfile ({} error(s) above)",
-                path.display(),
-                diagnostics.errors().count()
-            )
+            bail!("`{}` is not a valid Clusterfile ({} error(s) above)", path.display(), diagnostics.errors().count())
         }
     }
 }

@@ -11,10 +11,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     let targets = args
         .targets
         .iter()
-        .map(|t| {
-            t.parse::<Address>()
-                .map_err(|e| anyhow::anyhow!("invalid --target: {e}"))
-        })
+        .map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf)?;
@@ -23,22 +20,13 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         None => None,
     }
     .unwrap_or_else(|| State::empty(&cf.cluster.name));
-    let plan = sealer_engine::plan(
-        &graph,
-        &state,
-        &PlanOptions {
-            targets,
-            destroy: args.destroy,
-        },
-    )?;
-    let text = if args.json {
-        render::json::plan(&plan)?
+    let plan = sealer_engine::plan(&graph, &state, &PlanOptions { targets, destroy: args.destroy })?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        render::json::write_plan(&mut out, &plan).context("cannot write the plan")?;
     } else {
-        render::human::plan(&plan, ctx.color)
-    };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .context("cannot write the plan")?;
+        out.write_all(render::human::plan(&plan, ctx.color).as_bytes()).context("cannot write the plan")?;
+    }
     if let Some(path) = &args.out {
         sealer_state::write_plan_file(path, &plan)?;
         if !args.json {
@@ -50,9 +38,6 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
             )?;
         }
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        Outcome::Changes
-    } else {
-        Outcome::Ok
-    })
+    out.flush().context("cannot write the plan")?;
+    Ok(if args.detailed_exitcode && plan.has_changes() { Outcome::Changes } else { Outcome::Ok })
 }

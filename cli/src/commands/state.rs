@@ -10,10 +10,7 @@ use crate::{render, Context, Outcome};
 fn open(ctx: &Context) -> anyhow::Result<SqliteStore> {
     match SqliteStore::open_read_only(&ctx.state_path)? {
         Some(store) => Ok(store),
-        None => bail!(
-            "no state at `{}`: nothing was applied yet (or pass --state PATH)",
-            ctx.state_path.display()
-        ),
+        None => bail!("no state at `{}`: nothing was applied yet (or pass --state PATH)", ctx.state_path.display()),
     }
 }
 
@@ -26,19 +23,14 @@ fn cluster(store: &SqliteStore, arg: &ClusterArg) -> anyhow::Result<String> {
     match names.len() {
         0 => bail!("the state `{}` holds no cluster", store.path().display()),
         1 => Ok(names.remove(0)),
-        _ => bail!(
-            "the state holds several clusters ({}); choose one with --cluster",
-            names.join(", ")
-        ),
+        _ => bail!("the state holds several clusters ({}); choose one with --cluster", names.join(", ")),
     }
 }
 
 pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
     let store = open(ctx)?;
     let name = cluster(&store, &arg)?;
-    let state = store
-        .load(&name)?
-        .with_context(|| format!("no cluster `{name}` in the state"))?;
+    let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     for address in state.resources.keys() {
         println!("{address}");
     }
@@ -46,15 +38,10 @@ pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
 }
 
 pub fn show(ctx: &Context, args: StateShowArgs) -> anyhow::Result<Outcome> {
-    let address: Address = args
-        .address
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let address: Address = args.address.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let store = open(ctx)?;
     let name = cluster(&store, &args.cluster)?;
-    let state = store
-        .load(&name)?
-        .with_context(|| format!("no cluster `{name}` in the state"))?;
+    let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     let Some(resource) = state.resources.get(&address) else {
         bail!("no resource `{address}` in the state of cluster `{name}`");
     };
@@ -74,10 +61,7 @@ pub fn force_unlock(ctx: &Context, args: ForceUnlockArgs) -> anyhow::Result<Outc
             args.lock_id
         );
         let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("cannot read the answer")?;
+        std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
         if answer.trim() != "yes" {
             bail!("force-unlock cancelled");
         }
@@ -87,9 +71,6 @@ pub fn force_unlock(ctx: &Context, args: ForceUnlockArgs) -> anyhow::Result<Outc
     }
     let mut store = SqliteStore::open(&ctx.state_path)?;
     let released = store.force_unlock(&args.lock_id)?;
-    println!(
-        "Released lock `{}` of cluster `{}`, held by {released}",
-        released.id, released.cluster
-    );
+    println!("Released lock `{}` of cluster `{}`, held by {released}", released.id, released.cluster);
     Ok(Outcome::Ok)
 }

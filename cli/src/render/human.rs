@@ -49,21 +49,11 @@ fn inline(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Text(s) => quote(s),
-        Value::List(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(|i| quote(i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Value::List(items) => format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ")),
         Value::Map(m) => {
             format!(
                 "{{ {} }}",
-                m.iter()
-                    .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                m.iter().map(|(k, v)| format!("{} = {}", quote(k), quote(v))).collect::<Vec<_>>().join(", ")
             )
         }
         Value::Sensitive => SENSITIVE.into(),
@@ -103,21 +93,9 @@ fn whole_at(out: &mut String, indent: &str, s: &str, name: &str, width: usize, v
 }
 
 /// A changed attribute: maps key by key, lists item by item, multi-line text as a unified diff.
-fn changed(
-    out: &mut String,
-    st: &Style,
-    name: &str,
-    width: usize,
-    before: &Value,
-    after: &Value,
-    forces: bool,
-) {
+fn changed(out: &mut String, st: &Style, name: &str, width: usize, before: &Value, after: &Value, forces: bool) {
     let tilde = st.paint("33", "~");
-    let note = if forces {
-        format!(" {}", st.paint("31", "# forces replacement"))
-    } else {
-        String::new()
-    };
+    let note = if forces { format!(" {}", st.paint("31", "# forces replacement")) } else { String::new() };
     match (before, after) {
         (Value::Text(a), Value::Text(b)) if a.contains('\n') || b.contains('\n') => {
             let _ = writeln!(out, "{INDENT}{tilde} {name:width$} = <<-EOT{note}");
@@ -150,28 +128,13 @@ fn changed(
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) if x == y => same += 1,
                     (Some(x), Some(y)) => {
-                        let _ = writeln!(
-                            out,
-                            "{INDENT}    {tilde} {q:kw$} = {} -> {}",
-                            quote(x),
-                            quote(y)
-                        );
+                        let _ = writeln!(out, "{INDENT}    {tilde} {q:kw$} = {} -> {}", quote(x), quote(y));
                     }
                     (None, Some(y)) => {
-                        let _ = writeln!(
-                            out,
-                            "{INDENT}    {} {q:kw$} = {}",
-                            st.paint("32", "+"),
-                            quote(y)
-                        );
+                        let _ = writeln!(out, "{INDENT}    {} {q:kw$} = {}", st.paint("32", "+"), quote(y));
                     }
                     (Some(x), None) => {
-                        let _ = writeln!(
-                            out,
-                            "{INDENT}    {} {q:kw$} = {} -> null",
-                            st.paint("31", "-"),
-                            quote(x)
-                        );
+                        let _ = writeln!(out, "{INDENT}    {} {q:kw$} = {} -> null", st.paint("31", "-"), quote(x));
                     }
                     (None, None) => {}
                 }
@@ -187,22 +150,13 @@ fn changed(
                 let _ = writeln!(out, "{INDENT}    {} {},", st.paint("31", "-"), quote(item));
             }
             for item in b {
-                let sign = if a.contains(item) {
-                    " ".to_string()
-                } else {
-                    st.paint("32", "+")
-                };
+                let sign = if a.contains(item) { " ".to_string() } else { st.paint("32", "+") };
                 let _ = writeln!(out, "{INDENT}    {sign} {},", quote(item));
             }
             let _ = writeln!(out, "{INDENT}  ]");
         }
         _ => {
-            let _ = writeln!(
-                out,
-                "{INDENT}{tilde} {name:width$} = {} -> {}{note}",
-                inline(before),
-                inline(after)
-            );
+            let _ = writeln!(out, "{INDENT}{tilde} {name:width$} = {} -> {}{note}", inline(before), inline(after));
         }
     }
 }
@@ -216,12 +170,8 @@ fn headline(c: &ResourceChange) -> String {
         Action::NoOp => "is up to date".to_string(),
     };
     let why = match c.reason {
-        Reason::DeleteBecauseNoResourceConfig => {
-            "\n  # (because it is no longer in the Clusterfile)"
-        }
-        Reason::ReplaceBecauseTainted => {
-            "\n  # (because it is tainted: an earlier apply failed part-way)"
-        }
+        Reason::DeleteBecauseNoResourceConfig => "\n  # (because it is no longer in the Clusterfile)",
+        Reason::ReplaceBecauseTainted => "\n  # (because it is tainted: an earlier apply failed part-way)",
         _ => "",
     };
     format!("  # {} {what}{why}", c.address)
@@ -230,18 +180,9 @@ fn headline(c: &ResourceChange) -> String {
 fn change_block(out: &mut String, st: &Style, c: &ResourceChange) {
     let _ = writeln!(out, "{}", st.bold(&headline(c)));
     let symbol = st.symbol(c.action);
-    let pad = if c.action == Action::Replace {
-        ""
-    } else {
-        "  "
-    };
+    let pad = if c.action == Action::Replace { "" } else { "  " };
     let host = c.host.map(|h| format!(" # on {h}")).unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "{pad}{symbol} {} {} {{{host}",
-        c.kind.as_str(),
-        quote(&c.address.key)
-    );
+    let _ = writeln!(out, "{pad}{symbol} {} {} {{{host}", c.kind.as_str(), quote(&c.address.key));
     let empty = Default::default();
     let before = c.before.as_ref().unwrap_or(&empty);
     let after = c.after.as_ref().unwrap_or(&empty);
@@ -260,11 +201,7 @@ fn change_block(out: &mut String, st: &Style, c: &ResourceChange) {
         }
         Action::Update | Action::Replace | Action::NoOp => {
             let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-            let differing: Vec<&String> = keys
-                .iter()
-                .copied()
-                .filter(|k| before.get(*k) != after.get(*k))
-                .collect();
+            let differing: Vec<&String> = keys.iter().copied().filter(|k| before.get(*k) != after.get(*k)).collect();
             let width = differing.iter().map(|k| k.len()).max().unwrap_or(0);
             for k in &differing {
                 let forces = c.replace_paths.contains(k);
@@ -288,14 +225,8 @@ pub fn plan(plan: &Plan, color: bool) -> String {
     let st = Style { color };
     let mut out = String::new();
     if !plan.has_changes() {
-        let _ = writeln!(
-            out,
-            "{}",
-            st.bold(&format!(
-                "No changes. Cluster `{}` matches the Clusterfile.",
-                plan.cluster
-            ))
-        );
+        let _ =
+            writeln!(out, "{}", st.bold(&format!("No changes. Cluster `{}` matches the Clusterfile.", plan.cluster)));
         return out;
     }
     let _ = writeln!(
@@ -325,14 +256,8 @@ pub fn plan(plan: &Plan, color: bool) -> String {
 
 pub fn stored_resource(r: &StoredResource) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# {} ({})",
-        r.address,
-        serde_json::to_string(&r.status)
-            .unwrap_or_default()
-            .trim_matches('"')
-    );
+    let _ =
+        writeln!(out, "# {} ({})", r.address, serde_json::to_string(&r.status).unwrap_or_default().trim_matches('"'));
     if let Some(host) = r.host {
         let _ = writeln!(out, "# on {host}");
     }
@@ -340,19 +265,10 @@ pub fn stored_resource(r: &StoredResource) -> String {
         let _ = writeln!(
             out,
             "# depends on {}",
-            r.depends_on
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            r.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     }
-    let _ = writeln!(
-        out,
-        "resource {} {} {{",
-        quote(r.address.kind.as_str()),
-        quote(&r.address.key)
-    );
+    let _ = writeln!(out, "resource {} {} {{", quote(r.address.kind.as_str()), quote(&r.address.key));
     let width = r.attributes.keys().map(String::len).max().unwrap_or(0);
     for (k, v) in &r.attributes {
         whole_at(&mut out, "", " ", k, width, v);

@@ -1,75 +1,139 @@
-use sealer_engine::{Attributes, Plan, StoredResource, Value};
-use serde_json::{json, Map, Value as Json};
+//! The documented JSON formats, serialised straight from the plan (no intermediate JSON tree), so that
+//! a plan of 10,000 hosts streams out in little memory.
+
+use std::io::Write;
+
+use sealer_engine::{Address, Attributes, Plan, ResourceChange, StoredResource, Summary, Value};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 
 pub const SENSITIVE: &str = "(sensitive)";
 pub const UNKNOWN: &str = "(known after apply)";
 
-pub fn value(v: &Value) -> Json {
-    match v {
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => json!(i),
-        Value::Text(s) => Json::String(s.clone()),
-        Value::List(items) => json!(items),
-        Value::Map(m) => json!(m),
-        Value::Sensitive => Json::String(SENSITIVE.into()),
-        Value::Unknown => Json::String(UNKNOWN.into()),
+/// A value as plain JSON; secrets and values only apply learns are shown as marker strings.
+struct ValueView<'a>(&'a Value);
+
+impl Serialize for ValueView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Text(t) => s.serialize_str(t),
+            Value::List(items) => items.serialize(s),
+            Value::Map(m) => m.serialize(s),
+            Value::Sensitive => s.serialize_str(SENSITIVE),
+            Value::Unknown => s.serialize_str(UNKNOWN),
+        }
     }
 }
 
-fn attributes(a: Option<&Attributes>) -> Json {
-    match a {
-        None => Json::Null,
-        Some(a) => Json::Object(
-            a.iter()
-                .map(|(k, v)| (k.clone(), value(v)))
-                .collect::<Map<_, _>>(),
-        ),
+struct AttributesView<'a>(Option<&'a Attributes>);
+
+impl Serialize for AttributesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(attributes) = self.0 else { return s.serialize_none() };
+        let mut map = s.serialize_map(Some(attributes.len()))?;
+        for (k, v) in attributes {
+            map.serialize_entry(k, &ValueView(v))?;
+        }
+        map.end()
     }
 }
 
-/// The plan in the documented JSON format (`format_version` "1").
-pub fn plan(plan: &Plan) -> anyhow::Result<String> {
-    let changes: Vec<Json> = plan
-        .changes
-        .iter()
-        .map(|c| {
-            let mut change = json!({
-                "address": c.address.to_string(),
-                "kind": c.kind.as_str(),
-                "host": c.host.map(|h| h.to_string()),
-                "action": c.action.as_str(),
-                "reason": c.reason.as_str(),
-                "before": attributes(c.before.as_ref()),
-                "after": attributes(c.after.as_ref()),
-                "depends_on": c.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            });
-            if !c.replace_paths.is_empty() {
-                change["replace_paths"] = json!(c.replace_paths);
-            }
-            change
-        })
-        .collect();
-    let doc = json!({
-        "format_version": plan.format_version,
-        "cluster": plan.cluster,
-        "lineage": plan.lineage,
-        "prior_serial": plan.prior_serial,
-        "destroy": plan.destroy,
-        "targets": plan.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "changes": changes,
-        "summary": plan.summary(),
-    });
-    Ok(serde_json::to_string_pretty(&doc)? + "\n")
+struct Addresses<'a>(&'a [Address]);
+
+impl Serialize for Addresses<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for a in self.0 {
+            seq.serialize_element(&a.to_string())?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ChangeView<'a> {
+    address: String,
+    kind: &'static str,
+    host: Option<String>,
+    action: &'static str,
+    reason: &'static str,
+    before: AttributesView<'a>,
+    after: AttributesView<'a>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    replace_paths: &'a [String],
+    depends_on: Addresses<'a>,
+}
+
+struct Changes<'a>(&'a [ResourceChange]);
+
+impl Serialize for Changes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for c in self.0 {
+            seq.serialize_element(&ChangeView {
+                address: c.address.to_string(),
+                kind: c.kind.as_str(),
+                host: c.host.map(|h| h.to_string()),
+                action: c.action.as_str(),
+                reason: c.reason.as_str(),
+                before: AttributesView(c.before.as_ref()),
+                after: AttributesView(c.after.as_ref()),
+                replace_paths: &c.replace_paths,
+                depends_on: Addresses(&c.depends_on),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct PlanView<'a> {
+    format_version: &'a str,
+    cluster: &'a str,
+    lineage: Option<&'a str>,
+    prior_serial: u64,
+    destroy: bool,
+    targets: Addresses<'a>,
+    changes: Changes<'a>,
+    summary: Summary,
+}
+
+/// Writes the plan in the documented JSON format (`format_version` "1").
+pub fn write_plan(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
+    let view = PlanView {
+        format_version: &plan.format_version,
+        cluster: &plan.cluster,
+        lineage: plan.lineage.as_deref(),
+        prior_serial: plan.prior_serial,
+        destroy: plan.destroy,
+        targets: Addresses(&plan.targets),
+        changes: Changes(&plan.changes),
+        summary: plan.summary(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &view)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StoredView<'a> {
+    address: String,
+    kind: &'static str,
+    host: Option<String>,
+    status: sealer_engine::ResourceStatus,
+    attributes: AttributesView<'a>,
+    depends_on: Addresses<'a>,
 }
 
 pub fn stored_resource(r: &StoredResource) -> anyhow::Result<String> {
-    let doc = json!({
-        "address": r.address.to_string(),
-        "kind": r.address.kind.as_str(),
-        "host": r.host.map(|h| h.to_string()),
-        "status": r.status,
-        "attributes": attributes(Some(&r.attributes)),
-        "depends_on": r.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    });
-    Ok(serde_json::to_string_pretty(&doc)?)
+    Ok(serde_json::to_string_pretty(&StoredView {
+        address: r.address.to_string(),
+        kind: r.address.kind.as_str(),
+        host: r.host.map(|h| h.to_string()),
+        status: r.status,
+        attributes: AttributesView(Some(&r.attributes)),
+        depends_on: Addresses(&r.depends_on),
+    })?)
 }

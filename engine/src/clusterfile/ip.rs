@@ -20,10 +20,7 @@ impl std::fmt::Display for IpListError {
             IpListError::Invalid(s) => write!(f, "`{s}` is not an IP address"),
             IpListError::Reversed(s) => write!(f, "range `{s}` ends before it starts"),
             IpListError::Oversized(s, n) => {
-                write!(
-                    f,
-                    "range `{s}` holds {n} addresses, more than the limit of {MAX_RANGE_LEN}"
-                )
+                write!(f, "range `{s}` holds {n} addresses, more than the limit of {MAX_RANGE_LEN}")
             }
             IpListError::MixedFamilies(s) => write!(f, "range `{s}` mixes IPv4 and IPv6"),
         }
@@ -31,9 +28,7 @@ impl std::fmt::Display for IpListError {
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, IpListError> {
-    s.trim()
-        .parse::<IpAddr>()
-        .map_err(|_| IpListError::Invalid(s.trim().to_string()))
+    s.trim().parse::<IpAddr>().map_err(|_| IpListError::Invalid(s.trim().to_string()))
 }
 
 fn to_u128(ip: IpAddr) -> u128 {
@@ -108,38 +103,20 @@ mod tests {
 
     #[test]
     fn comma_list_with_ranges_keeps_order() {
-        assert_eq!(
-            expand_list("10.0.0.9, 10.0.0.2-10.0.0.3").unwrap(),
-            ips(&["10.0.0.9", "10.0.0.2", "10.0.0.3"])
-        );
+        assert_eq!(expand_list("10.0.0.9, 10.0.0.2-10.0.0.3").unwrap(), ips(&["10.0.0.9", "10.0.0.2", "10.0.0.3"]));
     }
 
     #[test]
     fn ipv6_range() {
-        assert_eq!(
-            expand_item("fd00::1-fd00::2").unwrap(),
-            ips(&["fd00::1", "fd00::2"])
-        );
+        assert_eq!(expand_item("fd00::1-fd00::2").unwrap(), ips(&["fd00::1", "fd00::2"]));
     }
 
     #[test]
     fn rejects_reversed_oversized_invalid_and_mixed() {
-        assert_eq!(
-            expand_item("10.0.0.7-10.0.0.3"),
-            Err(IpListError::Reversed("10.0.0.7-10.0.0.3".into()))
-        );
-        assert!(matches!(
-            expand_item("10.0.0.0-10.2.0.0"),
-            Err(IpListError::Oversized(_, 131_073))
-        ));
-        assert_eq!(
-            expand_item("10.0.0.300"),
-            Err(IpListError::Invalid("10.0.0.300".into()))
-        );
-        assert!(matches!(
-            expand_item("10.0.0.1-fd00::1"),
-            Err(IpListError::MixedFamilies(_))
-        ));
+        assert_eq!(expand_item("10.0.0.7-10.0.0.3"), Err(IpListError::Reversed("10.0.0.7-10.0.0.3".into())));
+        assert!(matches!(expand_item("10.0.0.0-10.2.0.0"), Err(IpListError::Oversized(_, 131_073))));
+        assert_eq!(expand_item("10.0.0.300"), Err(IpListError::Invalid("10.0.0.300".into())));
+        assert!(matches!(expand_item("10.0.0.1-fd00::1"), Err(IpListError::MixedFamilies(_))));
         assert!(expand_list(" , ").is_err());
     }
 }

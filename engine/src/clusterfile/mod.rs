@@ -60,13 +60,7 @@ pub struct Ssh {
 
 impl Default for Ssh {
     fn default() -> Self {
-        Ssh {
-            user: "root".into(),
-            password: None,
-            private_key: None,
-            key_passphrase: None,
-            port: 22,
-        }
+        Ssh { user: "root".into(), password: None, private_key: None, key_passphrase: None, port: 22 }
     }
 }
 
@@ -141,9 +135,7 @@ impl Phase {
     }
 
     pub fn from_name(name: &str) -> Option<Phase> {
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+        Phase::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(name))
     }
 
     /// Clean phases run when their host leaves the cluster, not when it is installed.

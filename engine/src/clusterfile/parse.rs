@@ -77,48 +77,30 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
         if matches!(value, Value::Null) {
             continue;
         }
-        let mut r = DocReader {
-            file,
-            document: index + 1,
-            positions,
-            diagnostics: &mut diagnostics,
-        };
+        let mut r = DocReader { file, document: index + 1, positions, diagnostics: &mut diagnostics };
         read_document(&mut r, value, &mut builder);
     }
-    let readers = Readers {
-        file,
-        positions: doc_positions,
-    };
+    let readers = Readers { file, positions: doc_positions };
     let Some((_, cluster)) = builder.cluster.take() else {
         if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 location: Location { file: file.into(), document: None, field: None, line: None, column: None },
-                message: format!(
-                    "no `Cluster` document (apiVersion `{CLUSTER_V2}` or `{CLUSTER_V1}`) in the file"
-                ),
+                message: format!("no `Cluster` document (apiVersion `{CLUSTER_V2}` or `{CLUSTER_V1}`) in the file"),
                 value: None,
             });
         }
         return Err(finish(diagnostics));
     };
     let members: HashMap<IpAddr, Role> = cluster.hosts.iter().map(|h| (h.ip, h.role)).collect();
-    let hostnames = resolve_hostnames(
-        &builder.hostname_lines,
-        &members,
-        &mut diagnostics,
-        &readers,
-    );
+    let hostnames = resolve_hostnames(&builder.hostname_lines, &members, &mut diagnostics, &readers);
     let labels = resolve_labels(&builder.label_lines, &members, &mut diagnostics, &readers);
     let taints = resolve_taints(&builder.taint_lines, &members, &mut diagnostics, &readers);
     let mut plugins = Vec::new();
     for pending in builder.plugins {
         let mut r = readers.reader(pending.document, &mut diagnostics);
         if let Some(hosts) = resolve_selector(&mut r, &pending, &cluster, &labels) {
-            plugins.push(Plugin {
-                hosts,
-                ..pending.plugin
-            });
+            plugins.push(Plugin { hosts, ..pending.plugin });
         }
     }
     let diagnostics = finish(diagnostics);
@@ -178,16 +160,10 @@ fn strip_location(message: &str) -> &str {
 
 fn read_document(r: &mut DocReader<'_>, value: &Value, b: &mut Builder) {
     if !matches!(value, Value::Mapping(_)) {
-        r.error(
-            "",
-            scalar_text(value).as_deref(),
-            "a Clusterfile document must be a mapping",
-        );
+        r.error("", scalar_text(value).as_deref(), "a Clusterfile document must be a mapping");
         return;
     }
-    let api_version = r
-        .string(value.get("apiVersion"), "apiVersion")
-        .unwrap_or_default();
+    let api_version = r.string(value.get("apiVersion"), "apiVersion").unwrap_or_default();
     let Some(kind) = r.string(value.get("kind"), "kind") else {
         r.error("kind", None, "missing `kind`");
         return;
@@ -196,7 +172,11 @@ fn read_document(r: &mut DocReader<'_>, value: &Value, b: &mut Builder) {
         "Cluster" => {
             if let Some(cluster) = read_cluster(r, value, &api_version) {
                 if let Some((first, _)) = &b.cluster {
-                    r.error("kind", Some("Cluster"), format!("a second `Cluster` document (the first is document {first})"));
+                    r.error(
+                        "kind",
+                        Some("Cluster"),
+                        format!("a second `Cluster` document (the first is document {first})"),
+                    );
                 } else {
                     b.cluster = Some((r.document, cluster));
                 }
@@ -212,7 +192,10 @@ fn read_document(r: &mut DocReader<'_>, value: &Value, b: &mut Builder) {
                 b.configs.push(config);
             }
         }
-        "InitConfiguration" | "ClusterConfiguration" | "JoinConfiguration" | "KubeProxyConfiguration"
+        "InitConfiguration"
+        | "ClusterConfiguration"
+        | "JoinConfiguration"
+        | "KubeProxyConfiguration"
         | "KubeletConfiguration" => read_kubeadm(r, value, api_version, kind, b),
         other => r.error(
             "kind",
@@ -230,25 +213,15 @@ fn check_sealer_api_version(r: &mut DocReader<'_>, api_version: &str, kind: &str
         r.error(
             "apiVersion",
             Some(api_version),
-            format!(
-                "unknown apiVersion for kind `{kind}`; expected one of {}",
-                SEALER_API_VERSIONS.join(", ")
-            ),
+            format!("unknown apiVersion for kind `{kind}`; expected one of {}", SEALER_API_VERSIONS.join(", ")),
         );
     }
 }
 
 fn metadata_name(r: &mut DocReader<'_>, doc: &Value) -> Option<String> {
-    let name = r.string(
-        doc.get("metadata").and_then(|m| m.get("name")),
-        "metadata.name",
-    )?;
+    let name = r.string(doc.get("metadata").and_then(|m| m.get("name")), "metadata.name")?;
     if !rules::is_rfc1123_subdomain(&name) {
-        r.error(
-            "metadata.name",
-            Some(&name),
-            "names must be lowercase RFC 1123 subdomains (`a-z0-9-.`)",
-        );
+        r.error("metadata.name", Some(&name), "names must be lowercase RFC 1123 subdomains (`a-z0-9-.`)");
         return None;
     }
     Some(name)
@@ -276,11 +249,7 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
     let spec = r.mapping(doc.get("spec"), "spec").unwrap_or(&empty);
     let image = match r.string(spec.get("image"), "spec.image") {
         None => {
-            r.error(
-                "spec.image",
-                None,
-                "missing `spec.image`: the cluster image to install",
-            );
+            r.error("spec.image", None, "missing `spec.image`: the cluster image to install");
             String::new()
         }
         Some(image) if !rules::is_image_reference(&image) => {
@@ -291,16 +260,9 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
     };
     let ssh = read_ssh(r, spec.get("ssh"), "spec.ssh", &Ssh::default());
     let env = read_env(r, spec.get("env"), "spec.env", &BTreeMap::new());
-    let cmd_args_key = if spec.get("cmdArgs").is_some() {
-        "cmdArgs"
-    } else {
-        "cmd_args"
-    };
-    let cmd_args = r
-        .string_list(spec.get(cmd_args_key), &format!("spec.{cmd_args_key}"))
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let cmd_args_key = if spec.get("cmdArgs").is_some() { "cmdArgs" } else { "cmd_args" };
+    let cmd_args =
+        r.string_list(spec.get(cmd_args_key), &format!("spec.{cmd_args_key}")).into_iter().map(|(_, s)| s).collect();
     let mut cluster = Cluster {
         name,
         api_version: api_version.to_string(),
@@ -314,41 +276,22 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
     };
     let mut seen: HashMap<IpAddr, String> = HashMap::new();
     if v2 {
-        r.warn_unknown_keys(
-            spec,
-            "spec",
-            &["image", "ssh", "env", "cmd_args", "cmdArgs", "hosts"],
-        );
+        r.warn_unknown_keys(spec, "spec", &["image", "ssh", "env", "cmd_args", "cmdArgs", "hosts"]);
         read_v2_hosts(r, spec, &mut cluster, &ssh, &mut seen);
         if cluster.hosts.is_empty() && spec.get("hosts").is_none_or(|h| h.is_null()) {
-            r.error(
-                "spec.hosts",
-                None,
-                "missing `spec.hosts`: at least one master is needed",
-            );
+            r.error("spec.hosts", None, "missing `spec.hosts`: at least one master is needed");
         }
     } else {
         r.warn_unknown_keys(
             spec,
             "spec",
-            &[
-                "image", "ssh", "env", "cmd_args", "cmdArgs", "masters", "nodes", "network",
-                "certSANS", "provider",
-            ],
+            &["image", "ssh", "env", "cmd_args", "cmdArgs", "masters", "nodes", "network", "certSANS", "provider"],
         );
         read_v1_hosts(r, spec, &mut cluster, &ssh, &mut seen);
     }
     if !cluster.hosts.is_empty() && cluster.first_master().is_none() {
-        let field = if v2 {
-            "spec.hosts"
-        } else {
-            "spec.masters.ipList"
-        };
-        r.error(
-            field,
-            None,
-            "no host has the role `master`; a cluster needs at least one",
-        );
+        let field = if v2 { "spec.hosts" } else { "spec.masters.ipList" };
+        r.error(field, None, "no host has the role `master`; a cluster needs at least one");
     }
     Some(cluster)
 }
@@ -360,11 +303,7 @@ fn read_v2_hosts(
     ssh: &Ssh,
     seen: &mut HashMap<IpAddr, String>,
 ) {
-    for (g, group) in r
-        .sequence(spec.get("hosts"), "spec.hosts")
-        .iter()
-        .enumerate()
-    {
+    for (g, group) in r.sequence(spec.get("hosts"), "spec.hosts").iter().enumerate() {
         let path = format!("spec.hosts[{g}]");
         let Some(group) = r.mapping(Some(group), &path) else {
             r.error(&path, None, "a host group needs `ips` and `roles`");
@@ -377,39 +316,22 @@ fn read_v2_hosts(
             match name.as_str() {
                 "master" | "control-plane" => role = Some(Role::Master),
                 "node" | "worker" => role = role.or(Some(Role::Node)),
-                other => r.error(
-                    role_path,
-                    Some(other),
-                    "unknown role; expected `master` or `node`",
-                ),
+                other => r.error(role_path, Some(other), "unknown role; expected `master` or `node`"),
             }
         }
         if roles.is_empty() {
-            r.error(
-                &child_path(&path, "roles"),
-                None,
-                "missing `roles`: `[master]` or `[node]`",
-            );
+            r.error(&child_path(&path, "roles"), None, "missing `roles`: `[master]` or `[node]`");
         }
         let group_ssh = read_ssh(r, group.get("ssh"), &child_path(&path, "ssh"), ssh);
         let env = read_env(r, group.get("env"), &child_path(&path, "env"), &cluster.env);
         let ips = r.string_list(group.get("ips"), &child_path(&path, "ips"));
         if ips.is_empty() {
-            r.error(
-                &child_path(&path, "ips"),
-                None,
-                "missing `ips`: the addresses of this group",
-            );
+            r.error(&child_path(&path, "ips"), None, "missing `ips`: the addresses of this group");
         }
         for (ip_path, text) in ips {
             for ip in expand_ips(r, &ip_path, &text, seen) {
                 if let Some(role) = role {
-                    cluster.hosts.push(Host {
-                        ip,
-                        role,
-                        ssh: group_ssh.clone(),
-                        env: env.clone(),
-                    });
+                    cluster.hosts.push(Host { ip, role, ssh: group_ssh.clone(), env: env.clone() });
                 }
             }
         }
@@ -425,11 +347,7 @@ fn read_v1_hosts(
 ) {
     if let Some(provider) = r.string(spec.get("provider"), "spec.provider") {
         if !provider.eq_ignore_ascii_case("BAREMETAL") {
-            r.error(
-                "spec.provider",
-                Some(&provider),
-                "only the `BAREMETAL` provider is supported: hosts must exist",
-            );
+            r.error("spec.provider", Some(&provider), "only the `BAREMETAL` provider is supported: hosts must exist");
         }
     }
     for (field, role) in [("masters", Role::Master), ("nodes", Role::Node)] {
@@ -444,45 +362,21 @@ fn read_v1_hosts(
             }
             continue;
         };
-        r.warn_unknown_keys(
-            group,
-            &path,
-            &[
-                "ipList",
-                "count",
-                "cpu",
-                "memory",
-                "systemDisk",
-                "dataDisks",
-            ],
-        );
+        r.warn_unknown_keys(group, &path, &["ipList", "count", "cpu", "memory", "systemDisk", "dataDisks"]);
         for (ip_path, text) in r.string_list(group.get("ipList"), &child_path(&path, "ipList")) {
             for ip in expand_ips(r, &ip_path, &text, seen) {
-                cluster.hosts.push(Host {
-                    ip,
-                    role,
-                    ssh: ssh.clone(),
-                    env: cluster.env.clone(),
-                });
+                cluster.hosts.push(Host { ip, role, ssh: ssh.clone(), env: cluster.env.clone() });
             }
         }
     }
     if let Some(network) = r.mapping(spec.get("network"), "spec.network") {
-        r.warn_unknown_keys(
-            network,
-            "spec.network",
-            &["podCIDR", "svcCIDR", "cniName", "withoutCNI", "interface"],
-        );
+        r.warn_unknown_keys(network, "spec.network", &["podCIDR", "svcCIDR", "cniName", "withoutCNI", "interface"]);
         cluster.pod_cidr = read_cidr(r, network.get("podCIDR"), "spec.network.podCIDR");
         cluster.svc_cidr = read_cidr(r, network.get("svcCIDR"), "spec.network.svcCIDR");
     }
     for (path, san) in r.string_list(spec.get("certSANS"), "spec.certSANS") {
         if san.parse::<IpAddr>().is_err() && !rules::is_rfc1123_subdomain(&san) {
-            r.error(
-                &path,
-                Some(&san),
-                "a certificate SAN must be an IP address or a DNS name",
-            );
+            r.error(&path, Some(&san), "a certificate SAN must be an IP address or a DNS name");
         } else {
             cluster.cert_sans.push(san);
         }
@@ -492,10 +386,7 @@ fn read_v1_hosts(
 fn read_cidr(r: &mut DocReader<'_>, value: Option<&Value>, path: &str) -> Option<String> {
     let text = r.string(value, path)?;
     let valid = text.split_once('/').is_some_and(|(ip, len)| {
-        ip.parse::<IpAddr>().is_ok_and(|ip| {
-            len.parse::<u8>()
-                .is_ok_and(|l| l <= if ip.is_ipv4() { 32 } else { 128 })
-        })
+        ip.parse::<IpAddr>().is_ok_and(|ip| len.parse::<u8>().is_ok_and(|l| l <= if ip.is_ipv4() { 32 } else { 128 }))
     });
     if !valid {
         r.error(path, Some(&text), "not a CIDR (`10.96.0.0/22`)");
@@ -504,12 +395,7 @@ fn read_cidr(r: &mut DocReader<'_>, value: Option<&Value>, path: &str) -> Option
     Some(text)
 }
 
-fn expand_ips(
-    r: &mut DocReader<'_>,
-    path: &str,
-    text: &str,
-    seen: &mut HashMap<IpAddr, String>,
-) -> Vec<IpAddr> {
+fn expand_ips(r: &mut DocReader<'_>, path: &str, text: &str, seen: &mut HashMap<IpAddr, String>) -> Vec<IpAddr> {
     match expand_list(text) {
         Err(e) => {
             r.error(path, Some(text), e.to_string());
@@ -519,11 +405,7 @@ fn expand_ips(
             .into_iter()
             .filter(|ip| match seen.get(ip) {
                 Some(first) => {
-                    r.error(
-                        path,
-                        Some(text),
-                        format!("IP `{ip}` is declared twice (first at `{first}`)"),
-                    );
+                    r.error(path, Some(text), format!("IP `{ip}` is declared twice (first at `{first}`)"));
                     false
                 }
                 None => {
@@ -544,17 +426,11 @@ fn read_ssh(r: &mut DocReader<'_>, value: Option<&Value>, path: &str, base: &Ssh
     if let Some(user) = r.string(map.get("user"), &child_path(path, "user")) {
         let valid = !user.is_empty()
             && user.len() <= 32
-            && user
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && user.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if valid {
             ssh.user = user;
         } else {
-            r.error(
-                &child_path(path, "user"),
-                Some(&user),
-                "not a valid user name",
-            );
+            r.error(&child_path(path, "user"), Some(&user), "not a valid user name");
         }
     }
     // Secrets are read without ever being echoed into a diagnostic.
@@ -594,11 +470,7 @@ fn read_env(
         if rules::is_env_name(key) {
             env.insert(key.to_string(), val);
         } else {
-            r.error(
-                item_path,
-                Some(key),
-                "an env name must be a shell variable name (`[A-Za-z_][A-Za-z0-9_]*`)",
-            );
+            r.error(item_path, Some(key), "an env name must be a shell variable name (`[A-Za-z_][A-Za-z0-9_]*`)");
         }
     };
     match value {
@@ -625,17 +497,17 @@ fn read_env(
 fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
     let name = metadata_name(r, doc);
     if doc.get("metadata").and_then(|m| m.get("name")).is_none() {
-        r.error(
-            "metadata.name",
-            None,
-            "missing `metadata.name`: every plugin needs a name",
-        );
+        r.error("metadata.name", None, "missing `metadata.name`: every plugin needs a name");
     }
     let empty = Value::Mapping(Default::default());
     let spec = r.mapping(doc.get("spec"), "spec").unwrap_or(&empty);
     r.warn_unknown_keys(spec, "spec", &["type", "action", "on", "data", "scope"]);
     let Some(type_name) = r.string(spec.get("type"), "spec.type") else {
-        r.error("spec.type", None, "missing `spec.type` (HOSTNAME, SHELL, LABEL, TAINT, CLUSTERCHECK, ETCD or a plugin name)");
+        r.error(
+            "spec.type",
+            None,
+            "missing `spec.type` (HOSTNAME, SHELL, LABEL, TAINT, CLUSTERCHECK, ETCD or a plugin name)",
+        );
         return;
     };
     let data = r.string(spec.get("data"), "spec.data").unwrap_or_default();
@@ -655,11 +527,7 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
                     ips,
                     rest: rest.trim().to_string(),
                 }),
-                Err(e) => r.error(
-                    "spec.data",
-                    Some(line),
-                    format!("line {} of data: {e}", line_no + 1),
-                ),
+                Err(e) => r.error("spec.data", Some(line), format!("line {} of data: {e}", line_no + 1)),
             }
         }
     };
@@ -670,10 +538,7 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
         "SHELL" => PluginType::Shell,
         "CLUSTERCHECK" => PluginType::ClusterCheck,
         "ETCD" => PluginType::Etcd,
-        _ if type_name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') =>
-        {
+        _ if type_name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') => {
             PluginType::OutOfTree(type_name.clone())
         }
         _ => {
@@ -697,44 +562,24 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
                         Some(part),
                         format!(
                             "unknown plugin action; expected one of {}",
-                            Phase::ALL
-                                .iter()
-                                .map(|p| p.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            Phase::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
                         ),
                     ),
                 }
             }
         }
-        None if matches!(plugin_type, PluginType::ClusterCheck | PluginType::Etcd) => {
-            phases.push(Phase::PostInstall)
-        }
-        None => r.error(
-            "spec.action",
-            None,
-            "missing `spec.action`: the phase(s) at which the plugin runs",
-        ),
+        None if matches!(plugin_type, PluginType::ClusterCheck | PluginType::Etcd) => phases.push(Phase::PostInstall),
+        None => r.error("spec.action", None, "missing `spec.action`: the phase(s) at which the plugin runs"),
     }
     if plugin_type == PluginType::Shell && data.trim().is_empty() {
-        r.error(
-            "spec.data",
-            None,
-            "a SHELL plugin needs the script to run in `spec.data`",
-        );
+        r.error("spec.data", None, "a SHELL plugin needs the script to run in `spec.data`");
     }
     let on_text = r.string(spec.get("on"), "spec.on").unwrap_or_default();
     let selector = parse_selector(r, &on_text);
     if let (Some(name), Some(selector)) = (name, selector) {
         b.plugins.push(PendingPlugin {
             document: r.document,
-            plugin: Plugin {
-                name,
-                plugin_type,
-                phases,
-                hosts: Vec::new(),
-                data,
-            },
+            plugin: Plugin { name, plugin_type, phases, hosts: Vec::new(), data },
             selector,
             on_text,
         });
@@ -754,11 +599,7 @@ fn parse_selector(r: &mut DocReader<'_>, on: &str) -> Option<Selector> {
                     pairs.push((k.trim().to_string(), v.trim().to_string()))
                 }
                 _ => {
-                    r.error(
-                        "spec.on",
-                        Some(part),
-                        "a label selector is `key=value[,key=value]`",
-                    );
+                    r.error("spec.on", Some(part), "a label selector is `key=value[,key=value]`");
                     return None;
                 }
             }
@@ -773,11 +614,7 @@ fn parse_selector(r: &mut DocReader<'_>, on: &str) -> Option<Selector> {
             _ => match expand_list(part) {
                 Ok(ips) => items.push(SelectorItem::Ips(ips)),
                 Err(e) => {
-                    r.error(
-                        "spec.on",
-                        Some(part),
-                        format!("expected master, node, IPs, ranges or `key=value`: {e}"),
-                    );
+                    r.error("spec.on", Some(part), format!("expected master, node, IPs, ranges or `key=value`: {e}"));
                     return None;
                 }
             },
@@ -793,16 +630,8 @@ fn resolve_selector(
     labels: &BTreeMap<IpAddr, BTreeMap<String, String>>,
 ) -> Option<Vec<IpAddr>> {
     // Cluster-wide plugins act through the API server, so they run once, on the first master.
-    if matches!(
-        pending.plugin.plugin_type,
-        PluginType::ClusterCheck | PluginType::Etcd
-    ) {
-        return Some(
-            cluster
-                .first_master()
-                .map(|m| vec![m.ip])
-                .unwrap_or_default(),
-        );
+    if matches!(pending.plugin.plugin_type, PluginType::ClusterCheck | PluginType::Etcd) {
+        return Some(cluster.first_master().map(|m| vec![m.ip]).unwrap_or_default());
     }
     let selected: BTreeSet<IpAddr> = match &pending.selector {
         Selector::All => cluster.hosts.iter().map(|h| h.ip).collect(),
@@ -822,13 +651,9 @@ fn resolve_selector(
             let mut set = BTreeSet::new();
             for item in items {
                 match item {
-                    SelectorItem::Role(role) => set.extend(
-                        cluster
-                            .hosts
-                            .iter()
-                            .filter(|h| h.role == *role)
-                            .map(|h| h.ip),
-                    ),
+                    SelectorItem::Role(role) => {
+                        set.extend(cluster.hosts.iter().filter(|h| h.role == *role).map(|h| h.ip))
+                    }
                     SelectorItem::Ips(ips) => {
                         for ip in ips {
                             if cluster.hosts.iter().any(|h| h.ip == *ip) {
@@ -848,14 +673,7 @@ fn resolve_selector(
             set
         }
     };
-    Some(
-        cluster
-            .hosts
-            .iter()
-            .map(|h| h.ip)
-            .filter(|ip| selected.contains(ip))
-            .collect(),
-    )
+    Some(cluster.hosts.iter().map(|h| h.ip).filter(|ip| selected.contains(ip)).collect())
 }
 
 /// Makes readers for documents after the first pass, when problems found across documents are reported.
@@ -865,39 +683,23 @@ struct Readers<'a> {
 }
 
 impl Readers<'_> {
-    fn reader<'s>(
-        &'s self,
-        document: usize,
-        diagnostics: &'s mut Vec<Diagnostic>,
-    ) -> DocReader<'s> {
+    fn reader<'s>(&'s self, document: usize, diagnostics: &'s mut Vec<Diagnostic>) -> DocReader<'s> {
         let positions = self.positions.get(document - 1).copied().flatten();
-        DocReader {
-            file: self.file,
-            document,
-            positions,
-            diagnostics,
-        }
+        DocReader { file: self.file, document, positions, diagnostics }
     }
 }
 
 /// Checks that every IP of a data line is a cluster host, reporting the others.
 fn members_only(r: &mut DocReader<'_>, line: &DataLine, members: &HashMap<IpAddr, Role>) -> bool {
-    let strangers: Vec<String> = line
-        .ips
-        .iter()
-        .filter(|ip| !members.contains_key(ip))
-        .map(|ip| ip.to_string())
-        .collect();
+    let strangers: Vec<String> =
+        line.ips.iter().filter(|ip| !members.contains_key(ip)).map(|ip| ip.to_string()).collect();
     if strangers.is_empty() {
         return true;
     }
     r.error(
         &line.path,
         Some(&strangers.join(",")),
-        format!(
-            "line {} of data names hosts that are not in the cluster",
-            line.line_no
-        ),
+        format!("line {} of data names hosts that are not in the cluster", line.line_no),
     );
     false
 }
@@ -918,31 +720,17 @@ fn resolve_hostnames(
         let name = line.rest.as_str();
         let at = format!("line {} of data", line.line_no);
         if line.ips.len() != 1 {
-            r.error(
-                &line.path,
-                Some(name),
-                format!("{at}: a hostname line names exactly one IP"),
-            );
+            r.error(&line.path, Some(name), format!("{at}: a hostname line names exactly one IP"));
         } else if !rules::is_rfc1123_label(name) {
             r.error(
                 &line.path,
                 Some(name),
-                format!(
-                    "{at}: a hostname must be an RFC 1123 label (lowercase `a-z0-9-`, at most 63)"
-                ),
+                format!("{at}: a hostname must be an RFC 1123 label (lowercase `a-z0-9-`, at most 63)"),
             );
         } else if let Some(other) = by_name.get(name).filter(|other| **other != line.ips[0]) {
-            r.error(
-                &line.path,
-                Some(name),
-                format!("{at}: hostname already given to `{other}`"),
-            );
+            r.error(&line.path, Some(name), format!("{at}: hostname already given to `{other}`"));
         } else if by_ip.get(&line.ips[0]).is_some_and(|n: &String| n != name) {
-            r.error(
-                &line.path,
-                Some(name),
-                format!("{at}: `{}` already has another hostname", line.ips[0]),
-            );
+            r.error(&line.path, Some(name), format!("{at}: `{}` already has another hostname", line.ips[0]));
         } else {
             by_name.insert(name.to_string(), line.ips[0]);
             by_ip.insert(line.ips[0], name.to_string());
@@ -965,41 +753,20 @@ fn resolve_labels(
         }
         let at = format!("line {} of data", line.line_no);
         if line.rest.is_empty() {
-            r.error(
-                &line.path,
-                Some(&line.rest),
-                format!("{at}: expected `IP key=value[,key=value]`"),
-            );
+            r.error(&line.path, Some(&line.rest), format!("{at}: expected `IP key=value[,key=value]`"));
             continue;
         }
-        for pair in line
-            .rest
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        for pair in line.rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
-                r.error(
-                    &line.path,
-                    Some(pair),
-                    format!("{at}: expected `key=value`"),
-                );
+                r.error(&line.path, Some(pair), format!("{at}: expected `key=value`"));
                 continue;
             };
             if let Some(problem) = rules::label_key_problem(key) {
-                r.error(
-                    &line.path,
-                    Some(key),
-                    format!("{at}: invalid label key: {problem}"),
-                );
+                r.error(&line.path, Some(key), format!("{at}: invalid label key: {problem}"));
                 continue;
             }
             if let Some(problem) = rules::label_value_problem(value) {
-                r.error(
-                    &line.path,
-                    Some(value),
-                    format!("{at}: invalid label value: {problem}"),
-                );
+                r.error(&line.path, Some(value), format!("{at}: invalid label value: {problem}"));
                 continue;
             }
             for ip in &line.ips {
@@ -1008,9 +775,7 @@ fn resolve_labels(
                     Some(existing) if existing != value => r.error(
                         &line.path,
                         Some(pair),
-                        format!(
-                            "{at}: label `{key}` of `{ip}` is already declared as `{existing}`"
-                        ),
+                        format!("{at}: label `{key}` of `{ip}` is already declared as `{existing}`"),
                     ),
                     _ => {
                         labels.insert(key.to_string(), value.to_string());
@@ -1032,9 +797,7 @@ fn parse_taint(spec: &str) -> Result<(Taint, bool), String> {
         return Err("expected `key=value:Effect` or `key:Effect-`".into());
     };
     let Some(effect) = TaintEffect::from_name(effect) else {
-        return Err(format!(
-            "unknown taint effect `{effect}`; expected NoSchedule, PreferNoSchedule or NoExecute"
-        ));
+        return Err(format!("unknown taint effect `{effect}`; expected NoSchedule, PreferNoSchedule or NoExecute"));
     };
     let (key, value) = match kv.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
@@ -1046,14 +809,7 @@ fn parse_taint(spec: &str) -> Result<(Taint, bool), String> {
     if let Some(problem) = value.as_deref().and_then(rules::label_value_problem) {
         return Err(format!("invalid taint value: {problem}"));
     }
-    Ok((
-        Taint {
-            key: key.to_string(),
-            value,
-            effect,
-        },
-        remove,
-    ))
+    Ok((Taint { key: key.to_string(), value, effect }, remove))
 }
 
 fn resolve_taints(
@@ -1070,35 +826,19 @@ fn resolve_taints(
         }
         let at = format!("line {} of data", line.line_no);
         if line.rest.is_empty() {
-            r.error(
-                &line.path,
-                Some(&line.rest),
-                format!("{at}: expected `IPs key=value:Effect`"),
-            );
+            r.error(&line.path, Some(&line.rest), format!("{at}: expected `IPs key=value:Effect`"));
             continue;
         }
-        for spec in line
-            .rest
-            .split([',', ' '])
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        for spec in line.rest.split([',', ' ']).map(str::trim).filter(|p| !p.is_empty()) {
             match parse_taint(spec) {
                 Err(problem) => r.error(&line.path, Some(spec), format!("{at}: {problem}")),
                 Ok((taint, remove)) => {
                     for ip in &line.ips {
                         let host = out.entry(*ip).or_default();
-                        let (add_to, other) = if remove {
-                            (&mut host.absent, &host.present)
-                        } else {
-                            (&mut host.present, &host.absent)
-                        };
+                        let (add_to, other) =
+                            if remove { (&mut host.absent, &host.present) } else { (&mut host.present, &host.absent) };
                         if other.contains(&taint) {
-                            r.error(
-                                &line.path,
-                                Some(spec),
-                                format!("{at}: taint both added and removed on `{ip}`"),
-                            );
+                            r.error(&line.path, Some(spec), format!("{at}: taint both added and removed on `{ip}`"));
                         } else {
                             add_to.insert(taint.clone());
                         }
@@ -1113,22 +853,14 @@ fn resolve_taints(
 fn read_config(r: &mut DocReader<'_>, doc: &Value) -> Option<ConfigFile> {
     let name = metadata_name(r, doc);
     if doc.get("metadata").and_then(|m| m.get("name")).is_none() {
-        r.error(
-            "metadata.name",
-            None,
-            "missing `metadata.name`: every Config needs a name",
-        );
+        r.error("metadata.name", None, "missing `metadata.name`: every Config needs a name");
     }
     let empty = Value::Mapping(Default::default());
     let spec = r.mapping(doc.get("spec"), "spec").unwrap_or(&empty);
     r.warn_unknown_keys(spec, "spec", &["path", "data", "strategy", "process"]);
     let path = match r.string(spec.get("path"), "spec.path") {
         None => {
-            r.error(
-                "spec.path",
-                None,
-                "missing `spec.path`: the file in the image rootfs",
-            );
+            r.error("spec.path", None, "missing `spec.path`: the file in the image rootfs");
             None
         }
         Some(p) => match rules::rootfs_path_problem(&p) {
@@ -1141,103 +873,57 @@ fn read_config(r: &mut DocReader<'_>, doc: &Value) -> Option<ConfigFile> {
     };
     let data = r.string(spec.get("data"), "spec.data");
     if data.is_none() {
-        r.error(
-            "spec.data",
-            None,
-            "missing `spec.data`: the content to write",
-        );
+        r.error("spec.data", None, "missing `spec.data`: the content to write");
     }
     let strategy = match r.string(spec.get("strategy"), "spec.strategy").as_deref() {
         None | Some("overwrite") => ConfigStrategy::Overwrite,
         Some("merge") => ConfigStrategy::Merge,
         Some(other) => {
-            r.error(
-                "spec.strategy",
-                Some(other),
-                "unknown strategy; expected `merge` or `overwrite`",
-            );
+            r.error("spec.strategy", Some(other), "unknown strategy; expected `merge` or `overwrite`");
             ConfigStrategy::Overwrite
         }
     };
     let mut process = Vec::new();
-    for part in r
-        .string(spec.get("process"), "spec.process")
-        .unwrap_or_default()
-        .split('|')
-        .map(str::trim)
-    {
+    for part in r.string(spec.get("process"), "spec.process").unwrap_or_default().split('|').map(str::trim) {
         match part {
             "" => {}
             "toJson" => process.push(ConfigProcess::ToJson),
             "toBase64" => process.push(ConfigProcess::ToBase64),
             "toSecret" => process.push(ConfigProcess::ToSecret),
-            other => r.error(
-                "spec.process",
-                Some(other),
-                "unknown process; expected toJson, toBase64 or toSecret",
-            ),
+            other => r.error("spec.process", Some(other), "unknown process; expected toJson, toBase64 or toSecret"),
         }
     }
     let data = data?;
     let needs_yaml = strategy == ConfigStrategy::Merge
-        || process
-            .iter()
-            .any(|p| matches!(p, ConfigProcess::ToJson | ConfigProcess::ToSecret));
+        || process.iter().any(|p| matches!(p, ConfigProcess::ToJson | ConfigProcess::ToSecret));
     if needs_yaml {
         if let Err(e) = serde_yaml::from_str::<Value>(&data) {
             r.error(
                 "spec.data",
                 None,
-                format!(
-                    "merge, toJson and toSecret need YAML data: {}",
-                    strip_location(&e.to_string())
-                ),
+                format!("merge, toJson and toSecret need YAML data: {}", strip_location(&e.to_string())),
             );
         }
     }
-    Some(ConfigFile {
-        name: name?,
-        path: path?,
-        data,
-        strategy,
-        process,
-    })
+    Some(ConfigFile { name: name?, path: path?, data, strategy, process })
 }
 
-fn read_kubeadm(
-    r: &mut DocReader<'_>,
-    doc: &Value,
-    api_version: String,
-    kind: String,
-    b: &mut Builder,
-) {
+fn read_kubeadm(r: &mut DocReader<'_>, doc: &Value, api_version: String, kind: String, b: &mut Builder) {
     let accepted: &[&str] = match kind.as_str() {
         "KubeProxyConfiguration" => &["kubeproxy.config.k8s.io/v1alpha1"],
         "KubeletConfiguration" => &["kubelet.config.k8s.io/v1beta1"],
-        _ => &[
-            "kubeadm.k8s.io/v1beta1",
-            "kubeadm.k8s.io/v1beta2",
-            "kubeadm.k8s.io/v1beta3",
-            "kubeadm.k8s.io/v1beta4",
-        ],
+        _ => &["kubeadm.k8s.io/v1beta1", "kubeadm.k8s.io/v1beta2", "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"],
     };
     if !accepted.contains(&api_version.as_str()) {
         r.error(
             "apiVersion",
             Some(&api_version),
-            format!(
-                "unknown apiVersion for kind `{kind}`; expected {}",
-                accepted.join(" or ")
-            ),
+            format!("unknown apiVersion for kind `{kind}`; expected {}", accepted.join(" or ")),
         );
         return;
     }
     if b.kubeadm.iter().any(|d| d.kind == kind) {
-        r.error(
-            "kind",
-            Some(&kind),
-            "a second document of this kind; merge them into one",
-        );
+        r.error("kind", Some(&kind), "a second document of this kind; merge them into one");
         return;
     }
     let mut body = doc.clone();
@@ -1245,9 +931,5 @@ fn read_kubeadm(
         m.remove("apiVersion");
         m.remove("kind");
     }
-    b.kubeadm.push(KubeadmDocument {
-        api_version,
-        kind,
-        body,
-    });
+    b.kubeadm.push(KubeadmDocument { api_version, kind, body });
 }

@@ -51,12 +51,7 @@ impl DocReader<'_> {
     }
 
     pub fn error(&mut self, path: &str, value: Option<&str>, message: impl Into<String>) {
-        self.push(
-            Severity::Error,
-            path,
-            value.map(str::to_string),
-            message.into(),
-        );
+        self.push(Severity::Error, path, value.map(str::to_string), message.into());
     }
 
     pub fn warning(&mut self, path: &str, message: impl Into<String>) {
@@ -69,10 +64,7 @@ impl DocReader<'_> {
         for key in m.keys() {
             let name = scalar_text(key).unwrap_or_default();
             if !known.contains(&name.as_str()) {
-                self.warning(
-                    &child_path(path, &name),
-                    format!("unknown field `{name}` is ignored"),
-                );
+                self.warning(&child_path(path, &name), format!("unknown field `{name}` is ignored"));
             }
         }
     }

@@ -5,8 +5,7 @@
 pub fn is_rfc1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -21,8 +20,7 @@ pub fn is_rfc1123_subdomain(s: &str) -> bool {
 fn is_qualified_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -40,9 +38,7 @@ pub fn label_key_problem(key: &str) -> Option<&'static str> {
             }
         }
         None if is_qualified_name_part(key) => None,
-        None => {
-            Some("the key must be 1-63 characters, alphanumeric at both ends, with `-_.` inside")
-        }
+        None => Some("the key must be 1-63 characters, alphanumeric at both ends, with `-_.` inside"),
     }
 }
 
@@ -58,9 +54,7 @@ pub fn label_value_problem(value: &str) -> Option<&'static str> {
 /// A variable name the shell accepts in `export NAME=...`.
 pub fn is_env_name(s: &str) -> bool {
     let mut bytes = s.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -69,9 +63,7 @@ pub fn is_env_name(s: &str) -> bool {
 pub fn is_image_reference(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 512
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
-        })
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@'))
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
 }
 
@@ -83,10 +75,7 @@ pub fn rootfs_path_problem(path: &str) -> Option<&'static str> {
         Some("the path must be relative to the image rootfs")
     } else if path.split('/').any(|c| c == "..") {
         Some("the path must not leave the image rootfs (`..`)")
-    } else if !path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
-    {
+    } else if !path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/')) {
         Some("the path may only hold letters, digits and `._-/`")
     } else {
         None

@@ -3,17 +3,20 @@
 use super::*;
 use crate::Diagnostics;
 
-const HEAD: &str = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: t\nspec:\n  image: kubernetes:v1.22.15\n";
+const HEAD: &str =
+    "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: t\nspec:\n  image: kubernetes:v1.22.15\n";
 
 fn cluster(hosts: &str) -> String {
     format!("{HEAD}  hosts:\n{hosts}")
 }
 
-const TWO_HOSTS: &str =
-    "    - ips: [10.0.0.2]\n      roles: [master]\n    - ips: [10.0.0.3]\n      roles: [node]\n";
+const TWO_HOSTS: &str = "    - ips: [10.0.0.2]\n      roles: [master]\n    - ips: [10.0.0.3]\n      roles: [node]\n";
 
 fn with_plugin(spec: &str) -> String {
-    format!("{}---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: p\nspec:\n{spec}", cluster(TWO_HOSTS))
+    format!(
+        "{}---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: p\nspec:\n{spec}",
+        cluster(TWO_HOSTS)
+    )
 }
 
 fn errors(text: &str) -> Diagnostics {
@@ -26,12 +29,8 @@ fn errors(text: &str) -> Diagnostics {
 /// Asserts one error mentions `field` and `value` and `message`, and returns its rendering.
 fn assert_error(text: &str, field: &str, value: Option<&str>, message: &str) -> String {
     let d = errors(text);
-    let found = d
-        .errors()
-        .find(|e| e.location.field.as_deref() == Some(field) && e.message.contains(message));
-    let Some(e) = found else {
-        panic!("no error on `{field}` containing `{message}` in:\n{d}")
-    };
+    let found = d.errors().find(|e| e.location.field.as_deref() == Some(field) && e.message.contains(message));
+    let Some(e) = found else { panic!("no error on `{field}` containing `{message}` in:\n{d}") };
     assert_eq!(e.value.as_deref(), value, "{e}");
     e.to_string()
 }
@@ -39,13 +38,7 @@ fn assert_error(text: &str, field: &str, value: Option<&str>, message: &str) -> 
 #[test]
 fn a_valid_file_parses_with_its_hosts_in_order() {
     let p = parse("Clusterfile", &cluster(TWO_HOSTS)).unwrap();
-    let ips: Vec<String> = p
-        .clusterfile
-        .cluster
-        .hosts
-        .iter()
-        .map(|h| h.ip.to_string())
-        .collect();
+    let ips: Vec<String> = p.clusterfile.cluster.hosts.iter().map(|h| h.ip.to_string()).collect();
     assert_eq!(ips, ["10.0.0.2", "10.0.0.3"]);
     assert!(p.warnings.0.is_empty());
 }
@@ -55,25 +48,14 @@ fn yaml_syntax_errors_have_line_and_column() {
     let d = errors("apiVersion: sealer.cloud/v2\nkind: [Cluster\n");
     let e = d.errors().next().unwrap();
     assert!(e.message.starts_with("invalid YAML"), "{e}");
-    assert!(
-        e.location.line.is_some() && e.location.column.is_some(),
-        "{e}"
-    );
+    assert!(e.location.line.is_some() && e.location.column.is_some(), "{e}");
 }
 
 #[test]
 fn unknown_api_version_and_kind() {
     let text = cluster(TWO_HOSTS).replace("sealer.cloud/v2", "sealer.cloud/v9");
-    let shown = assert_error(
-        &text,
-        "apiVersion",
-        Some("sealer.cloud/v9"),
-        "unknown apiVersion",
-    );
-    assert!(
-        shown.starts_with("error: Clusterfile:1:13: document 1"),
-        "{shown}"
-    );
+    let shown = assert_error(&text, "apiVersion", Some("sealer.cloud/v9"), "unknown apiVersion");
+    assert!(shown.starts_with("error: Clusterfile:1:13: document 1"), "{shown}");
     let text = format!("{}---\napiVersion: v1\nkind: Pod\n", cluster(TWO_HOSTS));
     let shown = assert_error(&text, "kind", Some("Pod"), "unknown kind");
     assert!(shown.contains("document 2"), "{shown}");
@@ -81,19 +63,10 @@ fn unknown_api_version_and_kind() {
 
 #[test]
 fn missing_image_and_missing_master() {
-    let text = cluster("    - ips: [10.0.0.3]\n      roles: [node]\n")
-        .replace("  image: kubernetes:v1.22.15\n", "");
+    let text = cluster("    - ips: [10.0.0.3]\n      roles: [node]\n").replace("  image: kubernetes:v1.22.15\n", "");
     let d = errors(&text);
-    assert!(
-        d.errors()
-            .any(|e| e.location.field.as_deref() == Some("spec.image")),
-        "{d}"
-    );
-    assert!(
-        d.errors()
-            .any(|e| e.message.contains("no host has the role `master`")),
-        "{d}"
-    );
+    assert!(d.errors().any(|e| e.location.field.as_deref() == Some("spec.image")), "{d}");
+    assert!(d.errors().any(|e| e.message.contains("no host has the role `master`")), "{d}");
 }
 
 #[test]
@@ -104,125 +77,63 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn duplicate_ips_across_groups() {
-    let text = cluster("    - ips: [10.0.0.2-10.0.0.4]\n      roles: [master]\n    - ips: [10.0.0.4]\n      roles: [node]\n");
-    let shown = assert_error(
-        &text,
-        "spec.hosts[1].ips[0]",
-        Some("10.0.0.4"),
-        "declared twice",
-    );
+    let text =
+        cluster("    - ips: [10.0.0.2-10.0.0.4]\n      roles: [master]\n    - ips: [10.0.0.4]\n      roles: [node]\n");
+    let shown = assert_error(&text, "spec.hosts[1].ips[0]", Some("10.0.0.4"), "declared twice");
     assert!(shown.contains("spec.hosts[0].ips[0]"), "{shown}");
 }
 
 #[test]
 fn reversed_oversized_and_invalid_ranges() {
     let text = cluster("    - ips: [10.0.0.9-10.0.0.2]\n      roles: [master]\n");
-    let shown = assert_error(
-        &text,
-        "spec.hosts[0].ips[0]",
-        Some("10.0.0.9-10.0.0.2"),
-        "ends before it starts",
-    );
+    let shown = assert_error(&text, "spec.hosts[0].ips[0]", Some("10.0.0.9-10.0.0.2"), "ends before it starts");
     assert!(shown.contains(":8:13:"), "{shown}");
     let text = cluster("    - ips: [10.0.0.0-10.9.0.0]\n      roles: [master]\n");
-    assert_error(
-        &text,
-        "spec.hosts[0].ips[0]",
-        Some("10.0.0.0-10.9.0.0"),
-        "more than the limit",
-    );
+    assert_error(&text, "spec.hosts[0].ips[0]", Some("10.0.0.0-10.9.0.0"), "more than the limit");
     let text = cluster("    - ips: [10.0.0.256]\n      roles: [master]\n");
-    assert_error(
-        &text,
-        "spec.hosts[0].ips[0]",
-        Some("10.0.0.256"),
-        "not an IP address",
-    );
+    assert_error(&text, "spec.hosts[0].ips[0]", Some("10.0.0.256"), "not an IP address");
 }
 
 #[test]
 fn unknown_roles() {
     let text = cluster("    - ips: [10.0.0.2]\n      roles: [master]\n    - ips: [10.0.0.3]\n      roles: [boss]\n");
-    assert_error(
-        &text,
-        "spec.hosts[1].roles[0]",
-        Some("boss"),
-        "unknown role",
-    );
+    assert_error(&text, "spec.hosts[1].roles[0]", Some("boss"), "unknown role");
 }
 
 #[test]
 fn taint_effects() {
-    let text =
-        with_plugin("  type: TAINT\n  action: PostInstall\n  data: |\n    10.0.0.3 key=v:NoWay\n");
-    assert_error(
-        &text,
-        "spec.data",
-        Some("key=v:NoWay"),
-        "unknown taint effect `NoWay`",
-    );
+    let text = with_plugin("  type: TAINT\n  action: PostInstall\n  data: |\n    10.0.0.3 key=v:NoWay\n");
+    assert_error(&text, "spec.data", Some("key=v:NoWay"), "unknown taint effect `NoWay`");
 }
 
 #[test]
 fn label_keys_and_values_kubernetes_would_reject() {
-    let text = with_plugin(
-        "  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.3 Bad_Prefix/x=1\n",
-    );
-    assert_error(
-        &text,
-        "spec.data",
-        Some("Bad_Prefix/x"),
-        "invalid label key",
-    );
-    let text =
-        with_plugin("  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.3 ok=bad$value\n");
+    let text = with_plugin("  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.3 Bad_Prefix/x=1\n");
+    assert_error(&text, "spec.data", Some("Bad_Prefix/x"), "invalid label key");
+    let text = with_plugin("  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.3 ok=bad$value\n");
     assert_error(&text, "spec.data", Some("bad$value"), "invalid label value");
 }
 
 #[test]
 fn hostnames_must_be_rfc1123_labels_which_stops_shell_injection() {
-    let text =
-        with_plugin("  type: HOSTNAME\n  action: PreInit\n  data: |\n    10.0.0.3 $(reboot)\n");
+    let text = with_plugin("  type: HOSTNAME\n  action: PreInit\n  data: |\n    10.0.0.3 $(reboot)\n");
     assert_error(&text, "spec.data", Some("$(reboot)"), "RFC 1123");
-    let text = with_plugin(
-        "  type: HOSTNAME\n  action: PreInit\n  data: |\n    10.0.0.2 same\n    10.0.0.3 same\n",
-    );
-    assert_error(
-        &text,
-        "spec.data",
-        Some("same"),
-        "already given to `10.0.0.2`",
-    );
+    let text = with_plugin("  type: HOSTNAME\n  action: PreInit\n  data: |\n    10.0.0.2 same\n    10.0.0.3 same\n");
+    assert_error(&text, "spec.data", Some("same"), "already given to `10.0.0.2`");
 }
 
 #[test]
 fn plugin_data_naming_ips_outside_the_cluster() {
-    let text =
-        with_plugin("  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.2-10.0.0.5 a=b\n");
-    assert_error(
-        &text,
-        "spec.data",
-        Some("10.0.0.4,10.0.0.5"),
-        "not in the cluster",
-    );
+    let text = with_plugin("  type: LABEL\n  action: PostInstall\n  data: |\n    10.0.0.2-10.0.0.5 a=b\n");
+    assert_error(&text, "spec.data", Some("10.0.0.4,10.0.0.5"), "not in the cluster");
     let text = with_plugin("  type: SHELL\n  action: PreInit\n  on: 10.0.0.9\n  data: echo hi\n");
-    assert_error(
-        &text,
-        "spec.on",
-        Some("10.0.0.9"),
-        "not a host of the cluster",
-    );
+    assert_error(&text, "spec.on", Some("10.0.0.9"), "not a host of the cluster");
 }
 
 #[test]
 fn unknown_plugin_actions() {
     let text = with_plugin("  type: SHELL\n  action: PreInit|AfterLunch\n  data: echo hi\n");
-    assert_error(
-        &text,
-        "spec.action",
-        Some("AfterLunch"),
-        "unknown plugin action",
-    );
+    assert_error(&text, "spec.action", Some("AfterLunch"), "unknown plugin action");
 }
 
 #[test]
@@ -234,25 +145,18 @@ fn ssh_port_env_names_and_config_paths() {
         "{}---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Config\nmetadata:\n  name: c\nspec:\n  path: ../etc/x\n  data: a\n  strategy: mix\n",
         cluster(TWO_HOSTS)
     );
-    assert_error(
-        &text,
-        "spec.path",
-        Some("../etc/x"),
-        "must not leave the image rootfs",
-    );
+    assert_error(&text, "spec.path", Some("../etc/x"), "must not leave the image rootfs");
     assert_error(&text, "spec.strategy", Some("mix"), "unknown strategy");
 }
 
 #[test]
 fn passwords_never_reach_diagnostics() {
-    let text = format!("{HEAD}  ssh:\n    passwd: S3cret-Value\n    port: nope\n  hosts:\n    - ips: [bad]\n      roles: [master]\n");
+    let text = format!(
+        "{HEAD}  ssh:\n    passwd: S3cret-Value\n    port: nope\n  hosts:\n    - ips: [bad]\n      roles: [master]\n"
+    );
     let shown = errors(&text).to_string();
     assert!(!shown.contains("S3cret-Value"), "{shown}");
-    let ok = parse(
-        "Clusterfile",
-        &format!("{HEAD}  ssh:\n    passwd: S3cret-Value\n  hosts:\n{TWO_HOSTS}"),
-    )
-    .unwrap();
+    let ok = parse("Clusterfile", &format!("{HEAD}  ssh:\n    passwd: S3cret-Value\n  hosts:\n{TWO_HOSTS}")).unwrap();
     assert!(!format!("{:?}", ok.clusterfile).contains("S3cret-Value"));
 }
 
@@ -291,10 +195,7 @@ fn label_selectors_choose_plugin_hosts() {
         cluster(TWO_HOSTS)
     );
     let cf = parse("Clusterfile", &text).unwrap().clusterfile;
-    assert_eq!(
-        cf.plugins[0].hosts,
-        vec!["10.0.0.3".parse::<std::net::IpAddr>().unwrap()]
-    );
+    assert_eq!(cf.plugins[0].hosts, vec!["10.0.0.3".parse::<std::net::IpAddr>().unwrap()]);
 }
 
 #[test]
@@ -303,11 +204,7 @@ fn taint_removal_lines() {
     let cf = parse("Clusterfile", &text).unwrap().clusterfile;
     let master = &cf.taints[&"10.0.0.2".parse().unwrap()];
     assert_eq!(
-        master
-            .absent
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
+        master.absent.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["node-role.kubernetes.io/master:NoSchedule"]
     );
     let node = &cf.taints[&"10.0.0.3".parse().unwrap()];
@@ -318,9 +215,5 @@ fn taint_removal_lines() {
 fn unknown_fields_are_warnings_not_errors() {
     let text = cluster(TWO_HOSTS).replace("  image:", "  imagee: x\n  image:");
     let p = parse("Clusterfile", &text).unwrap();
-    assert!(p
-        .warnings
-        .0
-        .iter()
-        .any(|w| w.location.field.as_deref() == Some("spec.imagee")));
+    assert!(p.warnings.0.iter().any(|w| w.location.field.as_deref() == Some("spec.imagee")));
 }
