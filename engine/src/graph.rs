@@ -1,7 +1,7 @@
 //! The resource DAG: resources as nodes, "must happen before" as edges (dependency → dependent).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -99,6 +99,9 @@ impl ResourceGraph {
 #[derive(Default)]
 pub struct GraphBuilder {
     graph: ResourceGraph,
+    /// petgraph's `update_edge` scans the source's edges; a hub like the last master join has one edge per
+    /// node, so duplicates are found here instead, in constant time.
+    edges: HashSet<(NodeIndex, NodeIndex)>,
 }
 
 impl GraphBuilder {
@@ -121,7 +124,9 @@ impl GraphBuilder {
         let missing = |a: &Address| GraphError::Dangling { from: dependent.to_string(), to: a.to_string() };
         let to = *self.graph.index.get(dependent).ok_or_else(|| missing(dependent))?;
         let from = *self.graph.index.get(dependency).ok_or_else(|| missing(dependency))?;
-        self.graph.graph.update_edge(from, to, ());
+        if self.edges.insert((from, to)) {
+            self.graph.graph.add_edge(from, to, ());
+        }
         Ok(())
     }
 
