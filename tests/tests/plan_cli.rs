@@ -398,3 +398,45 @@ fn missing_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read the Clusterfile `nope.yaml`"), "{}", stderr(&out));
 }
+
+#[test]
+fn multi_line_values_change_as_unified_diffs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".sealer/state.db");
+    let text = example_text("env-config-kubeadm");
+    seed_applied_state(&state, &text);
+    let changed = text
+        .replace("audit-log-maxage: \"30\"", "audit-log-maxage: \"90\"")
+        .replace("type: NodePort", "type: ClusterIP");
+    let file = write(dir.path(), "Clusterfile", &changed);
+    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let human = stdout(&out);
+    assert!(human.contains("# kubeadm-init.10.250.0.11 will be updated in-place"), "{human}");
+    assert!(human.contains("~ config = <<-EOT"), "{human}");
+    assert!(human.contains("          -     audit-log-maxage: '30'\n"), "{human}");
+    assert!(human.contains("          +     audit-log-maxage: '90'\n"), "{human}");
+    assert!(
+        human.contains("                feature-gates: EphemeralContainers=true\n"),
+        "context lines are kept: {human}"
+    );
+    assert!(human.contains("          -   type: NodePort\n          +   type: ClusterIP\n"), "{human}");
+    // The Config document is used on every host, so exactly its three resources change, plus kubeadm-init.
+    let plan = json_plan(dir.path(), &file, &[]);
+    let updated: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        updated,
+        [
+            "config.dashboard-values.10.250.0.11",
+            "config.dashboard-values.10.250.0.21",
+            "config.dashboard-values.10.250.0.22",
+            "kubeadm-init.10.250.0.11"
+        ]
+    );
+}
