@@ -1,1 +1,1 @@
-//! placeholder
+//! Transports and resource providers.

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Real test hosts for sealer: one network namespace, UTS namespace (own hostname), mount namespace (an
+# overlay over `/`, so its own files) and PID namespace per host, each running a real OpenSSH sshd.
+# Never touches the machine's own hostname, /etc or network beyond the bridge it creates.
+#
+#   testbed.sh up N            create N hosts; prints the testbed id K (hosts are 10.251.K.11 ...)
+#   testbed.sh down K          tear testbed K down
+#   testbed.sh sshd-stop K I   stop sshd on host I (1-based); the host keeps running
+#   testbed.sh sshd-start K I  start it again
+#   testbed.sh exec K I CMD... run CMD inside host I (its namespaces and root)
+#   testbed.sh clean           tear down testbeds whose owner process is gone
+#
+# Environment: TESTBED_OWNER (pid that owns the testbed; default the caller), TESTBED_ROOT_PASSWORD (root
+# password on every host, for password-auth tests), TESTBED_DIR (default /tmp/sealer-testbed).
+set -euo pipefail
+
+dir=${TESTBED_DIR:-/tmp/sealer-testbed}
+mkdir -p "$dir"
+
+die() { echo "testbed: $*" >&2; exit 1; }
+
+host_ip() { echo "10.251.$1.$((10 + $2))"; }
+
+init_pid() { cat "$dir/$1/h$2/pid" 2>/dev/null || true; }
+
+in_host() {
+  local k=$1 i=$2; shift 2
+  local pid; pid=$(init_pid "$k" "$i")
+  [ -n "$pid" ] || die "no host $i in testbed $k"
+  nsenter -t "$pid" -m -u -n -p -r -w "$@"
+}
+
+down() {
+  local k=$1 base="$dir/$1"
+  [ -d "$base" ] || return 0
+  for h in "$base"/h*; do
+    [ -d "$h" ] || continue
+    local pid; pid=$(cat "$h/pid" 2>/dev/null || true)
+    if [ -n "$pid" ]; then
+      local unshare_pid; unshare_pid=$(cat "$h/unshare.pid" 2>/dev/null || true)
+      kill -KILL "$unshare_pid" "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+    fi
+    umount -l "$h" 2>/dev/null || true
+  done
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^sb${k}h[0-9]+$" || true); do ip netns del "$ns" || true; done
+  ip link del "sbr$k" 2>/dev/null || true
+  rm -rf "$base"
+}
+
+clean() {
+  for base in "$dir"/*; do
+    [ -d "$base" ] || continue
+    local owner; owner=$(cat "$base/owner" 2>/dev/null || echo 0)
+    if ! kill -0 "$owner" 2>/dev/null; then down "$(basename "$base")"; fi
+  done
+}
+
+start_sshd() { in_host "$1" "$2" /usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; }
+
+stop_sshd() { in_host "$1" "$2" sh -c 'kill $(cat /run/sshd.pid) 2>/dev/null; rm -f /run/sshd.pid'; }
+
+up() {
+  local n=$1 owner=${TESTBED_OWNER:-$PPID} k=""
+  clean
+  local start=$(( (owner % 200) + 1 ))
+  for off in $(seq 0 249); do
+    local cand=$(( (start + off) % 250 + 1 ))
+    if mkdir "$dir/$cand" 2>/dev/null; then
+      if ip link show "sbr$cand" >/dev/null 2>&1; then rmdir "$dir/$cand"; continue; fi
+      k=$cand; break
+    fi
+  done
+  [ -n "$k" ] || die "no free testbed slot"
+  local base="$dir/$k"
+  echo "$owner" > "$base/owner"
+  trap 'down "$k"' ERR
+  ssh-keygen -q -t ed25519 -N '' -C "sealer-testbed-$k" -f "$base/id_ed25519"
+  ip link add "sbr$k" type bridge
+  ip addr add "10.251.$k.1/24" dev "sbr$k"
+  ip link set "sbr$k" up
+  for i in $(seq 1 "$n"); do
+    local h="$base/h$i" ip; ip=$(host_ip "$k" "$i")
+    local ns="sb${k}h$i"
+    mkdir -p "$h"
+    mount -t tmpfs -o size=2g tmpfs "$h"
+    mkdir -p "$h"/{upper,work,root} "$h/upper/root/.ssh" "$h/upper/etc/ssh"
+    chmod 700 "$h/upper/root" "$h/upper/root/.ssh"
+    cp "$base/id_ed25519.pub" "$h/upper/root/.ssh/authorized_keys"
+    chmod 600 "$h/upper/root/.ssh/authorized_keys"
+    ssh-keygen -q -t ed25519 -N '' -C "testbed-host-$i" -f "$h/upper/etc/ssh/sealer_testbed_host_key"
+    cat > "$h/upper/etc/ssh/sealer_testbed_sshd_config" <<CONF
+ListenAddress $ip
+Port 22
+HostKey /etc/ssh/sealer_testbed_host_key
+PidFile /run/sshd.pid
+PermitRootLogin yes
+PasswordAuthentication yes
+PubkeyAuthentication yes
+KbdInteractiveAuthentication no
+UsePAM no
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp internal-sftp
+CONF
+    ip netns add "$ns"
+    ip link add "vsb${k}h$i" type veth peer name eth0 netns "$ns"
+    ip link set "vsb${k}h$i" master "sbr$k" up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    local password=${TESTBED_ROOT_PASSWORD:-}
+    setsid ip netns exec "$ns" unshare --uts --mount --pid --fork --kill-child bash -c '
+      set -e
+      h=$1; name=$2; password=$3
+      mount --make-rprivate /
+      mount -t overlay overlay -o lowerdir=/,upperdir=$h/upper,workdir=$h/work $h/root
+      mount --rbind /dev $h/root/dev
+      mount -t proc proc $h/root/proc
+      mount --rbind /sys $h/root/sys
+      mount -t tmpfs tmpfs $h/root/run
+      mount -t tmpfs tmpfs $h/root/tmp
+      hostname "$name"
+      echo "$name" > $h/root/etc/hostname
+      mkdir -p $h/root/run/sshd
+      if [ -n "$password" ]; then echo "root:$password" | chroot $h/root chpasswd; fi
+      exec chroot $h/root /bin/sh -c "/usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; trap \"exit 0\" TERM; while :; do sleep 3600 & wait; done"
+    ' _ "$h" "tb$k-h$i" "$password" </dev/null >"$base/h$i.log" 2>&1 &
+    echo $! > "$h/unshare.pid"
+  done
+  # The host's init is unshare's child; its pid (outside the host's pid namespace) is what nsenter needs.
+  for i in $(seq 1 "$n"); do
+    local u; u=$(cat "$base/h$i/unshare.pid")
+    for _ in $(seq 200); do
+      local child; child=$(cat "/proc/$u/task/$u/children" 2>/dev/null | awk '{print $1}')
+      if [ -n "$child" ]; then echo "$child" > "$base/h$i/pid"; break; fi
+      sleep 0.01
+    done
+  done
+  # Wait until every sshd answers.
+  for i in $(seq 1 "$n"); do
+    local ip; ip=$(host_ip "$k" "$i")
+    for _ in $(seq 200); do
+      if [ -s "$base/h$i/pid" ] && (exec 3<>"/dev/tcp/$ip/22") 2>/dev/null; then break; fi
+      sleep 0.025
+    done
+    (exec 3<>"/dev/tcp/$ip/22") 2>/dev/null || die "host $i ($ip) did not come up: $(cat "$base/h$i.log")"
+  done
+  trap - ERR
+  echo "$k"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  up) up "${1:?number of hosts}" ;;
+  down) down "${1:?testbed id}" ;;
+  sshd-stop) stop_sshd "${1:?testbed id}" "${2:?host}" ;;
+  sshd-start) start_sshd "${1:?testbed id}" "${2:?host}" ;;
+  exec) k=${1:?testbed id}; i=${2:?host}; shift 2; in_host "$k" "$i" "$@" ;;
+  clean) clean ;;
+  *) die "usage: testbed.sh up N | down K | sshd-stop K I | sshd-start K I | exec K I CMD... | clean" ;;
+esac
