@@ -80,3 +80,83 @@ pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
     store.unlock(&lock).unwrap();
     store.load(&cf.cluster.name).unwrap().unwrap()
 }
+
+/// The root password every testbed host gets, for password-authentication tests.
+pub const TESTBED_ROOT_PASSWORD: &str = "Tb-root-Pw-7731";
+
+/// Real sshd hosts for one test (see `tests/testbed/testbed.sh`), torn down when dropped.
+pub struct Testbed {
+    pub id: u32,
+    pub ips: Vec<std::net::IpAddr>,
+    /// Private key authorised for root on every host.
+    pub key: PathBuf,
+}
+
+fn testbed_script() -> PathBuf {
+    repo_root().join("tests/testbed/testbed.sh")
+}
+
+fn testbed_dir() -> PathBuf {
+    PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/tmp/sealer-testbed".into()))
+}
+
+/// Whether real hosts can be made here (root, OpenSSH, iproute2). Under CI they must be.
+pub fn testbed_available() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")));
+    let ok = uid == Some(true) && Path::new("/usr/sbin/sshd").exists() && Path::new("/usr/bin/nsenter").exists();
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "CI must run the real-host tests: run as root with openssh-server installed");
+        eprintln!("skipping: real test hosts need root and openssh-server");
+    }
+    ok
+}
+
+impl Testbed {
+    pub fn up(hosts: usize) -> Testbed {
+        let out = Command::new(testbed_script())
+            .args(["up", &hosts.to_string()])
+            .env("TESTBED_OWNER", std::process::id().to_string())
+            .env("TESTBED_ROOT_PASSWORD", TESTBED_ROOT_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "testbed up: {}", String::from_utf8_lossy(&out.stderr));
+        let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let ips = (1..=hosts).map(|i| format!("10.251.{id}.{}", 10 + i).parse().unwrap()).collect();
+        Testbed { id, ips, key: testbed_dir().join(id.to_string()).join("id_ed25519") }
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let id = self.id.to_string();
+        let mut all = vec![args[0], id.as_str()];
+        all.extend_from_slice(&args[1..]);
+        Command::new(testbed_script()).args(&all).output().unwrap()
+    }
+
+    /// Runs `sh -c command` inside host `i` (0-based), outside of ssh.
+    pub fn exec(&self, i: usize, command: &str) -> Output {
+        self.script(&["exec", &(i + 1).to_string(), "sh", "-c", command])
+    }
+
+    pub fn stop_sshd(&self, i: usize) {
+        assert!(self.script(&["sshd-stop", &(i + 1).to_string()]).status.success());
+    }
+
+    pub fn start_sshd(&self, i: usize) {
+        assert!(self.script(&["sshd-start", &(i + 1).to_string()]).status.success());
+    }
+
+    /// The host key of host `i` in OpenSSH format, without comment.
+    pub fn host_key(&self, i: usize) -> String {
+        let path = testbed_dir().join(self.id.to_string()).join(format!("h{}/upper/etc/ssh/sealer_testbed_host_key.pub", i + 1));
+        let text = std::fs::read_to_string(path).unwrap();
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed_script()).args(["down", &self.id.to_string()]).status();
+    }
+}

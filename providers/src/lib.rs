@@ -1,1 +1,8 @@
-//! Transports and resource providers.
+//! Transports and resource providers: everything that reaches a host.
+
+mod error;
+pub mod shell;
+pub mod transport;
+
+pub use error::TransportError;
+pub use transport::{ExecOutput, SshAuth, SshSession, SshTarget};

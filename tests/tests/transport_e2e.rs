@@ -1,0 +1,95 @@
+//! The SSH transport against real OpenSSH servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use sealer_providers::{SshAuth, SshSession, SshTarget, TransportError};
+use sealer_tests::{testbed_available, Testbed, TESTBED_ROOT_PASSWORD};
+
+fn target(tb: &Testbed, i: usize, auth: SshAuth) -> SshTarget {
+    SshTarget {
+        ip: tb.ips[i],
+        port: 22,
+        user: "root".into(),
+        auth,
+        known_host_key: None,
+        strict_host_keys: false,
+        connect_timeout: Duration::from_secs(3),
+    }
+}
+
+fn key(tb: &Testbed) -> SshAuth {
+    SshAuth::Key { path: tb.key.clone(), passphrase: None }
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(2);
+    let s = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
+    assert_eq!(s.host_key(), tb.host_key(0));
+    let out = s.exec("hostname; cat; exit 3", b"from stdin", T).await.unwrap();
+    assert_eq!(out.status, 3);
+    assert_eq!(out.stdout_text(), format!("tb{}-h1\nfrom stdin", tb.id));
+    // 20 commands at once over one connection: the channel cap keeps OpenSSH's MaxSessions happy.
+    let s = std::sync::Arc::new(s);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = s.clone();
+        set.spawn(async move { (i, s.exec(&format!("echo {i}; sleep 0.2"), b"", T).await) });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (i, out) = joined.unwrap();
+        let out = out.unwrap();
+        assert_eq!((out.status, out.stdout_text()), (0, i.to_string()));
+    }
+    let sessions = tb.exec(0, "ps -eo args | grep -c '^sshd: root@notty'");
+    assert_eq!(String::from_utf8_lossy(&sessions.stdout).trim(), "1", "one ssh connection for all commands");
+    let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
+    assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_unreachable_host_and_changed_host_key_are_clear_errors() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(2);
+    let err = match SshSession::connect(target(&tb, 0, SshAuth::Password("Not-The-Pw-991".into()))).await {
+        Err(e) => e,
+        Ok(_) => panic!("wrong password accepted"),
+    };
+    let shown = err.to_string();
+    assert!(matches!(err, TransportError::Auth { .. }), "{shown}");
+    assert!(shown.contains(&tb.ips[0].to_string()) && !shown.contains("Not-The-Pw-991"), "{shown}");
+
+    tb.stop_sshd(1);
+    let err = match SshSession::connect(target(&tb, 1, key(&tb))).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected to a stopped sshd"),
+    };
+    assert!(err.contains(&format!("cannot reach `{}:22`", tb.ips[1])), "{err}");
+    tb.start_sshd(1);
+
+    let mut pinned = target(&tb, 0, key(&tb));
+    pinned.known_host_key = Some(tb.host_key(1));
+    let err = match SshSession::connect(pinned).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted a changed host key"),
+    };
+    let expected = sealer_providers::transport::fingerprint(&tb.host_key(1));
+    let found = sealer_providers::transport::fingerprint(&tb.host_key(0));
+    assert!(err.contains("host key of") && err.contains(&expected) && err.contains(&found), "{err}");
+
+    let mut strict = target(&tb, 0, key(&tb));
+    strict.strict_host_keys = true;
+    assert!(matches!(SshSession::connect(strict).await, Err(TransportError::HostKeyUnknown { .. })));
+    let mut known = target(&tb, 0, key(&tb));
+    known.known_host_key = Some(tb.host_key(0));
+    known.strict_host_keys = true;
+    assert!(SshSession::connect(known).await.is_ok());
+}
