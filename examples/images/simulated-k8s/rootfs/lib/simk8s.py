@@ -1,0 +1,110 @@
+# SIMULATED Kubernetes distribution for sealer's test cluster image.
+#
+# kubeadm, kubectl and kubelet cannot be installed on the machines sealer is tested on, so this image
+# carries a simulation of them. It is strict (unknown flags, unknown config fields and wrong API versions
+# are errors; a join needs the token and CA hash that init printed) and stateful (an API process on the
+# first master keeps nodes, roles, labels, taints and Ready status, which comes from each node's
+# simulated kubelet heartbeating). It is not Kubernetes and never claims to be.
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+SIM = "[simulated kubernetes]"
+KUBE_DIR = "/etc/kubernetes"
+ADMIN_CONF = KUBE_DIR + "/admin.conf"
+KUBELET_CONF = KUBE_DIR + "/kubelet.conf"
+STATE_DIR = "/var/lib/sim-k8s"
+RUN_DIR = "/run/sim-k8s"
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.join(os.path.dirname(HERE), "bin")
+
+
+def fail(message, code=1):
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.exit(code)
+
+
+def read_server(conf):
+    try:
+        with open(conf) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("server:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    fail("error: %s not found: is this a control-plane node of an initialised cluster?" % conf)
+
+
+def call(server, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("error", "")
+        except Exception:
+            detail = str(e)
+        fail("Error from server: %s" % detail)
+    except (urllib.error.URLError, OSError) as e:
+        fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
+
+
+def spawn(args, log):
+    """Starts a daemon detached from the caller's stdio, so an ssh channel does not wait for it."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.execv(args[0], args)
+    os.waitpid(pid, 0)
+
+
+def kill_pidfile(path):
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 9)
+    except (OSError, ValueError):
+        pass
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def parse_flags(argv, spec, command):
+    """Strict flag parsing: spec maps flag -> True (takes a value) or False (boolean)."""
+    flags, positional, i = {}, [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-") and a != "-":
+            name, eq, value = a.partition("=")
+            if name not in spec:
+                fail('Error: unknown flag: %s\nSee \'%s --help\' for usage.' % (name, command))
+            if spec[name]:
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        fail("Error: flag needs an argument: %s" % name)
+                    value = argv[i]
+                flags[name] = value
+            else:
+                if eq:
+                    fail("Error: flag %s takes no value" % name)
+                flags[name] = True
+        else:
+            positional.append(a)
+        i += 1
+    return flags, positional
