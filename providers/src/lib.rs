@@ -1,6 +1,7 @@
 //! Transports and resource providers: everything that reaches a host.
 
 mod error;
+pub mod image;
 pub mod shell;
 pub mod transport;
 

@@ -1,0 +1,4 @@
+//! Cluster images: the Kubefile and the local image store.
+
+pub mod kubefile;
+pub mod store;
