@@ -7,6 +7,7 @@ pub mod clusterfile;
 mod compile;
 mod diagnostic;
 mod error;
+mod executor;
 mod graph;
 pub mod kubeadm;
 mod plan;
@@ -18,6 +19,7 @@ pub use clusterfile::{parse, Clusterfile, Parsed};
 pub use compile::compile;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use error::{GraphError, PlanError, StateError};
+pub use executor::{ApplyEvent, ApplyReport, CancelFlag, Executor, NodeOutcome, Provider, ProviderFuture, Reporter};
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{
     decide_action, plan, Action, Decision, Plan, PlanOptions, Reason, ResourceChange, Summary, PLAN_FORMAT_VERSION,

@@ -1,0 +1,382 @@
+//! The apply walk: changes of a plan run in dependency order, at most `parallelism` at a time. The walk
+//! is separate from the work (the [`Provider`]) and from recording it (the `record` callback, which the
+//! CLI points at the state store, one transaction per finished resource).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::plan::{Action, Plan, ResourceChange};
+use crate::resource::{Address, Attributes};
+
+pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Option<Attributes>, String>> + Send + 'static>>;
+
+/// Does the remote work of one change. Returns the attributes to record (`None` after a delete).
+pub trait Provider: Send + Sync + 'static {
+    fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeOutcome {
+    Applied,
+    Failed(String),
+    /// Not started because a dependency failed; names the root cause once.
+    Skipped { because: Address },
+    /// Not started because the apply was interrupted.
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+pub enum ApplyEvent {
+    Started { address: Address, action: Action },
+    Finished { address: Address, action: Action, outcome: NodeOutcome, elapsed: Duration },
+}
+
+/// Receives apply events; the CLI renders them as progress.
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: &ApplyEvent);
+}
+
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub outcomes: BTreeMap<Address, NodeOutcome>,
+}
+
+impl ApplyReport {
+    pub fn failed(&self) -> impl Iterator<Item = (&Address, &String)> {
+        self.outcomes.iter().filter_map(|(a, o)| match o {
+            NodeOutcome::Failed(e) => Some((a, e)),
+            _ => None,
+        })
+    }
+
+    pub fn count(&self, f: impl Fn(&NodeOutcome) -> bool) -> usize {
+        self.outcomes.values().filter(|o| f(o)).count()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.outcomes.values().all(|o| *o == NodeOutcome::Applied)
+    }
+}
+
+/// Set to stop starting new work (Ctrl-C); running work finishes.
+#[derive(Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Executor {
+    pub parallelism: usize,
+}
+
+struct Node {
+    change: Arc<ResourceChange>,
+    waiting_on: usize,
+    dependents: Vec<usize>,
+    is_delete: bool,
+}
+
+impl Executor {
+    /// Runs every change of `plan` that is not a no-op. `record` is called once per finished change, in
+    /// completion order, with the attributes to keep; an error from it stops the walk (state must not
+    /// fall behind the hosts).
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        provider: Arc<dyn Provider>,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancelFlag,
+        mut record: impl FnMut(&ResourceChange, Option<&Attributes>) -> Result<(), String>,
+    ) -> ApplyReport {
+        let mut nodes: Vec<Node> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::NoOp)
+            .map(|c| Node { change: Arc::new(c.clone()), waiting_on: 0, dependents: Vec::new(), is_delete: c.action == Action::Delete })
+            .collect();
+        let index: HashMap<&Address, usize> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::NoOp)
+            .enumerate()
+            .map(|(i, c)| (&c.address, i))
+            .collect();
+        // Creates and updates wait for their dependencies; a delete waits for the deletion of whatever
+        // depended on it.
+        let mut edges = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for dep in &node.change.depends_on {
+                if let Some(&j) = index.get(dep) {
+                    match (node.is_delete, nodes[j].is_delete) {
+                        (false, false) => edges.push((j, i)),
+                        (true, true) => edges.push((i, j)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (before, after) in edges {
+            nodes[before].dependents.push(after);
+            nodes[after].waiting_on += 1;
+        }
+        let mut creates_left = nodes.iter().filter(|n| !n.is_delete).count();
+        let mut report = ApplyReport::default();
+        let mut ready: VecDeque<usize> = nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && !n.is_delete).map(|(i, _)| i).collect();
+        let mut held_deletes: Vec<usize> = nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && n.is_delete).map(|(i, _)| i).collect();
+        if creates_left == 0 {
+            ready.extend(held_deletes.drain(..));
+        }
+        let semaphore = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        let mut running: JoinSet<(usize, Result<Option<Attributes>, String>, Duration)> = JoinSet::new();
+        let mut stopped = false;
+        loop {
+            while let Some(i) = ready.pop_front() {
+                if stopped || cancel.is_cancelled() {
+                    report.outcomes.insert(nodes[i].change.address.clone(), NodeOutcome::Cancelled);
+                    continue;
+                }
+                let change = nodes[i].change.clone();
+                let provider = provider.clone();
+                let semaphore = semaphore.clone();
+                let reporter = reporter.clone();
+                running.spawn(async move {
+                    let _permit = semaphore.acquire_owned().await;
+                    reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
+                    let started = Instant::now();
+                    let result = provider.apply(change).await;
+                    (i, result, started.elapsed())
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let (i, result, elapsed) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    stopped = true;
+                    report.outcomes.insert(Address::new(crate::Kind::Host, "?"), NodeOutcome::Failed(format!("internal error: {e}")));
+                    continue;
+                }
+            };
+            let change = nodes[i].change.clone();
+            let outcome = match result {
+                Ok(attributes) => match record(&change, attributes.as_ref()) {
+                    Ok(()) => NodeOutcome::Applied,
+                    Err(e) => {
+                        stopped = true;
+                        NodeOutcome::Failed(format!("applied, but the state could not record it: {e}"))
+                    }
+                },
+                Err(e) => NodeOutcome::Failed(e),
+            };
+            reporter.event(&ApplyEvent::Finished { address: change.address.clone(), action: change.action, outcome: outcome.clone(), elapsed });
+            let succeeded = outcome == NodeOutcome::Applied;
+            report.outcomes.insert(change.address.clone(), outcome);
+            if !nodes[i].is_delete {
+                creates_left -= 1;
+            }
+            if succeeded {
+                for d in nodes[i].dependents.clone() {
+                    nodes[d].waiting_on -= 1;
+                    if nodes[d].waiting_on == 0 {
+                        if nodes[d].is_delete && creates_left > 0 {
+                            held_deletes.push(d);
+                        } else {
+                            ready.push_back(d);
+                        }
+                    }
+                }
+            } else {
+                let skipped = skip_dependents(&nodes, i, &mut report);
+                for d in skipped {
+                    if !nodes[d].is_delete {
+                        creates_left -= 1;
+                    }
+                    reporter.event(&ApplyEvent::Finished {
+                        address: nodes[d].change.address.clone(),
+                        action: nodes[d].change.action,
+                        outcome: NodeOutcome::Skipped { because: change.address.clone() },
+                        elapsed: Duration::ZERO,
+                    });
+                }
+            }
+            if creates_left == 0 {
+                ready.extend(held_deletes.drain(..));
+            }
+        }
+        for node in &nodes {
+            report.outcomes.entry(node.change.address.clone()).or_insert(NodeOutcome::Cancelled);
+        }
+        report
+    }
+}
+
+/// Marks everything downstream of `failed` as skipped (once each), returning what was marked.
+fn skip_dependents(nodes: &[Node], failed: usize, report: &mut ApplyReport) -> Vec<usize> {
+    let because = nodes[failed].change.address.clone();
+    let mut stack = nodes[failed].dependents.clone();
+    let mut marked = Vec::new();
+    while let Some(d) = stack.pop() {
+        let address = &nodes[d].change.address;
+        if report.outcomes.contains_key(address) {
+            continue;
+        }
+        report.outcomes.insert(address.clone(), NodeOutcome::Skipped { because: because.clone() });
+        marked.push(d);
+        stack.extend(nodes[d].dependents.iter().copied());
+    }
+    marked
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::Reason;
+    use crate::resource::Kind;
+
+    fn change(key: &str, action: Action, deps: &[&str]) -> ResourceChange {
+        ResourceChange {
+            address: Address::new(Kind::Host, key),
+            kind: Kind::Host,
+            host: None,
+            action,
+            reason: Reason::CreateBecauseNotInState,
+            before: None,
+            after: Some(Attributes::new()),
+            replace_paths: vec![],
+            depends_on: deps.iter().map(|d| Address::new(Kind::Host, *d)).collect(),
+        }
+    }
+
+    fn plan(changes: Vec<ResourceChange>) -> Plan {
+        Plan { format_version: "1".into(), cluster: "c".into(), lineage: None, prior_serial: 0, destroy: false, targets: vec![], changes }
+    }
+
+    /// Sleeps 10 ms per change, fails the keys in `failing`, and logs starts, ends and the peak concurrency.
+    #[derive(Default)]
+    struct Fake {
+        failing: Vec<String>,
+        log: Mutex<Vec<String>>,
+        running: Mutex<(usize, usize)>,
+    }
+
+    struct Shared(Arc<Fake>);
+
+    impl Provider for Shared {
+        fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
+            let fake = self.0.clone();
+            Box::pin(async move {
+                let key = change.address.key.clone();
+                {
+                    let mut r = fake.running.lock().unwrap();
+                    r.0 += 1;
+                    r.1 = r.1.max(r.0);
+                }
+                fake.log.lock().unwrap().push(format!("start {key}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                fake.log.lock().unwrap().push(format!("end {key}"));
+                fake.running.lock().unwrap().0 -= 1;
+                if fake.failing.contains(&key) {
+                    Err(format!("{key} broke"))
+                } else {
+                    Ok(Some(Attributes::new()))
+                }
+            })
+        }
+    }
+
+    struct Quiet;
+    impl Reporter for Quiet {
+        fn event(&self, _: &ApplyEvent) {}
+    }
+
+    async fn run(p: &Plan, fake: Arc<Fake>, parallelism: usize, cancel: CancelFlag) -> (ApplyReport, Vec<String>) {
+        let mut recorded = Vec::new();
+        let report = Executor { parallelism }
+            .run(p, Arc::new(Shared(fake)), Arc::new(Quiet), cancel, |c, _| {
+                recorded.push(c.address.key.clone());
+                Ok(())
+            })
+            .await;
+        (report, recorded)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependencies_finish_before_dependents_start() {
+        let p = plan(vec![change("a", Action::Create, &[]), change("b", Action::Create, &["a"]), change("c", Action::Update, &["b"])]);
+        let fake = Arc::new(Fake::default());
+        let (report, recorded) = run(&p, fake.clone(), 10, CancelFlag::default()).await;
+        assert!(report.succeeded());
+        assert_eq!(recorded, ["a", "b", "c"]);
+        assert_eq!(*fake.log.lock().unwrap(), ["start a", "end a", "start b", "end b", "start c", "end c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallelism_is_bounded() {
+        let p = plan((0..20).map(|i| change(&i.to_string(), Action::Create, &[])).collect());
+        let fake = Arc::new(Fake::default());
+        let (report, _) = run(&p, fake.clone(), 3, CancelFlag::default()).await;
+        assert_eq!(report.count(|o| *o == NodeOutcome::Applied), 20);
+        assert_eq!(fake.running.lock().unwrap().1, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_skips_its_dependents_once_and_independent_work_goes_on() {
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &["a"]),
+            change("c", Action::Create, &["b"]),
+            change("x", Action::Create, &[]),
+            change("y", Action::Create, &["x"]),
+        ]);
+        let fake = Arc::new(Fake { failing: vec!["a".into()], ..Default::default() });
+        let (report, recorded) = run(&p, fake, 2, CancelFlag::default()).await;
+        assert_eq!(recorded, ["x", "y"]);
+        let a = Address::new(Kind::Host, "a");
+        assert_eq!(report.outcomes[&a], NodeOutcome::Failed("a broke".into()));
+        for k in ["b", "c"] {
+            assert_eq!(report.outcomes[&Address::new(Kind::Host, k)], NodeOutcome::Skipped { because: a.clone() });
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletes_run_after_creates_dependents_first() {
+        let p = plan(vec![
+            change("new", Action::Create, &[]),
+            change("join", Action::Delete, &["host"]),
+            change("host", Action::Delete, &[]),
+        ]);
+        let fake = Arc::new(Fake::default());
+        let (_, recorded) = run(&p, fake, 10, CancelFlag::default()).await;
+        assert_eq!(recorded, ["new", "join", "host"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_new_work_and_keeps_what_finished() {
+        let p = plan(vec![change("a", Action::Create, &[]), change("b", Action::Create, &["a"])]);
+        let cancel = CancelFlag::default();
+        let mut recorded = Vec::new();
+        let report = Executor { parallelism: 4 }
+            .run(&p, Arc::new(Shared(Arc::new(Fake::default()))), Arc::new(Quiet), cancel.clone(), |c, _| {
+                recorded.push(c.address.key.clone());
+                cancel.cancel();
+                Ok(())
+            })
+            .await;
+        assert_eq!(recorded, ["a"]);
+        assert_eq!(report.outcomes[&Address::new(Kind::Host, "b")], NodeOutcome::Cancelled);
+    }
+}
