@@ -107,7 +107,10 @@ pub fn testbed_available() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")));
     let ok = uid == Some(true) && Path::new("/usr/sbin/sshd").exists() && Path::new("/usr/bin/nsenter").exists();
     if !ok {
-        assert!(std::env::var("CI").is_err(), "CI must run the real-host tests: run as root with openssh-server installed");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the real-host tests: run as root with openssh-server installed"
+        );
         eprintln!("skipping: real test hosts need root and openssh-server");
     }
     ok
@@ -149,7 +152,9 @@ impl Testbed {
 
     /// The host key of host `i` in OpenSSH format, without comment.
     pub fn host_key(&self, i: usize) -> String {
-        let path = testbed_dir().join(self.id.to_string()).join(format!("h{}/upper/etc/ssh/sealer_testbed_host_key.pub", i + 1));
+        let path = testbed_dir()
+            .join(self.id.to_string())
+            .join(format!("h{}/upper/etc/ssh/sealer_testbed_host_key.pub", i + 1));
         let text = std::fs::read_to_string(path).unwrap();
         text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
     }

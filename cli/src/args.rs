@@ -23,6 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Show what apply would change: the Clusterfile compared with the state
     Plan(PlanArgs),
+    /// Make the cluster match the Clusterfile (or apply a saved plan)
+    Apply(ApplyArgs),
+    /// Build a cluster image from a Kubefile into the local store
+    Build(BuildArgs),
+    /// List the cluster images of the local store
+    Images(ImagesArgs),
     /// Print the resource graph of a Clusterfile as Graphviz DOT
     Graph(GraphArgs),
     /// Read the state
@@ -97,4 +103,51 @@ pub struct ForceUnlockArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `sealer plan --out`; without it, apply plans first and asks for confirmation
+    pub planfile: Option<PathBuf>,
+    /// The Clusterfile (also needed with a saved plan: it holds the ssh credentials, which plans never do)
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are applied at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Only this resource and what it depends on (repeatable)
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Refuse hosts whose ssh host key is not in the state yet
+    #[arg(long)]
+    pub strict_host_keys: bool,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name of the image, e.g. `my/kubernetes:v1.22.15`
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tag: String,
+    /// The Kubefile, relative to the working directory
+    #[arg(short = 'f', long = "file", value_name = "KUBEFILE")]
+    pub file: Option<PathBuf>,
+    /// ARG values (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// The build context
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print the images as JSON
+    #[arg(long)]
+    pub json: bool,
 }

@@ -24,6 +24,14 @@ pub struct Context {
     pub color: bool,
 }
 
+/// `$SEALER_HOME`, else `~/.sealer`: the local image store and credentials live there.
+pub fn sealer_home() -> PathBuf {
+    match std::env::var_os("SEALER_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".sealer"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = !cli.no_color
@@ -32,6 +40,9 @@ fn main() -> ExitCode {
     let ctx = Context { state_path: cli.state.unwrap_or_else(|| PathBuf::from(".sealer/state.db")), color };
     let result = match cli.command {
         Command::Plan(a) => commands::plan::run(&ctx, a),
+        Command::Apply(a) => commands::apply::run(&ctx, a),
+        Command::Build(a) => commands::image::build(a),
+        Command::Images(a) => commands::image::images(a),
         Command::Graph(a) => commands::graph::run(a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),

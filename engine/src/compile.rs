@@ -295,6 +295,10 @@ fn host_attributes(host: &Host) -> Attributes {
             }),
         ),
     ]);
+    // Facts only apply can read; pinned on first contact, they never cause a change by themselves.
+    for fact in ["os", "arch", "cpus", "memory_kib", "host_key"] {
+        a.insert(fact.into(), Value::Unknown);
+    }
     if ssh.password.is_some() {
         a.insert("ssh_password".into(), Value::Sensitive);
     }

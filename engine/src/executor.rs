@@ -27,7 +27,9 @@ pub enum NodeOutcome {
     Applied,
     Failed(String),
     /// Not started because a dependency failed; names the root cause once.
-    Skipped { because: Address },
+    Skipped {
+        because: Address,
+    },
     /// Not started because the apply was interrupted.
     Cancelled,
 }
@@ -105,7 +107,12 @@ impl Executor {
             .changes
             .iter()
             .filter(|c| c.action != Action::NoOp)
-            .map(|c| Node { change: Arc::new(c.clone()), waiting_on: 0, dependents: Vec::new(), is_delete: c.action == Action::Delete })
+            .map(|c| Node {
+                change: Arc::new(c.clone()),
+                waiting_on: 0,
+                dependents: Vec::new(),
+                is_delete: c.action == Action::Delete,
+            })
             .collect();
         let index: HashMap<&Address, usize> = plan
             .changes
@@ -134,8 +141,10 @@ impl Executor {
         }
         let mut creates_left = nodes.iter().filter(|n| !n.is_delete).count();
         let mut report = ApplyReport::default();
-        let mut ready: VecDeque<usize> = nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && !n.is_delete).map(|(i, _)| i).collect();
-        let mut held_deletes: Vec<usize> = nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && n.is_delete).map(|(i, _)| i).collect();
+        let mut ready: VecDeque<usize> =
+            nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && !n.is_delete).map(|(i, _)| i).collect();
+        let mut held_deletes: Vec<usize> =
+            nodes.iter().enumerate().filter(|(_, n)| n.waiting_on == 0 && n.is_delete).map(|(i, _)| i).collect();
         if creates_left == 0 {
             ready.extend(held_deletes.drain(..));
         }
@@ -165,7 +174,10 @@ impl Executor {
                 Ok(r) => r,
                 Err(e) => {
                     stopped = true;
-                    report.outcomes.insert(Address::new(crate::Kind::Host, "?"), NodeOutcome::Failed(format!("internal error: {e}")));
+                    report.outcomes.insert(
+                        Address::new(crate::Kind::Host, "?"),
+                        NodeOutcome::Failed(format!("internal error: {e}")),
+                    );
                     continue;
                 }
             };
@@ -180,7 +192,12 @@ impl Executor {
                 },
                 Err(e) => NodeOutcome::Failed(e),
             };
-            reporter.event(&ApplyEvent::Finished { address: change.address.clone(), action: change.action, outcome: outcome.clone(), elapsed });
+            reporter.event(&ApplyEvent::Finished {
+                address: change.address.clone(),
+                action: change.action,
+                outcome: outcome.clone(),
+                elapsed,
+            });
             let succeeded = outcome == NodeOutcome::Applied;
             report.outcomes.insert(change.address.clone(), outcome);
             if !nodes[i].is_delete {
@@ -262,7 +279,15 @@ mod tests {
     }
 
     fn plan(changes: Vec<ResourceChange>) -> Plan {
-        Plan { format_version: "1".into(), cluster: "c".into(), lineage: None, prior_serial: 0, destroy: false, targets: vec![], changes }
+        Plan {
+            format_version: "1".into(),
+            cluster: "c".into(),
+            lineage: None,
+            prior_serial: 0,
+            destroy: false,
+            targets: vec![],
+            changes,
+        }
     }
 
     /// Sleeps 10 ms per change, fails the keys in `failing`, and logs starts, ends and the peak concurrency.
@@ -316,7 +341,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dependencies_finish_before_dependents_start() {
-        let p = plan(vec![change("a", Action::Create, &[]), change("b", Action::Create, &["a"]), change("c", Action::Update, &["b"])]);
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &["a"]),
+            change("c", Action::Update, &["b"]),
+        ]);
         let fake = Arc::new(Fake::default());
         let (report, recorded) = run(&p, fake.clone(), 10, CancelFlag::default()).await;
         assert!(report.succeeded());

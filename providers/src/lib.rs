@@ -1,5 +1,6 @@
 //! Transports and resource providers: everything that reaches a host.
 
+pub mod cluster;
 mod error;
 pub mod image;
 pub mod shell;

@@ -25,7 +25,8 @@ mod tests {
     #[test]
     fn quoted_values_come_back_unchanged_from_a_real_shell() {
         for s in ["a b", "$(id)", "it's", "`x`", "a\nb", "*", "; rm -rf /tmp/x", "\\"] {
-            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(s))).output().unwrap();
+            let out =
+                std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(s))).output().unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
         }
     }

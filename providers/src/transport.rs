@@ -121,13 +121,17 @@ impl SshSession {
         let mut last_error = String::new();
         for attempt in 1..=CONNECT_ATTEMPTS {
             let offered = Arc::new(Mutex::new(Offered::default()));
-            let handler =
-                Client { known: target.known_host_key.clone(), strict: target.strict_host_keys, offered: offered.clone() };
+            let handler = Client {
+                known: target.known_host_key.clone(),
+                strict: target.strict_host_keys,
+                offered: offered.clone(),
+            };
             let connecting = client::connect(config.clone(), (target.ip, target.port), handler);
             match tokio::time::timeout(target.connect_timeout, connecting).await {
                 Ok(Ok(handle)) => {
                     let host_key = offered.lock().ok().and_then(|o| o.key.as_ref().map(openssh)).unwrap_or_default();
-                    let mut session = SshSession { target: target.clone(), handle, channels: Semaphore::new(MAX_CHANNELS), host_key };
+                    let mut session =
+                        SshSession { target: target.clone(), handle, channels: Semaphore::new(MAX_CHANNELS), host_key };
                     session.authenticate().await?;
                     return Ok(session);
                 }
@@ -194,7 +198,8 @@ impl SshSession {
     pub async fn exec(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, TransportError> {
         let ip = self.target.ip;
         let fail = |e: russh::Error| TransportError::Channel { host: ip, message: e.to_string() };
-        let _permit = self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
+        let _permit =
+            self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
         let (line, input) = self.wrap(command, stdin);
         let run = async {
             let mut channel = self.handle.channel_open_session().await.map_err(fail)?;

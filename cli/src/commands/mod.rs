@@ -1,4 +1,6 @@
+pub mod apply;
 pub mod graph;
+pub mod image;
 pub mod plan;
 pub mod state;
 

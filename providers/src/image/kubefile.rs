@@ -169,7 +169,11 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
                 }
             },
             _ => {
-                errors.push(KubefileError { line, instruction: word.to_string(), message: "unknown instruction".into() });
+                errors.push(KubefileError {
+                    line,
+                    instruction: word.to_string(),
+                    message: "unknown instruction".into(),
+                });
                 continue;
             }
         };

@@ -61,7 +61,8 @@ impl ImageStore {
     }
 
     fn dir_for(&self, name: &str) -> PathBuf {
-        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
         self.root.join(safe)
     }
 
@@ -73,8 +74,8 @@ impl ImageStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ImageError::NotFound(name.to_string())),
             Err(e) => return Err(io(&config_path)(e)),
         };
-        let config: ImageConfig =
-            serde_json::from_str(&text).map_err(|e| ImageError::Io { path: config_path.display().to_string(), message: e.to_string() })?;
+        let config: ImageConfig = serde_json::from_str(&text)
+            .map_err(|e| ImageError::Io { path: config_path.display().to_string(), message: e.to_string() })?;
         let manifest = fs::read_to_string(dir.join("manifest")).map_err(io(&dir))?;
         Ok(StoredImage { config, rootfs: dir.join("rootfs"), manifest })
     }
@@ -109,7 +110,8 @@ impl ImageStore {
     ) -> Result<ImageConfig, ImageError> {
         let file = kubefile.display().to_string();
         let text = fs::read_to_string(kubefile).map_err(io(kubefile))?;
-        let steps = kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
+        let steps =
+            kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let work = self.root.join(format!(".build-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
@@ -126,7 +128,8 @@ impl ImageStore {
         let manifest = manifest(&rootfs).map_err(io(&rootfs))?;
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(&work))?;
-        let json = serde_json::to_string_pretty(&config).map_err(|e| ImageError::Io { path: file.clone(), message: e.to_string() })?;
+        let json = serde_json::to_string_pretty(&config)
+            .map_err(|e| ImageError::Io { path: file.clone(), message: e.to_string() })?;
         fs::write(work.join("image.json"), json).map_err(io(&work))?;
         let dest = self.dir_for(name);
         let old = self.root.join(format!(".old-{}", std::process::id()));
@@ -170,11 +173,12 @@ impl ImageStore {
                     config.labels = image.config.labels;
                 }
                 Instruction::Copy { sources, dest } => {
-                    let target = inside(rootfs, dest).ok_or_else(|| fail(format!("destination `{dest}` leaves the rootfs")))?;
+                    let target =
+                        inside(rootfs, dest).ok_or_else(|| fail(format!("destination `{dest}` leaves the rootfs")))?;
                     for source in sources {
-                        let from = inside(context, source)
-                            .filter(|p| p.exists())
-                            .ok_or_else(|| fail(format!("COPY source `{source}` does not exist in the build context")))?;
+                        let from = inside(context, source).filter(|p| p.exists()).ok_or_else(|| {
+                            fail(format!("COPY source `{source}` does not exist in the build context"))
+                        })?;
                         say(&format!("COPY {source} {dest}"));
                         let to = if from.is_file() && (dest.ends_with('/') || target.is_dir()) {
                             target.join(from.file_name().unwrap_or_default())

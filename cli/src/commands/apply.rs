@@ -1,0 +1,237 @@
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use sealer_engine::{
+    Action, Address, ApplyEvent, CancelFlag, Clusterfile, Executor, Kind, LockInfo, NodeOutcome, Plan, PlanOptions,
+    Reporter, ResourceStatus, State, StateStore, StoredResource, Value,
+};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider};
+use sealer_providers::image::store::ImageStore;
+use sealer_providers::{SshAuth, SshTarget};
+use sealer_state::SqliteStore;
+
+use crate::args::ApplyArgs;
+use crate::{render, sealer_home, Context, Outcome};
+
+pub fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<Outcome> {
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cf = super::load_clusterfile(&args.file)?;
+    let graph = sealer_engine::compile(&cf)?;
+    let mut store = SqliteStore::open(&ctx.state_path)?;
+    let command: Vec<String> = std::env::args().collect();
+    let lock = store.lock(&cf.cluster.name, &who(), std::process::id(), &command.join(" "))?;
+    let result = apply_locked(ctx, &args, &cf, &graph, targets, &mut store, &lock);
+    let unlocked = store.unlock(&lock);
+    let outcome = result?;
+    unlocked?;
+    Ok(outcome)
+}
+
+fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+fn apply_locked(
+    ctx: &Context,
+    args: &ApplyArgs,
+    cf: &Clusterfile,
+    graph: &sealer_engine::ResourceGraph,
+    targets: Vec<Address>,
+    store: &mut SqliteStore,
+    lock: &LockInfo,
+) -> anyhow::Result<Outcome> {
+    let state = store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let plan = match &args.planfile {
+        Some(path) => {
+            let plan = sealer_state::read_plan_file(path)?;
+            check_not_stale(&plan, &state)?;
+            plan
+        }
+        None => sealer_engine::plan(graph, &state, &PlanOptions { targets, destroy: false })?,
+    };
+    if !plan.has_changes() {
+        println!("No changes. Cluster `{}` matches the Clusterfile.", cf.cluster.name);
+        return Ok(Outcome::Ok);
+    }
+    if args.planfile.is_none() {
+        print!("{}", render::human::plan(&plan, ctx.color));
+        if !args.auto_approve && !confirm()? {
+            bail!("apply cancelled");
+        }
+    }
+    let image = ImageStore::new(&sealer_home()).get(&cf.cluster.image)?;
+    let apply_id = format!(
+        "{}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        std::process::id()
+    );
+    let state_dir = ctx.state_path.parent().map(PathBuf::from).unwrap_or_default();
+    let log_dir = state_dir.join("logs").join(&apply_id);
+    let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
+    let provider = ClusterProvider::new(ClusterContext {
+        cluster: cf.cluster.name.clone(),
+        hosts: ssh_targets(cf, &state, args.strict_host_keys),
+        first_master,
+        image: Some(image),
+        prior: state.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
+        log_dir: log_dir.clone(),
+        command_timeout: Duration::from_secs(600),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let cancel = CancelFlag::default();
+    let mut record_error = None;
+    let report = runtime.block_on(async {
+        let on_interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: no new work starts; waiting for what runs, then saving the state");
+                on_interrupt.cancel();
+            }
+        });
+        let executor = Executor { parallelism: args.parallelism };
+        executor
+            .run(&plan, Arc::new(provider), Arc::new(LineReporter), cancel.clone(), |change, attributes| {
+                let stored = attributes.map(|a| StoredResource {
+                    address: change.address.clone(),
+                    host: change.host,
+                    status: ResourceStatus::Ready,
+                    attributes: a.clone(),
+                    depends_on: change.depends_on.clone(),
+                });
+                store.put_resource(lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {
+                    let message = e.to_string();
+                    record_error = Some(message.clone());
+                    message
+                })
+            })
+            .await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let applied = report.count(|o| *o == NodeOutcome::Applied);
+    let failed: Vec<(Address, String)> = report.failed().map(|(a, e)| (a.clone(), e.clone())).collect();
+    let skipped = report.count(|o| matches!(o, NodeOutcome::Skipped { .. }));
+    let cancelled = report.count(|o| *o == NodeOutcome::Cancelled);
+    let summary = format!("{applied} applied, {} failed, {skipped} skipped, {cancelled} cancelled", failed.len());
+    store.record_history(lock, &summary)?;
+    println!("\nLogs of every command: {}", log_dir.display());
+    if failed.is_empty() && skipped == 0 && cancelled == 0 {
+        let s = plan.summary();
+        println!(
+            "Apply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.",
+            s.create, s.update, s.replace, s.delete
+        );
+        return Ok(Outcome::Ok);
+    }
+    for (address, error) in &failed {
+        eprintln!("error: {address}: {error}");
+    }
+    if let Some(e) = record_error {
+        eprintln!("error: the state could not be written: {e}");
+    }
+    bail!("apply incomplete: {summary}; run `sealer apply` again to finish")
+}
+
+/// A saved plan applies only to the state it was made from (Terraform's "stale plan" rule).
+fn check_not_stale(plan: &Plan, state: &State) -> anyhow::Result<()> {
+    if plan.cluster != state.cluster {
+        bail!("saved plan is for cluster `{}`, the Clusterfile declares `{}`", plan.cluster, state.cluster);
+    }
+    if plan.lineage.is_some() && plan.lineage != state.lineage {
+        bail!(
+            "saved plan is stale: it was made for another state (lineage `{}`)",
+            plan.lineage.as_deref().unwrap_or_default()
+        );
+    }
+    if plan.prior_serial != state.serial {
+        bail!(
+            "saved plan is stale: the state moved from serial {} to {} since it was made; plan again",
+            plan.prior_serial,
+            state.serial
+        );
+    }
+    Ok(())
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    println!("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
+    Ok(answer.trim() == "yes")
+}
+
+/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state.
+fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<std::net::IpAddr, SshTarget> {
+    let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
+        .iter()
+        .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
+        .find(|p| p.exists());
+    cf.cluster
+        .hosts
+        .iter()
+        .map(|h| {
+            let auth = match (&h.ssh.private_key, &h.ssh.password) {
+                (Some(pk), _) => SshAuth::Key {
+                    path: PathBuf::from(pk),
+                    passphrase: h.ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
+                },
+                (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
+                (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
+            };
+            let known = state.resources.get(&Address::new(Kind::Host, h.ip.to_string())).and_then(|r| {
+                match r.attributes.get("host_key") {
+                    Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
+                    _ => None,
+                }
+            });
+            let target = SshTarget {
+                ip: h.ip,
+                port: h.ssh.port,
+                user: h.ssh.user.clone(),
+                auth,
+                known_host_key: known,
+                strict_host_keys: strict,
+                connect_timeout: Duration::from_secs(10),
+            };
+            (h.ip, target)
+        })
+        .collect()
+}
+
+/// Progress as plain lines, one when a resource starts and one when it ends.
+struct LineReporter;
+
+impl Reporter for LineReporter {
+    fn event(&self, event: &ApplyEvent) {
+        match event {
+            ApplyEvent::Started { address, action } => println!("{address}: {}...", verb(*action).0),
+            ApplyEvent::Finished { address, action, outcome, elapsed } => match outcome {
+                NodeOutcome::Applied => {
+                    println!("{address}: {} complete after {:.1}s", verb(*action).1, elapsed.as_secs_f64())
+                }
+                NodeOutcome::Failed(e) => eprintln!("{address}: failed after {:.1}s: {e}", elapsed.as_secs_f64()),
+                NodeOutcome::Skipped { because } => eprintln!("{address}: skipped because `{because}` failed"),
+                NodeOutcome::Cancelled => eprintln!("{address}: not started (interrupted)"),
+            },
+        }
+    }
+}
+
+fn verb(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("Creating", "Creation"),
+        Action::Update => ("Modifying", "Modifications"),
+        Action::Replace => ("Replacing", "Replacement"),
+        Action::Delete => ("Destroying", "Destruction"),
+        Action::NoOp => ("Reading", "Read"),
+    }
+}

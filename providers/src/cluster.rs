@@ -1,0 +1,669 @@
+//! The providers of every resource kind, over one SSH connection per host. Each is idempotent: when the
+//! host already holds what the change asks for, it reads and returns without mutating anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sealer_engine::{Action, Address, Attributes, Kind, Provider, ProviderFuture, ResourceChange, Value};
+use tokio::sync::OnceCell;
+
+use crate::image::store::StoredImage;
+use crate::shell::quote;
+use crate::transport::{ExecOutput, SshSession, SshTarget};
+
+/// Where a cluster lives on each host.
+pub fn cluster_dir(cluster: &str) -> String {
+    format!("/var/lib/sealer/{cluster}")
+}
+
+pub struct ClusterContext {
+    pub cluster: String,
+    pub hosts: BTreeMap<IpAddr, SshTarget>,
+    pub first_master: IpAddr,
+    pub image: Option<StoredImage>,
+    /// Attributes recorded by earlier applies, for what this apply does not redo (node names).
+    pub prior: BTreeMap<Address, Attributes>,
+    pub log_dir: PathBuf,
+    pub command_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct JoinInfo {
+    endpoint: String,
+    token: String,
+    ca_hash: String,
+    certificate_key: Option<String>,
+}
+
+struct Inner {
+    ctx: ClusterContext,
+    sessions: Mutex<HashMap<IpAddr, Arc<OnceCell<Arc<SshSession>>>>>,
+    results: Mutex<BTreeMap<Address, Attributes>>,
+    join: tokio::sync::Mutex<Option<JoinInfo>>,
+    logs: Mutex<HashMap<IpAddr, std::fs::File>>,
+}
+
+#[derive(Clone)]
+pub struct ClusterProvider(Arc<Inner>);
+
+type Result<T> = std::result::Result<T, String>;
+
+fn text(attrs: &Attributes, key: &str) -> Option<String> {
+    match attrs.get(key) {
+        Some(Value::Text(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl ClusterProvider {
+    pub fn new(ctx: ClusterContext) -> Self {
+        ClusterProvider(Arc::new(Inner {
+            ctx,
+            sessions: Mutex::new(HashMap::new()),
+            results: Mutex::new(BTreeMap::new()),
+            join: tokio::sync::Mutex::new(None),
+            logs: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+impl Inner {
+    fn log(&self, ip: IpAddr, line: &str) {
+        let Ok(mut logs) = self.logs.lock() else { return };
+        if !logs.contains_key(&ip) {
+            let _ = std::fs::create_dir_all(&self.ctx.log_dir);
+            if let Ok(f) =
+                std::fs::OpenOptions::new().create(true).append(true).open(self.ctx.log_dir.join(format!("{ip}.log")))
+            {
+                logs.insert(ip, f);
+            }
+        }
+        if let Some(f) = logs.get_mut(&ip) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    async fn session(&self, ip: IpAddr) -> Result<Arc<SshSession>> {
+        let cell = {
+            let mut sessions = self.sessions.lock().map_err(|e| e.to_string())?;
+            sessions.entry(ip).or_default().clone()
+        };
+        let target = self.ctx.hosts.get(&ip).cloned().ok_or_else(|| format!("no ssh credentials for `{ip}`"))?;
+        cell.get_or_try_init(
+            || async move { SshSession::connect(target).await.map(Arc::new).map_err(|e| e.to_string()) },
+        )
+        .await
+        .cloned()
+    }
+
+    /// Runs `command` on `ip`, logging it and its output; a non-zero exit is an error naming the host.
+    async fn run(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
+        let session = self.session(ip).await?;
+        self.log(ip, &format!("$ {command}"));
+        let out = session.exec(command, stdin, self.ctx.command_timeout).await.map_err(|e| e.to_string())?;
+        let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
+        if !stdout.is_empty() {
+            self.log(ip, &stdout);
+        }
+        if !stderr.is_empty() {
+            self.log(ip, &stderr);
+        }
+        self.log(ip, &format!("# exit {}", out.status));
+        if out.status != 0 {
+            let first = command.lines().next().unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let detail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("`{first}` on `{ip}` exited with {}: {}", out.status, detail.join(" / ")));
+        }
+        Ok(out)
+    }
+
+    fn rootfs(&self) -> String {
+        format!("{}/rootfs", cluster_dir(&self.ctx.cluster))
+    }
+
+    /// The command prefix for the image's own tools (kubeadm, kubectl).
+    fn with_image_path(&self, command: &str) -> String {
+        format!("export PATH={}/bin:$PATH; {command}", quote(&self.rootfs()))
+    }
+
+    fn image(&self) -> Result<&StoredImage> {
+        self.ctx.image.as_ref().ok_or_else(|| "the cluster image is not in the local store".to_string())
+    }
+
+    fn known(&self, address: &Address) -> Option<Attributes> {
+        let results = self.results.lock().ok()?;
+        results.get(address).cloned().or_else(|| self.ctx.prior.get(address).cloned())
+    }
+
+    async fn node_name(&self, ip: IpAddr) -> Result<String> {
+        if let Some(name) = self.known(&Address::new(Kind::Hostname, ip.to_string())).and_then(|a| text(&a, "name")) {
+            return Ok(name);
+        }
+        Ok(self.run(ip, "hostname", b"").await?.stdout_text())
+    }
+
+    async fn apply(&self, change: &ResourceChange) -> Result<Option<Attributes>> {
+        let ip = change.host.ok_or_else(|| format!("`{}` has no host", change.address))?;
+        if change.action == Action::Delete {
+            self.delete(change, ip).await?;
+            return Ok(None);
+        }
+        if change.action == Action::Replace {
+            self.delete(change, ip).await?;
+        }
+        let after = change.after.clone().unwrap_or_default();
+        let attrs = match change.kind {
+            Kind::Host => self.host(ip, after).await?,
+            Kind::Hostname => self.hostname(ip, after).await?,
+            Kind::Image => self.copy_image(ip, after).await?,
+            Kind::Config => self.config(ip, after).await?,
+            Kind::Registry => self.registry(ip, after).await?,
+            Kind::KubeadmInit => self.kubeadm_init(ip, change, after).await?,
+            Kind::KubeadmJoin => self.kubeadm_join(ip, after).await?,
+            Kind::Label => self.labels(ip, change, after).await?,
+            Kind::Taint => self.taints(ip, change, after).await?,
+            Kind::Plugin => self.plugin(ip, after).await?,
+            Kind::Guest => self.guest(ip, after).await?,
+        };
+        if let Ok(mut results) = self.results.lock() {
+            results.insert(change.address.clone(), attrs.clone());
+        }
+        Ok(Some(attrs))
+    }
+
+    async fn host(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let session = self.session(ip).await?;
+        let facts = "uname -m; nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; \
+                     (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown";
+        let out = self.run(ip, facts, b"").await?.stdout_text();
+        let lines: Vec<&str> = out.lines().collect();
+        let fact = |i: usize| lines.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
+        after.insert("arch".into(), Value::Text(fact(0)));
+        after.insert("cpus".into(), Value::Int(fact(1).parse().unwrap_or(0)));
+        after.insert("memory_kib".into(), Value::Int(fact(2).parse().unwrap_or(0)));
+        after.insert("os".into(), Value::Text(fact(3)));
+        after.insert("host_key".into(), Value::Text(session.host_key().to_string()));
+        Ok(after)
+    }
+
+    async fn hostname(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let current = self.run(ip, "hostname", b"").await?.stdout_text();
+        match text(&after, "name") {
+            Some(name) if name != current => {
+                let q = quote(&name);
+                self.run(ip, &format!("hostname {q} && printf '%s\\n' {q} > /etc/hostname"), b"").await?;
+                let now = self.run(ip, "hostname", b"").await?.stdout_text();
+                if now != name {
+                    return Err(format!("the hostname of `{ip}` is `{now}` after setting `{name}`"));
+                }
+            }
+            Some(_) => {}
+            None => {
+                after.insert("name".into(), Value::Text(current));
+            }
+        }
+        Ok(after)
+    }
+
+    /// Copies the image rootfs, sending only the files whose content or mode differs from what the host
+    /// recorded at the last copy; nothing at all when the digest already matches.
+    async fn copy_image(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let image = self.image()?;
+        let dir = cluster_dir(&self.ctx.cluster);
+        let qdir = quote(&dir);
+        let on_host = self.run(ip, &format!("cat {qdir}/digest 2>/dev/null; true"), b"").await?.stdout_text();
+        if on_host != image.config.digest {
+            let old = self.run(ip, &format!("cat {qdir}/manifest 2>/dev/null; true"), b"").await?.stdout_text();
+            let old: std::collections::HashSet<&str> = old.lines().collect();
+            let changed: Vec<&str> =
+                image.manifest.lines().filter(|l| !old.contains(l)).filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
+            let new_paths: std::collections::HashSet<&str> =
+                image.manifest.lines().filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
+            let removed: Vec<String> = old
+                .iter()
+                .filter_map(|l| l.splitn(3, ' ').nth(2))
+                .filter(|p| !new_paths.contains(p))
+                .map(|p| quote(&format!("rootfs/{p}")))
+                .collect();
+            let archive = tar(&image.rootfs, &changed)?;
+            let mut script = format!("set -e; mkdir -p {qdir}/rootfs; cd {qdir}; ");
+            if !removed.is_empty() {
+                script.push_str(&format!("rm -f {}; ", removed.join(" ")));
+            }
+            script.push_str("tar -C rootfs -xf -");
+            self.run(ip, &script, &archive).await?;
+            self.run(ip, &format!("cat > {qdir}/manifest"), image.manifest.as_bytes()).await?;
+            self.run(ip, &format!("printf '%s' {} > {qdir}/digest", quote(&image.config.digest)), b"").await?;
+        }
+        after.insert("digest".into(), Value::Text(image.config.digest.clone()));
+        Ok(after)
+    }
+
+    async fn config(&self, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let path = text(&after, "path").unwrap_or_default();
+        let data = text(&after, "data").unwrap_or_default();
+        let target = quote(&format!("{}/{path}", self.rootfs()));
+        let mut content = data.clone();
+        if text(&after, "strategy").as_deref() == Some("merge") {
+            let existing = self.run(ip, &format!("cat {target} 2>/dev/null; true"), b"").await?.stdout_text();
+            let mut base: serde_yaml::Value = serde_yaml::from_str(&existing).unwrap_or(serde_yaml::Value::Null);
+            let over: serde_yaml::Value =
+                serde_yaml::from_str(&data).map_err(|e| format!("Config data of `{path}`: {e}"))?;
+            if base.is_null() {
+                base = over;
+            } else {
+                sealer_engine::kubeadm::merge(&mut base, &over);
+            }
+            content = serde_yaml::to_string(&base).map_err(|e| e.to_string())?;
+        }
+        if let Some(Value::List(process)) = after.get("process") {
+            for step in process {
+                content = match step.as_str() {
+                    "toJson" => {
+                        let v: serde_yaml::Value = serde_yaml::from_str(&content).map_err(|e| e.to_string())?;
+                        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                    }
+                    "toBase64" => base64(content.as_bytes()),
+                    "toSecret" => {
+                        let v: BTreeMap<String, String> = serde_yaml::from_str(&content)
+                            .map_err(|e| format!("toSecret needs a map of strings: {e}"))?;
+                        let data: BTreeMap<String, String> =
+                            v.into_iter().map(|(k, v)| (k, base64(v.as_bytes()))).collect();
+                        let name = path
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or("secret")
+                            .split('.')
+                            .next()
+                            .unwrap_or("secret")
+                            .to_string();
+                        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "data": data});
+                        serde_yaml::to_string(&secret).map_err(|e| e.to_string())?
+                    }
+                    other => return Err(format!("unknown Config process `{other}`")),
+                };
+            }
+        }
+        self.run(ip, &format!("mkdir -p \"$(dirname {target})\" && cat > {target}"), content.as_bytes()).await?;
+        Ok(after)
+    }
+
+    async fn hosts_entry(&self, ip: IpAddr, name: &str, address: IpAddr) -> Result<()> {
+        let line = format!("{address} {name}");
+        let q = quote(&line);
+        let qn = quote(name);
+        self.run(ip, &format!("grep -qxF {q} /etc/hosts || {{ sed -i \"/ {qn}\\$/d\" /etc/hosts; printf '%s\\n' {q} >> /etc/hosts; }}"), b"")
+            .await
+            .map(|_| ())
+    }
+
+    async fn registry(&self, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let rootfs = self.rootfs();
+        let registry = format!("{rootfs}/bin/registry");
+        let has_registry =
+            self.run(ip, &format!("test -x {} && echo yes || echo no", quote(&registry)), b"").await?.stdout_text();
+        if has_registry == "yes" {
+            let config = format!("{rootfs}/etc/registry.yml");
+            let start = format!(
+                "pgrep -f {reg} >/dev/null || (setsid {reg} serve {cfg} >/var/log/sealer-registry.log 2>&1 </dev/null &)",
+                reg = quote(&registry),
+                cfg = quote(&config)
+            );
+            self.run(ip, &start, b"").await?;
+        }
+        self.hosts_entry(ip, sealer_engine::kubeadm::REGISTRY_DOMAIN, ip).await?;
+        Ok(after)
+    }
+
+    fn parse_join(output: &str) -> Option<JoinInfo> {
+        let words: Vec<&str> = output.split_whitespace().filter(|w| *w != "\\").collect();
+        let at = words.windows(2).position(|w| w == ["kubeadm", "join"])? + 1;
+        let after =
+            |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
+        Some(JoinInfo {
+            endpoint: words.get(at + 1)?.to_string(),
+            token: after("--token")?,
+            ca_hash: after("--discovery-token-ca-cert-hash")?,
+            certificate_key: after("--certificate-key"),
+        })
+    }
+
+    async fn kubeadm_init(&self, ip: IpAddr, change: &ResourceChange, after: Attributes) -> Result<Attributes> {
+        let config = text(&after, "config").unwrap_or_default();
+        let config_path = format!("{}/etc/kubeadm.yml", self.rootfs());
+        let qconfig = quote(&config_path);
+        self.run(ip, &format!("mkdir -p \"$(dirname {qconfig})\" && cat > {qconfig}"), config.as_bytes()).await?;
+        self.hosts_entry(ip, sealer_engine::kubeadm::API_SERVER_DOMAIN, ip).await?;
+        let initialised =
+            self.run(ip, "test -f /etc/kubernetes/admin.conf && echo yes || echo no", b"").await?.stdout_text()
+                == "yes";
+        if !initialised {
+            let out = self
+                .run(ip, &self.with_image_path(&format!("kubeadm init --config {qconfig} --upload-certs")), b"")
+                .await?;
+            let text = out.stdout_text();
+            let mut join =
+                Self::parse_join(&text).ok_or_else(|| format!("`kubeadm init` on `{ip}` printed no join command"))?;
+            if join.certificate_key.is_none() {
+                join.certificate_key =
+                    text.split_whitespace().skip_while(|w| *w != "--certificate-key").nth(1).map(str::to_string);
+            }
+            *self.join.lock().await = Some(join);
+        } else if change.action == Action::Update {
+            // A changed configuration reaches the running control plane by regenerating its manifests.
+            self.run(
+                ip,
+                &self.with_image_path(&format!("kubeadm init phase control-plane all --config {qconfig}")),
+                b"",
+            )
+            .await?;
+        }
+        Ok(after)
+    }
+
+    /// Join credentials: those `kubeadm init` printed in this apply, else freshly minted ones.
+    async fn join_info(&self, control_plane: bool) -> Result<JoinInfo> {
+        let mut guard = self.join.lock().await;
+        let first = self.ctx.first_master;
+        if guard.is_none() {
+            let out = self.run(first, &self.with_image_path("kubeadm token create --print-join-command"), b"").await?;
+            *guard = Some(
+                Self::parse_join(&out.stdout_text())
+                    .ok_or_else(|| "`kubeadm token create` printed no join command".to_string())?,
+            );
+        }
+        let mut info = guard.clone().ok_or_else(|| "no join information".to_string())?;
+        if control_plane && info.certificate_key.is_none() {
+            let out =
+                self.run(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs"), b"").await?;
+            let key = out.stdout_text().lines().last().unwrap_or_default().trim().to_string();
+            info.certificate_key = Some(key);
+            *guard = Some(info.clone());
+        }
+        Ok(info)
+    }
+
+    async fn kubeadm_join(&self, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let joined =
+            self.run(ip, "test -f /etc/kubernetes/kubelet.conf && echo yes || echo no", b"").await?.stdout_text()
+                == "yes";
+        self.hosts_entry(ip, sealer_engine::kubeadm::API_SERVER_DOMAIN, self.ctx.first_master).await?;
+        self.hosts_entry(ip, sealer_engine::kubeadm::REGISTRY_DOMAIN, self.ctx.first_master).await?;
+        if joined {
+            return Ok(after);
+        }
+        let control_plane = text(&after, "role").as_deref() == Some("master");
+        let info = self.join_info(control_plane).await?;
+        let mut command = format!(
+            "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",
+            quote(&info.endpoint),
+            quote(&info.token),
+            quote(&info.ca_hash)
+        );
+        if control_plane {
+            let key = info.certificate_key.clone().unwrap_or_default();
+            command.push_str(&format!(
+                " --control-plane --certificate-key {} --apiserver-advertise-address {}",
+                quote(&key),
+                ip
+            ));
+        }
+        self.run(ip, &self.with_image_path(&command), b"").await?;
+        Ok(after)
+    }
+
+    async fn kubectl(&self, args: &str) -> Result<String> {
+        Ok(self.run(self.ctx.first_master, &self.with_image_path(&format!("kubectl {args}")), b"").await?.stdout_text())
+    }
+
+    async fn live_node(&self, name: &str) -> Result<serde_json::Value> {
+        let json = self.kubectl(&format!("get nodes {} -o json", quote(name))).await?;
+        serde_json::from_str(&json).map_err(|e| format!("kubectl printed invalid JSON: {e}"))
+    }
+
+    /// Declared labels are set; labels this resource declared before and no longer does are removed.
+    async fn labels(&self, ip: IpAddr, change: &ResourceChange, after: Attributes) -> Result<Attributes> {
+        let name = self.node_name(ip).await?;
+        let live = self.live_node(&name).await?;
+        let current = live["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+        let desired = match after.get("labels") {
+            Some(Value::Map(m)) => m.clone(),
+            _ => BTreeMap::new(),
+        };
+        let before = match change.before.as_ref().and_then(|b| b.get("labels")) {
+            Some(Value::Map(m)) => m.clone(),
+            _ => BTreeMap::new(),
+        };
+        let mut args = Vec::new();
+        for (k, v) in &desired {
+            if current.get(k).and_then(|c| c.as_str()) != Some(v.as_str()) {
+                args.push(quote(&format!("{k}={v}")));
+            }
+        }
+        for k in before.keys().filter(|k| !desired.contains_key(*k) && current.contains_key(*k)) {
+            args.push(quote(&format!("{k}-")));
+        }
+        if !args.is_empty() {
+            self.kubectl(&format!("label node {} {} --overwrite", quote(&name), args.join(" "))).await?;
+        }
+        Ok(after)
+    }
+
+    async fn taints(&self, ip: IpAddr, change: &ResourceChange, after: Attributes) -> Result<Attributes> {
+        let name = self.node_name(ip).await?;
+        let live = self.live_node(&name).await?;
+        let current: Vec<String> = live["spec"]["taints"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        let (k, e) = (t["key"].as_str().unwrap_or_default(), t["effect"].as_str().unwrap_or_default());
+                        match t["value"].as_str() {
+                            Some(v) => format!("{k}={v}:{e}"),
+                            None => format!("{k}:{e}"),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let list = |attrs: Option<&Attributes>, key: &str| match attrs.and_then(|a| a.get(key)) {
+            Some(Value::List(l)) => l.clone(),
+            _ => Vec::new(),
+        };
+        let desired = list(Some(&after), "taints");
+        let absent = list(Some(&after), "absent");
+        let before = list(change.before.as_ref(), "taints");
+        let key_effect = |t: &str| {
+            let (kv, effect) = t.rsplit_once(':').unwrap_or((t, ""));
+            format!("{}:{effect}", kv.split('=').next().unwrap_or(kv))
+        };
+        let mut args = Vec::new();
+        for t in &desired {
+            if !current.contains(t) {
+                args.push(quote(t));
+            }
+        }
+        let present: Vec<String> = current.iter().map(|t| key_effect(t)).collect();
+        for t in absent.iter().chain(before.iter().filter(|t| !desired.contains(t))) {
+            let ke = key_effect(t);
+            if present.contains(&ke) && !desired.iter().any(|d| key_effect(d) == ke) {
+                args.push(quote(&format!("{ke}-")));
+            }
+        }
+        if !args.is_empty() {
+            self.kubectl(&format!("taint node {} {} --overwrite", quote(&name), args.join(" "))).await?;
+        }
+        Ok(after)
+    }
+
+    fn env_exports(after: &Attributes) -> String {
+        match after.get("env") {
+            Some(Value::Map(env)) => env.iter().map(|(k, v)| format!("export {k}={}; ", quote(v))).collect(),
+            _ => String::new(),
+        }
+    }
+
+    async fn plugin(&self, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        if text(&after, "runs_on").as_deref() == Some("delete") {
+            return Ok(after);
+        }
+        self.run_plugin(ip, &after).await?;
+        Ok(after)
+    }
+
+    async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
+        let kind = text(after, "type").unwrap_or_default();
+        let data = text(after, "data").unwrap_or_default();
+        let prefix = format!("cd {} && {}", quote(&self.rootfs()), Self::env_exports(after));
+        match kind.as_str() {
+            "SHELL" => {
+                self.run(ip, &self.with_image_path(&format!("{prefix}exec sh -s")), data.as_bytes()).await?;
+            }
+            "CLUSTERCHECK" => self.wait_ready().await?,
+            "ETCD" => return Err("the ETCD plugin (etcd snapshots) is not implemented yet".into()),
+            other => {
+                let context = serde_json::json!({"cluster": self.ctx.cluster, "host": ip.to_string(), "phase": text(after, "phase"), "data": data});
+                let exe = quote(&format!("{}/plugins/{other}", self.rootfs()));
+                self.run(ip, &self.with_image_path(&format!("{prefix}exec {exe}")), context.to_string().as_bytes())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let json = self.kubectl("get nodes -o json").await?;
+            let nodes: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            let not_ready: Vec<String> = nodes["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|n| {
+                            !n["status"]["conditions"]
+                                .as_array()
+                                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                        })
+                        .map(|n| n["metadata"]["name"].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("nodes not Ready after 120 s: {}", not_ready.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn guest(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let image = self.image()?;
+        let prefix = format!("cd {} && {}", quote(&self.rootfs()), Self::env_exports(&after));
+        for cmd in &image.config.cmds {
+            self.run(ip, &self.with_image_path(&format!("{prefix}{cmd}")), b"").await?;
+        }
+        after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
+        Ok(after)
+    }
+
+    async fn delete(&self, change: &ResourceChange, ip: IpAddr) -> Result<()> {
+        let before = change.before.clone().unwrap_or_default();
+        match change.kind {
+            Kind::Plugin if text(&before, "runs_on").as_deref() == Some("delete") => self.run_plugin(ip, &before).await,
+            Kind::KubeadmJoin => {
+                let name = self.node_name(ip).await?;
+                let q = quote(&name);
+                self.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
+                self.kubectl(&format!("delete node {q}")).await?;
+                self.run(ip, &self.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+            }
+            Kind::KubeadmInit => self.run(ip, &self.with_image_path("kubeadm reset -f"), b"").await.map(|_| ()),
+            Kind::Image => {
+                self.run(ip, &format!("rm -rf {}", quote(&cluster_dir(&self.ctx.cluster))), b"").await.map(|_| ())
+            }
+            Kind::Registry => self.run(ip, "pkill -f /bin/registry; true", b"").await.map(|_| ()),
+            // Labels and taints go with their node; hosts, hostnames, configs and guests leave nothing
+            // that outlives the rootfs.
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Provider for ClusterProvider {
+    fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.apply(&change).await })
+    }
+}
+
+/// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).
+fn tar(root: &std::path::Path, files: &[&str]) -> Result<Vec<u8>> {
+    let mut child = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["--null", "-cf", "-", "-T", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let list: Vec<u8> = files.iter().flat_map(|f| f.bytes().chain(std::iter::once(0))).collect();
+    let mut stdin = child.stdin.take().ok_or("tar has no stdin")?;
+    let writer = std::thread::spawn(move || stdin.write_all(&list));
+    let out = child.wait_with_output().map_err(|e| format!("tar failed: {e}"))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(format!("tar failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(out.stdout)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn join_commands_are_read_from_kubeadm_output() {
+        let out = "Then you can join...\n\nkubeadm join apiserver.cluster.local:6443 --token abcdef.0123456789abcdef \\\n\t--discovery-token-ca-cert-hash sha256:00ff \\\n\t--control-plane --certificate-key 0a0b\n";
+        let j = Inner::parse_join(out).unwrap();
+        assert_eq!(j.endpoint, "apiserver.cluster.local:6443");
+        assert_eq!(j.token, "abcdef.0123456789abcdef");
+        assert_eq!(j.ca_hash, "sha256:00ff");
+        assert_eq!(j.certificate_key.as_deref(), Some("0a0b"));
+    }
+}
