@@ -124,6 +124,10 @@ pub struct ApplyArgs {
     /// Refuse hosts whose ssh host key is not in the state yet
     #[arg(long)]
     pub strict_host_keys: bool,
+    /// Read the live hosts before planning (`--refresh=false` trusts the recorded state)
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,

@@ -71,6 +71,79 @@ impl ClusterProvider {
     }
 }
 
+impl ClusterProvider {
+    /// Reads what the hosts really hold for the resources in `state` (hostnames; labels and taints of the
+    /// nodes) and writes it into `state`, so that a plan shows drift. Reads only; mutates nothing remote.
+    pub async fn refresh(&self, state: &mut sealer_engine::State) -> Result<()> {
+        let inner = &self.0;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (address, resource) in &state.resources {
+            if address.kind != Kind::Hostname {
+                continue;
+            }
+            let (Some(ip), inner, address) = (resource.host, inner.clone(), address.clone()) else { continue };
+            tasks.spawn(async move { (address, inner.run(ip, "hostname", b"").await.map(|o| o.stdout_text())) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (address, name) = joined.map_err(|e| e.to_string())?;
+            let name = name.map_err(|e| format!("refresh of `{address}`: {e}"))?;
+            if let Some(r) = state.resources.get_mut(&address) {
+                r.attributes.insert("name".into(), Value::Text(name));
+            }
+        }
+        let has_node_metadata = state.resources.keys().any(|a| matches!(a.kind, Kind::Label | Kind::Taint));
+        let init = Address::new(Kind::KubeadmInit, inner.ctx.first_master.to_string());
+        if !has_node_metadata || !state.resources.contains_key(&init) {
+            return Ok(());
+        }
+        let json = inner.kubectl("get nodes -o json").await.map_err(|e| format!("refresh of node labels and taints: {e}"))?;
+        let nodes: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        let by_ip: HashMap<String, &serde_json::Value> = nodes["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|n| {
+                        let ip = n["status"]["addresses"].as_array()?.iter().find(|a| a["type"] == "InternalIP")?["address"].as_str()?;
+                        Some((ip.to_string(), n))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for resource in state.resources.values_mut() {
+            let Some(ip) = resource.host else { continue };
+            let node = by_ip.get(&ip.to_string());
+            match resource.address.kind {
+                Kind::Label => {
+                    let Some(Value::Map(recorded)) = resource.attributes.get("labels").cloned() else { continue };
+                    let live = node.and_then(|n| n["metadata"]["labels"].as_object());
+                    let observed: BTreeMap<String, String> = recorded
+                        .keys()
+                        .filter_map(|k| live.and_then(|l| l.get(k)).and_then(|v| v.as_str()).map(|v| (k.clone(), v.to_string())))
+                        .collect();
+                    resource.attributes.insert("labels".into(), Value::Map(observed));
+                }
+                Kind::Taint => {
+                    let Some(Value::List(recorded)) = resource.attributes.get("taints").cloned() else { continue };
+                    let live: Vec<String> = node.and_then(|n| n["spec"]["taints"].as_array()).map(|ts| ts.iter().map(taint_text).collect()).unwrap_or_default();
+                    let observed = recorded.into_iter().filter(|t| live.contains(t)).collect();
+                    resource.attributes.insert("taints".into(), Value::List(observed));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn taint_text(t: &serde_json::Value) -> String {
+    let (k, e) = (t["key"].as_str().unwrap_or_default(), t["effect"].as_str().unwrap_or_default());
+    match t["value"].as_str() {
+        Some(v) => format!("{k}={v}:{e}"),
+        None => format!("{k}:{e}"),
+    }
+}
+
 impl Inner {
     fn log(&self, ip: IpAddr, line: &str) {
         let Ok(mut logs) = self.logs.lock() else { return };
@@ -457,20 +530,7 @@ impl Inner {
     async fn taints(&self, ip: IpAddr, change: &ResourceChange, after: Attributes) -> Result<Attributes> {
         let name = self.node_name(ip).await?;
         let live = self.live_node(&name).await?;
-        let current: Vec<String> = live["spec"]["taints"]
-            .as_array()
-            .map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        let (k, e) = (t["key"].as_str().unwrap_or_default(), t["effect"].as_str().unwrap_or_default());
-                        match t["value"].as_str() {
-                            Some(v) => format!("{k}={v}:{e}"),
-                            None => format!("{k}:{e}"),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let current: Vec<String> = live["spec"]["taints"].as_array().map(|ts| ts.iter().map(taint_text).collect()).unwrap_or_default();
         let list = |attrs: Option<&Attributes>, key: &str| match attrs.and_then(|a| a.get(key)) {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),

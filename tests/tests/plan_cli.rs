@@ -153,7 +153,7 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
     let file = write(dir.path(), "Clusterfile", &text);
     let before = std::fs::read(&state).unwrap();
 
-    let same = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
+    let same = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode", "--refresh=false"]);
     assert_eq!(same.status.code(), Some(0), "{}{}", stdout(&same), stderr(&same));
     assert!(stdout(&same).contains("No changes."));
 
@@ -171,7 +171,7 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
         )
         .replace("ips: [10.250.0.21-10.250.0.23]", "ips: [10.250.0.23]");
     let file = write(dir.path(), "Clusterfile", &changed);
-    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
+    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode", "--refresh=false"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let human = stdout(&out);
     assert!(human.contains("~ name = \"node-2\" -> \"gpu-node\""), "{human}");
@@ -184,7 +184,7 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
     assert!(human.contains("-/+ kubeadm-join \"10.250.0.21\""), "{human}");
     assert!(human.contains("~ role = \"node\" -> \"master\" # forces replacement"), "{human}");
 
-    let plan = json_plan(dir.path(), &file, &[]);
+    let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
     assert_eq!(plan["lineage"], seeded.lineage.clone().unwrap().as_str());
     assert_eq!(plan["prior_serial"], seeded.serial);
     let changes = plan["changes"].as_array().unwrap();
@@ -249,6 +249,7 @@ fn saved_plans_carry_lineage_serial_and_a_checksum() {
             "plan",
             "-f",
             file.to_str().unwrap(),
+            "--refresh=false",
             "--out",
             planfile.to_str().unwrap(),
         ],
@@ -409,7 +410,7 @@ fn multi_line_values_change_as_unified_diffs() {
         .replace("audit-log-maxage: \"30\"", "audit-log-maxage: \"90\"")
         .replace("type: NodePort", "type: ClusterIP");
     let file = write(dir.path(), "Clusterfile", &changed);
-    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode"]);
+    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode", "--refresh=false"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let human = stdout(&out);
     assert!(human.contains("# kubeadm-init.10.250.0.11 will be updated in-place"), "{human}");
@@ -422,7 +423,7 @@ fn multi_line_values_change_as_unified_diffs() {
     );
     assert!(human.contains("          -   type: NodePort\n          +   type: ClusterIP\n"), "{human}");
     // The Config document is used on every host, so exactly its three resources change, plus kubeadm-init.
-    let plan = json_plan(dir.path(), &file, &[]);
+    let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
     let updated: Vec<&str> = plan["changes"]
         .as_array()
         .unwrap()

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,12 +5,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::{
-    Action, Address, ApplyEvent, CancelFlag, Clusterfile, Executor, Kind, LockInfo, NodeOutcome, Plan, PlanOptions,
-    Reporter, ResourceStatus, State, StateStore, StoredResource, Value,
+    Action, Address, ApplyEvent, CancelFlag, Clusterfile, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
+    ResourceStatus, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
 use sealer_providers::image::store::ImageStore;
-use sealer_providers::{SshAuth, SshTarget};
 use sealer_state::SqliteStore;
 
 use crate::args::ApplyArgs;
@@ -50,7 +48,10 @@ fn apply_locked(
     store: &mut SqliteStore,
     lock: &LockInfo,
 ) -> anyhow::Result<Outcome> {
-    let state = store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let mut state = store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
+    if args.refresh && args.planfile.is_none() {
+        super::refresh(cf, &mut state, args.strict_host_keys)?;
+    }
     let plan = match &args.planfile {
         Some(path) => {
             let plan = sealer_state::read_plan_file(path)?;
@@ -80,7 +81,7 @@ fn apply_locked(
     let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
     let provider = ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
-        hosts: ssh_targets(cf, &state, args.strict_host_keys),
+        hosts: super::ssh_targets(cf, &state, args.strict_host_keys),
         first_master,
         image: Some(image),
         prior: state.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
@@ -167,44 +168,6 @@ fn confirm() -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
     Ok(answer.trim() == "yes")
-}
-
-/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state.
-fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<std::net::IpAddr, SshTarget> {
-    let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
-        .iter()
-        .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
-        .find(|p| p.exists());
-    cf.cluster
-        .hosts
-        .iter()
-        .map(|h| {
-            let auth = match (&h.ssh.private_key, &h.ssh.password) {
-                (Some(pk), _) => SshAuth::Key {
-                    path: PathBuf::from(pk),
-                    passphrase: h.ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
-                },
-                (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
-                (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
-            };
-            let known = state.resources.get(&Address::new(Kind::Host, h.ip.to_string())).and_then(|r| {
-                match r.attributes.get("host_key") {
-                    Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
-                    _ => None,
-                }
-            });
-            let target = SshTarget {
-                ip: h.ip,
-                port: h.ssh.port,
-                user: h.ssh.user.clone(),
-                auth,
-                known_host_key: known,
-                strict_host_keys: strict,
-                connect_timeout: Duration::from_secs(10),
-            };
-            (h.ip, target)
-        })
-        .collect()
 }
 
 /// Progress as plain lines, one when a resource starts and one when it ends.

@@ -4,10 +4,14 @@ pub mod image;
 pub mod plan;
 pub mod state;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use sealer_engine::{Clusterfile, Diagnostics};
+use sealer_engine::{Address, Clusterfile, Diagnostics, Kind, State, Value};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider};
+use sealer_providers::{SshAuth, SshTarget};
 
 /// Reads and validates a Clusterfile, printing warnings; every error is printed before failing.
 pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
@@ -29,4 +33,64 @@ fn print_diagnostics(diagnostics: &Diagnostics) {
     for d in &diagnostics.0 {
         eprintln!("{d}");
     }
+}
+
+/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state.
+pub fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<std::net::IpAddr, SshTarget> {
+    let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
+        .iter()
+        .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
+        .find(|p| p.exists());
+    cf.cluster
+        .hosts
+        .iter()
+        .map(|h| {
+            let auth = match (&h.ssh.private_key, &h.ssh.password) {
+                (Some(pk), _) => SshAuth::Key {
+                    path: PathBuf::from(pk),
+                    passphrase: h.ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
+                },
+                (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
+                (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
+            };
+            let known = state.resources.get(&Address::new(Kind::Host, h.ip.to_string())).and_then(|r| {
+                match r.attributes.get("host_key") {
+                    Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
+                    _ => None,
+                }
+            });
+            let target = SshTarget {
+                ip: h.ip,
+                port: h.ssh.port,
+                user: h.ssh.user.clone(),
+                auth,
+                known_host_key: known,
+                strict_host_keys: strict,
+                connect_timeout: Duration::from_secs(10),
+            };
+            (h.ip, target)
+        })
+        .collect()
+}
+
+
+/// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
+pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> anyhow::Result<()> {
+    if state.resources.is_empty() {
+        return Ok(());
+    }
+    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(()) };
+    let provider = ClusterProvider::new(ClusterContext {
+        cluster: cf.cluster.name.clone(),
+        hosts: ssh_targets(cf, state, strict_host_keys),
+        first_master,
+        image: None,
+        prior: BTreeMap::new(),
+        log_dir: std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())),
+        command_timeout: Duration::from_secs(60),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = runtime.block_on(provider.refresh(state));
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())));
+    result.map_err(|e| anyhow::anyhow!("{e} (plan with --refresh=false to use the recorded state)"))
 }

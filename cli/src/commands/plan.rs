@@ -20,6 +20,10 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         None => None,
     }
     .unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let mut state = state;
+    if args.refresh {
+        super::refresh(&cf, &mut state, false)?;
+    }
     let plan = sealer_engine::plan(&graph, &state, &PlanOptions { targets, destroy: args.destroy })?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
