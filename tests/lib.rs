@@ -13,18 +13,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The `sealer` binary, built once per test process (the test crate cannot depend on a binary).
+/// The `sealer` binary, built once per test process (a test crate cannot depend on a binary). It has a
+/// target directory of its own: built beside the tests, cargo would unify features differently and
+/// rebuild the shared crates on every alternation.
 pub fn sealer_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e-bin");
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"])
+            .env("CARGO_TARGET_DIR", &target)
             .current_dir(repo_root())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building sealer failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
         target.join("debug").join("sealer")
     })
 }
