@@ -1,0 +1,242 @@
+//! `sealer apply` end to end on real sshd hosts with the simulated Kubernetes image.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sealer_tests::{repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed, TESTBED_ROOT_PASSWORD};
+use serde_json::Value as Json;
+
+const IMAGE: &str = "sim/kubernetes:v1.22.15";
+
+/// A working directory with its own SEALER_HOME holding the simulated image, and a testbed.
+struct Site {
+    dir: tempfile::TempDir,
+    tb: Testbed,
+}
+
+impl Site {
+    fn new(hosts: usize) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let site = Site { tb: Testbed::up(hosts), dir };
+        let out = site.sealer(&["build", "-t", IMAGE, repo_root().join("examples/images/simulated-k8s").to_str().unwrap()], "");
+        assert!(out.status.success(), "build: {}", stderr(&out));
+        site
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn sealer(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(sealer_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("SEALER_HOME", self.path().join("home"))
+            .env("NO_COLOR", "1")
+            .env_remove("SEALER_STATE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ip(&self, i: usize) -> String {
+        self.tb.ips[i].to_string()
+    }
+
+    /// 3 masters (key auth) and the rest nodes (password auth), with hostname, label, taint and shell
+    /// plugins.
+    fn clusterfile(&self, labels: &str) -> String {
+        let ips: Vec<String> = (0..self.tb.ips.len()).map(|i| self.ip(i)).collect();
+        let names: String = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("    {ip} {}-{i}\n", if i < 3 { "master" } else { "node" }))
+            .collect();
+        format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: e2e\nspec:\n  image: {IMAGE}\n  ssh:\n    pk: {key}\n  \
+             env: [GREETING=hello]\n  hosts:\n    - ips: [{masters}]\n      roles: [master]\n    - ips: [{nodes}]\n      roles: [node]\n      \
+             ssh:\n        passwd: {TESTBED_ROOT_PASSWORD}\n---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: names\nspec:\n  type: HOSTNAME\n  action: PreInit\n  data: |\n{names}---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: labels\nspec:\n  type: LABEL\n  action: PostInstall\n  data: |\n{labels}---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: taints\nspec:\n  type: TAINT\n  action: PostInstall\n  data: |\n    {n1} dedicated=db:NoSchedule\n---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: greet\nspec:\n  type: SHELL\n  action: PreInit\n  on: node\n  data: |\n    echo \"$GREETING from $(hostname)\" > /root/greeting\n---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: ready\nspec:\n  type: CLUSTERCHECK\n  action: PreGuest\n",
+            key = self.tb.key.display(),
+            masters = ips[..3].join(", "),
+            nodes = ips[3..].join(", "),
+            n1 = ips[4],
+        )
+    }
+
+    fn default_labels(&self) -> String {
+        format!("    {} disk=ssd,zone=a\n    {} disk=hdd\n", self.ip(3), self.ip(4))
+    }
+
+    fn write_clusterfile(&self, text: &str) -> PathBuf {
+        let p = self.path().join("Clusterfile");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn kubectl_nodes(&self) -> Vec<Json> {
+        let out = self.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get nodes -o json");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+        v["items"].as_array().unwrap().clone()
+    }
+
+    fn log_dirs(&self) -> usize {
+        std::fs::read_dir(self.path().join(".sealer/logs")).map(|d| d.count()).unwrap_or(0)
+    }
+
+    fn everything_written(&self) -> String {
+        let mut all = Vec::new();
+        let mut stack = vec![self.path().join(".sealer")];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                all.extend(std::fs::read(&p).unwrap_or_default());
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out));
+    stdout(out)
+}
+
+#[test]
+fn fresh_apply_then_no_op_then_drift_restored() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+    let first = site.sealer(&["apply", "--auto-approve"], "");
+    let first_out = ok(&first);
+    assert!(first_out.contains("Apply complete!"), "{first_out}");
+
+    for i in 0..5 {
+        let name = String::from_utf8(site.tb.exec(i, "hostname").stdout).unwrap();
+        assert_eq!(name.trim(), if i < 3 { format!("master-{i}") } else { format!("node-{i}") });
+    }
+    let greeting = String::from_utf8(site.tb.exec(3, "cat /root/greeting").stdout).unwrap();
+    assert_eq!(greeting.trim(), "hello from node-3", "env reaches shell plugins, after the hostname was set");
+    let nodes = site.kubectl_nodes();
+    assert_eq!(nodes.len(), 5);
+    for n in &nodes {
+        assert_eq!(n["status"]["conditions"][0]["status"], "True", "{n}");
+    }
+    let node = |name: &str| nodes.iter().find(|n| n["metadata"]["name"] == name).unwrap().clone();
+    assert_eq!(node("node-3")["metadata"]["labels"]["disk"], "ssd");
+    assert_eq!(node("node-3")["metadata"]["labels"]["zone"], "a");
+    assert_eq!(node("node-4")["spec"]["taints"][0]["key"], "dedicated");
+    assert!(node("master-1")["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_some());
+
+    let plan = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    let logs_before = site.log_dirs();
+    let again = ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert!(again.contains("No changes."), "{again}");
+    assert_eq!(site.log_dirs(), logs_before, "a second apply ran commands on the hosts");
+
+    // Drift by hand: one hostname, one label.
+    assert!(site.tb.exec(1, "hostname drifted").status.success());
+    let unlabel = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl label node node-3 zone-");
+    assert!(unlabel.status.success());
+    let drift = site.sealer(&["plan", "--detailed-exitcode", "--json"], "");
+    assert_eq!(drift.status.code(), Some(2), "{}", stderr(&drift));
+    let plan: Json = serde_json::from_slice(&drift.stdout).unwrap();
+    let changed: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, [format!("hostname.{}", site.ip(1)), format!("label.{}", site.ip(3))]);
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "master-1");
+    assert_eq!(site.kubectl_nodes().iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"]["zone"], "a");
+    let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+
+    // The node password reaches no output, log or state.
+    let everything = [first_out, again, site.everything_written()].concat();
+    assert!(!everything.contains(TESTBED_ROOT_PASSWORD));
+}
+
+#[test]
+fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    // PreInit plugins on a node hold back `kubeadm init` for every host, so here the node plugin runs at
+    // PreJoin: the unreachable node then blocks only its own branch.
+    let text = site.clusterfile(&site.default_labels()).replace("action: PreInit\n  on: node", "action: PreJoin\n  on: node");
+    site.write_clusterfile(&text);
+    site.tb.stop_sshd(4);
+    let failed = site.sealer(&["apply", "--auto-approve"], "");
+    assert_eq!(failed.status.code(), Some(1));
+    let err = stderr(&failed);
+    assert!(err.contains(&format!("cannot reach `{}:22`", site.ip(4))), "{err}");
+    let list = ok(&site.sealer(&["state", "list"], ""));
+    assert!(list.contains(&format!("kubeadm-join.{}", site.ip(3))), "the other hosts' work is recorded:\n{list}");
+    assert!(!list.contains(&format!("host.{}", site.ip(4))), "{list}");
+    assert_eq!(site.kubectl_nodes().len(), 4);
+
+    site.tb.start_sshd(4);
+    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
+    let todo: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    assert!(todo.iter().all(|a| a.ends_with(&site.ip(4)) || a.starts_with("guest.") || a.starts_with("plugin.ready")), "{todo:?}");
+    assert!(todo.contains(&format!("kubeadm-join.{}", site.ip(4))));
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert_eq!(site.kubectl_nodes().len(), 5);
+}
+
+#[test]
+fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    ok(&site.sealer(&["plan", "--out", "before.plan"], ""));
+
+    // Another apply holds the lock (taken as a crashed `sealer apply` would have left it).
+    let state = site.path().join(".sealer/state.db");
+    let mut store = sealer_state::SqliteStore::open(&state).unwrap();
+    let lock = sealer_engine::StateStore::lock(&mut store, "e2e", "other@ws9", 4242, "sealer apply").unwrap();
+    let refused = site.sealer(&["apply", "--auto-approve"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(err.contains("other@ws9") && err.contains("pid 4242") && err.contains(&lock.id), "{err}");
+    ok(&site.sealer(&["force-unlock", &lock.id, "--force"], ""));
+
+    // The state moves on (a label changes), so the plan saved before is stale.
+    site.write_clusterfile(&site.clusterfile(&format!("    {} disk=nvme\n", site.ip(3))));
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    let labels = &site.kubectl_nodes().into_iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"];
+    assert_eq!(labels["disk"], "nvme");
+    assert!(labels.get("zone").is_none(), "labels the Clusterfile no longer declares are removed: {labels}");
+    let stale = site.sealer(&["apply", "before.plan"], "");
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(stderr(&stale).contains("saved plan is stale"), "{}", stderr(&stale));
+}
