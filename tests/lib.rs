@@ -20,7 +20,9 @@ pub fn sealer_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e-bin");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from)
+            .join("e2e-bin");
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"])
             .env("CARGO_TARGET_DIR", &target)

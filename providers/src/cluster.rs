@@ -96,7 +96,8 @@ impl ClusterProvider {
         if !has_node_metadata || !state.resources.contains_key(&init) {
             return Ok(());
         }
-        let json = inner.kubectl("get nodes -o json").await.map_err(|e| format!("refresh of node labels and taints: {e}"))?;
+        let json =
+            inner.kubectl("get nodes -o json").await.map_err(|e| format!("refresh of node labels and taints: {e}"))?;
         let nodes: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
         let by_ip: HashMap<String, &serde_json::Value> = nodes["items"]
             .as_array()
@@ -104,7 +105,9 @@ impl ClusterProvider {
                 items
                     .iter()
                     .filter_map(|n| {
-                        let ip = n["status"]["addresses"].as_array()?.iter().find(|a| a["type"] == "InternalIP")?["address"].as_str()?;
+                        let ip = n["status"]["addresses"].as_array()?.iter().find(|a| a["type"] == "InternalIP")?
+                            ["address"]
+                            .as_str()?;
                         Some((ip.to_string(), n))
                     })
                     .collect()
@@ -119,13 +122,18 @@ impl ClusterProvider {
                     let live = node.and_then(|n| n["metadata"]["labels"].as_object());
                     let observed: BTreeMap<String, String> = recorded
                         .keys()
-                        .filter_map(|k| live.and_then(|l| l.get(k)).and_then(|v| v.as_str()).map(|v| (k.clone(), v.to_string())))
+                        .filter_map(|k| {
+                            live.and_then(|l| l.get(k)).and_then(|v| v.as_str()).map(|v| (k.clone(), v.to_string()))
+                        })
                         .collect();
                     resource.attributes.insert("labels".into(), Value::Map(observed));
                 }
                 Kind::Taint => {
                     let Some(Value::List(recorded)) = resource.attributes.get("taints").cloned() else { continue };
-                    let live: Vec<String> = node.and_then(|n| n["spec"]["taints"].as_array()).map(|ts| ts.iter().map(taint_text).collect()).unwrap_or_default();
+                    let live: Vec<String> = node
+                        .and_then(|n| n["spec"]["taints"].as_array())
+                        .map(|ts| ts.iter().map(taint_text).collect())
+                        .unwrap_or_default();
                     let observed = recorded.into_iter().filter(|t| live.contains(t)).collect();
                     resource.attributes.insert("taints".into(), Value::List(observed));
                 }
@@ -147,17 +155,18 @@ fn taint_text(t: &serde_json::Value) -> String {
 impl Inner {
     fn log(&self, ip: IpAddr, line: &str) {
         let Ok(mut logs) = self.logs.lock() else { return };
-        if !logs.contains_key(&ip) {
-            let _ = std::fs::create_dir_all(&self.ctx.log_dir);
-            if let Ok(f) =
-                std::fs::OpenOptions::new().create(true).append(true).open(self.ctx.log_dir.join(format!("{ip}.log")))
-            {
-                logs.insert(ip, f);
+        let file = match logs.entry(ip) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let _ = std::fs::create_dir_all(&self.ctx.log_dir);
+                let path = self.ctx.log_dir.join(format!("{ip}.log"));
+                match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                    Ok(f) => e.insert(f),
+                    Err(_) => return,
+                }
             }
-        }
-        if let Some(f) = logs.get_mut(&ip) {
-            let _ = writeln!(f, "{line}");
-        }
+        };
+        let _ = writeln!(file, "{line}");
     }
 
     async fn session(&self, ip: IpAddr) -> Result<Arc<SshSession>> {
@@ -530,7 +539,8 @@ impl Inner {
     async fn taints(&self, ip: IpAddr, change: &ResourceChange, after: Attributes) -> Result<Attributes> {
         let name = self.node_name(ip).await?;
         let live = self.live_node(&name).await?;
-        let current: Vec<String> = live["spec"]["taints"].as_array().map(|ts| ts.iter().map(taint_text).collect()).unwrap_or_default();
+        let current: Vec<String> =
+            live["spec"]["taints"].as_array().map(|ts| ts.iter().map(taint_text).collect()).unwrap_or_default();
         let list = |attrs: Option<&Attributes>, key: &str| match attrs.and_then(|a| a.get(key)) {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),

@@ -19,7 +19,8 @@ impl Site {
     fn new(hosts: usize) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let site = Site { tb: Testbed::up(hosts), dir };
-        let out = site.sealer(&["build", "-t", IMAGE, repo_root().join("examples/images/simulated-k8s").to_str().unwrap()], "");
+        let out = site
+            .sealer(&["build", "-t", IMAGE, repo_root().join("examples/images/simulated-k8s").to_str().unwrap()], "");
         assert!(out.status.success(), "build: {}", stderr(&out));
         site
     }
@@ -166,7 +167,10 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     assert_eq!(changed, [format!("hostname.{}", site.ip(1)), format!("label.{}", site.ip(3))]);
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "master-1");
-    assert_eq!(site.kubectl_nodes().iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"]["zone"], "a");
+    assert_eq!(
+        site.kubectl_nodes().iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"]["zone"],
+        "a"
+    );
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
 
@@ -183,7 +187,8 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
     let site = Site::new(5);
     // PreInit plugins on a node hold back `kubeadm init` for every host, so here the node plugin runs at
     // PreJoin: the unreachable node then blocks only its own branch.
-    let text = site.clusterfile(&site.default_labels()).replace("action: PreInit\n  on: node", "action: PreJoin\n  on: node");
+    let text =
+        site.clusterfile(&site.default_labels()).replace("action: PreInit\n  on: node", "action: PreJoin\n  on: node");
     site.write_clusterfile(&text);
     site.tb.stop_sshd(4);
     let failed = site.sealer(&["apply", "--auto-approve"], "");
@@ -204,7 +209,10 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
         .filter(|c| c["action"] != "no-op")
         .map(|c| c["address"].as_str().unwrap().to_string())
         .collect();
-    assert!(todo.iter().all(|a| a.ends_with(&site.ip(4)) || a.starts_with("guest.") || a.starts_with("plugin.ready")), "{todo:?}");
+    assert!(
+        todo.iter().all(|a| a.ends_with(&site.ip(4)) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
+        "{todo:?}"
+    );
     assert!(todo.contains(&format!("kubeadm-join.{}", site.ip(4))));
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(site.kubectl_nodes().len(), 5);
@@ -233,7 +241,8 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
     // The state moves on (a label changes), so the plan saved before is stale.
     site.write_clusterfile(&site.clusterfile(&format!("    {} disk=nvme\n", site.ip(3))));
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
-    let labels = &site.kubectl_nodes().into_iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"];
+    let labels =
+        &site.kubectl_nodes().into_iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"];
     assert_eq!(labels["disk"], "nvme");
     assert!(labels.get("zone").is_none(), "labels the Clusterfile no longer declares are removed: {labels}");
     let stale = site.sealer(&["apply", "before.plan"], "");

@@ -23,7 +23,7 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<Outcome> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
     } else {
-        println!("{:<50} {}", "NAME", "DIGEST");
+        println!("{:<50} DIGEST", "NAME");
         for i in images {
             println!("{:<50} {}", i.name, i.digest);
         }

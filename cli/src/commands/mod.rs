@@ -73,7 +73,6 @@ pub fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<st
         .collect()
 }
 
-
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
 pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> anyhow::Result<()> {
     if state.resources.is_empty() {
