@@ -249,3 +249,65 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
     assert_eq!(stale.status.code(), Some(1));
     assert!(stderr(&stale).contains("saved plan is stale"), "{}", stderr(&stale));
 }
+
+#[test]
+fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refused() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+    let mut child = Command::new(sealer_bin())
+        .args(["apply", "--auto-approve"])
+        .current_dir(site.path())
+        .env("SEALER_HOME", site.path().join("home"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = site.path().join(".sealer/state.db");
+    let started = std::time::Instant::now();
+    loop {
+        let recorded = sealer_state::SqliteStore::open_read_only(&state)
+            .ok()
+            .flatten()
+            .and_then(|s| sealer_engine::StateStore::load(&s, "e2e").ok().flatten())
+            .map_or(0, |s| s.resources.len());
+        if recorded >= 3 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the apply recorded nothing");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up at all
+    child.wait().unwrap();
+
+    let list = ok(&site.sealer(&["state", "list"], ""));
+    assert!(list.lines().count() >= 3, "{list}");
+    let refused = site.sealer(&["apply", "--auto-approve"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    let id = err.split("lock id `").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("no lock id in {err}"));
+    ok(&site.sealer(&["force-unlock", id, "--force"], ""));
+    let finished = ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert!(finished.contains("Apply complete!"), "{finished}");
+    assert_eq!(site.kubectl_nodes().len(), 5);
+    let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+
+    // Host 2 is reinstalled with a new host key: refused, naming the host and both fingerprints.
+    let old = site.tb.host_key(1);
+    let rekey = site.tb.exec(
+        1,
+        "rm -f /etc/ssh/sealer_testbed_host_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/sealer_testbed_host_key \
+         && kill $(cat /run/sshd.pid) && sleep 0.2 && /usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config",
+    );
+    assert!(rekey.status.success(), "{}", String::from_utf8_lossy(&rekey.stderr));
+    let new = String::from_utf8(site.tb.exec(1, "cut -d' ' -f1,2 /etc/ssh/sealer_testbed_host_key.pub").stdout).unwrap();
+    let plan = site.sealer(&["plan"], "");
+    assert_eq!(plan.status.code(), Some(1));
+    let err = stderr(&plan);
+    let fp = |k: &str| sealer_providers::transport::fingerprint(k.trim());
+    assert!(err.contains(&format!("the host key of `{}` changed", site.ip(1))), "{err}");
+    assert!(err.contains(&fp(&old)) && err.contains(&fp(&new)), "{err}");
+}
