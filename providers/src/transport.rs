@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::client::{self, Handle};
+use russh::client::{self, Handle, Msg};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::ChannelMsg;
+use russh::{Channel, ChannelMsg};
 use tokio::sync::Semaphore;
 
 use crate::error::TransportError;
@@ -96,6 +96,20 @@ fn openssh(key: &PublicKey) -> String {
     k.to_openssh().unwrap_or_default().trim().to_string()
 }
 
+enum ShellError {
+    /// No long-lived shell can be had on this host; fall back to a channel per command.
+    Unavailable,
+    Failed(TransportError),
+}
+
+/// A marker no command output will contain by chance.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
 /// `SHA256:...` as `ssh-keygen -lf` prints it.
 pub fn fingerprint(openssh_key: &str) -> String {
     PublicKey::from_openssh(openssh_key)
@@ -108,6 +122,49 @@ pub struct SshSession {
     handle: Handle<Client>,
     channels: Semaphore,
     host_key: String,
+    /// Idle long-lived shells. Opening an SSH session costs the host about 0.1 s of CPU, so commands run
+    /// in shells that stay open instead, each command in a subshell, delimited by a per-connection marker.
+    shells: std::sync::Mutex<Vec<Channel<Msg>>>,
+    marker: String,
+    /// Set when the host has no bash (or sudo refused one): every command gets its own channel.
+    no_shell: std::sync::atomic::AtomicBool,
+}
+
+/// Accumulates one command's output from a shell until both streams carry the end marker.
+struct Framed {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<u32>,
+    stderr_done: bool,
+}
+
+impl Framed {
+    /// Strips `\n<marker> <status>\n` from the end of stdout, once it is there.
+    fn take_status(&mut self, marker: &str) {
+        if self.status.is_some() || !self.stdout.ends_with(b"\n") {
+            return;
+        }
+        let tail = format!("\n{marker} ");
+        let Some(at) = find_last(&self.stdout, tail.as_bytes()) else { return };
+        let digits = &self.stdout[at + tail.len()..self.stdout.len() - 1];
+        if let Some(status) = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()) {
+            self.status = Some(status);
+            self.stdout.truncate(at);
+        }
+    }
+
+    fn take_stderr_end(&mut self, marker: &str) {
+        let end = format!("\n{marker}\n");
+        if !self.stderr_done && self.stderr.ends_with(end.as_bytes()) {
+            let len = self.stderr.len() - end.len();
+            self.stderr.truncate(len);
+            self.stderr_done = true;
+        }
+    }
+}
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 impl SshSession {
@@ -130,8 +187,15 @@ impl SshSession {
             match tokio::time::timeout(target.connect_timeout, connecting).await {
                 Ok(Ok(handle)) => {
                     let host_key = offered.lock().ok().and_then(|o| o.key.as_ref().map(openssh)).unwrap_or_default();
-                    let mut session =
-                        SshSession { target: target.clone(), handle, channels: Semaphore::new(MAX_CHANNELS), host_key };
+                    let mut session = SshSession {
+                        target: target.clone(),
+                        handle,
+                        channels: Semaphore::new(MAX_CHANNELS),
+                        host_key,
+                        shells: std::sync::Mutex::new(Vec::new()),
+                        marker: format!("__sealer_done_{:016x}__", random_u64()),
+                        no_shell: std::sync::atomic::AtomicBool::new(false),
+                    };
                     session.authenticate().await?;
                     return Ok(session);
                 }
@@ -193,9 +257,127 @@ impl SshSession {
         &self.host_key
     }
 
-    /// Runs `command` with `sh -c` (through `sudo` for other users than root), feeding `stdin`, and waits
-    /// for its exit status. The sudo password, when needed, travels on stdin, never in the command line.
+    /// Runs `command` (through `sudo` for other users than root), feeding `stdin`, and waits for its exit
+    /// status: in a long-lived shell when the host allows one, else on a channel of its own.
     pub async fn exec(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, TransportError> {
+        if self.shell_allowed() {
+            match self.exec_in_shell(command, stdin, timeout).await {
+                Err(ShellError::Unavailable) => self.no_shell.store(true, std::sync::atomic::Ordering::SeqCst),
+                Err(ShellError::Failed(e)) => return Err(e),
+                Ok(out) => return Ok(out),
+            }
+        }
+        self.exec_on_channel(command, stdin, timeout).await
+    }
+
+    /// A shell for a non-root user with a sudo password would need the password typed into it, and a sudo
+    /// that does not ask would run it as a command: those users get a channel per command.
+    fn shell_allowed(&self) -> bool {
+        !self.no_shell.load(std::sync::atomic::Ordering::SeqCst)
+            && (self.target.user == "root" || matches!(self.target.auth, SshAuth::Key { .. }))
+    }
+
+    async fn open_shell(&self) -> Result<Channel<Msg>, ShellError> {
+        let ip = self.target.ip;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
+        let shell = if self.target.user == "root" {
+            "exec bash --noprofile --norc"
+        } else {
+            "exec sudo -n bash --noprofile --norc"
+        };
+        channel.exec(true, shell).await.map_err(|_| ShellError::Unavailable)?;
+        Ok(channel)
+    }
+
+    async fn exec_in_shell(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, ShellError> {
+        let ip = self.target.ip;
+        let fail = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
+        let permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
+        let idle = self.shells.lock().ok().and_then(|mut s| s.pop());
+        let fresh = idle.is_none();
+        let mut channel = match idle {
+            Some(c) => c,
+            None => self.open_shell().await?,
+        };
+        let m = &self.marker;
+        // The subshell keeps `exit`, `cd` and `set -e` of one command away from the next; with stdin,
+        // `head -c` hands it exactly its bytes and `cat` drains what it did not read.
+        let script = if stdin.is_empty() {
+            format!("( {command}\n) </dev/null; printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n")
+        } else {
+            format!(
+                "head -c {} | ( ( {command}\n); s=$?; cat >/dev/null; exit $s ); printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n",
+                stdin.len()
+            )
+        };
+        let run = async {
+            channel.data(script.as_bytes()).await.map_err(fail)?;
+            if !stdin.is_empty() {
+                channel.data(stdin).await.map_err(fail)?;
+            }
+            let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
+            while framed.status.is_none() || !framed.stderr_done {
+                match channel.wait().await {
+                    Some(ChannelMsg::Data { data }) => {
+                        framed.stdout.extend_from_slice(&data);
+                        framed.take_status(m);
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        framed.stderr.extend_from_slice(&data);
+                        framed.take_stderr_end(m);
+                    }
+                    // A fresh shell that ends before any framed output never ran the command: the host
+                    // has no bash, or sudo wants a password.
+                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None
+                        if fresh && framed.status.is_none() =>
+                    {
+                        return Err(ShellError::Unavailable);
+                    }
+                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                        return Err(ShellError::Failed(TransportError::Channel {
+                            host: ip,
+                            message: "the connection closed before the command finished".into(),
+                        }));
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(ExecOutput { status: framed.status.unwrap_or(255), stdout: framed.stdout, stderr: framed.stderr })
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(ShellError::Failed(TransportError::Timeout {
+                host: ip,
+                what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
+                seconds: timeout.as_secs(),
+            })),
+        };
+        // A shell whose command finished goes back to the pool; one that failed or timed out is dropped.
+        if result.is_ok() {
+            if let Ok(mut shells) = self.shells.lock() {
+                shells.push(channel);
+            }
+        }
+        drop(permit);
+        result
+    }
+
+    /// Runs `command` with `sh -c` on a channel of its own. The sudo password, when needed, travels on
+    /// stdin, never in the command line.
+    async fn exec_on_channel(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput, TransportError> {
         let ip = self.target.ip;
         let fail = |e: russh::Error| TransportError::Channel { host: ip, message: e.to_string() };
         let _permit =

@@ -287,7 +287,11 @@ fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refu
     let refused = site.sealer(&["apply", "--auto-approve"], "");
     assert_eq!(refused.status.code(), Some(1));
     let err = stderr(&refused);
-    let id = err.split("lock id `").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("no lock id in {err}"));
+    let id = err
+        .split("lock id `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("no lock id in {err}"));
     ok(&site.sealer(&["force-unlock", id, "--force"], ""));
     let finished = ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert!(finished.contains("Apply complete!"), "{finished}");
@@ -303,7 +307,8 @@ fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refu
          && kill $(cat /run/sshd.pid) && sleep 0.2 && /usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config",
     );
     assert!(rekey.status.success(), "{}", String::from_utf8_lossy(&rekey.stderr));
-    let new = String::from_utf8(site.tb.exec(1, "cut -d' ' -f1,2 /etc/ssh/sealer_testbed_host_key.pub").stdout).unwrap();
+    let new =
+        String::from_utf8(site.tb.exec(1, "cut -d' ' -f1,2 /etc/ssh/sealer_testbed_host_key.pub").stdout).unwrap();
     let plan = site.sealer(&["plan"], "");
     assert_eq!(plan.status.code(), Some(1));
     let err = stderr(&plan);

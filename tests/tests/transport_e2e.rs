@@ -49,6 +49,16 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     }
     let sessions = tb.exec(0, "ps -eo args | grep -c '^sshd: root@notty'");
     assert_eq!(String::from_utf8_lossy(&sessions.stdout).trim(), "1", "one ssh connection for all commands");
+    // Commands share long-lived shells: nothing of one leaks into the next.
+    let out = s.exec("cd /tmp; printf no-newline; printf err >&2; exit 4", b"", T).await.unwrap();
+    assert_eq!((out.status, out.stdout_text(), out.stderr_text()), (4, "no-newline".into(), "err".into()));
+    let big = vec![b'x'; 1 << 20];
+    let out = s.exec("head -c 10", &big, T).await.unwrap();
+    assert_eq!((out.status, out.stdout.len()), (0, 10), "a command that reads part of its stdin");
+    let out = s.exec("pwd; wc -c", b"abc", T).await.unwrap();
+    assert_eq!(out.stdout_text(), "/root\n3", "no cwd or stdin left over from earlier commands");
+    let out = s.exec("set -e; false; echo unreachable", b"", T).await.unwrap();
+    assert_eq!((out.status, out.stdout_text()), (1, String::new()));
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
     assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
 }
