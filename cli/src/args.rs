@@ -131,6 +131,9 @@ pub struct ApplyArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+    /// Apply events as JSON lines (needs --auto-approve or a saved plan)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -82,6 +82,9 @@ impl CancelFlag {
 
 pub struct Executor {
     pub parallelism: usize,
+    /// After a cancellation, how long running work may still finish before it is abandoned (and its
+    /// resources left unrecorded, so the next apply redoes them).
+    pub drain: Duration,
 }
 
 struct Node {
@@ -151,6 +154,7 @@ impl Executor {
         let semaphore = Arc::new(Semaphore::new(self.parallelism.max(1)));
         let mut running: JoinSet<(usize, Result<Option<Attributes>, String>, Duration)> = JoinSet::new();
         let mut stopped = false;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
             while let Some(i) = ready.pop_front() {
                 if stopped || cancel.is_cancelled() {
@@ -169,7 +173,23 @@ impl Executor {
                     (i, result, started.elapsed())
                 });
             }
-            let Some(joined) = running.join_next().await else { break };
+            // Wake up now and then to notice a cancellation; after one, running work gets `drain` to finish.
+            let next = loop {
+                if cancel.is_cancelled() {
+                    let deadline = *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.drain);
+                    match tokio::time::timeout_at(deadline, running.join_next()).await {
+                        Ok(next) => break next,
+                        Err(_) => {
+                            running.abort_all();
+                            break None;
+                        }
+                    }
+                }
+                if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), running.join_next()).await {
+                    break next;
+                }
+            };
+            let Some(joined) = next else { break };
             let (i, result, elapsed) = match joined {
                 Ok(r) => r,
                 Err(e) => {
@@ -330,7 +350,7 @@ mod tests {
 
     async fn run(p: &Plan, fake: Arc<Fake>, parallelism: usize, cancel: CancelFlag) -> (ApplyReport, Vec<String>) {
         let mut recorded = Vec::new();
-        let report = Executor { parallelism }
+        let report = Executor { parallelism, drain: Duration::from_secs(30) }
             .run(p, Arc::new(Shared(fake)), Arc::new(Quiet), cancel, |c, _| {
                 recorded.push(c.address.key.clone());
                 Ok(())
@@ -398,7 +418,7 @@ mod tests {
         let p = plan(vec![change("a", Action::Create, &[]), change("b", Action::Create, &["a"])]);
         let cancel = CancelFlag::default();
         let mut recorded = Vec::new();
-        let report = Executor { parallelism: 4 }
+        let report = Executor { parallelism: 4, drain: Duration::from_secs(30) }
             .run(&p, Arc::new(Shared(Arc::new(Fake::default()))), Arc::new(Quiet), cancel.clone(), |c, _| {
                 recorded.push(c.address.key.clone());
                 cancel.cancel();
@@ -407,5 +427,37 @@ mod tests {
             .await;
         assert_eq!(recorded, ["a"]);
         assert_eq!(report.outcomes[&Address::new(Kind::Host, "b")], NodeOutcome::Cancelled);
+    }
+
+    /// Work that outlives the drain bound after a cancellation is abandoned, not recorded.
+    #[tokio::test(start_paused = true)]
+    async fn running_work_is_abandoned_after_the_drain_bound() {
+        struct Slow;
+        impl Provider for Slow {
+            fn apply(&self, _: Arc<ResourceChange>) -> ProviderFuture {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(None)
+                })
+            }
+        }
+        let p = plan(vec![change("slow", Action::Create, &[])]);
+        let cancel = CancelFlag::default();
+        let flag = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            flag.cancel();
+        });
+        let mut recorded = 0;
+        let started = tokio::time::Instant::now();
+        let report = Executor { parallelism: 1, drain: Duration::from_secs(5) }
+            .run(&p, Arc::new(Slow), Arc::new(Quiet), cancel, |_, _| {
+                recorded += 1;
+                Ok(())
+            })
+            .await;
+        assert_eq!(recorded, 0);
+        assert_eq!(report.outcomes[&Address::new(Kind::Host, "slow")], NodeOutcome::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 }

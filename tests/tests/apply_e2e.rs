@@ -240,7 +240,11 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
 
     // The state moves on (a label changes), so the plan saved before is stale.
     site.write_clusterfile(&site.clusterfile(&format!("    {} disk=nvme\n", site.ip(3))));
-    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    let events = ok(&site.sealer(&["apply", "--auto-approve", "--json"], ""));
+    let events: Vec<Json> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let label = format!("label.{}", site.ip(3));
+    assert!(events.iter().any(|e| e["type"] == "apply_start" && e["address"] == label.as_str()), "{events:?}");
+    assert!(events.iter().any(|e| e["type"] == "apply_complete" && e["address"] == label.as_str() && e["action"] == "update"));
     let labels =
         &site.kubectl_nodes().into_iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"];
     assert_eq!(labels["disk"], "nvme");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::{
-    Action, Address, ApplyEvent, CancelFlag, Clusterfile, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
+    Action, Address, CancelFlag, Clusterfile, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
@@ -13,6 +13,7 @@ use sealer_providers::image::store::ImageStore;
 use sealer_state::SqliteStore;
 
 use crate::args::ApplyArgs;
+use crate::render::progress;
 use crate::{render, sealer_home, Context, Outcome};
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<Outcome> {
@@ -60,11 +61,16 @@ fn apply_locked(
         }
         None => sealer_engine::plan(graph, &state, &PlanOptions { targets, destroy: false })?,
     };
+    if args.json && !args.auto_approve && args.planfile.is_none() {
+        bail!("--json needs --auto-approve (or a saved plan): there is no one to answer the confirmation");
+    }
     if !plan.has_changes() {
-        println!("No changes. Cluster `{}` matches the Clusterfile.", cf.cluster.name);
+        if !args.json {
+            println!("No changes. Cluster `{}` matches the Clusterfile.", cf.cluster.name);
+        }
         return Ok(Outcome::Ok);
     }
-    if args.planfile.is_none() {
+    if args.planfile.is_none() && !args.json {
         print!("{}", render::human::plan(&plan, ctx.color));
         if !args.auto_approve && !confirm()? {
             bail!("apply cancelled");
@@ -99,9 +105,17 @@ fn apply_locked(
                 on_interrupt.cancel();
             }
         });
-        let executor = Executor { parallelism: args.parallelism };
+        let executor = Executor { parallelism: args.parallelism, drain: Duration::from_secs(60) };
+        let total = plan.changes.iter().filter(|c| c.action != Action::NoOp).count();
+        let reporter: Arc<dyn Reporter> = if args.json {
+            Arc::new(progress::JsonLines)
+        } else if !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Arc::new(progress::Bars::new(total))
+        } else {
+            Arc::new(progress::Lines)
+        };
         executor
-            .run(&plan, Arc::new(provider), Arc::new(LineReporter), cancel.clone(), |change, attributes| {
+            .run(&plan, Arc::new(provider), reporter, cancel.clone(), |change, attributes| {
                 let stored = attributes.map(|a| StoredResource {
                     address: change.address.clone(),
                     host: change.host,
@@ -124,9 +138,14 @@ fn apply_locked(
     let cancelled = report.count(|o| *o == NodeOutcome::Cancelled);
     let summary = format!("{applied} applied, {} failed, {skipped} skipped, {cancelled} cancelled", failed.len());
     store.record_history(lock, &summary)?;
-    println!("\nLogs of every command: {}", log_dir.display());
+    if !args.json {
+        println!("\nLogs of every command: {}", log_dir.display());
+    }
     if failed.is_empty() && skipped == 0 && cancelled == 0 {
         let s = plan.summary();
+        if args.json {
+            return Ok(Outcome::Ok);
+        }
         println!(
             "Apply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.",
             s.create, s.update, s.replace, s.delete
@@ -168,33 +187,4 @@ fn confirm() -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
     Ok(answer.trim() == "yes")
-}
-
-/// Progress as plain lines, one when a resource starts and one when it ends.
-struct LineReporter;
-
-impl Reporter for LineReporter {
-    fn event(&self, event: &ApplyEvent) {
-        match event {
-            ApplyEvent::Started { address, action } => println!("{address}: {}...", verb(*action).0),
-            ApplyEvent::Finished { address, action, outcome, elapsed } => match outcome {
-                NodeOutcome::Applied => {
-                    println!("{address}: {} complete after {:.1}s", verb(*action).1, elapsed.as_secs_f64())
-                }
-                NodeOutcome::Failed(e) => eprintln!("{address}: failed after {:.1}s: {e}", elapsed.as_secs_f64()),
-                NodeOutcome::Skipped { because } => eprintln!("{address}: skipped because `{because}` failed"),
-                NodeOutcome::Cancelled => eprintln!("{address}: not started (interrupted)"),
-            },
-        }
-    }
-}
-
-fn verb(action: Action) -> (&'static str, &'static str) {
-    match action {
-        Action::Create => ("Creating", "Creation"),
-        Action::Update => ("Modifying", "Modifications"),
-        Action::Replace => ("Replacing", "Replacement"),
-        Action::Delete => ("Destroying", "Destruction"),
-        Action::NoOp => ("Reading", "Read"),
-    }
 }

@@ -1,0 +1,123 @@
+//! Apply events for people (plain lines, or indicatif bars on a terminal) and for programs (JSON lines).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sealer_engine::{Action, ApplyEvent, NodeOutcome, Reporter};
+
+fn verb(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("Creating", "Creation"),
+        Action::Update => ("Modifying", "Modifications"),
+        Action::Replace => ("Replacing", "Replacement"),
+        Action::Delete => ("Destroying", "Destruction"),
+        Action::NoOp => ("Reading", "Read"),
+    }
+}
+
+fn finished_line(event: &ApplyEvent) -> Option<(bool, String)> {
+    let ApplyEvent::Finished { address, action, outcome, elapsed } = event else { return None };
+    let secs = elapsed.as_secs_f64();
+    Some(match outcome {
+        NodeOutcome::Applied => (true, format!("{address}: {} complete after {secs:.1}s", verb(*action).1)),
+        NodeOutcome::Failed(e) => (false, format!("{address}: failed after {secs:.1}s: {e}")),
+        NodeOutcome::Skipped { because } => (false, format!("{address}: skipped because `{because}` failed")),
+        NodeOutcome::Cancelled => (false, format!("{address}: not started (interrupted)")),
+    })
+}
+
+/// One line when a resource starts and one when it ends.
+pub struct Lines;
+
+impl Reporter for Lines {
+    fn event(&self, event: &ApplyEvent) {
+        match event {
+            ApplyEvent::Started { address, action } => println!("{address}: {}...", verb(*action).0),
+            finished => {
+                if let Some((ok, line)) = finished_line(finished) {
+                    if ok {
+                        println!("{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An overall bar and a spinner per running resource; finished resources print above them.
+pub struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    running: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new(total: usize) -> Self {
+        let multi = MultiProgress::new();
+        let overall = multi.add(ProgressBar::new(total as u64));
+        overall.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} resources")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Bars { multi, overall, running: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl Reporter for Bars {
+    fn event(&self, event: &ApplyEvent) {
+        match event {
+            ApplyEvent::Started { address, action } => {
+                let spinner = self.multi.insert_before(&self.overall, ProgressBar::new_spinner());
+                spinner.set_message(format!("{address}: {}", verb(*action).0));
+                spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+                if let Ok(mut running) = self.running.lock() {
+                    running.insert(address.to_string(), spinner);
+                }
+            }
+            ApplyEvent::Finished { address, .. } => {
+                if let Some(spinner) = self.running.lock().ok().and_then(|mut r| r.remove(&address.to_string())) {
+                    spinner.finish_and_clear();
+                    self.multi.remove(&spinner);
+                }
+                if let Some((_, line)) = finished_line(event) {
+                    let _ = self.multi.println(line);
+                }
+                self.overall.inc(1);
+            }
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        self.overall.finish_and_clear();
+    }
+}
+
+/// One JSON object per line: `{"type":"apply_start"|"apply_complete"|"apply_errored"|"skipped"|"cancelled", ...}`.
+pub struct JsonLines;
+
+impl Reporter for JsonLines {
+    fn event(&self, event: &ApplyEvent) {
+        let value = match event {
+            ApplyEvent::Started { address, action } => {
+                serde_json::json!({"type": "apply_start", "address": address.to_string(), "action": action.as_str()})
+            }
+            ApplyEvent::Finished { address, action, outcome, elapsed } => {
+                let (kind, detail) = match outcome {
+                    NodeOutcome::Applied => ("apply_complete", None),
+                    NodeOutcome::Failed(e) => ("apply_errored", Some(e.clone())),
+                    NodeOutcome::Skipped { because } => ("skipped", Some(format!("`{because}` failed"))),
+                    NodeOutcome::Cancelled => ("cancelled", None),
+                };
+                serde_json::json!({"type": kind, "address": address.to_string(), "action": action.as_str(),
+                                   "elapsed_seconds": elapsed.as_secs_f64(), "error": detail})
+            }
+        };
+        println!("{value}");
+    }
+}
