@@ -25,6 +25,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the cluster match the Clusterfile (or apply a saved plan)
     Apply(ApplyArgs),
+    /// Tear the cluster down: every resource in the state is deleted, dependents first
+    Destroy(DestroyArgs),
     /// Build a cluster image from a Kubefile into the local store
     Build(BuildArgs),
     /// List the cluster images of the local store
@@ -157,4 +159,20 @@ pub struct ImagesArgs {
     /// Print the images as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The Clusterfile (for the ssh credentials)
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are deleted at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
 }

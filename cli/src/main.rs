@@ -40,7 +40,22 @@ fn main() -> ExitCode {
     let ctx = Context { state_path: cli.state.unwrap_or_else(|| PathBuf::from(".sealer/state.db")), color };
     let result = match cli.command {
         Command::Plan(a) => commands::plan::run(&ctx, a),
-        Command::Apply(a) => commands::apply::run(&ctx, a),
+        Command::Apply(a) => commands::apply::run(&ctx, a, false),
+        Command::Destroy(a) => commands::apply::run(
+            &ctx,
+            args::ApplyArgs {
+                planfile: None,
+                file: a.file,
+                auto_approve: a.auto_approve,
+                parallelism: a.parallelism,
+                targets: Vec::new(),
+                strict_host_keys: false,
+                refresh: false,
+                no_progress: a.no_progress,
+                json: false,
+            },
+            true,
+        ),
         Command::Build(a) => commands::image::build(a),
         Command::Images(a) => commands::image::images(a),
         Command::Graph(a) => commands::graph::run(a),

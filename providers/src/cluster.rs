@@ -658,7 +658,11 @@ impl Inner {
             }
             Kind::KubeadmInit => self.run(ip, &self.with_image_path("kubeadm reset -f"), b"").await.map(|_| ()),
             Kind::Image => {
-                self.run(ip, &format!("rm -rf {}", quote(&cluster_dir(&self.ctx.cluster))), b"").await.map(|_| ())
+                let dir = quote(&cluster_dir(&self.ctx.cluster));
+                let names = [sealer_engine::kubeadm::REGISTRY_DOMAIN, sealer_engine::kubeadm::API_SERVER_DOMAIN];
+                let edits: Vec<String> =
+                    names.iter().map(|n| format!("-e {}", quote(&format!("/ {}$/d", n.replace('.', "\\."))))).collect();
+                self.run(ip, &format!("rm -rf {dir} && sed -i {} /etc/hosts", edits.join(" ")), b"").await.map(|_| ())
             }
             Kind::Registry => self.run(ip, "pkill -f /bin/registry; true", b"").await.map(|_| ()),
             // Labels and taints go with their node; hosts, hostnames, configs and guests leave nothing

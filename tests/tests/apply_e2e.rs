@@ -244,7 +244,9 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
     let events: Vec<Json> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let label = format!("label.{}", site.ip(3));
     assert!(events.iter().any(|e| e["type"] == "apply_start" && e["address"] == label.as_str()), "{events:?}");
-    assert!(events.iter().any(|e| e["type"] == "apply_complete" && e["address"] == label.as_str() && e["action"] == "update"));
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "apply_complete" && e["address"] == label.as_str() && e["action"] == "update"));
     let labels =
         &site.kubectl_nodes().into_iter().find(|n| n["metadata"]["name"] == "node-3").unwrap()["metadata"]["labels"];
     assert_eq!(labels["disk"], "nvme");
@@ -319,4 +321,63 @@ fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refu
     let fp = |k: &str| sealer_providers::transport::fingerprint(k.trim());
     assert!(err.contains(&format!("the host key of `{}` changed", site.ip(1))), "{err}");
     assert!(err.contains(&fp(&old)) && err.contains(&fp(&new)), "{err}");
+}
+
+#[test]
+fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    let full = site.clusterfile(&site.default_labels());
+    site.write_clusterfile(&full);
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    let (ip3, ip4) = (site.ip(3), site.ip(4));
+    let smaller = full
+        .replace(&format!("[{ip3}, {ip4}]"), &format!("[{ip3}]"))
+        .replace(&format!("    {ip4} node-4\n"), "")
+        .replace(&format!("    {ip4} disk=hdd\n"), "")
+        .replace(&format!("    {ip4} dedicated=db:NoSchedule"), &format!("    {ip3} dedicated=db:NoSchedule"));
+    site.write_clusterfile(&smaller);
+    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
+    let deletes: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "delete")
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert!(deletes.iter().all(|a| a.ends_with(&ip4)), "{deletes:?}");
+    assert!(
+        deletes.iter().position(|a| a.starts_with("kubeadm-join."))
+            < deletes.iter().position(|a| a.starts_with("image."))
+    );
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    let names: Vec<String> =
+        site.kubectl_nodes().iter().map(|n| n["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(!names.contains(&"node-4".to_string()));
+    let leftovers =
+        site.tb.exec(4, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[k]ubelet'; true");
+    assert_eq!(
+        String::from_utf8_lossy(&leftovers.stdout).trim(),
+        "",
+        "the removed host keeps sealer files or a kubelet"
+    );
+    let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+
+    let destroyed = ok(&site.sealer(&["destroy", "--auto-approve"], ""));
+    assert!(destroyed.contains("destroyed."), "{destroyed}");
+    for i in 0..4 {
+        let left = site.tb.exec(i, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; grep -E ' (sea.hub|apiserver.cluster.local)$' /etc/hosts; pgrep -f 'bin/([k]ubelet|[s]im-apiserver)'; true");
+        assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "host {i} is not clean");
+    }
+    assert_eq!(ok(&site.sealer(&["state", "list"], "")).trim(), "", "no resources are left in the state");
+    let history = sealer_engine::StateStore::history(
+        &sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap(),
+        "e2e",
+    )
+    .unwrap();
+    assert_eq!(history.len(), 3, "the history of applies is kept");
 }

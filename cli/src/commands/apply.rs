@@ -16,7 +16,8 @@ use crate::args::ApplyArgs;
 use crate::render::progress;
 use crate::{render, sealer_home, Context, Outcome};
 
-pub fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<Outcome> {
+/// Applies the Clusterfile (or a saved plan); with `destroy`, deletes everything the state holds.
+pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
     let targets = args
         .targets
         .iter()
@@ -27,7 +28,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<Outcome> {
     let mut store = SqliteStore::open(&ctx.state_path)?;
     let command: Vec<String> = std::env::args().collect();
     let lock = store.lock(&cf.cluster.name, &who(), std::process::id(), &command.join(" "))?;
-    let result = apply_locked(ctx, &args, &cf, &graph, targets, &mut store, &lock);
+    let result = apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, &mut store, &lock);
     let unlocked = store.unlock(&lock);
     let outcome = result?;
     unlocked?;
@@ -45,7 +46,7 @@ fn apply_locked(
     args: &ApplyArgs,
     cf: &Clusterfile,
     graph: &sealer_engine::ResourceGraph,
-    targets: Vec<Address>,
+    options: PlanOptions,
     store: &mut SqliteStore,
     lock: &LockInfo,
 ) -> anyhow::Result<Outcome> {
@@ -59,7 +60,7 @@ fn apply_locked(
             check_not_stale(&plan, &state)?;
             plan
         }
-        None => sealer_engine::plan(graph, &state, &PlanOptions { targets, destroy: false })?,
+        None => sealer_engine::plan(graph, &state, &options)?,
     };
     if args.json && !args.auto_approve && args.planfile.is_none() {
         bail!("--json needs --auto-approve (or a saved plan): there is no one to answer the confirmation");

@@ -35,42 +35,53 @@ fn print_diagnostics(diagnostics: &Diagnostics) {
     }
 }
 
-/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state.
+/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state. Hosts only the state
+/// still has (being removed) get the cluster-wide `spec.ssh` credentials and their recorded user and port.
 pub fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<std::net::IpAddr, SshTarget> {
     let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
         .iter()
         .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
         .find(|p| p.exists());
-    cf.cluster
-        .hosts
-        .iter()
-        .map(|h| {
-            let auth = match (&h.ssh.private_key, &h.ssh.password) {
-                (Some(pk), _) => SshAuth::Key {
-                    path: PathBuf::from(pk),
-                    passphrase: h.ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
-                },
-                (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
-                (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
-            };
-            let known = state.resources.get(&Address::new(Kind::Host, h.ip.to_string())).and_then(|r| {
-                match r.attributes.get("host_key") {
-                    Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
-                    _ => None,
-                }
-            });
-            let target = SshTarget {
-                ip: h.ip,
-                port: h.ssh.port,
-                user: h.ssh.user.clone(),
-                auth,
-                known_host_key: known,
-                strict_host_keys: strict,
-                connect_timeout: Duration::from_secs(10),
-            };
-            (h.ip, target)
-        })
-        .collect()
+    let target = |ip: std::net::IpAddr, ssh: &sealer_engine::clusterfile::Ssh| {
+        let auth = match (&ssh.private_key, &ssh.password) {
+            (Some(pk), _) => SshAuth::Key {
+                path: PathBuf::from(pk),
+                passphrase: ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
+            },
+            (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
+            (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
+        };
+        let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string())).map(|r| &r.attributes);
+        let known = recorded.and_then(|a| match a.get("host_key") {
+            Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
+            _ => None,
+        });
+        SshTarget {
+            ip,
+            port: ssh.port,
+            user: ssh.user.clone(),
+            auth,
+            known_host_key: known,
+            strict_host_keys: strict,
+            connect_timeout: Duration::from_secs(10),
+        }
+    };
+    let mut targets: BTreeMap<_, _> = cf.cluster.hosts.iter().map(|h| (h.ip, target(h.ip, &h.ssh))).collect();
+    for resource in state.resources.values().filter(|r| r.address.kind == Kind::Host) {
+        let Some(ip) = resource.host else { continue };
+        if targets.contains_key(&ip) {
+            continue;
+        }
+        let mut ssh = cf.cluster.ssh.clone();
+        if let Some(Value::Text(user)) = resource.attributes.get("ssh_user") {
+            ssh.user = user.clone();
+        }
+        if let Some(Value::Int(port)) = resource.attributes.get("ssh_port") {
+            ssh.port = u16::try_from(*port).unwrap_or(22);
+        }
+        targets.insert(ip, target(ip, &ssh));
+    }
+    targets
 }
 
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.

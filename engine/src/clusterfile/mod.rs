@@ -85,6 +85,8 @@ pub struct Cluster {
     pub pod_cidr: Option<String>,
     pub svc_cidr: Option<String>,
     pub cert_sans: Vec<String>,
+    /// The cluster-wide `spec.ssh`, for hosts the Clusterfile no longer lists (scale-down, destroy).
+    pub ssh: Ssh,
 }
 
 impl Cluster {

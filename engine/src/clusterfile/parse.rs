@@ -273,6 +273,7 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
         pod_cidr: None,
         svc_cidr: None,
         cert_sans: Vec::new(),
+        ssh: ssh.clone(),
     };
     let mut seen: HashMap<IpAddr, String> = HashMap::new();
     if v2 {
