@@ -15,6 +15,8 @@ use crate::image::store::StoredImage;
 use crate::shell::quote;
 use crate::transport::{ExecOutput, SshSession, SshTarget};
 
+const REGISTRY_PID: &str = "/run/sealer-registry.pid";
+
 /// Where a cluster lives on each host.
 pub fn cluster_dir(cluster: &str) -> String {
     format!("/var/lib/sealer/{cluster}")
@@ -384,17 +386,30 @@ impl Inner {
             .map(|_| ())
     }
 
+    /// Starts the image's registry (its `bin/registry`, serving the image's `registry/` directory) on the
+    /// first master, unless it already runs, and waits until it answers.
     async fn registry(&self, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let rootfs = self.rootfs();
-        let registry = format!("{rootfs}/bin/registry");
+        let binary = quote(&format!("{rootfs}/bin/registry"));
         let has_registry =
-            self.run(ip, &format!("test -x {} && echo yes || echo no", quote(&registry)), b"").await?.stdout_text();
-        if has_registry == "yes" {
-            let config = format!("{rootfs}/etc/registry.yml");
+            self.run(ip, &format!("test -x {binary} && echo yes || echo no"), b"").await?.stdout_text() == "yes";
+        if has_registry {
+            let port = sealer_engine::kubeadm::REGISTRY_PORT;
+            let config = format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {rootfs}/registry\nhttp:\n  addr: {ip}:{port}\n"
+            );
+            let config_path = quote(&format!("{rootfs}/etc/registry.yml"));
+            self.run(
+                ip,
+                &format!("mkdir -p {}/registry \"$(dirname {config_path})\" && cat > {config_path}", quote(&rootfs)),
+                config.as_bytes(),
+            )
+            .await?;
             let start = format!(
-                "pgrep -f {reg} >/dev/null || (setsid {reg} serve {cfg} >/var/log/sealer-registry.log 2>&1 </dev/null &)",
-                reg = quote(&registry),
-                cfg = quote(&config)
+                "if ! kill -0 \"$(cat {REGISTRY_PID} 2>/dev/null)\" 2>/dev/null; then \
+                   setsid {binary} serve {config_path} >/var/log/sealer-registry.log 2>&1 </dev/null & echo $! > {REGISTRY_PID}; fi; \
+                 for i in $(seq 100); do bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null && exit 0; sleep 0.1; done; \
+                 echo 'the registry did not answer on {ip}:{port}' >&2; exit 1"
             );
             self.run(ip, &start, b"").await?;
         }
@@ -664,7 +679,14 @@ impl Inner {
                     names.iter().map(|n| format!("-e {}", quote(&format!("/ {}$/d", n.replace('.', "\\."))))).collect();
                 self.run(ip, &format!("rm -rf {dir} && sed -i {} /etc/hosts", edits.join(" ")), b"").await.map(|_| ())
             }
-            Kind::Registry => self.run(ip, "pkill -f /bin/registry; true", b"").await.map(|_| ()),
+            Kind::Registry => self
+                .run(
+                    ip,
+                    &format!("kill \"$(cat {REGISTRY_PID} 2>/dev/null)\" 2>/dev/null; rm -f {REGISTRY_PID}; true"),
+                    b"",
+                )
+                .await
+                .map(|_| ()),
             // Labels and taints go with their node; hosts, hostnames, configs and guests leave nothing
             // that outlives the rootfs.
             _ => Ok(()),

@@ -143,6 +143,11 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     assert_eq!(node("node-4")["spec"]["taints"][0]["key"], "dedicated");
     assert!(node("master-1")["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_some());
 
+    // The image's registry (the real docker-registry) runs on the first master, reachable as sea.hub.
+    let v2 = site
+        .tb
+        .exec(3, "bash -c 'exec 3<>/dev/tcp/sea.hub/5000; printf \"GET /v2/ HTTP/1.0\\r\\n\\r\\n\" >&3; head -1 <&3'");
+    assert!(String::from_utf8_lossy(&v2.stdout).contains("200 OK"), "{}", String::from_utf8_lossy(&v2.stdout));
     let plan = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
     let logs_before = site.log_dirs();
