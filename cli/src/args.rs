@@ -64,6 +64,9 @@ pub struct PlanArgs {
     /// Plan the deletion of everything the state holds
     #[arg(long)]
     pub destroy: bool,
+    /// Only show what changed on the hosts outside of sealer (the state update a refresh would make)
+    #[arg(long, conflicts_with_all = ["destroy", "targets"])]
+    pub refresh_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,9 @@ pub struct ApplyArgs {
     /// Apply events as JSON lines (needs --auto-approve or a saved plan)
     #[arg(long)]
     pub json: bool,
+    /// Only record in the state what changed on the hosts outside of sealer; change nothing remote
+    #[arg(long, conflicts_with_all = ["planfile", "targets"])]
+    pub refresh_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                 refresh: false,
                 no_progress: a.no_progress,
                 json: false,
+                refresh_only: false,
             },
             true,
         ),

@@ -297,6 +297,38 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
     })
 }
 
+/// What a refresh found changed outside of sealer, as updates of the state only (`--refresh-only`):
+/// `before` is what was recorded, `after` what the hosts hold.
+pub fn refresh_only_plan(recorded: &State, observed: &State) -> Plan {
+    let changes = observed
+        .resources
+        .values()
+        .filter_map(|now| {
+            let was = recorded.resources.get(&now.address)?;
+            (was.attributes != now.attributes).then(|| ResourceChange {
+                address: now.address.clone(),
+                kind: now.address.kind,
+                host: now.host,
+                action: Action::Update,
+                reason: Reason::UpdateBecauseAttributesChanged,
+                before: Some(was.attributes.clone()),
+                after: Some(now.attributes.clone()),
+                replace_paths: Vec::new(),
+                depends_on: now.depends_on.clone(),
+            })
+        })
+        .collect();
+    Plan {
+        format_version: PLAN_FORMAT_VERSION.to_string(),
+        cluster: recorded.cluster.clone(),
+        lineage: recorded.lineage.clone(),
+        prior_serial: recorded.serial,
+        destroy: false,
+        targets: Vec::new(),
+        changes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +384,19 @@ mod tests {
         let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
         assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
+    }
+
+    #[test]
+    fn refresh_only_plans_list_exactly_what_changed_outside() {
+        let mut recorded = State::empty("c");
+        let a = stored(Kind::Hostname, attributes(&[("name", Value::text("m0"))]), ResourceStatus::Ready);
+        recorded.resources.insert(a.address.clone(), a.clone());
+        assert!(!refresh_only_plan(&recorded, &recorded).has_changes());
+        let mut observed = recorded.clone();
+        observed.resources.get_mut(&a.address).unwrap().attributes.insert("name".into(), Value::text("drifted"));
+        let p = refresh_only_plan(&recorded, &observed);
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(p.changes[0].after.as_ref().unwrap()["name"], Value::text("drifted"));
     }
 
     #[test]

@@ -170,6 +170,14 @@ fn fresh_apply_then_no_op_then_drift_restored() {
         .map(|c| c["address"].as_str().unwrap())
         .collect();
     assert_eq!(changed, [format!("hostname.{}", site.ip(1)), format!("label.{}", site.ip(3))]);
+    // --refresh-only records what the hosts hold, and changes nothing on them.
+    let seen = site.sealer(&["plan", "--refresh-only", "--detailed-exitcode"], "");
+    assert_eq!(seen.status.code(), Some(2), "{}", stderr(&seen));
+    assert!(stdout(&seen).contains("~ name = \"master-1\" -> \"drifted\""), "{}", stdout(&seen));
+    ok(&site.sealer(&["apply", "--refresh-only", "--auto-approve"], ""));
+    let recorded = ok(&site.sealer(&["state", "show", &format!("hostname.{}", site.ip(1))], ""));
+    assert!(recorded.contains("\"drifted\""), "{recorded}");
+    assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "drifted");
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "master-1");
     assert_eq!(

@@ -51,8 +51,12 @@ fn apply_locked(
     lock: &LockInfo,
 ) -> anyhow::Result<Outcome> {
     let mut state = store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
-    if args.refresh && args.planfile.is_none() {
+    let recorded = state.clone();
+    if (args.refresh || args.refresh_only) && args.planfile.is_none() {
         super::refresh(cf, &mut state, args.strict_host_keys)?;
+    }
+    if args.refresh_only {
+        return record_refresh(ctx, args, &recorded, &state, store, lock);
     }
     let plan = match &args.planfile {
         Some(path) => {
@@ -160,6 +164,34 @@ fn apply_locked(
         eprintln!("error: the state could not be written: {e}");
     }
     bail!("apply incomplete: {summary}; run `sealer apply` again to finish")
+}
+
+/// `--refresh-only`: what the hosts hold, recorded in the state; nothing remote changes.
+fn record_refresh(
+    ctx: &Context,
+    args: &ApplyArgs,
+    recorded: &State,
+    observed: &State,
+    store: &mut SqliteStore,
+    lock: &LockInfo,
+) -> anyhow::Result<Outcome> {
+    let plan = sealer_engine::refresh_only_plan(recorded, observed);
+    if !plan.has_changes() {
+        println!("No changes. The state matches what the hosts hold.");
+        return Ok(Outcome::Ok);
+    }
+    print!("{}", render::human::plan(&plan, ctx.color));
+    if !args.auto_approve && !confirm()? {
+        bail!("refresh cancelled");
+    }
+    for change in &plan.changes {
+        if let Some(resource) = observed.resources.get(&change.address) {
+            store.put_resource(lock, &change.address, Some(resource))?;
+        }
+    }
+    store.record_history(lock, &format!("refresh-only: {} resource(s) updated", plan.changes.len()))?;
+    println!("Refresh complete: {} resource(s) updated in the state.", plan.changes.len());
+    Ok(Outcome::Ok)
 }
 
 /// A saved plan applies only to the state it was made from (Terraform's "stale plan" rule).

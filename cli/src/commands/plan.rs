@@ -21,10 +21,15 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     }
     .unwrap_or_else(|| State::empty(&cf.cluster.name));
     let mut state = state;
-    if args.refresh {
+    let recorded = state.clone();
+    if args.refresh || args.refresh_only {
         super::refresh(&cf, &mut state, false)?;
     }
-    let plan = sealer_engine::plan(&graph, &state, &PlanOptions { targets, destroy: args.destroy })?;
+    let plan = if args.refresh_only {
+        sealer_engine::refresh_only_plan(&recorded, &state)
+    } else {
+        sealer_engine::plan(&graph, &state, &PlanOptions { targets, destroy: args.destroy })?
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         render::json::write_plan(&mut out, &plan).context("cannot write the plan")?;
