@@ -612,8 +612,24 @@ impl Inner {
             "CLUSTERCHECK" => self.wait_ready().await?,
             "ETCD" => return Err("the ETCD plugin (etcd snapshots) is not implemented yet".into()),
             other => {
-                let context = serde_json::json!({"cluster": self.ctx.cluster, "host": ip.to_string(), "phase": text(after, "phase"), "data": data});
+                // An out-of-tree plugin describes itself; one that does not run at this phase is refused.
                 let exe = quote(&format!("{}/plugins/{other}", self.rootfs()));
+                let phase = text(after, "phase").unwrap_or_default();
+                let described = self.run(ip, &format!("{exe} --config"), b"").await?.stdout_text();
+                let config: serde_json::Value = serde_json::from_str(&described)
+                    .map_err(|e| format!("plugin `{other}` on `{ip}` printed no JSON for --config: {e}"))?;
+                let phases: Vec<&str> = config["phases"]
+                    .as_array()
+                    .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                if !phases.contains(&phase.as_str()) {
+                    return Err(format!("plugin `{other}` runs at {}, not at {phase}", phases.join(", ")));
+                }
+                let env = match after.get("env") {
+                    Some(Value::Map(m)) => serde_json::json!(m),
+                    _ => serde_json::json!({}),
+                };
+                let context = serde_json::json!({"cluster": self.ctx.cluster, "host": ip.to_string(), "phase": phase, "data": data, "env": env});
                 self.run(ip, &self.with_image_path(&format!("{prefix}exec {exe}")), context.to_string().as_bytes())
                     .await?;
             }

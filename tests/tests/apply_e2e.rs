@@ -67,7 +67,8 @@ impl Site {
              apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: labels\nspec:\n  type: LABEL\n  action: PostInstall\n  data: |\n{labels}---\n\
              apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: taints\nspec:\n  type: TAINT\n  action: PostInstall\n  data: |\n    {n1} dedicated=db:NoSchedule\n---\n\
              apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: greet\nspec:\n  type: SHELL\n  action: PreInit\n  on: node\n  data: |\n    echo \"$GREETING from $(hostname)\" > /root/greeting\n---\n\
-             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: ready\nspec:\n  type: CLUSTERCHECK\n  action: PreGuest\n",
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: ready\nspec:\n  type: CLUSTERCHECK\n  action: PreGuest\n---\n\
+             apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: context\nspec:\n  type: record-context\n  action: PostJoin\n  on: {n1}\n  data: some data\n",
             key = self.tb.key.display(),
             masters = ips[..3].join(", "),
             nodes = ips[3..].join(", "),
@@ -130,6 +131,14 @@ fn fresh_apply_then_no_op_then_drift_restored() {
         let name = String::from_utf8(site.tb.exec(i, "hostname").stdout).unwrap();
         assert_eq!(name.trim(), if i < 3 { format!("master-{i}") } else { format!("node-{i}") });
     }
+    let context: Json =
+        serde_json::from_slice(&site.tb.exec(4, "cat /var/lib/sealer-plugins/record-context.json").stdout).unwrap();
+    assert_eq!(
+        (context["phase"].as_str(), context["data"].as_str()),
+        (Some("PostJoin"), Some("some data")),
+        "{context}"
+    );
+    assert_eq!(context["env"]["GREETING"], "hello");
     let greeting = String::from_utf8(site.tb.exec(3, "cat /root/greeting").stdout).unwrap();
     assert_eq!(greeting.trim(), "hello from node-3", "env reaches shell plugins, after the hostname was set");
     let nodes = site.kubectl_nodes();
@@ -350,7 +359,8 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
         .replace(&format!("[{ip3}, {ip4}]"), &format!("[{ip3}]"))
         .replace(&format!("    {ip4} node-4\n"), "")
         .replace(&format!("    {ip4} disk=hdd\n"), "")
-        .replace(&format!("    {ip4} dedicated=db:NoSchedule"), &format!("    {ip3} dedicated=db:NoSchedule"));
+        .replace(&format!("    {ip4} dedicated=db:NoSchedule"), &format!("    {ip3} dedicated=db:NoSchedule"))
+        .replace(&format!("on: {ip4}"), &format!("on: {ip3}"));
     site.write_clusterfile(&smaller);
     let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
     let deletes: Vec<&str> = plan["changes"]
