@@ -103,3 +103,36 @@ async fn wrong_password_unreachable_host_and_changed_host_key_are_clear_errors()
     known.strict_host_keys = true;
     assert!(SshSession::connect(known).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_root_users_run_commands_through_sudo() {
+    if !testbed_available() {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/sudo").exists() {
+        assert!(std::env::var("CI").is_err(), "CI must install sudo");
+        return;
+    }
+    let tb = Testbed::up(1);
+    let setup = tb.exec(
+        0,
+        "useradd -m -s /bin/sh ops && echo 'ops:Ops-Sudo-Pw-55' | chpasswd && echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops && \
+         useradd -m -s /bin/sh -p '*' dev && mkdir -p /home/dev/.ssh && cp /root/.ssh/authorized_keys /home/dev/.ssh/ && \
+         chown -R dev:dev /home/dev/.ssh && chmod 700 /home/dev/.ssh && echo 'dev ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/dev",
+    );
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    // Password sudo: the password goes to `sudo -S` on stdin, ahead of the command's own stdin.
+    let mut ops = target(&tb, 0, SshAuth::Password("Ops-Sudo-Pw-55".into()));
+    ops.user = "ops".into();
+    let s = SshSession::connect(ops).await.unwrap();
+    let out = s.exec("id -u; cat", b"payload", T).await.unwrap();
+    assert_eq!((out.status, out.stdout_text()), (0, "0\npayload".to_string()), "{}", out.stderr_text());
+    // Passwordless sudo with a key: commands run in a long-lived root shell.
+    let mut dev = target(&tb, 0, key(&tb));
+    dev.user = "dev".into();
+    let s = SshSession::connect(dev).await.unwrap();
+    for _ in 0..3 {
+        let out = s.exec("id -u", b"", T).await.unwrap();
+        assert_eq!((out.status, out.stdout_text()), (0, "0".to_string()), "{}", out.stderr_text());
+    }
+}
