@@ -404,3 +404,58 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
     .unwrap();
     assert_eq!(history.len(), 3, "the history of applies is kept");
 }
+
+#[test]
+fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(5);
+    let ip4 = site.ip(4);
+    let text = site.clusterfile(&site.default_labels()).replace("action: PreInit\n  on: node", "action: PreJoin\n  on: node")
+        + &format!(
+            "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: slow\nspec:\n  type: SHELL\n  \
+             action: PreJoin\n  on: {ip4}\n  data: touch /run/slow-started; sleep 5\n"
+        );
+    site.write_clusterfile(&text);
+    let child = Command::new(sealer_bin())
+        .args(["apply", "--auto-approve"])
+        .current_dir(site.path())
+        .env("SEALER_HOME", site.path().join("home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !site.tb.exec(4, "test -e /run/slow-started").status.success() {
+        assert!(started.elapsed().as_secs() < 90, "the slow step never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(site.tb.exec(4, "pkill -KILL sshd").status.success(), "sshd and its sessions are gone");
+    let failed = child.wait_with_output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let err = stderr(&failed);
+    assert!(err.contains(&format!("on `{ip4}`")) || err.contains(&format!("to `{ip4}`")), "{err}");
+    let list = ok(&site.sealer(&["state", "list"], ""));
+    assert!(list.contains(&format!("kubeadm-join.{}", site.ip(3))), "{list}");
+    assert!(
+        !list.contains(&format!("plugin.slow.PreJoin.{ip4}")) && !list.contains(&format!("kubeadm-join.{ip4}")),
+        "{list}"
+    );
+
+    site.tb.start_sshd(4);
+    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
+    let todo: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        todo.iter().all(|a| a.ends_with(&ip4) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
+        "{todo:?}"
+    );
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert_eq!(site.kubectl_nodes().len(), 5);
+}
