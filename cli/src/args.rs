@@ -31,6 +31,20 @@ pub enum Command {
     Build(BuildArgs),
     /// List the cluster images of the local store
     Images(ImagesArgs),
+    /// Push an image of the local store to its registry
+    Push(RegistryArgs),
+    /// Pull an image from its registry into the local store
+    Pull(RegistryArgs),
+    /// Give an image of the local store another name
+    Tag(TagArgs),
+    /// Remove an image from the local store
+    Rmi(RmiArgs),
+    /// Show an image's configuration
+    Inspect(NameArg),
+    /// Store credentials for a registry ($SEALER_HOME/auth.json, mode 0600)
+    Login(LoginArgs),
+    /// Forget the credentials of a registry
+    Logout(RegistryHostArg),
     /// Print the resource graph of a Clusterfile as Graphviz DOT
     Graph(GraphArgs),
     /// Read the state
@@ -181,4 +195,48 @@ pub struct DestroyArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// The image, e.g. `127.0.0.1:5000/sim/kubernetes:v1.22.15`
+    pub name: String,
+    /// Plain HTTP (implied for 127.0.0.1 and localhost)
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    pub name: String,
+    /// Remove it even when a cluster in the state uses it
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry, e.g. `registry.example.com:5000`
+    pub registry: String,
+    #[arg(short = 'u', long)]
+    pub username: String,
+    /// Read the password from standard input (it is never taken from the command line)
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryHostArg {
+    pub registry: String,
 }

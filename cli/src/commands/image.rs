@@ -1,10 +1,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
+use sealer_engine::{Kind, StateStore, Value};
+use sealer_providers::image::credentials::Credentials;
+use sealer_providers::image::oci::{self, RegistryOptions};
 use sealer_providers::image::store::ImageStore;
+use sealer_state::SqliteStore;
 
-use crate::args::{BuildArgs, ImagesArgs};
-use crate::{sealer_home, Outcome};
+use crate::args::{BuildArgs, ImagesArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, TagArgs};
+use crate::{sealer_home, Context, Outcome};
 
 pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
     let mut build_args = BTreeMap::new();
@@ -27,6 +31,83 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<Outcome> {
         for i in images {
             println!("{:<50} {}", i.name, i.digest);
         }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {
+    let registry = oci::registry_of(name)?;
+    Ok(RegistryOptions { insecure, credentials: Credentials::new(&sealer_home()).get(&registry)? })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
+    let store = ImageStore::new(&sealer_home());
+    let opts = registry_options(&args.name, args.insecure)?;
+    let digest = runtime()?.block_on(oci::push(&store, &args.name, &opts))?;
+    println!("pushed {} {digest}", args.name);
+    Ok(Outcome::Ok)
+}
+
+pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
+    let store = ImageStore::new(&sealer_home());
+    let opts = registry_options(&args.name, args.insecure)?;
+    let (config, manifest_digest) = runtime()?.block_on(oci::pull(&store, &args.name, &opts))?;
+    println!("pulled {} {manifest_digest} (rootfs {})", config.name, config.digest);
+    Ok(Outcome::Ok)
+}
+
+pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
+    ImageStore::new(&sealer_home()).tag(&args.source, &args.target)?;
+    Ok(Outcome::Ok)
+}
+
+/// Refuses to remove an image a cluster in the state was installed from, unless `--force`.
+pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
+    if !args.force {
+        if let Some(state) = SqliteStore::open_read_only(&ctx.state_path)? {
+            for cluster in state.clusters()? {
+                let Some(s) = state.load(&cluster)? else { continue };
+                let uses = s.resources.values().any(|r| {
+                    r.address.kind == Kind::Image && r.attributes.get("image") == Some(&Value::Text(args.name.clone()))
+                });
+                if uses {
+                    bail!("image `{}` is in use by cluster `{cluster}`; remove it with --force", args.name);
+                }
+            }
+        }
+    }
+    ImageStore::new(&sealer_home()).remove(&args.name)?;
+    println!("removed {}", args.name);
+    Ok(Outcome::Ok)
+}
+
+pub fn inspect(args: NameArg) -> anyhow::Result<Outcome> {
+    let image = ImageStore::new(&sealer_home()).get(&args.name)?;
+    println!("{}", serde_json::to_string_pretty(&image.config)?);
+    Ok(Outcome::Ok)
+}
+
+pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Credentials::new(&sealer_home()).login(&args.registry, &args.username, password)?;
+    println!("Login Succeeded (credentials stored for {})", args.registry);
+    Ok(Outcome::Ok)
+}
+
+pub fn logout(args: RegistryHostArg) -> anyhow::Result<Outcome> {
+    if Credentials::new(&sealer_home()).logout(&args.registry)? {
+        println!("Removed login credentials for {}", args.registry);
+    } else {
+        println!("Not logged in to {}", args.registry);
     }
     Ok(Outcome::Ok)
 }

@@ -1,4 +1,6 @@
 //! Cluster images: the Kubefile and the local image store.
 
+pub mod credentials;
 pub mod kubefile;
+pub mod oci;
 pub mod store;

@@ -112,11 +112,8 @@ impl ImageStore {
         let text = fs::read_to_string(kubefile).map_err(io(kubefile))?;
         let steps =
             kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
-        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-        let work = self.root.join(format!(".build-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&work);
+        let work = self.work_dir()?;
         let rootfs = work.join("rootfs");
-        fs::create_dir_all(&rootfs).map_err(io(&work))?;
         let result = self.run_steps(&steps, &file, context, &rootfs, name, &mut say);
         let config = match result {
             Ok(config) => config,
@@ -125,21 +122,58 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        let config = self.commit(&work, config)?;
+        say(&format!("built {name} {}", config.digest));
+        Ok(config)
+    }
+
+    /// A fresh directory for assembling an image before [`ImageStore::commit`].
+    pub fn work_dir(&self) -> Result<PathBuf, ImageError> {
+        let work = self.root.join(format!(".work-{}-{}", std::process::id(), self.next_work()));
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(work.join("rootfs")).map_err(io(&work))?;
+        Ok(work)
+    }
+
+    fn next_work(&self) -> u64 {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Seals `work/rootfs` as image `config.name`: computes the manifest and digest, then replaces any
+    /// image of that name in one rename, so a failed build or pull leaves the store as it was.
+    pub fn commit(&self, work: &Path, config: ImageConfig) -> Result<ImageConfig, ImageError> {
+        let rootfs = work.join("rootfs");
         let manifest = manifest(&rootfs).map_err(io(&rootfs))?;
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
-        fs::write(work.join("manifest"), &manifest).map_err(io(&work))?;
+        fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
         let json = serde_json::to_string_pretty(&config)
-            .map_err(|e| ImageError::Io { path: file.clone(), message: e.to_string() })?;
-        fs::write(work.join("image.json"), json).map_err(io(&work))?;
-        let dest = self.dir_for(name);
-        let old = self.root.join(format!(".old-{}", std::process::id()));
+            .map_err(|e| ImageError::Io { path: work.display().to_string(), message: e.to_string() })?;
+        fs::write(work.join("image.json"), json).map_err(io(work))?;
+        let dest = self.dir_for(&config.name);
+        let old = self.root.join(format!(".old-{}-{}", std::process::id(), self.next_work()));
         if dest.exists() {
             fs::rename(&dest, &old).map_err(io(&dest))?;
         }
-        fs::rename(&work, &dest).map_err(io(&dest))?;
+        fs::rename(work, &dest).map_err(io(&dest))?;
         let _ = fs::remove_dir_all(&old);
-        say(&format!("built {name} {}", config.digest));
         Ok(config)
+    }
+
+    /// A second name for an image (a copy: images are small directories and names are independent).
+    pub fn tag(&self, source: &str, target: &str) -> Result<ImageConfig, ImageError> {
+        let image = self.get(source)?;
+        let work = self.work_dir()?;
+        copy_tree(&image.rootfs, &work.join("rootfs")).map_err(io(&work))?;
+        self.commit(&work, ImageConfig { name: target.to_string(), ..image.config })
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), ImageError> {
+        let dir = self.dir_for(name);
+        if !dir.join("image.json").exists() {
+            return Err(ImageError::NotFound(name.to_string()));
+        }
+        fs::remove_dir_all(&dir).map_err(io(&dir))
     }
 
     fn run_steps(

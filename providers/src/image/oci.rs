@@ -1,0 +1,196 @@
+//! Cluster images as OCI images in real registries: the rootfs is one tar layer, and the config is a
+//! standard OCI image config whose labels carry what install needs (so `skopeo inspect` and other OCI
+//! clients read it too). Pulls verify every blob against its digest.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::{IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+
+use super::store::{ImageConfig, ImageError, ImageStore, IMAGE_FORMAT_VERSION};
+
+/// Sealer's own label (as sealer writes it): JSON with the image type and its launch commands.
+pub const SEALER_EXTENSION_LABEL: &str = "sealer.image.extension";
+const CMDS_LABEL: &str = "sealer.io/cmds";
+const FORMAT_LABEL: &str = "sealer.io/image-format-version";
+
+pub struct RegistryOptions {
+    /// Plain HTTP (always for 127.0.0.1 and localhost).
+    pub insecure: bool,
+    /// Basic-auth credentials; never printed.
+    pub credentials: Option<(String, String)>,
+}
+
+fn oci_error(what: &str, name: &str) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError {
+    let (what, name) = (what.to_string(), name.to_string());
+    move |e| ImageError::Io { path: name.clone(), message: format!("{what}: {e}") }
+}
+
+/// The registry an image name points at (`docker.io` when it names none).
+pub fn registry_of(name: &str) -> Result<String, ImageError> {
+    Ok(reference(name)?.resolve_registry().to_string())
+}
+
+fn reference(name: &str) -> Result<Reference, ImageError> {
+    name.parse::<Reference>()
+        .map_err(|e| ImageError::Io { path: name.to_string(), message: format!("not an image reference: {e}") })
+}
+
+fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
+    let registry = reference.resolve_registry().to_string();
+    let local = registry.starts_with("127.0.0.1") || registry.starts_with("localhost");
+    let protocol = if opts.insecure || local { ClientProtocol::Http } else { ClientProtocol::Https };
+    Client::new(ClientConfig { protocol, ..Default::default() })
+}
+
+fn auth(opts: &RegistryOptions) -> RegistryAuth {
+    match &opts.credentials {
+        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The rootfs as a reproducible tar (sorted, fixed times and owners): an unchanged rootfs always gives
+/// the same layer digest.
+fn layer(rootfs: &Path) -> Result<Vec<u8>, ImageError> {
+    let out = std::process::Command::new("tar")
+        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .map_err(|e| ImageError::Io { path: rootfs.display().to_string(), message: format!("cannot run tar: {e}") })?;
+    if !out.status.success() {
+        return Err(ImageError::Io {
+            path: rootfs.display().to_string(),
+            message: String::from_utf8_lossy(&out.stderr).into(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn oci_config(config: &ImageConfig, diff_id: &str) -> serde_json::Value {
+    let mut labels = config.labels.clone();
+    labels.insert(FORMAT_LABEL.into(), config.format_version.clone());
+    labels.insert(CMDS_LABEL.into(), serde_json::to_string(&config.cmds).unwrap_or_default());
+    let extension = serde_json::json!({"type": "kube-installer", "launch": {"cmds": config.cmds}, "env": config.env});
+    labels.insert(SEALER_EXTENSION_LABEL.into(), extension.to_string());
+    let env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    serde_json::json!({
+        "architecture": arch(),
+        "os": "linux",
+        "config": {"Env": env, "Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    })
+}
+
+/// Reads our labels back, and sealer's own `sealer.image.extension` for images sealer built.
+fn image_config(name: &str, oci: &serde_json::Value) -> ImageConfig {
+    let labels: BTreeMap<String, String> = oci["config"]["Labels"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+        .unwrap_or_default();
+    let extension: serde_json::Value =
+        labels.get(SEALER_EXTENSION_LABEL).and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
+    let cmds: Vec<String> = labels
+        .get(CMDS_LABEL)
+        .and_then(|c| serde_json::from_str(c).ok())
+        .or_else(|| {
+            extension["launch"]["cmds"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+        })
+        .unwrap_or_default();
+    let env: BTreeMap<String, String> = oci["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|e| e.as_str()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+        })
+        .unwrap_or_default();
+    ImageConfig {
+        format_version: labels.get(FORMAT_LABEL).cloned().unwrap_or_else(|| IMAGE_FORMAT_VERSION.into()),
+        name: name.to_string(),
+        digest: String::new(),
+        base: None,
+        cmds,
+        env,
+        labels: labels
+            .into_iter()
+            .filter(|(k, _)| k != CMDS_LABEL && k != FORMAT_LABEL && k != SEALER_EXTENSION_LABEL)
+            .collect(),
+    }
+}
+
+/// Pushes image `name` of the local store to the registry its name points at; returns the manifest digest.
+pub async fn push(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Result<String, ImageError> {
+    let image = store.get(name)?;
+    let reference = reference(name)?;
+    let data = layer(&image.rootfs)?;
+    let diff_id = format!("sha256:{:x}", Sha256::digest(&data));
+    let config = serde_json::to_vec(&oci_config(&image.config, &diff_id))
+        .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
+    let client = client(&reference, opts);
+    let auth = auth(opts);
+    client
+        .push(&reference, &[ImageLayer::oci_v1(data, None)], Config::oci_v1(config, None), &auth, None)
+        .await
+        .map_err(oci_error("push", name))?;
+    let (_, digest) =
+        client.pull_image_manifest(&reference, &auth).await.map_err(oci_error("reading the pushed manifest", name))?;
+    Ok(digest)
+}
+
+/// Pulls `name` into the local store; every blob is checked against its digest, and the store changes
+/// only when the whole image arrived.
+pub async fn pull(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Result<(ImageConfig, String), ImageError> {
+    let reference = reference(name)?;
+    let client = client(&reference, opts);
+    let data = client
+        .pull(&reference, &auth(opts), vec![IMAGE_LAYER_MEDIA_TYPE, oci_client::manifest::IMAGE_LAYER_GZIP_MEDIA_TYPE])
+        .await
+        .map_err(oci_error("pull", name))?;
+    if data.config.media_type != IMAGE_CONFIG_MEDIA_TYPE {
+        return Err(ImageError::Io {
+            path: name.to_string(),
+            message: format!("config media type `{}` is not an OCI image config", data.config.media_type),
+        });
+    }
+    let oci: serde_json::Value = serde_json::from_slice(&data.config.data)
+        .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
+    let work = store.work_dir()?;
+    for layer in &data.layers {
+        let gzip = layer.media_type.ends_with("gzip");
+        let mut child = std::process::Command::new("tar")
+            .args(if gzip { ["-xzf", "-"] } else { ["-xf", "-"] })
+            .arg("-C")
+            .arg(work.join("rootfs"))
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| ImageError::Io { path: name.to_string(), message: format!("cannot run tar: {e}") })?;
+        let written = child.stdin.take().map(|mut i| i.write_all(&layer.data));
+        let out =
+            child.wait_with_output().map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
+        if !out.status.success() || !matches!(written, Some(Ok(()))) {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(ImageError::Io {
+                path: name.to_string(),
+                message: format!("layer does not unpack: {}", String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+    }
+    let config = store.commit(&work, image_config(name, &oci))?;
+    Ok((config, data.digest.unwrap_or_default()))
+}

@@ -1,0 +1,176 @@
+//! Cluster images: Kubefile errors, and push/pull against a real distribution registry (Debian's
+//! docker-registry), cross-checked with skopeo.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+
+use sealer_tests::{repo_root, sealer_bin, stderr, stdout};
+
+fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(sealer_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SEALER_HOME", home)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", stdout(out), stderr(out));
+    stdout(out)
+}
+
+#[test]
+fn kubefile_errors_name_the_line_and_leave_the_store_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    let good = "FROM scratch\nCOPY a.txt etc/\n";
+    std::fs::write(dir.path().join("Kubefile"), good).unwrap();
+    ok(&sealer(&home, dir.path(), &["build", "-t", "good:1", "."]));
+    let before = ok(&sealer(&home, dir.path(), &["images"]));
+    let cases = [
+        ("FROM scratch\nFETCH x\n", "line 2: `FETCH`: unknown instruction"),
+        ("FROM scratch\nCOPY missing.txt etc/\n", "line 2: COPY source `missing.txt` does not exist"),
+        ("FROM nothing:here\n", "line 1: image `nothing:here` is not in the local store"),
+        ("ARG\nFROM scratch\n", "line 1: `ARG`: needs an argument"),
+        ("FROM scratch\nRUN exit 3\n", "line 2: RUN failed"),
+    ];
+    for (kubefile, expected) in cases {
+        std::fs::write(dir.path().join("Kubefile"), kubefile).unwrap();
+        let out = sealer(&home, dir.path(), &["build", "-t", "good:1", "."]);
+        assert_eq!(out.status.code(), Some(1), "{kubefile}");
+        assert!(stderr(&out).contains(expected), "{kubefile}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"));
+        assert_eq!(ok(&sealer(&home, dir.path(), &["images"])), before, "{kubefile}: the store changed");
+        let inspect = ok(&sealer(&home, dir.path(), &["inspect", "good:1"]));
+        assert!(inspect.contains("\"name\": \"good:1\""));
+    }
+    // Unchanged content builds to the same digest.
+    std::fs::write(dir.path().join("Kubefile"), good).unwrap();
+    ok(&sealer(&home, dir.path(), &["build", "-t", "again:1", "."]));
+    let digest = |name: &str| {
+        let v: serde_json::Value = serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", name]))).unwrap();
+        v["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(digest("good:1"), digest("again:1"));
+}
+
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !Path::new("/usr/bin/docker-registry").exists() {
+            assert!(std::env::var("CI").is_err(), "CI must install docker-registry");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let storage = tempfile::tempdir().unwrap();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Registry { child, port, storage });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(text: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    v[key].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
+    let Some(registry) = Registry::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let context = repo_root().join("examples/images/simulated-k8s");
+    ok(&sealer(&home, dir.path(), &["build", "-t", "sim/kubernetes:v1.22.15", context.to_str().unwrap()]));
+    let name = format!("127.0.0.1:{}/sim/kubernetes:v1.22.15", registry.port);
+    ok(&sealer(&home, dir.path(), &["tag", "sim/kubernetes:v1.22.15", &name]));
+    let local = ok(&sealer(&home, dir.path(), &["inspect", &name]));
+    let pushed = ok(&sealer(&home, dir.path(), &["push", &name]));
+    let manifest_digest = pushed.split_whitespace().last().unwrap().to_string();
+    assert!(manifest_digest.starts_with("sha256:"), "{pushed}");
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains(&name));
+    let pulled = ok(&sealer(&home, dir.path(), &["pull", &name]));
+    assert!(pulled.contains(&manifest_digest), "{pulled}");
+    let back = ok(&sealer(&home, dir.path(), &["inspect", &name]));
+    assert_eq!(field(&back, "digest"), field(&local, "digest"), "the rootfs came back identical");
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&local).unwrap(), serde_json::from_str(&back).unwrap());
+    assert_eq!((&a["cmds"], &a["env"], &a["labels"]), (&b["cmds"], &b["env"], &b["labels"]));
+
+    // A third-party client reads the same image.
+    if Path::new("/usr/bin/skopeo").exists() {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &format!("docker://{name}")])
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["Digest"], manifest_digest.as_str());
+        let extension: serde_json::Value =
+            serde_json::from_str(v["Labels"]["sealer.image.extension"].as_str().unwrap()).unwrap();
+        assert_eq!(extension["launch"]["cmds"][0], "kubectl apply -f manifests/hello.yaml");
+    } else {
+        assert!(std::env::var("CI").is_err(), "CI must install skopeo");
+    }
+
+    // Tamper with the layer blob in the registry's storage: the pull is refused and the store unchanged.
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    let blobs = registry.storage.path().join("data/docker/registry/v2/blobs/sha256");
+    let mut biggest: Option<(u64, std::path::PathBuf)> = None;
+    for prefix in std::fs::read_dir(&blobs).unwrap().flatten() {
+        for blob in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let data = blob.path().join("data");
+            let len = std::fs::metadata(&data).unwrap().len();
+            if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
+                biggest = Some((len, data));
+            }
+        }
+    }
+    let (_, layer) = biggest.unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let refused = sealer(&home, dir.path(), &["pull", &name]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).to_lowercase().contains("digest"), "{}", stderr(&refused));
+    assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains(&name), "a tampered image reached the store");
+}
