@@ -15,7 +15,9 @@ use crate::source_map::{self, DocumentPositions};
 
 const CLUSTER_V2: &str = "sealer.cloud/v2";
 const CLUSTER_V1: &str = "sealer.aliyun.com/v1alpha1";
-const SEALER_API_VERSIONS: &[&str] = &[CLUSTER_V1, CLUSTER_V2, "sealer.io/v1"];
+/// Later sealer releases name the same v2 Cluster form `sealer.io/v2`.
+const CLUSTER_V2_SEALER_IO: &str = "sealer.io/v2";
+const SEALER_API_VERSIONS: &[&str] = &[CLUSTER_V1, CLUSTER_V2, CLUSTER_V2_SEALER_IO, "sealer.io/v1"];
 const DEFAULT_CLUSTER_NAME: &str = "my-cluster";
 
 /// A Clusterfile that has no errors, with the warnings found on the way.
@@ -229,13 +231,13 @@ fn metadata_name(r: &mut DocReader<'_>, doc: &Value) -> Option<String> {
 
 fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option<Cluster> {
     let v2 = match api_version {
-        CLUSTER_V2 => true,
+        CLUSTER_V2 | CLUSTER_V2_SEALER_IO => true,
         CLUSTER_V1 => false,
         other => {
             r.error(
                 "apiVersion",
                 Some(other),
-                format!("unknown apiVersion for kind `Cluster`; expected `{CLUSTER_V2}` or `{CLUSTER_V1}`"),
+                format!("unknown apiVersion for kind `Cluster`; expected `{CLUSTER_V2}`, `{CLUSTER_V2_SEALER_IO}` or `{CLUSTER_V1}`"),
             );
             return None;
         }

@@ -217,3 +217,10 @@ fn unknown_fields_are_warnings_not_errors() {
     let p = parse("Clusterfile", &text).unwrap();
     assert!(p.warnings.0.iter().any(|w| w.location.field.as_deref() == Some("spec.imagee")));
 }
+
+#[test]
+fn sealer_io_v2_is_the_same_cluster_form() {
+    let text = cluster(TWO_HOSTS).replace("sealer.cloud/v2", "sealer.io/v2");
+    let c = parse("Clusterfile", &text).unwrap().clusterfile.cluster;
+    assert_eq!(c.hosts.len(), 2);
+}
