@@ -169,6 +169,12 @@ pub struct BuildArgs {
     /// ARG values (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// Platforms of the container images to carry (`linux/amd64`, repeatable; default all)
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<String>,
+    /// Pull container images over plain HTTP (implied for 127.0.0.1 and localhost)
+    #[arg(long)]
+    pub insecure: bool,
     /// The build context
     #[arg(default_value = ".")]
     pub context: PathBuf,

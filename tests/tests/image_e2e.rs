@@ -66,6 +66,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Option<Registry> {
+        Registry::serving(None)
+    }
+
+    /// A registry serving `root` (a registry storage directory), or fresh storage.
+    fn serving(root: Option<&Path>) -> Option<Registry> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             assert!(std::env::var("CI").is_err(), "CI must install docker-registry");
             return None;
@@ -76,8 +81,8 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().display()
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
             ),
         )
         .unwrap();
@@ -173,4 +178,49 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).to_lowercase().contains("digest"), "{}", stderr(&refused));
     assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains(&name), "a tampered image reached the store");
+}
+
+#[test]
+fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them() {
+    let Some(source) = Registry::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // Two small container images in the source registry (sealer images are valid OCI images).
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    std::fs::write(dir.path().join("Kubefile"), "FROM scratch\nCOPY f f\n").unwrap();
+    let app1 = format!("127.0.0.1:{}/library/app1:1.0", source.port);
+    let app2 = format!("127.0.0.1:{}/team/app2:2.0", source.port);
+    let mut digests = Vec::new();
+    for name in [&app1, &app2] {
+        ok(&sealer(&home, dir.path(), &["build", "-t", name, "."]));
+        let pushed = ok(&sealer(&home, dir.path(), &["push", name]));
+        digests.push(pushed.split_whitespace().last().unwrap().to_string());
+    }
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("manifests")).unwrap();
+    std::fs::write(
+        ctx.join("manifests/app.yaml"),
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: a}}\nspec:\n  template:\n    spec:\n      \
+             initContainers: [{{name: i, image: \"{app2}\"}}]\n      containers: [{{name: c, image: \"{app1}\"}}]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("manifests/imageList"), format!("# again\n{app1}\n")).unwrap();
+    std::fs::write(ctx.join("manifests/notes.yaml"), "title: not a kubernetes object\n").unwrap();
+    std::fs::write(ctx.join("Kubefile"), "FROM scratch\nCOPY manifests manifests\n").unwrap();
+    let built = ok(&sealer(&home, dir.path(), &["build", "-t", "lite:1", ctx.to_str().unwrap()]));
+    assert!(built.contains("lite build: 2 container image(s)"), "{built}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "lite:1"]))).unwrap();
+    assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
+
+    // A registry started on the image's registry directory serves each of them, unchanged.
+    let served = Registry::serving(Some(&home.join("images/lite_1/rootfs/registry"))).unwrap();
+    let other_home = dir.path().join("other");
+    for (name, digest) in [(&app1, &digests[0]), (&app2, &digests[1])] {
+        let through = name.replace(&format!("127.0.0.1:{}", source.port), &format!("127.0.0.1:{}", served.port));
+        let pulled = ok(&sealer(&other_home, dir.path(), &["pull", &through]));
+        assert!(pulled.contains(digest.as_str()), "{pulled}");
+    }
 }

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use sealer_engine::{Kind, StateStore, Value};
 use sealer_providers::image::credentials::Credentials;
+use sealer_providers::image::lite;
 use sealer_providers::image::oci::{self, RegistryOptions};
 use sealer_providers::image::store::ImageStore;
 use sealer_state::SqliteStore;
@@ -18,7 +19,34 @@ pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
     }
     let kubefile = args.file.clone().unwrap_or_else(|| args.context.join("Kubefile"));
     let store = ImageStore::new(&sealer_home());
-    store.build(&kubefile, &args.context, &args.tag, &build_args, |line| println!("{line}"))?;
+    let (work, mut config) =
+        store.prepare(&kubefile, &args.context, &args.tag, &build_args, |line| println!("{line}"))?;
+    let rootfs = work.join("rootfs");
+    let (images, notes) = lite::collect(&rootfs);
+    for note in notes {
+        println!("{note}");
+    }
+    if !images.is_empty() {
+        println!("lite build: {} container image(s) go into the image's registry", images.len());
+        let credentials = Credentials::new(&sealer_home());
+        let pulled = runtime()?.block_on(lite::pull_into(
+            &rootfs.join("registry"),
+            &images,
+            &args.platforms,
+            |name| RegistryOptions {
+                insecure: args.insecure,
+                credentials: oci::registry_of(name).ok().and_then(|r| credentials.get(&r).ok().flatten()),
+            },
+            |line| println!("{line}"),
+        ));
+        if let Err(e) = pulled {
+            store.discard(&work);
+            return Err(e.into());
+        }
+        config.images = images;
+    }
+    let config = store.commit(&work, config)?;
+    println!("built {} {}", config.name, config.digest);
     Ok(Outcome::Ok)
 }
 

@@ -2,5 +2,6 @@
 
 pub mod credentials;
 pub mod kubefile;
+pub mod lite;
 pub mod oci;
 pub mod store;

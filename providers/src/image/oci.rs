@@ -18,6 +18,7 @@ use super::store::{ImageConfig, ImageError, ImageStore, IMAGE_FORMAT_VERSION};
 pub const SEALER_EXTENSION_LABEL: &str = "sealer.image.extension";
 const CMDS_LABEL: &str = "sealer.io/cmds";
 const FORMAT_LABEL: &str = "sealer.io/image-format-version";
+const IMAGES_LABEL: &str = "sealer.io/container-images";
 
 pub struct RegistryOptions {
     /// Plain HTTP (always for 127.0.0.1 and localhost).
@@ -39,6 +40,11 @@ pub fn registry_of(name: &str) -> Result<String, ImageError> {
 fn reference(name: &str) -> Result<Reference, ImageError> {
     name.parse::<Reference>()
         .map_err(|e| ImageError::Io { path: name.to_string(), message: format!("not an image reference: {e}") })
+}
+
+/// A client and credentials for the registry `reference` points at.
+pub fn client_for(reference: &Reference, opts: &RegistryOptions) -> (Client, RegistryAuth) {
+    (client(reference, opts), auth(opts))
 }
 
 fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
@@ -85,6 +91,7 @@ fn oci_config(config: &ImageConfig, diff_id: &str) -> serde_json::Value {
     let mut labels = config.labels.clone();
     labels.insert(FORMAT_LABEL.into(), config.format_version.clone());
     labels.insert(CMDS_LABEL.into(), serde_json::to_string(&config.cmds).unwrap_or_default());
+    labels.insert(IMAGES_LABEL.into(), serde_json::to_string(&config.images).unwrap_or_default());
     let extension = serde_json::json!({"type": "kube-installer", "launch": {"cmds": config.cmds}, "env": config.env});
     labels.insert(SEALER_EXTENSION_LABEL.into(), extension.to_string());
     let env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -126,9 +133,10 @@ fn image_config(name: &str, oci: &serde_json::Value) -> ImageConfig {
         base: None,
         cmds,
         env,
+        images: labels.get(IMAGES_LABEL).and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
         labels: labels
             .into_iter()
-            .filter(|(k, _)| k != CMDS_LABEL && k != FORMAT_LABEL && k != SEALER_EXTENSION_LABEL)
+            .filter(|(k, _)| ![CMDS_LABEL, FORMAT_LABEL, SEALER_EXTENSION_LABEL, IMAGES_LABEL].contains(&k.as_str()))
             .collect(),
     }
 }

@@ -25,6 +25,9 @@ pub struct ImageConfig {
     pub cmds: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Container images carried in the image's registry (the lite build).
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,33 +101,34 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Builds `name` from the Kubefile at `kubefile` with `context` as the build context. The store is
-    /// changed only when the whole build succeeded.
-    pub fn build(
+    /// Runs the Kubefile at `kubefile` in `context` into a work directory, without touching the store; the
+    /// caller adds what it needs (the lite build) and then calls [`ImageStore::commit`], or
+    /// [`ImageStore::discard`] on failure.
+    pub fn prepare(
         &self,
         kubefile: &Path,
         context: &Path,
         name: &str,
         build_args: &BTreeMap<String, String>,
         mut say: impl FnMut(&str),
-    ) -> Result<ImageConfig, ImageError> {
+    ) -> Result<(PathBuf, ImageConfig), ImageError> {
         let file = kubefile.display().to_string();
         let text = fs::read_to_string(kubefile).map_err(io(kubefile))?;
         let steps =
             kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
         let work = self.work_dir()?;
         let rootfs = work.join("rootfs");
-        let result = self.run_steps(&steps, &file, context, &rootfs, name, &mut say);
-        let config = match result {
-            Ok(config) => config,
+        match self.run_steps(&steps, &file, context, &rootfs, name, &mut say) {
+            Ok(config) => Ok((work, config)),
             Err(e) => {
-                let _ = fs::remove_dir_all(&work);
-                return Err(e);
+                self.discard(&work);
+                Err(e)
             }
-        };
-        let config = self.commit(&work, config)?;
-        say(&format!("built {name} {}", config.digest));
-        Ok(config)
+        }
+    }
+
+    pub fn discard(&self, work: &Path) {
+        let _ = fs::remove_dir_all(work);
     }
 
     /// A fresh directory for assembling an image before [`ImageStore::commit`].
@@ -193,6 +197,7 @@ impl ImageStore {
             cmds: Vec::new(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
+            images: Vec::new(),
         };
         for step in steps {
             let fail = |message: String| ImageError::Step { file: file.to_string(), line: step.line, message };
@@ -205,6 +210,7 @@ impl ImageStore {
                     config.cmds = image.config.cmds;
                     config.env = image.config.env;
                     config.labels = image.config.labels;
+                    config.images = image.config.images;
                 }
                 Instruction::Copy { sources, dest } => {
                     let target =

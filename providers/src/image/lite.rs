@@ -1,0 +1,322 @@
+//! The lite build: every container image a cluster image's `manifests/`, `charts/` and
+//! `manifests/imageList` name is pulled into the image's `registry/` directory, in the storage layout a
+//! distribution registry serves, so that at install time the first master serves them and no host needs
+//! the internet.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::Reference;
+use serde_yaml::Value;
+use sha2::{Digest, Sha256};
+
+use super::oci::{client_for, RegistryOptions};
+use super::store::ImageError;
+
+/// `nginx` → `docker.io/library/nginx:latest`, the way Docker reads references.
+pub fn normalize(reference: &str) -> Option<String> {
+    let r = reference.trim();
+    if r.is_empty() || r.contains("{{") || r.contains(char::is_whitespace) {
+        return None;
+    }
+    let (first, rest) = r.split_once('/').unwrap_or(("", r));
+    let qualified = if first.is_empty() {
+        format!("docker.io/library/{rest}")
+    } else if first.contains('.') || first.contains(':') || first == "localhost" {
+        r.to_string()
+    } else {
+        format!("docker.io/{r}")
+    };
+    let last = qualified.rsplit('/').next().unwrap_or_default();
+    if last.contains(':') || qualified.contains('@') {
+        Some(qualified)
+    } else {
+        Some(format!("{qualified}:latest"))
+    }
+}
+
+fn images_in_workloads(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let key = k.as_str().unwrap_or_default();
+                if matches!(key, "containers" | "initContainers" | "ephemeralContainers") {
+                    for c in v.as_sequence().into_iter().flatten() {
+                        if let Some(image) = c.get("image").and_then(Value::as_str) {
+                            out.extend(normalize(image));
+                        }
+                    }
+                }
+                images_in_workloads(v, out);
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| images_in_workloads(i, out)),
+        _ => {}
+    }
+}
+
+fn images_in_values(value: &Value, out: &mut BTreeSet<String>) {
+    if let Value::Mapping(m) = value {
+        match (m.get("repository").and_then(Value::as_str), m.get("tag")) {
+            (Some(repo), Some(tag)) => {
+                let tag = match tag {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => String::new(),
+                };
+                out.extend(normalize(&if tag.is_empty() { repo.to_string() } else { format!("{repo}:{tag}") }));
+            }
+            _ => {
+                if let Some(image) = m.get("image").and_then(Value::as_str) {
+                    out.extend(normalize(image));
+                }
+            }
+        }
+        m.values().for_each(|v| images_in_values(v, out));
+    } else if let Value::Sequence(items) = value {
+        items.iter().for_each(|i| images_in_values(i, out));
+    }
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Every container image the rootfs names, normalised and de-duplicated, with notes for the build output.
+pub fn collect(rootfs: &Path) -> (Vec<String>, Vec<String>) {
+    let mut found = BTreeSet::new();
+    let mut notes = Vec::new();
+    let mut manifests = Vec::new();
+    files(&rootfs.join("manifests"), &mut manifests);
+    manifests.sort();
+    for file in &manifests {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name == "imageList" {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for line in text.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).filter(|l| !l.is_empty()) {
+                found.extend(normalize(line));
+            }
+            continue;
+        }
+        if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            match serde::Deserialize::deserialize(document) {
+                // Only Kubernetes objects (with a kind) name workload images; other YAML is skipped.
+                Ok(v @ Value::Mapping(_)) if v.get("kind").is_some() => images_in_workloads(&v, &mut found),
+                Ok(_) => {}
+                Err(e) => {
+                    notes.push(format!("skipped {} (not YAML: {e})", file.display()));
+                    break;
+                }
+            }
+        }
+    }
+    let mut charts = Vec::new();
+    files(&rootfs.join("charts"), &mut charts);
+    charts.retain(|f| f.file_name().is_some_and(|n| n == "values.yaml"));
+    if !charts.is_empty() {
+        notes.push("charts: images read from values.yaml (templates were not rendered: helm is not used)".into());
+    }
+    for values in charts {
+        if let Ok(v) = serde_yaml::from_str::<Value>(&std::fs::read_to_string(&values).unwrap_or_default()) {
+            images_in_values(&v, &mut found);
+        }
+    }
+    (found.into_iter().collect(), notes)
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// Writes `relative` under `root` (creating directories), unless it is there already.
+fn put(root: &Path, relative: &str, data: &[u8]) -> Result<(), ImageError> {
+    let path = root.join(relative);
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    std::fs::write(&path, data).map_err(|e| io(&path, e))
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn blob_path(digest: &str) -> String {
+    let h = hex(digest);
+    format!("docker/registry/v2/blobs/sha256/{}/{h}/data", &h[..2.min(h.len())])
+}
+
+const MANIFEST_TYPES: [&str; 4] =
+    [OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE];
+
+/// Pulls every image into `registry_root` (the image's `registry/`), all platforms unless `platforms`
+/// names some (`linux/amd64`). Manifests and blobs are checked against their digests.
+pub async fn pull_into(
+    registry_root: &Path,
+    images: &[String],
+    platforms: &[String],
+    options: impl Fn(&str) -> RegistryOptions,
+    mut say: impl FnMut(&str),
+) -> Result<(), ImageError> {
+    for name in images {
+        let fail = |what: &str, e: &dyn std::fmt::Display| ImageError::Io {
+            path: name.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let reference: Reference = name.parse().map_err(|e| fail("not an image reference", &e))?;
+        let opts = options(name);
+        let (client, auth) = client_for(&reference, &opts);
+        let repo = reference.repository().to_string();
+        let (raw, digest) =
+            client.pull_manifest_raw(&reference, &auth, &MANIFEST_TYPES).await.map_err(|e| fail("manifest", &e))?;
+        let mut queue = vec![(raw.to_vec(), digest.clone())];
+        let mut first = true;
+        while let Some((raw, digest)) = queue.pop() {
+            let actual = format!("sha256:{:x}", Sha256::digest(&raw));
+            if actual != digest {
+                return Err(fail("manifest digest mismatch", &format!("expected {digest}, got {actual}")));
+            }
+            put(registry_root, &blob_path(&digest), &raw)?;
+            let link =
+                format!("docker/registry/v2/repositories/{repo}/_manifests/revisions/sha256/{}/link", hex(&digest));
+            put(registry_root, &link, digest.as_bytes())?;
+            if first {
+                let tag = reference.tag().unwrap_or("latest");
+                let current = format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link");
+                std::fs::create_dir_all(registry_root.join(&current).parent().unwrap_or(registry_root))
+                    .map_err(|e| io(registry_root, e))?;
+                std::fs::write(registry_root.join(&current), digest.as_bytes()).map_err(|e| io(registry_root, e))?;
+                put(
+                    registry_root,
+                    &format!(
+                        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
+                        hex(&digest)
+                    ),
+                    digest.as_bytes(),
+                )?;
+                first = false;
+            }
+            let manifest: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| fail("manifest JSON", &e))?;
+            if let Some(children) = manifest["manifests"].as_array() {
+                for child in children {
+                    let platform = format!(
+                        "{}/{}",
+                        child["platform"]["os"].as_str().unwrap_or(""),
+                        child["platform"]["architecture"].as_str().unwrap_or("")
+                    );
+                    if !platforms.is_empty() && !platforms.contains(&platform) {
+                        continue;
+                    }
+                    let child_digest = child["digest"].as_str().unwrap_or_default().to_string();
+                    let by_digest =
+                        Reference::with_digest(reference.registry().to_string(), repo.clone(), child_digest.clone());
+                    let (raw, got) = client
+                        .pull_manifest_raw(&by_digest, &auth, &MANIFEST_TYPES)
+                        .await
+                        .map_err(|e| fail("platform manifest", &e))?;
+                    queue.push((raw.to_vec(), if got.is_empty() { child_digest } else { got }));
+                }
+                continue;
+            }
+            let mut blobs: Vec<String> = manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["digest"].as_str().map(str::to_string))
+                .collect();
+            blobs.extend(manifest["config"]["digest"].as_str().map(str::to_string));
+            for blob in blobs {
+                let target = registry_root.join(blob_path(&blob));
+                if !target.exists() {
+                    let mut data = Vec::new();
+                    client.pull_blob(&reference, blob.as_str(), &mut data).await.map_err(|e| fail("blob", &e))?;
+                    let actual = format!("sha256:{:x}", Sha256::digest(&data));
+                    if actual != blob {
+                        return Err(fail("blob digest mismatch", &format!("expected {blob}, got {actual}")));
+                    }
+                    put(registry_root, &blob_path(&blob), &data)?;
+                }
+                put(
+                    registry_root,
+                    &format!("docker/registry/v2/repositories/{repo}/_layers/sha256/{}/link", hex(&blob)),
+                    blob.as_bytes(),
+                )?;
+            }
+        }
+        say(&format!("image {name} {digest}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalise_like_docker() {
+        assert_eq!(normalize("nginx").as_deref(), Some("docker.io/library/nginx:latest"));
+        assert_eq!(normalize("nginx:1.25").as_deref(), Some("docker.io/library/nginx:1.25"));
+        assert_eq!(normalize("bitnami/redis").as_deref(), Some("docker.io/bitnami/redis:latest"));
+        assert_eq!(normalize("quay.io/x/y:1").as_deref(), Some("quay.io/x/y:1"));
+        assert_eq!(normalize("127.0.0.1:5000/a/b").as_deref(), Some("127.0.0.1:5000/a/b:latest"));
+        assert_eq!(normalize("localhost/a@sha256:00").as_deref(), Some("localhost/a@sha256:00"));
+        assert_eq!(normalize("{{ .Values.image }}"), None);
+    }
+
+    #[test]
+    fn workloads_charts_and_image_lists_are_collected() {
+        let dir = std::env::temp_dir().join(format!("sealer-lite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("charts/app")).unwrap();
+        std::fs::write(
+            dir.join("manifests/app.yaml"),
+            "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      initContainers: [{name: i, image: busybox}]\n      containers: [{name: c, image: nginx:1.25}]\n---\n\
+             apiVersion: batch/v1\nkind: CronJob\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers: [{name: j, image: quay.io/x/job:2}]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("manifests/sub/pod.yml"), "apiVersion: v1\nkind: Pod\nspec:\n  ephemeralContainers: [{name: e, image: debug:1}]\n  containers: [{name: c, image: nginx:1.25}]\n").unwrap();
+        std::fs::write(dir.join("manifests/not-k8s.yaml"), "image: not-collected:1\n").unwrap();
+        std::fs::write(dir.join("manifests/broken.yaml"), "a: [\n").unwrap();
+        std::fs::write(dir.join("manifests/imageList"), "# pinned\nregistry.k8s.io/pause:3.9\n\nredis # cache\n")
+            .unwrap();
+        std::fs::write(
+            dir.join("charts/app/values.yaml"),
+            "image:\n  repository: bitnami/app\n  tag: 7.0\nsidecar:\n  image: envoy:v1\n",
+        )
+        .unwrap();
+        let (images, notes) = collect(&dir);
+        assert_eq!(
+            images,
+            [
+                "docker.io/bitnami/app:7.0",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/debug:1",
+                "docker.io/library/envoy:v1",
+                "docker.io/library/nginx:1.25",
+                "docker.io/library/redis:latest",
+                "quay.io/x/job:2",
+                "registry.k8s.io/pause:3.9",
+            ]
+        );
+        assert!(notes.iter().any(|n| n.contains("broken.yaml")) && notes.iter().any(|n| n.contains("not rendered")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
