@@ -35,6 +35,10 @@ pub enum Command {
     Push(RegistryArgs),
     /// Pull an image from its registry into the local store
     Pull(RegistryArgs),
+    /// Write an image of the local store to an OCI archive
+    Save(SaveArgs),
+    /// Read the images of an OCI archive into the local store
+    Load(LoadArgs),
     /// Give an image of the local store another name
     Tag(TagArgs),
     /// Remove an image from the local store
@@ -245,4 +249,17 @@ pub struct LoginArgs {
 #[derive(Debug, Args)]
 pub struct RegistryHostArg {
     pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    pub name: String,
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: PathBuf,
 }

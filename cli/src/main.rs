@@ -62,6 +62,8 @@ fn main() -> ExitCode {
         Command::Push(a) => commands::image::push(a),
         Command::Pull(a) => commands::image::pull(a),
         Command::Tag(a) => commands::image::tag(a),
+        Command::Save(a) => commands::image::save(a),
+        Command::Load(a) => commands::image::load(a),
         Command::Rmi(a) => commands::image::rmi(&ctx, a),
         Command::Inspect(a) => commands::image::inspect(a),
         Command::Login(a) => commands::image::login(a),

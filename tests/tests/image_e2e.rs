@@ -224,3 +224,58 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
         assert!(pulled.contains(digest.as_str()), "{pulled}");
     }
 }
+
+#[test]
+fn save_and_load_round_trip_through_an_oci_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(dir.path().join("f"), "content").unwrap();
+    std::fs::write(dir.path().join("Kubefile"), "FROM scratch\nCOPY f etc/f\nCMD echo hi\n").unwrap();
+    ok(&sealer(&home, dir.path(), &["build", "-t", "app:1", "."]));
+    let before = ok(&sealer(&home, dir.path(), &["inspect", "app:1"]));
+    ok(&sealer(&home, dir.path(), &["save", "app:1", "-o", "app.tar"]));
+    if Path::new("/usr/bin/skopeo").exists() {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", dir.path().join("app.tar").display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    ok(&sealer(&home, dir.path(), &["rmi", "app:1"]));
+    ok(&sealer(&home, dir.path(), &["load", "-i", "app.tar"]));
+    let after = ok(&sealer(&home, dir.path(), &["inspect", "app:1"]));
+    assert_eq!(field(&before, "digest"), field(&after, "digest"));
+    // A corrupted archive is refused and nothing reaches the store.
+    ok(&sealer(&home, dir.path(), &["rmi", "app:1"]));
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&unpacked)
+        .arg("-xf")
+        .arg(dir.path().join("app.tar"))
+        .status()
+        .unwrap()
+        .success());
+    for blob in std::fs::read_dir(unpacked.join("blobs/sha256")).unwrap().flatten() {
+        let mut data = std::fs::read(blob.path()).unwrap();
+        if data.len() > 4096 {
+            data[2048] ^= 1;
+            std::fs::write(blob.path(), data).unwrap();
+        }
+    }
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&unpacked)
+        .arg("-cf")
+        .arg(dir.path().join("bad.tar"))
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let refused = sealer(&home, dir.path(), &["load", "-i", "bad.tar"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("does not match its digest"), "{}", stderr(&refused));
+    assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains("app:1"));
+}

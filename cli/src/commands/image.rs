@@ -8,7 +8,9 @@ use sealer_providers::image::oci::{self, RegistryOptions};
 use sealer_providers::image::store::ImageStore;
 use sealer_state::SqliteStore;
 
-use crate::args::{BuildArgs, ImagesArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, TagArgs};
+use crate::args::{
+    BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
+};
 use crate::{sealer_home, Context, Outcome};
 
 pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
@@ -136,6 +138,19 @@ pub fn logout(args: RegistryHostArg) -> anyhow::Result<Outcome> {
         println!("Removed login credentials for {}", args.registry);
     } else {
         println!("Not logged in to {}", args.registry);
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn save(args: SaveArgs) -> anyhow::Result<Outcome> {
+    let digest = oci::save(&ImageStore::new(&sealer_home()), &args.name, &args.output)?;
+    println!("saved {} {digest} to {}", args.name, args.output.display());
+    Ok(Outcome::Ok)
+}
+
+pub fn load(args: LoadArgs) -> anyhow::Result<Outcome> {
+    for image in oci::load(&ImageStore::new(&sealer_home()), &args.input)? {
+        println!("loaded {} {}", image.name, image.digest);
     }
     Ok(Outcome::Ok)
 }

@@ -202,3 +202,131 @@ pub async fn pull(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Res
     let config = store.commit(&work, image_config(name, &oci))?;
     Ok((config, data.digest.unwrap_or_default()))
 }
+
+/// A stored image as the three OCI blobs an archive holds.
+struct OciBlobs {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn blobs(store: &ImageStore, name: &str) -> Result<OciBlobs, ImageError> {
+    let image = store.get(name)?;
+    let layer = layer(&image.rootfs)?;
+    let diff_id = format!("sha256:{:x}", Sha256::digest(&layer));
+    let json = |e: serde_json::Error| ImageError::Io { path: name.to_string(), message: e.to_string() };
+    let config = serde_json::to_vec(&oci_config(&image.config, &diff_id)).map_err(json)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": diff_id_of(&config), "size": config.len()},
+        "layers": [{"mediaType": IMAGE_LAYER_MEDIA_TYPE, "digest": diff_id, "size": layer.len()}],
+    }))
+    .map_err(json)?;
+    Ok(OciBlobs { manifest, config, layer })
+}
+
+fn diff_id_of(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// `sealer save`: the image as an OCI archive (an OCI image layout in a tar), which `load` and other OCI
+/// tools (`skopeo ... oci-archive:FILE`) read.
+pub fn save(store: &ImageStore, name: &str, file: &Path) -> Result<String, ImageError> {
+    let OciBlobs { manifest, config, layer } = blobs(store, name)?;
+    let digest = diff_id_of(&manifest);
+    let staging = store.work_dir()?;
+    let fail = |e: std::io::Error| ImageError::Io { path: file.display().to_string(), message: e.to_string() };
+    let layout = staging.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).map_err(fail)?;
+    for data in [&manifest, &config, &layer] {
+        let d = diff_id_of(data);
+        std::fs::write(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")), data).map_err(fail)?;
+    }
+    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion": "1.0.0"}"#).map_err(fail)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": name}}],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).map_err(fail)?;
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(file)
+        .arg(".")
+        .status()
+        .map_err(fail)?;
+    store.discard(&staging);
+    if !status.success() {
+        return Err(ImageError::Io { path: file.display().to_string(), message: "tar failed".into() });
+    }
+    Ok(digest)
+}
+
+/// `sealer load`: every image of an OCI archive into the store, each blob checked against its digest.
+pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageError> {
+    let fail = |m: String| ImageError::Io { path: file.display().to_string(), message: m };
+    let staging = store.work_dir()?;
+    let layout = staging.join("layout");
+    std::fs::create_dir_all(&layout).map_err(|e| fail(e.to_string()))?;
+    let result = (|| {
+        let status = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-xf")
+            .arg(file)
+            .status()
+            .map_err(|e| fail(e.to_string()))?;
+        if !status.success() {
+            return Err(fail("not a tar archive".into()));
+        }
+        let blob = |digest: &str| -> Result<Vec<u8>, ImageError> {
+            let data = std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:")))
+                .map_err(|e| fail(format!("blob {digest}: {e}")))?;
+            if diff_id_of(&data) != digest {
+                return Err(fail(format!("blob {digest} does not match its digest")));
+            }
+            Ok(data)
+        };
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(layout.join("index.json")).map_err(|e| fail(format!("index.json: {e}")))?,
+        )
+        .map_err(|e| fail(format!("index.json: {e}")))?;
+        let mut loaded = Vec::new();
+        for entry in index["manifests"].as_array().into_iter().flatten() {
+            let name = entry["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .ok_or_else(|| fail("an image without a name".into()))?;
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&blob(entry["digest"].as_str().unwrap_or_default())?)
+                    .map_err(|e| fail(e.to_string()))?;
+            let config: serde_json::Value =
+                serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap_or_default())?)
+                    .map_err(|e| fail(e.to_string()))?;
+            let work = store.work_dir()?;
+            for l in manifest["layers"].as_array().into_iter().flatten() {
+                let data = blob(l["digest"].as_str().unwrap_or_default())?;
+                let mut child = std::process::Command::new("tar")
+                    .arg("-xf")
+                    .arg("-")
+                    .arg("-C")
+                    .arg(work.join("rootfs"))
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(e.to_string()))?;
+                let written = child.stdin.take().map(|mut i| i.write_all(&data));
+                let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+                if !ok || !matches!(written, Some(Ok(()))) {
+                    store.discard(&work);
+                    return Err(fail(format!("layer of `{name}` does not unpack")));
+                }
+            }
+            loaded.push(store.commit(&work, image_config(name, &config))?);
+        }
+        Ok(loaded)
+    })();
+    store.discard(&staging);
+    result
+}
