@@ -95,6 +95,18 @@ impl Site {
         v["items"].as_array().unwrap().clone()
     }
 
+    /// Addresses the next apply would change.
+    fn pending(&self) -> Vec<String> {
+        let plan: Json = serde_json::from_slice(&self.sealer(&["plan", "--json"], "").stdout).unwrap();
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] != "no-op")
+            .map(|c| c["address"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn log_dirs(&self) -> usize {
         std::fs::read_dir(self.path().join(".sealer/logs")).map(|d| d.count()).unwrap_or(0)
     }
@@ -232,14 +244,7 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
     assert_eq!(site.kubectl_nodes().len(), 4);
 
     site.tb.start_sshd(4);
-    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
-    let todo: Vec<String> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| c["address"].as_str().unwrap().to_string())
-        .collect();
+    let todo = site.pending();
     assert!(
         todo.iter().all(|a| a.ends_with(&site.ip(4)) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
         "{todo:?}"
@@ -453,14 +458,7 @@ fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
     );
 
     site.tb.start_sshd(4);
-    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
-    let todo: Vec<String> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| c["address"].as_str().unwrap().to_string())
-        .collect();
+    let todo = site.pending();
     assert!(
         todo.iter().all(|a| a.ends_with(&ip4) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
         "{todo:?}"

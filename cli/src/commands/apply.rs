@@ -18,11 +18,7 @@ use crate::{render, sealer_home, Context, Outcome};
 
 /// Applies the Clusterfile (or a saved plan); with `destroy`, deletes everything the state holds.
 pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
-    let targets = args
-        .targets
-        .iter()
-        .map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf)?;
     let mut store = SqliteStore::open(&ctx.state_path)?;

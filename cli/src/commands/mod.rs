@@ -13,6 +13,11 @@ use sealer_engine::{Address, Clusterfile, Diagnostics, Kind, State, Value};
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
 use sealer_providers::{SshAuth, SshTarget};
 
+/// `--target` values as addresses.
+pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Address>> {
+    targets.iter().map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}"))).collect()
+}
+
 /// Reads and validates a Clusterfile, printing warnings; every error is printed before failing.
 pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
     let text =

@@ -1,18 +1,14 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use sealer_engine::{Address, PlanOptions, State, StateStore};
+use sealer_engine::{PlanOptions, State, StateStore};
 use sealer_state::SqliteStore;
 
 use crate::args::PlanArgs;
 use crate::{render, Context, Outcome};
 
 pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
-    let targets = args
-        .targets
-        .iter()
-        .map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf)?;
     let state = match SqliteStore::open_read_only(&ctx.state_path)? {

@@ -141,6 +141,24 @@ fn image_config(name: &str, oci: &serde_json::Value) -> ImageConfig {
     }
 }
 
+/// Unpacks a tar layer into `dir`.
+fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), String> {
+    let mut child = std::process::Command::new("tar")
+        .args(if gzip { ["-xzf", "-"] } else { ["-xf", "-"] })
+        .arg("-C")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let written = child.stdin.take().map(|mut i| i.write_all(data));
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() || !matches!(written, Some(Ok(()))) {
+        return Err(format!("the layer does not unpack: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
 /// Pushes image `name` of the local store to the registry its name points at; returns the manifest digest.
 pub async fn push(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Result<String, ImageError> {
     let image = store.get(name)?;
@@ -179,24 +197,9 @@ pub async fn pull(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Res
         .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
     let work = store.work_dir()?;
     for layer in &data.layers {
-        let gzip = layer.media_type.ends_with("gzip");
-        let mut child = std::process::Command::new("tar")
-            .args(if gzip { ["-xzf", "-"] } else { ["-xf", "-"] })
-            .arg("-C")
-            .arg(work.join("rootfs"))
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| ImageError::Io { path: name.to_string(), message: format!("cannot run tar: {e}") })?;
-        let written = child.stdin.take().map(|mut i| i.write_all(&layer.data));
-        let out =
-            child.wait_with_output().map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
-        if !out.status.success() || !matches!(written, Some(Ok(()))) {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(ImageError::Io {
-                path: name.to_string(),
-                message: format!("layer does not unpack: {}", String::from_utf8_lossy(&out.stderr)),
-            });
+        if let Err(message) = unpack(&layer.data, layer.media_type.ends_with("gzip"), &work.join("rootfs")) {
+            store.discard(&work);
+            return Err(ImageError::Io { path: name.to_string(), message });
         }
     }
     let config = store.commit(&work, image_config(name, &oci))?;
@@ -308,19 +311,10 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
             let work = store.work_dir()?;
             for l in manifest["layers"].as_array().into_iter().flatten() {
                 let data = blob(l["digest"].as_str().unwrap_or_default())?;
-                let mut child = std::process::Command::new("tar")
-                    .arg("-xf")
-                    .arg("-")
-                    .arg("-C")
-                    .arg(work.join("rootfs"))
-                    .stdin(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| fail(e.to_string()))?;
-                let written = child.stdin.take().map(|mut i| i.write_all(&data));
-                let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-                if !ok || !matches!(written, Some(Ok(()))) {
+                let gzip = l["mediaType"].as_str().is_some_and(|m| m.ends_with("gzip"));
+                if let Err(message) = unpack(&data, gzip, &work.join("rootfs")) {
                     store.discard(&work);
-                    return Err(fail(format!("layer of `{name}` does not unpack")));
+                    return Err(fail(format!("layer of `{name}`: {message}")));
                 }
             }
             loaded.push(store.commit(&work, image_config(name, &config))?);
