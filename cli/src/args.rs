@@ -157,6 +157,9 @@ pub struct ApplyArgs {
     /// Apply events as JSON lines (needs --auto-approve or a saved plan)
     #[arg(long)]
     pub json: bool,
+    /// Apply even when the plan removes the first master or more than half of the masters
+    #[arg(long)]
+    pub force: bool,
     /// Only record in the state what changed on the hosts outside of sealer; change nothing remote
     #[arg(long, conflicts_with_all = ["planfile", "targets"])]
     pub refresh_only: bool,

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 no_progress: a.no_progress,
                 json: false,
                 refresh_only: false,
+                force: false,
             },
             true,
         ),

@@ -22,8 +22,8 @@ pub use error::{GraphError, PlanError, StateError};
 pub use executor::{ApplyEvent, ApplyReport, CancelFlag, Executor, NodeOutcome, Provider, ProviderFuture, Reporter};
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{
-    decide_action, plan, refresh_only_plan, Action, Decision, Plan, PlanOptions, Reason, ResourceChange, Summary,
-    PLAN_FORMAT_VERSION,
+    dangerous_removals, decide_action, plan, refresh_only_plan, Action, Decision, Plan, PlanOptions, Reason,
+    ResourceChange, Summary, PLAN_FORMAT_VERSION,
 };
 pub use resource::{Address, Attributes, Kind, Resource, Value};
 pub use state::{HistoryEntry, LockInfo, ResourceStatus, State, StateStore, StoredResource};

@@ -297,6 +297,40 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
     })
 }
 
+/// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
+/// and etcd seed) or more than half of the masters at once (etcd would lose quorum). Empty when it may run.
+pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
+    if plan.destroy {
+        return Vec::new();
+    }
+    let removed = |c: &ResourceChange| matches!(c.action, Action::Delete | Action::Replace);
+    let is_master = |a: &Attributes| a.get("role") == Some(&Value::text("master"));
+    let mut reasons = Vec::new();
+    for c in plan.changes.iter().filter(|c| c.kind == Kind::KubeadmInit && removed(c)) {
+        reasons.push(format!("`{}` removes the first master, which the cluster was initialised on", c.address));
+    }
+    let masters: Vec<&StoredResource> = state
+        .resources
+        .values()
+        .filter(|r| {
+            r.address.kind == Kind::KubeadmInit || (r.address.kind == Kind::KubeadmJoin && is_master(&r.attributes))
+        })
+        .collect();
+    let leaving = plan
+        .changes
+        .iter()
+        .filter(|c| removed(c) && masters.iter().any(|m| m.address == c.address))
+        .filter(|c| c.action == Action::Delete || c.before.as_ref().is_some_and(is_master))
+        .count();
+    if leaving > 0 && leaving * 2 > masters.len() {
+        reasons.push(format!(
+            "{leaving} of {} masters would leave at once; etcd keeps quorum only while more than half stay",
+            masters.len()
+        ));
+    }
+    reasons
+}
+
 /// What a refresh found changed outside of sealer, as updates of the state only (`--refresh-only`):
 /// `before` is what was recorded, `after` what the hosts hold.
 pub fn refresh_only_plan(recorded: &State, observed: &State) -> Plan {
@@ -384,6 +418,67 @@ mod tests {
         let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
         assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
+    }
+
+    fn master_state(masters: usize) -> State {
+        let mut state = State::empty("c");
+        for i in 0..masters {
+            let (kind, attrs) = if i == 0 {
+                (Kind::KubeadmInit, Attributes::new())
+            } else {
+                (Kind::KubeadmJoin, attributes(&[("role", Value::text("master"))]))
+            };
+            let r = StoredResource {
+                address: Address::new(kind, format!("10.0.0.{i}")),
+                host: None,
+                status: ResourceStatus::Ready,
+                attributes: attrs,
+                depends_on: vec![],
+            };
+            state.resources.insert(r.address.clone(), r);
+        }
+        state
+    }
+
+    fn deleting(state: &State, keys: &[&str]) -> Plan {
+        let changes = state
+            .resources
+            .values()
+            .filter(|r| keys.contains(&r.address.key.as_str()))
+            .map(|r| ResourceChange {
+                address: r.address.clone(),
+                kind: r.address.kind,
+                host: None,
+                action: Action::Delete,
+                reason: Reason::DeleteBecauseNoResourceConfig,
+                before: Some(r.attributes.clone()),
+                after: None,
+                replace_paths: vec![],
+                depends_on: vec![],
+            })
+            .collect();
+        Plan {
+            format_version: "1".into(),
+            cluster: "c".into(),
+            lineage: None,
+            prior_serial: 0,
+            destroy: false,
+            targets: vec![],
+            changes,
+        }
+    }
+
+    #[test]
+    fn removing_the_first_master_or_most_masters_is_dangerous() {
+        let state = master_state(3);
+        assert!(dangerous_removals(&deleting(&state, &["10.0.0.2"]), &state).is_empty());
+        let first = dangerous_removals(&deleting(&state, &["10.0.0.0"]), &state);
+        assert!(first[0].contains("first master"), "{first:?}");
+        let two = dangerous_removals(&deleting(&state, &["10.0.0.1", "10.0.0.2"]), &state);
+        assert_eq!(two, ["2 of 3 masters would leave at once; etcd keeps quorum only while more than half stay"]);
+        let mut destroy = deleting(&state, &["10.0.0.0", "10.0.0.1", "10.0.0.2"]);
+        destroy.destroy = true;
+        assert!(dangerous_removals(&destroy, &state).is_empty());
     }
 
     #[test]

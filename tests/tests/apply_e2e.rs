@@ -369,6 +369,24 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
     site.write_clusterfile(&full);
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     let (ip3, ip4) = (site.ip(3), site.ip(4));
+    // Refused without --force: two of three masters at once, and the first master.
+    let (ip0, ip1, ip2) = (site.ip(0), site.ip(1), site.ip(2));
+    let two_masters = full
+        .replace(&format!("[{ip0}, {ip1}, {ip2}]"), &format!("[{ip0}]"))
+        .replace(&format!("    {ip1} master-1\n"), "")
+        .replace(&format!("    {ip2} master-2\n"), "");
+    site.write_clusterfile(&two_masters);
+    let refused = site.sealer(&["apply", "--auto-approve"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("2 of 3 masters would leave at once"), "{}", stderr(&refused));
+    let first_master = full
+        .replace(&format!("[{ip0}, {ip1}, {ip2}]"), &format!("[{ip1}, {ip2}]"))
+        .replace(&format!("    {ip0} master-0\n"), "");
+    site.write_clusterfile(&first_master);
+    let refused = site.sealer(&["apply", "--auto-approve"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("removes the first master"), "{}", stderr(&refused));
+    assert_eq!(site.kubectl_nodes().len(), 5, "nothing was removed");
     let smaller = full
         .replace(&format!("[{ip3}, {ip4}]"), &format!("[{ip3}]"))
         .replace(&format!("    {ip4} node-4\n"), "")

@@ -65,6 +65,10 @@ fn apply_locked(
     if args.json && !args.auto_approve && args.planfile.is_none() {
         bail!("--json needs --auto-approve (or a saved plan): there is no one to answer the confirmation");
     }
+    let dangers = sealer_engine::dangerous_removals(&plan, &state);
+    if !dangers.is_empty() && !args.force {
+        bail!("refusing to apply without --force: {}", dangers.join("; "));
+    }
     if !plan.has_changes() {
         if !args.json {
             println!("No changes. Cluster `{}` matches the Clusterfile.", cf.cluster.name);
