@@ -64,6 +64,27 @@ fn serial_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Integer, Box::new(e)))
 }
 
+/// WAL lets `plan` read while an apply writes. Switching to it needs the database to itself, which two
+/// processes opening a new state at once do not have, and SQLite's busy timeout does not cover it: retry.
+fn enable_wal(conn: &Connection) -> Result<(), StateError> {
+    let mut attempts = 0;
+    loop {
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(backend("cannot read the journal mode"))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(_) if attempts < 200 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(backend("cannot enable WAL")(e)),
+        }
+    }
+}
+
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
@@ -109,7 +130,7 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(backend(format!("cannot open state `{}`", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend("cannot enable WAL"))?;
+        enable_wal(&conn)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(backend("cannot enable foreign keys"))?;
         let mut store = SqliteStore { conn, path: path.to_path_buf() };
         store.migrate()?;
@@ -386,6 +407,21 @@ mod tests {
             status: ResourceStatus::Ready,
             attributes: [("name".to_string(), Value::text("m0"))].into(),
             depends_on: vec![Address::new(Kind::Host, key)],
+        }
+    }
+
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
         }
     }
 

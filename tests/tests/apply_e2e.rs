@@ -261,7 +261,23 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
     }
     let site = Site::new(5);
     site.write_clusterfile(&site.clusterfile(&site.default_labels()));
-    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    // Two applies at once: exactly one runs, the other is refused naming the holder.
+    let spawn = || {
+        Command::new(sealer_bin())
+            .args(["apply", "--auto-approve"])
+            .current_dir(site.path())
+            .env("SEALER_HOME", site.path().join("home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)) && codes.contains(&Some(1)), "{codes:?}\n{}\n{}", stderr(&a), stderr(&b));
+    let refused = if a.status.success() { stderr(&b) } else { stderr(&a) };
+    assert!(refused.contains("state is locked by") && refused.contains("sealer apply"), "{refused}");
     ok(&site.sealer(&["plan", "--out", "before.plan"], ""));
 
     // Another apply holds the lock (taken as a crashed `sealer apply` would have left it).
