@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::clusterfile::{Clusterfile, Host, Phase, Plugin, PluginType, Role};
+use crate::clusterfile::{Clusterfile, Host, KubeadmDocument, Phase, Plugin, PluginType, Role};
 use crate::error::GraphError;
 use crate::graph::{GraphBuilder, ResourceGraph};
 use crate::kubeadm;
@@ -12,6 +12,8 @@ use crate::resource::{Address, Attributes, Kind, Resource, Value};
 
 struct Compiler<'a> {
     cf: &'a Clusterfile,
+    /// The cluster image's own kubeadm documents, merged under the Clusterfile's.
+    image_kubeadm: &'a [KubeadmDocument],
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -27,8 +29,11 @@ fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-pub fn compile(cf: &Clusterfile) -> Result<ResourceGraph, GraphError> {
-    let mut c = Compiler { cf, b: GraphBuilder::default(), plugins: HashMap::new(), membership: HashMap::new() };
+/// `image_kubeadm`: the documents of the cluster image's `etc/kubeadm.yml` (empty when the image is not at
+/// hand), a layer of the merged kubeadm configuration.
+pub fn compile(cf: &Clusterfile, image_kubeadm: &[KubeadmDocument]) -> Result<ResourceGraph, GraphError> {
+    let mut c =
+        Compiler { cf, image_kubeadm, b: GraphBuilder::default(), plugins: HashMap::new(), membership: HashMap::new() };
     let Some(first) = cf.cluster.first_master().map(|h| h.ip) else {
         // Validation guarantees a master; an empty cluster compiles to an empty graph.
         return c.b.finish();
@@ -150,9 +155,9 @@ impl Compiler<'_> {
             first.to_string(),
             Some(first),
             attrs([
-                ("kubernetes_version", Value::text(kubeadm::kubernetes_version(cf))),
+                ("kubernetes_version", Value::text(kubeadm::kubernetes_version(cf, self.image_kubeadm))),
                 ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
-                ("config", Value::text(kubeadm::init_config(cf, first))),
+                ("config", Value::text(kubeadm::init_config(cf, self.image_kubeadm, first))),
             ]),
         )?;
         self.b.depends(&init, &registry)?;
@@ -167,7 +172,7 @@ impl Compiler<'_> {
     /// Masters join one at a time (etcd grows by one member at a time), nodes after the last master.
     fn joins(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
-        let join_config = kubeadm::join_config(cf);
+        let join_config = kubeadm::join_config(cf, self.image_kubeadm);
         let mut last_master = address(Kind::KubeadmInit, first);
         for role in [Role::Master, Role::Node] {
             for host in cf.cluster.hosts.iter().filter(|h| h.role == role && h.ip != first) {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::clusterfile::{Clusterfile, Role};
+use crate::clusterfile::{Clusterfile, KubeadmDocument, Role};
 
 pub const API_SERVER_DOMAIN: &str = "apiserver.cluster.local";
 pub const REGISTRY_DOMAIN: &str = "sea.hub";
@@ -22,14 +22,47 @@ const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
 const INIT_KINDS: [&str; 4] =
     ["InitConfiguration", "ClusterConfiguration", "KubeProxyConfiguration", "KubeletConfiguration"];
 
-/// The Kubernetes version: the Clusterfile's `kubernetesVersion`, else the image tag when it is one
-/// (`kubernetes:v1.22.15`), else the default.
-pub fn kubernetes_version(cf: &Clusterfile) -> String {
+const KINDS: [&str; 5] = [
+    "InitConfiguration",
+    "ClusterConfiguration",
+    "KubeProxyConfiguration",
+    "KubeletConfiguration",
+    "JoinConfiguration",
+];
+
+/// The kubeadm documents a cluster image carries (its `etc/kubeadm.yml`): the layer between the built-in
+/// defaults and the Clusterfile.
+pub fn parse_image_documents(text: &str) -> Result<Vec<KubeadmDocument>, String> {
+    let mut out = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let mut body: Value =
+            serde::Deserialize::deserialize(document).map_err(|e| format!("document {}: {e}", i + 1))?;
+        if body.is_null() {
+            continue;
+        }
+        let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(format!("document {}: `{kind}` is not a kubeadm configuration kind", i + 1));
+        }
+        let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Value::Mapping(m) = &mut body {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        out.push(KubeadmDocument { api_version, kind, body });
+    }
+    Ok(out)
+}
+
+/// The Kubernetes version: the Clusterfile's `kubernetesVersion`, else the image's, else the image tag
+/// when it is one (`kubernetes:v1.22.15`), else the default.
+pub fn kubernetes_version(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
     let declared = cf
         .kubeadm
         .iter()
-        .find(|d| d.kind == "ClusterConfiguration")
-        .and_then(|d| d.body.get("kubernetesVersion"))
+        .chain(image)
+        .filter(|d| d.kind == "ClusterConfiguration")
+        .find_map(|d| d.body.get("kubernetesVersion"))
         .and_then(Value::as_str);
     if let Some(v) = declared {
         return v.to_string();
@@ -151,11 +184,15 @@ fn render(documents: Vec<(&str, Value)>, kubeadm_version: &'static str) -> Strin
     out
 }
 
-/// The merged configuration `kubeadm init --config` gets on the first master.
-pub fn init_config(cf: &Clusterfile, first_master: IpAddr) -> String {
-    let version = kubernetes_version(cf);
+/// The merged configuration `kubeadm init --config` gets on the first master: defaults < the image's
+/// documents < the Clusterfile's network fields < the Clusterfile's documents.
+pub fn init_config(cf: &Clusterfile, image: &[KubeadmDocument], first_master: IpAddr) -> String {
+    let version = kubernetes_version(cf, image);
     let mut documents = defaults(cf, first_master, &version);
     for (kind, body) in &mut documents {
+        if let Some(layer) = image.iter().find(|d| d.kind == *kind) {
+            merge(body, &layer.body);
+        }
         if *kind == "ClusterConfiguration" {
             if let Some(pod) = &cf.cluster.pod_cidr {
                 body["networking"]["podSubnet"] = Value::String(pod.clone());
@@ -174,15 +211,21 @@ pub fn init_config(cf: &Clusterfile, first_master: IpAddr) -> String {
     render(documents, kubeadm_api_version(&version))
 }
 
-/// The merged `JoinConfiguration`, when the Clusterfile declares one; the token and CA hash are added
-/// at apply time from what `kubeadm init` printed.
-pub fn join_config(cf: &Clusterfile) -> Option<String> {
-    let user = cf.kubeadm.iter().find(|d| d.kind == "JoinConfiguration")?;
+/// The merged `JoinConfiguration`, when the image or the Clusterfile declares one; the token and CA hash
+/// are added at apply time from what `kubeadm init` printed.
+pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> Option<String> {
+    let layers: Vec<&KubeadmDocument> =
+        image.iter().chain(&cf.kubeadm).filter(|d| d.kind == "JoinConfiguration").collect();
+    if layers.is_empty() {
+        return None;
+    }
     let mut body = yaml(&format!(
         "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {API_SERVER_DOMAIN}:6443\nnodeRegistration:\n  criSocket: {CRI_SOCKET}\n"
     ));
-    merge(&mut body, &user.body);
-    Some(render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf))))
+    for layer in layers {
+        merge(&mut body, &layer.body);
+    }
+    Some(render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf, image))))
 }
 
 fn yaml_with(key: &str, value: Value) -> Value {
@@ -200,6 +243,22 @@ mod tests {
         let mut base = yaml("a: {b: 1, c: 2}\napiServer: {certSANs: [x, y]}\nlist: [1, 2]\n");
         merge(&mut base, &yaml("a: {b: 9}\napiServer: {certSANs: [y, z]}\nlist: [3]\n"));
         assert_eq!(base, yaml("a: {b: 9, c: 2}\napiServer: {certSANs: [x, y, z]}\nlist: [3]\n"));
+    }
+
+    #[test]
+    fn the_image_layer_sits_between_defaults_and_the_clusterfile() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nspec:\n  image: k:v1.22.15\n  hosts:\n    - {ips: [10.0.0.2], roles: [master]}\n\
+                    ---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\napiServer:\n  extraArgs:\n    from: clusterfile\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let image = parse_image_documents(
+            "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nkubernetesVersion: v1.21.4\napiServer:\n  extraArgs:\n    from: image\n    image-only: \"1\"\n",
+        )
+        .unwrap();
+        let merged = init_config(&cf, &image, "10.0.0.2".parse().unwrap());
+        assert!(merged.contains("from: clusterfile") && merged.contains("image-only: '1'"), "{merged}");
+        assert!(merged.contains("authorization-mode: Node,RBAC"), "defaults stay under both: {merged}");
+        assert!(merged.contains("kubernetesVersion: v1.21.4") && merged.contains("kubeadm.k8s.io/v1beta2"), "{merged}");
+        assert!(parse_image_documents("kind: Pod\n").is_err());
     }
 
     #[test]

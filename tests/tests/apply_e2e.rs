@@ -173,6 +173,10 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     assert_eq!(node("node-4")["spec"]["taints"][0]["key"], "dedicated");
     assert!(node("master-1")["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_some());
 
+    // The image's etc/kubeadm.yml is a layer of the merged config: it reached the control plane.
+    let apiserver =
+        String::from_utf8(site.tb.exec(0, "cat /etc/kubernetes/manifests/kube-apiserver.yaml").stdout).unwrap();
+    assert!(apiserver.contains("--default-not-ready-toleration-seconds=300"), "{apiserver}");
     // The image's registry (the real docker-registry) runs on the first master, reachable as sea.hub.
     let v2 = site
         .tb

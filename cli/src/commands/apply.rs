@@ -20,7 +20,7 @@ use crate::{render, sealer_home, Context, Outcome};
 pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
-    let graph = sealer_engine::compile(&cf)?;
+    let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
     let mut store = SqliteStore::open(&ctx.state_path)?;
     let command: Vec<String> = std::env::args().collect();
     let lock = store.lock(&cf.cluster.name, &who(), std::process::id(), &command.join(" "))?;

@@ -11,7 +11,30 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use sealer_engine::{Address, Clusterfile, Diagnostics, Kind, State, Value};
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
+use sealer_providers::image::store::{ImageError, ImageStore};
 use sealer_providers::{SshAuth, SshTarget};
+
+/// The kubeadm documents of the cluster image (its `etc/kubeadm.yml`), a layer of the merged config; empty,
+/// with a warning, when the image is not in the local store yet.
+pub fn image_kubeadm(cf: &Clusterfile) -> anyhow::Result<Vec<sealer_engine::clusterfile::KubeadmDocument>> {
+    let image = match ImageStore::new(&crate::sealer_home()).get(&cf.cluster.image) {
+        Ok(image) => image,
+        Err(ImageError::NotFound(name)) => {
+            eprintln!(
+                "warning: image `{name}` is not in the local store; its etc/kubeadm.yml is not part of this plan"
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let path = image.rootfs.join("etc/kubeadm.yml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => sealer_engine::kubeadm::parse_image_documents(&text)
+            .map_err(|e| anyhow::anyhow!("image `{}`: etc/kubeadm.yml: {e}", cf.cluster.image)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+    }
+}
 
 /// `--target` values as addresses.
 pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Address>> {

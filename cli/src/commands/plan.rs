@@ -10,7 +10,7 @@ use crate::{render, Context, Outcome};
 pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
-    let graph = sealer_engine::compile(&cf)?;
+    let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
     let state = match SqliteStore::open_read_only(&ctx.state_path)? {
         Some(store) => store.load(&cf.cluster.name)?,
         None => None,
