@@ -155,6 +155,7 @@ impl Executor {
         let mut running: JoinSet<(usize, Result<Option<Attributes>, String>, Duration)> = JoinSet::new();
         let mut stopped = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
         loop {
             while let Some(i) = ready.pop_front() {
                 if stopped || cancel.is_cancelled() {
@@ -165,19 +166,20 @@ impl Executor {
                 let provider = provider.clone();
                 let semaphore = semaphore.clone();
                 let reporter = reporter.clone();
-                running.spawn(async move {
+                let handle = running.spawn(async move {
                     let _permit = semaphore.acquire_owned().await;
                     reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
                     let started = Instant::now();
                     let result = provider.apply(change).await;
                     (i, result, started.elapsed())
                 });
+                tasks.insert(handle.id(), i);
             }
             // Wake up now and then to notice a cancellation; after one, running work gets `drain` to finish.
             let next = loop {
                 if cancel.is_cancelled() {
                     let deadline = *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.drain);
-                    match tokio::time::timeout_at(deadline, running.join_next()).await {
+                    match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
                         Ok(next) => break next,
                         Err(_) => {
                             running.abort_all();
@@ -185,21 +187,18 @@ impl Executor {
                         }
                     }
                 }
-                if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), running.join_next()).await {
+                if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), running.join_next_with_id()).await {
                     break next;
                 }
             };
             let Some(joined) = next else { break };
+            // A provider that panicked fails its own resource like any other error; its dependents are skipped.
             let (i, result, elapsed) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    stopped = true;
-                    report.outcomes.insert(
-                        Address::new(crate::Kind::Host, "?"),
-                        NodeOutcome::Failed(format!("internal error: {e}")),
-                    );
-                    continue;
-                }
+                Ok((_, r)) => r,
+                Err(e) => match tasks.get(&e.id()) {
+                    Some(&i) => (i, Err(format!("internal error in the provider: {e}")), Duration::ZERO),
+                    None => continue,
+                },
             };
             let change = nodes[i].change.clone();
             let outcome = match result {
@@ -299,15 +298,7 @@ mod tests {
     }
 
     fn plan(changes: Vec<ResourceChange>) -> Plan {
-        Plan {
-            format_version: "1".into(),
-            cluster: "c".into(),
-            lineage: None,
-            prior_serial: 0,
-            destroy: false,
-            targets: vec![],
-            changes,
-        }
+        Plan::against(&crate::State::empty("c"), changes)
     }
 
     /// Sleeps 10 ms per change, fails the keys in `failing`, and logs starts, ends and the peak concurrency.
@@ -427,6 +418,35 @@ mod tests {
             .await;
         assert_eq!(recorded, ["a"]);
         assert_eq!(report.outcomes[&Address::new(Kind::Host, "b")], NodeOutcome::Cancelled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_provider_fails_its_resource_and_skips_its_dependents() {
+        struct Panics;
+        impl Provider for Panics {
+            fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
+                Box::pin(async move {
+                    assert!(change.address.key != "a", "provider bug");
+                    Ok(None)
+                })
+            }
+        }
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &["a"]),
+            change("x", Action::Create, &[]),
+        ]);
+        let report = Executor { parallelism: 2, drain: Duration::from_secs(5) }
+            .run(&p, Arc::new(Panics), Arc::new(Quiet), CancelFlag::default(), |_, _| Ok(()))
+            .await;
+        let a = Address::new(Kind::Host, "a");
+        assert!(
+            matches!(&report.outcomes[&a], NodeOutcome::Failed(e) if e.contains("internal error")),
+            "{:?}",
+            report.outcomes
+        );
+        assert_eq!(report.outcomes[&Address::new(Kind::Host, "b")], NodeOutcome::Skipped { because: a });
+        assert_eq!(report.outcomes[&Address::new(Kind::Host, "x")], NodeOutcome::Applied);
     }
 
     /// Work that outlives the drain bound after a cancellation is abandoned, not recorded.

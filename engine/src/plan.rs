@@ -100,6 +100,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan of `changes` made against `state`, whose lineage and serial it keeps so that applying it
+    /// later can tell whether the state moved on.
+    pub fn against(state: &State, changes: Vec<ResourceChange>) -> Plan {
+        Plan {
+            format_version: PLAN_FORMAT_VERSION.to_string(),
+            cluster: state.cluster.clone(),
+            lineage: state.lineage.clone(),
+            prior_serial: state.serial,
+            destroy: false,
+            targets: Vec::new(),
+            changes,
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for c in &self.changes {
@@ -286,15 +300,7 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
             depends_on: stored.depends_on.clone(),
         });
     }
-    Ok(Plan {
-        format_version: PLAN_FORMAT_VERSION.to_string(),
-        cluster: state.cluster.clone(),
-        lineage: state.lineage.clone(),
-        prior_serial: state.serial,
-        destroy: options.destroy,
-        targets: options.targets.clone(),
-        changes,
-    })
+    Ok(Plan { destroy: options.destroy, targets: options.targets.clone(), ..Plan::against(state, changes) })
 }
 
 /// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
@@ -352,15 +358,7 @@ pub fn refresh_only_plan(recorded: &State, observed: &State) -> Plan {
             })
         })
         .collect();
-    Plan {
-        format_version: PLAN_FORMAT_VERSION.to_string(),
-        cluster: recorded.cluster.clone(),
-        lineage: recorded.lineage.clone(),
-        prior_serial: recorded.serial,
-        destroy: false,
-        targets: Vec::new(),
-        changes,
-    }
+    Plan::against(recorded, changes)
 }
 
 #[cfg(test)]
@@ -457,15 +455,7 @@ mod tests {
                 depends_on: vec![],
             })
             .collect();
-        Plan {
-            format_version: "1".into(),
-            cluster: "c".into(),
-            lineage: None,
-            prior_serial: 0,
-            destroy: false,
-            targets: vec![],
-            changes,
-        }
+        Plan::against(state, changes)
     }
 
     #[test]

@@ -56,15 +56,8 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        Plan {
-            format_version: "1".into(),
-            cluster: "c".into(),
-            lineage: Some("l".into()),
-            prior_serial: 3,
-            destroy: false,
-            targets: vec![],
-            changes: vec![],
-        }
+        let state = sealer_engine::State { lineage: Some("l".into()), serial: 3, ..sealer_engine::State::empty("c") };
+        Plan::against(&state, vec![])
     }
 
     #[test]

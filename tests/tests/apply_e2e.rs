@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sealer_tests::{repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed, TESTBED_ROOT_PASSWORD};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed, TESTBED_ROOT_PASSWORD};
 use serde_json::Value as Json;
 
 const IMAGE: &str = "sim/kubernetes:v1.22.15";
@@ -16,6 +16,28 @@ struct Site {
 }
 
 impl Site {
+    /// Five hosts with the standard Clusterfile written, or `None` where real hosts cannot be made.
+    fn ready() -> Option<Site> {
+        if !testbed_available() {
+            return None;
+        }
+        let site = Site::new(5);
+        site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+        Some(site)
+    }
+
+    /// `sealer apply --auto-approve` in the background, for tests that act while it runs.
+    fn spawn_apply(&self) -> std::process::Child {
+        Command::new(sealer_bin())
+            .args(["apply", "--auto-approve"])
+            .current_dir(self.path())
+            .env("SEALER_HOME", self.path().join("home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn new(hosts: usize) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let site = Site { tb: Testbed::up(hosts), dir };
@@ -125,18 +147,9 @@ impl Site {
     }
 }
 
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out));
-    stdout(out)
-}
-
 #[test]
 fn fresh_apply_then_no_op_then_drift_restored() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
-    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+    let Some(site) = Site::ready() else { return };
     let first = site.sealer(&["apply", "--auto-approve"], "");
     let first_out = ok(&first);
     assert!(first_out.contains("Apply complete!"), "{first_out}");
@@ -228,10 +241,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
 
 #[test]
 fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
+    let Some(site) = Site::ready() else { return };
     // PreInit plugins on a node hold back `kubeadm init` for every host, so here the node plugin runs at
     // PreJoin: the unreachable node then blocks only its own branch.
     let text =
@@ -260,23 +270,9 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
 
 #[test]
 fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
-    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
+    let Some(site) = Site::ready() else { return };
     // Two applies at once: exactly one runs, the other is refused naming the holder.
-    let spawn = || {
-        Command::new(sealer_bin())
-            .args(["apply", "--auto-approve"])
-            .current_dir(site.path())
-            .env("SEALER_HOME", site.path().join("home"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (site.spawn_apply(), site.spawn_apply());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let codes = [a.status.code(), b.status.code()];
     assert!(codes.contains(&Some(0)) && codes.contains(&Some(1)), "{codes:?}\n{}\n{}", stderr(&a), stderr(&b));
@@ -314,19 +310,8 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
 
 #[test]
 fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refused() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
-    site.write_clusterfile(&site.clusterfile(&site.default_labels()));
-    let mut child = Command::new(sealer_bin())
-        .args(["apply", "--auto-approve"])
-        .current_dir(site.path())
-        .env("SEALER_HOME", site.path().join("home"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let Some(site) = Site::ready() else { return };
+    let mut child = site.spawn_apply();
     let state = site.path().join(".sealer/state.db");
     let started = std::time::Instant::now();
     loop {
@@ -381,10 +366,7 @@ fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refu
 
 #[test]
 fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
+    let Some(site) = Site::ready() else { return };
     let full = site.clusterfile(&site.default_labels());
     site.write_clusterfile(&full);
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
@@ -459,10 +441,7 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
 
 #[test]
 fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
-    if !testbed_available() {
-        return;
-    }
-    let site = Site::new(5);
+    let Some(site) = Site::ready() else { return };
     let ip4 = site.ip(4);
     let text = site.clusterfile(&site.default_labels()).replace("action: PreInit\n  on: node", "action: PreJoin\n  on: node")
         + &format!(
@@ -470,14 +449,7 @@ fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
              action: PreJoin\n  on: {ip4}\n  data: touch /run/slow-started; sleep 5\n"
         );
     site.write_clusterfile(&text);
-    let child = Command::new(sealer_bin())
-        .args(["apply", "--auto-approve"])
-        .current_dir(site.path())
-        .env("SEALER_HOME", site.path().join("home"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = site.spawn_apply();
     let started = std::time::Instant::now();
     while !site.tb.exec(4, "test -e /run/slow-started").status.success() {
         assert!(started.elapsed().as_secs() < 90, "the slow step never started");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Output};
 
-use sealer_tests::{repo_root, sealer_bin, stderr, stdout};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr};
 
 fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     Command::new(sealer_bin())
@@ -15,11 +15,6 @@ fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", stdout(out), stderr(out));
-    stdout(out)
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn apply_locked(
         log_dir: log_dir.clone(),
         command_timeout: Duration::from_secs(600),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = super::runtime()?;
     let cancel = CancelFlag::default();
     let mut record_error = None;
     let report = runtime.block_on(async {

@@ -31,7 +31,7 @@ pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
     if !images.is_empty() {
         println!("lite build: {} container image(s) go into the image's registry", images.len());
         let credentials = Credentials::new(&sealer_home());
-        let pulled = runtime()?.block_on(lite::pull_into(
+        let pulled = super::runtime()?.block_on(lite::pull_into(
             &rootfs.join("registry"),
             &images,
             &args.platforms,
@@ -70,14 +70,10 @@ fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOption
     Ok(RegistryOptions { insecure, credentials: Credentials::new(&sealer_home()).get(&registry)? })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
-}
-
 pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let digest = runtime()?.block_on(oci::push(&store, &args.name, &opts))?;
+    let digest = super::runtime()?.block_on(oci::push(&store, &args.name, &opts))?;
     println!("pushed {} {digest}", args.name);
     Ok(Outcome::Ok)
 }
@@ -85,7 +81,7 @@ pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
 pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let (config, manifest_digest) = runtime()?.block_on(oci::pull(&store, &args.name, &opts))?;
+    let (config, manifest_digest) = super::runtime()?.block_on(oci::pull(&store, &args.name, &opts))?;
     println!("pulled {} {manifest_digest} (rootfs {})", config.name, config.digest);
     Ok(Outcome::Ok)
 }

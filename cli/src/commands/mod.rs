@@ -36,6 +36,11 @@ pub fn image_kubeadm(cf: &Clusterfile) -> anyhow::Result<Vec<sealer_engine::clus
     }
 }
 
+/// The async runtime commands that talk to hosts or registries run on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
 /// `--target` values as addresses.
 pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Address>> {
     targets.iter().map(|t| t.parse::<Address>().map_err(|e| anyhow::anyhow!("invalid --target: {e}"))).collect()
@@ -127,8 +132,7 @@ pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> a
         log_dir: std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())),
         command_timeout: Duration::from_secs(60),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = runtime.block_on(provider.refresh(state));
+    let result = runtime()?.block_on(provider.refresh(state));
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())));
     result.map_err(|e| anyhow::anyhow!("{e} (plan with --refresh=false to use the recorded state)"))
 }
