@@ -7,9 +7,10 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sealer", version, about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply")]
 pub struct Cli {
-    /// State database (a SQLite file); the default is `.sealer/state.db` under the working directory
-    #[arg(long, global = true, env = "SEALER_STATE", value_name = "PATH")]
-    pub state: Option<PathBuf>,
+    /// Where the state lives: a SQLite file (default `.sealer/state.db` under the working directory) or a
+    /// shared PostgreSQL database, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    #[arg(long, global = true, env = "SEALER_STATE", hide_env_values = true, value_name = "PATH|URL")]
+    pub state: Option<String>,
 
     /// No colours in the output (the `NO_COLOR` environment variable does the same)
     #[arg(long, global = true)]
@@ -99,6 +100,18 @@ pub enum StateCommand {
     List(ClusterArg),
     /// Show one resource of the state
     Show(StateShowArgs),
+    /// Copy the state (lineage, serial, resources, history) to another backend, e.g. a shared PostgreSQL
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// The new location: a SQLite file or `postgres://...`
+    #[arg(long, value_name = "PATH|URL")]
+    pub to: String,
+    /// Only this cluster (default: every cluster the state holds)
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,7 @@ pub enum Outcome {
 
 /// Options every command shares.
 pub struct Context {
-    pub state_path: PathBuf,
+    pub state: sealer_state::StateLocation,
     pub color: bool,
 }
 
@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     let color = !cli.no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let ctx = Context { state_path: cli.state.unwrap_or_else(|| PathBuf::from(".sealer/state.db")), color };
+    let state = sealer_state::StateLocation::parse(cli.state.as_deref().unwrap_or(".sealer/state.db"));
+    let ctx = Context { state, color };
     let result = match cli.command {
         Command::Plan(a) => commands::plan::run(&ctx, a),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         Command::Graph(a) => commands::graph::run(a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
+        Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),
         Command::ForceUnlock(a) => commands::state::force_unlock(&ctx, a),
     };
     match result {

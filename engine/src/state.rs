@@ -95,4 +95,8 @@ pub trait StateStore {
     ) -> Result<u64, StateError>;
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError>;
     fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, StateError>;
+    /// Writes a whole state with its history into a store that does not hold that cluster yet, keeping its
+    /// lineage and serial, so that saved plans and other working copies see the same state after a move
+    /// between backends (`sealer state migrate`).
+    fn import(&mut self, lock: &LockInfo, state: &State, history: &[HistoryEntry]) -> Result<(), StateError>;
 }

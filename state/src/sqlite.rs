@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use sealer_engine::{Address, HistoryEntry, LockInfo, ResourceStatus, State, StateError, StateStore, StoredResource};
+use sealer_engine::{Address, HistoryEntry, LockInfo, State, StateError, StateStore, StoredResource};
+
+use crate::codec::{decode, encode};
 
 /// Each entry migrates the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -51,10 +53,6 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
     let message = message.into();
     move |e| StateError::Backend { message, source: Some(Box::new(e)) }
-}
-
-fn corrupt(address: &str, e: serde_json::Error) -> StateError {
-    StateError::Backend { message: format!("stored resource `{address}` cannot be read"), source: Some(Box::new(e)) }
 }
 
 /// Serials are stored as SQLite integers (i64) and never negative.
@@ -181,6 +179,18 @@ impl SqliteStore {
         .map_err(backend("cannot read the lock"))
     }
 
+    /// Fails unless `lock` is the cluster's current lock.
+    fn check_lock(conn: &Connection, lock: &LockInfo) -> Result<(), StateError> {
+        let held: Option<String> = conn
+            .query_row("SELECT id FROM locks WHERE cluster = ?1", [&lock.cluster], |r| r.get(0))
+            .optional()
+            .map_err(backend("cannot read the lock"))?;
+        if held.as_deref() != Some(lock.id.as_str()) {
+            return Err(StateError::NoSuchLock(lock.id.clone()));
+        }
+        Ok(())
+    }
+
     /// The lock currently held on `cluster`, if any.
     pub fn current_lock(&self, cluster: &str) -> Result<Option<LockInfo>, StateError> {
         Self::lock_row(
@@ -221,25 +231,8 @@ impl StateStore for SqliteStore {
             .map_err(backend("cannot read resources"))?;
         for row in rows {
             let (address, host, status, attributes, depends_on) = row.map_err(backend("cannot read a resource"))?;
-            let parsed_address: Address =
-                address.parse().map_err(|m: String| StateError::Backend { message: m, source: None })?;
-            let status: ResourceStatus =
-                serde_json::from_str(&format!("\"{status}\"")).map_err(|e| corrupt(&address, e))?;
-            let host = match host {
-                Some(h) => Some(h.parse().map_err(|_| StateError::Backend {
-                    message: format!("stored resource `{address}` has host `{h}`, not an IP"),
-                    source: None,
-                })?),
-                None => None,
-            };
-            let resource = StoredResource {
-                address: parsed_address.clone(),
-                host,
-                status,
-                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt(&address, e))?,
-                depends_on: serde_json::from_str(&depends_on).map_err(|e| corrupt(&address, e))?,
-            };
-            state.resources.insert(parsed_address, resource);
+            let resource = decode(&address, host.as_deref(), &status, &attributes, &depends_on)?;
+            state.resources.insert(resource.address.clone(), resource);
         }
         Ok(Some(state))
     }
@@ -309,13 +302,7 @@ impl StateStore for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot start a state write"))?;
-        let held: Option<String> = tx
-            .query_row("SELECT id FROM locks WHERE cluster = ?1", [&lock.cluster], |r| r.get(0))
-            .optional()
-            .map_err(backend("cannot read the lock"))?;
-        if held.as_deref() != Some(lock.id.as_str()) {
-            return Err(StateError::NoSuchLock(lock.id.clone()));
-        }
+        Self::check_lock(&tx, lock)?;
         tx.execute(
             &format!("INSERT OR IGNORE INTO clusters (name, lineage, serial, created_at) VALUES (?1, ?2, 0, {NOW})"),
             params![lock.cluster, uuid::Uuid::new_v4().to_string()],
@@ -333,27 +320,13 @@ impl StateStore for SqliteStore {
                     .map_err(backend(format!("cannot delete `{key}`")))?;
             }
             Some(r) => {
-                let attributes = serde_json::to_string(&r.attributes).map_err(|e| corrupt(&key, e))?;
-                let depends_on = serde_json::to_string(&r.depends_on).map_err(|e| corrupt(&key, e))?;
-                let status = match r.status {
-                    ResourceStatus::Ready => "ready",
-                    ResourceStatus::Tainted => "tainted",
-                };
+                let r = encode(address, r)?;
                 tx.execute(
                     "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
                          depends_on = ?7, serial = ?8",
-                    params![
-                        lock.cluster,
-                        key,
-                        address.kind.as_str(),
-                        r.host.map(|h| h.to_string()),
-                        status,
-                        attributes,
-                        depends_on,
-                        serial as i64
-                    ],
+                    params![lock.cluster, r.address, r.kind, r.host, r.status, r.attributes, r.depends_on, serial as i64],
                 )
                 .map_err(backend(format!("cannot record `{key}`")))?;
             }
@@ -393,12 +366,54 @@ impl StateStore for SqliteStore {
             .map_err(backend("cannot read the history"))?;
         rows.collect::<Result<_, _>>().map_err(backend("cannot read the history"))
     }
+
+    fn import(&mut self, lock: &LockInfo, state: &State, history: &[HistoryEntry]) -> Result<(), StateError> {
+        let lineage = state.lineage.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let serial = i64::try_from(state.serial)
+            .map_err(|_| StateError::Backend { message: format!("serial {} is too large", state.serial), source: None })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot start the import"))?;
+        Self::check_lock(&tx, lock)?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT OR IGNORE INTO clusters (name, lineage, serial, created_at) VALUES (?1, ?2, ?3, {NOW})"
+                ),
+                params![lock.cluster, lineage, serial],
+            )
+            .map_err(backend("cannot create the cluster state"))?;
+        if inserted == 0 {
+            return Err(StateError::Backend {
+                message: format!("the target already holds a state of cluster `{}`", lock.cluster),
+                source: None,
+            });
+        }
+        for (address, resource) in &state.resources {
+            let r = encode(address, resource)?;
+            tx.execute(
+                "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![lock.cluster, r.address, r.kind, r.host, r.status, r.attributes, r.depends_on, serial],
+            )
+            .map_err(backend(format!("cannot record `{}`", r.address)))?;
+        }
+        for h in history {
+            tx.execute(
+                "INSERT INTO history (cluster, serial, command, who, at, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![lock.cluster, i64::try_from(h.serial).unwrap_or(i64::MAX), h.command, h.who, h.at, h.summary],
+            )
+            .map_err(backend("cannot record the history"))?;
+        }
+        tx.commit().map_err(backend("cannot commit the import"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealer_engine::{Kind, Value};
+    use sealer_engine::{Kind, ResourceStatus, Value};
 
     fn resource(key: &str) -> StoredResource {
         StoredResource {

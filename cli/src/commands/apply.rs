@@ -1,5 +1,4 @@
 use std::io::BufRead;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use sealer_engine::{
 };
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
 use sealer_providers::image::store::ImageStore;
-use sealer_state::SqliteStore;
 
 use crate::args::ApplyArgs;
 use crate::render::progress;
@@ -21,20 +19,14 @@ pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outc
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
-    let mut store = SqliteStore::open(&ctx.state_path)?;
+    let mut store = ctx.state.open()?;
     let command: Vec<String> = std::env::args().collect();
-    let lock = store.lock(&cf.cluster.name, &who(), std::process::id(), &command.join(" "))?;
-    let result = apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, &mut store, &lock);
+    let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &command.join(" "))?;
+    let result = apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, store.as_mut(), &lock);
     let unlocked = store.unlock(&lock);
     let outcome = result?;
     unlocked?;
     Ok(outcome)
-}
-
-fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{user}@{}", host.trim())
 }
 
 fn apply_locked(
@@ -43,7 +35,7 @@ fn apply_locked(
     cf: &Clusterfile,
     graph: &sealer_engine::ResourceGraph,
     options: PlanOptions,
-    store: &mut SqliteStore,
+    store: &mut dyn StateStore,
     lock: &LockInfo,
 ) -> anyhow::Result<Outcome> {
     let mut state = store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
@@ -87,8 +79,7 @@ fn apply_locked(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         std::process::id()
     );
-    let state_dir = ctx.state_path.parent().map(PathBuf::from).unwrap_or_default();
-    let log_dir = state_dir.join("logs").join(&apply_id);
+    let log_dir = ctx.state.local_dir().join("logs").join(&apply_id);
     let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
     let provider = ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
@@ -172,7 +163,7 @@ fn record_refresh(
     args: &ApplyArgs,
     recorded: &State,
     observed: &State,
-    store: &mut SqliteStore,
+    store: &mut dyn StateStore,
     lock: &LockInfo,
 ) -> anyhow::Result<Outcome> {
     let plan = sealer_engine::refresh_only_plan(recorded, observed);

@@ -1,12 +1,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use sealer_engine::{Kind, StateStore, Value};
+use sealer_engine::{Kind, Value};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::lite;
 use sealer_providers::image::oci::{self, RegistryOptions};
 use sealer_providers::image::store::ImageStore;
-use sealer_state::SqliteStore;
 
 use crate::args::{
     BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
@@ -94,7 +93,7 @@ pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
 /// Refuses to remove an image a cluster in the state was installed from, unless `--force`.
 pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
     if !args.force {
-        if let Some(state) = SqliteStore::open_read_only(&ctx.state_path)? {
+        if let Some(state) = ctx.state.open_read_only()? {
             for cluster in state.clusters()? {
                 let Some(s) = state.load(&cluster)? else { continue };
                 let uses = s.resources.values().any(|r| {

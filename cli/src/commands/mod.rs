@@ -136,3 +136,10 @@ pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> a
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())));
     result.map_err(|e| anyhow::anyhow!("{e} (plan with --refresh=false to use the recorded state)"))
 }
+
+/// `user@host`, recorded with every lock and history entry.
+pub fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}

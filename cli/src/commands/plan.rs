@@ -1,8 +1,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use sealer_engine::{PlanOptions, State, StateStore};
-use sealer_state::SqliteStore;
+use sealer_engine::{PlanOptions, State};
 
 use crate::args::PlanArgs;
 use crate::{render, Context, Outcome};
@@ -11,7 +10,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
-    let state = match SqliteStore::open_read_only(&ctx.state_path)? {
+    let state = match ctx.state.open_read_only()? {
         Some(store) => store.load(&cf.cluster.name)?,
         None => None,
     }

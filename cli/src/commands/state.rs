@@ -2,34 +2,34 @@ use std::io::BufRead;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::{Address, StateStore};
-use sealer_state::SqliteStore;
+use sealer_state::StateLocation;
 
-use crate::args::{ClusterArg, ForceUnlockArgs, StateShowArgs};
+use crate::args::{ClusterArg, ForceUnlockArgs, StateMigrateArgs, StateShowArgs};
 use crate::{render, Context, Outcome};
 
-fn open(ctx: &Context) -> anyhow::Result<SqliteStore> {
-    match SqliteStore::open_read_only(&ctx.state_path)? {
+fn open(location: &StateLocation) -> anyhow::Result<Box<dyn StateStore>> {
+    match location.open_read_only()? {
         Some(store) => Ok(store),
-        None => bail!("no state at `{}`: nothing was applied yet (or pass --state PATH)", ctx.state_path.display()),
+        None => bail!("no state at `{location}`: nothing was applied yet (or pass --state PATH|URL)"),
     }
 }
 
 /// The cluster asked for, or the only one the state holds.
-fn cluster(store: &SqliteStore, arg: &ClusterArg) -> anyhow::Result<String> {
+fn cluster(ctx: &Context, store: &dyn StateStore, arg: &ClusterArg) -> anyhow::Result<String> {
     if let Some(name) = &arg.cluster {
         return Ok(name.clone());
     }
     let mut names = store.clusters()?;
     match names.len() {
-        0 => bail!("the state `{}` holds no cluster", store.path().display()),
+        0 => bail!("the state `{}` holds no cluster", ctx.state),
         1 => Ok(names.remove(0)),
         _ => bail!("the state holds several clusters ({}); choose one with --cluster", names.join(", ")),
     }
 }
 
 pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
-    let store = open(ctx)?;
-    let name = cluster(&store, &arg)?;
+    let store = open(&ctx.state)?;
+    let name = cluster(ctx, store.as_ref(), &arg)?;
     let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     for address in state.resources.keys() {
         println!("{address}");
@@ -39,8 +39,8 @@ pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
 
 pub fn show(ctx: &Context, args: StateShowArgs) -> anyhow::Result<Outcome> {
     let address: Address = args.address.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let store = open(ctx)?;
-    let name = cluster(&store, &args.cluster)?;
+    let store = open(&ctx.state)?;
+    let name = cluster(ctx, store.as_ref(), &args.cluster)?;
     let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     let Some(resource) = state.resources.get(&address) else {
         bail!("no resource `{address}` in the state of cluster `{name}`");
@@ -66,11 +66,52 @@ pub fn force_unlock(ctx: &Context, args: ForceUnlockArgs) -> anyhow::Result<Outc
             bail!("force-unlock cancelled");
         }
     }
-    if !ctx.state_path.exists() {
-        bail!("no state at `{}`", ctx.state_path.display());
+    if ctx.state.open_read_only()?.is_none() {
+        bail!("no state at `{}`", ctx.state);
     }
-    let mut store = SqliteStore::open(&ctx.state_path)?;
+    let mut store = ctx.state.open()?;
     let released = store.force_unlock(&args.lock_id)?;
     println!("Released lock `{}` of cluster `{}`, held by {released}", released.id, released.cluster);
     Ok(Outcome::Ok)
+}
+
+/// Copies every cluster (or one) to another backend under both locks, keeping lineage and serial so that
+/// saved plans and other working copies stay valid; the source is left as it was.
+pub fn migrate(ctx: &Context, args: StateMigrateArgs) -> anyhow::Result<Outcome> {
+    let target_location = StateLocation::parse(&args.to);
+    if target_location == ctx.state {
+        bail!("`--to {target_location}` is the state itself");
+    }
+    let mut source = match ctx.state.open_read_only()? {
+        Some(_) => ctx.state.open()?,
+        None => bail!("no state at `{}`: nothing to migrate", ctx.state),
+    };
+    let clusters = match &args.cluster {
+        Some(name) => vec![name.clone()],
+        None => source.clusters()?,
+    };
+    if clusters.is_empty() {
+        bail!("the state `{}` holds no cluster", ctx.state);
+    }
+    let mut target = target_location.open()?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    for name in &clusters {
+        let source_lock = source.lock(name, &super::who(), std::process::id(), &command)?;
+        let copied = copy_cluster(source.as_ref(), target.as_mut(), name, &command);
+        source.unlock(&source_lock)?;
+        let serial = copied.with_context(|| format!("cluster `{name}` was not migrated"))?;
+        println!("Migrated cluster `{name}` (serial {serial}) from {} to {target_location}", ctx.state);
+    }
+    println!("Use `--state {target_location}` (or SEALER_STATE) from now on; the old state was left unchanged.");
+    Ok(Outcome::Ok)
+}
+
+fn copy_cluster(source: &dyn StateStore, target: &mut dyn StateStore, name: &str, command: &str) -> anyhow::Result<u64> {
+    let state = source.load(name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
+    let history = source.history(name)?;
+    let lock = target.lock(name, &super::who(), std::process::id(), command)?;
+    let imported = target.import(&lock, &state, &history);
+    target.unlock(&lock)?;
+    imported?;
+    Ok(state.serial)
 }
