@@ -176,3 +176,46 @@ impl Drop for Testbed {
         let _ = Command::new(testbed_script()).args(["down", &self.id.to_string()]).status();
     }
 }
+
+/// The password of the test PostgreSQL server: tests assert it never shows in any output.
+pub const POSTGRES_PASSWORD: &str = "sealer-test-pg-secret";
+
+/// A fresh, empty database on the test PostgreSQL server (`tests/testbed/postgres.sh`, which `.ci/run`
+/// starts), dropped with this value.
+pub struct PgDatabase {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// A new database, or `None` where no PostgreSQL server can be started here (never under CI).
+pub fn postgres_database() -> Option<PgDatabase> {
+    let started = Command::new(repo_root().join("tests/testbed/postgres.sh")).arg("start").output().unwrap();
+    if !started.status.success() {
+        assert!(std::env::var("CI").is_err(), "CI must run the PostgreSQL tests: {}", stderr(&started));
+        eprintln!("skipping: no PostgreSQL server ({})", stderr(&started).trim());
+        return None;
+    }
+    let admin = stdout(&started).trim().to_string();
+    assert!(admin.contains(POSTGRES_PASSWORD), "the test server's URL changed: keep POSTGRES_PASSWORD in step");
+    let name = format!("sealer_test_{}", uuid_like());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    Some(PgDatabase { url, admin, name })
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}

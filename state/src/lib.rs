@@ -43,7 +43,9 @@ impl StateLocation {
     /// Opens for reading only; `None` when nothing was ever written there. Creates nothing.
     pub fn open_read_only(&self) -> Result<Option<Box<dyn StateStore>>, StateError> {
         Ok(match self {
-            StateLocation::Sqlite(path) => SqliteStore::open_read_only(path)?.map(|s| Box::new(s) as Box<dyn StateStore>),
+            StateLocation::Sqlite(path) => {
+                SqliteStore::open_read_only(path)?.map(|s| Box::new(s) as Box<dyn StateStore>)
+            }
             StateLocation::Postgres(url) => {
                 PostgresStore::open_read_only(url)?.map(|s| Box::new(s) as Box<dyn StateStore>)
             }

@@ -54,11 +54,15 @@ CREATE TABLE sealer_locks (
 
 pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
-/// First key of every advisory lock sealer takes ("SEA1"), so that it cannot collide with other users of
-/// advisory locks in a shared database.
+/// First key of the cluster locks ("SEA1"; the second is `hashtext(cluster)`), so that they cannot collide
+/// with other users of advisory locks in a shared database.
 const LOCK_CLASS: i32 = 0x5345_4131;
-/// Second key of the lock that serialises schema migrations (cluster locks use `hashtext(cluster)`).
-const MIGRATION_LOCK: i32 = 0;
+/// First key of the transaction lock under which a cluster lock and the row naming its holder are taken
+/// together ("SEA2"), so that a refused locker always finds the row.
+const RECORD_CLASS: i32 = 0x5345_4132;
+/// The single-key lock that serialises schema migrations ("SEALERMG"; one-key locks never collide with
+/// the two-key ones above).
+const MIGRATION_LOCK: i64 = 0x5345_414c_4552_4d47;
 
 const NOW: &str = r#"to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#;
 
@@ -84,7 +88,8 @@ fn backend(message: impl Into<String>) -> impl FnOnce(postgres::Error) -> StateE
 }
 
 fn serial_of(n: i64) -> Result<u64, StateError> {
-    u64::try_from(n).map_err(|_| StateError::Backend { message: format!("stored serial {n} is negative"), source: None })
+    u64::try_from(n)
+        .map_err(|_| StateError::Backend { message: format!("stored serial {n} is negative"), source: None })
 }
 
 type Job = Box<dyn FnOnce(&mut Client) + Send>;
@@ -137,10 +142,8 @@ impl Connection {
         &self,
         work: impl FnOnce(&mut Client) -> Result<R, StateError> + Send + 'static,
     ) -> Result<R, StateError> {
-        let gone = || StateError::Backend {
-            message: format!("the connection to `{}` is closed", self.shown),
-            source: None,
-        };
+        let gone =
+            || StateError::Backend { message: format!("the connection to `{}` is closed", self.shown), source: None };
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |client| {
             let _ = reply.send(work(client));
@@ -221,7 +224,7 @@ impl PostgresStore {
         let shown = conn.shown.clone();
         conn.run(move |client| {
             let mut tx = client.transaction().map_err(backend("cannot start a migration"))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_CLASS, &MIGRATION_LOCK])
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .map_err(backend("cannot lock the schema for migration"))?;
             let version = match schema_version(&mut tx)? {
                 Some(v) => v,
@@ -312,27 +315,31 @@ impl StateStore for PostgresStore {
     fn lock(&mut self, cluster: &str, who: &str, pid: u32, command: &str) -> Result<LockInfo, StateError> {
         let (cluster, who, command) = (cluster.to_string(), who.to_string(), command.to_string());
         self.conn.run(move |client| {
-            let acquired: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &cluster])
-                .map_err(backend("cannot take the lock"))?
-                .get(0);
-            if !acquired {
-                let held = client
-                    .query_opt(&format!("SELECT {LOCK_COLUMNS} FROM sealer_locks WHERE cluster = $1"), &[&cluster])
-                    .map_err(backend("cannot read the lock"))?;
-                return Err(match held {
-                    Some(row) => {
-                        let held = lock_info(&row)?;
-                        StateError::Locked { id: held.id.clone(), holder: held.to_string() }
-                    }
-                    None => StateError::Locked {
-                        id: "(unknown)".into(),
-                        holder: "another session that has not recorded itself yet".into(),
-                    },
-                });
-            }
             let taken = (|| {
                 let mut tx = client.transaction().map_err(backend("cannot take the lock"))?;
+                tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&RECORD_CLASS, &cluster])
+                    .map_err(backend("cannot take the lock"))?;
+                let acquired: bool = tx
+                    .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &cluster])
+                    .map_err(backend("cannot take the lock"))?
+                    .get(0);
+                if !acquired {
+                    let held = tx
+                        .query_opt(&format!("SELECT {LOCK_COLUMNS} FROM sealer_locks WHERE cluster = $1"), &[&cluster])
+                        .map_err(backend("cannot read the lock"))?;
+                    return Err(match held {
+                        Some(row) => {
+                            let held = lock_info(&row)?;
+                            StateError::Locked { id: held.id.clone(), holder: held.to_string() }
+                        }
+                        None => StateError::Backend {
+                            message: format!(
+                                "the lock of cluster `{cluster}` is held by a database session that is not sealer's"
+                            ),
+                            source: None,
+                        },
+                    });
+                }
                 // A row left here belongs to a session that is gone: the server released its advisory lock.
                 tx.execute("DELETE FROM sealer_locks WHERE cluster = $1", &[&cluster])
                     .map_err(backend("cannot take the lock"))?;
@@ -350,7 +357,8 @@ impl StateStore for PostgresStore {
                 tx.commit().map_err(backend("cannot take the lock"))?;
                 Ok(lock)
             })();
-            if taken.is_err() {
+            if let Err(StateError::Backend { .. }) = &taken {
+                // A session lock outlives a rolled-back transaction: give it back.
                 let _ = client.execute("SELECT pg_advisory_unlock($1, hashtext($2))", &[&LOCK_CLASS, &cluster]);
             }
             taken
@@ -394,10 +402,10 @@ impl StateStore for PostgresStore {
                     .map_err(backend("cannot release the lock"))?;
             } else {
                 // The advisory lock belongs to the holder's session: end that session (a hung or half-dead
-                // client), as force-unlock promises the lock is free afterwards.
+                // client), waiting for it to be gone, as force-unlock promises the lock is free afterwards.
                 client
                     .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1",
+                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE pid = $1",
                         &[&backend_pid],
                     )
                     .map_err(backend("cannot end the session that holds the lock"))?;
@@ -426,17 +434,18 @@ impl StateStore for PostgresStore {
             )
             .map_err(backend("cannot create the cluster state"))?;
             let serial: i64 = tx
-                .query_one("UPDATE sealer_clusters SET serial = serial + 1 WHERE name = $1 RETURNING serial", &[
-                    &lock.cluster,
-                ])
+                .query_one(
+                    "UPDATE sealer_clusters SET serial = serial + 1 WHERE name = $1 RETURNING serial",
+                    &[&lock.cluster],
+                )
                 .map_err(backend("cannot bump the serial"))?
                 .get(0);
             match &row {
                 None => {
-                    tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[
-                        &lock.cluster,
-                        &key,
-                    ])
+                    tx.execute(
+                        "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
+                        &[&lock.cluster, &key],
+                    )
                     .map_err(backend(format!("cannot delete `{key}`")))?;
                 }
                 Some(r) => {
@@ -446,7 +455,16 @@ impl StateStore for PostgresStore {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT (cluster, address) DO UPDATE SET host = $4, status = $5, attributes = $6,
                              depends_on = $7, serial = $8",
-                        &[&lock.cluster, &r.address, &r.kind, &r.host, &r.status, &r.attributes, &r.depends_on, &serial],
+                        &[
+                            &lock.cluster,
+                            &r.address,
+                            &r.kind,
+                            &r.host,
+                            &r.status,
+                            &r.attributes,
+                            &r.depends_on,
+                            &serial,
+                        ],
                     )
                     .map_err(backend(format!("cannot record `{key}`")))?;
                 }
@@ -476,9 +494,10 @@ impl StateStore for PostgresStore {
         let cluster = cluster.to_string();
         self.conn.run(move |client| {
             let rows = client
-                .query("SELECT serial, command, who, at, summary FROM sealer_history WHERE cluster = $1 ORDER BY id", &[
-                    &cluster,
-                ])
+                .query(
+                    "SELECT serial, command, who, at, summary FROM sealer_history WHERE cluster = $1 ORDER BY id",
+                    &[&cluster],
+                )
                 .map_err(backend("cannot read the history"))?;
             rows.iter()
                 .map(|r| {
@@ -497,8 +516,10 @@ impl StateStore for PostgresStore {
     fn import(&mut self, lock: &LockInfo, state: &State, history: &[HistoryEntry]) -> Result<(), StateError> {
         let lock = lock.clone();
         let lineage = state.lineage.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let serial = i64::try_from(state.serial)
-            .map_err(|_| StateError::Backend { message: format!("serial {} is too large", state.serial), source: None })?;
+        let serial = i64::try_from(state.serial).map_err(|_| StateError::Backend {
+            message: format!("serial {} is too large", state.serial),
+            source: None,
+        })?;
         let rows = state.resources.iter().map(|(a, r)| encode(a, r)).collect::<Result<Vec<_>, _>>()?;
         let history = history.to_vec();
         self.conn.run(move |client| {
@@ -546,7 +567,10 @@ mod tests {
 
     #[test]
     fn the_password_never_shows() {
-        assert_eq!(redact_url("postgres://u:s3cret@db:5432/x?sslmode=disable"), "postgres://u:***@db:5432/x?sslmode=disable");
+        assert_eq!(
+            redact_url("postgres://u:s3cret@db:5432/x?sslmode=disable"),
+            "postgres://u:***@db:5432/x?sslmode=disable"
+        );
         assert_eq!(redact_url("postgres://u:p@ss:w@db/x"), "postgres://u:***@db/x");
         assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");

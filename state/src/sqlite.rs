@@ -326,7 +326,16 @@ impl StateStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
                          depends_on = ?7, serial = ?8",
-                    params![lock.cluster, r.address, r.kind, r.host, r.status, r.attributes, r.depends_on, serial as i64],
+                    params![
+                        lock.cluster,
+                        r.address,
+                        r.kind,
+                        r.host,
+                        r.status,
+                        r.attributes,
+                        r.depends_on,
+                        serial as i64
+                    ],
                 )
                 .map_err(backend(format!("cannot record `{key}`")))?;
             }
@@ -369,8 +378,10 @@ impl StateStore for SqliteStore {
 
     fn import(&mut self, lock: &LockInfo, state: &State, history: &[HistoryEntry]) -> Result<(), StateError> {
         let lineage = state.lineage.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let serial = i64::try_from(state.serial)
-            .map_err(|_| StateError::Backend { message: format!("serial {} is too large", state.serial), source: None })?;
+        let serial = i64::try_from(state.serial).map_err(|_| StateError::Backend {
+            message: format!("serial {} is too large", state.serial),
+            source: None,
+        })?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

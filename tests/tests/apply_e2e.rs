@@ -476,3 +476,46 @@ fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(site.kubectl_nodes().len(), 5);
 }
+
+#[test]
+fn two_working_copies_sharing_a_postgres_state() {
+    let Some(db) = sealer_tests::postgres_database() else { return };
+    let Some(site) = Site::ready() else { return };
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(site.path().join("Clusterfile"), second.path().join("Clusterfile")).unwrap();
+    let apply_in = |dir: &Path| {
+        Command::new(sealer_bin())
+            .args(["--state", &db.url, "apply", "--auto-approve", "--no-progress"])
+            .current_dir(dir)
+            .env("SEALER_HOME", site.path().join("home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (apply_in(site.path()), apply_in(second.path()));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)) && codes.contains(&Some(1)), "{codes:?}\n{}\n{}", stderr(&a), stderr(&b));
+    let refused = if a.status.success() { stderr(&b) } else { stderr(&a) };
+    assert!(
+        refused.contains("state is locked by") && refused.contains("--state postgres://postgres:***@"),
+        "{refused}"
+    );
+    for out in [&a, &b] {
+        let all = format!("{}{}", stdout(out), stderr(out));
+        assert!(!all.contains(sealer_tests::POSTGRES_PASSWORD), "{all}");
+    }
+    assert_eq!(site.kubectl_nodes().len(), 5);
+    // Whichever copy applied, both see the same state: nothing left to do from either.
+    for dir in [site.path(), second.path()] {
+        let plan = Command::new(sealer_bin())
+            .args(["--state", &db.url, "plan", "--detailed-exitcode"])
+            .current_dir(dir)
+            .env("SEALER_HOME", site.path().join("home"))
+            .output()
+            .unwrap();
+        assert_eq!(plan.status.code(), Some(0), "{}\n{}", stdout(&plan), stderr(&plan));
+    }
+    assert!(!site.path().join(".sealer/state.db").exists() && !second.path().join(".sealer/state.db").exists());
+}

@@ -20,8 +20,7 @@ pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outc
     let cf = super::load_clusterfile(&args.file)?;
     let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
     let mut store = ctx.state.open()?;
-    let command: Vec<String> = std::env::args().collect();
-    let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &command.join(" "))?;
+    let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
     let result = apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, store.as_mut(), &lock);
     let unlocked = store.unlock(&lock);
     let outcome = result?;

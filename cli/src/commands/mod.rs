@@ -143,3 +143,8 @@ pub fn who() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{user}@{}", host.trim())
 }
+
+/// The command line as recorded with a lock and in the history, with any password in a URL masked.
+pub fn command_line() -> String {
+    std::env::args().map(|a| sealer_state::redact_url(&a)).collect::<Vec<_>>().join(" ")
+}

@@ -94,7 +94,7 @@ pub fn migrate(ctx: &Context, args: StateMigrateArgs) -> anyhow::Result<Outcome>
         bail!("the state `{}` holds no cluster", ctx.state);
     }
     let mut target = target_location.open()?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = super::command_line();
     for name in &clusters {
         let source_lock = source.lock(name, &super::who(), std::process::id(), &command)?;
         let copied = copy_cluster(source.as_ref(), target.as_mut(), name, &command);
@@ -106,7 +106,12 @@ pub fn migrate(ctx: &Context, args: StateMigrateArgs) -> anyhow::Result<Outcome>
     Ok(Outcome::Ok)
 }
 
-fn copy_cluster(source: &dyn StateStore, target: &mut dyn StateStore, name: &str, command: &str) -> anyhow::Result<u64> {
+fn copy_cluster(
+    source: &dyn StateStore,
+    target: &mut dyn StateStore,
+    name: &str,
+    command: &str,
+) -> anyhow::Result<u64> {
     let state = source.load(name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     let history = source.history(name)?;
     let lock = target.lock(name, &super::who(), std::process::id(), command)?;
