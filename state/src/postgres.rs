@@ -200,7 +200,7 @@ impl PostgresStore {
     pub fn open_read_only(url: &str) -> Result<Option<Self>, StateError> {
         let conn = Connection::open(url)?;
         let shown = conn.shown.clone();
-        let version = conn.run(|c| schema_version(c))?;
+        let version = conn.run(schema_version)?;
         match version {
             None => Ok(None),
             Some(v) if v == PG_SCHEMA_VERSION => Ok(Some(PostgresStore { conn })),
