@@ -1,9 +1,7 @@
 //! One state test suite, run against every backend: a SQLite file and a real PostgreSQL server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sealer_engine::{
-    Address, HistoryEntry, Kind, ResourceStatus, State, StateError, StateStore, StoredResource, Value,
-};
+use sealer_engine::{Address, HistoryEntry, Kind, ResourceStatus, State, StateError, StoredResource, Value};
 use sealer_state::StateLocation;
 use sealer_tests::{
     ok, postgres_database, sealer, sealer_bin, seed_applied_state, stderr, stdout, PgDatabase, POSTGRES_PASSWORD,
