@@ -102,6 +102,18 @@ pub enum StateCommand {
     Show(StateShowArgs),
     /// Copy the state (lineage, serial, resources, history) to another backend, e.g. a shared PostgreSQL
     Migrate(StateMigrateArgs),
+    /// Rebuild a lost local state from the copy every apply keeps in the cluster (ConfigMap
+    /// kube-system/sealer-state), read over ssh on a master with the Clusterfile's credentials
+    Pull(StatePullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatePullArgs {
+    /// A master of the cluster
+    #[arg(long = "from-cluster", value_name = "IP")]
+    pub from_cluster: std::net::IpAddr,
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),
+        Command::State(StateCommand::Pull(a)) => commands::state::pull(&ctx, a),
         Command::ForceUnlock(a) => commands::state::force_unlock(&ctx, a),
     };
     match result {

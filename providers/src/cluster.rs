@@ -710,6 +710,41 @@ impl Inner {
     }
 }
 
+/// The ConfigMap in `kube-system` that keeps a copy of the cluster's state (without secrets: the state
+/// never holds any) so that a lost workstation can recover it with `sealer state pull --from-cluster`.
+pub const STATE_CONFIGMAP: &str = "sealer-state";
+const STATE_KEY: &str = "state.json";
+
+impl ClusterProvider {
+    /// Writes `state_json` into the state ConfigMap, through kubectl on the first master.
+    pub async fn publish_state(&self, state_json: &str) -> Result<()> {
+        let manifest = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": STATE_CONFIGMAP,
+                "namespace": "kube-system",
+                "labels": {"app.kubernetes.io/managed-by": "sealer"},
+            },
+            "data": {STATE_KEY: state_json},
+        });
+        let body = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        let command = "f=$(mktemp) && cat > \"$f\" && kubectl apply -f \"$f\"; rc=$?; rm -f \"$f\"; exit $rc";
+        self.0.run(self.0.ctx.first_master, &self.0.with_image_path(command), &body).await.map(|_| ())
+    }
+
+    /// The state copy kept in the cluster, read through kubectl on the first master.
+    pub async fn published_state(&self) -> Result<String> {
+        let json = self.0.kubectl(&format!("get configmap {STATE_CONFIGMAP} -n kube-system -o json")).await?;
+        let configmap: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| format!("kubectl printed invalid JSON: {e}"))?;
+        configmap["data"][STATE_KEY]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} has no `{STATE_KEY}`"))
+    }
+}
+
 impl Provider for ClusterProvider {
     fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
         let inner = self.0.clone();

@@ -237,6 +237,26 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     // The node password reaches no output, log or state.
     let everything = [first_out, again, site.everything_written()].concat();
     assert!(!everything.contains(TESTBED_ROOT_PASSWORD));
+
+    // The workstation loses `.sealer/`: the copy every apply keeps in the cluster rebuilds it exactly.
+    let copy = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+    let copy = String::from_utf8(copy.stdout).unwrap();
+    assert!(copy.contains("hostname.") && !copy.contains(TESTBED_ROOT_PASSWORD), "{copy}");
+    let before = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
+    let before = sealer_engine::StateStore::load(&before, "e2e").unwrap().unwrap();
+    std::fs::remove_dir_all(site.path().join(".sealer")).unwrap();
+    let lost = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(lost.status.code(), Some(2), "without its state every host looks new");
+    let not_master = site.sealer(&["state", "pull", "--from-cluster", &site.ip(3)], "");
+    assert!(stderr(&not_master).contains("is not a master"), "{}", stderr(&not_master));
+    let pulled = ok(&site.sealer(&["state", "pull", "--from-cluster", &site.ip(1)], ""));
+    assert!(pulled.contains(&format!("serial {}", before.serial)), "{pulled}");
+    let after = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
+    assert_eq!(sealer_engine::StateStore::load(&after, "e2e").unwrap().unwrap(), before);
+    let recovered = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(recovered.status.code(), Some(0), "{}{}", stdout(&recovered), stderr(&recovered));
+    let twice = site.sealer(&["state", "pull", "--from-cluster", &site.ip(0)], "");
+    assert!(stderr(&twice).contains("already holds cluster `e2e`"), "{}", stderr(&twice));
 }
 
 #[test]

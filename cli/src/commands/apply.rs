@@ -89,6 +89,7 @@ fn apply_locked(
         log_dir: log_dir.clone(),
         command_timeout: Duration::from_secs(600),
     });
+    let publisher = provider.clone();
     let runtime = super::runtime()?;
     let cancel = CancelFlag::default();
     let mut record_error = None;
@@ -126,6 +127,11 @@ fn apply_locked(
             })
             .await
     });
+    if !options.destroy {
+        if let Err(e) = publish_state(&runtime, &publisher, store, &cf.cluster.name) {
+            eprintln!("warning: the copy of the state in the cluster was not updated: {e}");
+        }
+    }
     runtime.shutdown_timeout(Duration::from_secs(5));
     let applied = report.count(|o| *o == NodeOutcome::Applied);
     let failed: Vec<(Address, String)> = report.failed().map(|(a, e)| (a.clone(), e.clone())).collect();
@@ -154,6 +160,25 @@ fn apply_locked(
         eprintln!("error: the state could not be written: {e}");
     }
     bail!("apply incomplete: {summary}; run `sealer apply` again to finish")
+}
+
+/// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
+fn publish_state(
+    runtime: &tokio::runtime::Runtime,
+    provider: &ClusterProvider,
+    store: &dyn StateStore,
+    cluster: &str,
+) -> anyhow::Result<()> {
+    let Some(state) = store.load(cluster)? else { return Ok(()) };
+    let cluster_up = state
+        .resources
+        .values()
+        .any(|r| r.address.kind == sealer_engine::Kind::KubeadmInit && r.status == ResourceStatus::Ready);
+    if !cluster_up {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&state)?;
+    runtime.block_on(provider.publish_state(&json)).map_err(anyhow::Error::msg)
 }
 
 /// `--refresh-only`: what the hosts hold, recorded in the state; nothing remote changes.

@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _};
 use sealer_engine::{Address, StateStore};
 use sealer_state::StateLocation;
 
-use crate::args::{ClusterArg, ForceUnlockArgs, StateMigrateArgs, StateShowArgs};
+use crate::args::{ClusterArg, ForceUnlockArgs, StateMigrateArgs, StatePullArgs, StateShowArgs};
 use crate::{render, Context, Outcome};
 
 fn open(location: &StateLocation) -> anyhow::Result<Box<dyn StateStore>> {
@@ -119,4 +119,58 @@ fn copy_cluster(
     target.unlock(&lock)?;
     imported?;
     Ok(state.serial)
+}
+
+/// Rebuilds the local state of the Clusterfile's cluster from the copy kept in the cluster, with its
+/// lineage and serial, so that plans made elsewhere and `plan` here agree.
+pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
+    use sealer_engine::clusterfile::Role;
+    use sealer_providers::cluster::{ClusterContext, ClusterProvider, STATE_CONFIGMAP};
+
+    let cf = super::load_clusterfile(&args.file)?;
+    let name = cf.cluster.name.clone();
+    let ip = args.from_cluster;
+    if !cf.cluster.hosts.iter().any(|h| h.ip == ip && h.role == Role::Master) {
+        bail!(
+            "`{ip}` is not a master of cluster `{name}` in `{}`: the state copy is read with kubectl on a master",
+            args.file.display()
+        );
+    }
+    if let Some(store) = ctx.state.open_read_only()? {
+        if store.load(&name)?.is_some() {
+            bail!("the state `{}` already holds cluster `{name}`: pull only rebuilds a lost state", ctx.state);
+        }
+    }
+    let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
+    let provider = ClusterProvider::new(ClusterContext {
+        cluster: name.clone(),
+        hosts: super::ssh_targets(&cf, &sealer_engine::State::empty(&name), false),
+        first_master: ip,
+        image: None,
+        prior: Default::default(),
+        log_dir: log_dir.clone(),
+        command_timeout: std::time::Duration::from_secs(60),
+    });
+    let read = super::runtime()?.block_on(provider.published_state());
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let json = read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
+    let state: sealer_engine::State = serde_json::from_str(&json)
+        .with_context(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}` is not a sealer state"))?;
+    if state.cluster != name {
+        bail!("the cluster at `{ip}` keeps the state of cluster `{}`, the Clusterfile declares `{name}`", state.cluster);
+    }
+    let mut store = ctx.state.open()?;
+    let lock = store.lock(&name, &super::who(), std::process::id(), &super::command_line())?;
+    let imported = store
+        .import(&lock, &state, &[])
+        .and_then(|()| store.record_history(&lock, &format!("state pulled from the cluster at {ip}")));
+    store.unlock(&lock)?;
+    imported?;
+    println!(
+        "Pulled the state of cluster `{name}` (serial {}, {} resources) from {ip} into {}",
+        state.serial,
+        state.resources.len(),
+        ctx.state
+    );
+    Ok(Outcome::Ok)
 }
