@@ -80,6 +80,16 @@ impl CancelFlag {
     }
 }
 
+/// How a change ended, as the state records it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Completion<'a> {
+    /// Applied: keep these attributes (`None` for a deletion).
+    Done(Option<&'a Attributes>),
+    /// A create (or the create half of a replace) failed or was abandoned after it started: the host may
+    /// hold part of it, so it is recorded tainted and replaced by the next apply, never assumed done.
+    FailedPartway,
+}
+
 pub struct Executor {
     pub parallelism: usize,
     /// After a cancellation, how long running work may still finish before it is abandoned (and its
@@ -96,16 +106,17 @@ struct Node {
 
 impl Executor {
     /// Runs every change of `plan` that is not a no-op. `record` is called once per finished change, in
-    /// completion order, with the attributes to keep; an error from it stops the walk (state must not
-    /// fall behind the hosts).
+    /// completion order, with the attributes to keep, and once per create that failed part-way; an error
+    /// from it stops the walk (state must not fall behind the hosts).
     pub async fn run(
         &self,
         plan: &Plan,
         provider: Arc<dyn Provider>,
         reporter: Arc<dyn Reporter>,
         cancel: CancelFlag,
-        mut record: impl FnMut(&ResourceChange, Option<&Attributes>) -> Result<(), String>,
+        mut record: impl FnMut(&ResourceChange, Completion<'_>) -> Result<(), String>,
     ) -> ApplyReport {
+        let creates = |c: &ResourceChange| matches!(c.action, Action::Create | Action::Replace);
         let mut nodes: Vec<Node> = plan
             .changes
             .iter()
@@ -202,11 +213,18 @@ impl Executor {
             };
             let change = nodes[i].change.clone();
             let outcome = match result {
-                Ok(attributes) => match record(&change, attributes.as_ref()) {
+                Ok(attributes) => match record(&change, Completion::Done(attributes.as_ref())) {
                     Ok(()) => NodeOutcome::Applied,
                     Err(e) => {
                         stopped = true;
                         NodeOutcome::Failed(format!("applied, but the state could not record it: {e}"))
+                    }
+                },
+                Err(e) if creates(&change) => match record(&change, Completion::FailedPartway) {
+                    Ok(()) => NodeOutcome::Failed(e),
+                    Err(r) => {
+                        stopped = true;
+                        NodeOutcome::Failed(format!("{e}; and the state could not mark it tainted: {r}"))
                     }
                 },
                 Err(e) => NodeOutcome::Failed(e),
@@ -249,6 +267,13 @@ impl Executor {
             }
             if creates_left == 0 {
                 ready.extend(held_deletes.drain(..));
+            }
+        }
+        // Work abandoned after the drain bound had started on its host.
+        for &i in tasks.values() {
+            let change = &nodes[i].change;
+            if !report.outcomes.contains_key(&change.address) && creates(change) {
+                let _ = record(change, Completion::FailedPartway);
             }
         }
         for node in &nodes {
@@ -342,8 +367,10 @@ mod tests {
     async fn run(p: &Plan, fake: Arc<Fake>, parallelism: usize, cancel: CancelFlag) -> (ApplyReport, Vec<String>) {
         let mut recorded = Vec::new();
         let report = Executor { parallelism, drain: Duration::from_secs(30) }
-            .run(p, Arc::new(Shared(fake)), Arc::new(Quiet), cancel, |c, _| {
-                recorded.push(c.address.key.clone());
+            .run(p, Arc::new(Shared(fake)), Arc::new(Quiet), cancel, |c, completion| {
+                if let Completion::Done(_) = completion {
+                    recorded.push(c.address.key.clone());
+                }
                 Ok(())
             })
             .await;
@@ -371,6 +398,31 @@ mod tests {
         let (report, _) = run(&p, fake.clone(), 3, CancelFlag::default()).await;
         assert_eq!(report.count(|o| *o == NodeOutcome::Applied), 20);
         assert_eq!(fake.running.lock().unwrap().1, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_creates_are_recorded_tainted_and_failed_updates_keep_their_record() {
+        let p = plan(vec![
+            change("new", Action::Create, &[]),
+            change("swap", Action::Replace, &[]),
+            change("edit", Action::Update, &[]),
+            change("gone", Action::Delete, &[]),
+        ]);
+        let fake = Arc::new(Fake {
+            failing: vec!["new".into(), "swap".into(), "edit".into(), "gone".into()],
+            ..Default::default()
+        });
+        let mut tainted = Vec::new();
+        let report = Executor { parallelism: 4, drain: Duration::from_secs(30) }
+            .run(&p, Arc::new(Shared(fake)), Arc::new(Quiet), CancelFlag::default(), |c, completion| {
+                assert_eq!(completion, Completion::FailedPartway, "{}", c.address);
+                tainted.push(c.address.key.clone());
+                Ok(())
+            })
+            .await;
+        tainted.sort();
+        assert_eq!(tainted, ["new", "swap"]);
+        assert_eq!(report.failed().count(), 4);
     }
 
     #[tokio::test(start_paused = true)]
@@ -410,7 +462,8 @@ mod tests {
         let cancel = CancelFlag::default();
         let mut recorded = Vec::new();
         let report = Executor { parallelism: 4, drain: Duration::from_secs(30) }
-            .run(&p, Arc::new(Shared(Arc::new(Fake::default()))), Arc::new(Quiet), cancel.clone(), |c, _| {
+            .run(&p, Arc::new(Shared(Arc::new(Fake::default()))), Arc::new(Quiet), cancel.clone(), |c, completion| {
+                assert!(matches!(completion, Completion::Done(_)));
                 recorded.push(c.address.key.clone());
                 cancel.cancel();
                 Ok(())
@@ -468,15 +521,15 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             flag.cancel();
         });
-        let mut recorded = 0;
+        let mut recorded = Vec::new();
         let started = tokio::time::Instant::now();
         let report = Executor { parallelism: 1, drain: Duration::from_secs(5) }
-            .run(&p, Arc::new(Slow), Arc::new(Quiet), cancel, |_, _| {
-                recorded += 1;
+            .run(&p, Arc::new(Slow), Arc::new(Quiet), cancel, |c, completion| {
+                recorded.push((c.address.key.clone(), completion == Completion::FailedPartway));
                 Ok(())
             })
             .await;
-        assert_eq!(recorded, 0);
+        assert_eq!(recorded, [("slow".to_string(), true)], "abandoned after it started: tainted, never done");
         assert_eq!(report.outcomes[&Address::new(Kind::Host, "slow")], NodeOutcome::Cancelled);
         assert!(started.elapsed() < Duration::from_secs(60));
     }

@@ -19,7 +19,9 @@ pub use clusterfile::{parse, Clusterfile, Parsed};
 pub use compile::compile;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use error::{GraphError, PlanError, StateError};
-pub use executor::{ApplyEvent, ApplyReport, CancelFlag, Executor, NodeOutcome, Provider, ProviderFuture, Reporter};
+pub use executor::{
+    ApplyEvent, ApplyReport, CancelFlag, Completion, Executor, NodeOutcome, Provider, ProviderFuture, Reporter,
+};
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{
     dangerous_removals, decide_action, plan, refresh_only_plan, Action, Decision, Plan, PlanOptions, Reason,

@@ -80,7 +80,8 @@ impl ClusterProvider {
         let inner = &self.0;
         let mut tasks = tokio::task::JoinSet::new();
         for (address, resource) in &state.resources {
-            if address.kind != Kind::Hostname {
+            // A tainted resource is replaced whatever the host holds.
+            if address.kind != Kind::Hostname || resource.status == sealer_engine::ResourceStatus::Tainted {
                 continue;
             }
             let (Some(ip), inner, address) = (resource.host, inner.clone(), address.clone()) else { continue };
@@ -683,8 +684,16 @@ impl Inner {
             Kind::KubeadmJoin => {
                 let name = self.node_name(ip).await?;
                 let q = quote(&name);
-                self.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
-                self.kubectl(&format!("delete node {q}")).await?;
+                // A join that failed part-way (a tainted one being replaced) may never have registered.
+                let nodes: serde_json::Value = serde_json::from_str(&self.kubectl("get nodes -o json").await?)
+                    .map_err(|e| format!("kubectl printed invalid JSON: {e}"))?;
+                let registered = nodes["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|n| n["metadata"]["name"].as_str() == Some(name.as_str())));
+                if registered {
+                    self.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
+                    self.kubectl(&format!("delete node {q}")).await?;
+                }
                 self.run(ip, &self.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
             }
             Kind::KubeadmInit => self.run(ip, &self.with_image_path("kubeadm reset -f"), b"").await.map(|_| ()),

@@ -239,7 +239,8 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     assert!(!everything.contains(TESTBED_ROOT_PASSWORD));
 
     // The workstation loses `.sealer/`: the copy every apply keeps in the cluster rebuilds it exactly.
-    let copy = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+    let copy =
+        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
     let copy = String::from_utf8(copy.stdout).unwrap();
     assert!(copy.contains("hostname.") && !copy.contains(TESTBED_ROOT_PASSWORD), "{copy}");
     let before = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
@@ -274,7 +275,10 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
     assert!(err.contains(&format!("cannot reach `{}:22`", site.ip(4))), "{err}");
     let list = ok(&site.sealer(&["state", "list"], ""));
     assert!(list.contains(&format!("kubeadm-join.{}", site.ip(3))), "the other hosts' work is recorded:\n{list}");
-    assert!(!list.contains(&format!("host.{}", site.ip(4))), "{list}");
+    // The host was never reached, but its create had started: recorded tainted, so it is redone whole.
+    let host = ok(&site.sealer(&["state", "show", &format!("host.{}", site.ip(4))], ""));
+    assert!(host.contains("(tainted)"), "{host}");
+    assert!(!list.contains(&format!("hostname.{}", site.ip(4))), "{list}");
     assert_eq!(site.kubectl_nodes().len(), 4);
 
     site.tb.start_sshd(4);
@@ -482,12 +486,18 @@ fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
     assert!(err.contains(&format!("on `{ip4}`")) || err.contains(&format!("to `{ip4}`")), "{err}");
     let list = ok(&site.sealer(&["state", "list"], ""));
     assert!(list.contains(&format!("kubeadm-join.{}", site.ip(3))), "{list}");
-    assert!(
-        !list.contains(&format!("plugin.slow.PreJoin.{ip4}")) && !list.contains(&format!("kubeadm-join.{ip4}")),
-        "{list}"
-    );
+    assert!(!list.contains(&format!("kubeadm-join.{ip4}")), "{list}");
+    // The step that was cut off half-way is tainted: replaced by the next apply, never assumed done.
+    let slow = format!("plugin.slow.PreJoin.{ip4}");
+    assert!(ok(&site.sealer(&["state", "show", &slow], "")).contains("(tainted)"));
 
     site.tb.start_sshd(4);
+    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
+    let replaced = plan["changes"].as_array().unwrap().iter().find(|c| c["address"] == slow.as_str()).unwrap();
+    assert_eq!(
+        (replaced["action"].as_str(), replaced["reason"].as_str()),
+        (Some("replace"), Some("replace_because_tainted"))
+    );
     let todo = site.pending();
     assert!(
         todo.iter().all(|a| a.ends_with(&ip4) || a.starts_with("guest.") || a.starts_with("plugin.ready")),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::{
-    Action, Address, CancelFlag, Clusterfile, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
+    Action, Address, CancelFlag, Clusterfile, Completion, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
@@ -111,12 +111,18 @@ fn apply_locked(
             Arc::new(progress::Lines)
         };
         executor
-            .run(&plan, Arc::new(provider), reporter, cancel.clone(), |change, attributes| {
-                let stored = attributes.map(|a| StoredResource {
+            .run(&plan, Arc::new(provider), reporter, cancel.clone(), |change, completion| {
+                let (attributes, status) = match completion {
+                    Completion::Done(attributes) => (attributes.cloned(), ResourceStatus::Ready),
+                    Completion::FailedPartway => {
+                        (Some(change.after.clone().unwrap_or_default()), ResourceStatus::Tainted)
+                    }
+                };
+                let stored = attributes.map(|attributes| StoredResource {
                     address: change.address.clone(),
                     host: change.host,
-                    status: ResourceStatus::Ready,
-                    attributes: a.clone(),
+                    status,
+                    attributes,
                     depends_on: change.depends_on.clone(),
                 });
                 store.put_resource(lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {

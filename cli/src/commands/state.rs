@@ -153,11 +153,15 @@ pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
     });
     let read = super::runtime()?.block_on(provider.published_state());
     let _ = std::fs::remove_dir_all(&log_dir);
-    let json = read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
+    let json =
+        read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
     let state: sealer_engine::State = serde_json::from_str(&json)
         .with_context(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}` is not a sealer state"))?;
     if state.cluster != name {
-        bail!("the cluster at `{ip}` keeps the state of cluster `{}`, the Clusterfile declares `{name}`", state.cluster);
+        bail!(
+            "the cluster at `{ip}` keeps the state of cluster `{}`, the Clusterfile declares `{name}`",
+            state.cluster
+        );
     }
     let mut store = ctx.state.open()?;
     let lock = store.lock(&name, &super::who(), std::process::id(), &super::command_line())?;
