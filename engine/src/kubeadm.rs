@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::clusterfile::{Clusterfile, KubeadmDocument, Role};
+use crate::clusterfile::{Clusterfile, KubeadmDocument};
 
 pub const API_SERVER_DOMAIN: &str = "apiserver.cluster.local";
 pub const REGISTRY_DOMAIN: &str = "sea.hub";
@@ -99,7 +99,7 @@ fn strings(items: impl IntoIterator<Item = String>) -> Value {
     Value::Sequence(items.into_iter().map(Value::String).collect())
 }
 
-fn defaults(cf: &Clusterfile, first_master: IpAddr, version: &str) -> Vec<(&'static str, Value)> {
+fn defaults(first_master: IpAddr, version: &str) -> Vec<(&'static str, Value)> {
     let mut init = yaml("localAPIEndpoint:\n  bindPort: 6443\nnodeRegistration: {}\n");
     init["localAPIEndpoint"]["advertiseAddress"] = Value::String(first_master.to_string());
     init["nodeRegistration"]["criSocket"] = Value::String(CRI_SOCKET.into());
@@ -110,8 +110,9 @@ fn defaults(cf: &Clusterfile, first_master: IpAddr, version: &str) -> Vec<(&'sta
          scheduler:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
          etcd:\n  local:\n    dataDir: /var/lib/etcd\n",
     );
-    let mut sans = vec!["127.0.0.1".to_string(), API_SERVER_DOMAIN.to_string(), VIRTUAL_IP.to_string()];
-    sans.extend(cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()));
+    // kubeadm adds each member's own address to its certificate, so the masters' addresses are not listed:
+    // listed, every scaling of the masters would rewrite the first master's configuration.
+    let sans = vec!["127.0.0.1".to_string(), API_SERVER_DOMAIN.to_string(), VIRTUAL_IP.to_string()];
     if let Value::Mapping(m) = &mut cluster {
         let mut head = Mapping::new();
         head.insert("kubernetesVersion".into(), Value::String(version.into()));
@@ -188,7 +189,7 @@ fn render(documents: Vec<(&str, Value)>, kubeadm_version: &'static str) -> Strin
 /// documents < the Clusterfile's network fields < the Clusterfile's documents.
 pub fn init_config(cf: &Clusterfile, image: &[KubeadmDocument], first_master: IpAddr) -> String {
     let version = kubernetes_version(cf, image);
-    let mut documents = defaults(cf, first_master, &version);
+    let mut documents = defaults(first_master, &version);
     for (kind, body) in &mut documents {
         if let Some(layer) = image.iter().find(|d| d.kind == *kind) {
             merge(body, &layer.body);
@@ -209,6 +210,28 @@ pub fn init_config(cf: &Clusterfile, image: &[KubeadmDocument], first_master: Ip
     }
     debug_assert!(documents.iter().map(|(k, _)| *k).eq(INIT_KINDS));
     render(documents, kubeadm_api_version(&version))
+}
+
+/// The merged configuration as another control-plane member applies it (`kubeadm init phase
+/// control-plane`): the same, but advertising its own address.
+pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, String> {
+    let mut out = String::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(config).enumerate() {
+        let mut doc: Value =
+            serde::Deserialize::deserialize(document).map_err(|e| format!("document {}: {e}", i + 1))?;
+        if doc.is_null() {
+            continue;
+        }
+        if doc.get("kind").and_then(Value::as_str) == Some("InitConfiguration") {
+            merge(
+                &mut doc,
+                &yaml_with("localAPIEndpoint", yaml_with("advertiseAddress", Value::String(member.to_string()))),
+            );
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
 }
 
 /// The merged `JoinConfiguration`, when the image or the Clusterfile declares one; the token and CA hash
@@ -259,6 +282,16 @@ mod tests {
         assert!(merged.contains("authorization-mode: Node,RBAC"), "defaults stay under both: {merged}");
         assert!(merged.contains("kubernetesVersion: v1.21.4") && merged.contains("kubeadm.k8s.io/v1beta2"), "{merged}");
         assert!(parse_image_documents("kind: Pod\n").is_err());
+    }
+
+    #[test]
+    fn another_member_advertises_its_own_address_and_keeps_the_rest() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nspec:\n  image: k:v1.22.15\n  hosts:\n    - {ips: [10.0.0.2, 10.0.0.3], roles: [master]}\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let first = init_config(&cf, &[], "10.0.0.2".parse().unwrap());
+        let member = for_control_plane_member(&first, "10.0.0.3".parse().unwrap()).unwrap();
+        assert_eq!(member, first.replace("advertiseAddress: 10.0.0.2", "advertiseAddress: 10.0.0.3"));
+        assert_ne!(member, first);
     }
 
     #[test]

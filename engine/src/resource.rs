@@ -112,8 +112,10 @@ impl From<Address> for String {
 }
 
 /// One attribute value. `Sensitive` carries no value at all: a secret is never copied into a resource,
-/// so it cannot reach a plan, a state row or a log. `Unknown` is a value only apply can learn (a
-/// hostname nobody declared, an image digest): it never causes a change by itself.
+/// so it cannot reach a plan or a log. `Sealed` is the one exception, in the state only: a secret that a
+/// later apply needs when the Clusterfile no longer has it (the ssh password of a host being removed),
+/// encrypted with the user's state key; it is shown and compared as `Sensitive`. `Unknown` is a value only
+/// apply can learn (a hostname nobody declared, an image digest): it never causes a change by itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Value {
@@ -123,6 +125,7 @@ pub enum Value {
     List(Vec<String>),
     Map(BTreeMap<String, String>),
     Sensitive,
+    Sealed(String),
     Unknown,
 }
 

@@ -26,6 +26,8 @@ pub struct ClusterContext {
     pub cluster: String,
     pub hosts: BTreeMap<IpAddr, SshTarget>,
     pub first_master: IpAddr,
+    /// Every master the Clusterfile declares, the first one included.
+    pub masters: Vec<IpAddr>,
     pub image: Option<StoredImage>,
     /// Attributes recorded by earlier applies, for what this apply does not redo (node names).
     pub prior: BTreeMap<Address, Attributes>,
@@ -453,15 +455,37 @@ impl Inner {
             }
             *self.join.lock().await = Some(join);
         } else if change.action == Action::Update {
-            // A changed configuration reaches the running control plane by regenerating its manifests.
+            self.reconfigure_control_plane(ip, &config).await?;
+        }
+        Ok(after)
+    }
+
+    /// A changed configuration reaches the running control plane (kubeadm's documented reconfiguration):
+    /// the stored cluster configuration is replaced, so that masters joining later use it, and every
+    /// master that has joined regenerates its static Pods, one at a time, each advertising itself.
+    async fn reconfigure_control_plane(&self, first: IpAddr, config: &str) -> Result<()> {
+        let config_path = format!("{}/etc/kubeadm.yml", self.rootfs());
+        let qconfig = quote(&config_path);
+        for phase in ["control-plane all", "upload-config kubeadm"] {
+            self.run(first, &self.with_image_path(&format!("kubeadm init phase {phase} --config {qconfig}")), b"")
+                .await?;
+        }
+        let joined_masters = self.ctx.masters.iter().filter(|m| **m != first).filter(|m| {
+            self.known(&Address::new(Kind::KubeadmJoin, m.to_string()))
+                .is_some_and(|a| text(&a, "role").as_deref() == Some("master"))
+        });
+        for &member in joined_masters {
+            let own = sealer_engine::kubeadm::for_control_plane_member(config, member)?;
+            let path = quote(&format!("{}/etc/kubeadm-control-plane.yml", self.rootfs()));
+            self.run(member, &format!("cat > {path}"), own.as_bytes()).await?;
             self.run(
-                ip,
-                &self.with_image_path(&format!("kubeadm init phase control-plane all --config {qconfig}")),
+                member,
+                &self.with_image_path(&format!("kubeadm init phase control-plane all --config {path}")),
                 b"",
             )
             .await?;
         }
-        Ok(after)
+        Ok(())
     }
 
     /// Join credentials: those `kubeadm init` printed in this apply, else freshly minted ones.

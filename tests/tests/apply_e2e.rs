@@ -1,6 +1,7 @@
 //! `sealer apply` end to end on real sshd hosts with the simulated Kubernetes image.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -548,4 +549,128 @@ fn two_working_copies_sharing_a_postgres_state() {
         assert_eq!(plan.status.code(), Some(0), "{}\n{}", stdout(&plan), stderr(&plan));
     }
     assert!(!site.path().join(".sealer/state.db").exists() && !second.path().join(".sealer/state.db").exists());
+}
+
+/// A Clusterfile of `masters` and `nodes` (indices into the testbed): the cluster logs in with the key;
+/// hosts 4 and 5 form a group of their own that logs in with a password of its own.
+fn scaled_clusterfile(site: &Site, masters: &[usize], nodes: &[usize], extra_args: &str) -> String {
+    let list = |ix: &[usize]| ix.iter().map(|&i| site.ip(i)).collect::<Vec<_>>().join(", ");
+    let (keyed, own_password): (Vec<usize>, Vec<usize>) = nodes.iter().partition(|&&i| i < 4);
+    let mut text = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: e2e\nspec:\n  image: {IMAGE}\n  ssh:\n    pk: {key}\n  \
+         hosts:\n    - ips: [{masters}]\n      roles: [master]\n",
+        key = site.tb.key.display(),
+        masters = list(masters),
+    );
+    if !keyed.is_empty() {
+        text += &format!("    - ips: [{}]\n      roles: [node]\n", list(&keyed));
+    }
+    if !own_password.is_empty() {
+        text += &format!(
+            "    - ips: [{}]\n      roles: [node]\n      ssh:\n        passwd: {OTHER_PASSWORD}\n",
+            list(&own_password)
+        );
+    }
+    text += &format!(
+        "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\napiServer:\n  extraArgs:\n{extra_args}"
+    );
+    text
+}
+
+const OTHER_PASSWORD: &str = "Group-only-Pw-4410";
+
+#[test]
+fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(6);
+    // Hosts 4 and 5 accept only their own password: the cluster's key and password do not work there.
+    for i in [4, 5] {
+        let set =
+            site.tb.exec(i, &format!("echo 'root:{OTHER_PASSWORD}' | chpasswd && rm -f /root/.ssh/authorized_keys"));
+        assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    }
+    let args = "    audit-log-maxage: \"30\"\n";
+    let step = |masters: &[usize], nodes: &[usize], args: &str| {
+        site.write_clusterfile(&scaled_clusterfile(&site, masters, nodes, args));
+        let out = ok(&site.sealer(&["apply", "--auto-approve", "--no-progress"], ""));
+        let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+        assert_eq!(settled.status.code(), Some(0), "{}{}", stdout(&settled), stderr(&settled));
+        out
+    };
+    let node_roles = || -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = site
+            .kubectl_nodes()
+            .iter()
+            .map(|n| {
+                let ip = n["status"]["addresses"][0]["address"].as_str().unwrap().to_string();
+                (ip, n["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_some())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let expect = |masters: &[usize], nodes: &[usize]| {
+        let mut v: Vec<(String, bool)> =
+            masters.iter().map(|&i| (site.ip(i), true)).chain(nodes.iter().map(|&i| (site.ip(i), false))).collect();
+        v.sort();
+        v
+    };
+    let latest_logs = || {
+        let mut dirs: Vec<PathBuf> =
+            std::fs::read_dir(site.path().join(".sealer/logs")).unwrap().map(|e| e.unwrap().path()).collect();
+        dirs.sort();
+        dirs.pop().unwrap()
+    };
+
+    step(&[0], &[3], args);
+    assert_eq!(node_roles(), expect(&[0], &[3]));
+
+    // Scale up to 3 + 3: only the new hosts are worked on.
+    step(&[0, 1, 2], &[3, 4, 5], args);
+    assert_eq!(node_roles(), expect(&[0, 1, 2], &[3, 4, 5]));
+    let logs = latest_logs();
+    assert!(!logs.join(format!("{}.log", site.ip(3))).exists(), "the node that stayed was worked on");
+    let first = std::fs::read_to_string(logs.join(format!("{}.log", site.ip(0)))).unwrap_or_default();
+    for command in first.lines().filter(|l| l.starts_with("$ ")) {
+        assert!(
+            command.contains("kubectl ")
+                || command.contains("kubeadm token create")
+                || command.contains("upload-certs"),
+            "the first master only serves the joins: {command}"
+        );
+    }
+
+    // Down to 3 + 1: hosts 4 and 5 are removed with the password recorded (sealed) in the state alone.
+    step(&[0, 1, 2], &[3], args);
+    assert_eq!(node_roles(), expect(&[0, 1, 2], &[3]));
+    for i in [4, 5] {
+        let left =
+            site.tb.exec(i, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[k]ubelet'; true");
+        assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "host {i} keeps sealer files or a kubelet");
+    }
+    assert!(!site.everything_written().contains(OTHER_PASSWORD), "the group password is sealed in the state");
+    let key = site.path().join("home/state.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Node 3 becomes a master: planned as a replacement, with the reason.
+    site.write_clusterfile(&scaled_clusterfile(&site, &[0, 1, 2, 3], &[], args));
+    let plan = ok(&site.sealer(&["plan", "--no-color"], ""));
+    assert!(plan.contains(&format!("kubeadm-join.{}", site.ip(3))) && plan.contains("must be replaced"), "{plan}");
+    assert!(plan.contains("forces replacement"), "{plan}");
+    step(&[0, 1, 2, 3], &[], args);
+    assert_eq!(node_roles(), expect(&[0, 1, 2, 3], &[]));
+
+    // A changed apiserver flag: a diff of the merged configuration, then every master's control plane.
+    site.write_clusterfile(&scaled_clusterfile(&site, &[0, 1, 2, 3], &[], "    audit-log-maxage: \"7\"\n"));
+    let plan = ok(&site.sealer(&["plan", "--no-color"], ""));
+    assert!(plan.contains("-     audit-log-maxage: '30'") && plan.contains("+     audit-log-maxage: '7'"), "{plan}");
+    step(&[0, 1, 2, 3], &[], "    audit-log-maxage: \"7\"\n");
+    for i in 0..4 {
+        let manifest =
+            String::from_utf8(site.tb.exec(i, "cat /etc/kubernetes/manifests/kube-apiserver.yaml").stdout).unwrap();
+        assert!(manifest.contains("--audit-log-maxage=7"), "master {i}: {manifest}");
+        assert!(manifest.contains(&format!("--advertise-address={}", site.ip(i))), "master {i}: {manifest}");
+    }
 }

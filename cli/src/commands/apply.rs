@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use sealer_engine::{
     Action, Address, CancelFlag, Clusterfile, Completion, Executor, LockInfo, NodeOutcome, Plan, PlanOptions, Reporter,
-    ResourceStatus, State, StateStore, StoredResource,
+    ResourceStatus, State, StateStore, StoredResource, Value,
 };
 use sealer_providers::cluster::{ClusterContext, ClusterProvider};
 use sealer_providers::image::store::ImageStore;
@@ -82,14 +82,17 @@ fn apply_locked(
     let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
     let provider = ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
-        hosts: super::ssh_targets(cf, &state, args.strict_host_keys),
+        hosts: super::ssh_targets(cf, &state, args.strict_host_keys)?,
         first_master,
+        masters: super::masters(cf),
         image: Some(image),
         prior: state.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
         log_dir: log_dir.clone(),
         command_timeout: Duration::from_secs(600),
     });
     let publisher = provider.clone();
+    let has_secrets = cf.cluster.hosts.iter().any(|h| super::ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));
+    let sealing = if has_secrets { sealer_state::SealingKey::load(&sealer_home(), true)? } else { None };
     let runtime = super::runtime()?;
     let cancel = CancelFlag::default();
     let mut record_error = None;
@@ -112,12 +115,15 @@ fn apply_locked(
         };
         executor
             .run(&plan, Arc::new(provider), reporter, cancel.clone(), |change, completion| {
-                let (attributes, status) = match completion {
+                let (mut attributes, status) = match completion {
                     Completion::Done(attributes) => (attributes.cloned(), ResourceStatus::Ready),
                     Completion::FailedPartway => {
                         (Some(change.after.clone().unwrap_or_default()), ResourceStatus::Tainted)
                     }
                 };
+                if let (sealer_engine::Kind::Host, Some(a)) = (change.kind, attributes.as_mut()) {
+                    super::seal_ssh_secrets(cf, sealing.as_ref(), &change.address, a)?;
+                }
                 let stored = attributes.map(|attributes| StoredResource {
                     address: change.address.clone(),
                     host: change.host,
@@ -182,6 +188,15 @@ fn publish_state(
         .any(|r| r.address.kind == sealer_engine::Kind::KubeadmInit && r.status == ResourceStatus::Ready);
     if !cluster_up {
         return Ok(());
+    }
+    let mut state = state;
+    // Sealed secrets stay on the workstation: the cluster's copy has none.
+    for resource in state.resources.values_mut() {
+        for value in resource.attributes.values_mut() {
+            if let Value::Sealed(_) = value {
+                *value = Value::Sensitive;
+            }
+        }
     }
     let json = serde_json::to_string(&state)?;
     runtime.block_on(provider.publish_state(&json)).map_err(anyhow::Error::msg)

@@ -68,9 +68,22 @@ fn print_diagnostics(diagnostics: &Diagnostics) {
     }
 }
 
+/// The secrets of a host's ssh login, as the state keeps them: `(attribute, secret)`.
+pub fn ssh_secrets(ssh: &sealer_engine::clusterfile::Ssh) -> [(&'static str, Option<&str>); 2] {
+    [
+        ("ssh_password", ssh.password.as_ref().map(|s| s.expose())),
+        ("ssh_key_passphrase", ssh.key_passphrase.as_ref().map(|s| s.expose())),
+    ]
+}
+
 /// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state. Hosts only the state
-/// still has (being removed) get the cluster-wide `spec.ssh` credentials and their recorded user and port.
-pub fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<std::net::IpAddr, SshTarget> {
+/// still has (being removed) log in as recorded: user, port, key path, and the password or passphrase
+/// sealed in the state (opened with the user's state key), else the cluster-wide `spec.ssh`.
+pub fn ssh_targets(
+    cf: &Clusterfile,
+    state: &State,
+    strict: bool,
+) -> anyhow::Result<BTreeMap<std::net::IpAddr, SshTarget>> {
     let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
         .iter()
         .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
@@ -105,16 +118,58 @@ pub fn ssh_targets(cf: &Clusterfile, state: &State, strict: bool) -> BTreeMap<st
         if targets.contains_key(&ip) {
             continue;
         }
+        let recorded = &resource.attributes;
         let mut ssh = cf.cluster.ssh.clone();
-        if let Some(Value::Text(user)) = resource.attributes.get("ssh_user") {
+        if let Some(Value::Text(user)) = recorded.get("ssh_user") {
             ssh.user = user.clone();
         }
-        if let Some(Value::Int(port)) = resource.attributes.get("ssh_port") {
+        if let Some(Value::Int(port)) = recorded.get("ssh_port") {
             ssh.port = u16::try_from(*port).unwrap_or(22);
+        }
+        let sealed = |attribute: &str| -> anyhow::Result<Option<sealer_engine::clusterfile::Secret>> {
+            let Some(Value::Sealed(sealed)) = recorded.get(attribute) else { return Ok(None) };
+            let key = sealer_state::SealingKey::load(&crate::sealer_home(), false)?.with_context(|| {
+                format!(
+                    "the state keeps the ssh {} of removed host `{ip}` sealed, but there is no state key here                      (set SEALER_STATE_KEY or copy the `state.key` of the workstation that applied)",
+                    attribute.trim_start_matches("ssh_").replace('_', " ")
+                )
+            })?;
+            Ok(Some(sealer_engine::clusterfile::Secret::new(key.open(&resource.address.to_string(), sealed)?)))
+        };
+        match recorded.get("ssh_auth") {
+            Some(Value::Text(auth)) if auth == "password" => {
+                ssh.private_key = None;
+                ssh.password = sealed("ssh_password")?.or(ssh.password);
+            }
+            Some(Value::Text(auth)) if auth == "key" => {
+                if let Some(Value::Text(path)) = recorded.get("ssh_private_key") {
+                    ssh.private_key = Some(path.clone());
+                    ssh.key_passphrase = sealed("ssh_key_passphrase")?;
+                }
+            }
+            _ => {}
         }
         targets.insert(ip, target(ip, &ssh));
     }
-    targets
+    Ok(targets)
+}
+
+/// Seals the host's ssh secrets into the attributes the state keeps for `host.IP` (they are `Sensitive`,
+/// without a value, in the plan), so that the host can be reached once the Clusterfile drops it.
+pub fn seal_ssh_secrets(
+    cf: &Clusterfile,
+    key: Option<&sealer_state::SealingKey>,
+    address: &Address,
+    attributes: &mut sealer_engine::Attributes,
+) -> Result<(), String> {
+    let (Some(key), Some(ip)) = (key, address.key.parse::<std::net::IpAddr>().ok()) else { return Ok(()) };
+    let Some(host) = cf.cluster.hosts.iter().find(|h| h.ip == ip) else { return Ok(()) };
+    for (attribute, secret) in ssh_secrets(&host.ssh) {
+        if let (Some(secret), Some(value)) = (secret, attributes.get_mut(attribute)) {
+            *value = Value::Sealed(key.seal(&address.to_string(), secret).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(())
 }
 
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
@@ -125,8 +180,9 @@ pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> a
     let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(()) };
     let provider = ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
-        hosts: ssh_targets(cf, state, strict_host_keys),
+        hosts: ssh_targets(cf, state, strict_host_keys)?,
         first_master,
+        masters: masters(cf),
         image: None,
         prior: BTreeMap::new(),
         log_dir: std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())),
@@ -147,4 +203,9 @@ pub fn who() -> String {
 /// The command line as recorded with a lock and in the history, with any password in a URL masked.
 pub fn command_line() -> String {
     std::env::args().map(|a| sealer_state::redact_url(&a)).collect::<Vec<_>>().join(" ")
+}
+
+/// The masters the Clusterfile declares, in its order.
+pub fn masters(cf: &Clusterfile) -> Vec<std::net::IpAddr> {
+    cf.cluster.hosts.iter().filter(|h| h.role == sealer_engine::clusterfile::Role::Master).map(|h| h.ip).collect()
 }

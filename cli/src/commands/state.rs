@@ -144,8 +144,9 @@ pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
     let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
     let provider = ClusterProvider::new(ClusterContext {
         cluster: name.clone(),
-        hosts: super::ssh_targets(&cf, &sealer_engine::State::empty(&name), false),
+        hosts: super::ssh_targets(&cf, &sealer_engine::State::empty(&name), false)?,
         first_master: ip,
+        masters: vec![ip],
         image: None,
         prior: Default::default(),
         log_dir: log_dir.clone(),

@@ -56,7 +56,7 @@ fn inline(v: &Value) -> String {
                 m.iter().map(|(k, v)| format!("{} = {}", quote(k), quote(v))).collect::<Vec<_>>().join(", ")
             )
         }
-        Value::Sensitive => SENSITIVE.into(),
+        Value::Sensitive | Value::Sealed(_) => SENSITIVE.into(),
         Value::Unknown => UNKNOWN.into(),
     }
 }

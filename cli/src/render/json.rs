@@ -21,7 +21,7 @@ impl Serialize for ValueView<'_> {
             Value::Text(t) => s.serialize_str(t),
             Value::List(items) => items.serialize(s),
             Value::Map(m) => m.serialize(s),
-            Value::Sensitive => s.serialize_str(SENSITIVE),
+            Value::Sensitive | Value::Sealed(_) => s.serialize_str(SENSITIVE),
             Value::Unknown => s.serialize_str(UNKNOWN),
         }
     }
