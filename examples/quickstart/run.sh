@@ -17,8 +17,11 @@ if [ "${1:-up}" = down ]; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "the quickstart creates network namespaces: run it as root" >&2; exit 1; }
-if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server docker-registry python3-yaml >/dev/null
+if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] \
+  || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+  apt-get update -q >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server docker-registry python3-yaml etcd-server etcd-client \
+    iproute2 util-linux >/dev/null
 fi
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
 mkdir -p "$work"

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -622,8 +622,69 @@ impl Inner {
         if text(&after, "runs_on").as_deref() == Some("delete") {
             return Ok(after);
         }
+        if text(&after, "type").as_deref() == Some("ETCD") {
+            return self.etcd_backup(ip, after).await;
+        }
         self.run_plugin(ip, &after).await?;
         Ok(after)
+    }
+
+    /// ETCD plugin: a real `etcdctl snapshot save` on the first master, brought to the directory its data
+    /// names on the operator's machine (default `.sealer/backups`), checksum verified.
+    async fn etcd_backup(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let dir = text(&after, "data").map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
+        let dir = PathBuf::from(dir.unwrap_or_else(|| ".sealer/backups".into()));
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let name = format!("etcd-{}-{stamp}.db", self.ctx.cluster);
+        let remote = format!("{}/backup/{name}", cluster_dir(&self.ctx.cluster));
+        let q = quote(&remote);
+        let save = format!(
+            "mkdir -p \"$(dirname {q})\" && ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 snapshot save {q}"
+        );
+        self.run(ip, &self.with_image_path(&save), b"").await?;
+        let local = dir.join(&name);
+        let fetched = self.download(ip, &remote, &local).await;
+        self.run(ip, &format!("rm -f {q}"), b"").await?;
+        let (sha256, bytes) = fetched?;
+        after.insert("snapshot".into(), Value::text(local.display().to_string()));
+        after.insert("sha256".into(), Value::text(sha256));
+        after.insert("bytes".into(), Value::Int(i64::try_from(bytes).unwrap_or(i64::MAX)));
+        Ok(after)
+    }
+
+    /// Copies a file of `ip` to `local` (written whole or not at all) and returns its SHA-256 and size,
+    /// refusing it when the bytes that arrived do not have the checksum the host computed. Base64 on the
+    /// wire keeps binary content out of the shell framing and the logs.
+    async fn download(&self, ip: IpAddr, remote: &str, local: &Path) -> Result<(String, usize)> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let q = quote(remote);
+        let expected = self.run(ip, &format!("sha256sum {q}"), b"").await?.stdout_text();
+        let expected = expected.split_whitespace().next().unwrap_or_default().to_string();
+        let session = self.session(ip).await?;
+        self.log(ip, &format!("$ base64 -w0 {q}  # download to {}", local.display()));
+        let out =
+            session.exec(&format!("base64 -w0 {q}"), b"", self.ctx.command_timeout).await.map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            return Err(format!("cannot read `{remote}` on `{ip}`: {}", out.stderr_text()));
+        }
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(out.stdout_text().trim())
+            .map_err(|e| format!("`{remote}` on `{ip}` arrived damaged: {e}"))?;
+        let actual = format!("{:x}", sha2::Sha256::digest(&content));
+        if actual != expected {
+            return Err(format!("`{remote}` from `{ip}` has SHA-256 {actual}, the host computed {expected}: not kept"));
+        }
+        self.log(ip, &format!("# downloaded {} bytes, sha256 {actual}", content.len()));
+        let io = |e: std::io::Error| format!("cannot write `{}`: {e}", local.display());
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let partial = local.with_extension("partial");
+        std::fs::write(&partial, &content).map_err(io)?;
+        std::fs::rename(&partial, local).map_err(io)?;
+        Ok((actual, content.len()))
     }
 
     async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
@@ -635,7 +696,7 @@ impl Inner {
                 self.run(ip, &self.with_image_path(&format!("{prefix}exec sh -s")), data.as_bytes()).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
-            "ETCD" => return Err("the ETCD plugin (etcd snapshots) is not implemented yet".into()),
+            "ETCD" => return Err("an ETCD plugin runs through its own resource".into()),
             other => {
                 // An out-of-tree plugin describes itself; one that does not run at this phase is refused.
                 let exe = quote(&format!("{}/plugins/{other}", self.rootfs()));

@@ -574,7 +574,74 @@ fn scaled_clusterfile(site: &Site, masters: &[usize], nodes: &[usize], extra_arg
     text += &format!(
         "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\napiServer:\n  extraArgs:\n{extra_args}"
     );
+    text +=
+        "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: backup\nspec:\n  type: ETCD\n  \
+             action: PostInstall\n  data: backups\n";
     text
+}
+
+/// Members of the control plane's real etcd, by name.
+fn etcd_members(site: &Site) -> Vec<String> {
+    let out = site.tb.exec(
+        0,
+        "ETCDCTL_API=3 /var/lib/sealer/e2e/rootfs/bin/etcdctl --endpoints http://127.0.0.1:2379 member list -w json",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The snapshot restores: `etcdctl snapshot status` reads it, and an etcd started on the restored data
+/// (loopback only, a free port, removed afterwards) holds the cluster's nodes.
+fn restored_nodes(snapshot: &Path) -> Vec<String> {
+    let etcdctl = |args: &[&str]| Command::new("etcdctl").env("ETCDCTL_API", "3").args(args).output().unwrap();
+    let status = etcdctl(&["snapshot", "status", snapshot.to_str().unwrap(), "-w", "json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: Json = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status["totalKey"].as_u64().unwrap() > 0, "{status}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("restored");
+    let restore = etcdctl(&["snapshot", "restore", snapshot.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = format!("http://127.0.0.1:{port}");
+    let mut etcd = Command::new("etcd")
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut keys = String::new();
+    for _ in 0..100 {
+        let got = etcdctl(&["--endpoints", &client, "get", "--prefix", "/registry/minions/", "--keys-only"]);
+        if got.status.success() {
+            keys = String::from_utf8_lossy(&got.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    let mut names: Vec<String> =
+        keys.lines().filter_map(|k| k.strip_prefix("/registry/minions/")).map(str::to_string).collect();
+    names.sort();
+    names
 }
 
 const OTHER_PASSWORD: &str = "Group-only-Pw-4410";
@@ -626,10 +693,28 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
 
     step(&[0], &[3], args);
     assert_eq!(node_roles(), expect(&[0], &[3]));
+    // The ETCD plugin took a real snapshot to the operator's machine, with its checksum.
+    let backup =
+        ok(&site.sealer(&["state", "show", &format!("plugin.backup.PostInstall.{}", site.ip(0)), "--json"], ""));
+    let backup: Json = serde_json::from_str(&backup).unwrap();
+    let snapshot = site.path().join(backup["attributes"]["snapshot"].as_str().unwrap());
+    let content = std::fs::read(&snapshot).unwrap();
+    let digest = Command::new("sha256sum").arg(&snapshot).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&digest.stdout).split_whitespace().next(),
+        backup["attributes"]["sha256"].as_str()
+    );
+    assert_eq!(backup["attributes"]["bytes"].as_u64(), Some(content.len() as u64));
+    let mut hostnames: Vec<String> =
+        site.kubectl_nodes().iter().map(|n| n["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    hostnames.sort();
+    assert_eq!(restored_nodes(&snapshot), hostnames);
+    assert_eq!(etcd_members(&site).len(), 1);
 
     // Scale up to 3 + 3: only the new hosts are worked on.
     step(&[0, 1, 2], &[3, 4, 5], args);
     assert_eq!(node_roles(), expect(&[0, 1, 2], &[3, 4, 5]));
+    assert_eq!(etcd_members(&site).len(), 3, "every master is an etcd member");
     let logs = latest_logs();
     assert!(!logs.join(format!("{}.log", site.ip(3))).exists(), "the node that stayed was worked on");
     let first = std::fs::read_to_string(logs.join(format!("{}.log", site.ip(0)))).unwrap_or_default();
@@ -673,4 +758,12 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
         assert!(manifest.contains("--audit-log-maxage=7"), "master {i}: {manifest}");
         assert!(manifest.contains(&format!("--advertise-address={}", site.ip(i))), "master {i}: {manifest}");
     }
+    assert_eq!(etcd_members(&site).len(), 4);
+
+    // Removing a master (one of four) removes its etcd member too.
+    step(&[0, 1, 3], &[], "    audit-log-maxage: \"7\"\n");
+    assert_eq!(node_roles(), expect(&[0, 1, 3], &[]));
+    assert_eq!(etcd_members(&site).len(), 3);
+    let left = site.tb.exec(2, "ls -d /var/lib/etcd /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[e]tcd --name'; true");
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "the removed master keeps etcd");
 }

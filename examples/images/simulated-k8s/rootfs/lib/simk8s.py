@@ -4,7 +4,10 @@
 # carries a simulation of them. It is strict (unknown flags, unknown config fields and wrong API versions
 # are errors; a join needs the token and CA hash that init printed) and stateful (an API process on the
 # first master keeps nodes, roles, labels, taints and Ready status, which comes from each node's
-# simulated kubelet heartbeating). It is not Kubernetes and never claims to be.
+# simulated kubelet heartbeating). It is not Kubernetes and never claims to be. Its objects live in a
+# real etcd (Debian's etcd-server, copied into the image), one member per control-plane node, under
+# /registry/ like Kubernetes' own, so snapshots, restores and member changes are real etcd operations.
+import base64
 import json
 import os
 import sys
@@ -108,3 +111,50 @@ def parse_flags(argv, spec, command):
             positional.append(a)
         i += 1
     return flags, positional
+
+
+ETCD_CLIENT = "http://127.0.0.1:2379"
+ETCD_MANIFEST = KUBE_DIR + "/manifests/etcd.yaml"
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text):
+    return base64.b64decode(text).decode()
+
+
+def etcd(path, body, endpoint=ETCD_CLIENT):
+    """One call to etcd's v3 JSON gateway."""
+    req = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        fail("etcd %s %s: %s %s" % (endpoint, path, e.code, e.read().decode(errors="replace")))
+    except (urllib.error.URLError, OSError) as e:
+        fail("etcd %s %s: %s" % (endpoint, path, e))
+
+
+def etcd_range(prefix):
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    r = etcd("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
+    return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in r.get("kvs", [])}
+
+
+def etcd_put(key, value):
+    etcd("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+
+def etcd_delete(key):
+    etcd("/v3/kv/deleterange", {"key": _b64(key)})
+
+
+def etcd_healthy(endpoint=ETCD_CLIENT):
+    try:
+        with urllib.request.urlopen(endpoint + "/health", timeout=2) as resp:
+            return json.loads(resp.read()).get("health") == "true"
+    except Exception:
+        return False
