@@ -188,6 +188,9 @@ pub struct ApplyArgs {
     /// Only record in the state what changed on the hosts outside of sealer; change nothing remote
     #[arg(long, conflicts_with_all = ["planfile", "targets"])]
     pub refresh_only: bool,
+    /// Hosts that leave the cluster get back the hostname they had before sealer set one
+    #[arg(long)]
+    pub restore_hostname: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +236,9 @@ pub struct DestroyArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+    /// Give every host back the hostname it had before sealer set one
+    #[arg(long)]
+    pub restore_hostname: bool,
 }
 
 #[derive(Debug, Args)]

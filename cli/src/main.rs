@@ -56,6 +56,7 @@ fn main() -> ExitCode {
                 json: false,
                 refresh_only: false,
                 force: false,
+                restore_hostname: a.restore_hostname,
             },
             true,
         ),

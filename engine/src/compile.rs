@@ -98,7 +98,14 @@ impl Compiler<'_> {
         for host in &cf.cluster.hosts {
             let ip = host.ip;
             let name = cf.hostnames.get(&ip).map_or(Value::Unknown, Value::text);
-            let hostname = self.add(Kind::Hostname, ip.to_string(), Some(ip), attrs([("name", name)]))?;
+            // `original`: the name the host had before, learned at the first apply, given back on request
+            // when the host leaves.
+            let hostname = self.add(
+                Kind::Hostname,
+                ip.to_string(),
+                Some(ip),
+                attrs([("name", name), ("original", Value::Unknown)]),
+            )?;
             self.b.depends(&hostname, &address(Kind::Host, ip))?;
             let originally = self.plugins_at(Phase::Originally, ip);
             self.depends_all(&hostname, &originally)?;

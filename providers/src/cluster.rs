@@ -33,6 +33,8 @@ pub struct ClusterContext {
     pub prior: BTreeMap<Address, Attributes>,
     pub log_dir: PathBuf,
     pub command_timeout: Duration,
+    /// Deleting a `hostname` gives the host back the name it had before sealer set one.
+    pub restore_hostnames: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +149,12 @@ impl ClusterProvider {
         }
         Ok(())
     }
+}
+
+/// Sets the hostname live and persistently.
+fn set_hostname(name: &str) -> String {
+    let q = quote(name);
+    format!("hostname {q} && printf '%s\\n' {q} > /etc/hostname")
 }
 
 fn taint_text(t: &serde_json::Value) -> String {
@@ -280,10 +288,12 @@ impl Inner {
 
     async fn hostname(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let current = self.run(ip, "hostname", b"").await?.stdout_text();
+        if matches!(after.get("original"), None | Some(Value::Unknown)) {
+            after.insert("original".into(), Value::Text(current.clone()));
+        }
         match text(&after, "name") {
             Some(name) if name != current => {
-                let q = quote(&name);
-                self.run(ip, &format!("hostname {q} && printf '%s\\n' {q} > /etc/hostname"), b"").await?;
+                self.run(ip, &set_hostname(&name), b"").await?;
                 let now = self.run(ip, "hostname", b"").await?.stdout_text();
                 if now != name {
                     return Err(format!("the hostname of `{ip}` is `{now}` after setting `{name}`"));
@@ -765,6 +775,10 @@ impl Inner {
     async fn delete(&self, change: &ResourceChange, ip: IpAddr) -> Result<()> {
         let before = change.before.clone().unwrap_or_default();
         match change.kind {
+            Kind::Hostname if self.ctx.restore_hostnames => match text(&before, "original") {
+                Some(original) if !original.is_empty() => self.run(ip, &set_hostname(&original), b"").await.map(|_| ()),
+                _ => Ok(()),
+            },
             Kind::Plugin if text(&before, "runs_on").as_deref() == Some("delete") => self.run_plugin(ip, &before).await,
             Kind::KubeadmJoin => {
                 let name = self.node_name(ip).await?;

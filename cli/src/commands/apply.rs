@@ -89,6 +89,7 @@ fn apply_locked(
         prior: state.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
         log_dir: log_dir.clone(),
         command_timeout: Duration::from_secs(600),
+        restore_hostnames: args.restore_hostname,
     });
     let publisher = provider.clone();
     let has_secrets = cf.cluster.hosts.iter().any(|h| super::ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));

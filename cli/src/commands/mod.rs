@@ -187,6 +187,7 @@ pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> a
         prior: BTreeMap::new(),
         log_dir: std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())),
         command_timeout: Duration::from_secs(60),
+        restore_hostnames: false,
     });
     let result = runtime()?.block_on(provider.refresh(state));
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id())));

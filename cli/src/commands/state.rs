@@ -151,6 +151,7 @@ pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
         prior: Default::default(),
         log_dir: log_dir.clone(),
         command_timeout: std::time::Duration::from_secs(60),
+        restore_hostnames: false,
     });
     let read = super::runtime()?.block_on(provider.published_state());
     let _ = std::fs::remove_dir_all(&log_dir);
