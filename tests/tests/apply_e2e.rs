@@ -464,7 +464,7 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
         assert_eq!(&hostname(i), original, "host {i} got its hostname back");
         let etc = String::from_utf8(site.tb.exec(i, "cat /etc/hostname").stdout).unwrap();
         assert_eq!(etc.trim(), original);
-        let left = site.tb.exec(i, "ls -d /var/lib/sealer/e2e /etc/kubernetes /var/lib/etcd 2>/dev/null; grep -E ' (sea.hub|apiserver.cluster.local)$' /etc/hosts; pgrep -f 'bin/([k]ubelet|[s]im-apiserver|[e]tcd|[r]egistry)'; true");
+        let left = site.tb.exec(i, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; ls -A /var/lib/etcd 2>/dev/null; grep -E ' (sea.hub|apiserver.cluster.local)$' /etc/hosts; pgrep -f 'bin/([k]ubelet|[s]im-apiserver|[e]tcd|[r]egistry)'; true");
         assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "host {i} is not clean");
     }
     assert_eq!(ok(&site.sealer(&["state", "list"], "")).trim(), "", "no resources are left in the state");
@@ -776,6 +776,9 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
     step(&[0, 1, 3], &[], "    audit-log-maxage: \"7\"\n");
     assert_eq!(node_roles(), expect(&[0, 1, 3], &[]));
     assert_eq!(etcd_members(&site).len(), 3);
-    let left = site.tb.exec(2, "ls -d /var/lib/etcd /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[e]tcd --name'; true");
+    let left = site.tb.exec(
+        2,
+        "ls -d /etc/kubernetes 2>/dev/null; ls -A /var/lib/etcd 2>/dev/null; pgrep -f 'bin/[e]tcd --name'; true",
+    );
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "the removed master keeps etcd");
 }

@@ -61,11 +61,12 @@ struct Registry {
 
 impl Registry {
     fn start() -> Option<Registry> {
-        Registry::serving(None)
+        Registry::serving(None, None)
     }
 
-    /// A registry serving `root` (a registry storage directory), or fresh storage.
-    fn serving(root: Option<&Path>) -> Option<Registry> {
+    /// A registry serving `root` (a registry storage directory), or fresh storage; with `login`, only to
+    /// that user and password (htpasswd basic auth).
+    fn serving(root: Option<&Path>, login: Option<(&str, &str)>) -> Option<Registry> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             assert!(std::env::var("CI").is_err(), "CI must install docker-registry");
             return None;
@@ -73,14 +74,16 @@ impl Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let storage = tempfile::tempdir().unwrap();
         let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = storage.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
+            text += &format!("auth:\n  htpasswd:\n    realm: sealer-test\n    path: {}\n", htpasswd.display());
+        }
+        std::fs::write(&config, text).unwrap();
         let mut child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&config)
@@ -211,7 +214,7 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
     assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
 
     // A registry started on the image's registry directory serves each of them, unchanged.
-    let served = Registry::serving(Some(&home.join("images/lite_1/rootfs/registry"))).unwrap();
+    let served = Registry::serving(Some(&home.join("images/lite_1/rootfs/registry")), None).unwrap();
     let other_home = dir.path().join("other");
     for (name, digest) in [(&app1, &digests[0]), (&app2, &digests[1])] {
         let through = name.replace(&format!("127.0.0.1:{}", source.port), &format!("127.0.0.1:{}", served.port));
@@ -273,4 +276,125 @@ fn save_and_load_round_trip_through_an_oci_archive() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("does not match its digest"), "{}", stderr(&refused));
     assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains("app:1"));
+}
+
+const REGISTRY_PASSWORD: &str = "Reg-basic-Pw-2208";
+
+fn spawn_sealer(home: &Path, cwd: &Path, args: &[&str]) -> Child {
+    Command::new(sealer_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SEALER_HOME", home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `grown` says a transfer is under way, then kills it (as a lost connection or Ctrl-C
+/// would); returns whether it was caught mid-way rather than after it finished.
+fn interrupt(mut child: Child, grown: impl Fn() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if grown() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the transfer never started");
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn basic_auth_login_and_interrupted_push_and_pull_are_rerun() {
+    let Some(registry) = Registry::serving(None, Some(("ci-user", REGISTRY_PASSWORD))) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let context = dir.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Kubefile"), "FROM scratch\nCOPY big data/big\nCMD echo hello\n").unwrap();
+    // Incompressible content, large enough that a transfer can be caught half-way.
+    let big = Command::new("head").args(["-c", "200000000", "/dev/urandom"]).output().unwrap().stdout;
+    std::fs::write(context.join("big"), big).unwrap();
+    let name = format!("127.0.0.1:{}/big/image:v1", registry.port);
+    ok(&sealer(&home, dir.path(), &["build", "-t", &name, context.to_str().unwrap()]));
+    let local = ok(&sealer(&home, dir.path(), &["inspect", &name]));
+
+    // No login: refused, and the registry says why.
+    let refused = sealer(&home, dir.path(), &["push", &name]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused).to_lowercase();
+    assert!(err.contains("unauthorized") || err.contains("401") || err.contains("authentication"), "{err}");
+
+    let mut login = spawn_sealer(
+        &home,
+        dir.path(),
+        &["login", &format!("127.0.0.1:{}", registry.port), "-u", "ci-user", "--password-stdin"],
+    );
+    {
+        use std::io::Write;
+        login.stdin.take().unwrap().write_all(format!("{REGISTRY_PASSWORD}\n").as_bytes()).unwrap();
+    }
+    let login = login.wait_with_output().unwrap();
+    assert!(login.status.success(), "{}", stderr(&login));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join("auth.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "credentials are readable by their owner only");
+    }
+
+    // A push killed half-way: the re-run finishes it.
+    let uploads = registry.storage.path().join("data/docker/registry/v2/repositories/big/image/_uploads");
+    let push = spawn_sealer(&home, dir.path(), &["push", &name]);
+    let caught = interrupt(push, || {
+        files_under(&uploads).iter().any(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false))
+    });
+    assert!(caught, "the push finished before it could be interrupted");
+    let pushed = ok(&sealer(&home, dir.path(), &["push", &name]));
+    let manifest_digest = pushed.split_whitespace().last().unwrap().to_string();
+    assert!(manifest_digest.starts_with("sha256:"), "{pushed}");
+
+    // A pull killed half-way leaves the store unchanged; the re-run resumes the download.
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    let partial = home.join("images/.partial");
+    let pull = spawn_sealer(&home, dir.path(), &["pull", &name]);
+    let caught = interrupt(pull, || {
+        files_under(&partial).iter().any(|f| std::fs::metadata(f).map(|m| m.len() > 1_000_000).unwrap_or(false))
+    });
+    assert!(caught, "the pull finished before it could be interrupted");
+    assert!(!ok(&sealer(&home, dir.path(), &["images"])).contains(&name), "a half-pulled image reached the store");
+    let pulled = ok(&sealer(&home, dir.path(), &["pull", &name]));
+    assert!(pulled.contains("resumed an interrupted download") && pulled.contains(&manifest_digest), "{pulled}");
+    let back = ok(&sealer(&home, dir.path(), &["inspect", &name]));
+    assert_eq!(field(&back, "digest"), field(&local, "digest"));
+    assert!(files_under(&partial).is_empty(), "the finished download was cleaned up");
+
+    // Logged out: refused again. The password was never printed.
+    ok(&sealer(&home, dir.path(), &["logout", &format!("127.0.0.1:{}", registry.port)]));
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    let refused = sealer(&home, dir.path(), &["pull", &name]);
+    assert_eq!(refused.status.code(), Some(1));
+    for out in [&refused, &login] {
+        assert!(!format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out)).contains(REGISTRY_PASSWORD));
+    }
 }

@@ -10,6 +10,7 @@ use sealer_providers::image::store::ImageStore;
 use crate::args::{
     BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
 };
+use crate::render::progress::TransferBar;
 use crate::{sealer_home, Context, Outcome};
 
 pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
@@ -72,16 +73,22 @@ fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOption
 pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let digest = super::runtime()?.block_on(oci::push(&store, &args.name, &opts))?;
-    println!("pushed {} {digest}", args.name);
+    let pushed = super::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout()))?;
+    if pushed.blobs_skipped > 0 {
+        println!("{} blob(s) were in the registry already; sent {} bytes", pushed.blobs_skipped, pushed.bytes_sent);
+    }
+    println!("pushed {} {}", args.name, pushed.manifest_digest);
     Ok(Outcome::Ok)
 }
 
 pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let (config, manifest_digest) = super::runtime()?.block_on(oci::pull(&store, &args.name, &opts))?;
-    println!("pulled {} {manifest_digest} (rootfs {})", config.name, config.digest);
+    let pulled = super::runtime()?.block_on(oci::pull(&store, &args.name, &opts, TransferBar::for_stdout()))?;
+    if pulled.resumed_bytes > 0 {
+        println!("resumed an interrupted download: {} bytes were already here", pulled.resumed_bytes);
+    }
+    println!("pulled {} {} (rootfs {})", pulled.config.name, pulled.manifest_digest, pulled.config.digest);
     Ok(Outcome::Ok)
 }
 

@@ -121,3 +121,54 @@ impl Reporter for JsonLines {
         println!("{value}");
     }
 }
+
+/// A bar per blob (bytes, rate, time left) for pushes and pulls on a terminal.
+pub struct TransferBar {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl TransferBar {
+    /// The bar on a terminal, nothing otherwise.
+    pub fn for_stdout() -> std::sync::Arc<dyn sealer_providers::image::oci::TransferProgress> {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            std::sync::Arc::new(TransferBar { bar: Mutex::new(None) })
+        } else {
+            std::sync::Arc::new(sealer_providers::image::oci::Quiet)
+        }
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
+impl sealer_providers::image::oci::TransferProgress for TransferBar {
+    fn start(&self, blob: &str, total: u64, already: u64) {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(short(blob).to_string());
+        bar.set_position(already);
+        if let Ok(mut current) = self.bar.lock() {
+            *current = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.lock().ok().and_then(|b| b.clone()) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&self, blob: &str, skipped: bool) {
+        if let Some(bar) = self.bar.lock().ok().and_then(|mut b| b.take()) {
+            bar.finish_and_clear();
+        }
+        let what = if skipped { "already there" } else { "done" };
+        println!("{}: {what}", short(blob));
+    }
+}

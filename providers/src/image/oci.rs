@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::{IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
+use bytes::Bytes;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
@@ -160,50 +163,191 @@ fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), String> {
 }
 
 /// Pushes image `name` of the local store to the registry its name points at; returns the manifest digest.
-pub async fn push(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Result<String, ImageError> {
+/// Bytes of blobs as they travel, one blob at a time: the CLI draws a bar from it.
+pub trait TransferProgress: Send + Sync {
+    fn start(&self, blob: &str, total: u64, already: u64);
+    fn advance(&self, bytes: u64);
+    /// The blob is done (`skipped`: the other side already had it).
+    fn finish(&self, blob: &str, skipped: bool);
+}
+
+/// Nothing shown.
+pub struct Quiet;
+
+impl TransferProgress for Quiet {
+    fn start(&self, _: &str, _: u64, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self, _: &str, _: bool) {}
+}
+
+const PUSH_CHUNK: usize = 8 << 20;
+
+/// What a push did.
+pub struct Pushed {
+    pub manifest_digest: String,
+    pub bytes_sent: u64,
+    pub blobs_skipped: usize,
+}
+
+/// Pushes `name`: each blob the registry lacks goes up in chunks; blobs it already has (an earlier,
+/// interrupted push of the same image) are skipped, so a re-run sends only the rest.
+pub async fn push(
+    store: &ImageStore,
+    name: &str,
+    opts: &RegistryOptions,
+    progress: Arc<dyn TransferProgress>,
+) -> Result<Pushed, ImageError> {
     let image = store.get(name)?;
     let reference = reference(name)?;
     let data = layer(&image.rootfs)?;
     let diff_id = format!("sha256:{:x}", Sha256::digest(&data));
     let config = serde_json::to_vec(&oci_config(&image.config, &diff_id))
         .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
+    let layers = [ImageLayer::oci_v1(data, None)];
+    let config = Config::oci_v1(config, None);
+    let manifest = OciImageManifest::build(&layers, &config, None);
     let client = client(&reference, opts);
-    let auth = auth(opts);
-    client
-        .push(&reference, &[ImageLayer::oci_v1(data, None)], Config::oci_v1(config, None), &auth, None)
+    client.auth(&reference, &auth(opts), RegistryOperation::Push).await.map_err(oci_error("authentication", name))?;
+    let mut pushed = Pushed { manifest_digest: String::new(), bytes_sent: 0, blobs_skipped: 0 };
+    let blobs = [(&layers[0].data, &manifest.layers[0].digest), (&config.data, &manifest.config.digest)];
+    for (data, digest) in blobs {
+        if client.blob_exists(&reference, digest).await.map_err(oci_error("checking a blob", name))? {
+            progress.finish(digest, true);
+            pushed.blobs_skipped += 1;
+            continue;
+        }
+        progress.start(digest, data.len() as u64, 0);
+        let chunks: Vec<Bytes> = data.chunks(PUSH_CHUNK).map(Bytes::copy_from_slice).collect();
+        let counter = progress.clone();
+        let stream = futures_util::stream::iter(chunks.into_iter().map(move |chunk| {
+            counter.advance(chunk.len() as u64);
+            Ok(chunk)
+        }));
+        client
+            .push_blob_stream(&reference, stream, digest, Some(data.len() as u64))
+            .await
+            .map_err(oci_error("push", name))?;
+        progress.finish(digest, false);
+        pushed.bytes_sent += data.len() as u64;
+    }
+    client.push_manifest(&reference, &manifest.into()).await.map_err(oci_error("pushing the manifest", name))?;
+    let (_, digest) = client
+        .pull_image_manifest(&reference, &auth(opts))
         .await
-        .map_err(oci_error("push", name))?;
-    let (_, digest) =
-        client.pull_image_manifest(&reference, &auth).await.map_err(oci_error("reading the pushed manifest", name))?;
-    Ok(digest)
+        .map_err(oci_error("reading the pushed manifest", name))?;
+    pushed.manifest_digest = digest;
+    Ok(pushed)
+}
+
+/// What a pull did.
+pub struct Pulled {
+    pub config: ImageConfig,
+    pub manifest_digest: String,
+    /// Bytes an earlier, interrupted pull had already brought and this one did not fetch again.
+    pub resumed_bytes: u64,
 }
 
 /// Pulls `name` into the local store; every blob is checked against its digest, and the store changes
-/// only when the whole image arrived.
-pub async fn pull(store: &ImageStore, name: &str, opts: &RegistryOptions) -> Result<(ImageConfig, String), ImageError> {
+/// only when the whole image arrived. A layer download that was interrupted resumes where it stopped.
+pub async fn pull(
+    store: &ImageStore,
+    name: &str,
+    opts: &RegistryOptions,
+    progress: Arc<dyn TransferProgress>,
+) -> Result<Pulled, ImageError> {
     let reference = reference(name)?;
     let client = client(&reference, opts);
-    let data = client
-        .pull(&reference, &auth(opts), vec![IMAGE_LAYER_MEDIA_TYPE, oci_client::manifest::IMAGE_LAYER_GZIP_MEDIA_TYPE])
-        .await
-        .map_err(oci_error("pull", name))?;
-    if data.config.media_type != IMAGE_CONFIG_MEDIA_TYPE {
-        return Err(ImageError::Io {
-            path: name.to_string(),
-            message: format!("config media type `{}` is not an OCI image config", data.config.media_type),
-        });
+    let (manifest, manifest_digest, config) =
+        client.pull_manifest_and_config(&reference, &auth(opts)).await.map_err(oci_error("pull", name))?;
+    let refused = |message: String| ImageError::Io { path: name.to_string(), message };
+    if manifest.config.media_type != IMAGE_CONFIG_MEDIA_TYPE {
+        return Err(refused(format!("config media type `{}` is not an OCI image config", manifest.config.media_type)));
     }
-    let oci: serde_json::Value = serde_json::from_slice(&data.config.data)
-        .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
+    let config_digest = format!("sha256:{:x}", Sha256::digest(config.as_bytes()));
+    if config_digest != manifest.config.digest {
+        return Err(refused(format!("config digest {config_digest} is not the manifest's {}", manifest.config.digest)));
+    }
+    let oci: serde_json::Value = serde_json::from_str(&config).map_err(|e| refused(e.to_string()))?;
     let work = store.work_dir()?;
-    for layer in &data.layers {
-        if let Err(message) = unpack(&layer.data, layer.media_type.ends_with("gzip"), &work.join("rootfs")) {
+    let mut partials = Vec::new();
+    let mut resumed_bytes = 0;
+    for layer in &manifest.layers {
+        let gzip = layer.media_type.ends_with("gzip");
+        if layer.media_type != IMAGE_LAYER_MEDIA_TYPE && !gzip {
             store.discard(&work);
-            return Err(ImageError::Io { path: name.to_string(), message });
+            return Err(refused(format!("layer media type `{}` is not an OCI layer", layer.media_type)));
         }
+        let partial = store.partial_blob(&layer.digest)?;
+        let fetched = fetch_blob(&client, &reference, layer, &partial, progress.as_ref()).await;
+        let unpacked = fetched.and_then(|(data, resumed)| {
+            resumed_bytes += resumed;
+            unpack(&data, gzip, &work.join("rootfs"))
+        });
+        if let Err(message) = unpacked {
+            store.discard(&work);
+            return Err(refused(message));
+        }
+        partials.push(partial);
     }
     let config = store.commit(&work, image_config(name, &oci))?;
-    Ok((config, data.digest.unwrap_or_default()))
+    for partial in partials {
+        let _ = std::fs::remove_file(partial);
+    }
+    Ok(Pulled { config, manifest_digest, resumed_bytes })
+}
+
+/// Downloads one blob into `partial` (continuing from what an earlier, interrupted pull left there) and
+/// returns its bytes, once their SHA-256 is the descriptor's, with how many were there already; a blob
+/// that does not match is deleted and refused.
+async fn fetch_blob(
+    client: &Client,
+    reference: &Reference,
+    layer: &OciDescriptor,
+    partial: &Path,
+    progress: &dyn TransferProgress,
+) -> Result<(Vec<u8>, u64), String> {
+    use futures_util::StreamExt as _;
+    use std::io::Seek as _;
+    let io = |e: std::io::Error| format!("cannot write `{}`: {e}", partial.display());
+    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let total = u64::try_from(layer.size).unwrap_or(0);
+    let response = if have > 0 && have < total {
+        client.pull_blob_stream_partial(reference, layer, have, None).await
+    } else {
+        client.pull_blob_stream(reference, layer).await.map(BlobResponse::Full)
+    }
+    .map_err(|e| format!("pull of {}: {e}", layer.digest))?;
+    let (mut stream, resumed) = match response {
+        BlobResponse::Partial(s) => (s.stream, have),
+        BlobResponse::Full(s) => (s.stream, 0),
+    };
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(resumed > 0).write(true).open(partial).map_err(io)?;
+    if resumed == 0 {
+        file.set_len(0).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    }
+    progress.start(&layer.digest, total, resumed);
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = std::fs::remove_file(partial);
+                return Err(format!("pull of {}: {e}", layer.digest));
+            }
+        };
+        file.write_all(&chunk).map_err(io)?;
+        progress.advance(chunk.len() as u64);
+    }
+    drop(file);
+    let data = std::fs::read(partial).map_err(io)?;
+    let digest = format!("sha256:{:x}", Sha256::digest(&data));
+    if digest != layer.digest {
+        let _ = std::fs::remove_file(partial);
+        return Err(format!("layer {} arrived with digest {digest}: refused (damaged or tampered)", layer.digest));
+    }
+    progress.finish(&layer.digest, false);
+    Ok((data, resumed))
 }
 
 /// A stored image as the three OCI blobs an archive holds.

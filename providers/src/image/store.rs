@@ -131,6 +131,13 @@ impl ImageStore {
         let _ = fs::remove_dir_all(work);
     }
 
+    /// Where a blob being downloaded is kept until it is complete, so an interrupted pull resumes there.
+    pub fn partial_blob(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        let dir = self.root.join(".partial");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(dir.join(digest.replace(':', "-")))
+    }
+
     /// A fresh directory for assembling an image before [`ImageStore::commit`].
     pub fn work_dir(&self) -> Result<PathBuf, ImageError> {
         let work = self.root.join(format!(".work-{}-{}", std::process::id(), self.next_work()));
