@@ -2,7 +2,7 @@
 //! with its rootfs, a file manifest (`sha256 mode path` per file, which is what the rootfs digest is
 //! computed over and what lets a copy send only changed files) and `image.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -155,7 +155,9 @@ impl ImageStore {
     /// image of that name in one rename, so a failed build or pull leaves the store as it was.
     pub fn commit(&self, work: &Path, config: ImageConfig) -> Result<ImageConfig, ImageError> {
         let rootfs = work.join("rootfs");
-        let manifest = manifest(&rootfs).map_err(io(&rootfs))?;
+        let mut digests = DigestCache::load(&self.root);
+        let manifest = manifest(&rootfs, &mut digests).map_err(io(&rootfs))?;
+        digests.save();
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
         let json = serde_json::to_string_pretty(&config)
@@ -287,12 +289,84 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
             fs::create_dir_all(parent)?;
         }
         fs::copy(from, to)?;
+        // The copy keeps the source's modification time, so the digest cache knows it unchanged.
+        fs::File::open(to)?.set_modified(meta.modified()?)?;
     }
     Ok(())
 }
 
+/// SHA-256 of files already hashed, keyed by where they sit in a rootfs and their size, modification
+/// time and mode (what build tools' caches trust too): an unchanged COPY or base image is not hashed
+/// again. Kept in the store as `.cache/digests`, one `key<TAB>sha256` a line.
+pub struct DigestCache {
+    path: PathBuf,
+    known: HashMap<String, String>,
+    used: HashMap<String, String>,
+}
+
+/// Entries kept from earlier builds beside those of the latest one, at most.
+const DIGEST_CACHE_LIMIT: usize = 200_000;
+
+impl DigestCache {
+    pub fn load(store_root: &Path) -> Self {
+        let path = store_root.join(".cache/digests");
+        let known = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit_once('\t').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        DigestCache { path, known, used: HashMap::new() }
+    }
+
+    /// Written whole or not at all; a cache that cannot be written only costs time.
+    pub fn save(mut self) {
+        if self.known.len() + self.used.len() > DIGEST_CACHE_LIMIT {
+            self.known.clear();
+        }
+        self.known.extend(self.used);
+        let text: String = self.known.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+        let Some(dir) = self.path.parent() else { return };
+        let partial = self.path.with_extension("partial");
+        if fs::create_dir_all(dir)
+            .and_then(|()| fs::write(&partial, text))
+            .and_then(|()| fs::rename(&partial, &self.path))
+            .is_err()
+        {
+            let _ = fs::remove_file(&partial);
+        }
+    }
+
+    fn key(rel: &str, meta: &fs::Metadata) -> String {
+        let mtime =
+            meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        format!("{}:{}:{:o}:{rel}", meta.len(), mtime, meta.permissions().mode() & 0o7777)
+    }
+
+    fn digest(&mut self, path: &Path, rel: &str, meta: &fs::Metadata) -> std::io::Result<String> {
+        let key = Self::key(rel, meta);
+        if let Some(sha) = self.known.get(&key).or_else(|| self.used.get(&key)) {
+            let sha = sha.clone();
+            self.used.insert(key, sha.clone());
+            return Ok(sha);
+        }
+        let mut hasher = Sha256::new();
+        let mut f = fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let sha = format!("{:x}", hasher.finalize());
+        self.used.insert(key, sha.clone());
+        Ok(sha)
+    }
+}
+
 /// `sha256 mode path` for every regular file under `root`, sorted; the rootfs digest is over this.
-pub fn manifest(root: &Path) -> std::io::Result<String> {
+pub fn manifest(root: &Path, digests: &mut DigestCache) -> std::io::Result<String> {
     let mut lines = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -303,21 +377,51 @@ pub fn manifest(root: &Path) -> std::io::Result<String> {
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.is_file() {
-                let mut hasher = Sha256::new();
-                let mut f = fs::File::open(&path)?;
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                }
                 let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-                lines.push((rel, format!("{:x}", hasher.finalize()), meta.permissions().mode() & 0o7777));
+                let sha = digests.digest(&path, &rel, &meta)?;
+                lines.push((rel, sha, meta.permissions().mode() & 0o7777));
             }
         }
     }
     lines.sort();
     Ok(lines.into_iter().map(|(path, sha, mode)| format!("{sha} {mode:o} {path}\n")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the cache records for `rel` is trusted while the file's size, time and mode stay; any
+    /// change to them means hashing again.
+    #[test]
+    fn unchanged_files_are_not_hashed_again_and_changed_ones_are() {
+        let store = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let file = rootfs.path().join("bin/tool");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, b"version 1").unwrap();
+        let mut cache = DigestCache::load(store.path());
+        let first = manifest(rootfs.path(), &mut cache).unwrap();
+        assert!(first.starts_with(&format!("{:x}", Sha256::digest(b"version 1"))), "{first}");
+        cache.save();
+
+        // Poison the cached digest: an unchanged file takes it as is, proving it was not read.
+        let path = store.path().join(".cache/digests");
+        let text = fs::read_to_string(&path).unwrap();
+        let poisoned = text.replace(&format!("{:x}", Sha256::digest(b"version 1")), &"0".repeat(64));
+        fs::write(&path, poisoned).unwrap();
+        let mut cache = DigestCache::load(store.path());
+        assert!(manifest(rootfs.path(), &mut cache).unwrap().starts_with(&"0".repeat(64)));
+
+        // A copy keeps the modification time, so it hits the cache too; new content does not.
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(rootfs.path(), copy.path()).unwrap();
+        assert!(manifest(copy.path(), &mut cache).unwrap().starts_with(&"0".repeat(64)));
+        fs::write(&file, b"version 2").unwrap();
+        // (Set apart from the first write's time, which a coarse clock could repeat.)
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        fs::File::open(&file).unwrap().set_modified(later).unwrap();
+        let again = manifest(rootfs.path(), &mut cache).unwrap();
+        assert!(again.starts_with(&format!("{:x}", Sha256::digest(b"version 2"))), "{again}");
+    }
 }
