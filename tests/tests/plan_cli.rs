@@ -441,3 +441,32 @@ fn multi_line_values_change_as_unified_diffs() {
         ]
     );
 }
+
+#[test]
+fn an_env_change_updates_exactly_the_scripts_of_that_host_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".sealer/state.db");
+    let text = example_text("env-config-kubeadm");
+    seed_applied_state(&state, &text);
+    let changed_for = |from: &str, to: &str| {
+        let file = write(dir.path(), "Clusterfile", &text.replace(from, to));
+        let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] != "no-op")
+            .map(|c| (c["address"].as_str().unwrap().to_string(), c["action"].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
+    // The master group's env reaches what runs scripts on the master (the SHELL plugin, and the image's
+    // CMDs in `guest`), and nothing else.
+    let on_master = [
+        ("guest.10.250.0.11".to_string(), "update".to_string()),
+        ("plugin.show-env.PostInstall.10.250.0.11".to_string(), "update".to_string()),
+    ];
+    assert_eq!(changed_for("- NodeRole=master", "- NodeRole=control-plane"), on_master);
+    // The cluster-wide env reaches them too; the nodes run no script, so nothing of theirs changes.
+    assert_eq!(changed_for("- PodCIDR=100.64.0.0/10", "- PodCIDR=100.64.0.0/12"), on_master);
+    assert!(changed_for("- RegistryDomain=mirror.sea.hub", "- RegistryDomain=other.sea.hub").is_empty());
+}
