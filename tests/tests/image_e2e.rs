@@ -154,6 +154,23 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
         assert!(std::env::var("CI").is_err(), "CI must install skopeo");
     }
 
+    // `sealer apply` of an image the store lacks pulls it before anything else (the host here refuses
+    // connections at once: only the pull is under test).
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    std::fs::write(
+        dir.path().join("Clusterfile"),
+        format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: pulled\nspec:\n  image: {name}\n  ssh:\n    \
+             port: 1\n    passwd: not-used\n  hosts:\n    - ips: [127.0.0.1]\n      roles: [master]\n"
+        ),
+    )
+    .unwrap();
+    let applied = sealer(&home, dir.path(), &["apply", "--auto-approve", "--no-progress"]);
+    let out = String::from_utf8_lossy(&applied.stdout);
+    assert!(out.contains("is not in the local store: pulling it") && out.contains(&manifest_digest), "{out}");
+    assert!(ok(&sealer(&home, dir.path(), &["images"])).contains(&name));
+    assert_eq!(applied.status.code(), Some(1), "the host is unreachable: {}", stderr(&applied));
+
     // Tamper with the layer blob in the registry's storage: the pull is refused and the store unchanged.
     ok(&sealer(&home, dir.path(), &["rmi", &name]));
     let blobs = registry.storage.path().join("data/docker/registry/v2/blobs/sha256");

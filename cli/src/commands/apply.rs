@@ -18,6 +18,9 @@ use crate::{render, sealer_home, Context, Outcome};
 pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
+    if !destroy {
+        super::image::ensure_local(&cf.cluster.image)?;
+    }
     let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
     let mut store = ctx.state.open()?;
     let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;

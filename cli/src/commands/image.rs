@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use sealer_engine::{Kind, Value};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::lite;
 use sealer_providers::image::oci::{self, RegistryOptions};
-use sealer_providers::image::store::ImageStore;
+use sealer_providers::image::store::{ImageError, ImageStore};
 
 use crate::args::{
     BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
@@ -82,14 +82,32 @@ pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
+    pull_image(&args.name, args.insecure)?;
+    Ok(Outcome::Ok)
+}
+
+fn pull_image(name: &str, insecure: bool) -> anyhow::Result<()> {
     let store = ImageStore::new(&sealer_home());
-    let opts = registry_options(&args.name, args.insecure)?;
-    let pulled = super::runtime()?.block_on(oci::pull(&store, &args.name, &opts, TransferBar::for_stdout()))?;
+    let opts = registry_options(name, insecure)?;
+    let pulled = super::runtime()?.block_on(oci::pull(&store, name, &opts, TransferBar::for_stdout()))?;
     if pulled.resumed_bytes > 0 {
         println!("resumed an interrupted download: {} bytes were already here", pulled.resumed_bytes);
     }
     println!("pulled {} {} (rootfs {})", pulled.config.name, pulled.manifest_digest, pulled.config.digest);
-    Ok(Outcome::Ok)
+    Ok(())
+}
+
+/// `sealer apply` of an image the local store lacks pulls it first (as `sealer run` does), with the
+/// stored login of its registry.
+pub fn ensure_local(name: &str) -> anyhow::Result<()> {
+    match ImageStore::new(&sealer_home()).get(name) {
+        Ok(_) => Ok(()),
+        Err(ImageError::NotFound(_)) => {
+            println!("image `{name}` is not in the local store: pulling it");
+            pull_image(name, false).with_context(|| format!("cannot pull the cluster image `{name}`"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
