@@ -64,9 +64,25 @@ impl Registry {
         Registry::serving(None, None)
     }
 
+    /// A registry with fresh storage and `extra` appended to its configuration (an `auth` section).
+    fn with_config(extra: &str) -> Option<Registry> {
+        Registry::configured(None, |_| extra.to_string())
+    }
+
     /// A registry serving `root` (a registry storage directory), or fresh storage; with `login`, only to
     /// that user and password (htpasswd basic auth).
     fn serving(root: Option<&Path>, login: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::configured(root, |storage| match login {
+            Some((user, password)) => {
+                let htpasswd = storage.join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: sealer-test\n    path: {}\n", htpasswd.display())
+            }
+            None => String::new(),
+        })
+    }
+
+    fn configured(root: Option<&Path>, extra: impl FnOnce(&Path) -> String) -> Option<Registry> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             assert!(std::env::var("CI").is_err(), "CI must install docker-registry");
             return None;
@@ -78,11 +94,7 @@ impl Registry {
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
         );
-        if let Some((user, password)) = login {
-            let htpasswd = storage.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
-            text += &format!("auth:\n  htpasswd:\n    realm: sealer-test\n    path: {}\n", htpasswd.display());
-        }
+        text += &extra(storage.path());
         std::fs::write(&config, text).unwrap();
         let mut child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
@@ -413,5 +425,187 @@ fn basic_auth_login_and_interrupted_push_and_pull_are_rerun() {
     assert_eq!(refused.status.code(), Some(1));
     for out in [&refused, &login] {
         assert!(!format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out)).contains(REGISTRY_PASSWORD));
+    }
+}
+
+/// A token service for a registry with `auth: token` (the flow of Docker Hub and most private
+/// registries): it checks the user's password and issues an ES256 JWT, with its certificate in `x5c`,
+/// granting the scopes asked for.
+struct TokenService {
+    port: u16,
+    certificate: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const ISSUER: &str = "sealer-test-issuer";
+const SERVICE: &str = "sealer-test-registry";
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenService {
+    fn start(user: &'static str, password: &'static str) -> TokenService {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "key.pem"]);
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sealer-test-token",
+        ]);
+        openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"]);
+        openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = std::fs::read(dir.path().join("key.p8")).unwrap();
+        let key =
+            ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+                .unwrap();
+        let cert =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.path().join("cert.der")).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_string());
+                }
+                let target = head.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_string();
+                let authorized = head
+                    .iter()
+                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected);
+                let mut writer = &stream;
+                if !authorized {
+                    let _ = writer
+                        .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let access: Vec<serde_json::Value> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(percent_decode)
+                    .filter_map(|scope| {
+                        let mut parts = scope.splitn(3, ':');
+                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [cert]});
+                let claims = serde_json::json!({"iss": ISSUER, "sub": user, "aud": SERVICE, "exp": now + 300,
+                    "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()), "access": access});
+                let signing_input =
+                    format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+                let signature = key.sign(&rng, signing_input.as_bytes()).unwrap();
+                let token = format!("{signing_input}.{}", b64url(signature.as_ref()));
+                let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenService { port, certificate: dir.path().join("cert.pem"), _dir: dir }
+    }
+}
+
+#[test]
+fn bearer_token_registry_login_push_and_pull() {
+    if !Path::new("/usr/bin/openssl").exists() {
+        assert!(std::env::var("CI").is_err(), "CI must install openssl");
+        return;
+    }
+    let tokens = TokenService::start("token-user", REGISTRY_PASSWORD);
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        tokens.port,
+        tokens.certificate.display()
+    );
+    let Some(registry) = Registry::with_config(&auth) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let context = dir.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Kubefile"), "FROM scratch\nCOPY app etc/app\nCMD echo hello\n").unwrap();
+    std::fs::write(context.join("app"), "token test\n").unwrap();
+    let name = format!("127.0.0.1:{}/team/app:v1", registry.port);
+    ok(&sealer(&home, dir.path(), &["build", "-t", &name, context.to_str().unwrap()]));
+    let local = ok(&sealer(&home, dir.path(), &["inspect", &name]));
+
+    let refused = sealer(&home, dir.path(), &["push", &name]);
+    assert_eq!(refused.status.code(), Some(1), "an anonymous push must be refused");
+
+    let mut login = spawn_sealer(
+        &home,
+        dir.path(),
+        &["login", &format!("127.0.0.1:{}", registry.port), "-u", "token-user", "--password-stdin"],
+    );
+    {
+        use std::io::Write;
+        login.stdin.take().unwrap().write_all(format!("{REGISTRY_PASSWORD}\n").as_bytes()).unwrap();
+    }
+    assert!(login.wait_with_output().unwrap().status.success());
+    let pushed = ok(&sealer(&home, dir.path(), &["push", &name]));
+    let manifest_digest = pushed.split_whitespace().last().unwrap().to_string();
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    let pulled = ok(&sealer(&home, dir.path(), &["pull", &name]));
+    assert!(pulled.contains(&manifest_digest), "{pulled}");
+    assert_eq!(field(&ok(&sealer(&home, dir.path(), &["inspect", &name])), "digest"), field(&local, "digest"));
+    if Path::new("/usr/bin/skopeo").exists() {
+        let out = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &format!("token-user:{REGISTRY_PASSWORD}"),
+                &format!("docker://{name}"),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["Digest"], manifest_digest.as_str(), "skopeo sees what we pushed through the same tokens");
     }
 }
