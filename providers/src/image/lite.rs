@@ -126,9 +126,37 @@ pub fn collect(rootfs: &Path) -> (Vec<String>, Vec<String>) {
     }
     let mut charts = Vec::new();
     files(&rootfs.join("charts"), &mut charts);
+    let chart_dirs: Vec<PathBuf> = charts
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n == "Chart.yaml"))
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    let mut unrendered = Vec::new();
+    for dir in chart_dirs {
+        match helm_template(&dir) {
+            Some(Ok(rendered)) => {
+                for document in serde_yaml::Deserializer::from_str(&rendered) {
+                    if let Ok(v @ Value::Mapping(_)) = serde::Deserialize::deserialize(document) {
+                        images_in_workloads(&v, &mut found);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                notes.push(format!("charts: `helm template {}` failed ({e}); reading its values.yaml", dir.display()));
+                unrendered.push(dir);
+            }
+            None => unrendered.push(dir),
+        }
+    }
+    // Charts helm did not render (no helm on PATH, or it failed), and bare values files: their images
+    // are read from the values (`image`, or `repository` with `tag`).
     charts.retain(|f| f.file_name().is_some_and(|n| n == "values.yaml"));
-    if !charts.is_empty() {
-        notes.push("charts: images read from values.yaml (templates were not rendered: helm is not used)".into());
+    charts.retain(|values| {
+        let dir = values.parent().unwrap_or(Path::new(""));
+        unrendered.iter().any(|u| u == dir) || !dir.join("Chart.yaml").exists()
+    });
+    if !charts.is_empty() && !helm_available() {
+        notes.push("charts: images read from values.yaml (templates were not rendered: helm is not on PATH)".into());
     }
     for values in charts {
         if let Ok(v) = serde_yaml::from_str::<Value>(&std::fs::read_to_string(&values).unwrap_or_default()) {
@@ -136,6 +164,27 @@ pub fn collect(rootfs: &Path) -> (Vec<String>, Vec<String>) {
         }
     }
     (found.into_iter().collect(), notes)
+}
+
+fn helm_available() -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("helm").is_file()))
+}
+
+/// `helm template` of a chart directory: `None` when helm is not on PATH.
+fn helm_template(chart: &Path) -> Option<Result<String, String>> {
+    if !helm_available() {
+        return None;
+    }
+    let name = chart.file_name().and_then(|n| n.to_str()).unwrap_or("chart");
+    let out = match std::process::Command::new("helm").arg("template").arg(name).arg(chart).output() {
+        Ok(out) => out,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    })
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> ImageError {
