@@ -392,20 +392,29 @@ fn basic_auth_login_and_interrupted_push_and_pull_are_rerun() {
         assert_eq!(mode & 0o777, 0o600, "credentials are readable by their owner only");
     }
 
-    // A push killed half-way: the re-run finishes it.
-    let uploads = registry.storage.path().join("data/docker/registry/v2/repositories/big/image/_uploads");
+    // A push killed half-way (after the registry acknowledged some chunks): the re-run finds the recorded
+    // session and continues it, or, when the registry dropped it (distribution drops a session whose
+    // last chunk was cut off), says so and sends the blob again.
+    let partial = home.join("images/.partial");
     let push = spawn_sealer(&home, dir.path(), &["push", &name]);
     let caught = interrupt(push, || {
-        files_under(&uploads).iter().any(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false))
+        files_under(&partial).iter().any(|f| {
+            f.extension().is_some_and(|e| e == "json")
+                && std::fs::read_to_string(f).is_ok_and(|t| !t.contains("\"offset\":0"))
+        })
     });
     assert!(caught, "the push finished before it could be interrupted");
     let pushed = ok(&sealer(&home, dir.path(), &["push", &name]));
+    assert!(
+        pushed.contains("resumed an interrupted upload")
+            || pushed.contains("could not be resumed (the registry dropped"),
+        "{pushed}"
+    );
     let manifest_digest = pushed.split_whitespace().last().unwrap().to_string();
     assert!(manifest_digest.starts_with("sha256:"), "{pushed}");
 
     // A pull killed half-way leaves the store unchanged; the re-run resumes the download.
     ok(&sealer(&home, dir.path(), &["rmi", &name]));
-    let partial = home.join("images/.partial");
     let pull = spawn_sealer(&home, dir.path(), &["pull", &name]);
     let caught = interrupt(pull, || {
         files_under(&partial).iter().any(|f| std::fs::metadata(f).map(|m| m.len() > 1_000_000).unwrap_or(false))

@@ -74,6 +74,15 @@ pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
     let pushed = super::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout()))?;
+    if pushed.resumed_bytes > 0 {
+        println!("resumed an interrupted upload: {} bytes were in the registry already", pushed.resumed_bytes);
+    }
+    if pushed.restarted_uploads > 0 {
+        println!(
+            "{} interrupted upload(s) could not be resumed (the registry dropped the session): sent again",
+            pushed.restarted_uploads
+        );
+    }
     if pushed.blobs_skipped > 0 {
         println!("{} blob(s) were in the registry already; sent {} bytes", pushed.blobs_skipped, pushed.bytes_sent);
     }

@@ -5,3 +5,4 @@ pub mod kubefile;
 pub mod lite;
 pub mod oci;
 pub mod store;
+mod upload;

@@ -7,7 +7,6 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
@@ -16,6 +15,7 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
 use super::store::{ImageConfig, ImageError, ImageStore, IMAGE_FORMAT_VERSION};
+use super::upload::{Resumption, Uploader};
 
 /// Sealer's own label (as sealer writes it): JSON with the image type and its launch commands.
 pub const SEALER_EXTENSION_LABEL: &str = "sealer.image.extension";
@@ -50,10 +50,14 @@ pub fn client_for(reference: &Reference, opts: &RegistryOptions) -> (Client, Reg
     (client(reference, opts), auth(opts))
 }
 
+/// Plain HTTP for `--insecure` and for registries on this machine; TLS otherwise.
+fn plain_http(reference: &Reference, opts: &RegistryOptions) -> bool {
+    let registry = reference.resolve_registry();
+    opts.insecure || registry.starts_with("127.0.0.1") || registry.starts_with("localhost")
+}
+
 fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
-    let registry = reference.resolve_registry().to_string();
-    let local = registry.starts_with("127.0.0.1") || registry.starts_with("localhost");
-    let protocol = if opts.insecure || local { ClientProtocol::Http } else { ClientProtocol::Https };
+    let protocol = if plain_http(reference, opts) { ClientProtocol::Http } else { ClientProtocol::Https };
     Client::new(ClientConfig { protocol, ..Default::default() })
 }
 
@@ -187,10 +191,14 @@ pub struct Pushed {
     pub manifest_digest: String,
     pub bytes_sent: u64,
     pub blobs_skipped: usize,
+    /// Bytes of a blob an earlier, interrupted push had already uploaded and this one did not send again.
+    pub resumed_bytes: u64,
+    /// Interrupted uploads whose session the registry had dropped, so their blob went again whole.
+    pub restarted_uploads: usize,
 }
 
-/// Pushes `name`: each blob the registry lacks goes up in chunks; blobs it already has (an earlier,
-/// interrupted push of the same image) are skipped, so a re-run sends only the rest.
+/// Pushes `name`: each blob the registry lacks goes up in chunks, resuming an upload an interrupted push
+/// left; blobs it already has are skipped, so a re-run sends only the rest.
 pub async fn push(
     store: &ImageStore,
     name: &str,
@@ -207,8 +215,38 @@ pub async fn push(
     let config = Config::oci_v1(config, None);
     let manifest = OciImageManifest::build(&layers, &config, None);
     let client = client(&reference, opts);
-    client.auth(&reference, &auth(opts), RegistryOperation::Push).await.map_err(oci_error("authentication", name))?;
-    let mut pushed = Pushed { manifest_digest: String::new(), bytes_sent: 0, blobs_skipped: 0 };
+    let token = client
+        .auth(&reference, &auth(opts), RegistryOperation::Push)
+        .await
+        .map_err(oci_error("authentication", name))?;
+    let authorization = match (token, &opts.credentials) {
+        (Some(token), _) => Some(format!("Bearer {token}")),
+        (None, Some((user, password))) => {
+            use base64::Engine as _;
+            Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        }
+        (None, None) => None,
+    };
+    let http = reqwest::Client::new();
+    let uploader = Uploader {
+        http: &http,
+        origin: format!(
+            "{}://{}",
+            if plain_http(&reference, opts) { "http" } else { "https" },
+            reference.resolve_registry()
+        ),
+        repository: reference.repository().to_string(),
+        authorization,
+        sessions: store.partial_dir()?,
+        chunk: PUSH_CHUNK,
+    };
+    let mut pushed = Pushed {
+        manifest_digest: String::new(),
+        bytes_sent: 0,
+        blobs_skipped: 0,
+        resumed_bytes: 0,
+        restarted_uploads: 0,
+    };
     let blobs = [(&layers[0].data, &manifest.layers[0].digest), (&config.data, &manifest.config.digest)];
     for (data, digest) in blobs {
         if client.blob_exists(&reference, digest).await.map_err(oci_error("checking a blob", name))? {
@@ -216,19 +254,21 @@ pub async fn push(
             pushed.blobs_skipped += 1;
             continue;
         }
-        progress.start(digest, data.len() as u64, 0);
-        let chunks: Vec<Bytes> = data.chunks(PUSH_CHUNK).map(Bytes::copy_from_slice).collect();
-        let counter = progress.clone();
-        let stream = futures_util::stream::iter(chunks.into_iter().map(move |chunk| {
-            counter.advance(chunk.len() as u64);
-            Ok(chunk)
-        }));
-        client
-            .push_blob_stream(&reference, stream, digest, Some(data.len() as u64))
+        let resumed = match uploader
+            .upload(data, digest, progress.as_ref())
             .await
-            .map_err(oci_error("push", name))?;
+            .map_err(|message| ImageError::Io { path: name.to_string(), message: format!("push: {message}") })?
+        {
+            Resumption::Resumed(bytes) => bytes,
+            Resumption::Dropped => {
+                pushed.restarted_uploads += 1;
+                0
+            }
+            Resumption::Fresh => 0,
+        };
         progress.finish(digest, false);
-        pushed.bytes_sent += data.len() as u64;
+        pushed.bytes_sent += data.len() as u64 - resumed;
+        pushed.resumed_bytes += resumed;
     }
     client.push_manifest(&reference, &manifest.into()).await.map_err(oci_error("pushing the manifest", name))?;
     let (_, digest) = client

@@ -131,11 +131,17 @@ impl ImageStore {
         let _ = fs::remove_dir_all(work);
     }
 
-    /// Where a blob being downloaded is kept until it is complete, so an interrupted pull resumes there.
-    pub fn partial_blob(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    /// Where transfers keep what an interruption must not lose: blobs being downloaded, and the sessions
+    /// of blobs being uploaded.
+    pub fn partial_dir(&self) -> Result<PathBuf, ImageError> {
         let dir = self.root.join(".partial");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(dir.join(digest.replace(':', "-")))
+        Ok(dir)
+    }
+
+    /// Where a blob being downloaded is kept until it is complete, so an interrupted pull resumes there.
+    pub fn partial_blob(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.partial_dir()?.join(digest.replace(':', "-")))
     }
 
     /// A fresh directory for assembling an image before [`ImageStore::commit`].
