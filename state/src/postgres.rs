@@ -105,10 +105,14 @@ struct Connection {
 impl Connection {
     fn open(url: &str) -> Result<Self, StateError> {
         let shown = redact_url(url);
-        let config: postgres::Config = url.parse().map_err(|e: postgres::Error| StateError::Backend {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| StateError::Backend {
             message: format!("`{shown}` is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): {e}"),
             source: None,
         })?;
+        // An unreachable server is an error within seconds, not a hang (the URL's connect_timeout wins).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel(1);
         let connect_error = shown.clone();
