@@ -429,18 +429,14 @@ impl StateStore for PostgresStore {
         self.conn.run(move |client| {
             let mut tx = client.transaction().map_err(backend("cannot start a state write"))?;
             Self::check_lock(&mut tx, &lock)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO sealer_clusters (name, lineage, serial, created_at) VALUES ($1, $2, 0, {NOW})
-                     ON CONFLICT (name) DO NOTHING"
-                ),
-                &[&lock.cluster, &uuid::Uuid::new_v4().to_string()],
-            )
-            .map_err(backend("cannot create the cluster state"))?;
+            // The first write creates the cluster with its lineage; every write bumps the serial.
             let serial: i64 = tx
                 .query_one(
-                    "UPDATE sealer_clusters SET serial = serial + 1 WHERE name = $1 RETURNING serial",
-                    &[&lock.cluster],
+                    &format!(
+                        "INSERT INTO sealer_clusters (name, lineage, serial, created_at) VALUES ($1, $2, 1, {NOW})
+                         ON CONFLICT (name) DO UPDATE SET serial = sealer_clusters.serial + 1 RETURNING serial"
+                    ),
+                    &[&lock.cluster, &uuid::Uuid::new_v4().to_string()],
                 )
                 .map_err(backend("cannot bump the serial"))?
                 .get(0);

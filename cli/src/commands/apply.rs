@@ -18,13 +18,16 @@ use crate::{render, sealer_home, Context, Outcome};
 pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
-    if !destroy {
-        super::image::ensure_local(&cf.cluster.image)?;
-    }
-    let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
     let mut store = ctx.state.open()?;
     let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
-    let result = apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, store.as_mut(), &lock);
+    // Under the lock: a second apply is refused before it pulls or reads anything.
+    let result = (|| {
+        if !destroy {
+            super::image::ensure_local(&cf.cluster.image)?;
+        }
+        let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
+        apply_locked(ctx, &args, &cf, &graph, PlanOptions { targets, destroy }, store.as_mut(), &lock)
+    })();
     let unlocked = store.unlock(&lock);
     let outcome = result?;
     unlocked?;
