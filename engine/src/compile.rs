@@ -298,12 +298,11 @@ fn host_attributes(host: &Host) -> Attributes {
         ("ssh_port", Value::Int(i64::from(ssh.port))),
         (
             "ssh_auth",
-            Value::text(if ssh.private_key.is_some() {
-                "key"
-            } else if ssh.password.is_some() {
-                "password"
-            } else {
-                "agent"
+            Value::text(match (&ssh.private_key, &ssh.password) {
+                (Some(_), Some(_)) => "key, then password",
+                (Some(_), None) => "key",
+                (None, Some(_)) => "password",
+                (None, None) => "agent",
             }),
         ),
     ]);

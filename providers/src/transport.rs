@@ -19,17 +19,31 @@ use crate::shell::quote;
 pub const MAX_CHANNELS: usize = 8;
 const CONNECT_ATTEMPTS: u32 = 4;
 
+/// How to log in. With a key and a password both, the key is offered first and the password after it
+/// (as sealer's own client and OpenSSH do), and the password also answers `sudo` for other users.
 #[derive(Clone)]
 pub enum SshAuth {
     Password(String),
-    Key { path: PathBuf, passphrase: Option<String> },
+    Key { path: PathBuf, passphrase: Option<String>, password: Option<String> },
+}
+
+impl SshAuth {
+    /// The password `sudo -S` gets, when there is one.
+    fn password(&self) -> Option<&str> {
+        match self {
+            SshAuth::Password(p) => Some(p),
+            SshAuth::Key { password, .. } => password.as_deref(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SshAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SshAuth::Password(_) => f.write_str("Password((sensitive))"),
-            SshAuth::Key { path, .. } => write!(f, "Key({})", path.display()),
+            SshAuth::Key { path, password, .. } => {
+                write!(f, "Key({}{})", path.display(), if password.is_some() { ", then password" } else { "" })
+            }
         }
     }
 }
@@ -228,24 +242,35 @@ impl SshSession {
     async fn authenticate(&mut self) -> Result<(), TransportError> {
         let t = &self.target;
         let channel_error = |e: russh::Error| TransportError::Channel { host: t.ip, message: e.to_string() };
-        let (result, method) = match &t.auth {
+        let method = match &t.auth {
             SshAuth::Password(password) => {
-                (self.handle.authenticate_password(&t.user, password).await.map_err(channel_error)?, "password")
+                if self.handle.authenticate_password(&t.user, password).await.map_err(channel_error)?.success() {
+                    return Ok(());
+                }
+                "password"
             }
-            SshAuth::Key { path, passphrase } => {
+            SshAuth::Key { path, passphrase, password } => {
                 let key = russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
                     TransportError::KeyFile { path: path.display().to_string(), message: e.to_string() }
                 })?;
                 let hash = self.handle.best_supported_rsa_hash().await.map_err(channel_error)?.flatten();
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
-                (self.handle.authenticate_publickey(&t.user, key).await.map_err(channel_error)?, "public key")
+                if self.handle.authenticate_publickey(&t.user, key).await.map_err(channel_error)?.success() {
+                    return Ok(());
+                }
+                match password {
+                    Some(password) => {
+                        if self.handle.authenticate_password(&t.user, password).await.map_err(channel_error)?.success()
+                        {
+                            return Ok(());
+                        }
+                        "public key, then password"
+                    }
+                    None => "public key",
+                }
             }
         };
-        if result.success() {
-            Ok(())
-        } else {
-            Err(TransportError::Auth { host: t.ip, user: t.user.clone(), method })
-        }
+        Err(TransportError::Auth { host: t.ip, user: t.user.clone(), method })
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -274,7 +299,7 @@ impl SshSession {
     /// that does not ask would run it as a command: those users get a channel per command.
     fn shell_allowed(&self) -> bool {
         !self.no_shell.load(std::sync::atomic::Ordering::SeqCst)
-            && (self.target.user == "root" || matches!(self.target.auth, SshAuth::Key { .. }))
+            && (self.target.user == "root" || self.target.auth.password().is_none())
     }
 
     async fn open_shell(&self) -> Result<Channel<Msg>, ShellError> {
@@ -423,15 +448,15 @@ impl SshSession {
         if self.target.user == "root" {
             return (command.to_string(), stdin.to_vec());
         }
-        match &self.target.auth {
-            SshAuth::Password(password) => {
+        match self.target.auth.password() {
+            Some(password) => {
                 let mut input = Vec::with_capacity(password.len() + 1 + stdin.len());
                 input.extend_from_slice(password.as_bytes());
                 input.push(b'\n');
                 input.extend_from_slice(stdin);
                 (format!("sudo -S -p '' sh -c {}", quote(command)), input)
             }
-            SshAuth::Key { .. } => (format!("sudo -n sh -c {}", quote(command)), stdin.to_vec()),
+            None => (format!("sudo -n sh -c {}", quote(command)), stdin.to_vec()),
         }
     }
 

@@ -19,7 +19,7 @@ fn target(tb: &Testbed, i: usize, auth: SshAuth) -> SshTarget {
 }
 
 fn key(tb: &Testbed) -> SshAuth {
-    SshAuth::Key { path: tb.key.clone(), passphrase: None }
+    SshAuth::Key { path: tb.key.clone(), passphrase: None, password: None }
 }
 
 const T: Duration = Duration::from_secs(20);
@@ -61,6 +61,19 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     assert_eq!((out.status, out.stdout_text()), (1, String::new()));
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
     assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
+
+    // A key the host does not accept, then the password: the password gets in (sealer's client offers
+    // both); with a wrong password too, the error names both methods and no secret.
+    assert!(tb.exec(1, "rm -f /root/.ssh/authorized_keys").status.success());
+    let both =
+        |password: &str| SshAuth::Key { path: tb.key.clone(), passphrase: None, password: Some(password.into()) };
+    let fallback = SshSession::connect(target(&tb, 1, both(TESTBED_ROOT_PASSWORD))).await.unwrap();
+    assert_eq!(fallback.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
+    let refused = match SshSession::connect(target(&tb, 1, both("Wrong-Pw-3310"))).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a wrong password got in"),
+    };
+    assert!(refused.contains("public key, then password") && !refused.contains("Wrong-Pw-3310"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

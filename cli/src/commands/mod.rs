@@ -89,13 +89,17 @@ pub fn ssh_targets(
         .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
         .find(|p| p.exists());
     let target = |ip: std::net::IpAddr, ssh: &sealer_engine::clusterfile::Ssh| {
-        let auth = match (&ssh.private_key, &ssh.password) {
-            (Some(pk), _) => SshAuth::Key {
+        let password = ssh.password.as_ref().map(|p| p.expose().to_string());
+        let auth = match (&ssh.private_key, password) {
+            (Some(pk), password) => SshAuth::Key {
                 path: PathBuf::from(pk),
                 passphrase: ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
+                password,
             },
-            (None, Some(pw)) => SshAuth::Password(pw.expose().to_string()),
-            (None, None) => SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None },
+            (None, Some(password)) => SshAuth::Password(password),
+            (None, None) => {
+                SshAuth::Key { path: default_key.clone().unwrap_or_default(), passphrase: None, password: None }
+            }
         };
         let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string())).map(|r| &r.attributes);
         let known = recorded.and_then(|a| match a.get("host_key") {
@@ -136,18 +140,17 @@ pub fn ssh_targets(
             })?;
             Ok(Some(sealer_engine::clusterfile::Secret::new(key.open(&resource.address.to_string(), sealed)?)))
         };
-        match recorded.get("ssh_auth") {
-            Some(Value::Text(auth)) if auth == "password" => {
-                ssh.private_key = None;
-                ssh.password = sealed("ssh_password")?.or(ssh.password);
+        match recorded.get("ssh_private_key") {
+            Some(Value::Text(path)) => {
+                ssh.private_key = Some(path.clone());
+                ssh.key_passphrase = sealed("ssh_key_passphrase")?;
             }
-            Some(Value::Text(auth)) if auth == "key" => {
-                if let Some(Value::Text(path)) = recorded.get("ssh_private_key") {
-                    ssh.private_key = Some(path.clone());
-                    ssh.key_passphrase = sealed("ssh_key_passphrase")?;
-                }
-            }
+            // Recorded without a key: it logged in with its password only.
+            _ if recorded.get("ssh_auth") == Some(&Value::text("password")) => ssh.private_key = None,
             _ => {}
+        }
+        if let Some(password) = sealed("ssh_password")? {
+            ssh.password = Some(password);
         }
         targets.insert(ip, target(ip, &ssh));
     }

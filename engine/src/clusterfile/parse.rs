@@ -451,12 +451,6 @@ fn read_ssh(r: &mut DocReader<'_>, value: Option<&Value>, path: &str, base: &Ssh
     if let Some(Value::String(p)) = map.get("pkPasswd") {
         ssh.key_passphrase = Some(Secret::new(p.clone()));
     }
-    // A host group that gives a password and no key logs in with that password: a key inherited from the
-    // cluster would be tried instead (a key wins) and the group's hosts, which may not accept it, fail.
-    if map.get("passwd").is_some() && map.get("pk").is_none() {
-        ssh.private_key = None;
-        ssh.key_passphrase = None;
-    }
     if let Some(port) = map.get("port").filter(|v| !v.is_null()) {
         let port_path = child_path(path, "port");
         let text = scalar_text(port).unwrap_or_default();
