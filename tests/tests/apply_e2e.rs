@@ -225,6 +225,9 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     ok(&site.sealer(&["apply", "--refresh-only", "--auto-approve"], ""));
     let recorded = ok(&site.sealer(&["state", "show", &format!("hostname.{}", site.ip(1))], ""));
     assert!(recorded.contains("\"drifted\""), "{recorded}");
+    let copy =
+        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+    assert!(String::from_utf8_lossy(&copy.stdout).contains("drifted"), "the cluster's copy follows a refresh too");
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "drifted");
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "master-1");

@@ -49,7 +49,7 @@ fn apply_locked(
         super::refresh(cf, &mut state, args.strict_host_keys)?;
     }
     if args.refresh_only {
-        return record_refresh(ctx, args, &recorded, &state, store, lock);
+        return record_refresh(ctx, args, cf, &recorded, &state, store, lock);
     }
     let plan = match &args.planfile {
         Some(path) => {
@@ -79,12 +79,7 @@ fn apply_locked(
         }
     }
     let image = ImageStore::new(&sealer_home()).get(&cf.cluster.image)?;
-    let apply_id = format!(
-        "{}-{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        std::process::id()
-    );
-    let log_dir = ctx.state.local_dir().join("logs").join(&apply_id);
+    let log_dir = new_log_dir(ctx);
     let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
     let provider = ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
@@ -213,6 +208,7 @@ fn publish_state(
 fn record_refresh(
     ctx: &Context,
     args: &ApplyArgs,
+    cf: &Clusterfile,
     recorded: &State,
     observed: &State,
     store: &mut dyn StateStore,
@@ -234,7 +230,22 @@ fn record_refresh(
     }
     store.record_history(lock, &format!("refresh-only: {} resource(s) updated", plan.changes.len()))?;
     println!("Refresh complete: {} resource(s) updated in the state.", plan.changes.len());
+    if let Some(publisher) = super::api_provider(cf, observed, args.strict_host_keys, new_log_dir(ctx))? {
+        if let Err(e) = publish_state(&super::runtime()?, &publisher, store, &cf.cluster.name) {
+            eprintln!("warning: the copy of the state in the cluster was not updated: {e}");
+        }
+    }
     Ok(Outcome::Ok)
+}
+
+/// `.sealer/logs/<apply-id>` (beside the state) for this run's per-host command logs.
+fn new_log_dir(ctx: &Context) -> std::path::PathBuf {
+    let apply_id = format!(
+        "{}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        std::process::id()
+    );
+    ctx.state.local_dir().join("logs").join(apply_id)
 }
 
 /// A saved plan applies only to the state it was made from (Terraform's "stale plan" rule).
