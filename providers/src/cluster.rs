@@ -649,8 +649,13 @@ impl Inner {
         let name = format!("etcd-{}-{stamp}.db", self.ctx.cluster);
         let remote = format!("{}/backup/{name}", cluster_dir(&self.ctx.cluster));
         let q = quote(&remote);
+        // A kubeadm cluster's etcd speaks TLS with the certificates kubeadm made; without them (the test
+        // image's etcd), plain HTTP on loopback.
         let save = format!(
-            "mkdir -p \"$(dirname {q})\" && ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 snapshot save {q}"
+            "mkdir -p \"$(dirname {q})\" && pki=/etc/kubernetes/pki/etcd && if [ -f $pki/ca.crt ]; then \
+             tls=\"--endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt --cert $pki/healthcheck-client.crt \
+             --key $pki/healthcheck-client.key\"; else tls=\"--endpoints http://127.0.0.1:2379\"; fi && \
+             ETCDCTL_API=3 etcdctl $tls snapshot save {q}"
         );
         self.run(ip, &self.with_image_path(&save), b"").await?;
         let local = dir.join(&name);
