@@ -476,10 +476,9 @@ impl Inner {
     async fn reconfigure_control_plane(&self, first: IpAddr, config: &str) -> Result<()> {
         let config_path = format!("{}/etc/kubeadm.yml", self.rootfs());
         let qconfig = quote(&config_path);
-        for phase in ["control-plane all", "upload-config kubeadm"] {
-            self.run(first, &self.with_image_path(&format!("kubeadm init phase {phase} --config {qconfig}")), b"")
-                .await?;
-        }
+        self.regenerate_control_plane(first, &qconfig).await?;
+        let upload = format!("kubeadm init phase upload-config kubeadm --config {qconfig}");
+        self.run(first, &self.with_image_path(&upload), b"").await?;
         let joined_masters = self.ctx.masters.iter().filter(|m| **m != first).filter(|m| {
             self.known(&Address::new(Kind::KubeadmJoin, m.to_string()))
                 .is_some_and(|a| text(&a, "role").as_deref() == Some("master"))
@@ -488,12 +487,17 @@ impl Inner {
             let own = sealer_engine::kubeadm::for_control_plane_member(config, member)?;
             let path = quote(&format!("{}/etc/kubeadm-control-plane.yml", self.rootfs()));
             self.run(member, &format!("cat > {path}"), own.as_bytes()).await?;
-            self.run(
-                member,
-                &self.with_image_path(&format!("kubeadm init phase control-plane all --config {path}")),
-                b"",
-            )
-            .await?;
+            self.regenerate_control_plane(member, &path).await?;
+        }
+        Ok(())
+    }
+
+    /// kubeadm keeps an existing serving certificate, so it goes first (changed certSANs reach it), then
+    /// the certificate and the static Pods are made again from the configuration at `qconfig`.
+    async fn regenerate_control_plane(&self, ip: IpAddr, qconfig: &str) -> Result<()> {
+        self.run(ip, "rm -f /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key", b"").await?;
+        for phase in ["certs apiserver", "control-plane all"] {
+            self.run(ip, &self.with_image_path(&format!("kubeadm init phase {phase} --config {qconfig}")), b"").await?;
         }
         Ok(())
     }

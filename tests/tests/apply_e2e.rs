@@ -775,21 +775,26 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
     assert_eq!(node_roles(), expect(&[0, 1, 2, 3], &[]));
     untouched(&[0, 1, 2]);
 
-    // A changed apiserver flag: a diff of the merged configuration, then every master's control plane.
-    site.write_clusterfile(&scaled_clusterfile(&site, &[0, 1, 2, 3], &[], "    audit-log-maxage: \"7\"\n"));
+    // A changed apiserver flag and a new certSAN: a diff of the merged configuration, then every master's
+    // control plane and serving certificate.
+    let changed = "    audit-log-maxage: \"7\"\n  certSANs:\n  - api.e2e.example\n";
+    site.write_clusterfile(&scaled_clusterfile(&site, &[0, 1, 2, 3], &[], changed));
     let plan = ok(&site.sealer(&["plan", "--no-color"], ""));
     assert!(plan.contains("-     audit-log-maxage: '30'") && plan.contains("+     audit-log-maxage: '7'"), "{plan}");
-    step(&[0, 1, 2, 3], &[], "    audit-log-maxage: \"7\"\n");
+    assert!(plan.contains("+   - api.e2e.example"), "{plan}");
+    step(&[0, 1, 2, 3], &[], changed);
     for i in 0..4 {
         let manifest =
             String::from_utf8(site.tb.exec(i, "cat /etc/kubernetes/manifests/kube-apiserver.yaml").stdout).unwrap();
         assert!(manifest.contains("--audit-log-maxage=7"), "master {i}: {manifest}");
         assert!(manifest.contains(&format!("--advertise-address={}", site.ip(i))), "master {i}: {manifest}");
+        let cert = String::from_utf8(site.tb.exec(i, "cat /etc/kubernetes/pki/apiserver.crt").stdout).unwrap();
+        assert!(cert.contains("api.e2e.example") && cert.contains(&site.ip(i)), "master {i}: {cert}");
     }
     assert_eq!(etcd_members(&site).len(), 4);
 
     // Removing a master (one of four) removes its etcd member too.
-    step(&[0, 1, 3], &[], "    audit-log-maxage: \"7\"\n");
+    step(&[0, 1, 3], &[], changed);
     assert_eq!(node_roles(), expect(&[0, 1, 3], &[]));
     assert_eq!(etcd_members(&site).len(), 3);
     let left = site.tb.exec(
