@@ -403,7 +403,10 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
     let Some(site) = Site::ready() else { return };
     let hostname = |i: usize| String::from_utf8(site.tb.exec(i, "hostname").stdout).unwrap().trim().to_string();
     let originals: Vec<String> = (0..5).map(hostname).collect();
-    let full = site.clusterfile(&site.default_labels());
+    // A last etcd snapshot before the cluster is torn down.
+    let full = site.clusterfile(&site.default_labels())
+        + "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: last-backup\nspec:\n  \
+           type: ETCD\n  action: PreClean\n  data: final-backups\n";
     site.write_clusterfile(&full);
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
     assert_eq!(hostname(0), "master-0");
@@ -463,6 +466,9 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
 
     let destroyed = ok(&site.sealer(&["destroy", "--auto-approve", "--restore-hostname"], ""));
     assert!(destroyed.contains("destroyed."), "{destroyed}");
+    let snapshots: Vec<_> = std::fs::read_dir(site.path().join("final-backups")).unwrap().flatten().collect();
+    assert_eq!(snapshots.len(), 1, "the PreClean ETCD plugin left its snapshot");
+    assert!(std::fs::metadata(snapshots[0].path()).unwrap().len() > 0);
     for (i, original) in originals.iter().enumerate().take(4) {
         assert_eq!(&hostname(i), original, "host {i} got its hostname back");
         let etc = String::from_utf8(site.tb.exec(i, "cat /etc/hostname").stdout).unwrap();
