@@ -77,19 +77,28 @@ impl ClusterProvider {
     }
 }
 
+/// Hosts a refresh reads at once.
+const REFRESH_CONNECTIONS: usize = 32;
+
 impl ClusterProvider {
     /// Reads what the hosts really hold for the resources in `state` (hostnames; labels and taints of the
     /// nodes) and writes it into `state`, so that a plan shows drift. Reads only; mutates nothing remote.
     pub async fn refresh(&self, state: &mut sealer_engine::State) -> Result<()> {
         let inner = &self.0;
         let mut tasks = tokio::task::JoinSet::new();
+        // Thousands of hosts must not mean thousands of SSH handshakes at once.
+        let connections = Arc::new(tokio::sync::Semaphore::new(REFRESH_CONNECTIONS));
         for (address, resource) in &state.resources {
             // A tainted resource is replaced whatever the host holds.
             if address.kind != Kind::Hostname || resource.status == sealer_engine::ResourceStatus::Tainted {
                 continue;
             }
             let (Some(ip), inner, address) = (resource.host, inner.clone(), address.clone()) else { continue };
-            tasks.spawn(async move { (address, inner.run(ip, "hostname", b"").await.map(|o| o.stdout_text())) });
+            let connections = connections.clone();
+            tasks.spawn(async move {
+                let _permit = connections.acquire_owned().await;
+                (address, inner.run(ip, "hostname", b"").await.map(|o| o.stdout_text()))
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             let (address, name) = joined.map_err(|e| e.to_string())?;
