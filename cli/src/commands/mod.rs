@@ -134,7 +134,8 @@ pub fn ssh_targets(
             let Some(Value::Sealed(sealed)) = recorded.get(attribute) else { return Ok(None) };
             let key = sealer_state::SealingKey::load(&crate::sealer_home(), false)?.with_context(|| {
                 format!(
-                    "the state keeps the ssh {} of removed host `{ip}` sealed, but there is no state key here                      (set SEALER_STATE_KEY or copy the `state.key` of the workstation that applied)",
+                    "the state keeps the ssh {} of removed host `{ip}` sealed, but there is no state key here \
+                     (set SEALER_STATE_KEY or copy the `state.key` of the workstation that applied)",
                     attribute.trim_start_matches("ssh_").replace('_', " ")
                 )
             })?;
