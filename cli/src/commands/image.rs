@@ -47,7 +47,7 @@ pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
         }
         config.images = images;
     }
-    let config = store.commit(&work, config)?;
+    let config = store.commit(&work, config, TransferBar::for_stdout().as_ref())?;
     println!("built {} {}", config.name, config.digest);
     Ok(Outcome::Ok)
 }

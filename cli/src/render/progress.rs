@@ -129,11 +129,11 @@ pub struct TransferBar {
 
 impl TransferBar {
     /// The bar on a terminal, nothing otherwise.
-    pub fn for_stdout() -> std::sync::Arc<dyn sealer_providers::image::oci::TransferProgress> {
+    pub fn for_stdout() -> std::sync::Arc<dyn sealer_providers::image::TransferProgress> {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             std::sync::Arc::new(TransferBar { bar: Mutex::new(None) })
         } else {
-            std::sync::Arc::new(sealer_providers::image::oci::Quiet)
+            std::sync::Arc::new(sealer_providers::image::Quiet)
         }
     }
 }
@@ -143,7 +143,7 @@ fn short(digest: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-impl sealer_providers::image::oci::TransferProgress for TransferBar {
+impl sealer_providers::image::TransferProgress for TransferBar {
     fn start(&self, blob: &str, total: u64, already: u64) {
         let bar = ProgressBar::new(total);
         bar.set_style(

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::store::{ImageConfig, ImageError, ImageStore, IMAGE_FORMAT_VERSION};
 use super::upload::{Resumption, Uploader};
+use super::{Quiet, TransferProgress};
 
 /// Sealer's own label (as sealer writes it): JSON with the image type and its launch commands.
 pub const SEALER_EXTENSION_LABEL: &str = "sealer.image.extension";
@@ -167,23 +168,6 @@ fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), String> {
 }
 
 /// Pushes image `name` of the local store to the registry its name points at; returns the manifest digest.
-/// Bytes of blobs as they travel, one blob at a time: the CLI draws a bar from it.
-pub trait TransferProgress: Send + Sync {
-    fn start(&self, blob: &str, total: u64, already: u64);
-    fn advance(&self, bytes: u64);
-    /// The blob is done (`skipped`: the other side already had it).
-    fn finish(&self, blob: &str, skipped: bool);
-}
-
-/// Nothing shown.
-pub struct Quiet;
-
-impl TransferProgress for Quiet {
-    fn start(&self, _: &str, _: u64, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self, _: &str, _: bool) {}
-}
-
 const PUSH_CHUNK: usize = 8 << 20;
 
 /// What a push did.
@@ -329,7 +313,7 @@ pub async fn pull(
         }
         partials.push(partial);
     }
-    let config = store.commit(&work, image_config(name, &oci))?;
+    let config = store.commit(&work, image_config(name, &oci), progress.as_ref())?;
     for partial in partials {
         let _ = std::fs::remove_file(partial);
     }
@@ -501,7 +485,7 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
                     return Err(fail(format!("layer of `{name}`: {message}")));
                 }
             }
-            loaded.push(store.commit(&work, image_config(name, &config))?);
+            loaded.push(store.commit(&work, image_config(name, &config), &Quiet)?);
         }
         Ok(loaded)
     })();

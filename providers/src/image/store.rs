@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::kubefile::{self, Instruction, KubefileError};
+use super::{Quiet, TransferProgress};
 
 pub const IMAGE_FORMAT_VERSION: &str = "1";
 
@@ -159,10 +160,15 @@ impl ImageStore {
 
     /// Seals `work/rootfs` as image `config.name`: computes the manifest and digest, then replaces any
     /// image of that name in one rename, so a failed build or pull leaves the store as it was.
-    pub fn commit(&self, work: &Path, config: ImageConfig) -> Result<ImageConfig, ImageError> {
+    pub fn commit(
+        &self,
+        work: &Path,
+        config: ImageConfig,
+        progress: &dyn TransferProgress,
+    ) -> Result<ImageConfig, ImageError> {
         let rootfs = work.join("rootfs");
         let mut digests = DigestCache::load(&self.root);
-        let manifest = manifest(&rootfs, &mut digests).map_err(io(&rootfs))?;
+        let manifest = manifest(&rootfs, &mut digests, progress).map_err(io(&rootfs))?;
         digests.save();
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
@@ -184,7 +190,7 @@ impl ImageStore {
         let image = self.get(source)?;
         let work = self.work_dir()?;
         copy_tree(&image.rootfs, &work.join("rootfs")).map_err(io(&work))?;
-        self.commit(&work, ImageConfig { name: target.to_string(), ..image.config })
+        self.commit(&work, ImageConfig { name: target.to_string(), ..image.config }, &Quiet)
     }
 
     pub fn remove(&self, name: &str) -> Result<(), ImageError> {
@@ -372,8 +378,9 @@ impl DigestCache {
 }
 
 /// `sha256 mode path` for every regular file under `root`, sorted; the rootfs digest is over this.
-pub fn manifest(root: &Path, digests: &mut DigestCache) -> std::io::Result<String> {
-    let mut lines = Vec::new();
+/// `progress` sees the bytes go by (files the cache knows count at once).
+pub fn manifest(root: &Path, digests: &mut DigestCache, progress: &dyn TransferProgress) -> std::io::Result<String> {
+    let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir)? {
@@ -383,12 +390,19 @@ pub fn manifest(root: &Path, digests: &mut DigestCache) -> std::io::Result<Strin
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.is_file() {
-                let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-                let sha = digests.digest(&path, &rel, &meta)?;
-                lines.push((rel, sha, meta.permissions().mode() & 0o7777));
+                files.push((path, meta));
             }
         }
     }
+    progress.start("packing", files.iter().map(|(_, m)| m.len()).sum(), 0);
+    let mut lines = Vec::with_capacity(files.len());
+    for (path, meta) in files {
+        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        let sha = digests.digest(&path, &rel, &meta)?;
+        progress.advance(meta.len());
+        lines.push((rel, sha, meta.permissions().mode() & 0o7777));
+    }
+    progress.finish("packing", false);
     lines.sort();
     Ok(lines.into_iter().map(|(path, sha, mode)| format!("{sha} {mode:o} {path}\n")).collect())
 }
@@ -407,7 +421,7 @@ mod tests {
         fs::create_dir_all(file.parent().unwrap()).unwrap();
         fs::write(&file, b"version 1").unwrap();
         let mut cache = DigestCache::load(store.path());
-        let first = manifest(rootfs.path(), &mut cache).unwrap();
+        let first = manifest(rootfs.path(), &mut cache, &Quiet).unwrap();
         assert!(first.starts_with(&format!("{:x}", Sha256::digest(b"version 1"))), "{first}");
         cache.save();
 
@@ -417,17 +431,17 @@ mod tests {
         let poisoned = text.replace(&format!("{:x}", Sha256::digest(b"version 1")), &"0".repeat(64));
         fs::write(&path, poisoned).unwrap();
         let mut cache = DigestCache::load(store.path());
-        assert!(manifest(rootfs.path(), &mut cache).unwrap().starts_with(&"0".repeat(64)));
+        assert!(manifest(rootfs.path(), &mut cache, &Quiet).unwrap().starts_with(&"0".repeat(64)));
 
         // A copy keeps the modification time, so it hits the cache too; new content does not.
         let copy = tempfile::tempdir().unwrap();
         copy_tree(rootfs.path(), copy.path()).unwrap();
-        assert!(manifest(copy.path(), &mut cache).unwrap().starts_with(&"0".repeat(64)));
+        assert!(manifest(copy.path(), &mut cache, &Quiet).unwrap().starts_with(&"0".repeat(64)));
         fs::write(&file, b"version 2").unwrap();
         // (Set apart from the first write's time, which a coarse clock could repeat.)
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
         fs::File::open(&file).unwrap().set_modified(later).unwrap();
-        let again = manifest(rootfs.path(), &mut cache).unwrap();
+        let again = manifest(rootfs.path(), &mut cache, &Quiet).unwrap();
         assert!(again.starts_with(&format!("{:x}", Sha256::digest(b"version 2"))), "{again}");
     }
 }

@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LO
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::oci::TransferProgress;
+use super::TransferProgress;
 
 /// One blob's upload session as last acknowledged by the registry.
 #[derive(Serialize, Deserialize)]
@@ -201,7 +201,7 @@ async fn describe(response: reqwest::Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::oci::Quiet;
+    use crate::image::Quiet;
 
     /// An upload stopped between chunks (as a push killed after the registry acknowledged one) goes on
     /// from there on the real distribution registry, and the blob it completes has the right digest.
