@@ -759,6 +759,20 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
     };
     untouched(&[0, 3]);
 
+    // Their password is rotated: the Clusterfile follows, no change is planned, and the state keeps the new
+    // one (sealed) for the day they are removed.
+    const ROTATED: &str = "Rotated-Group-Pw-7720";
+    for i in [4, 5] {
+        assert!(site.tb.exec(i, &format!("echo 'root:{ROTATED}' | chpasswd")).status.success());
+    }
+    site.write_clusterfile(&scaled_clusterfile(&site, &[0, 1, 2], &[3, 4, 5], args).replace(OTHER_PASSWORD, ROTATED));
+    let rotated = ok(&site.sealer(&["apply", "--auto-approve", "--no-progress"], ""));
+    assert!(
+        rotated.contains("Recorded the changed ssh credentials of 2 host(s)") && rotated.contains("No changes."),
+        "{rotated}"
+    );
+    assert!(!site.everything_written().contains(ROTATED));
+
     // Down to 3 + 1: hosts 4 and 5 are removed with the password recorded (sealed) in the state alone.
     step(&[0, 1, 2], &[3], args);
     assert_eq!(node_roles(), expect(&[0, 1, 2], &[3]));

@@ -66,6 +66,11 @@ fn apply_locked(
     if !dangers.is_empty() && !args.force {
         bail!("refusing to apply without --force: {}", dangers.join("; "));
     }
+    let sealing = sealing_key(cf)?;
+    let resealed = reseal_changed_secrets(cf, sealing.as_ref(), &recorded, store, lock)?;
+    if resealed > 0 && !args.json {
+        println!("Recorded the changed ssh credentials of {resealed} host(s) (sealed).");
+    }
     if !plan.has_changes() {
         if !args.json {
             println!("No changes. Cluster `{}` matches the Clusterfile.", cf.cluster.name);
@@ -93,8 +98,6 @@ fn apply_locked(
         restore_hostnames: args.restore_hostname,
     });
     let publisher = provider.clone();
-    let has_secrets = cf.cluster.hosts.iter().any(|h| super::ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));
-    let sealing = if has_secrets { sealer_state::SealingKey::load(&sealer_home(), true)? } else { None };
     let runtime = super::runtime()?;
     let cancel = CancelFlag::default();
     let mut record_error = None;
@@ -174,6 +177,49 @@ fn apply_locked(
         eprintln!("error: the state could not be written: {e}");
     }
     bail!("apply incomplete: {summary}; run `sealer apply` again to finish")
+}
+
+/// The state key, when some host of the Clusterfile has an ssh secret to seal (created on first use).
+fn sealing_key(cf: &Clusterfile) -> anyhow::Result<Option<sealer_state::SealingKey>> {
+    let has_secrets = cf.cluster.hosts.iter().any(|h| super::ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));
+    Ok(if has_secrets { sealer_state::SealingKey::load(&sealer_home(), true)? } else { None })
+}
+
+/// A password changed in the Clusterfile plans no change (secrets compare as `(sensitive)`), but the
+/// state must keep the one that works, for the day the host is removed: re-sealed in place, nothing
+/// remote. Returns how many hosts' records changed.
+fn reseal_changed_secrets(
+    cf: &Clusterfile,
+    key: Option<&sealer_state::SealingKey>,
+    recorded: &State,
+    store: &mut dyn StateStore,
+    lock: &LockInfo,
+) -> anyhow::Result<usize> {
+    let Some(key) = key else { return Ok(0) };
+    let mut changed = 0;
+    for host in &cf.cluster.hosts {
+        let address = Address::new(sealer_engine::Kind::Host, host.ip.to_string());
+        let Some(stored) = recorded.resources.get(&address).filter(|r| r.status == ResourceStatus::Ready) else {
+            continue;
+        };
+        let owner = address.to_string();
+        let stale = super::ssh_secrets(&host.ssh).iter().any(|(attribute, secret)| {
+            match (secret, stored.attributes.get(*attribute)) {
+                (Some(secret), Some(Value::Sealed(sealed))) => {
+                    key.open(&owner, sealed).ok().as_deref() != Some(*secret)
+                }
+                (Some(_), Some(Value::Sensitive)) => true,
+                _ => false,
+            }
+        });
+        if stale {
+            let mut resource = stored.clone();
+            super::seal_ssh_secrets(cf, Some(key), &address, &mut resource.attributes).map_err(anyhow::Error::msg)?;
+            store.put_resource(lock, &address, Some(&resource))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
