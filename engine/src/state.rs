@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
-use crate::resource::{Address, Attributes};
+use crate::resource::{Address, Attributes, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +42,17 @@ pub struct State {
 impl State {
     pub fn empty(cluster: &str) -> Self {
         State { cluster: cluster.to_string(), ..Default::default() }
+    }
+
+    /// The state as it may leave the workstation (the copy kept in the cluster): sealed secrets become
+    /// `Sensitive`, without a value.
+    pub fn without_sealed_secrets(mut self) -> Self {
+        for value in self.resources.values_mut().flat_map(|r| r.attributes.values_mut()) {
+            if let Value::Sealed(_) = value {
+                *value = Value::Sensitive;
+            }
+        }
+        self
     }
 }
 

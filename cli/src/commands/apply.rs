@@ -237,16 +237,7 @@ fn publish_state(
     if !cluster_up {
         return Ok(());
     }
-    let mut state = state;
-    // Sealed secrets stay on the workstation: the cluster's copy has none.
-    for resource in state.resources.values_mut() {
-        for value in resource.attributes.values_mut() {
-            if let Value::Sealed(_) = value {
-                *value = Value::Sensitive;
-            }
-        }
-    }
-    let json = serde_json::to_string(&state)?;
+    let json = serde_json::to_string(&state.without_sealed_secrets())?;
     runtime.block_on(provider.publish_state(&json)).map_err(anyhow::Error::msg)
 }
 
@@ -276,7 +267,8 @@ fn record_refresh(
     }
     store.record_history(lock, &format!("refresh-only: {} resource(s) updated", plan.changes.len()))?;
     println!("Refresh complete: {} resource(s) updated in the state.", plan.changes.len());
-    if let Some(publisher) = super::api_provider(cf, observed, args.strict_host_keys, new_log_dir(ctx))? {
+    if let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) {
+        let publisher = super::api_provider(cf, observed, args.strict_host_keys, first_master, new_log_dir(ctx))?;
         if let Err(e) = publish_state(&super::runtime()?, &publisher, store, &cf.cluster.name) {
             eprintln!("warning: the copy of the state in the cluster was not updated: {e}");
         }

@@ -73,7 +73,8 @@ fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOption
 pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let pushed = super::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout()))?;
+    let pushed =
+        super::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout().as_ref()))?;
     if pushed.resumed_bytes > 0 {
         println!("resumed an interrupted upload: {} bytes were in the registry already", pushed.resumed_bytes);
     }
@@ -98,7 +99,7 @@ pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
 fn pull_image(name: &str, insecure: bool) -> anyhow::Result<()> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(name, insecure)?;
-    let pulled = super::runtime()?.block_on(oci::pull(&store, name, &opts, TransferBar::for_stdout()))?;
+    let pulled = super::runtime()?.block_on(oci::pull(&store, name, &opts, TransferBar::for_stdout().as_ref()))?;
     if pulled.resumed_bytes > 0 {
         println!("resumed an interrupted download: {} bytes were already here", pulled.resumed_bytes);
     }

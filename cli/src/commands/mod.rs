@@ -176,16 +176,16 @@ pub fn seal_ssh_secrets(
     Ok(())
 }
 
-/// A provider for reading the hosts and writing through the cluster's API, without an image; `None`
-/// when the cluster has no master.
+/// A provider for reading the hosts and writing through the cluster's API (kubectl on `first_master`),
+/// without an image.
 pub fn api_provider(
     cf: &Clusterfile,
     state: &State,
     strict_host_keys: bool,
+    first_master: std::net::IpAddr,
     log_dir: PathBuf,
-) -> anyhow::Result<Option<ClusterProvider>> {
-    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(None) };
-    Ok(Some(ClusterProvider::new(ClusterContext {
+) -> anyhow::Result<ClusterProvider> {
+    Ok(ClusterProvider::new(ClusterContext {
         cluster: cf.cluster.name.clone(),
         hosts: ssh_targets(cf, state, strict_host_keys)?,
         first_master,
@@ -195,16 +195,17 @@ pub fn api_provider(
         log_dir,
         command_timeout: Duration::from_secs(60),
         restore_hostnames: false,
-    })))
+    }))
 }
 
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
 pub fn refresh(cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> anyhow::Result<()> {
+    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(()) };
     if state.resources.is_empty() {
         return Ok(());
     }
     let log_dir = std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id()));
-    let Some(provider) = api_provider(cf, state, strict_host_keys, log_dir.clone())? else { return Ok(()) };
+    let provider = api_provider(cf, state, strict_host_keys, first_master, log_dir.clone())?;
     let result = runtime()?.block_on(provider.refresh(state));
     let _ = std::fs::remove_dir_all(&log_dir);
     result.map_err(|e| anyhow::anyhow!("{e} (plan with --refresh=false to use the recorded state)"))

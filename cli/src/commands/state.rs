@@ -125,7 +125,7 @@ fn copy_cluster(
 /// lineage and serial, so that plans made elsewhere and `plan` here agree.
 pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
     use sealer_engine::clusterfile::Role;
-    use sealer_providers::cluster::{ClusterContext, ClusterProvider, STATE_CONFIGMAP};
+    use sealer_providers::cluster::STATE_CONFIGMAP;
 
     let cf = super::load_clusterfile(&args.file)?;
     let name = cf.cluster.name.clone();
@@ -142,17 +142,7 @@ pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
         }
     }
     let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
-    let provider = ClusterProvider::new(ClusterContext {
-        cluster: name.clone(),
-        hosts: super::ssh_targets(&cf, &sealer_engine::State::empty(&name), false)?,
-        first_master: ip,
-        masters: vec![ip],
-        image: None,
-        prior: Default::default(),
-        log_dir: log_dir.clone(),
-        command_timeout: std::time::Duration::from_secs(60),
-        restore_hostnames: false,
-    });
+    let provider = super::api_provider(&cf, &sealer_engine::State::empty(&name), false, ip, log_dir.clone())?;
     let read = super::runtime()?.block_on(provider.published_state());
     let _ = std::fs::remove_dir_all(&log_dir);
     let json =

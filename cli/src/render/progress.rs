@@ -129,11 +129,11 @@ pub struct TransferBar {
 
 impl TransferBar {
     /// The bar on a terminal, nothing otherwise.
-    pub fn for_stdout() -> std::sync::Arc<dyn sealer_providers::image::TransferProgress> {
+    pub fn for_stdout() -> Box<dyn sealer_providers::image::TransferProgress> {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            std::sync::Arc::new(TransferBar { bar: Mutex::new(None) })
+            Box::new(TransferBar { bar: Mutex::new(None) })
         } else {
-            std::sync::Arc::new(sealer_providers::image::Quiet)
+            Box::new(sealer_providers::image::Quiet)
         }
     }
 }

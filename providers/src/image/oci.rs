@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
@@ -187,7 +186,7 @@ pub async fn push(
     store: &ImageStore,
     name: &str,
     opts: &RegistryOptions,
-    progress: Arc<dyn TransferProgress>,
+    progress: &dyn TransferProgress,
 ) -> Result<Pushed, ImageError> {
     let image = store.get(name)?;
     let reference = reference(name)?;
@@ -239,7 +238,7 @@ pub async fn push(
             continue;
         }
         let resumed = match uploader
-            .upload(data, digest, progress.as_ref())
+            .upload(data, digest, progress)
             .await
             .map_err(|message| ImageError::Io { path: name.to_string(), message: format!("push: {message}") })?
         {
@@ -277,7 +276,7 @@ pub async fn pull(
     store: &ImageStore,
     name: &str,
     opts: &RegistryOptions,
-    progress: Arc<dyn TransferProgress>,
+    progress: &dyn TransferProgress,
 ) -> Result<Pulled, ImageError> {
     let reference = reference(name)?;
     let client = client(&reference, opts);
@@ -302,7 +301,7 @@ pub async fn pull(
             return Err(refused(format!("layer media type `{}` is not an OCI layer", layer.media_type)));
         }
         let partial = store.partial_blob(&layer.digest)?;
-        let fetched = fetch_blob(&client, &reference, layer, &partial, progress.as_ref()).await;
+        let fetched = fetch_blob(&client, &reference, layer, &partial, progress).await;
         let unpacked = fetched.and_then(|(data, resumed)| {
             resumed_bytes += resumed;
             unpack(&data, gzip, &work.join("rootfs"))
@@ -313,7 +312,7 @@ pub async fn pull(
         }
         partials.push(partial);
     }
-    let config = store.commit(&work, image_config(name, &oci), progress.as_ref())?;
+    let config = store.commit(&work, image_config(name, &oci), progress)?;
     for partial in partials {
         let _ = std::fs::remove_file(partial);
     }
