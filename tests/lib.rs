@@ -73,7 +73,7 @@ pub fn stderr(o: &Output) -> String {
 /// apply leaves it; returns the state.
 pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
     let cf = sealer_engine::parse("Clusterfile", clusterfile).unwrap().clusterfile;
-    let graph = sealer_engine::compile(&cf, &[]).unwrap();
+    let graph = sealer_engine::compile(&cf, &sealer_engine::ImageFacts::default()).unwrap();
     let plan = sealer_engine::plan(&graph, &State::empty(&cf.cluster.name), &PlanOptions::default()).unwrap();
     let mut store = SqliteStore::open(state_path).unwrap();
     let lock = store.lock(&cf.cluster.name, "test@seed", std::process::id(), "seed").unwrap();

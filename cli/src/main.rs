@@ -1,13 +1,14 @@
-//! `sealer`: thin commands that wire the engine, the providers and the state together.
+//! `sealer`: the command line. Commands parse arguments, call the operations of `sealer_cli::ops`, and
+//! render what they return.
 
 mod args;
 mod commands;
 mod render;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sealer_cli::sealer_home;
 
 use crate::args::{Cli, Command, StateCommand};
 
@@ -20,16 +21,8 @@ pub enum Outcome {
 
 /// Options every command shares.
 pub struct Context {
-    pub state: sealer_state::StateLocation,
+    pub ws: sealer_cli::ops::Workspace,
     pub color: bool,
-}
-
-/// `$SEALER_HOME`, else `~/.sealer`: the local image store and credentials live there.
-pub fn sealer_home() -> PathBuf {
-    match std::env::var_os("SEALER_HOME") {
-        Some(home) => PathBuf::from(home),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".sealer"),
-    }
 }
 
 fn main() -> ExitCode {
@@ -38,7 +31,7 @@ fn main() -> ExitCode {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let state = sealer_state::StateLocation::parse(cli.state.as_deref().unwrap_or(".sealer/state.db"));
-    let ctx = Context { state, color };
+    let ctx = Context { ws: sealer_cli::ops::Workspace { state, home: sealer_home() }, color };
     let result = match cli.command {
         Command::Plan(a) => commands::plan::run(&ctx, a),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),
@@ -60,10 +53,10 @@ fn main() -> ExitCode {
             },
             true,
         ),
-        Command::Build(a) => commands::image::build(a),
+        Command::Build(a) => commands::image::build(&ctx, a),
         Command::Images(a) => commands::image::images(a),
         Command::Push(a) => commands::image::push(a),
-        Command::Pull(a) => commands::image::pull(a),
+        Command::Pull(a) => commands::image::pull(&ctx, a),
         Command::Tag(a) => commands::image::tag(a),
         Command::Save(a) => commands::image::save(a),
         Command::Load(a) => commands::image::load(a),
@@ -71,7 +64,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::image::inspect(a),
         Command::Login(a) => commands::image::login(a),
         Command::Logout(a) => commands::image::logout(a),
-        Command::Graph(a) => commands::graph::run(a),
+        Command::Graph(a) => commands::graph::run(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),

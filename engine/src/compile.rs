@@ -10,10 +10,21 @@ use crate::graph::{GraphBuilder, ResourceGraph};
 use crate::kubeadm;
 use crate::resource::{Address, Attributes, Kind, Resource, Value};
 
+/// What the local image store knows of the cluster image at plan time (nothing when it is not there yet).
+#[derive(Clone, Debug, Default)]
+pub struct ImageFacts {
+    /// The documents of the image's `etc/kubeadm.yml`, a layer of the merged kubeadm configuration.
+    pub kubeadm: Vec<KubeadmDocument>,
+    /// The rootfs digest: a rebuilt image under the same name is a change of `image.*`.
+    pub digest: Option<String>,
+}
+
 struct Compiler<'a> {
     cf: &'a Clusterfile,
     /// The cluster image's own kubeadm documents, merged under the Clusterfile's.
     image_kubeadm: &'a [KubeadmDocument],
+    /// The image's digest, `Unknown` when the store does not have it.
+    digest: Value,
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -29,11 +40,16 @@ fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// `image_kubeadm`: the documents of the cluster image's `etc/kubeadm.yml` (empty when the image is not at
-/// hand), a layer of the merged kubeadm configuration.
-pub fn compile(cf: &Clusterfile, image_kubeadm: &[KubeadmDocument]) -> Result<ResourceGraph, GraphError> {
-    let mut c =
-        Compiler { cf, image_kubeadm, b: GraphBuilder::default(), plugins: HashMap::new(), membership: HashMap::new() };
+/// `image`: what the local store knows of the cluster image (see [`ImageFacts`]).
+pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, GraphError> {
+    let mut c = Compiler {
+        cf,
+        image_kubeadm: &image.kubeadm,
+        digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
+        b: GraphBuilder::default(),
+        plugins: HashMap::new(),
+        membership: HashMap::new(),
+    };
     let Some(first) = cf.cluster.first_master().map(|h| h.ip) else {
         // Validation guarantees a master; an empty cluster compiles to an empty graph.
         return c.b.finish();
@@ -113,7 +129,7 @@ impl Compiler<'_> {
                 Kind::Image,
                 ip.to_string(),
                 Some(ip),
-                attrs([("image", Value::text(&cf.cluster.image)), ("digest", Value::Unknown)]),
+                attrs([("image", Value::text(&cf.cluster.image)), ("digest", self.digest.clone())]),
             )?;
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
@@ -126,6 +142,8 @@ impl Compiler<'_> {
                         ("strategy", Value::text(config.strategy.as_str())),
                         ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
                         ("data", Value::text(&config.data)),
+                        // A rebuilt image may bring its own version of the file: the document goes over it again.
+                        ("image_digest", self.digest.clone()),
                     ]),
                 )?;
                 self.b.depends(&a, &image)?;
@@ -239,6 +257,8 @@ impl Compiler<'_> {
             ("image", Value::text(&cf.cluster.image)),
             ("cmd_args", Value::List(cf.cluster.cmd_args.clone())),
             ("cmds", Value::Unknown),
+            // A rebuilt image runs its CMDs again.
+            ("image_digest", self.digest.clone()),
         ]);
         if !env.is_empty() {
             a.insert("env".into(), Value::Map(env));

@@ -17,6 +17,12 @@ pub enum GraphError {
 pub enum PlanError {
     #[error("target `{0}` is neither in the Clusterfile nor in the state")]
     UnknownTarget(String),
+    #[error("saved plan is for cluster `{plan}`, the Clusterfile declares `{state}`")]
+    OtherCluster { plan: String, state: String },
+    #[error("saved plan is stale: it was made for another state (lineage `{0}`)")]
+    OtherLineage(String),
+    #[error("saved plan is stale: the state moved from serial {planned} to {now} since it was made; plan again")]
+    Stale { planned: u64, now: u64 },
 }
 
 #[derive(Debug, Error)]
@@ -34,3 +40,15 @@ pub enum StateError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
+
+/// A kubeadm configuration document that cannot be read (the image's `etc/kubeadm.yml`, or a merged one).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KubeadmError {
+    #[error("document {document}: {message}")]
+    Yaml { document: usize, message: String },
+    #[error("document {document}: `{kind}` is not a kubeadm configuration kind")]
+    UnknownKind { document: usize, kind: String },
+}
+
+/// What a provider or the state recorder reports when a change failed: any error, shown with its message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::error::BoxError;
 use crate::plan::{Action, Plan, ResourceChange};
 use crate::resource::{Address, Attributes};
 
-pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Option<Attributes>, String>> + Send + 'static>>;
+pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Option<Attributes>, BoxError>> + Send + 'static>>;
 
 /// Does the remote work of one change. Returns the attributes to record (`None` after a delete).
 pub trait Provider: Send + Sync + 'static {
@@ -114,7 +115,7 @@ impl Executor {
         provider: Arc<dyn Provider>,
         reporter: Arc<dyn Reporter>,
         cancel: CancelFlag,
-        mut record: impl FnMut(&ResourceChange, Completion<'_>) -> Result<(), String>,
+        mut record: impl FnMut(&ResourceChange, Completion<'_>) -> Result<(), BoxError>,
     ) -> ApplyReport {
         let creates = |c: &ResourceChange| matches!(c.action, Action::Create | Action::Replace);
         let mut nodes: Vec<Node> = plan
@@ -163,7 +164,7 @@ impl Executor {
             ready.extend(held_deletes.drain(..));
         }
         let semaphore = Arc::new(Semaphore::new(self.parallelism.max(1)));
-        let mut running: JoinSet<(usize, Result<Option<Attributes>, String>, Duration)> = JoinSet::new();
+        let mut running: JoinSet<(usize, Result<Option<Attributes>, BoxError>, Duration)> = JoinSet::new();
         let mut stopped = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
@@ -207,7 +208,7 @@ impl Executor {
             let (i, result, elapsed) = match joined {
                 Ok((_, r)) => r,
                 Err(e) => match tasks.get(&e.id()) {
-                    Some(&i) => (i, Err(format!("internal error in the provider: {e}")), Duration::ZERO),
+                    Some(&i) => (i, Err(format!("internal error in the provider: {e}").into()), Duration::ZERO),
                     None => continue,
                 },
             };
@@ -221,13 +222,13 @@ impl Executor {
                     }
                 },
                 Err(e) if creates(&change) => match record(&change, Completion::FailedPartway) {
-                    Ok(()) => NodeOutcome::Failed(e),
+                    Ok(()) => NodeOutcome::Failed(e.to_string()),
                     Err(r) => {
                         stopped = true;
                         NodeOutcome::Failed(format!("{e}; and the state could not mark it tainted: {r}"))
                     }
                 },
-                Err(e) => NodeOutcome::Failed(e),
+                Err(e) => NodeOutcome::Failed(e.to_string()),
             };
             reporter.event(&ApplyEvent::Finished {
                 address: change.address.clone(),
@@ -351,7 +352,7 @@ mod tests {
                 fake.log.lock().unwrap().push(format!("end {key}"));
                 fake.running.lock().unwrap().0 -= 1;
                 if fake.failing.contains(&key) {
-                    Err(format!("{key} broke"))
+                    Err(format!("{key} broke").into())
                 } else {
                     Ok(Some(Attributes::new()))
                 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use serde_yaml::{Mapping, Value};
 
 use crate::clusterfile::{Clusterfile, KubeadmDocument};
+use crate::error::KubeadmError;
 
 pub const API_SERVER_DOMAIN: &str = "apiserver.cluster.local";
 pub const REGISTRY_DOMAIN: &str = "sea.hub";
@@ -32,17 +33,17 @@ const KINDS: [&str; 5] = [
 
 /// The kubeadm documents a cluster image carries (its `etc/kubeadm.yml`): the layer between the built-in
 /// defaults and the Clusterfile.
-pub fn parse_image_documents(text: &str) -> Result<Vec<KubeadmDocument>, String> {
+pub fn parse_image_documents(text: &str) -> Result<Vec<KubeadmDocument>, KubeadmError> {
     let mut out = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let mut body: Value =
-            serde::Deserialize::deserialize(document).map_err(|e| format!("document {}: {e}", i + 1))?;
+        let mut body: Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| KubeadmError::Yaml { document: i + 1, message: e.to_string() })?;
         if body.is_null() {
             continue;
         }
         let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
         if !KINDS.contains(&kind.as_str()) {
-            return Err(format!("document {}: `{kind}` is not a kubeadm configuration kind", i + 1));
+            return Err(KubeadmError::UnknownKind { document: i + 1, kind });
         }
         let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         if let Value::Mapping(m) = &mut body {
@@ -214,11 +215,11 @@ pub fn init_config(cf: &Clusterfile, image: &[KubeadmDocument], first_master: Ip
 
 /// The merged configuration as another control-plane member applies it (`kubeadm init phase
 /// control-plane`): the same, but advertising its own address.
-pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, String> {
+pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, KubeadmError> {
     let mut out = String::new();
     for (i, document) in serde_yaml::Deserializer::from_str(config).enumerate() {
-        let mut doc: Value =
-            serde::Deserialize::deserialize(document).map_err(|e| format!("document {}: {e}", i + 1))?;
+        let yaml = |e: serde_yaml::Error| KubeadmError::Yaml { document: i + 1, message: e.to_string() };
+        let mut doc: Value = serde::Deserialize::deserialize(document).map_err(yaml)?;
         if doc.is_null() {
             continue;
         }
@@ -229,7 +230,7 @@ pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, 
             );
         }
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| e.to_string())?);
+        out.push_str(&serde_yaml::to_string(&doc).map_err(yaml)?);
     }
     Ok(out)
 }

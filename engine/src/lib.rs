@@ -16,9 +16,9 @@ mod source_map;
 mod state;
 
 pub use clusterfile::{parse, Clusterfile, Parsed};
-pub use compile::compile;
+pub use compile::{compile, ImageFacts};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
-pub use error::{GraphError, PlanError, StateError};
+pub use error::{BoxError, GraphError, KubeadmError, PlanError, StateError};
 pub use executor::{
     ApplyEvent, ApplyReport, CancelFlag, Completion, Executor, NodeOutcome, Provider, ProviderFuture, Reporter,
 };
@@ -28,4 +28,4 @@ pub use plan::{
     ResourceChange, Summary, PLAN_FORMAT_VERSION,
 };
 pub use resource::{Address, Attributes, Kind, Resource, Value};
-pub use state::{HistoryEntry, LockInfo, ResourceStatus, State, StateStore, StoredResource};
+pub use state::{HistoryEntry, LockInfo, RecordedLogin, ResourceStatus, State, StateStore, StoredResource};

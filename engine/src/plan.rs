@@ -97,6 +97,10 @@ pub struct Plan {
     pub targets: Vec<Address>,
     /// Creates, updates and no-ops in dependency order, then deletes in reverse dependency order.
     pub changes: Vec<ResourceChange>,
+    /// What the planner's caller learned about some changes beyond their attributes (how many files a
+    /// new image digest changes), shown beside them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<Address, String>,
 }
 
 impl Plan {
@@ -111,7 +115,23 @@ impl Plan {
             destroy: false,
             targets: Vec::new(),
             changes,
+            notes: BTreeMap::new(),
         }
+    }
+
+    /// A saved plan applies only to the state it was made from (Terraform's "stale plan" rule): the same
+    /// cluster, the same lineage, and no write since.
+    pub fn check_applicable(&self, state: &State) -> Result<(), PlanError> {
+        if self.cluster != state.cluster {
+            return Err(PlanError::OtherCluster { plan: self.cluster.clone(), state: state.cluster.clone() });
+        }
+        if let Some(lineage) = self.lineage.as_ref().filter(|l| Some(*l) != state.lineage.as_ref()) {
+            return Err(PlanError::OtherLineage(lineage.clone()));
+        }
+        if self.prior_serial != state.serial {
+            return Err(PlanError::Stale { planned: self.prior_serial, now: state.serial });
+        }
+        Ok(())
     }
 
     pub fn summary(&self) -> Summary {
@@ -491,5 +511,26 @@ mod tests {
         let without = attributes(&[("a", Value::Int(1))]);
         let prior = stored(Kind::Label, with, ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Label, Some(&without), Some(&prior)).action, Action::Update);
+    }
+
+    #[test]
+    fn a_saved_plan_applies_only_to_the_state_it_was_made_from() {
+        let mut state = State::empty("c");
+        state.lineage = Some("L".into());
+        state.serial = 4;
+        let plan = Plan::against(&state, vec![]);
+        assert_eq!(plan.check_applicable(&state), Ok(()));
+        let mut moved = state.clone();
+        moved.serial = 5;
+        assert_eq!(plan.check_applicable(&moved), Err(PlanError::Stale { planned: 4, now: 5 }));
+        let mut other = state.clone();
+        other.lineage = Some("M".into());
+        assert_eq!(plan.check_applicable(&other), Err(PlanError::OtherLineage("L".into())));
+        assert_eq!(
+            plan.check_applicable(&State::empty("d")),
+            Err(PlanError::OtherCluster { plan: "c".into(), state: "d".into() })
+        );
+        let fresh = Plan::against(&State::empty("c"), vec![]);
+        assert_eq!(fresh.check_applicable(&State::empty("c")), Ok(()), "a plan for a new state");
     }
 }

@@ -56,10 +56,9 @@ impl Kind {
 
     /// Attributes whose change cannot be applied in place: the resource is deleted and created again.
     pub fn forces_replacement(self, attribute: &str) -> bool {
-        matches!(
-            (self, attribute),
-            (Kind::Host, "role") | (Kind::KubeadmJoin, "role") | (Kind::Image, "image") | (Kind::Registry, "image")
-        )
+        // Another image (or a rebuilt one) is copied over the old in place: only changed files travel, and
+        // what other kinds wrote (`/etc/hosts`, Config files) stays.
+        matches!((self, attribute), (Kind::Host, "role") | (Kind::KubeadmJoin, "role"))
     }
 }
 

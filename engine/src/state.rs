@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
-use crate::resource::{Address, Attributes, Value};
+use crate::executor::Completion;
+use crate::plan::ResourceChange;
+use crate::resource::{Address, Attributes, Kind, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,6 +28,66 @@ pub struct StoredResource {
     /// Dependencies when it was applied, so that it is deleted in the right order once the Clusterfile no
     /// longer has it.
     pub depends_on: Vec<Address>,
+}
+
+impl StoredResource {
+    /// What the state keeps once `change` finished as `completion`: the attributes the provider returned
+    /// (nothing after a delete), or, for a create that failed part-way, the attributes it was going for,
+    /// tainted so that the next apply replaces it.
+    pub fn from_completion(change: &ResourceChange, completion: Completion<'_>) -> Option<StoredResource> {
+        let (attributes, status) = match completion {
+            Completion::Done(attributes) => (attributes?.clone(), ResourceStatus::Ready),
+            Completion::FailedPartway => (change.after.clone().unwrap_or_default(), ResourceStatus::Tainted),
+        };
+        Some(StoredResource {
+            address: change.address.clone(),
+            host: change.host,
+            status,
+            attributes,
+            depends_on: change.depends_on.clone(),
+        })
+    }
+
+    /// How the host of a recorded `host.IP` logged in at its last apply, for reaching it once the
+    /// Clusterfile no longer lists it (it is being removed).
+    pub fn recorded_login(&self) -> Option<RecordedLogin> {
+        if self.address.kind != Kind::Host {
+            return None;
+        }
+        let a = &self.attributes;
+        let text = |k: &str| match a.get(k) {
+            Some(Value::Text(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let sealed = |k: &str| match a.get(k) {
+            Some(Value::Sealed(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Some(RecordedLogin {
+            user: text("ssh_user"),
+            port: match a.get("ssh_port") {
+                Some(Value::Int(p)) => u16::try_from(*p).ok(),
+                _ => None,
+            },
+            private_key: text("ssh_private_key"),
+            password_only: text("ssh_private_key").is_none() && text("ssh_auth").as_deref() == Some("password"),
+            sealed_password: sealed("ssh_password"),
+            sealed_key_passphrase: sealed("ssh_key_passphrase"),
+        })
+    }
+}
+
+/// A removed host's login as the state recorded it; what is not recorded falls back to the cluster-wide
+/// `spec.ssh`. Secrets stay sealed here: only the holder of the state key opens them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordedLogin {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub private_key: Option<String>,
+    /// It logged in with its password only: the cluster-wide key must not be offered.
+    pub password_only: bool,
+    pub sealed_password: Option<String>,
+    pub sealed_key_passphrase: Option<String>,
 }
 
 /// The recorded state of one cluster.
@@ -110,4 +172,67 @@ pub trait StateStore {
     /// lineage and serial, so that saved plans and other working copies see the same state after a move
     /// between backends (`sealer state migrate`).
     fn import(&mut self, lock: &LockInfo, state: &State, history: &[HistoryEntry]) -> Result<(), StateError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Reason};
+
+    fn change(action: Action, after: Option<Attributes>) -> ResourceChange {
+        ResourceChange {
+            address: Address::new(Kind::Host, "10.0.0.2"),
+            kind: Kind::Host,
+            host: "10.0.0.2".parse().ok(),
+            action,
+            reason: Reason::CreateBecauseNotInState,
+            before: None,
+            after,
+            replace_paths: vec![],
+            depends_on: vec![Address::new(Kind::Host, "10.0.0.1")],
+        }
+    }
+
+    #[test]
+    fn a_finished_change_is_stored_as_the_provider_returned_it() {
+        let returned: Attributes = [("arch".to_string(), Value::text("x86_64"))].into();
+        let c = change(Action::Create, Some(Attributes::new()));
+        let stored = StoredResource::from_completion(&c, Completion::Done(Some(&returned))).unwrap();
+        assert_eq!((stored.status, &stored.attributes), (ResourceStatus::Ready, &returned));
+        assert_eq!(stored.depends_on, c.depends_on);
+        assert_eq!(StoredResource::from_completion(&change(Action::Delete, None), Completion::Done(None)), None);
+    }
+
+    #[test]
+    fn a_create_that_failed_partway_is_stored_tainted_with_what_it_was_going_for() {
+        let wanted: Attributes = [("role".to_string(), Value::text("master"))].into();
+        let stored =
+            StoredResource::from_completion(&change(Action::Create, Some(wanted.clone())), Completion::FailedPartway);
+        let stored = stored.unwrap();
+        assert_eq!((stored.status, stored.attributes), (ResourceStatus::Tainted, wanted));
+    }
+
+    #[test]
+    fn removed_hosts_log_in_as_recorded() {
+        let mut r = StoredResource::from_completion(&change(Action::Create, None), Completion::FailedPartway).unwrap();
+        r.attributes = [
+            ("ssh_user".to_string(), Value::text("ops")),
+            ("ssh_port".to_string(), Value::Int(2222)),
+            ("ssh_auth".to_string(), Value::text("password")),
+            ("ssh_password".to_string(), Value::Sealed("sealed!".into())),
+        ]
+        .into();
+        let login = r.recorded_login().unwrap();
+        assert_eq!(login.user.as_deref(), Some("ops"));
+        assert_eq!(login.port, Some(2222));
+        assert!(login.password_only);
+        assert_eq!(login.sealed_password.as_deref(), Some("sealed!"));
+        assert_eq!(login.sealed_key_passphrase, None);
+        r.attributes.insert("ssh_private_key".into(), Value::text("/k"));
+        let login = r.recorded_login().unwrap();
+        assert!(!login.password_only, "a key was recorded: it is offered");
+        assert_eq!(login.private_key.as_deref(), Some("/k"));
+        r.address = Address::new(Kind::Hostname, "10.0.0.2");
+        assert_eq!(r.recorded_login(), None);
+    }
 }

@@ -22,3 +22,40 @@ pub enum TransportError {
     #[error("`{what}` on `{host}` did not finish within {seconds} s")]
     Timeout { host: IpAddr, what: String, seconds: u64 },
 }
+
+/// Why a change to a host failed. Each keeps the host, and for a command its first line and exit status.
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    #[error("`{command}` on `{host}` exited with {status}: {detail}")]
+    Command { host: IpAddr, command: String, status: u32, detail: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("no ssh credentials for `{0}`")]
+    NoCredentials(IpAddr),
+    #[error("`{address}` has no host")]
+    NoHost { address: String },
+    #[error("the cluster image is not in the local store")]
+    NoImage,
+    /// A command succeeded but printed something sealer cannot use (invalid JSON, no join command).
+    #[error("{what} on `{host}`: {message}")]
+    Unexpected { host: IpAddr, what: String, message: String },
+    #[error("the hostname of `{host}` is `{now}` after setting `{wanted}`")]
+    HostnameNotSet { host: IpAddr, wanted: String, now: String },
+    #[error("Config `{path}`: {message}")]
+    Config { path: String, message: String },
+    #[error("plugin `{plugin}` on `{host}`: {message}")]
+    Plugin { plugin: String, host: IpAddr, message: String },
+    #[error("nodes not Ready after {seconds} s: {nodes}")]
+    NotReady { seconds: u64, nodes: String },
+    #[error("`{path}` from `{host}` has SHA-256 {actual}, the host computed {expected}: not kept")]
+    Checksum { host: IpAddr, path: String, actual: String, expected: String },
+    #[error(transparent)]
+    Kubeadm(#[from] sealer_engine::KubeadmError),
+    #[error("cannot {what} `{path}`: {source}")]
+    Local {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -6,5 +6,5 @@ pub mod image;
 pub mod shell;
 pub mod transport;
 
-pub use error::TransportError;
+pub use error::{ProviderError, TransportError};
 pub use transport::{ExecOutput, SshAuth, SshSession, SshTarget};

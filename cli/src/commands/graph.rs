@@ -1,9 +1,12 @@
-use crate::args::GraphArgs;
-use crate::Outcome;
+use sealer_cli::ops;
 
-pub fn run(args: GraphArgs) -> anyhow::Result<Outcome> {
+use crate::args::GraphArgs;
+use crate::{Context, Outcome};
+
+pub fn run(ctx: &Context, args: GraphArgs) -> anyhow::Result<Outcome> {
     let cf = super::load_clusterfile(&args.file)?;
-    let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
-    print!("{}", graph.to_dot());
+    let (image, warning) = ops::images::facts(&ctx.ws, &cf)?;
+    super::print_warnings(&warning.into_iter().collect::<Vec<_>>());
+    print!("{}", sealer_engine::compile(&cf, &image)?.to_dot());
     Ok(Outcome::Ok)
 }

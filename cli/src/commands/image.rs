@@ -1,53 +1,34 @@
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use sealer_engine::{Kind, Value};
 use sealer_providers::image::credentials::Credentials;
-use sealer_providers::image::lite;
 use sealer_providers::image::oci::{self, RegistryOptions};
-use sealer_providers::image::store::{ImageError, ImageStore};
+use sealer_providers::image::store::ImageStore;
 
 use crate::args::{
     BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
 };
 use crate::render::progress::TransferBar;
+use sealer_cli::ops;
+
 use crate::{sealer_home, Context, Outcome};
 
-pub fn build(args: BuildArgs) -> anyhow::Result<Outcome> {
+pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<Outcome> {
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         let Some((k, v)) = a.split_once('=') else { bail!("--build-arg `{a}` is not KEY=VALUE") };
         build_args.insert(k.to_string(), v.to_string());
     }
-    let kubefile = args.file.clone().unwrap_or_else(|| args.context.join("Kubefile"));
-    let store = ImageStore::new(&sealer_home());
-    let (work, mut config) =
-        store.prepare(&kubefile, &args.context, &args.tag, &build_args, |line| println!("{line}"))?;
-    let rootfs = work.join("rootfs");
-    let (images, notes) = lite::collect(&rootfs);
-    for note in notes {
-        println!("{note}");
-    }
-    if !images.is_empty() {
-        println!("lite build: {} container image(s) go into the image's registry", images.len());
-        let credentials = Credentials::new(&sealer_home());
-        let pulled = super::runtime()?.block_on(lite::pull_into(
-            &rootfs.join("registry"),
-            &images,
-            &args.platforms,
-            |name| RegistryOptions {
-                insecure: args.insecure,
-                credentials: oci::registry_of(name).ok().and_then(|r| credentials.get(&r).ok().flatten()),
-            },
-            |line| println!("{line}"),
-        ));
-        if let Err(e) = pulled {
-            store.discard(&work);
-            return Err(e.into());
-        }
-        config.images = images;
-    }
-    let config = store.commit(&work, config, TransferBar::for_stdout().as_ref())?;
+    let request = ops::images::BuildRequest {
+        kubefile: args.file.clone().unwrap_or_else(|| args.context.join("Kubefile")),
+        context: args.context.clone(),
+        tag: args.tag.clone(),
+        build_args,
+        platforms: args.platforms.clone(),
+        insecure: args.insecure,
+    };
+    let config = ops::images::build(&ctx.ws, &request, |line| println!("{line}"), TransferBar::for_stdout().as_ref())?;
     println!("built {} {}", config.name, config.digest);
     Ok(Outcome::Ok)
 }
@@ -73,8 +54,7 @@ fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOption
 pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
-    let pushed =
-        super::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout().as_ref()))?;
+    let pushed = ops::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout().as_ref()))?;
     if pushed.resumed_bytes > 0 {
         println!("resumed an interrupted upload: {} bytes were in the registry already", pushed.resumed_bytes);
     }
@@ -91,33 +71,13 @@ pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub fn pull(args: RegistryArgs) -> anyhow::Result<Outcome> {
-    pull_image(&args.name, args.insecure)?;
-    Ok(Outcome::Ok)
-}
-
-fn pull_image(name: &str, insecure: bool) -> anyhow::Result<()> {
-    let store = ImageStore::new(&sealer_home());
-    let opts = registry_options(name, insecure)?;
-    let pulled = super::runtime()?.block_on(oci::pull(&store, name, &opts, TransferBar::for_stdout().as_ref()))?;
+pub fn pull(ctx: &Context, args: RegistryArgs) -> anyhow::Result<Outcome> {
+    let pulled = ops::images::pull(&ctx.ws, &args.name, args.insecure, TransferBar::for_stdout().as_ref())?;
     if pulled.resumed_bytes > 0 {
         println!("resumed an interrupted download: {} bytes were already here", pulled.resumed_bytes);
     }
     println!("pulled {} {} (rootfs {})", pulled.config.name, pulled.manifest_digest, pulled.config.digest);
-    Ok(())
-}
-
-/// `sealer apply` of an image the local store lacks pulls it first (as `sealer run` does), with the
-/// stored login of its registry.
-pub fn ensure_local(name: &str) -> anyhow::Result<()> {
-    match ImageStore::new(&sealer_home()).get(name) {
-        Ok(_) => Ok(()),
-        Err(ImageError::NotFound(_)) => {
-            println!("image `{name}` is not in the local store: pulling it");
-            pull_image(name, false).with_context(|| format!("cannot pull the cluster image `{name}`"))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(Outcome::Ok)
 }
 
 pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
@@ -128,7 +88,7 @@ pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
 /// Refuses to remove an image a cluster in the state was installed from, unless `--force`.
 pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
     if !args.force {
-        if let Some(state) = ctx.state.open_read_only()? {
+        if let Some(state) = ctx.ws.state.open_read_only()? {
             for cluster in state.clusters()? {
                 let Some(s) = state.load(&cluster)? else { continue };
                 let uses = s.resources.values().any(|r| {

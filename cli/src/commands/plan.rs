@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use sealer_engine::{PlanOptions, State};
+use sealer_cli::ops;
 
 use crate::args::PlanArgs;
 use crate::{render, Context, Outcome};
@@ -9,22 +9,14 @@ use crate::{render, Context, Outcome};
 pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
     let cf = super::load_clusterfile(&args.file)?;
-    let graph = sealer_engine::compile(&cf, &super::image_kubeadm(&cf)?)?;
-    let state = match ctx.state.open_read_only()? {
-        Some(store) => store.load(&cf.cluster.name)?,
-        None => None,
-    }
-    .unwrap_or_else(|| State::empty(&cf.cluster.name));
-    let mut state = state;
-    let recorded = state.clone();
-    if args.refresh || args.refresh_only {
-        super::refresh(&cf, &mut state, false)?;
-    }
-    let plan = if args.refresh_only {
-        sealer_engine::refresh_only_plan(&recorded, &state)
-    } else {
-        sealer_engine::plan(&graph, &state, &PlanOptions { targets, destroy: args.destroy })?
+    let request = ops::plan::PlanRequest {
+        targets,
+        destroy: args.destroy,
+        refresh: args.refresh,
+        refresh_only: args.refresh_only,
     };
+    let ops::plan::Planned { plan, warnings } = ops::plan::plan(&ctx.ws, &cf, &request)?;
+    super::print_warnings(&warnings);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         render::json::write_plan(&mut out, &plan).context("cannot write the plan")?;

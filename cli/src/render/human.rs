@@ -177,8 +177,11 @@ fn headline(c: &ResourceChange) -> String {
     format!("  # {} {what}{why}", c.address)
 }
 
-fn change_block(out: &mut String, st: &Style, c: &ResourceChange) {
+fn change_block(out: &mut String, st: &Style, c: &ResourceChange, note: Option<&String>) {
     let _ = writeln!(out, "{}", st.bold(&headline(c)));
+    if let Some(note) = note {
+        let _ = writeln!(out, "  # ({note})");
+    }
     let symbol = st.symbol(c.action);
     let pad = if c.action == Action::Replace { "" } else { "  " };
     let host = c.host.map(|h| format!(" # on {h}")).unwrap_or_default();
@@ -240,7 +243,7 @@ pub fn plan(plan: &Plan, color: bool) -> String {
         st.symbol(Action::Replace),
     );
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        change_block(&mut out, &st, c);
+        change_block(&mut out, &st, c, plan.notes.get(&c.address));
     }
     let s = plan.summary();
     let _ = writeln!(

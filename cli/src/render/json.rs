@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use sealer_engine::{Address, Attributes, Plan, ResourceChange, StoredResource, Summary, Value};
+use sealer_engine::{Address, Attributes, Plan, StoredResource, Summary, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
@@ -64,14 +64,16 @@ struct ChangeView<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     replace_paths: &'a [String],
     depends_on: Addresses<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
 }
 
-struct Changes<'a>(&'a [ResourceChange]);
+struct Changes<'a>(&'a Plan);
 
 impl Serialize for Changes<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for c in self.0 {
+        let mut seq = s.serialize_seq(Some(self.0.changes.len()))?;
+        for c in &self.0.changes {
             seq.serialize_element(&ChangeView {
                 address: c.address.to_string(),
                 kind: c.kind.as_str(),
@@ -82,6 +84,7 @@ impl Serialize for Changes<'_> {
                 after: AttributesView(c.after.as_ref()),
                 replace_paths: &c.replace_paths,
                 depends_on: Addresses(&c.depends_on),
+                note: self.0.notes.get(&c.address).map(String::as_str),
             })?;
         }
         seq.end()
@@ -109,7 +112,7 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
         prior_serial: plan.prior_serial,
         destroy: plan.destroy,
         targets: Addresses(&plan.targets),
-        changes: Changes(&plan.changes),
+        changes: Changes(plan),
         summary: plan.summary(),
     };
     serde_json::to_writer_pretty(&mut *out, &view)?;

@@ -54,6 +54,23 @@ pub struct StoredImage {
     pub manifest: String,
 }
 
+/// The paths whose line (`sha256 mode path`) in manifest `new` is not in `old`: what a copy sends.
+pub fn changed_paths<'a>(old: &str, new: &'a str) -> Vec<&'a str> {
+    let old: std::collections::HashSet<&str> = old.lines().collect();
+    new.lines().filter(|l| !old.contains(l)).filter_map(manifest_path).collect()
+}
+
+/// The paths of `old` that `new` no longer has: what a copy removes.
+pub fn removed_paths<'a>(old: &'a str, new: &str) -> Vec<&'a str> {
+    let new: std::collections::HashSet<&str> = new.lines().filter_map(manifest_path).collect();
+    old.lines().filter_map(manifest_path).filter(|p| !new.contains(p)).collect()
+}
+
+/// The path of a manifest line.
+fn manifest_path(line: &str) -> Option<&str> {
+    line.splitn(3, ' ').nth(2)
+}
+
 pub struct ImageStore {
     root: PathBuf,
 }
@@ -172,6 +189,7 @@ impl ImageStore {
         digests.save();
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
+        self.keep_manifest(&config.digest, &manifest)?;
         let json = serde_json::to_string_pretty(&config)
             .map_err(|e| ImageError::Io { path: work.display().to_string(), message: e.to_string() })?;
         fs::write(work.join("image.json"), json).map_err(io(work))?;
@@ -183,6 +201,29 @@ impl ImageStore {
         fs::rename(work, &dest).map_err(io(&dest))?;
         let _ = fs::remove_dir_all(&old);
         Ok(config)
+    }
+
+    /// Keeps every committed manifest by its digest, so that a plan can tell what a new digest changes
+    /// against the one a host holds after the image under that name was replaced.
+    fn keep_manifest(&self, digest: &str, manifest: &str) -> Result<(), ImageError> {
+        let dir = self.root.join(".manifests");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(digest.replace(':', "-"));
+        if !path.exists() {
+            let partial = dir.join(format!(".{}-{}", std::process::id(), self.next_work()));
+            fs::write(&partial, manifest).map_err(io(&partial))?;
+            fs::rename(&partial, &path).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// The manifest of an image this store committed with `digest`, if it still has it.
+    pub fn manifest_of(&self, digest: &str) -> Option<String> {
+        let name = digest.replace(':', "-");
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        fs::read_to_string(self.root.join(".manifests").join(name)).ok()
     }
 
     /// A second name for an image (a copy: images are small directories and names are independent).

@@ -1,0 +1,266 @@
+//! `apply` and `destroy`: a [`Session`] holds the state lock from the first read to the last write. It
+//! plans (or reads a saved plan), then, once the caller confirmed, executes the plan over SSH, recording
+//! every finished resource in its own transaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use sealer_engine::{
+    Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
+    ResourceStatus, State, StateStore, StoredResource,
+};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider, SshRemote};
+use sealer_providers::image::oci::Pulled;
+use sealer_providers::image::TransferProgress;
+
+use super::{hosts, Workspace};
+
+#[derive(Clone, Debug)]
+pub struct ApplyRequest {
+    pub targets: Vec<Address>,
+    pub destroy: bool,
+    pub refresh: bool,
+    /// Record what the hosts hold; change nothing remote.
+    pub refresh_only: bool,
+    /// A plan saved by `sealer plan --out`.
+    pub planfile: Option<PathBuf>,
+    pub strict_host_keys: bool,
+    /// Apply even a plan that removes the first master or more than half of the masters.
+    pub force: bool,
+    pub restore_hostname: bool,
+    pub parallelism: usize,
+}
+
+/// One apply under the state lock, released when the session ends.
+pub struct Session<'a> {
+    ws: &'a Workspace,
+    cf: &'a Clusterfile,
+    req: ApplyRequest,
+    store: Box<dyn StateStore>,
+    lock: Option<LockInfo>,
+    recorded: State,
+    observed: State,
+    plan: Plan,
+    /// The cluster image, when the store lacked it and this session pulled it.
+    pub pulled: Option<Pulled>,
+}
+
+/// What an execution did.
+pub struct Applied {
+    pub report: ApplyReport,
+    pub log_dir: PathBuf,
+    /// The state could not record a finished resource (the walk stopped there).
+    pub record_error: Option<String>,
+    /// The cluster's copy of the state could not be updated.
+    pub publish_error: Option<String>,
+}
+
+impl Applied {
+    pub fn complete(&self) -> bool {
+        self.report.succeeded()
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Takes the lock (a second apply is refused before it pulls or reads anything), then plans.
+    pub fn begin(
+        ws: &'a Workspace,
+        cf: &'a Clusterfile,
+        req: ApplyRequest,
+        progress: &dyn TransferProgress,
+    ) -> anyhow::Result<Session<'a>> {
+        let mut store = ws.state.open()?;
+        let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
+        let mut session = Session {
+            ws,
+            cf,
+            req,
+            store,
+            lock: Some(lock),
+            recorded: State::empty(&cf.cluster.name),
+            observed: State::empty(&cf.cluster.name),
+            plan: Plan::against(&State::empty(&cf.cluster.name), Vec::new()),
+            pulled: None,
+        };
+        session.prepare(progress)?;
+        Ok(session)
+    }
+
+    fn prepare(&mut self, progress: &dyn TransferProgress) -> anyhow::Result<()> {
+        let (ws, cf, req) = (self.ws, self.cf, &self.req);
+        if !req.destroy {
+            self.pulled = super::images::ensure_local(ws, &cf.cluster.image, progress)?;
+        }
+        let (image, _) = super::images::facts(ws, cf)?;
+        let graph = sealer_engine::compile(cf, &image)?;
+        self.recorded = self.store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
+        self.observed = self.recorded.clone();
+        if (req.refresh || req.refresh_only) && req.planfile.is_none() {
+            hosts::refresh(ws, cf, &mut self.observed, req.strict_host_keys)?;
+        }
+        self.plan = if req.refresh_only {
+            sealer_engine::refresh_only_plan(&self.recorded, &self.observed)
+        } else if let Some(path) = &req.planfile {
+            let plan = sealer_state::read_plan_file(path)?;
+            plan.check_applicable(&self.observed)?;
+            plan
+        } else {
+            let options = PlanOptions { targets: req.targets.clone(), destroy: req.destroy };
+            let mut plan = sealer_engine::plan(&graph, &self.observed, &options)?;
+            super::images::note_image_changes(ws, cf, &mut plan);
+            plan
+        };
+        let dangers = sealer_engine::dangerous_removals(&self.plan, &self.observed);
+        if !dangers.is_empty() && !req.force {
+            bail!("refusing to apply without --force: {}", dangers.join("; "));
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn lock(&self) -> anyhow::Result<&LockInfo> {
+        self.lock.as_ref().context("the state lock was released")
+    }
+
+    /// Re-seals ssh secrets changed in the Clusterfile into the state (they plan no change). Call it once
+    /// the user confirmed, or when there is nothing to apply. Returns how many hosts' records changed.
+    pub fn reseal(&mut self) -> anyhow::Result<usize> {
+        let key = hosts::sealing_key(self.ws, self.cf)?;
+        let lock = self.lock.clone().context("the state lock was released")?;
+        hosts::reseal_changed_secrets(self.cf, key.as_ref(), &self.recorded, self.store.as_mut(), &lock)
+    }
+
+    /// `--refresh-only`: records what the hosts hold for every change of the plan; returns how many, and
+    /// why the cluster's copy of the state could not be updated, if it could not.
+    pub fn record_refresh(&mut self) -> anyhow::Result<(usize, Option<String>)> {
+        let lock = self.lock()?.clone();
+        for change in &self.plan.changes {
+            if let Some(resource) = self.observed.resources.get(&change.address) {
+                self.store.put_resource(&lock, &change.address, Some(resource))?;
+            }
+        }
+        let count = self.plan.changes.len();
+        self.store.record_history(&lock, &format!("refresh-only: {count} resource(s) updated"))?;
+        if let Some(first_master) = self.cf.cluster.first_master().map(|h| h.ip) {
+            let publisher = hosts::api_provider(
+                self.ws,
+                self.cf,
+                &self.observed,
+                self.req.strict_host_keys,
+                first_master,
+                self.ws.new_log_dir(),
+            )?;
+            let published = publish_state(&super::runtime()?, &publisher, self.store.as_ref(), &self.cf.cluster.name);
+            return Ok((count, published.err().map(|e| e.to_string())));
+        }
+        Ok((count, None))
+    }
+
+    /// Runs the plan; `cancel` stops new work (running work finishes, then the state is saved).
+    pub fn execute(&mut self, reporter: Arc<dyn Reporter>, cancel: CancelFlag) -> anyhow::Result<Applied> {
+        let (ws, cf) = (self.ws, self.cf);
+        let lock = self.lock()?.clone();
+        // A destroy needs no image: nothing is copied.
+        let image = match ws.images().get(&cf.cluster.image) {
+            Ok(image) => Some(image),
+            Err(_) if self.req.destroy => None,
+            Err(e) => return Err(e.into()),
+        };
+        let log_dir = ws.new_log_dir();
+        let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
+        let remote = SshRemote::new(
+            hosts::ssh_targets(ws, cf, &self.observed, self.req.strict_host_keys)?,
+            Duration::from_secs(600),
+        );
+        let provider = ClusterProvider::new(
+            ClusterContext {
+                cluster: cf.cluster.name.clone(),
+                first_master,
+                masters: super::masters(cf),
+                image,
+                prior: self.observed.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
+                log_dir: log_dir.clone(),
+                restore_hostnames: self.req.restore_hostname,
+            },
+            Arc::new(remote),
+        );
+        let sealing = hosts::sealing_key(ws, cf)?;
+        let runtime = super::runtime()?;
+        let executor = Executor { parallelism: self.req.parallelism, drain: Duration::from_secs(60) };
+        let mut record_error = None;
+        let store = self.store.as_mut();
+        let report = runtime.block_on(executor.run(
+            &self.plan,
+            Arc::new(provider.clone()),
+            reporter,
+            cancel,
+            |change, completion| {
+                let mut stored = StoredResource::from_completion(change, completion);
+                if let Some(s) = stored.as_mut().filter(|s| s.address.kind == Kind::Host) {
+                    hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
+                }
+                store.put_resource(&lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {
+                    record_error = Some(e.to_string());
+                    e.into()
+                })
+            },
+        ));
+        let publish_error = if self.req.destroy {
+            None
+        } else {
+            publish_state(&runtime, &provider, self.store.as_ref(), &cf.cluster.name).err().map(|e| e.to_string())
+        };
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        let summary = summary(&report);
+        self.store.record_history(&lock, &summary)?;
+        Ok(Applied { report, log_dir, record_error, publish_error })
+    }
+
+    /// Releases the lock; an error here means the lock may still be held.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        match self.lock.take() {
+            Some(lock) => Ok(self.store.unlock(&lock)?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    /// A session abandoned on an error still releases its lock.
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = self.store.unlock(&lock);
+        }
+    }
+}
+
+/// `N applied, N failed, N skipped, N cancelled`, as the history records an apply.
+pub fn summary(report: &ApplyReport) -> String {
+    let applied = report.count(|o| *o == sealer_engine::NodeOutcome::Applied);
+    let failed = report.failed().count();
+    let skipped = report.count(|o| matches!(o, sealer_engine::NodeOutcome::Skipped { .. }));
+    let cancelled = report.count(|o| *o == sealer_engine::NodeOutcome::Cancelled);
+    format!("{applied} applied, {failed} failed, {skipped} skipped, {cancelled} cancelled")
+}
+
+/// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
+fn publish_state(
+    runtime: &tokio::runtime::Runtime,
+    provider: &ClusterProvider,
+    store: &dyn StateStore,
+    cluster: &str,
+) -> anyhow::Result<()> {
+    let Some(state) = store.load(cluster)? else { return Ok(()) };
+    let cluster_up =
+        state.resources.values().any(|r| r.address.kind == Kind::KubeadmInit && r.status == ResourceStatus::Ready);
+    if !cluster_up {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&state.without_sealed_secrets())?;
+    Ok(runtime.block_on(provider.publish_state(&json))?)
+}

@@ -1,0 +1,195 @@
+//! Reaching the hosts: SSH targets (hosts being removed log in as the state recorded them, with their
+//! sealed secrets opened by the user's state key), sealing secrets into the state, and refresh.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sealer_engine::clusterfile::{Secret, Ssh};
+use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider, SshRemote};
+use sealer_providers::{SshAuth, SshTarget};
+use sealer_state::SealingKey;
+
+use super::Workspace;
+
+/// The secrets of a host's ssh login, as the state keeps them: `(attribute, secret)`.
+pub fn ssh_secrets(ssh: &Ssh) -> [(&'static str, Option<&str>); 2] {
+    [
+        ("ssh_password", ssh.password.as_ref().map(|s| s.expose())),
+        ("ssh_key_passphrase", ssh.key_passphrase.as_ref().map(|s| s.expose())),
+    ]
+}
+
+fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> SshTarget {
+    let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
+        .iter()
+        .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
+        .find(|p| p.exists());
+    let password = ssh.password.as_ref().map(|p| p.expose().to_string());
+    let auth = match (&ssh.private_key, password) {
+        (Some(pk), password) => SshAuth::Key {
+            path: PathBuf::from(pk),
+            passphrase: ssh.key_passphrase.as_ref().map(|s| s.expose().to_string()),
+            password,
+        },
+        (None, Some(password)) => SshAuth::Password(password),
+        (None, None) => SshAuth::Key { path: default_key.unwrap_or_default(), passphrase: None, password: None },
+    };
+    let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string())).map(|r| &r.attributes);
+    let known = recorded.and_then(|a| match a.get("host_key") {
+        Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
+        _ => None,
+    });
+    SshTarget {
+        ip,
+        port: ssh.port,
+        user: ssh.user.clone(),
+        auth,
+        known_host_key: known,
+        strict_host_keys: strict,
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+/// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state, and of the hosts only
+/// the state still has (being removed), which log in as recorded (`StoredResource::recorded_login`).
+pub fn ssh_targets(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    state: &State,
+    strict: bool,
+) -> anyhow::Result<BTreeMap<IpAddr, SshTarget>> {
+    let mut targets: BTreeMap<_, _> =
+        cf.cluster.hosts.iter().map(|h| (h.ip, target(h.ip, &h.ssh, state, strict))).collect();
+    for resource in state.resources.values() {
+        let (Some(ip), Some(login)) = (resource.host, resource.recorded_login()) else { continue };
+        if targets.contains_key(&ip) {
+            continue;
+        }
+        let open = |attribute: &str, sealed: &Option<String>| -> anyhow::Result<Option<Secret>> {
+            let Some(sealed) = sealed else { return Ok(None) };
+            let key = SealingKey::load(&ws.home, false)?.with_context(|| {
+                format!(
+                    "the state keeps the ssh {attribute} of removed host `{ip}` sealed, but there is no state key \
+                     here (set SEALER_STATE_KEY or copy the `state.key` of the workstation that applied)"
+                )
+            })?;
+            Ok(Some(Secret::new(key.open(&resource.address.to_string(), sealed)?)))
+        };
+        let mut ssh = cf.cluster.ssh.clone();
+        ssh.user = login.user.unwrap_or(ssh.user);
+        ssh.port = login.port.unwrap_or(ssh.port);
+        if let Some(key) = login.private_key {
+            ssh.private_key = Some(key);
+            ssh.key_passphrase = open("key passphrase", &login.sealed_key_passphrase)?;
+        } else if login.password_only {
+            ssh.private_key = None;
+        }
+        if let Some(password) = open("password", &login.sealed_password)? {
+            ssh.password = Some(password);
+        }
+        targets.insert(ip, target(ip, &ssh, state, strict));
+    }
+    Ok(targets)
+}
+
+/// The state key, when some host of the Clusterfile has an ssh secret to seal (created on first use).
+pub fn sealing_key(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<Option<SealingKey>> {
+    let has_secrets = cf.cluster.hosts.iter().any(|h| ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));
+    Ok(if has_secrets { SealingKey::load(&ws.home, true)? } else { None })
+}
+
+/// Seals the host's ssh secrets into the attributes the state keeps for `host.IP` (they are `Sensitive`,
+/// without a value, in the plan), so that the host can be reached once the Clusterfile drops it.
+pub fn seal_ssh_secrets(
+    cf: &Clusterfile,
+    key: Option<&SealingKey>,
+    address: &Address,
+    attributes: &mut Attributes,
+) -> Result<(), sealer_state::SealingError> {
+    let (Some(key), Some(ip)) = (key, address.key.parse::<IpAddr>().ok()) else { return Ok(()) };
+    let Some(host) = cf.cluster.hosts.iter().find(|h| h.ip == ip) else { return Ok(()) };
+    for (attribute, secret) in ssh_secrets(&host.ssh) {
+        if let (Some(secret), Some(value)) = (secret, attributes.get_mut(attribute)) {
+            *value = Value::Sealed(key.seal(&address.to_string(), secret)?);
+        }
+    }
+    Ok(())
+}
+
+/// A password changed in the Clusterfile plans no change (secrets compare as `(sensitive)`), but the
+/// state must keep the one that works, for the day the host is removed: re-sealed in place, nothing
+/// remote. Returns how many hosts' records changed.
+pub fn reseal_changed_secrets(
+    cf: &Clusterfile,
+    key: Option<&SealingKey>,
+    recorded: &State,
+    store: &mut dyn StateStore,
+    lock: &LockInfo,
+) -> anyhow::Result<usize> {
+    let Some(key) = key else { return Ok(0) };
+    let mut changed = 0;
+    for host in &cf.cluster.hosts {
+        let address = Address::new(Kind::Host, host.ip.to_string());
+        let Some(stored) = recorded.resources.get(&address).filter(|r| r.status == ResourceStatus::Ready) else {
+            continue;
+        };
+        let owner = address.to_string();
+        let stale = ssh_secrets(&host.ssh).iter().any(|(attribute, secret)| {
+            match (secret, stored.attributes.get(*attribute)) {
+                (Some(secret), Some(Value::Sealed(sealed))) => {
+                    key.open(&owner, sealed).ok().as_deref() != Some(*secret)
+                }
+                (Some(_), Some(Value::Sensitive)) => true,
+                _ => false,
+            }
+        });
+        if stale {
+            let mut resource = stored.clone();
+            seal_ssh_secrets(cf, Some(key), &address, &mut resource.attributes)?;
+            store.put_resource(lock, &address, Some(&resource))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// A provider for reading the hosts and writing through the cluster's API (kubectl on `first_master`),
+/// without an image.
+pub fn api_provider(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    state: &State,
+    strict_host_keys: bool,
+    first_master: IpAddr,
+    log_dir: PathBuf,
+) -> anyhow::Result<ClusterProvider> {
+    let remote = SshRemote::new(ssh_targets(ws, cf, state, strict_host_keys)?, Duration::from_secs(60));
+    let ctx = ClusterContext {
+        cluster: cf.cluster.name.clone(),
+        first_master,
+        masters: super::masters(cf),
+        image: None,
+        prior: BTreeMap::new(),
+        log_dir,
+        restore_hostnames: false,
+    };
+    Ok(ClusterProvider::new(ctx, Arc::new(remote)))
+}
+
+/// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
+pub fn refresh(ws: &Workspace, cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> anyhow::Result<()> {
+    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(()) };
+    if state.resources.is_empty() {
+        return Ok(());
+    }
+    let log_dir = std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id()));
+    let provider = api_provider(ws, cf, state, strict_host_keys, first_master, log_dir.clone())?;
+    let result = super::runtime()?.block_on(provider.refresh(state));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
+}

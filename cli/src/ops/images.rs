@@ -1,0 +1,130 @@
+//! Cluster images for the operations: what the local store knows at plan time, pulls of missing images,
+//! builds, and what a new image digest will change on the hosts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use sealer_engine::{Action, Clusterfile, ImageFacts, Kind, Plan, Value};
+use sealer_providers::image::credentials::Credentials;
+use sealer_providers::image::lite;
+use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
+use sealer_providers::image::store::{changed_paths, ImageConfig, ImageError};
+use sealer_providers::image::TransferProgress;
+
+use super::Workspace;
+
+/// The cluster image as the local store has it, and a warning when it does not have it (the plan then
+/// lacks the image's `etc/kubeadm.yml` and digest).
+pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Option<String>)> {
+    let image = match ws.images().get(&cf.cluster.image) {
+        Ok(image) => image,
+        Err(ImageError::NotFound(name)) => {
+            let warning =
+                format!("image `{name}` is not in the local store; its etc/kubeadm.yml is not part of this plan");
+            return Ok((ImageFacts::default(), Some(warning)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let path = image.rootfs.join("etc/kubeadm.yml");
+    let kubeadm = match std::fs::read_to_string(&path) {
+        Ok(text) => sealer_engine::kubeadm::parse_image_documents(&text)
+            .map_err(|e| anyhow::anyhow!("image `{}`: etc/kubeadm.yml: {e}", cf.cluster.image))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+    };
+    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest) }, None))
+}
+
+/// Notes every `image.*` update of `plan` with what the new digest changes against the one the host
+/// holds: files to send and their bytes (from the manifests the store keeps by digest).
+pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
+    let Ok(image) = ws.images().get(&cf.cluster.image) else { return };
+    let mut by_digest: BTreeMap<String, String> = BTreeMap::new();
+    for change in plan.changes.iter().filter(|c| c.kind == Kind::Image && c.action == Action::Update) {
+        let Some(Value::Text(old)) = change.before.as_ref().and_then(|b| b.get("digest")) else { continue };
+        let note = by_digest.entry(old.clone()).or_insert_with(|| match ws.images().manifest_of(old) {
+            Some(manifest) => {
+                let changed = changed_paths(&manifest, &image.manifest);
+                let bytes: u64 = changed
+                    .iter()
+                    .filter_map(|p| std::fs::symlink_metadata(image.rootfs.join(p)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                format!("{} changed file(s), {bytes} bytes to send to each host", changed.len())
+            }
+            None => "the local store no longer has the previous image's manifest: changed files are found at apply"
+                .to_string(),
+        });
+        plan.notes.insert(change.address.clone(), note.clone());
+    }
+}
+
+fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {
+    let registry = oci::registry_of(name)?;
+    Ok(RegistryOptions { insecure, credentials: Credentials::new(&ws.home).get(&registry)? })
+}
+
+/// Pulls `name` into the local store with the stored login of its registry.
+pub fn pull(ws: &Workspace, name: &str, insecure: bool, progress: &dyn TransferProgress) -> anyhow::Result<Pulled> {
+    let opts = registry_options(ws, name, insecure)?;
+    Ok(super::runtime()?.block_on(oci::pull(&ws.images(), name, &opts, progress))?)
+}
+
+/// A pull when the store lacks `name` (as `sealer run` does); `None` when it has it.
+pub fn ensure_local(ws: &Workspace, name: &str, progress: &dyn TransferProgress) -> anyhow::Result<Option<Pulled>> {
+    match ws.images().get(name) {
+        Ok(_) => Ok(None),
+        Err(ImageError::NotFound(_)) => {
+            pull(ws, name, false, progress).map(Some).with_context(|| format!("cannot pull the cluster image `{name}`"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `sealer build` needs.
+pub struct BuildRequest {
+    pub kubefile: PathBuf,
+    pub context: PathBuf,
+    pub tag: String,
+    pub build_args: BTreeMap<String, String>,
+    pub platforms: Vec<String>,
+    pub insecure: bool,
+}
+
+/// Builds the Kubefile into the local store: the steps, then the lite build (every container image the
+/// rootfs names, pulled into its registry), then one commit; a failure leaves the store as it was.
+pub fn build(
+    ws: &Workspace,
+    req: &BuildRequest,
+    mut say: impl FnMut(&str),
+    progress: &dyn TransferProgress,
+) -> anyhow::Result<ImageConfig> {
+    let store = ws.images();
+    let (work, mut config) = store.prepare(&req.kubefile, &req.context, &req.tag, &req.build_args, &mut say)?;
+    let rootfs = work.join("rootfs");
+    let (images, notes) = lite::collect(&rootfs);
+    for note in notes {
+        say(&note);
+    }
+    if !images.is_empty() {
+        say(&format!("lite build: {} container image(s) go into the image's registry", images.len()));
+        let credentials = Credentials::new(&ws.home);
+        let pulled = super::runtime()?.block_on(lite::pull_into(
+            &rootfs.join("registry"),
+            &images,
+            &req.platforms,
+            |name| RegistryOptions {
+                insecure: req.insecure,
+                credentials: oci::registry_of(name).ok().and_then(|r| credentials.get(&r).ok().flatten()),
+            },
+            &mut say,
+        ));
+        if let Err(e) = pulled {
+            store.discard(&work);
+            return Err(e.into());
+        }
+        config.images = images;
+    }
+    Ok(store.commit(&work, config, progress)?)
+}

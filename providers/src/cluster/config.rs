@@ -1,0 +1,128 @@
+//! `config.NAME.IP`: a Config document's file in the rootfs, overwritten or merged into the image's, then
+//! processed (`toJson`, `toBase64`, `toSecret`) in order.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use sealer_engine::{Attributes, Value};
+
+use super::remote::Result;
+use super::{text, Cx, KindProvider};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+pub struct Config;
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The file's content after the document's `process` steps.
+fn process(path: &str, mut content: String, steps: &[String]) -> Result<String> {
+    let bad = |message: String| ProviderError::Config { path: path.to_string(), message };
+    for step in steps {
+        content = match step.as_str() {
+            "toJson" => {
+                let v: serde_yaml::Value = serde_yaml::from_str(&content).map_err(|e| bad(e.to_string()))?;
+                serde_json::to_string_pretty(&v).map_err(|e| bad(e.to_string()))?
+            }
+            "toBase64" => base64(content.as_bytes()),
+            "toSecret" => {
+                let v: BTreeMap<String, String> =
+                    serde_yaml::from_str(&content).map_err(|e| bad(format!("toSecret needs a map of strings: {e}")))?;
+                let data: BTreeMap<String, String> = v.into_iter().map(|(k, v)| (k, base64(v.as_bytes()))).collect();
+                let file = path.rsplit('/').next().unwrap_or("secret");
+                let name = file.split('.').next().filter(|n| !n.is_empty()).unwrap_or("secret");
+                let secret = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "data": data
+                });
+                serde_yaml::to_string(&secret).map_err(|e| bad(e.to_string()))?
+            }
+            other => return Err(bad(format!("unknown process step `{other}`"))),
+        };
+    }
+    Ok(content)
+}
+
+impl KindProvider for Config {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let path = text(&after, "path").unwrap_or_default();
+        let data = text(&after, "data").unwrap_or_default();
+        let target = format!("{}/{path}", cx.rootfs());
+        let mut content = data.clone();
+        if text(&after, "strategy").as_deref() == Some("merge") {
+            let existing = cx.output(ip, &format!("cat {} 2>/dev/null; true", quote(&target))).await?;
+            let mut base: serde_yaml::Value = serde_yaml::from_str(&existing).unwrap_or(serde_yaml::Value::Null);
+            let over: serde_yaml::Value = serde_yaml::from_str(&data)
+                .map_err(|e| ProviderError::Config { path: path.clone(), message: format!("data: {e}") })?;
+            if base.is_null() {
+                base = over;
+            } else {
+                sealer_engine::kubeadm::merge(&mut base, &over);
+            }
+            content = serde_yaml::to_string(&base)
+                .map_err(|e| ProviderError::Config { path: path.clone(), message: e.to_string() })?;
+        }
+        let steps = match after.get("process") {
+            Some(Value::List(steps)) => steps.clone(),
+            _ => Vec::new(),
+        };
+        let content = process(&path, content, &steps)?;
+        cx.upload(ip, &target, content.as_bytes(), 0o644).await?;
+        Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use super::process;
+    use crate::cluster::testing::*;
+
+    #[test]
+    fn process_steps_apply_in_order() {
+        assert_eq!(process("p", "a: 1\n".into(), &["toJson".into()]).unwrap(), "{\n  \"a\": 1\n}");
+        assert_eq!(process("p", "foo".into(), &["toBase64".into()]).unwrap(), "Zm9v");
+        let secret = process("etc/db.yaml", "user: admin\n".into(), &["toSecret".into()]).unwrap();
+        assert!(secret.contains("name: db") && secret.contains("user: YWRtaW4="), "{secret}");
+        let err = process("p", "x".into(), &["toXml".into()]).unwrap_err().to_string();
+        assert_eq!(err, "Config `p`: unknown process step `toXml`");
+    }
+
+    #[tokio::test]
+    async fn merge_reads_the_image_file_and_writes_the_merged_one() {
+        let remote = Arc::new(Scripted::default().on("cat /var/lib/sealer/c/rootfs/etc/app.yaml", "a: 1\nb: {c: 2}\n"));
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([
+            ("path", Value::text("etc/app.yaml")),
+            ("data", Value::text("b: {d: 3}\n")),
+            ("strategy", Value::text("merge")),
+        ]);
+        apply(&p, change(Kind::Config, "app.10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        assert_eq!(
+            remote.commands(M1),
+            [
+                "cat /var/lib/sealer/c/rootfs/etc/app.yaml 2>/dev/null; true",
+                "upload /var/lib/sealer/c/rootfs/etc/app.yaml 644"
+            ]
+        );
+        let written: serde_yaml::Value =
+            serde_yaml::from_str(&remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/app.yaml").unwrap()).unwrap();
+        let expected: serde_yaml::Value = serde_yaml::from_str("a: 1\nb: {c: 2, d: 3}").unwrap();
+        assert_eq!(written, expected);
+    }
+
+    #[tokio::test]
+    async fn overwrite_writes_the_data_without_reading() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("path", Value::text("etc/x")), ("data", Value::text("hello"))]);
+        apply(&p, change(Kind::Config, "x.10.0.0.2", M1, Action::Update, Some(attrs([])), Some(after))).await.unwrap();
+        assert_eq!(remote.commands(M1), ["upload /var/lib/sealer/c/rootfs/etc/x 644"]);
+        assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/x").as_deref(), Some("hello"));
+    }
+}

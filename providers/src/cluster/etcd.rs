@@ -1,0 +1,116 @@
+//! The ETCD plugin's work: a real `etcdctl snapshot save` on the first master, brought to the directory
+//! its data names on the operator's machine (default `.sealer/backups`), checksum verified.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use sealer_engine::{Attributes, Value};
+use sha2::Digest as _;
+
+use super::remote::Result;
+use super::{cluster_dir, text, Cx};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+impl Cx {
+    pub(super) async fn etcd_backup(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let dir = text(&after, "data").map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
+        let dir = PathBuf::from(dir.unwrap_or_else(|| ".sealer/backups".into()));
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let name = format!("etcd-{}-{stamp}.db", self.ctx.cluster);
+        let remote = format!("{}/backup/{name}", cluster_dir(&self.ctx.cluster));
+        let q = quote(&remote);
+        // A kubeadm cluster's etcd speaks TLS with the certificates kubeadm made; without them (the test
+        // image's etcd), plain HTTP on loopback.
+        let save = format!(
+            "mkdir -p \"$(dirname {q})\" && pki=/etc/kubernetes/pki/etcd && if [ -f $pki/ca.crt ]; then \
+             tls=\"--endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt --cert $pki/healthcheck-client.crt \
+             --key $pki/healthcheck-client.key\"; else tls=\"--endpoints http://127.0.0.1:2379\"; fi && \
+             ETCDCTL_API=3 etcdctl $tls snapshot save {q}"
+        );
+        self.run(ip, &self.with_image_path(&save), b"").await?;
+        let local = dir.join(&name);
+        let fetched = self.download(ip, &remote, &local).await;
+        self.run(ip, &format!("rm -f {q}"), b"").await?;
+        let (sha256, bytes) = fetched?;
+        after.insert("snapshot".into(), Value::text(local.display().to_string()));
+        after.insert("sha256".into(), Value::text(sha256));
+        after.insert("bytes".into(), Value::Int(i64::try_from(bytes).unwrap_or(i64::MAX)));
+        Ok(after)
+    }
+
+    /// Copies a file of `ip` to `local` (written whole or not at all) and returns its SHA-256 and size,
+    /// refusing it when the bytes that arrived do not have the checksum the host computed.
+    async fn download(&self, ip: IpAddr, remote: &str, local: &Path) -> Result<(String, usize)> {
+        let expected = self.output(ip, &format!("sha256sum {}", quote(remote))).await?;
+        let expected = expected.split_whitespace().next().unwrap_or_default().to_string();
+        self.log(ip, &format!("# download {remote} to {}", local.display()));
+        let content = self.remote.download(ip, remote).await?;
+        let actual = format!("{:x}", sha2::Sha256::digest(&content));
+        if actual != expected {
+            return Err(ProviderError::Checksum { host: ip, path: remote.to_string(), actual, expected });
+        }
+        self.log(ip, &format!("# downloaded {} bytes, sha256 {actual}", content.len()));
+        let io = |source| ProviderError::Local { what: "write", path: local.display().to_string(), source };
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let partial = local.with_extension("partial");
+        std::fs::write(&partial, &content).map_err(io)?;
+        std::fs::rename(&partial, local).map_err(io)?;
+        Ok((actual, content.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+    use sha2::Digest as _;
+
+    use crate::cluster::testing::*;
+
+    const SNAPSHOT: &[u8] = b"\x00etcd snapshot bytes\xff";
+
+    fn remote(checksum: &str) -> Arc<Scripted> {
+        Arc::new(Scripted::default().on("sha256sum", &format!("{checksum}  /x")).downloads(SNAPSHOT))
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_arrives_checked_and_the_host_copy_goes() {
+        let sum = format!("{:x}", sha2::Sha256::digest(SNAPSHOT));
+        let remote = remote(&sum);
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("type", Value::text("ETCD")), ("data", Value::text(dir.path().display().to_string()))]);
+        let got = apply(&p, change(Kind::Plugin, "e.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["sha256"], Value::text(&sum));
+        assert_eq!(got["bytes"], Value::Int(SNAPSHOT.len() as i64));
+        let Value::Text(local) = &got["snapshot"] else { panic!("no snapshot path") };
+        assert_eq!(std::fs::read(local).unwrap(), SNAPSHOT);
+        let commands = remote.commands(M1);
+        assert!(commands[0].contains("etcdctl $tls snapshot save"), "{commands:?}");
+        assert!(commands[1].starts_with("sha256sum /var/lib/sealer/c/backup/etcd-c-"), "{commands:?}");
+        assert!(commands[2].starts_with("download /var/lib/sealer/c/backup/etcd-c-"), "{commands:?}");
+        assert!(commands[3].starts_with("rm -f /var/lib/sealer/c/backup/etcd-c-"), "{commands:?}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_snapshot_is_not_kept() {
+        let remote = remote("0000");
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("type", Value::text("ETCD")), ("data", Value::text(dir.path().display().to_string()))]);
+        let err = apply(&p, change(Kind::Plugin, "e.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after)))
+            .await
+            .unwrap_err();
+        assert!(err.contains("the host computed 0000: not kept"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(remote.commands(M1).last().unwrap().starts_with("rm -f "), "the host copy goes even then");
+    }
+}

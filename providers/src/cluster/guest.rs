@@ -1,0 +1,66 @@
+//! `guest.IP`: the cluster image's CMDs, run once on the first master with the cluster's env.
+
+use std::net::IpAddr;
+
+use sealer_engine::{Attributes, Value};
+
+use super::plugin::env_exports;
+use super::remote::Result;
+use super::{Cx, KindProvider};
+use crate::shell::quote;
+
+pub struct Guest;
+
+impl KindProvider for Guest {
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let image = cx.image()?;
+        let prefix = format!("cd {} && {}", quote(&cx.rootfs()), env_exports(&after));
+        for cmd in &image.config.cmds {
+            cx.run(ip, &cx.with_image_path(&format!("{prefix}{cmd}")), b"").await?;
+        }
+        after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
+        Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+    use crate::cluster::ClusterProvider;
+    use crate::image::store::{ImageConfig, StoredImage};
+
+    #[tokio::test]
+    async fn every_cmd_runs_in_order_in_the_rootfs() {
+        let image = StoredImage {
+            config: ImageConfig {
+                format_version: "1".into(),
+                name: "app:1".into(),
+                digest: "sha256:1".into(),
+                base: None,
+                cmds: vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()],
+                env: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                images: vec![],
+            },
+            rootfs: std::path::PathBuf::from("/nonexistent"),
+            manifest: String::new(),
+        };
+        let remote = Arc::new(Scripted::default());
+        let logs = tempfile::tempdir().unwrap();
+        let p = ClusterProvider::new(context(Some(image), logs.path()), remote.clone());
+        let after = attrs([("env", Value::Map(BTreeMap::from([("A".to_string(), "1".to_string())])))]);
+        let got =
+            apply(&p, change(Kind::Guest, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
+        assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
+        let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; ";
+        assert_eq!(
+            remote.commands(M1),
+            [format!("{prefix}kubectl apply -f manifests/a.yaml"), format!("{prefix}echo done")]
+        );
+    }
+}

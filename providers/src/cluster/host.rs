@@ -1,0 +1,61 @@
+//! `host.IP`: the host is reachable; its facts and the host key it presented are recorded.
+
+use std::net::IpAddr;
+
+use sealer_engine::{Attributes, Value};
+
+use super::remote::Result;
+use super::{Cx, KindProvider};
+
+pub struct Host;
+
+const FACTS: &str = "uname -m; nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; \
+                     (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown";
+
+impl KindProvider for Host {
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let out = cx.output(ip, FACTS).await?;
+        let lines: Vec<&str> = out.lines().collect();
+        let fact = |i: usize| lines.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
+        after.insert("arch".into(), Value::Text(fact(0)));
+        after.insert("cpus".into(), Value::Int(fact(1).parse().unwrap_or(0)));
+        after.insert("memory_kib".into(), Value::Int(fact(2).parse().unwrap_or(0)));
+        after.insert("os".into(), Value::Text(fact(3)));
+        after.insert("host_key".into(), Value::Text(cx.remote.host_key(ip).await?));
+        Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+
+    #[tokio::test]
+    async fn facts_and_the_host_key_are_recorded() {
+        let remote = Arc::new(Scripted::default().on("uname -m", "x86_64\n2\n4000\ndebian-12\n"));
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("role", Value::text("master"))]);
+        let got =
+            apply(&p, change(Kind::Host, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
+        assert_eq!(got["arch"], Value::text("x86_64"));
+        assert_eq!(got["cpus"], Value::Int(2));
+        assert_eq!(got["memory_kib"], Value::Int(4000));
+        assert_eq!(got["os"], Value::text("debian-12"));
+        assert_eq!(got["host_key"], Value::text("ssh-ed25519 AAAAtest"));
+        assert_eq!(got["role"], Value::text("master"));
+        assert_eq!(remote.calls().len(), 1, "one command reads every fact");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_host_touches_nothing() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        let got = apply(&p, change(Kind::Host, "10.0.0.2", M1, Action::Delete, Some(attrs([])), None)).await.unwrap();
+        assert_eq!(got, None);
+        assert!(remote.calls().is_empty());
+    }
+}

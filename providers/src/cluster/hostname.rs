@@ -1,0 +1,118 @@
+//! `hostname.IP`: the host's name, set live and in `/etc/hostname`; the name it had first is recorded so
+//! that `destroy --restore-hostname` can give it back.
+
+use std::net::IpAddr;
+
+use sealer_engine::{Attributes, Value};
+
+use super::remote::Result;
+use super::{text, Cx, KindProvider, Observation};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+pub struct Hostname;
+
+/// Sets the hostname live and persistently.
+fn set_hostname(name: &str) -> String {
+    let q = quote(name);
+    format!("hostname {q} && printf '%s\\n' {q} > /etc/hostname")
+}
+
+impl KindProvider for Hostname {
+    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
+        let mut observed = recorded.clone();
+        observed.insert("name".into(), Value::Text(obs.cx.output(ip, "hostname").await?));
+        Ok(Some(observed))
+    }
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let current = cx.output(ip, "hostname").await?;
+        if matches!(after.get("original"), None | Some(Value::Unknown)) {
+            after.insert("original".into(), Value::Text(current.clone()));
+        }
+        match text(&after, "name") {
+            Some(name) if name != current => {
+                cx.run(ip, &set_hostname(&name), b"").await?;
+                let now = cx.output(ip, "hostname").await?;
+                if now != name {
+                    return Err(ProviderError::HostnameNotSet { host: ip, wanted: name, now });
+                }
+            }
+            Some(_) => {}
+            None => {
+                after.insert("name".into(), Value::Text(current));
+            }
+        }
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        match text(before, "original") {
+            Some(original) if cx.ctx.restore_hostnames && !original.is_empty() => {
+                cx.run(ip, &set_hostname(&original), b"").await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+
+    #[tokio::test]
+    async fn a_different_name_is_set_and_checked_and_the_original_recorded() {
+        let remote = Arc::new(Scripted::default().once("hostname", "old").on("hostname", "master-0"));
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("name", Value::text("master-0")), ("original", Value::Unknown)]);
+        let got = apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["original"], Value::text("old"));
+        assert_eq!(
+            remote.commands(M1),
+            ["hostname", "hostname master-0 && printf '%s\\n' master-0 > /etc/hostname", "hostname"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_right_name_already_is_left_alone() {
+        let remote = Arc::new(Scripted::default().on("hostname", "master-0"));
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("name", Value::text("master-0")), ("original", Value::text("before"))]);
+        apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        assert_eq!(remote.commands(M1), ["hostname"]);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_stick_is_an_error() {
+        let remote = Arc::new(Scripted::default().on("hostname", "stubborn"));
+        let (p, _logs) = provider(remote);
+        let after = attrs([("name", Value::text("master-0"))]);
+        let err =
+            apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap_err();
+        assert_eq!(err, "the hostname of `10.0.0.2` is `stubborn` after setting `master-0`");
+    }
+
+    #[tokio::test]
+    async fn delete_restores_the_original_only_when_asked() {
+        let before = attrs([("name", Value::text("master-0")), ("original", Value::text("old"))]);
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Delete, Some(before.clone()), None)).await.unwrap();
+        assert!(remote.calls().is_empty());
+
+        let remote = Arc::new(Scripted::default());
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = crate::cluster::testing::context(None, logs.path());
+        ctx.restore_hostnames = true;
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Delete, Some(before), None)).await.unwrap();
+        assert_eq!(remote.commands(M1), ["hostname old && printf '%s\\n' old > /etc/hostname"]);
+    }
+}

@@ -1,0 +1,178 @@
+//! `image.IP`: the cluster image's rootfs on the host, by digest. Only the files whose content or mode
+//! differs from what the host recorded at its last copy travel; nothing at all when the digest matches.
+//! A new digest (a rebuilt image, or another image) is an in-place update: `/etc/hosts` and the files
+//! other kinds wrote stay.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use sealer_engine::kubeadm::{API_SERVER_DOMAIN, REGISTRY_DOMAIN};
+use sealer_engine::{Attributes, Value};
+
+use super::remote::Result;
+use super::{cluster_dir, Cx, KindProvider};
+use crate::error::ProviderError;
+use crate::image::store::{changed_paths, removed_paths};
+use crate::shell::quote;
+
+pub struct Image;
+
+impl KindProvider for Image {
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+        let image = cx.image()?;
+        let dir = cluster_dir(&cx.ctx.cluster);
+        let qdir = quote(&dir);
+        let on_host = cx.output(ip, &format!("cat {qdir}/digest 2>/dev/null; true")).await?;
+        if on_host != image.config.digest {
+            let old = cx.output(ip, &format!("cat {qdir}/manifest 2>/dev/null; true")).await?;
+            let changed = changed_paths(&old, &image.manifest);
+            let removed: Vec<String> =
+                removed_paths(&old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
+            let archive = tar(&image.rootfs, &changed)?;
+            let mut script = format!("set -e; mkdir -p {qdir}/rootfs; cd {qdir}; ");
+            if !removed.is_empty() {
+                script.push_str(&format!("rm -f {}; ", removed.join(" ")));
+            }
+            script.push_str("tar -C rootfs -xf -");
+            cx.run(ip, &script, &archive).await?;
+            cx.upload(ip, &format!("{dir}/manifest"), image.manifest.as_bytes(), 0o644).await?;
+            // The digest goes last: a copy cut short is redone by the next apply.
+            cx.upload(ip, &format!("{dir}/digest"), image.config.digest.as_bytes(), 0o644).await?;
+        }
+        after.insert("digest".into(), Value::Text(image.config.digest.clone()));
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+        let dir = quote(&cluster_dir(&cx.ctx.cluster));
+        let edits: Vec<String> = [REGISTRY_DOMAIN, API_SERVER_DOMAIN]
+            .iter()
+            .map(|n| format!("-e {}", quote(&format!("/ {}$/d", n.replace('.', "\\.")))))
+            .collect();
+        // `/var/lib/sealer` goes too once its last cluster left, so the host is as it was found.
+        let command = format!(
+            "rm -rf {dir} && sed -i {} /etc/hosts && (rmdir /var/lib/sealer 2>/dev/null; true)",
+            edits.join(" ")
+        );
+        cx.run(ip, &command, b"").await.map(|_| ())
+    }
+}
+
+/// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).
+fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
+    let local = |what: &'static str| {
+        move |source: std::io::Error| ProviderError::Local { what, path: root.display().to_string(), source }
+    };
+    let mut child = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["--null", "-cf", "-", "-T", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(local("run tar on"))?;
+    let list: Vec<u8> = files.iter().flat_map(|f| f.bytes().chain(std::iter::once(0))).collect();
+    let writer = child.stdin.take().map(|mut stdin| std::thread::spawn(move || stdin.write_all(&list)));
+    let out = child.wait_with_output().map_err(local("run tar on"))?;
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    if !out.status.success() {
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(local("archive")(std::io::Error::other(message)));
+    }
+    Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+    use crate::cluster::ClusterProvider;
+    use crate::image::store::{ImageConfig, StoredImage};
+
+    fn image(dir: &std::path::Path, manifest: &str) -> StoredImage {
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/a.yml"), "a").unwrap();
+        std::fs::write(dir.join("etc/b.yml"), "b").unwrap();
+        StoredImage {
+            config: ImageConfig {
+                format_version: "1".into(),
+                name: "img:1".into(),
+                digest: "sha256:new".into(),
+                base: None,
+                cmds: vec![],
+                env: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                images: vec![],
+            },
+            rootfs: dir.to_path_buf(),
+            manifest: manifest.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_changed_files_travel_and_removed_ones_go() {
+        let root = tempfile::tempdir().unwrap();
+        let img = image(root.path(), "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
+        let remote = Arc::new(
+            Scripted::default()
+                .on("/digest", "sha256:old")
+                .on("/manifest", "aaa 644 etc/a.yml\nbbb 644 etc/b.yml\nccc 644 etc/gone.yml"),
+        );
+        let logs = tempfile::tempdir().unwrap();
+        let p = ClusterProvider::new(context(Some(img), logs.path()), remote.clone());
+        let before = attrs([("image", Value::text("img:1")), ("digest", Value::text("sha256:old"))]);
+        let after = attrs([("image", Value::text("img:1")), ("digest", Value::text("sha256:new"))]);
+        let got = apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["digest"], Value::text("sha256:new"));
+        let commands = remote.commands(M1);
+        assert_eq!(commands.len(), 5, "{commands:?}");
+        assert_eq!(
+            commands[2],
+            "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; tar -C rootfs -xf -"
+        );
+        assert_eq!(commands[3..], ["upload /var/lib/sealer/c/manifest 644", "upload /var/lib/sealer/c/digest 644"]);
+        assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/digest").as_deref(), Some("sha256:new"));
+        assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
+    }
+
+    #[tokio::test]
+    async fn the_same_digest_sends_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
+        let logs = tempfile::tempdir().unwrap();
+        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let after = attrs([("image", Value::text("img:1"))]);
+        apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        assert_eq!(remote.commands(M1), ["cat /var/lib/sealer/c/digest 2>/dev/null; true"]);
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_cluster_dir_and_its_hosts_entries() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Delete, Some(attrs([])), None)).await.unwrap();
+        assert_eq!(
+            remote.commands(M1),
+            ["rm -rf /var/lib/sealer/c && sed -i -e '/ sea\\.hub$/d' -e '/ apiserver\\.cluster\\.local$/d' \
+              /etc/hosts && (rmdir /var/lib/sealer 2>/dev/null; true)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_image_in_the_store_is_a_clear_error() {
+        let (p, _logs) = provider(Arc::new(Scripted::default()));
+        let err = apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(attrs([])))).await;
+        assert_eq!(err.unwrap_err(), "the cluster image is not in the local store");
+    }
+}

@@ -1,0 +1,317 @@
+//! `kubeadm-init.IP` (the first master) and `kubeadm-join.IP` (every other host): membership of the
+//! cluster, and reconfiguration of the control plane when the merged kubeadm configuration changes.
+
+use std::net::IpAddr;
+
+use sealer_engine::kubeadm::{for_control_plane_member, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
+use sealer_engine::{Address, Attributes, Kind};
+
+use super::remote::Result;
+use super::{text, Cx, JoinInfo, KindProvider};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+pub struct Init;
+pub struct Join;
+
+/// The join command `kubeadm init` or `kubeadm token create --print-join-command` printed.
+fn parse_join(output: &str) -> Option<JoinInfo> {
+    let words: Vec<&str> = output.split_whitespace().filter(|w| *w != "\\").collect();
+    let at = words.windows(2).position(|w| w == ["kubeadm", "join"])? + 1;
+    let after =
+        |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
+    Some(JoinInfo {
+        endpoint: words.get(at + 1)?.to_string(),
+        token: after("--token")?,
+        ca_hash: after("--discovery-token-ca-cert-hash")?,
+        certificate_key: after("--certificate-key"),
+    })
+}
+
+impl Cx {
+    fn kubeadm_config_path(&self) -> String {
+        format!("{}/etc/kubeadm.yml", self.rootfs())
+    }
+
+    /// A changed configuration reaches the running control plane (kubeadm's documented reconfiguration):
+    /// the stored cluster configuration is replaced, so that masters joining later use it, and every
+    /// master that has joined regenerates its static Pods, one at a time, each advertising itself.
+    async fn reconfigure_control_plane(&self, first: IpAddr, config: &str) -> Result<()> {
+        let qconfig = quote(&self.kubeadm_config_path());
+        self.regenerate_control_plane(first, &qconfig).await?;
+        let upload = format!("kubeadm init phase upload-config kubeadm --config {qconfig}");
+        self.run(first, &self.with_image_path(&upload), b"").await?;
+        let joined_masters = self.ctx.masters.iter().filter(|m| **m != first).filter(|m| {
+            self.known(&Address::new(Kind::KubeadmJoin, m.to_string()))
+                .is_some_and(|a| text(&a, "role").as_deref() == Some("master"))
+        });
+        for &member in joined_masters {
+            let own = for_control_plane_member(config, member)?;
+            let path = format!("{}/etc/kubeadm-control-plane.yml", self.rootfs());
+            self.upload(member, &path, own.as_bytes(), 0o644).await?;
+            self.regenerate_control_plane(member, &quote(&path)).await?;
+        }
+        Ok(())
+    }
+
+    /// kubeadm keeps an existing serving certificate, so it goes first (changed certSANs reach it), then
+    /// the certificate and the static Pods are made again from the configuration at `qconfig`.
+    async fn regenerate_control_plane(&self, ip: IpAddr, qconfig: &str) -> Result<()> {
+        self.run(ip, "rm -f /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key", b"").await?;
+        for phase in ["certs apiserver", "control-plane all"] {
+            self.run(ip, &self.with_image_path(&format!("kubeadm init phase {phase} --config {qconfig}")), b"").await?;
+        }
+        Ok(())
+    }
+
+    /// Join credentials: those `kubeadm init` printed in this apply, else freshly minted ones.
+    async fn join_info(&self, control_plane: bool) -> Result<JoinInfo> {
+        let mut guard = self.join.lock().await;
+        let first = self.ctx.first_master;
+        let info = match guard.take() {
+            Some(info) => info,
+            None => {
+                let out =
+                    self.output(first, &self.with_image_path("kubeadm token create --print-join-command")).await?;
+                parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
+                    host: first,
+                    what: "`kubeadm token create`".into(),
+                    message: "it printed no join command".into(),
+                })?
+            }
+        };
+        let mut info = info;
+        if control_plane && info.certificate_key.is_none() {
+            let out =
+                self.output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs")).await?;
+            info.certificate_key = Some(out.lines().last().unwrap_or_default().trim().to_string());
+        }
+        *guard = Some(info.clone());
+        Ok(info)
+    }
+
+    async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
+        self.holds(ip, &format!("-f /etc/kubernetes/{file}")).await
+    }
+}
+
+impl Init {
+    /// Writes the configuration and runs `kubeadm init` unless the host already is a control plane;
+    /// returns whether it already was.
+    async fn ensure(&self, cx: &Cx, ip: IpAddr, config: &str) -> Result<bool> {
+        let path = cx.kubeadm_config_path();
+        cx.upload(ip, &path, config.as_bytes(), 0o644).await?;
+        cx.hosts_entry(ip, API_SERVER_DOMAIN, ip).await?;
+        if cx.initialised(ip, "admin.conf").await? {
+            return Ok(true);
+        }
+        let init = format!("kubeadm init --config {} --upload-certs", quote(&path));
+        let out = cx.output(ip, &cx.with_image_path(&init)).await?;
+        let mut join = parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
+            host: ip,
+            what: "`kubeadm init`".into(),
+            message: "it printed no join command".into(),
+        })?;
+        if join.certificate_key.is_none() {
+            join.certificate_key =
+                out.split_whitespace().skip_while(|w| *w != "--certificate-key").nth(1).map(str::to_string);
+        }
+        *cx.join.lock().await = Some(join);
+        Ok(false)
+    }
+}
+
+impl KindProvider for Init {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        self.ensure(cx, ip, &text(&after, "config").unwrap_or_default()).await?;
+        Ok(after)
+    }
+
+    async fn update(&self, cx: &Cx, ip: IpAddr, _before: &Attributes, after: Attributes) -> Result<Attributes> {
+        let config = text(&after, "config").unwrap_or_default();
+        if self.ensure(cx, ip, &config).await? {
+            cx.reconfigure_control_plane(ip, &config).await?;
+        }
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+    }
+}
+
+impl KindProvider for Join {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let joined = cx.initialised(ip, "kubelet.conf").await?;
+        cx.hosts_entry(ip, API_SERVER_DOMAIN, cx.ctx.first_master).await?;
+        cx.hosts_entry(ip, REGISTRY_DOMAIN, cx.ctx.first_master).await?;
+        if joined {
+            return Ok(after);
+        }
+        let control_plane = text(&after, "role").as_deref() == Some("master");
+        let info = cx.join_info(control_plane).await?;
+        let mut command = format!(
+            "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",
+            quote(&info.endpoint),
+            quote(&info.token),
+            quote(&info.ca_hash)
+        );
+        if control_plane {
+            let key = info.certificate_key.clone().unwrap_or_default();
+            command.push_str(&format!(
+                " --control-plane --certificate-key {} --apiserver-advertise-address {ip}",
+                quote(&key)
+            ));
+        }
+        cx.run(ip, &cx.with_image_path(&command), b"").await?;
+        Ok(after)
+    }
+
+    /// The node is drained and deleted through the API (when it registered at all: a join that failed
+    /// part-way may not have), then reset.
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+        let name = cx.node_name(ip).await?;
+        let registered = cx.nodes().await?.items.iter().any(|n| n.metadata.name == name);
+        if registered {
+            let q = quote(&name);
+            cx.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
+            cx.kubectl(&format!("delete node {q}")).await?;
+        }
+        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use super::*;
+    use crate::cluster::testing::*;
+
+    const INIT_OUT: &str = "Then you can join...\n\nkubeadm join apiserver.cluster.local:6443 --token abcdef.0123456789abcdef \\\n\t--discovery-token-ca-cert-hash sha256:00ff \\\n\t--control-plane --certificate-key 0a0b\n";
+
+    #[test]
+    fn join_commands_are_read_from_kubeadm_output() {
+        let j = parse_join(INIT_OUT).unwrap();
+        assert_eq!(j.endpoint, "apiserver.cluster.local:6443");
+        assert_eq!(j.token, "abcdef.0123456789abcdef");
+        assert_eq!(j.ca_hash, "sha256:00ff");
+        assert_eq!(j.certificate_key.as_deref(), Some("0a0b"));
+        assert!(parse_join("no join here").is_none());
+    }
+
+    fn strip(commands: Vec<String>) -> Vec<String> {
+        commands.into_iter().map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "")).collect()
+    }
+
+    #[tokio::test]
+    async fn init_then_joins_use_what_init_printed() {
+        let remote = Arc::new(Scripted::default().on("test -f", "no").on("kubeadm init", INIT_OUT));
+        let (p, _logs) = provider(remote.clone());
+        let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
+        apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init))).await.unwrap();
+        let master = attrs([("role", Value::text("master"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master))).await.unwrap();
+        let node = attrs([("role", Value::text("node"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
+        let m1 = strip(remote.commands(M1));
+        assert_eq!(m1[0], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
+        assert!(m1[1].contains("10.0.0.2 apiserver.cluster.local"));
+        assert_eq!(m1[3], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
+        assert_eq!(m1.len(), 4, "no token minted: init printed one {m1:?}");
+        let m2 = strip(remote.commands(M2));
+        assert_eq!(
+            m2.last().unwrap(),
+            "kubeadm join apiserver.cluster.local:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash \
+             sha256:00ff --control-plane --certificate-key 0a0b --apiserver-advertise-address 10.0.0.3"
+        );
+        assert!(m2.iter().any(|c| c.contains("10.0.0.2 sea.hub")));
+        let n1 = strip(remote.commands(N1));
+        assert!(n1.last().unwrap().ends_with("--discovery-token-ca-cert-hash sha256:00ff"), "{n1:?}");
+    }
+
+    #[tokio::test]
+    async fn a_later_master_join_mints_a_token_and_uploads_certificates() {
+        let remote = Arc::new(
+            Scripted::default()
+                .on("test -f", "no")
+                .on(
+                    "token create",
+                    "kubeadm join apiserver.cluster.local:6443 --token t.1 --discovery-token-ca-cert-hash sha256:1",
+                )
+                .on("upload-certs", "[upload-certs] Using certificate key:\nkey123"),
+        );
+        let (p, _logs) = provider(remote.clone());
+        let master = attrs([("role", Value::text("master"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master))).await.unwrap();
+        assert_eq!(
+            strip(remote.commands(M1)),
+            ["kubeadm token create --print-join-command", "kubeadm init phase upload-certs --upload-certs"]
+        );
+        assert!(strip(remote.commands(M2)).last().unwrap().contains("--certificate-key key123"));
+    }
+
+    #[tokio::test]
+    async fn a_joined_host_is_not_joined_again() {
+        let remote = Arc::new(Scripted::default().on("test -f", "yes"));
+        let (p, _logs) = provider(remote.clone());
+        let node = attrs([("role", Value::text("node"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
+        assert!(!remote.calls().iter().any(|c| c.contains("kubeadm")), "{:?}", remote.calls());
+    }
+
+    #[tokio::test]
+    async fn an_update_of_init_regenerates_every_joined_master_in_turn() {
+        let remote = Arc::new(Scripted::default().on("test -f", "yes"));
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.prior.insert(Address::new(Kind::KubeadmJoin, "10.0.0.3"), attrs([("role", Value::text("master"))]));
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let config = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: InitConfiguration\n";
+        let after = attrs([("config", Value::text(config))]);
+        apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Update, Some(attrs([])), Some(after)))
+            .await
+            .unwrap();
+        let m1 = strip(remote.commands(M1));
+        assert!(!m1.iter().any(|c| c.starts_with("kubeadm init --config")), "no second init: {m1:?}");
+        assert_eq!(
+            m1[m1.len() - 4..],
+            [
+                "rm -f /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key",
+                "kubeadm init phase certs apiserver --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml",
+                "kubeadm init phase control-plane all --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml",
+                "kubeadm init phase upload-config kubeadm --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml",
+            ]
+        );
+        let m2 = strip(remote.commands(M2));
+        assert_eq!(m2[0], "upload /var/lib/sealer/c/rootfs/etc/kubeadm-control-plane.yml 644");
+        assert_eq!(m2.len(), 4, "{m2:?}");
+        let own = remote.uploaded(M2, "/var/lib/sealer/c/rootfs/etc/kubeadm-control-plane.yml").unwrap();
+        assert!(own.contains("advertiseAddress: 10.0.0.3"), "{own}");
+    }
+
+    #[tokio::test]
+    async fn removing_a_registered_node_drains_deletes_and_resets_it() {
+        let nodes = r#"{"items":[{"metadata":{"name":"node-1"}}]}"#;
+        let remote = Arc::new(Scripted::default().on("hostname", "node-1").on("get nodes -o json", nodes));
+        let (p, _logs) = provider(remote.clone());
+        let before = attrs([("role", Value::text("node"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Delete, Some(before.clone()), None)).await.unwrap();
+        assert_eq!(
+            strip(remote.commands(M1)),
+            [
+                "kubectl get nodes -o json",
+                "kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data",
+                "kubectl delete node node-1"
+            ]
+        );
+        assert_eq!(strip(remote.commands(N1)), ["hostname", "kubeadm reset -f"]);
+
+        let remote = Arc::new(Scripted::default().on("hostname", "node-1").on("get nodes -o json", r#"{"items":[]}"#));
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Delete, Some(before), None)).await.unwrap();
+        assert_eq!(strip(remote.commands(M1)), ["kubectl get nodes -o json"], "never registered: no drain");
+    }
+}

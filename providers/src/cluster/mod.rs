@@ -1,0 +1,413 @@
+//! The providers of every resource kind: one module per kind, each implementing [`KindProvider`] (read,
+//! create, update, delete), all reaching hosts through one [`Remote`]. Each is idempotent: when the host
+//! already holds what the change asks for, it reads and returns without mutating anything.
+
+mod config;
+mod etcd;
+#[cfg(test)]
+mod fake;
+mod guest;
+mod host;
+mod hostname;
+mod image;
+mod kube;
+mod kubeadm;
+mod node_meta;
+mod plugin;
+mod registry;
+pub mod remote;
+mod state_copy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sealer_engine::{
+    Action, Address, Attributes, Kind, Provider, ProviderFuture, ResourceChange, ResourceStatus, Value,
+};
+use tokio::sync::OnceCell;
+
+pub use remote::{Remote, SshRemote};
+pub use state_copy::STATE_CONFIGMAP;
+
+use crate::error::ProviderError;
+use crate::image::store::StoredImage;
+use crate::shell::quote;
+use crate::transport::ExecOutput;
+use remote::Result;
+
+/// Where a cluster lives on each host.
+pub fn cluster_dir(cluster: &str) -> String {
+    format!("/var/lib/sealer/{cluster}")
+}
+
+pub struct ClusterContext {
+    pub cluster: String,
+    pub first_master: IpAddr,
+    /// Every master the Clusterfile declares, the first one included.
+    pub masters: Vec<IpAddr>,
+    pub image: Option<StoredImage>,
+    /// Attributes recorded by earlier applies, for what this apply does not redo (node names).
+    pub prior: BTreeMap<Address, Attributes>,
+    pub log_dir: PathBuf,
+    /// Deleting a `hostname` gives the host back the name it had before sealer set one.
+    pub restore_hostnames: bool,
+}
+
+/// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
+/// (refresh); `update` defaults to `create`, since every kind converges on its desired attributes.
+pub(crate) trait KindProvider: Sync {
+    fn read(
+        &self,
+        _obs: &Observation<'_>,
+        _ip: IpAddr,
+        _recorded: &Attributes,
+    ) -> impl Future<Output = Result<Option<Attributes>>> + Send {
+        async { Ok(None) }
+    }
+    fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> impl Future<Output = Result<Attributes>> + Send;
+    fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        _before: &Attributes,
+        after: Attributes,
+    ) -> impl Future<Output = Result<Attributes>> + Send {
+        self.create(cx, ip, after)
+    }
+    fn delete(&self, _cx: &Cx, _ip: IpAddr, _before: &Attributes) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Join credentials, from `kubeadm init` or freshly minted on the first master.
+#[derive(Clone, Debug)]
+pub(crate) struct JoinInfo {
+    endpoint: String,
+    token: String,
+    ca_hash: String,
+    certificate_key: Option<String>,
+}
+
+/// What every kind shares during one apply or refresh: the context, the remote, the results so far.
+pub(crate) struct Cx {
+    ctx: ClusterContext,
+    remote: Arc<dyn Remote>,
+    results: Mutex<BTreeMap<Address, Attributes>>,
+    join: tokio::sync::Mutex<Option<JoinInfo>>,
+    logs: Mutex<HashMap<IpAddr, std::fs::File>>,
+}
+
+#[derive(Clone)]
+pub struct ClusterProvider(Arc<Cx>);
+
+fn text(attrs: &Attributes, key: &str) -> Option<String> {
+    match attrs.get(key) {
+        Some(Value::Text(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl ClusterProvider {
+    pub fn new(ctx: ClusterContext, remote: Arc<dyn Remote>) -> Self {
+        ClusterProvider(Arc::new(Cx {
+            ctx,
+            remote,
+            results: Mutex::new(BTreeMap::new()),
+            join: tokio::sync::Mutex::new(None),
+            logs: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+/// Hosts a refresh reads at once: thousands of hosts must not mean thousands of SSH handshakes at once.
+const REFRESH_CONNECTIONS: usize = 32;
+
+/// What a refresh shares between the resources it reads: the cluster's nodes, listed once.
+pub(crate) struct Observation<'a> {
+    cx: &'a Cx,
+    /// Whether the state records the cluster as created (else there is no API to ask).
+    cluster_up: bool,
+    nodes: OnceCell<Vec<kube::Node>>,
+}
+
+impl Observation<'_> {
+    /// The cluster's nodes by InternalIP, read once per refresh.
+    async fn node(&self, ip: IpAddr) -> Result<Option<&kube::Node>> {
+        let nodes =
+            self.nodes.get_or_try_init(|| async { Ok::<_, ProviderError>(self.cx.nodes().await?.items) }).await?;
+        Ok(nodes.iter().find(|n| n.internal_ip() == Some(ip.to_string().as_str())))
+    }
+}
+
+impl ClusterProvider {
+    /// Reads what the hosts really hold for the resources in `state` and writes it into `state`, so that
+    /// a plan shows drift. Reads only; mutates nothing remote.
+    pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<(), ProviderError> {
+        let cx = &self.0;
+        let init = Address::new(Kind::KubeadmInit, cx.ctx.first_master.to_string());
+        let obs = Observation { cx, cluster_up: state.resources.contains_key(&init), nodes: OnceCell::new() };
+        let connections = tokio::sync::Semaphore::new(REFRESH_CONNECTIONS);
+        let reads = state
+            .resources
+            .iter()
+            // A tainted resource is replaced whatever the host holds.
+            .filter(|(_, r)| r.status != ResourceStatus::Tainted)
+            .filter_map(|(address, r)| Some((address.clone(), r.host?, r.attributes.clone())))
+            .map(|(address, ip, recorded)| {
+                let (obs, connections) = (&obs, &connections);
+                async move {
+                    let _permit = connections.acquire().await;
+                    let read = read(obs, address.kind, ip, &recorded).await;
+                    (address, read)
+                }
+            });
+        let results = futures_util::future::join_all(reads).await;
+        for (address, read) in results {
+            if let Some(observed) = read? {
+                if let Some(r) = state.resources.get_mut(&address) {
+                    r.attributes = observed;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read(obs: &Observation<'_>, kind: Kind, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
+    match kind {
+        Kind::Hostname => hostname::Hostname.read(obs, ip, recorded).await,
+        Kind::Label => node_meta::Labels.read(obs, ip, recorded).await,
+        Kind::Taint => node_meta::Taints.read(obs, ip, recorded).await,
+        _ => Ok(None),
+    }
+}
+
+/// Runs one change with the kind's provider: a replace is a delete, then a create.
+async fn drive<K: KindProvider>(k: &K, cx: &Cx, change: &ResourceChange) -> Result<Option<Attributes>> {
+    let ip = change.host.ok_or_else(|| ProviderError::NoHost { address: change.address.to_string() })?;
+    let before = change.before.clone().unwrap_or_default();
+    let after = change.after.clone().unwrap_or_default();
+    let attrs = match change.action {
+        Action::Delete => {
+            k.delete(cx, ip, &before).await?;
+            return Ok(None);
+        }
+        Action::Replace => {
+            k.delete(cx, ip, &before).await?;
+            k.create(cx, ip, after).await?
+        }
+        Action::Create => k.create(cx, ip, after).await?,
+        Action::Update => k.update(cx, ip, &before, after).await?,
+        Action::NoOp => return Ok(change.after.clone()),
+    };
+    Ok(Some(attrs))
+}
+
+impl Cx {
+    async fn apply(&self, change: &ResourceChange) -> Result<Option<Attributes>> {
+        let attrs = match change.kind {
+            Kind::Host => drive(&host::Host, self, change).await?,
+            Kind::Hostname => drive(&hostname::Hostname, self, change).await?,
+            Kind::Image => drive(&image::Image, self, change).await?,
+            Kind::Config => drive(&config::Config, self, change).await?,
+            Kind::Registry => drive(&registry::Registry, self, change).await?,
+            Kind::KubeadmInit => drive(&kubeadm::Init, self, change).await?,
+            Kind::KubeadmJoin => drive(&kubeadm::Join, self, change).await?,
+            Kind::Label => drive(&node_meta::Labels, self, change).await?,
+            Kind::Taint => drive(&node_meta::Taints, self, change).await?,
+            Kind::Plugin => drive(&plugin::Plugin, self, change).await?,
+            Kind::Guest => drive(&guest::Guest, self, change).await?,
+        };
+        if let Some(attrs) = &attrs {
+            self.results
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(change.address.clone(), attrs.clone());
+        }
+        Ok(attrs)
+    }
+
+    /// Appends to the host's command log (created 0600: outputs may name cluster internals).
+    fn log(&self, ip: IpAddr, line: &str) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = match logs.entry(ip) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let _ = std::fs::create_dir_all(&self.ctx.log_dir);
+                let path = self.ctx.log_dir.join(format!("{ip}.log"));
+                match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+                    Ok(f) => e.insert(f),
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = writeln!(file, "{line}");
+    }
+
+    /// Runs `command` on `ip`, logging it and its output; a non-zero exit is an error naming the host.
+    async fn run(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
+        self.log(ip, &format!("$ {command}"));
+        let out = self.remote.exec(ip, command, stdin).await?;
+        let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
+        if !stdout.is_empty() {
+            self.log(ip, &stdout);
+        }
+        if !stderr.is_empty() {
+            self.log(ip, &stderr);
+        }
+        self.log(ip, &format!("# exit {}", out.status));
+        if out.status != 0 {
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let detail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(ProviderError::Command {
+                host: ip,
+                command: command.lines().next().unwrap_or_default().to_string(),
+                status: out.status,
+                detail: detail.join(" / "),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The trimmed stdout of `command`.
+    async fn output(&self, ip: IpAddr, command: &str) -> Result<String> {
+        Ok(self.run(ip, command, b"").await?.stdout_text())
+    }
+
+    /// Whether `test_expression` (a `test` argument list) holds on `ip`.
+    async fn holds(&self, ip: IpAddr, test_expression: &str) -> Result<bool> {
+        Ok(self.output(ip, &format!("test {test_expression} && echo yes || echo no")).await? == "yes")
+    }
+
+    async fn upload(&self, ip: IpAddr, path: &str, content: &[u8], mode: u32) -> Result<()> {
+        self.log(ip, &format!("# upload {path} ({} bytes, mode {mode:o})", content.len()));
+        self.remote.upload(ip, path, content, mode).await
+    }
+
+    fn rootfs(&self) -> String {
+        format!("{}/rootfs", cluster_dir(&self.ctx.cluster))
+    }
+
+    /// The command with the image's own tools (kubeadm, kubectl) first on the PATH.
+    fn with_image_path(&self, command: &str) -> String {
+        format!("export PATH={}/bin:$PATH; {command}", quote(&self.rootfs()))
+    }
+
+    fn image(&self) -> Result<&StoredImage> {
+        self.ctx.image.as_ref().ok_or(ProviderError::NoImage)
+    }
+
+    fn known(&self, address: &Address) -> Option<Attributes> {
+        let results = self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        results.get(address).cloned().or_else(|| self.ctx.prior.get(address).cloned())
+    }
+
+    async fn node_name(&self, ip: IpAddr) -> Result<String> {
+        if let Some(name) = self.known(&Address::new(Kind::Hostname, ip.to_string())).and_then(|a| text(&a, "name")) {
+            return Ok(name);
+        }
+        self.output(ip, "hostname").await
+    }
+
+    async fn kubectl(&self, args: &str) -> Result<String> {
+        self.output(self.ctx.first_master, &self.with_image_path(&format!("kubectl {args}"))).await
+    }
+
+    /// `kubectl get ARGS -o json`, parsed.
+    async fn get<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
+        let json = self.kubectl(&format!("get {args} -o json")).await?;
+        serde_json::from_str(&json).map_err(|e| ProviderError::Unexpected {
+            host: self.ctx.first_master,
+            what: format!("kubectl get {args}"),
+            message: format!("invalid JSON: {e}"),
+        })
+    }
+
+    async fn nodes(&self) -> Result<kube::List<kube::Node>> {
+        self.get("nodes").await
+    }
+
+    /// Makes `/etc/hosts` of `ip` resolve `name` to `address`, replacing an older entry for `name`.
+    async fn hosts_entry(&self, ip: IpAddr, name: &str, address: IpAddr) -> Result<()> {
+        let line = format!("{address} {name}");
+        let (q, qn) = (quote(&line), quote(name));
+        let command = format!(
+            "grep -qxF {q} /etc/hosts || {{ sed -i \"/ {qn}\\$/d\" /etc/hosts; printf '%s\\n' {q} >> /etc/hosts; }}"
+        );
+        self.run(ip, &command, b"").await.map(|_| ())
+    }
+}
+
+impl Provider for ClusterProvider {
+    fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
+        let cx = self.0.clone();
+        Box::pin(async move { cx.apply(&change).await.map_err(Into::into) })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Building blocks of the kinds' unit tests.
+    use super::*;
+
+    pub const M1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    pub const M2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+    pub const N1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
+
+    pub fn context(image: Option<StoredImage>, log_dir: &std::path::Path) -> ClusterContext {
+        ClusterContext {
+            cluster: "c".into(),
+            first_master: M1,
+            masters: vec![M1, M2],
+            image,
+            prior: BTreeMap::new(),
+            log_dir: log_dir.to_path_buf(),
+            restore_hostnames: false,
+        }
+    }
+
+    /// A provider over `remote`, with logs in a temporary directory kept alive by the returned guard.
+    pub fn provider(remote: Arc<fake::Scripted>) -> (ClusterProvider, tempfile::TempDir) {
+        let logs = tempfile::tempdir().unwrap();
+        (ClusterProvider::new(context(None, logs.path()), remote), logs)
+    }
+
+    pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    pub fn change(
+        kind: Kind,
+        key: &str,
+        host: IpAddr,
+        action: Action,
+        before: Option<Attributes>,
+        after: Option<Attributes>,
+    ) -> Arc<ResourceChange> {
+        Arc::new(ResourceChange {
+            address: Address::new(kind, key),
+            kind,
+            host: Some(host),
+            action,
+            reason: sealer_engine::Reason::CreateBecauseNotInState,
+            before,
+            after,
+            replace_paths: vec![],
+            depends_on: vec![],
+        })
+    }
+
+    pub async fn apply(
+        p: &ClusterProvider,
+        change: Arc<ResourceChange>,
+    ) -> std::result::Result<Option<Attributes>, String> {
+        p.apply(change).await.map_err(|e| e.to_string())
+    }
+
+    pub use super::fake::Scripted;
+}

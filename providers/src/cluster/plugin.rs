@@ -1,0 +1,200 @@
+//! `plugin.NAME.PHASE.IP`: SHELL scripts, CLUSTERCHECK, ETCD snapshots and out-of-tree plugins (an
+//! executable under the image's `plugins/` that describes itself with `--config`). Plugins of the clean
+//! phases run when their resource is deleted.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use sealer_engine::{Attributes, Value};
+
+use super::remote::Result;
+use super::{text, Cx, KindProvider};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+pub struct Plugin;
+
+/// How long CLUSTERCHECK waits for every node to be Ready.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// `export NAME=VALUE; ` for the resource's env.
+pub(super) fn env_exports(after: &Attributes) -> String {
+    match after.get("env") {
+        Some(Value::Map(env)) => env.iter().map(|(k, v)| format!("export {k}={}; ", quote(v))).collect(),
+        _ => String::new(),
+    }
+}
+
+fn runs_on_delete(attrs: &Attributes) -> bool {
+    text(attrs, "runs_on").as_deref() == Some("delete")
+}
+
+impl Cx {
+    async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
+        let kind = text(after, "type").unwrap_or_default();
+        let data = text(after, "data").unwrap_or_default();
+        let prefix = format!("cd {} && {}", quote(&self.rootfs()), env_exports(after));
+        match kind.as_str() {
+            "SHELL" => {
+                self.run(ip, &self.with_image_path(&format!("{prefix}exec sh -s")), data.as_bytes()).await?;
+            }
+            "CLUSTERCHECK" => self.wait_ready().await?,
+            // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.
+            "ETCD" => {
+                self.etcd_backup(ip, after.clone()).await?;
+            }
+            other => {
+                // An out-of-tree plugin describes itself; one that does not run at this phase is refused.
+                let exe = quote(&format!("{}/plugins/{other}", self.rootfs()));
+                let phase = text(after, "phase").unwrap_or_default();
+                let described = self.output(ip, &format!("{exe} --config")).await?;
+                let bad = |message: String| ProviderError::Plugin { plugin: other.to_string(), host: ip, message };
+                let config: serde_json::Value = serde_json::from_str(&described)
+                    .map_err(|e| bad(format!("it printed no JSON for --config: {e}")))?;
+                let phases: Vec<&str> = config["phases"]
+                    .as_array()
+                    .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                if !phases.contains(&phase.as_str()) {
+                    return Err(bad(format!("it runs at {}, not at {phase}", phases.join(", "))));
+                }
+                let env = match after.get("env") {
+                    Some(Value::Map(m)) => serde_json::json!(m),
+                    _ => serde_json::json!({}),
+                };
+                let context = serde_json::json!({
+                    "cluster": self.ctx.cluster, "host": ip.to_string(), "phase": phase, "data": data, "env": env
+                });
+                self.run(ip, &self.with_image_path(&format!("{prefix}exec {exe}")), context.to_string().as_bytes())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            let nodes = self.nodes().await?;
+            let not_ready: Vec<&str> =
+                nodes.items.iter().filter(|n| !n.ready()).map(|n| n.metadata.name.as_str()).collect();
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ProviderError::NotReady { seconds: READY_WITHIN.as_secs(), nodes: not_ready.join(", ") });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl KindProvider for Plugin {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        if runs_on_delete(&after) {
+            return Ok(after);
+        }
+        if text(&after, "type").as_deref() == Some("ETCD") {
+            return cx.etcd_backup(ip, after).await;
+        }
+        cx.run_plugin(ip, &after).await?;
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        if runs_on_delete(before) {
+            cx.run_plugin(ip, before).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+
+    fn shell(runs_on: &str) -> sealer_engine::Attributes {
+        attrs([
+            ("type", Value::text("SHELL")),
+            ("data", Value::text("echo hi")),
+            ("phase", Value::text("PostInstall")),
+            ("runs_on", Value::text(runs_on)),
+            ("env", Value::Map(BTreeMap::from([("DIR".to_string(), "a b".to_string())]))),
+        ])
+    }
+
+    #[tokio::test]
+    async fn shell_scripts_run_in_the_rootfs_with_their_env() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(shell("create"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            remote.commands(M1),
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; exec sh -s"]
+        );
+    }
+
+    #[tokio::test]
+    async fn clean_phase_plugins_run_only_when_deleted() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        let key = "s.PreClean.10.0.0.2";
+        apply(&p, change(Kind::Plugin, key, M1, Action::Create, None, Some(shell("delete")))).await.unwrap();
+        assert!(remote.calls().is_empty());
+        apply(&p, change(Kind::Plugin, key, M1, Action::Delete, Some(shell("delete")), None)).await.unwrap();
+        assert_eq!(remote.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn out_of_tree_plugins_describe_themselves_and_get_their_context() {
+        let remote = Arc::new(Scripted::default().on("plugins/mine --config", r#"{"phases":["PreInit"]}"#));
+        let (p, _logs) = provider(remote.clone());
+        let after = |phase: &str| {
+            attrs([("type", Value::text("mine")), ("phase", Value::text(phase)), ("data", Value::text("x"))])
+        };
+        apply(&p, change(Kind::Plugin, "m.PreInit.10.0.0.2", M1, Action::Create, None, Some(after("PreInit"))))
+            .await
+            .unwrap();
+        let commands = remote.commands(M1);
+        assert_eq!(commands[0], "/var/lib/sealer/c/rootfs/plugins/mine --config");
+        assert!(commands[1].ends_with("exec /var/lib/sealer/c/rootfs/plugins/mine"), "{}", commands[1]);
+        let err = apply(
+            &p,
+            change(Kind::Plugin, "m.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after("PostInstall"))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err, "plugin `mine` on `10.0.0.2`: it runs at PreInit, not at PostInstall");
+    }
+
+    #[tokio::test]
+    async fn clustercheck_waits_until_every_node_is_ready() {
+        let ready =
+            r#"{"items":[{"metadata":{"name":"a"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        let remote = Arc::new(
+            Scripted::default().once("get nodes", r#"{"items":[{"metadata":{"name":"a"}}]}"#).on("get nodes", ready),
+        );
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("type", Value::text("CLUSTERCHECK"))]);
+        apply(&p, change(Kind::Plugin, "c.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        assert_eq!(remote.calls().len(), 2, "asked again after a node was not Ready");
+    }
+
+    #[tokio::test]
+    async fn a_failing_script_names_the_host_command_and_status() {
+        let remote = Arc::new(Scripted::default().fail("exec sh -s", 3, "line 1\nboom"));
+        let (p, _logs) = provider(remote);
+        let err =
+            apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(shell("create"))))
+                .await
+                .unwrap_err();
+        assert!(err.contains("on `10.0.0.2` exited with 3: line 1 / boom"), "{err}");
+    }
+}

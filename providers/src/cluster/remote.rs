@@ -1,0 +1,101 @@
+//! The one way the providers reach a host: run a command, upload a file, download a file. [`SshRemote`]
+//! does it over one SSH connection per host; unit tests script it (`fake::Scripted`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use crate::error::ProviderError;
+use crate::shell::quote;
+use crate::transport::{ExecOutput, SshSession, SshTarget};
+
+pub type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Work on hosts. `exec` returns whatever the command exited with; callers decide what a failure means.
+pub trait Remote: Send + Sync {
+    fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>>;
+    /// Writes `content` to `path` on `host` with `mode`, whole or not at all (the parent is created).
+    fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>>;
+    /// The bytes of `path` on `host`.
+    fn download<'a>(&'a self, host: IpAddr, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
+    /// The host key `host` presented (OpenSSH format), to pin in the state.
+    fn host_key(&self, host: IpAddr) -> BoxFuture<'_, Result<String>>;
+}
+
+/// [`Remote`] over SSH: one connection per host, opened at first use and shared by every kind.
+pub struct SshRemote {
+    hosts: BTreeMap<IpAddr, SshTarget>,
+    sessions: Mutex<HashMap<IpAddr, Arc<OnceCell<Arc<SshSession>>>>>,
+    timeout: Duration,
+}
+
+impl SshRemote {
+    /// `timeout` bounds every command.
+    pub fn new(hosts: BTreeMap<IpAddr, SshTarget>, timeout: Duration) -> Self {
+        SshRemote { hosts, sessions: Mutex::new(HashMap::new()), timeout }
+    }
+
+    async fn session(&self, ip: IpAddr) -> Result<Arc<SshSession>> {
+        let cell = {
+            // A poisoned map only means another task panicked while inserting: the map itself is whole.
+            let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            sessions.entry(ip).or_default().clone()
+        };
+        let target = self.hosts.get(&ip).cloned().ok_or(ProviderError::NoCredentials(ip))?;
+        cell.get_or_try_init(|| async move { Ok(Arc::new(SshSession::connect(target).await?)) }).await.cloned()
+    }
+}
+
+impl Remote for SshRemote {
+    fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
+        Box::pin(async move { Ok(self.session(host).await?.exec(command, stdin, self.timeout).await?) })
+    }
+
+    fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
+            // Created with the final mode before any byte is written, so a secret is never readable.
+            let command = format!(
+                "mkdir -p \"$(dirname {q})\" && rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} \
+                 && mv -f {tmp} {q}"
+            );
+            let out = self.exec(host, &command, content).await?;
+            if out.status != 0 {
+                return Err(ProviderError::Command {
+                    host,
+                    command: format!("upload {path}"),
+                    status: out.status,
+                    detail: out.stderr_text(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn download<'a>(&'a self, host: IpAddr, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            use base64::Engine as _;
+            // Base64 keeps binary content out of the shell framing.
+            let out = self.exec(host, &format!("base64 -w0 {}", quote(path)), b"").await?;
+            if out.status != 0 {
+                return Err(ProviderError::Command {
+                    host,
+                    command: format!("download {path}"),
+                    status: out.status,
+                    detail: out.stderr_text(),
+                });
+            }
+            base64::engine::general_purpose::STANDARD.decode(out.stdout_text().trim()).map_err(|e| {
+                ProviderError::Unexpected { host, what: format!("download of `{path}`"), message: e.to_string() }
+            })
+        })
+    }
+
+    fn host_key(&self, host: IpAddr) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move { Ok(self.session(host).await?.host_key().to_string()) })
+    }
+}
