@@ -82,23 +82,33 @@ impl fmt::Display for Address {
     }
 }
 
+/// Text that is not an address.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("`{0}` is not an address (`kind.key`)")]
+    Shape(String),
+    #[error("`{0}` is not a resource kind; expected one of {kinds}", kinds = Kind::ALL.map(Kind::as_str).join(", "))]
+    Kind(String),
+    #[error("`{0}` has no key after the kind")]
+    NoKey(String),
+}
+
 impl FromStr for Address {
-    type Err = String;
+    type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, key) = s.split_once('.').ok_or_else(|| format!("`{s}` is not an address (`kind.key`)"))?;
-        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| {
-            format!("`{kind}` is not a resource kind; expected one of {}", Kind::ALL.map(Kind::as_str).join(", "))
-        })?;
+        let (kind, key) = s.split_once('.').ok_or_else(|| AddressError::Shape(s.to_string()))?;
+        let kind =
+            Kind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| AddressError::Kind(kind.to_string()))?;
         if key.is_empty() {
-            return Err(format!("`{s}` has no key after the kind"));
+            return Err(AddressError::NoKey(s.to_string()));
         }
         Ok(Address::new(kind, key))
     }
 }
 
 impl TryFrom<String> for Address {
-    type Error = String;
+    type Error = AddressError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }

@@ -39,7 +39,10 @@ pub(crate) fn decode(
     attributes: &str,
     depends_on: &str,
 ) -> Result<StoredResource, StateError> {
-    let parsed: Address = address.parse().map_err(|m: String| StateError::Backend { message: m, source: None })?;
+    let parsed: Address = address.parse().map_err(|e: sealer_engine::AddressError| StateError::Backend {
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    })?;
     let status = match status {
         "ready" => ResourceStatus::Ready,
         "tainted" => ResourceStatus::Tainted,

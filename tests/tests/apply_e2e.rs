@@ -822,3 +822,68 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
     );
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "the removed master keeps etcd");
 }
+
+/// A cluster image rebuilt under the same tag with one changed manifest: the plan shows an in-place update
+/// of `image.*` on every host naming one changed file, and the apply brings exactly that while `/etc/hosts`,
+/// the Config files and the cluster's members stay.
+#[test]
+fn a_rebuilt_image_under_the_same_tag_updates_the_changed_file_in_place() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(2);
+    let context = site.path().join("image");
+    let copied = Command::new("cp")
+        .args(["-a", repo_root().join("examples/images/simulated-k8s").to_str().unwrap(), context.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let (master, node) = (site.ip(0), site.ip(1));
+    let clusterfile = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: e2e\nspec:\n  image: {IMAGE}\n  ssh:\n    pk: {key}\n  \
+         hosts:\n    - ips: [{master}]\n      roles: [master]\n    - ips: [{node}]\n      roles: [node]\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Config\nmetadata:\n  name: app-json\nspec:\n  path: etc/app.json\n  \
+         process: toJson\n  data: |\n    name: demo\n",
+        key = site.tb.key.display(),
+    );
+    site.write_clusterfile(&clusterfile);
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert_eq!(site.kubectl_nodes().len(), 2);
+
+    let manifest = context.join("rootfs/manifests/hello.yaml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("# rebuilt\n");
+    std::fs::write(&manifest, &text).unwrap();
+    ok(&site.sealer(&["build", "-t", IMAGE, context.to_str().unwrap()], ""));
+
+    let human = site.sealer(&["plan", "--no-color"], "");
+    let human = ok(&human);
+    let plan: Json = serde_json::from_slice(&site.sealer(&["plan", "--json"], "").stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    for ip in [&master, &node] {
+        let image = changes.iter().find(|c| c["address"] == format!("image.{ip}")).unwrap();
+        assert_eq!(image["action"], "update", "{image}");
+        let note = image["note"].as_str().unwrap();
+        assert!(note.starts_with("1 changed file(s), "), "{note}");
+        assert!(human.contains(&format!("~ image \"{ip}\"")), "{human}");
+    }
+    assert!(human.contains("# (1 changed file(s), "), "{human}");
+    assert!(
+        !changes.iter().any(|c| c["action"] == "replace" || c["action"] == "delete"),
+        "nothing is replaced: {changes:?}"
+    );
+
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    for i in 0..2 {
+        let on_host = site.tb.exec(i, "cat /var/lib/sealer/e2e/rootfs/manifests/hello.yaml");
+        assert_eq!(String::from_utf8_lossy(&on_host.stdout), text, "host {i} has the new manifest");
+        let hosts = String::from_utf8_lossy(&site.tb.exec(i, "cat /etc/hosts").stdout).into_owned();
+        assert!(hosts.contains(&format!("{master} apiserver.cluster.local")), "host {i}: {hosts}");
+        assert!(hosts.contains(&format!("{master} sea.hub")), "host {i}: {hosts}");
+        let config = site.tb.exec(i, "cat /var/lib/sealer/e2e/rootfs/etc/app.json");
+        assert!(String::from_utf8_lossy(&config.stdout).contains("\"name\": \"demo\""), "host {i}: Config file kept");
+    }
+    assert_eq!(site.kubectl_nodes().len(), 2, "both members stay");
+    let again = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+}

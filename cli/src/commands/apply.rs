@@ -28,6 +28,9 @@ pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outc
         restore_hostname: args.restore_hostname,
         parallelism: args.parallelism,
     };
+    if !destroy && ctx.ws.images().get(&cf.cluster.image).is_err() {
+        println!("image `{}` is not in the local store: pulling it", cf.cluster.image);
+    }
     let mut session = Session::begin(&ctx.ws, &cf, request, TransferBar::for_stdout().as_ref())?;
     if let Some(pulled) = &session.pulled {
         println!(

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use sealer_engine::{Kind, Value};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::oci::{self, RegistryOptions};
 use sealer_providers::image::store::ImageStore;
@@ -85,22 +84,8 @@ pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Refuses to remove an image a cluster in the state was installed from, unless `--force`.
 pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
-    if !args.force {
-        if let Some(state) = ctx.ws.state.open_read_only()? {
-            for cluster in state.clusters()? {
-                let Some(s) = state.load(&cluster)? else { continue };
-                let uses = s.resources.values().any(|r| {
-                    r.address.kind == Kind::Image && r.attributes.get("image") == Some(&Value::Text(args.name.clone()))
-                });
-                if uses {
-                    bail!("image `{}` is in use by cluster `{cluster}`; remove it with --force", args.name);
-                }
-            }
-        }
-    }
-    ImageStore::new(&sealer_home()).remove(&args.name)?;
+    ops::images::remove(&ctx.ws, &args.name, args.force)?;
     println!("removed {}", args.name);
     Ok(Outcome::Ok)
 }

@@ -1,6 +1,7 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context as _};
+use sealer_cli::ops;
 use sealer_engine::{Address, StateStore};
 use sealer_state::StateLocation;
 
@@ -38,7 +39,7 @@ pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
 }
 
 pub fn show(ctx: &Context, args: StateShowArgs) -> anyhow::Result<Outcome> {
-    let address: Address = args.address.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let address: Address = args.address.parse()?;
     let store = open(&ctx.ws.state)?;
     let name = cluster(ctx, store.as_ref(), &args.cluster)?;
     let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
@@ -75,58 +76,21 @@ pub fn force_unlock(ctx: &Context, args: ForceUnlockArgs) -> anyhow::Result<Outc
     Ok(Outcome::Ok)
 }
 
-/// Copies every cluster (or one) to another backend under both locks, keeping lineage and serial so that
-/// saved plans and other working copies stay valid; the source is left as it was.
+/// Copies every cluster (or one) to another backend, leaving the source as it was.
 pub fn migrate(ctx: &Context, args: StateMigrateArgs) -> anyhow::Result<Outcome> {
-    let target_location = StateLocation::parse(&args.to);
-    if target_location == ctx.ws.state {
-        bail!("`--to {target_location}` is the state itself");
+    let target = StateLocation::parse(&args.to);
+    for (name, serial) in ops::state::migrate(&ctx.ws, &target, args.cluster.as_deref())? {
+        println!("Migrated cluster `{name}` (serial {serial}) from {} to {target}", ctx.ws.state);
     }
-    let mut source = match ctx.ws.state.open_read_only()? {
-        Some(_) => ctx.ws.state.open()?,
-        None => bail!("no state at `{}`: nothing to migrate", ctx.ws.state),
-    };
-    let clusters = match &args.cluster {
-        Some(name) => vec![name.clone()],
-        None => source.clusters()?,
-    };
-    if clusters.is_empty() {
-        bail!("the state `{}` holds no cluster", ctx.ws.state);
-    }
-    let mut target = target_location.open()?;
-    let command = sealer_cli::ops::command_line();
-    for name in &clusters {
-        let source_lock = source.lock(name, &sealer_cli::ops::who(), std::process::id(), &command)?;
-        let copied = copy_cluster(source.as_ref(), target.as_mut(), name, &command);
-        source.unlock(&source_lock)?;
-        let serial = copied.with_context(|| format!("cluster `{name}` was not migrated"))?;
-        println!("Migrated cluster `{name}` (serial {serial}) from {} to {target_location}", ctx.ws.state);
-    }
-    println!("Use `--state {target_location}` (or SEALER_STATE) from now on; the old state was left unchanged.");
+    println!("Use `--state {target}` (or SEALER_STATE) from now on; the old state was left unchanged.");
     Ok(Outcome::Ok)
-}
-
-fn copy_cluster(
-    source: &dyn StateStore,
-    target: &mut dyn StateStore,
-    name: &str,
-    command: &str,
-) -> anyhow::Result<u64> {
-    let state = source.load(name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
-    let history = source.history(name)?;
-    let lock = target.lock(name, &sealer_cli::ops::who(), std::process::id(), command)?;
-    let imported = target.import(&lock, &state, &history);
-    target.unlock(&lock)?;
-    imported?;
-    Ok(state.serial)
 }
 
 /// Rebuilds the local state of the Clusterfile's cluster from the copy kept in the cluster.
 pub fn pull(ctx: &Context, args: StatePullArgs) -> anyhow::Result<Outcome> {
     let cf = super::load_clusterfile(&args.file)?;
     let ip = args.from_cluster;
-    let state =
-        sealer_cli::ops::state_pull::pull(&ctx.ws, &cf, ip).with_context(|| format!("in `{}`", args.file.display()))?;
+    let state = ops::state::pull(&ctx.ws, &cf, ip).with_context(|| format!("in `{}`", args.file.display()))?;
     println!(
         "Pulled the state of cluster `{}` (serial {}, {} resources) from {ip} into {}",
         state.cluster,

@@ -128,3 +128,22 @@ pub fn build(
     }
     Ok(store.commit(&work, config, progress)?)
 }
+
+/// Removes `name` from the local store; an image a cluster in the state was installed from is refused
+/// unless `force`.
+pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
+    if !force {
+        if let Some(state) = ws.state.open_read_only()? {
+            for cluster in state.clusters()? {
+                let Some(s) = state.load(&cluster)? else { continue };
+                let uses = s.resources.values().any(|r| {
+                    r.address.kind == Kind::Image && r.attributes.get("image") == Some(&Value::Text(name.to_string()))
+                });
+                if uses {
+                    anyhow::bail!("image `{name}` is in use by cluster `{cluster}`; remove it with --force");
+                }
+            }
+        }
+    }
+    Ok(ws.images().remove(name)?)
+}

@@ -1,4 +1,4 @@
-//! Operations: plan, apply (and destroy), refresh, state pull, image build and pull. Each takes a
+//! Operations: plan, apply (and destroy), refresh, state pull and migrate, image build, pull and removal. Each takes a
 //! [`Workspace`] and plain inputs and returns plain data; none prints (progress goes through the
 //! `Reporter` and `TransferProgress` traits the caller passes).
 
@@ -6,7 +6,7 @@ pub mod apply;
 pub mod hosts;
 pub mod images;
 pub mod plan;
-pub mod state_pull;
+pub mod state;
 
 use std::path::PathBuf;
 

@@ -790,27 +790,40 @@ fn resolve_labels(
     out
 }
 
+/// What is wrong with a taint of a TAINT plugin's data.
+#[derive(Debug, thiserror::Error)]
+enum TaintProblem {
+    #[error("expected `key=value:Effect` or `key:Effect-`")]
+    Shape,
+    #[error("unknown taint effect `{0}`; expected NoSchedule, PreferNoSchedule or NoExecute")]
+    Effect(String),
+    #[error("invalid taint key `{key}`: {problem}")]
+    Key { key: String, problem: String },
+    #[error("invalid taint value: {0}")]
+    Value(String),
+}
+
 /// `key=value:Effect`, `key:Effect`, and with a trailing `-` the removal of such a taint.
-fn parse_taint(spec: &str) -> Result<(Taint, bool), String> {
+fn parse_taint(spec: &str) -> Result<(Taint, bool), TaintProblem> {
     let (spec, remove) = match spec.strip_suffix('-') {
         Some(s) => (s, true),
         None => (spec, false),
     };
     let Some((kv, effect)) = spec.rsplit_once(':') else {
-        return Err("expected `key=value:Effect` or `key:Effect-`".into());
+        return Err(TaintProblem::Shape);
     };
     let Some(effect) = TaintEffect::from_name(effect) else {
-        return Err(format!("unknown taint effect `{effect}`; expected NoSchedule, PreferNoSchedule or NoExecute"));
+        return Err(TaintProblem::Effect(effect.to_string()));
     };
     let (key, value) = match kv.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (kv, None),
     };
     if let Some(problem) = rules::label_key_problem(key) {
-        return Err(format!("invalid taint key `{key}`: {problem}"));
+        return Err(TaintProblem::Key { key: key.to_string(), problem: problem.to_string() });
     }
     if let Some(problem) = value.as_deref().and_then(rules::label_value_problem) {
-        return Err(format!("invalid taint value: {problem}"));
+        return Err(TaintProblem::Value(problem.to_string()));
     }
     Ok((Taint { key: key.to_string(), value, effect }, remove))
 }

@@ -106,9 +106,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, _logs) = provider(remote.clone());
         let after = attrs([("type", Value::text("ETCD")), ("data", Value::text(dir.path().display().to_string()))]);
-        let err = apply(&p, change(Kind::Plugin, "e.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after)))
-            .await
-            .unwrap_err();
+        let err =
+            failure(&p, change(Kind::Plugin, "e.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after))).await;
         assert!(err.contains("the host computed 0000: not kept"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(remote.commands(M1).last().unwrap().starts_with("rm -f "), "the host copy goes even then");

@@ -94,8 +94,7 @@ mod tests {
         let remote = Arc::new(Scripted::default().on("hostname", "stubborn"));
         let (p, _logs) = provider(remote);
         let after = attrs([("name", Value::text("master-0"))]);
-        let err =
-            apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap_err();
+        let err = failure(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await;
         assert_eq!(err, "the hostname of `10.0.0.2` is `stubborn` after setting `master-0`");
     }
 

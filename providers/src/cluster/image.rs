@@ -172,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn no_image_in_the_store_is_a_clear_error() {
         let (p, _logs) = provider(Arc::new(Scripted::default()));
-        let err = apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(attrs([])))).await;
-        assert_eq!(err.unwrap_err(), "the cluster image is not in the local store");
+        let err = failure(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(attrs([])))).await;
+        assert_eq!(err, "the cluster image is not in the local store");
     }
 }

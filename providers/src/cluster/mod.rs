@@ -405,8 +405,16 @@ pub(crate) mod testing {
     pub async fn apply(
         p: &ClusterProvider,
         change: Arc<ResourceChange>,
-    ) -> std::result::Result<Option<Attributes>, String> {
-        p.apply(change).await.map_err(|e| e.to_string())
+    ) -> std::result::Result<Option<Attributes>, sealer_engine::BoxError> {
+        p.apply(change).await
+    }
+
+    /// The message of a change that must fail.
+    pub async fn failure(p: &ClusterProvider, change: Arc<ResourceChange>) -> String {
+        match p.apply(change).await {
+            Ok(_) => panic!("the change succeeded"),
+            Err(e) => e.to_string(),
+        }
     }
 
     pub use super::fake::Scripted;

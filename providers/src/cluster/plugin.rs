@@ -170,7 +170,8 @@ mod tests {
             change(Kind::Plugin, "m.PostInstall.10.0.0.2", M1, Action::Create, None, Some(after("PostInstall"))),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "plugin `mine` on `10.0.0.2`: it runs at PreInit, not at PostInstall");
     }
 
@@ -194,7 +195,8 @@ mod tests {
         let err =
             apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(shell("create"))))
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("on `10.0.0.2` exited with 3: line 1 / boom"), "{err}");
     }
 }

@@ -170,20 +170,29 @@ fn helm_available() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("helm").is_file()))
 }
 
+/// Why `helm template` gave nothing to read.
+#[derive(Debug, thiserror::Error)]
+enum HelmError {
+    #[error("cannot run helm: {0}")]
+    Run(#[source] std::io::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// `helm template` of a chart directory: `None` when helm is not on PATH.
-fn helm_template(chart: &Path) -> Option<Result<String, String>> {
+fn helm_template(chart: &Path) -> Option<Result<String, HelmError>> {
     if !helm_available() {
         return None;
     }
     let name = chart.file_name().and_then(|n| n.to_str()).unwrap_or("chart");
     let out = match std::process::Command::new("helm").arg("template").arg(name).arg(chart).output() {
         Ok(out) => out,
-        Err(e) => return Some(Err(e.to_string())),
+        Err(e) => return Some(Err(HelmError::Run(e))),
     };
     Some(if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(HelmError::Failed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     })
 }
 

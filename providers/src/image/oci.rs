@@ -148,8 +148,27 @@ fn image_config(name: &str, oci: &serde_json::Value) -> ImageConfig {
     }
 }
 
+/// Why a layer could not be brought into the store.
+#[derive(Debug, thiserror::Error)]
+enum LayerError {
+    #[error("cannot run tar: {0}")]
+    Tar(#[source] std::io::Error),
+    #[error("the layer does not unpack: {0}")]
+    Unpack(String),
+    #[error("pull of {digest}: {message}")]
+    Pull { digest: String, message: String },
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("layer {expected} arrived with digest {actual}: refused (damaged or tampered)")]
+    Digest { expected: String, actual: String },
+}
+
 /// Unpacks a tar layer into `dir`.
-fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), String> {
+fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), LayerError> {
     let mut child = std::process::Command::new("tar")
         .args(if gzip { ["-xzf", "-"] } else { ["-xf", "-"] })
         .arg("-C")
@@ -157,11 +176,11 @@ fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), String> {
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
+        .map_err(LayerError::Tar)?;
     let written = child.stdin.take().map(|mut i| i.write_all(data));
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(LayerError::Tar)?;
     if !out.status.success() || !matches!(written, Some(Ok(()))) {
-        return Err(format!("the layer does not unpack: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(LayerError::Unpack(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(())
 }
@@ -306,9 +325,9 @@ pub async fn pull(
             resumed_bytes += resumed;
             unpack(&data, gzip, &work.join("rootfs"))
         });
-        if let Err(message) = unpacked {
+        if let Err(e) = unpacked {
             store.discard(&work);
-            return Err(refused(message));
+            return Err(refused(e.to_string()));
         }
         partials.push(partial);
     }
@@ -328,10 +347,11 @@ async fn fetch_blob(
     layer: &OciDescriptor,
     partial: &Path,
     progress: &dyn TransferProgress,
-) -> Result<(Vec<u8>, u64), String> {
+) -> Result<(Vec<u8>, u64), LayerError> {
     use futures_util::StreamExt as _;
     use std::io::Seek as _;
-    let io = |e: std::io::Error| format!("cannot write `{}`: {e}", partial.display());
+    let io = |source| LayerError::Write { path: partial.display().to_string(), source };
+    let pull = |e: &dyn std::fmt::Display| LayerError::Pull { digest: layer.digest.clone(), message: e.to_string() };
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let total = u64::try_from(layer.size).unwrap_or(0);
     let response = if have > 0 && have < total {
@@ -339,7 +359,7 @@ async fn fetch_blob(
     } else {
         client.pull_blob_stream(reference, layer).await.map(BlobResponse::Full)
     }
-    .map_err(|e| format!("pull of {}: {e}", layer.digest))?;
+    .map_err(|e| pull(&e))?;
     let (mut stream, resumed) = match response {
         BlobResponse::Partial(s) => (s.stream, have),
         BlobResponse::Full(s) => (s.stream, 0),
@@ -356,7 +376,7 @@ async fn fetch_blob(
             Ok(chunk) => chunk,
             Err(e) => {
                 let _ = std::fs::remove_file(partial);
-                return Err(format!("pull of {}: {e}", layer.digest));
+                return Err(pull(&e));
             }
         };
         file.write_all(&chunk).map_err(io)?;
@@ -367,7 +387,7 @@ async fn fetch_blob(
     let digest = format!("sha256:{:x}", Sha256::digest(&data));
     if digest != layer.digest {
         let _ = std::fs::remove_file(partial);
-        return Err(format!("layer {} arrived with digest {digest}: refused (damaged or tampered)", layer.digest));
+        return Err(LayerError::Digest { expected: layer.digest.clone(), actual: digest });
     }
     progress.finish(&layer.digest, false);
     Ok((data, resumed))

@@ -32,7 +32,25 @@ pub struct Uploader<'a> {
     pub chunk: usize,
 }
 
-type Result<T> = std::result::Result<T, String>;
+/// Why an upload failed: the connection, or an answer the protocol does not allow.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{step}: {source}")]
+    Http {
+        step: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{step}: {answer}")]
+    Refused { step: String, answer: String },
+}
+
+type Result<T> = std::result::Result<T, UploadError>;
+
+fn http(step: impl Into<String>) -> impl FnOnce(reqwest::Error) -> UploadError {
+    let step = step.into();
+    move |source| UploadError::Http { step, source }
+}
 
 impl Uploader<'_> {
     fn session_path(&self, digest: &str) -> PathBuf {
@@ -57,12 +75,12 @@ impl Uploader<'_> {
     }
 
     fn location_of(&self, response: &reqwest::Response) -> Result<String> {
-        response
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .map(|l| self.absolute(l))
-            .ok_or_else(|| format!("the registry answered {} without a Location", response.status()))
+        response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).map(|l| self.absolute(l)).ok_or_else(|| {
+            UploadError::Refused {
+                step: "the registry's answer".into(),
+                answer: format!("{} without a Location", response.status()),
+            }
+        })
     }
 
     /// Bytes the registry holds for the session at `location` (its `Range: 0-LAST`), `None` when the
@@ -101,9 +119,9 @@ impl Uploader<'_> {
             .header(CONTENT_LENGTH, 0)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http("starting an upload"))?;
         if response.status() != StatusCode::ACCEPTED {
-            return Err(format!("starting an upload: {}", describe(response).await));
+            return Err(UploadError::Refused { step: "starting an upload".into(), answer: describe(response).await });
         }
         let session = Session { digest: digest.to_string(), location: self.location_of(&response)?, offset: 0 };
         self.save(&session);
@@ -124,9 +142,10 @@ impl Uploader<'_> {
             .body(data[start..end].to_vec())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http(format!("sending bytes {start}-{}", end - 1)))?;
         if response.status() != StatusCode::ACCEPTED {
-            return Err(format!("sending bytes {start}-{}: {}", end - 1, describe(response).await));
+            let step = format!("sending bytes {start}-{}", end - 1);
+            return Err(UploadError::Refused { step, answer: describe(response).await });
         }
         session.location = self.location_of(&response)?;
         session.offset = end as u64;
@@ -170,11 +189,14 @@ impl Uploader<'_> {
             .header(CONTENT_LENGTH, 0)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http("completing the upload"))?;
         if response.status() != StatusCode::CREATED {
             // A session whose content the registry refuses is of no use to a re-run.
             let _ = std::fs::remove_file(self.session_path(digest));
-            return Err(format!("completing the upload: {}", describe(response).await));
+            return Err(UploadError::Refused {
+                step: "completing the upload".into(),
+                answer: describe(response).await,
+            });
         }
         let _ = std::fs::remove_file(self.session_path(digest));
         Ok(resumption)

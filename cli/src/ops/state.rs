@@ -1,0 +1,93 @@
+//! State operations beyond apply: `state pull --from-cluster` (a lost local state rebuilt from the copy
+//! kept in the cluster) and `state migrate` (to another backend), both keeping lineage and serial, so that
+//! saved plans and other working copies stay valid.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context as _};
+use sealer_engine::clusterfile::Role;
+use sealer_engine::{Clusterfile, State, StateStore};
+use sealer_providers::cluster::STATE_CONFIGMAP;
+use sealer_state::StateLocation;
+
+use super::Workspace;
+
+/// Imports the state kept by the cluster whose master is `ip`; returns it as imported.
+pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<State> {
+    let name = cf.cluster.name.clone();
+    if !cf.cluster.hosts.iter().any(|h| h.ip == ip && h.role == Role::Master) {
+        bail!("`{ip}` is not a master of cluster `{name}`: the state copy is read with kubectl on a master");
+    }
+    if let Some(store) = ws.state.open_read_only()? {
+        if store.load(&name)?.is_some() {
+            bail!("the state `{}` already holds cluster `{name}`: pull only rebuilds a lost state", ws.state);
+        }
+    }
+    let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
+    let provider = super::hosts::api_provider(ws, cf, &State::empty(&name), false, ip, log_dir.clone())?;
+    let read = super::runtime()?.block_on(provider.published_state());
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let json =
+        read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
+    let state: State = serde_json::from_str(&json)
+        .with_context(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}` is not a sealer state"))?;
+    if state.cluster != name {
+        bail!(
+            "the cluster at `{ip}` keeps the state of cluster `{}`, the Clusterfile declares `{name}`",
+            state.cluster
+        );
+    }
+    let mut store = ws.state.open()?;
+    let lock = store.lock(&name, &super::who(), std::process::id(), &super::command_line())?;
+    let imported = store
+        .import(&lock, &state, &[])
+        .and_then(|()| store.record_history(&lock, &format!("state pulled from the cluster at {ip}")));
+    store.unlock(&lock)?;
+    imported?;
+    Ok(state)
+}
+
+/// Copies every cluster of the workspace's state (or `only`) to `target` under both locks; returns each
+/// cluster's name and serial. The source is left as it was.
+pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
+    if *target == ws.state {
+        bail!("`--to {target}` is the state itself");
+    }
+    let mut source = match ws.state.open_read_only()? {
+        Some(_) => ws.state.open()?,
+        None => bail!("no state at `{}`: nothing to migrate", ws.state),
+    };
+    let clusters = match only {
+        Some(name) => vec![name.to_string()],
+        None => source.clusters()?,
+    };
+    if clusters.is_empty() {
+        bail!("the state `{}` holds no cluster", ws.state);
+    }
+    let mut target = target.open()?;
+    let command = super::command_line();
+    let mut migrated = Vec::new();
+    for name in clusters {
+        let source_lock = source.lock(&name, &super::who(), std::process::id(), &command)?;
+        let copied = copy_cluster(source.as_ref(), target.as_mut(), &name, &command);
+        source.unlock(&source_lock)?;
+        let serial = copied.with_context(|| format!("cluster `{name}` was not migrated"))?;
+        migrated.push((name, serial));
+    }
+    Ok(migrated)
+}
+
+fn copy_cluster(
+    source: &dyn StateStore,
+    target: &mut dyn StateStore,
+    name: &str,
+    command: &str,
+) -> anyhow::Result<u64> {
+    let state = source.load(name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
+    let history = source.history(name)?;
+    let lock = target.lock(name, &super::who(), std::process::id(), command)?;
+    let imported = target.import(&lock, &state, &history);
+    target.unlock(&lock)?;
+    imported?;
+    Ok(state.serial)
+}
