@@ -86,6 +86,9 @@ pub struct PlanArgs {
     /// Only show what changed on the hosts outside of sealer (the state update a refresh would make)
     #[arg(long, conflicts_with_all = ["destroy", "targets"])]
     pub refresh_only: bool,
+    /// In a Kubernetes upgrade, how many nodes are drained and upgraded at once (masters: one at a time)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_unavailable: u16,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +194,9 @@ pub struct ApplyArgs {
     /// Hosts that leave the cluster get back the hostname they had before sealer set one
     #[arg(long)]
     pub restore_hostname: bool,
+    /// In a Kubernetes upgrade, how many nodes are drained and upgraded at once (masters: one at a time)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_unavailable: u16,
 }
 
 #[derive(Debug, Args)]

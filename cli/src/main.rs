@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 refresh_only: false,
                 force: false,
                 restore_hostname: a.restore_hostname,
+                max_unavailable: 1,
             },
             true,
         ),

@@ -198,12 +198,15 @@ impl Compiler<'_> {
     fn joins(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
         let join_config = kubeadm::join_config(cf, self.image_kubeadm);
+        let version = kubeadm::kubernetes_version(cf, self.image_kubeadm);
         let mut last_master = address(Kind::KubeadmInit, first);
         for role in [Role::Master, Role::Node] {
             for host in cf.cluster.hosts.iter().filter(|h| h.role == role && h.ip != first) {
                 let mut a = attrs([
                     ("role", Value::text(role.as_str())),
                     ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
+                    // A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
+                    ("kubernetes_version", Value::text(&version)),
                 ]);
                 if let Some(config) = &join_config {
                     a.insert("config".into(), Value::text(config));

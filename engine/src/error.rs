@@ -23,6 +23,8 @@ pub enum PlanError {
     OtherLineage(String),
     #[error("saved plan is stale: the state moved from serial {planned} to {now} since it was made; plan again")]
     Stale { planned: u64, now: u64 },
+    #[error("`{address}` cannot go from Kubernetes {from} to {to}: {why}")]
+    Upgrade { address: String, from: String, to: String, why: crate::kubeadm::UpgradeRefusal },
 }
 
 #[derive(Debug, Error)]

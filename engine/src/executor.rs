@@ -164,6 +164,8 @@ impl Executor {
             ready.extend(held_deletes.drain(..));
         }
         let semaphore = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        // Upgrade steps drain their host: at most `max_unavailable` at once, whatever the parallelism.
+        let rolling = Arc::new(Semaphore::new(plan.rollout.as_ref().map_or(1, |r| r.max_unavailable.max(1))));
         let mut running: JoinSet<(usize, Result<Option<Attributes>, BoxError>, Duration)> = JoinSet::new();
         let mut stopped = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -178,7 +180,14 @@ impl Executor {
                 let provider = provider.clone();
                 let semaphore = semaphore.clone();
                 let reporter = reporter.clone();
+                let rolling =
+                    plan.rollout.as_ref().is_some_and(|r| r.contains(&change.address)).then(|| rolling.clone());
                 let handle = running.spawn(async move {
+                    // The rollout's permit first, so that waiting steps hold no general permit.
+                    let _rolling = match rolling {
+                        Some(r) => Some(r.acquire_owned().await),
+                        None => None,
+                    };
                     let _permit = semaphore.acquire_owned().await;
                     reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
                     let started = Instant::now();
@@ -533,5 +542,33 @@ mod tests {
         assert_eq!(recorded, [("slow".to_string(), true)], "abandoned after it started: tainted, never done");
         assert_eq!(report.outcomes[&Address::new(Kind::Host, "slow")], NodeOutcome::Cancelled);
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upgrade_steps_run_at_most_max_unavailable_at_once() {
+        for max_unavailable in [1, 2] {
+            let changes: Vec<ResourceChange> = (0..6).map(|i| change(&i.to_string(), Action::Update, &[])).collect();
+            let steps = changes[..4]
+                .iter()
+                .map(|c| crate::plan::RolloutStep { address: c.address.clone(), from: "v1".into(), to: "v2".into() })
+                .collect();
+            let mut p = plan(changes);
+            p.rollout = Some(crate::plan::Rollout { steps, max_unavailable });
+            let fake = Arc::new(Fake::default());
+            let (report, _) = run(&p, fake.clone(), 10, CancelFlag::default()).await;
+            assert!(report.succeeded());
+            let log = fake.log.lock().unwrap().clone();
+            // The four steps overlap at most `max_unavailable` deep; the two others are free.
+            let mut running = 0usize;
+            let mut peak = 0usize;
+            for line in &log {
+                let key: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+                if key < 4 {
+                    running = if line.starts_with("start") { running + 1 } else { running - 1 };
+                    peak = peak.max(running);
+                }
+            }
+            assert_eq!(peak, max_unavailable, "{log:?}");
+        }
     }
 }

@@ -75,6 +75,61 @@ pub fn kubernetes_version(cf: &Clusterfile, image: &[KubeadmDocument]) -> String
     }
 }
 
+/// Why kubeadm would refuse to take a cluster from one version to another.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeRefusal {
+    #[error("`{0}` is not a Kubernetes version (vMAJOR.MINOR.PATCH)")]
+    NotAVersion(String),
+    #[error("a downgrade: kubeadm does not downgrade a cluster")]
+    Downgrade,
+    #[error("kubeadm upgrades one minor version at a time: go to v{major}.{next} first")]
+    SkipsMinor { major: u32, next: u32 },
+    #[error("kubeadm does not upgrade across major versions")]
+    Major,
+}
+
+/// kubeadm's rules for `from` → `to`: no downgrade, no minor version skipped.
+pub fn check_upgrade(from: &str, to: &str) -> Result<(), UpgradeRefusal> {
+    let parse = |v: &str| full_version(v).ok_or_else(|| UpgradeRefusal::NotAVersion(v.to_string()));
+    let (old, new) = (parse(from)?, parse(to)?);
+    if new < old {
+        return Err(UpgradeRefusal::Downgrade);
+    }
+    if new.0 != old.0 {
+        return Err(UpgradeRefusal::Major);
+    }
+    if new.1 > old.1 + 1 {
+        return Err(UpgradeRefusal::SkipsMinor { major: old.0, next: old.1 + 1 });
+    }
+    Ok(())
+}
+
+/// `(major, minor, patch)` of `v1.22.15` (a pre-release suffix of the patch is ignored).
+fn full_version(v: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = v.strip_prefix('v')?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next()?.split(['-', '+']).next()?.parse().ok()?;
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
+/// Whether two merged configurations differ in more than the Kubernetes version (which an upgrade
+/// changes through kubeadm, not through reconfiguration).
+pub fn differs_beyond_version(a: &str, b: &str) -> bool {
+    let without_version = |text: &str| -> Vec<Value> {
+        serde_yaml::Deserializer::from_str(text)
+            .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
+            .map(|mut v| {
+                if let Value::Mapping(m) = &mut v {
+                    m.remove("kubernetesVersion");
+                }
+                v
+            })
+            .collect()
+    };
+    without_version(a) != without_version(b)
+}
+
 /// `(major, minor)` of `v1.22.15`.
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.strip_prefix('v')?.split('.');
@@ -300,5 +355,33 @@ mod tests {
         assert_eq!(kubeadm_api_version("v1.21.3"), "kubeadm.k8s.io/v1beta2");
         assert_eq!(kubeadm_api_version("v1.22.0"), "kubeadm.k8s.io/v1beta3");
         assert_eq!(kubeadm_api_version("v1.28.1"), "kubeadm.k8s.io/v1beta3");
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    #[test]
+    fn kubeadm_upgrades_one_minor_version_at_a_time_and_never_down() {
+        assert_eq!(check_upgrade("v1.22.15", "v1.23.0"), Ok(()));
+        assert_eq!(check_upgrade("v1.22.1", "v1.22.15"), Ok(()));
+        assert_eq!(check_upgrade("v1.22.15", "v1.22.15"), Ok(()));
+        assert_eq!(check_upgrade("v1.22.15", "v1.24.0"), Err(UpgradeRefusal::SkipsMinor { major: 1, next: 23 }));
+        assert_eq!(check_upgrade("v1.23.0", "v1.22.15"), Err(UpgradeRefusal::Downgrade));
+        assert_eq!(check_upgrade("v1.22.15", "v2.0.0"), Err(UpgradeRefusal::Major));
+        assert_eq!(check_upgrade("latest", "v1.23.0"), Err(UpgradeRefusal::NotAVersion("latest".into())));
+        assert_eq!(
+            check_upgrade("v1.22.15", "v1.24.0").unwrap_err().to_string(),
+            "kubeadm upgrades one minor version at a time: go to v1.23 first"
+        );
+    }
+
+    #[test]
+    fn only_the_version_changing_is_not_a_reconfiguration() {
+        let a = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nkubernetesVersion: v1.22.15\nclusterName: x\n";
+        let b = a.replace("v1.22.15", "v1.23.0");
+        assert!(!differs_beyond_version(a, &b));
+        assert!(differs_beyond_version(a, &b.replace("clusterName: x", "clusterName: y")));
     }
 }

@@ -25,7 +25,7 @@ pub use executor::{
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{
     dangerous_removals, decide_action, plan, refresh_only_plan, Action, Decision, Plan, PlanOptions, Reason,
-    ResourceChange, Summary, PLAN_FORMAT_VERSION,
+    ResourceChange, Rollout, RolloutStep, Summary, PLAN_FORMAT_VERSION,
 };
 pub use resource::{Address, AddressError, Attributes, Kind, Resource, Value};
 pub use state::{HistoryEntry, LockInfo, RecordedLogin, ResourceStatus, State, StateStore, StoredResource};

@@ -101,6 +101,9 @@ pub struct Plan {
     /// new image digest changes), shown beside them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notes: BTreeMap<Address, String>,
+    /// A Kubernetes upgrade among the changes, and the order its steps run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 impl Plan {
@@ -116,6 +119,7 @@ impl Plan {
             targets: Vec::new(),
             changes,
             notes: BTreeMap::new(),
+            rollout: None,
         }
     }
 
@@ -159,6 +163,58 @@ pub struct PlanOptions {
     pub targets: Vec<Address>,
     /// Plan the deletion of everything in the state.
     pub destroy: bool,
+    /// Nodes upgraded at once in a Kubernetes upgrade (0 counts as 1); masters go one at a time.
+    pub max_unavailable: usize,
+}
+
+/// One member's step of a Kubernetes upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStep {
+    /// `kubeadm-init.IP` (`kubeadm upgrade apply`) or `kubeadm-join.IP` (`kubeadm upgrade node`).
+    pub address: Address,
+    pub from: String,
+    pub to: String,
+}
+
+/// A change of Kubernetes version, rolled out member by member: the first master, the other masters one
+/// at a time, then the nodes, at most `max_unavailable` of them drained at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// In the order they run.
+    pub steps: Vec<RolloutStep>,
+    pub max_unavailable: usize,
+}
+
+impl Rollout {
+    /// The upgrade steps among `changes` (in their order), each checked against kubeadm's rules.
+    fn of(changes: &[ResourceChange], max_unavailable: usize) -> Result<Option<Rollout>, PlanError> {
+        let version = |a: &Option<Attributes>| match a.as_ref().and_then(|a| a.get("kubernetes_version")) {
+            Some(Value::Text(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let mut steps = Vec::new();
+        for c in changes {
+            if c.action != Action::Update || !matches!(c.kind, Kind::KubeadmInit | Kind::KubeadmJoin) {
+                continue;
+            }
+            let (Some(from), Some(to)) = (version(&c.before), version(&c.after)) else { continue };
+            if from == to {
+                continue;
+            }
+            crate::kubeadm::check_upgrade(&from, &to).map_err(|why| PlanError::Upgrade {
+                address: c.address.to_string(),
+                from: from.clone(),
+                to: to.clone(),
+                why,
+            })?;
+            steps.push(RolloutStep { address: c.address.clone(), from, to });
+        }
+        Ok((!steps.is_empty()).then(|| Rollout { steps, max_unavailable: max_unavailable.max(1) }))
+    }
+
+    pub fn contains(&self, address: &Address) -> bool {
+        self.steps.iter().any(|s| s.address == *address)
+    }
 }
 
 /// The decision for one address: what to do, why, and which attributes force a replacement.
@@ -321,7 +377,8 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
             depends_on: stored.depends_on.clone(),
         });
     }
-    Ok(Plan { destroy: options.destroy, targets: options.targets.clone(), ..Plan::against(state, changes) })
+    let rollout = Rollout::of(&changes, options.max_unavailable)?;
+    Ok(Plan { destroy: options.destroy, targets: options.targets.clone(), rollout, ..Plan::against(state, changes) })
 }
 
 /// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
@@ -532,5 +589,33 @@ mod tests {
         );
         let fresh = Plan::against(&State::empty("c"), vec![]);
         assert_eq!(fresh.check_applicable(&State::empty("c")), Ok(()), "a plan for a new state");
+    }
+
+    #[test]
+    fn version_changes_of_members_are_a_rollout_checked_against_kubeadm() {
+        let member = |kind: Kind, ip: &str, from: &str, to: &str| ResourceChange {
+            address: Address::new(kind, ip),
+            kind,
+            host: ip.parse().ok(),
+            action: Action::Update,
+            reason: Reason::UpdateBecauseAttributesChanged,
+            before: Some(attributes(&[("kubernetes_version", Value::text(from))])),
+            after: Some(attributes(&[("kubernetes_version", Value::text(to))])),
+            replace_paths: vec![],
+            depends_on: vec![],
+        };
+        let changes = vec![
+            member(Kind::KubeadmInit, "10.0.0.2", "v1.22.15", "v1.23.0"),
+            member(Kind::KubeadmJoin, "10.0.0.3", "v1.22.15", "v1.23.0"),
+            member(Kind::KubeadmJoin, "10.0.0.4", "v1.23.0", "v1.23.0"),
+            member(Kind::Label, "10.0.0.5", "v1.22.15", "v1.23.0"),
+        ];
+        let rollout = Rollout::of(&changes, 0).unwrap().unwrap();
+        let order: Vec<String> = rollout.steps.iter().map(|s| s.address.to_string()).collect();
+        assert_eq!(order, ["kubeadm-init.10.0.0.2", "kubeadm-join.10.0.0.3"], "members whose version changes");
+        assert_eq!(rollout.max_unavailable, 1);
+        let skip = vec![member(Kind::KubeadmInit, "10.0.0.2", "v1.22.15", "v1.24.0")];
+        assert!(matches!(Rollout::of(&skip, 1), Err(PlanError::Upgrade { .. })));
+        assert_eq!(Rollout::of(&changes[2..], 1).unwrap(), None);
     }
 }

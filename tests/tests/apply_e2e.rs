@@ -887,3 +887,135 @@ fn a_rebuilt_image_under_the_same_tag_updates_the_changed_file_in_place() {
     let again = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
 }
+
+/// The kubelet version of every node, by name.
+fn node_versions(site: &Site) -> Vec<(String, String)> {
+    site.kubectl_nodes()
+        .iter()
+        .map(|n| {
+            let name = n["metadata"]["name"].as_str().unwrap().to_string();
+            (name, n["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// How many nodes are cordoned now, read through the simulated kubectl on the first master.
+fn unschedulable(site: &Site) -> usize {
+    let out = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get nodes");
+    String::from_utf8_lossy(&out.stdout).matches("SchedulingDisabled").count()
+}
+
+/// Waits for `child` to exit, sampling the cordoned nodes meanwhile; returns the most seen at once. With
+/// `stop_when`, kills the child (SIGKILL) as soon as it holds.
+fn watch_apply(site: &Site, child: &mut std::process::Child, stop_when: Option<&dyn Fn() -> bool>) -> usize {
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    loop {
+        most = most.max(unschedulable(site));
+        if stop_when.is_some_and(|f| f()) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return most;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return most;
+        }
+        assert!(started.elapsed().as_secs() < 300, "the apply did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A 2-master + 2-node cluster on v1.22 of the simulated image, changed to the v1.23 image: the plan
+/// lists the upgrade's steps in order, the apply drains and upgrades one host at a time, a crash after
+/// the first master is finished by the next apply, and skipping a minor version is refused at plan time.
+#[test]
+fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(4);
+    let context = repo_root().join("examples/images/simulated-k8s");
+    for tag in ["v1.23.0", "v1.24.0"] {
+        ok(&site.sealer(&["build", "-t", &format!("sim/kubernetes:{tag}"), context.to_str().unwrap()], ""));
+    }
+    let ips: Vec<String> = (0..4).map(|i| site.ip(i)).collect();
+    let clusterfile = |image: &str| {
+        format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: e2e\nspec:\n  image: {image}\n  ssh:\n    pk: {key}\n  \
+             hosts:\n    - ips: [{}, {}]\n      roles: [master]\n    - ips: [{}, {}]\n      roles: [node]\n",
+            ips[0],
+            ips[1],
+            ips[2],
+            ips[3],
+            key = site.tb.key.display(),
+        )
+    };
+    site.write_clusterfile(&clusterfile(IMAGE));
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    assert!(node_versions(&site).iter().all(|(_, v)| v == "v1.22.15"), "{:?}", node_versions(&site));
+
+    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.24.0"));
+    let skipped = site.sealer(&["plan"], "");
+    assert_eq!(skipped.status.code(), Some(1), "{}", stdout(&skipped));
+    assert!(
+        stderr(&skipped).contains(&format!(
+            "`kubeadm-init.{}` cannot go from Kubernetes v1.22.15 to v1.24.0: kubeadm upgrades one minor version at a \
+             time: go to v1.23 first",
+            ips[0]
+        )),
+        "{}",
+        stderr(&skipped)
+    );
+
+    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.23.0"));
+    let plan = ok(&site.sealer(&["plan", "--no-color"], ""));
+    let steps = format!(
+        "Kubernetes upgrade, in this order (one host at a time):\n  \
+         1. kubeadm-init.{0}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade apply, uncordon)\n  \
+         2. kubeadm-join.{1}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n  \
+         3. kubeadm-join.{2}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n  \
+         4. kubeadm-join.{3}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n",
+        ips[0], ips[1], ips[2], ips[3]
+    );
+    assert!(plan.contains(&steps), "{plan}");
+    assert!(!plan.contains("must be replaced"), "an upgrade replaces nothing: {plan}");
+
+    // Crash right after the first master was upgraded and recorded.
+    let state = site.path().join(".sealer/state.db");
+    let first_master_done = || {
+        sealer_state::SqliteStore::open_read_only(&state)
+            .ok()
+            .flatten()
+            .and_then(|s| sealer_engine::StateStore::load(&s, "e2e").ok().flatten())
+            .and_then(|s| {
+                let init = s.resources.get(&format!("kubeadm-init.{}", ips[0]).parse().unwrap())?.clone();
+                Some(init.attributes.get("kubernetes_version") == Some(&sealer_engine::Value::text("v1.23.0")))
+            })
+            .unwrap_or(false)
+    };
+    let mut child = site.spawn_apply();
+    let most = watch_apply(&site, &mut child, Some(&first_master_done));
+    assert!(most <= 1, "{most} nodes were unschedulable at once");
+    let versions = node_versions(&site);
+    assert!(versions.iter().any(|(_, v)| v == "v1.22.15"), "the crash left hosts to upgrade: {versions:?}");
+
+    let refused = site.sealer(&["apply", "--auto-approve"], "");
+    let err = stderr(&refused);
+    let id = err.split("lock id `").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("{err}"));
+    ok(&site.sealer(&["force-unlock", id, "--force"], ""));
+    let resumed_plan = ok(&site.sealer(&["plan", "--no-color"], ""));
+    assert!(!resumed_plan.contains(&format!("kubeadm-init.{}: v1.22.15", ips[0])), "{resumed_plan}");
+    let mut child = site.spawn_apply();
+    let most = watch_apply(&site, &mut child, None);
+    assert!(child.wait().unwrap().success());
+    assert!(most <= 1, "{most} nodes were unschedulable at once");
+
+    let versions = node_versions(&site);
+    assert_eq!(versions.len(), 4);
+    assert!(versions.iter().all(|(_, v)| v == "v1.23.0"), "{versions:?}");
+    assert_eq!(unschedulable(&site), 0, "every host was uncordoned");
+    let manifest = site.tb.exec(1, "cat /etc/kubernetes/manifests/kube-apiserver.yaml");
+    assert!(String::from_utf8_lossy(&manifest.stdout).contains("kube-apiserver:v1.23.0"), "second master upgraded");
+    let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+}

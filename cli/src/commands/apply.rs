@@ -27,6 +27,7 @@ pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outc
         force: args.force,
         restore_hostname: args.restore_hostname,
         parallelism: args.parallelism,
+        max_unavailable: usize::from(args.max_unavailable),
     };
     if !destroy && ctx.ws.images().get(&cf.cluster.image).is_err() {
         println!("image `{}` is not in the local store: pulling it", cf.cluster.image);

@@ -14,6 +14,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         destroy: args.destroy,
         refresh: args.refresh,
         refresh_only: args.refresh_only,
+        max_unavailable: usize::from(args.max_unavailable),
     };
     let ops::plan::Planned { plan, warnings } = ops::plan::plan(&ctx.ws, &cf, &request)?;
     super::print_warnings(&warnings);

@@ -31,6 +31,8 @@ pub struct ApplyRequest {
     pub force: bool,
     pub restore_hostname: bool,
     pub parallelism: usize,
+    /// Nodes upgraded at once in a Kubernetes upgrade.
+    pub max_unavailable: usize,
 }
 
 /// One apply under the state lock, released when the session ends.
@@ -107,7 +109,11 @@ impl<'a> Session<'a> {
             plan.check_applicable(&self.observed)?;
             plan
         } else {
-            let options = PlanOptions { targets: req.targets.clone(), destroy: req.destroy };
+            let options = PlanOptions {
+                targets: req.targets.clone(),
+                destroy: req.destroy,
+                max_unavailable: req.max_unavailable,
+            };
             let mut plan = sealer_engine::plan(&graph, &self.observed, &options)?;
             super::images::note_image_changes(ws, cf, &mut plan);
             plan

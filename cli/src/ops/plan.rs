@@ -12,6 +12,8 @@ pub struct PlanRequest {
     pub refresh: bool,
     /// Only what the hosts hold differs from the state; nothing of the Clusterfile.
     pub refresh_only: bool,
+    /// Nodes upgraded at once in a Kubernetes upgrade.
+    pub max_unavailable: usize,
 }
 
 pub struct Planned {
@@ -36,7 +38,9 @@ pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Resu
     let mut plan = if req.refresh_only {
         sealer_engine::refresh_only_plan(&recorded, &state)
     } else {
-        sealer_engine::plan(&graph, &state, &PlanOptions { targets: req.targets.clone(), destroy: req.destroy })?
+        let options =
+            PlanOptions { targets: req.targets.clone(), destroy: req.destroy, max_unavailable: req.max_unavailable };
+        sealer_engine::plan(&graph, &state, &options)?
     };
     super::images::note_image_changes(ws, cf, &mut plan);
     Ok(Planned { plan, warnings: warning.into_iter().collect() })

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use sealer_engine::{Action, Plan, Reason, ResourceChange, StoredResource, Value};
+use sealer_engine::{Action, Kind, Plan, Reason, ResourceChange, Rollout, StoredResource, Value};
 use similar::{ChangeTag, TextDiff};
 
 use super::json::{SENSITIVE, UNKNOWN};
@@ -224,6 +224,27 @@ fn change_block(out: &mut String, st: &Style, c: &ResourceChange, note: Option<&
     let _ = writeln!(out, "    }}\n");
 }
 
+/// The upgrade's steps in the order they run, each with its version change and what it does.
+fn rollout_block(out: &mut String, st: &Style, rollout: &Rollout) {
+    let nodes = match rollout.max_unavailable {
+        1 => "one host at a time".to_string(),
+        n => format!("masters one at a time, then at most {n} nodes at once"),
+    };
+    let _ = writeln!(out, "{}", st.bold(&format!("Kubernetes upgrade, in this order ({nodes}):")));
+    for (i, step) in rollout.steps.iter().enumerate() {
+        let what = if step.address.kind == Kind::KubeadmInit { "upgrade apply" } else { "upgrade node" };
+        let _ = writeln!(
+            out,
+            "  {}. {}: {} -> {} (drain, kubeadm {what}, uncordon)",
+            i + 1,
+            step.address,
+            step.from,
+            step.to
+        );
+    }
+    let _ = writeln!(out);
+}
+
 pub fn plan(plan: &Plan, color: bool) -> String {
     let st = Style { color };
     let mut out = String::new();
@@ -244,6 +265,9 @@ pub fn plan(plan: &Plan, color: bool) -> String {
     );
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
         change_block(&mut out, &st, c, plan.notes.get(&c.address));
+    }
+    if let Some(rollout) = &plan.rollout {
+        rollout_block(&mut out, &st, rollout);
     }
     let s = plan.summary();
     let _ = writeln!(

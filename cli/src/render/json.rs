@@ -100,6 +100,8 @@ struct PlanView<'a> {
     destroy: bool,
     targets: Addresses<'a>,
     changes: Changes<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<&'a sealer_engine::Rollout>,
     summary: Summary,
 }
 
@@ -113,6 +115,7 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
         destroy: plan.destroy,
         targets: Addresses(&plan.targets),
         changes: Changes(plan),
+        rollout: plan.rollout.as_ref(),
         summary: plan.summary(),
     };
     serde_json::to_writer_pretty(&mut *out, &view)?;

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::kubeadm::{for_control_plane_member, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
+use sealer_engine::kubeadm::{differs_beyond_version, for_control_plane_member, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
 use sealer_engine::{Address, Attributes, Kind};
 
 use super::remote::Result;
@@ -90,6 +90,16 @@ impl Cx {
         Ok(info)
     }
 
+    /// One member's upgrade step: drained, upgraded with `upgrade` (run on the member), uncordoned.
+    async fn upgrade_member(&self, ip: IpAddr, upgrade: &[String]) -> Result<()> {
+        let name = quote(&self.node_name(ip).await?);
+        self.kubectl(&format!("drain {name} --ignore-daemonsets --delete-emptydir-data")).await?;
+        for command in upgrade {
+            self.run(ip, &self.with_image_path(command), b"").await?;
+        }
+        self.kubectl(&format!("uncordon {name}")).await.map(|_| ())
+    }
+
     async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
         self.holds(ip, &format!("-f /etc/kubernetes/{file}")).await
     }
@@ -127,9 +137,20 @@ impl KindProvider for Init {
         Ok(after)
     }
 
-    async fn update(&self, cx: &Cx, ip: IpAddr, _before: &Attributes, after: Attributes) -> Result<Attributes> {
+    /// A new Kubernetes version is upgraded to with kubeadm (`upgrade plan` checks the cluster first);
+    /// any other change of the configuration is a reconfiguration of every master's control plane.
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
         let config = text(&after, "config").unwrap_or_default();
-        if self.ensure(cx, ip, &config).await? {
+        if !self.ensure(cx, ip, &config).await? {
+            return Ok(after);
+        }
+        if let Some(to) = upgrade_to(before, &after) {
+            let to = quote(&to);
+            cx.upgrade_member(ip, &[format!("kubeadm upgrade plan {to}"), format!("kubeadm upgrade apply {to} --yes")])
+                .await?;
+        }
+        let old = text(before, "config").unwrap_or_default();
+        if differs_beyond_version(&old, &config) {
             cx.reconfigure_control_plane(ip, &config).await?;
         }
         Ok(after)
@@ -140,7 +161,24 @@ impl KindProvider for Init {
     }
 }
 
+/// The version to upgrade to, when the member was recorded at another one (never for a record that
+/// predates versions: that member is where it was installed).
+fn upgrade_to(before: &Attributes, after: &Attributes) -> Option<String> {
+    let (from, to) = (text(before, "kubernetes_version")?, text(after, "kubernetes_version")?);
+    (from != to).then_some(to)
+}
+
 impl KindProvider for Join {
+    /// A joined member at another version is upgraded (`kubeadm upgrade node`); else as `create`.
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+        let joined = cx.initialised(ip, "kubelet.conf").await?;
+        if joined && upgrade_to(before, &after).is_some() {
+            cx.upgrade_member(ip, &["kubeadm upgrade node".to_string()]).await?;
+            return Ok(after);
+        }
+        self.create(cx, ip, after).await
+    }
+
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let joined = cx.initialised(ip, "kubelet.conf").await?;
         cx.hosts_entry(ip, API_SERVER_DOMAIN, cx.ctx.first_master).await?;
@@ -313,5 +351,64 @@ mod tests {
         let (p, _logs) = provider(remote.clone());
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Delete, Some(before), None)).await.unwrap();
         assert_eq!(strip(remote.commands(M1)), ["kubectl get nodes -o json"], "never registered: no drain");
+    }
+
+    fn versioned(config: &str, version: &str) -> sealer_engine::Attributes {
+        attrs([
+            ("config", Value::text(config.replace("VERSION", version))),
+            ("kubernetes_version", Value::text(version)),
+        ])
+    }
+
+    #[tokio::test]
+    async fn a_new_version_upgrades_the_first_master_drained_without_reconfiguring_it() {
+        let remote = Arc::new(Scripted::default().on("test -f", "yes").on("hostname", "master-0"));
+        let (p, _logs) = provider(remote.clone());
+        let config = "kind: ClusterConfiguration\nkubernetesVersion: VERSION\n";
+        let (before, after) = (versioned(config, "v1.22.15"), versioned(config, "v1.23.0"));
+        apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
+        let m1 = strip(remote.commands(M1));
+        assert_eq!(
+            m1[3..],
+            [
+                "hostname",
+                "kubectl drain master-0 --ignore-daemonsets --delete-emptydir-data",
+                "kubeadm upgrade plan v1.23.0",
+                "kubeadm upgrade apply v1.23.0 --yes",
+                "kubectl uncordon master-0",
+            ]
+        );
+        assert_eq!(
+            remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/kubeadm.yml").unwrap(),
+            config.replace("VERSION", "v1.23.0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_version_upgrades_a_node_with_upgrade_node_between_drain_and_uncordon() {
+        let remote = Arc::new(Scripted::default().on("test -f", "yes").on("hostname", "node-1"));
+        let (p, _logs) = provider(remote.clone());
+        let at = |v: &str| attrs([("role", Value::text("node")), ("kubernetes_version", Value::text(v))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Update, Some(at("v1.22.15")), Some(at("v1.23.0"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            strip(remote.commands(M1)),
+            ["kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data", "kubectl uncordon node-1"]
+        );
+        assert_eq!(
+            strip(remote.commands(N1)),
+            ["test -f /etc/kubernetes/kubelet.conf && echo yes || echo no", "hostname", "kubeadm upgrade node"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_without_a_version_is_not_upgraded() {
+        let remote = Arc::new(Scripted::default().on("test -f", "yes"));
+        let (p, _logs) = provider(remote.clone());
+        let after = attrs([("role", Value::text("node")), ("kubernetes_version", Value::text("v1.22.15"))]);
+        let before = attrs([("role", Value::text("node"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Update, Some(before), Some(after))).await.unwrap();
+        assert!(!remote.calls().iter().any(|c| c.contains("upgrade") || c.contains("drain")), "{:?}", remote.calls());
     }
 }
