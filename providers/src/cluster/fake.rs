@@ -53,6 +53,12 @@ impl Scripted {
         self
     }
 
+    /// Commands containing `contains` on `host` print `stdout`.
+    pub fn on_host(self, host: IpAddr, contains: &str, stdout: &str) -> Self {
+        self.add(Some(host), contains, stdout, "", 0, None);
+        self
+    }
+
     /// Commands containing `contains` exit with `status`, printing `stderr`.
     pub fn fail(self, contains: &str, status: u32, stderr: &str) -> Self {
         self.add(None, contains, "", stderr, status, None);

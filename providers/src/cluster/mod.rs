@@ -419,3 +419,60 @@ pub(crate) mod testing {
 
     pub use super::fake::Scripted;
 }
+
+#[cfg(test)]
+mod refresh_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sealer_engine::{Address, Kind, ResourceStatus, State, StoredResource, Value};
+
+    use super::testing::*;
+
+    fn stored(kind: Kind, ip: std::net::IpAddr, attributes: sealer_engine::Attributes) -> StoredResource {
+        let key = ip.to_string();
+        StoredResource {
+            address: Address::new(kind, key),
+            host: Some(ip),
+            status: ResourceStatus::Ready,
+            attributes,
+            depends_on: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_reads_hostnames_and_one_node_list_for_every_label_and_taint() {
+        let nodes = r#"{"items":[{"metadata":{"name":"node-1","labels":{"disk":"ssd"}},
+            "spec":{"taints":[{"key":"a","effect":"NoSchedule"}]},
+            "status":{"addresses":[{"type":"InternalIP","address":"10.0.0.5"}]}}]}"#;
+        let remote = Arc::new(Scripted::default().on_host(N1, "hostname", "renamed").on("get nodes", nodes));
+        let (p, _logs) = provider(remote.clone());
+        let mut state = State::empty("c");
+        let labels = BTreeMap::from([("disk".to_string(), "ssd".to_string()), ("zone".to_string(), "a".to_string())]);
+        for r in [
+            stored(Kind::KubeadmInit, M1, attrs([])),
+            stored(Kind::Hostname, N1, attrs([("name", Value::text("node-1"))])),
+            stored(Kind::Label, N1, attrs([("labels", Value::Map(labels))])),
+            stored(
+                Kind::Taint,
+                N1,
+                attrs([("taints", Value::List(vec!["a:NoSchedule".into(), "b:NoExecute".into()]))]),
+            ),
+        ] {
+            state.resources.insert(r.address.clone(), r);
+        }
+        let mut tainted = stored(Kind::Hostname, M1, attrs([("name", Value::text("kept"))]));
+        tainted.status = ResourceStatus::Tainted;
+        state.resources.insert(tainted.address.clone(), tainted);
+        p.refresh(&mut state).await.unwrap();
+        let attr = |kind: Kind, ip: std::net::IpAddr, key: &str| {
+            state.resources[&Address::new(kind, ip.to_string())].attributes[key].clone()
+        };
+        assert_eq!(attr(Kind::Hostname, N1, "name"), Value::text("renamed"));
+        assert_eq!(attr(Kind::Hostname, M1, "name"), Value::text("kept"), "a tainted resource is not read");
+        assert_eq!(attr(Kind::Label, N1, "labels"), Value::Map(BTreeMap::from([("disk".into(), "ssd".into())])));
+        assert_eq!(attr(Kind::Taint, N1, "taints"), Value::List(vec!["a:NoSchedule".into()]));
+        let listed = remote.calls().iter().filter(|c| c.contains("get nodes")).count();
+        assert_eq!(listed, 1, "one node list for every label and taint: {:?}", remote.calls());
+    }
+}
