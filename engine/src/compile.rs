@@ -97,7 +97,12 @@ impl Compiler<'_> {
         let hosts: HashMap<IpAddr, &Host> = self.cf.cluster.hosts.iter().map(|h| (h.ip, h)).collect();
         for plugin in &self.cf.plugins {
             for &phase in &plugin.phases {
-                for ip in &plugin.hosts {
+                // The first master initialises the cluster: it never joins.
+                let joining = |ip: &&IpAddr| {
+                    !matches!(phase, Phase::PreJoin | Phase::PostJoin)
+                        || Some(**ip) != self.cf.cluster.first_master().map(|h| h.ip)
+                };
+                for ip in plugin.hosts.iter().filter(joining) {
                     let env = hosts.get(ip).map(|h| h.env.clone()).unwrap_or_default();
                     let key = format!("{}.{}.{}", plugin.name, phase.as_str(), ip);
                     let a = self.add(Kind::Plugin, key, Some(*ip), plugin_attributes(plugin, phase, env))?;

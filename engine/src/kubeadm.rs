@@ -75,6 +75,20 @@ pub fn kubernetes_version(cf: &Clusterfile, image: &[KubeadmDocument]) -> String
     }
 }
 
+/// The labels kubeadm puts on every control-plane node: `node-role.kubernetes.io/master` before 1.24,
+/// `node-role.kubernetes.io/control-plane` from 1.20 on.
+pub fn master_labels(kubernetes_version: &str) -> Vec<&'static str> {
+    let (major, minor) = parse_version(kubernetes_version).unwrap_or((1, 22));
+    let mut labels = Vec::new();
+    if major == 1 && minor < 24 {
+        labels.push("node-role.kubernetes.io/master");
+    }
+    if major > 1 || minor >= 20 {
+        labels.push("node-role.kubernetes.io/control-plane");
+    }
+    labels
+}
+
 /// Why kubeadm would refuse to take a cluster from one version to another.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpgradeRefusal {

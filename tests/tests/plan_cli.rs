@@ -352,11 +352,6 @@ fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("label value", ok.replace("disk=ssd", "disk=s s"), vec!["invalid label"]),
         ("hostname", ok.replace("10.250.0.21 node-0", "10.250.0.21 node_0;reboot"), vec!["node_0;reboot", "RFC 1123"]),
         (
-            "plugin ip",
-            ok.replace("10.250.0.23 gpu=nvidia:NoSchedule", "10.250.0.99 gpu=nvidia:NoSchedule"),
-            vec!["10.250.0.99", "not in the cluster"],
-        ),
-        (
             "plugin action",
             ok.replace("action: PreInit|PreJoin", "action: PreInit|Sometime"),
             vec!["`spec.action`", "Sometime", "unknown plugin action"],

@@ -13,7 +13,7 @@ use crate::{render, Context, Outcome};
 /// Applies the Clusterfile (or a saved plan); with `destroy`, deletes everything the state holds.
 pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
-    let cf = super::load_clusterfile(&args.file)?;
+    let (cf, parse_warnings) = super::read_clusterfile(&args.file)?;
     if args.json && !args.auto_approve && args.planfile.is_none() && !args.refresh_only {
         bail!("--json needs --auto-approve (or a saved plan): there is no one to answer the confirmation");
     }
@@ -33,6 +33,8 @@ pub fn run(ctx: &Context, args: ApplyArgs, destroy: bool) -> anyhow::Result<Outc
         println!("image `{}` is not in the local store: pulling it", cf.cluster.image);
     }
     let mut session = Session::begin(&ctx.ws, &cf, request, TransferBar::for_stdout().as_ref())?;
+    super::print_warnings(&parse_warnings);
+    super::print_warnings(&session.warnings);
     if let Some(pulled) = &session.pulled {
         println!(
             "pulled the cluster image {} {} (rootfs {})",

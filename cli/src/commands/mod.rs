@@ -10,7 +10,7 @@ pub mod state;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use sealer_engine::{Address, Clusterfile, Diagnostics};
+use sealer_engine::{Address, Clusterfile, Diagnostic, Diagnostics};
 
 /// `--target` values as addresses.
 pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Address>> {
@@ -19,13 +19,17 @@ pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Address>> {
 
 /// Reads and validates a Clusterfile, printing warnings; every error is printed before failing.
 pub fn load_clusterfile(path: &Path) -> anyhow::Result<Clusterfile> {
+    let (cf, warnings) = read_clusterfile(path)?;
+    print_warnings(&warnings);
+    Ok(cf)
+}
+
+/// Reads and validates a Clusterfile, returning its warnings; every error is printed before failing.
+pub fn read_clusterfile(path: &Path) -> anyhow::Result<(Clusterfile, Vec<Diagnostic>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read the Clusterfile `{}`", path.display()))?;
     match sealer_engine::parse(&path.display().to_string(), &text) {
-        Ok(parsed) => {
-            print_diagnostics(&parsed.warnings);
-            Ok(parsed.clusterfile)
-        }
+        Ok(parsed) => Ok((parsed.clusterfile, parsed.warnings.0)),
         Err(diagnostics) => {
             print_diagnostics(&diagnostics);
             bail!("`{}` is not a valid Clusterfile ({} error(s) above)", path.display(), diagnostics.errors().count())
@@ -39,8 +43,9 @@ fn print_diagnostics(diagnostics: &Diagnostics) {
     }
 }
 
-fn print_warnings(warnings: &[String]) {
+/// Warnings go to stderr, above the plan.
+fn print_warnings(warnings: &[Diagnostic]) {
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("{w}");
     }
 }

@@ -8,7 +8,7 @@ use crate::{render, Context, Outcome};
 
 pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     let targets = super::parse_targets(&args.targets)?;
-    let cf = super::load_clusterfile(&args.file)?;
+    let (cf, mut warnings) = super::read_clusterfile(&args.file)?;
     let request = ops::plan::PlanRequest {
         targets,
         destroy: args.destroy,
@@ -16,12 +16,14 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         refresh_only: args.refresh_only,
         max_unavailable: usize::from(args.max_unavailable),
     };
-    let ops::plan::Planned { plan, warnings } = ops::plan::plan(&ctx.ws, &cf, &request)?;
-    super::print_warnings(&warnings);
+    let planned = ops::plan::plan(&ctx.ws, &cf, &request)?;
+    let plan = planned.plan;
+    warnings.extend(planned.warnings);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        render::json::write_plan(&mut out, &plan).context("cannot write the plan")?;
+        render::json::write_plan(&mut out, &plan, &warnings).context("cannot write the plan")?;
     } else {
+        super::print_warnings(&warnings);
         out.write_all(render::human::plan(&plan, ctx.color).as_bytes()).context("cannot write the plan")?;
     }
     if let Some(path) = &args.out {

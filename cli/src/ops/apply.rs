@@ -47,6 +47,8 @@ pub struct Session<'a> {
     plan: Plan,
     /// The cluster image, when the store lacked it and this session pulled it.
     pub pulled: Option<Pulled>,
+    /// What the plan's user should know (label selectors that match no host).
+    pub warnings: Vec<sealer_engine::Diagnostic>,
 }
 
 /// What an execution did.
@@ -85,6 +87,7 @@ impl<'a> Session<'a> {
             observed: State::empty(&cf.cluster.name),
             plan: Plan::against(&State::empty(&cf.cluster.name), Vec::new()),
             pulled: None,
+            warnings: Vec::new(),
         };
         session.prepare(progress)?;
         Ok(session)
@@ -95,13 +98,15 @@ impl<'a> Session<'a> {
         if !req.destroy {
             self.pulled = super::images::ensure_local(ws, &cf.cluster.image, progress)?;
         }
-        let (image, _) = super::images::facts(ws, cf)?;
-        let graph = sealer_engine::compile(cf, &image)?;
         self.recorded = self.store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
         self.observed = self.recorded.clone();
-        if (req.refresh || req.refresh_only) && req.planfile.is_none() {
-            hosts::refresh(ws, cf, &mut self.observed, req.strict_host_keys)?;
-        }
+        let live = if (req.refresh || req.refresh_only) && req.planfile.is_none() {
+            hosts::refresh(ws, cf, &mut self.observed, req.strict_host_keys)?
+        } else {
+            Default::default()
+        };
+        let (graph, warnings) = super::plan::compile(ws, cf, &live)?;
+        self.warnings = warnings;
         self.plan = if req.refresh_only {
             sealer_engine::refresh_only_plan(&self.recorded, &self.observed)
         } else if let Some(path) = &req.planfile {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sealer_engine::clusterfile::{Secret, Ssh};
 use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
-use sealer_providers::cluster::{ClusterContext, ClusterProvider, SshRemote};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider, Observed, SshRemote};
 use sealer_providers::{SshAuth, SshTarget};
 use sealer_state::SealingKey;
 
@@ -181,11 +181,17 @@ pub fn api_provider(
     Ok(ClusterProvider::new(ctx, Arc::new(remote)))
 }
 
-/// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift.
-pub fn refresh(ws: &Workspace, cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> anyhow::Result<()> {
-    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(()) };
+/// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift, and
+/// returns the labels the cluster's nodes have.
+pub fn refresh(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    state: &mut State,
+    strict_host_keys: bool,
+) -> anyhow::Result<Observed> {
+    let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(Observed::default()) };
     if state.resources.is_empty() {
-        return Ok(());
+        return Ok(Observed::default());
     }
     let log_dir = std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id()));
     let provider = api_provider(ws, cf, state, strict_host_keys, first_master, log_dir.clone())?;

@@ -1,6 +1,8 @@
 //! `plan`: the Clusterfile compiled and diffed against the state (read-only) and the live hosts.
 
-use sealer_engine::{Address, Clusterfile, Plan, PlanOptions, State};
+use sealer_engine::kubeadm::kubernetes_version;
+use sealer_engine::{Address, Clusterfile, Diagnostic, Location, Plan, PlanOptions, Severity, State};
+use sealer_providers::cluster::Observed;
 
 use super::Workspace;
 
@@ -19,22 +21,50 @@ pub struct PlanRequest {
 pub struct Planned {
     pub plan: Plan,
     /// Things the user should know that do not stop the plan.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The Clusterfile's graph against what the hosts hold: label selectors resolved with the labels the
+/// cluster's nodes have (`live`), the image as the local store knows it. Returns the graph and warnings.
+pub fn compile(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    live: &Observed,
+) -> anyhow::Result<(sealer_engine::ResourceGraph, Vec<Diagnostic>)> {
+    let (image, missing) = super::images::facts(ws, cf)?;
+    let mut cf = cf.clone();
+    let mut warnings = cf.select_by_labels(&live.node_labels, &kubernetes_version(&cf, &image.kubeadm));
+    if let Some(message) = missing {
+        warnings.push(Diagnostic {
+            severity: Severity::Warning,
+            location: Location {
+                file: cf.cluster.image.clone(),
+                document: None,
+                field: None,
+                line: None,
+                column: None,
+            },
+            message,
+            value: None,
+        });
+    }
+    Ok((sealer_engine::compile(&cf, &image)?, warnings))
 }
 
 /// Plans without writing anything: the state is opened read-only and never created.
 pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Result<Planned> {
-    let (image, warning) = super::images::facts(ws, cf)?;
-    let graph = sealer_engine::compile(cf, &image)?;
     let recorded = match ws.state.open_read_only()? {
         Some(store) => store.load(&cf.cluster.name)?,
         None => None,
     }
     .unwrap_or_else(|| State::empty(&cf.cluster.name));
     let mut state = recorded.clone();
-    if req.refresh || req.refresh_only {
-        super::hosts::refresh(ws, cf, &mut state, false)?;
-    }
+    let live = if req.refresh || req.refresh_only {
+        super::hosts::refresh(ws, cf, &mut state, false)?
+    } else {
+        Observed::default()
+    };
+    let (graph, warnings) = compile(ws, cf, &live)?;
     let mut plan = if req.refresh_only {
         sealer_engine::refresh_only_plan(&recorded, &state)
     } else {
@@ -43,5 +73,5 @@ pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Resu
         sealer_engine::plan(&graph, &state, &options)?
     };
     super::images::note_image_changes(ws, cf, &mut plan);
-    Ok(Planned { plan, warnings: warning.into_iter().collect() })
+    Ok(Planned { plan, warnings })
 }

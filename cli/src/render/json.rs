@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use sealer_engine::{Address, Attributes, Plan, StoredResource, Summary, Value};
+use sealer_engine::{Address, Attributes, Diagnostic, Plan, StoredResource, Summary, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
@@ -103,10 +103,38 @@ struct PlanView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rollout: Option<&'a sealer_engine::Rollout>,
     summary: Summary,
+    warnings: Vec<WarningView<'a>>,
+}
+
+/// A warning with where it is: file, document, field, line and column.
+#[derive(Serialize)]
+struct WarningView<'a> {
+    file: &'a str,
+    document: Option<usize>,
+    field: Option<&'a str>,
+    line: Option<usize>,
+    column: Option<usize>,
+    message: &'a str,
+    value: Option<&'a str>,
+}
+
+impl<'a> From<&'a Diagnostic> for WarningView<'a> {
+    fn from(d: &'a Diagnostic) -> Self {
+        let l = &d.location;
+        WarningView {
+            file: &l.file,
+            document: l.document,
+            field: l.field.as_deref(),
+            line: l.line,
+            column: l.column,
+            message: &d.message,
+            value: d.value.as_deref(),
+        }
+    }
 }
 
 /// Writes the plan in the documented JSON format (`format_version` "1").
-pub fn write_plan(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
+pub fn write_plan(out: &mut impl Write, plan: &Plan, warnings: &[Diagnostic]) -> anyhow::Result<()> {
     let view = PlanView {
         format_version: &plan.format_version,
         cluster: &plan.cluster,
@@ -116,6 +144,7 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
         targets: Addresses(&plan.targets),
         changes: Changes(plan),
         rollout: plan.rollout.as_ref(),
+        warnings: warnings.iter().map(WarningView::from).collect(),
         summary: plan.summary(),
     };
     serde_json::to_writer_pretty(&mut *out, &view)?;

@@ -175,6 +175,16 @@ pub struct Plugin {
     /// The hosts `spec.on` selected, in cluster order.
     pub hosts: Vec<IpAddr>,
     pub data: String,
+    /// `spec.on: key=value[,key=value]`: `hosts` are the hosts whose node labels match, resolved again at
+    /// plan time with the labels the cluster really has ([`Clusterfile::select_by_labels`]).
+    pub label_selector: Option<LabelSelector>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub pairs: Vec<(String, String)>,
+    /// Where `spec.on` is, for the warning when it matches no host.
+    pub location: crate::diagnostic::Location,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -285,6 +295,55 @@ pub struct Clusterfile {
     pub taints: BTreeMap<IpAddr, HostTaints>,
     pub configs: Vec<ConfigFile>,
     pub kubeadm: Vec<KubeadmDocument>,
+}
+
+impl Clusterfile {
+    /// Resolves the label selectors of the plugins against the labels each host will have: those the
+    /// cluster has now (`live`, read by refresh; empty for a cluster that does not exist yet), the ones
+    /// kubeadm puts on every master for `kubernetes_version`, and those LABEL plugins declare. Returns a
+    /// warning for each selector that matches no host: that plugin runs nowhere.
+    pub fn select_by_labels(
+        &mut self,
+        live: &BTreeMap<IpAddr, BTreeMap<String, String>>,
+        kubernetes_version: &str,
+    ) -> Vec<crate::diagnostic::Diagnostic> {
+        let kubeadm_labels = crate::kubeadm::master_labels(kubernetes_version);
+        let hosts = &self.cluster.hosts;
+        let labels_of = |h: &Host| {
+            let mut labels: BTreeMap<&str, &str> = BTreeMap::new();
+            if h.role == Role::Master {
+                labels.extend(kubeadm_labels.iter().map(|k| (*k, "")));
+            }
+            for source in [live.get(&h.ip), self.labels.get(&h.ip)].into_iter().flatten() {
+                labels.extend(source.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            labels
+        };
+        let mut warnings = Vec::new();
+        for plugin in &mut self.plugins {
+            let Some(selector) = &plugin.label_selector else { continue };
+            plugin.hosts = hosts
+                .iter()
+                .filter(|h| {
+                    let labels = labels_of(h);
+                    selector.pairs.iter().all(|(k, v)| {
+                        labels.get(k.as_str()) == Some(&v.as_str()) || (k == "node-role" && v == h.role.as_str())
+                    })
+                })
+                .map(|h| h.ip)
+                .collect();
+            if plugin.hosts.is_empty() {
+                let on: Vec<String> = selector.pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                warnings.push(crate::diagnostic::Diagnostic {
+                    severity: crate::diagnostic::Severity::Warning,
+                    location: selector.location.clone(),
+                    message: format!("the label selector matches no host: plugin `{}` runs nowhere", plugin.name),
+                    value: Some(on.join(",")),
+                });
+            }
+        }
+        warnings
+    }
 }
 
 #[cfg(test)]

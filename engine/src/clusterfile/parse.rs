@@ -101,7 +101,7 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     let mut plugins = Vec::new();
     for pending in builder.plugins {
         let mut r = readers.reader(pending.document, &mut diagnostics);
-        if let Some(hosts) = resolve_selector(&mut r, &pending, &cluster, &labels) {
+        if let Some(hosts) = resolve_selector(&mut r, &pending, &cluster) {
             plugins.push(Plugin { hosts, ..pending.plugin });
         }
     }
@@ -109,18 +109,12 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     if diagnostics.has_errors() {
         return Err(diagnostics);
     }
-    Ok(Parsed {
-        clusterfile: Clusterfile {
-            cluster,
-            plugins,
-            hostnames,
-            labels,
-            taints,
-            configs: builder.configs,
-            kubeadm: builder.kubeadm,
-        },
-        warnings: diagnostics,
-    })
+    let mut clusterfile =
+        Clusterfile { cluster, plugins, hostnames, labels, taints, configs: builder.configs, kubeadm: builder.kubeadm };
+    // For a new cluster; plans resolve again with the labels the cluster has, and warn then.
+    let version = crate::kubeadm::kubernetes_version(&clusterfile, &[]);
+    clusterfile.select_by_labels(&BTreeMap::new(), &version);
+    Ok(Parsed { clusterfile, warnings: diagnostics })
 }
 
 fn finish(diagnostics: Vec<Diagnostic>) -> Diagnostics {
@@ -224,6 +218,18 @@ fn metadata_name(r: &mut DocReader<'_>, doc: &Value) -> Option<String> {
     let name = r.string(doc.get("metadata").and_then(|m| m.get("name")), "metadata.name")?;
     if !rules::is_rfc1123_subdomain(&name) {
         r.error("metadata.name", Some(&name), "names must be lowercase RFC 1123 subdomains (`a-z0-9-.`)");
+        return None;
+    }
+    Some(name)
+}
+
+/// A Plugin's or Config's name, as sealer takes them (`MyShell`, `label_nodes.so`): letters of either case,
+/// digits, `.`, `_`, `-`. Addresses stay unambiguous: the phase and the IP that follow a name in
+/// `plugin.NAME.PHASE.IP` and `config.NAME.IP` are read from the right.
+fn object_name(r: &mut DocReader<'_>, doc: &Value) -> Option<String> {
+    let name = r.string(doc.get("metadata").and_then(|m| m.get("name")), "metadata.name")?;
+    if !rules::is_object_name(&name) {
+        r.error("metadata.name", Some(&name), "a name is 1-253 of `A-Za-z0-9._-`, not `.` or `..`");
         return None;
     }
     Some(name)
@@ -473,7 +479,7 @@ fn read_env(
         if rules::is_env_name(key) {
             env.insert(key.to_string(), val);
         } else {
-            r.error(item_path, Some(key), "an env name must be a shell variable name (`[A-Za-z_][A-Za-z0-9_]*`)");
+            r.error(item_path, Some(key), "an env name must be non-empty, without `=`, NUL or a line break");
         }
     };
     match value {
@@ -497,21 +503,31 @@ fn read_env(
     env
 }
 
+const KNOWN_PLUGIN_TYPES: [&str; 6] = ["HOSTNAME", "SHELL", "LABEL", "TAINT", "CLUSTERCHECK", "ETCD"];
+
 fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
-    let name = metadata_name(r, doc);
+    let name = object_name(r, doc);
     if doc.get("metadata").and_then(|m| m.get("name")).is_none() {
         r.error("metadata.name", None, "missing `metadata.name`: every plugin needs a name");
     }
     let empty = Value::Mapping(Default::default());
     let spec = r.mapping(doc.get("spec"), "spec").unwrap_or(&empty);
     r.warn_unknown_keys(spec, "spec", &["type", "action", "on", "data", "scope"]);
-    let Some(type_name) = r.string(spec.get("type"), "spec.type") else {
-        r.error(
-            "spec.type",
-            None,
-            "missing `spec.type` (HOSTNAME, SHELL, LABEL, TAINT, CLUSTERCHECK, ETCD or a plugin name)",
-        );
-        return;
+    // Without a type, a plugin named after a known type is of that type, as sealer takes it.
+    let inferred = name.as_deref().filter(|n| KNOWN_PLUGIN_TYPES.contains(&n.to_ascii_uppercase().as_str()));
+    let type_name = match (spec.get("type"), inferred) {
+        (None, Some(name)) => name.to_string(),
+        (value, _) => match r.string(value, "spec.type") {
+            Some(t) => t,
+            None => {
+                r.error(
+                    "spec.type",
+                    None,
+                    "missing `spec.type` (HOSTNAME, SHELL, LABEL, TAINT, CLUSTERCHECK, ETCD or a plugin name)",
+                );
+                return;
+            }
+        },
     };
     let data = r.string(spec.get("data"), "spec.data").unwrap_or_default();
     let upper = type_name.to_ascii_uppercase();
@@ -582,7 +598,19 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
     if let (Some(name), Some(selector)) = (name, selector) {
         b.plugins.push(PendingPlugin {
             document: r.document,
-            plugin: Plugin { name, plugin_type, phases, hosts: Vec::new(), data },
+            plugin: Plugin {
+                name,
+                plugin_type,
+                phases,
+                hosts: Vec::new(),
+                data,
+                label_selector: match &selector {
+                    Selector::Labels(pairs) => {
+                        Some(LabelSelector { pairs: pairs.clone(), location: r.location("spec.on") })
+                    }
+                    _ => None,
+                },
+            },
             selector,
             on_text,
         });
@@ -626,30 +654,15 @@ fn parse_selector(r: &mut DocReader<'_>, on: &str) -> Option<Selector> {
     Some(Selector::Items(items))
 }
 
-fn resolve_selector(
-    r: &mut DocReader<'_>,
-    pending: &PendingPlugin,
-    cluster: &Cluster,
-    labels: &BTreeMap<IpAddr, BTreeMap<String, String>>,
-) -> Option<Vec<IpAddr>> {
+fn resolve_selector(r: &mut DocReader<'_>, pending: &PendingPlugin, cluster: &Cluster) -> Option<Vec<IpAddr>> {
     // Cluster-wide plugins act through the API server, so they run once, on the first master.
     if matches!(pending.plugin.plugin_type, PluginType::ClusterCheck | PluginType::Etcd) {
         return Some(cluster.first_master().map(|m| vec![m.ip]).unwrap_or_default());
     }
     let selected: BTreeSet<IpAddr> = match &pending.selector {
         Selector::All => cluster.hosts.iter().map(|h| h.ip).collect(),
-        Selector::Labels(pairs) => cluster
-            .hosts
-            .iter()
-            .filter(|h| {
-                let host_labels = labels.get(&h.ip);
-                pairs.iter().all(|(k, v)| {
-                    host_labels.and_then(|l| l.get(k)).is_some_and(|hv| hv == v)
-                        || (k == "node-role" && v == h.role.as_str())
-                })
-            })
-            .map(|h| h.ip)
-            .collect(),
+        // Resolved with every label source once the Clusterfile is whole (`select_by_labels`).
+        Selector::Labels(_) => BTreeSet::new(),
         Selector::Items(items) => {
             let mut set = BTreeSet::new();
             for item in items {
@@ -692,19 +705,20 @@ impl Readers<'_> {
     }
 }
 
-/// Checks that every IP of a data line is a cluster host, reporting the others.
-fn members_only(r: &mut DocReader<'_>, line: &DataLine, members: &HashMap<IpAddr, Role>) -> bool {
-    let strangers: Vec<String> =
-        line.ips.iter().filter(|ip| !members.contains_key(ip)).map(|ip| ip.to_string()).collect();
-    if strangers.is_empty() {
-        return true;
+/// The IPs of a data line that are hosts of the cluster. Others are skipped with a warning naming the
+/// line of the file, as sealer goes on past nodes it does not have.
+fn members_only(r: &mut DocReader<'_>, line: &DataLine, members: &HashMap<IpAddr, Role>) -> Vec<IpAddr> {
+    let (inside, strangers): (Vec<IpAddr>, Vec<IpAddr>) = line.ips.iter().partition(|ip| members.contains_key(ip));
+    if !strangers.is_empty() {
+        let named: Vec<String> = strangers.iter().map(ToString::to_string).collect();
+        r.warning_at_line(
+            &line.path,
+            line.line_no,
+            Some(named.join(",")),
+            "this data line names hosts that are not in the cluster: they are skipped",
+        );
     }
-    r.error(
-        &line.path,
-        Some(&strangers.join(",")),
-        format!("line {} of data names hosts that are not in the cluster", line.line_no),
-    );
-    false
+    inside
 }
 
 fn resolve_hostnames(
@@ -717,7 +731,8 @@ fn resolve_hostnames(
     let mut by_name: HashMap<String, IpAddr> = HashMap::new();
     for line in lines {
         let mut r = readers.reader(line.document, diagnostics);
-        if !members_only(&mut r, line, members) {
+        let ips = members_only(&mut r, line, members);
+        if ips.is_empty() {
             continue;
         }
         let name = line.rest.as_str();
@@ -730,13 +745,13 @@ fn resolve_hostnames(
                 Some(name),
                 format!("{at}: a hostname must be an RFC 1123 label (lowercase `a-z0-9-`, at most 63)"),
             );
-        } else if let Some(other) = by_name.get(name).filter(|other| **other != line.ips[0]) {
+        } else if let Some(other) = by_name.get(name).filter(|other| **other != ips[0]) {
             r.error(&line.path, Some(name), format!("{at}: hostname already given to `{other}`"));
-        } else if by_ip.get(&line.ips[0]).is_some_and(|n: &String| n != name) {
-            r.error(&line.path, Some(name), format!("{at}: `{}` already has another hostname", line.ips[0]));
+        } else if by_ip.get(&ips[0]).is_some_and(|n: &String| n != name) {
+            r.error(&line.path, Some(name), format!("{at}: `{}` already has another hostname", ips[0]));
         } else {
-            by_name.insert(name.to_string(), line.ips[0]);
-            by_ip.insert(line.ips[0], name.to_string());
+            by_name.insert(name.to_string(), ips[0]);
+            by_ip.insert(ips[0], name.to_string());
         }
     }
     by_ip
@@ -751,7 +766,8 @@ fn resolve_labels(
     let mut out: BTreeMap<IpAddr, BTreeMap<String, String>> = BTreeMap::new();
     for line in lines {
         let mut r = readers.reader(line.document, diagnostics);
-        if !members_only(&mut r, line, members) {
+        let ips = members_only(&mut r, line, members);
+        if ips.is_empty() {
             continue;
         }
         let at = format!("line {} of data", line.line_no);
@@ -772,7 +788,7 @@ fn resolve_labels(
                 r.error(&line.path, Some(value), format!("{at}: invalid label value: {problem}"));
                 continue;
             }
-            for ip in &line.ips {
+            for ip in &ips {
                 let labels = out.entry(*ip).or_default();
                 match labels.get(key) {
                     Some(existing) if existing != value => r.error(
@@ -837,7 +853,8 @@ fn resolve_taints(
     let mut out: BTreeMap<IpAddr, HostTaints> = BTreeMap::new();
     for line in lines {
         let mut r = readers.reader(line.document, diagnostics);
-        if !members_only(&mut r, line, members) {
+        let ips = members_only(&mut r, line, members);
+        if ips.is_empty() {
             continue;
         }
         let at = format!("line {} of data", line.line_no);
@@ -849,7 +866,7 @@ fn resolve_taints(
             match parse_taint(spec) {
                 Err(problem) => r.error(&line.path, Some(spec), format!("{at}: {problem}")),
                 Ok((taint, remove)) => {
-                    for ip in &line.ips {
+                    for ip in &ips {
                         let host = out.entry(*ip).or_default();
                         let (add_to, other) =
                             if remove { (&mut host.absent, &host.present) } else { (&mut host.present, &host.absent) };
@@ -867,7 +884,7 @@ fn resolve_taints(
 }
 
 fn read_config(r: &mut DocReader<'_>, doc: &Value) -> Option<ConfigFile> {
-    let name = metadata_name(r, doc);
+    let name = object_name(r, doc);
     if doc.get("metadata").and_then(|m| m.get("name")).is_none() {
         r.error("metadata.name", None, "missing `metadata.name`: every Config needs a name");
     }

@@ -34,6 +34,18 @@ pub(crate) fn child_path(parent: &str, key: &str) -> String {
 }
 
 impl DocReader<'_> {
+    /// Where the field at `path` is.
+    pub fn location(&self, path: &str) -> Location {
+        let pos = self.positions.and_then(|p| p.get(path));
+        Location {
+            file: self.file.to_string(),
+            document: Some(self.document),
+            field: (!path.is_empty()).then(|| path.to_string()),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+        }
+    }
+
     fn push(&mut self, severity: Severity, path: &str, value: Option<String>, message: String) {
         let pos = self.positions.and_then(|p| p.get(path));
         self.diagnostics.push(Diagnostic {
@@ -52,6 +64,15 @@ impl DocReader<'_> {
 
     pub fn error(&mut self, path: &str, value: Option<&str>, message: impl Into<String>) {
         self.push(Severity::Error, path, value.map(str::to_string), message.into());
+    }
+
+    /// A warning about line `line_no` (1-based) of the multi-line text at `path` (a plugin's data): its
+    /// position is that line of the file.
+    pub fn warning_at_line(&mut self, path: &str, line_no: usize, value: Option<String>, message: impl Into<String>) {
+        self.push(Severity::Warning, path, value, message.into());
+        if let Some(d) = self.diagnostics.last_mut() {
+            d.location.line = d.location.line.map(|l| l + line_no.saturating_sub(1));
+        }
     }
 
     pub fn warning(&mut self, path: &str, message: impl Into<String>) {

@@ -51,8 +51,22 @@ pub fn label_value_problem(value: &str) -> Option<&'static str> {
     }
 }
 
-/// A variable name the shell accepts in `export NAME=...`.
+/// An env name as sealer takes it (`docker-dir` too): it reaches hosts only quoted, as `NAME=VALUE` in
+/// an `env` argument or a template key.
 pub fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['=', '\0', '\n', '\r'])
+}
+
+/// A Plugin's or Config's `metadata.name`.
+pub fn is_object_name(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A variable name the shell accepts in `export NAME=...`.
+pub fn is_shell_identifier(s: &str) -> bool {
     let mut bytes = s.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -116,8 +130,16 @@ mod tests {
     #[test]
     fn env_names_images_and_paths() {
         assert!(is_env_name("_A1"));
-        assert!(!is_env_name("1A"));
-        assert!(!is_env_name("A-B"));
+        assert!(is_env_name("docker-dir"));
+        assert!(is_env_name("1A"));
+        assert!(!is_env_name("A=B"));
+        assert!(!is_env_name("A\nB"));
+        assert!(!is_env_name(""));
+        assert!(is_shell_identifier("_A1"));
+        assert!(!is_shell_identifier("1A"));
+        assert!(!is_shell_identifier("docker-dir"));
+        assert!(is_object_name("MyShell") && is_object_name("label_nodes.so"));
+        assert!(!is_object_name("..") && !is_object_name("a b") && !is_object_name("a/b"));
         assert!(is_image_reference("docker.io/sealerio/kubernetes:v1.22.15"));
         assert!(!is_image_reference("img;reboot"));
         assert_eq!(rootfs_path_problem("etc/kubeadm.yml"), None);

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use sealer_engine::{Attributes, Value};
 
-use super::plugin::env_exports;
+use super::plugin::env_of;
 use super::remote::Result;
 use super::{Cx, KindProvider};
 use crate::shell::quote;
@@ -14,9 +14,12 @@ pub struct Guest;
 impl KindProvider for Guest {
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let image = cx.image()?;
-        let prefix = format!("cd {} && {}", quote(&cx.rootfs()), env_exports(&after));
+        let (exports, env) = env_of(&after);
+        let prefix = format!("cd {} && {exports}", quote(&cx.rootfs()));
         for cmd in &image.config.cmds {
-            cx.run(ip, &cx.with_image_path(&format!("{prefix}{cmd}")), b"").await?;
+            // A CMD is a shell line: with env, it runs in a shell that has all of it.
+            let line = if env.is_empty() { cmd.clone() } else { format!("{env}sh -c {}", quote(cmd)) };
+            cx.run(ip, &cx.with_image_path(&format!("{prefix}{line}")), b"").await?;
         }
         after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
         Ok(after)
@@ -57,10 +60,11 @@ mod tests {
         let got =
             apply(&p, change(Kind::Guest, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
         assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
-        let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; ";
+        let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; \
+                      env -- A=1 sh -c";
         assert_eq!(
             remote.commands(M1),
-            [format!("{prefix}kubectl apply -f manifests/a.yaml"), format!("{prefix}echo done")]
+            [format!("{prefix} 'kubectl apply -f manifests/a.yaml'"), format!("{prefix} 'echo done'")]
         );
     }
 }

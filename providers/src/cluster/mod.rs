@@ -143,10 +143,16 @@ impl Observation<'_> {
     }
 }
 
+/// What a refresh learned beyond the state: the labels every node of the cluster has now.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub node_labels: BTreeMap<IpAddr, BTreeMap<String, String>>,
+}
+
 impl ClusterProvider {
     /// Reads what the hosts really hold for the resources in `state` and writes it into `state`, so that
-    /// a plan shows drift. Reads only; mutates nothing remote.
-    pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<(), ProviderError> {
+    /// a plan shows drift; returns the nodes' labels (for label selectors). Reads only; mutates nothing.
+    pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<Observed, ProviderError> {
         let cx = &self.0;
         let init = Address::new(Kind::KubeadmInit, cx.ctx.first_master.to_string());
         let obs = Observation { cx, cluster_up: state.resources.contains_key(&init), nodes: OnceCell::new() };
@@ -173,7 +179,16 @@ impl ClusterProvider {
                 }
             }
         }
-        Ok(())
+        let mut observed = Observed::default();
+        if obs.cluster_up {
+            obs.node(cx.ctx.first_master).await?;
+            for node in obs.nodes.get().into_iter().flatten() {
+                if let Some(ip) = node.internal_ip().and_then(|ip| ip.parse().ok()) {
+                    observed.node_labels.insert(ip, node.metadata.labels.clone());
+                }
+            }
+        }
+        Ok(observed)
     }
 }
 

@@ -10,6 +10,8 @@ use sealer_engine::{Attributes, Value};
 use super::remote::Result;
 use super::{text, Cx, KindProvider};
 use crate::error::ProviderError;
+use sealer_engine::clusterfile::rules::is_shell_identifier;
+
 use crate::shell::quote;
 
 pub struct Plugin;
@@ -17,12 +19,18 @@ pub struct Plugin;
 /// How long CLUSTERCHECK waits for every node to be Ready.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
-/// `export NAME=VALUE; ` for the resource's env.
-pub(super) fn env_exports(after: &Attributes) -> String {
-    match after.get("env") {
-        Some(Value::Map(env)) => env.iter().map(|(k, v)| format!("export {k}={}; ", quote(v))).collect(),
-        _ => String::new(),
+/// How a command gets the resource's env: names that are shell identifiers are exported (`$NAME` works in
+/// a script or CMD line), and every name, `docker-dir` too, is in the environment of the process it runs,
+/// through `env -- 'NAME=VALUE'...`. Returns `(exports, env_command)`; both are empty without env.
+pub(super) fn env_of(after: &Attributes) -> (String, String) {
+    let Some(Value::Map(env)) = after.get("env") else { return (String::new(), String::new()) };
+    if env.is_empty() {
+        return (String::new(), String::new());
     }
+    let exports =
+        env.iter().filter(|(k, _)| is_shell_identifier(k)).map(|(k, v)| format!("export {k}={}; ", quote(v))).collect();
+    let pairs: Vec<String> = env.iter().map(|(k, v)| quote(&format!("{k}={v}"))).collect();
+    (exports, format!("env -- {} ", pairs.join(" ")))
 }
 
 fn runs_on_delete(attrs: &Attributes) -> bool {
@@ -33,10 +41,11 @@ impl Cx {
     async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
         let kind = text(after, "type").unwrap_or_default();
         let data = text(after, "data").unwrap_or_default();
-        let prefix = format!("cd {} && {}", quote(&self.rootfs()), env_exports(after));
+        let (exports, env) = env_of(after);
+        let prefix = format!("cd {} && {exports}exec {env}", quote(&self.rootfs()));
         match kind.as_str() {
             "SHELL" => {
-                self.run(ip, &self.with_image_path(&format!("{prefix}exec sh -s")), data.as_bytes()).await?;
+                self.run(ip, &self.with_image_path(&format!("{prefix}sh -s")), data.as_bytes()).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
             // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.
@@ -65,8 +74,7 @@ impl Cx {
                 let context = serde_json::json!({
                     "cluster": self.ctx.cluster, "host": ip.to_string(), "phase": phase, "data": data, "env": env
                 });
-                self.run(ip, &self.with_image_path(&format!("{prefix}exec {exe}")), context.to_string().as_bytes())
-                    .await?;
+                self.run(ip, &self.with_image_path(&format!("{prefix}{exe}")), context.to_string().as_bytes()).await?;
             }
         }
         Ok(())
@@ -124,7 +132,13 @@ mod tests {
             ("data", Value::text("echo hi")),
             ("phase", Value::text("PostInstall")),
             ("runs_on", Value::text(runs_on)),
-            ("env", Value::Map(BTreeMap::from([("DIR".to_string(), "a b".to_string())]))),
+            (
+                "env",
+                Value::Map(BTreeMap::from([
+                    ("DIR".to_string(), "a b".to_string()),
+                    ("docker-dir".to_string(), "/var/lib/docker".to_string()),
+                ])),
+            ),
         ])
     }
 
@@ -137,7 +151,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; exec sh -s"]
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
+                 exec env -- 'DIR=a b' docker-dir=/var/lib/docker sh -s"]
         );
     }
 
@@ -190,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_script_names_the_host_command_and_status() {
-        let remote = Arc::new(Scripted::default().fail("exec sh -s", 3, "line 1\nboom"));
+        let remote = Arc::new(Scripted::default().fail("sh -s", 3, "line 1\nboom"));
         let (p, _logs) = provider(remote);
         let err =
             apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(shell("create"))))
