@@ -17,6 +17,8 @@ pub struct ImageFacts {
     pub kubeadm: Vec<KubeadmDocument>,
     /// The rootfs digest: a rebuilt image under the same name is a change of `image.*`.
     pub digest: Option<String>,
+    /// The image's `*.tmpl` files (path in the rootfs, text), rendered with each host's env.
+    pub templates: Vec<(String, String)>,
 }
 
 struct Compiler<'a> {
@@ -25,6 +27,7 @@ struct Compiler<'a> {
     image_kubeadm: &'a [KubeadmDocument],
     /// The image's digest, `Unknown` when the store does not have it.
     digest: Value,
+    templates: &'a [(String, String)],
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -46,6 +49,7 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
         cf,
         image_kubeadm: &image.kubeadm,
         digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
+        templates: &image.templates,
         b: GraphBuilder::default(),
         plugins: HashMap::new(),
         membership: HashMap::new(),
@@ -130,12 +134,20 @@ impl Compiler<'_> {
             self.b.depends(&hostname, &address(Kind::Host, ip))?;
             let originally = self.plugins_at(Phase::Originally, ip);
             self.depends_all(&hostname, &originally)?;
-            let image = self.add(
-                Kind::Image,
-                ip.to_string(),
-                Some(ip),
-                attrs([("image", Value::text(&cf.cluster.image)), ("digest", self.digest.clone())]),
-            )?;
+            let mut a = attrs([("image", Value::text(&cf.cluster.image)), ("digest", self.digest.clone())]);
+            // Each template rendered with this host's env, written beside it without `.tmpl`: an env
+            // change shows as the files it changes.
+            let rendered: BTreeMap<String, String> = self
+                .templates
+                .iter()
+                .map(|(path, text)| {
+                    (path.strip_suffix(".tmpl").unwrap_or(path).to_string(), crate::template::render(text, &host.env))
+                })
+                .collect();
+            if !rendered.is_empty() {
+                a.insert("templates".into(), Value::Map(rendered));
+            }
+            let image = self.add(Kind::Image, ip.to_string(), Some(ip), a)?;
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
                 let a = self.add(
@@ -213,9 +225,7 @@ impl Compiler<'_> {
                     // A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
                     ("kubernetes_version", Value::text(&version)),
                 ]);
-                if let Some(config) = &join_config {
-                    a.insert("config".into(), Value::text(config));
-                }
+                a.insert("config".into(), Value::text(&join_config));
                 let join = self.add(Kind::KubeadmJoin, host.ip.to_string(), Some(host.ip), a)?;
                 self.b.depends(&join, &last_master)?;
                 let mut deps = self.prepared(host.ip);

@@ -304,21 +304,53 @@ pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, 
     Ok(out)
 }
 
-/// The merged `JoinConfiguration`, when the image or the Clusterfile declares one; the token and CA hash
-/// are added at apply time from what `kubeadm init` printed.
-pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> Option<String> {
+/// The merged `JoinConfiguration` (defaults < the image's < the Clusterfile's); the token, CA hash and
+/// certificate key are added at apply time ([`with_join_credentials`]), never planned.
+pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
     let layers: Vec<&KubeadmDocument> =
         image.iter().chain(&cf.kubeadm).filter(|d| d.kind == "JoinConfiguration").collect();
-    if layers.is_empty() {
-        return None;
-    }
     let mut body = yaml(&format!(
         "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {API_SERVER_DOMAIN}:6443\nnodeRegistration:\n  criSocket: {CRI_SOCKET}\n"
     ));
     for layer in layers {
         merge(&mut body, &layer.body);
     }
-    Some(render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf, image))))
+    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf, image)))
+}
+
+/// What one host joins with: the planned `JoinConfiguration` with the join credentials, and for a
+/// control-plane member its `controlPlane` section (its own advertise address and the certificate key).
+/// Written to the host 0600 and removed after the join, so no secret is on a command line.
+pub fn with_join_credentials(
+    config: &str,
+    token: &str,
+    ca_hash: &str,
+    control_plane: Option<(IpAddr, &str)>,
+) -> Result<String, KubeadmError> {
+    let mut out = String::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(config).enumerate() {
+        let yaml = |e: serde_yaml::Error| KubeadmError::Yaml { document: i + 1, message: e.to_string() };
+        let mut doc: Value = serde::Deserialize::deserialize(document).map_err(yaml)?;
+        if doc.get("kind").and_then(Value::as_str) == Some("JoinConfiguration") {
+            let text = |s: &str| Value::String(s.to_string());
+            let mut bootstrap = Mapping::new();
+            bootstrap.insert("token".into(), text(token));
+            bootstrap.insert("caCertHashes".into(), Value::Sequence(vec![text(ca_hash)]));
+            merge(&mut doc, &yaml_with("discovery", yaml_with("bootstrapToken", Value::Mapping(bootstrap))));
+            if let Some((address, key)) = control_plane {
+                let mut endpoint = Mapping::new();
+                endpoint.insert("advertiseAddress".into(), text(&address.to_string()));
+                endpoint.insert("bindPort".into(), Value::Number(6443.into()));
+                let mut section = Mapping::new();
+                section.insert("localAPIEndpoint".into(), Value::Mapping(endpoint));
+                section.insert("certificateKey".into(), text(key));
+                merge(&mut doc, &yaml_with("controlPlane", Value::Mapping(section)));
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc).map_err(yaml)?);
+    }
+    Ok(out)
 }
 
 fn yaml_with(key: &str, value: Value) -> Value {
@@ -369,6 +401,29 @@ mod tests {
         assert_eq!(kubeadm_api_version("v1.21.3"), "kubeadm.k8s.io/v1beta2");
         assert_eq!(kubeadm_api_version("v1.22.0"), "kubeadm.k8s.io/v1beta3");
         assert_eq!(kubeadm_api_version("v1.28.1"), "kubeadm.k8s.io/v1beta3");
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn join_credentials_go_into_the_join_configuration_only() {
+        let config = "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    \
+                      apiServerEndpoint: apiserver.cluster.local:6443\nnodeRegistration:\n  kubeletExtraArgs:\n    max-pods: '150'\n";
+        let node = with_join_credentials(config, "abcdef.0123456789abcdef", "sha256:00ff", None).unwrap();
+        let doc: Value = serde_yaml::from_str(node.trim_start_matches("---\n")).unwrap();
+        let bt = &doc["discovery"]["bootstrapToken"];
+        assert_eq!(bt["token"], Value::from("abcdef.0123456789abcdef"));
+        assert_eq!(bt["caCertHashes"][0], Value::from("sha256:00ff"));
+        assert_eq!(bt["apiServerEndpoint"], Value::from("apiserver.cluster.local:6443"));
+        assert_eq!(doc["nodeRegistration"]["kubeletExtraArgs"]["max-pods"], Value::from("150"));
+        assert!(doc.get("controlPlane").is_none());
+        let master = with_join_credentials(config, "t", "h", Some(("10.0.0.3".parse().unwrap(), "key"))).unwrap();
+        let doc: Value = serde_yaml::from_str(master.trim_start_matches("---\n")).unwrap();
+        assert_eq!(doc["controlPlane"]["certificateKey"], Value::from("key"));
+        assert_eq!(doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], Value::from("10.0.0.3"));
     }
 }
 

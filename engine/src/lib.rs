@@ -14,6 +14,7 @@ mod plan;
 mod resource;
 mod source_map;
 mod state;
+pub mod template;
 
 pub use clusterfile::{parse, Clusterfile, Parsed};
 pub use compile::{compile, ImageFacts};

@@ -1021,3 +1021,80 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
 }
+
+/// The documentation's behaviours on real hosts: a SHELL plugin selected by the masters' kubeadm label
+/// runs on exactly the masters, PreJoin only on the hosts that join, a dashed env name reaches scripts and
+/// the image's templates with the host group's value winning, and joins leave no join credential on any
+/// command line or in any log (logs 0600).
+#[test]
+fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(4);
+    let ips: Vec<String> = (0..4).map(|i| site.ip(i)).collect();
+    let clusterfile = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: e2e\nspec:\n  image: {IMAGE}\n  ssh:\n    pk: {key}\n  \
+         env:\n    docker-dir: /var/lib/docker\n  hosts:\n    - ips: [{}, {}]\n      roles: [master]\n    - ips: [{}, {}]\n      \
+         roles: [node]\n      env:\n        docker-dir: /data/docker\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: MyShell\nspec:\n  type: SHELL\n  \
+         action: PostInstall\n  on: node-role.kubernetes.io/master=\n  data: |\n    hostname > /root/on-master\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: SHELL\nspec:\n  action: PreJoin|PostInstall\n  \
+         data: |\n    env | grep '^docker-dir=' >> /root/env-seen\n",
+        ips[0],
+        ips[1],
+        ips[2],
+        ips[3],
+        key = site.tb.key.display(),
+    );
+    site.write_clusterfile(&clusterfile);
+    let plan = ok(&site.sealer(&["plan"], ""));
+    assert!(plan.contains("plugin \"MyShell.PostInstall."), "{plan}");
+    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+
+    let file =
+        |i: usize, path: &str| String::from_utf8_lossy(&site.tb.exec(i, &format!("cat {path}")).stdout).into_owned();
+    for i in 0..4 {
+        let master = i < 2;
+        assert_eq!(file(i, "/root/on-master").is_empty(), !master, "MyShell on host {i}");
+        let dir = if master { "/var/lib/docker" } else { "/data/docker" };
+        // PreJoin on every host but the first master, PostInstall everywhere.
+        let runs = if i == 0 { 1 } else { 2 };
+        assert_eq!(file(i, "/root/env-seen"), format!("docker-dir={dir}\n").repeat(runs), "host {i}");
+        let daemon = file(i, "/var/lib/sealer/e2e/rootfs/etc/daemon.json");
+        assert_eq!(daemon.trim(), format!("{{\"data-root\": \"{dir}\"}}"), "host {i}");
+    }
+
+    // Every token and certificate key the cluster issued, from the simulation's records in its etcd.
+    let record = site.tb.exec(
+        0,
+        "ETCDCTL_API=3 /var/lib/sealer/e2e/rootfs/bin/etcdctl --endpoints http://127.0.0.1:2379 get \
+         /registry/sim/cluster --print-value-only",
+    );
+    let record: Json = serde_json::from_slice(&record.stdout).unwrap();
+    let mut secrets: Vec<String> = record["tokens"].as_object().unwrap().keys().cloned().collect();
+    secrets.extend(record["certificateKeys"].as_object().unwrap().keys().cloned());
+    assert!(secrets.len() >= 2, "{record}");
+    let logs = site.path().join(".sealer/logs");
+    let mut seen = 0;
+    for run in std::fs::read_dir(&logs).unwrap() {
+        for log in std::fs::read_dir(run.unwrap().path()).unwrap() {
+            let log = log.unwrap().path();
+            assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600, "{}", log.display());
+            let text = std::fs::read_to_string(&log).unwrap();
+            for secret in &secrets {
+                assert!(!text.contains(secret.as_str()), "{} holds a join credential", log.display());
+            }
+            for command in text.lines().filter(|l| l.starts_with("$ ")) {
+                assert!(!command.contains("--token") && !command.contains("--certificate-key"), "{command}");
+            }
+            seen += usize::from(text.contains("kubeadm join --config"));
+        }
+    }
+    assert_eq!(seen, 3, "every joining host joined with a config file");
+    for i in 1..4 {
+        assert!(file(i, "/var/lib/sealer/e2e/kubeadm-join.yml").is_empty(), "the join file is gone from host {i}");
+    }
+    let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+}

@@ -33,7 +33,38 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
     };
-    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest) }, None))
+    let templates = templates(&image.rootfs)?;
+    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates }, None))
+}
+
+/// A template larger than this is refused: templates are configuration files.
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// The image's `*.tmpl` files (outside its registry), by rootfs path, in path order.
+fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    let mut stack = vec![rootfs.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            let relative = path.strip_prefix(rootfs).unwrap_or(&path).to_string_lossy().into_owned();
+            if kind.is_dir() && relative != "registry" {
+                stack.push(path);
+            } else if kind.is_file() && relative.ends_with(".tmpl") {
+                if entry.metadata()?.len() > MAX_TEMPLATE_BYTES {
+                    anyhow::bail!("template `{relative}` is over {MAX_TEMPLATE_BYTES} bytes");
+                }
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("template `{relative}` is not UTF-8 text"))?;
+                found.push((relative, text));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Notes every `image.*` update of `plan` with what the new digest changes against the one the host

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use sealer_engine::{Attributes, Value};
 
-use super::plugin::env_of;
+use super::plugin::{env_of, SHELL};
 use super::remote::Result;
 use super::{Cx, KindProvider};
 use crate::shell::quote;
@@ -18,7 +18,7 @@ impl KindProvider for Guest {
         let prefix = format!("cd {} && {exports}", quote(&cx.rootfs()));
         for cmd in &image.config.cmds {
             // A CMD is a shell line: with env, it runs in a shell that has all of it.
-            let line = if env.is_empty() { cmd.clone() } else { format!("{env}sh -c {}", quote(cmd)) };
+            let line = if env.is_empty() { cmd.clone() } else { format!("{env}{SHELL} -c {}", quote(cmd)) };
             cx.run(ip, &cx.with_image_path(&format!("{prefix}{line}")), b"").await?;
         }
         after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
@@ -61,7 +61,7 @@ mod tests {
             apply(&p, change(Kind::Guest, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
         assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
         let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; \
-                      env -- A=1 sh -c";
+                      env -- A=1 \"$(command -v bash || echo sh)\" -c";
         assert_eq!(
             remote.commands(M1),
             [format!("{prefix} 'kubectl apply -f manifests/a.yaml'"), format!("{prefix} 'echo done'")]

@@ -3,6 +3,7 @@
 //! A new digest (a rebuilt image, or another image) is an in-place update: `/etc/hosts` and the files
 //! other kinds wrote stay.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
@@ -18,8 +19,33 @@ use crate::shell::quote;
 
 pub struct Image;
 
+/// The rendered templates of `attrs`: rootfs path → text.
+fn templates(attrs: &Attributes) -> BTreeMap<String, String> {
+    match attrs.get("templates") {
+        Some(Value::Map(m)) => m.clone(),
+        _ => BTreeMap::new(),
+    }
+}
+
+impl Image {
+    /// Writes the rendered templates that differ from what `before` recorded (all of them after a copy).
+    async fn render(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes, copied: bool) -> Result<()> {
+        let old = templates(before);
+        for (path, text) in templates(after) {
+            if copied || old.get(&path) != Some(&text) {
+                cx.upload(ip, &format!("{}/{path}", cx.rootfs()), text.as_bytes(), 0o644).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl KindProvider for Image {
-    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        self.update(cx, ip, &Attributes::new(), after).await
+    }
+
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
         let image = cx.image()?;
         let dir = cluster_dir(&cx.ctx.cluster);
         let qdir = quote(&dir);
@@ -40,6 +66,8 @@ impl KindProvider for Image {
             // The digest goes last: a copy cut short is redone by the next apply.
             cx.upload(ip, &format!("{dir}/digest"), image.config.digest.as_bytes(), 0o644).await?;
         }
+        // A copy may have brought the template files back: every rendering is written again then.
+        self.render(cx, ip, before, &after, on_host != image.config.digest).await?;
         after.insert("digest".into(), Value::Text(image.config.digest.clone()));
         Ok(after)
     }
@@ -174,5 +202,28 @@ mod tests {
         let (p, _logs) = provider(Arc::new(Scripted::default()));
         let err = failure(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(attrs([])))).await;
         assert_eq!(err, "the cluster image is not in the local store");
+    }
+
+    #[tokio::test]
+    async fn an_env_change_rewrites_exactly_the_templates_it_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
+        let logs = tempfile::tempdir().unwrap();
+        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let rendered = |docker: &str| {
+            Value::Map(BTreeMap::from([
+                ("etc/daemon.json".to_string(), format!("{{\"data-root\": \"{docker}\"}}")),
+                ("etc/static.conf".to_string(), "same".to_string()),
+            ]))
+        };
+        let before = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/var/lib/docker"))]);
+        let after = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/data/docker"))]);
+        apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
+        assert_eq!(
+            remote.commands(M1),
+            ["cat /var/lib/sealer/c/digest 2>/dev/null; true", "upload /var/lib/sealer/c/rootfs/etc/daemon.json 644"]
+        );
+        let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/daemon.json").unwrap();
+        assert_eq!(written, "{\"data-root\": \"/data/docker\"}");
     }
 }

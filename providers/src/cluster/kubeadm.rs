@@ -3,11 +3,13 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::kubeadm::{differs_beyond_version, for_control_plane_member, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
+use sealer_engine::kubeadm::{
+    differs_beyond_version, for_control_plane_member, with_join_credentials, API_SERVER_DOMAIN, REGISTRY_DOMAIN,
+};
 use sealer_engine::{Address, Attributes, Kind};
 
 use super::remote::Result;
-use super::{text, Cx, JoinInfo, KindProvider};
+use super::{cluster_dir, text, Cx, JoinInfo, KindProvider};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -20,8 +22,9 @@ fn parse_join(output: &str) -> Option<JoinInfo> {
     let at = words.windows(2).position(|w| w == ["kubeadm", "join"])? + 1;
     let after =
         |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
+    // The endpoint is the planned JoinConfiguration's; a command without one is not a join command.
+    words.get(at + 1)?;
     Some(JoinInfo {
-        endpoint: words.get(at + 1)?.to_string(),
         token: after("--token")?,
         ca_hash: after("--discovery-token-ca-cert-hash")?,
         certificate_key: after("--certificate-key"),
@@ -116,7 +119,7 @@ impl Init {
             return Ok(true);
         }
         let init = format!("kubeadm init --config {} --upload-certs", quote(&path));
-        let out = cx.output(ip, &cx.with_image_path(&init)).await?;
+        let out = cx.secret_output(ip, &cx.with_image_path(&init)).await?;
         let mut join = parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
             host: ip,
             what: "`kubeadm init`".into(),
@@ -188,20 +191,16 @@ impl KindProvider for Join {
         }
         let control_plane = text(&after, "role").as_deref() == Some("master");
         let info = cx.join_info(control_plane).await?;
-        let mut command = format!(
-            "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",
-            quote(&info.endpoint),
-            quote(&info.token),
-            quote(&info.ca_hash)
-        );
-        if control_plane {
-            let key = info.certificate_key.clone().unwrap_or_default();
-            command.push_str(&format!(
-                " --control-plane --certificate-key {} --apiserver-advertise-address {ip}",
-                quote(&key)
-            ));
-        }
-        cx.run(ip, &cx.with_image_path(&command), b"").await?;
+        let planned = text(&after, "config").unwrap_or_default();
+        let key = info.certificate_key.clone().unwrap_or_default();
+        let config =
+            with_join_credentials(&planned, &info.token, &info.ca_hash, control_plane.then_some((ip, key.as_str())))?;
+        // The credentials travel in a 0600 file that goes whatever the join did, never on a command line.
+        let path = format!("{}/kubeadm-join.yml", cluster_dir(&cx.ctx.cluster));
+        cx.upload(ip, &path, config.as_bytes(), 0o600).await?;
+        let joined = cx.run(ip, &cx.with_image_path(&format!("kubeadm join --config {}", quote(&path))), b"").await;
+        cx.run(ip, &format!("rm -f {}", quote(&path)), b"").await?;
+        joined?;
         Ok(after)
     }
 
@@ -233,12 +232,15 @@ mod tests {
     #[test]
     fn join_commands_are_read_from_kubeadm_output() {
         let j = parse_join(INIT_OUT).unwrap();
-        assert_eq!(j.endpoint, "apiserver.cluster.local:6443");
         assert_eq!(j.token, "abcdef.0123456789abcdef");
         assert_eq!(j.ca_hash, "sha256:00ff");
         assert_eq!(j.certificate_key.as_deref(), Some("0a0b"));
         assert!(parse_join("no join here").is_none());
     }
+
+    const JOIN: &str =
+        "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    \
+                        apiServerEndpoint: apiserver.cluster.local:6443\n";
 
     fn strip(commands: Vec<String>) -> Vec<String> {
         commands.into_iter().map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "")).collect()
@@ -250,24 +252,38 @@ mod tests {
         let (p, _logs) = provider(remote.clone());
         let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
         apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init))).await.unwrap();
-        let master = attrs([("role", Value::text("master"))]);
+        let master = attrs([("role", Value::text("master")), ("config", Value::text(JOIN))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master))).await.unwrap();
-        let node = attrs([("role", Value::text("node"))]);
+        let node = attrs([("role", Value::text("node")), ("config", Value::text(JOIN))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
         let m1 = strip(remote.commands(M1));
         assert_eq!(m1[0], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
         assert!(m1[1].contains("10.0.0.2 apiserver.cluster.local"));
         assert_eq!(m1[3], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
         assert_eq!(m1.len(), 4, "no token minted: init printed one {m1:?}");
-        let m2 = strip(remote.commands(M2));
-        assert_eq!(
-            m2.last().unwrap(),
-            "kubeadm join apiserver.cluster.local:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash \
-             sha256:00ff --control-plane --certificate-key 0a0b --apiserver-advertise-address 10.0.0.3"
-        );
-        assert!(m2.iter().any(|c| c.contains("10.0.0.2 sea.hub")));
-        let n1 = strip(remote.commands(N1));
-        assert!(n1.last().unwrap().ends_with("--discovery-token-ca-cert-hash sha256:00ff"), "{n1:?}");
+        let path = "/var/lib/sealer/c/kubeadm-join.yml";
+        for (host, control_plane) in [(M2, true), (N1, false)] {
+            let commands = strip(remote.commands(host));
+            assert_eq!(
+                commands[commands.len() - 3..],
+                [format!("upload {path} 600"), format!("kubeadm join --config {path}"), format!("rm -f {path}")]
+            );
+            assert!(commands.iter().any(|c| c.contains("10.0.0.2 sea.hub")));
+            assert!(!commands.iter().any(|c| c.contains("abcdef") || c.contains("0a0b")), "{commands:?}");
+            let written: serde_yaml::Value =
+                serde_yaml::from_str(remote.uploaded(host, path).unwrap().trim_start_matches("---\n")).unwrap();
+            assert_eq!(written["discovery"]["bootstrapToken"]["token"], "abcdef.0123456789abcdef");
+            assert_eq!(written["discovery"]["bootstrapToken"]["caCertHashes"][0], "sha256:00ff");
+            assert_eq!(written["controlPlane"]["certificateKey"].as_str(), control_plane.then_some("0a0b"));
+        }
+        let logs = std::fs::read_dir(_logs.path()).unwrap();
+        for log in logs {
+            let log = log.unwrap().path();
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(!text.contains("abcdef.0123456789abcdef") && !text.contains("0a0b"), "{text}");
+            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[tokio::test]
@@ -282,13 +298,14 @@ mod tests {
                 .on("upload-certs", "[upload-certs] Using certificate key:\nkey123"),
         );
         let (p, _logs) = provider(remote.clone());
-        let master = attrs([("role", Value::text("master"))]);
+        let master = attrs([("role", Value::text("master")), ("config", Value::text(JOIN))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master))).await.unwrap();
         assert_eq!(
             strip(remote.commands(M1)),
             ["kubeadm token create --print-join-command", "kubeadm init phase upload-certs --upload-certs"]
         );
-        assert!(strip(remote.commands(M2)).last().unwrap().contains("--certificate-key key123"));
+        let written = remote.uploaded(M2, "/var/lib/sealer/c/kubeadm-join.yml").unwrap();
+        assert!(written.contains("certificateKey: key123") && written.contains("token: t.1"), "{written}");
     }
 
     #[tokio::test]

@@ -86,7 +86,6 @@ pub(crate) trait KindProvider: Sync {
 /// Join credentials, from `kubeadm init` or freshly minted on the first master.
 #[derive(Clone, Debug)]
 pub(crate) struct JoinInfo {
-    endpoint: String,
     token: String,
     ca_hash: String,
     certificate_key: Option<String>,
@@ -292,6 +291,23 @@ impl Cx {
     /// The trimmed stdout of `command`.
     async fn output(&self, ip: IpAddr, command: &str) -> Result<String> {
         Ok(self.run(ip, command, b"").await?.stdout_text())
+    }
+
+    /// The trimmed stdout of a command that prints join credentials (a token, a certificate key): the
+    /// log records the command and its status, never what it printed.
+    async fn secret_output(&self, ip: IpAddr, command: &str) -> Result<String> {
+        self.log(ip, &format!("$ {command}"));
+        let out = self.remote.exec(ip, command, b"").await?;
+        self.log(ip, &format!("# exit {} (output withheld: it holds join credentials)", out.status));
+        if out.status != 0 {
+            return Err(ProviderError::Command {
+                host: ip,
+                command: command.to_string(),
+                status: out.status,
+                detail: "(output withheld: it may hold join credentials)".into(),
+            });
+        }
+        Ok(out.stdout_text())
     }
 
     /// Whether `test_expression` (a `test` argument list) holds on `ip`.

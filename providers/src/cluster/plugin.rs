@@ -33,6 +33,10 @@ pub(super) fn env_of(after: &Attributes) -> (String, String) {
     (exports, format!("env -- {} ", pairs.join(" ")))
 }
 
+/// The shell scripts and CMD lines run in: bash where the host has it (dash drops env names that are not
+/// identifiers, such as `docker-dir`, from what its children see), else sh.
+pub(super) const SHELL: &str = "\"$(command -v bash || echo sh)\"";
+
 fn runs_on_delete(attrs: &Attributes) -> bool {
     text(attrs, "runs_on").as_deref() == Some("delete")
 }
@@ -45,7 +49,7 @@ impl Cx {
         let prefix = format!("cd {} && {exports}exec {env}", quote(&self.rootfs()));
         match kind.as_str() {
             "SHELL" => {
-                self.run(ip, &self.with_image_path(&format!("{prefix}sh -s")), data.as_bytes()).await?;
+                self.run(ip, &self.with_image_path(&format!("{prefix}{SHELL} -s")), data.as_bytes()).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
             // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.
@@ -152,7 +156,7 @@ mod tests {
         assert_eq!(
             remote.commands(M1),
             ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
-                 exec env -- 'DIR=a b' docker-dir=/var/lib/docker sh -s"]
+                 exec env -- 'DIR=a b' docker-dir=/var/lib/docker \"$(command -v bash || echo sh)\" -s"]
         );
     }
 
@@ -205,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_script_names_the_host_command_and_status() {
-        let remote = Arc::new(Scripted::default().fail("sh -s", 3, "line 1\nboom"));
+        let remote = Arc::new(Scripted::default().fail(" -s", 3, "line 1\nboom"));
         let (p, _logs) = provider(remote);
         let err =
             apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(shell("create"))))
