@@ -47,8 +47,8 @@ pub fn parse_image_documents(text: &str) -> Result<Vec<KubeadmDocument>, Kubeadm
         }
         let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         if let Value::Mapping(m) = &mut body {
-            m.remove("apiVersion");
-            m.remove("kind");
+            m.shift_remove("apiVersion");
+            m.shift_remove("kind");
         }
         out.push(KubeadmDocument { api_version, kind, body });
     }
@@ -161,44 +161,57 @@ pub fn kubeadm_api_version(kubernetes_version: &str) -> &'static str {
     }
 }
 
-fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap_or(Value::Null)
-}
-
 fn strings(items: impl IntoIterator<Item = String>) -> Value {
     Value::Sequence(items.into_iter().map(Value::String).collect())
 }
 
+/// sealer's documented default configuration, one body (without apiVersion and kind) per kind.
+const DOCUMENTED_DEFAULTS: &str = include_str!("kubeadm_defaults.yml");
+
+/// The documented default body of `kind`.
+fn documented(kind: &str) -> Value {
+    serde_yaml::Deserializer::from_str(DOCUMENTED_DEFAULTS)
+        .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
+        .find(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
+        .map(|mut d| {
+            if let Value::Mapping(m) = &mut d {
+                m.shift_remove("apiVersion");
+                m.shift_remove("kind");
+            }
+            d
+        })
+        .unwrap_or(Value::Mapping(Mapping::new()))
+}
+
+/// The container runtime socket kubelet talks to: dockershim before 1.24 (removed then), containerd after,
+/// as sealer's images did.
+pub fn cri_socket(kubernetes_version: &str) -> &'static str {
+    match parse_version(kubernetes_version) {
+        Some((1, minor)) if minor < 24 => DOCKERSHIM_SOCKET,
+        _ => CRI_SOCKET,
+    }
+}
+
+const DOCKERSHIM_SOCKET: &str = "/var/run/dockershim.sock";
+
+/// The documented defaults for `version`, with what sealer's code sets: the first master's advertise
+/// address, the version, controlPlaneEndpoint and the certSANs every member needs.
 fn defaults(first_master: IpAddr, version: &str) -> Vec<(&'static str, Value)> {
-    let mut init = yaml("localAPIEndpoint:\n  bindPort: 6443\nnodeRegistration: {}\n");
+    let mut init = documented("InitConfiguration");
     init["localAPIEndpoint"]["advertiseAddress"] = Value::String(first_master.to_string());
-    init["nodeRegistration"]["criSocket"] = Value::String(CRI_SOCKET.into());
-    let mut cluster = yaml(
-        "networking:\n  podSubnet: 100.64.0.0/10\n  serviceSubnet: 10.96.0.0/22\n  dnsDomain: cluster.local\n\
-         apiServer:\n  extraArgs:\n    authorization-mode: Node,RBAC\n\
-         controllerManager:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
-         scheduler:\n  extraArgs:\n    bind-address: 0.0.0.0\n\
-         etcd:\n  local:\n    dataDir: /var/lib/etcd\n",
-    );
+    init["nodeRegistration"]["criSocket"] = Value::String(cri_socket(version).into());
+    let mut cluster = documented("ClusterConfiguration");
+    cluster["kubernetesVersion"] = Value::String(version.into());
+    cluster["controlPlaneEndpoint"] = Value::String(format!("{API_SERVER_DOMAIN}:6443"));
     // kubeadm adds each member's own address to its certificate, so the masters' addresses are not listed:
     // listed, every scaling of the masters would rewrite the first master's configuration.
     let sans = vec!["127.0.0.1".to_string(), API_SERVER_DOMAIN.to_string(), VIRTUAL_IP.to_string()];
-    if let Value::Mapping(m) = &mut cluster {
-        let mut head = Mapping::new();
-        head.insert("kubernetesVersion".into(), Value::String(version.into()));
-        head.insert("controlPlaneEndpoint".into(), Value::String(format!("{API_SERVER_DOMAIN}:6443")));
-        head.insert("imageRepository".into(), Value::String(format!("{REGISTRY_DOMAIN}:{REGISTRY_PORT}")));
-        head.extend(std::mem::take(m));
-        *m = head;
-    }
     cluster["apiServer"]["certSANs"] = strings(sans);
-    let proxy = yaml(&format!("mode: ipvs\nipvs:\n  excludeCIDRs:\n  - {VIRTUAL_IP}/32\n"));
-    let kubelet = yaml("cgroupDriver: systemd\nauthentication:\n  webhook:\n    enabled: true\n");
     vec![
         ("InitConfiguration", init),
         ("ClusterConfiguration", cluster),
-        ("KubeProxyConfiguration", proxy),
-        ("KubeletConfiguration", kubelet),
+        ("KubeProxyConfiguration", documented("KubeProxyConfiguration")),
+        ("KubeletConfiguration", documented("KubeletConfiguration")),
     ]
 }
 
@@ -309,13 +322,14 @@ pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, 
 pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
     let layers: Vec<&KubeadmDocument> =
         image.iter().chain(&cf.kubeadm).filter(|d| d.kind == "JoinConfiguration").collect();
-    let mut body = yaml(&format!(
-        "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {API_SERVER_DOMAIN}:6443\nnodeRegistration:\n  criSocket: {CRI_SOCKET}\n"
-    ));
+    let version = kubernetes_version(cf, image);
+    let mut body = documented("JoinConfiguration");
+    body["discovery"]["bootstrapToken"]["apiServerEndpoint"] = Value::String(format!("{API_SERVER_DOMAIN}:6443"));
+    body["nodeRegistration"]["criSocket"] = Value::String(cri_socket(&version).into());
     for layer in layers {
         merge(&mut body, &layer.body);
     }
-    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&kubernetes_version(cf, image)))
+    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&version))
 }
 
 /// What one host joins with: the planned `JoinConfiguration` with the join credentials, and for a
@@ -337,6 +351,12 @@ pub fn with_join_credentials(
             bootstrap.insert("token".into(), text(token));
             bootstrap.insert("caCertHashes".into(), Value::Sequence(vec![text(ca_hash)]));
             merge(&mut doc, &yaml_with("discovery", yaml_with("bootstrapToken", Value::Mapping(bootstrap))));
+            // kubeadm joins as a control-plane member exactly when this section is there.
+            if control_plane.is_none() {
+                if let Value::Mapping(m) = &mut doc {
+                    m.shift_remove("controlPlane");
+                }
+            }
             if let Some((address, key)) = control_plane {
                 let mut endpoint = Mapping::new();
                 endpoint.insert("advertiseAddress".into(), text(&address.to_string()));
@@ -363,6 +383,10 @@ fn yaml_with(key: &str, value: Value) -> Value {
 mod tests {
     use super::*;
 
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
     #[test]
     fn merge_overrides_scalars_keeps_siblings_and_unions_cert_sans() {
         let mut base = yaml("a: {b: 1, c: 2}\napiServer: {certSANs: [x, y]}\nlist: [1, 2]\n");
@@ -381,7 +405,7 @@ mod tests {
         .unwrap();
         let merged = init_config(&cf, &image, "10.0.0.2".parse().unwrap());
         assert!(merged.contains("from: clusterfile") && merged.contains("image-only: '1'"), "{merged}");
-        assert!(merged.contains("authorization-mode: Node,RBAC"), "defaults stay under both: {merged}");
+        assert!(merged.contains("audit-log-format: json"), "defaults stay under both: {merged}");
         assert!(merged.contains("kubernetesVersion: v1.21.4") && merged.contains("kubeadm.k8s.io/v1beta2"), "{merged}");
         assert!(parse_image_documents("kind: Pod\n").is_err());
     }

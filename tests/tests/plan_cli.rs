@@ -412,10 +412,7 @@ fn multi_line_values_change_as_unified_diffs() {
     assert!(human.contains("~ config = <<-EOT"), "{human}");
     assert!(human.contains("          -     audit-log-maxage: '30'\n"), "{human}");
     assert!(human.contains("          +     audit-log-maxage: '90'\n"), "{human}");
-    assert!(
-        human.contains("                feature-gates: EphemeralContainers=true\n"),
-        "context lines are kept: {human}"
-    );
+    assert!(human.contains("                enable-aggregator-routing: 'true'\n"), "context lines are kept: {human}");
     assert!(human.contains("          -   type: NodePort\n          +   type: ClusterIP\n"), "{human}");
     // The Config document is used on every host, so exactly its three resources change, plus kubeadm-init.
     let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
