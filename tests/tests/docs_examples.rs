@@ -172,3 +172,16 @@ fn a_selector_matching_no_host_is_a_warning_with_its_position() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_build_guides_kubeadm_documents_plan_as_written() {
+    let (addresses, warnings, plan) = plan(&["build-guide-kubeadm.yaml"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(with_prefix(&addresses, "kubeadm-join.").len(), 3);
+    let join = plan["changes"].as_array().unwrap().iter().find(|c| c["address"] == "kubeadm-join.192.168.0.5").unwrap();
+    let config = join["after"]["config"].as_str().unwrap();
+    for field in ["apiVersion: kubeadm.k8s.io/v1beta2", "caCertPath: /etc/kubernetes/pki/ca.crt", "timeout: 5m0s"] {
+        assert!(config.contains(field), "{config}");
+    }
+    assert!(!config.contains("token"), "join credentials are never planned: {config}");
+}

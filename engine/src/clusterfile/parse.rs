@@ -58,12 +58,35 @@ struct DataLine {
 #[derive(Default)]
 struct Builder {
     cluster: Option<(usize, Cluster)>,
+    /// The document that declared each Plugin and Config name: a name is an address, so it is unique.
+    names: HashMap<(&'static str, String), usize>,
     plugins: Vec<PendingPlugin>,
     hostname_lines: Vec<DataLine>,
     label_lines: Vec<DataLine>,
     taint_lines: Vec<DataLine>,
     configs: Vec<ConfigFile>,
     kubeadm: Vec<KubeadmDocument>,
+}
+
+impl Builder {
+    /// Records `name` for `kind`; a name declared before is an error naming both documents.
+    fn unique_name(&mut self, r: &mut DocReader<'_>, kind: &'static str, name: &str) -> bool {
+        match self.names.entry((kind, name.to_string())) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let message = format!(
+                    "{kind} `{name}` is declared in documents {} and {}: names must be unique",
+                    first.get(),
+                    r.document
+                );
+                r.error("metadata.name", Some(name), message);
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r.document);
+                true
+            }
+        }
+    }
 }
 
 /// Reads every document of one Clusterfile. `file` is only used to name the file in diagnostics.
@@ -185,7 +208,9 @@ fn read_document(r: &mut DocReader<'_>, value: &Value, b: &mut Builder) {
         "Config" => {
             check_sealer_api_version(r, &api_version, &kind);
             if let Some(config) = read_config(r, value) {
-                b.configs.push(config);
+                if b.unique_name(r, "Config", &config.name) {
+                    b.configs.push(config);
+                }
             }
         }
         "InitConfiguration"
@@ -596,6 +621,9 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
     let on_text = r.string(spec.get("on"), "spec.on").unwrap_or_default();
     let selector = parse_selector(r, &on_text);
     if let (Some(name), Some(selector)) = (name, selector) {
+        if !b.unique_name(r, "Plugin", &name) {
+            return;
+        }
         b.plugins.push(PendingPlugin {
             document: r.document,
             plugin: Plugin {

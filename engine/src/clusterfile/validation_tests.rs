@@ -235,3 +235,17 @@ fn sealer_io_v2_is_the_same_cluster_form() {
     let c = parse("Clusterfile", &text).unwrap().clusterfile.cluster;
     assert_eq!(c.hosts.len(), 2);
 }
+
+#[test]
+fn plugin_and_config_names_are_as_sealer_takes_them_and_unique() {
+    let plugin = |name: &str| {
+        format!("---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  type: SHELL\n  action: PostInstall\n  data: echo\n")
+    };
+    let ok = format!("{}{}{}", cluster(TWO_HOSTS), plugin("MyShell"), plugin("label_nodes.so"));
+    let parsed = parse("Clusterfile", &ok).unwrap();
+    let names: Vec<&str> = parsed.clusterfile.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["MyShell", "label_nodes.so"]);
+    let twice = format!("{}{}{}", cluster(TWO_HOSTS), plugin("MyShell"), plugin("MyShell"));
+    assert_error(&twice, "metadata.name", Some("MyShell"), "Plugin `MyShell` is declared in documents 2 and 3");
+    assert_error(&format!("{}{}", cluster(TWO_HOSTS), plugin("'a b'")), "metadata.name", Some("a b"), "a name is");
+}
