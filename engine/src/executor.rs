@@ -164,9 +164,11 @@ impl Executor {
             ready.extend(held_deletes.drain(..));
         }
         let semaphore = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        // The changes whose provider was called: only those can be half-done.
+        let started_set: Arc<std::sync::Mutex<std::collections::HashSet<usize>>> = Arc::default();
         // Upgrade steps drain their host: at most `max_unavailable` at once, whatever the parallelism.
         let rolling = Arc::new(Semaphore::new(plan.rollout.as_ref().map_or(1, |r| r.max_unavailable.max(1))));
-        let mut running: JoinSet<(usize, Result<Option<Attributes>, BoxError>, Duration)> = JoinSet::new();
+        let mut running: JoinSet<(usize, Option<(Result<Option<Attributes>, BoxError>, Duration)>)> = JoinSet::new();
         let mut stopped = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
@@ -182,6 +184,7 @@ impl Executor {
                 let reporter = reporter.clone();
                 let rolling =
                     plan.rollout.as_ref().is_some_and(|r| r.contains(&change.address)).then(|| rolling.clone());
+                let (cancel, started_set) = (cancel.clone(), started_set.clone());
                 let handle = running.spawn(async move {
                     // The rollout's permit first, so that waiting steps hold no general permit.
                     let _rolling = match rolling {
@@ -189,10 +192,15 @@ impl Executor {
                         None => None,
                     };
                     let _permit = semaphore.acquire_owned().await;
+                    // Work that waited for its permit past a cancellation never starts.
+                    if cancel.is_cancelled() {
+                        return (i, None);
+                    }
+                    started_set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(i);
                     reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
                     let started = Instant::now();
                     let result = provider.apply(change).await;
-                    (i, result, started.elapsed())
+                    (i, Some((result, started.elapsed())))
                 });
                 tasks.insert(handle.id(), i);
             }
@@ -215,7 +223,11 @@ impl Executor {
             let Some(joined) = next else { break };
             // A provider that panicked fails its own resource like any other error; its dependents are skipped.
             let (i, result, elapsed) = match joined {
-                Ok((_, r)) => r,
+                Ok((_, (i, Some((result, elapsed))))) => (i, result, elapsed),
+                Ok((_, (i, None))) => {
+                    report.outcomes.insert(nodes[i].change.address.clone(), NodeOutcome::Cancelled);
+                    continue;
+                }
                 Err(e) => match tasks.get(&e.id()) {
                     Some(&i) => (i, Err(format!("internal error in the provider: {e}").into()), Duration::ZERO),
                     None => continue,
@@ -279,8 +291,9 @@ impl Executor {
                 ready.extend(held_deletes.drain(..));
             }
         }
-        // Work abandoned after the drain bound had started on its host.
-        for &i in tasks.values() {
+        // Work abandoned after the drain bound: only what had started may have touched its host.
+        let started = started_set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for &i in tasks.values().filter(|i| started.contains(i)) {
             let change = &nodes[i].change;
             if !report.outcomes.contains_key(&change.address) && creates(change) {
                 let _ = record(change, Completion::FailedPartway);
@@ -517,14 +530,20 @@ mod tests {
     async fn running_work_is_abandoned_after_the_drain_bound() {
         struct Slow;
         impl Provider for Slow {
-            fn apply(&self, _: Arc<ResourceChange>) -> ProviderFuture {
+            fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
+                assert_eq!(change.address.key, "slow", "nothing starts after the cancellation");
                 Box::pin(async {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     Ok(None)
                 })
             }
         }
-        let p = plan(vec![change("slow", Action::Create, &[])]);
+        // Three independent creates, one at a time: the first blocks, the two queued behind it never start.
+        let p = plan(vec![
+            change("slow", Action::Create, &[]),
+            change("queued-1", Action::Create, &[]),
+            change("queued-2", Action::Create, &[]),
+        ]);
         let cancel = CancelFlag::default();
         let flag = cancel.clone();
         tokio::spawn(async move {
@@ -539,8 +558,14 @@ mod tests {
                 Ok(())
             })
             .await;
-        assert_eq!(recorded, [("slow".to_string(), true)], "abandoned after it started: tainted, never done");
-        assert_eq!(report.outcomes[&Address::new(Kind::Host, "slow")], NodeOutcome::Cancelled);
+        assert_eq!(
+            recorded,
+            [("slow".to_string(), true)],
+            "abandoned after it started: tainted, never done; what never started: not recorded at all"
+        );
+        for key in ["slow", "queued-1", "queued-2"] {
+            assert_eq!(report.outcomes[&Address::new(Kind::Host, key)], NodeOutcome::Cancelled);
+        }
         assert!(started.elapsed() < Duration::from_secs(60));
     }
 

@@ -358,7 +358,9 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
         }
         let orphans = state.resources.keys().filter(|a| graph.get(a).is_none());
         if targeted {
-            orphans.filter(|a| options.targets.contains(a)).collect()
+            // A targeted delete takes what depends on it (as with --destroy --target).
+            let wanted = stored_dependents(state, &options.targets);
+            orphans.filter(|a| wanted.contains(a)).collect()
         } else {
             orphans.collect()
         }
@@ -617,5 +619,29 @@ mod tests {
         let skip = vec![member(Kind::KubeadmInit, "10.0.0.2", "v1.22.15", "v1.24.0")];
         assert!(matches!(Rollout::of(&skip, 1), Err(PlanError::Upgrade { .. })));
         assert_eq!(Rollout::of(&changes[2..], 1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_targeted_delete_takes_what_depends_on_it() {
+        let mut state = State::empty("c");
+        let put = |state: &mut State, kind: Kind, key: &str, deps: Vec<Address>| {
+            let r = StoredResource {
+                address: Address::new(kind, key),
+                host: None,
+                status: ResourceStatus::Ready,
+                attributes: Attributes::new(),
+                depends_on: deps,
+            };
+            state.resources.insert(r.address.clone(), r);
+        };
+        let join = Address::new(Kind::KubeadmJoin, "10.0.0.5");
+        put(&mut state, Kind::KubeadmJoin, "10.0.0.5", vec![]);
+        put(&mut state, Kind::Label, "10.0.0.5", vec![join.clone()]);
+        put(&mut state, Kind::Hostname, "10.0.0.6", vec![]);
+        let graph = crate::graph::GraphBuilder::default().finish().unwrap();
+        let options = PlanOptions { targets: vec![join], ..PlanOptions::default() };
+        let p = plan(&graph, &state, &options).unwrap();
+        let deleted: Vec<String> = p.changes.iter().map(|c| c.address.to_string()).collect();
+        assert_eq!(deleted, ["label.10.0.0.5", "kubeadm-join.10.0.0.5"], "dependents first, the rest untouched");
     }
 }
