@@ -91,6 +91,9 @@ pub enum Completion<'a> {
     FailedPartway,
 }
 
+/// A change's provider result and how long it took; `None` in its place when it never started.
+type Ran = (Result<Option<Attributes>, BoxError>, Duration);
+
 pub struct Executor {
     pub parallelism: usize,
     /// After a cancellation, how long running work may still finish before it is abandoned (and its
@@ -168,7 +171,7 @@ impl Executor {
         let started_set: Arc<std::sync::Mutex<std::collections::HashSet<usize>>> = Arc::default();
         // Upgrade steps drain their host: at most `max_unavailable` at once, whatever the parallelism.
         let rolling = Arc::new(Semaphore::new(plan.rollout.as_ref().map_or(1, |r| r.max_unavailable.max(1))));
-        let mut running: JoinSet<(usize, Option<(Result<Option<Attributes>, BoxError>, Duration)>)> = JoinSet::new();
+        let mut running: JoinSet<(usize, Option<Ran>)> = JoinSet::new();
         let mut stopped = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();

@@ -84,7 +84,7 @@ impl Registry {
 
     fn configured(root: Option<&Path>, extra: impl FnOnce(&Path) -> String) -> Option<Registry> {
         if !Path::new("/usr/bin/docker-registry").exists() {
-            assert!(std::env::var("CI").is_err(), "CI must install docker-registry");
+            sealer_tests::skip_without("no registry: the docker-registry package is not installed");
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -163,7 +163,7 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
             serde_json::from_str(v["Labels"]["sealer.image.extension"].as_str().unwrap()).unwrap();
         assert_eq!(extension["launch"]["cmds"][0], "kubectl apply -f manifests/hello.yaml");
     } else {
-        assert!(std::env::var("CI").is_err(), "CI must install skopeo");
+        sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
     }
 
     // `sealer apply` of an image the store lacks pulls it before anything else (the host here refuses
@@ -268,6 +268,8 @@ fn save_and_load_round_trip_through_an_oci_archive() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
     }
     ok(&sealer(&home, dir.path(), &["rmi", "app:1"]));
     ok(&sealer(&home, dir.path(), &["load", "-i", "app.tar"]));
@@ -563,7 +565,7 @@ impl TokenService {
 #[test]
 fn bearer_token_registry_login_push_and_pull() {
     if !Path::new("/usr/bin/openssl").exists() {
-        assert!(std::env::var("CI").is_err(), "CI must install openssl");
+        sealer_tests::skip_without("openssl is not installed");
         return;
     }
     let tokens = TokenService::start("token-user", REGISTRY_PASSWORD);
@@ -616,5 +618,7 @@ fn bearer_token_registry_login_push_and_pull() {
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(v["Digest"], manifest_digest.as_str(), "skopeo sees what we pushed through the same tokens");
+    } else {
+        sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
     }
 }
