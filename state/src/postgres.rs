@@ -73,13 +73,28 @@ pub fn redact_url(url: &str) -> String {
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_string(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
         },
-        None => url.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    // libpq also takes the password as a query parameter.
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => path.to_string(),
+    };
+    format!("{scheme}://{authority}{path}")
 }
 
 fn backend(message: impl Into<String>) -> impl FnOnce(postgres::Error) -> StateError {
@@ -573,6 +588,10 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u:p@ss:w@db/x"), "postgres://u:***@db/x");
         assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact_url("postgres://u@db/x?sslmode=disable&password=s3cret&PASSWORD=again"),
+            "postgres://u@db/x?sslmode=disable&password=***&PASSWORD=***"
+        );
         assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
     }
 }

@@ -162,7 +162,7 @@ fn read_documents(file: &str, text: &str, diagnostics: &mut Vec<Diagnostic>) -> 
                         line: loc.as_ref().map(|l| l.line()),
                         column: loc.as_ref().map(|l| l.column()),
                     },
-                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                    message: format!("invalid YAML: {}", without_values(strip_location(&e.to_string()))),
                     value: None,
                 });
                 break;
@@ -170,6 +170,36 @@ fn read_documents(file: &str, text: &str, diagnostics: &mut Vec<Diagnostic>) -> 
         }
     }
     documents
+}
+
+/// serde_yaml quotes the offending scalar in type errors (`invalid value: string "…", expected an
+/// integer`); it may be a password (`passwd: !!int …`), so the message says only that it was a string.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let quoted = &rest[at + "string \"".len()..];
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(i) => rest = &quoted[i + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the location is reported separately.
@@ -451,10 +481,31 @@ fn expand_ips(r: &mut DocReader<'_>, path: &str, text: &str, seen: &mut HashMap<
     }
 }
 
+/// A secret scalar as text (`passwd: 12345678` is the password `12345678`); anything else is an error
+/// that names the field and the expected type, never the value.
+fn secret(r: &mut DocReader<'_>, value: Option<&Value>, path: &str) -> Option<Secret> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Secret::new(s.clone())),
+        Some(Value::Number(n)) => Some(Secret::new(n.to_string())),
+        Some(Value::Bool(b)) => Some(Secret::new(b.to_string())),
+        Some(_) => {
+            r.error(path, None, "expected a string");
+            None
+        }
+    }
+}
+
 fn read_ssh(r: &mut DocReader<'_>, value: Option<&Value>, path: &str, base: &Ssh) -> Ssh {
     let mut ssh = base.clone();
-    let Some(map) = r.mapping(value, path) else {
-        return ssh;
+    // Whatever is there may be a secret written in the wrong place: the error never shows it.
+    let map = match value {
+        None | Some(Value::Null) => return ssh,
+        Some(map @ Value::Mapping(_)) => map,
+        Some(_) => {
+            r.error(path, None, "expected a mapping of user, passwd, pk, pkPasswd and port");
+            return ssh;
+        }
     };
     r.warn_unknown_keys(map, path, &["user", "passwd", "pk", "pkPasswd", "port"]);
     if let Some(user) = r.string(map.get("user"), &child_path(path, "user")) {
@@ -467,20 +518,15 @@ fn read_ssh(r: &mut DocReader<'_>, value: Option<&Value>, path: &str, base: &Ssh
             r.error(&child_path(path, "user"), Some(&user), "not a valid user name");
         }
     }
-    // Secrets are read without ever being echoed into a diagnostic.
-    if let Some(Value::String(p)) = map.get("passwd") {
-        ssh.password = Some(Secret::new(p.clone()));
-    } else if let Some(other) = map.get("passwd").filter(|v| !v.is_null()) {
-        match other {
-            Value::Number(n) => ssh.password = Some(Secret::new(n.to_string())),
-            _ => r.error(&child_path(path, "passwd"), None, "expected a string"),
-        }
+    // Secrets are read without ever being echoed into a diagnostic; a number or a boolean is its text.
+    if let Some(password) = secret(r, map.get("passwd"), &child_path(path, "passwd")) {
+        ssh.password = Some(password);
     }
     if let Some(pk) = r.string(map.get("pk"), &child_path(path, "pk")) {
         ssh.private_key = Some(pk);
     }
-    if let Some(Value::String(p)) = map.get("pkPasswd") {
-        ssh.key_passphrase = Some(Secret::new(p.clone()));
+    if let Some(passphrase) = secret(r, map.get("pkPasswd"), &child_path(path, "pkPasswd")) {
+        ssh.key_passphrase = Some(passphrase);
     }
     if let Some(port) = map.get("port").filter(|v| !v.is_null()) {
         let port_path = child_path(path, "port");

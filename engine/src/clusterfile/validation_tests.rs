@@ -249,3 +249,25 @@ fn plugin_and_config_names_are_as_sealer_takes_them_and_unique() {
     assert_error(&twice, "metadata.name", Some("MyShell"), "Plugin `MyShell` is declared in documents 2 and 3");
     assert_error(&format!("{}{}", cluster(TWO_HOSTS), plugin("'a b'")), "metadata.name", Some("a b"), "a name is");
 }
+
+#[test]
+fn secrets_written_wrongly_are_never_echoed() {
+    for ssh in [
+        "  ssh:\n    passwd: !!int S3cr3t\n",
+        "  ssh:\n    passwd: !!bool S3cr3t\n",
+        "  ssh:\n    passwd: !!float S3cr3t\n",
+        "  ssh:\n    pkPasswd: !!null S3cr3t\n",
+        "  ssh:\n    passwd: [S3cr3t]\n",
+        "  ssh: S3cr3t\n",
+        "  ssh:\n    pkPasswd: {S3cr3t: x}\n",
+    ] {
+        let text = format!("{HEAD}{ssh}  hosts:\n{TWO_HOSTS}");
+        let shown = errors(&text).to_string();
+        assert!(!shown.contains("S3cr3t"), "{shown}");
+        assert!(shown.contains("ssh"), "the field is named: {shown}");
+    }
+    let numeric = format!("{HEAD}  ssh:\n    pk: /k\n    pkPasswd: 12345678\n    passwd: 42\n  hosts:\n{TWO_HOSTS}");
+    let ssh = parse("Clusterfile", &numeric).unwrap().clusterfile.cluster.ssh;
+    assert_eq!(ssh.key_passphrase.unwrap().expose(), "12345678");
+    assert_eq!(ssh.password.unwrap().expose(), "42");
+}
