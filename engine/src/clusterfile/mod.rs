@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-pub use ip::{expand_item, expand_list, IpListError, MAX_RANGE_LEN};
+pub use ip::{expand_item, expand_list, IpListError, MAX_ADDRESSES_PER_FILE, MAX_RANGE_LEN};
 pub use parse::{parse, Parsed};
 
 /// A secret value (ssh password, key passphrase). It has no `Display`, and its `Debug` never shows it, so

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::ip::expand_list;
 use super::reader::{child_path, scalar_text, DocReader};
 use super::rules;
 use super::*;
@@ -89,11 +88,29 @@ impl Builder {
     }
 }
 
+/// The most hosts a Clusterfile may declare (Kubernetes itself is tested up to 5,000 nodes).
+pub const MAX_HOSTS: usize = 10_000;
+
+/// The largest Clusterfile read: 4 MiB holds well over the 10,000 hosts a file may declare.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
 /// Reads every document of one Clusterfile. `file` is only used to name the file in diagnostics.
 pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     let mut diagnostics = Vec::new();
+    let refuse = |message: String, line: Option<usize>, column: Option<usize>| {
+        let location = Location { file: file.into(), document: None, field: None, line, column };
+        Err(finish(vec![Diagnostic { severity: Severity::Error, location, message, value: None }]))
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return refuse(format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()), None, None);
+    }
+    // Depth and alias expansion are bounded before serde builds any value.
+    let positions = match source_map::index(text) {
+        Ok(positions) => positions,
+        Err(e) => return refuse(e.to_string(), Some(e.position().line), Some(e.position().column)),
+    };
     let documents = read_documents(file, text, &mut diagnostics);
-    let positions = source_map::index(text);
+    let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
     let mut builder = Builder::default();
     let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
     for (index, value) in documents.iter().enumerate() {
@@ -102,11 +119,12 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
         if matches!(value, Value::Null) {
             continue;
         }
-        let mut r = DocReader { file, document: index + 1, positions, diagnostics: &mut diagnostics };
+        let mut r =
+            DocReader { file, addresses: &addresses, document: index + 1, positions, diagnostics: &mut diagnostics };
         read_document(&mut r, value, &mut builder);
     }
-    let readers = Readers { file, positions: doc_positions };
-    let Some((_, cluster)) = builder.cluster.take() else {
+    let readers = Readers { file, addresses: &addresses, positions: doc_positions };
+    let Some((cluster_document, cluster)) = builder.cluster.take() else {
         if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
@@ -117,6 +135,11 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
         }
         return Err(finish(diagnostics));
     };
+    if cluster.hosts.len() > MAX_HOSTS {
+        let message = format!("{} hosts, over the limit of {MAX_HOSTS} a cluster may have", cluster.hosts.len());
+        readers.reader(cluster_document, &mut diagnostics).error("spec", None, message);
+        return Err(finish(diagnostics));
+    }
     let members: HashMap<IpAddr, Role> = cluster.hosts.iter().map(|h| (h.ip, h.role)).collect();
     let hostnames = resolve_hostnames(&builder.hostname_lines, &members, &mut diagnostics, &readers);
     let labels = resolve_labels(&builder.label_lines, &members, &mut diagnostics, &readers);
@@ -460,7 +483,7 @@ fn read_cidr(r: &mut DocReader<'_>, value: Option<&Value>, path: &str) -> Option
 }
 
 fn expand_ips(r: &mut DocReader<'_>, path: &str, text: &str, seen: &mut HashMap<IpAddr, String>) -> Vec<IpAddr> {
-    match expand_list(text) {
+    match r.expand(text) {
         Err(e) => {
             r.error(path, Some(text), e.to_string());
             Vec::new()
@@ -609,7 +632,7 @@ fn read_plugin(r: &mut DocReader<'_>, doc: &Value, b: &mut Builder) {
                 continue;
             }
             let (ip_part, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-            match expand_list(ip_part) {
+            match r.expand(ip_part) {
                 Ok(ips) => out.push(DataLine {
                     document: r.document,
                     path: "spec.data".into(),
@@ -716,7 +739,7 @@ fn parse_selector(r: &mut DocReader<'_>, on: &str) -> Option<Selector> {
         match part {
             "master" | "masters" => items.push(SelectorItem::Role(Role::Master)),
             "node" | "nodes" => items.push(SelectorItem::Role(Role::Node)),
-            _ => match expand_list(part) {
+            _ => match r.expand(part) {
                 Ok(ips) => items.push(SelectorItem::Ips(ips)),
                 Err(e) => {
                     r.error("spec.on", Some(part), format!("expected master, node, IPs, ranges or `key=value`: {e}"));
@@ -769,13 +792,14 @@ fn resolve_selector(r: &mut DocReader<'_>, pending: &PendingPlugin, cluster: &Cl
 /// Makes readers for documents after the first pass, when problems found across documents are reported.
 struct Readers<'a> {
     file: &'a str,
+    addresses: &'a std::cell::Cell<usize>,
     positions: Vec<Option<&'a DocumentPositions>>,
 }
 
 impl Readers<'_> {
     fn reader<'s>(&'s self, document: usize, diagnostics: &'s mut Vec<Diagnostic>) -> DocReader<'s> {
         let positions = self.positions.get(document - 1).copied().flatten();
-        DocReader { file: self.file, document, positions, diagnostics }
+        DocReader { file: self.file, addresses: self.addresses, document, positions, diagnostics }
     }
 }
 

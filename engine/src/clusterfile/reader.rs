@@ -8,6 +8,8 @@ use crate::source_map::DocumentPositions;
 
 pub(crate) struct DocReader<'a> {
     pub file: &'a str,
+    /// Addresses the file may still expand to (`ip::MAX_ADDRESSES_PER_FILE` in all).
+    pub addresses: &'a std::cell::Cell<usize>,
     /// 1-based document number.
     pub document: usize,
     pub positions: Option<&'a DocumentPositions>,
@@ -34,6 +36,14 @@ pub(crate) fn child_path(parent: &str, key: &str) -> String {
 }
 
 impl DocReader<'_> {
+    /// Expands an IP list within the file's address budget.
+    pub fn expand(&self, list: &str) -> Result<Vec<std::net::IpAddr>, super::IpListError> {
+        let mut budget = self.addresses.get();
+        let expanded = super::expand_list(list, &mut budget);
+        self.addresses.set(budget);
+        expanded
+    }
+
     /// Where the field at `path` is.
     pub fn location(&self, path: &str) -> Location {
         let pos = self.positions.and_then(|p| p.get(path));
