@@ -63,8 +63,14 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-/// `$NAME` and `${NAME}` from the ARG/ENV values seen so far; unknown names stay as written.
-fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
+/// The largest Kubefile read, and the largest value one instruction may become once `$NAME`s are
+/// substituted (`ENV X=$X$X` repeated would otherwise double it each line).
+pub const MAX_KUBEFILE_BYTES: usize = 1 << 20;
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+
+/// `$NAME` and `${NAME}` from the ARG/ENV values seen so far; unknown names stay as written. `None` when
+/// the result would be over [`MAX_VALUE_BYTES`].
+fn substitute(s: &str, vars: &BTreeMap<String, String>) -> Option<String> {
     let mut out = String::new();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -96,8 +102,11 @@ fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
                 out.push_str(&name);
             }
         }
+        if out.len() > MAX_VALUE_BYTES {
+            return None;
+        }
     }
-    out
+    (out.len() <= MAX_VALUE_BYTES).then_some(out)
 }
 
 fn key_value(rest: &str) -> Option<(String, String)> {
@@ -113,6 +122,10 @@ fn key_value(rest: &str) -> Option<(String, String)> {
 pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<Step>, Vec<KubefileError>> {
     let mut steps = Vec::new();
     let mut errors = Vec::new();
+    if text.len() > MAX_KUBEFILE_BYTES {
+        let message = format!("the Kubefile is {} bytes, over the limit of {MAX_KUBEFILE_BYTES}", text.len());
+        return Err(vec![KubefileError { line: 1, instruction: String::new(), message }]);
+    }
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     for (line, content) in logical_lines(text) {
         let (word, rest) = content.split_once(char::is_whitespace).unwrap_or((&content, ""));
@@ -126,7 +139,10 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
         if steps.is_empty() && !matches!(keyword.as_str(), "FROM" | "ARG") {
             errors.push(error("the first instruction must be FROM"));
         }
-        let value = substitute(rest, &vars);
+        let Some(value) = substitute(rest, &vars) else {
+            errors.push(error(&format!("the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted")));
+            continue;
+        };
         let instruction = match keyword.as_str() {
             "FROM" => Instruction::From(value),
             "ARG" => {
@@ -139,6 +155,9 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
                     continue;
                 }
                 match build_args.get(name).cloned().or(default) {
+                    Some(v) if v.len() > MAX_VALUE_BYTES => {
+                        errors.push(error(&format!("ARG `{name}` is over {MAX_VALUE_BYTES} bytes")));
+                    }
                     Some(v) => {
                         vars.insert(name.to_string(), v);
                     }
@@ -221,5 +240,15 @@ mod tests {
                 "line 5: `COPY`: COPY needs SRC... DEST"
             ]
         );
+    }
+
+    #[test]
+    fn values_cannot_grow_without_bound() {
+        let text = format!("FROM scratch\nENV X=ab\n{}", "ENV X=$X$X\n".repeat(26));
+        let errors = parse(&text, &BTreeMap::new()).unwrap_err();
+        assert!(errors[0].message.contains("grows over 65536 bytes"), "{}", errors[0]);
+        assert!(errors.len() < 26, "a value stops growing at the limit");
+        let big = "x".repeat(MAX_KUBEFILE_BYTES + 1);
+        assert!(parse(&big, &BTreeMap::new()).unwrap_err()[0].message.contains("over the limit"));
     }
 }
