@@ -275,14 +275,21 @@ impl ImageStore {
                     config.images = image.config.images;
                 }
                 Instruction::Copy { sources, dest } => {
-                    let target =
-                        inside(rootfs, dest).ok_or_else(|| fail(format!("destination `{dest}` leaves the rootfs")))?;
+                    // Nothing is read through a link out of the context, nor written through one out of
+                    // the rootfs: a link is copied as a link, and replaced, never followed, when written.
+                    // `d/` means into the directory `d`: a link there is refused; `d` alone replaces a link.
+                    let target = beneath(rootfs, dest, !dest.ends_with('/'))
+                        .map_err(|why| fail(format!("destination `{dest}` {why}")))?;
+                    let target_is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
                     for source in sources {
-                        let from = inside(context, source).filter(|p| p.exists()).ok_or_else(|| {
-                            fail(format!("COPY source `{source}` does not exist in the build context"))
-                        })?;
+                        let from = beneath(context, source, true)
+                            .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
+                        if fs::symlink_metadata(&from).is_err() {
+                            return Err(fail(format!("COPY source `{source}` does not exist in the build context")));
+                        }
                         say(&format!("COPY {source} {dest}"));
-                        let to = if from.is_file() && (dest.ends_with('/') || target.is_dir()) {
+                        let is_file = fs::symlink_metadata(&from).is_ok_and(|m| !m.is_dir());
+                        let to = if is_file && (dest.ends_with('/') || target_is_dir) {
                             target.join(from.file_name().unwrap_or_default())
                         } else {
                             target.clone()
@@ -326,8 +333,35 @@ fn inside(base: &Path, relative: &str) -> Option<PathBuf> {
     Some(base.join(rel))
 }
 
+/// `relative` under `base`, refusing absolute paths, `..`, and any component that is a symbolic link (the
+/// last one too unless `last_may_link`: a link named as a COPY source is copied as the link it is).
+fn beneath(base: &Path, relative: &str, last_may_link: bool) -> Result<PathBuf, String> {
+    let path = inside(base, relative).ok_or("leaves its directory")?;
+    let rel = path.strip_prefix(base).map_err(|_| "leaves its directory")?.to_path_buf();
+    let count = rel.components().count();
+    let mut walked = base.to_path_buf();
+    for (i, component) in rel.components().enumerate() {
+        walked.push(component);
+        match fs::symlink_metadata(&walked) {
+            Ok(m) if m.file_type().is_symlink() && !(last_may_link && i + 1 == count) => {
+                return Err(format!(
+                    "goes through the link `{}`",
+                    walked.strip_prefix(base).unwrap_or(&walked).display()
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(path)
+}
+
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
+    // A link where the copy goes is replaced, never written through.
+    if fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(to)?;
+    }
     if meta.is_dir() {
         fs::create_dir_all(to)?;
         for entry in fs::read_dir(from)? {
@@ -335,6 +369,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
             copy_tree(&entry.path(), &to.join(entry.file_name()))?;
         }
     } else if meta.file_type().is_symlink() {
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
         let _ = fs::remove_file(to);
         std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
     } else {
@@ -484,5 +521,74 @@ mod tests {
         fs::File::open(&file).unwrap().set_modified(later).unwrap();
         let again = manifest(rootfs.path(), &mut cache, &Quiet).unwrap();
         assert!(again.starts_with(&format!("{:x}", Sha256::digest(b"version 2"))), "{again}");
+    }
+
+    /// A build context with `a.txt`, a link to a directory outside holding a canary, and a link to a
+    /// canary file outside; returns (home, context, outside).
+    fn escape_setup() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
+        let (home, context, outside) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(outside.path().join("secret.txt"), "canary").unwrap();
+        fs::write(context.path().join("a.txt"), "mine").unwrap();
+        std::os::unix::fs::symlink(outside.path(), context.path().join("link_out")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), context.path().join("file_link")).unwrap();
+        (home, context, outside)
+    }
+
+    fn build(home: &Path, context: &Path, name: &str, kubefile: &str) -> Result<ImageConfig, ImageError> {
+        let path = context.join(format!("Kubefile.{name}"));
+        fs::write(&path, kubefile).unwrap();
+        let store = ImageStore::new(home);
+        let (work, config) = store.prepare(&path, context, name, &BTreeMap::new(), |_| {})?;
+        store.commit(&work, config, &Quiet)
+    }
+
+    /// The outside directory holds exactly its canary, untouched.
+    fn untouched(outside: &Path) {
+        let names: Vec<_> = fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["secret.txt"], "nothing was written outside");
+        assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "canary");
+    }
+
+    #[test]
+    fn nothing_is_read_through_a_directory_link_out_of_the_context() {
+        let (home, context, outside) = escape_setup();
+        let err =
+            build(home.path(), context.path(), "r:1", "FROM scratch\nCOPY link_out/secret.txt etc/\n").unwrap_err();
+        assert!(err.to_string().contains("goes through the link `link_out`"), "{err}");
+        assert!(ImageStore::new(home.path()).get("r:1").is_err());
+        untouched(outside.path());
+        // A link itself is copied as the link it is, not as what it points at.
+        build(home.path(), context.path(), "l:1", "FROM scratch\nCOPY file_link etc/file_link\n").unwrap();
+        let image = ImageStore::new(home.path()).get("l:1").unwrap();
+        assert!(fs::symlink_metadata(image.rootfs.join("etc/file_link")).unwrap().file_type().is_symlink());
+        assert!(!image.manifest.contains("canary"));
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_copied_link() {
+        let (home, context, outside) = escape_setup();
+        let err =
+            build(home.path(), context.path(), "w:1", "FROM scratch\nCOPY link_out d\nCOPY a.txt d/\n").unwrap_err();
+        assert!(err.to_string().contains("destination `d/` goes through the link `d`"), "{err}");
+        untouched(outside.path());
+        // Over a copied link to a file: the link is replaced by the file, its target keeps the canary.
+        build(home.path(), context.path(), "f:1", "FROM scratch\nCOPY file_link f\nCOPY a.txt f\n").unwrap();
+        let image = ImageStore::new(home.path()).get("f:1").unwrap();
+        assert_eq!(fs::read_to_string(image.rootfs.join("f")).unwrap(), "mine");
+        untouched(outside.path());
+    }
+
+    #[test]
+    fn a_base_with_a_link_out_is_never_written_through() {
+        let (home, context, outside) = escape_setup();
+        // A base whose `etc` is a link out of the image (as a hostile FROM image could carry).
+        build(home.path(), context.path(), "base:1", "FROM scratch\nCOPY link_out etc\n").unwrap();
+        let err = build(home.path(), context.path(), "app:1", "FROM base:1\nCOPY a.txt etc/\n").unwrap_err();
+        assert!(err.to_string().contains("goes through the link `etc`"), "{err}");
+        let err = build(home.path(), context.path(), "app:2", "FROM base:1\nCOPY a.txt etc/secret.txt\n").unwrap_err();
+        assert!(err.to_string().contains("goes through the link `etc`"), "{err}");
+        build(home.path(), context.path(), "app:3", "FROM base:1\nCOPY a.txt etc\n").unwrap();
+        untouched(outside.path());
     }
 }
