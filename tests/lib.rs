@@ -9,29 +9,38 @@ use std::sync::OnceLock;
 use sealer_engine::{PlanOptions, ResourceStatus, State, StateStore, StoredResource};
 use sealer_state::SqliteStore;
 
+pub mod fuzz;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The `sealer` binary, built once per test process (a test crate cannot depend on a binary). It has a
-/// target directory of its own: built beside the tests, cargo would unify features differently and
-/// rebuild the shared crates on every alternation.
+/// Builds the `sealer` binary in a target directory of its own: built beside the tests, cargo would
+/// unify features differently and rebuild the shared crates on every alternation.
+fn build_sealer(release: bool) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e-bin");
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.env("CARGO_TARGET_DIR", &target).current_dir(repo_root()).status().expect("cargo runs");
+    assert!(status.success(), "building sealer failed");
+    target.join(if release { "release" } else { "debug" }).join("sealer")
+}
+
+/// The `sealer` binary, built once per test process (a test crate cannot depend on a binary).
 pub fn sealer_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo_root().join("target"), PathBuf::from)
-            .join("e2e-bin");
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(repo_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building sealer failed");
-        target.join("debug").join("sealer")
-    })
+    BIN.get_or_init(|| build_sealer(false))
+}
+
+/// The `sealer` binary built with `--release`, for benchmarks and fuzzing campaigns.
+pub fn sealer_release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_sealer(true))
 }
 
 /// Runs `sealer ARGS` in `cwd` with colour off and no inherited state path.
