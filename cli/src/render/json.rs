@@ -7,6 +7,8 @@ use sealer_engine::{Address, Attributes, Diagnostic, Plan, StoredResource, Summa
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+/// How the human output shows a secret; JSON has `null` there and marks it in `*_sensitive`, as
+/// Terraform's JSON plan does.
 pub const SENSITIVE: &str = "(sensitive)";
 pub const UNKNOWN: &str = "(known after apply)";
 
@@ -21,7 +23,7 @@ impl Serialize for ValueView<'_> {
             Value::Text(t) => s.serialize_str(t),
             Value::List(items) => items.serialize(s),
             Value::Map(m) => m.serialize(s),
-            Value::Sensitive | Value::Sealed(_) => s.serialize_str(SENSITIVE),
+            Value::Sensitive | Value::Sealed(_) => s.serialize_none(),
             Value::Unknown => s.serialize_str(UNKNOWN),
         }
     }
@@ -35,6 +37,22 @@ impl Serialize for AttributesView<'_> {
         let mut map = s.serialize_map(Some(attributes.len()))?;
         for (k, v) in attributes {
             map.serialize_entry(k, &ValueView(v))?;
+        }
+        map.end()
+    }
+}
+
+/// Terraform's `before_sensitive` / `after_sensitive`: `true` for each attribute whose value is a secret
+/// (shown as `null`), so that a consumer can tell a secret from a value that is null.
+struct SensitiveView<'a>(Option<&'a Attributes>);
+
+impl Serialize for SensitiveView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(attributes) = self.0 else { return s.serialize_bool(false) };
+        let secret = |v: &Value| matches!(v, Value::Sensitive | Value::Sealed(_));
+        let mut map = s.serialize_map(None)?;
+        for (k, _) in attributes.iter().filter(|(_, v)| secret(v)) {
+            map.serialize_entry(k, &true)?;
         }
         map.end()
     }
@@ -61,6 +79,8 @@ struct ChangeView<'a> {
     reason: &'static str,
     before: AttributesView<'a>,
     after: AttributesView<'a>,
+    before_sensitive: SensitiveView<'a>,
+    after_sensitive: SensitiveView<'a>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     replace_paths: &'a [String],
     depends_on: Addresses<'a>,
@@ -82,6 +102,8 @@ impl Serialize for Changes<'_> {
                 reason: c.reason.as_str(),
                 before: AttributesView(c.before.as_ref()),
                 after: AttributesView(c.after.as_ref()),
+                before_sensitive: SensitiveView(c.before.as_ref()),
+                after_sensitive: SensitiveView(c.after.as_ref()),
                 replace_paths: &c.replace_paths,
                 depends_on: Addresses(&c.depends_on),
                 note: self.0.notes.get(&c.address).map(String::as_str),
@@ -159,6 +181,7 @@ struct StoredView<'a> {
     host: Option<String>,
     status: sealer_engine::ResourceStatus,
     attributes: AttributesView<'a>,
+    sensitive_attributes: SensitiveView<'a>,
     depends_on: Addresses<'a>,
 }
 
@@ -169,6 +192,7 @@ pub fn stored_resource(r: &StoredResource) -> anyhow::Result<String> {
         host: r.host.map(|h| h.to_string()),
         status: r.status,
         attributes: AttributesView(Some(&r.attributes)),
+        sensitive_attributes: SensitiveView(Some(&r.attributes)),
         depends_on: Addresses(&r.depends_on),
     })?)
 }
