@@ -41,6 +41,70 @@ pub enum ImageError {
     NotFound(String),
     #[error("image store `{path}`: {message}")]
     Io { path: String, message: String },
+    #[error("`{name}` is not an image name: {why}")]
+    Name { name: String, why: &'static str },
+}
+
+/// An image name by the OCI reference grammar: `[host[:port]/]path[:tag][@algorithm:hex]`, path components
+/// lowercase `a-z0-9` joined by `.`, `_`, `__` or dashes, a tag of 1-128 `\w.-` not starting with `.`/`-`.
+pub fn check_name(name: &str) -> Result<(), ImageError> {
+    let bad = |why| Err(ImageError::Name { name: name.to_string(), why });
+    if name.is_empty() || name.len() > 255 {
+        return bad("it must be 1-255 characters");
+    }
+    let (rest, digest) = match name.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (name, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(a, h)| {
+            !a.is_empty()
+                && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && h.len() >= 32
+                && h.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if !ok {
+            return bad("the digest must be `algorithm:hex`");
+        }
+    }
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return bad("a tag is 1-128 of `A-Za-z0-9_.-`, not starting with `.` or `-`");
+        }
+    }
+    let mut components: Vec<&str> = path.split('/').collect();
+    let first = components[0];
+    if components.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        let (host, port) = first.split_once(':').unwrap_or((first, ""));
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !host_ok || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return bad("the registry host must be `host[:port]`");
+        }
+        components.remove(0);
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.split(['.', '_', '-']).all(|part| !part.is_empty() || c.contains("__") || c.contains("--"))
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+            && !c.contains("..")
+            && !c.contains("___")
+    };
+    if !components.iter().all(|c| component_ok(c)) {
+        return bad("path components are lowercase `a-z0-9`, joined by `.`, `_`, `__` or `-`");
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ImageError + '_ {
@@ -81,14 +145,43 @@ impl ImageStore {
         ImageStore { root: home.join("images") }
     }
 
+    /// Where image `name` lives: every byte outside `a-z0-9.-` escaped as `_XX`, so that two names never
+    /// share a directory (`reg.io/team/app:1` and `reg.io/team_app:1` stay apart).
     fn dir_for(&self, name: &str) -> PathBuf {
-        let safe: String =
-            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+        let mut safe = String::with_capacity(name.len());
+        for b in name.bytes() {
+            if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' {
+                safe.push(char::from(b));
+            } else {
+                safe.push_str(&format!("_{b:02x}"));
+            }
+        }
         self.root.join(safe)
     }
 
-    pub fn get(&self, name: &str) -> Result<StoredImage, ImageError> {
+    /// The directory of an existing image `name`: where `dir_for` puts it, or where stores before the
+    /// escaping put it (`_` for every other character), when the image there has exactly that name.
+    fn existing_dir(&self, name: &str) -> PathBuf {
         let dir = self.dir_for(name);
+        if dir.join("image.json").exists() {
+            return dir;
+        }
+        let legacy: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+        let legacy = self.root.join(legacy);
+        let named = fs::read_to_string(legacy.join("image.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<ImageConfig>(&t).ok())
+            .is_some_and(|c| c.name == name);
+        if named {
+            legacy
+        } else {
+            dir
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<StoredImage, ImageError> {
+        let dir = self.existing_dir(name);
         let config_path = dir.join("image.json");
         let text = match fs::read_to_string(&config_path) {
             Ok(t) => t,
@@ -108,7 +201,8 @@ impl ImageStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io(&self.root)(e)),
         };
-        for entry in entries.flatten() {
+        // Dot directories are the store's own: builds in progress or abandoned, the digest cache.
+        for entry in entries.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')) {
             if let Ok(text) = fs::read_to_string(entry.path().join("image.json")) {
                 if let Ok(config) = serde_json::from_str::<ImageConfig>(&text) {
                     out.push(config);
@@ -130,6 +224,7 @@ impl ImageStore {
         build_args: &BTreeMap<String, String>,
         mut say: impl FnMut(&str),
     ) -> Result<(PathBuf, ImageConfig), ImageError> {
+        check_name(name)?;
         let file = kubefile.display().to_string();
         let text = fs::read_to_string(kubefile).map_err(io(kubefile))?;
         let steps =
@@ -162,8 +257,22 @@ impl ImageStore {
         Ok(self.partial_dir()?.join(digest.replace(':', "-")))
     }
 
+    /// Removes what builds that died left (`.work-PID-N`, `.old-PID-N` of processes that are gone).
+    fn clean_abandoned(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid =
+                name.strip_prefix(".work-").or_else(|| name.strip_prefix(".old-")).and_then(|r| r.split('-').next());
+            if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// A fresh directory for assembling an image before [`ImageStore::commit`].
     pub fn work_dir(&self) -> Result<PathBuf, ImageError> {
+        self.clean_abandoned();
         let work = self.root.join(format!(".work-{}-{}", std::process::id(), self.next_work()));
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(work.join("rootfs")).map_err(io(&work))?;
@@ -193,13 +302,19 @@ impl ImageStore {
         let json = serde_json::to_string_pretty(&config)
             .map_err(|e| ImageError::Io { path: work.display().to_string(), message: e.to_string() })?;
         fs::write(work.join("image.json"), json).map_err(io(work))?;
+        check_name(&config.name)?;
         let dest = self.dir_for(&config.name);
+        // An image kept where stores before the escaping put it is replaced too, not left beside.
+        let legacy = Some(self.existing_dir(&config.name)).filter(|d| *d != dest);
         let old = self.root.join(format!(".old-{}-{}", std::process::id(), self.next_work()));
         if dest.exists() {
             fs::rename(&dest, &old).map_err(io(&dest))?;
         }
         fs::rename(work, &dest).map_err(io(&dest))?;
         let _ = fs::remove_dir_all(&old);
+        if let Some(legacy) = legacy {
+            let _ = fs::remove_dir_all(legacy);
+        }
         Ok(config)
     }
 
@@ -228,6 +343,7 @@ impl ImageStore {
 
     /// A second name for an image (a copy: images are small directories and names are independent).
     pub fn tag(&self, source: &str, target: &str) -> Result<ImageConfig, ImageError> {
+        check_name(target)?;
         let image = self.get(source)?;
         let work = self.work_dir()?;
         copy_tree(&image.rootfs, &work.join("rootfs")).map_err(io(&work))?;
@@ -235,7 +351,7 @@ impl ImageStore {
     }
 
     pub fn remove(&self, name: &str) -> Result<(), ImageError> {
-        let dir = self.dir_for(name);
+        let dir = self.existing_dir(name);
         if !dir.join("image.json").exists() {
             return Err(ImageError::NotFound(name.to_string()));
         }
@@ -590,5 +706,52 @@ mod tests {
         assert!(err.to_string().contains("goes through the link `etc`"), "{err}");
         build(home.path(), context.path(), "app:3", "FROM base:1\nCOPY a.txt etc\n").unwrap();
         untouched(outside.path());
+    }
+
+    #[test]
+    fn image_names_follow_the_oci_grammar_and_map_to_distinct_directories() {
+        for good in [
+            "kubernetes:v1.19.8",
+            "reg.io/team/app:1",
+            "reg.io/team_app:1",
+            "localhost:5000/a/b",
+            "a__b-c.d",
+            "x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "-t", "A:1", "a/../b", "a\nb", "a b", "a:", "a:-x", "reg.io/", "a//b", "a/.b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let store = ImageStore::new(Path::new("/s"));
+        assert_ne!(store.dir_for("reg.io/team/app:1"), store.dir_for("reg.io/team_app:1"));
+    }
+
+    #[test]
+    fn abandoned_builds_are_never_listed_and_go_at_the_next_build() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(home.path());
+        // A build that died after writing its image.json, before its rename.
+        let dead = home.path().join("images/.work-999999999-0");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(
+            dead.join("image.json"),
+            serde_json::to_string(&ImageConfig {
+                format_version: "1".into(),
+                name: "ghost:1".into(),
+                digest: "sha256:0".into(),
+                base: None,
+                cmds: vec![],
+                env: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                images: vec![],
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(store.list().unwrap().is_empty());
+        let work = store.work_dir().unwrap();
+        assert!(!dead.exists(), "cleaned at the next build");
+        store.discard(&work);
     }
 }
