@@ -15,7 +15,7 @@ use sealer_engine::{StateError, StateStore};
 pub use error::PlanFileError;
 pub use planfile::{read_plan_file, write_plan_file};
 pub use postgres::{redact_url, PostgresStore, PG_SCHEMA_VERSION};
-pub use sealing::{SealingError, SealingKey};
+pub use sealing::{binding, SealingError, SealingKey};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 /// Where a state lives: a SQLite file, or a PostgreSQL database given as a `postgres://` URL.

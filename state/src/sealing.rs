@@ -35,6 +35,13 @@ pub enum SealingError {
     WrongKey(String),
 }
 
+/// What a sealed value is bound to (its associated data): the cluster, the resource and the attribute, so
+/// that a ciphertext moved to another attribute (the password into the passphrase), host or cluster no
+/// longer opens.
+pub fn binding(cluster: &str, address: &str, attribute: &str) -> String {
+    format!("sealer/v2 {cluster} {address} {attribute}")
+}
+
 pub struct SealingKey {
     key: LessSafeKey,
 }
@@ -98,7 +105,7 @@ impl SealingKey {
         }
     }
 
-    /// `secret` sealed for the resource `owner`.
+    /// `secret` sealed for `owner` (a [`binding`]).
     pub fn seal(&self, owner: &str, secret: &str) -> Result<String, SealingError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| SealingError::Random)?;
@@ -107,6 +114,21 @@ impl SealingKey {
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(owner.as_bytes()), &mut data)
             .map_err(|_| SealingError::Random)?;
         Ok(format!("{FORMAT}{}{}", hex(&nonce), hex(&data)))
+    }
+
+    /// Opens `attribute` of `address` in `cluster`, sealed for its [`binding`]; a value sealed by states
+    /// before bindings (for the address alone) still opens, with `true` beside it: seal it again.
+    pub fn open_bound(
+        &self,
+        cluster: &str,
+        address: &str,
+        attribute: &str,
+        sealed: &str,
+    ) -> Result<(String, bool), SealingError> {
+        match self.open(&binding(cluster, address, attribute), sealed) {
+            Ok(secret) => Ok((secret, false)),
+            Err(e) => self.open(address, sealed).map(|secret| (secret, true)).map_err(|_| e),
+        }
     }
 
     /// The secret sealed for `owner`.
@@ -145,6 +167,21 @@ mod tests {
         let other = SealingKey::load(other_dir.path(), true).unwrap().unwrap();
         let err = other.open("host.10.0.0.2", &sealed).unwrap_err().to_string();
         assert!(err.contains("host.10.0.0.2") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_sealed_value_is_bound_to_its_cluster_host_and_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealingKey::load(dir.path(), true).unwrap().unwrap();
+        let password = key.seal(&binding("c", "host.10.0.0.2", "ssh_password"), "pw").unwrap();
+        assert_eq!(key.open_bound("c", "host.10.0.0.2", "ssh_password", &password).unwrap(), ("pw".into(), false));
+        // Swapped into the passphrase, moved to another host or to another cluster: it does not open.
+        assert!(key.open_bound("c", "host.10.0.0.2", "ssh_key_passphrase", &password).is_err());
+        assert!(key.open_bound("c", "host.10.0.0.3", "ssh_password", &password).is_err());
+        assert!(key.open_bound("other", "host.10.0.0.2", "ssh_password", &password).is_err());
+        // A value an older state sealed for the address alone still opens, flagged to be sealed again.
+        let legacy = key.seal("host.10.0.0.2", "pw").unwrap();
+        assert_eq!(key.open_bound("c", "host.10.0.0.2", "ssh_password", &legacy).unwrap(), ("pw".into(), true));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sealer_engine::clusterfile::{Secret, Ssh};
 use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
 use sealer_providers::cluster::{ClusterContext, ClusterProvider, Observed, SshRemote};
 use sealer_providers::{SshAuth, SshTarget};
-use sealer_state::SealingKey;
+use sealer_state::{binding, SealingKey};
 
 use super::Workspace;
 
@@ -70,26 +70,27 @@ pub fn ssh_targets(
         if targets.contains_key(&ip) {
             continue;
         }
-        let open = |attribute: &str, sealed: &Option<String>| -> anyhow::Result<Option<Secret>> {
+        let open = |what: &str, attribute: &str, sealed: &Option<String>| -> anyhow::Result<Option<Secret>> {
             let Some(sealed) = sealed else { return Ok(None) };
             let key = SealingKey::load(&ws.home, false)?.with_context(|| {
                 format!(
-                    "the state keeps the ssh {attribute} of removed host `{ip}` sealed, but there is no state key \
+                    "the state keeps the ssh {what} of removed host `{ip}` sealed, but there is no state key \
                      here (set SEALER_STATE_KEY or copy the `state.key` of the workstation that applied)"
                 )
             })?;
-            Ok(Some(Secret::new(key.open(&resource.address.to_string(), sealed)?)))
+            let (secret, _) = key.open_bound(&cf.cluster.name, &resource.address.to_string(), attribute, sealed)?;
+            Ok(Some(Secret::new(secret)))
         };
         let mut ssh = cf.cluster.ssh.clone();
         ssh.user = login.user.unwrap_or(ssh.user);
         ssh.port = login.port.unwrap_or(ssh.port);
         if let Some(key) = login.private_key {
             ssh.private_key = Some(key);
-            ssh.key_passphrase = open("key passphrase", &login.sealed_key_passphrase)?;
+            ssh.key_passphrase = open("key passphrase", "ssh_key_passphrase", &login.sealed_key_passphrase)?;
         } else if login.password_only {
             ssh.private_key = None;
         }
-        if let Some(password) = open("password", &login.sealed_password)? {
+        if let Some(password) = open("password", "ssh_password", &login.sealed_password)? {
             ssh.password = Some(password);
         }
         targets.insert(ip, target(ip, &ssh, state, strict));
@@ -115,7 +116,7 @@ pub fn seal_ssh_secrets(
     let Some(host) = cf.cluster.hosts.iter().find(|h| h.ip == ip) else { return Ok(()) };
     for (attribute, secret) in ssh_secrets(&host.ssh) {
         if let (Some(secret), Some(value)) = (secret, attributes.get_mut(attribute)) {
-            *value = Value::Sealed(key.seal(&address.to_string(), secret)?);
+            *value = Value::Sealed(key.seal(&binding(&cf.cluster.name, &address.to_string(), attribute), secret)?);
         }
     }
     Ok(())
