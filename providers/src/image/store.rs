@@ -231,7 +231,11 @@ impl ImageStore {
             kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
         let work = self.work_dir()?;
         let rootfs = work.join("rootfs");
-        match self.run_steps(&steps, &file, context, &rootfs, name, &mut say) {
+        let mut sources = BTreeMap::new();
+        match self
+            .run_steps(&steps, &file, context, &rootfs, name, &mut sources, &mut say)
+            .and_then(|config| write_sources(&work, &sources).map(|()| config))
+        {
             Ok(config) => Ok((work, config)),
             Err(e) => {
                 self.discard(&work);
@@ -294,7 +298,13 @@ impl ImageStore {
     ) -> Result<ImageConfig, ImageError> {
         let rootfs = work.join("rootfs");
         let mut digests = DigestCache::load(&self.root);
-        let manifest = manifest(&rootfs, &mut digests, progress).map_err(io(&rootfs))?;
+        let sources: BTreeMap<String, String> = fs::read_to_string(work.join(SOURCES_FILE))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('\t').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let _ = fs::remove_file(work.join(SOURCES_FILE));
+        let manifest = manifest(&rootfs, &mut digests, &sources, progress).map_err(io(&rootfs))?;
         digests.save();
         let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
@@ -346,7 +356,11 @@ impl ImageStore {
         check_name(target)?;
         let image = self.get(source)?;
         let work = self.work_dir()?;
-        copy_tree(&image.rootfs, &work.join("rootfs")).map_err(io(&work))?;
+        let rootfs = work.join("rootfs");
+        copy_tree(&image.rootfs, &rootfs).map_err(io(&work))?;
+        let mut sources = BTreeMap::new();
+        record_sources(&image.rootfs, &rootfs, &rootfs, &mut sources);
+        write_sources(&work, &sources)?;
         self.commit(&work, ImageConfig { name: target.to_string(), ..image.config }, &Quiet)
     }
 
@@ -365,6 +379,7 @@ impl ImageStore {
         context: &Path,
         rootfs: &Path,
         name: &str,
+        copied: &mut BTreeMap<String, String>,
         say: &mut impl FnMut(&str),
     ) -> Result<ImageConfig, ImageError> {
         let mut config = ImageConfig {
@@ -384,6 +399,7 @@ impl ImageStore {
                 Instruction::From(base) => {
                     let image = self.get(base).map_err(|e| fail(e.to_string()))?;
                     copy_tree(&image.rootfs, rootfs).map_err(|e| fail(format!("cannot copy the base image: {e}")))?;
+                    record_sources(&image.rootfs, rootfs, rootfs, copied);
                     config.base = Some(base.clone());
                     config.cmds = image.config.cmds;
                     config.env = image.config.env;
@@ -411,10 +427,13 @@ impl ImageStore {
                             target.clone()
                         };
                         copy_tree(&from, &to).map_err(|e| fail(format!("cannot copy `{source}`: {e}")))?;
+                        record_sources(&from, &to, rootfs, copied);
                     }
                 }
                 Instruction::Run(command) => {
                     say(&format!("RUN {command}"));
+                    // A command may change any file: none is trusted to be what it was copied from.
+                    copied.clear();
                     let status = std::process::Command::new("sh")
                         .arg("-c")
                         .arg(command)
@@ -472,6 +491,11 @@ fn beneath(base: &Path, relative: &str, last_may_link: bool) -> Result<PathBuf, 
     Ok(path)
 }
 
+fn write_sources(work: &Path, sources: &BTreeMap<String, String>) -> Result<(), ImageError> {
+    let text: String = sources.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+    fs::write(work.join(SOURCES_FILE), text).map_err(io(work))
+}
+
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
     // A link where the copy goes is replaced, never written through.
@@ -501,9 +525,53 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// SHA-256 of files already hashed, keyed by where they sit in a rootfs and their size, modification
-/// time and mode (what build tools' caches trust too): an unchanged COPY or base image is not hashed
-/// again. Kept in the store as `.cache/digests`, one `key<TAB>sha256` a line.
+/// What identifies the content of a file without reading it, as far as `touch` cannot forge it: device,
+/// inode, size, mode, and modification and change times to the nanosecond (`touch -d` sets the former,
+/// never the latter). `None` for a file changed within the last 2 seconds, which a same-second write
+/// could change again unseen (git's racy-timestamp rule): it is hashed every time until it is older.
+fn identity(meta: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let newest = meta.mtime().max(meta.ctime());
+    if u64::try_from(newest).ok()? + 2 > now {
+        return None;
+    }
+    Some(format!(
+        "{}:{}:{}:{:o}:{}.{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mode() & 0o7777,
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    ))
+}
+
+/// The identity of every regular file under `from`, as the rootfs path its copy under `to` gets.
+fn record_sources(from: &Path, to: &Path, rootfs: &Path, sources: &mut BTreeMap<String, String>) {
+    let Ok(meta) = fs::symlink_metadata(from) else { return };
+    if meta.is_dir() {
+        for entry in fs::read_dir(from).into_iter().flatten().flatten() {
+            record_sources(&entry.path(), &to.join(entry.file_name()), rootfs, sources);
+        }
+    } else if meta.is_file() {
+        let rel = to.strip_prefix(rootfs).unwrap_or(to).display().to_string();
+        match identity(&meta) {
+            Some(id) => sources.insert(rel, id),
+            None => sources.remove(&rel),
+        };
+    }
+}
+
+/// Where a build records the sources of its copies, for the commit.
+const SOURCES_FILE: &str = "sources";
+
+/// SHA-256 of files already hashed, keyed by the [`identity`] of the file a rootfs file was copied from
+/// and the path it has in the rootfs: an unchanged COPY or base image is not hashed again, and a file
+/// whose content changed is, however its times were set. Files with no recorded source (made by RUN, pulled,
+/// loaded) are always hashed. Kept in the store as `.cache/digests`, one `key<TAB>sha256` a line.
 pub struct DigestCache {
     path: PathBuf,
     known: HashMap<String, String>,
@@ -542,18 +610,14 @@ impl DigestCache {
         }
     }
 
-    fn key(rel: &str, meta: &fs::Metadata) -> String {
-        let mtime =
-            meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-        format!("{}:{}:{:o}:{rel}", meta.len(), mtime, meta.permissions().mode() & 0o7777)
-    }
-
-    fn digest(&mut self, path: &Path, rel: &str, meta: &fs::Metadata) -> std::io::Result<String> {
-        let key = Self::key(rel, meta);
-        if let Some(sha) = self.known.get(&key).or_else(|| self.used.get(&key)) {
-            let sha = sha.clone();
-            self.used.insert(key, sha.clone());
-            return Ok(sha);
+    fn digest(&mut self, path: &Path, rel: &str, source: Option<&String>) -> std::io::Result<String> {
+        let key = source.map(|id| format!("{id}:{rel}"));
+        if let Some(key) = &key {
+            if let Some(sha) = self.known.get(key).or_else(|| self.used.get(key)) {
+                let sha = sha.clone();
+                self.used.insert(key.clone(), sha.clone());
+                return Ok(sha);
+            }
         }
         let mut hasher = Sha256::new();
         let mut f = fs::File::open(path)?;
@@ -566,14 +630,22 @@ impl DigestCache {
             hasher.update(&buf[..n]);
         }
         let sha = format!("{:x}", hasher.finalize());
-        self.used.insert(key, sha.clone());
+        if let Some(key) = key {
+            self.used.insert(key, sha.clone());
+        }
         Ok(sha)
     }
 }
 
 /// `sha256 mode path` for every regular file under `root`, sorted; the rootfs digest is over this.
-/// `progress` sees the bytes go by (files the cache knows count at once).
-pub fn manifest(root: &Path, digests: &mut DigestCache, progress: &dyn TransferProgress) -> std::io::Result<String> {
+/// `sources`: the identity of the file each was copied from (see [`DigestCache`]). `progress` sees the
+/// bytes go by (files the cache knows count at once).
+pub fn manifest(
+    root: &Path,
+    digests: &mut DigestCache,
+    sources: &BTreeMap<String, String>,
+    progress: &dyn TransferProgress,
+) -> std::io::Result<String> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -592,7 +664,7 @@ pub fn manifest(root: &Path, digests: &mut DigestCache, progress: &dyn TransferP
     let mut lines = Vec::with_capacity(files.len());
     for (path, meta) in files {
         let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-        let sha = digests.digest(&path, &rel, &meta)?;
+        let sha = digests.digest(&path, &rel, sources.get(&rel))?;
         progress.advance(meta.len());
         lines.push((rel, sha, meta.permissions().mode() & 0o7777));
     }
@@ -605,38 +677,47 @@ pub fn manifest(root: &Path, digests: &mut DigestCache, progress: &dyn TransferP
 mod tests {
     use super::*;
 
-    /// What the cache records for `rel` is trusted while the file's size, time and mode stay; any
-    /// change to them means hashing again.
+    /// A rootfs file copied from a source the cache knows is not hashed again; a source whose content
+    /// changed is, even with the same size and a modification time set back by `touch -d`.
     #[test]
-    fn unchanged_files_are_not_hashed_again_and_changed_ones_are() {
+    fn unchanged_sources_are_not_hashed_again_and_changed_ones_are_whatever_their_times() {
         let store = tempfile::tempdir().unwrap();
-        let rootfs = tempfile::tempdir().unwrap();
-        let file = rootfs.path().join("bin/tool");
-        fs::create_dir_all(file.parent().unwrap()).unwrap();
-        fs::write(&file, b"version 1").unwrap();
+        let context = tempfile::tempdir().unwrap();
+        let source = context.path().join("tool");
+        fs::write(&source, b"version 1").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(&source).unwrap().set_modified(old).unwrap();
+        // Old enough for the racy-timestamp rule (its change time is now: wait it out).
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let build = |cache: &mut DigestCache| {
+            let rootfs = tempfile::tempdir().unwrap();
+            copy_tree(&source, &rootfs.path().join("bin/tool")).unwrap();
+            let mut sources = BTreeMap::new();
+            record_sources(&source, &rootfs.path().join("bin/tool"), rootfs.path(), &mut sources);
+            manifest(rootfs.path(), cache, &sources, &Quiet).unwrap()
+        };
         let mut cache = DigestCache::load(store.path());
-        let first = manifest(rootfs.path(), &mut cache, &Quiet).unwrap();
+        let first = build(&mut cache);
         assert!(first.starts_with(&format!("{:x}", Sha256::digest(b"version 1"))), "{first}");
         cache.save();
 
-        // Poison the cached digest: an unchanged file takes it as is, proving it was not read.
+        // Poison the cached digest: an unchanged source takes it as is, proving it was not read.
         let path = store.path().join(".cache/digests");
         let text = fs::read_to_string(&path).unwrap();
-        let poisoned = text.replace(&format!("{:x}", Sha256::digest(b"version 1")), &"0".repeat(64));
-        fs::write(&path, poisoned).unwrap();
+        fs::write(&path, text.replace(&format!("{:x}", Sha256::digest(b"version 1")), &"0".repeat(64))).unwrap();
         let mut cache = DigestCache::load(store.path());
-        assert!(manifest(rootfs.path(), &mut cache, &Quiet).unwrap().starts_with(&"0".repeat(64)));
+        assert!(build(&mut cache).starts_with(&"0".repeat(64)));
 
-        // A copy keeps the modification time, so it hits the cache too; new content does not.
-        let copy = tempfile::tempdir().unwrap();
-        copy_tree(rootfs.path(), copy.path()).unwrap();
-        assert!(manifest(copy.path(), &mut cache, &Quiet).unwrap().starts_with(&"0".repeat(64)));
-        fs::write(&file, b"version 2").unwrap();
-        // (Set apart from the first write's time, which a coarse clock could repeat.)
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
-        fs::File::open(&file).unwrap().set_modified(later).unwrap();
-        let again = manifest(rootfs.path(), &mut cache, &Quiet).unwrap();
+        // Same size, modification time put back as it was: the change time moved, so it is hashed again.
+        fs::write(&source, b"version 2").unwrap();
+        fs::File::open(&source).unwrap().set_modified(old).unwrap();
+        let again = build(&mut cache);
         assert!(again.starts_with(&format!("{:x}", Sha256::digest(b"version 2"))), "{again}");
+        // A file with no recorded source is always hashed.
+        let rootfs = tempfile::tempdir().unwrap();
+        fs::write(rootfs.path().join("made-by-run"), b"x").unwrap();
+        let made = manifest(rootfs.path(), &mut cache, &BTreeMap::new(), &Quiet).unwrap();
+        assert!(made.starts_with(&format!("{:x}", Sha256::digest(b"x"))));
     }
 
     /// A build context with `a.txt`, a link to a directory outside holding a canary, and a link to a
