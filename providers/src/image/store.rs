@@ -231,10 +231,9 @@ impl ImageStore {
             kubefile::parse(&text, build_args).map_err(|errors| ImageError::Kubefile { file: file.clone(), errors })?;
         let work = self.work_dir()?;
         let rootfs = work.join("rootfs");
-        let mut sources = BTreeMap::new();
         match self
-            .run_steps(&steps, &file, context, &rootfs, name, &mut sources, &mut say)
-            .and_then(|config| write_sources(&work, &sources).map(|()| config))
+            .run_steps(&steps, &file, context, &rootfs, name, &mut say)
+            .and_then(|(config, sources)| write_sources(&work, &sources).map(|()| config))
         {
             Ok(config) => Ok((work, config)),
             Err(e) => {
@@ -379,9 +378,11 @@ impl ImageStore {
         context: &Path,
         rootfs: &Path,
         name: &str,
-        copied: &mut BTreeMap<String, String>,
         say: &mut impl FnMut(&str),
-    ) -> Result<ImageConfig, ImageError> {
+    ) -> Result<(ImageConfig, BTreeMap<String, String>), ImageError> {
+        // The identity of the file every rootfs file was copied from, for the digest cache.
+        let mut copied = BTreeMap::new();
+        let copied = &mut copied;
         let mut config = ImageConfig {
             format_version: IMAGE_FORMAT_VERSION.into(),
             name: name.to_string(),
@@ -455,7 +456,7 @@ impl ImageStore {
                 }
             }
         }
-        Ok(config)
+        Ok((config, std::mem::take(copied)))
     }
 }
 
