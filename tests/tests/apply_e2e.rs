@@ -454,7 +454,7 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
     assert_eq!(names.len(), 4, "{names:?}");
     assert!(!names.contains(&"node-4".to_string()));
     let leftovers =
-        site.tb.exec(4, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[k]ubelet'; true");
+        site.tb.exec(4, "ls -d /var/lib/sealer /etc/kubernetes 2>/dev/null; pgrep -f 'bin/[k]ubelet'; true");
     assert_eq!(
         String::from_utf8_lossy(&leftovers.stdout).trim(),
         "",
@@ -472,7 +472,7 @@ fn scale_down_removes_the_node_and_destroy_leaves_the_hosts_clean() {
         assert_eq!(&hostname(i), original, "host {i} got its hostname back");
         let etc = String::from_utf8(site.tb.exec(i, "cat /etc/hostname").stdout).unwrap();
         assert_eq!(etc.trim(), original);
-        let left = site.tb.exec(i, "ls -d /var/lib/sealer/e2e /etc/kubernetes 2>/dev/null; ls -A /var/lib/etcd 2>/dev/null; grep -E ' (sea.hub|apiserver.cluster.local)$' /etc/hosts; pgrep -f 'bin/([k]ubelet|[s]im-apiserver|[e]tcd|[r]egistry)'; true");
+        let left = site.tb.exec(i, "ls -d /var/lib/sealer /etc/kubernetes 2>/dev/null; ls -A /var/lib/etcd 2>/dev/null; grep -E ' (sea.hub|apiserver.cluster.local)$' /etc/hosts; pgrep -f 'bin/([k]ubelet|[s]im-apiserver|[e]tcd|[r]egistry)'; true");
         assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "host {i} is not clean");
     }
     assert_eq!(ok(&site.sealer(&["state", "list"], "")).trim(), "", "no resources are left in the state");
