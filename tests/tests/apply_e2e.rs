@@ -1050,7 +1050,23 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
     site.write_clusterfile(&clusterfile);
     let plan = ok(&site.sealer(&["plan"], ""));
     assert!(plan.contains("plugin \"MyShell.PostInstall."), "{plan}");
-    ok(&site.sealer(&["apply", "--auto-approve"], ""));
+    // `ps` on the joining hosts all through the apply: what any process's command line showed.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let processes = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for i in 1..4 {
+                    let ps = site.tb.exec(i, "ps -eo args");
+                    seen.extend(String::from_utf8_lossy(&ps.stdout).lines().map(str::to_string));
+                }
+            }
+            seen
+        });
+        ok(&site.sealer(&["apply", "--auto-approve"], ""));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        sampler.join().unwrap()
+    });
 
     let file =
         |i: usize, path: &str| String::from_utf8_lossy(&site.tb.exec(i, &format!("cat {path}")).stdout).into_owned();
@@ -1092,6 +1108,13 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
         }
     }
     assert_eq!(seen, 3, "every joining host joined with a config file");
+    for line in &processes {
+        for secret in &secrets {
+            assert!(!line.contains(secret.as_str()), "a command line showed a join credential: {line}");
+        }
+        assert!(!line.contains("--token") && !line.contains("--certificate-key"), "{line}");
+    }
+    assert!(processes.iter().any(|l| l.contains("kubeadm join --config")), "the samples saw joins");
     for i in 1..4 {
         assert!(file(i, "/var/lib/sealer/e2e/kubeadm-join.yml").is_empty(), "the join file is gone from host {i}");
     }
