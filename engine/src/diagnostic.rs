@@ -56,6 +56,11 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The most problems of one input shown; past it they are counted, not listed.
+pub const MAX_SHOWN: usize = 1000;
+/// The most problems of one input kept at all (memory stays bounded however broken the input).
+pub const MAX_COLLECTED: usize = 10_000;
+
 /// Every problem found in one input, errors first, then in source order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
@@ -71,6 +76,28 @@ impl Diagnostics {
 
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter().filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// Sorts, errors first then in source order, and keeps at most [`MAX_SHOWN`]: a broken file of a
+    /// few megabytes could otherwise print hundreds of thousands of lines. The rest are counted in a last
+    /// diagnostic of their own.
+    pub(crate) fn sort_and_cap(&mut self) {
+        self.sort();
+        if self.0.len() > MAX_SHOWN {
+            let rest = self.0.split_off(MAX_SHOWN);
+            let errors = rest.iter().filter(|d| d.severity == Severity::Error).count();
+            let file = rest[0].location.file.clone();
+            self.0.push(Diagnostic {
+                severity: if errors > 0 { Severity::Error } else { Severity::Warning },
+                location: Location { file, document: None, field: None, line: None, column: None },
+                message: if rest.len() + MAX_SHOWN >= MAX_COLLECTED {
+                    format!("{}+ more problem(s) not shown", rest.len())
+                } else {
+                    format!("{} more problem(s) ({errors} error(s)) not shown", rest.len())
+                },
+                value: None,
+            });
+        }
     }
 
     pub(crate) fn sort(&mut self) {

@@ -165,7 +165,7 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
 
 fn finish(diagnostics: Vec<Diagnostic>) -> Diagnostics {
     let mut d = Diagnostics(diagnostics);
-    d.sort();
+    d.sort_and_cap();
     d
 }
 

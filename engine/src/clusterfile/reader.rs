@@ -57,6 +57,9 @@ impl DocReader<'_> {
     }
 
     fn push(&mut self, severity: Severity, path: &str, value: Option<String>, message: String) {
+        if self.diagnostics.len() >= crate::diagnostic::MAX_COLLECTED {
+            return;
+        }
         let pos = self.positions.and_then(|p| p.get(path));
         self.diagnostics.push(Diagnostic {
             severity,
@@ -79,9 +82,12 @@ impl DocReader<'_> {
     /// A warning about line `line_no` (1-based) of the multi-line text at `path` (a plugin's data): its
     /// position is that line of the file.
     pub fn warning_at_line(&mut self, path: &str, line_no: usize, value: Option<String>, message: impl Into<String>) {
+        let before = self.diagnostics.len();
         self.push(Severity::Warning, path, value, message.into());
-        if let Some(d) = self.diagnostics.last_mut() {
-            d.location.line = d.location.line.map(|l| l + line_no.saturating_sub(1));
+        if self.diagnostics.len() > before {
+            if let Some(d) = self.diagnostics.last_mut() {
+                d.location.line = d.location.line.map(|l| l + line_no.saturating_sub(1));
+            }
         }
     }
 
