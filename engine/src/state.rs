@@ -118,6 +118,81 @@ impl State {
     }
 }
 
+impl State {
+    /// Checks a state that comes from outside the workstation (the cluster's copy, which anyone who may
+    /// write ConfigMaps in kube-system could edit) the way Clusterfile input is checked, before any of it
+    /// can reach a host: names, paths, plugin types, env names, labels and taints. Returns every problem.
+    pub fn check_imported(&self) -> Result<(), Vec<String>> {
+        use crate::clusterfile::{rules, Phase};
+        let mut problems = Vec::new();
+        let text = |r: &StoredResource, k: &str| match r.attributes.get(k) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let host_name = |s: &str| {
+            (1..=253).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        for (key, r) in &self.resources {
+            let mut bad = |what: String| problems.push(format!("`{key}`: {what}"));
+            if r.address != *key {
+                bad(format!("its record names another address, `{}`", r.address));
+            }
+            match r.address.kind {
+                Kind::Hostname => {
+                    for k in ["name", "original"] {
+                        if let Some(n) = text(r, k).filter(|n| !host_name(n)) {
+                            bad(format!("`{k}` `{n}` is not a hostname"));
+                        }
+                    }
+                }
+                Kind::Plugin => {
+                    let kind = text(r, "type").unwrap_or_default();
+                    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                        bad(format!("plugin type `{kind}` is not a type or an executable name"));
+                    }
+                    if let Some(p) = text(r, "phase").filter(|p| Phase::from_name(p).is_none()) {
+                        bad(format!("`{p}` is not a plugin phase"));
+                    }
+                }
+                Kind::Config => {
+                    if let Some(problem) = text(r, "path").as_deref().and_then(rules::rootfs_path_problem) {
+                        bad(format!("path: {problem}"));
+                    }
+                }
+                Kind::Label => {
+                    if let Some(Value::Map(labels)) = r.attributes.get("labels") {
+                        for (k, v) in labels {
+                            if rules::label_key_problem(k).or_else(|| rules::label_value_problem(v)).is_some() {
+                                bad(format!("label `{k}={v}` is not a Kubernetes label"));
+                            }
+                        }
+                    }
+                }
+                Kind::Host => {
+                    if let Some(u) = text(r, "ssh_user").filter(|u| {
+                        u.is_empty()
+                            || u.len() > 32
+                            || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                    }) {
+                        bad(format!("`{u}` is not a user name"));
+                    }
+                }
+                _ => {}
+            }
+            if let Some(Value::Map(env)) = r.attributes.get("env") {
+                for k in env.keys().filter(|k| !rules::is_env_name(k)) {
+                    bad(format!("`{k}` is not an env name"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 /// Who holds a state lock, shown to whoever is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -178,6 +253,51 @@ pub trait StateStore {
 mod tests {
     use super::*;
     use crate::plan::{Action, Reason};
+
+    #[test]
+    fn an_imported_state_is_checked_like_clusterfile_input() {
+        let mut state = State::empty("c");
+        let put = |state: &mut State, kind: Kind, key: &str, attrs: &[(&str, Value)]| {
+            let r = StoredResource {
+                address: Address::new(kind, key),
+                host: None,
+                status: ResourceStatus::Ready,
+                attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                depends_on: vec![],
+            };
+            state.resources.insert(r.address.clone(), r);
+        };
+        put(
+            &mut state,
+            Kind::Hostname,
+            "10.0.0.2",
+            &[("name", Value::text("master-0")), ("original", Value::text("Box.local"))],
+        );
+        put(
+            &mut state,
+            Kind::Plugin,
+            "p.PreClean.10.0.0.2",
+            &[("type", Value::text("SHELL")), ("phase", Value::text("PreClean"))],
+        );
+        assert_eq!(state.check_imported(), Ok(()));
+        put(&mut state, Kind::Hostname, "10.0.0.3", &[("name", Value::text("x; reboot"))]);
+        put(
+            &mut state,
+            Kind::Plugin,
+            "q.PreClean.10.0.0.2",
+            &[("type", Value::text("../../bin/sh")), ("phase", Value::text("Later"))],
+        );
+        put(&mut state, Kind::Config, "c.10.0.0.2", &[("path", Value::text("/etc/shadow"))]);
+        put(
+            &mut state,
+            Kind::Plugin,
+            "e.PreClean.10.0.0.2",
+            &[("type", Value::text("SHELL")), ("env", Value::Map([("A=B".to_string(), "x".to_string())].into()))],
+        );
+        let problems = state.check_imported().unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].contains("`hostname.10.0.0.3`: `name` `x; reboot` is not a hostname"), "{problems:?}");
+    }
 
     fn change(action: Action, after: Option<Attributes>) -> ResourceChange {
         ResourceChange {

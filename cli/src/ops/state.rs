@@ -31,6 +31,10 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
         read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
     let state: State = serde_json::from_str(&json)
         .with_context(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}` is not a sealer state"))?;
+    // Anyone who may write ConfigMaps in kube-system could have edited it: checked like a Clusterfile.
+    if let Err(problems) = state.check_imported() {
+        bail!("the state kept at `{ip}` is refused: {}", problems.join("; "));
+    }
     if state.cluster != name {
         bail!(
             "the cluster at `{ip}` keeps the state of cluster `{}`, the Clusterfile declares `{name}`",
