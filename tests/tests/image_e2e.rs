@@ -243,7 +243,7 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
     assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
 
     // A registry started on the image's registry directory serves each of them, unchanged.
-    let served = Registry::serving(Some(&home.join("images/lite_1/rootfs/registry")), None).unwrap();
+    let served = Registry::serving(Some(&home.join("images/lite_3a1/rootfs/registry")), None).unwrap();
     let other_home = dir.path().join("other");
     for (name, digest) in [(&app1, &digests[0]), (&app2, &digests[1])] {
         let through = name.replace(&format!("127.0.0.1:{}", source.port), &format!("127.0.0.1:{}", served.port));
