@@ -43,7 +43,7 @@ pub fn sealer_release_bin() -> &'static Path {
     BIN.get_or_init(|| build_sealer(true))
 }
 
-/// Runs `sealer ARGS` in `cwd` with colour off and no inherited state path.
+/// Runs `sealer ARGS` in `cwd` with colour off, no inherited state path, and a `SEALER_HOME` of its own.
 pub fn sealer(cwd: &Path, args: &[&str]) -> Output {
     sealer_with_stdin(cwd, args, "")
 }
@@ -54,6 +54,9 @@ pub fn sealer_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("SEALER_STATE")
+        // A home of its own: no image store, credentials or state key of the machine leaks into outputs.
+        .env("SEALER_HOME", cwd.join(".sealer-home"))
+        .env_remove("SEALER_STATE_KEY")
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

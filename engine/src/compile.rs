@@ -150,19 +150,25 @@ impl Compiler<'_> {
             let image = self.add(Kind::Image, ip.to_string(), Some(ip), a)?;
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
-                let a = self.add(
-                    Kind::Config,
-                    format!("{}.{}", config.name, ip),
-                    Some(ip),
-                    attrs([
-                        ("path", Value::text(&config.path)),
-                        ("strategy", Value::text(config.strategy.as_str())),
-                        ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
-                        ("data", Value::text(&config.data)),
-                        // A rebuilt image may bring its own version of the file: the document goes over it again.
-                        ("image_digest", self.digest.clone()),
-                    ]),
-                )?;
+                // A toSecret document's data is a secret: in its place, a keyed digest that shows a change.
+                let (data, digest) = if config.is_secret() {
+                    (Value::Sensitive, config.secret_digest.as_ref().map_or(Value::Unknown, Value::text))
+                } else {
+                    (Value::text(&config.data), Value::Unknown)
+                };
+                let mut attributes = attrs([
+                    ("name", Value::text(&config.name)),
+                    ("path", Value::text(&config.path)),
+                    ("strategy", Value::text(config.strategy.as_str())),
+                    ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
+                    ("data", data),
+                    // A rebuilt image may bring its own version of the file: the document goes over it again.
+                    ("image_digest", self.digest.clone()),
+                ]);
+                if config.is_secret() {
+                    attributes.insert("data_digest".into(), digest);
+                }
+                let a = self.add(Kind::Config, format!("{}.{}", config.name, ip), Some(ip), attributes)?;
                 self.b.depends(&a, &image)?;
             }
         }

@@ -44,6 +44,8 @@ pub fn binding(cluster: &str, address: &str, attribute: &str) -> String {
 
 pub struct SealingKey {
     key: LessSafeKey,
+    /// For keyed digests, derived from the key so that the two uses never share a key.
+    digests: ring::hmac::Key,
 }
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
@@ -61,7 +63,18 @@ fn hex(bytes: &[u8]) -> String {
 impl SealingKey {
     fn from_bytes(bytes: &[u8]) -> Option<SealingKey> {
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes).ok()?;
-        Some(SealingKey { key: LessSafeKey::new(unbound) })
+        let derived = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes), b"sealer digests");
+        let digests = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+        Some(SealingKey { key: LessSafeKey::new(unbound), digests })
+    }
+
+    /// A keyed digest of `secret` for `owner` (a [`binding`]): it tells whether a secret changed without
+    /// saying anything of it to whoever lacks the key (a plain hash of a short password could be guessed).
+    pub fn digest(&self, owner: &str, secret: &str) -> String {
+        let mut message = owner.as_bytes().to_vec();
+        message.push(0);
+        message.extend_from_slice(secret.as_bytes());
+        format!("hmac-sha256:{}", hex(ring::hmac::sign(&self.digests, &message).as_ref()))
     }
 
     /// The key from the environment, else from `home/state.key`, creating that file when `create` and
@@ -182,6 +195,19 @@ mod tests {
         // A value an older state sealed for the address alone still opens, flagged to be sealed again.
         let legacy = key.seal("host.10.0.0.2", "pw").unwrap();
         assert_eq!(key.open_bound("c", "host.10.0.0.2", "ssh_password", &legacy).unwrap(), ("pw".into(), true));
+    }
+
+    #[test]
+    fn keyed_digests_change_with_the_secret_and_the_key() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ka, kb) =
+            (SealingKey::load(a.path(), true).unwrap().unwrap(), SealingKey::load(b.path(), true).unwrap().unwrap());
+        let d = ka.digest("c config.x data", "user: admin");
+        assert_eq!(d, ka.digest("c config.x data", "user: admin"));
+        assert_ne!(d, ka.digest("c config.x data", "user: root"));
+        assert_ne!(d, ka.digest("c config.y data", "user: admin"));
+        assert_ne!(d, kb.digest("c config.x data", "user: admin"), "another key, another digest");
+        assert!(!d.contains("admin"));
     }
 
     #[test]

@@ -1040,7 +1040,9 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: MyShell\nspec:\n  type: SHELL\n  \
          action: PostInstall\n  on: node-role.kubernetes.io/master=\n  data: |\n    hostname > /root/on-master\n---\n\
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: SHELL\nspec:\n  action: PreJoin|PostInstall\n  \
-         data: |\n    env | grep '^docker-dir=' >> /root/env-seen\n",
+         data: |\n    env | grep '^docker-dir=' >> /root/env-seen\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Config\nmetadata:\n  name: db\nspec:\n  path: etc/db-secret.yaml\n  \
+         process: toSecret\n  data: |\n    password: Db-Secret-42\n",
         ips[0],
         ips[1],
         ips[2],
@@ -1118,6 +1120,22 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
     for i in 1..4 {
         assert!(file(i, "/var/lib/sealer/e2e/kubeadm-join.yml").is_empty(), "the join file is gone from host {i}");
     }
+    // A toSecret document: on every host as a Secret, in no plan, state, cluster copy or log.
+    let encoded = "RGItU2VjcmV0LTQy"; // base64 of Db-Secret-42
+    for i in 0..4 {
+        assert!(file(i, "/var/lib/sealer/e2e/rootfs/etc/db-secret.yaml").contains(encoded), "host {i}");
+    }
+    let copy =
+        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+    let written = format!("{}{}{}", site.everything_written(), String::from_utf8_lossy(&copy.stdout), plan);
+    assert!(!written.contains("Db-Secret-42") && !written.contains(encoded), "the secret leaked");
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
+    // A changed secret shows as a changed keyed digest on each host, never as its value.
+    site.write_clusterfile(&clusterfile.replace("Db-Secret-42", "Db-Secret-43"));
+    let changed = site.sealer(&["plan", "--detailed-exitcode", "--refresh=false"], "");
+    assert_eq!(changed.status.code(), Some(2), "{}", stderr(&changed));
+    let shown = stdout(&changed);
+    assert_eq!(shown.matches("~ data_digest").count(), 4, "{shown}");
+    assert!(!shown.contains("Db-Secret"), "{shown}");
 }

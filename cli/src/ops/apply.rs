@@ -98,6 +98,8 @@ impl<'a> Session<'a> {
         if !req.destroy {
             self.pulled = super::images::ensure_local(ws, &cf.cluster.image, progress)?;
         }
+        // Made before planning: the plan compares secrets by digests under this key.
+        hosts::sealing_key(ws, cf)?;
         self.recorded = self.store.load(&cf.cluster.name)?.unwrap_or_else(|| State::empty(&cf.cluster.name));
         self.observed = self.recorded.clone();
         let live = if (req.refresh || req.refresh_only) && req.planfile.is_none() {
@@ -197,6 +199,7 @@ impl<'a> Session<'a> {
                 prior: self.observed.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect(),
                 log_dir: log_dir.clone(),
                 restore_hostnames: self.req.restore_hostname,
+                secret_configs: hosts::secret_configs(cf),
             },
             Arc::new(remote),
         );

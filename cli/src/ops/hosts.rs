@@ -98,10 +98,32 @@ pub fn ssh_targets(
     Ok(targets)
 }
 
-/// The state key, when some host of the Clusterfile has an ssh secret to seal (created on first use).
+/// The state key, when the Clusterfile has a secret the state must seal or digest (an ssh secret, a
+/// `toSecret` Config document); created on first use.
 pub fn sealing_key(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<Option<SealingKey>> {
-    let has_secrets = cf.cluster.hosts.iter().any(|h| ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()));
+    let has_secrets = cf.cluster.hosts.iter().any(|h| ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()))
+        || cf.configs.iter().any(|c| c.is_secret());
     Ok(if has_secrets { SealingKey::load(&ws.home, true)? } else { None })
+}
+
+/// Gives each `toSecret` Config document the keyed digest its plan compares instead of its data. Without
+/// a state key yet (a plan before the first apply), the digest is unknown, as on a first apply anyway.
+pub fn digest_secret_configs(ws: &Workspace, cf: &mut Clusterfile) -> anyhow::Result<()> {
+    if !cf.configs.iter().any(|c| c.is_secret()) {
+        return Ok(());
+    }
+    let Some(key) = SealingKey::load(&ws.home, false)? else { return Ok(()) };
+    let cluster = cf.cluster.name.clone();
+    for config in cf.configs.iter_mut().filter(|c| c.is_secret()) {
+        let owner = binding(&cluster, &format!("config.{}", config.name), "data");
+        config.secret_digest = Some(key.digest(&owner, &config.data));
+    }
+    Ok(())
+}
+
+/// The data of the `toSecret` Config documents, for the provider that writes them.
+pub fn secret_configs(cf: &Clusterfile) -> BTreeMap<String, String> {
+    cf.configs.iter().filter(|c| c.is_secret()).map(|c| (c.name.clone(), c.data.clone())).collect()
 }
 
 /// Seals the host's ssh secrets into the attributes the state keeps for `host.IP` (they are `Sensitive`,
@@ -178,6 +200,7 @@ pub fn api_provider(
         prior: BTreeMap::new(),
         log_dir,
         restore_hostnames: false,
+        secret_configs: BTreeMap::new(),
     };
     Ok(ClusterProvider::new(ctx, Arc::new(remote)))
 }

@@ -33,6 +33,7 @@ pub fn compile(
 ) -> anyhow::Result<(sealer_engine::ResourceGraph, Vec<Diagnostic>)> {
     let (image, missing) = super::images::facts(ws, cf)?;
     let mut cf = cf.clone();
+    super::hosts::digest_secret_configs(ws, &mut cf)?;
     let mut warnings = cf.select_by_labels(&live.node_labels, &kubernetes_version(&cf, &image.kubeadm));
     if let Some(message) = missing {
         warnings.push(Diagnostic {

@@ -276,6 +276,16 @@ pub struct ConfigFile {
     pub data: String,
     pub strategy: ConfigStrategy,
     pub process: Vec<ConfigProcess>,
+    /// For a `toSecret` document: a keyed digest of its data (set by the caller with the user's state
+    /// key), which plans compare instead of the data: the data itself is in no plan and no state.
+    pub secret_digest: Option<String>,
+}
+
+impl ConfigFile {
+    /// Its data becomes a Kubernetes Secret: it is a secret itself.
+    pub fn is_secret(&self) -> bool {
+        self.process.contains(&ConfigProcess::ToSecret)
+    }
 }
 
 /// A partial kubeadm (or kube-proxy / kubelet) document, kept as YAML to merge over the defaults.

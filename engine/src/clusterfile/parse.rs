@@ -1036,7 +1036,7 @@ fn read_config(r: &mut DocReader<'_>, doc: &Value) -> Option<ConfigFile> {
             );
         }
     }
-    Some(ConfigFile { name: name?, path: path?, data, strategy, process })
+    Some(ConfigFile { name: name?, path: path?, data, strategy, process, secret_digest: None })
 }
 
 fn read_kubeadm(r: &mut DocReader<'_>, doc: &Value, api_version: String, kind: String, b: &mut Builder) {

@@ -48,7 +48,17 @@ fn process(path: &str, mut content: String, steps: &[String]) -> Result<String> 
 impl KindProvider for Config {
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let path = text(&after, "path").unwrap_or_default();
-        let data = text(&after, "data").unwrap_or_default();
+        let data = match after.get("data") {
+            // A toSecret document: its data comes from the Clusterfile, never from the plan or the state.
+            Some(Value::Sensitive) => {
+                let name = text(&after, "name").unwrap_or_default();
+                cx.ctx.secret_configs.get(&name).cloned().ok_or_else(|| ProviderError::Config {
+                    path: path.clone(),
+                    message: format!("the data of secret Config `{name}` is not in the Clusterfile"),
+                })?
+            }
+            _ => text(&after, "data").unwrap_or_default(),
+        };
         let target = format!("{}/{path}", cx.rootfs());
         let mut content = data.clone();
         if text(&after, "strategy").as_deref() == Some("merge") {
@@ -124,5 +134,25 @@ mod tests {
         apply(&p, change(Kind::Config, "x.10.0.0.2", M1, Action::Update, Some(attrs([])), Some(after))).await.unwrap();
         assert_eq!(remote.commands(M1), ["upload /var/lib/sealer/c/rootfs/etc/x 644"]);
         assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/x").as_deref(), Some("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_documents_data_comes_from_the_clusterfile_not_the_plan() {
+        let remote = Arc::new(Scripted::default());
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = crate::cluster::testing::context(None, logs.path());
+        ctx.secret_configs.insert("db".into(), "password: hunter2\n".into());
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let after = attrs([
+            ("name", Value::text("db")),
+            ("path", Value::text("etc/db.yaml")),
+            ("data", Value::Sensitive),
+            ("process", Value::List(vec!["toSecret".into()])),
+        ]);
+        apply(&p, change(Kind::Config, "db.10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/db.yaml").unwrap();
+        assert!(written.contains("password: aHVudGVyMg=="), "{written}");
+        let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
+        assert!(!log.contains("hunter2") && !log.contains("aHVudGVyMg"), "{log}");
     }
 }

@@ -55,6 +55,8 @@ pub struct ClusterContext {
     pub log_dir: PathBuf,
     /// Deleting a `hostname` gives the host back the name it had before sealer set one.
     pub restore_hostnames: bool,
+    /// The data of `toSecret` Config documents by name: plans and states never hold it.
+    pub secret_configs: BTreeMap<String, String>,
 }
 
 /// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
@@ -399,6 +401,7 @@ pub(crate) mod testing {
             prior: BTreeMap::new(),
             log_dir: log_dir.to_path_buf(),
             restore_hostnames: false,
+            secret_configs: BTreeMap::new(),
         }
     }
 
