@@ -151,11 +151,7 @@ impl Compiler<'_> {
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
                 // A toSecret document's data is a secret: in its place, a keyed digest that shows a change.
-                let (data, digest) = if config.is_secret() {
-                    (Value::Sensitive, config.secret_digest.as_ref().map_or(Value::Unknown, Value::text))
-                } else {
-                    (Value::text(&config.data), Value::Unknown)
-                };
+                let data = if config.is_secret() { Value::Sensitive } else { Value::text(&config.data) };
                 let mut attributes = attrs([
                     ("name", Value::text(&config.name)),
                     ("path", Value::text(&config.path)),
@@ -166,6 +162,7 @@ impl Compiler<'_> {
                     ("image_digest", self.digest.clone()),
                 ]);
                 if config.is_secret() {
+                    let digest = config.secret_digest.as_ref().map_or(Value::Unknown, Value::text);
                     attributes.insert("data_digest".into(), digest);
                 }
                 let a = self.add(Kind::Config, format!("{}.{}", config.name, ip), Some(ip), attributes)?;

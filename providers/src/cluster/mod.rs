@@ -136,11 +136,16 @@ pub(crate) struct Observation<'a> {
 }
 
 impl Observation<'_> {
-    /// The cluster's nodes by InternalIP, read once per refresh.
-    async fn node(&self, ip: IpAddr) -> Result<Option<&kube::Node>> {
+    /// The cluster's nodes, read once per refresh.
+    async fn all_nodes(&self) -> Result<&[kube::Node]> {
         let nodes =
             self.nodes.get_or_try_init(|| async { Ok::<_, ProviderError>(self.cx.nodes().await?.items) }).await?;
-        Ok(nodes.iter().find(|n| n.internal_ip() == Some(ip.to_string().as_str())))
+        Ok(nodes)
+    }
+
+    /// The node whose InternalIP is `ip`.
+    async fn node(&self, ip: IpAddr) -> Result<Option<&kube::Node>> {
+        Ok(self.all_nodes().await?.iter().find(|n| n.internal_ip() == Some(ip.to_string().as_str())))
     }
 }
 
@@ -182,8 +187,7 @@ impl ClusterProvider {
         }
         let mut observed = Observed::default();
         if obs.cluster_up {
-            obs.node(cx.ctx.first_master).await?;
-            for node in obs.nodes.get().into_iter().flatten() {
+            for node in obs.all_nodes().await? {
                 if let Some(ip) = node.internal_ip().and_then(|ip| ip.parse().ok()) {
                     observed.node_labels.insert(ip, node.metadata.labels.clone());
                 }
@@ -277,17 +281,7 @@ impl Cx {
             self.log(ip, &stderr);
         }
         self.log(ip, &format!("# exit {}", out.status));
-        if out.status != 0 {
-            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-            let detail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(ProviderError::Command {
-                host: ip,
-                command: command.lines().next().unwrap_or_default().to_string(),
-                status: out.status,
-                detail: detail.join(" / "),
-            });
-        }
-        Ok(out)
+        remote::succeeded(ip, command, out)
     }
 
     /// The trimmed stdout of `command`.

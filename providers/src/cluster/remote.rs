@@ -26,6 +26,23 @@ pub trait Remote: Send + Sync {
     fn host_key(&self, host: IpAddr) -> BoxFuture<'_, Result<String>>;
 }
 
+/// `out` as it is when its command succeeded, else the error naming the host, the command's first line,
+/// its exit status and the last lines it printed on stderr.
+pub(super) fn succeeded(host: IpAddr, command: &str, out: ExecOutput) -> Result<ExecOutput> {
+    if out.status == 0 {
+        return Ok(out);
+    }
+    let stderr = out.stderr_text();
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    let detail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(ProviderError::Command {
+        host,
+        command: command.lines().next().unwrap_or_default().to_string(),
+        status: out.status,
+        detail: detail.join(" / "),
+    })
+}
+
 /// [`Remote`] over SSH: one connection per host, opened at first use and shared by every kind.
 pub struct SshRemote {
     hosts: BTreeMap<IpAddr, SshTarget>,
@@ -63,16 +80,7 @@ impl Remote for SshRemote {
                 "mkdir -p \"$(dirname {q})\" && rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} \
                  && mv -f {tmp} {q}"
             );
-            let out = self.exec(host, &command, content).await?;
-            if out.status != 0 {
-                return Err(ProviderError::Command {
-                    host,
-                    command: format!("upload {path}"),
-                    status: out.status,
-                    detail: out.stderr_text(),
-                });
-            }
-            Ok(())
+            succeeded(host, &format!("upload {path}"), self.exec(host, &command, content).await?).map(|_| ())
         })
     }
 
@@ -81,14 +89,7 @@ impl Remote for SshRemote {
             use base64::Engine as _;
             // Base64 keeps binary content out of the shell framing.
             let out = self.exec(host, &format!("base64 -w0 {}", quote(path)), b"").await?;
-            if out.status != 0 {
-                return Err(ProviderError::Command {
-                    host,
-                    command: format!("download {path}"),
-                    status: out.status,
-                    detail: out.stderr_text(),
-                });
-            }
+            let out = succeeded(host, &format!("download {path}"), out)?;
             base64::engine::general_purpose::STANDARD.decode(out.stdout_text().trim()).map_err(|e| {
                 ProviderError::Unexpected { host, what: format!("download of `{path}`"), message: e.to_string() }
             })
