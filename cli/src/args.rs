@@ -216,6 +216,13 @@ pub struct BuildArgs {
     /// Pull container images over plain HTTP (implied for 127.0.0.1 and localhost)
     #[arg(long)]
     pub insecure: bool,
+    /// The build mode: `lite`, the only one, carries every container image the rootfs names
+    #[arg(short = 'm', long = "mode", value_name = "MODE", default_value = "lite")]
+    pub mode: String,
+    /// Fetch a registry's container images from a mirror: `docker.io=http://127.0.0.1:5000` (repeatable;
+    /// over the `mirrors` of $SEALER_HOME/registries.yaml). The images keep their own names.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
     /// The build context
     #[arg(default_value = ".")]
     pub context: PathBuf,
@@ -281,8 +288,12 @@ pub struct LoginArgs {
     pub registry: String,
     #[arg(short = 'u', long)]
     pub username: String,
-    /// Read the password from standard input (it is never taken from the command line)
-    #[arg(long, required = true)]
+    /// The password (visible to other users of this machine and kept in shell history: prefer
+    /// --password-stdin)
+    #[arg(short = 'p', long = "passwd", visible_alias = "password", conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
     pub password_stdin: bool,
 }
 

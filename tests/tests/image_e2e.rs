@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Output};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout};
 
 fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     Command::new(sealer_bin())
@@ -29,7 +29,7 @@ fn kubefile_errors_name_the_line_and_leave_the_store_unchanged() {
     let cases = [
         ("FROM scratch\nFETCH x\n", "line 2: `FETCH`: unknown instruction"),
         ("FROM scratch\nCOPY missing.txt etc/\n", "line 2: COPY source `missing.txt` does not exist"),
-        ("FROM nothing:here\n", "line 1: image `nothing:here` is not in the local store"),
+        ("FROM nothing:here\n", "line 1: cannot pull the base image `nothing:here`"),
         ("ARG\nFROM scratch\n", "line 1: `ARG`: needs an argument"),
         ("FROM scratch\nRUN exit 3\n", "line 2: RUN failed"),
     ];
@@ -166,6 +166,22 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
         sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
     }
 
+    // A Kubefile `FROM` an image the store lacks pulls it first (digest-checked), then builds on it.
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    let derived = dir.path().join("derived");
+    std::fs::create_dir_all(&derived).unwrap();
+    std::fs::write(derived.join("extra.yaml"), "kind: List\n").unwrap();
+    std::fs::write(derived.join("Kubefile"), format!("FROM {name}\nCOPY extra.yaml manifests\n")).unwrap();
+    let built = ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", "derived:1", derived.to_str().unwrap()]));
+    assert!(built.contains("not in the local store, pulling it") && built.contains(&manifest_digest), "{built}");
+    let derived_image: serde_json::Value =
+        serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "derived:1"]))).unwrap();
+    assert_eq!(derived_image["base"], name.as_str());
+    assert_eq!(derived_image["cmds"][0], "kubectl apply -f manifests/hello.yaml", "the base's CMDs come along");
+    let mode = sealer(&home, dir.path(), &["build", "-m", "cloud", "-t", "derived:2", derived.to_str().unwrap()]);
+    assert_eq!(mode.status.code(), Some(1));
+    assert!(stderr(&mode).contains("build mode `cloud` is not supported"), "{}", stderr(&mode));
+
     // `sealer apply` of an image the store lacks pulls it before anything else (the host here refuses
     // connections at once: only the pull is under test).
     ok(&sealer(&home, dir.path(), &["rmi", &name]));
@@ -241,6 +257,34 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "lite:1"]))).unwrap();
     assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
+
+    // Behind a mirror: `docker.io/...` names are fetched from the mirror and kept under their own name.
+    let hub = ctx.join("hub");
+    std::fs::create_dir_all(hub.join("manifests")).unwrap();
+    std::fs::write(
+        hub.join("manifests/app.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: \"app1:1.0\"}]\n",
+    )
+    .unwrap();
+    std::fs::write(hub.join("Kubefile"), "FROM scratch\nCOPY manifests manifests\n").unwrap();
+    let mirror = format!("docker.io=http://127.0.0.1:{}", source.port);
+    let refused =
+        sealer(&home, dir.path(), &["build", "-t", "hub:1", hub.to_str().unwrap(), "--registry-mirror", "docker.io"]);
+    assert!(stderr(&refused).contains("expected REGISTRY=http[s]://HOST[:PORT]"), "{}", stderr(&refused));
+    let built =
+        ok(&sealer(&home, dir.path(), &["build", "-t", "hub:1", hub.to_str().unwrap(), "--registry-mirror", &mirror]));
+    assert!(built.contains(&format!("image docker.io/library/app1:1.0 {}", digests[0])), "{built}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "hub:1"]))).unwrap();
+    assert_eq!(inspect["images"], serde_json::json!(["docker.io/library/app1:1.0"]));
+    // The same mirror from $SEALER_HOME/registries.yaml.
+    std::fs::write(
+        home.join("registries.yaml"),
+        format!("mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:{}\"]\n", source.port),
+    )
+    .unwrap();
+    ok(&sealer(&home, dir.path(), &["build", "-t", "hub:2", hub.to_str().unwrap()]));
+    std::fs::remove_file(home.join("registries.yaml")).unwrap();
 
     // A registry started on the image's registry directory serves each of them, unchanged.
     let served = Registry::serving(Some(&home.join("images/lite_3a1/rootfs/registry")), None).unwrap();
@@ -377,6 +421,17 @@ fn basic_auth_login_and_interrupted_push_and_pull_are_rerun() {
     let err = stderr(&refused).to_lowercase();
     assert!(err.contains("unauthorized") || err.contains("401") || err.contains("authentication"), "{err}");
 
+    // `-p` works too, with docker's warning; the password is in no output.
+    let with_flag = sealer(
+        &home,
+        dir.path(),
+        &["login", &format!("127.0.0.1:{}", registry.port), "-u", "ci-user", "-p", REGISTRY_PASSWORD],
+    );
+    assert!(with_flag.status.success(), "{}", stderr(&with_flag));
+    assert!(stderr(&with_flag).contains("Use --password-stdin"), "{}", stderr(&with_flag));
+    let shown = format!("{}{}", stdout(&with_flag), stderr(&with_flag));
+    assert!(!shown.contains(REGISTRY_PASSWORD), "{shown}");
+    ok(&sealer(&home, dir.path(), &["logout", &format!("127.0.0.1:{}", registry.port)]));
     let mut login = spawn_sealer(
         &home,
         dir.path(),

@@ -19,6 +19,9 @@ pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<Outcome> {
         let Some((k, v)) = a.split_once('=') else { bail!("--build-arg `{a}` is not KEY=VALUE") };
         build_args.insert(k.to_string(), v.to_string());
     }
+    if args.mode != "lite" {
+        bail!("build mode `{}` is not supported: sealer builds `lite` images (-m lite), which carry every container image they name", args.mode);
+    }
     let request = ops::images::BuildRequest {
         kubefile: args.file.clone().unwrap_or_else(|| args.context.join("Kubefile")),
         context: args.context.clone(),
@@ -26,6 +29,7 @@ pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<Outcome> {
         build_args,
         platforms: args.platforms.clone(),
         insecure: args.insecure,
+        registry_mirrors: args.registry_mirrors.clone(),
     };
     let config = ops::images::build(&ctx.ws, &request, |line| println!("{line}"), TransferBar::for_stdout().as_ref())?;
     println!("built {} {}", config.name, config.digest);
@@ -98,7 +102,16 @@ pub fn inspect(args: NameArg) -> anyhow::Result<Outcome> {
 
 pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
     let mut password = String::new();
-    std::io::stdin().read_line(&mut password)?;
+    match args.password {
+        Some(given) => {
+            eprintln!("WARNING! Using --passwd via the CLI is insecure. Use --password-stdin.");
+            password = given;
+        }
+        None if args.password_stdin => {
+            std::io::stdin().read_line(&mut password)?;
+        }
+        None => bail!("no password: give --password-stdin (and the password on standard input) or -p"),
+    }
     let password = password.trim_end_matches(['\n', '\r']);
     if password.is_empty() {
         bail!("no password on standard input");

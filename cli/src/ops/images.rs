@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use sealer_engine::{Action, Clusterfile, ImageFacts, Kind, Plan, Value};
 use sealer_providers::image::credentials::Credentials;
-use sealer_providers::image::lite;
+use sealer_providers::image::mirrors::Mirrors;
 use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
 use sealer_providers::image::store::{changed_paths, ImageConfig, ImageError};
 use sealer_providers::image::TransferProgress;
+use sealer_providers::image::{kubefile, lite};
 
 use super::Workspace;
 
@@ -121,6 +122,32 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub platforms: Vec<String>,
     pub insecure: bool,
+    /// `REGISTRY=URL` mirrors over those of `$SEALER_HOME/registries.yaml`.
+    pub registry_mirrors: Vec<String>,
+}
+
+/// The bases a Kubefile builds `FROM` that the local store lacks are pulled first (digest-checked, with
+/// the stored login of their registry), as `docker build` does.
+fn pull_missing_bases(
+    ws: &Workspace,
+    req: &BuildRequest,
+    say: &mut impl FnMut(&str),
+    progress: &dyn TransferProgress,
+) -> anyhow::Result<()> {
+    // A Kubefile that does not parse is reported, every line of it, by the build itself.
+    let Ok(text) = std::fs::read_to_string(&req.kubefile) else { return Ok(()) };
+    let Ok(steps) = kubefile::parse(&text, &req.build_args) else { return Ok(()) };
+    for step in steps {
+        let kubefile::Instruction::From(base) = step.instruction else { continue };
+        if base == "scratch" || !matches!(ws.images().get(&base), Err(ImageError::NotFound(_))) {
+            continue;
+        }
+        say(&format!("FROM {base}: not in the local store, pulling it"));
+        let pulled = pull(ws, &base, req.insecure, progress)
+            .with_context(|| format!("line {}: cannot pull the base image `{base}`", step.line))?;
+        say(&format!("pulled {base} {}", pulled.manifest_digest));
+    }
+    Ok(())
 }
 
 /// Builds the Kubefile into the local store: the steps, then the lite build (every container image the
@@ -131,6 +158,8 @@ pub fn build(
     mut say: impl FnMut(&str),
     progress: &dyn TransferProgress,
 ) -> anyhow::Result<ImageConfig> {
+    let mirrors = Mirrors::load(&ws.home, &req.registry_mirrors)?;
+    pull_missing_bases(ws, req, &mut say, progress)?;
     let store = ws.images();
     let (work, mut config) = store.prepare(&req.kubefile, &req.context, &req.tag, &req.build_args, &mut say)?;
     let rootfs = work.join("rootfs");
@@ -145,9 +174,10 @@ pub fn build(
             &rootfs.join("registry"),
             &images,
             &req.platforms,
-            |name| RegistryOptions {
+            &mirrors,
+            |registry| RegistryOptions {
                 insecure: req.insecure,
-                credentials: oci::registry_of(name).ok().and_then(|r| credentials.get(&r).ok().flatten()),
+                credentials: credentials.get(registry).ok().flatten(),
             },
             &mut say,
         ));

@@ -13,6 +13,7 @@ use oci_client::Reference;
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
+use super::mirrors::Mirrors;
 use super::oci::{client_for, RegistryOptions};
 use super::store::ImageError;
 
@@ -230,6 +231,7 @@ pub async fn pull_into(
     registry_root: &Path,
     images: &[String],
     platforms: &[String],
+    mirrors: &Mirrors,
     options: impl Fn(&str) -> RegistryOptions,
     mut say: impl FnMut(&str),
 ) -> Result<(), ImageError> {
@@ -238,10 +240,26 @@ pub async fn pull_into(
             path: name.clone(),
             message: format!("{what}: {e}"),
         };
-        let reference: Reference = name.parse().map_err(|e| fail("not an image reference", &e))?;
-        let opts = options(name);
+        let original: Reference = name.parse().map_err(|e| fail("not an image reference", &e))?;
+        let repo = original.repository().to_string();
+        // Fetched from the registry's mirror when it has one; kept under its own name either way.
+        let (reference, opts) = match mirrors.of(original.resolve_registry()) {
+            Some(mirror) => {
+                let reference = match original.digest() {
+                    Some(d) => Reference::with_digest(mirror.host.clone(), repo.clone(), d.to_string()),
+                    None => Reference::with_tag(
+                        mirror.host.clone(),
+                        repo.clone(),
+                        original.tag().unwrap_or("latest").to_string(),
+                    ),
+                };
+                let mut opts = options(&mirror.host);
+                opts.insecure |= mirror.plain_http;
+                (reference, opts)
+            }
+            None => (original.clone(), options(original.resolve_registry())),
+        };
         let (client, auth) = client_for(&reference, &opts);
-        let repo = reference.repository().to_string();
         let (raw, digest) =
             client.pull_manifest_raw(&reference, &auth, &MANIFEST_TYPES).await.map_err(|e| fail("manifest", &e))?;
         let mut queue = vec![(raw.to_vec(), digest.clone())];

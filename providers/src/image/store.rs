@@ -411,22 +411,24 @@ impl ImageStore {
                     // Nothing is read through a link out of the context, nor written through one out of
                     // the rootfs: a link is copied as a link, and replaced, never followed, when written.
                     // `d/` means into the directory `d`: a link there is refused; `d` alone replaces a link.
-                    let target = beneath(rootfs, dest, !dest.ends_with('/'))
-                        .map_err(|why| fail(format!("destination `{dest}` {why}")))?;
+                    // `/bin` is the rootfs's `bin`: the image is the only root a Kubefile knows.
+                    let dest_rel = dest.trim_start_matches('/');
+                    let dest_rel = if dest_rel.is_empty() { "." } else { dest_rel };
+                    let into = dest.ends_with('/') || is_rootfs_dir(dest_rel);
+                    let target =
+                        beneath(rootfs, dest_rel, !into).map_err(|why| fail(format!("destination `{dest}` {why}")))?;
                     let target_is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
                     for source in sources {
                         let from = beneath(context, source, true)
                             .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
-                        if fs::symlink_metadata(&from).is_err() {
+                        let Ok(meta) = fs::symlink_metadata(&from) else {
                             return Err(fail(format!("COPY source `{source}` does not exist in the build context")));
-                        }
-                        say(&format!("COPY {source} {dest}"));
-                        let is_file = fs::symlink_metadata(&from).is_ok_and(|m| !m.is_dir());
-                        let to = if is_file && (dest.ends_with('/') || target_is_dir) {
-                            target.join(from.file_name().unwrap_or_default())
-                        } else {
-                            target.clone()
                         };
+                        say(&format!("COPY {source} {dest}"));
+                        // `src/.` is the contents of `src`, as in `cp -r src/. dest`.
+                        let contents = meta.is_dir() && (source == "." || source.ends_with("/."));
+                        let to =
+                            copy_target(&target, &from, meta.is_dir() && !contents, into || target_is_dir, dest_rel);
                         copy_tree(&from, &to).map_err(|e| fail(format!("cannot copy `{source}`: {e}")))?;
                         record_sources(&from, &to, rootfs, copied);
                     }
@@ -435,10 +437,12 @@ impl ImageStore {
                     say(&format!("RUN {command}"));
                     // A command may change any file: none is trusted to be what it was copied from.
                     copied.clear();
+                    // In the rootfs, as sealer's users expect: what a RUN downloads or writes is in the image.
+                    fs::create_dir_all(rootfs).map_err(|e| fail(format!("cannot make the rootfs: {e}")))?;
                     let status = std::process::Command::new("sh")
                         .arg("-c")
                         .arg(command)
-                        .current_dir(context)
+                        .current_dir(rootfs)
                         .envs(&config.env)
                         .env("ROOTFS", rootfs)
                         .status()
@@ -457,6 +461,32 @@ impl ImageStore {
             }
         }
         Ok((config, std::mem::take(copied)))
+    }
+}
+
+/// The top-level directories of a sealer rootfs. They are always directories: `COPY file plugin` lands
+/// inside `plugin/`, and `COPY apollo charts` keeps `charts/apollo/`.
+pub const ROOTFS_DIRS: [&str; 9] =
+    ["plugin", "plugins", "manifests", "charts", "etc", "bin", "scripts", "images", "statics"];
+
+fn is_rootfs_dir(dest: &str) -> bool {
+    ROOTFS_DIRS.contains(&dest.trim_end_matches('/'))
+}
+
+/// Where one COPY source goes. Into a directory (`dest/`, an existing directory or a rootfs directory),
+/// a file keeps its name. A whole directory (not `src/.`) keeps its name inside a rootfs directory, unless it has that same
+/// name (`COPY rootfs/bin bin` fills `bin`, never `bin/bin`); elsewhere, as in Docker, its contents are
+/// copied (`COPY rootfs .`).
+fn copy_target(target: &Path, from: &Path, whole_dir: bool, into: bool, dest: &str) -> PathBuf {
+    let name = from.file_name().unwrap_or_default();
+    let dest = dest.trim_end_matches('/');
+    let is_dir = fs::symlink_metadata(from).is_ok_and(|m| m.is_dir());
+    let keeps_name =
+        if is_dir { whole_dir && is_rootfs_dir(dest) && name != Path::new(dest).as_os_str() } else { into };
+    if keeps_name {
+        target.join(name)
+    } else {
+        target.to_path_buf()
     }
 }
 
@@ -780,13 +810,20 @@ mod tests {
     #[test]
     fn a_base_with_a_link_out_is_never_written_through() {
         let (home, context, outside) = escape_setup();
-        // A base whose `etc` is a link out of the image (as a hostile FROM image could carry).
-        build(home.path(), context.path(), "base:1", "FROM scratch\nCOPY link_out etc\n").unwrap();
-        let err = build(home.path(), context.path(), "app:1", "FROM base:1\nCOPY a.txt etc/\n").unwrap_err();
-        assert!(err.to_string().contains("goes through the link `etc`"), "{err}");
-        let err = build(home.path(), context.path(), "app:2", "FROM base:1\nCOPY a.txt etc/secret.txt\n").unwrap_err();
-        assert!(err.to_string().contains("goes through the link `etc`"), "{err}");
-        build(home.path(), context.path(), "app:3", "FROM base:1\nCOPY a.txt etc\n").unwrap();
+        // A base whose `etc` is a link out of the image (as a hostile pulled FROM image could carry).
+        build(home.path(), context.path(), "base:1", "FROM scratch\nCOPY a.txt etc/\n").unwrap();
+        let etc = ImageStore::new(home.path()).get("base:1").unwrap().rootfs.join("etc");
+        fs::remove_dir_all(&etc).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &etc).unwrap();
+        for (name, copy) in
+            [("app:1", "COPY a.txt etc/"), ("app:2", "COPY a.txt etc/secret.txt"), ("app:3", "COPY a.txt etc")]
+        {
+            let err = build(home.path(), context.path(), name, &format!("FROM base:1\n{copy}\n")).unwrap_err();
+            assert!(err.to_string().contains("goes through the link `etc`"), "{copy}: {err}");
+        }
+        // Outside the rootfs directories, a destination named without `/` replaces a link.
+        build(home.path(), context.path(), "base:2", "FROM scratch\nCOPY link_out conf\n").unwrap();
+        build(home.path(), context.path(), "app:4", "FROM base:2\nCOPY a.txt conf\n").unwrap();
         untouched(outside.path());
     }
 
@@ -807,6 +844,54 @@ mod tests {
         }
         let store = ImageStore::new(Path::new("/s"));
         assert_ne!(store.dir_for("reg.io/team/app:1"), store.dir_for("reg.io/team_app:1"));
+    }
+
+    /// sealer's rootfs directories are directories whatever the COPY says; `/x` is the rootfs's `x`; RUN
+    /// works in the rootfs.
+    #[test]
+    fn kubefile_copies_follow_the_rootfs_layout_and_run_writes_into_the_image() {
+        let (home, context) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = context.path();
+        for (path, text) in [
+            ("shell.yaml", "a"),
+            ("more.yaml", "b"),
+            ("apollo/Chart.yaml", "c"),
+            ("apollo/templates/d.yaml", "d"),
+            ("helm", "e"),
+            ("rootfs/bin/kubectl", "f"),
+            ("registry_config.yaml", "g"),
+            ("kubeadm.yml", "h"),
+            ("app/x.yaml", "i"),
+        ] {
+            fs::create_dir_all(c.join(path).parent().unwrap()).unwrap();
+            fs::write(c.join(path), text).unwrap();
+        }
+        let kubefile = "FROM scratch\nCOPY shell.yaml plugin\nCOPY more.yaml plugin\nCOPY apollo charts\n\
+                        COPY helm /bin\nCOPY rootfs/bin bin\nCOPY registry_config.yaml etc/\nCOPY kubeadm.yml etc\n\
+                        COPY app manifests/app\nCOPY app/. statics\nRUN echo made > recommended.yaml && test \"$PWD\" = \"$ROOTFS\"\n";
+        build(home.path(), c, "layout:1", kubefile).unwrap();
+        let image = ImageStore::new(home.path()).get("layout:1").unwrap();
+        let files: Vec<&str> = image.manifest.lines().filter_map(manifest_path).collect();
+        assert_eq!(
+            files,
+            [
+                "bin/helm",
+                "bin/kubectl",
+                "charts/apollo/Chart.yaml",
+                "charts/apollo/templates/d.yaml",
+                "etc/kubeadm.yml",
+                "etc/registry_config.yaml",
+                "manifests/app/x.yaml",
+                "plugin/more.yaml",
+                "plugin/shell.yaml",
+                "recommended.yaml",
+                "statics/x.yaml",
+            ]
+        );
+        assert!(!c.join("recommended.yaml").exists(), "RUN writes into the image, not the build context");
+        // A destination out of the rootfs stays refused however it is spelled.
+        let err = build(home.path(), c, "out:1", "FROM scratch\nCOPY helm /../x\n").unwrap_err();
+        assert!(err.to_string().contains("leaves its directory"), "{err}");
     }
 
     #[test]
