@@ -22,6 +22,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a cluster image on hosts (a new cluster, or more hosts for one `run` made), or an application
+    /// image on a cluster: writes the Clusterfile that means, then applies it like `apply -f`
+    Run(RunArgs),
     /// Show what apply would change: the Clusterfile compared with the state
     Plan(PlanArgs),
     /// Make the cluster match the Clusterfile (or apply a saved plan)
@@ -197,6 +200,51 @@ pub struct ApplyArgs {
     /// In a Kubernetes upgrade, how many nodes are drained and upgraded at once (masters: one at a time)
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_unavailable: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The cluster image (`kubernetes:v1.19.8`) or application image
+    pub image: String,
+    /// IPs of the masters: a list and ranges, `192.168.0.2,192.168.0.3-192.168.0.4`
+    #[arg(short = 'm', long = "masters", value_name = "IPS")]
+    pub masters: Option<String>,
+    /// IPs of the nodes: a list and ranges
+    #[arg(short = 'n', long = "nodes", value_name = "IPS")]
+    pub nodes: Option<String>,
+    /// The ssh password of the hosts (kept in the Clusterfile `run` writes, mode 0600)
+    #[arg(short = 'p', long = "passwd", value_name = "PASSWORD")]
+    pub passwd: Option<String>,
+    /// The ssh private key file
+    #[arg(long = "pk", value_name = "FILE")]
+    pub pk: Option<String>,
+    /// The passphrase of the private key
+    #[arg(long = "pk-passwd", value_name = "PASSPHRASE")]
+    pub pk_passwd: Option<String>,
+    /// The ssh user (default root)
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// The ssh port (default 22)
+    #[arg(long = "port", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Env for the image's templates, scripts and CMDs (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Arguments of the image's CMDs (repeatable)
+    #[arg(long = "cmd-args", value_name = "ARG")]
+    pub cmd_args: Vec<String>,
+    /// The cluster (default: the one cluster in the state, else `my-cluster`)
+    #[arg(long = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are applied at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let state = sealer_state::StateLocation::parse(cli.state.as_deref().unwrap_or(".sealer/state.db"));
     let ctx = Context { ws: sealer_cli::ops::Workspace { state, home: sealer_home() }, color };
     let result = match cli.command {
+        Command::Run(a) => commands::run::run(&ctx, a),
         Command::Plan(a) => commands::plan::run(&ctx, a),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),
         Command::Destroy(a) => commands::apply::run(

@@ -19,6 +19,8 @@ pub struct ImageFacts {
     pub digest: Option<String>,
     /// The image's `*.tmpl` files (path in the rootfs, text), rendered with each host's env.
     pub templates: Vec<(String, String)>,
+    /// The digests of the application images (`spec.apps`) the store has: a rebuilt application runs again.
+    pub apps: BTreeMap<String, String>,
 }
 
 struct Compiler<'a> {
@@ -28,6 +30,7 @@ struct Compiler<'a> {
     /// The image's digest, `Unknown` when the store does not have it.
     digest: Value,
     templates: &'a [(String, String)],
+    apps: &'a BTreeMap<String, String>,
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -50,6 +53,7 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
         image_kubeadm: &image.kubeadm,
         digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
         templates: &image.templates,
+        apps: &image.apps,
         b: GraphBuilder::default(),
         plugins: HashMap::new(),
         membership: HashMap::new(),
@@ -65,6 +69,7 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
     c.joins(first)?;
     c.node_metadata()?;
     c.guest(first)?;
+    c.apps(first)?;
     c.plugin_edges(first)?;
     c.b.finish()
 }
@@ -291,6 +296,37 @@ impl Compiler<'_> {
             deps.extend(self.plugins_at(Phase::PreGuest, host.ip));
         }
         self.depends_all(&guest, &deps)
+    }
+
+    /// `app.NAME` for each application, in `spec.apps` order, after the cluster image's own CMDs: its
+    /// files on the masters, its container images in the cluster's registry, its CMDs on the first master.
+    fn apps(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let cf = self.cf;
+        let env = cf.cluster.first_master().map(|h| h.env.clone()).unwrap_or_default();
+        let mut previous = address(Kind::Guest, first);
+        for image in &cf.cluster.apps {
+            let digest = self.apps.get(image).map_or(Value::Unknown, Value::text);
+            let mut a = attrs([
+                ("image", Value::text(image)),
+                ("digest", digest),
+                (
+                    "masters",
+                    Value::List(
+                        cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()).collect(),
+                    ),
+                ),
+                // What ran and what removing the application runs, known once it is delivered.
+                ("cmds", Value::Unknown),
+                ("clean_cmds", Value::Unknown),
+            ]);
+            if !env.is_empty() {
+                a.insert("env".into(), Value::Map(env.clone()));
+            }
+            let app = self.add(Kind::App, crate::clusterfile::app_name(image).to_string(), Some(first), a)?;
+            self.b.depends(&app, &previous)?;
+            previous = app;
+        }
+        Ok(())
     }
 
     /// Places each plugin resource at its phase. Clean phases are wired so that deleting in reverse

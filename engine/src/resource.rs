@@ -21,10 +21,11 @@ pub enum Kind {
     Taint,
     Plugin,
     Guest,
+    App,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Host,
         Kind::Hostname,
         Kind::Image,
@@ -36,6 +37,7 @@ impl Kind {
         Kind::Taint,
         Kind::Plugin,
         Kind::Guest,
+        Kind::App,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Taint => "taint",
             Kind::Plugin => "plugin",
             Kind::Guest => "guest",
+            Kind::App => "app",
         }
     }
 

@@ -36,6 +36,8 @@ pub enum ProviderError {
     NoHost { address: String },
     #[error("the cluster image is not in the local store")]
     NoImage,
+    #[error("the application image `{0}` is not in the local store")]
+    NoAppImage(String),
     /// A command succeeded but printed something sealer cannot use (invalid JSON, no join command).
     #[error("{what} on `{host}`: {message}")]
     Unexpected { host: IpAddr, what: String, message: String },

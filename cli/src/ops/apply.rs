@@ -97,6 +97,9 @@ impl<'a> Session<'a> {
         let (ws, cf, req) = (self.ws, self.cf, &self.req);
         if !req.destroy {
             self.pulled = super::images::ensure_local(ws, &cf.cluster.image, progress)?;
+            for app in &cf.cluster.apps {
+                super::images::ensure_local(ws, app, progress)?;
+            }
         }
         // Made before planning: the plan compares secrets by digests under this key.
         hosts::sealing_key(ws, cf)?;
@@ -107,8 +110,8 @@ impl<'a> Session<'a> {
         } else {
             Default::default()
         };
-        let (graph, warnings) = super::plan::compile(ws, cf, &live)?;
-        self.warnings = warnings;
+        let compiled = super::plan::compile(ws, cf, &live)?;
+        self.warnings = compiled.warnings;
         self.plan = if req.refresh_only {
             sealer_engine::refresh_only_plan(&self.recorded, &self.observed)
         } else if let Some(path) = &req.planfile {
@@ -121,8 +124,9 @@ impl<'a> Session<'a> {
                 destroy: req.destroy,
                 max_unavailable: req.max_unavailable,
             };
-            let mut plan = sealer_engine::plan(&graph, &self.observed, &options)?;
+            let mut plan = sealer_engine::plan(&compiled.graph, &self.observed, &options)?;
             super::images::note_image_changes(ws, cf, &mut plan);
+            super::plan::note_plugin_origins(&mut plan, &compiled.plugin_origins);
             plan
         };
         let dangers = sealer_engine::dangerous_removals(&self.plan, &self.observed);
@@ -200,6 +204,7 @@ impl<'a> Session<'a> {
                 log_dir: log_dir.clone(),
                 restore_hostnames: self.req.restore_hostname,
                 secret_configs: hosts::secret_configs(cf),
+                apps: cf.cluster.apps.iter().filter_map(|a| Some((a.clone(), ws.images().get(a).ok()?))).collect(),
             },
             Arc::new(remote),
         );

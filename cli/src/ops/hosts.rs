@@ -201,6 +201,7 @@ pub fn api_provider(
         log_dir,
         restore_hostnames: false,
         secret_configs: BTreeMap::new(),
+        apps: BTreeMap::new(),
     };
     Ok(ClusterProvider::new(ctx, Arc::new(remote)))
 }

@@ -35,10 +35,45 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
         Err(e) => return Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
     };
     let templates = templates(&image.rootfs)?;
-    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates }, None))
+    let apps = cf
+        .cluster
+        .apps
+        .iter()
+        .filter_map(|app| Some((app.clone(), ws.images().get(app).ok()?.config.digest)))
+        .collect();
+    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates, apps }, None))
 }
 
-/// A template larger than this is refused: templates are configuration files.
+/// The YAML files of the image's `plugin/` and `plugins/` directories (top level, in name order), as
+/// (path in the image, text): the Plugin documents the image carries. Nothing without the image.
+pub fn plugin_files(ws: &Workspace, image: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let Ok(image) = ws.images().get(image) else { return Ok(Vec::new()) };
+    let mut files = Vec::new();
+    for dir in ["plugin", "plugins"] {
+        let Ok(entries) = std::fs::read_dir(image.rootfs.join(dir)) else { continue };
+        let mut found: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+            .collect();
+        found.sort();
+        for name in found {
+            let path = image.rootfs.join(dir).join(&name);
+            let relative = format!("{dir}/{name}");
+            let size = std::fs::metadata(&path)?.len();
+            if size > MAX_TEMPLATE_BYTES {
+                anyhow::bail!("image plugin file `{relative}` is {size} bytes, over the limit of {MAX_TEMPLATE_BYTES}");
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("image plugin file `{relative}` is not UTF-8 text"))?;
+            files.push((relative, text));
+        }
+    }
+    Ok(files)
+}
+
+/// A template or plugin file larger than this is refused: they are configuration files.
 const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
 /// The image's `*.tmpl` files (outside its registry), by rootfs path, in path order.

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod hosts;
 pub mod images;
 pub mod plan;
+pub mod run;
 pub mod state;
 
 use std::path::PathBuf;
@@ -49,12 +50,45 @@ pub fn who() -> String {
     format!("{user}@{}", host.trim())
 }
 
-/// The command line as recorded with a lock and in the history, with any password in a URL masked.
+/// The command line as recorded with a lock and in the history: any password in a URL masked, and the
+/// value of every secret flag (`-p`, `--passwd`, `--pk-passwd`) too.
 pub fn command_line() -> String {
-    std::env::args().map(|a| sealer_state::redact_url(&a)).collect::<Vec<_>>().join(" ")
+    redact_args(std::env::args())
+}
+
+fn redact_args(args: impl Iterator<Item = String>) -> String {
+    const SECRET_FLAGS: [&str; 4] = ["-p", "--passwd", "--password", "--pk-passwd"];
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if std::mem::take(&mut hide_next) {
+            out.push("(sensitive)".to_string());
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((flag, _)) if SECRET_FLAGS.contains(&flag) => out.push(format!("{flag}=(sensitive)")),
+            _ if arg.starts_with("-p") && arg.len() > 2 && !arg.starts_with("--") => out.push("-p(sensitive)".into()),
+            _ => {
+                hide_next = SECRET_FLAGS.contains(&arg.as_str());
+                out.push(sealer_state::redact_url(&arg));
+            }
+        }
+    }
+    out.join(" ")
 }
 
 /// The masters the Clusterfile declares, in its order.
 pub fn masters(cf: &Clusterfile) -> Vec<std::net::IpAddr> {
     cf.cluster.hosts.iter().filter(|h| h.role == sealer_engine::clusterfile::Role::Master).map(|h| h.ip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_flags_never_reach_the_recorded_command_line() {
+        let args = ["sealer", "run", "img", "-p", "S1", "--passwd=S2", "-pS3", "--pk-passwd", "S4", "-m", "10.0.0.2"];
+        let shown = super::redact_args(args.iter().map(ToString::to_string));
+        assert!(!["S1", "S2", "S3", "S4"].iter().any(|s| shown.contains(s)), "{shown}");
+        assert!(shown.ends_with("-m 10.0.0.2"), "{shown}");
+    }
 }

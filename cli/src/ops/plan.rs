@@ -1,7 +1,10 @@
 //! `plan`: the Clusterfile compiled and diffed against the state (read-only) and the live hosts.
 
+use std::collections::BTreeMap;
+
+use anyhow::bail;
 use sealer_engine::kubeadm::kubernetes_version;
-use sealer_engine::{Address, Clusterfile, Diagnostic, Location, Plan, PlanOptions, Severity, State};
+use sealer_engine::{Address, Clusterfile, Diagnostic, Kind, Location, Plan, PlanOptions, Severity, State};
 use sealer_providers::cluster::Observed;
 
 use super::Workspace;
@@ -24,17 +27,30 @@ pub struct Planned {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// The Clusterfile's graph against what the hosts hold: label selectors resolved with the labels the
-/// cluster's nodes have (`live`), the image as the local store knows it. Returns the graph and warnings.
-pub fn compile(
-    ws: &Workspace,
-    cf: &Clusterfile,
-    live: &Observed,
-) -> anyhow::Result<(sealer_engine::ResourceGraph, Vec<Diagnostic>)> {
+/// A Clusterfile compiled with what the image brings.
+pub struct Compiled {
+    pub graph: sealer_engine::ResourceGraph,
+    pub warnings: Vec<Diagnostic>,
+    /// Where each plugin resource comes from: the image or the Clusterfile (shown in plans).
+    pub plugin_origins: BTreeMap<Address, String>,
+}
+
+/// The Clusterfile's graph against what the hosts hold: the plugins the image carries joined to the
+/// Clusterfile's, label selectors resolved with the labels the cluster's nodes have (`live`), the image as
+/// the local store knows it.
+pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> anyhow::Result<Compiled> {
     let (image, missing) = super::images::facts(ws, cf)?;
     let mut cf = cf.clone();
     super::hosts::digest_secret_configs(ws, &mut cf)?;
-    let mut warnings = cf.select_by_labels(&live.node_labels, &kubernetes_version(&cf, &image.kubeadm));
+    let files = super::images::plugin_files(ws, &cf.cluster.image)?;
+    let (from_image, mut warnings) = match sealer_engine::clusterfile::add_image_plugins(&mut cf, &files) {
+        Ok((names, warnings)) => (names, warnings.0),
+        Err(diagnostics) => {
+            let shown: Vec<String> = diagnostics.0.iter().map(ToString::to_string).collect();
+            bail!("the plugins of image `{}` are not valid:\n{}", cf.cluster.image, shown.join("\n"));
+        }
+    };
+    warnings.extend(cf.select_by_labels(&live.node_labels, &kubernetes_version(&cf, &image.kubeadm)));
     if let Some(message) = missing {
         warnings.push(Diagnostic {
             severity: Severity::Warning,
@@ -49,7 +65,30 @@ pub fn compile(
             value: None,
         });
     }
-    Ok((sealer_engine::compile(&cf, &image)?, warnings))
+    let mut plugin_origins = BTreeMap::new();
+    for plugin in &cf.plugins {
+        let origin = if from_image.contains(&plugin.name) {
+            format!("plugin from the image `{}`", cf.cluster.image)
+        } else {
+            "plugin from the Clusterfile".to_string()
+        };
+        for phase in &plugin.phases {
+            for ip in &plugin.hosts {
+                let key = format!("{}.{}.{}", plugin.name, phase.as_str(), ip);
+                plugin_origins.insert(Address::new(Kind::Plugin, key), origin.clone());
+            }
+        }
+    }
+    Ok(Compiled { graph: sealer_engine::compile(&cf, &image)?, warnings, plugin_origins })
+}
+
+/// Notes each plugin of `plan` with where it comes from.
+pub fn note_plugin_origins(plan: &mut Plan, origins: &BTreeMap<Address, String>) {
+    for change in plan.changes.iter().filter(|c| c.kind == Kind::Plugin) {
+        if let Some(origin) = origins.get(&change.address) {
+            plan.notes.entry(change.address.clone()).or_insert_with(|| origin.clone());
+        }
+    }
 }
 
 /// Plans without writing anything: the state is opened read-only and never created.
@@ -65,14 +104,15 @@ pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Resu
     } else {
         Observed::default()
     };
-    let (graph, warnings) = compile(ws, cf, &live)?;
+    let compiled = compile(ws, cf, &live)?;
     let mut plan = if req.refresh_only {
         sealer_engine::refresh_only_plan(&recorded, &state)
     } else {
         let options =
             PlanOptions { targets: req.targets.clone(), destroy: req.destroy, max_unavailable: req.max_unavailable };
-        sealer_engine::plan(&graph, &state, &options)?
+        sealer_engine::plan(&compiled.graph, &state, &options)?
     };
     super::images::note_image_changes(ws, cf, &mut plan);
-    Ok(Planned { plan, warnings })
+    note_plugin_origins(&mut plan, &compiled.plugin_origins);
+    Ok(Planned { plan, warnings: compiled.warnings })
 }

@@ -95,3 +95,12 @@ fn copy_cluster(
     imported?;
     Ok(state.serial)
 }
+
+/// The serial of `cluster`'s state (0 when there is none): it moves with every write, so a caller can tell
+/// whether an apply changed anything.
+pub fn serial(ws: &Workspace, cluster: &str) -> anyhow::Result<u64> {
+    Ok(match ws.state.open_read_only()? {
+        Some(store) => store.load(cluster)?.map_or(0, |s| s.serial),
+        None => 0,
+    })
+}

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use ip::{expand_item, expand_list, IpListError, MAX_ADDRESSES_PER_FILE, MAX_RANGE_LEN};
-pub use parse::{parse, Parsed};
+pub use parse::{add_image_plugins, parse, Parsed, MAX_IMAGE_PLUGIN_FILES};
 
 /// A secret value (ssh password, key passphrase). It has no `Display`, and its `Debug` never shows it, so
 /// it cannot reach logs, plans or errors by accident.
@@ -87,6 +87,16 @@ pub struct Cluster {
     pub cert_sans: Vec<String>,
     /// The cluster-wide `spec.ssh`, for hosts the Clusterfile no longer lists (scale-down, destroy).
     pub ssh: Ssh,
+    /// `spec.apps`: application images delivered in this order once the cluster is complete.
+    pub apps: Vec<String>,
+}
+
+/// The name an application image has in the state (`app.NAME`): its repository's last component,
+/// `127.0.0.1:5000/team/nginx-app:1.0` → `nginx-app`, so that a new tag is an update of the same app.
+pub fn app_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
 }
 
 impl Cluster {

@@ -163,6 +163,123 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     Ok(Parsed { clusterfile, warnings: diagnostics })
 }
 
+/// The most plugin files an image's `plugin/` and `plugins/` directories may hold.
+pub const MAX_IMAGE_PLUGIN_FILES: usize = 256;
+
+/// Joins the Plugin documents a cluster image carries (`files`: each YAML file of its `plugin/` and
+/// `plugins/` directories, as (path in the image, text)) to the Clusterfile's plugins, resolving their
+/// `spec.on` against its hosts. A Clusterfile plugin with the same `metadata.name` replaces the image's.
+/// Returns the names of the plugins that came from the image, and the warnings; every problem of every
+/// file at once otherwise.
+pub fn add_image_plugins(
+    cf: &mut Clusterfile,
+    files: &[(String, String)],
+) -> Result<(BTreeSet<String>, Diagnostics), Diagnostics> {
+    let mut diagnostics = Vec::new();
+    let mut added: BTreeMap<String, String> = BTreeMap::new();
+    let mut from_image = Vec::new();
+    let declared: BTreeSet<String> = cf.plugins.iter().map(|p| p.name.clone()).collect();
+    for (file, text) in files.iter().take(MAX_IMAGE_PLUGIN_FILES) {
+        let refuse =
+            |diagnostics: &mut Vec<Diagnostic>, message: String, line: Option<usize>, column: Option<usize>| {
+                let location = Location { file: file.clone(), document: None, field: None, line, column };
+                diagnostics.push(Diagnostic { severity: Severity::Error, location, message, value: None });
+            };
+        if text.len() > MAX_FILE_BYTES {
+            refuse(
+                &mut diagnostics,
+                format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()),
+                None,
+                None,
+            );
+            continue;
+        }
+        let positions = match source_map::index(text) {
+            Ok(positions) => positions,
+            Err(e) => {
+                refuse(&mut diagnostics, e.to_string(), Some(e.position().line), Some(e.position().column));
+                continue;
+            }
+        };
+        let documents = read_documents(file, text, &mut diagnostics);
+        let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
+        let mut builder = Builder::default();
+        let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
+        for (index, value) in documents.iter().enumerate() {
+            let positions = positions.get(index);
+            doc_positions.push(positions);
+            if matches!(value, Value::Null) {
+                continue;
+            }
+            let mut r = DocReader {
+                file,
+                addresses: &addresses,
+                document: index + 1,
+                positions,
+                diagnostics: &mut diagnostics,
+            };
+            if value.get("kind").and_then(Value::as_str) != Some("Plugin") {
+                r.warning(
+                    "kind",
+                    "not a Plugin document: an image's plugin directory is read for Plugin documents only",
+                );
+                continue;
+            }
+            let api_version = r.string(value.get("apiVersion"), "apiVersion").unwrap_or_default();
+            check_sealer_api_version(&mut r, &api_version, "Plugin");
+            let lines = builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len();
+            read_plugin(&mut r, value, &mut builder);
+            if builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len() > lines {
+                r.error("spec.type", None, "an image cannot carry HOSTNAME, LABEL or TAINT plugins: their data names the hosts of one cluster; declare them in the Clusterfile");
+            }
+        }
+        let readers = Readers { file, addresses: &addresses, positions: doc_positions };
+        for pending in builder.plugins {
+            let mut r = readers.reader(pending.document, &mut diagnostics);
+            let name = pending.plugin.name.clone();
+            if let Some(first) = added.get(&name) {
+                r.error(
+                    "metadata.name",
+                    Some(&name),
+                    format!("plugin `{name}` is also declared in `{first}`: names must be unique"),
+                );
+                continue;
+            }
+            added.insert(name.clone(), file.clone());
+            if declared.contains(&name) {
+                continue;
+            }
+            if let Some(hosts) = resolve_selector(&mut r, &pending, &cf.cluster) {
+                from_image.push(Plugin { hosts, ..pending.plugin });
+            }
+        }
+    }
+    if files.len() > MAX_IMAGE_PLUGIN_FILES {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            location: Location {
+                file: files[MAX_IMAGE_PLUGIN_FILES].0.clone(),
+                document: None,
+                field: None,
+                line: None,
+                column: None,
+            },
+            message: format!(
+                "the image carries {} plugin files, over the limit of {MAX_IMAGE_PLUGIN_FILES}",
+                files.len()
+            ),
+            value: None,
+        });
+    }
+    let diagnostics = finish(diagnostics);
+    if diagnostics.has_errors() {
+        return Err(diagnostics);
+    }
+    let names = from_image.iter().map(|p| p.name.clone()).collect();
+    cf.plugins.extend(from_image);
+    Ok((names, diagnostics))
+}
+
 fn finish(diagnostics: Vec<Diagnostic>) -> Diagnostics {
     let mut d = Diagnostics(diagnostics);
     d.sort_and_cap();
@@ -360,11 +477,13 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
         svc_cidr: None,
         cert_sans: Vec::new(),
         ssh: ssh.clone(),
+        apps: Vec::new(),
     };
     let mut seen: HashMap<IpAddr, String> = HashMap::new();
     if v2 {
-        r.warn_unknown_keys(spec, "spec", &["image", "ssh", "env", "cmd_args", "cmdArgs", "hosts"]);
+        r.warn_unknown_keys(spec, "spec", &["image", "ssh", "env", "cmd_args", "cmdArgs", "hosts", "apps"]);
         read_v2_hosts(r, spec, &mut cluster, &ssh, &mut seen);
+        cluster.apps = read_apps(r, spec.get("apps"));
         if cluster.hosts.is_empty() && spec.get("hosts").is_none_or(|h| h.is_null()) {
             r.error("spec.hosts", None, "missing `spec.hosts`: at least one master is needed");
         }
@@ -381,6 +500,23 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
         r.error(field, None, "no host has the role `master`; a cluster needs at least one");
     }
     Some(cluster)
+}
+
+/// `spec.apps`: image references, one application each (two with the same name would be one `app.NAME`).
+fn read_apps(r: &mut DocReader<'_>, value: Option<&Value>) -> Vec<String> {
+    let mut apps: Vec<String> = Vec::new();
+    for (path, image) in r.string_list(value, "spec.apps") {
+        if !rules::is_image_reference(&image) {
+            r.error(&path, Some(&image), "not a valid image reference");
+        } else if let Some(other) = apps.iter().find(|a| app_name(a) == app_name(&image)) {
+            let message =
+                format!("application `{}` is already `{other}`: one image per application name", app_name(&image));
+            r.error(&path, Some(&image), message);
+        } else {
+            apps.push(image);
+        }
+    }
+    apps
 }
 
 fn read_v2_hosts(

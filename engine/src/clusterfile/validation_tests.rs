@@ -271,3 +271,48 @@ fn secrets_written_wrongly_are_never_echoed() {
     assert_eq!(ssh.key_passphrase.unwrap().expose(), "12345678");
     assert_eq!(ssh.password.unwrap().expose(), "42");
 }
+
+/// Plugin documents an image carries join the Clusterfile's; a Clusterfile plugin of the same name wins;
+/// every problem of every file is reported at once.
+#[test]
+fn image_plugins_join_the_clusterfile_and_its_own_plugins_win() {
+    let own = "apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: same\nspec:\n  type: SHELL\n  \
+               action: PostInstall\n  data: echo clusterfile\n";
+    let mut cf = parse("Clusterfile", &format!("{}---\n{own}", cluster(TWO_HOSTS))).unwrap().clusterfile;
+    let shell = |name: &str, action: &str, on: &str| {
+        format!(
+            "apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  type: SHELL\n  \
+             action: {action}\n  on: {on}\n  data: echo {name}\n"
+        )
+    };
+    let file = format!(
+        "{}---\n{}---\n{}---\napiVersion: v1\nkind: ConfigMap\n",
+        shell("iscsi", "PostInstall", "master"),
+        shell("prepare", "PreInit", "\"\""),
+        shell("same", "PreInit", "\"\"")
+    );
+    let (names, warnings) = add_image_plugins(&mut cf, &[("plugin/shell.yaml".into(), file)]).unwrap();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["iscsi", "prepare"]);
+    assert!(warnings.0.iter().any(|w| w.message.contains("not a Plugin document")), "{warnings}");
+    let by_name = |n: &str| cf.plugins.iter().find(|p| p.name == n).unwrap();
+    assert_eq!(by_name("iscsi").hosts, ["10.0.0.2".parse::<IpAddr>().unwrap()]);
+    assert_eq!(by_name("prepare").hosts.len(), 2);
+    assert_eq!(by_name("same").data, "echo clusterfile", "the Clusterfile's plugin replaces the image's");
+    assert_eq!(cf.plugins.iter().filter(|p| p.name == "same").count(), 1);
+
+    let label = "apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: l\nspec:\n  type: LABEL\n  \
+                 action: PostInstall\n  data: 10.0.0.2 a=b\n";
+    let err = add_image_plugins(
+        &mut cf,
+        &[
+            ("plugins/a.yaml".into(), shell("twice", "PreInit", "\"\"")),
+            ("plugins/b.yaml".into(), format!("{}---\n{label}", shell("twice", "PreInit", "\"\""))),
+            ("plugins/c.yaml".into(), "kind: [".into()),
+        ],
+    )
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("plugins/b.yaml") && shown.contains("also declared in `plugins/a.yaml`"), "{shown}");
+    assert!(shown.contains("cannot carry HOSTNAME, LABEL or TAINT"), "{shown}");
+    assert!(shown.contains("plugins/c.yaml"), "{shown}");
+}

@@ -88,7 +88,7 @@ impl KindProvider for Image {
 }
 
 /// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).
-fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
+pub(super) fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
     let local = |what: &'static str| {
         move |source: std::io::Error| ProviderError::Local { what, path: root.display().to_string(), source }
     };

@@ -2,6 +2,7 @@
 //! create, update, delete), all reaching hosts through one [`Remote`]. Each is idempotent: when the host
 //! already holds what the change asks for, it reads and returns without mutating anything.
 
+mod app;
 mod config;
 mod etcd;
 #[cfg(test)]
@@ -57,6 +58,8 @@ pub struct ClusterContext {
     pub restore_hostnames: bool,
     /// The data of `toSecret` Config documents by name: plans and states never hold it.
     pub secret_configs: BTreeMap<String, String>,
+    /// The application images of `spec.apps`, by name.
+    pub apps: BTreeMap<String, StoredImage>,
 }
 
 /// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
@@ -241,6 +244,7 @@ impl Cx {
             Kind::Taint => drive(&node_meta::Taints, self, change).await?,
             Kind::Plugin => drive(&plugin::Plugin, self, change).await?,
             Kind::Guest => drive(&guest::Guest, self, change).await?,
+            Kind::App => drive(&app::App, self, change).await?,
         };
         if let Some(attrs) = &attrs {
             self.results
@@ -396,6 +400,7 @@ pub(crate) mod testing {
             log_dir: log_dir.to_path_buf(),
             restore_hostnames: false,
             secret_configs: BTreeMap::new(),
+            apps: BTreeMap::new(),
         }
     }
 

@@ -58,7 +58,12 @@ impl Cx {
             }
             other => {
                 // An out-of-tree plugin describes itself; one that does not run at this phase is refused.
-                let exe = quote(&format!("{}/plugins/{other}", self.rootfs()));
+                // It is in the image's `plugins/` or, as sealer's guides COPY it, `plugin/`.
+                let in_plugin_dir = self.image().is_ok_and(|i| {
+                    !i.rootfs.join("plugins").join(other).exists() && i.rootfs.join("plugin").join(other).exists()
+                });
+                let dir = if in_plugin_dir { "plugin" } else { "plugins" };
+                let exe = quote(&format!("{}/{dir}/{other}", self.rootfs()));
                 let phase = text(after, "phase").unwrap_or_default();
                 let described = self.output(ip, &format!("{exe} --config")).await?;
                 let bad = |message: String| ProviderError::Plugin { plugin: other.to_string(), host: ip, message };

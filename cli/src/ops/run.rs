@@ -1,0 +1,377 @@
+//! `sealer run IMAGE`: the Clusterfile the flags mean, written to `.sealer/<cluster>/Clusterfile` (beside
+//! the state) and applied like `apply -f` of it. On a cluster `run` made, flags may only add hosts, and an
+//! application image joins `spec.apps`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use serde_yaml::{Mapping, Value};
+
+use super::Workspace;
+
+/// sealer's default cluster name.
+pub const DEFAULT_CLUSTER: &str = "my-cluster";
+
+/// What the flags of `sealer run` say.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    pub image: String,
+    /// IP lists and ranges, as given (`192.168.0.2,192.168.0.3`, `192.168.0.5-192.168.0.7`).
+    pub masters: Option<String>,
+    pub nodes: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub private_key: Option<String>,
+    pub key_passphrase: Option<String>,
+    pub port: Option<u16>,
+    pub env: Vec<String>,
+    pub cmd_args: Vec<String>,
+    pub cluster_name: Option<String>,
+}
+
+impl RunRequest {
+    fn ssh(&self) -> Mapping {
+        let mut ssh = Mapping::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                ssh.insert(k.into(), v.into());
+            }
+        };
+        put("user", self.user.clone());
+        put("passwd", self.password.clone());
+        put("pk", self.private_key.clone());
+        put("pkPasswd", self.key_passphrase.clone());
+        put("port", self.port.map(|p| p.to_string()));
+        ssh
+    }
+}
+
+/// The Clusterfile `run` keeps for `cluster`.
+pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> PathBuf {
+    ws.state.local_dir().join(cluster).join("Clusterfile")
+}
+
+/// What `run` is about to do.
+pub struct Prepared {
+    pub cluster: String,
+    pub path: PathBuf,
+    /// The Clusterfile before (`None` for a new cluster): put back when nothing was applied.
+    pub previous: Option<String>,
+    pub text: String,
+    /// The image is an application delivered to an existing cluster.
+    pub application: bool,
+}
+
+/// An image with no Kubernetes of its own (`FROM scratch`: manifests, charts, container images, CMDs)
+/// is an application: it needs a cluster to run on.
+pub fn is_application(ws: &Workspace, image: &str) -> anyhow::Result<bool> {
+    let image = ws.images().get(image)?;
+    Ok(!image.rootfs.join("bin/kubeadm").exists())
+}
+
+fn expand(list: &str, flag: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let mut budget = sealer_engine::clusterfile::MAX_ADDRESSES_PER_FILE;
+    sealer_engine::clusterfile::expand_list(list, &mut budget).map_err(|e| anyhow::anyhow!("{flag} `{list}`: {e}"))
+}
+
+/// The cluster `run` acts on: `--cluster-name`, else the one cluster the state holds, else `my-cluster`.
+pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> anyhow::Result<String> {
+    if let Some(name) = &req.cluster_name {
+        return Ok(name.clone());
+    }
+    let clusters = match ws.state.open_read_only()? {
+        Some(store) => store.clusters()?,
+        None => Vec::new(),
+    };
+    Ok(match clusters.as_slice() {
+        [only] => only.clone(),
+        _ => DEFAULT_CLUSTER.to_string(),
+    })
+}
+
+/// Writes the Clusterfile `req` means for the cluster (new, scaled up, or with one more application).
+pub fn prepare(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Prepared> {
+    let cluster = cluster_name(ws, req)?;
+    if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(&cluster) {
+        bail!("--cluster-name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
+    }
+    for e in &req.env {
+        if !e.contains('=') {
+            bail!("--env `{e}` is not KEY=VALUE");
+        }
+    }
+    let path = clusterfile_path(ws, &cluster);
+    let exists = match ws.state.open_read_only()? {
+        Some(store) => store.load(&cluster)?.is_some_and(|s| !s.resources.is_empty()),
+        None => false,
+    };
+    let application = is_application(ws, &req.image)?;
+    let previous = std::fs::read_to_string(&path).ok();
+    let text = match (exists, &previous) {
+        (false, _) if application => bail!(
+            "`{}` is an application image (no Kubernetes of its own): run it on a cluster; there is no cluster \
+             `{cluster}` in the state",
+            req.image
+        ),
+        (false, _) => new_clusterfile(&cluster, req)?,
+        (true, None) => {
+            let what = if application {
+                format!("add `{}` to `spec.apps` of your Clusterfile and run `sealer apply -f` on it", req.image)
+            } else {
+                "edit your Clusterfile and run `sealer apply -f` on it".to_string()
+            };
+            bail!("cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): {what}")
+        }
+        (true, Some(text)) => update_clusterfile(text, req, application)
+            .with_context(|| format!("cluster `{cluster}` ({})", path.display()))?,
+    };
+    Ok(Prepared { cluster, path, previous, text, application })
+}
+
+impl Prepared {
+    /// Writes the Clusterfile (mode 0600: it may hold the ssh password as the user gave it).
+    pub fn write(&self) -> anyhow::Result<()> {
+        write_private(&self.path, &self.text)
+    }
+
+    /// Puts the Clusterfile back as it was (nothing was applied).
+    pub fn restore(&self) -> anyhow::Result<()> {
+        match &self.previous {
+            Some(text) => write_private(&self.path, text),
+            None => Ok(std::fs::remove_file(&self.path)?),
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    let partial = path.with_extension("partial");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("cannot write `{}`", partial.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+fn group(ips: &str, role: &str, ssh: Option<Mapping>) -> Value {
+    let mut g = Mapping::new();
+    let items: Vec<Value> = ips.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Value::from).collect();
+    g.insert("ips".into(), Value::Sequence(items));
+    g.insert("roles".into(), Value::Sequence(vec![role.into()]));
+    if let Some(ssh) = ssh.filter(|s| !s.is_empty()) {
+        g.insert("ssh".into(), Value::Mapping(ssh));
+    }
+    Value::Mapping(g)
+}
+
+fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
+    let Some(masters) = req.masters.as_deref().filter(|m| !m.trim().is_empty()) else {
+        bail!("a new cluster needs --masters (-m): the IPs of its masters");
+    };
+    let mut seen = BTreeSet::new();
+    for (list, flag) in [(masters, "--masters"), (req.nodes.as_deref().unwrap_or(""), "--nodes")] {
+        for ip in expand(list, flag)? {
+            if !seen.insert(ip) {
+                bail!("{ip} is given twice in --masters and --nodes");
+            }
+        }
+    }
+    let mut spec = Mapping::new();
+    spec.insert("image".into(), req.image.clone().into());
+    let ssh = req.ssh();
+    if !ssh.is_empty() {
+        spec.insert("ssh".into(), Value::Mapping(ssh));
+    }
+    if !req.env.is_empty() {
+        spec.insert("env".into(), Value::Sequence(req.env.iter().map(|e| Value::from(e.clone())).collect()));
+    }
+    if !req.cmd_args.is_empty() {
+        spec.insert("cmd_args".into(), Value::Sequence(req.cmd_args.iter().map(|e| Value::from(e.clone())).collect()));
+    }
+    let mut hosts = vec![group(masters, "master", None)];
+    if let Some(nodes) = req.nodes.as_deref().filter(|n| !n.trim().is_empty()) {
+        hosts.push(group(nodes, "node", None));
+    }
+    spec.insert("hosts".into(), Value::Sequence(hosts));
+    let mut doc = Mapping::new();
+    doc.insert("apiVersion".into(), "sealer.cloud/v2".into());
+    doc.insert("kind".into(), "Cluster".into());
+    let mut metadata = Mapping::new();
+    metadata.insert("name".into(), cluster.into());
+    doc.insert("metadata".into(), Value::Mapping(metadata));
+    doc.insert("spec".into(), Value::Mapping(spec));
+    Ok(format!(
+        "# Written by `sealer run`; `sealer apply -f` of this file does what the run did.\n{}",
+        serde_yaml::to_string(&doc)?
+    ))
+}
+
+/// The hosts a kept Clusterfile declares, by IP, with their role.
+fn declared_hosts(spec: &Mapping) -> anyhow::Result<BTreeMap<IpAddr, String>> {
+    let mut hosts = BTreeMap::new();
+    for g in spec.get("hosts").and_then(Value::as_sequence).into_iter().flatten() {
+        let role = g.get("roles").and_then(Value::as_sequence).and_then(|r| r.first()).and_then(Value::as_str);
+        let role = role.unwrap_or("node").to_string();
+        for item in g.get("ips").and_then(Value::as_sequence).into_iter().flatten() {
+            let item = item.as_str().unwrap_or_default();
+            for ip in expand(item, "spec.hosts.ips")? {
+                hosts.insert(ip, role.clone());
+            }
+        }
+    }
+    Ok(hosts)
+}
+
+/// The kept Clusterfile with what `req` adds: hosts (never removed or changed), or an application.
+fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow::Result<String> {
+    let mut docs = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        docs.push(serde::Deserialize::deserialize(de).context("the kept Clusterfile is not YAML")?);
+    }
+    let cluster = docs
+        .iter_mut()
+        .find(|d: &&mut Value| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
+        .context("the kept Clusterfile has no Cluster document")?;
+    if cluster.get("apiVersion").and_then(Value::as_str) != Some("sealer.cloud/v2") {
+        bail!("the kept Clusterfile is not sealer.cloud/v2");
+    }
+    let spec = cluster.get_mut("spec").and_then(Value::as_mapping_mut).context("the kept Clusterfile has no spec")?;
+    let current_image = spec.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    if application {
+        if req.masters.is_some() || req.nodes.is_some() {
+            bail!("`{}` is an application image: give it without --masters or --nodes", req.image);
+        }
+        let apps = spec.entry("apps".into()).or_insert_with(|| Value::Sequence(Vec::new()));
+        let list = apps.as_sequence_mut().context("spec.apps is not a list")?;
+        if !list.iter().any(|a| a.as_str() == Some(req.image.as_str())) {
+            list.push(req.image.clone().into());
+        }
+        return render(&docs);
+    }
+    if req.image != current_image {
+        bail!(
+            "it runs `{current_image}`, not `{}`: change `spec.image` in its Clusterfile and run `sealer apply -f` \
+             for an upgrade",
+            req.image
+        );
+    }
+    let declared = declared_hosts(spec)?;
+    let mut added = BTreeMap::new();
+    for (list, flag, role) in [(&req.masters, "--masters", "master"), (&req.nodes, "--nodes", "node")] {
+        let Some(list) = list else { continue };
+        let mut new = Vec::new();
+        for ip in expand(list, flag)? {
+            match declared.get(&ip) {
+                Some(r) if r == role => {}
+                Some(r) => bail!("{ip} is a {r} of the cluster, not a {role}: `sealer run` only adds hosts"),
+                None => new.push(ip.to_string()),
+            }
+        }
+        if !new.is_empty() {
+            added.insert(role, new);
+        }
+    }
+    let contradicting: Vec<&str> = [
+        ("user", req.user.as_deref()),
+        ("port", req.port.map(|_| "port")),
+        ("env", (!req.env.is_empty()).then_some("env")),
+        ("cmd_args", (!req.cmd_args.is_empty()).then_some("cmd_args")),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(k, _)| k)
+    .collect();
+    if added.is_empty() && !contradicting.is_empty() {
+        bail!(
+            "`sealer run` only adds hosts to an existing cluster; change {} in its Clusterfile",
+            contradicting.join(", ")
+        );
+    }
+    let hosts = spec.entry("hosts".into()).or_insert_with(|| Value::Sequence(Vec::new()));
+    let hosts = hosts.as_sequence_mut().context("spec.hosts is not a list")?;
+    for (role, ips) in added {
+        // New hosts reach ssh with the flags given now, else with the cluster's `spec.ssh`.
+        hosts.push(group(&ips.join(","), role, Some(req.ssh())));
+    }
+    render(&docs)
+}
+
+fn render(docs: &[Value]) -> anyhow::Result<String> {
+    let mut out = String::from("# Written by `sealer run`; `sealer apply -f` of this file does what the run did.\n");
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(doc)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(masters: Option<&str>, nodes: Option<&str>) -> RunRequest {
+        RunRequest {
+            image: "kubernetes:v1.19.8".into(),
+            masters: masters.map(str::to_string),
+            nodes: nodes.map(str::to_string),
+            password: Some("Secret-1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_flags_become_a_v2_clusterfile_that_parses_to_the_same_hosts() {
+        let text = new_clusterfile("my-cluster", &req(Some("10.0.0.2,10.0.0.3"), Some("10.0.0.5-10.0.0.6"))).unwrap();
+        let cf = sealer_engine::parse("Clusterfile", &text).unwrap().clusterfile;
+        let hosts: Vec<(String, &str)> = cf.cluster.hosts.iter().map(|h| (h.ip.to_string(), h.role.as_str())).collect();
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.2".into(), "master"),
+                ("10.0.0.3".into(), "master"),
+                ("10.0.0.5".into(), "node"),
+                ("10.0.0.6".into(), "node")
+            ]
+        );
+        assert_eq!(cf.cluster.name, "my-cluster");
+        assert_eq!(cf.cluster.ssh.password.as_ref().map(|p| p.expose()), Some("Secret-1"));
+        assert!(new_clusterfile("c", &req(None, Some("10.0.0.5"))).unwrap_err().to_string().contains("--masters"));
+        let twice = new_clusterfile("c", &req(Some("10.0.0.2"), Some("10.0.0.2"))).unwrap_err();
+        assert!(twice.to_string().contains("given twice"), "{twice}");
+    }
+
+    #[test]
+    fn on_an_existing_cluster_flags_only_add_hosts_and_applications() {
+        let kept = new_clusterfile("c", &req(Some("10.0.0.2"), Some("10.0.0.3,10.0.0.4"))).unwrap();
+        let grown = update_clusterfile(&kept, &req(None, Some("10.0.0.3-10.0.0.5")), false).unwrap();
+        let cf = sealer_engine::parse("Clusterfile", &grown).unwrap().clusterfile;
+        assert_eq!(cf.cluster.hosts.len(), 4);
+        assert_eq!(cf.cluster.hosts[3].ip.to_string(), "10.0.0.5");
+        assert_eq!(update_clusterfile(&grown, &req(None, Some("10.0.0.5")), false).unwrap(), grown, "nothing new");
+        let role = update_clusterfile(&kept, &req(Some("10.0.0.3"), None), false).unwrap_err();
+        assert!(role.to_string().contains("10.0.0.3 is a node of the cluster, not a master"), "{role}");
+        let other = RunRequest { image: "kubernetes:v1.20.0".into(), ..req(None, None) };
+        assert!(update_clusterfile(&kept, &other, false).unwrap_err().to_string().contains("for an upgrade"));
+        let app = RunRequest { image: "nginx-app:1".into(), ..Default::default() };
+        let with_app = update_clusterfile(&kept, &app, true).unwrap();
+        assert!(
+            with_app.contains("apps:\n  - nginx-app:1") || with_app.contains("apps:\n    - nginx-app:1"),
+            "{with_app}"
+        );
+        assert_eq!(update_clusterfile(&with_app, &app, true).unwrap(), with_app, "an application is listed once");
+    }
+}

@@ -1,0 +1,200 @@
+//! `app.NAME`: an application image (`spec.apps`, `sealer run APP_IMAGE`) on the cluster. Its files go to
+//! every master under `/var/lib/sealer/CLUSTER/apps/NAME`, the container images it carries into the
+//! cluster's registry on the first master, and its CMDs run once there, in its directory. A new digest
+//! (a rebuilt or retagged application) delivers and runs it again; a new master only gets the files.
+//! Removing it runs the cleanup lines its image declares (labels `sealer.io/clean`, `sealer.io/clean.*`,
+//! in key order), then removes its files.
+
+use std::net::IpAddr;
+
+use sealer_engine::clusterfile::app_name;
+use sealer_engine::{Attributes, Value};
+
+use super::image::tar;
+use super::plugin::{env_of, SHELL};
+use super::remote::Result;
+use super::{cluster_dir, text, Cx, KindProvider};
+use crate::error::ProviderError;
+use crate::image::store::{changed_paths, ImageConfig};
+use crate::shell::quote;
+
+pub struct App;
+
+/// The directory of the application on a master.
+fn app_dir(cx: &Cx, image: &str) -> String {
+    format!("{}/apps/{}", cluster_dir(&cx.ctx.cluster), app_name(image))
+}
+
+fn list(attrs: &Attributes, key: &str) -> Vec<String> {
+    match attrs.get(key) {
+        Some(Value::List(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The cleanup lines an application image declares in its labels.
+pub fn clean_cmds(config: &ImageConfig) -> Vec<String> {
+    config
+        .labels
+        .iter()
+        .filter(|(k, _)| *k == "sealer.io/clean" || k.starts_with("sealer.io/clean."))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+impl App {
+    /// Each line in the application's directory, with the cluster's tools on the PATH and its env.
+    async fn run_lines(&self, cx: &Cx, ip: IpAddr, dir: &str, lines: &[String], attrs: &Attributes) -> Result<()> {
+        let (exports, env) = env_of(attrs);
+        for line in lines {
+            let command = format!("cd {} && {exports}{env}{SHELL} -c {}", quote(dir), quote(line));
+            cx.run(ip, &cx.with_image_path(&command), b"").await?;
+        }
+        Ok(())
+    }
+}
+
+impl KindProvider for App {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        self.update(cx, ip, &Attributes::new(), after).await
+    }
+
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
+        let name = text(&after, "image").unwrap_or_default();
+        let image = cx.ctx.apps.get(&name).ok_or_else(|| ProviderError::NoAppImage(name.clone()))?;
+        let dir = app_dir(cx, &name);
+        let delivered = text(before, "digest").as_deref() == Some(image.config.digest.as_str())
+            && text(before, "image").as_deref() == Some(name.as_str());
+        let all = changed_paths("", &image.manifest);
+        let (registry, files): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| p.starts_with("registry/"));
+        let had_files = list(before, "masters");
+        let archive = tar(&image.rootfs, &files)?;
+        for master in list(&after, "masters") {
+            if delivered && had_files.contains(&master) {
+                continue;
+            }
+            let master: IpAddr = master.parse().map_err(|_| ProviderError::NoHost { address: master.clone() })?;
+            // Replaced whole: files the new version no longer has go.
+            let q = quote(&dir);
+            let script =
+                format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; rm -rf {q}; mv {q}.new {q}");
+            cx.run(master, &script, &archive).await?;
+        }
+        if !delivered {
+            if !registry.is_empty() {
+                // Into the storage the cluster's registry serves (`sea.hub:5000`), beside what is there.
+                let blobs = tar(&image.rootfs, &registry)?;
+                cx.run(ip, &format!("set -e; tar -C {} -xf -", quote(&cx.rootfs())), &blobs).await?;
+            }
+            self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await?;
+        }
+        after.insert("digest".into(), Value::Text(image.config.digest.clone()));
+        after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
+        after.insert("clean_cmds".into(), Value::List(clean_cmds(&image.config)));
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        let name = text(before, "image").unwrap_or_default();
+        let dir = app_dir(cx, &name);
+        let clean = list(before, "clean_cmds");
+        if !clean.is_empty() && cx.holds(ip, &format!("-d {}", quote(&dir))).await? {
+            self.run_lines(cx, ip, &dir, &clean, before).await?;
+        }
+        for master in list(before, "masters") {
+            let Ok(master) = master.parse::<IpAddr>() else { continue };
+            cx.run(master, &format!("rm -rf {}", quote(&dir)), b"").await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sealer_engine::{Action, Kind, Value};
+
+    use crate::cluster::testing::*;
+    use crate::cluster::ClusterProvider;
+    use crate::image::store::{ImageConfig, StoredImage};
+
+    fn app_image(rootfs: &std::path::Path, digest: &str) -> StoredImage {
+        std::fs::create_dir_all(rootfs.join("manifests")).unwrap();
+        std::fs::create_dir_all(rootfs.join("registry/docker")).unwrap();
+        std::fs::write(rootfs.join("manifests/app.yaml"), "kind: Pod\n").unwrap();
+        std::fs::write(rootfs.join("registry/docker/blob"), "b").unwrap();
+        StoredImage {
+            config: ImageConfig {
+                format_version: "1".into(),
+                name: "reg.io/team/nginx-app:1".into(),
+                digest: digest.into(),
+                base: None,
+                cmds: vec!["kubectl apply -f manifests/app.yaml".into()],
+                env: BTreeMap::new(),
+                labels: BTreeMap::from([(
+                    "sealer.io/clean".to_string(),
+                    "kubectl delete -f manifests/app.yaml".to_string(),
+                )]),
+                images: vec![],
+            },
+            rootfs: rootfs.to_path_buf(),
+            manifest: "0 644 manifests/app.yaml\n0 644 registry/docker/blob\n".into(),
+        }
+    }
+
+    fn after(digest: &str) -> sealer_engine::Attributes {
+        attrs([
+            ("image", Value::text("reg.io/team/nginx-app:1")),
+            ("digest", Value::text(digest)),
+            ("masters", Value::List(vec!["10.0.0.2".into(), "10.0.0.3".into()])),
+        ])
+    }
+
+    #[tokio::test]
+    async fn files_go_to_every_master_images_to_the_registry_and_cmds_run_once_on_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(dir.path(), "sha256:1"));
+        let remote = Arc::new(Scripted::default());
+        let p = ClusterProvider::new(ctx, remote.clone());
+        let got = apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1"))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["clean_cmds"], Value::List(vec!["kubectl delete -f manifests/app.yaml".into()]));
+        let first = remote.commands(M1);
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert!(first[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));
+        assert_eq!(first[1], "set -e; tar -C /var/lib/sealer/c/rootfs -xf -");
+        assert!(
+            first[2].contains("cd /var/lib/sealer/c/apps/nginx-app && ")
+                && first[2].contains("'kubectl apply -f manifests/app.yaml'")
+        );
+        assert_eq!(remote.commands(M2).len(), 1, "the second master gets the files only");
+
+        // The same digest with one more master: only the new master gets the files, nothing runs again.
+        let remote = Arc::new(Scripted::default());
+        let mut ctx = context(None, logs.path());
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(dir.path(), "sha256:1"));
+        let p = ClusterProvider::new(ctx, remote.clone());
+        let mut before = got.clone();
+        before.insert("masters".into(), Value::List(vec!["10.0.0.2".into()]));
+        apply(&p, change(Kind::App, "nginx-app", M1, Action::Update, Some(before), Some(after("sha256:1"))))
+            .await
+            .unwrap();
+        assert!(remote.commands(M1).is_empty(), "{:?}", remote.commands(M1));
+        assert_eq!(remote.commands(M2).len(), 1);
+
+        // Removed: the cleanup line runs, then the files go from every master.
+        let remote = Arc::new(Scripted::default().on("test -d", "yes"));
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::App, "nginx-app", M1, Action::Delete, Some(got), None)).await.unwrap();
+        let commands = remote.commands(M1);
+        assert!(commands[1].contains("'kubectl delete -f manifests/app.yaml'"), "{commands:?}");
+        assert_eq!(commands[2], "rm -rf /var/lib/sealer/c/apps/nginx-app");
+        assert_eq!(remote.commands(M2), ["rm -rf /var/lib/sealer/c/apps/nginx-app"]);
+    }
+}
