@@ -21,6 +21,8 @@ pub struct ImageFacts {
     pub templates: Vec<(String, String)>,
     /// The digests of the application images (`spec.apps`) the store has: a rebuilt application runs again.
     pub apps: BTreeMap<String, String>,
+    /// The registries the cluster image and the applications collected container images from.
+    pub registries: std::collections::BTreeSet<String>,
 }
 
 struct Compiler<'a> {
@@ -31,6 +33,8 @@ struct Compiler<'a> {
     digest: Value,
     templates: &'a [(String, String)],
     apps: &'a BTreeMap<String, String>,
+    /// Registries every host's container runtime pulls through the cluster's registry.
+    mirrors: Vec<String>,
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -54,6 +58,13 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
         digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
         templates: &image.templates,
         apps: &image.apps,
+        mirrors: kubeadm::MIRRORED_REGISTRIES
+            .iter()
+            .map(|r| r.to_string())
+            .chain(image.registries.iter().filter(|r| kubeadm::is_registry_name(r)).cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         b: GraphBuilder::default(),
         plugins: HashMap::new(),
         membership: HashMap::new(),
@@ -139,7 +150,11 @@ impl Compiler<'_> {
             self.b.depends(&hostname, &address(Kind::Host, ip))?;
             let originally = self.plugins_at(Phase::Originally, ip);
             self.depends_all(&hostname, &originally)?;
-            let mut a = attrs([("image", Value::text(&cf.cluster.image)), ("digest", self.digest.clone())]);
+            let mut a = attrs([
+                ("image", Value::text(&cf.cluster.image)),
+                ("digest", self.digest.clone()),
+                ("mirrors", Value::List(self.mirrors.clone())),
+            ]);
             // Each template rendered with this host's env, written beside it without `.tmpl`: an env
             // change shows as the files it changes.
             let rendered: BTreeMap<String, String> = self

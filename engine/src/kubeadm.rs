@@ -14,6 +14,18 @@ use crate::error::KubeadmError;
 pub const API_SERVER_DOMAIN: &str = "apiserver.cluster.local";
 pub const REGISTRY_DOMAIN: &str = "sea.hub";
 pub const REGISTRY_PORT: u16 = 5000;
+/// Registries whose images every host pulls from the cluster's registry (`sea.hub:5000`), beside those the
+/// lite build collected from: pods keep their original image names and never need the internet.
+pub const MIRRORED_REGISTRIES: [&str; 5] = ["docker.io", "registry.k8s.io", "k8s.gcr.io", "quay.io", "ghcr.io"];
+
+/// A registry name that may become a directory of `/etc/containerd/certs.d`: `host[:port]`.
+pub fn is_registry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with(['.', '-', ':'])
+        && !name.contains("..")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+}
 /// The virtual IP nodes use to reach the masters (sealer's lvscare), excluded from kube-proxy's IPVS.
 pub const VIRTUAL_IP: &str = "10.103.97.2";
 const DEFAULT_KUBERNETES_VERSION: &str = "v1.22.15";

@@ -35,13 +35,18 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
         Err(e) => return Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
     };
     let templates = templates(&image.rootfs)?;
-    let apps = cf
-        .cluster
-        .apps
-        .iter()
-        .filter_map(|app| Some((app.clone(), ws.images().get(app).ok()?.config.digest)))
-        .collect();
-    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates, apps }, None))
+    let mut apps = BTreeMap::new();
+    // Lite builds keep collected names normalized (`docker.io/library/nginx:1`): the first component is
+    // the registry.
+    let mut registries: std::collections::BTreeSet<String> =
+        image.config.images.iter().filter_map(|i| i.split('/').next().map(str::to_string)).collect();
+    for app in &cf.cluster.apps {
+        if let Ok(stored) = ws.images().get(app) {
+            registries.extend(stored.config.images.iter().filter_map(|i| i.split('/').next().map(str::to_string)));
+            apps.insert(app.clone(), stored.config.digest);
+        }
+    }
+    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates, apps, registries }, None))
 }
 
 /// The YAML files of the image's `plugin/` and `plugins/` directories (top level, in name order), as

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use sealer_engine::kubeadm::{API_SERVER_DOMAIN, REGISTRY_DOMAIN};
+use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN, REGISTRY_PORT};
 use sealer_engine::{Attributes, Value};
 
 use super::remote::Result;
@@ -68,11 +68,17 @@ impl KindProvider for Image {
         }
         // A copy may have brought the template files back: every rendering is written again then.
         self.render(cx, ip, before, &after, on_host != image.config.digest).await?;
+        if mirrors(before) != mirrors(&after) {
+            cx.run(ip, &mirror_script(&mirrors(before), &mirrors(&after)), b"").await?;
+        }
         after.insert("digest".into(), Value::Text(image.config.digest.clone()));
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        if !mirrors(before).is_empty() {
+            cx.run(ip, &mirror_script(&mirrors(before), &[]), b"").await?;
+        }
         let dir = quote(&cluster_dir(&cx.ctx.cluster));
         let edits: Vec<String> = [REGISTRY_DOMAIN, API_SERVER_DOMAIN]
             .iter()
@@ -85,6 +91,41 @@ impl KindProvider for Image {
         );
         cx.run(ip, &command, b"").await.map(|_| ())
     }
+}
+
+/// Where containerd looks for a registry's mirrors.
+const CERTS_D: &str = "/etc/containerd/certs.d";
+
+fn mirrors(attrs: &Attributes) -> Vec<String> {
+    match attrs.get("mirrors") {
+        Some(Value::List(items)) => items.iter().filter(|r| is_registry_name(r)).cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// containerd's `hosts.toml` for `registry`: pulled from the cluster's registry, never the internet.
+fn hosts_toml(registry: &str) -> String {
+    let server = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+    format!(
+        "# Written by sealer: images named {registry}/... are served by the cluster's own registry.\n\
+         server = \"https://{server}\"\n\n[host.\"http://{REGISTRY_DOMAIN}:{REGISTRY_PORT}\"]\n  \
+         capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n"
+    )
+}
+
+/// Writes the mirror configuration of every registry of `now`, and removes that of the registries of
+/// `was` that `now` lacks (all of them on delete).
+fn mirror_script(was: &[String], now: &[String]) -> String {
+    let mut script = String::from("set -e; ");
+    for registry in was.iter().filter(|r| !now.contains(r)) {
+        script.push_str(&format!("rm -rf {}; ", quote(&format!("{CERTS_D}/{registry}"))));
+    }
+    for registry in now {
+        let dir = quote(&format!("{CERTS_D}/{registry}"));
+        script.push_str(&format!("mkdir -p {dir}; printf '%s' {} > {dir}/hosts.toml; ", quote(&hosts_toml(registry))));
+    }
+    script.push_str(&format!("rmdir {CERTS_D} /etc/containerd 2>/dev/null || true"));
+    script
 }
 
 /// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).
