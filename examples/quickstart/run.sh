@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: 3 local hosts (network namespaces running real sshd), the simulated-Kubernetes cluster image
-# built from examples/images/simulated-k8s, and `sealer apply` of a 2-master + 1-node Clusterfile.
+# built from examples/images/simulated-k8s, `sealer run` of it on 2 masters + 1 node, then `sealer run` of
+# an application image (examples/app-image) whose container image the cluster's own registry serves.
 #
 #   bash examples/quickstart/run.sh        bring it up (as root; installs openssh-server if missing)
 #   bash examples/quickstart/run.sh down   tear the hosts down
@@ -32,56 +33,39 @@ export SEALER_HOME="$work/home"
 # Owned by this shell's parent, so the hosts outlive the script until `down`.
 k=$(TESTBED_OWNER=$PPID "$testbed" up 3)
 echo "$k" > "$work/testbed"
-"$sealer" build -t sim/kubernetes:v1.22.15 "$repo/examples/images/simulated-k8s"
-cat > "$work/Clusterfile" <<YAML
-apiVersion: sealer.cloud/v2
-kind: Cluster
-metadata:
-  name: quickstart
-spec:
-  image: sim/kubernetes:v1.22.15
-  ssh:
-    pk: /tmp/sealer-testbed/$k/id_ed25519
-  hosts:
-    - ips: [10.251.$k.11, 10.251.$k.12]
-      roles: [master]
-    - ips: [10.251.$k.13]
-      roles: [node]
----
-apiVersion: sealer.aliyun.com/v1alpha1
-kind: Plugin
-metadata:
-  name: hostnames
-spec:
-  type: HOSTNAME
-  action: PreInit
-  data: |
-    10.251.$k.11 master-0
-    10.251.$k.12 master-1
-    10.251.$k.13 node-0
----
-apiVersion: sealer.aliyun.com/v1alpha1
-kind: Plugin
-metadata:
-  name: labels
-spec:
-  type: LABEL
-  action: PostInstall
-  data: 10.251.$k.13 disk=ssd
----
-apiVersion: sealer.aliyun.com/v1alpha1
-kind: Plugin
-metadata:
-  name: ready
-spec:
-  type: CLUSTERCHECK
-  action: PreGuest
-YAML
 cd "$work"
-"$sealer" apply -f Clusterfile --auto-approve
-"$sealer" plan -f Clusterfile --detailed-exitcode
+"$sealer" build -t sim/kubernetes:v1.22.15 "$repo/examples/images/simulated-k8s"
+
+# 1. The cluster, as every sealer guide starts (the Clusterfile it means: .sealer/quickstart/Clusterfile).
+"$sealer" run sim/kubernetes:v1.22.15 -m "10.251.$k.11,10.251.$k.12" -n "10.251.$k.13" \
+  --pk "/tmp/sealer-testbed/$k/id_ed25519" --cluster-name quickstart --auto-approve
+"$sealer" plan -f .sealer/quickstart/Clusterfile --detailed-exitcode
+
+# 2. An application image (examples/app-image). Its container image comes from a local registry standing
+#    in for Docker Hub, through a build mirror; on the cluster it is served by the cluster's own registry.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/hub/layer"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/hub/data" "$port" \
+  > "$work/hub/config.yml"
+/usr/bin/docker-registry serve "$work/hub/config.yml" >/dev/null 2>&1 &
+hub=$!
+trap 'kill $hub 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+echo "a tiny container image" > "$work/hub/layer/f"
+printf 'FROM scratch\nCOPY f f\n' > "$work/hub/layer/Kubefile"
+"$sealer" build -t "127.0.0.1:$port/library/hello-web:1.0" "$work/hub/layer" >/dev/null
+"$sealer" push "127.0.0.1:$port/library/hello-web:1.0" >/dev/null
+"$sealer" build -t hello-web-app:1.0 --registry-mirror "docker.io=http://127.0.0.1:$port" "$repo/examples/app-image"
+"$sealer" run hello-web-app:1.0 --auto-approve
+
+kubectl="/var/lib/sealer/quickstart/rootfs/bin/kubectl"
+for _ in $(seq 30); do
+  [ "$("$testbed" exec "$k" 1 "$kubectl" get pods | grep -c Running)" = 2 ] && break
+  sleep 1
+done
 echo
 echo "The (simulated) cluster, as its first master sees it:"
-"$testbed" exec "$k" 1 /var/lib/sealer/quickstart/rootfs/bin/kubectl get nodes
+"$testbed" exec "$k" 1 "$kubectl" get nodes
+"$testbed" exec "$k" 1 "$kubectl" get pods -o wide
 echo
 echo "State: $work/.sealer/state.db   Logs: $work/.sealer/logs   Tear down: bash examples/quickstart/run.sh down"

@@ -229,14 +229,14 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     let delivered = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(delivered.contains("app.web-app will be created") && delivered.contains("Apply complete!"), "{delivered}");
     assert!(std::fs::read_to_string(&kept).unwrap().contains("web-app:1"), "the application joined spec.apps");
-    let pods = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull", |pods| {
+    let running = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull", |pods| {
         let web = named(pods, "web-");
         web.len() == 2
             && web.iter().all(|p| p["status"]["phase"] == "Running")
             && named(pods, "missing").iter().any(|p| p["status"]["reason"] == "ErrImagePull")
     });
     let log = exec(&tb, 0, "cat /var/log/sealer-registry.log");
-    for pod in named(&pods, "web-") {
+    for pod in named(&running, "web-") {
         let host_ip = pod["status"]["hostIP"].as_str().unwrap();
         assert_ne!(host_ip, ip(0), "the master is tainted: pods run on nodes");
         let served = log
@@ -244,7 +244,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
             .any(|l| l.contains(host_ip) && l.contains("/v2/library/web/manifests/1.0") && l.contains(" 200 "));
         assert!(served, "the registry served {host_ip}'s pull: {log}");
     }
-    let missing = &named(&pods, "missing")[0]["status"]["message"];
+    let missing = &named(&running, "missing")[0]["status"]["message"];
     assert!(missing.as_str().unwrap().contains("sea.hub:5000"), "{missing}");
     let wide = exec(&tb, 0, &format!("{KUBECTL} get pods -o wide"));
     assert!(wide.contains("ErrImagePull") && wide.contains("Running"), "{wide}");
@@ -260,6 +260,22 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         let web = named(pods, "web-");
         web.len() == 3 && web.iter().all(|p| p["status"]["phase"] == "Running")
     });
+
+    // Dropped from `spec.apps`: its cleanup label runs (the Deployment and its pods go), then its files.
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let without: String =
+        text.lines().filter(|l| l.trim() != "apps:" && !l.contains("web-app:1")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&kept, without).unwrap();
+    let dropped = ok(&sealer(
+        &home,
+        &work,
+        &["apply", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"],
+    ));
+    assert!(dropped.contains("app.web-app will be destroyed"), "{dropped}");
+    assert!(named(&pods(&tb), "web-").is_empty(), "the cleanup line deleted the Deployment's pods");
+    for i in 0..2 {
+        assert!(!tb.exec(i, "test -e /var/lib/sealer/my-cluster/apps/web-app").status.success(), "host {i}");
+    }
 
     // Destroyed: the mirror configuration goes with the cluster.
     ok(&sealer(&home, &work, &["destroy", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"]));
