@@ -23,6 +23,10 @@ pub struct ImageFacts {
     pub apps: BTreeMap<String, String>,
     /// The registries the cluster image and the applications collected container images from.
     pub registries: std::collections::BTreeSet<String>,
+    /// The port of the image's registry, when its configuration moves it from 5000.
+    pub registry_port: Option<u16>,
+    /// The login of the image's registry (its password stays in the image).
+    pub registry_user: Option<String>,
 }
 
 struct Compiler<'a> {
@@ -35,6 +39,8 @@ struct Compiler<'a> {
     apps: &'a BTreeMap<String, String>,
     /// Registries every host's container runtime pulls through the cluster's registry.
     mirrors: Vec<String>,
+    registry_port: u16,
+    registry_user: Option<String>,
     b: GraphBuilder,
     /// Plugin resources by phase and host, for wiring them to their place in the install.
     plugins: HashMap<(Phase, IpAddr), Vec<Address>>,
@@ -65,6 +71,8 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect(),
+        registry_port: image.registry_port.unwrap_or(kubeadm::REGISTRY_PORT),
+        registry_user: image.registry_user.clone(),
         b: GraphBuilder::default(),
         plugins: HashMap::new(),
         membership: HashMap::new(),
@@ -154,6 +162,7 @@ impl Compiler<'_> {
                 ("image", Value::text(&cf.cluster.image)),
                 ("digest", self.digest.clone()),
                 ("mirrors", Value::List(self.mirrors.clone())),
+                ("mirror_endpoint", Value::text(format!("http://{}:{}", kubeadm::REGISTRY_DOMAIN, self.registry_port))),
             ]);
             // Each template rendered with this host's env, written beside it without `.tmpl`: an env
             // change shows as the files it changes.
@@ -203,16 +212,15 @@ impl Compiler<'_> {
 
     fn registry_and_init(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
-        let registry = self.add(
-            Kind::Registry,
-            first.to_string(),
-            Some(first),
-            attrs([
-                ("domain", Value::text(kubeadm::REGISTRY_DOMAIN)),
-                ("port", Value::Int(i64::from(kubeadm::REGISTRY_PORT))),
-                ("image", Value::text(&cf.cluster.image)),
-            ]),
-        )?;
+        let mut a = attrs([
+            ("domain", Value::text(kubeadm::REGISTRY_DOMAIN)),
+            ("port", Value::Int(i64::from(self.registry_port))),
+            ("image", Value::text(&cf.cluster.image)),
+        ]);
+        if let Some(user) = &self.registry_user {
+            a.insert("username".into(), Value::text(user));
+        }
+        let registry = self.add(Kind::Registry, first.to_string(), Some(first), a)?;
         let prepared = self.prepared(first);
         self.depends_all(&registry, &prepared)?;
         let init = self.add(

@@ -38,6 +38,8 @@ pub enum ProviderError {
     NoImage,
     #[error("the application image `{0}` is not in the local store")]
     NoAppImage(String),
+    #[error(transparent)]
+    RegistryConfig(#[from] crate::image::registry_config::RegistryConfigError),
     /// A command succeeded but printed something sealer cannot use (invalid JSON, no join command).
     #[error("{what} on `{host}`: {message}")]
     Unexpected { host: IpAddr, what: String, message: String },

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 const BASE: &str = "sim/kubernetes:v1.22.15";
 const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
+const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
 
 fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     Command::new(sealer_bin())
@@ -107,6 +108,18 @@ fn wait_pods(tb: &Testbed, what: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Js
     }
 }
 
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
 fn named<'a>(pods: &'a [Json], prefix: &str) -> Vec<&'a Json> {
     pods.iter().filter(|p| p["metadata"]["name"].as_str().unwrap().starts_with(prefix)).collect()
 }
@@ -143,7 +156,17 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         plugin("iscsi-masters", "PostInstall", "master", "from-image-masters"),
         plugin("iscsi-all", "PreInit", "\"\"", "from-image-all")
     );
-    write(&iscsi, &[("shell.yaml", &shell), ("Kubefile", &format!("FROM {BASE}\nCOPY shell.yaml plugin\n"))]);
+    // Its registry is configured the sealer way: another port, and a login (htpasswd).
+    let registry_config =
+        format!("domain: sea.hub\nport: \"5001\"\nusername: e2e-user\npassword: {REGISTRY_PASSWORD}\n");
+    write(
+        &iscsi,
+        &[
+            ("shell.yaml", &shell),
+            ("registry_config.yaml", &registry_config),
+            ("Kubefile", &format!("FROM {BASE}\nCOPY shell.yaml plugin\nCOPY registry_config.yaml etc/\n")),
+        ],
+    );
     ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", IMAGE, iscsi.to_str().unwrap()]));
 
     // `sealer run IMAGE -m IP1 -n IP2,IP3` from an empty directory.
@@ -166,9 +189,18 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(text.contains("apiVersion: sealer.cloud/v2") && text.contains(&key), "{text}");
     let plan = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "the kept Clusterfile is what was applied: {}", stdout(&plan));
-    // The containerd mirror configuration is on every host.
-    let toml = exec(&tb, 1, "cat /etc/containerd/certs.d/docker.io/hosts.toml");
-    assert!(toml.contains("[host.\"http://sea.hub:5000\"]"), "{toml}");
+    assert!(out.contains("username = \"e2e-user\"") && out.contains("port     = 5001"), "{out}");
+    // The containerd mirror configuration is on every host, with the registry's login (0600).
+    let toml = exec(
+        &tb,
+        1,
+        "stat -c %a /etc/containerd/certs.d/docker.io/hosts.toml; cat /etc/containerd/certs.d/docker.io/hosts.toml",
+    );
+    assert!(toml.starts_with("600\n") && toml.contains("[host.\"http://sea.hub:5001\"]"), "{toml}");
+    assert!(toml.contains("Authorization = \"Basic "), "{toml}");
+    // Without the login, the cluster's registry refuses.
+    let anonymous = exec(&tb, 1, "python3 -c 'import urllib.request as u\ntry: u.urlopen(\"http://sea.hub:5001/v2/\")\nexcept Exception as e: print(e)'");
+    assert!(anonymous.contains("401"), "{anonymous}");
 
     // Again: nothing changes.
     let again = ok(&sealer(&home, &work, &run));
@@ -245,7 +277,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         assert!(served, "the registry served {host_ip}'s pull: {log}");
     }
     let missing = &named(&running, "missing")[0]["status"]["message"];
-    assert!(missing.as_str().unwrap().contains("sea.hub:5000"), "{missing}");
+    assert!(missing.as_str().unwrap().contains("sea.hub:5001"), "{missing}");
     let wide = exec(&tb, 0, &format!("{KUBECTL} get pods -o wide"));
     assert!(wide.contains("ErrImagePull") && wide.contains("Running"), "{wide}");
 
@@ -275,6 +307,16 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(named(&pods(&tb), "web-").is_empty(), "the cleanup line deleted the Deployment's pods");
     for i in 0..2 {
         assert!(!tb.exec(i, "test -e /var/lib/sealer/my-cluster/apps/web-app").status.success(), "host {i}");
+    }
+
+    // The registry's password is in no output, state or log.
+    let mut shown = vec![std::fs::read(work.join(".sealer/state.db")).unwrap()];
+    shown.extend([&out, &grown, &delivered, &rerun].map(|o| o.as_bytes().to_vec()));
+    for entry in walk(&work.join(".sealer/logs")) {
+        shown.push(std::fs::read(entry).unwrap());
+    }
+    for bytes in shown {
+        assert!(!String::from_utf8_lossy(&bytes).contains(REGISTRY_PASSWORD), "the registry password leaked");
     }
 
     // Destroyed: the mirror configuration goes with the cluster.

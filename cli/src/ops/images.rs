@@ -9,6 +9,7 @@ use sealer_engine::{Action, Clusterfile, ImageFacts, Kind, Plan, Value};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::mirrors::Mirrors;
 use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
+use sealer_providers::image::registry_config::RegistrySettings;
 use sealer_providers::image::store::{changed_paths, ImageConfig, ImageError};
 use sealer_providers::image::TransferProgress;
 use sealer_providers::image::{kubefile, lite};
@@ -46,7 +47,18 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
             apps.insert(app.clone(), stored.config.digest);
         }
     }
-    Ok((ImageFacts { kubeadm, digest: Some(image.config.digest), templates, apps, registries }, None))
+    let registry = RegistrySettings::load(&image.rootfs)
+        .with_context(|| format!("the registry configuration of image `{}`", cf.cluster.image))?;
+    let facts = ImageFacts {
+        kubeadm,
+        digest: Some(image.config.digest),
+        templates,
+        apps,
+        registries,
+        registry_port: Some(registry.port),
+        registry_user: registry.username.clone(),
+    };
+    Ok((facts, None))
 }
 
 /// The YAML files of the image's `plugin/` and `plugins/` directories (top level, in name order), as

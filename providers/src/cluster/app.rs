@@ -82,9 +82,14 @@ impl KindProvider for App {
         }
         if !delivered {
             if !registry.is_empty() {
-                // Into the storage the cluster's registry serves (`sea.hub:5000`), beside what is there.
-                let blobs = tar(&image.rootfs, &registry)?;
-                cx.run(ip, &format!("set -e; tar -C {} -xf -", quote(&cx.rootfs())), &blobs).await?;
+                // Into the storage the cluster's registry serves (`sea.hub`), beside what is there.
+                let storage = super::registry::settings(cx)
+                    .map_or_else(|_| format!("{}/registry", cx.rootfs()), |s| s.storage(&cx.rootfs()));
+                let blobs = tar(
+                    &image.rootfs.join("registry"),
+                    &registry.iter().filter_map(|p| p.strip_prefix("registry/")).collect::<Vec<_>>(),
+                )?;
+                cx.run(ip, &format!("set -e; mkdir -p {0}; tar -C {0} -xf -", quote(&storage)), &blobs).await?;
             }
             self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await?;
         }
@@ -168,7 +173,10 @@ mod tests {
         let first = remote.commands(M1);
         assert_eq!(first.len(), 3, "{first:?}");
         assert!(first[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));
-        assert_eq!(first[1], "set -e; tar -C /var/lib/sealer/c/rootfs -xf -");
+        assert_eq!(
+            first[1],
+            "set -e; mkdir -p /var/lib/sealer/c/rootfs/registry; tar -C /var/lib/sealer/c/rootfs/registry -xf -"
+        );
         assert!(
             first[2].contains("cd /var/lib/sealer/c/apps/nginx-app && ")
                 && first[2].contains("'kubectl apply -f manifests/app.yaml'")

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN, REGISTRY_PORT};
+use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
 use sealer_engine::{Attributes, Value};
 
 use super::remote::Result;
@@ -68,16 +68,20 @@ impl KindProvider for Image {
         }
         // A copy may have brought the template files back: every rendering is written again then.
         self.render(cx, ip, before, &after, on_host != image.config.digest).await?;
-        if mirrors(before) != mirrors(&after) {
-            cx.run(ip, &mirror_script(&mirrors(before), &mirrors(&after)), b"").await?;
+        // A new image may bring a new registry login or port: the mirrors are written again with it.
+        if on_host != image.config.digest
+            || mirrors(before) != mirrors(&after)
+            || before.get("mirror_endpoint") != after.get("mirror_endpoint")
+        {
+            self.mirror(cx, ip, before, &after).await?;
         }
         after.insert("digest".into(), Value::Text(image.config.digest.clone()));
         Ok(after)
     }
 
     async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
-        if !mirrors(before).is_empty() {
-            cx.run(ip, &mirror_script(&mirrors(before), &[]), b"").await?;
+        if let Some(script) = unmirror_script(&mirrors(before), &[]) {
+            cx.run(ip, &script, b"").await?;
         }
         let dir = quote(&cluster_dir(&cx.ctx.cluster));
         let edits: Vec<String> = [REGISTRY_DOMAIN, API_SERVER_DOMAIN]
@@ -103,29 +107,46 @@ fn mirrors(attrs: &Attributes) -> Vec<String> {
     }
 }
 
-/// containerd's `hosts.toml` for `registry`: pulled from the cluster's registry, never the internet.
-fn hosts_toml(registry: &str) -> String {
+/// containerd's `hosts.toml` for `registry`: pulled from the cluster's registry, never the internet,
+/// with the registry's login when it has one.
+fn hosts_toml(registry: &str, port: u16, authorization: Option<&str>) -> String {
     let server = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
-    format!(
+    let mut toml = format!(
         "# Written by sealer: images named {registry}/... are served by the cluster's own registry.\n\
-         server = \"https://{server}\"\n\n[host.\"http://{REGISTRY_DOMAIN}:{REGISTRY_PORT}\"]\n  \
+         server = \"https://{server}\"\n\n[host.\"http://{REGISTRY_DOMAIN}:{port}\"]\n  \
          capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n"
-    )
+    );
+    if let Some(authorization) = authorization {
+        toml.push_str(&format!(
+            "  [host.\"http://{REGISTRY_DOMAIN}:{port}\".header]\n    Authorization = \"{authorization}\"\n"
+        ));
+    }
+    toml
 }
 
-/// Writes the mirror configuration of every registry of `now`, and removes that of the registries of
-/// `was` that `now` lacks (all of them on delete).
-fn mirror_script(was: &[String], now: &[String]) -> String {
-    let mut script = String::from("set -e; ");
-    for registry in was.iter().filter(|r| !now.contains(r)) {
-        script.push_str(&format!("rm -rf {}; ", quote(&format!("{CERTS_D}/{registry}"))));
+/// Removes the mirror configuration of the registries of `was` that `now` lacks (all of them on delete).
+fn unmirror_script(was: &[String], now: &[String]) -> Option<String> {
+    let gone: Vec<String> = was.iter().filter(|r| !now.contains(r)).map(|r| quote(&format!("{CERTS_D}/{r}"))).collect();
+    (!gone.is_empty())
+        .then(|| format!("rm -rf {}; rmdir {CERTS_D} /etc/containerd 2>/dev/null || true", gone.join(" ")))
+}
+
+impl Image {
+    /// Writes every registry's `hosts.toml` (0600 when it holds the registry's login: never on a
+    /// command line), and removes those of registries no longer mirrored.
+    async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes) -> Result<()> {
+        let settings = super::registry::settings(cx)?;
+        let authorization = settings.authorization();
+        let mode = if authorization.is_some() { 0o600 } else { 0o644 };
+        if let Some(script) = unmirror_script(&mirrors(before), &mirrors(after)) {
+            cx.run(ip, &script, b"").await?;
+        }
+        for registry in mirrors(after) {
+            let toml = hosts_toml(&registry, settings.port, authorization.as_deref());
+            cx.upload(ip, &format!("{CERTS_D}/{registry}/hosts.toml"), toml.as_bytes(), mode).await?;
+        }
+        Ok(())
     }
-    for registry in now {
-        let dir = quote(&format!("{CERTS_D}/{registry}"));
-        script.push_str(&format!("mkdir -p {dir}; printf '%s' {} > {dir}/hosts.toml; ", quote(&hosts_toml(registry))));
-    }
-    script.push_str(&format!("rmdir {CERTS_D} /etc/containerd 2>/dev/null || true"));
-    script
 }
 
 /// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).

@@ -5,6 +5,7 @@ pub mod kubefile;
 pub mod lite;
 pub mod mirrors;
 pub mod oci;
+pub mod registry_config;
 pub mod store;
 mod upload;
 
