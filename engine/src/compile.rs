@@ -442,3 +442,52 @@ fn plugin_attributes(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String
     }
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Value;
+
+    const CLUSTER: &str = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  \
+                           hosts:\n    - ips: [10.0.0.2, 10.0.0.3]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n";
+
+    /// Applications come after the image's own CMDs, in `spec.apps` order, named by their repository;
+    /// every host mirrors the default registries and those the images collected from.
+    #[test]
+    fn applications_follow_the_guest_in_order_and_hosts_mirror_every_registry() {
+        let text = format!("{CLUSTER}  apps: [reg.io/team/redis:5.0, \"mysql-cluster:8.0\"]\n");
+        let cf = crate::parse("Clusterfile", &text).unwrap().clusterfile;
+        let facts = ImageFacts {
+            apps: BTreeMap::from([("reg.io/team/redis:5.0".to_string(), "sha256:r".to_string())]),
+            registries: ["quay.io".to_string(), "my.reg:5000".to_string(), "bad/name".to_string()].into(),
+            ..Default::default()
+        };
+        let graph = compile(&cf, &facts).unwrap();
+        let redis = Address::new(Kind::App, "redis");
+        let mysql = Address::new(Kind::App, "mysql-cluster");
+        assert_eq!(graph.depends_on(&redis), [Address::new(Kind::Guest, "10.0.0.2")]);
+        assert_eq!(graph.depends_on(&mysql), [redis.clone()]);
+        let app = graph.get(&redis).unwrap();
+        assert_eq!(app.attributes["digest"], Value::text("sha256:r"));
+        assert_eq!(app.attributes["masters"], Value::List(vec!["10.0.0.2".into(), "10.0.0.3".into()]));
+        assert_eq!(graph.get(&mysql).unwrap().attributes["digest"], Value::Unknown, "not in the store yet");
+        let image = graph.get(&Address::new(Kind::Image, "10.0.0.5")).unwrap();
+        assert_eq!(
+            image.attributes["mirrors"],
+            Value::List(
+                ["docker.io", "ghcr.io", "k8s.gcr.io", "my.reg:5000", "quay.io", "registry.k8s.io"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(image.attributes["mirror_endpoint"], Value::text("http://sea.hub:5000"));
+    }
+
+    #[test]
+    fn spec_apps_are_image_references_one_per_name() {
+        let text = format!("{CLUSTER}  apps: [\"a/redis:5\", \"b/redis:6\", \"Not An Image\"]\n");
+        let err = crate::parse("Clusterfile", &text).unwrap_err().to_string();
+        assert!(err.contains("spec.apps[1]") && err.contains("application `redis` is already `a/redis:5`"), "{err}");
+        assert!(err.contains("spec.apps[2]") && err.contains("not a valid image reference"), "{err}");
+    }
+}
