@@ -466,7 +466,7 @@ mod tests {
         let redis = Address::new(Kind::App, "redis");
         let mysql = Address::new(Kind::App, "mysql-cluster");
         assert_eq!(graph.depends_on(&redis), [Address::new(Kind::Guest, "10.0.0.2")]);
-        assert_eq!(graph.depends_on(&mysql), [redis.clone()]);
+        assert_eq!(graph.depends_on(&mysql), std::slice::from_ref(&redis));
         let app = graph.get(&redis).unwrap();
         assert_eq!(app.attributes["digest"], Value::text("sha256:r"));
         assert_eq!(app.attributes["masters"], Value::List(vec!["10.0.0.2".into(), "10.0.0.3".into()]));
