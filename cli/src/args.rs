@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sealer", version, about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply")]
+#[command(
+    name = "sealer",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("SEALER_GIT_REV"), ")"),
+    about = "Deliver whole Kubernetes clusters, declaratively: plan, then apply"
+)]
 pub struct Cli {
     /// Where the state lives: a SQLite file (default `.sealer/state.db` under the working directory) or a
     /// shared PostgreSQL database, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
@@ -27,6 +31,12 @@ pub enum Command {
     Run(RunArgs),
     /// Show what apply would change: the Clusterfile compared with the state
     Plan(PlanArgs),
+    /// Check a Clusterfile: no state, no hosts (exit 0 when valid, 1 when not)
+    Validate(ValidateArgs),
+    /// Show a plan saved by `sealer plan --out`
+    Show(ShowArgs),
+    /// Print a shell completion script
+    Completion(CompletionArgs),
     /// Make the cluster match the Clusterfile (or apply a saved plan)
     Apply(ApplyArgs),
     /// Tear the cluster down: every resource in the state is deleted, dependents first
@@ -67,9 +77,13 @@ pub struct PlanArgs {
     /// The Clusterfile
     #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
     pub file: PathBuf,
-    /// Print the plan as JSON
-    #[arg(long)]
+    /// Print the plan as JSON (the same as --format json)
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How the plan is printed: `human`, `json`, or `markdown` (a summary table and the changes in
+    /// collapsible blocks, for a pull-request comment)
+    #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+    pub format: PlanFormat,
     /// Save the plan to FILE, for a later `sealer apply FILE`
     #[arg(long, value_name = "PLANFILE")]
     pub out: Option<PathBuf>,
@@ -92,6 +106,37 @@ pub struct PlanArgs {
     /// In a Kubernetes upgrade, how many nodes are drained and upgraded at once (masters: one at a time)
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_unavailable: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// The diagnostics as JSON (file, document, field, line, column)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved by `sealer plan --out`
+    pub planfile: PathBuf,
+    /// The plan as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// bash, zsh, fish, elvish or powershell
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Plan(a) => commands::plan::run(&ctx, a),
+        Command::Validate(a) => commands::plan::validate(a),
+        Command::Show(a) => commands::plan::show(&ctx, a),
+        Command::Completion(a) => commands::plan::completion(a),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),
         Command::Destroy(a) => commands::apply::run(
             &ctx,

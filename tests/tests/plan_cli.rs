@@ -462,3 +462,59 @@ fn an_env_change_updates_exactly_the_scripts_of_that_host_group() {
     assert_eq!(changed_for("- PodCIDR=100.64.0.0/10", "- PodCIDR=100.64.0.0/12"), on_master);
     assert!(changed_for("- RegistryDomain=mirror.sea.hub", "- RegistryDomain=other.sea.hub").is_empty());
 }
+
+/// The commands CI jobs run: `validate` (no state, no hosts), `show` of a saved plan, the markdown plan
+/// for a pull-request comment, completions, and the version with its git revision.
+#[test]
+fn ci_commands_validate_show_markdown_completion_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example("ha-plugins");
+    let valid = sealer(dir.path(), &["validate", "-f", file.to_str().unwrap()]);
+    assert_eq!(valid.status.code(), Some(0), "{}", stderr(&valid));
+    assert!(stdout(&valid).contains("is a valid Clusterfile"), "{}", stdout(&valid));
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: Bad_Name\nspec:\n  image: k:1\n  hosts:\n    - ips: [10.0.0.300]\n      roles: [master]\n  colour: red\n",
+    );
+    let invalid = sealer(dir.path(), &["validate", "-f", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(invalid.status.code(), Some(1));
+    let mut report: Json = serde_json::from_slice(&invalid.stdout).unwrap();
+    for d in report["diagnostics"].as_array_mut().unwrap() {
+        d["file"] = "bad.yaml".into();
+    }
+    insta::assert_json_snapshot!("validate_json_invalid", report);
+    let human = sealer(dir.path(), &["validate", "-f", bad.to_str().unwrap()]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(stderr(&human).contains(":4:9: document 1, field `metadata.name`"), "{}", stderr(&human));
+    assert!(!dir.path().join(".sealer").exists(), "validate touches no state");
+
+    // A saved plan, shown as it was planned.
+    let saved = dir.path().join("plan.bin");
+    let planned = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--out", saved.to_str().unwrap()]);
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    let shown = sealer(dir.path(), &["show", saved.to_str().unwrap(), "--no-color"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let direct = stdout(&sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--no-color"]));
+    assert_eq!(stdout(&shown), direct, "show prints the saved plan as plan printed it");
+    let shown_json: Json = serde_json::from_slice(&sealer(dir.path(), &["show", saved.to_str().unwrap(), "--json"]).stdout).unwrap();
+    assert_eq!(shown_json["summary"]["create"], json_plan(dir.path(), &file, &[])["summary"]["create"]);
+
+    // The markdown plan: a summary table, then collapsible changes; no secret in it.
+    for (name, password) in EXAMPLES.iter().zip(EXAMPLE_PASSWORDS) {
+        let md = sealer(dir.path(), &["plan", "-f", example(name).to_str().unwrap(), "--format", "markdown"]);
+        assert_eq!(md.status.code(), Some(0), "{}", stderr(&md));
+        assert!(!stdout(&md).contains(password), "{name}: a password in the markdown plan");
+        if *name == "ha-plugins" {
+            insta::assert_snapshot!("plan_markdown_ha-plugins", stdout(&md));
+        }
+    }
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = sealer(dir.path(), &["completion", shell]);
+        assert_eq!(script.status.code(), Some(0), "{shell}: {}", stderr(&script));
+        assert!(stdout(&script).contains("sealer") && stdout(&script).contains("validate"), "{shell}");
+    }
+    let version = stdout(&sealer(dir.path(), &["--version"]));
+    assert!(version.starts_with("sealer 0.1.0 (git ") && !version.contains("unknown"), "{version}");
+}

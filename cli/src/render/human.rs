@@ -177,6 +177,13 @@ fn headline(c: &ResourceChange) -> String {
     format!("  # {} {what}{why}", c.address)
 }
 
+/// One change as the human plan shows it, without colours (the markdown plan puts it in a block).
+pub fn change_text(c: &ResourceChange, note: Option<&String>) -> String {
+    let mut out = String::new();
+    change_block(&mut out, &Style { color: false }, c, note);
+    out
+}
+
 fn change_block(out: &mut String, st: &Style, c: &ResourceChange, note: Option<&String>) {
     let _ = writeln!(out, "{}", st.bold(&headline(c)));
     if let Some(note) = note {

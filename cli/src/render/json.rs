@@ -196,3 +196,43 @@ pub fn stored_resource(r: &StoredResource) -> anyhow::Result<String> {
         depends_on: Addresses(&r.depends_on),
     })?)
 }
+
+#[derive(Serialize)]
+struct DiagnosticView<'a> {
+    severity: &'static str,
+    #[serde(flatten)]
+    at: WarningView<'a>,
+}
+
+#[derive(Serialize)]
+struct ValidationView<'a> {
+    format_version: &'static str,
+    valid: bool,
+    error_count: usize,
+    warning_count: usize,
+    diagnostics: Vec<DiagnosticView<'a>>,
+}
+
+/// `sealer validate --json`: every diagnostic with its file, document, field, line and column.
+pub fn write_validation(out: &mut impl Write, diagnostics: &[Diagnostic]) -> anyhow::Result<()> {
+    let errors = diagnostics.iter().filter(|d| d.severity == sealer_engine::Severity::Error).count();
+    let view = ValidationView {
+        format_version: "1",
+        valid: errors == 0,
+        error_count: errors,
+        warning_count: diagnostics.len() - errors,
+        diagnostics: diagnostics
+            .iter()
+            .map(|d| DiagnosticView {
+                severity: match d.severity {
+                    sealer_engine::Severity::Error => "error",
+                    sealer_engine::Severity::Warning => "warning",
+                },
+                at: WarningView::from(d),
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &view)?;
+    writeln!(out)?;
+    Ok(())
+}

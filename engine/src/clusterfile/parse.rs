@@ -443,8 +443,9 @@ fn read_cluster(r: &mut DocReader<'_>, doc: &Value, api_version: &str) -> Option
             return None;
         }
     };
+    // A bad name is reported; the rest of the document is still read, so every problem shows at once.
     let name = if doc.get("metadata").and_then(|m| m.get("name")).is_some() {
-        metadata_name(r, doc)?
+        metadata_name(r, doc).unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_string())
     } else {
         DEFAULT_CLUSTER_NAME.to_string()
     };
