@@ -33,6 +33,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check a Clusterfile: no state, no hosts (exit 0 when valid, 1 when not)
     Validate(ValidateArgs),
+    /// Keep the cluster as declared: refresh and plan every interval, apply safe changes with --apply
+    Reconcile(ReconcileArgs),
     /// Show a plan saved by `sealer plan --out`
     Show(ShowArgs),
     /// Print a shell completion script
@@ -113,6 +115,33 @@ pub enum PlanFormat {
     Human,
     Json,
     Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// Time between ticks: 30s, 5m, 1h
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub interval: String,
+    /// Apply plans with changes (never one that `apply` refuses without --force); else only report drift
+    #[arg(long)]
+    pub apply: bool,
+    /// One tick, then exit: 0 no changes (or applied), 2 drift not applied, 1 failure
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics (and /healthz) here, e.g. 127.0.0.1:9115
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `git pull --ff-only` the working copy holding the Clusterfile before each tick
+    #[arg(long)]
+    pub git_pull: bool,
+    /// Events as JSON lines
+    #[arg(long)]
+    pub json: bool,
+    /// How many resources are applied at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Plan(a) => commands::plan::run(&ctx, a),
         Command::Validate(a) => commands::plan::validate(a),
+        Command::Reconcile(a) => commands::reconcile::run(&ctx, a),
         Command::Show(a) => commands::plan::show(&ctx, a),
         Command::Completion(a) => commands::plan::completion(a),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),

@@ -497,7 +497,8 @@ fn ci_commands_validate_show_markdown_completion_and_version() {
     assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
     let direct = stdout(&sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--no-color"]));
     assert_eq!(stdout(&shown), direct, "show prints the saved plan as plan printed it");
-    let shown_json: Json = serde_json::from_slice(&sealer(dir.path(), &["show", saved.to_str().unwrap(), "--json"]).stdout).unwrap();
+    let shown_json: Json =
+        serde_json::from_slice(&sealer(dir.path(), &["show", saved.to_str().unwrap(), "--json"]).stdout).unwrap();
     assert_eq!(shown_json["summary"]["create"], json_plan(dir.path(), &file, &[])["summary"]["create"]);
 
     // The markdown plan: a summary table, then collapsible changes; no secret in it.

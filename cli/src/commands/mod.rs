@@ -5,6 +5,7 @@ pub mod apply;
 pub mod graph;
 pub mod image;
 pub mod plan;
+pub mod reconcile;
 pub mod run;
 pub mod state;
 

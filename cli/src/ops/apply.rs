@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
@@ -34,6 +34,18 @@ pub struct ApplyRequest {
     /// Nodes upgraded at once in a Kubernetes upgrade.
     pub max_unavailable: usize,
 }
+
+/// A plan that removes the first master or more than half of the masters: refused without `force`.
+#[derive(Debug)]
+pub struct Refused(pub Vec<String>);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refusing to apply without --force: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// One apply under the state lock, released when the session ends.
 pub struct Session<'a> {
@@ -131,7 +143,7 @@ impl<'a> Session<'a> {
         };
         let dangers = sealer_engine::dangerous_removals(&self.plan, &self.observed);
         if !dangers.is_empty() && !req.force {
-            bail!("refusing to apply without --force: {}", dangers.join("; "));
+            return Err(Refused(dangers).into());
         }
         Ok(())
     }

@@ -5,7 +5,9 @@
 pub mod apply;
 pub mod hosts;
 pub mod images;
+pub mod metrics;
 pub mod plan;
+pub mod reconcile;
 pub mod run;
 pub mod state;
 

@@ -13,7 +13,7 @@ use sealer_engine::{Attributes, Value};
 use super::image::tar;
 use super::plugin::{env_of, SHELL};
 use super::remote::Result;
-use super::{cluster_dir, text, Cx, KindProvider};
+use super::{app_status, cluster_dir, text, Cx, KindProvider, Observation};
 use crate::error::ProviderError;
 use crate::image::store::{changed_paths, ImageConfig};
 use crate::shell::quote;
@@ -54,7 +54,17 @@ impl App {
     }
 }
 
+/// Its entry in `kube-system/sealer-apps`.
+fn status_key(image: &str) -> String {
+    format!("app.{}", app_name(image))
+}
+
 impl KindProvider for App {
+    async fn read(&self, obs: &Observation<'_>, _ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
+        let image = text(recorded, "image").unwrap_or_default();
+        app_status::observe(obs, &status_key(&image), recorded, "digest").await
+    }
+
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         self.update(cx, ip, &Attributes::new(), after).await
     }
@@ -91,7 +101,11 @@ impl KindProvider for App {
                 )?;
                 cx.run(ip, &format!("set -e; mkdir -p {0}; tar -C {0} -xf -", quote(&storage)), &blobs).await?;
             }
-            self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await?;
+            if let Err(e) = self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await {
+                let _ = app_status::record(cx, &status_key(&name), Some(("failed", &image.config.digest))).await;
+                return Err(e);
+            }
+            app_status::record(cx, &status_key(&name), Some(("installed", &image.config.digest))).await?;
         }
         after.insert("digest".into(), Value::Text(image.config.digest.clone()));
         after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
@@ -110,7 +124,7 @@ impl KindProvider for App {
             let Ok(master) = master.parse::<IpAddr>() else { continue };
             cx.run(master, &format!("rm -rf {}", quote(&dir)), b"").await?;
         }
-        Ok(())
+        app_status::record(cx, &status_key(&name), None).await
     }
 }
 
@@ -171,7 +185,7 @@ mod tests {
             .unwrap();
         assert_eq!(got["clean_cmds"], Value::List(vec!["kubectl delete -f manifests/app.yaml".into()]));
         let first = remote.commands(M1);
-        assert_eq!(first.len(), 3, "{first:?}");
+        assert_eq!(first.len(), 5, "{first:?}");
         assert!(first[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));
         assert_eq!(
             first[1],

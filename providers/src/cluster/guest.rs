@@ -4,14 +4,22 @@ use std::net::IpAddr;
 
 use sealer_engine::{Attributes, Value};
 
+use super::app_status;
 use super::plugin::{env_of, SHELL};
 use super::remote::Result;
-use super::{Cx, KindProvider};
+use super::{Cx, KindProvider, Observation};
 use crate::shell::quote;
 
 pub struct Guest;
 
+/// Its entry in `kube-system/sealer-apps`.
+const STATUS_KEY: &str = "guest";
+
 impl KindProvider for Guest {
+    async fn read(&self, obs: &Observation<'_>, _ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
+        app_status::observe(obs, STATUS_KEY, recorded, "image_digest").await
+    }
+
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let image = cx.image()?;
         let (exports, env) = env_of(&after);
@@ -19,8 +27,13 @@ impl KindProvider for Guest {
         for cmd in &image.config.cmds {
             // A CMD is a shell line: with env, it runs in a shell that has all of it.
             let line = if env.is_empty() { cmd.clone() } else { format!("{env}{SHELL} -c {}", quote(cmd)) };
-            cx.run(ip, &cx.with_image_path(&format!("{prefix}{line}")), b"").await?;
+            if let Err(e) = cx.run(ip, &cx.with_image_path(&format!("{prefix}{line}")), b"").await {
+                // The cluster says so too; a record that cannot be written changes nothing of the error.
+                let _ = app_status::record(cx, STATUS_KEY, Some(("failed", &image.config.digest))).await;
+                return Err(e);
+            }
         }
+        app_status::record(cx, STATUS_KEY, Some(("installed", &image.config.digest))).await?;
         after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
         Ok(after)
     }
@@ -62,9 +75,15 @@ mod tests {
         assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
         let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; \
                       env -- A=1 \"$(command -v bash || echo sh)\" -c";
+        let commands = remote.commands(M1);
         assert_eq!(
-            remote.commands(M1),
+            commands[..2],
             [format!("{prefix} 'kubectl apply -f manifests/a.yaml'"), format!("{prefix} 'echo done'")]
+        );
+        assert!(commands[2].contains("get configmap sealer-apps"), "{commands:?}");
+        assert!(
+            commands[3].ends_with("kubectl apply -f \"$f\"; rc=$?; rm -f \"$f\"; exit $rc"),
+            "the status is recorded"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! already holds what the change asks for, it reads and returns without mutating anything.
 
 mod app;
+mod app_status;
 mod config;
 mod etcd;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use sealer_engine::{
 };
 use tokio::sync::OnceCell;
 
+pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use remote::{Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
@@ -136,6 +138,7 @@ pub(crate) struct Observation<'a> {
     /// Whether the state records the cluster as created (else there is no API to ask).
     cluster_up: bool,
     nodes: OnceCell<Vec<kube::Node>>,
+    apps: OnceCell<BTreeMap<String, app_status::AppStatus>>,
 }
 
 impl Observation<'_> {
@@ -144,6 +147,11 @@ impl Observation<'_> {
         let nodes =
             self.nodes.get_or_try_init(|| async { Ok::<_, ProviderError>(self.cx.nodes().await?.items) }).await?;
         Ok(nodes)
+    }
+
+    /// The components' status records (`kube-system/sealer-apps`), read once per refresh.
+    async fn app_statuses(&self) -> Result<&BTreeMap<String, app_status::AppStatus>> {
+        self.apps.get_or_try_init(|| app_status::read_all(self.cx)).await
     }
 
     /// The node whose InternalIP is `ip`.
@@ -164,7 +172,12 @@ impl ClusterProvider {
     pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<Observed, ProviderError> {
         let cx = &self.0;
         let init = Address::new(Kind::KubeadmInit, cx.ctx.first_master.to_string());
-        let obs = Observation { cx, cluster_up: state.resources.contains_key(&init), nodes: OnceCell::new() };
+        let obs = Observation {
+            cx,
+            cluster_up: state.resources.contains_key(&init),
+            nodes: OnceCell::new(),
+            apps: OnceCell::new(),
+        };
         let connections = tokio::sync::Semaphore::new(REFRESH_CONNECTIONS);
         let reads = state
             .resources
@@ -205,6 +218,8 @@ async fn read(obs: &Observation<'_>, kind: Kind, ip: IpAddr, recorded: &Attribut
         Kind::Hostname => hostname::Hostname.read(obs, ip, recorded).await,
         Kind::Label => node_meta::Labels.read(obs, ip, recorded).await,
         Kind::Taint => node_meta::Taints.read(obs, ip, recorded).await,
+        Kind::Guest => guest::Guest.read(obs, ip, recorded).await,
+        Kind::App => app::App.read(obs, ip, recorded).await,
         _ => Ok(None),
     }
 }
@@ -507,5 +522,44 @@ mod refresh_tests {
         assert_eq!(attr(Kind::Taint, N1, "taints"), Value::List(vec!["a:NoSchedule".into()]));
         let listed = remote.calls().iter().filter(|c| c.contains("get nodes")).count();
         assert_eq!(listed, 1, "one node list for every label and taint: {:?}", remote.calls());
+    }
+
+    /// A component is as recorded while the cluster's `sealer-apps` entry says it is installed at that
+    /// digest; a missing or failed entry is drift, read with one kubectl call per refresh.
+    #[tokio::test]
+    async fn components_whose_status_the_cluster_lost_or_failed_are_drift() {
+        let apps = r#"{"data":{"guest":"{\"status\":\"installed\",\"digest\":\"sha256:g\",\"time\":1}",
+            "app.web":"{\"status\":\"failed\",\"digest\":\"sha256:w\",\"time\":1}"}}"#;
+        let remote =
+            Arc::new(Scripted::default().on("get configmap sealer-apps", apps).on("get nodes", r#"{"items":[]}"#));
+        let (p, _logs) = provider(remote.clone());
+        let mut state = State::empty("c");
+        let app = |name: &str, digest: &str| StoredResource {
+            address: Address::new(Kind::App, name),
+            host: Some(M1),
+            status: ResourceStatus::Ready,
+            attributes: attrs([("image", Value::text(format!("{name}:1"))), ("digest", Value::text(digest))]),
+            depends_on: vec![],
+        };
+        for r in [
+            stored(Kind::KubeadmInit, M1, attrs([])),
+            stored(Kind::Guest, M1, attrs([("image_digest", Value::text("sha256:g"))])),
+            app("web", "sha256:w"),
+            app("db", "sha256:d"),
+        ] {
+            state.resources.insert(r.address.clone(), r);
+        }
+        p.refresh(&mut state).await.unwrap();
+        let digest = |a: Address, key: &str| state.resources[&a].attributes[key].clone();
+        assert_eq!(digest(Address::new(Kind::Guest, M1.to_string()), "image_digest"), Value::text("sha256:g"));
+        assert_eq!(
+            digest(Address::new(Kind::App, "web"), "digest"),
+            Value::text("(failed in kube-system/sealer-apps)")
+        );
+        assert_eq!(
+            digest(Address::new(Kind::App, "db"), "digest"),
+            Value::text("(no status in kube-system/sealer-apps)")
+        );
+        assert_eq!(remote.calls().iter().filter(|c| c.contains("sealer-apps")).count(), 1);
     }
 }

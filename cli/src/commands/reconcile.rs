@@ -1,0 +1,111 @@
+//! `sealer reconcile`: ticks every `--interval` until SIGTERM or Ctrl-C (which stop an apply after the
+//! resources that run, then release the lock), with Prometheus metrics on `--metrics-addr`.
+
+use std::sync::Arc;
+
+use sealer_cli::ops::metrics::Metrics;
+use sealer_cli::ops::reconcile::{self, ReconcileOptions, TickResult};
+use sealer_engine::{CancelFlag, Reporter};
+
+use crate::args::ReconcileArgs;
+use crate::render::progress;
+use crate::{Context, Outcome};
+
+pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
+    let interval = reconcile::parse_interval(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let metrics = Arc::new(Metrics::new()?);
+    if let Some(addr) = args.metrics_addr {
+        let bound = metrics.serve(addr)?;
+        if !args.json {
+            println!("metrics on http://{bound}/metrics");
+        }
+    }
+    let stop = stop_on_signals();
+    let opts = ReconcileOptions {
+        file: args.file.clone(),
+        apply: args.apply,
+        git_pull: args.git_pull,
+        parallelism: args.parallelism,
+    };
+    let reporter: Arc<dyn Reporter> = if args.json { Arc::new(progress::JsonLines) } else { Arc::new(progress::Lines) };
+    let mut kinds_seen = std::collections::BTreeSet::new();
+    loop {
+        let tick = reconcile::tick(&ctx.ws, &opts, Arc::clone(&reporter), stop.clone());
+        metrics.reconcile_total.with_label_values(&[tick.result.as_str()]).inc();
+        if tick.result.succeeded() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            metrics.last_success.set(now.as_secs_f64());
+        }
+        if matches!(tick.result, TickResult::NoChanges | TickResult::Drift | TickResult::Applied | TickResult::Refused)
+        {
+            // A kind that drifted before and not now is at 0, not absent.
+            kinds_seen.extend(tick.drift.keys().copied());
+            for kind in &kinds_seen {
+                let n = tick.drift.get(kind).copied().unwrap_or(0);
+                metrics.drift.with_label_values(&[kind.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(seconds) = tick.apply_seconds {
+            metrics.apply_duration.observe(seconds);
+        }
+        if let Some(cluster) = &tick.cluster {
+            if let Ok(counts) = reconcile::resource_counts(&ctx.ws, cluster) {
+                metrics.resources.reset();
+                for ((kind, status), n) in counts {
+                    metrics.resources.with_label_values(&[kind.as_str(), status.as_str()]).set(n);
+                }
+            }
+        }
+        report(&tick, args.json);
+        if args.once || stop.is_cancelled() {
+            return match tick.result {
+                r if r.succeeded() && r != TickResult::Drift => Ok(Outcome::Ok),
+                TickResult::Drift => Ok(Outcome::Changes),
+                r => Err(anyhow::anyhow!("reconcile: {}: {}", r.as_str(), tick.message)),
+            };
+        }
+        let until = std::time::Instant::now() + interval;
+        while std::time::Instant::now() < until && !stop.is_cancelled() {
+            std::thread::sleep(std::time::Duration::from_millis(100).min(until - std::time::Instant::now()));
+        }
+        if stop.is_cancelled() {
+            return Ok(Outcome::Ok);
+        }
+    }
+}
+
+fn report(tick: &reconcile::Tick, json: bool) {
+    let drift: std::collections::BTreeMap<&str, usize> = tick.drift.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    if json {
+        let event = serde_json::json!({
+            "event": "reconcile", "result": tick.result.as_str(), "cluster": tick.cluster, "drift": drift,
+            "message": tick.message, "apply_seconds": tick.apply_seconds,
+        });
+        println!("{event}");
+    } else {
+        let drift: Vec<String> = drift.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let drift = if drift.is_empty() { String::new() } else { format!(" [{}]", drift.join(" ")) };
+        println!("reconcile: {}{drift} {}", tick.result.as_str(), tick.message);
+    }
+}
+
+/// SIGTERM or Ctrl-C: no new work starts, what runs finishes, the lock is released, the loop ends.
+fn stop_on_signals() -> CancelFlag {
+    let cancel = CancelFlag::default();
+    let flag = cancel.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("stopping: no new work starts; waiting for what runs, then releasing the lock");
+            flag.cancel();
+        });
+    });
+    cancel
+}
