@@ -27,6 +27,8 @@ pub struct ImageFacts {
     pub registry_port: Option<u16>,
     /// The login of the image's registry (its password stays in the image).
     pub registry_user: Option<String>,
+    /// The image has executables that may be shell-operator hooks (`hooks/`, `plugins/`, `plugin/`).
+    pub hooks: bool,
 }
 
 struct Compiler<'a> {
@@ -88,6 +90,9 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
     c.joins(first)?;
     c.node_metadata()?;
     c.guest(first)?;
+    if image.hooks {
+        c.hooks(first)?;
+    }
     c.apps(first)?;
     c.plugin_edges(first)?;
     c.b.finish()
@@ -319,6 +324,16 @@ impl Compiler<'_> {
             deps.extend(self.plugins_at(Phase::PreGuest, host.ip));
         }
         self.depends_all(&guest, &deps)
+    }
+
+    /// `hooks.IP` on the first master, once the cluster is installed: the image's shell-operator hooks
+    /// (`--config` answering `configVersion: v1`), whose `onStartup` ones it runs once, in order, and
+    /// whose `schedule` it records for `sealer reconcile`.
+    fn hooks(&mut self, first: IpAddr) -> Result<(), GraphError> {
+        let a =
+            attrs([("image_digest", self.digest.clone()), ("startup", Value::Unknown), ("schedules", Value::Unknown)]);
+        let hooks = self.add(Kind::Hooks, first.to_string(), Some(first), a)?;
+        self.b.depends(&hooks, &address(Kind::Guest, first))
     }
 
     /// `app.NAME` for each application, in `spec.apps` order, after the cluster image's own CMDs: its

@@ -21,11 +21,12 @@ pub enum Kind {
     Taint,
     Plugin,
     Guest,
+    Hooks,
     App,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Host,
         Kind::Hostname,
         Kind::Image,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::Taint,
         Kind::Plugin,
         Kind::Guest,
+        Kind::Hooks,
         Kind::App,
     ];
 
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Taint => "taint",
             Kind::Plugin => "plugin",
             Kind::Guest => "guest",
+            Kind::Hooks => "hooks",
             Kind::App => "app",
         }
     }

@@ -29,8 +29,16 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
     };
     let reporter: Arc<dyn Reporter> = if args.json { Arc::new(progress::JsonLines) } else { Arc::new(progress::Lines) };
     let mut kinds_seen = std::collections::BTreeSet::new();
+    // Hooks run for the crontab minutes that pass while reconcile runs, none from before it started.
+    let mut since = chrono::Utc::now();
     loop {
-        let tick = reconcile::tick(&ctx.ws, &opts, Arc::clone(&reporter), stop.clone());
+        let now = chrono::Utc::now();
+        let tick = reconcile::tick(&ctx.ws, &opts, (since, now), Arc::clone(&reporter), stop.clone());
+        since = now;
+        for run in &tick.hook_runs {
+            let result = if run.outcome.is_ok() { "ok" } else { "failed" };
+            metrics.hook_runs.with_label_values(&[run.hook.name.as_str(), result]).inc();
+        }
         metrics.reconcile_total.with_label_values(&[tick.result.as_str()]).inc();
         if tick.result.succeeded() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -77,15 +85,26 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
 fn report(tick: &reconcile::Tick, json: bool) {
     let drift: std::collections::BTreeMap<&str, usize> = tick.drift.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     if json {
+        let hooks: Vec<serde_json::Value> = tick
+            .hook_runs
+            .iter()
+            .map(|r| serde_json::json!({"hook": r.hook.path, "schedule": r.hook.name, "ok": r.outcome.is_ok(), "error": r.outcome.as_ref().err()}))
+            .collect();
         let event = serde_json::json!({
             "event": "reconcile", "result": tick.result.as_str(), "cluster": tick.cluster, "drift": drift,
-            "message": tick.message, "apply_seconds": tick.apply_seconds,
+            "message": tick.message, "apply_seconds": tick.apply_seconds, "hooks": hooks,
         });
         println!("{event}");
     } else {
         let drift: Vec<String> = drift.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let drift = if drift.is_empty() { String::new() } else { format!(" [{}]", drift.join(" ")) };
         println!("reconcile: {}{drift} {}", tick.result.as_str(), tick.message);
+        for r in &tick.hook_runs {
+            match &r.outcome {
+                Ok(()) => println!("hook {} ({}): ok", r.hook.path, r.hook.name),
+                Err(e) => println!("hook {} ({}): failed: {e}", r.hook.path, r.hook.name),
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
 };
-use sealer_providers::cluster::{ClusterContext, ClusterProvider, SshRemote};
+use sealer_providers::cluster::{recorded_schedules, ClusterContext, ClusterProvider, ScheduledHook, SshRemote};
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
 
@@ -250,6 +250,46 @@ impl<'a> Session<'a> {
         let summary = summary(&report);
         self.store.record_history(&lock, &summary)?;
         Ok(Applied { report, log_dir, record_error, publish_error })
+    }
+
+    /// Runs scheduled hooks on the first master (`sealer reconcile`), recording each run in the state's
+    /// history. Returns each hook with its outcome.
+    pub fn run_hooks(&mut self, due: &[ScheduledHook]) -> anyhow::Result<Vec<(ScheduledHook, Result<(), String>)>> {
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lock = self.lock()?.clone();
+        let first_master = self.cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
+        let provider = hosts::api_provider(
+            self.ws,
+            self.cf,
+            &self.observed,
+            self.req.strict_host_keys,
+            first_master,
+            self.ws.new_log_dir(),
+        )?;
+        let runtime = super::runtime()?;
+        let mut runs = Vec::new();
+        for hook in due {
+            let outcome = runtime.block_on(provider.run_hook(hook)).map(|_| ()).map_err(|e| e.to_string());
+            let line = match &outcome {
+                Ok(()) => format!("hook {} ({}): ok", hook.path, hook.name),
+                Err(e) => format!("hook {} ({}): failed: {e}", hook.path, hook.name),
+            };
+            self.store.record_history(&lock, &line)?;
+            runs.push((hook.clone(), outcome));
+        }
+        Ok(runs)
+    }
+
+    /// The hook schedules the state records for this cluster.
+    pub fn schedules(&self) -> Vec<ScheduledHook> {
+        self.observed
+            .resources
+            .values()
+            .filter(|r| r.address.kind == Kind::Hooks)
+            .flat_map(|r| recorded_schedules(&r.attributes))
+            .collect()
     }
 
     /// Releases the lock; an error here means the lock may still be held.

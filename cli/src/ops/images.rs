@@ -57,6 +57,7 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
         registries,
         registry_port: Some(registry.port),
         registry_user: registry.username.clone(),
+        hooks: has_executables(&image.rootfs),
     };
     Ok((facts, None))
 }
@@ -88,6 +89,19 @@ pub fn plugin_files(ws: &Workspace, image: &str) -> anyhow::Result<Vec<(String, 
         }
     }
     Ok(files)
+}
+
+/// Whether the image has executables that may be shell-operator hooks (its `hooks/`, `plugins/`,
+/// `plugin/`): then the cluster gets a `hooks.*` resource that asks them.
+fn has_executables(rootfs: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    ["hooks", "plugins", "plugin"].iter().any(|dir| {
+        std::fs::read_dir(rootfs.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    })
 }
 
 /// A template or plugin file larger than this is refused: they are configuration files.

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sealer_engine::{Action, CancelFlag, Kind, Reporter, StateError};
+use sealer_providers::cluster::ScheduledHook;
 use sealer_providers::image::Quiet;
 
 use super::apply::{ApplyRequest, Refused, Session};
@@ -57,8 +59,15 @@ impl TickResult {
     }
 }
 
+/// One run of a scheduled hook: which, and how it ended.
+pub struct HookRun {
+    pub hook: ScheduledHook,
+    pub outcome: Result<(), String>,
+}
+
 pub struct Tick {
     pub result: TickResult,
+    pub hook_runs: Vec<HookRun>,
     pub cluster: Option<String>,
     /// What the plan would change, by kind.
     pub drift: BTreeMap<Kind, usize>,
@@ -68,7 +77,14 @@ pub struct Tick {
 
 impl Tick {
     fn new(result: TickResult, message: impl Into<String>) -> Tick {
-        Tick { result, cluster: None, drift: BTreeMap::new(), message: message.into(), apply_seconds: None }
+        Tick {
+            result,
+            hook_runs: Vec::new(),
+            cluster: None,
+            drift: BTreeMap::new(),
+            message: message.into(),
+            apply_seconds: None,
+        }
     }
 }
 
@@ -86,8 +102,30 @@ fn git_pull(file: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// One tick. `cancel` stops an apply after the resources that run.
-pub fn tick(ws: &Workspace, opts: &ReconcileOptions, reporter: Arc<dyn Reporter>, cancel: CancelFlag) -> Tick {
+/// The scheduled hooks whose crontab fell in `(since, now]`.
+pub fn due(schedules: &[ScheduledHook], since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<ScheduledHook> {
+    schedules
+        .iter()
+        .filter(|s| {
+            s.crontab
+                .parse::<croner::Cron>()
+                .ok()
+                .and_then(|cron| cron.find_next_occurrence(&since, false).ok())
+                .is_some_and(|next| next <= now)
+        })
+        .cloned()
+        .collect()
+}
+
+/// One tick; the hooks scheduled in `window` run after the plan (and apply). `cancel` stops an apply
+/// after the resources that run.
+pub fn tick(
+    ws: &Workspace,
+    opts: &ReconcileOptions,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    reporter: Arc<dyn Reporter>,
+    cancel: CancelFlag,
+) -> Tick {
     let mut notes = Vec::new();
     if opts.git_pull {
         if let Err(e) = git_pull(&opts.file) {
@@ -118,7 +156,7 @@ pub fn tick(ws: &Workspace, opts: &ReconcileOptions, reporter: Arc<dyn Reporter>
         parallelism: opts.parallelism,
         max_unavailable: 1,
     };
-    let mut tick = match run(ws, &cf, request, opts.apply, reporter, cancel) {
+    let mut tick = match run(ws, &cf, request, opts.apply, window, reporter, cancel) {
         Ok(tick) => tick,
         Err(e) => {
             let result = if e.downcast_ref::<Refused>().is_some() {
@@ -142,6 +180,7 @@ fn run(
     cf: &sealer_engine::Clusterfile,
     request: ApplyRequest,
     apply: bool,
+    window: (DateTime<Utc>, DateTime<Utc>),
     reporter: Arc<dyn Reporter>,
     cancel: CancelFlag,
 ) -> anyhow::Result<Tick> {
@@ -171,6 +210,16 @@ fn run(
             let failed: Vec<String> = applied.report.failed().map(|(a, e)| format!("{a}: {e}")).collect();
             tick.message = format!("{}; {}", super::apply::summary(&applied.report), failed.join("; "));
         }
+    }
+    let due = due(&session.schedules(), window.0, window.1);
+    for (hook, outcome) in session.run_hooks(&due)? {
+        if let Err(e) = &outcome {
+            if !hook.allow_failure && tick.result != TickResult::Failed {
+                tick.result = TickResult::Failed;
+                tick.message = format!("hook {} ({}) failed: {e}", hook.path, hook.name);
+            }
+        }
+        tick.hook_runs.push(HookRun { hook, outcome });
     }
     session.finish()?;
     Ok(tick)
@@ -208,6 +257,23 @@ pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hook_is_due_when_its_crontab_falls_in_the_window() {
+        use chrono::TimeZone as _;
+        let hook = |crontab: &str| super::ScheduledHook {
+            path: "hooks/h".into(),
+            name: "n".into(),
+            crontab: crontab.into(),
+            allow_failure: false,
+        };
+        let at = |h, m, s| chrono::Utc.with_ymd_and_hms(2026, 11, 25, h, m, s).unwrap();
+        let hooks = [hook("* * * * *"), hook("0 3 * * *"), hook("not a crontab")];
+        let due = super::due(&hooks, at(10, 0, 30), at(10, 1, 2));
+        assert_eq!(due.len(), 1, "every minute: 10:01:00 is in the window");
+        assert!(super::due(&hooks, at(10, 1, 2), at(10, 1, 40)).is_empty(), "no minute boundary");
+        assert_eq!(super::due(&hooks, at(2, 59, 59), at(3, 0, 1)).len(), 2);
+    }
+
     #[test]
     fn intervals_read_as_people_write_them() {
         use std::time::Duration;

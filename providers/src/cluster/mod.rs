@@ -9,6 +9,7 @@ mod etcd;
 #[cfg(test)]
 mod fake;
 mod guest;
+mod hooks;
 mod host;
 mod hostname;
 mod image;
@@ -33,6 +34,7 @@ use sealer_engine::{
 use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
+pub use hooks::{recorded_schedules, ScheduledHook};
 pub use remote::{Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
@@ -259,6 +261,7 @@ impl Cx {
             Kind::Taint => drive(&node_meta::Taints, self, change).await?,
             Kind::Plugin => drive(&plugin::Plugin, self, change).await?,
             Kind::Guest => drive(&guest::Guest, self, change).await?,
+            Kind::Hooks => drive(&hooks::Hooks, self, change).await?,
             Kind::App => drive(&app::App, self, change).await?,
         };
         if let Some(attrs) = &attrs {
