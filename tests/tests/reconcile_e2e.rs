@@ -1,0 +1,226 @@
+//! `sealer reconcile` end to end on real sshd hosts: drift repaired within two intervals, metrics,
+//! dangerous edits reported and not applied, a component whose status the cluster lost re-run, shell-operator
+//! hooks (onStartup once, a `* * * * *` schedule), and SIGTERM during an apply.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, testbed_available, Testbed};
+
+const KUBECTL: &str = "/var/lib/sealer/rec/rootfs/bin/kubectl";
+
+fn sealer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(sealer_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("SEALER_HOME", dir.join("home"))
+        .env("NO_COLOR", "1")
+        .env_remove("SEALER_STATE")
+        .env_remove("SEALER_STATE_KEY")
+        .output()
+        .unwrap()
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
+/// The value of the sample `name{labels}` on the page (0 when absent).
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn exec(tb: &Testbed, i: usize, command: &str) -> String {
+    let out = tb.exec(i, command);
+    assert!(out.status.success(), "{command}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn clusterfile(tb: &Testbed, master: usize, node: usize) -> String {
+    let (m, n) = (tb.ips[master], tb.ips[node]);
+    format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {key}\n  \
+         hosts:\n    - ips: [{m}]\n      roles: [master]\n    - ips: [{n}]\n      roles: [node]\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: names\nspec:\n  type: HOSTNAME\n  action: PreInit\n  \
+         data: |\n    {m} rec-master\n    {n} rec-node\n---\n\
+         apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: labels\nspec:\n  type: LABEL\n  action: PostInstall\n  \
+         data: {n} env=prod\n",
+        key = tb.key.display()
+    )
+}
+
+#[test]
+fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(2);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&sealer(
+        d,
+        &[
+            "build",
+            "-t",
+            "sim/kubernetes:v1.22.15",
+            repo_root().join("examples/images/simulated-k8s").to_str().unwrap(),
+        ],
+    ));
+    // An image with shell-operator hooks: one at startup, one every minute.
+    let hooks = d.join("hooks-image");
+    std::fs::create_dir_all(hooks.join("hooks")).unwrap();
+    let script = |config: &str, action: &str| {
+        format!("#!/bin/bash\nif [ \"$1\" = --config ]; then echo '{config}'; exit 0; fi\n{action}\n")
+    };
+    for (name, text) in [
+        ("startup", script(r#"{"configVersion":"v1","onStartup":1}"#, "echo started >> /root/startup-ran")),
+        (
+            "nightly",
+            script(
+                r#"{"configVersion":"v1","schedule":[{"name":"every-minute","crontab":"* * * * *","allowFailure":true}]}"#,
+                "{ date +%s; cat \"$BINDING_CONTEXT_PATH\"; echo; } >> /root/hook-runs",
+            ),
+        ),
+    ] {
+        let path = hooks.join("hooks").join(name);
+        std::fs::write(&path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(hooks.join("Kubefile"), "FROM sim/kubernetes:v1.22.15\nCOPY hooks hooks\n").unwrap();
+    ok(&sealer(d, &["build", "-t", "sim/hooks:v1.22.15", hooks.to_str().unwrap()]));
+    std::fs::write(d.join("Clusterfile"), clusterfile(&tb, 0, 1)).unwrap();
+    let applied = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
+    assert!(applied.contains("hooks.") && applied.contains("Apply complete!"), "{applied}");
+    assert_eq!(exec(&tb, 0, "cat /root/startup-ran"), "started\n", "the onStartup hook ran once");
+
+    // Reconcile in the background, every 2 s, applying.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(sealer_bin())
+        .args(["reconcile", "--interval", "2s", "--apply", "--metrics-addr", &addr, "--json"])
+        .current_dir(d)
+        .env("SEALER_HOME", d.join("home"))
+        .env_remove("SEALER_STATE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (events, stdout) = (Arc::clone(&events), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                events.lock().unwrap().push(line);
+            }
+        });
+    }
+    let total = |result: &str| sample(&scrape(port), &format!("sealer_reconcile_total{{result=\"{result}\"}}"));
+    wait_for("a first tick with no changes", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && total("no_changes") >= 1.0
+    });
+    assert!(scrape(port).contains("sealer_reconcile_last_success_timestamp_seconds"));
+
+    // Drift by hand: a label removed, a hostname changed. Repaired within two intervals (plus the apply).
+    exec(&tb, 0, &format!("{KUBECTL} label node rec-node env-"));
+    exec(&tb, 1, "hostname drifted");
+    let mut saw_drift = false;
+    wait_for("the drift repaired", Duration::from_secs(30), || {
+        let page = scrape(port);
+        saw_drift |= sample(&page, "sealer_drift_resources{kind=\"label\"}") > 0.0;
+        let label = exec(&tb, 0, &format!("{KUBECTL} get node rec-node -o json"));
+        saw_drift && label.contains("\"env\": \"prod\"") && exec(&tb, 1, "hostname").trim() == "rec-node"
+    });
+    let applied = total("applied");
+    assert!(applied >= 1.0);
+    wait_for("drift back at 0", Duration::from_secs(10), || {
+        let page = scrape(port);
+        sample(&page, "sealer_drift_resources{kind=\"label\"}") == 0.0
+            && sample(&page, "sealer_drift_resources{kind=\"hostname\"}") == 0.0
+    });
+
+    // The status of the cluster image's CMDs deleted from kube-system/sealer-apps: that, and only that, runs again.
+    let before = exec(&tb, 0, &format!("{KUBECTL} get cm sealer-apps -n kube-system -o json"));
+    assert!(before.contains("\"guest\""), "{before}");
+    exec(
+        &tb,
+        0,
+        &format!(
+            "{KUBECTL} get cm sealer-apps -n kube-system -o json > /tmp/a.json && python3 -c 'import json; d=json.load(open(\"/tmp/a.json\")); \
+             d[\"data\"].pop(\"guest\"); json.dump(d, open(\"/tmp/b.json\", \"w\"))' && {KUBECTL} apply -f /tmp/b.json"
+        ),
+    );
+    wait_for("the guest re-run", Duration::from_secs(30), || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("\"result\":\"applied\"") && e.contains("\"drift\":{\"guest\":1}"))
+    });
+    assert!(exec(&tb, 0, &format!("{KUBECTL} get cm sealer-apps -n kube-system -o json")).contains("\"guest\""));
+    assert!(total("applied") > applied, "sealer_reconcile_total{{result=\"applied\"}} grows");
+
+    // The scheduled hook runs on its crontab (every minute).
+    wait_for("the every-minute hook", Duration::from_secs(75), || {
+        tb.exec(0, "grep -q every-minute /root/hook-runs").status.success()
+    });
+    wait_for("its metric", Duration::from_secs(10), || {
+        sample(&scrape(port), "sealer_hook_runs_total{hook=\"every-minute\",result=\"ok\"}") >= 1.0
+    });
+    assert_eq!(exec(&tb, 0, "cat /root/startup-ran"), "started\n", "onStartup hooks ran only at install");
+
+    // An edit that removes the first master is reported and never applied.
+    let only_second = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {}\n  \
+         hosts:\n    - ips: [{}]\n      roles: [master]\n",
+        tb.key.display(),
+        tb.ips[1]
+    );
+    std::fs::write(d.join("Clusterfile"), only_second).unwrap();
+    wait_for("the dangerous plan refused", Duration::from_secs(20), || total("refused") >= 1.0);
+    let refused = events.lock().unwrap().iter().rev().find(|e| e.contains("\"result\":\"refused\"")).cloned().unwrap();
+    assert!(refused.contains("refusing to apply without --force"), "{refused}");
+    let nodes = exec(&tb, 0, &format!("{KUBECTL} get nodes"));
+    assert!(nodes.contains("rec-master") && nodes.contains("rec-node"), "{nodes}");
+
+    // SIGTERM during an apply: it stops after what runs; no lock is left and the state reads.
+    std::fs::write(d.join("Clusterfile"), clusterfile(&tb, 0, 1)).unwrap();
+    exec(&tb, 0, &format!("{KUBECTL} label node rec-node env-"));
+    let seen = events.lock().unwrap().len();
+    wait_for("an apply started", Duration::from_secs(30), || {
+        events.lock().unwrap()[seen..].iter().any(|e| e.contains("\"type\":\"apply_start\""))
+    });
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "reconcile did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("stopping"), "{err}");
+    let listed = ok(&sealer(d, &["state", "list"]));
+    assert!(listed.contains("guest."), "{listed}");
+    let again = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
+    assert!(!again.contains("lock"), "no lock was left: {again}");
+}
