@@ -224,3 +224,64 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     let again = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
     assert!(!again.contains("lock"), "no lock was left: {again}");
 }
+
+/// `examples/ci/pipeline.sh` as a CI system runs it: a branch gets a markdown plan for its pull request
+/// and changes nothing; main applies with the shared PostgreSQL state; the next branch sees no changes.
+#[test]
+fn the_example_ci_pipeline_plans_branches_and_applies_main_with_a_postgres_state() {
+    if !testbed_available() {
+        return;
+    }
+    let Some(db) = sealer_tests::postgres_database() else { return };
+    let tb = Testbed::up(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&sealer(
+        d,
+        &[
+            "build",
+            "-t",
+            "sim/kubernetes:v1.22.15",
+            repo_root().join("examples/images/simulated-k8s").to_str().unwrap(),
+        ],
+    ));
+    std::fs::write(
+        d.join("Clusterfile"),
+        format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ci\nspec:\n  image: sim/kubernetes:v1.22.15\n  ssh:\n    \
+             pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
+            tb.key.display(),
+            tb.ips[0]
+        ),
+    )
+    .unwrap();
+    let pipeline = |branch: &str| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("examples/ci/pipeline.sh"))
+            .arg(branch)
+            .current_dir(d)
+            .env("SEALER", sealer_bin())
+            .env("SEALER_STATE", &db.url)
+            .env("SEALER_HOME", d.join("home"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{branch}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(!shown.contains(sealer_tests::POSTGRES_PASSWORD), "the state's password leaked: {shown}");
+        shown
+    };
+    let planned = pipeline("feature");
+    assert!(planned.contains("changes: the plan is in plan-comment.md"), "{planned}");
+    let comment = std::fs::read_to_string(d.join("plan-comment.md")).unwrap();
+    assert!(
+        comment.starts_with("### sealer plan: cluster `ci`") && comment.contains("| `host` | 1 | 0 | 0 | 0 |"),
+        "{comment}"
+    );
+    assert!(comment.contains("<details><summary><code>+ kubeadm-init."), "{comment}");
+    assert!(!d.join(".sealer/state.db").exists(), "the state is PostgreSQL");
+    assert!(pipeline("main").contains("applied: the cluster matches Clusterfile"));
+    let again = pipeline("feature");
+    assert!(again.contains("no changes"), "{again}");
+    assert!(std::fs::read_to_string(d.join("plan-comment.md")).unwrap().contains("**No changes.**"));
+}
