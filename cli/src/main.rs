@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let state = sealer_state::StateLocation::parse(cli.state.as_deref().unwrap_or(".sealer/state.db"));
-    let ctx = Context { ws: sealer_cli::ops::Workspace { state, home: sealer_home() }, color };
+    let ctx = Context { ws: sealer_cli::ops::Workspace { state, home: sealer_home(), connections: None }, color };
     let result = match cli.command {
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Plan(a) => commands::plan::run(&ctx, a),

@@ -21,7 +21,7 @@ const CONNECT_ATTEMPTS: u32 = 4;
 
 /// How to log in. With a key and a password both, the key is offered first and the password after it
 /// (as sealer's own client and OpenSSH do), and the password also answers `sudo` for other users.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SshAuth {
     Password(String),
     Key { path: PathBuf, passphrase: Option<String>, password: Option<String> },
@@ -48,7 +48,7 @@ impl std::fmt::Debug for SshAuth {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshTarget {
     pub ip: IpAddr,
     pub port: u16,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sealer_cli::ops::metrics::Metrics;
 use sealer_cli::ops::reconcile::{self, ReconcileOptions, TickResult};
+use sealer_cli::ops::{Connections, Workspace};
 use sealer_engine::{CancelFlag, Reporter};
 
 use crate::args::ReconcileArgs;
@@ -12,6 +13,10 @@ use crate::render::progress;
 use crate::{Context, Outcome};
 
 pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
+    // The hosts' SSH connections stay open from tick to tick: a tick with nothing to do costs one command
+    // per host, not one handshake.
+    let ws =
+        Workspace { state: ctx.ws.state.clone(), home: ctx.ws.home.clone(), connections: Some(Connections::new()?) };
     let interval = reconcile::parse_interval(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
     let metrics = Arc::new(Metrics::new()?);
     if let Some(addr) = args.metrics_addr {
@@ -33,7 +38,9 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
     let mut since = chrono::Utc::now();
     loop {
         let now = chrono::Utc::now();
-        let tick = reconcile::tick(&ctx.ws, &opts, (since, now), Arc::clone(&reporter), stop.clone());
+        let started = std::time::Instant::now();
+        let tick = reconcile::tick(&ws, &opts, (since, now), Arc::clone(&reporter), stop.clone());
+        let seconds = started.elapsed().as_secs_f64();
         since = now;
         for run in &tick.hook_runs {
             let result = if run.outcome.is_ok() { "ok" } else { "failed" };
@@ -57,14 +64,14 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
             metrics.apply_duration.observe(seconds);
         }
         if let Some(cluster) = &tick.cluster {
-            if let Ok(counts) = reconcile::resource_counts(&ctx.ws, cluster) {
+            if let Ok(counts) = reconcile::resource_counts(&ws, cluster) {
                 metrics.resources.reset();
                 for ((kind, status), n) in counts {
                     metrics.resources.with_label_values(&[kind.as_str(), status.as_str()]).set(n);
                 }
             }
         }
-        report(&tick, args.json);
+        report(&tick, seconds, args.json);
         if args.once || stop.is_cancelled() {
             return match tick.result {
                 r if r.succeeded() && r != TickResult::Drift => Ok(Outcome::Ok),
@@ -82,7 +89,7 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
     }
 }
 
-fn report(tick: &reconcile::Tick, json: bool) {
+fn report(tick: &reconcile::Tick, seconds: f64, json: bool) {
     let drift: std::collections::BTreeMap<&str, usize> = tick.drift.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     if json {
         let hooks: Vec<serde_json::Value> = tick
@@ -92,13 +99,13 @@ fn report(tick: &reconcile::Tick, json: bool) {
             .collect();
         let event = serde_json::json!({
             "event": "reconcile", "result": tick.result.as_str(), "cluster": tick.cluster, "drift": drift,
-            "message": tick.message, "apply_seconds": tick.apply_seconds, "hooks": hooks,
+            "message": tick.message, "apply_seconds": tick.apply_seconds, "hooks": hooks, "seconds": seconds,
         });
         println!("{event}");
     } else {
         let drift: Vec<String> = drift.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let drift = if drift.is_empty() { String::new() } else { format!(" [{}]", drift.join(" ")) };
-        println!("reconcile: {}{drift} {}", tick.result.as_str(), tick.message);
+        println!("reconcile: {}{drift} in {seconds:.2}s {}", tick.result.as_str(), tick.message);
         for r in &tick.hook_runs {
             match &r.outcome {
                 Ok(()) => println!("hook {} ({}): ok", r.hook.path, r.hook.name),

@@ -11,7 +11,7 @@ use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
 };
-use sealer_providers::cluster::{recorded_schedules, ClusterContext, ClusterProvider, ScheduledHook, SshRemote};
+use sealer_providers::cluster::{recorded_schedules, ClusterContext, ClusterProvider, ScheduledHook};
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
 
@@ -184,7 +184,7 @@ impl<'a> Session<'a> {
                 first_master,
                 self.ws.new_log_dir(),
             )?;
-            let published = publish_state(&super::runtime()?, &publisher, self.store.as_ref(), &self.cf.cluster.name);
+            let published = publish_state(self.ws, &publisher, self.store.as_ref(), &self.cf.cluster.name);
             return Ok((count, published.err().map(|e| e.to_string())));
         }
         Ok((count, None))
@@ -202,10 +202,8 @@ impl<'a> Session<'a> {
         };
         let log_dir = ws.new_log_dir();
         let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
-        let remote = SshRemote::new(
-            hosts::ssh_targets(ws, cf, &self.observed, self.req.strict_host_keys)?,
-            Duration::from_secs(600),
-        );
+        let remote =
+            ws.remote(hosts::ssh_targets(ws, cf, &self.observed, self.req.strict_host_keys)?, Duration::from_secs(600));
         let provider = ClusterProvider::new(
             ClusterContext {
                 cluster: cf.cluster.name.clone(),
@@ -218,14 +216,13 @@ impl<'a> Session<'a> {
                 secret_configs: hosts::secret_configs(cf),
                 apps: cf.cluster.apps.iter().filter_map(|a| Some((a.clone(), ws.images().get(a).ok()?))).collect(),
             },
-            Arc::new(remote),
+            remote,
         );
         let sealing = hosts::sealing_key(ws, cf)?;
-        let runtime = super::runtime()?;
         let executor = Executor { parallelism: self.req.parallelism, drain: Duration::from_secs(60) };
         let mut record_error = None;
         let store = self.store.as_mut();
-        let report = runtime.block_on(executor.run(
+        let report = ws.block_on(executor.run(
             &self.plan,
             Arc::new(provider.clone()),
             reporter,
@@ -240,13 +237,12 @@ impl<'a> Session<'a> {
                     e.into()
                 })
             },
-        ));
+        ))?;
         let publish_error = if self.req.destroy {
             None
         } else {
-            publish_state(&runtime, &provider, self.store.as_ref(), &cf.cluster.name).err().map(|e| e.to_string())
+            publish_state(ws, &provider, self.store.as_ref(), &cf.cluster.name).err().map(|e| e.to_string())
         };
-        runtime.shutdown_timeout(Duration::from_secs(5));
         let summary = summary(&report);
         self.store.record_history(&lock, &summary)?;
         Ok(Applied { report, log_dir, record_error, publish_error })
@@ -268,10 +264,9 @@ impl<'a> Session<'a> {
             first_master,
             self.ws.new_log_dir(),
         )?;
-        let runtime = super::runtime()?;
         let mut runs = Vec::new();
         for hook in due {
-            let outcome = runtime.block_on(provider.run_hook(hook)).map(|_| ()).map_err(|e| e.to_string());
+            let outcome = self.ws.block_on(provider.run_hook(hook))?.map(|_| ()).map_err(|e| e.to_string());
             let line = match &outcome {
                 Ok(()) => format!("hook {} ({}): ok", hook.path, hook.name),
                 Err(e) => format!("hook {} ({}): failed: {e}", hook.path, hook.name),
@@ -321,7 +316,7 @@ pub fn summary(report: &ApplyReport) -> String {
 
 /// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
 fn publish_state(
-    runtime: &tokio::runtime::Runtime,
+    ws: &Workspace,
     provider: &ClusterProvider,
     store: &dyn StateStore,
     cluster: &str,
@@ -333,5 +328,5 @@ fn publish_state(
         return Ok(());
     }
     let json = serde_json::to_string(&state.without_sealed_secrets())?;
-    Ok(runtime.block_on(provider.publish_state(&json))?)
+    Ok(ws.block_on(provider.publish_state(&json))??)
 }

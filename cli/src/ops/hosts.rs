@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sealer_engine::clusterfile::{Secret, Ssh};
 use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
-use sealer_providers::cluster::{ClusterContext, ClusterProvider, Observed, SshRemote};
+use sealer_providers::cluster::{ClusterContext, ClusterProvider, Observed};
 use sealer_providers::{SshAuth, SshTarget};
 use sealer_state::{binding, SealingKey};
 
@@ -191,7 +190,7 @@ pub fn api_provider(
     first_master: IpAddr,
     log_dir: PathBuf,
 ) -> anyhow::Result<ClusterProvider> {
-    let remote = SshRemote::new(ssh_targets(ws, cf, state, strict_host_keys)?, Duration::from_secs(60));
+    let remote = ws.remote(ssh_targets(ws, cf, state, strict_host_keys)?, Duration::from_secs(60));
     let ctx = ClusterContext {
         cluster: cf.cluster.name.clone(),
         first_master,
@@ -203,7 +202,7 @@ pub fn api_provider(
         secret_configs: BTreeMap::new(),
         apps: BTreeMap::new(),
     };
-    Ok(ClusterProvider::new(ctx, Arc::new(remote)))
+    Ok(ClusterProvider::new(ctx, remote))
 }
 
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift, and
@@ -220,7 +219,7 @@ pub fn refresh(
     }
     let log_dir = std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id()));
     let provider = api_provider(ws, cf, state, strict_host_keys, first_master, log_dir.clone())?;
-    let result = super::runtime()?.block_on(provider.refresh(state));
+    let result = ws.block_on(provider.refresh(state))?;
     let _ = std::fs::remove_dir_all(&log_dir);
     result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
 }

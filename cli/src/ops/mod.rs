@@ -11,20 +11,70 @@ pub mod reconcile;
 pub mod run;
 pub mod state;
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sealer_engine::Clusterfile;
+use sealer_providers::cluster::SshRemote;
 use sealer_providers::image::store::ImageStore;
+use sealer_providers::transport::SshTarget;
 use sealer_state::StateLocation;
 
 /// Where an operation keeps what outlives it: the state, and `SEALER_HOME` (images, credentials, the
-/// state key).
+/// state key); for a long-running caller (`sealer reconcile`), the SSH connections it keeps open.
 pub struct Workspace {
     pub state: StateLocation,
     pub home: PathBuf,
+    pub connections: Option<Connections>,
+}
+
+/// SSH connections kept between operations, on the one runtime that drives them (a connection lives on
+/// the runtime that opened it).
+pub struct Connections {
+    runtime: tokio::runtime::Runtime,
+    remotes: std::sync::Mutex<Vec<Arc<SshRemote>>>,
+}
+
+impl Connections {
+    pub fn new() -> anyhow::Result<Connections> {
+        Ok(Connections { runtime: runtime()?, remotes: std::sync::Mutex::new(Vec::new()) })
+    }
 }
 
 impl Workspace {
+    /// A remote reaching `hosts`: the one kept from an earlier operation when the targets are the same.
+    pub fn remote(&self, hosts: BTreeMap<IpAddr, SshTarget>, timeout: Duration) -> Arc<SshRemote> {
+        let Some(connections) = &self.connections else { return Arc::new(SshRemote::new(hosts, timeout)) };
+        let mut remotes = connections.remotes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kept) = remotes.iter().find(|r| r.reaches(&hosts, timeout)) {
+            return Arc::clone(kept);
+        }
+        let remote = Arc::new(SshRemote::new(hosts, timeout));
+        // Hosts' targets change rarely (a host key pinned, a host added): the newest few are enough.
+        if remotes.len() >= 4 {
+            remotes.remove(0);
+        }
+        remotes.push(Arc::clone(&remote));
+        remote
+    }
+
+    /// Runs `future` to completion: on the kept connections' runtime, else on a fresh one.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> anyhow::Result<F::Output> {
+        Ok(match &self.connections {
+            Some(c) => c.runtime.block_on(future),
+            None => {
+                let runtime = runtime()?;
+                let output = runtime.block_on(future);
+                // Whatever a connection left running is not waited for beyond this.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+                output
+            }
+        })
+    }
+
     pub fn images(&self) -> ImageStore {
         ImageStore::new(&self.home)
     }

@@ -25,7 +25,7 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
     }
     let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
     let provider = super::hosts::api_provider(ws, cf, &State::empty(&name), false, ip, log_dir.clone())?;
-    let read = super::runtime()?.block_on(provider.published_state());
+    let read = ws.block_on(provider.published_state())?;
     let _ = std::fs::remove_dir_all(&log_dir);
     let json =
         read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;

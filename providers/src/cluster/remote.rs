@@ -56,6 +56,11 @@ impl SshRemote {
         SshRemote { hosts, sessions: Mutex::new(HashMap::new()), timeout }
     }
 
+    /// Whether this remote reaches exactly `hosts` with `timeout` (so that a caller may keep it).
+    pub fn reaches(&self, hosts: &BTreeMap<IpAddr, SshTarget>, timeout: Duration) -> bool {
+        self.hosts == *hosts && self.timeout == timeout
+    }
+
     async fn session(&self, ip: IpAddr) -> Result<Arc<SshSession>> {
         let cell = {
             // A poisoned map only means another task panicked while inserting: the map itself is whole.
