@@ -184,7 +184,7 @@ impl<'a> Session<'a> {
                 first_master,
                 self.ws.new_log_dir(),
             )?;
-            let published = publish_state(self.ws, &publisher, self.store.as_ref(), &self.cf.cluster.name);
+            let published = self.ws.block_on(publish_state(&publisher, self.store.as_ref(), &self.cf.cluster.name))?;
             return Ok((count, published.err().map(|e| e.to_string())));
         }
         Ok((count, None))
@@ -222,27 +222,24 @@ impl<'a> Session<'a> {
         let executor = Executor { parallelism: self.req.parallelism, drain: Duration::from_secs(60) };
         let mut record_error = None;
         let store = self.store.as_mut();
-        let report = ws.block_on(executor.run(
-            &self.plan,
-            Arc::new(provider.clone()),
-            reporter,
-            cancel,
-            |change, completion| {
-                let mut stored = StoredResource::from_completion(change, completion);
-                if let Some(s) = stored.as_mut().filter(|s| s.address.kind == Kind::Host) {
-                    hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
-                }
-                store.put_resource(&lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {
-                    record_error = Some(e.to_string());
-                    e.into()
+        let (destroy, cluster) = (self.req.destroy, cf.cluster.name.clone());
+        // One runtime for the apply and the copy of the state: the connections live on it.
+        let (report, publish_error) = ws.block_on(async {
+            let report = executor
+                .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |change, completion| {
+                    let mut stored = StoredResource::from_completion(change, completion);
+                    if let Some(s) = stored.as_mut().filter(|s| s.address.kind == Kind::Host) {
+                        hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
+                    }
+                    store.put_resource(&lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {
+                        record_error = Some(e.to_string());
+                        e.into()
+                    })
                 })
-            },
-        ))?;
-        let publish_error = if self.req.destroy {
-            None
-        } else {
-            publish_state(ws, &provider, self.store.as_ref(), &cf.cluster.name).err().map(|e| e.to_string())
-        };
+                .await;
+            let published = if destroy { Ok(()) } else { publish_state(&provider, &*store, &cluster).await };
+            (report, published.err().map(|e| e.to_string()))
+        })?;
         let summary = summary(&report);
         self.store.record_history(&lock, &summary)?;
         Ok(Applied { report, log_dir, record_error, publish_error })
@@ -264,9 +261,16 @@ impl<'a> Session<'a> {
             first_master,
             self.ws.new_log_dir(),
         )?;
+        // One runtime for every hook: the connection lives on it.
+        let outcomes = self.ws.block_on(async {
+            let mut outcomes = Vec::new();
+            for hook in due {
+                outcomes.push(provider.run_hook(hook).await.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            outcomes
+        })?;
         let mut runs = Vec::new();
-        for hook in due {
-            let outcome = self.ws.block_on(provider.run_hook(hook))?.map(|_| ()).map_err(|e| e.to_string());
+        for (hook, outcome) in due.iter().zip(outcomes) {
             let line = match &outcome {
                 Ok(()) => format!("hook {} ({}): ok", hook.path, hook.name),
                 Err(e) => format!("hook {} ({}): failed: {e}", hook.path, hook.name),
@@ -315,12 +319,7 @@ pub fn summary(report: &ApplyReport) -> String {
 }
 
 /// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
-fn publish_state(
-    ws: &Workspace,
-    provider: &ClusterProvider,
-    store: &dyn StateStore,
-    cluster: &str,
-) -> anyhow::Result<()> {
+async fn publish_state(provider: &ClusterProvider, store: &dyn StateStore, cluster: &str) -> anyhow::Result<()> {
     let Some(state) = store.load(cluster)? else { return Ok(()) };
     let cluster_up =
         state.resources.values().any(|r| r.address.kind == Kind::KubeadmInit && r.status == ResourceStatus::Ready);
@@ -328,5 +327,5 @@ fn publish_state(
         return Ok(());
     }
     let json = serde_json::to_string(&state.without_sealed_secrets())?;
-    Ok(ws.block_on(provider.publish_state(&json))??)
+    Ok(provider.publish_state(&json).await?)
 }
