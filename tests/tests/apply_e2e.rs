@@ -293,7 +293,10 @@ fn unreachable_host_fails_its_branch_only_and_the_next_apply_does_the_rest() {
     site.tb.start_sshd(4);
     let todo = site.pending();
     assert!(
-        todo.iter().all(|a| a.ends_with(&site.ip(4)) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
+        todo.iter().all(|a| a.ends_with(&site.ip(4))
+            || a.starts_with("guest.")
+            || a.starts_with("hooks.")
+            || a.starts_with("plugin.ready")),
         "{todo:?}"
     );
     assert!(todo.contains(&format!("kubeadm-join.{}", site.ip(4))));
@@ -521,7 +524,10 @@ fn sshd_killed_in_the_middle_of_an_apply_fails_that_host_only() {
     );
     let todo = site.pending();
     assert!(
-        todo.iter().all(|a| a.ends_with(&ip4) || a.starts_with("guest.") || a.starts_with("plugin.ready")),
+        todo.iter().all(|a| a.ends_with(&ip4)
+            || a.starts_with("guest.")
+            || a.starts_with("hooks.")
+            || a.starts_with("plugin.ready")),
         "{todo:?}"
     );
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
