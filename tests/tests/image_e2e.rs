@@ -171,11 +171,19 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
     let derived = dir.path().join("derived");
     std::fs::create_dir_all(&derived).unwrap();
     std::fs::write(derived.join("extra.yaml"), "kind: List\n").unwrap();
-    std::fs::write(derived.join("Kubefile"), format!("FROM {name}\nCOPY extra.yaml manifests\n")).unwrap();
+    std::fs::write(
+        derived.join("Kubefile"),
+        format!("FROM {name}\nCOPY extra.yaml manifests\nRUN mkdir -p statics && echo made > statics/made-by-run\n"),
+    )
+    .unwrap();
     let built = ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", "derived:1", derived.to_str().unwrap()]));
     assert!(built.contains("not in the local store, pulling it") && built.contains(&manifest_digest), "{built}");
     let derived_image: serde_json::Value =
         serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "derived:1"]))).unwrap();
+    let files = derived_image["files"].as_array().unwrap();
+    for file in ["manifests/extra.yaml", "bin/kubectl", "statics/made-by-run"] {
+        assert!(files.contains(&file.into()), "{file} in {files:?}");
+    }
     assert_eq!(derived_image["base"], name.as_str());
     assert_eq!(derived_image["cmds"][0], "kubectl apply -f manifests/hello.yaml", "the base's CMDs come along");
     let mode = sealer(&home, dir.path(), &["build", "-m", "cloud", "-t", "derived:2", derived.to_str().unwrap()]);

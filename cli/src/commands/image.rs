@@ -94,9 +94,13 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// The image's configuration and, under `files`, every file of its rootfs (what COPY and RUN put there).
 pub fn inspect(args: NameArg) -> anyhow::Result<Outcome> {
     let image = ImageStore::new(&sealer_home()).get(&args.name)?;
-    println!("{}", serde_json::to_string_pretty(&image.config)?);
+    let mut shown = serde_json::to_value(&image.config)?;
+    let files = sealer_providers::image::store::changed_paths("", &image.manifest);
+    shown["files"] = serde_json::json!(files);
+    println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(Outcome::Ok)
 }
 
