@@ -283,21 +283,13 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
             added.insert(role, new);
         }
     }
-    let contradicting: Vec<&str> = [
-        ("user", req.user.as_deref()),
-        ("port", req.port.map(|_| "port")),
-        ("env", (!req.env.is_empty()).then_some("env")),
-        ("cmd_args", (!req.cmd_args.is_empty()).then_some("cmd_args")),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.is_some())
-    .map(|(k, _)| k)
-    .collect();
-    if added.is_empty() && !contradicting.is_empty() {
-        bail!(
-            "`sealer run` only adds hosts to an existing cluster; change {} in its Clusterfile",
-            contradicting.join(", ")
-        );
+    // Env and CMD arguments are the whole cluster's: on an existing cluster they are an edit of its
+    // Clusterfile, never a side effect of adding hosts. ssh flags only reach the hosts being added.
+    if !req.env.is_empty() || !req.cmd_args.is_empty() {
+        bail!("`sealer run` only adds hosts to an existing cluster; change env and cmd_args in its Clusterfile");
+    }
+    if added.is_empty() && (req.user.is_some() || req.port.is_some()) {
+        bail!("`sealer run` only adds hosts to an existing cluster; ssh flags apply to the hosts it adds");
     }
     let hosts = spec.entry("hosts".into()).or_insert_with(|| Value::Sequence(Vec::new()));
     let hosts = hosts.as_sequence_mut().context("spec.hosts is not a list")?;
@@ -364,6 +356,8 @@ mod tests {
         assert_eq!(update_clusterfile(&grown, &req(None, Some("10.0.0.5")), false).unwrap(), grown, "nothing new");
         let role = update_clusterfile(&kept, &req(Some("10.0.0.3"), None), false).unwrap_err();
         assert!(role.to_string().contains("10.0.0.3 is a node of the cluster, not a master"), "{role}");
+        let env = RunRequest { env: vec!["A=1".into()], ..req(None, Some("10.0.0.9")) };
+        assert!(update_clusterfile(&kept, &env, false).unwrap_err().to_string().contains("change env and cmd_args"));
         let other = RunRequest { image: "kubernetes:v1.20.0".into(), ..req(None, None) };
         assert!(update_clusterfile(&kept, &other, false).unwrap_err().to_string().contains("for an upgrade"));
         let app = RunRequest { image: "nginx-app:1".into(), ..Default::default() };
