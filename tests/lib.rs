@@ -198,6 +198,77 @@ impl Drop for Testbed {
     }
 }
 
+/// A real distribution registry (Debian's docker-registry) on 127.0.0.1, stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    pub port: u16,
+    pub storage: tempfile::TempDir,
+}
+
+impl Registry {
+    /// A registry with fresh storage, or `None` where docker-registry is missing (see [`skip_without`]).
+    pub fn start() -> Option<Registry> {
+        Registry::serving(None, None)
+    }
+
+    /// A registry with fresh storage and `extra` appended to its configuration (an `auth` section).
+    pub fn with_config(extra: &str) -> Option<Registry> {
+        Registry::configured(None, |_| extra.to_string())
+    }
+
+    /// A registry serving `root` (a registry storage directory), or fresh storage; with `login`, only to
+    /// that user and password (htpasswd basic auth).
+    pub fn serving(root: Option<&Path>, login: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::configured(root, |storage| match login {
+            Some((user, password)) => {
+                let htpasswd = storage.join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: sealer-test\n    path: {}\n", htpasswd.display())
+            }
+            None => String::new(),
+        })
+    }
+
+    pub fn configured(root: Option<&Path>, extra: impl FnOnce(&Path) -> String) -> Option<Registry> {
+        if !Path::new("/usr/bin/docker-registry").exists() {
+            skip_without("no registry: the docker-registry package is not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let storage = tempfile::tempdir().unwrap();
+        let config = storage.path().join("config.yml");
+        let mut text = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
+        );
+        text += &extra(storage.path());
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Registry { child, port, storage });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The password of the test PostgreSQL server: tests assert it never shows in any output.
 pub const POSTGRES_PASSWORD: &str = "sealer-test-pg-secret";
 

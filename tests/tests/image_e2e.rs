@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Output};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, Registry};
 
 fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     Command::new(sealer_bin())
@@ -51,75 +51,6 @@ fn kubefile_errors_name_the_line_and_leave_the_store_unchanged() {
         v["digest"].as_str().unwrap().to_string()
     };
     assert_eq!(digest("good:1"), digest("again:1"));
-}
-
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        Registry::serving(None, None)
-    }
-
-    /// A registry with fresh storage and `extra` appended to its configuration (an `auth` section).
-    fn with_config(extra: &str) -> Option<Registry> {
-        Registry::configured(None, |_| extra.to_string())
-    }
-
-    /// A registry serving `root` (a registry storage directory), or fresh storage; with `login`, only to
-    /// that user and password (htpasswd basic auth).
-    fn serving(root: Option<&Path>, login: Option<(&str, &str)>) -> Option<Registry> {
-        Registry::configured(root, |storage| match login {
-            Some((user, password)) => {
-                let htpasswd = storage.join("htpasswd");
-                std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
-                format!("auth:\n  htpasswd:\n    realm: sealer-test\n    path: {}\n", htpasswd.display())
-            }
-            None => String::new(),
-        })
-    }
-
-    fn configured(root: Option<&Path>, extra: impl FnOnce(&Path) -> String) -> Option<Registry> {
-        if !Path::new("/usr/bin/docker-registry").exists() {
-            sealer_tests::skip_without("no registry: the docker-registry package is not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let storage = tempfile::tempdir().unwrap();
-        let config = storage.path().join("config.yml");
-        let mut text = format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.map_or_else(|| storage.path().join("data"), Path::to_path_buf).display()
-        );
-        text += &extra(storage.path());
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Registry { child, port, storage });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("docker-registry did not start");
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn field(text: &str, key: &str) -> String {

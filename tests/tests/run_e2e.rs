@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Registry, Testbed};
 use serde_json::Value as Json;
 
 const BASE: &str = "sim/kubernetes:v1.22.15";
@@ -24,56 +24,6 @@ fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
         .env_remove("SEALER_STATE_KEY")
         .output()
         .unwrap()
-}
-
-/// A docker-registry on this machine (the "internet" the application's images come from).
-struct Source {
-    child: std::process::Child,
-    port: u16,
-    _storage: tempfile::TempDir,
-}
-
-impl Source {
-    fn start() -> Option<Source> {
-        if !Path::new("/usr/bin/docker-registry").exists() {
-            sealer_tests::skip_without("no registry: the docker-registry package is not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let storage = tempfile::tempdir().unwrap();
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Source { child, port, _storage: storage });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("docker-registry did not start");
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
@@ -129,7 +79,8 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     if !testbed_available() {
         return;
     }
-    let Some(source) = Source::start() else { return };
+    // A docker-registry on this machine: the "internet" the application's images come from.
+    let Some(source) = Registry::start() else { return };
     let tb = Testbed::up(4);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

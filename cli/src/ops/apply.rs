@@ -175,15 +175,8 @@ impl<'a> Session<'a> {
         }
         let count = self.plan.changes.len();
         self.store.record_history(&lock, &format!("refresh-only: {count} resource(s) updated"))?;
-        if let Some(first_master) = self.cf.cluster.first_master().map(|h| h.ip) {
-            let publisher = hosts::api_provider(
-                self.ws,
-                self.cf,
-                &self.observed,
-                self.req.strict_host_keys,
-                first_master,
-                self.ws.new_log_dir(),
-            )?;
+        if self.cf.cluster.first_master().is_some() {
+            let publisher = self.api_provider()?;
             let published = self.ws.block_on(publish_state(&publisher, self.store.as_ref(), &self.cf.cluster.name))?;
             return Ok((count, published.err().map(|e| e.to_string())));
         }
@@ -252,15 +245,7 @@ impl<'a> Session<'a> {
             return Ok(Vec::new());
         }
         let lock = self.lock()?.clone();
-        let first_master = self.cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
-        let provider = hosts::api_provider(
-            self.ws,
-            self.cf,
-            &self.observed,
-            self.req.strict_host_keys,
-            first_master,
-            self.ws.new_log_dir(),
-        )?;
+        let provider = self.api_provider()?;
         // One runtime for every hook: the connection lives on it.
         let outcomes = self.ws.block_on(async {
             let mut outcomes = Vec::new();
@@ -279,6 +264,13 @@ impl<'a> Session<'a> {
             runs.push((hook.clone(), outcome));
         }
         Ok(runs)
+    }
+
+    /// A provider that talks to the cluster's API on the first master, with the hosts as observed.
+    fn api_provider(&self) -> anyhow::Result<ClusterProvider> {
+        let first_master = self.cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
+        let log_dir = self.ws.new_log_dir();
+        hosts::api_provider(self.ws, self.cf, &self.observed, self.req.strict_host_keys, first_master, log_dir)
     }
 
     /// The hook schedules the state records for this cluster.

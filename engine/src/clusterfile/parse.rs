@@ -94,22 +94,35 @@ pub const MAX_HOSTS: usize = 10_000;
 /// The largest Clusterfile read: 4 MiB holds well over the 10,000 hosts a file may declare.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 
+/// A file's YAML documents with the positions of their fields, read in bounded time and memory; a file
+/// over the size limit, or whose YAML is too deep or expands too far, is one error instead. Documents that
+/// do not parse add their error to `diagnostics`.
+fn load(
+    file: &str,
+    text: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<(Vec<Value>, Vec<DocumentPositions>), Box<Diagnostic>> {
+    let refuse = |message: String, line: Option<usize>, column: Option<usize>| {
+        let location = Location { file: file.into(), document: None, field: None, line, column };
+        Box::new(Diagnostic { severity: Severity::Error, location, message, value: None })
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return Err(refuse(
+            format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()),
+            None,
+            None,
+        ));
+    }
+    // Depth and alias expansion are bounded before serde builds any value.
+    let positions = source_map::index(text)
+        .map_err(|e| refuse(e.to_string(), Some(e.position().line), Some(e.position().column)))?;
+    Ok((read_documents(file, text, diagnostics), positions))
+}
+
 /// Reads every document of one Clusterfile. `file` is only used to name the file in diagnostics.
 pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     let mut diagnostics = Vec::new();
-    let refuse = |message: String, line: Option<usize>, column: Option<usize>| {
-        let location = Location { file: file.into(), document: None, field: None, line, column };
-        Err(finish(vec![Diagnostic { severity: Severity::Error, location, message, value: None }]))
-    };
-    if text.len() > MAX_FILE_BYTES {
-        return refuse(format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()), None, None);
-    }
-    // Depth and alias expansion are bounded before serde builds any value.
-    let positions = match source_map::index(text) {
-        Ok(positions) => positions,
-        Err(e) => return refuse(e.to_string(), Some(e.position().line), Some(e.position().column)),
-    };
-    let documents = read_documents(file, text, &mut diagnostics);
+    let (documents, positions) = load(file, text, &mut diagnostics).map_err(|d| finish(vec![*d]))?;
     let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
     let mut builder = Builder::default();
     let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
@@ -180,28 +193,13 @@ pub fn add_image_plugins(
     let mut from_image = Vec::new();
     let declared: BTreeSet<String> = cf.plugins.iter().map(|p| p.name.clone()).collect();
     for (file, text) in files.iter().take(MAX_IMAGE_PLUGIN_FILES) {
-        let refuse =
-            |diagnostics: &mut Vec<Diagnostic>, message: String, line: Option<usize>, column: Option<usize>| {
-                let location = Location { file: file.clone(), document: None, field: None, line, column };
-                diagnostics.push(Diagnostic { severity: Severity::Error, location, message, value: None });
-            };
-        if text.len() > MAX_FILE_BYTES {
-            refuse(
-                &mut diagnostics,
-                format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()),
-                None,
-                None,
-            );
-            continue;
-        }
-        let positions = match source_map::index(text) {
-            Ok(positions) => positions,
-            Err(e) => {
-                refuse(&mut diagnostics, e.to_string(), Some(e.position().line), Some(e.position().column));
+        let (documents, positions) = match load(file, text, &mut diagnostics) {
+            Ok(loaded) => loaded,
+            Err(d) => {
+                diagnostics.push(*d);
                 continue;
             }
         };
-        let documents = read_documents(file, text, &mut diagnostics);
         let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
         let mut builder = Builder::default();
         let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
