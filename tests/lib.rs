@@ -48,6 +48,20 @@ pub fn sealer(cwd: &Path, args: &[&str]) -> Output {
     sealer_with_stdin(cwd, args, "")
 }
 
+/// Runs `sealer ARGS` in `cwd` with `home` as its `SEALER_HOME` (images, logins, the state key shared
+/// between the commands of one test), colour off and no inherited state path or key.
+pub fn sealer_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(sealer_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SEALER_HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("SEALER_STATE")
+        .env_remove("SEALER_STATE_KEY")
+        .output()
+        .expect("sealer starts")
+}
+
 pub fn sealer_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(sealer_bin())

@@ -3,19 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, Registry};
-
-fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(sealer_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("SEALER_HOME", home)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
+use sealer_tests::{ok, repo_root, sealer_at as sealer, sealer_bin, stderr, stdout, Registry};
 
 #[test]
 fn kubefile_errors_name_the_line_and_leave_the_store_unchanged() {

@@ -13,16 +13,9 @@ use sealer_tests::{ok, repo_root, sealer_bin, stderr, testbed_available, Testbed
 
 const KUBECTL: &str = "/var/lib/sealer/rec/rootfs/bin/kubectl";
 
+/// `sealer ARGS` in `dir`, with `dir/home` as its home.
 fn sealer(dir: &Path, args: &[&str]) -> Output {
-    Command::new(sealer_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SEALER_HOME", dir.join("home"))
-        .env("NO_COLOR", "1")
-        .env_remove("SEALER_STATE")
-        .env_remove("SEALER_STATE_KEY")
-        .output()
-        .unwrap()
+    sealer_tests::sealer_at(&dir.join("home"), dir, args)
 }
 
 fn scrape(port: u16) -> String {

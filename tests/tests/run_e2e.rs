@@ -4,27 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Registry, Testbed};
+use sealer_tests::{ok, repo_root, sealer_at as sealer, stderr, stdout, testbed_available, Registry, Testbed};
 use serde_json::Value as Json;
 
 const BASE: &str = "sim/kubernetes:v1.22.15";
 const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
-
-fn sealer(home: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(sealer_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("SEALER_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("SEALER_STATE")
-        .env_remove("SEALER_STATE_KEY")
-        .output()
-        .unwrap()
-}
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
