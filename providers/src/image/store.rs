@@ -491,12 +491,14 @@ fn copy_target(target: &Path, from: &Path, whole_dir: bool, into: bool, dest: &s
 }
 
 /// `relative` under `base`, refusing absolute paths and `..`.
+/// The path is rebuilt from its components: a trailing `/` (`link_out/`) would make the system follow a
+/// link that the component walk of [`beneath`] allowed as the last one, and copy what it points at.
 fn inside(base: &Path, relative: &str) -> Option<PathBuf> {
     let rel = Path::new(relative.trim_start_matches("./"));
     if rel.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
         return None;
     }
-    Some(base.join(rel))
+    Some(base.join(rel.components().collect::<PathBuf>()))
 }
 
 /// `relative` under `base`, refusing absolute paths, `..`, and any component that is a symbolic link (the
@@ -786,7 +788,11 @@ mod tests {
         assert!(err.to_string().contains("goes through the link `link_out`"), "{err}");
         assert!(ImageStore::new(home.path()).get("r:1").is_err());
         untouched(outside.path());
-        // A link itself is copied as the link it is, not as what it points at.
+        // A link itself is copied as the link it is, not as what it points at, with a trailing `/` too.
+        build(home.path(), context.path(), "d:1", "FROM scratch\nCOPY link_out/ f\nCOPY link_out/ etc\n").unwrap();
+        let image = ImageStore::new(home.path()).get("d:1").unwrap();
+        assert!(fs::symlink_metadata(image.rootfs.join("f")).unwrap().file_type().is_symlink());
+        assert!(!image.manifest.contains("secret.txt"), "{}", image.manifest);
         build(home.path(), context.path(), "l:1", "FROM scratch\nCOPY file_link etc/file_link\n").unwrap();
         let image = ImageStore::new(home.path()).get("l:1").unwrap();
         assert!(fs::symlink_metadata(image.rootfs.join("etc/file_link")).unwrap().file_type().is_symlink());
