@@ -62,6 +62,15 @@ pub fn sealer_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
         .expect("sealer starts")
 }
 
+/// The name the e2e tests give the simulated-Kubernetes image (`examples/images/simulated-k8s`).
+pub const SIMULATED_IMAGE: &str = "sim/kubernetes:v1.22.15";
+
+/// Builds the simulated-Kubernetes image into `home`'s store as [`SIMULATED_IMAGE`].
+pub fn build_simulated_image(home: &Path, cwd: &Path) {
+    let context = repo_root().join("examples/images/simulated-k8s");
+    ok(&sealer_at(home, cwd, &["build", "-t", SIMULATED_IMAGE, &context.display().to_string()]));
+}
+
 pub fn sealer_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(sealer_bin())

@@ -66,15 +66,7 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     let tb = Testbed::up(2);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(&sealer(
-        d,
-        &[
-            "build",
-            "-t",
-            "sim/kubernetes:v1.22.15",
-            repo_root().join("examples/images/simulated-k8s").to_str().unwrap(),
-        ],
-    ));
+    sealer_tests::build_simulated_image(&d.join("home"), d);
     // An image with shell-operator hooks: one at startup, one every minute.
     let hooks = d.join("hooks-image");
     std::fs::create_dir_all(hooks.join("hooks")).unwrap();
@@ -229,15 +221,7 @@ fn the_example_ci_pipeline_plans_branches_and_applies_main_with_a_postgres_state
     let tb = Testbed::up(1);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(&sealer(
-        d,
-        &[
-            "build",
-            "-t",
-            "sim/kubernetes:v1.22.15",
-            repo_root().join("examples/images/simulated-k8s").to_str().unwrap(),
-        ],
-    ));
+    sealer_tests::build_simulated_image(&d.join("home"), d);
     std::fs::write(
         d.join("Clusterfile"),
         format!(

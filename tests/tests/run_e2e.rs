@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use sealer_tests::{ok, repo_root, sealer_at as sealer, stderr, stdout, testbed_available, Registry, Testbed};
+use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Registry, Testbed};
 use serde_json::Value as Json;
 
-const BASE: &str = "sim/kubernetes:v1.22.15";
+const BASE: &str = sealer_tests::SIMULATED_IMAGE;
 const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
@@ -77,11 +77,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     let key = tb.key.display().to_string();
 
     // The cluster image of the guide: FROM the Kubernetes image, `COPY shell.yaml plugin`.
-    ok(&sealer(
-        &home,
-        dir.path(),
-        &["build", "-t", BASE, repo_root().join("examples/images/simulated-k8s").to_str().unwrap()],
-    ));
+    sealer_tests::build_simulated_image(&home, dir.path());
     let iscsi = dir.path().join("iscsi");
     let plugin = |name: &str, action: &str, on: &str, file: &str| {
         format!(

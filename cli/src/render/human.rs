@@ -177,6 +177,11 @@ fn headline(c: &ResourceChange) -> String {
     format!("  # {} {what}{why}", c.address)
 }
 
+/// The plan's symbol for `action` (`+`, `~`, `-`, `-/+`), without colours.
+pub fn symbol(action: Action) -> String {
+    Style { color: false }.symbol(action)
+}
+
 /// One change as the human plan shows it, without colours (the markdown plan puts it in a block).
 pub fn change_text(c: &ResourceChange, note: Option<&String>) -> String {
     let mut out = String::new();

@@ -41,13 +41,7 @@ pub fn plan(plan: &Plan, warnings: &[Diagnostic]) -> String {
         }
     }
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        let symbol = match c.action {
-            Action::Create => "+",
-            Action::Update => "~",
-            Action::Replace => "-/+",
-            Action::Delete => "-",
-            Action::NoOp => " ",
-        };
+        let symbol = super::human::symbol(c.action);
         let _ = writeln!(
             out,
             "\n<details><summary><code>{symbol} {}</code></summary>\n\n```\n{}```\n\n</details>",

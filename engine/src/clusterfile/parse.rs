@@ -124,19 +124,11 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Diagnostics> {
     let mut diagnostics = Vec::new();
     let (documents, positions) = load(file, text, &mut diagnostics).map_err(|d| finish(vec![*d]))?;
     let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
+    let readers = Readers { file, addresses: &addresses, positions: positions.iter().map(Some).collect() };
     let mut builder = Builder::default();
-    let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
-    for (index, value) in documents.iter().enumerate() {
-        let positions = positions.get(index);
-        doc_positions.push(positions);
-        if matches!(value, Value::Null) {
-            continue;
-        }
-        let mut r =
-            DocReader { file, addresses: &addresses, document: index + 1, positions, diagnostics: &mut diagnostics };
-        read_document(&mut r, value, &mut builder);
+    for (index, value) in documents.iter().enumerate().filter(|(_, v)| !v.is_null()) {
+        read_document(&mut readers.reader(index + 1, &mut diagnostics), value, &mut builder);
     }
-    let readers = Readers { file, addresses: &addresses, positions: doc_positions };
     let Some((cluster_document, cluster)) = builder.cluster.take() else {
         if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
             diagnostics.push(Diagnostic {
@@ -201,21 +193,10 @@ pub fn add_image_plugins(
             }
         };
         let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
+        let readers = Readers { file, addresses: &addresses, positions: positions.iter().map(Some).collect() };
         let mut builder = Builder::default();
-        let mut doc_positions: Vec<Option<&DocumentPositions>> = Vec::new();
-        for (index, value) in documents.iter().enumerate() {
-            let positions = positions.get(index);
-            doc_positions.push(positions);
-            if matches!(value, Value::Null) {
-                continue;
-            }
-            let mut r = DocReader {
-                file,
-                addresses: &addresses,
-                document: index + 1,
-                positions,
-                diagnostics: &mut diagnostics,
-            };
+        for (index, value) in documents.iter().enumerate().filter(|(_, v)| !v.is_null()) {
+            let mut r = readers.reader(index + 1, &mut diagnostics);
             if value.get("kind").and_then(Value::as_str) != Some("Plugin") {
                 r.warning(
                     "kind",
@@ -231,7 +212,6 @@ pub fn add_image_plugins(
                 r.error("spec.type", None, "an image cannot carry HOSTNAME, LABEL or TAINT plugins: their data names the hosts of one cluster; declare them in the Clusterfile");
             }
         }
-        let readers = Readers { file, addresses: &addresses, positions: doc_positions };
         for pending in builder.plugins {
             let mut r = readers.reader(pending.document, &mut diagnostics);
             let name = pending.plugin.name.clone();
