@@ -22,7 +22,19 @@ fn build_sealer(release: bool) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e-bin");
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"]);
+    // `sealer-relay` lands beside `sealer`, where it looks for it to relay images between hosts.
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "sealer-cli",
+        "--bin",
+        "sealer",
+        "-p",
+        "sealer-relay",
+        "--bin",
+        "sealer-relay",
+    ]);
     if release {
         build.arg("--release");
     }

@@ -26,7 +26,7 @@ if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/b
 fi
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
 mkdir -p "$work"
-cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
+cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
 sealer="$repo/target/release/sealer"
 export SEALER_HOME="$work/home"
 

@@ -1,10 +1,9 @@
 use std::io::BufRead;
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use sealer_cli::ops;
-use sealer_cli::ops::apply::{ApplyRequest, Session};
-use sealer_engine::{Action, CancelFlag, Reporter};
+use sealer_cli::ops::apply::{ApplyRequest, Progress, Session};
+use sealer_engine::{Action, CancelFlag, Kind};
 
 use crate::args::ApplyArgs;
 use crate::render::progress::{self, TransferBar};
@@ -65,16 +64,24 @@ fn apply(ctx: &Context, args: &ApplyArgs, session: &mut Session<'_>) -> anyhow::
     // Only after the confirmation: a cancelled apply writes nothing.
     report_resealed(args, session.reseal()?);
     let total = plan.changes.iter().filter(|c| c.action != Action::NoOp).count();
-    let reporter: Arc<dyn Reporter> = if args.json {
-        Arc::new(progress::JsonLines)
+    let image_hosts = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace))
+        .count();
+    let progress = if args.json {
+        Progress::of(progress::JsonLines)
     } else if !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        Arc::new(progress::Bars::new(total))
+        Progress::of(progress::Bars::new(total, image_hosts))
     } else {
-        Arc::new(progress::Lines)
+        Progress::of(progress::Lines)
     };
-    let applied = session.execute(reporter, cancel_on_ctrl_c())?;
+    let applied = session.execute(progress, cancel_on_ctrl_c())?;
     if let Some(e) = &applied.publish_error {
         eprintln!("warning: the copy of the state in the cluster was not updated: {e}");
+    }
+    for e in &applied.relay_errors {
+        eprintln!("warning: the image relay on {e} (it stops by itself after two idle minutes)");
     }
     if !args.json {
         println!("\nLogs of every command: {}", applied.log_dir.display());

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use sealer_cli::ops::apply::Progress;
 use sealer_cli::ops::metrics::Metrics;
 use sealer_cli::ops::reconcile::{self, ReconcileOptions, TickResult};
 use sealer_cli::ops::{Connections, Workspace};
-use sealer_engine::{CancelFlag, Reporter};
+use sealer_engine::CancelFlag;
 
 use crate::args::ReconcileArgs;
 use crate::render::progress;
@@ -32,14 +33,14 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
         git_pull: args.git_pull,
         parallelism: args.parallelism,
     };
-    let reporter: Arc<dyn Reporter> = if args.json { Arc::new(progress::JsonLines) } else { Arc::new(progress::Lines) };
+    let reporter = if args.json { Progress::of(progress::JsonLines) } else { Progress::of(progress::Lines) };
     let mut kinds_seen = std::collections::BTreeSet::new();
     // Hooks run for the crontab minutes that pass while reconcile runs, none from before it started.
     let mut since = chrono::Utc::now();
     loop {
         let now = chrono::Utc::now();
         let started = std::time::Instant::now();
-        let tick = reconcile::tick(&ws, &opts, (since, now), Arc::clone(&reporter), stop.clone());
+        let tick = reconcile::tick(&ws, &opts, (since, now), reporter.clone(), stop.clone());
         let seconds = started.elapsed().as_secs_f64();
         since = now;
         for run in &tick.hook_runs {

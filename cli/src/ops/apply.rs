@@ -11,7 +11,9 @@ use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
     ResourceStatus, State, StateStore, StoredResource,
 };
-use sealer_providers::cluster::{recorded_schedules, ClusterContext, ClusterProvider, ScheduledHook};
+use sealer_providers::cluster::{
+    recorded_schedules, ClusterContext, ClusterProvider, CopyProgress, Distribution, ScheduledHook,
+};
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
 
@@ -64,6 +66,21 @@ pub struct Session<'a> {
 }
 
 /// What an execution did.
+/// Where an apply reports: each resource as it starts and ends, and the image's copies.
+#[derive(Clone)]
+pub struct Progress {
+    pub resources: Arc<dyn Reporter>,
+    pub copies: Arc<dyn CopyProgress>,
+}
+
+impl Progress {
+    /// One renderer for both.
+    pub fn of<T: Reporter + CopyProgress + 'static>(renderer: T) -> Progress {
+        let renderer = Arc::new(renderer);
+        Progress { resources: renderer.clone(), copies: renderer }
+    }
+}
+
 pub struct Applied {
     pub report: ApplyReport,
     pub log_dir: PathBuf,
@@ -71,6 +88,8 @@ pub struct Applied {
     pub record_error: Option<String>,
     /// The cluster's copy of the state could not be updated.
     pub publish_error: Option<String>,
+    /// Hosts whose image relay could not be stopped (it exits on its own once idle), with why.
+    pub relay_errors: Vec<String>,
 }
 
 impl Applied {
@@ -184,7 +203,8 @@ impl<'a> Session<'a> {
     }
 
     /// Runs the plan; `cancel` stops new work (running work finishes, then the state is saved).
-    pub fn execute(&mut self, reporter: Arc<dyn Reporter>, cancel: CancelFlag) -> anyhow::Result<Applied> {
+    pub fn execute(&mut self, progress: Progress, cancel: CancelFlag) -> anyhow::Result<Applied> {
+        let Progress { resources: reporter, copies } = progress;
         let (ws, cf) = (self.ws, self.cf);
         let lock = self.lock()?.clone();
         // A destroy needs no image: nothing is copied.
@@ -208,6 +228,12 @@ impl<'a> Session<'a> {
                 restore_hostnames: self.req.restore_hostname,
                 secret_configs: hosts::secret_configs(cf),
                 apps: cf.cluster.apps.iter().filter_map(|a| Some((a.clone(), ws.images().get(a).ok()?))).collect(),
+                hosts: cf.cluster.hosts.iter().map(|h| h.ip).collect(),
+                distribution: Distribution {
+                    helper: super::images::relay_helper(),
+                    progress: copies,
+                    corrupt_first_relay: std::env::var_os("SEALER_TEST_CORRUPT_RELAY").is_some_and(|v| v == "1"),
+                },
             },
             remote,
         );
@@ -217,7 +243,7 @@ impl<'a> Session<'a> {
         let store = self.store.as_mut();
         let (destroy, cluster) = (self.req.destroy, cf.cluster.name.clone());
         // One runtime for the apply and the copy of the state: the connections live on it.
-        let (report, publish_error) = ws.block_on(async {
+        let (report, publish_error, relay_errors) = ws.block_on(async {
             let report = executor
                 .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |change, completion| {
                     let mut stored = StoredResource::from_completion(change, completion);
@@ -230,12 +256,14 @@ impl<'a> Session<'a> {
                     })
                 })
                 .await;
+            // Whatever the outcome: no relay outlives the apply.
+            let relay_errors = provider.stop_relays().await.into_iter().map(|(h, e)| format!("{h}: {e}")).collect();
             let published = if destroy { Ok(()) } else { publish_state(&provider, &*store, &cluster).await };
-            (report, published.err().map(|e| e.to_string()))
+            (report, published.err().map(|e| e.to_string()), relay_errors)
         })?;
         let summary = summary(&report);
         self.store.record_history(&lock, &summary)?;
-        Ok(Applied { report, log_dir, record_error, publish_error })
+        Ok(Applied { report, log_dir, record_error, publish_error, relay_errors })
     }
 
     /// Runs scheduled hooks on the first master (`sealer reconcile`), recording each run in the state's

@@ -201,6 +201,8 @@ pub fn api_provider(
         restore_hostnames: false,
         secret_configs: BTreeMap::new(),
         apps: BTreeMap::new(),
+        hosts: Vec::new(),
+        distribution: Default::default(),
     };
     Ok(ClusterProvider::new(ctx, remote))
 }

@@ -1,7 +1,7 @@
 //! Cluster images for the operations: what the local store knows at plan time, pulls of missing images,
 //! builds, and what a new image digest will change on the hosts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -134,28 +134,61 @@ fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> 
     Ok(found)
 }
 
-/// Notes every `image.*` update of `plan` with what the new digest changes against the one the host
-/// holds: files to send and their bytes (from the manifests the store keeps by digest).
+/// Notes every `image.*` create and update of `plan` with how its copy travels (the first host of each
+/// group that holds the same files seeds from the workstation, the others relay from peers) and, for an
+/// update, what the new digest changes against the one the host holds: files to send and their bytes
+/// (from the manifests the store keeps by digest).
 pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
     let Ok(image) = ws.images().get(&cf.cluster.image) else { return };
-    let mut by_digest: BTreeMap<String, String> = BTreeMap::new();
-    for change in plan.changes.iter().filter(|c| c.kind == Kind::Image && c.action == Action::Update) {
-        let Some(Value::Text(old)) = change.before.as_ref().and_then(|b| b.get("digest")) else { continue };
-        let note = by_digest.entry(old.clone()).or_insert_with(|| match ws.images().manifest_of(old) {
-            Some(manifest) => {
-                let changed = changed_paths(&manifest, &image.manifest);
-                let bytes: u64 = changed
-                    .iter()
-                    .filter_map(|p| std::fs::symlink_metadata(image.rootfs.join(p)).ok())
-                    .map(|m| m.len())
-                    .sum();
-                format!("{} changed file(s), {bytes} bytes to send to each host", changed.len())
-            }
-            None => "the local store no longer has the previous image's manifest: changed files are found at apply"
-                .to_string(),
+    let copies = |c: &&sealer_engine::ResourceChange| {
+        c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace)
+    };
+    let old_digest =
+        |c: &sealer_engine::ResourceChange| match (c.action, c.before.as_ref().and_then(|b| b.get("digest"))) {
+            (Action::Update, Some(Value::Text(old))) => Some(old.clone()),
+            _ => None,
+        };
+    let relay = relay_helper().is_some() && plan.changes.iter().filter(copies).count() > 1;
+    let mut by_digest: BTreeMap<Option<String>, String> = BTreeMap::new();
+    let mut seeded: BTreeSet<Option<String>> = BTreeSet::new();
+    for change in plan.changes.iter().filter(copies) {
+        let old = old_digest(change);
+        if old.as_deref() == Some(image.config.digest.as_str()) {
+            continue;
+        }
+        let files = by_digest.entry(old.clone()).or_insert_with(|| match &old {
+            None => String::new(),
+            Some(old) => match ws.images().manifest_of(old) {
+                Some(manifest) => {
+                    let changed = changed_paths(&manifest, &image.manifest);
+                    let bytes: u64 = changed
+                        .iter()
+                        .filter_map(|p| std::fs::symlink_metadata(image.rootfs.join(p)).ok())
+                        .map(|m| m.len())
+                        .sum();
+                    format!("{} changed file(s), {bytes} bytes to send to each host; ", changed.len())
+                }
+                None => "the local store no longer has the previous image's manifest: changed files are found at \
+                         apply; "
+                    .to_string(),
+            },
         });
-        plan.notes.insert(change.address.clone(), note.clone());
+        let route = if !relay {
+            "copied from the workstation"
+        } else if seeded.insert(old) {
+            "seed: copied from the workstation, then relayed to the other hosts"
+        } else {
+            "relayed from a host that holds the copy (the workstation's when no peer is reachable)"
+        };
+        plan.notes.insert(change.address.clone(), format!("{files}{route}"));
     }
+}
+
+/// `sealer-relay` beside the running `sealer`, which hosts run to relay the image to each other; without
+/// it every host gets a direct copy.
+pub fn relay_helper() -> Option<PathBuf> {
+    let helper = std::env::current_exe().ok()?.with_file_name("sealer-relay");
+    helper.is_file().then_some(helper)
 }
 
 fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sealer_engine::{Action, CancelFlag, Kind, Reporter, StateError};
+use sealer_engine::{Action, CancelFlag, Kind, StateError};
 use sealer_providers::cluster::ScheduledHook;
 use sealer_providers::image::Quiet;
 
+use super::apply::Progress;
 use super::apply::{ApplyRequest, Refused, Session};
 use super::Workspace;
 
@@ -123,7 +123,7 @@ pub fn tick(
     ws: &Workspace,
     opts: &ReconcileOptions,
     window: (DateTime<Utc>, DateTime<Utc>),
-    reporter: Arc<dyn Reporter>,
+    progress: Progress,
     cancel: CancelFlag,
 ) -> Tick {
     let mut notes = Vec::new();
@@ -156,7 +156,7 @@ pub fn tick(
         parallelism: opts.parallelism,
         max_unavailable: 1,
     };
-    let mut tick = match run(ws, &cf, request, opts.apply, window, reporter, cancel) {
+    let mut tick = match run(ws, &cf, request, opts.apply, window, progress, cancel) {
         Ok(tick) => tick,
         Err(e) => {
             let result = if e.downcast_ref::<Refused>().is_some() {
@@ -181,7 +181,7 @@ fn run(
     request: ApplyRequest,
     apply: bool,
     window: (DateTime<Utc>, DateTime<Utc>),
-    reporter: Arc<dyn Reporter>,
+    progress: Progress,
     cancel: CancelFlag,
 ) -> anyhow::Result<Tick> {
     let mut session = Session::begin(ws, cf, request, &Quiet)?;
@@ -200,7 +200,7 @@ fn run(
     } else {
         session.reseal()?;
         let started = std::time::Instant::now();
-        let applied = session.execute(reporter, cancel)?;
+        let applied = session.execute(progress, cancel)?;
         tick.apply_seconds = Some(started.elapsed().as_secs_f64());
         if applied.complete() {
             tick.result = TickResult::Applied;

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sealer_engine::{Action, ApplyEvent, NodeOutcome, Reporter};
+use sealer_providers::cluster::{CopyEvent, CopyProgress};
 
 fn verb(action: Action) -> (&'static str, &'static str) {
     match action {
@@ -27,8 +28,39 @@ fn finished_line(event: &ApplyEvent) -> Option<(bool, String)> {
     })
 }
 
+/// The line of an image copy event; `None` for what only a bar shows.
+fn copy_line(event: &CopyEvent) -> Option<String> {
+    Some(match event {
+        CopyEvent::Planned { .. } => return None,
+        CopyEvent::Delivered { host, bytes, from: None } => {
+            format!("image.{host}: {} copied from the workstation", human_bytes(*bytes))
+        }
+        CopyEvent::Delivered { host, bytes, from: Some(peer) } => {
+            format!("image.{host}: {} relayed from {peer}", human_bytes(*bytes))
+        }
+        CopyEvent::Note { host, message } => format!("image.{host}: {message}"),
+        CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => format!(
+            "image: {hosts} host(s) got their copy: {} sent by the workstation, {} relayed between hosts",
+            human_bytes(*workstation_bytes),
+            human_bytes(*peer_bytes)
+        ),
+    })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    indicatif::BinaryBytes(bytes).to_string()
+}
+
 /// One line when a resource starts and one when it ends.
 pub struct Lines;
+
+impl CopyProgress for Lines {
+    fn event(&self, event: CopyEvent) {
+        if let Some(line) = copy_line(&event) {
+            println!("{line}");
+        }
+    }
+}
 
 impl Reporter for Lines {
     fn event(&self, event: &ApplyEvent) {
@@ -52,10 +84,19 @@ pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
     running: Mutex<HashMap<String, ProgressBar>>,
+    /// The image's bar across every host: bytes delivered of those planned, and hosts done.
+    image: Mutex<ImageBar>,
+}
+
+struct ImageBar {
+    bar: Option<ProgressBar>,
+    hosts: usize,
+    done: usize,
 }
 
 impl Bars {
-    pub fn new(total: usize) -> Self {
+    /// `total` changes, of which `image_hosts` may copy the image.
+    pub fn new(total: usize, image_hosts: usize) -> Self {
         let multi = MultiProgress::new();
         let overall = multi.add(ProgressBar::new(total as u64));
         overall.set_style(
@@ -63,7 +104,47 @@ impl Bars {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        Bars { multi, overall, running: Mutex::new(HashMap::new()) }
+        Bars {
+            multi,
+            overall,
+            running: Mutex::new(HashMap::new()),
+            image: Mutex::new(ImageBar { bar: None, hosts: image_hosts, done: 0 }),
+        }
+    }
+}
+
+impl CopyProgress for Bars {
+    fn event(&self, event: CopyEvent) {
+        let Ok(mut image) = self.image.lock() else { return };
+        match event {
+            CopyEvent::Planned { bytes, .. } => {
+                let hosts = image.hosts;
+                let bar = image.bar.get_or_insert_with(|| {
+                    let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
+                    bar.set_style(
+                        ProgressStyle::with_template("image [{bar:30}] {bytes}/{total_bytes} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar.set_message(format!("0/{hosts} hosts"));
+                    bar
+                });
+                bar.inc_length(bytes);
+            }
+            CopyEvent::Delivered { bytes, .. } => {
+                image.done += 1;
+                let message = format!("{}/{} hosts", image.done, image.hosts);
+                if let Some(bar) = &image.bar {
+                    bar.inc(bytes);
+                    bar.set_message(message);
+                }
+            }
+            other => {
+                if let Some(line) = copy_line(&other) {
+                    let _ = self.multi.println(line);
+                }
+            }
+        }
     }
 }
 
@@ -94,6 +175,9 @@ impl Reporter for Bars {
 
 impl Drop for Bars {
     fn drop(&mut self) {
+        if let Some(bar) = self.image.lock().ok().and_then(|mut i| i.bar.take()) {
+            bar.finish_and_clear();
+        }
         self.overall.finish_and_clear();
     }
 }
@@ -117,6 +201,29 @@ impl Reporter for JsonLines {
                 serde_json::json!({"type": kind, "address": address.to_string(), "action": action.as_str(),
                                    "elapsed_seconds": elapsed.as_secs_f64(), "error": detail})
             }
+        };
+        println!("{value}");
+    }
+}
+
+impl CopyProgress for JsonLines {
+    fn event(&self, event: CopyEvent) {
+        let value = match event {
+            CopyEvent::Planned { host, bytes } => {
+                serde_json::json!({"type": "image_copy_start", "host": host.to_string(), "bytes": bytes})
+            }
+            CopyEvent::Delivered { host, bytes, from } => serde_json::json!({
+                "type": "image_copy_complete", "host": host.to_string(), "bytes": bytes,
+                "from": if from.is_some() { "peer" } else { "workstation" },
+                "peer": from.map(|p| p.to_string()),
+            }),
+            CopyEvent::Note { host, message } => {
+                serde_json::json!({"type": "image_copy_note", "host": host.to_string(), "message": message})
+            }
+            CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => serde_json::json!({
+                "type": "image_distribution", "hosts": hosts,
+                "workstation_bytes": workstation_bytes, "peer_bytes": peer_bytes,
+            }),
         };
         println!("{value}");
     }

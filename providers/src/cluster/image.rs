@@ -11,6 +11,7 @@ use std::path::Path;
 use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
 use sealer_engine::{Attributes, Value};
 
+use super::relay::{CopyEvent, Origin, Relay};
 use super::remote::Result;
 use super::{cluster_dir, Cx, KindProvider};
 use crate::error::ProviderError;
@@ -55,16 +56,37 @@ impl KindProvider for Image {
             let changed = changed_paths(&old, &image.manifest);
             let removed: Vec<String> =
                 removed_paths(&old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
-            let archive = tar(&image.rootfs, &changed)?;
             let mut script = format!("set -e; mkdir -p {qdir}/rootfs; cd {qdir}; ");
             if !removed.is_empty() {
                 script.push_str(&format!("rm -f {}; ", removed.join(" ")));
             }
-            script.push_str("tar -C rootfs -xf -");
-            cx.run(ip, &script, &archive).await?;
-            cx.upload(ip, &format!("{dir}/manifest"), image.manifest.as_bytes(), 0o644).await?;
-            // The digest goes last: a copy cut short is redone by the next apply.
-            cx.upload(ip, &format!("{dir}/digest"), image.config.digest.as_bytes(), 0o644).await?;
+            if cx.relay.enabled() {
+                let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
+                cx.relay.progress(CopyEvent::Planned { host: ip, bytes: archive.tar.len() as u64 });
+                let origin = cx.relay.fetch(cx, ip, &archive).await?;
+                let relay = quote(&Relay::dir(cx));
+                script.push_str(&format!(
+                    "tar -C rootfs -xf {relay}/{}; cp {relay}/{} manifest; printf %s {} > digest",
+                    archive.tar_sha,
+                    archive.manifest_sha,
+                    quote(&image.config.digest)
+                ));
+                let installed = cx.run(ip, &script, b"").await;
+                cx.relay.settle(cx, ip, &archive, origin, installed.is_ok()).await;
+                installed?;
+                let from = if let Origin::Peer(peer) = origin { Some(peer) } else { None };
+                cx.relay.delivered(ip, archive.tar.len() as u64, from);
+            } else {
+                let archive = tar(&image.rootfs, &changed)?;
+                cx.relay.note_direct(ip);
+                cx.relay.progress(CopyEvent::Planned { host: ip, bytes: archive.len() as u64 });
+                script.push_str("tar -C rootfs -xf -");
+                cx.run(ip, &script, &archive).await?;
+                cx.upload(ip, &format!("{dir}/manifest"), image.manifest.as_bytes(), 0o644).await?;
+                // The digest goes last: a copy cut short is redone by the next apply.
+                cx.upload(ip, &format!("{dir}/digest"), image.config.digest.as_bytes(), 0o644).await?;
+                cx.relay.delivered(ip, archive.len() as u64, None);
+            }
         }
         // A copy may have brought the template files back: every rendering is written again then.
         self.render(cx, ip, before, &after, on_host != image.config.digest).await?;

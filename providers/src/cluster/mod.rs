@@ -18,6 +18,7 @@ mod kubeadm;
 mod node_meta;
 mod plugin;
 mod registry;
+mod relay;
 pub mod remote;
 mod state_copy;
 
@@ -35,6 +36,7 @@ use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use hooks::{recorded_schedules, ScheduledHook};
+pub use relay::{CopyEvent, CopyProgress, Distribution};
 pub use remote::{Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
@@ -64,6 +66,10 @@ pub struct ClusterContext {
     pub secret_configs: BTreeMap<String, String>,
     /// The application images of `spec.apps`, by name.
     pub apps: BTreeMap<String, StoredImage>,
+    /// Every host of the cluster: the only addresses a relay of the image answers.
+    pub hosts: Vec<IpAddr>,
+    /// How the image reaches the hosts (relayed between them, or a direct copy each).
+    pub distribution: Distribution,
 }
 
 /// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
@@ -107,6 +113,7 @@ pub(crate) struct Cx {
     results: Mutex<BTreeMap<Address, Attributes>>,
     join: tokio::sync::Mutex<Option<JoinInfo>>,
     logs: Mutex<HashMap<IpAddr, std::fs::File>>,
+    relay: relay::Relay,
 }
 
 #[derive(Clone)]
@@ -120,8 +127,10 @@ fn text(attrs: &Attributes, key: &str) -> Option<String> {
 }
 
 impl ClusterProvider {
-    pub fn new(ctx: ClusterContext, remote: Arc<dyn Remote>) -> Self {
+    pub fn new(mut ctx: ClusterContext, remote: Arc<dyn Remote>) -> Self {
+        let relay = relay::Relay::new(std::mem::take(&mut ctx.distribution), ctx.hosts.clone());
         ClusterProvider(Arc::new(Cx {
+            relay,
             ctx,
             remote,
             results: Mutex::new(BTreeMap::new()),
@@ -392,6 +401,14 @@ impl Cx {
     }
 }
 
+impl ClusterProvider {
+    /// Stops the relays this apply started and removes their copies (call it once the apply ended,
+    /// whatever its outcome). Returns the hosts where that failed: their relay exits on its own when idle.
+    pub async fn stop_relays(&self) -> Vec<(IpAddr, ProviderError)> {
+        self.0.relay.stop(&self.0).await
+    }
+}
+
 impl Provider for ClusterProvider {
     fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
         let cx = self.0.clone();
@@ -419,6 +436,8 @@ pub(crate) mod testing {
             restore_hostnames: false,
             secret_configs: BTreeMap::new(),
             apps: BTreeMap::new(),
+            hosts: vec![M1, M2, N1],
+            distribution: Distribution::default(),
         }
     }
 

@@ -1,0 +1,606 @@
+//! The image relay: the workstation sends a host's copy of the image (the archive of the files that
+//! change, and the manifest) to one host, the seed; every other host fetches it from a host that already
+//! holds it, over the cluster's own network, so the workstation sends about one copy whatever the number
+//! of hosts, and the copies spread as a tree (each holder serves at most [`FANOUT`] peers at once).
+//!
+//! - A holder serves with `sealer-relay` (the `relay/` crate), which the seed receives from the
+//!   workstation and every other host from its peer, checked like the rest. A fetch needs nothing on
+//!   the host but bash's `/dev/tcp`, `cat`, `timeout` and `sha256sum`.
+//! - Every file is named by its SHA-256, which the workstation computed: a fetched file that does not
+//!   match is thrown away, its relay is no longer used, and the host fetches it again elsewhere.
+//! - A relay answers only the cluster's addresses that bring this apply's random token (never on a
+//!   command line: in a 0600 file it deletes at start, and on a fetch's stdin), and stops when the apply
+//!   ends ([`Relay::stop`]), after two idle minutes, or after six hours.
+//! - A host that cannot reach its peers (a firewall, no route) gets a direct copy from the workstation,
+//!   and the apply says so.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Notify, OnceCell};
+
+use super::remote::Result;
+use super::{cluster_dir, Cx};
+use crate::error::ProviderError;
+use crate::shell::quote;
+
+/// Peers one holder serves at once.
+const FANOUT: usize = 3;
+/// Unreachable peers a host tries before it takes a direct copy.
+const PEER_TRIES: usize = 2;
+/// Fetchers that could not connect to a holder before it is no longer offered.
+const HOLDER_FAILURES: usize = 2;
+/// A relay with no request for this long exits; so does one running this long.
+const IDLE_SECS: u64 = 120;
+const DEADLINE_SECS: u64 = 6 * 3600;
+
+/// How the image reaches the hosts, as the CLI sets it up.
+pub struct Distribution {
+    /// The `sealer-relay` executable for the hosts; `None` sends every host a direct copy.
+    pub helper: Option<PathBuf>,
+    pub progress: Arc<dyn CopyProgress>,
+    /// Test hook (`SEALER_TEST_CORRUPT_RELAY=1`): the first host that got its copy from a peer has a
+    /// byte of the copy it serves changed, and is offered first, so that a fetch from it must fail.
+    pub corrupt_first_relay: bool,
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Distribution { helper: None, progress: Arc::new(Silent), corrupt_first_relay: false }
+    }
+}
+
+/// What the progress of the image's copies shows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CopyEvent {
+    /// `host` needs `bytes` of the image.
+    Planned { host: IpAddr, bytes: u64 },
+    /// `host` holds its copy: `bytes` from the workstation (`from: None`) or from peer `from`.
+    Delivered { host: IpAddr, bytes: u64, from: Option<IpAddr> },
+    /// What the operator should know: a direct copy instead of a relayed one and why, a copy fetched again.
+    Note { host: IpAddr, message: String },
+    /// The apply ended: `hosts` got a copy, with these bytes sent by the workstation and by peers.
+    Summary { hosts: usize, workstation_bytes: u64, peer_bytes: u64 },
+}
+
+pub trait CopyProgress: Send + Sync {
+    fn event(&self, event: CopyEvent);
+}
+
+struct Silent;
+
+impl CopyProgress for Silent {
+    fn event(&self, _: CopyEvent) {}
+}
+
+/// One host's copy: the archive of the files that change, and the manifest of the new image.
+pub(crate) struct Archive {
+    pub tar: Vec<u8>,
+    pub tar_sha: String,
+    pub manifest: Vec<u8>,
+    pub manifest_sha: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The relay's executable, loaded once.
+struct Helper {
+    bytes: Vec<u8>,
+    sha: String,
+}
+
+/// Where a host gets its copy from.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    Workstation,
+    Peer { ip: IpAddr, port: u16 },
+}
+
+#[derive(Debug)]
+struct Holder {
+    ip: IpAddr,
+    port: u16,
+    serving: usize,
+    failures: usize,
+}
+
+/// Who holds one archive, and who is copying it from the workstation.
+#[derive(Debug, Default)]
+struct Pool {
+    holders: Vec<Holder>,
+    seeding: usize,
+}
+
+impl Pool {
+    /// A source for a host that must not use `excluded`, or `None` to wait: a holder with a free slot
+    /// (the least busy; `prefer` first), else the workstation when nobody holds or is seeding the archive.
+    fn pick(&mut self, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Option<Source> {
+        let usable = |h: &&mut Holder| !excluded.contains(&h.ip);
+        if let Some(h) = self
+            .holders
+            .iter_mut()
+            .filter(usable)
+            .filter(|h| h.serving < FANOUT)
+            .min_by_key(|h| (Some(h.ip) != prefer, h.serving))
+        {
+            h.serving += 1;
+            return Some(Source::Peer { ip: h.ip, port: h.port });
+        }
+        let any_usable = self.holders.iter().any(|h| !excluded.contains(&h.ip));
+        if !any_usable && self.seeding == 0 {
+            self.seeding += 1;
+            return Some(Source::Workstation);
+        }
+        None
+    }
+
+    /// A fetch from `ip` ended; `unusable` drops it as a source, `unreachable` counts against it.
+    fn release(&mut self, ip: IpAddr, unusable: bool, unreachable: bool) {
+        if let Some(h) = self.holders.iter_mut().find(|h| h.ip == ip) {
+            h.serving = h.serving.saturating_sub(1);
+            h.failures += usize::from(unreachable);
+        }
+        self.holders.retain(|h| h.ip != ip || !(unusable || h.failures >= HOLDER_FAILURES));
+    }
+}
+
+#[derive(Default)]
+struct Board {
+    pools: HashMap<String, Pool>,
+    /// Hosts with a `.relay` directory, to clean at the end.
+    touched: BTreeSet<IpAddr>,
+    /// The test hook's relay, once it serves a corrupted copy.
+    corrupted: Option<IpAddr>,
+    delivered: usize,
+    workstation_bytes: u64,
+    peer_bytes: u64,
+}
+
+/// The relay of one apply: the token, the pools of holders, the archives built so far.
+pub(crate) struct Relay {
+    helper: Option<Helper>,
+    token: String,
+    allowed: Vec<IpAddr>,
+    progress: Arc<dyn CopyProgress>,
+    corrupt_first_relay: bool,
+    board: Mutex<Board>,
+    changed: Notify,
+    archives: Mutex<HashMap<String, Arc<OnceCell<Arc<Archive>>>>>,
+    /// Why the relay is off, said once to the first host that copies.
+    off_reason: Mutex<Option<String>>,
+}
+
+/// Where a host's copy came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Origin {
+    /// The workstation, as the archive's seed.
+    Seed,
+    Peer(IpAddr),
+    /// The workstation, because the host could not reach its peers: it serves nobody either.
+    Fallback,
+}
+
+/// How one fetch from a peer ended.
+enum Fetch {
+    Done,
+    Unreachable,
+    Corrupt,
+}
+
+fn random_token() -> Option<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Relay {
+    pub(crate) fn new(distribution: Distribution, allowed: Vec<IpAddr>) -> Relay {
+        let token = random_token();
+        let (helper, off_reason) = match (&distribution.helper, &token) {
+            (None, _) => (None, Some("no `sealer-relay` beside `sealer`".to_string())),
+            (Some(_), None) => (None, Some("no random token could be made (/dev/urandom)".to_string())),
+            (Some(path), Some(_)) => match std::fs::read(path) {
+                Ok(bytes) => (Some(Helper { sha: sha256_hex(&bytes), bytes }), None),
+                Err(e) => (None, Some(format!("cannot read `{}`: {e}", path.display()))),
+            },
+        };
+        Relay {
+            helper,
+            token: token.unwrap_or_default(),
+            allowed,
+            progress: distribution.progress,
+            corrupt_first_relay: distribution.corrupt_first_relay,
+            board: Mutex::new(Board::default()),
+            changed: Notify::new(),
+            archives: Mutex::new(HashMap::new()),
+            off_reason: Mutex::new(off_reason),
+        }
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        // A poisoned board only means a task panicked while holding it: its data is whole.
+        self.board.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether hosts relay the image (else each gets a direct copy, as before the relay).
+    pub(crate) fn enabled(&self) -> bool {
+        self.helper.is_some() && self.allowed.len() > 1
+    }
+
+    pub(crate) fn progress(&self, event: CopyEvent) {
+        self.progress.event(event);
+    }
+
+    /// `host` holds its copy of `bytes`, from the workstation or from a peer.
+    pub(crate) fn delivered(&self, host: IpAddr, bytes: u64, from: Option<IpAddr>) {
+        {
+            let mut board = self.board();
+            board.delivered += 1;
+            match from {
+                Some(_) => board.peer_bytes += bytes,
+                None => board.workstation_bytes += bytes,
+            }
+        }
+        self.progress(CopyEvent::Delivered { host, bytes, from });
+    }
+
+    /// Says once why the image is not relayed, when more than one host could have shared a copy.
+    pub(crate) fn note_direct(&self, host: IpAddr) {
+        if self.allowed.len() < 2 {
+            return;
+        }
+        let reason = self.off_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(reason) = reason {
+            self.progress(CopyEvent::Note {
+                host,
+                message: format!("{reason}: every host gets a direct copy from the workstation"),
+            });
+        }
+    }
+
+    /// The archive of `files` of `rootfs` with `manifest`, built once per apply and set of files.
+    pub(crate) async fn archive(
+        &self,
+        rootfs: &std::path::Path,
+        files: &[&str],
+        manifest: &str,
+    ) -> Result<Arc<Archive>> {
+        let key = sha256_hex(format!("{manifest}\0{}", files.join("\0")).as_bytes());
+        let cell =
+            self.archives.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default().clone();
+        let rootfs = rootfs.to_path_buf();
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        let manifest = manifest.as_bytes().to_vec();
+        cell.get_or_try_init(|| async move {
+            let archive = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+                let tar = super::image::tar(&rootfs, &refs)?;
+                Ok::<_, ProviderError>(Archive {
+                    tar_sha: sha256_hex(&tar),
+                    tar,
+                    manifest_sha: sha256_hex(&manifest),
+                    manifest,
+                })
+            })
+            .await
+            .map_err(|e| ProviderError::Local {
+                what: "archive",
+                path: "the image".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+            Ok(Arc::new(archive))
+        })
+        .await
+        .cloned()
+    }
+
+    /// The relay directory on each host.
+    pub(crate) fn dir(cx: &Cx) -> String {
+        format!("{}/.relay", cluster_dir(&cx.ctx.cluster))
+    }
+
+    /// Puts `archive` in the relay directory of `ip`, checked, from a peer when one holds it, else from
+    /// the workstation. Every `Ok` must be followed by [`Relay::settle`].
+    pub(crate) async fn fetch(&self, cx: &Cx, ip: IpAddr, archive: &Archive) -> Result<Origin> {
+        self.board().touched.insert(ip);
+        let mut excluded: Vec<IpAddr> = vec![ip];
+        let mut unreachable: Vec<IpAddr> = Vec::new();
+        let prefer = self.prefer();
+        loop {
+            let source = if unreachable.len() >= PEER_TRIES {
+                self.seed_slot(&archive.tar_sha);
+                Source::Workstation
+            } else {
+                self.source(&archive.tar_sha, &excluded, prefer).await
+            };
+            match source {
+                Source::Workstation => {
+                    if !unreachable.is_empty() {
+                        let peers: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
+                        let message = format!(
+                            "cannot reach peer(s) {}: direct copy from the workstation instead",
+                            peers.join(", ")
+                        );
+                        self.progress(CopyEvent::Note { host: ip, message });
+                    }
+                    let sent = self.send(cx, ip, archive).await;
+                    if sent.is_err() {
+                        self.end_seeding(&archive.tar_sha);
+                    }
+                    sent?;
+                    return Ok(if unreachable.is_empty() { Origin::Seed } else { Origin::Fallback });
+                }
+                Source::Peer { ip: peer, port } => {
+                    let fetched = self.fetch_from(cx, ip, peer, port, archive).await;
+                    let (unusable, lost) = match &fetched {
+                        Ok(Fetch::Corrupt) => (true, false),
+                        Ok(Fetch::Unreachable) => (false, true),
+                        _ => (false, false),
+                    };
+                    self.with_pool(&archive.tar_sha, |pool| pool.release(peer, unusable, lost));
+                    match fetched? {
+                        Fetch::Done => return Ok(Origin::Peer(peer)),
+                        Fetch::Unreachable => unreachable.push(peer),
+                        Fetch::Corrupt => {
+                            let message = format!(
+                                "the copy from {peer} failed its SHA-256 check: {peer} is no longer a source, \
+                                 fetching the copy again"
+                            );
+                            self.progress(CopyEvent::Note { host: ip, message });
+                        }
+                    }
+                    excluded.push(peer);
+                }
+            }
+        }
+    }
+
+    /// The host a fetch is steered to (the test hook's corrupted relay), if any.
+    fn prefer(&self) -> Option<IpAddr> {
+        self.board().corrupted.filter(|_| self.corrupt_first_relay)
+    }
+
+    fn with_pool<T>(&self, sha: &str, f: impl FnOnce(&mut Pool) -> T) -> T {
+        let out = f(self.board().pools.entry(sha.to_string()).or_default());
+        self.changed.notify_waiters();
+        out
+    }
+
+    fn seed_slot(&self, sha: &str) {
+        self.with_pool(sha, |pool| pool.seeding += 1);
+    }
+
+    fn end_seeding(&self, sha: &str) {
+        self.with_pool(sha, |pool| pool.seeding = pool.seeding.saturating_sub(1));
+    }
+
+    /// Waits for a source of `sha`: see [`Pool::pick`].
+    async fn source(&self, sha: &str, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Source {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(source) = self.board().pools.entry(sha.to_string()).or_default().pick(excluded, prefer) {
+                return source;
+            }
+            notified.await;
+        }
+    }
+
+    /// The workstation's copy: the archive and manifest over SSH (each checked on arrival), and the
+    /// relay's executable when the host lacks it.
+    async fn send(&self, cx: &Cx, ip: IpAddr, archive: &Archive) -> Result<()> {
+        let dir = Self::dir(cx);
+        let mut files: Vec<(&str, &[u8])> =
+            vec![(&archive.manifest_sha, &archive.manifest), (&archive.tar_sha, &archive.tar)];
+        if let Some(helper) = &self.helper {
+            files.insert(0, (&helper.sha, &helper.bytes));
+        }
+        for (sha, bytes) in files {
+            let (part, file) = (quote(&format!("{dir}/{sha}.part")), quote(&format!("{dir}/{sha}")));
+            let script = format!(
+                "set -e; mkdir -p {qdir}; test -f {file} && echo {sha}' '{file} | sha256sum -c --status && exit 0; \
+                 cat > {part}; echo {sha}' '{part} | sha256sum -c --status || {{ rm -f {part}; \
+                 echo 'the copy of {sha} does not match its SHA-256' >&2; exit 1; }}; mv -f {part} {file}",
+                qdir = quote(&dir)
+            );
+            cx.run(ip, &script, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the relay's executable, the manifest and the archive from `peer`, in that order.
+    async fn fetch_from(&self, cx: &Cx, ip: IpAddr, peer: IpAddr, port: u16, archive: &Archive) -> Result<Fetch> {
+        let dir = Self::dir(cx);
+        let mut names = vec![archive.manifest_sha.as_str(), archive.tar_sha.as_str()];
+        if let Some(helper) = &self.helper {
+            names.insert(0, &helper.sha);
+        }
+        // Bytes per second a fetch may not fall under before it is given up (and fetched elsewhere).
+        let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
+        let script = format!(
+            "IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n\
+             for name in {names}; do\n\
+               test -f \"$name\" && echo \"$name  $name\" | sha256sum -c --status && continue\n\
+               timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
+               exec 3<>/dev/tcp/{peer}/{port} || exit 3\n\
+               printf '%s %s\\n' \"$token\" \"$name\" >&3\n\
+               timeout {seconds} cat <&3 > \"$name.part\"; exec 3<&-\n\
+               echo \"$name  $name.part\" | sha256sum -c --status || {{ rm -f \"$name.part\"; exit 4; }}\n\
+               mv -f \"$name.part\" \"$name\"\n\
+             done",
+            qdir = quote(&dir),
+            names = names.join(" "),
+        );
+        let token = format!("{}\n", self.token);
+        cx.log(ip, &format!("$ {script}"));
+        let out = cx.remote.exec(ip, &script, token.as_bytes()).await?;
+        cx.log(ip, &format!("# exit {}", out.status));
+        Ok(match out.status {
+            0 => Fetch::Done,
+            3 => Fetch::Unreachable,
+            4 => Fetch::Corrupt,
+            _ => return super::remote::succeeded(ip, "fetch the image from a peer", out).map(|_| Fetch::Done),
+        })
+    }
+
+    /// Ends `ip`'s copy: when it is `installed`, `ip` serves it to its peers (unless it could not reach
+    /// them). A relay that does not start only means the host serves nobody: it is said, not an error.
+    pub(crate) async fn settle(&self, cx: &Cx, ip: IpAddr, archive: &Archive, origin: Origin, installed: bool) {
+        let port = if installed && origin != Origin::Fallback {
+            match self.start(cx, ip).await {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    let message = format!("cannot relay the image to its peers: {e}");
+                    self.progress(CopyEvent::Note { host: ip, message });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let (Some(_), Origin::Peer(_)) = (port, origin) {
+            self.corrupt_if_asked(cx, ip, archive).await;
+        }
+        // One step, so that no host sees neither the seed nor its holder and seeds again.
+        self.with_pool(&archive.tar_sha, |pool| {
+            if !matches!(origin, Origin::Peer(_)) {
+                pool.seeding = pool.seeding.saturating_sub(1);
+            }
+            if let Some(port) = port {
+                pool.holders.push(Holder { ip, port, serving: 0, failures: 0 });
+            }
+        });
+    }
+
+    /// The test hook: changes a byte of the first relayed host's served copy.
+    async fn corrupt_if_asked(&self, cx: &Cx, ip: IpAddr, archive: &Archive) {
+        if !self.corrupt_first_relay || self.board().corrupted.is_some() {
+            return;
+        }
+        let file = quote(&format!("{}/{}", Self::dir(cx), archive.tar_sha));
+        let offset = archive.tar.len() / 2;
+        let script = format!(
+            "c=$(dd if={file} bs=1 skip={offset} count=1 2>/dev/null); if [ \"$c\" = A ]; then n=B; else n=A; fi; \
+             printf %s \"$n\" | dd of={file} bs=1 seek={offset} conv=notrunc 2>/dev/null"
+        );
+        if cx.run(ip, &script, b"").await.is_ok() {
+            self.board().corrupted = Some(ip);
+        }
+    }
+
+    /// Starts the relay on `ip`, returning its port.
+    async fn start(&self, cx: &Cx, ip: IpAddr) -> Result<u16> {
+        let Some(helper) = &self.helper else { return Err(ProviderError::NoImage) };
+        let dir = Self::dir(cx);
+        let mut access = format!("{}\n", self.token);
+        for host in &self.allowed {
+            access.push_str(&format!("{host}\n"));
+        }
+        cx.upload(ip, &format!("{dir}/access"), access.as_bytes(), 0o600).await?;
+        let script = format!(
+            "cd {qdir} && ln -f {sha} sealer-relay && chmod 700 sealer-relay && rm -f port pid && \
+             (setsid ./sealer-relay . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
+             for _ in $(seq 100); do test -s port && break; sleep 0.05; done; \
+             test -s port || {{ rm -f access; cat relay.log >&2; exit 1; }}; cat port",
+            qdir = quote(&dir),
+            sha = helper.sha,
+        );
+        let port = cx.output(ip, &script).await?;
+        port.parse().map_err(|_| ProviderError::Unexpected {
+            host: ip,
+            what: "the relay's port".into(),
+            message: format!("`{port}` is not a port"),
+        })
+    }
+
+    /// Stops every relay of this apply and removes the copies they served. Errors are returned per host;
+    /// a relay that could not be stopped still exits on its own when idle.
+    pub(crate) async fn stop(&self, cx: &Cx) -> Vec<(IpAddr, ProviderError)> {
+        let hosts: Vec<IpAddr> = {
+            let mut board = self.board();
+            if board.delivered > 0 {
+                self.progress(CopyEvent::Summary {
+                    hosts: board.delivered,
+                    workstation_bytes: board.workstation_bytes,
+                    peer_bytes: board.peer_bytes,
+                });
+            }
+            std::mem::take(&mut board.touched).into_iter().collect()
+        };
+        let dir = quote(&Self::dir(cx));
+        let script = format!(
+            "if test -s {dir}/pid; then kill $(cat {dir}/pid) 2>/dev/null; fi; rm -rf {dir}; \
+             rmdir {parent} 2>/dev/null; true",
+            parent = quote(&cluster_dir(&cx.ctx.cluster))
+        );
+        let stops = hosts.iter().map(|ip| {
+            let script = &script;
+            async move { (*ip, cx.run(*ip, script, b"").await) }
+        });
+        futures_util::future::join_all(stops).await.into_iter().filter_map(|(ip, r)| r.err().map(|e| (ip, e))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+
+    fn holder(ip: IpAddr) -> Holder {
+        Holder { ip, port: 4000, serving: 0, failures: 0 }
+    }
+
+    #[test]
+    fn the_first_host_seeds_and_the_next_ones_wait_for_it() {
+        let mut pool = Pool::default();
+        assert_eq!(pool.pick(&[A], None), Some(Source::Workstation));
+        assert_eq!(pool.pick(&[B], None), None, "a second host waits for the seed, not the workstation");
+        pool.seeding = 0;
+        pool.holders.push(holder(A));
+        assert_eq!(pool.pick(&[B], None), Some(Source::Peer { ip: A, port: 4000 }));
+    }
+
+    #[test]
+    fn a_holder_serves_at_most_fanout_peers_and_the_least_busy_goes_first() {
+        let mut pool = Pool { holders: vec![holder(A)], seeding: 0 };
+        for _ in 0..FANOUT {
+            assert_eq!(pool.pick(&[], None), Some(Source::Peer { ip: A, port: 4000 }));
+        }
+        assert_eq!(pool.pick(&[], None), None, "a full holder makes the next host wait");
+        pool.holders.push(holder(B));
+        assert_eq!(pool.pick(&[], None), Some(Source::Peer { ip: B, port: 4000 }));
+        pool.release(A, false, false);
+        assert_eq!(pool.holders[0].serving, FANOUT - 1);
+    }
+
+    #[test]
+    fn a_corrupt_holder_is_dropped_and_an_unreachable_one_after_two_failures() {
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0 };
+        pool.release(A, true, false);
+        assert_eq!(pool.holders.iter().map(|h| h.ip).collect::<Vec<_>>(), [B]);
+        pool.release(B, false, true);
+        assert_eq!(pool.holders.len(), 1, "one failure may be the fetcher's own network");
+        pool.release(B, false, true);
+        assert!(pool.holders.is_empty());
+        assert_eq!(pool.pick(&[C], None), Some(Source::Workstation), "nobody left: the workstation again");
+    }
+
+    #[test]
+    fn excluded_holders_are_not_offered_and_prefer_steers_the_pick() {
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0 };
+        assert_eq!(pool.pick(&[A], None), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[], Some(B)), Some(Source::Peer { ip: B, port: 4000 }));
+        let mut only_a = Pool { holders: vec![holder(A)], seeding: 0 };
+        assert_eq!(only_a.pick(&[A], None), Some(Source::Workstation), "every holder excluded: a direct copy");
+    }
+}

@@ -1,0 +1,135 @@
+//! The image relay on real sshd hosts: the workstation sends about one copy of the image whatever the
+//! number of hosts, a corrupted relay is caught by the digest and its fetcher gets the copy again, a
+//! host that cannot reach its peers gets a direct copy (and the apply says so), and no relay outlives
+//! the apply. `SEALER_RELAY_HOSTS` sets the number of hosts (default 8).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use sealer_tests::{ok, sealer_at, stdout, testbed_available, Testbed};
+
+const PAYLOAD_MB: usize = 12;
+
+fn hosts() -> usize {
+    std::env::var("SEALER_RELAY_HOSTS").ok().and_then(|n| n.parse().ok()).unwrap_or(8)
+}
+
+/// Bytes the workstation has sent into the testbed's bridge.
+fn egress(tb: &Testbed) -> u64 {
+    let path = format!("/sys/class/net/sbr{}/statistics/tx_bytes", tb.id);
+    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// A cluster image of `PAYLOAD_MB` random bytes in one file (a new one on every call).
+fn build(home: &Path, dir: &Path, tag: &str) -> String {
+    let ctx = dir.join(format!("ctx-{tag}"));
+    std::fs::create_dir_all(ctx.join("payload")).unwrap();
+    let mut blob = vec![0u8; PAYLOAD_MB << 20];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut blob)).unwrap();
+    std::fs::write(ctx.join("payload/blob.bin"), &blob).unwrap();
+    std::fs::write(ctx.join("Kubefile"), "FROM scratch\nCOPY payload payload\n").unwrap();
+    let name = format!("relay/payload:{tag}");
+    ok(&sealer_at(home, dir, &["build", "-t", &name, ctx.to_str().unwrap()]));
+    let out = std::process::Command::new("sha256sum").arg(ctx.join("payload/blob.bin")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn clusterfile(tb: &Testbed, image: &str) -> String {
+    let ips: Vec<String> = tb.ips.iter().map(|ip| ip.to_string()).collect();
+    format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata: {{name: relay}}\nspec:\n  image: {image}\n  \
+         ssh: {{pk: {}}}\n  hosts:\n    - {{ips: [{}], roles: [master]}}\n",
+        tb.key.display(),
+        ips.join(", ")
+    )
+}
+
+/// `apply --auto-approve` of the image resources of every host (and what they depend on).
+fn apply_images(tb: &Testbed, home: &Path, dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut args = vec!["apply".to_string(), "--auto-approve".to_string()];
+    for ip in &tb.ips {
+        args.extend(["--target".to_string(), format!("image.{ip}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = std::process::Command::new(sealer_tests::sealer_bin());
+    command.args(&args).current_dir(dir).env("SEALER_HOME", home).env("NO_COLOR", "1").env_remove("SEALER_STATE");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// Every host holds the payload with `sha`, and nothing of the relay is left: no process, no listener
+/// beyond sshd, no copy.
+fn assert_converged_and_clean(tb: &Testbed, sha: &str) {
+    for i in 0..tb.ips.len() {
+        let out = tb.exec(
+            i,
+            "sha256sum /var/lib/sealer/relay/rootfs/payload/blob.bin | cut -d' ' -f1; \
+             ps -eo comm | grep -c '^sealer-relay'; ss -Hltn | grep -vc ':22 '; \
+             ls -a /var/lib/sealer/relay | grep -c relay",
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&sha), "host {} holds another payload: {text}", tb.ips[i]);
+        assert_eq!(&lines[1..], ["0", "0", "0"], "a relay outlived the apply on {}: {text}", tb.ips[i]);
+    }
+}
+
+#[test]
+fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_directly() {
+    if !testbed_available() {
+        return;
+    }
+    let n = hosts();
+    let tb = Testbed::up(n);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let sha = build(&home, dir.path(), "1");
+    let clusterfile_path = dir.path().join("Clusterfile");
+    std::fs::write(&clusterfile_path, clusterfile(&tb, "relay/payload:1")).unwrap();
+
+    // The plan says who seeds and who relays.
+    let plan = ok(&sealer_at(&home, dir.path(), &["plan"]));
+    assert_eq!(plan.matches("seed: copied from the workstation").count(), 1, "{plan}");
+    assert_eq!(plan.matches("relayed from a host that holds the copy").count(), n - 1, "{plan}");
+
+    // The first apply, with the first relayed host's copy corrupted once it serves (the test hook).
+    let before = egress(&tb);
+    let first = apply_images(&tb, &home, dir.path(), &[("SEALER_TEST_CORRUPT_RELAY", "1")]);
+    let sent = egress(&tb) - before;
+    let out = stdout(&first);
+    assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
+    let image = (PAYLOAD_MB << 20) as u64;
+    let limit = image + image / 10 + 64 * 1024 * n as u64;
+    assert!(sent <= limit, "the workstation sent {sent} bytes for a {image}-byte image to {n} hosts:\n{out}");
+    assert_eq!(out.matches("MiB copied from the workstation").count(), 1, "one seed:\n{out}");
+    assert_eq!(out.matches(" relayed from 10.").count(), n - 1, "{out}");
+    assert!(out.contains("failed its SHA-256 check") && out.contains("fetching the copy again"), "{out}");
+    assert!(out.contains("sent by the workstation"), "the summary names the bytes: {out}");
+    assert_converged_and_clean(&tb, &sha);
+    eprintln!("first apply: the workstation sent {sent} bytes for {image} bytes of image to {n} hosts");
+
+    // A new image while the last host has no route to its peers (only to the workstation): it gets a
+    // direct copy, named; everyone else relays.
+    let sha2 = build(&home, dir.path(), "2");
+    std::fs::write(&clusterfile_path, clusterfile(&tb, "relay/payload:2")).unwrap();
+    let last = n - 1;
+    let isolate =
+        format!("ip route del 10.251.{id}.0/24 dev eth0 && ip route add 10.251.{id}.1/32 dev eth0", id = tb.id);
+    assert!(tb.exec(last, &isolate).status.success());
+    let second = apply_images(&tb, &home, dir.path(), &[]);
+    let out = stdout(&second);
+    assert!(second.status.success(), "{out}\n{}", String::from_utf8_lossy(&second.stderr));
+    let isolated = tb.ips[last];
+    assert!(
+        out.contains(&format!("image.{isolated}: cannot reach peer(s)"))
+            && out.contains(&format!("image.{isolated}: 12.00 MiB copied from the workstation")),
+        "{out}"
+    );
+    assert_converged_and_clean(&tb, &sha2);
+
+    // Nothing changed: nothing travels, and the plan has no relay to announce.
+    let again = apply_images(&tb, &home, dir.path(), &[]);
+    assert!(again.status.success() && stdout(&again).contains("No changes."), "{}", stdout(&again));
+}
