@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Apply benchmark, side by side in one run on the same 8 namespace hosts (tests/testbed/testbed.sh):
-#   A: set the hostname, copy a 50 MB tree, run 3 shell steps, on every host
+# Apply benchmark, side by side in one run on the same namespace hosts (tests/testbed/testbed.sh):
+#   A: set the hostname, copy an image of M MB, run 3 shell steps, on every host
 #   B: 20 small shell steps on every host
-# sealer (`apply --target` the step plugins, which pulls in host, hostname and image), Terraform 1.11
-# (`terraform_data` with `file` and `remote-exec` provisioners) and Ansible (ansible-core), all with a
-# parallelism of 10. Also: sealer's no-op re-apply, and the bytes the workstation sent (TX of the bridge).
+# sealer (`apply --target` the step plugins, which pulls in host, hostname and image; the image is relayed
+# between hosts), Terraform 1.11 (`terraform_data` with `file` and `remote-exec` provisioners) and Ansible
+# (ansible-core, up to 16 hosts: beyond, it takes longer than the rest of the run), all with a
+# parallelism of 10. Also: sealer's no-op re-apply and `plan` with refresh beside N parallel OpenSSH
+# `ssh HOST true`, and the bytes the workstation sent (TX of the testbed bridge) for each tool's A.
+#   bash cli/benches/apply_peers.sh [--hosts N] [--image-mb M]     (default 8 hosts, 50 MB)
 # Needs root, openssh-server, terraform on PATH and ansible-playbook (ANSIBLE=/path/to/ansible-playbook).
 set -euo pipefail
+hosts=8 mb=50
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hosts) hosts=${2:?}; shift 2 ;;
+    --image-mb) mb=${2:?}; shift 2 ;;
+    *) echo "usage: apply_peers.sh [--hosts N] [--image-mb M]" >&2; exit 2 ;;
+  esac
+done
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 sealer=${SEALER:-$repo/target/release/sealer}
 ansible=${ANSIBLE:-$(command -v ansible-playbook || echo /tmp/ansible-venv/bin/ansible-playbook)}
@@ -14,17 +25,17 @@ testbed="$repo/tests/testbed/testbed.sh"
 work=$(mktemp -d /tmp/sealer-apply-bench.XXXX)
 cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
 
-k=$(TESTBED_OWNER=$$ "$testbed" up 8)
+k=$(TESTBED_OWNER=$$ "$testbed" up "$hosts")
 trap '"$testbed" down "$k"; rm -rf "$work"' EXIT
 key=/tmp/sealer-testbed/$k/id_ed25519
-ips=(); for i in $(seq 1 8); do ips+=("10.251.$k.$((10 + i))"); done
+ips=(); for i in $(seq 1 "$hosts"); do ips+=("10.251.$k.$((10 + i))"); done
 tx() { cat "/sys/class/net/sbr$k/statistics/tx_bytes"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 
-# The 50 MB payload, as a cluster image for sealer and as a directory for the others.
+# The payload, as a cluster image for sealer and as a directory for the others.
 mkdir -p "$work/ctx/payload"
-head -c $((50 * 1024 * 1024)) /dev/urandom > "$work/ctx/payload/blob.bin"
+head -c $((mb * 1024 * 1024)) /dev/urandom > "$work/ctx/payload/blob.bin"
 printf 'FROM scratch\nCOPY payload payload\n' > "$work/ctx/Kubefile"
 mkdir -p "$work/small"; printf 'FROM scratch\nCOPY Kubefile etc/\n' > "$work/small/Kubefile"
 export SEALER_HOME=$work/home
@@ -101,23 +112,50 @@ ansible_run() { # $1 payload dir or "", $2 steps, $3 name
   secs "$t0" "$(now)"
 }
 
-echo "8 hosts, parallelism 10, $(nproc) cores; seconds (lower is better)"
+ssh_all() { # N parallel `ssh HOST true` -> seconds
+  local t0; t0=$(now)
+  for ip in "${ips[@]}"; do ssh -q -i "$key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "root@$ip" true & done
+  wait; secs "$t0" "$(now)"
+}
+ansible_ok=$([ "$hosts" -le 16 ] && echo 1 || echo "")
+
+echo "$hosts hosts, a $mb MB image, parallelism 10, $(nproc) cores; seconds (lower is better)"
 b0=$(tx); a_sealer=$(sealer_run bench/payload:1 3 a); b1=$(tx)
 mapfile -t again < "$work/sealer-a/targets"
 a_noop_t0=$(now); (cd "$work/sealer-a" && "$sealer" apply --auto-approve "${again[@]}" > noop.log 2>&1); a_noop=$(secs "$a_noop_t0" "$(now)"); b2=$(tx)
-a_tf=$(terraform_run "$work/ctx/payload" 3 a)
-a_an=$(ansible_run "$work/ctx/payload" 3 a)
+grep -q "No changes" "$work/sealer-a/noop.log" || { cat "$work/sealer-a/noop.log" >&2; exit 1; }
+plan_t0=$(now); (cd "$work/sealer-a" && "$sealer" plan --detailed-exitcode "${again[@]}" > plan.log 2>&1) || { cat "$work/sealer-a/plan.log" >&2; exit 1; }; plan_s=$(secs "$plan_t0" "$(now)")
+ssh_s=$(ssh_all)
+b3=$(tx); a_tf=$(terraform_run "$work/ctx/payload" 3 a); b4=$(tx)
+a_an=-; [ -n "$ansible_ok" ] && a_an=$(ansible_run "$work/ctx/payload" 3 a)
 b_sealer=$(sealer_run bench/small:1 20 b)
 b_tf=$(terraform_run "" 20 b)
-b_an=$(ansible_run "" 20 b)
-printf '%-44s %8s %10s %8s\n' workload sealer terraform ansible
-printf '%-44s %8.1f %10.1f %8.1f\n' "A: hostname + 50 MB copy + 3 steps" "$a_sealer" "$a_tf" "$a_an"
-printf '%-44s %8.1f %10.1f %8.1f\n' "B: 20 small steps" "$b_sealer" "$b_tf" "$b_an"
-printf 'sealer no-op re-apply of A (refresh included): %.2f s\n' "$a_noop"
-printf 'bytes sent by the workstation: first apply of A %s MB, re-apply of A %s KB\n' \
-  "$(( (b1 - b0) / 1048576 ))" "$(( (b2 - b1) / 1024 ))"
+b_an=-; [ -n "$ansible_ok" ] && b_an=$(ansible_run "" 20 b)
+ratio() { echo "scale=2; $1 / $2" | bc; }
+row() { printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$3")"; }
+echo "| workload ($hosts hosts) | sealer | terraform | ansible | sealer / terraform |"
+echo "|---|---|---|---|---|"
+row "A: hostname + $mb MB image + 3 steps" "$a_sealer" "$a_tf" "$a_an"
+row "B: 20 small steps" "$b_sealer" "$b_tf" "$b_an"
+image_bytes=$((mb * 1024 * 1024))
+sealer_tx=$((b1 - b0)); tf_tx=$((b4 - b3))
+echo
+echo "| bytes the workstation sent for A | MB | × image size | control KB per host beyond one image |"
+echo "|---|---|---|---|"
+printf '| sealer | %s | %s | %s |\n' "$((sealer_tx / 1048576))" "$(ratio "$sealer_tx" "$image_bytes")" "$(( (sealer_tx - image_bytes) / 1024 / hosts ))"
+printf '| terraform | %s | %s | - |\n' "$((tf_tx / 1048576))" "$(ratio "$tf_tx" "$image_bytes")"
+printf '| sealer no-op re-apply of A | %s | KB in all |\n' "$(( (b2 - b1) / 1024 ))"
+echo
+echo "| nothing to do, $hosts hosts | seconds | vs $hosts parallel ssh |"
+echo "|---|---|---|"
+printf '| %s parallel OpenSSH `ssh HOST true` | %s | 1.00 |\n' "$hosts" "$ssh_s"
+printf '| sealer no-op re-apply (refresh included) | %s | %s |\n' "$a_noop" "$(ratio "$a_noop" "$ssh_s")"
+printf '| sealer plan with refresh | %s | %s |\n' "$plan_s" "$(ratio "$plan_s" "$ssh_s")"
+grep -h "image: .* host(s) got their copy" "$work/sealer-a/out.log" || true
 # Every tool must have done the work on every host.
-for i in 1 8; do
-  "$testbed" exec "$k" "$i" sh -c 'wc -l < /var/lib/bench-a/steps; wc -l < /var/lib/bench-tfa/steps; wc -l < /var/lib/bench-ana/steps; ls -la /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-tfa/payload/blob.bin /var/lib/bench-ana/payload/blob.bin' >/dev/null \
-    || { echo "host $i is missing work" >&2; exit 1; }
+for i in 1 "$hosts"; do
+  check='wc -l < /var/lib/bench-a/steps; wc -l < /var/lib/bench-tfa/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-tfa/payload/blob.bin'
+  [ -n "$ansible_ok" ] && check="$check; wc -l < /var/lib/bench-ana/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-ana/payload/blob.bin"
+  "$testbed" exec "$k" "$i" sh -c "$check" >/dev/null || { echo "host $i is missing work" >&2; exit 1; }
+  "$testbed" exec "$k" "$i" sh -c 'pgrep -x sealer-relay' >/dev/null && { echo "a relay outlived the apply on host $i" >&2; exit 1; }
 done
