@@ -86,6 +86,9 @@ up() {
     mount -t tmpfs -o size=2g tmpfs "$h"
     mkdir -p "$h"/{upper,work,root} "$h/upper/root/.ssh" "$h/upper/etc/ssh"
     chmod 700 "$h/upper/root" "$h/upper/root/.ssh"
+    # A fresh host's root account (Debian's skeleton), not the workstation's: its dotfiles (a pyenv
+    # init in ~/.bashrc, which bash sources for every ssh command) would cost every connection.
+    cp /etc/skel/.bashrc /etc/skel/.profile "$h/upper/root/" 2>/dev/null || true
     cp "$base/id_ed25519.pub" "$h/upper/root/.ssh/authorized_keys"
     chmod 600 "$h/upper/root/.ssh/authorized_keys"
     ssh-keygen -q -t ed25519 -N '' -C "testbed-host-$i" -f "$h/upper/etc/ssh/sealer_testbed_host_key"
