@@ -30,17 +30,25 @@ fn finished_line(event: &ApplyEvent) -> Option<(bool, String)> {
 
 /// The line of an image copy event; `None` for what only a bar shows.
 fn copy_line(event: &CopyEvent) -> Option<String> {
+    // The image's copies are named like its resources (`image.IP`); an application's, by app and host.
+    let on = |what: &str, host: &std::net::IpAddr| {
+        if what == "image" {
+            format!("image.{host}")
+        } else {
+            format!("{what} (on {host})")
+        }
+    };
     Some(match event {
         CopyEvent::Planned { .. } => return None,
-        CopyEvent::Delivered { host, bytes, from: None } => {
-            format!("image.{host}: {} copied from the workstation", human_bytes(*bytes))
+        CopyEvent::Delivered { what, host, bytes, from: None } => {
+            format!("{}: {} copied from the workstation", on(what, host), human_bytes(*bytes))
         }
-        CopyEvent::Delivered { host, bytes, from: Some(peer) } => {
-            format!("image.{host}: {} relayed from {peer}", human_bytes(*bytes))
+        CopyEvent::Delivered { what, host, bytes, from: Some(peer) } => {
+            format!("{}: {} relayed from {peer}", on(what, host), human_bytes(*bytes))
         }
-        CopyEvent::Note { host, message } => format!("image.{host}: {message}"),
+        CopyEvent::Note { what, host, message } => format!("{}: {message}", on(what, host)),
         CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => format!(
-            "image: {hosts} host(s) got their copy: {} sent by the workstation, {} relayed between hosts",
+            "copies: {hosts} delivered, {} sent by the workstation, {} relayed between hosts",
             human_bytes(*workstation_bytes),
             human_bytes(*peer_bytes)
         ),
@@ -122,18 +130,19 @@ impl CopyProgress for Bars {
                 let bar = image.bar.get_or_insert_with(|| {
                     let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
                     bar.set_style(
-                        ProgressStyle::with_template("image [{bar:30}] {bytes}/{total_bytes} {msg}")
+                        ProgressStyle::with_template("copies [{bar:30}] {bytes}/{total_bytes} {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_bar())
                             .progress_chars("=> "),
                     );
-                    bar.set_message(format!("0/{hosts} hosts"));
+                    bar.set_message(format!("0/{hosts} hosts have the image"));
                     bar
                 });
                 bar.inc_length(bytes);
             }
-            CopyEvent::Delivered { bytes, .. } => {
-                image.done += 1;
-                let message = format!("{}/{} hosts", image.done, image.hosts);
+            CopyEvent::Delivered { what, bytes, .. } => {
+                // Hosts count the cluster image's copies; applications' copies add their bytes.
+                image.done += usize::from(what == "image");
+                let message = format!("{}/{} hosts have the image", image.done, image.hosts);
                 if let Some(bar) = &image.bar {
                     bar.inc(bytes);
                     bar.set_message(message);
@@ -209,17 +218,17 @@ impl Reporter for JsonLines {
 impl CopyProgress for JsonLines {
     fn event(&self, event: CopyEvent) {
         let value = match event {
-            CopyEvent::Planned { host, bytes } => {
-                serde_json::json!({"type": "image_copy_start", "host": host.to_string(), "bytes": bytes})
-            }
-            CopyEvent::Delivered { host, bytes, from } => serde_json::json!({
-                "type": "image_copy_complete", "host": host.to_string(), "bytes": bytes,
+            CopyEvent::Planned { what, host, bytes } => serde_json::json!({
+                "type": "image_copy_start", "what": what, "host": host.to_string(), "bytes": bytes,
+            }),
+            CopyEvent::Delivered { what, host, bytes, from } => serde_json::json!({
+                "type": "image_copy_complete", "what": what, "host": host.to_string(), "bytes": bytes,
                 "from": if from.is_some() { "peer" } else { "workstation" },
                 "peer": from.map(|p| p.to_string()),
             }),
-            CopyEvent::Note { host, message } => {
-                serde_json::json!({"type": "image_copy_note", "host": host.to_string(), "message": message})
-            }
+            CopyEvent::Note { what, host, message } => serde_json::json!({
+                "type": "image_copy_note", "what": what, "host": host.to_string(), "message": message,
+            }),
             CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => serde_json::json!({
                 "type": "image_distribution", "hosts": hosts,
                 "workstation_bytes": workstation_bytes, "peer_bytes": peer_bytes,

@@ -78,17 +78,31 @@ impl KindProvider for App {
         let all = changed_paths("", &image.manifest);
         let (registry, files): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| p.starts_with("registry/"));
         let had_files = list(before, "masters");
-        let archive = tar(&image.rootfs, &files)?;
+        let mut targets = Vec::new();
         for master in list(&after, "masters") {
             if delivered && had_files.contains(&master) {
                 continue;
             }
-            let master: IpAddr = master.parse().map_err(|_| ProviderError::NoHost { address: master.clone() })?;
-            // Replaced whole: files the new version no longer has go.
-            let q = quote(&dir);
-            let script =
-                format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; rm -rf {q}; mv {q}.new {q}");
-            cx.run(master, &script, &archive).await?;
+            targets.push(master.parse::<IpAddr>().map_err(|_| ProviderError::NoHost { address: master.clone() })?);
+        }
+        // Replaced whole: files the new version no longer has go.
+        let q = quote(&dir);
+        let install = |source: &str| {
+            format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf {source}; rm -rf {q}; mv {q}.new {q}")
+        };
+        let what = status_key(&name);
+        if cx.relay.enabled(targets.len()) {
+            let archive = cx.relay.archive(&image.rootfs, &files, &image.manifest).await?;
+            for master in targets {
+                cx.relay.deliver(cx, master, &what, &archive, |tar, _| install(&quote(tar))).await?;
+            }
+        } else if !targets.is_empty() {
+            let archive = tar(&image.rootfs, &files)?;
+            for master in targets {
+                cx.relay.planned(&what, master, archive.len() as u64);
+                cx.run(master, &install("-"), &archive).await?;
+                cx.relay.delivered(&what, master, archive.len() as u64, None);
+            }
         }
         if !delivered {
             if !registry.is_empty() {
@@ -218,5 +232,34 @@ mod tests {
         assert!(commands[1].contains("'kubectl delete -f manifests/app.yaml'"), "{commands:?}");
         assert_eq!(commands[2], "rm -rf /var/lib/sealer/c/apps/nginx-app");
         assert_eq!(remote.commands(M2), ["rm -rf /var/lib/sealer/c/apps/nginx-app"]);
+    }
+
+    /// With the relay (its helper present), the first master gets the files from the workstation and
+    /// the next one fetches them from the first, checked; the token is never in a command.
+    #[tokio::test]
+    async fn the_second_master_fetches_the_files_from_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("sealer-relay");
+        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.path().join("app"), "sha256:1"));
+        ctx.distribution.helper = Some(helper);
+        let remote = Arc::new(Scripted::default().on("cat port", "4100"));
+        let p = ClusterProvider::new(ctx, remote.clone());
+        apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
+        let first = remote.commands(M1);
+        assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
+        assert!(first.iter().any(|c| c.contains("./sealer-relay . 10.0.0.2 ")), "the first master serves: {first:?}");
+        let second = remote.commands(M2);
+        assert!(second[0].starts_with("bash -c ") && second[0].contains("/dev/tcp/10.0.0.2/4100"), "{second:?}");
+        assert!(second[1].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
+        let access = remote.uploaded(M1, "/var/lib/sealer/c/.relay/access").unwrap();
+        let token = access.lines().next().unwrap();
+        assert_eq!(token.len(), 32, "{access}");
+        let logged = std::fs::read_to_string(logs.path().join("10.0.0.3.log")).unwrap();
+        assert!(!logged.contains(token) && !remote.calls().iter().any(|c| c.contains(token)), "the token leaked");
+        p.stop_relays().await;
+        assert!(remote.commands(M2).last().unwrap().contains("rm -rf /var/lib/sealer/c/.relay"));
     }
 }

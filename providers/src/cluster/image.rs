@@ -11,7 +11,6 @@ use std::path::Path;
 use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
 use sealer_engine::{Attributes, Value};
 
-use super::relay::{CopyEvent, Origin, Relay};
 use super::remote::Result;
 use super::{cluster_dir, Cx, KindProvider};
 use crate::error::ProviderError;
@@ -60,32 +59,28 @@ impl KindProvider for Image {
             if !removed.is_empty() {
                 script.push_str(&format!("rm -f {}; ", removed.join(" ")));
             }
-            if cx.relay.enabled() {
+            if cx.relay.enabled(cx.ctx.hosts.len()) {
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
-                cx.relay.progress(CopyEvent::Planned { host: ip, bytes: archive.tar.len() as u64 });
-                let origin = cx.relay.fetch(cx, ip, &archive).await?;
-                let relay = quote(&Relay::dir(cx));
-                script.push_str(&format!(
-                    "tar -C rootfs -xf {relay}/{}; cp {relay}/{} manifest; printf %s {} > digest",
-                    archive.tar_sha,
-                    archive.manifest_sha,
-                    quote(&image.config.digest)
-                ));
-                let installed = cx.run(ip, &script, b"").await;
-                cx.relay.settle(cx, ip, &archive, origin, installed.is_ok()).await;
-                installed?;
-                let from = if let Origin::Peer(peer) = origin { Some(peer) } else { None };
-                cx.relay.delivered(ip, archive.tar.len() as u64, from);
+                let digest = quote(&image.config.digest);
+                cx.relay
+                    .deliver(cx, ip, "image", &archive, |tar, manifest| {
+                        format!(
+                            "{script}tar -C rootfs -xf {}; cp {} manifest; printf %s {digest} > digest",
+                            quote(tar),
+                            quote(manifest)
+                        )
+                    })
+                    .await?;
             } else {
                 let archive = tar(&image.rootfs, &changed)?;
-                cx.relay.note_direct(ip);
-                cx.relay.progress(CopyEvent::Planned { host: ip, bytes: archive.len() as u64 });
+                cx.relay.note_direct("image", ip);
+                cx.relay.planned("image", ip, archive.len() as u64);
                 script.push_str("tar -C rootfs -xf -");
                 cx.run(ip, &script, &archive).await?;
                 cx.upload(ip, &format!("{dir}/manifest"), image.manifest.as_bytes(), 0o644).await?;
                 // The digest goes last: a copy cut short is redone by the next apply.
                 cx.upload(ip, &format!("{dir}/digest"), image.config.digest.as_bytes(), 0o644).await?;
-                cx.relay.delivered(ip, archive.len() as u64, None);
+                cx.relay.delivered("image", ip, archive.len() as u64, None);
             }
         }
         // A copy may have brought the template files back: every rendering is written again then.

@@ -56,12 +56,12 @@ impl Default for Distribution {
 /// What the progress of the image's copies shows.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CopyEvent {
-    /// `host` needs `bytes` of the image.
-    Planned { host: IpAddr, bytes: u64 },
-    /// `host` holds its copy: `bytes` from the workstation (`from: None`) or from peer `from`.
-    Delivered { host: IpAddr, bytes: u64, from: Option<IpAddr> },
+    /// `host` needs `bytes` of `what` (`image`: the cluster image, or `app.NAME`).
+    Planned { what: String, host: IpAddr, bytes: u64 },
+    /// `host` holds its copy of `what`: `bytes` from the workstation (`from: None`) or from peer `from`.
+    Delivered { what: String, host: IpAddr, bytes: u64, from: Option<IpAddr> },
     /// What the operator should know: a direct copy instead of a relayed one and why, a copy fetched again.
-    Note { host: IpAddr, message: String },
+    Note { what: String, host: IpAddr, message: String },
     /// The apply ended: `hosts` got a copy, with these bytes sent by the workstation and by peers.
     Summary { hosts: usize, workstation_bytes: u64, peer_bytes: u64 },
 }
@@ -177,7 +177,7 @@ pub(crate) struct Relay {
 
 /// Where a host's copy came from.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Origin {
+enum Origin {
     /// The workstation, as the archive's seed.
     Seed,
     Peer(IpAddr),
@@ -228,17 +228,22 @@ impl Relay {
         self.board.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether hosts relay the image (else each gets a direct copy, as before the relay).
-    pub(crate) fn enabled(&self) -> bool {
-        self.helper.is_some() && self.allowed.len() > 1
+    /// Whether hosts relay what travels to `hosts` of them (else each gets a direct copy).
+    pub(crate) fn enabled(&self, hosts: usize) -> bool {
+        self.helper.is_some() && self.allowed.len() > 1 && hosts > 1
     }
 
     pub(crate) fn progress(&self, event: CopyEvent) {
         self.progress.event(event);
     }
 
-    /// `host` holds its copy of `bytes`, from the workstation or from a peer.
-    pub(crate) fn delivered(&self, host: IpAddr, bytes: u64, from: Option<IpAddr>) {
+    /// `what` is about to travel to `host`.
+    pub(crate) fn planned(&self, what: &str, host: IpAddr, bytes: u64) {
+        self.progress(CopyEvent::Planned { what: what.to_string(), host, bytes });
+    }
+
+    /// `host` holds its copy of `what` (`bytes`), from the workstation or from a peer.
+    pub(crate) fn delivered(&self, what: &str, host: IpAddr, bytes: u64, from: Option<IpAddr>) {
         {
             let mut board = self.board();
             board.delivered += 1;
@@ -247,17 +252,40 @@ impl Relay {
                 None => board.workstation_bytes += bytes,
             }
         }
-        self.progress(CopyEvent::Delivered { host, bytes, from });
+        self.progress(CopyEvent::Delivered { what: what.to_string(), host, bytes, from });
+    }
+
+    /// Brings `archive` to `ip` (see [`Relay::fetch`]) and runs the script `install` makes of the paths
+    /// of the archive and of the manifest on the host; then `ip` serves the copy to its peers.
+    pub(crate) async fn deliver(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        what: &str,
+        archive: &Archive,
+        install: impl FnOnce(&str, &str) -> String,
+    ) -> Result<()> {
+        let bytes = archive.tar.len() as u64;
+        self.planned(what, ip, bytes);
+        let origin = self.fetch(cx, ip, what, archive).await?;
+        let dir = Self::dir(cx);
+        let script = install(&format!("{dir}/{}", archive.tar_sha), &format!("{dir}/{}", archive.manifest_sha));
+        let installed = cx.run(ip, &script, b"").await;
+        self.settle(cx, ip, what, archive, origin, installed.is_ok()).await;
+        installed?;
+        self.delivered(what, ip, bytes, if let Origin::Peer(peer) = origin { Some(peer) } else { None });
+        Ok(())
     }
 
     /// Says once why the image is not relayed, when more than one host could have shared a copy.
-    pub(crate) fn note_direct(&self, host: IpAddr) {
+    pub(crate) fn note_direct(&self, what: &str, host: IpAddr) {
         if self.allowed.len() < 2 {
             return;
         }
         let reason = self.off_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(reason) = reason {
             self.progress(CopyEvent::Note {
+                what: what.to_string(),
                 host,
                 message: format!("{reason}: every host gets a direct copy from the workstation"),
             });
@@ -301,13 +329,13 @@ impl Relay {
     }
 
     /// The relay directory on each host.
-    pub(crate) fn dir(cx: &Cx) -> String {
+    fn dir(cx: &Cx) -> String {
         format!("{}/.relay", cluster_dir(&cx.ctx.cluster))
     }
 
     /// Puts `archive` in the relay directory of `ip`, checked, from a peer when one holds it, else from
     /// the workstation. Every `Ok` must be followed by [`Relay::settle`].
-    pub(crate) async fn fetch(&self, cx: &Cx, ip: IpAddr, archive: &Archive) -> Result<Origin> {
+    async fn fetch(&self, cx: &Cx, ip: IpAddr, what: &str, archive: &Archive) -> Result<Origin> {
         self.board().touched.insert(ip);
         let mut excluded: Vec<IpAddr> = vec![ip];
         let mut unreachable: Vec<IpAddr> = Vec::new();
@@ -327,7 +355,7 @@ impl Relay {
                             "cannot reach peer(s) {}: direct copy from the workstation instead",
                             peers.join(", ")
                         );
-                        self.progress(CopyEvent::Note { host: ip, message });
+                        self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                     }
                     let sent = self.send(cx, ip, archive).await;
                     if sent.is_err() {
@@ -352,7 +380,7 @@ impl Relay {
                                 "the copy from {peer} failed its SHA-256 check: {peer} is no longer a source, \
                                  fetching the copy again"
                             );
-                            self.progress(CopyEvent::Note { host: ip, message });
+                            self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                         }
                     }
                     excluded.push(peer);
@@ -438,9 +466,12 @@ impl Relay {
             qdir = quote(&dir),
             names = names.join(" "),
         );
+        // The token goes on stdin, never in the command (which the host's log records). In bash, as
+        // `/dev/tcp` needs it, whatever shell a non-root user's `sudo sh -c` would give.
         let token = format!("{}\n", self.token);
-        cx.log(ip, &format!("$ {script}"));
-        let out = cx.remote.exec(ip, &script, token.as_bytes()).await?;
+        let command = format!("bash -c {}", quote(&script));
+        cx.log(ip, &format!("$ {command}"));
+        let out = cx.remote.exec(ip, &command, token.as_bytes()).await?;
         cx.log(ip, &format!("# exit {}", out.status));
         Ok(match out.status {
             0 => Fetch::Done,
@@ -452,13 +483,13 @@ impl Relay {
 
     /// Ends `ip`'s copy: when it is `installed`, `ip` serves it to its peers (unless it could not reach
     /// them). A relay that does not start only means the host serves nobody: it is said, not an error.
-    pub(crate) async fn settle(&self, cx: &Cx, ip: IpAddr, archive: &Archive, origin: Origin, installed: bool) {
+    async fn settle(&self, cx: &Cx, ip: IpAddr, what: &str, archive: &Archive, origin: Origin, installed: bool) {
         let port = if installed && origin != Origin::Fallback {
             match self.start(cx, ip).await {
                 Ok(port) => Some(port),
                 Err(e) => {
                     let message = format!("cannot relay the image to its peers: {e}");
-                    self.progress(CopyEvent::Note { host: ip, message });
+                    self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                     None
                 }
             }
