@@ -45,8 +45,11 @@ fn clusterfile(tb: &Testbed, image: &str) -> String {
 }
 
 /// `apply --auto-approve` of the image resources of every host (and what they depend on).
-fn apply_images(tb: &Testbed, home: &Path, dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+fn apply_images(tb: &Testbed, home: &Path, dir: &Path, env: &[(&str, &str)], json: bool) -> std::process::Output {
     let mut args = vec!["apply".to_string(), "--auto-approve".to_string()];
+    if json {
+        args.push("--json".to_string());
+    }
     for ip in &tb.ips {
         args.extend(["--target".to_string(), format!("image.{ip}")]);
     }
@@ -96,12 +99,13 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
 
     // The first apply, with the first relayed host's copy corrupted once it serves (the test hook).
     let before = egress(&tb);
-    let first = apply_images(&tb, &home, dir.path(), &[("SEALER_TEST_CORRUPT_RELAY", "1")]);
+    let first = apply_images(&tb, &home, dir.path(), &[("SEALER_TEST_CORRUPT_RELAY", "1")], false);
     let sent = egress(&tb) - before;
     let out = stdout(&first);
     assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
     let image = (PAYLOAD_MB << 20) as u64;
-    let limit = image + image / 10 + 64 * 1024 * n as u64;
+    // 1.1 × the image, everything included: the relay helper, every ssh handshake and command.
+    let limit = image + image / 10;
     assert!(sent <= limit, "the workstation sent {sent} bytes for a {image}-byte image to {n} hosts:\n{out}");
     assert_eq!(out.matches("MiB copied from the workstation").count(), 1, "one seed:\n{out}");
     assert_eq!(out.matches(" relayed from 10.").count(), n - 1, "{out}");
@@ -114,25 +118,37 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
     eprintln!("first apply: the workstation sent {sent} bytes for {image} bytes of image to {n} hosts");
 
     // A new image while the last host has no route to its peers (only to the workstation): it gets a
-    // direct copy, named; everyone else relays.
+    // direct copy, named; everyone else relays. In JSON: the bytes by workstation and by peers.
     let sha2 = build(&home, dir.path(), "2");
     std::fs::write(&clusterfile_path, clusterfile(&tb, "relay/payload:2")).unwrap();
     let last = n - 1;
     let isolate =
         format!("ip route del 10.251.{id}.0/24 dev eth0 && ip route add 10.251.{id}.1/32 dev eth0", id = tb.id);
     assert!(tb.exec(last, &isolate).status.success());
-    let second = apply_images(&tb, &home, dir.path(), &[]);
+    let second = apply_images(&tb, &home, dir.path(), &[], true);
     let out = stdout(&second);
     assert!(second.status.success(), "{out}\n{}", String::from_utf8_lossy(&second.stderr));
-    let isolated = tb.ips[last];
+    let events: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let isolated = tb.ips[last].to_string();
+    let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
     assert!(
-        out.contains(&format!("image.{isolated}: cannot reach peer(s)"))
-            && out.contains(&format!("image.{isolated}: 12.00 MiB copied from the workstation")),
+        of("image_copy_note")
+            .any(|e| e["host"] == isolated.as_str()
+                && e["message"].as_str().unwrap().starts_with("cannot reach peer(s)")),
         "{out}"
     );
+    let copies: Vec<_> = of("image_copy_complete").collect();
+    assert_eq!(copies.len(), n, "{out}");
+    let direct: Vec<&str> =
+        copies.iter().filter(|e| e["from"] == "workstation").map(|e| e["host"].as_str().unwrap()).collect();
+    assert_eq!(direct.len(), 2, "the seed and the isolated host: {out}");
+    assert!(direct.contains(&isolated.as_str()), "{out}");
+    let summary = of("image_distribution").next().expect("a summary event");
+    assert_eq!(summary["workstation_bytes"], 2 * copies[0]["bytes"].as_u64().unwrap(), "{summary}");
+    assert_eq!(summary["peer_bytes"], (n as u64 - 2) * copies[0]["bytes"].as_u64().unwrap(), "{summary}");
     assert_converged_and_clean(&tb, &sha2);
 
     // Nothing changed: nothing travels, and the plan has no relay to announce.
-    let again = apply_images(&tb, &home, dir.path(), &[]);
+    let again = apply_images(&tb, &home, dir.path(), &[], false);
     assert!(again.status.success() && stdout(&again).contains("No changes."), "{}", stdout(&again));
 }

@@ -130,11 +130,11 @@ impl CopyProgress for Bars {
                 let bar = image.bar.get_or_insert_with(|| {
                     let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
                     bar.set_style(
-                        ProgressStyle::with_template("copies [{bar:30}] {bytes}/{total_bytes} {msg}")
+                        ProgressStyle::with_template("image [{bar:30}] {bytes}/{total_bytes}, {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_bar())
                             .progress_chars("=> "),
                     );
-                    bar.set_message(format!("0/{hosts} hosts have the image"));
+                    bar.set_message(format!("0/{hosts} hosts"));
                     bar
                 });
                 bar.inc_length(bytes);
@@ -142,7 +142,7 @@ impl CopyProgress for Bars {
             CopyEvent::Delivered { what, bytes, .. } => {
                 // Hosts count the cluster image's copies; applications' copies add their bytes.
                 image.done += usize::from(what == "image");
-                let message = format!("{}/{} hosts have the image", image.done, image.hosts);
+                let message = format!("{}/{} hosts", image.done, image.hosts);
                 if let Some(bar) = &image.bar {
                     bar.inc(bytes);
                     bar.set_message(message);

@@ -33,6 +33,8 @@ const FANOUT: usize = 3;
 const PEER_TRIES: usize = 2;
 /// Fetchers that could not connect to a holder before it is no longer offered.
 const HOLDER_FAILURES: usize = 2;
+/// The SHA-256 of nothing: an empty file is made, not fetched (a relay's empty answer means "refused").
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
@@ -456,10 +458,13 @@ impl Relay {
             "IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n\
              for name in {names}; do\n\
                test -f \"$name\" && echo \"$name  $name\" | sha256sum -c --status && continue\n\
+               if [ \"$name\" = {EMPTY_SHA256} ]; then : > \"$name\"; continue; fi\n\
                timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
                exec 3<>/dev/tcp/{peer}/{port} || exit 3\n\
                printf '%s %s\\n' \"$token\" \"$name\" >&3\n\
                timeout {seconds} cat <&3 > \"$name.part\"; exec 3<&-\n\
+               # Nothing at all: the relay refused this address (another source address, say).\n\
+               test -s \"$name.part\" || {{ rm -f \"$name.part\"; exit 3; }}\n\
                echo \"$name  $name.part\" | sha256sum -c --status || {{ rm -f \"$name.part\"; exit 4; }}\n\
                mv -f \"$name.part\" \"$name\"\n\
              done",
