@@ -1,9 +1,13 @@
-//! `sealer-relay DIR ADDRESS IDLE_SECS DEADLINE_SECS`: serves the files of `DIR` that are named by the
-//! SHA-256 of their content to the cluster's other hosts, for the duration of one `sealer apply`.
+//! The helper sealer runs on cluster hosts during one `sealer apply`, so that hosts get the image from
+//! each other instead of each from the workstation:
 //!
-//! sealer starts it on a host that holds a verified copy of the image, so that other hosts fetch the copy
-//! from it (with nothing but bash's `/dev/tcp`, `cat` and `sha256sum`) instead of from the workstation.
-//! Its security model, in order:
+//! - `sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS` serves the files of `DIR` that are named by
+//!   the SHA-256 of their content to the cluster's other hosts;
+//! - `sealer-relay fetch PEER PORT SECONDS NAME...` (the token on stdin) fetches each NAME from a peer's
+//!   relay into the current directory, checking it against its name as it arrives, in the time it takes
+//!   to read it (a host without the helper fetches it first with bash's `/dev/tcp` and `sha256sum`).
+//!
+//! The relay's security model, in order:
 //! - it listens on ADDRESS only (the host's cluster address), on a port the kernel picks;
 //! - it answers only connections from the addresses listed in `DIR/access` (the cluster's hosts);
 //! - a request is one line, `TOKEN NAME`: TOKEN is the random one-time token of this apply (first line of
@@ -23,6 +27,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
 
 /// Connections served at once: a relay feeds a few peers, never the whole cluster.
 const MAX_CONNECTIONS: usize = 16;
@@ -46,10 +52,23 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Exit statuses of `fetch` that sealer tells apart: the peer could not be reached or refused, and a file
+/// whose bytes did not match its name.
+const UNREACHABLE: u8 = 3;
+const MISMATCH: u8 = 4;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, address, idle, deadline] = args.as_slice() else {
-        return fail("usage: sealer-relay DIR ADDRESS IDLE_SECS DEADLINE_SECS");
+    match args.split_first() {
+        Some((command, rest)) if command == "serve" => serve(rest),
+        Some((command, rest)) if command == "fetch" => fetch(rest),
+        _ => fail("usage: sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME..."),
+    }
+}
+
+fn serve(args: &[String]) -> ExitCode {
+    let [dir, address, idle, deadline] = args else {
+        return fail("usage: sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS");
     };
     let (Ok(address), Ok(idle), Ok(deadline)) =
         (address.parse::<IpAddr>(), idle.parse::<u64>(), deadline.parse::<u64>())
@@ -108,6 +127,107 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn is_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of the file at `path`, if it can be read.
+fn file_sha256(path: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hex(&hasher.finalize()))
+}
+
+fn fetch(args: &[String]) -> ExitCode {
+    let Some((peer, port, seconds, names)) = (match args {
+        [peer, port, seconds, names @ ..] if !names.is_empty() => Some((peer, port, seconds, names)),
+        _ => None,
+    }) else {
+        return fail("usage: sealer-relay fetch PEER PORT SECONDS NAME... (the token on stdin)");
+    };
+    let (Ok(peer), Ok(port), Ok(seconds)) = (peer.parse::<IpAddr>(), port.parse::<u16>(), seconds.parse::<u64>())
+    else {
+        return fail("PEER must be an IP address, PORT a port and SECONDS a number");
+    };
+    if let Some(bad) = names.iter().find(|n| !is_name(n)) {
+        return fail(&format!("`{bad}` is not a SHA-256"));
+    }
+    let mut token = String::new();
+    if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+        return fail("no token on stdin");
+    }
+    let token = token.trim();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    for name in names {
+        if file_sha256(Path::new(name)).as_deref() == Some(name.as_str()) {
+            continue;
+        }
+        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, name, deadline) {
+            return ExitCode::from(code);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Fetches `name` into `dir/name.part`, hashing as it arrives, and renames it to `dir/name` once it
+/// matches.
+fn fetch_one(dir: &Path, peer: SocketAddr, token: &str, name: &str, deadline: Instant) -> Result<(), u8> {
+    let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
+    let unreachable = |e: std::io::Error| {
+        eprintln!("sealer-relay: {peer}: {e}");
+        UNREACHABLE
+    };
+    let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
+    stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
+    stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
+    let mut out = std::fs::File::create(&part).map_err(|e| {
+        eprintln!("sealer-relay: cannot write {}: {e}", part.display());
+        1
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err(UNREACHABLE);
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                total += n as u64;
+                if let Err(e) = out.write_all(&buffer[..n]) {
+                    eprintln!("sealer-relay: cannot write {}: {e}", part.display());
+                    break Err(1);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(unreachable(e)),
+        }
+    };
+    let checked = result.and_then(|()| match (total, hex(&hasher.finalize())) {
+        // Nothing at all: the relay refused this address (another source address, say).
+        (0, _) if name != EMPTY_SHA256 => Err(UNREACHABLE),
+        (_, sha) if sha != name => Err(MISMATCH),
+        _ => Ok(()),
+    });
+    match checked.and_then(|()| std::fs::rename(&part, file).map_err(|_| 1)) {
+        Ok(()) => Ok(()),
+        Err(code) => {
+            let _ = std::fs::remove_file(&part);
+            Err(code)
+        }
+    }
+}
+
+/// The SHA-256 of nothing.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// Writes `name` whole (a temporary file renamed), so a reader never sees half of it.
 fn publish(dir: &Path, name: &str, value: &str) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -150,8 +270,7 @@ impl Relay {
             return;
         }
         let Some((token, name)) = line.trim_end().split_once(' ') else { return };
-        let name_ok = name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !same(token.as_bytes(), self.token.as_bytes()) || !name_ok {
+        if !same(token.as_bytes(), self.token.as_bytes()) || !is_name(name) {
             return;
         }
         let Ok(mut file) = std::fs::File::open(self.dir.join(name)) else { return };
@@ -164,4 +283,70 @@ impl Relay {
 /// Compares in time that does not depend on where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A relay on 127.0.0.1 serving `dir`, answering `allowed`, for `connections` requests.
+    fn relay(dir: &Path, allowed: Vec<IpAddr>, connections: usize) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let relay = Relay {
+            dir: dir.to_path_buf(),
+            token: "t".repeat(32),
+            allowed,
+            start: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+        };
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(connections) {
+                relay.serve(stream.unwrap());
+            }
+        });
+        address
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sealer-relay-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_file_is_fetched_checked_and_only_with_the_token_from_an_allowed_address() {
+        let (served, fetched) = (scratch("served"), scratch("fetched"));
+        let content = b"the image".repeat(10_000);
+        let name = hex(&Sha256::digest(&content));
+        std::fs::write(served.join(&name), &content).unwrap();
+        let later = Instant::now() + Duration::from_secs(30);
+        let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);
+        assert_eq!(fetch_one(&fetched, peer, &"x".repeat(32), &name, later), Err(UNREACHABLE), "a wrong token");
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later), Ok(()));
+        assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), content);
+        // A relay whose copy changed: the bytes arrive, the name does not match, nothing is kept.
+        let mut changed = content.clone();
+        changed[5] ^= 1;
+        std::fs::write(served.join(&name), &changed).unwrap();
+        std::fs::remove_file(fetched.join(&name)).unwrap();
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later), Err(MISMATCH));
+        assert_eq!(std::fs::read_dir(&fetched).unwrap().count(), 0, "no part file left");
+        // An address the relay does not answer.
+        let other = relay(&served, vec!["10.0.0.9".parse().unwrap()], 1);
+        assert_eq!(fetch_one(&fetched, other, &"t".repeat(32), &name, later), Err(UNREACHABLE));
+        for dir in [served, fetched] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn names_are_sha256_hex_and_tokens_compare_whole() {
+        assert!(is_name(EMPTY_SHA256));
+        assert!(!is_name("../etc/passwd") && !is_name(&"A".repeat(64)) && !is_name(&"a".repeat(63)));
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"abcd"));
+    }
 }

@@ -250,13 +250,17 @@ mod tests {
         apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
         let first = remote.commands(M1);
         assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
-        assert!(first.iter().any(|c| c.contains("./sealer-relay . 10.0.0.2 ")), "the first master serves: {first:?}");
+        assert!(
+            first.iter().any(|c| c.contains("./sealer-relay serve . 10.0.0.2 ")),
+            "the first master serves: {first:?}"
+        );
         let second = remote.commands(M2);
         assert!(second[0].starts_with("bash -c ") && second[0].contains("/dev/tcp/10.0.0.2/4100"), "{second:?}");
+        assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "the helper fetches the files: {second:?}");
         assert!(second[1].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
-        let access = remote.uploaded(M1, "/var/lib/sealer/c/.relay/access").unwrap();
+        let access = remote.stdin_of(M1, "cat > access").unwrap();
         let token = access.lines().next().unwrap();
-        assert_eq!(token.len(), 32, "{access}");
+        assert_eq!((token.len(), access.lines().count()), (32, 4), "the token, then the 3 hosts: {access}");
         let logged = std::fs::read_to_string(logs.path().join("10.0.0.3.log")).unwrap();
         assert!(!logged.contains(token) && !remote.calls().iter().any(|c| c.contains(token)), "the token leaked");
         p.stop_relays().await;

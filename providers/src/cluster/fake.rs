@@ -24,6 +24,8 @@ struct Rule {
 pub struct Scripted {
     rules: Mutex<Vec<Rule>>,
     calls: Mutex<Vec<(IpAddr, String)>>,
+    /// The stdin of every `exec`, beside its host and command.
+    stdins: Mutex<Vec<(IpAddr, String, Vec<u8>)>>,
     files: Mutex<BTreeMap<(IpAddr, String), Vec<u8>>>,
     /// What `download` returns for a path it has no file for.
     any_download: Mutex<Vec<u8>>,
@@ -81,6 +83,13 @@ impl Scripted {
         self.calls.lock().unwrap().iter().filter(|(h, _)| *h == host).map(|(_, c)| c.clone()).collect()
     }
 
+    /// The stdin of the last command on `host` containing `contains`.
+    pub fn stdin_of(&self, host: IpAddr, contains: &str) -> Option<String> {
+        let stdins = self.stdins.lock().unwrap();
+        let found = stdins.iter().rev().find(|(h, c, _)| *h == host && c.contains(contains));
+        found.map(|(_, _, stdin)| String::from_utf8_lossy(stdin).into_owned())
+    }
+
     /// What the last upload to `path` on `host` wrote.
     pub fn uploaded(&self, host: IpAddr, path: &str) -> Option<String> {
         self.files.lock().unwrap().get(&(host, path.to_string())).map(|c| String::from_utf8_lossy(c).into_owned())
@@ -88,8 +97,9 @@ impl Scripted {
 }
 
 impl Remote for Scripted {
-    fn exec<'a>(&'a self, host: IpAddr, command: &'a str, _stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
+    fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
         self.calls.lock().unwrap().push((host, command.to_string()));
+        self.stdins.lock().unwrap().push((host, command.to_string(), stdin.to_vec()));
         let mut rules = self.rules.lock().unwrap();
         let rule = rules.iter_mut().find(|r| {
             r.host.is_none_or(|h| h == host) && command.contains(&r.contains) && r.times.is_none_or(|t| t > 0)

@@ -150,19 +150,34 @@ fn unmirror_script(was: &[String], now: &[String]) -> Option<String> {
 
 impl Image {
     /// Writes every registry's `hosts.toml` (0600 when it holds the registry's login: never on a
-    /// command line), and removes those of registries no longer mirrored.
+    /// command line), and removes those of registries no longer mirrored: one command, the files on its
+    /// stdin one after the other (a host has a dozen of them, and a command per file costs every host).
     async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes) -> Result<()> {
         let settings = super::registry::settings(cx)?;
         let authorization = settings.authorization();
         let mode = if authorization.is_some() { 0o600 } else { 0o644 };
-        if let Some(script) = unmirror_script(&mirrors(before), &mirrors(after)) {
-            cx.run(ip, &script, b"").await?;
+        let mut script = String::from("set -e; ");
+        if let Some(unmirror) = unmirror_script(&mirrors(before), &mirrors(after)) {
+            script.push_str(&format!("{{ {unmirror}; }}; "));
         }
+        let mut stdin = Vec::new();
         for registry in mirrors(after) {
             let toml = hosts_toml(&registry, settings.port, authorization.as_deref());
-            cx.upload(ip, &format!("{CERTS_D}/{registry}/hosts.toml"), toml.as_bytes(), mode).await?;
+            let (dir, file) = (format!("{CERTS_D}/{registry}"), format!("{CERTS_D}/{registry}/hosts.toml"));
+            let tmp = quote(&format!("{file}.sealer-upload"));
+            // Created with its final mode before a byte is written, so the login is never readable.
+            script.push_str(&format!(
+                "mkdir -p {} && rm -f {tmp} && (umask 077 && head -c {} > {tmp}) && chmod {mode:o} {tmp} && mv -f {tmp} {}; ",
+                quote(&dir),
+                toml.len(),
+                quote(&file)
+            ));
+            stdin.extend_from_slice(toml.as_bytes());
         }
-        Ok(())
+        if script == "set -e; " {
+            return Ok(());
+        }
+        cx.run(ip, script.trim_end(), &stdin).await.map(|_| ())
     }
 }
 
@@ -304,5 +319,29 @@ mod tests {
         );
         let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/daemon.json").unwrap();
         assert_eq!(written, "{\"data-root\": \"/data/docker\"}");
+    }
+
+    /// Every registry's mirror file in one command, the files on stdin, none on the command line.
+    #[tokio::test]
+    async fn mirrors_are_written_in_one_command() {
+        let root = tempfile::tempdir().unwrap();
+        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
+        let logs = tempfile::tempdir().unwrap();
+        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let listed = |names: &[&str]| Value::List(names.iter().map(|n| n.to_string()).collect());
+        let before = attrs([("digest", Value::text("sha256:new")), ("mirrors", listed(&["ghcr.io"]))]);
+        let after = attrs([("digest", Value::text("sha256:new")), ("mirrors", listed(&["docker.io", "quay.io"]))]);
+        apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
+        let commands = remote.commands(M1);
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        let write = &commands[1];
+        assert!(write.contains("rm -rf /etc/containerd/certs.d/ghcr.io"), "{write}");
+        assert!(write.contains("head -c ") && write.contains("mv -f /etc/containerd/certs.d/quay.io/hosts.toml.sealer-upload /etc/containerd/certs.d/quay.io/hosts.toml"), "{write}");
+        let stdin = remote.stdin_of(M1, "certs.d/docker.io").unwrap();
+        assert!(
+            stdin.contains("server = \"https://registry-1.docker.io\"")
+                && stdin.contains("server = \"https://quay.io\"")
+        );
+        assert!(!write.contains("server ="), "contents travel on stdin");
     }
 }

@@ -33,8 +33,6 @@ const FANOUT: usize = 3;
 const PEER_TRIES: usize = 2;
 /// Fetchers that could not connect to a holder before it is no longer offered.
 const HOLDER_FAILURES: usize = 2;
-/// The SHA-256 of nothing: an empty file is made, not fetched (a relay's empty answer means "refused").
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
@@ -447,29 +445,29 @@ impl Relay {
 
     /// Fetches the relay's executable, the manifest and the archive from `peer`, in that order.
     async fn fetch_from(&self, cx: &Cx, ip: IpAddr, peer: IpAddr, port: u16, archive: &Archive) -> Result<Fetch> {
-        let dir = Self::dir(cx);
-        let mut names = vec![archive.manifest_sha.as_str(), archive.tar_sha.as_str()];
-        if let Some(helper) = &self.helper {
-            names.insert(0, &helper.sha);
-        }
-        // Bytes per second a fetch may not fall under before it is given up (and fetched elsewhere).
+        let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
+        // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
+        // The helper comes with bash alone (`/dev/tcp`, `sha256sum`); then it fetches the rest, checking
+        // each byte as it arrives (one process, and a SHA-256 several times faster than `sha256sum`).
         let script = format!(
             "IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n\
-             for name in {names}; do\n\
-               test -f \"$name\" && echo \"$name  $name\" | sha256sum -c --status && continue\n\
-               if [ \"$name\" = {EMPTY_SHA256} ]; then : > \"$name\"; continue; fi\n\
+             h={h}\n\
+             if ! {{ test -f $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
                timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
                exec 3<>/dev/tcp/{peer}/{port} || exit 3\n\
-               printf '%s %s\\n' \"$token\" \"$name\" >&3\n\
-               timeout {seconds} cat <&3 > \"$name.part\"; exec 3<&-\n\
+               printf '%s %s\\n' \"$token\" $h >&3\n\
+               timeout 60 cat <&3 > $h.part; exec 3<&-\n\
                # Nothing at all: the relay refused this address (another source address, say).\n\
-               test -s \"$name.part\" || {{ rm -f \"$name.part\"; exit 3; }}\n\
-               echo \"$name  $name.part\" | sha256sum -c --status || {{ rm -f \"$name.part\"; exit 4; }}\n\
-               mv -f \"$name.part\" \"$name\"\n\
-             done",
-            qdir = quote(&dir),
-            names = names.join(" "),
+               test -s $h.part || {{ rm -f $h.part; exit 3; }}\n\
+               echo \"$h  $h.part\" | sha256sum -c --status || {{ rm -f $h.part; exit 4; }}\n\
+               mv -f $h.part $h\n\
+             fi\n\
+             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}",
+            qdir = quote(&Self::dir(cx)),
+            h = helper.sha,
+            manifest = archive.manifest_sha,
+            tar = archive.tar_sha,
         );
         // The token goes on stdin, never in the command (which the host's log records). In bash, as
         // `/dev/tcp` needs it, whatever shell a non-root user's `sudo sh -c` would give.
@@ -531,24 +529,24 @@ impl Relay {
         }
     }
 
-    /// Starts the relay on `ip`, returning its port.
+    /// Starts the relay on `ip`, returning its port. The access file (the token, then the addresses the
+    /// relay answers) comes on stdin into a 0600 file the relay deletes once read.
     async fn start(&self, cx: &Cx, ip: IpAddr) -> Result<u16> {
         let Some(helper) = &self.helper else { return Err(ProviderError::NoImage) };
-        let dir = Self::dir(cx);
         let mut access = format!("{}\n", self.token);
         for host in &self.allowed {
             access.push_str(&format!("{host}\n"));
         }
-        cx.upload(ip, &format!("{dir}/access"), access.as_bytes(), 0o600).await?;
         let script = format!(
-            "cd {qdir} && ln -f {sha} sealer-relay && chmod 700 sealer-relay && rm -f port pid && \
-             (setsid ./sealer-relay . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
-             for _ in $(seq 100); do test -s port && break; sleep 0.05; done; \
+            "cd {qdir} && rm -f access port pid && (umask 077 && cat > access) && ln -f {sha} sealer-relay && \
+             chmod 700 sealer-relay && \
+             (setsid ./sealer-relay serve . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
+             for _ in $(seq 500); do test -s port && break; sleep 0.01; done; \
              test -s port || {{ rm -f access; cat relay.log >&2; exit 1; }}; cat port",
-            qdir = quote(&dir),
+            qdir = quote(&Self::dir(cx)),
             sha = helper.sha,
         );
-        let port = cx.output(ip, &script).await?;
+        let port = cx.run(ip, &script, access.as_bytes()).await?.stdout_text();
         port.parse().map_err(|_| ProviderError::Unexpected {
             host: ip,
             what: "the relay's port".into(),
