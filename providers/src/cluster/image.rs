@@ -150,8 +150,9 @@ fn unmirror_script(was: &[String], now: &[String]) -> Option<String> {
 
 impl Image {
     /// Writes every registry's `hosts.toml` (0600 when it holds the registry's login: never on a
-    /// command line), and removes those of registries no longer mirrored: one command, the files on its
-    /// stdin one after the other (a host has a dozen of them, and a command per file costs every host).
+    /// command line), and removes those of registries no longer mirrored: one command with the files in
+    /// a tar on its stdin (a host has a dozen of them, and a command or a process per file costs every
+    /// host).
     async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes) -> Result<()> {
         let settings = super::registry::settings(cx)?;
         let authorization = settings.authorization();
@@ -160,19 +161,33 @@ impl Image {
         if let Some(unmirror) = unmirror_script(&mirrors(before), &mirrors(after)) {
             script.push_str(&format!("{{ {unmirror}; }}; "));
         }
+        let registries = mirrors(after);
         let mut stdin = Vec::new();
-        for registry in mirrors(after) {
-            let toml = hosts_toml(&registry, settings.port, authorization.as_deref());
-            let (dir, file) = (format!("{CERTS_D}/{registry}"), format!("{CERTS_D}/{registry}/hosts.toml"));
-            let tmp = quote(&format!("{file}.sealer-upload"));
-            // Created with its final mode before a byte is written, so the login is never readable.
-            script.push_str(&format!(
-                "mkdir -p {} && rm -f {tmp} && (umask 077 && head -c {} > {tmp}) && chmod {mode:o} {tmp} && mv -f {tmp} {}; ",
-                quote(&dir),
-                toml.len(),
-                quote(&file)
-            ));
-            stdin.extend_from_slice(toml.as_bytes());
+        if !registries.is_empty() {
+            // A tar of the files, each with its final mode, extracted under umask 077: a file holding the
+            // login is never readable by others, not even while it is written.
+            let mut archive = tar::Builder::new(Vec::new());
+            let mut dirs = Vec::new();
+            for registry in &registries {
+                let toml = hosts_toml(registry, settings.port, authorization.as_deref());
+                let mut header = tar::Header::new_gnu();
+                header.set_size(toml.len() as u64);
+                header.set_mode(mode);
+                header.set_entry_type(tar::EntryType::Regular);
+                let path = format!("{}/{registry}/hosts.toml", CERTS_D.trim_start_matches('/'));
+                archive.append_data(&mut header, path, toml.as_bytes()).map_err(|e| ProviderError::Local {
+                    what: "archive",
+                    path: "the mirror configuration".into(),
+                    source: e,
+                })?;
+                dirs.push(quote(&format!("{CERTS_D}/{registry}")));
+            }
+            stdin = archive.into_inner().map_err(|e| ProviderError::Local {
+                what: "archive",
+                path: "the mirror configuration".into(),
+                source: e,
+            })?;
+            script.push_str(&format!("mkdir -p {}; umask 077; tar -C / -xf -", dirs.join(" ")));
         }
         if script == "set -e; " {
             return Ok(());
@@ -336,7 +351,12 @@ mod tests {
         assert_eq!(commands.len(), 2, "{commands:?}");
         let write = &commands[1];
         assert!(write.contains("rm -rf /etc/containerd/certs.d/ghcr.io"), "{write}");
-        assert!(write.contains("head -c ") && write.contains("mv -f /etc/containerd/certs.d/quay.io/hosts.toml.sealer-upload /etc/containerd/certs.d/quay.io/hosts.toml"), "{write}");
+        assert!(
+            write.ends_with(
+                "mkdir -p /etc/containerd/certs.d/docker.io /etc/containerd/certs.d/quay.io; umask 077; tar -C / -xf -"
+            ),
+            "{write}"
+        );
         let stdin = remote.stdin_of(M1, "certs.d/docker.io").unwrap();
         assert!(
             stdin.contains("server = \"https://registry-1.docker.io\"")
