@@ -30,6 +30,8 @@ trap '"$testbed" down "$k"; rm -rf "$work"' EXIT
 key=/tmp/sealer-testbed/$k/id_ed25519
 ips=(); for i in $(seq 1 "$hosts"); do ips+=("10.251.$k.$((10 + i))"); done
 tx() { cat "/sys/class/net/sbr$k/statistics/tx_bytes"; }
+# CPU time the whole machine spent (jiffies of 1/100 s): workstation and hosts share these cores here.
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 
@@ -120,13 +122,14 @@ ssh_all() { # N parallel `ssh HOST true` -> seconds
 ansible_ok=$([ "$hosts" -le 16 ] && echo 1 || echo "")
 
 echo "$hosts hosts, a $mb MB image, parallelism 10, $(nproc) cores; seconds (lower is better)"
-b0=$(tx); a_sealer=$(sealer_run bench/payload:1 3 a); b1=$(tx)
+b0=$(tx); c0=$(busy); a_sealer=$(sealer_run bench/payload:1 3 a); c1=$(busy); b1=$(tx)
 mapfile -t again < "$work/sealer-a/targets"
 a_noop_t0=$(now); (cd "$work/sealer-a" && "$sealer" apply --auto-approve "${again[@]}" > noop.log 2>&1); a_noop=$(secs "$a_noop_t0" "$(now)"); b2=$(tx)
 grep -q "No changes" "$work/sealer-a/noop.log" || { cat "$work/sealer-a/noop.log" >&2; exit 1; }
 plan_t0=$(now); (cd "$work/sealer-a" && "$sealer" plan --detailed-exitcode "${again[@]}" > plan.log 2>&1) || { cat "$work/sealer-a/plan.log" >&2; exit 1; }; plan_s=$(secs "$plan_t0" "$(now)")
 ssh_s=$(ssh_all)
-b3=$(tx); a_tf=$(terraform_run "$work/ctx/payload" 3 a); b4=$(tx)
+b3=$(tx); c2=$(busy); a_tf=$(terraform_run "$work/ctx/payload" 3 a); c3=$(busy); b4=$(tx)
+memory=$(df -m --output=used "/tmp/sealer-testbed/$k"/h*/ 2>/dev/null | awk 'NR > 1 {s += $1} END {print s}')
 a_an=-; [ -n "$ansible_ok" ] && a_an=$(ansible_run "$work/ctx/payload" 3 a)
 b_sealer=$(sealer_run bench/small:1 20 b)
 b_tf=$(terraform_run "" 20 b)
@@ -136,6 +139,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$(ratio "$2" 
 echo "| workload ($hosts hosts) | sealer | terraform | ansible | sealer / terraform |"
 echo "|---|---|---|---|---|"
 row "A: hostname + $mb MB image + 3 steps" "$a_sealer" "$a_tf" "$a_an"
+row "A: CPU seconds of the whole machine" "$(echo "scale=1; ($c1 - $c0) / 100" | bc)" "$(echo "scale=1; ($c3 - $c2) / 100" | bc)" "-"
 row "B: 20 small steps" "$b_sealer" "$b_tf" "$b_an"
 image_bytes=$((mb * 1024 * 1024))
 sealer_tx=$((b1 - b0)); tf_tx=$((b4 - b3))
@@ -152,6 +156,7 @@ printf '| %s parallel OpenSSH `ssh HOST true` | %s | 1.00 |\n' "$hosts" "$ssh_s"
 printf '| sealer no-op re-apply (refresh included) | %s | %s |\n' "$a_noop" "$(ratio "$a_noop" "$ssh_s")"
 printf '| sealer plan with refresh | %s | %s |\n' "$plan_s" "$(ratio "$plan_s" "$ssh_s")"
 grep -h "^copies: " "$work/sealer-a/out.log" || true
+echo "testbed memory after both A runs: ${memory} MB in the $hosts hosts' tmpfs (upper layers, copies, home)"
 # Every tool must have done the work on every host.
 for i in 1 "$hosts"; do
   check='wc -l < /var/lib/bench-a/steps; wc -l < /var/lib/bench-tfa/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-tfa/payload/blob.bin'
