@@ -245,7 +245,7 @@ mod tests {
         let mut ctx = context(None, logs.path());
         ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.path().join("app"), "sha256:1"));
         ctx.distribution.helper = Some(helper);
-        let remote = Arc::new(Scripted::default().on("cat port", "4100"));
+        let remote = Arc::new(Scripted::default().on("relay-port", "relay-port 4100"));
         let p = ClusterProvider::new(ctx, remote.clone());
         apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
         let first = remote.commands(M1);
@@ -254,11 +254,14 @@ mod tests {
             first.iter().any(|c| c.contains("./sealer-relay serve . 10.0.0.2 ")),
             "the first master serves: {first:?}"
         );
+        // One command fetches (the helper with bash, then the files with the helper), installs and serves.
         let second = remote.commands(M2);
+        assert_eq!(second.len(), 1, "{second:?}");
         assert!(second[0].starts_with("bash -c ") && second[0].contains("/dev/tcp/10.0.0.2/4100"), "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "the helper fetches the files: {second:?}");
-        assert!(second[1].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
-        let access = remote.stdin_of(M1, "cat > access").unwrap();
+        assert!(second[0].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
+        assert!(second[0].contains("./sealer-relay serve . 10.0.0.3 "), "and then serves: {second:?}");
+        let access = remote.stdin_of(M1, "> access").unwrap();
         let token = access.lines().next().unwrap();
         assert_eq!((token.len(), access.lines().count()), (32, 4), "the token, then the 3 hosts: {access}");
         let logged = std::fs::read_to_string(logs.path().join("10.0.0.3.log")).unwrap();

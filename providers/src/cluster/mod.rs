@@ -302,6 +302,12 @@ impl Cx {
 
     /// Runs `command` on `ip`, logging it and its output; a non-zero exit is an error naming the host.
     async fn run(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
+        let out = self.run_status(ip, command, stdin).await?;
+        remote::succeeded(ip, command, out)
+    }
+
+    /// Runs `command` on `ip`, logging it and its output, whatever its exit status.
+    async fn run_status(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
         self.log(ip, &format!("$ {command}"));
         let out = self.remote.exec(ip, command, stdin).await?;
         let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
@@ -312,7 +318,7 @@ impl Cx {
             self.log(ip, &stderr);
         }
         self.log(ip, &format!("# exit {}", out.status));
-        remote::succeeded(ip, command, out)
+        Ok(out)
     }
 
     /// The trimmed stdout of `command`.

@@ -187,10 +187,14 @@ enum Origin {
 
 /// How one fetch from a peer ended.
 enum Fetch {
-    Done,
+    /// Installed; serving on this port when the relay started.
+    Done(Option<u16>),
     Unreachable,
     Corrupt,
 }
+
+/// Exit status of the copy script when the caller's install failed (3 and 4 are the helper's).
+const INSTALL_FAILED: u32 = 5;
 
 fn random_token() -> Option<String> {
     use std::io::Read as _;
@@ -267,12 +271,21 @@ impl Relay {
     ) -> Result<()> {
         let bytes = archive.tar.len() as u64;
         self.planned(what, ip, bytes);
-        let origin = self.fetch(cx, ip, what, archive).await?;
         let dir = Self::dir(cx);
-        let script = install(&format!("{dir}/{}", archive.tar_sha), &format!("{dir}/{}", archive.manifest_sha));
-        let installed = cx.run(ip, &script, b"").await;
-        self.settle(cx, ip, what, archive, origin, installed.is_ok()).await;
-        installed?;
+        let install = install(&format!("{dir}/{}", archive.tar_sha), &format!("{dir}/{}", archive.manifest_sha));
+        let (origin, port) = self.fetch(cx, ip, what, archive, &install).await?;
+        if let (Some(_), Origin::Peer(_)) = (port, origin) {
+            self.corrupt_if_asked(cx, ip, archive).await;
+        }
+        // One step, so that no host sees neither the seed nor its holder and seeds again.
+        self.with_pool(&archive.tar_sha, |pool| {
+            if !matches!(origin, Origin::Peer(_)) {
+                pool.seeding = pool.seeding.saturating_sub(1);
+            }
+            if let Some(port) = port {
+                pool.holders.push(Holder { ip, port, serving: 0, failures: 0 });
+            }
+        });
         self.delivered(what, ip, bytes, if let Origin::Peer(peer) = origin { Some(peer) } else { None });
         Ok(())
     }
@@ -334,8 +347,16 @@ impl Relay {
     }
 
     /// Puts `archive` in the relay directory of `ip`, checked, from a peer when one holds it, else from
-    /// the workstation. Every `Ok` must be followed by [`Relay::settle`].
-    async fn fetch(&self, cx: &Cx, ip: IpAddr, what: &str, archive: &Archive) -> Result<Origin> {
+    /// the workstation, then runs `install` and starts the host's relay (unless it could not reach its
+    /// peers): where the copy came from, and the relay's port when it serves.
+    async fn fetch(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        what: &str,
+        archive: &Archive,
+        install: &str,
+    ) -> Result<(Origin, Option<u16>)> {
         self.board().touched.insert(ip);
         let mut excluded: Vec<IpAddr> = vec![ip];
         let mut unreachable: Vec<IpAddr> = Vec::new();
@@ -357,15 +378,28 @@ impl Relay {
                         );
                         self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                     }
-                    let sent = self.send(cx, ip, archive).await;
-                    if sent.is_err() {
-                        self.end_seeding(&archive.tar_sha);
-                    }
-                    sent?;
-                    return Ok(if unreachable.is_empty() { Origin::Seed } else { Origin::Fallback });
+                    let origin = if unreachable.is_empty() { Origin::Seed } else { Origin::Fallback };
+                    let copied = match self.send(cx, ip, archive).await {
+                        Ok(()) => self.copy(cx, ip, what, "", install, origin == Origin::Seed).await,
+                        Err(e) => Err(e),
+                    };
+                    return match copied {
+                        Ok(Fetch::Done(port)) => Ok((origin, port)),
+                        // Without a fetch part the script cannot exit as a fetch does: a helper went missing.
+                        Ok(_) => Err(ProviderError::Unexpected {
+                            host: ip,
+                            what: format!("the copy of {what}"),
+                            message: "the relay's helper is missing".into(),
+                        }),
+                        Err(e) => {
+                            self.end_seeding(&archive.tar_sha);
+                            Err(e)
+                        }
+                    };
                 }
                 Source::Peer { ip: peer, port } => {
-                    let fetched = self.fetch_from(cx, ip, peer, port, archive).await;
+                    let fetch = self.fetch_script(peer, port, archive);
+                    let fetched = self.copy(cx, ip, what, &fetch, install, true).await;
                     let (unusable, lost) = match &fetched {
                         Ok(Fetch::Corrupt) => (true, false),
                         Ok(Fetch::Unreachable) => (false, true),
@@ -373,7 +407,7 @@ impl Relay {
                     };
                     self.with_pool(&archive.tar_sha, |pool| pool.release(peer, unusable, lost));
                     match fetched? {
-                        Fetch::Done => return Ok(Origin::Peer(peer)),
+                        Fetch::Done(port) => return Ok((Origin::Peer(peer), port)),
                         Fetch::Unreachable => unreachable.push(peer),
                         Fetch::Corrupt => {
                             let message = format!(
@@ -443,16 +477,17 @@ impl Relay {
         Ok(())
     }
 
-    /// Fetches the relay's executable, the manifest and the archive from `peer`, in that order.
-    async fn fetch_from(&self, cx: &Cx, ip: IpAddr, peer: IpAddr, port: u16, archive: &Archive) -> Result<Fetch> {
-        let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
+    /// The script part that fetches the relay's executable, the manifest and the archive from `peer`, in
+    /// that order, into the relay directory (where it leaves the shell); exits 3 when the peer cannot be
+    /// reached or refuses, 4 when a file does not match its SHA-256.
+    fn fetch_script(&self, peer: IpAddr, port: u16, archive: &Archive) -> String {
+        let Some(helper) = &self.helper else { return "exit 3".into() };
         // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
         // The helper comes with bash alone (`/dev/tcp`, `sha256sum`); then it fetches the rest, checking
         // each byte as it arrives (one process, and a SHA-256 several times faster than `sha256sum`).
-        let script = format!(
-            "IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n\
-             h={h}\n\
+        format!(
+            "h={h}\n\
              if ! {{ test -f $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
                timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
                exec 3<>/dev/tcp/{peer}/{port} || exit 3\n\
@@ -463,54 +498,54 @@ impl Relay {
                echo \"$h  $h.part\" | sha256sum -c --status || {{ rm -f $h.part; exit 4; }}\n\
                mv -f $h.part $h\n\
              fi\n\
-             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}",
-            qdir = quote(&Self::dir(cx)),
+             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} || exit $?\n",
             h = helper.sha,
             manifest = archive.manifest_sha,
             tar = archive.tar_sha,
-        );
-        // The token goes on stdin, never in the command (which the host's log records). In bash, as
-        // `/dev/tcp` needs it, whatever shell a non-root user's `sudo sh -c` would give.
-        let token = format!("{}\n", self.token);
-        let command = format!("bash -c {}", quote(&script));
-        cx.log(ip, &format!("$ {command}"));
-        let out = cx.remote.exec(ip, &command, token.as_bytes()).await?;
-        cx.log(ip, &format!("# exit {}", out.status));
-        Ok(match out.status {
-            0 => Fetch::Done,
-            3 => Fetch::Unreachable,
-            4 => Fetch::Corrupt,
-            _ => return super::remote::succeeded(ip, "fetch the image from a peer", out).map(|_| Fetch::Done),
-        })
+        )
     }
 
-    /// Ends `ip`'s copy: when it is `installed`, `ip` serves it to its peers (unless it could not reach
-    /// them). A relay that does not start only means the host serves nobody: it is said, not an error.
-    async fn settle(&self, cx: &Cx, ip: IpAddr, what: &str, archive: &Archive, origin: Origin, installed: bool) {
-        let port = if installed && origin != Origin::Fallback {
-            match self.start(cx, ip).await {
-                Ok(port) => Some(port),
-                Err(e) => {
-                    let message = format!("cannot relay the image to its peers: {e}");
-                    self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if let (Some(_), Origin::Peer(_)) = (port, origin) {
-            self.corrupt_if_asked(cx, ip, archive).await;
+    /// One command per copy: `fetch` (nothing when the workstation sent the files), then `install`, then,
+    /// when `serve`, the host's relay. The token and the addresses the relay answers come on stdin: the
+    /// token never in a command (the host's log records them), the access file 0600 and deleted by the
+    /// relay once read. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
+    async fn copy(&self, cx: &Cx, ip: IpAddr, what: &str, fetch: &str, install: &str, serve: bool) -> Result<Fetch> {
+        let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
+        let qdir = quote(&Self::dir(cx));
+        let mut script = format!("IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n{fetch}");
+        script.push_str(&format!("( {install}\n) || exit {INSTALL_FAILED}\n"));
+        if serve {
+            script.push_str(&format!(
+                "cd {qdir} && rm -f access port pid && (umask 077 && {{ printf '%s\\n' \"$token\"; cat; }} > access) && \
+                 ln -f {sha} sealer-relay && chmod 700 sealer-relay && \
+                 (setsid ./sealer-relay serve . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
+                 for _ in $(seq 500); do test -s port && break; sleep 0.01; done\n\
+                 if test -s port; then echo \"relay-port $(cat port)\"; \
+                 else rm -f access; echo \"relay-failed $(tail -c 300 relay.log 2>/dev/null | tr '\\n' ' ')\"; fi\n",
+                sha = helper.sha,
+            ));
         }
-        // One step, so that no host sees neither the seed nor its holder and seeds again.
-        self.with_pool(&archive.tar_sha, |pool| {
-            if !matches!(origin, Origin::Peer(_)) {
-                pool.seeding = pool.seeding.saturating_sub(1);
+        let mut stdin = format!("{}\n", self.token);
+        for host in &self.allowed {
+            stdin.push_str(&format!("{host}\n"));
+        }
+        let out = cx.run_status(ip, &format!("bash -c {}", quote(&script)), stdin.as_bytes()).await?;
+        match out.status {
+            0 => {}
+            3 => return Ok(Fetch::Unreachable),
+            4 => return Ok(Fetch::Corrupt),
+            status => {
+                let what = if status == INSTALL_FAILED { format!("install {what}") } else { format!("copy {what}") };
+                return super::remote::succeeded(ip, &what, out).map(|_| Fetch::Done(None));
             }
-            if let Some(port) = port {
-                pool.holders.push(Holder { ip, port, serving: 0, failures: 0 });
-            }
-        });
+        }
+        let stdout = out.stdout_text();
+        let port = stdout.lines().find_map(|l| l.strip_prefix("relay-port ")).and_then(|p| p.trim().parse().ok());
+        if let Some(failed) = stdout.lines().find_map(|l| l.strip_prefix("relay-failed")) {
+            let message = format!("cannot relay to its peers: {}", failed.trim());
+            self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
+        }
+        Ok(Fetch::Done(port))
     }
 
     /// The test hook: changes a byte of the first relayed host's served copy.
@@ -527,31 +562,6 @@ impl Relay {
         if cx.run(ip, &script, b"").await.is_ok() {
             self.board().corrupted = Some(ip);
         }
-    }
-
-    /// Starts the relay on `ip`, returning its port. The access file (the token, then the addresses the
-    /// relay answers) comes on stdin into a 0600 file the relay deletes once read.
-    async fn start(&self, cx: &Cx, ip: IpAddr) -> Result<u16> {
-        let Some(helper) = &self.helper else { return Err(ProviderError::NoImage) };
-        let mut access = format!("{}\n", self.token);
-        for host in &self.allowed {
-            access.push_str(&format!("{host}\n"));
-        }
-        let script = format!(
-            "cd {qdir} && rm -f access port pid && (umask 077 && cat > access) && ln -f {sha} sealer-relay && \
-             chmod 700 sealer-relay && \
-             (setsid ./sealer-relay serve . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
-             for _ in $(seq 500); do test -s port && break; sleep 0.01; done; \
-             test -s port || {{ rm -f access; cat relay.log >&2; exit 1; }}; cat port",
-            qdir = quote(&Self::dir(cx)),
-            sha = helper.sha,
-        );
-        let port = cx.run(ip, &script, access.as_bytes()).await?.stdout_text();
-        port.parse().map_err(|_| ProviderError::Unexpected {
-            host: ip,
-            what: "the relay's port".into(),
-            message: format!("`{port}` is not a port"),
-        })
     }
 
     /// Stops every relay of this apply and removes the copies they served. Errors are returned per host;
