@@ -109,6 +109,13 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
     let limit = image + image / 10 + 64 * 1024 * n.saturating_sub(8) as u64;
     assert!(sent <= limit, "the workstation sent {sent} bytes for a {image}-byte image to {n} hosts:\n{out}");
     assert_eq!(out.matches("MiB copied from the workstation").count(), 1, "one seed:\n{out}");
+    // The seed is the host the plan named.
+    let planned = tb
+        .ips
+        .iter()
+        .find(|ip| plan.contains(&format!("# image.{ip} will be created\n  # (seed: copied from the workstation")))
+        .expect("the plan names a seed");
+    assert!(out.contains(&format!("image.{planned}: 12.00 MiB copied from the workstation")), "{plan}\n{out}");
     assert_eq!(out.matches(" relayed from 10.").count(), n - 1, "{out}");
     assert!(out.contains("failed its SHA-256 check") && out.contains("fetching the copy again"), "{out}");
     assert!(

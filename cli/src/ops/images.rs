@@ -2,10 +2,11 @@
 //! builds, and what a new image digest will change on the hosts.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use sealer_engine::{Action, Clusterfile, ImageFacts, Kind, Plan, Value};
+use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan, Value};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::mirrors::Mirrors;
 use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
@@ -140,22 +141,12 @@ fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> 
 /// (from the manifests the store keeps by digest).
 pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
     let Ok(image) = ws.images().get(&cf.cluster.image) else { return };
-    let copies = |c: &&sealer_engine::ResourceChange| {
-        c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace)
-    };
-    let old_digest =
-        |c: &sealer_engine::ResourceChange| match (c.action, c.before.as_ref().and_then(|b| b.get("digest"))) {
-            (Action::Update, Some(Value::Text(old))) => Some(old.clone()),
-            _ => None,
-        };
-    let relay = relay_helper().is_some() && plan.changes.iter().filter(copies).count() > 1;
+    let copies: Vec<(Address, Option<IpAddr>, Option<String>)> =
+        image_copies(plan, &image.config.digest).map(|(c, old)| (c.address.clone(), c.host, old)).collect();
+    let relay = relay_helper().is_some() && copies.len() > 1;
+    let seeds = planned_seeds(plan, &image.config.digest);
     let mut by_digest: BTreeMap<Option<String>, String> = BTreeMap::new();
-    let mut seeded: BTreeSet<Option<String>> = BTreeSet::new();
-    for change in plan.changes.iter().filter(copies) {
-        let old = old_digest(change);
-        if old.as_deref() == Some(image.config.digest.as_str()) {
-            continue;
-        }
+    for (address, host, old) in copies {
         let files = by_digest.entry(old.clone()).or_insert_with(|| match &old {
             None => String::new(),
             Some(old) => match ws.images().manifest_of(old) {
@@ -175,13 +166,36 @@ pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
         });
         let route = if !relay {
             "copied from the workstation"
-        } else if seeded.insert(old) {
+        } else if host.is_some_and(|h| seeds.contains(&h)) {
             "seed: copied from the workstation, then relayed to the other hosts"
         } else {
             "relayed from a host that holds the copy (the workstation's when no peer is reachable)"
         };
-        plan.notes.insert(change.address.clone(), format!("{files}{route}"));
+        plan.notes.insert(address, format!("{files}{route}"));
     }
+}
+
+/// The `image.*` changes of `plan` that copy files to their host, in plan order, each with the digest the
+/// host holds (`None`: nothing yet).
+fn image_copies<'p>(
+    plan: &'p Plan,
+    digest: &'p str,
+) -> impl Iterator<Item = (&'p sealer_engine::ResourceChange, Option<String>)> + 'p {
+    plan.changes
+        .iter()
+        .filter(|c| c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace))
+        .map(|c| match (c.action, c.before.as_ref().and_then(|b| b.get("digest"))) {
+            (Action::Update, Some(Value::Text(old))) => (c, Some(old.clone())),
+            _ => (c, None),
+        })
+        .filter(move |(_, old)| old.as_deref() != Some(digest))
+}
+
+/// The hosts that seed the copies of `plan` (an image of `digest`): the first, in plan order, of each
+/// group of hosts that hold the same digest. The plan names them; an apply lets them seed first.
+pub fn planned_seeds(plan: &Plan, digest: &str) -> BTreeSet<IpAddr> {
+    let mut groups = BTreeSet::new();
+    image_copies(plan, digest).filter(|(_, old)| groups.insert(old.clone())).filter_map(|(c, _)| c.host).collect()
 }
 
 /// `sealer-relay` beside the running `sealer`, which hosts run to relay the image to each other; without

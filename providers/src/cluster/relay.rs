@@ -33,6 +33,8 @@ const FANOUT: usize = 3;
 const PEER_TRIES: usize = 2;
 /// Fetchers that could not connect to a holder before it is no longer offered.
 const HOLDER_FAILURES: usize = 2;
+/// How long a host that is not a planned seed waits for one to start before it seeds itself.
+const SEED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
@@ -41,6 +43,9 @@ const DEADLINE_SECS: u64 = 6 * 3600;
 pub struct Distribution {
     /// The `sealer-relay` executable for the hosts; `None` sends every host a direct copy.
     pub helper: Option<PathBuf>,
+    /// The hosts the plan named as seeds: they copy from the workstation first; any other host seeds
+    /// only when no seed started within [`SEED_GRACE`] (the plan is then only a forecast).
+    pub seeds: BTreeSet<IpAddr>,
     pub progress: Arc<dyn CopyProgress>,
     /// Test hook (`SEALER_TEST_CORRUPT_RELAY=1`): the first host that got its copy from a peer has a
     /// byte of the copy it serves changed, and is offered first, so that a fetch from it must fail.
@@ -49,7 +54,7 @@ pub struct Distribution {
 
 impl Default for Distribution {
     fn default() -> Self {
-        Distribution { helper: None, progress: Arc::new(Silent), corrupt_first_relay: false }
+        Distribution { helper: None, seeds: BTreeSet::new(), progress: Arc::new(Silent), corrupt_first_relay: false }
     }
 }
 
@@ -118,8 +123,9 @@ struct Pool {
 
 impl Pool {
     /// A source for a host that must not use `excluded`, or `None` to wait: a holder with a free slot
-    /// (the least busy; `prefer` first), else the workstation when nobody holds or is seeding the archive.
-    fn pick(&mut self, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Option<Source> {
+    /// (the least busy; `prefer` first), else the workstation when nobody holds or is seeding the archive
+    /// and the host `may_seed` (or fetches it again).
+    fn pick(&mut self, excluded: &[IpAddr], prefer: Option<IpAddr>, may_seed: bool) -> Option<Source> {
         let usable = |h: &&mut Holder| !excluded.contains(&h.ip);
         if let Some(h) = self
             .holders
@@ -132,7 +138,8 @@ impl Pool {
             return Some(Source::Peer { ip: h.ip, port: h.port });
         }
         let any_usable = self.holders.iter().any(|h| !excluded.contains(&h.ip));
-        if !any_usable && self.seeding == 0 {
+        // The first copy of all goes to a planned seed; a copy again (every holder excluded) to anyone.
+        if !any_usable && self.seeding == 0 && (may_seed || !self.holders.is_empty() || excluded.len() > 1) {
             self.seeding += 1;
             return Some(Source::Workstation);
         }
@@ -168,6 +175,7 @@ pub(crate) struct Relay {
     allowed: Vec<IpAddr>,
     progress: Arc<dyn CopyProgress>,
     corrupt_first_relay: bool,
+    seeds: BTreeSet<IpAddr>,
     board: Mutex<Board>,
     changed: Notify,
     archives: Mutex<HashMap<String, Arc<OnceCell<Arc<Archive>>>>>,
@@ -220,6 +228,7 @@ impl Relay {
             allowed,
             progress: distribution.progress,
             corrupt_first_relay: distribution.corrupt_first_relay,
+            seeds: distribution.seeds,
             board: Mutex::new(Board::default()),
             changed: Notify::new(),
             archives: Mutex::new(HashMap::new()),
@@ -366,7 +375,7 @@ impl Relay {
                 self.seed_slot(&archive.tar_sha);
                 Source::Workstation
             } else {
-                self.source(&archive.tar_sha, &excluded, prefer).await
+                self.source(ip, &archive.tar_sha, &excluded, prefer).await
             };
             match source {
                 Source::Workstation => {
@@ -442,16 +451,25 @@ impl Relay {
         self.with_pool(sha, |pool| pool.seeding = pool.seeding.saturating_sub(1));
     }
 
-    /// Waits for a source of `sha`: see [`Pool::pick`].
-    async fn source(&self, sha: &str, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Source {
+    /// Waits for a source of `sha` for `ip`: see [`Pool::pick`]. A host the plan did not name as a seed
+    /// may seed after [`SEED_GRACE`] (the planned seed may not need this archive, or may not have started).
+    async fn source(&self, ip: IpAddr, sha: &str, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Source {
+        let grace = tokio::time::Instant::now() + SEED_GRACE;
         loop {
+            let may_seed = self.seeds.is_empty() || self.seeds.contains(&ip) || tokio::time::Instant::now() >= grace;
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(source) = self.board().pools.entry(sha.to_string()).or_default().pick(excluded, prefer) {
+            if let Some(source) =
+                self.board().pools.entry(sha.to_string()).or_default().pick(excluded, prefer, may_seed)
+            {
                 return source;
             }
-            notified.await;
+            if may_seed {
+                notified.await;
+            } else {
+                let _ = tokio::time::timeout_at(grace, notified).await;
+            }
         }
     }
 
@@ -607,22 +625,29 @@ mod tests {
     #[test]
     fn the_first_host_seeds_and_the_next_ones_wait_for_it() {
         let mut pool = Pool::default();
-        assert_eq!(pool.pick(&[A], None), Some(Source::Workstation));
-        assert_eq!(pool.pick(&[B], None), None, "a second host waits for the seed, not the workstation");
+        assert_eq!(pool.pick(&[A], None, true), Some(Source::Workstation));
+        assert_eq!(pool.pick(&[B], None, true), None, "a second host waits for the seed, not the workstation");
         pool.seeding = 0;
         pool.holders.push(holder(A));
-        assert_eq!(pool.pick(&[B], None), Some(Source::Peer { ip: A, port: 4000 }));
+        assert_eq!(pool.pick(&[B], None, true), Some(Source::Peer { ip: A, port: 4000 }));
+    }
+
+    #[test]
+    fn only_a_planned_seed_seeds_the_first_copy() {
+        let mut pool = Pool::default();
+        assert_eq!(pool.pick(&[B], None, false), None, "not a planned seed: it waits");
+        assert_eq!(pool.pick(&[A], None, true), Some(Source::Workstation));
     }
 
     #[test]
     fn a_holder_serves_at_most_fanout_peers_and_the_least_busy_goes_first() {
         let mut pool = Pool { holders: vec![holder(A)], seeding: 0 };
         for _ in 0..FANOUT {
-            assert_eq!(pool.pick(&[], None), Some(Source::Peer { ip: A, port: 4000 }));
+            assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: A, port: 4000 }));
         }
-        assert_eq!(pool.pick(&[], None), None, "a full holder makes the next host wait");
+        assert_eq!(pool.pick(&[], None, true), None, "a full holder makes the next host wait");
         pool.holders.push(holder(B));
-        assert_eq!(pool.pick(&[], None), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: B, port: 4000 }));
         pool.release(A, false, false);
         assert_eq!(pool.holders[0].serving, FANOUT - 1);
     }
@@ -636,15 +661,15 @@ mod tests {
         assert_eq!(pool.holders.len(), 1, "one failure may be the fetcher's own network");
         pool.release(B, false, true);
         assert!(pool.holders.is_empty());
-        assert_eq!(pool.pick(&[C], None), Some(Source::Workstation), "nobody left: the workstation again");
+        assert_eq!(pool.pick(&[C], None, true), Some(Source::Workstation), "nobody left: the workstation again");
     }
 
     #[test]
     fn excluded_holders_are_not_offered_and_prefer_steers_the_pick() {
         let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0 };
-        assert_eq!(pool.pick(&[A], None), Some(Source::Peer { ip: B, port: 4000 }));
-        assert_eq!(pool.pick(&[], Some(B)), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[A], None, true), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[], Some(B), true), Some(Source::Peer { ip: B, port: 4000 }));
         let mut only_a = Pool { holders: vec![holder(A)], seeding: 0 };
-        assert_eq!(only_a.pick(&[A], None), Some(Source::Workstation), "every holder excluded: a direct copy");
+        assert_eq!(only_a.pick(&[A], None, true), Some(Source::Workstation), "every holder excluded: a direct copy");
     }
 }
