@@ -269,4 +269,27 @@ mod tests {
         p.stop_relays().await;
         assert!(remote.commands(M2).last().unwrap().contains("rm -rf /var/lib/sealer/c/.relay"));
     }
+
+    /// A host where the helper cannot run (another architecture) takes a direct copy and serves nobody.
+    #[tokio::test]
+    async fn a_host_that_cannot_run_the_helper_gets_a_direct_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("sealer-relay");
+        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.path().join("app"), "sha256:1"));
+        ctx.distribution.helper = Some(helper);
+        // Earlier rules answer first: the second master's fetch fails before any `relay-port` answer.
+        let remote =
+            Arc::new(Scripted::default().fail("/dev/tcp/10.0.0.2/4100", 6, "").on("relay-port", "relay-port 4100"));
+        let p = ClusterProvider::new(ctx, remote.clone());
+        apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
+        let second = remote.commands(M2);
+        assert_eq!(second.len(), 5, "{second:?}");
+        assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "{second:?}");
+        assert!(second[1..4].iter().all(|c| c.contains("cat > ")), "three files from the workstation: {second:?}");
+        assert!(second[4].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{second:?}");
+        assert!(!second[4].contains("sealer-relay serve"), "it serves nobody: {second:?}");
+    }
 }

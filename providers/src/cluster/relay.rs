@@ -199,10 +199,15 @@ enum Fetch {
     Done(Option<u16>),
     Unreachable,
     Corrupt,
+    /// The helper cannot run on this host.
+    NoHelper,
 }
 
 /// Exit status of the copy script when the caller's install failed (3 and 4 are the helper's).
 const INSTALL_FAILED: u32 = 5;
+/// Exit status of the copy script when the helper cannot run on the host (another architecture, a
+/// `noexec` mount): the host takes a direct copy.
+const NO_HELPER: u32 = 6;
 
 fn random_token() -> Option<String> {
     use std::io::Read as _;
@@ -369,9 +374,10 @@ impl Relay {
         self.board().touched.insert(ip);
         let mut excluded: Vec<IpAddr> = vec![ip];
         let mut unreachable: Vec<IpAddr> = Vec::new();
+        let mut no_helper = false;
         let prefer = self.prefer();
         loop {
-            let source = if unreachable.len() >= PEER_TRIES {
+            let source = if unreachable.len() >= PEER_TRIES || no_helper {
                 self.seed_slot(&archive.tar_sha);
                 Source::Workstation
             } else {
@@ -379,7 +385,7 @@ impl Relay {
             };
             match source {
                 Source::Workstation => {
-                    if !unreachable.is_empty() {
+                    if !unreachable.is_empty() && !no_helper {
                         let peers: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
                         let message = format!(
                             "cannot reach peer(s) {}: direct copy from the workstation instead",
@@ -387,7 +393,7 @@ impl Relay {
                         );
                         self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                     }
-                    let origin = if unreachable.is_empty() { Origin::Seed } else { Origin::Fallback };
+                    let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
                     let copied = match self.send(cx, ip, archive).await {
                         Ok(()) => self.copy(cx, ip, what, "", install, origin == Origin::Seed).await,
                         Err(e) => Err(e),
@@ -409,6 +415,14 @@ impl Relay {
                 Source::Peer { ip: peer, port } => {
                     let fetch = self.fetch_script(peer, port, archive);
                     let fetched = self.copy(cx, ip, what, &fetch, install, true).await;
+                    if let Ok(Fetch::NoHelper) = &fetched {
+                        self.with_pool(&archive.tar_sha, |pool| pool.release(peer, false, false));
+                        let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
+                        self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
+                        // As a host that cannot reach its peers: a direct copy, and it serves nobody.
+                        no_helper = true;
+                        continue;
+                    }
                     let (unusable, lost) = match &fetched {
                         Ok(Fetch::Corrupt) => (true, false),
                         Ok(Fetch::Unreachable) => (false, true),
@@ -418,6 +432,7 @@ impl Relay {
                     match fetched? {
                         Fetch::Done(port) => return Ok((Origin::Peer(peer), port)),
                         Fetch::Unreachable => unreachable.push(peer),
+                        Fetch::NoHelper => {}
                         Fetch::Corrupt => {
                             let message = format!(
                                 "the copy from {peer} failed its SHA-256 check: {peer} is no longer a source, \
@@ -516,7 +531,8 @@ impl Relay {
                echo \"$h  $h.part\" | sha256sum -c --status || {{ rm -f $h.part; exit 4; }}\n\
                mv -f $h.part $h\n\
              fi\n\
-             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} || exit $?\n",
+             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}\n\
+             rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
             h = helper.sha,
             manifest = archive.manifest_sha,
             tar = archive.tar_sha,
@@ -552,6 +568,7 @@ impl Relay {
             0 => {}
             3 => return Ok(Fetch::Unreachable),
             4 => return Ok(Fetch::Corrupt),
+            NO_HELPER => return Ok(Fetch::NoHelper),
             status => {
                 let what = if status == INSTALL_FAILED { format!("install {what}") } else { format!("copy {what}") };
                 return super::remote::succeeded(ip, &what, out).map(|_| Fetch::Done(None));
