@@ -4,8 +4,9 @@
 //! of hosts, and the copies spread as a tree (each holder serves at most [`FANOUT`] peers at once).
 //!
 //! - A holder serves with `sealer-relay` (the `relay/` crate), which the seed receives from the
-//!   workstation and every other host from its peer, checked like the rest. A fetch needs nothing on
-//!   the host but bash's `/dev/tcp`, `cat`, `timeout` and `sha256sum`.
+//!   workstation and every other host from its peer, with nothing but bash's `/dev/tcp`, `cat`,
+//!   `timeout` and `sha256sum`; the helper then fetches the rest, checking each byte as it arrives. One
+//!   command per copy fetches, installs and starts the host's relay ([`Relay::copy`]).
 //! - Every file is named by its SHA-256, which the workstation computed: a fetched file that does not
 //!   match is thrown away, its relay is no longer used, and the host fetches it again elsewhere.
 //! - A relay answers only the cluster's addresses that bring this apply's random token (never on a
