@@ -45,7 +45,7 @@ pub struct Distribution {
     /// The `sealer-relay` executable for the hosts; `None` sends every host a direct copy.
     pub helper: Option<PathBuf>,
     /// The hosts the plan named as seeds: they copy from the workstation first; any other host seeds
-    /// only when no seed started within [`SEED_GRACE`] (the plan is then only a forecast).
+    /// only when no seed started within 3 s (`SEED_GRACE`; the plan is then only a forecast).
     pub seeds: BTreeSet<IpAddr>,
     pub progress: Arc<dyn CopyProgress>,
     /// Test hook (`SEALER_TEST_CORRUPT_RELAY=1`): the first host that got its copy from a peer has a
