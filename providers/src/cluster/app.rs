@@ -234,20 +234,29 @@ mod tests {
         assert_eq!(remote.commands(M2), ["rm -rf /var/lib/sealer/c/apps/nginx-app"]);
     }
 
+    /// Creates the application on both masters with the relay on (a helper present), over `remote`.
+    async fn create_with_relay(
+        dir: &std::path::Path,
+        logs: &std::path::Path,
+        remote: Arc<Scripted>,
+    ) -> ClusterProvider {
+        let helper = dir.join("sealer-relay");
+        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
+        let mut ctx = context(None, logs);
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.join("app"), "sha256:1"));
+        ctx.distribution.helper = Some(helper);
+        let p = ClusterProvider::new(ctx, remote);
+        apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
+        p
+    }
+
     /// With the relay (its helper present), the first master gets the files from the workstation and
     /// the next one fetches them from the first, checked; the token is never in a command.
     #[tokio::test]
     async fn the_second_master_fetches_the_files_from_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let helper = dir.path().join("sealer-relay");
-        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
-        let mut ctx = context(None, logs.path());
-        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.path().join("app"), "sha256:1"));
-        ctx.distribution.helper = Some(helper);
+        let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let remote = Arc::new(Scripted::default().on("relay-port", "relay-port 4100"));
-        let p = ClusterProvider::new(ctx, remote.clone());
-        apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
+        let p = create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let first = remote.commands(M1);
         assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
         assert!(
@@ -273,18 +282,11 @@ mod tests {
     /// A host where the helper cannot run (another architecture) takes a direct copy and serves nobody.
     #[tokio::test]
     async fn a_host_that_cannot_run_the_helper_gets_a_direct_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let helper = dir.path().join("sealer-relay");
-        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
-        let mut ctx = context(None, logs.path());
-        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.path().join("app"), "sha256:1"));
-        ctx.distribution.helper = Some(helper);
+        let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         // Earlier rules answer first: the second master's fetch fails before any `relay-port` answer.
         let remote =
             Arc::new(Scripted::default().fail("/dev/tcp/10.0.0.2/4100", 6, "").on("relay-port", "relay-port 4100"));
-        let p = ClusterProvider::new(ctx, remote.clone());
-        apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
+        create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let second = remote.commands(M2);
         assert_eq!(second.len(), 5, "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "{second:?}");
