@@ -24,7 +24,9 @@ if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/b
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server docker-registry python3-yaml etcd-server etcd-client \
     iproute2 util-linux >/dev/null
 fi
+# A run again starts afresh: the hosts of the last run go, and so does the state that recorded them.
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
+rm -rf "$work"
 mkdir -p "$work"
 cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
 sealer="$repo/target/release/sealer"
