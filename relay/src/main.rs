@@ -131,16 +131,12 @@ fn is_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The SHA-256 of the file at `path`, if it can be read.
 fn file_sha256(path: &Path) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).ok()?;
-    Some(hex(&hasher.finalize()))
+    Some(format!("{:x}", hasher.finalize()))
 }
 
 fn fetch(args: &[String]) -> ExitCode {
@@ -210,7 +206,7 @@ fn fetch_one(dir: &Path, peer: SocketAddr, token: &str, name: &str, deadline: In
             Err(e) => break Err(unreachable(e)),
         }
     };
-    let checked = result.and_then(|()| match (total, hex(&hasher.finalize())) {
+    let checked = result.and_then(|()| match (total, format!("{:x}", hasher.finalize())) {
         // Nothing at all: the relay refused this address (another source address, say).
         (0, _) if name != EMPTY_SHA256 => Err(UNREACHABLE),
         (_, sha) if sha != name => Err(MISMATCH),
@@ -321,7 +317,7 @@ mod tests {
     fn a_file_is_fetched_checked_and_only_with_the_token_from_an_allowed_address() {
         let (served, fetched) = (scratch("served"), scratch("fetched"));
         let content = b"the image".repeat(10_000);
-        let name = hex(&Sha256::digest(&content));
+        let name = format!("{:x}", Sha256::digest(&content));
         std::fs::write(served.join(&name), &content).unwrap();
         let later = Instant::now() + Duration::from_secs(30);
         let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);

@@ -47,8 +47,8 @@ fn copy_line(event: &CopyEvent) -> Option<String> {
             format!("{}: {} relayed from {peer}", on(what, host), human_bytes(*bytes))
         }
         CopyEvent::Note { what, host, message } => format!("{}: {message}", on(what, host)),
-        CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => format!(
-            "copies: {hosts} delivered, {} sent by the workstation, {} relayed between hosts",
+        CopyEvent::Summary { copies, workstation_bytes, peer_bytes } => format!(
+            "copies: {copies} delivered, {} sent by the workstation, {} relayed between hosts",
             human_bytes(*workstation_bytes),
             human_bytes(*peer_bytes)
         ),
@@ -229,8 +229,8 @@ impl CopyProgress for JsonLines {
             CopyEvent::Note { what, host, message } => serde_json::json!({
                 "type": "image_copy_note", "what": what, "host": host.to_string(), "message": message,
             }),
-            CopyEvent::Summary { hosts, workstation_bytes, peer_bytes } => serde_json::json!({
-                "type": "image_distribution", "hosts": hosts,
+            CopyEvent::Summary { copies, workstation_bytes, peer_bytes } => serde_json::json!({
+                "type": "image_distribution", "copies": copies,
                 "workstation_bytes": workstation_bytes, "peer_bytes": peer_bytes,
             }),
         };

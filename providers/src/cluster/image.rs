@@ -283,12 +283,18 @@ mod tests {
         assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
     }
 
+    /// A provider whose host already holds the image's digest, over a scripted remote; the temporary
+    /// directories live as long as the returned guard.
+    fn holding_the_new_digest() -> (ClusterProvider, Arc<Scripted>, [tempfile::TempDir; 2]) {
+        let (root, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
+        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        (p, remote, [root, logs])
+    }
+
     #[tokio::test]
     async fn the_same_digest_sends_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
-        let logs = tempfile::tempdir().unwrap();
-        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let (p, remote, _dirs) = holding_the_new_digest();
         let after = attrs([("image", Value::text("img:1"))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
         assert_eq!(remote.commands(M1), ["cat /var/lib/sealer/c/digest 2>/dev/null; true"]);
@@ -315,10 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_env_change_rewrites_exactly_the_templates_it_changes() {
-        let root = tempfile::tempdir().unwrap();
-        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
-        let logs = tempfile::tempdir().unwrap();
-        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let (p, remote, _dirs) = holding_the_new_digest();
         let rendered = |docker: &str| {
             Value::Map(BTreeMap::from([
                 ("etc/daemon.json".to_string(), format!("{{\"data-root\": \"{docker}\"}}")),
@@ -339,10 +342,7 @@ mod tests {
     /// Every registry's mirror file in one command, the files on stdin, none on the command line.
     #[tokio::test]
     async fn mirrors_are_written_in_one_command() {
-        let root = tempfile::tempdir().unwrap();
-        let remote = Arc::new(Scripted::default().on("/digest", "sha256:new"));
-        let logs = tempfile::tempdir().unwrap();
-        let p = ClusterProvider::new(context(Some(image(root.path(), "")), logs.path()), remote.clone());
+        let (p, remote, _dirs) = holding_the_new_digest();
         let listed = |names: &[&str]| Value::List(names.iter().map(|n| n.to_string()).collect());
         let before = attrs([("digest", Value::text("sha256:new")), ("mirrors", listed(&["ghcr.io"]))]);
         let after = attrs([("digest", Value::text("sha256:new")), ("mirrors", listed(&["docker.io", "quay.io"]))]);

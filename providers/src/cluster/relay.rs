@@ -68,8 +68,9 @@ pub enum CopyEvent {
     Delivered { what: String, host: IpAddr, bytes: u64, from: Option<IpAddr> },
     /// What the operator should know: a direct copy instead of a relayed one and why, a copy fetched again.
     Note { what: String, host: IpAddr, message: String },
-    /// The apply ended: `hosts` got a copy, with these bytes sent by the workstation and by peers.
-    Summary { hosts: usize, workstation_bytes: u64, peer_bytes: u64 },
+    /// The apply ended: `copies` were delivered (the image's and applications'), with these bytes sent by
+    /// the workstation and by peers.
+    Summary { copies: usize, workstation_bytes: u64, peer_bytes: u64 },
 }
 
 pub trait CopyProgress: Send + Sync {
@@ -91,7 +92,7 @@ pub(crate) struct Archive {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The relay's executable, loaded once.
@@ -607,7 +608,7 @@ impl Relay {
             let mut board = self.board();
             if board.delivered > 0 {
                 self.progress(CopyEvent::Summary {
-                    hosts: board.delivered,
+                    copies: board.delivered,
                     workstation_bytes: board.workstation_bytes,
                     peer_bytes: board.peer_bytes,
                 });
