@@ -1,24 +1,27 @@
 //! The helper sealer runs on cluster hosts during one `sealer apply`, so that hosts get the image from
 //! each other instead of each from the workstation:
 //!
-//! - `sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS` serves the files of `DIR` that are named by
-//!   the SHA-256 of their content to the cluster's other hosts;
+//! - `sealer-relay start DIR ADDRESS IDLE_SECS DEADLINE_SECS` (the access on stdin) starts
+//!   `DIR/sealer-relay serve …` in the background and prints `relay-port PORT` once it listens, or
+//!   `relay-failed WHY`;
+//! - `sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS` (the access on stdin) serves the files of
+//!   `DIR` that are named by the SHA-256 of their content to the cluster's other hosts;
 //! - `sealer-relay fetch PEER PORT SECONDS NAME...` (the token on stdin) fetches each NAME from a peer's
 //!   relay into the current directory, checking it against its name as it arrives, in the time it takes
 //!   to read it (a host without the helper fetches it first with bash's `/dev/tcp` and `sha256sum`).
 //!
 //! The relay's security model, in order:
 //! - it listens on ADDRESS only (the host's cluster address), on a port the kernel picks;
-//! - it answers only connections from the addresses listed in `DIR/access` (the cluster's hosts);
+//! - it answers only connections from the addresses listed in its access (the cluster's hosts);
 //! - a request is one line, `TOKEN NAME`: TOKEN is the random one-time token of this apply (first line of
-//!   `DIR/access`, a 0600 file read and deleted at start, so it is never on a command line), NAME is 64
-//!   hex digits; anything else closes the connection without a byte;
+//!   the access, which comes on stdin, so it is never on a command line nor in a file), NAME is 64 hex
+//!   digits; anything else closes the connection without a byte;
 //! - it serves files of DIR only, read-only; the fetcher checks every byte against the digest the
 //!   workstation computed, so a relay can make a fetch fail but never make it succeed with other bytes;
 //! - it exits when sealer stops it at the end of the apply, after IDLE_SECS without a request, and after
 //!   DEADLINE_SECS whatever happens, so a workstation that died leaves nothing listening for long.
 //!
-//! It writes its port to `DIR/port` and its process id to `DIR/pid` once it listens.
+//! Once it listens, it writes its process id to `DIR/pid` (for sealer to stop it) and its port on stdout.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -60,15 +63,81 @@ const MISMATCH: u8 = 4;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
+        Some((command, rest)) if command == "start" => start(rest),
         Some((command, rest)) if command == "serve" => serve(rest),
         Some((command, rest)) if command == "fetch" => fetch(rest),
-        _ => fail("usage: sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME..."),
+        _ => fail(
+            "usage: sealer-relay start|serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME...",
+        ),
+    }
+}
+
+/// How long `start` waits for the relay to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts `DIR/sealer-relay serve` (this executable, linked there so that it is named so in `ps`) in a
+/// process group of its own, so that it outlives the command that started it; hands it the access from
+/// stdin and prints `relay-port PORT` once it listens, else `relay-failed WHY`. Either way it exits 0:
+/// a host that cannot relay still holds its copy.
+fn start(args: &[String]) -> ExitCode {
+    let [dir, ..] = args else {
+        return fail("usage: sealer-relay start DIR ADDRESS IDLE_SECS DEADLINE_SECS (the access on stdin)");
+    };
+    let dir = Path::new(dir);
+    let mut access = Vec::new();
+    if std::io::stdin().take(1 << 20).read_to_end(&mut access).is_err() {
+        return fail("cannot read the access on stdin");
+    }
+    match spawn_relay(dir, args, &access) {
+        Ok(port) => println!("relay-port {port}"),
+        Err(why) => {
+            let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+            let tail = &log[log.char_indices().rev().nth(299).map_or(0, |(i, _)| i)..];
+            println!("relay-failed {why} {}", tail.replace('\n', " ").trim());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn spawn_relay(dir: &Path, args: &[String], access: &[u8]) -> Result<u16, String> {
+    use std::os::unix::process::CommandExt as _;
+    let me = std::env::current_exe().map_err(|e| format!("no executable: {e}"))?;
+    let linked = dir.join("sealer-relay");
+    let _ = std::fs::remove_file(&linked);
+    std::fs::hard_link(&me, &linked)
+        .or_else(|_| std::fs::copy(&me, &linked).map(|_| ()))
+        .map_err(|e| format!("cannot link {}: {e}", linked.display()))?;
+    let log = std::fs::File::create(dir.join("relay.log")).map_err(|e| format!("cannot write relay.log: {e}"))?;
+    let mut child = std::process::Command::new(&linked)
+        .arg("serve")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(access).map_err(|e| format!("cannot hand the access over: {e}"))?;
+    }
+    let Some(stdout) = child.stdout.take() else { return Err("no output".into()) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = tx.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(line)) => line.trim().parse().map_err(|_| "it ended before it listened:".to_string()),
+        _ => {
+            let _ = child.kill();
+            Err("it did not listen in time:".into())
+        }
     }
 }
 
 fn serve(args: &[String]) -> ExitCode {
     let [dir, address, idle, deadline] = args else {
-        return fail("usage: sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS");
+        return fail("usage: sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS (the access on stdin)");
     };
     let (Ok(address), Ok(idle), Ok(deadline)) =
         (address.parse::<IpAddr>(), idle.parse::<u64>(), deadline.parse::<u64>())
@@ -76,18 +145,15 @@ fn serve(args: &[String]) -> ExitCode {
         return fail("ADDRESS must be an IP address and IDLE_SECS, DEADLINE_SECS numbers");
     };
     let dir = PathBuf::from(dir);
-    let access_path = dir.join("access");
-    let access = match std::fs::read_to_string(&access_path) {
-        Ok(text) => text,
-        Err(e) => return fail(&format!("cannot read {}: {e}", access_path.display())),
-    };
-    // The token is read once and its file goes: nothing else on the host can learn it afterwards.
-    let _ = std::fs::remove_file(&access_path);
+    let mut access = String::new();
+    if std::io::stdin().take(1 << 20).read_to_string(&mut access).is_err() {
+        return fail("cannot read the access on stdin");
+    }
     let mut lines = access.lines();
     let token = lines.next().unwrap_or_default().trim().to_string();
     let allowed: Vec<IpAddr> = lines.filter_map(|l| l.trim().parse().ok()).collect();
     if token.len() < 32 || allowed.is_empty() {
-        return fail("the access file must hold a token of 32 characters or more, then the allowed addresses");
+        return fail("the access must hold a token of 32 characters or more, then the allowed addresses");
     }
     let listener = match TcpListener::bind(SocketAddr::new(address, 0)) {
         Ok(l) => l,
@@ -97,10 +163,13 @@ fn serve(args: &[String]) -> ExitCode {
         Ok(a) => a.port(),
         Err(e) => return fail(&format!("no local address: {e}")),
     };
-    if let Err(e) =
-        publish(&dir, "pid", &std::process::id().to_string()).and_then(|_| publish(&dir, "port", &port.to_string()))
-    {
+    if let Err(e) = publish(&dir, "pid", &std::process::id().to_string()) {
         return fail(&format!("cannot write to {}: {e}", dir.display()));
+    }
+    // The port is the last thing said on stdout: `start` reads it and goes.
+    let mut stdout = std::io::stdout();
+    if writeln!(stdout, "{port}").and_then(|()| stdout.flush()).is_err() {
+        return fail("nobody read the port");
     }
     let relay = Arc::new(Relay {
         dir,

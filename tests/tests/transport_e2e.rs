@@ -18,6 +18,19 @@ fn target(tb: &Testbed, i: usize, auth: SshAuth) -> SshTarget {
     }
 }
 
+/// The bytes as `od -c` shows them, on one line: what a host must have read from its stdin.
+fn od(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "od -An -c | tr -s ' \n' ' '"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim_end().to_string()
+}
+
 fn key(tb: &Testbed) -> SshAuth {
     SshAuth::Key { path: tb.key.clone(), passphrase: None, password: None }
 }
@@ -57,6 +70,12 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     assert_eq!((out.status, out.stdout.len()), (0, 10), "a command that reads part of its stdin");
     let out = s.exec("pwd; wc -c", b"abc", T).await.unwrap();
     assert_eq!(out.stdout_text(), "/root\n3", "no cwd or stdin left over from earlier commands");
+    // Short text goes in a here-document: byte for byte, whatever it holds; text that does not end with a
+    // newline, and binary, go through `head -c`.
+    for text in ["$HOME `id` \\ '\"\n  \ttabs\n\n", "no newline at the end", "nul\0byte\n"] {
+        let out = s.exec("od -An -c | tr -s ' \n' ' '", text.as_bytes(), T).await.unwrap();
+        assert_eq!(out.stdout_text(), od(text.as_bytes()), "{text:?}");
+    }
     let out = s.exec("set -e; false; echo unreachable", b"", T).await.unwrap();
     assert_eq!((out.status, out.stdout_text()), (1, String::new()));
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();

@@ -217,8 +217,8 @@ impl<'a> Session<'a> {
         let first_master = cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
         let remote =
             ws.remote(hosts::ssh_targets(ws, cf, &self.observed, self.req.strict_host_keys)?, Duration::from_secs(600));
-        let seeds =
-            image.as_ref().map(|i| super::images::planned_seeds(&self.plan, &i.config.digest)).unwrap_or_default();
+        let route =
+            image.as_ref().map(|i| super::images::planned_route(&self.plan, &i.config.digest)).unwrap_or_default();
         let provider = ClusterProvider::new(
             ClusterContext {
                 cluster: cf.cluster.name.clone(),
@@ -233,7 +233,8 @@ impl<'a> Session<'a> {
                 hosts: cf.cluster.hosts.iter().map(|h| h.ip).collect(),
                 distribution: Distribution {
                     helper: super::images::relay_helper(),
-                    seeds,
+                    seeds: route.seeds,
+                    relays: route.relays,
                     progress: copies,
                     corrupt_first_relay: std::env::var_os("SEALER_TEST_CORRUPT_RELAY").is_some_and(|v| v == "1"),
                 },

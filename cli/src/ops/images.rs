@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan, Value};
+use sealer_providers::cluster::relaying_hosts;
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::mirrors::Mirrors;
 use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
@@ -136,7 +137,8 @@ fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> 
 }
 
 /// Notes every `image.*` create and update of `plan` with how its copy travels (the first host of each
-/// group that holds the same files seeds from the workstation, the others relay from peers) and, for an
+/// group that holds the same files seeds from the workstation, the others fetch from peers, and the first
+/// of them relay it on) and, for an
 /// update, what the new digest changes against the one the host holds: files to send and their bytes
 /// (from the manifests the store keeps by digest).
 pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
@@ -144,7 +146,7 @@ pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
     let copies: Vec<(Address, Option<IpAddr>, Option<String>)> =
         image_copies(plan, &image.config.digest).map(|(c, old)| (c.address.clone(), c.host, old)).collect();
     let relay = relay_helper().is_some() && copies.len() > 1;
-    let seeds = planned_seeds(plan, &image.config.digest);
+    let route = planned_route(plan, &image.config.digest);
     let mut by_digest: BTreeMap<Option<String>, String> = BTreeMap::new();
     for (address, host, old) in copies {
         let files = by_digest.entry(old.clone()).or_insert_with(|| match &old {
@@ -166,8 +168,11 @@ pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
         });
         let route = if !relay {
             "copied from the workstation"
-        } else if host.is_some_and(|h| seeds.contains(&h)) {
+        } else if host.is_some_and(|h| route.seeds.contains(&h)) {
             "seed: copied from the workstation, then relayed to the other hosts"
+        } else if host.is_some_and(|h| route.relays.contains(&h)) {
+            "relayed from a host that holds the copy (the workstation's when no peer is reachable), then relayed \
+             on to other hosts"
         } else {
             "relayed from a host that holds the copy (the workstation's when no peer is reachable)"
         };
@@ -191,11 +196,28 @@ fn image_copies<'p>(
         .filter(move |(_, old)| old.as_deref() != Some(digest))
 }
 
-/// The hosts that seed the copies of `plan` (an image of `digest`): the first, in plan order, of each
-/// group of hosts that hold the same digest. The plan names them; an apply lets them seed first.
-pub fn planned_seeds(plan: &Plan, digest: &str) -> BTreeSet<IpAddr> {
-    let mut groups = BTreeSet::new();
-    image_copies(plan, digest).filter(|(_, old)| groups.insert(old.clone())).filter_map(|(c, _)| c.host).collect()
+/// The hosts the plan names for the copies of an image of `digest`, per group of hosts that hold the same
+/// digest (and so get the same files), in plan order.
+#[derive(Default)]
+pub struct Route {
+    /// The first host of each group: an apply lets them copy from the workstation first.
+    pub seeds: BTreeSet<IpAddr>,
+    /// The next hosts of each group, [`relaying_hosts`] in all with the seed: they fetch from a peer and
+    /// serve the others.
+    pub relays: BTreeSet<IpAddr>,
+}
+
+pub fn planned_route(plan: &Plan, digest: &str) -> Route {
+    let mut groups: BTreeMap<Option<String>, Vec<IpAddr>> = BTreeMap::new();
+    for (change, old) in image_copies(plan, digest) {
+        groups.entry(old).or_default().extend(change.host);
+    }
+    let mut route = Route::default();
+    for hosts in groups.values() {
+        route.seeds.extend(hosts.first());
+        route.relays.extend(hosts.iter().take(relaying_hosts(hosts.len())).skip(1));
+    }
+    route
 }
 
 /// `sealer-relay` beside the running `sealer`, which hosts run to relay the image to each other; without

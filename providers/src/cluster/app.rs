@@ -255,22 +255,19 @@ mod tests {
     #[tokio::test]
     async fn the_second_master_fetches_the_files_from_the_first() {
         let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let remote = Arc::new(Scripted::default().on("relay-port", "relay-port 4100"));
+        let remote = Arc::new(Scripted::default().on(" start . ", "relay-port 4100"));
         let p = create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let first = remote.commands(M1);
         assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
-        assert!(
-            first.iter().any(|c| c.contains("./sealer-relay serve . 10.0.0.2 ")),
-            "the first master serves: {first:?}"
-        );
+        assert!(first.iter().any(|c| c.contains(" start . 10.0.0.2 ")), "the first master serves: {first:?}");
         // One command fetches (the helper with bash, then the files with the helper), installs and serves.
         let second = remote.commands(M2);
         assert_eq!(second.len(), 1, "{second:?}");
-        assert!(second[0].starts_with("bash -c ") && second[0].contains("/dev/tcp/10.0.0.2/4100"), "{second:?}");
+        assert!(second[0].starts_with("bash -c ") && second[0].contains(" 10.0.0.2 4100 $h > $h.$$"), "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "the helper fetches the files: {second:?}");
         assert!(second[0].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
-        assert!(second[0].contains("./sealer-relay serve . 10.0.0.3 "), "and then serves: {second:?}");
-        let access = remote.stdin_of(M1, "> access").unwrap();
+        assert!(second[0].contains(" start . 10.0.0.3 "), "and then serves: {second:?}");
+        let access = remote.stdin_of(M1, " start . ").unwrap();
         let token = access.lines().next().unwrap();
         assert_eq!((token.len(), access.lines().count()), (32, 4), "the token, then the 3 hosts: {access}");
         let logged = std::fs::read_to_string(logs.path().join("10.0.0.3.log")).unwrap();
@@ -285,13 +282,13 @@ mod tests {
         let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         // Earlier rules answer first: the second master's fetch fails before any `relay-port` answer.
         let remote =
-            Arc::new(Scripted::default().fail("/dev/tcp/10.0.0.2/4100", 6, "").on("relay-port", "relay-port 4100"));
+            Arc::new(Scripted::default().fail(" fetch 10.0.0.2 4100 ", 6, "").on(" start . ", "relay-port 4100"));
         create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let second = remote.commands(M2);
         assert_eq!(second.len(), 5, "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "{second:?}");
         assert!(second[1..4].iter().all(|c| c.contains("cat > ")), "three files from the workstation: {second:?}");
         assert!(second[4].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{second:?}");
-        assert!(!second[4].contains("sealer-relay serve"), "it serves nobody: {second:?}");
+        assert!(!second[4].contains(" start . "), "it serves nobody: {second:?}");
     }
 }

@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use hooks::{recorded_schedules, ScheduledHook};
-pub use relay::{CopyEvent, CopyProgress, Distribution};
+pub use relay::{relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 

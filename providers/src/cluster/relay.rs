@@ -30,12 +30,22 @@ use crate::shell::quote;
 
 /// Peers one holder serves at once.
 const FANOUT: usize = 3;
+
+/// How many of `hosts` hosts that get the same copy serve it to the others: enough holders that the
+/// copies spread as a tree (`FANOUT` each at once), few enough that most hosts only fetch and install,
+/// without a relay to start and stop.
+pub fn relaying_hosts(hosts: usize) -> usize {
+    let root = (1..=hosts).find(|r| r * r >= hosts).unwrap_or(hosts);
+    root.max(FANOUT + 1).min(hosts)
+}
 /// Unreachable peers a host tries before it takes a direct copy.
 const PEER_TRIES: usize = 2;
 /// Fetchers that could not connect to a holder before it is no longer offered.
 const HOLDER_FAILURES: usize = 2;
 /// How long a host that is not a planned seed waits for one to start before it seeds itself.
 const SEED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a host may take to fetch the relay's executable from a peer (connection included).
+const HELPER_SECS: u64 = 20;
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
@@ -47,6 +57,9 @@ pub struct Distribution {
     /// The hosts the plan named as seeds: they copy from the workstation first; any other host seeds
     /// only when no seed started within 3 s (`SEED_GRACE`; the plan is then only a forecast).
     pub seeds: BTreeSet<IpAddr>,
+    /// The hosts the plan named as relaying the copy on; a host the plan did not name relays too while
+    /// fewer than [`relaying_hosts`] do (the executor may take hosts in another order than the plan).
+    pub relays: BTreeSet<IpAddr>,
     pub progress: Arc<dyn CopyProgress>,
     /// Test hook (`SEALER_TEST_CORRUPT_RELAY=1`): the first host that got its copy from a peer has a
     /// byte of the copy it serves changed, and is offered first, so that a fetch from it must fail.
@@ -55,7 +68,13 @@ pub struct Distribution {
 
 impl Default for Distribution {
     fn default() -> Self {
-        Distribution { helper: None, seeds: BTreeSet::new(), progress: Arc::new(Silent), corrupt_first_relay: false }
+        Distribution {
+            helper: None,
+            seeds: BTreeSet::new(),
+            relays: BTreeSet::new(),
+            progress: Arc::new(Silent),
+            corrupt_first_relay: false,
+        }
     }
 }
 
@@ -121,6 +140,8 @@ struct Holder {
 struct Pool {
     holders: Vec<Holder>,
     seeding: usize,
+    /// Hosts that hold, or are fetching, a copy they will serve.
+    relays: usize,
 }
 
 impl Pool {
@@ -178,6 +199,7 @@ pub(crate) struct Relay {
     progress: Arc<dyn CopyProgress>,
     corrupt_first_relay: bool,
     seeds: BTreeSet<IpAddr>,
+    relays: BTreeSet<IpAddr>,
     board: Mutex<Board>,
     changed: Notify,
     archives: Mutex<HashMap<String, Arc<OnceCell<Arc<Archive>>>>>,
@@ -236,6 +258,7 @@ impl Relay {
             progress: distribution.progress,
             corrupt_first_relay: distribution.corrupt_first_relay,
             seeds: distribution.seeds,
+            relays: distribution.relays,
             board: Mutex::new(Board::default()),
             changed: Notify::new(),
             archives: Mutex::new(HashMap::new()),
@@ -396,6 +419,9 @@ impl Relay {
                         self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                     }
                     let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
+                    if origin == Origin::Seed {
+                        self.with_pool(&archive.tar_sha, |pool| pool.relays += 1);
+                    }
                     let copied = match self.send(cx, ip, archive).await {
                         Ok(()) => self.copy(cx, ip, what, "", install, origin == Origin::Seed).await,
                         Err(e) => Err(e),
@@ -415,8 +441,17 @@ impl Relay {
                     };
                 }
                 Source::Peer { ip: peer, port } => {
+                    let target = relaying_hosts(self.allowed.len());
+                    let serve = self.with_pool(&archive.tar_sha, |pool| {
+                        let serve = self.relays.contains(&ip) || pool.relays < target;
+                        pool.relays += usize::from(serve);
+                        serve
+                    });
                     let fetch = self.fetch_script(peer, port, archive);
-                    let fetched = self.copy(cx, ip, what, &fetch, install, true).await;
+                    let fetched = self.copy(cx, ip, what, &fetch, install, serve).await;
+                    if serve && !matches!(fetched, Ok(Fetch::Done(_))) {
+                        self.with_pool(&archive.tar_sha, |pool| pool.relays = pool.relays.saturating_sub(1));
+                    }
                     if let Ok(Fetch::NoHelper) = &fetched {
                         self.with_pool(&archive.tar_sha, |pool| pool.release(peer, false, false));
                         let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
@@ -519,21 +554,22 @@ impl Relay {
         let Some(helper) = &self.helper else { return "exit 3".into() };
         // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
-        // The helper comes with bash alone (`/dev/tcp`, `sha256sum`); then it fetches the rest, checking
-        // each byte as it arrives (one process, and a SHA-256 several times faster than `sha256sum`).
+        // The helper comes with bash alone (`/dev/tcp`, `sha256sum`; the token on stdin, never in a
+        // command line), into a file of this command's own that is renamed once checked, as another copy
+        // may be running the helper; then it fetches the rest, checking each byte as it arrives (one
+        // process, and a SHA-256 several times faster than `sha256sum`).
         format!(
             "h={h}\n\
-             if ! {{ test -f $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
-               timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
-               exec 3<>/dev/tcp/{peer}/{port} || exit 3\n\
-               printf '%s %s\\n' \"$token\" $h >&3\n\
-               timeout 60 cat <&3 > $h.part; exec 3<&-\n\
+             if ! {{ test -x $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
+               printf '%s\\n' \"$token\" | timeout {HELPER_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1 || exit 3; \
+                 IFS= read -r t; printf \"%s %s\\n\" \"$t\" \"$2\" >&3; exec cat <&3' {peer} {port} $h > $h.$$ 2>/dev/null \
+                 || {{ rm -f $h.$$; exit 3; }}\n\
                # Nothing at all: the relay refused this address (another source address, say).\n\
-               test -s $h.part || {{ rm -f $h.part; exit 3; }}\n\
-               echo \"$h  $h.part\" | sha256sum -c --status || {{ rm -f $h.part; exit 4; }}\n\
-               mv -f $h.part $h\n\
+               test -s $h.$$ || {{ rm -f $h.$$; exit 3; }}\n\
+               echo \"$h  $h.$$\" | sha256sum -c --status || {{ rm -f $h.$$; exit 4; }}\n\
+               chmod 700 $h.$$ && mv -f $h.$$ $h || exit 1\n\
              fi\n\
-             chmod 700 $h && printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}\n\
+             printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}\n\
              rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
             h = helper.sha,
             manifest = archive.manifest_sha,
@@ -542,22 +578,20 @@ impl Relay {
     }
 
     /// One command per copy: `fetch` (nothing when the workstation sent the files), then `install`, then,
-    /// when `serve`, the host's relay. The token and the addresses the relay answers come on stdin: the
-    /// token never in a command (the host's log records them), the access file 0600 and deleted by the
-    /// relay once read. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
+    /// when `serve`, the host's relay. The token and the addresses the relay answers come on stdin and go
+    /// to the relay on its stdin: never in a command line (the host's log records them) nor in a file. In
+    /// bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
     async fn copy(&self, cx: &Cx, ip: IpAddr, what: &str, fetch: &str, install: &str, serve: bool) -> Result<Fetch> {
         let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
         let qdir = quote(&Self::dir(cx));
-        let mut script = format!("IFS= read -r token; mkdir -p {qdir} && cd {qdir} || exit 1\n{fetch}");
+        let mut script =
+            format!("IFS= read -r token; IFS= read -r -d '' access; mkdir -p {qdir} && cd {qdir} || exit 1\n{fetch}");
         script.push_str(&format!("( {install}\n) || exit {INSTALL_FAILED}\n"));
         if serve {
             script.push_str(&format!(
-                "cd {qdir} && rm -f access port pid && (umask 077 && {{ printf '%s\\n' \"$token\"; cat; }} > access) && \
-                 ln -f {sha} sealer-relay && chmod 700 sealer-relay && \
-                 (setsid ./sealer-relay serve . {ip} {IDLE_SECS} {DEADLINE_SECS} </dev/null >relay.log 2>&1 &) && \
-                 for _ in $(seq 500); do test -s port && break; sleep 0.01; done\n\
-                 if test -s port; then echo \"relay-port $(cat port)\"; \
-                 else rm -f access; echo \"relay-failed $(tail -c 300 relay.log 2>/dev/null | tr '\\n' ' ')\"; fi\n",
+                "cd {qdir} && {{ test -x {sha} || chmod 700 {sha}; }} && \
+                 printf '%s\\n%s' \"$token\" \"$access\" | ./{sha} start . {ip} {IDLE_SECS} {DEADLINE_SECS} \
+                 || echo 'relay-failed `sealer-relay` cannot run here'\n",
                 sha = helper.sha,
             ));
         }
@@ -660,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_holder_serves_at_most_fanout_peers_and_the_least_busy_goes_first() {
-        let mut pool = Pool { holders: vec![holder(A)], seeding: 0 };
+        let mut pool = Pool { holders: vec![holder(A)], seeding: 0, relays: 0 };
         for _ in 0..FANOUT {
             assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: A, port: 4000 }));
         }
@@ -673,7 +707,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_holder_is_dropped_and_an_unreachable_one_after_two_failures() {
-        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0 };
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relays: 0 };
         pool.release(A, true, false);
         assert_eq!(pool.holders.iter().map(|h| h.ip).collect::<Vec<_>>(), [B]);
         pool.release(B, false, true);
@@ -685,10 +719,10 @@ mod tests {
 
     #[test]
     fn excluded_holders_are_not_offered_and_prefer_steers_the_pick() {
-        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0 };
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relays: 0 };
         assert_eq!(pool.pick(&[A], None, true), Some(Source::Peer { ip: B, port: 4000 }));
         assert_eq!(pool.pick(&[], Some(B), true), Some(Source::Peer { ip: B, port: 4000 }));
-        let mut only_a = Pool { holders: vec![holder(A)], seeding: 0 };
+        let mut only_a = Pool { holders: vec![holder(A)], seeding: 0, relays: 0 };
         assert_eq!(only_a.pick(&[A], None, true), Some(Source::Workstation), "every holder excluded: a direct copy");
     }
 }
