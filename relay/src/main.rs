@@ -103,10 +103,12 @@ fn spawn_relay(dir: &Path, args: &[String], access: &[u8]) -> Result<u16, String
     use std::os::unix::process::CommandExt as _;
     let me = std::env::current_exe().map_err(|e| format!("no executable: {e}"))?;
     let linked = dir.join("sealer-relay");
-    let _ = std::fs::remove_file(&linked);
-    std::fs::hard_link(&me, &linked)
-        .or_else(|_| std::fs::copy(&me, &linked).map(|_| ()))
-        .map_err(|e| format!("cannot link {}: {e}", linked.display()))?;
+    if std::fs::canonicalize(&linked).ok() != Some(me.clone()) {
+        let _ = std::fs::remove_file(&linked);
+        std::fs::hard_link(&me, &linked)
+            .or_else(|_| std::fs::copy(&me, &linked).map(|_| ()))
+            .map_err(|e| format!("cannot link {}: {e}", linked.display()))?;
+    }
     let log = std::fs::File::create(dir.join("relay.log")).map_err(|e| format!("cannot write relay.log: {e}"))?;
     let mut child = std::process::Command::new(&linked)
         .arg("serve")
@@ -209,11 +211,18 @@ fn file_sha256(path: &Path) -> Option<String> {
 }
 
 fn fetch(args: &[String]) -> ExitCode {
+    const USAGE: &str =
+        "usage: sealer-relay fetch PEER PORT SECONDS NAME... [--unpack DEST [--keep]] (the token on stdin)";
+    let (args, unpack, keep) = match args {
+        [rest @ .., flag, dest, keep] if flag == "--unpack" && keep == "--keep" => (rest, Some(dest), true),
+        [rest @ .., flag, dest] if flag == "--unpack" => (rest, Some(dest), false),
+        _ => (args, None, true),
+    };
     let Some((peer, port, seconds, names)) = (match args {
         [peer, port, seconds, names @ ..] if !names.is_empty() => Some((peer, port, seconds, names)),
         _ => None,
     }) else {
-        return fail("usage: sealer-relay fetch PEER PORT SECONDS NAME... (the token on stdin)");
+        return fail(USAGE);
     };
     let (Ok(peer), Ok(port), Ok(seconds)) = (peer.parse::<IpAddr>(), port.parse::<u16>(), seconds.parse::<u64>())
     else {
@@ -228,66 +237,175 @@ fn fetch(args: &[String]) -> ExitCode {
     }
     let token = token.trim();
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    for name in names {
-        if file_sha256(Path::new(name)).as_deref() == Some(name.as_str()) {
-            continue;
-        }
-        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, name, deadline) {
+    let last = names.len() - 1;
+    for (i, name) in names.iter().enumerate() {
+        let target = match unpack {
+            Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
+            _ => Target { keep: true, unpack: None },
+        };
+        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, name, deadline, &target) {
             return ExitCode::from(code);
         }
     }
     ExitCode::SUCCESS
 }
 
-/// Fetches `name` into `dir/name.part`, hashing as it arrives, and renames it to `dir/name` once it
-/// matches.
-fn fetch_one(dir: &Path, peer: SocketAddr, token: &str, name: &str, deadline: Instant) -> Result<(), u8> {
+/// What becomes of a fetched file: kept in the directory under its name (to serve it), unpacked (a tar
+/// archive) into a directory, or both.
+struct Target<'a> {
+    keep: bool,
+    unpack: Option<&'a Path>,
+}
+
+/// The bytes of a fetch as they arrive: hashed, counted, copied to the kept file, within the deadline.
+struct Incoming<R> {
+    source: R,
+    hasher: Sha256,
+    total: u64,
+    deadline: Instant,
+    copy: Option<std::fs::File>,
+    /// Why reading stopped, when it failed: the peer (`UNREACHABLE`) or this host's disk (1).
+    failed: Option<u8>,
+}
+
+impl<R: std::io::Read> std::io::Read for Incoming<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            self.failed = Some(UNREACHABLE);
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the fetch took too long"));
+        }
+        let n = self.source.read(buffer).inspect_err(|_| self.failed = Some(UNREACHABLE))?;
+        self.hasher.update(&buffer[..n]);
+        self.total += n as u64;
+        if let Some(copy) = &mut self.copy {
+            copy.write_all(&buffer[..n]).inspect_err(|_| self.failed = Some(1))?;
+        }
+        Ok(n)
+    }
+}
+
+/// Fetches `name` from `peer` (or takes the copy `dir` already holds), hashing as it arrives, into
+/// `dir/name.part`, renamed to `dir/name` once it matches, and/or unpacked into a stage beside the
+/// destination, merged into it once it matches: nothing of a copy that does not match is left or used.
+fn fetch_one(
+    dir: &Path,
+    peer: SocketAddr,
+    token: &str,
+    name: &str,
+    deadline: Instant,
+    target: &Target,
+) -> Result<(), u8> {
     let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
-    let unreachable = |e: std::io::Error| {
-        eprintln!("sealer-relay: {peer}: {e}");
-        UNREACHABLE
+    let held = file_sha256(&file).as_deref() == Some(name);
+    if held && target.unpack.is_none() {
+        return Ok(());
+    }
+    let source: Box<dyn std::io::Read> = if held {
+        Box::new(std::fs::File::open(&file).map_err(|e| local_error(&file, &e))?)
+    } else {
+        let unreachable = |e: std::io::Error| {
+            eprintln!("sealer-relay: {peer}: {e}");
+            UNREACHABLE
+        };
+        let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
+        stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
+        stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
+        Box::new(stream)
     };
-    let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
-    stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
-    stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
-    let mut out = std::fs::File::create(&part).map_err(|e| {
-        eprintln!("sealer-relay: cannot write {}: {e}", part.display());
-        1
-    })?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    let result = loop {
-        if Instant::now() > deadline {
-            break Err(UNREACHABLE);
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) => break Ok(()),
-            Ok(n) => {
-                hasher.update(&buffer[..n]);
-                total += n as u64;
-                if let Err(e) = out.write_all(&buffer[..n]) {
-                    eprintln!("sealer-relay: cannot write {}: {e}", part.display());
-                    break Err(1);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(unreachable(e)),
-        }
+    let copy = match target.keep && !held {
+        true => Some(std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?),
+        false => None,
     };
-    let checked = result.and_then(|()| match (total, format!("{:x}", hasher.finalize())) {
+    let mut incoming = Incoming { source, hasher: Sha256::new(), total: 0, deadline, copy, failed: None };
+    let stage = target.unpack.map(|dest| PathBuf::from(format!("{}.unpack", dest.display())));
+    let result = receive(&mut incoming, stage.as_deref(), name).and_then(|()| {
+        if target.keep && !held {
+            std::fs::rename(&part, &file).map_err(|e| local_error(&file, &e))?;
+        }
+        match (&stage, target.unpack) {
+            (Some(stage), Some(dest)) => merge(stage, dest).map_err(|e| local_error(dest, &e)),
+            _ => Ok(()),
+        }
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    if let Some(stage) = stage {
+        let _ = std::fs::remove_dir_all(stage);
+    }
+    result
+}
+
+/// Reads the whole copy (unpacking it into `stage` when given) and checks it against `name`.
+fn receive<R: std::io::Read>(incoming: &mut Incoming<R>, stage: Option<&Path>, name: &str) -> Result<(), u8> {
+    let unpacked = match stage {
+        Some(stage) => {
+            let _ = std::fs::remove_dir_all(stage);
+            std::fs::create_dir_all(stage).map_err(|e| local_error(stage, &e))?;
+            let mut archive = tar::Archive::new(&mut *incoming);
+            archive.set_preserve_permissions(true);
+            archive.set_preserve_ownerships(true);
+            archive.set_preserve_mtime(true);
+            archive.set_overwrite(true);
+            archive.unpack(stage).map_err(|e| (stage.to_path_buf(), e))
+        }
+        None => Ok(()),
+    };
+    // What the unpacking did not read (the archive's padding, or all of it after an error) is hashed too.
+    let drained = std::io::copy(incoming, &mut std::io::sink());
+    if let Some(code) = incoming.failed {
+        if code == UNREACHABLE {
+            eprintln!("sealer-relay: the copy stopped after {} bytes", incoming.total);
+        }
+        return Err(code);
+    }
+    if let Err(e) = drained {
+        eprintln!("sealer-relay: {e}");
+        return Err(UNREACHABLE);
+    }
+    match (incoming.total, format!("{:x}", std::mem::take(&mut incoming.hasher).finalize())) {
         // Nothing at all: the relay refused this address (another source address, say).
         (0, _) if name != EMPTY_SHA256 => Err(UNREACHABLE),
         (_, sha) if sha != name => Err(MISMATCH),
-        _ => Ok(()),
-    });
-    match checked.and_then(|()| std::fs::rename(&part, file).map_err(|_| 1)) {
-        Ok(()) => Ok(()),
-        Err(code) => {
-            let _ = std::fs::remove_file(&part);
-            Err(code)
+        // The right bytes that would not unpack: a problem of this host (its disk), said as it is.
+        _ => unpacked.map_err(|(stage, e)| local_error(&stage, &e)),
+    }
+}
+
+fn local_error(path: &Path, e: &std::io::Error) -> u8 {
+    // tar's errors say what failed in their text, and why in their source.
+    let why = e.get_ref().and_then(|inner| inner.source()).map(|s| format!(": {s}")).unwrap_or_default();
+    eprintln!("sealer-relay: {}: {e}{why}", path.display());
+    1
+}
+
+/// Moves what `from` holds into `to` as `tar -x` into `to` would have put it: files replace files,
+/// directories merge, what `to` has besides stays. Renames only: `from` is on the same file system.
+fn merge(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            return std::fs::rename(from, to);
+        }
+        Err(e) => return Err(e),
+        Ok(meta) if !meta.is_dir() => {
+            std::fs::remove_file(to)?;
+            return std::fs::rename(from, to);
+        }
+        Ok(_) => {}
+    }
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, destination) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            merge(&source, &destination)?;
+        } else {
+            std::fs::rename(&source, &destination)?;
         }
     }
+    std::fs::remove_dir(from)
 }
 
 /// The SHA-256 of nothing.
@@ -390,19 +508,111 @@ mod tests {
         std::fs::write(served.join(&name), &content).unwrap();
         let later = Instant::now() + Duration::from_secs(30);
         let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);
-        assert_eq!(fetch_one(&fetched, peer, &"x".repeat(32), &name, later), Err(UNREACHABLE), "a wrong token");
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later), Ok(()));
+        assert_eq!(fetch_one(&fetched, peer, &"x".repeat(32), &name, later, &KEEP), Err(UNREACHABLE), "a wrong token");
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &KEEP), Ok(()));
         assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), content);
         // A relay whose copy changed: the bytes arrive, the name does not match, nothing is kept.
         let mut changed = content.clone();
         changed[5] ^= 1;
         std::fs::write(served.join(&name), &changed).unwrap();
         std::fs::remove_file(fetched.join(&name)).unwrap();
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later), Err(MISMATCH));
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &KEEP), Err(MISMATCH));
         assert_eq!(std::fs::read_dir(&fetched).unwrap().count(), 0, "no part file left");
         // An address the relay does not answer.
         let other = relay(&served, vec!["10.0.0.9".parse().unwrap()], 1);
-        assert_eq!(fetch_one(&fetched, other, &"t".repeat(32), &name, later), Err(UNREACHABLE));
+        assert_eq!(fetch_one(&fetched, other, &"t".repeat(32), &name, later, &KEEP), Err(UNREACHABLE));
+        for dir in [served, fetched] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    const KEEP: Target = Target { keep: true, unpack: None };
+
+    /// The header of a file of `size` bytes, mode 0640, root's, as the workstation's tar writes them.
+    fn header(size: usize) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size as u64);
+        header.set_mode(0o640);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header
+    }
+
+    /// A tar archive of `files` (path, content).
+    fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, content) in files {
+            builder.append_data(&mut header(content.len()), path, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_copy_is_unpacked_and_merged_into_its_destination_only_once_it_matches() {
+        let (served, fetched) = (scratch("unpack-served"), scratch("unpack-fetched"));
+        let dest = fetched.join("rootfs");
+        std::fs::create_dir_all(dest.join("etc")).unwrap();
+        std::fs::write(dest.join("etc/kept"), "kept").unwrap();
+        std::fs::write(dest.join("etc/a.yml"), "old").unwrap();
+        let tar = archive(&[("etc/a.yml", b"new"), ("bin/tool", b"#!/bin/sh\n")]);
+        let name = format!("{:x}", Sha256::digest(&tar));
+        std::fs::write(served.join(&name), &tar).unwrap();
+        let later = Instant::now() + Duration::from_secs(30);
+        let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);
+        let leaf = Target { keep: false, unpack: Some(&dest) };
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf), Ok(()));
+        let read = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap();
+        assert_eq!(
+            (read("etc/a.yml"), read("etc/kept"), read("bin/tool")),
+            ("new".into(), "kept".into(), "#!/bin/sh\n".into())
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(dest.join("bin/tool")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(!fetched.join(&name).exists() && !fetched.join("rootfs.unpack").exists(), "a leaf keeps no copy");
+        // A relay's changed copy: unpacked into the stage as it arrives, then thrown away whole.
+        let mut changed = archive(&[("etc/a.yml", b"bad"), ("etc/evil", b"x")]);
+        changed.truncate(tar.len().min(changed.len()));
+        std::fs::write(served.join(&name), &changed).unwrap();
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf), Err(MISMATCH));
+        assert_eq!(read("etc/a.yml"), "new");
+        assert!(!dest.join("etc/evil").exists() && !fetched.join("rootfs.unpack").exists());
+        // A relay keeps its copy as well, and a copy it already holds is unpacked without a fetch.
+        std::fs::write(served.join(&name), &tar).unwrap();
+        let fresh = fetched.join("fresh");
+        let relay_target = Target { keep: true, unpack: Some(&fresh) };
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &relay_target), Ok(()));
+        assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), tar);
+        std::fs::remove_dir_all(&fresh).unwrap();
+        let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(fetch_one(&fetched, nowhere, &"t".repeat(32), &name, later, &relay_target), Ok(()));
+        assert_eq!(std::fs::read_to_string(fresh.join("etc/a.yml")).unwrap(), "new");
+        for dir in [served, fetched] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_archive_that_matches_but_would_escape_its_destination_is_refused() {
+        let (served, fetched) = (scratch("escape-served"), scratch("escape-fetched"));
+        let mut tar = archive(&[("etc/x", b"x")]);
+        // `../escaped` can only be written by hand: the builder refuses it.
+        let mut header = header(1);
+        header.as_gnu_mut().unwrap().name[..10].copy_from_slice(b"../escaped");
+        header.set_cksum();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append(&header, &b"e"[..]).unwrap();
+        let evil = builder.into_inner().unwrap();
+        tar.truncate(tar.len() - 1024);
+        tar.extend_from_slice(&evil);
+        let name = format!("{:x}", Sha256::digest(&tar));
+        std::fs::write(served.join(&name), &tar).unwrap();
+        let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 1);
+        let dest = fetched.join("d");
+        let leaf = Target { keep: false, unpack: Some(&dest) };
+        let later = Instant::now() + Duration::from_secs(30);
+        let _ = fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf);
+        assert!(!fetched.join("escaped").exists() && !fetched.join("d.unpack").exists());
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();
         }

@@ -94,7 +94,10 @@ impl KindProvider for App {
         if cx.relay.enabled(targets.len()) {
             let archive = cx.relay.archive(&image.rootfs, &files, &image.manifest).await?;
             for master in targets {
-                cx.relay.deliver(cx, master, &what, &archive, |tar, _| install(&quote(tar))).await?;
+                let new = format!("{dir}.new");
+                cx.relay
+                    .deliver(cx, master, &what, &archive, (&new, true), |_| format!("rm -rf {q}; mv {q}.new {q}"))
+                    .await?;
             }
         } else if !targets.is_empty() {
             let archive = tar(&image.rootfs, &files)?;
@@ -265,7 +268,8 @@ mod tests {
         assert_eq!(second.len(), 1, "{second:?}");
         assert!(second[0].starts_with("bash -c ") && second[0].contains(" 10.0.0.2 4100 $h > $h.$$"), "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "the helper fetches the files: {second:?}");
-        assert!(second[0].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new -xf /var/lib/sealer/c/.relay/"));
+        assert!(second[0].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep"), "{second:?}");
+        assert!(second[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));
         assert!(second[0].contains(" start . 10.0.0.3 "), "and then serves: {second:?}");
         let access = remote.stdin_of(M1, " start . ").unwrap();
         let token = access.lines().next().unwrap();

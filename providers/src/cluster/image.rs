@@ -55,27 +55,24 @@ impl KindProvider for Image {
             let changed = changed_paths(&old, &image.manifest);
             let removed: Vec<String> =
                 removed_paths(&old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
-            let mut script = format!("set -e; mkdir -p {qdir}/rootfs; cd {qdir}; ");
-            if !removed.is_empty() {
-                script.push_str(&format!("rm -f {}; ", removed.join(" ")));
-            }
+            let remove = match removed.is_empty() {
+                true => String::new(),
+                false => format!("rm -f {}; ", removed.join(" ")),
+            };
             if cx.relay.enabled(cx.ctx.hosts.len()) {
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
                 let digest = quote(&image.config.digest);
+                let rootfs = format!("{dir}/rootfs");
                 cx.relay
-                    .deliver(cx, ip, "image", &archive, |tar, manifest| {
-                        format!(
-                            "{script}tar -C rootfs -xf {}; cp {} manifest; printf %s {digest} > digest",
-                            quote(tar),
-                            quote(manifest)
-                        )
+                    .deliver(cx, ip, "image", &archive, (&rootfs, false), |manifest| {
+                        format!("cd {qdir}; {remove}cp {} manifest; printf %s {digest} > digest", quote(manifest))
                     })
                     .await?;
             } else {
                 let archive = tar(&image.rootfs, &changed)?;
                 cx.relay.note_direct("image", ip);
                 cx.relay.planned("image", ip, archive.len() as u64);
-                script.push_str("tar -C rootfs -xf -");
+                let script = format!("set -e; mkdir -p {qdir}/rootfs; cd {qdir}; {remove}tar -C rootfs -xf -");
                 cx.run(ip, &script, &archive).await?;
                 cx.upload(ip, &format!("{dir}/manifest"), image.manifest.as_bytes(), 0o644).await?;
                 // The digest goes last: a copy cut short is redone by the next apply.

@@ -227,6 +227,14 @@ enum Fetch {
     NoHelper,
 }
 
+/// Where a copy goes on its host: the directory its archive unpacks into (merged with what it holds, or
+/// emptied first when `fresh`), then the script that completes the install.
+struct Install<'a> {
+    dest: &'a str,
+    fresh: bool,
+    then: &'a str,
+}
+
 /// Exit status of the copy script when the caller's install failed (3 and 4 are the helper's).
 const INSTALL_FAILED: u32 = 5;
 /// Exit status of the copy script when the helper cannot run on the host (another architecture, a
@@ -298,20 +306,22 @@ impl Relay {
         self.progress(CopyEvent::Delivered { what: what.to_string(), host, bytes, from });
     }
 
-    /// Brings `archive` to `ip` (see [`Relay::fetch`]) and runs the script `install` makes of the paths
-    /// of the archive and of the manifest on the host; then `ip` serves the copy to its peers.
+    /// Brings `archive` to `ip` (see [`Relay::fetch`]), unpacked into `dest` (merged with what it holds,
+    /// or alone in it when `fresh`), and runs the script `then` makes of the path of the manifest on the
+    /// host; then `ip` may serve the copy to its peers.
     pub(crate) async fn deliver(
         &self,
         cx: &Cx,
         ip: IpAddr,
         what: &str,
         archive: &Archive,
-        install: impl FnOnce(&str, &str) -> String,
+        (dest, fresh): (&str, bool),
+        then: impl FnOnce(&str) -> String,
     ) -> Result<()> {
         let bytes = archive.tar.len() as u64;
         self.planned(what, ip, bytes);
-        let dir = Self::dir(cx);
-        let install = install(&format!("{dir}/{}", archive.tar_sha), &format!("{dir}/{}", archive.manifest_sha));
+        let then = then(&format!("{}/{}", Self::dir(cx), archive.manifest_sha));
+        let install = Install { dest, fresh, then: &then };
         let (origin, port) = self.fetch(cx, ip, what, archive, &install).await?;
         if let (Some(_), Origin::Peer(_)) = (port, origin) {
             self.corrupt_if_asked(cx, ip, archive).await;
@@ -385,16 +395,16 @@ impl Relay {
         format!("{}/.relay", cluster_dir(&cx.ctx.cluster))
     }
 
-    /// Puts `archive` in the relay directory of `ip`, checked, from a peer when one holds it, else from
-    /// the workstation, then runs `install` and starts the host's relay (unless it could not reach its
-    /// peers): where the copy came from, and the relay's port when it serves.
+    /// Brings `archive` to `ip`, checked, from a peer when one holds it, else from the workstation, and
+    /// installs it; a host that will serve it keeps it in its relay directory and starts its relay: where
+    /// the copy came from, and the relay's port when it serves.
     async fn fetch(
         &self,
         cx: &Cx,
         ip: IpAddr,
         what: &str,
         archive: &Archive,
-        install: &str,
+        install: &Install<'_>,
     ) -> Result<(Origin, Option<u16>)> {
         self.board().touched.insert(ip);
         let mut excluded: Vec<IpAddr> = vec![ip];
@@ -423,7 +433,7 @@ impl Relay {
                         self.with_pool(&archive.tar_sha, |pool| pool.relays += 1);
                     }
                     let copied = match self.send(cx, ip, archive).await {
-                        Ok(()) => self.copy(cx, ip, what, "", install, origin == Origin::Seed).await,
+                        Ok(()) => self.copy(cx, ip, what, archive, None, install, origin == Origin::Seed).await,
                         Err(e) => Err(e),
                     };
                     return match copied {
@@ -447,8 +457,7 @@ impl Relay {
                         pool.relays += usize::from(serve);
                         serve
                     });
-                    let fetch = self.fetch_script(peer, port, archive);
-                    let fetched = self.copy(cx, ip, what, &fetch, install, serve).await;
+                    let fetched = self.copy(cx, ip, what, archive, Some((peer, port)), install, serve).await;
                     if serve && !matches!(fetched, Ok(Fetch::Done(_))) {
                         self.with_pool(&archive.tar_sha, |pool| pool.relays = pool.relays.saturating_sub(1));
                     }
@@ -548,9 +557,10 @@ impl Relay {
     }
 
     /// The script part that fetches the relay's executable, the manifest and the archive from `peer`, in
-    /// that order, into the relay directory (where it leaves the shell); exits 3 when the peer cannot be
-    /// reached or refuses, 4 when a file does not match its SHA-256.
-    fn fetch_script(&self, peer: IpAddr, port: u16, archive: &Archive) -> String {
+    /// that order, into the relay directory (where it leaves the shell), the archive unpacked as `unpack`
+    /// says (`--unpack DEST`, and `--keep` to serve it); exits 3 when the peer cannot be reached or
+    /// refuses, 4 when a file does not match its SHA-256.
+    fn fetch_script(&self, peer: IpAddr, port: u16, archive: &Archive, unpack: &str) -> String {
         let Some(helper) = &self.helper else { return "exit 3".into() };
         // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
@@ -569,7 +579,7 @@ impl Relay {
                echo \"$h  $h.$$\" | sha256sum -c --status || {{ rm -f $h.$$; exit 4; }}\n\
                chmod 700 $h.$$ && mv -f $h.$$ $h || exit 1\n\
              fi\n\
-             printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar}\n\
+             printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} {unpack}\n\
              rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
             h = helper.sha,
             manifest = archive.manifest_sha,
@@ -577,16 +587,40 @@ impl Relay {
         )
     }
 
-    /// One command per copy: `fetch` (nothing when the workstation sent the files), then `install`, then,
-    /// when `serve`, the host's relay. The token and the addresses the relay answers come on stdin and go
-    /// to the relay on its stdin: never in a command line (the host's log records them) nor in a file. In
-    /// bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
-    async fn copy(&self, cx: &Cx, ip: IpAddr, what: &str, fetch: &str, install: &str, serve: bool) -> Result<Fetch> {
+    /// One command per copy: the fetch from `peer` (unpacked as it arrives; nothing to fetch when the
+    /// workstation sent the files, unpacked then with tar), the rest of the install, then, when `serve`,
+    /// the host's relay. The token and the addresses the relay answers come on stdin and go to the relay
+    /// on its stdin: never in a command line (the host's log records them) nor in a file. In bash, as
+    /// `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        what: &str,
+        archive: &Archive,
+        peer: Option<(IpAddr, u16)>,
+        install: &Install<'_>,
+        serve: bool,
+    ) -> Result<Fetch> {
         let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
         let qdir = quote(&Self::dir(cx));
+        let dest = quote(install.dest);
         let mut script =
-            format!("IFS= read -r token; IFS= read -r -d '' access; mkdir -p {qdir} && cd {qdir} || exit 1\n{fetch}");
-        script.push_str(&format!("( {install}\n) || exit {INSTALL_FAILED}\n"));
+            format!("IFS= read -r token; IFS= read -r -d '' access; mkdir -p {qdir} && cd {qdir} || exit 1\n");
+        if install.fresh {
+            script.push_str(&format!("rm -rf {dest} || exit 1\n"));
+        }
+        let unpack = match peer {
+            Some((peer, port)) => {
+                let keep = if serve { " --keep" } else { "" };
+                script.push_str(&self.fetch_script(peer, port, archive, &format!("--unpack {dest}{keep}")));
+                String::new()
+            }
+            None => format!("mkdir -p {dest} && tar -C {dest} -xf {}; ", archive.tar_sha),
+        };
+        // Not `( … ) || exit`: on the left of `||`, a subshell's `set -e` is ignored.
+        script.push_str(&format!("( set -e; {unpack}{}\n); [ $? -eq 0 ] || exit {INSTALL_FAILED}\n", install.then));
         if serve {
             script.push_str(&format!(
                 "cd {qdir} && {{ test -x {sha} || chmod 700 {sha}; }} && \
