@@ -26,14 +26,25 @@ impl KindProvider for Hostname {
     }
 
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
-        let current = cx.output(ip, "hostname").await?;
+        // One command (and no process but `hostname` to set it): the name now, and when it is not the
+        // one wanted, set it and the name after.
+        const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
+        let wanted = text(&after, "name");
+        let command = match &wanted {
+            Some(name) => {
+                format!("{NOW}; if [ \"$n\" != {} ]; then {} || exit; {NOW}; fi", quote(name), set_hostname(name))
+            }
+            None => NOW.to_string(),
+        };
+        let out = cx.output(ip, &command).await?;
+        let mut names = out.lines().map(str::to_string);
+        let current = names.next().unwrap_or_default();
         if matches!(after.get("original"), None | Some(Value::Unknown)) {
             after.insert("original".into(), Value::Text(current.clone()));
         }
-        match text(&after, "name") {
+        match wanted {
             Some(name) if name != current => {
-                cx.run(ip, &set_hostname(&name), b"").await?;
-                let now = cx.output(ip, "hostname").await?;
+                let now = names.next().unwrap_or_default();
                 if now != name {
                     return Err(ProviderError::HostnameNotSet { host: ip, wanted: name, now });
                 }
@@ -66,7 +77,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_different_name_is_set_and_checked_and_the_original_recorded() {
-        let remote = Arc::new(Scripted::default().once("hostname", "old").on("hostname", "master-0"));
+        let remote = Arc::new(Scripted::default().on("/proc/sys/kernel/hostname", "old\nmaster-0"));
         let (p, _logs) = provider(remote.clone());
         let after = attrs([("name", Value::text("master-0")), ("original", Value::Unknown)]);
         let got = apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after)))
@@ -74,24 +85,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got["original"], Value::text("old"));
-        assert_eq!(
-            remote.commands(M1),
-            ["hostname", "hostname master-0 && printf '%s\\n' master-0 > /etc/hostname", "hostname"]
-        );
+        let commands = remote.commands(M1);
+        assert_eq!(commands.len(), 1, "one command reads, sets and checks: {commands:?}");
+        assert!(commands[0].contains("then hostname master-0 && printf '%s\\n' master-0 > /etc/hostname || exit;"));
     }
 
     #[tokio::test]
     async fn the_right_name_already_is_left_alone() {
-        let remote = Arc::new(Scripted::default().on("hostname", "master-0"));
+        let remote = Arc::new(Scripted::default().on("/proc/sys/kernel/hostname", "master-0"));
         let (p, _logs) = provider(remote.clone());
         let after = attrs([("name", Value::text("master-0")), ("original", Value::text("before"))]);
-        apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
-        assert_eq!(remote.commands(M1), ["hostname"]);
+        let got = apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((remote.commands(M1).len(), &got["original"]), (1, &Value::text("before")));
     }
 
     #[tokio::test]
     async fn a_name_that_does_not_stick_is_an_error() {
-        let remote = Arc::new(Scripted::default().on("hostname", "stubborn"));
+        let remote = Arc::new(Scripted::default().on("/proc/sys/kernel/hostname", "stubborn\nstubborn"));
         let (p, _logs) = provider(remote);
         let after = attrs([("name", Value::text("master-0"))]);
         let err = failure(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Create, None, Some(after))).await;

@@ -49,12 +49,23 @@ impl KindProvider for Image {
         let image = cx.image()?;
         let dir = cluster_dir(&cx.ctx.cluster);
         let qdir = quote(&dir);
-        let on_host = cx.output(ip, &format!("cat {qdir}/digest 2>/dev/null; true")).await?;
+        // One command: the digest the host holds (read by the shell itself), then, when it is not this
+        // image's, the manifest of what it holds.
+        let held = cx
+            .output(
+                ip,
+                &format!(
+                    "d=; if [ -f {qdir}/digest ]; then IFS= read -r d < {qdir}/digest || true; fi; printf '%s\\n' \"$d\"; \
+                     if [ \"$d\" != {} ] && [ -f {qdir}/manifest ]; then cat {qdir}/manifest; fi",
+                    quote(&image.config.digest)
+                ),
+            )
+            .await?;
+        let (on_host, old) = held.split_once('\n').unwrap_or((held.as_str(), ""));
         if on_host != image.config.digest {
-            let old = cx.output(ip, &format!("cat {qdir}/manifest 2>/dev/null; true")).await?;
-            let changed = changed_paths(&old, &image.manifest);
+            let changed = changed_paths(old, &image.manifest);
             let removed: Vec<String> =
-                removed_paths(&old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
+                removed_paths(old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
             let remove = match removed.is_empty() {
                 true => String::new(),
                 false => format!("rm -f {}; ", removed.join(" ")),
@@ -256,9 +267,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let img = image(root.path(), "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
         let remote = Arc::new(
-            Scripted::default()
-                .on("/digest", "sha256:old")
-                .on("/manifest", "aaa 644 etc/a.yml\nbbb 644 etc/b.yml\nccc 644 etc/gone.yml"),
+            Scripted::default().on("/digest", "sha256:old\naaa 644 etc/a.yml\nbbb 644 etc/b.yml\nccc 644 etc/gone.yml"),
         );
         let logs = tempfile::tempdir().unwrap();
         let p = ClusterProvider::new(context(Some(img), logs.path()), remote.clone());
@@ -270,12 +279,12 @@ mod tests {
             .unwrap();
         assert_eq!(got["digest"], Value::text("sha256:new"));
         let commands = remote.commands(M1);
-        assert_eq!(commands.len(), 5, "{commands:?}");
+        assert_eq!(commands.len(), 4, "one command reads the digest and the manifest: {commands:?}");
         assert_eq!(
-            commands[2],
+            commands[1],
             "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; tar -C rootfs -xf -"
         );
-        assert_eq!(commands[3..], ["upload /var/lib/sealer/c/manifest 644", "upload /var/lib/sealer/c/digest 644"]);
+        assert_eq!(commands[2..], ["upload /var/lib/sealer/c/manifest 644", "upload /var/lib/sealer/c/digest 644"]);
         assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/digest").as_deref(), Some("sha256:new"));
         assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
     }
@@ -294,7 +303,8 @@ mod tests {
         let (p, remote, _dirs) = holding_the_new_digest();
         let after = attrs([("image", Value::text("img:1"))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
-        assert_eq!(remote.commands(M1), ["cat /var/lib/sealer/c/digest 2>/dev/null; true"]);
+        let commands = remote.commands(M1);
+        assert!(commands.len() == 1 && commands[0].contains("/var/lib/sealer/c/digest"), "{commands:?}");
     }
 
     #[tokio::test]
@@ -328,10 +338,7 @@ mod tests {
         let before = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/var/lib/docker"))]);
         let after = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/data/docker"))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
-        assert_eq!(
-            remote.commands(M1),
-            ["cat /var/lib/sealer/c/digest 2>/dev/null; true", "upload /var/lib/sealer/c/rootfs/etc/daemon.json 644"]
-        );
+        assert_eq!(remote.commands(M1)[1..], ["upload /var/lib/sealer/c/rootfs/etc/daemon.json 644"]);
         let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/daemon.json").unwrap();
         assert_eq!(written, "{\"data-root\": \"/data/docker\"}");
     }

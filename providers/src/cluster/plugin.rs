@@ -49,7 +49,10 @@ impl Cx {
         let prefix = format!("cd {} && {exports}exec {env}", quote(&self.rootfs()));
         match kind.as_str() {
             "SHELL" => {
-                self.run(ip, &self.with_image_path(&format!("{prefix}{SHELL} -s")), data.as_bytes()).await?;
+                // A script read with `-s` means the same with a last newline, and goes to the host as a
+                // here-document with one (see `SshSession::exec`), not through two more processes.
+                let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
+                self.run(ip, &self.with_image_path(&format!("{prefix}{SHELL} -s")), script.as_bytes()).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
             // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.

@@ -684,9 +684,11 @@ impl Relay {
             std::mem::take(&mut board.touched).into_iter().collect()
         };
         let dir = quote(&Self::dir(cx));
+        // The cluster's directory goes too when the relay's was all it held (a first apply that failed);
+        // the glob tells without a process.
         let script = format!(
             "if test -s {dir}/pid; then kill $(cat {dir}/pid) 2>/dev/null; fi; rm -rf {dir}; \
-             rmdir {parent} 2>/dev/null; true",
+             set -- {parent}/*; if ! [ -e \"$1\" ]; then rmdir {parent} 2>/dev/null; fi; true",
             parent = quote(&cluster_dir(&cx.ctx.cluster))
         );
         let stops = hosts.iter().map(|ip| {
