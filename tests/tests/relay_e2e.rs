@@ -96,6 +96,9 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
     let plan = ok(&sealer_at(&home, dir.path(), &["plan"]));
     assert_eq!(plan.matches("seed: copied from the workstation").count(), 1, "{plan}");
     assert_eq!(plan.matches("relayed from a host that holds the copy").count(), n - 1, "{plan}");
+    // Of those, only the first few serve the copy on: most hosts fetch and install, with no relay.
+    let relaying = sealer_providers::cluster::relaying_hosts(n);
+    assert_eq!(plan.matches("then relayed on to other hosts").count(), relaying - 1, "{plan}");
 
     // The first apply, with the first relayed host's copy corrupted once it serves (the test hook).
     let before = egress(&tb);
@@ -117,6 +120,10 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
         .expect("the plan names a seed");
     assert!(out.contains(&format!("image.{planned}: 12.00 MiB copied from the workstation")), "{plan}\n{out}");
     assert_eq!(out.matches(" relayed from 10.").count(), n - 1, "{out}");
+    let sources: std::collections::BTreeSet<&str> =
+        out.lines().filter_map(|l| l.split(" relayed from ").nth(1)).map(str::trim).collect();
+    // The corrupted relay counts among them: it served, once.
+    assert!(sources.len() <= relaying, "only {relaying} hosts serve, not {sources:?}:\n{out}");
     assert!(out.contains("failed its SHA-256 check") && out.contains("fetching the copy again"), "{out}");
     assert!(
         out.contains(&format!("copies: {n} delivered")) && out.contains("sent by the workstation"),

@@ -458,7 +458,9 @@ impl Relay {
                         serve
                     });
                     let fetched = self.copy(cx, ip, what, archive, Some((peer, port)), install, serve).await;
-                    if serve && !matches!(fetched, Ok(Fetch::Done(_))) {
+                    // A host that did not come to serve (its fetch failed, or its relay did not start)
+                    // leaves its place to another.
+                    if serve && !matches!(fetched, Ok(Fetch::Done(Some(_)))) {
                         self.with_pool(&archive.tar_sha, |pool| pool.relays = pool.relays.saturating_sub(1));
                     }
                     if let Ok(Fetch::NoHelper) = &fetched {
@@ -709,6 +711,12 @@ mod tests {
 
     fn holder(ip: IpAddr) -> Holder {
         Holder { ip, port: 4000, serving: 0, failures: 0 }
+    }
+
+    #[test]
+    fn a_few_hosts_relay_enough_to_keep_the_tree_wide() {
+        let got: Vec<usize> = [1, 2, 3, 8, 16, 64, 100, 1000].iter().map(|&n| relaying_hosts(n)).collect();
+        assert_eq!(got, [1, 2, 3, 4, 4, 8, 10, 32]);
     }
 
     #[test]
