@@ -266,7 +266,7 @@ mod tests {
         // One command fetches (the helper with bash, then the files with the helper), installs and serves.
         let second = remote.commands(M2);
         assert_eq!(second.len(), 1, "{second:?}");
-        assert!(second[0].starts_with("bash -c ") && second[0].contains(" 10.0.0.2 4100 $h > $h.$$"), "{second:?}");
+        assert!(second[0].starts_with("s=") && second[0].contains(" 10.0.0.2 4100 $h > $part"), "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "the helper fetches the files: {second:?}");
         assert!(second[0].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep"), "{second:?}");
         assert!(second[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));

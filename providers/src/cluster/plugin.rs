@@ -52,7 +52,20 @@ impl Cx {
                 // A script read with `-s` means the same with a last newline, and goes to the host as a
                 // here-document with one (see `SshSession::exec`), not through two more processes.
                 let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
-                self.run(ip, &self.with_image_path(&format!("{prefix}{SHELL} -s")), script.as_bytes()).await?;
+                // In the host's bash, the script is sourced from stdin in the command's own subshell:
+                // no process to start. Names that are not identifiers need `env`, and so a new shell.
+                let identifiers = match after.get("env") {
+                    Some(Value::Map(env)) => env.keys().all(|k| is_shell_identifier(k)),
+                    _ => true,
+                };
+                let command = match identifiers {
+                    true => format!(
+                        "cd {} && {exports}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi",
+                        quote(&self.rootfs())
+                    ),
+                    false => format!("{prefix}{SHELL} -s"),
+                };
+                self.run(ip, &self.with_image_path(&command), script.as_bytes()).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
             // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.
@@ -165,6 +178,19 @@ mod tests {
             remote.commands(M1),
             ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
                  exec env -- 'DIR=a b' docker-dir=/var/lib/docker \"$(command -v bash || echo sh)\" -s"]
+        );
+        // Only identifiers: in the host's bash the script is sourced, with no process to start.
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        let mut only_identifiers = shell("create");
+        only_identifiers.insert("env".into(), Value::Map(BTreeMap::from([("DIR".to_string(), "a b".to_string())])));
+        apply(&p, change(Kind::Plugin, "s.PostInstall.10.0.0.2", M1, Action::Create, None, Some(only_identifiers)))
+            .await
+            .unwrap();
+        assert_eq!(
+            remote.commands(M1),
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
+                 if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec \"$(command -v bash || echo sh)\" -s; fi"]
         );
     }
 

@@ -567,19 +567,19 @@ impl Relay {
         // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
         // The helper comes with bash alone (`/dev/tcp`, `sha256sum`; the token on stdin, never in a
-        // command line), into a file of this command's own that is renamed once checked, as another copy
-        // may be running the helper; then it fetches the rest, checking each byte as it arrives (one
-        // process, and a SHA-256 several times faster than `sha256sum`).
+        // command line), into a file of this command's own (named by its shell's `$BASHPID`, taken once: a pipeline's parts have their own) that is renamed once
+        // checked, as another copy may be running the helper; then it fetches the rest, checking each
+        // byte as it arrives (one process, and a SHA-256 several times faster than `sha256sum`).
         format!(
-            "h={h}\n\
+            "h={h}; part=$h.$BASHPID\n\
              if ! {{ test -x $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
                printf '%s\\n' \"$token\" | timeout {HELPER_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1 || exit 3; \
-                 IFS= read -r t; printf \"%s %s\\n\" \"$t\" \"$2\" >&3; exec cat <&3' {peer} {port} $h > $h.$$ 2>/dev/null \
-                 || {{ rm -f $h.$$; exit 3; }}\n\
+                 IFS= read -r t; printf \"%s %s\\n\" \"$t\" \"$2\" >&3; exec cat <&3' {peer} {port} $h > $part 2>/dev/null \
+                 || {{ rm -f $part; exit 3; }}\n\
                # Nothing at all: the relay refused this address (another source address, say).\n\
-               test -s $h.$$ || {{ rm -f $h.$$; exit 3; }}\n\
-               echo \"$h  $h.$$\" | sha256sum -c --status || {{ rm -f $h.$$; exit 4; }}\n\
-               chmod 700 $h.$$ && mv -f $h.$$ $h || exit 1\n\
+               test -s $part || {{ rm -f $part; exit 3; }}\n\
+               echo \"$h  $part\" | sha256sum -c --status || {{ rm -f $part; exit 4; }}\n\
+               chmod 700 $part && mv -f $part $h || exit 1\n\
              fi\n\
              printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} {unpack}\n\
              rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
@@ -635,7 +635,13 @@ impl Relay {
         for host in &self.allowed {
             stdin.push_str(&format!("{host}\n"));
         }
-        let out = cx.run_status(ip, &format!("bash -c {}", quote(&script)), stdin.as_bytes()).await?;
+        // In the host's bash the script runs in the command's own subshell (no process to start);
+        // elsewhere in a bash of its own.
+        let command = format!(
+            "s={}; if [ -n \"$BASH_VERSION\" ]; then eval \"$s\"; else exec bash -c \"$s\"; fi",
+            quote(&script)
+        );
+        let out = cx.run_status(ip, &command, stdin.as_bytes()).await?;
         match out.status {
             0 => {}
             3 => return Ok(Fetch::Unreachable),
