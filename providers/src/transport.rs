@@ -132,7 +132,8 @@ pub fn fingerprint(openssh_key: &str) -> String {
 }
 
 /// AES-GCM first: hosts and workstations have AES instructions, and the image's first copy crosses
-/// this connection (about half the CPU of ChaCha20-Poly1305 on both ends, measured with OpenSSH's sshd).
+/// this connection (20 MiB through OpenSSH on both ends: 0.28–0.29 s of CPU, against 0.31 s with
+/// ChaCha20-Poly1305).
 const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_256_GCM,
     russh::cipher::CHACHA20_POLY1305,
@@ -402,7 +403,8 @@ impl SshSession {
             channel.data(script.as_bytes()).await.map_err(fail)?;
             if raw {
                 // Whole packets (32 KiB): `data` sends 8 KiB ones, and an OpenSSH server spends several
-                // times the CPU on a stream of small packets (0.5 s for 20 MiB, against 0.1 s).
+                // times the CPU on a stream of small packets (20 MiB cost the machine 0.44–0.74 s of CPU,
+                // mostly sshd's, against 0.18–0.20 s).
                 channel.data_bytes(stdin.to_vec()).await.map_err(fail)?;
             }
             let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
