@@ -227,9 +227,10 @@ enum Fetch {
     NoHelper,
 }
 
-/// Where a copy goes on its host: the directory its archive unpacks into (merged with what it holds, or
-/// emptied first when `fresh`), then the script that completes the install.
+/// A copy and where it goes on its host: the directory its archive unpacks into (merged with what it
+/// holds, or emptied first when `fresh`), then the script that completes the install.
 struct Install<'a> {
+    archive: &'a Archive,
     dest: &'a str,
     fresh: bool,
     then: &'a str,
@@ -321,8 +322,8 @@ impl Relay {
         let bytes = archive.tar.len() as u64;
         self.planned(what, ip, bytes);
         let then = then(&format!("{}/{}", Self::dir(cx), archive.manifest_sha));
-        let install = Install { dest, fresh, then: &then };
-        let (origin, port) = self.fetch(cx, ip, what, archive, &install).await?;
+        let install = Install { archive, dest, fresh, then: &then };
+        let (origin, port) = self.fetch(cx, ip, what, &install).await?;
         if let (Some(_), Origin::Peer(_)) = (port, origin) {
             self.corrupt_if_asked(cx, ip, archive).await;
         }
@@ -398,14 +399,8 @@ impl Relay {
     /// Brings `archive` to `ip`, checked, from a peer when one holds it, else from the workstation, and
     /// installs it; a host that will serve it keeps it in its relay directory and starts its relay: where
     /// the copy came from, and the relay's port when it serves.
-    async fn fetch(
-        &self,
-        cx: &Cx,
-        ip: IpAddr,
-        what: &str,
-        archive: &Archive,
-        install: &Install<'_>,
-    ) -> Result<(Origin, Option<u16>)> {
+    async fn fetch(&self, cx: &Cx, ip: IpAddr, what: &str, install: &Install<'_>) -> Result<(Origin, Option<u16>)> {
+        let archive = install.archive;
         self.board().touched.insert(ip);
         let mut excluded: Vec<IpAddr> = vec![ip];
         let mut unreachable: Vec<IpAddr> = Vec::new();
@@ -433,7 +428,7 @@ impl Relay {
                         self.with_pool(&archive.tar_sha, |pool| pool.relays += 1);
                     }
                     let copied = match self.send(cx, ip, archive).await {
-                        Ok(()) => self.copy(cx, ip, what, archive, None, install, origin == Origin::Seed).await,
+                        Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
                         Err(e) => Err(e),
                     };
                     return match copied {
@@ -457,7 +452,7 @@ impl Relay {
                         pool.relays += usize::from(serve);
                         serve
                     });
-                    let fetched = self.copy(cx, ip, what, archive, Some((peer, port)), install, serve).await;
+                    let fetched = self.copy(cx, ip, what, Some((peer, port)), install, serve).await;
                     // A host that did not come to serve (its fetch failed, or its relay did not start)
                     // leaves its place to another.
                     if serve && !matches!(fetched, Ok(Fetch::Done(Some(_)))) {
@@ -567,9 +562,10 @@ impl Relay {
         // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
         let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
         // The helper comes with bash alone (`/dev/tcp`, `sha256sum`; the token on stdin, never in a
-        // command line), into a file of this command's own (named by its shell's `$BASHPID`, taken once: a pipeline's parts have their own) that is renamed once
-        // checked, as another copy may be running the helper; then it fetches the rest, checking each
-        // byte as it arrives (one process, and a SHA-256 several times faster than `sha256sum`).
+        // command line), into a file of this command's own (named by its shell's `$BASHPID`, taken once:
+        // a pipeline's parts have their own), renamed once checked, as another copy may be running the
+        // helper; then it fetches the rest, checking each byte as it arrives (one process, and a SHA-256
+        // several times faster than `sha256sum`).
         format!(
             "h={h}; part=$h.$BASHPID\n\
              if ! {{ test -x $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
@@ -594,17 +590,16 @@ impl Relay {
     /// the host's relay. The token and the addresses the relay answers come on stdin and go to the relay
     /// on its stdin: never in a command line (the host's log records them) nor in a file. In bash, as
     /// `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
-    #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
         cx: &Cx,
         ip: IpAddr,
         what: &str,
-        archive: &Archive,
         peer: Option<(IpAddr, u16)>,
         install: &Install<'_>,
         serve: bool,
     ) -> Result<Fetch> {
+        let archive = install.archive;
         let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
         let qdir = quote(&Self::dir(cx));
         let dest = quote(install.dest);
