@@ -87,23 +87,20 @@ impl KindProvider for App {
         }
         // Replaced whole: files the new version no longer has go.
         let q = quote(&dir);
-        let install = |source: &str| {
-            format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf {source}; rm -rf {q}; mv {q}.new {q}")
-        };
+        let swap = format!("rm -rf {q}; mv {q}.new {q}");
         let what = status_key(&name);
         if cx.relay.enabled(targets.len()) {
             let archive = cx.relay.archive(&image.rootfs, &files, &image.manifest).await?;
             for master in targets {
                 let new = format!("{dir}.new");
-                cx.relay
-                    .deliver(cx, master, &what, &archive, (&new, true), |_| format!("rm -rf {q}; mv {q}.new {q}"))
-                    .await?;
+                cx.relay.deliver(cx, master, &what, &archive, (&new, true), |_| swap.clone()).await?;
             }
         } else if !targets.is_empty() {
             let archive = tar(&image.rootfs, &files)?;
             for master in targets {
                 cx.relay.planned(&what, master, archive.len() as u64);
-                cx.run(master, &install("-"), &archive).await?;
+                let install = format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; {swap}");
+                cx.run(master, &install, &archive).await?;
                 cx.relay.delivered(&what, master, archive.len() as u64, None);
             }
         }

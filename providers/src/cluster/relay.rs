@@ -141,7 +141,7 @@ struct Pool {
     holders: Vec<Holder>,
     seeding: usize,
     /// Hosts that hold, or are fetching, a copy they will serve.
-    relays: usize,
+    relaying: usize,
 }
 
 impl Pool {
@@ -425,7 +425,7 @@ impl Relay {
                     }
                     let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
                     if origin == Origin::Seed {
-                        self.with_pool(&archive.tar_sha, |pool| pool.relays += 1);
+                        self.with_pool(&archive.tar_sha, |pool| pool.relaying += 1);
                     }
                     let copied = match self.send(cx, ip, archive).await {
                         Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
@@ -448,15 +448,15 @@ impl Relay {
                 Source::Peer { ip: peer, port } => {
                     let target = relaying_hosts(self.allowed.len());
                     let serve = self.with_pool(&archive.tar_sha, |pool| {
-                        let serve = self.relays.contains(&ip) || pool.relays < target;
-                        pool.relays += usize::from(serve);
+                        let serve = self.relays.contains(&ip) || pool.relaying < target;
+                        pool.relaying += usize::from(serve);
                         serve
                     });
                     let fetched = self.copy(cx, ip, what, Some((peer, port)), install, serve).await;
                     // A host that did not come to serve (its fetch failed, or its relay did not start)
                     // leaves its place to another.
                     if serve && !matches!(fetched, Ok(Fetch::Done(Some(_)))) {
-                        self.with_pool(&archive.tar_sha, |pool| pool.relays = pool.relays.saturating_sub(1));
+                        self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
                     }
                     if let Ok(Fetch::NoHelper) = &fetched {
                         self.with_pool(&archive.tar_sha, |pool| pool.release(peer, false, false));
@@ -739,7 +739,7 @@ mod tests {
 
     #[test]
     fn a_holder_serves_at_most_fanout_peers_and_the_least_busy_goes_first() {
-        let mut pool = Pool { holders: vec![holder(A)], seeding: 0, relays: 0 };
+        let mut pool = Pool { holders: vec![holder(A)], seeding: 0, relaying: 0 };
         for _ in 0..FANOUT {
             assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: A, port: 4000 }));
         }
@@ -752,7 +752,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_holder_is_dropped_and_an_unreachable_one_after_two_failures() {
-        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relays: 0 };
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relaying: 0 };
         pool.release(A, true, false);
         assert_eq!(pool.holders.iter().map(|h| h.ip).collect::<Vec<_>>(), [B]);
         pool.release(B, false, true);
@@ -764,10 +764,10 @@ mod tests {
 
     #[test]
     fn excluded_holders_are_not_offered_and_prefer_steers_the_pick() {
-        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relays: 0 };
+        let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relaying: 0 };
         assert_eq!(pool.pick(&[A], None, true), Some(Source::Peer { ip: B, port: 4000 }));
         assert_eq!(pool.pick(&[], Some(B), true), Some(Source::Peer { ip: B, port: 4000 }));
-        let mut only_a = Pool { holders: vec![holder(A)], seeding: 0, relays: 0 };
+        let mut only_a = Pool { holders: vec![holder(A)], seeding: 0, relaying: 0 };
         assert_eq!(only_a.pick(&[A], None, true), Some(Source::Workstation), "every holder excluded: a direct copy");
     }
 }
