@@ -35,14 +35,17 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
     };
     let reporter = if args.json { Progress::of(progress::JsonLines) } else { Progress::of(progress::Lines) };
     let mut kinds_seen = std::collections::BTreeSet::new();
-    // Hooks run for the crontab minutes that pass while reconcile runs, none from before it started.
+    // Hooks run for the crontab minutes that pass while reconcile runs, none from before it started; a
+    // minute that passed during failed ticks runs its hooks once, on the first tick that gets to them.
     let mut since = chrono::Utc::now();
     loop {
         let now = chrono::Utc::now();
         let started = std::time::Instant::now();
         let tick = reconcile::tick(&ws, &opts, (since, now), reporter.clone(), stop.clone());
         let seconds = started.elapsed().as_secs_f64();
-        since = now;
+        if tick.hooks_checked {
+            since = now;
+        }
         for run in &tick.hook_runs {
             let result = if run.outcome.is_ok() { "ok" } else { "failed" };
             metrics.hook_runs.with_label_values(&[run.hook.name.as_str(), result]).inc();

@@ -73,6 +73,9 @@ pub struct Tick {
     pub drift: BTreeMap<Kind, usize>,
     pub message: String,
     pub apply_seconds: Option<f64>,
+    /// The tick got as far as the hooks due in its window; when not (the file, the plan or the apply
+    /// failed first), the next tick's window starts where this one did, so a crontab minute is not lost.
+    pub hooks_checked: bool,
 }
 
 impl Tick {
@@ -84,6 +87,7 @@ impl Tick {
             drift: BTreeMap::new(),
             message: message.into(),
             apply_seconds: None,
+            hooks_checked: false,
         }
     }
 }
@@ -221,6 +225,7 @@ fn run(
         }
         tick.hook_runs.push(HookRun { hook, outcome });
     }
+    tick.hooks_checked = true;
     session.finish()?;
     Ok(tick)
 }
