@@ -111,6 +111,8 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     let applied = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
     assert!(applied.contains("hooks.") && applied.contains("Apply complete!"), "{applied}");
     assert_eq!(exec(&tb, 0, "cat /root/startup-ran"), "started\n", "the onStartup hook ran once");
+    let recorded = ok(&sealer(d, &["state", "show", &format!("hooks.{}", tb.ips[0])]));
+    assert!(recorded.contains("every-minute") && recorded.contains("* * * * *"), "the schedule recorded: {recorded}");
 
     // Reconcile in the background, every 2 s, applying.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
