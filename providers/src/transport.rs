@@ -444,15 +444,19 @@ impl SshSession {
                 seconds: timeout.as_secs(),
             })),
         };
-        // A shell whose command finished goes back to the pool; one that failed or timed out is dropped.
-        match result.is_ok().then(|| self.shells.lock()) {
+        // A shell whose command finished goes back to the pool; one that failed or timed out is closed (a
+        // dropped russh channel stays open on the server, counting against its sessions per connection).
+        let unpooled = match result.is_ok().then(|| self.shells.lock()) {
             Some(Ok(mut shells)) => {
                 shells.push(channel);
                 self.shell_returned.notify_one();
+                None
             }
-            _ => {
-                self.open_shells.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
+            _ => Some(channel),
+        };
+        if let Some(channel) = unpooled {
+            self.open_shells.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = channel.close().await;
         }
         drop(permit);
         result
@@ -471,8 +475,8 @@ impl SshSession {
         let _permit =
             self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
         let (line, input) = self.wrap(command, stdin);
+        let mut channel = self.handle.channel_open_session().await.map_err(fail)?;
         let run = async {
-            let mut channel = self.handle.channel_open_session().await.map_err(fail)?;
             channel.exec(true, line.as_bytes()).await.map_err(fail)?;
             if !input.is_empty() {
                 channel.data_bytes(input.to_vec()).await.map_err(fail)?;
@@ -497,14 +501,18 @@ impl SshSession {
             })?;
             Ok(ExecOutput { status, stdout, stderr })
         };
-        match tokio::time::timeout(timeout, run).await {
+        let result = match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
                 host: ip,
                 what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
                 seconds: timeout.as_secs(),
             }),
+        };
+        if result.is_err() {
+            let _ = channel.close().await;
         }
+        result
     }
 
     fn wrap(&self, command: &str, stdin: &[u8]) -> (String, Vec<u8>) {

@@ -78,6 +78,16 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     }
     let out = s.exec("set -e; false; echo unreachable", b"", T).await.unwrap();
     assert_eq!((out.status, out.stdout_text()), (1, String::new()));
+    // A command that times out closes its shell: the host ends that session once the command is over, so
+    // twelve timeouts (more than OpenSSH's ten sessions per connection) leave the connection usable.
+    for _ in 0..12 {
+        let out = s.exec("sleep 1", b"", Duration::from_millis(200)).await;
+        assert!(matches!(out, Err(TransportError::Timeout { .. })), "{out:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.exec("echo after", b"", T).await.unwrap().stdout_text(), "after");
+    let shells = tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc$'");
+    assert_eq!(String::from_utf8_lossy(&shells.stdout).trim(), "1", "the timed-out shells ended");
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
     assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
 
