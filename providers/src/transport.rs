@@ -308,6 +308,11 @@ impl SshSession {
         self.target.ip
     }
 
+    /// Whether the connection has ended (the host closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// The host key the server presented (OpenSSH format), to pin in the state.
     pub fn host_key(&self) -> &str {
         &self.host_key

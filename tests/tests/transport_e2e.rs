@@ -178,3 +178,23 @@ async fn non_root_users_run_commands_through_sudo() {
         assert_eq!((out.status, out.stdout_text()), (0, "0".to_string()), "{}", out.stderr_text());
     }
 }
+
+/// A remote kept from one operation to the next (as `sealer reconcile` keeps it) connects again when the
+/// host closed its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_remote_connects_again_after_the_host_closed_its_connection() {
+    use sealer_providers::cluster::{Remote as _, SshRemote};
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    let remote = SshRemote::new([(tb.ips[0], target(&tb, 0, key(&tb)))].into(), T);
+    assert_eq!(remote.exec(tb.ips[0], "echo before", b"").await.unwrap().stdout_text(), "before");
+    assert!(tb.exec(0, "pkill -f '^sshd: root@notty'").status.success(), "the connection's sshd killed");
+    // Moments for the client to see the connection end.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = remote.exec(tb.ips[0], "echo after", b"").await.unwrap();
+    assert_eq!(out.stdout_text(), "after");
+    let sessions = tb.exec(0, "ps -eo args | grep -c '^sshd: root@notty'");
+    assert_eq!(String::from_utf8_lossy(&sessions.stdout).trim(), "1", "one new connection");
+}

@@ -65,7 +65,13 @@ impl SshRemote {
         let cell = {
             // A poisoned map only means another task panicked while inserting: the map itself is whole.
             let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            sessions.entry(ip).or_default().clone()
+            let cell = sessions.entry(ip).or_default();
+            // A connection the host closed (a reboot, sshd restarted) is opened again: a remote kept from
+            // tick to tick by `sealer reconcile` must not fail every tick after.
+            if cell.get().is_some_and(|s| s.is_closed()) {
+                *cell = Arc::default();
+            }
+            cell.clone()
         };
         let target = self.hosts.get(&ip).cloned().ok_or(ProviderError::NoCredentials(ip))?;
         cell.get_or_try_init(|| async move { Ok(Arc::new(SshSession::connect(target).await?)) }).await.cloned()
