@@ -142,6 +142,13 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 
+/// What a long-lived shell runs: each command comes as its length in bytes (12 decimal digits) and then
+/// its text, read whole. bash reads a script from a pipe a byte at a time (a read(2) per byte, so that what
+/// follows stays for the commands that read stdin); `read -N` of a known length takes it in one read and
+/// still leaves the rest. `LC_ALL=C`: the length counts bytes, whatever the host's locale.
+const SHELL_LOOP: &str =
+    "while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do eval \"$s\"; done";
+
 /// How long a command waits for a busy shell of its host before it opens another.
 const SHELL_WAIT: Duration = Duration::from_millis(30);
 
@@ -162,8 +169,8 @@ pub struct SshSession {
 }
 
 /// `stdin` as the body of a here-document ended by `{marker}_stdin`, when the shell gives it back byte
-/// for byte: text without NUL that ends with a newline, no line of it the end line, and short: the shell
-/// reads its input a byte at a time (about 0.4 µs a byte), so past a few KiB `head` and `cat` cost less.
+/// for byte: text without NUL that ends with a newline, no line of it the end line, and short: the text
+/// goes through `eval`'s copy of the script and bash's here-document buffer, where `head -c` streams it.
 fn here_document<'a>(stdin: &'a [u8], marker: &str) -> Option<&'a str> {
     const MAX: usize = 8 * 1024;
     let text = std::str::from_utf8(stdin).ok()?;
@@ -345,11 +352,8 @@ impl SshSession {
             .channel_open_session()
             .await
             .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-        let shell = if self.target.user == "root" {
-            "exec bash --noprofile --norc"
-        } else {
-            "exec sudo -n bash --noprofile --norc"
-        };
+        let sudo = if self.target.user == "root" { "" } else { "sudo -n " };
+        let shell = format!("exec {sudo}bash --noprofile --norc -c {}", quote(SHELL_LOOP));
         channel.exec(true, shell).await.map_err(|_| ShellError::Unavailable)?;
         Ok(channel)
     }
@@ -404,8 +408,9 @@ impl SshSession {
                 (format!("head -c {} | ( ( {command}\n); s=$?; cat >/dev/null; exit $s ); {end}", stdin.len()), true)
             }
         };
+        let framed_script = format!("{:012}{script}", script.len());
         let run = async {
-            channel.data(script.as_bytes()).await.map_err(fail)?;
+            channel.data(framed_script.as_bytes()).await.map_err(fail)?;
             if raw {
                 // Whole packets (32 KiB): `data` sends 8 KiB ones, and an OpenSSH server spends several
                 // times the CPU on a stream of small packets (20 MiB cost the machine 0.44–0.74 s of CPU,

@@ -86,7 +86,7 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.exec("echo after", b"", T).await.unwrap().stdout_text(), "after");
-    let shells = tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc$'");
+    let shells = tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc -c'");
     assert_eq!(String::from_utf8_lossy(&shells.stdout).trim(), "1", "the timed-out shells ended");
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
     assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
