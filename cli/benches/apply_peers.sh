@@ -162,5 +162,7 @@ for i in 1 "$hosts"; do
   check='wc -l < /var/lib/bench-a/steps; wc -l < /var/lib/bench-tfa/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-tfa/payload/blob.bin'
   [ -n "$ansible_ok" ] && check="$check; wc -l < /var/lib/bench-ana/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-ana/payload/blob.bin"
   "$testbed" exec "$k" "$i" sh -c "$check" >/dev/null || { echo "host $i is missing work" >&2; exit 1; }
-  "$testbed" exec "$k" "$i" sh -c 'pgrep -x sealer-relay' >/dev/null && { echo "a relay outlived the apply on host $i" >&2; exit 1; }
+  if "$testbed" exec "$k" "$i" sh -c 'pgrep -x sealer-relay' >/dev/null; then
+    echo "a relay outlived the apply on host $i" >&2; exit 1
+  fi
 done
