@@ -485,7 +485,16 @@ impl SshSession {
         let _permit =
             self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
         let (line, input) = self.wrap(command, stdin);
-        let mut channel = self.handle.channel_open_session().await.map_err(fail)?;
+        let timed_out = || TransportError::Timeout {
+            host: ip,
+            what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
+            seconds: timeout.as_secs(),
+        };
+        // Opened before the command's own time runs, so that a command that times out can close it.
+        let mut channel = tokio::time::timeout(timeout, self.handle.channel_open_session())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(fail)?;
         let run = async {
             channel.exec(true, line.as_bytes()).await.map_err(fail)?;
             if !input.is_empty() {
@@ -511,14 +520,7 @@ impl SshSession {
             })?;
             Ok(ExecOutput { status, stdout, stderr })
         };
-        let result = match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout {
-                host: ip,
-                what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
-                seconds: timeout.as_secs(),
-            }),
-        };
+        let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(timed_out()));
         if result.is_err() {
             let _ = channel.close().await;
         }

@@ -84,10 +84,17 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
         let out = s.exec("sleep 1", b"", Duration::from_millis(200)).await;
         assert!(matches!(out, Err(TransportError::Timeout { .. })), "{out:?}");
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.exec("echo after", b"", T).await.unwrap().stdout_text(), "after");
-    let shells = tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc -c'");
-    assert_eq!(String::from_utf8_lossy(&shells.stdout).trim(), "1", "the timed-out shells ended");
+    let shells = || {
+        String::from_utf8_lossy(&tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc -c'").stdout)
+            .trim()
+            .to_string()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while shells() != "1" {
+        assert!(std::time::Instant::now() < until, "the timed-out shells did not end: {} shells", shells());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let pw = SshSession::connect(target(&tb, 1, SshAuth::Password(TESTBED_ROOT_PASSWORD.into()))).await.unwrap();
     assert_eq!(pw.exec("id -u", b"", T).await.unwrap().stdout_text(), "0");
 
