@@ -391,7 +391,9 @@ impl SshSession {
         let mut channel = match idle {
             Some(c) => c,
             None => {
-                let channel = self.open_shell().await?;
+                let channel = tokio::time::timeout(timeout, self.open_shell())
+                    .await
+                    .map_err(|_| ShellError::Failed(self.timed_out(command, timeout)))??;
                 self.open_shells.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 channel
             }
@@ -446,14 +448,9 @@ impl SshSession {
             }
             Ok(ExecOutput { status: framed.status.unwrap_or(255), stdout: framed.stdout, stderr: framed.stderr })
         };
-        let result = match tokio::time::timeout(timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(ShellError::Failed(TransportError::Timeout {
-                host: ip,
-                what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
-                seconds: timeout.as_secs(),
-            })),
-        };
+        let result = tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(ShellError::Failed(self.timed_out(command, timeout))));
         // A shell whose command finished goes back to the pool; one that failed or timed out is closed (a
         // dropped russh channel stays open on the server, counting against its sessions per connection).
         let unpooled = match result.is_ok().then(|| self.shells.lock()) {
@@ -485,15 +482,10 @@ impl SshSession {
         let _permit =
             self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
         let (line, input) = self.wrap(command, stdin);
-        let timed_out = || TransportError::Timeout {
-            host: ip,
-            what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
-            seconds: timeout.as_secs(),
-        };
         // Opened before the command's own time runs, so that a command that times out can close it.
         let mut channel = tokio::time::timeout(timeout, self.handle.channel_open_session())
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| self.timed_out(command, timeout))?
             .map_err(fail)?;
         let run = async {
             channel.exec(true, line.as_bytes()).await.map_err(fail)?;
@@ -520,11 +512,20 @@ impl SshSession {
             })?;
             Ok(ExecOutput { status, stdout, stderr })
         };
-        let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(timed_out()));
+        let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(self.timed_out(command, timeout)));
         if result.is_err() {
             let _ = channel.close().await;
         }
         result
+    }
+
+    /// The error of `command` not done within `timeout`, named by its first line.
+    fn timed_out(&self, command: &str, timeout: Duration) -> TransportError {
+        TransportError::Timeout {
+            host: self.target.ip,
+            what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
+            seconds: timeout.as_secs(),
+        }
     }
 
     fn wrap(&self, command: &str, stdin: &[u8]) -> (String, Vec<u8>) {
