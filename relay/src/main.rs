@@ -312,9 +312,10 @@ fn fetch_one(
         stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
         Box::new(stream)
     };
-    let copy = match target.keep && !held {
-        true => Some(std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?),
-        false => None,
+    let copy = if target.keep && !held {
+        Some(std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?)
+    } else {
+        None
     };
     let mut incoming = Incoming { source, hasher: Sha256::new(), total: 0, deadline, copy, failed: None };
     let stage = target.unpack.map(|dest| PathBuf::from(format!("{}.unpack", dest.display())));

@@ -91,15 +91,15 @@ impl KindProvider for App {
         let what = status_key(&name);
         if cx.relay.enabled(targets.len()) {
             let archive = cx.relay.archive(&image.rootfs, &files, &image.manifest).await?;
+            let new = format!("{dir}.new");
             for master in targets {
-                let new = format!("{dir}.new");
                 cx.relay.deliver(cx, master, &what, &archive, (&new, true), |_| swap.clone()).await?;
             }
         } else if !targets.is_empty() {
             let archive = tar(&image.rootfs, &files)?;
+            let install = format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; {swap}");
             for master in targets {
                 cx.relay.planned(&what, master, archive.len() as u64);
-                let install = format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; {swap}");
                 cx.run(master, &install, &archive).await?;
                 cx.relay.delivered(&what, master, archive.len() as u64, None);
             }

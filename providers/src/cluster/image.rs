@@ -66,10 +66,7 @@ impl KindProvider for Image {
             let changed = changed_paths(old, &image.manifest);
             let removed: Vec<String> =
                 removed_paths(old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
-            let remove = match removed.is_empty() {
-                true => String::new(),
-                false => format!("rm -f {}; ", removed.join(" ")),
-            };
+            let remove = if removed.is_empty() { String::new() } else { format!("rm -f {}; ", removed.join(" ")) };
             if cx.relay.enabled(cx.ctx.hosts.len()) {
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
                 let digest = quote(&image.config.digest);

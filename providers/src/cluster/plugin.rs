@@ -58,12 +58,13 @@ impl Cx {
                     Some(Value::Map(env)) => env.keys().all(|k| is_shell_identifier(k)),
                     _ => true,
                 };
-                let command = match identifiers {
-                    true => format!(
+                let command = if identifiers {
+                    format!(
                         "cd {} && {exports}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi",
                         quote(&self.rootfs())
-                    ),
-                    false => format!("{prefix}{SHELL} -s"),
+                    )
+                } else {
+                    format!("{prefix}{SHELL} -s")
                 };
                 self.run(ip, &self.with_image_path(&command), script.as_bytes()).await?;
             }

@@ -30,14 +30,6 @@ use crate::shell::quote;
 
 /// Peers one holder serves at once.
 const FANOUT: usize = 3;
-
-/// How many of `hosts` hosts that get the same copy serve it to the others: enough holders that the
-/// copies spread as a tree (`FANOUT` each at once), few enough that most hosts only fetch and install,
-/// without a relay to start and stop.
-pub fn relaying_hosts(hosts: usize) -> usize {
-    let root = (1..=hosts).find(|r| r * r >= hosts).unwrap_or(hosts);
-    root.max(FANOUT + 1).min(hosts)
-}
 /// Unreachable peers a host tries before it takes a direct copy.
 const PEER_TRIES: usize = 2;
 /// Fetchers that could not connect to a holder before it is no longer offered.
@@ -49,6 +41,14 @@ const HELPER_SECS: u64 = 20;
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
+
+/// How many of `hosts` hosts that get the same copy serve it to the others: enough holders that the
+/// copies spread as a tree (`FANOUT` each at once), few enough that most hosts only fetch and install,
+/// without a relay to start and stop.
+pub fn relaying_hosts(hosts: usize) -> usize {
+    let root = (1..=hosts).find(|r| r * r >= hosts).unwrap_or(hosts);
+    root.max(FANOUT + 1).min(hosts)
+}
 
 /// How the image reaches the hosts, as the CLI sets it up.
 pub struct Distribution {
