@@ -17,6 +17,8 @@ pub enum TransportError {
     HostKeyUnknown { host: IpAddr, found: String },
     #[error("cannot read the ssh private key `{path}`: {message}")]
     KeyFile { path: String, message: String },
+    #[error("sudo for `{user}` on `{host}`: {message}")]
+    Sudo { host: IpAddr, user: String, message: String },
     #[error("ssh to `{host}`: {message}")]
     Channel { host: IpAddr, message: String },
     #[error("`{what}` on `{host}` did not finish within {seconds} s")]

@@ -3,6 +3,7 @@
 pub mod cluster;
 mod error;
 pub mod image;
+pub mod private;
 pub mod shell;
 pub mod transport;
 

@@ -28,7 +28,7 @@ pub enum SshAuth {
 }
 
 impl SshAuth {
-    /// The password `sudo -S` gets, when there is one.
+    /// The password `sudo -S` gets when sudo asks for one.
     fn password(&self) -> Option<&str> {
         match self {
             SshAuth::Password(p) => Some(p),
@@ -338,24 +338,117 @@ impl SshSession {
         self.exec_on_channel(command, stdin, timeout).await
     }
 
-    /// A shell for a non-root user with a sudo password would need the password typed into it, and a sudo
-    /// that does not ask would run it as a command: those users get a channel per command.
     fn shell_allowed(&self) -> bool {
         !self.no_shell.load(std::sync::atomic::Ordering::SeqCst)
-            && (self.target.user == "root" || self.target.auth.password().is_none())
     }
 
+    /// What runs a program as root: nothing for root; for other users `sudo -S` with the session's prompt,
+    /// so that the password is sent only when sudo asks for it (see [`SshSession::await_ready`]).
+    fn sudo(&self) -> String {
+        if self.target.user == "root" {
+            String::new()
+        } else {
+            format!("sudo -S -p {} ", quote(&self.prompt()))
+        }
+    }
+
+    /// The prompt sudo prints when it wants the password: unique to this connection, so that no output
+    /// can be taken for it.
+    fn prompt(&self) -> String {
+        format!("{}_sudo:", self.marker)
+    }
+
+    /// What a shell or a command prints, on a line of its own, once it runs (as root when sudo was needed).
+    fn ready(&self) -> String {
+        format!("{}_ready", self.marker)
+    }
+
+    /// Waits until what was started on `channel` prints its ready line on `stream` (stdout for a shell,
+    /// stderr for a command on its own channel), answering sudo's prompt with the password when, and only
+    /// when, sudo prints it: a command's stdin is never sent before, so it reaches the command byte for
+    /// byte whether sudo asks for a password or not. Returns what arrived after the ready line (stdout,
+    /// stderr). Ending before the ready line: `Unavailable` when the program never ran (no bash), the
+    /// sudo failure otherwise.
+    async fn await_ready(
+        &self,
+        channel: &mut Channel<Msg>,
+        ready_on_stderr: bool,
+    ) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
+        let ip = self.target.ip;
+        let ready = format!("{}\n", self.ready());
+        let prompt = self.prompt();
+        let (mut stdout, mut stderr, mut prompts) = (Vec::new(), Vec::new(), 0usize);
+        loop {
+            let (stream, other) = if ready_on_stderr { (&mut stderr, &mut stdout) } else { (&mut stdout, &mut stderr) };
+            if let Some(at) = find_last(stream, ready.as_bytes()) {
+                let rest = stream.split_off(at + ready.len());
+                let other = std::mem::take(other);
+                return Ok(if ready_on_stderr { (other, rest) } else { (rest, other) });
+            }
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    stderr.extend_from_slice(&data);
+                    if stderr.ends_with(prompt.as_bytes()) {
+                        prompts += 1;
+                        let sudo_error = |message: &str| {
+                            ShellError::Failed(TransportError::Sudo {
+                                host: ip,
+                                user: self.target.user.clone(),
+                                message: message.into(),
+                            })
+                        };
+                        let password = match (prompts, self.target.auth.password()) {
+                            (1, Some(password)) => password,
+                            (1, None) => {
+                                return Err(sudo_error("sudo asks for a password and none is set (ssh.passwd)"))
+                            }
+                            _ => return Err(sudo_error("sudo refused the password")),
+                        };
+                        let line = format!("{password}\n");
+                        channel.data(line.as_bytes()).await.map_err(|e| {
+                            ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })
+                        })?;
+                        let len = stderr.len() - prompt.len();
+                        stderr.truncate(len);
+                    }
+                }
+                Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                    let said = String::from_utf8_lossy(&stderr).trim().to_string();
+                    return Err(if self.target.user != "root" && said.contains("sudo") {
+                        ShellError::Failed(TransportError::Sudo {
+                            host: ip,
+                            user: self.target.user.clone(),
+                            message: said.lines().last().unwrap_or_default().chars().take(200).collect(),
+                        })
+                    } else {
+                        ShellError::Unavailable
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// A long-lived shell, as root, that has printed its ready line: no command is sent to a shell that
+    /// is not running yet, so a command never runs twice (once here, once on the channel fallback).
     async fn open_shell(&self) -> Result<Channel<Msg>, ShellError> {
         let ip = self.target.ip;
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-        let sudo = if self.target.user == "root" { "" } else { "sudo -n " };
-        let shell = format!("exec {sudo}bash --noprofile --norc -c {}", quote(SHELL_LOOP));
-        channel.exec(true, shell).await.map_err(|_| ShellError::Unavailable)?;
-        Ok(channel)
+        let failed = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
+        let mut channel = self.handle.channel_open_session().await.map_err(failed)?;
+        let script = format!("printf '%s\\n' {}; {SHELL_LOOP}", quote(&self.ready()));
+        let shell = format!("exec {}bash --noprofile --norc -c {}", self.sudo(), quote(&script));
+        if channel.exec(true, shell).await.is_err() {
+            let _ = channel.close().await;
+            return Err(ShellError::Unavailable);
+        }
+        match self.await_ready(&mut channel, false).await {
+            Ok(_) => Ok(channel),
+            Err(e) => {
+                let _ = channel.close().await;
+                Err(e)
+            }
+        }
     }
 
     /// An idle shell, waiting [`SHELL_WAIT`] for one when all are busy; `None`: open another. Commands
@@ -386,9 +479,7 @@ impl SshSession {
             .acquire()
             .await
             .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-        let idle = self.idle_shell().await;
-        let fresh = idle.is_none();
-        let mut channel = match idle {
+        let mut channel = match self.idle_shell().await {
             Some(c) => c,
             None => {
                 let channel = tokio::time::timeout(timeout, self.open_shell())
@@ -430,13 +521,6 @@ impl SshSession {
                         framed.stderr.extend_from_slice(&data);
                         framed.take_stderr_end(m);
                     }
-                    // A fresh shell that ends before any framed output never ran the command: the host
-                    // has no bash, or sudo wants a password.
-                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None
-                        if fresh && framed.status.is_none() =>
-                    {
-                        return Err(ShellError::Unavailable);
-                    }
                     Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
                         return Err(ShellError::Failed(TransportError::Channel {
                             host: ip,
@@ -469,8 +553,8 @@ impl SshSession {
         result
     }
 
-    /// Runs `command` with `sh -c` on a channel of its own. The sudo password, when needed, travels on
-    /// stdin, never in the command line.
+    /// Runs `command` with `sh -c` on a channel of its own (hosts without bash). For other users than
+    /// root it runs under `sudo -S`, and its stdin is sent once it runs, after the password when sudo asked.
     async fn exec_on_channel(
         &self,
         command: &str,
@@ -481,7 +565,13 @@ impl SshSession {
         let fail = |e: russh::Error| TransportError::Channel { host: ip, message: e.to_string() };
         let _permit =
             self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
-        let (line, input) = self.wrap(command, stdin);
+        let root = self.target.user == "root";
+        let line = if root {
+            command.to_string()
+        } else {
+            let script = format!("printf '%s\\n' {} >&2\n{command}", quote(&self.ready()));
+            format!("{}sh -c {}", self.sudo(), quote(&script))
+        };
         // Opened before the command's own time runs, so that a command that times out can close it.
         let mut channel = tokio::time::timeout(timeout, self.handle.channel_open_session())
             .await
@@ -489,11 +579,21 @@ impl SshSession {
             .map_err(fail)?;
         let run = async {
             channel.exec(true, line.as_bytes()).await.map_err(fail)?;
-            if !input.is_empty() {
-                channel.data_bytes(input.to_vec()).await.map_err(fail)?;
+            let (mut stdout, mut stderr) = if root {
+                (Vec::new(), Vec::new())
+            } else {
+                self.await_ready(&mut channel, true).await.map_err(|e| match e {
+                    ShellError::Failed(e) => e,
+                    ShellError::Unavailable => {
+                        TransportError::Channel { host: ip, message: "sudo ended before running the command".into() }
+                    }
+                })?
+            };
+            if !stdin.is_empty() {
+                channel.data_bytes(stdin.to_vec()).await.map_err(fail)?;
             }
             channel.eof().await.map_err(fail)?;
-            let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+            let mut status = None;
             while let Some(msg) = channel.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
@@ -525,22 +625,6 @@ impl SshSession {
             host: self.target.ip,
             what: command.lines().next().unwrap_or_default().chars().take(80).collect(),
             seconds: timeout.as_secs(),
-        }
-    }
-
-    fn wrap(&self, command: &str, stdin: &[u8]) -> (String, Vec<u8>) {
-        if self.target.user == "root" {
-            return (command.to_string(), stdin.to_vec());
-        }
-        match self.target.auth.password() {
-            Some(password) => {
-                let mut input = Vec::with_capacity(password.len() + 1 + stdin.len());
-                input.extend_from_slice(password.as_bytes());
-                input.push(b'\n');
-                input.extend_from_slice(stdin);
-                (format!("sudo -S -p '' sh -c {}", quote(command)), input)
-            }
-            None => (format!("sudo -n sh -c {}", quote(command)), stdin.to_vec()),
         }
     }
 

@@ -163,27 +163,63 @@ async fn non_root_users_run_commands_through_sudo() {
         return;
     }
     let tb = Testbed::up(1);
+    // ops: a password, sudo asks it. nopw: a password (its login), sudo asks nothing. dev: a key, sudo asks
+    // nothing. keyed: a key, sudo asks a password.
     let setup = tb.exec(
         0,
-        "useradd -m -s /bin/sh ops && echo 'ops:Ops-Sudo-Pw-55' | chpasswd && echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops && \
-         useradd -m -s /bin/sh -p '*' dev && mkdir -p /home/dev/.ssh && cp /root/.ssh/authorized_keys /home/dev/.ssh/ && \
-         chown -R dev:dev /home/dev/.ssh && chmod 700 /home/dev/.ssh && echo 'dev ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/dev",
+        "for u in ops nopw dev keyed; do useradd -m -s /bin/sh $u && mkdir -p /home/$u/.ssh && \
+           cp /root/.ssh/authorized_keys /home/$u/.ssh/ && chown -R $u:$u /home/$u/.ssh && chmod 700 /home/$u/.ssh; done && \
+         echo 'ops:Ops-Sudo-Pw-55' | chpasswd && echo 'nopw:Nopw-Pw-77' | chpasswd && \
+         echo 'keyed:Keyed-Pw-99' | chpasswd && usermod -p '*' dev && \
+         echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops && echo 'keyed ALL=(ALL) ALL' > /etc/sudoers.d/keyed && \
+         echo 'nopw ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nopw && echo 'dev ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/dev",
     );
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    // Password sudo: the password goes to `sudo -S` on stdin, ahead of the command's own stdin.
-    let mut ops = target(&tb, 0, SshAuth::Password("Ops-Sudo-Pw-55".into()));
-    ops.user = "ops".into();
-    let s = SshSession::connect(ops).await.unwrap();
-    let out = s.exec("id -u; cat", b"payload", T).await.unwrap();
-    assert_eq!((out.status, out.stdout_text()), (0, "0\npayload".to_string()), "{}", out.stderr_text());
-    // Passwordless sudo with a key: commands run in a long-lived root shell.
-    let mut dev = target(&tb, 0, key(&tb));
-    dev.user = "dev".into();
-    let s = SshSession::connect(dev).await.unwrap();
-    for _ in 0..3 {
-        let out = s.exec("id -u", b"", T).await.unwrap();
-        assert_eq!((out.status, out.stdout_text()), (0, "0".to_string()), "{}", out.stderr_text());
+    // The command's stdin reaches it byte for byte, whether sudo asked for the password or not; binary and
+    // long stdin too (it takes the other framing). Commands run in long-lived root shells.
+    let binary: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let cases = [
+        ("ops", SshAuth::Password("Ops-Sudo-Pw-55".into())),
+        ("nopw", SshAuth::Password("Nopw-Pw-77".into())),
+        ("dev", key(&tb)),
+        ("keyed", SshAuth::Key { path: tb.key.clone(), passphrase: None, password: Some("Keyed-Pw-99".into()) }),
+    ];
+    for (user, auth) in cases {
+        let mut t = target(&tb, 0, auth);
+        t.user = user.into();
+        let s = SshSession::connect(t).await.unwrap();
+        for _ in 0..3 {
+            let out = s.exec("id -u; cat", b"payload\n", T).await.unwrap();
+            assert_eq!((out.status, out.stdout_text()), (0, "0\npayload".to_string()), "{user}: {}", out.stderr_text());
+            assert_eq!(out.stderr_text(), "", "{user}: nothing but the command's own stderr");
+        }
+        let out = s.exec("sha256sum", &binary, T).await.unwrap();
+        let expected: String =
+            ring::digest::digest(&ring::digest::SHA256, &binary).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(out.stdout_text().starts_with(&expected), "{user}: binary stdin byte-exact");
+        let sessions = tb.exec(0, &format!("ps -eo args | grep -c '^sshd: {user}@notty'"));
+        assert_eq!(String::from_utf8_lossy(&sessions.stdout).trim(), "1", "{user}: one connection");
     }
+    // No file of the host starts with a password, and no password is on any command line.
+    // (The patterns are written so that they do not match the grep's own command line.)
+    let pattern = "'Ops-Sudo-Pw-5[5]|Nopw-Pw-7[7]|Keyed-Pw-9[9]'";
+    let leaked = tb.exec(
+        0,
+        &format!("grep -rlE {pattern} /home /tmp /root /var/tmp; grep -lE {pattern} /proc/[0-9]*/cmdline; true"),
+    );
+    assert_eq!(String::from_utf8_lossy(&leaked.stdout).trim(), "", "passwords found");
+    // A wrong sudo password, and a sudo that asks when no password is set: one clear error each.
+    let mut wrong =
+        target(&tb, 0, SshAuth::Key { path: tb.key.clone(), passphrase: None, password: Some("nope".into()) });
+    wrong.user = "keyed".into();
+    let s = SshSession::connect(wrong).await.unwrap();
+    let e = s.exec("true", b"", T).await.unwrap_err().to_string();
+    assert!(e.contains("sudo refused the password"), "{e}");
+    let mut none = target(&tb, 0, key(&tb));
+    none.user = "keyed".into();
+    let s = SshSession::connect(none).await.unwrap();
+    let e = s.exec("true", b"", T).await.unwrap_err().to_string();
+    assert!(e.contains("sudo asks for a password and none is set"), "{e}");
 }
 
 /// A remote kept from one operation to the next (as `sealer reconcile` keeps it) connects again when the

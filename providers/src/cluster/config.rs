@@ -48,8 +48,10 @@ fn process(path: &str, mut content: String, steps: &[String]) -> Result<String> 
 impl KindProvider for Config {
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let path = text(&after, "path").unwrap_or_default();
+        // A toSecret document: its data comes from the Clusterfile, never from the plan or the state; its
+        // file is 0600 and never read through the log.
+        let secret = matches!(after.get("data"), Some(Value::Sensitive));
         let data = match after.get("data") {
-            // A toSecret document: its data comes from the Clusterfile, never from the plan or the state.
             Some(Value::Sensitive) => {
                 let name = text(&after, "name").unwrap_or_default();
                 cx.ctx.secret_configs.get(&name).cloned().ok_or_else(|| ProviderError::Config {
@@ -62,7 +64,8 @@ impl KindProvider for Config {
         let target = format!("{}/{path}", cx.rootfs());
         let mut content = data.clone();
         if text(&after, "strategy").as_deref() == Some("merge") {
-            let existing = cx.output(ip, &format!("cat {} 2>/dev/null; true", quote(&target))).await?;
+            let read = format!("cat {} 2>/dev/null; true", quote(&target));
+            let existing = if secret { cx.secret_output(ip, &read).await? } else { cx.output(ip, &read).await? };
             let mut base: serde_yaml::Value = serde_yaml::from_str(&existing).unwrap_or(serde_yaml::Value::Null);
             let over: serde_yaml::Value = serde_yaml::from_str(&data)
                 .map_err(|e| ProviderError::Config { path: path.clone(), message: format!("data: {e}") })?;
@@ -79,7 +82,7 @@ impl KindProvider for Config {
             _ => Vec::new(),
         };
         let content = process(&path, content, &steps)?;
-        cx.upload(ip, &target, content.as_bytes(), 0o644).await?;
+        cx.upload(ip, &target, content.as_bytes(), if secret { 0o600 } else { 0o644 }).await?;
         Ok(after)
     }
 }
@@ -152,7 +155,30 @@ mod tests {
         apply(&p, change(Kind::Config, "db.10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
         let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/db.yaml").unwrap();
         assert!(written.contains("password: aHVudGVyMg=="), "{written}");
+        assert_eq!(remote.commands(M1), ["upload /var/lib/sealer/c/rootfs/etc/db.yaml 600"], "written 0600");
         let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
         assert!(!log.contains("hunter2") && !log.contains("aHVudGVyMg"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_merged_into_an_existing_file_is_read_without_logging_it() {
+        let existing = "user: admin\npassword: old-hunter3\n";
+        let remote = Arc::new(Scripted::default().on("cat /var/lib/sealer/c/rootfs/etc/db.yaml", existing));
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = crate::cluster::testing::context(None, logs.path());
+        ctx.secret_configs.insert("db".into(), "password: hunter2\n".into());
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let after = attrs([
+            ("name", Value::text("db")),
+            ("path", Value::text("etc/db.yaml")),
+            ("data", Value::Sensitive),
+            ("strategy", Value::text("merge")),
+        ]);
+        apply(&p, change(Kind::Config, "db.10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
+        let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/db.yaml").unwrap();
+        assert!(written.contains("user: admin") && written.contains("password: hunter2"), "{written}");
+        let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
+        assert!(log.contains("cat /var/lib/sealer/c/rootfs/etc/db.yaml") && log.contains("upload"), "{log}");
+        assert!(!log.contains("hunter") && !log.contains("admin"), "{log}");
     }
 }

@@ -53,12 +53,8 @@ impl Cx {
         }
         self.log(ip, &format!("# downloaded {} bytes, sha256 {actual}", content.len()));
         let io = |source| ProviderError::Local { what: "write", path: local.display().to_string(), source };
-        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let partial = local.with_extension("partial");
-        std::fs::write(&partial, &content).map_err(io)?;
-        std::fs::rename(&partial, local).map_err(io)?;
+        // A snapshot holds every Secret of the cluster.
+        crate::private::write_private(local, &content).map_err(io)?;
         Ok((actual, content.len()))
     }
 }

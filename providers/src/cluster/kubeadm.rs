@@ -74,8 +74,9 @@ impl Cx {
         let info = match guard.take() {
             Some(info) => info,
             None => {
-                let out =
-                    self.output(first, &self.with_image_path("kubeadm token create --print-join-command")).await?;
+                let out = self
+                    .secret_output(first, &self.with_image_path("kubeadm token create --print-join-command"))
+                    .await?;
                 parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
                     host: first,
                     what: "`kubeadm token create`".into(),
@@ -85,8 +86,9 @@ impl Cx {
         };
         let mut info = info;
         if control_plane && info.certificate_key.is_none() {
-            let out =
-                self.output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs")).await?;
+            let out = self
+                .secret_output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs"))
+                .await?;
             info.certificate_key = Some(out.lines().last().unwrap_or_default().trim().to_string());
         }
         *guard = Some(info.clone());
@@ -306,6 +308,13 @@ mod tests {
         );
         let written = remote.uploaded(M2, "/var/lib/sealer/c/kubeadm-join.yml").unwrap();
         assert!(written.contains("certificateKey: key123") && written.contains("token: t.1"), "{written}");
+        // The minted token and the certificate key are in no log line.
+        let mut all = String::new();
+        for log in std::fs::read_dir(_logs.path()).unwrap() {
+            all += &std::fs::read_to_string(log.unwrap().path()).unwrap();
+        }
+        assert!(all.contains("token create") && all.contains("upload-certs"), "{all}");
+        assert!(!all.contains("t.1") && !all.contains("key123"), "{all}");
     }
 
     #[tokio::test]

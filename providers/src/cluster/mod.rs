@@ -282,16 +282,13 @@ impl Cx {
         Ok(attrs)
     }
 
-    /// Appends to the host's command log (created 0600: outputs may name cluster internals).
+    /// Appends to the host's command log (0600 in a 0700 directory: outputs may name cluster internals).
     fn log(&self, ip: IpAddr, line: &str) {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = match logs.entry(ip) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let _ = std::fs::create_dir_all(&self.ctx.log_dir);
-                let path = self.ctx.log_dir.join(format!("{ip}.log"));
-                match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+                match crate::private::append_private(&self.ctx.log_dir.join(format!("{ip}.log"))) {
                     Ok(f) => e.insert(f),
                     Err(_) => return,
                 }
@@ -326,18 +323,18 @@ impl Cx {
         Ok(self.run(ip, command, b"").await?.stdout_text())
     }
 
-    /// The trimmed stdout of a command that prints join credentials (a token, a certificate key): the
+    /// The trimmed stdout of a command that prints secrets (join credentials, a secret Config's file): the
     /// log records the command and its status, never what it printed.
     async fn secret_output(&self, ip: IpAddr, command: &str) -> Result<String> {
         self.log(ip, &format!("$ {command}"));
         let out = self.remote.exec(ip, command, b"").await?;
-        self.log(ip, &format!("# exit {} (output withheld: it holds join credentials)", out.status));
+        self.log(ip, &format!("# exit {} (output withheld: it may hold secrets)", out.status));
         if out.status != 0 {
             return Err(ProviderError::Command {
                 host: ip,
                 command: command.to_string(),
                 status: out.status,
-                detail: "(output withheld: it may hold join credentials)".into(),
+                detail: "(output withheld: it may hold secrets)".into(),
             });
         }
         Ok(out.stdout_text())

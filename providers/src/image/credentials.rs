@@ -1,8 +1,6 @@
 //! Registry credentials (`sealer login`), kept in `$SEALER_HOME/auth.json` with mode 0600 and never printed.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -42,20 +40,8 @@ impl Credentials {
     }
 
     fn write(&self, file: &AuthFile) -> Result<(), ImageError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        }
-        let tmp = self.path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(file).map_err(|e| io(&self.path, e))?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        f.write_all(&text).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))
+        crate::private::write_private(&self.path, &text).map_err(|e| io(&self.path, e))
     }
 
     pub fn login(&self, registry: &str, username: &str, password: &str) -> Result<(), ImageError> {
