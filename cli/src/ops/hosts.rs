@@ -160,15 +160,8 @@ pub fn reseal_changed_secrets(
         let Some(stored) = recorded.resources.get(&address).filter(|r| r.status == ResourceStatus::Ready) else {
             continue;
         };
-        let owner = address.to_string();
         let stale = ssh_secrets(&host.ssh).iter().any(|(attribute, secret)| {
-            match (secret, stored.attributes.get(*attribute)) {
-                (Some(secret), Some(Value::Sealed(sealed))) => {
-                    key.open(&owner, sealed).ok().as_deref() != Some(*secret)
-                }
-                (Some(_), Some(Value::Sensitive)) => true,
-                _ => false,
-            }
+            secret.is_some_and(|secret| reseal_needed(key, &cf.cluster.name, &address, attribute, stored, secret))
         });
         if stale {
             let mut resource = stored.clone();
@@ -178,6 +171,28 @@ pub fn reseal_changed_secrets(
         }
     }
     Ok(changed)
+}
+
+/// Whether `stored`'s `attribute` must be sealed again to hold `secret`: it holds another secret, is not
+/// sealed at all, or is sealed under the older binding (the address alone), which is moved to the current
+/// one once. Opened with the same binding it was sealed with, so an unchanged secret never rewrites the
+/// state (a no-op apply keeps the serial, and saved plans stay applicable).
+fn reseal_needed(
+    key: &SealingKey,
+    cluster: &str,
+    address: &Address,
+    attribute: &str,
+    stored: &sealer_engine::StoredResource,
+    secret: &str,
+) -> bool {
+    match stored.attributes.get(attribute) {
+        Some(Value::Sealed(sealed)) => match key.open_bound(cluster, &address.to_string(), attribute, sealed) {
+            Ok((opened, legacy)) => legacy || opened != secret,
+            Err(_) => true,
+        },
+        Some(Value::Sensitive) => true,
+        _ => false,
+    }
 }
 
 /// A provider for reading the hosts and writing through the cluster's API (kubectl on `first_master`),
@@ -224,4 +239,34 @@ pub fn refresh(
     let result = ws.block_on(provider.refresh(state))?;
     let _ = std::fs::remove_dir_all(&log_dir);
     result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_unchanged_secret_is_not_sealed_again_a_changed_or_legacy_one_is() {
+        let home = tempfile::tempdir().unwrap();
+        let key = SealingKey::load(home.path(), true).unwrap().unwrap();
+        let address = Address::new(Kind::Host, "10.0.0.2");
+        let stored = |value: Value| sealer_engine::StoredResource {
+            address: address.clone(),
+            host: None,
+            status: ResourceStatus::Ready,
+            attributes: [("ssh_password".to_string(), value)].into(),
+            depends_on: Vec::new(),
+        };
+        let current = key.seal(&binding("c", "host.10.0.0.2", "ssh_password"), "pw-1").unwrap();
+        let current = stored(Value::Sealed(current));
+        assert!(!reseal_needed(&key, "c", &address, "ssh_password", &current, "pw-1"), "same secret, same binding");
+        assert!(reseal_needed(&key, "c", &address, "ssh_password", &current, "pw-2"), "changed secret");
+        let legacy = stored(Value::Sealed(key.seal("host.10.0.0.2", "pw-1").unwrap()));
+        assert!(reseal_needed(&key, "c", &address, "ssh_password", &legacy, "pw-1"), "older binding moves once");
+        assert!(reseal_needed(&key, "c", &address, "ssh_password", &stored(Value::Sensitive), "pw-1"));
+        let other =
+            stored(Value::Sealed(key.seal(&binding("other", "host.10.0.0.2", "ssh_password"), "pw-1").unwrap()));
+        assert!(reseal_needed(&key, "c", &address, "ssh_password", &other, "pw-1"), "another cluster's seal");
+    }
 }
