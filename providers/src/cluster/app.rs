@@ -11,7 +11,7 @@ use sealer_engine::clusterfile::app_name;
 use sealer_engine::{Attributes, Value};
 
 use super::image::tar;
-use super::plugin::{env_of, SHELL};
+use super::plugin::{prelude, SHELL};
 use super::remote::Result;
 use super::{app_status, cluster_dir, text, Cx, KindProvider, Observation};
 use crate::error::ProviderError;
@@ -45,9 +45,9 @@ pub fn clean_cmds(config: &ImageConfig) -> Vec<String> {
 impl App {
     /// Each line in the application's directory, with the cluster's tools on the PATH and its env.
     async fn run_lines(&self, cx: &Cx, ip: IpAddr, dir: &str, lines: &[String], attrs: &Attributes) -> Result<()> {
-        let (exports, env) = env_of(attrs);
+        let (prelude, env) = prelude(dir, attrs, false);
         for line in lines {
-            let command = format!("cd {} && {exports}{env}{SHELL} -c {}", quote(dir), quote(line));
+            let command = format!("{prelude}{env}{SHELL} -c {}", quote(line));
             cx.run(ip, &cx.with_image_path(&command), b"").await?;
         }
         Ok(())
@@ -206,7 +206,7 @@ mod tests {
             "set -e; mkdir -p /var/lib/sealer/c/rootfs/registry; tar -C /var/lib/sealer/c/rootfs/registry -xf -"
         );
         assert!(
-            first[2].contains("cd /var/lib/sealer/c/apps/nginx-app && ")
+            first[2].contains("cd /var/lib/sealer/c/apps/nginx-app || exit; ")
                 && first[2].contains("'kubectl apply -f manifests/app.yaml'")
         );
         assert_eq!(remote.commands(M2).len(), 1, "the second master gets the files only");

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use sealer_engine::{Attributes, Value};
 
 use super::app_status;
-use super::plugin::{env_of, SHELL};
+use super::plugin::{prelude, SHELL};
 use super::remote::Result;
 use super::{Cx, KindProvider, Observation};
 use crate::shell::quote;
@@ -22,12 +22,11 @@ impl KindProvider for Guest {
 
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let image = cx.image()?;
-        let (exports, env) = env_of(&after);
-        let prefix = format!("cd {} && {exports}", quote(&cx.rootfs()));
+        let (prelude, env) = prelude(&cx.rootfs(), &after, false);
         for cmd in &image.config.cmds {
-            // A CMD is a shell line: with env, it runs in a shell that has all of it.
+            // A CMD is a shell line: with env names that are not identifiers, it runs in a shell that has them.
             let line = if env.is_empty() { cmd.clone() } else { format!("{env}{SHELL} -c {}", quote(cmd)) };
-            if let Err(e) = cx.run(ip, &cx.with_image_path(&format!("{prefix}{line}")), b"").await {
+            if let Err(e) = cx.run(ip, &cx.with_image_path(&format!("{prelude}{line}")), b"").await {
                 // The cluster says so too; a record that cannot be written changes nothing of the error.
                 let _ = app_status::record(cx, STATUS_KEY, Some(("failed", &image.config.digest))).await;
                 return Err(e);
@@ -73,13 +72,11 @@ mod tests {
         let got =
             apply(&p, change(Kind::Guest, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
         assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
-        let prefix = "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export A=1; \
-                      env -- A=1 \"$(command -v bash || echo sh)\" -c";
+        // The directory guards every command after it; the identifier's value is exported, on no argv.
+        let prefix =
+            "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export A=1; ";
         let commands = remote.commands(M1);
-        assert_eq!(
-            commands[..2],
-            [format!("{prefix} 'kubectl apply -f manifests/a.yaml'"), format!("{prefix} 'echo done'")]
-        );
+        assert_eq!(commands[..2], [format!("{prefix}kubectl apply -f manifests/a.yaml"), format!("{prefix}echo done")]);
         assert!(commands[2].contains("get configmap sealer-apps"), "{commands:?}");
         assert!(
             commands[3].ends_with("kubectl apply -f \"$f\"; rc=$?; rm -f \"$f\"; exit $rc"),

@@ -19,18 +19,27 @@ pub struct Plugin;
 /// How long CLUSTERCHECK waits for every node to be Ready.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
-/// How a command gets the resource's env: names that are shell identifiers are exported (`$NAME` works in
-/// a script or CMD line), and every name, `docker-dir` too, is in the environment of the process it runs,
-/// through `env -- 'NAME=VALUE'...`. Returns `(exports, env_command)`; both are empty without env.
-pub(super) fn env_of(after: &Attributes) -> (String, String) {
-    let Some(Value::Map(env)) = after.get("env") else { return (String::new(), String::new()) };
-    if env.is_empty() {
-        return (String::new(), String::new());
+/// What runs before a resource's script, CMD line or plugin: `cd DIR || exit` (so nothing runs in the
+/// wrong directory: `cd DIR && a; b` would guard only `a`), then `export NAME=VALUE` for every env name
+/// that is a shell identifier (a builtin: the value is on no command line). Names that are not
+/// identifiers (`docker-dir`) cannot be exported by a shell; they go through the returned `env -- …`
+/// prefix, whose arguments a host's `ps` shows while `env` starts the program. With `create`, the
+/// directory is made first (an Originally plugin runs before the image is on the host).
+pub(super) fn prelude(dir: &str, after: &Attributes, create: bool) -> (String, String) {
+    let dir = quote(dir);
+    let mut prelude =
+        if create { format!("mkdir -p {dir} && cd {dir} || exit; ") } else { format!("cd {dir} || exit; ") };
+    let Some(Value::Map(env)) = after.get("env") else { return (prelude, String::new()) };
+    let mut others = Vec::new();
+    for (k, v) in env {
+        if is_shell_identifier(k) {
+            prelude += &format!("export {k}={}; ", quote(v));
+        } else {
+            others.push(quote(&format!("{k}={v}")));
+        }
     }
-    let exports =
-        env.iter().filter(|(k, _)| is_shell_identifier(k)).map(|(k, v)| format!("export {k}={}; ", quote(v))).collect();
-    let pairs: Vec<String> = env.iter().map(|(k, v)| quote(&format!("{k}={v}"))).collect();
-    (exports, format!("env -- {} ", pairs.join(" ")))
+    let env = if others.is_empty() { String::new() } else { format!("env -- {} ", others.join(" ")) };
+    (prelude, env)
 }
 
 /// The shell scripts and CMD lines run in: bash where the host has it (dash drops env names that are not
@@ -45,8 +54,11 @@ impl Cx {
     async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
         let kind = text(after, "type").unwrap_or_default();
         let data = text(after, "data").unwrap_or_default();
-        let (exports, env) = env_of(after);
-        let prefix = format!("cd {} && {exports}exec {env}", quote(&self.rootfs()));
+        // Originally runs first on a fresh host: its directory is the cluster's, made if needed (the rootfs
+        // comes with the image, later).
+        let originally = text(after, "phase").as_deref() == Some("Originally");
+        let dir = if originally { super::cluster_dir(&self.ctx.cluster) } else { self.rootfs() };
+        let (prelude, env_cmd) = prelude(&dir, after, originally);
         match kind.as_str() {
             "SHELL" => {
                 // A script read with `-s` means the same with a last newline, and goes to the host as a
@@ -54,17 +66,10 @@ impl Cx {
                 let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
                 // In the host's bash, the script is sourced from stdin in the command's own subshell:
                 // no process to start. Names that are not identifiers need `env`, and so a new shell.
-                let identifiers = match after.get("env") {
-                    Some(Value::Map(env)) => env.keys().all(|k| is_shell_identifier(k)),
-                    _ => true,
-                };
-                let command = if identifiers {
-                    format!(
-                        "cd {} && {exports}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi",
-                        quote(&self.rootfs())
-                    )
+                let command = if env_cmd.is_empty() {
+                    format!("{prelude}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi")
                 } else {
-                    format!("{prefix}{SHELL} -s")
+                    format!("{prelude}exec {env_cmd}{SHELL} -s")
                 };
                 self.run(ip, &self.with_image_path(&command), script.as_bytes()).await?;
             }
@@ -100,7 +105,8 @@ impl Cx {
                 let context = serde_json::json!({
                     "cluster": self.ctx.cluster, "host": ip.to_string(), "phase": phase, "data": data, "env": env
                 });
-                self.run(ip, &self.with_image_path(&format!("{prefix}{exe}")), context.to_string().as_bytes()).await?;
+                let command = format!("{prelude}exec {env_cmd}{exe}");
+                self.run(ip, &self.with_image_path(&command), context.to_string().as_bytes()).await?;
             }
         }
         Ok(())
@@ -177,8 +183,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
-                 exec env -- 'DIR=a b' docker-dir=/var/lib/docker \"$(command -v bash || echo sh)\" -s"]
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
+                 exec env -- docker-dir=/var/lib/docker \"$(command -v bash || echo sh)\" -s"]
         );
         // Only identifiers: in the host's bash the script is sourced, with no process to start.
         let remote = Arc::new(Scripted::default());
@@ -190,9 +196,49 @@ mod tests {
             .unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs && export DIR='a b'; \
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
                  if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec \"$(command -v bash || echo sh)\" -s; fi"]
         );
+    }
+
+    #[tokio::test]
+    async fn originally_plugins_run_in_the_cluster_directory_made_first() {
+        let remote = Arc::new(Scripted::default());
+        let (p, _logs) = provider(remote.clone());
+        let mut originally = shell("create");
+        originally.insert("phase".into(), Value::text("Originally"));
+        originally.insert(
+            "env".into(),
+            Value::Map(BTreeMap::from([("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())])),
+        );
+        apply(&p, change(Kind::Plugin, "s.Originally.10.0.0.2", M1, Action::Create, None, Some(originally)))
+            .await
+            .unwrap();
+        let commands = remote.commands(M1);
+        assert!(
+            commands[0]
+                .contains("mkdir -p /var/lib/sealer/c && cd /var/lib/sealer/c || exit; export A=1; export B=2; "),
+            "{commands:?}"
+        );
+    }
+
+    /// The prelude on a real shell: a directory that cannot be entered runs nothing of what follows.
+    #[test]
+    fn a_directory_that_cannot_be_entered_runs_nothing() {
+        let env = attrs([(
+            "env",
+            Value::Map(BTreeMap::from([("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())])),
+        )]);
+        for shell in ["bash", "sh"] {
+            let (prelude, _) = super::prelude("/nonexistent/dir", &env, false);
+            let out = std::process::Command::new(shell)
+                .args(["-c", &format!("( {prelude}echo ran A=$A B=$B ); echo status $?")])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let failed = stdout.contains("status 1") || stdout.contains("status 2");
+            assert!(!stdout.contains("ran") && failed, "{shell}: {stdout}");
+        }
     }
 
     #[tokio::test]
