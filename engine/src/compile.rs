@@ -250,7 +250,8 @@ impl Compiler<'_> {
     /// Masters join one at a time (etcd grows by one member at a time), nodes after the last master.
     fn joins(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
-        let join_config = kubeadm::join_config(cf, self.image_kubeadm);
+        let master_join = kubeadm::join_config(cf, self.image_kubeadm);
+        let worker_join = kubeadm::worker_join_config(cf, self.image_kubeadm);
         let version = kubeadm::kubernetes_version(cf, self.image_kubeadm);
         let mut last_master = address(Kind::KubeadmInit, first);
         for role in [Role::Master, Role::Node] {
@@ -261,7 +262,8 @@ impl Compiler<'_> {
                     // A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
                     ("kubernetes_version", Value::text(&version)),
                 ]);
-                a.insert("config".into(), Value::text(&join_config));
+                let config = if role == Role::Master { &master_join } else { &worker_join };
+                a.insert("config".into(), Value::text(config));
                 let join = self.add(Kind::KubeadmJoin, host.ip.to_string(), Some(host.ip), a)?;
                 self.b.depends(&join, &last_master)?;
                 let mut deps = self.prepared(host.ip);

@@ -139,21 +139,65 @@ fn full_version(v: &str) -> Option<(u32, u32, u32)> {
     parts.next().is_none().then_some((major, minor, patch))
 }
 
+/// The documents of a merged configuration as kubeadm reads them: a key without a value is no key (kubeadm
+/// takes both as unset). `None` when the text does not read as YAML.
+fn read_documents(text: &str) -> Option<Vec<Value>> {
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let doc: Value = serde::Deserialize::deserialize(document).ok()?;
+        if !doc.is_null() {
+            documents.push(without_absent(&doc));
+        }
+    }
+    Some(documents)
+}
+
 /// Whether two merged configurations differ in more than the Kubernetes version (which an upgrade
 /// changes through kubeadm, not through reconfiguration).
 pub fn differs_beyond_version(a: &str, b: &str) -> bool {
-    let without_version = |text: &str| -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
-            .map(|mut v| {
-                if let Value::Mapping(m) = &mut v {
-                    m.remove("kubernetesVersion");
-                }
-                v
-            })
-            .collect()
+    let without_version = |text: &str| {
+        read_documents(text).map(|documents| {
+            documents
+                .into_iter()
+                .map(|mut v| {
+                    if let Value::Mapping(m) = &mut v {
+                        m.remove("kubernetesVersion");
+                    }
+                    v
+                })
+                .collect::<Vec<_>>()
+        })
     };
-    without_version(a) != without_version(b)
+    match (without_version(a), without_version(b)) {
+        (Some(a), Some(b)) => a != b,
+        _ => a != b,
+    }
+}
+
+/// Whether a planned configuration and a recorded one make the same kubeadm call, so that the plan has
+/// nothing to do: keys without a value are no keys, and for a worker (`control_plane` false) a recorded
+/// `controlPlane` section is ignored (records from before it was left out of workers' plans had one;
+/// kubeadm never got it: [`with_join_credentials`] leaves it out of a worker's join).
+pub fn same_planned_config(planned: &str, recorded: &str, control_plane: bool) -> bool {
+    let read = |text: &str| {
+        read_documents(text).map(|documents| {
+            documents
+                .into_iter()
+                .map(|mut doc| {
+                    if !control_plane && doc.get("kind").and_then(Value::as_str) == Some("JoinConfiguration") {
+                        if let Value::Mapping(m) = &mut doc {
+                            m.shift_remove("controlPlane");
+                        }
+                    }
+                    doc
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    match (read(planned), read(recorded)) {
+        (Some(planned), Some(recorded)) => planned == recorded,
+        _ => planned == recorded,
+    }
 }
 
 /// `(major, minor)` of `v1.22.15`.
@@ -190,9 +234,22 @@ fn documented(kind: &str) -> Value {
                 m.shift_remove("apiVersion");
                 m.shift_remove("kind");
             }
-            d
+            // The document leaves some keys without a value (`cgroupDriver:`: sealer's code, not the file,
+            // chose it): unset, so kubeadm's own default applies, and no `null` is planned.
+            without_absent(&d)
         })
         .unwrap_or(Value::Mapping(Mapping::new()))
+}
+
+/// `value` without the mapping keys that have no value (YAML's `key:` or `key: null`), at any depth.
+fn without_absent(value: &Value) -> Value {
+    match value {
+        Value::Mapping(m) => Value::Mapping(
+            m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_absent(v))).collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(without_absent).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The container runtime socket kubelet talks to: dockershim before 1.24 (removed then), containerd after,
@@ -228,7 +285,8 @@ fn defaults(first_master: IpAddr, version: &str) -> Vec<(&'static str, Value)> {
 }
 
 /// Field-level merge of `over` onto `base`: mappings merge recursively, `certSANs` lists are unioned,
-/// anything else in `over` replaces what `base` had.
+/// anything else in `over` replaces what `base` had. A key of `over` without a value sets nothing (as in
+/// sealer, whose merge overrides only with values that are there), so the result has no key without one.
 pub fn merge(base: &mut Value, over: &Value) {
     merge_at(base, over, "");
 }
@@ -236,12 +294,12 @@ pub fn merge(base: &mut Value, over: &Value) {
 fn merge_at(base: &mut Value, over: &Value, key: &str) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
-            for (k, v) in o {
+            for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
                 let name = k.as_str().unwrap_or_default().to_string();
                 match b.get_mut(k) {
                     Some(existing) => merge_at(existing, v, &name),
                     None => {
-                        b.insert(k.clone(), v.clone());
+                        b.insert(k.clone(), without_absent(v));
                     }
                 }
             }
@@ -253,7 +311,7 @@ fn merge_at(base: &mut Value, over: &Value, key: &str) {
                 }
             }
         }
-        (b, o) => *b = o.clone(),
+        (b, o) => *b = without_absent(o),
     }
 }
 
@@ -329,9 +387,27 @@ pub fn for_control_plane_member(config: &str, member: IpAddr) -> Result<String, 
     Ok(out)
 }
 
-/// The merged `JoinConfiguration` (defaults < the image's < the Clusterfile's); the token, CA hash and
-/// certificate key are added at apply time ([`with_join_credentials`]), never planned.
+/// The merged `JoinConfiguration` a control-plane member joins with (defaults < the image's < the
+/// Clusterfile's); the token, CA hash, certificate key and the member's own advertise address are added at
+/// apply time ([`with_join_credentials`]), never planned.
 pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
+    let (body, version) = merged_join(cf, image);
+    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&version))
+}
+
+/// The merged `JoinConfiguration` a worker joins with: the control-plane member's without its
+/// `controlPlane` section, since kubeadm joins as a control-plane member exactly when that section is
+/// there; the plan shows what the worker will run.
+pub fn worker_join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
+    let (mut body, version) = merged_join(cf, image);
+    if let Value::Mapping(m) = &mut body {
+        m.shift_remove("controlPlane");
+    }
+    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&version))
+}
+
+/// The merged `JoinConfiguration` body and the Kubernetes version it is for.
+fn merged_join(cf: &Clusterfile, image: &[KubeadmDocument]) -> (Value, String) {
     let layers: Vec<&KubeadmDocument> =
         image.iter().chain(&cf.kubeadm).filter(|d| d.kind == "JoinConfiguration").collect();
     let version = kubernetes_version(cf, image);
@@ -341,7 +417,7 @@ pub fn join_config(cf: &Clusterfile, image: &[KubeadmDocument]) -> String {
     for layer in layers {
         merge(&mut body, &layer.body);
     }
-    render(vec![("JoinConfiguration", body)], kubeadm_api_version(&version))
+    (body, version)
 }
 
 /// What one host joins with: the planned `JoinConfiguration` with the join credentials, and for a
@@ -363,7 +439,8 @@ pub fn with_join_credentials(
             bootstrap.insert("token".into(), text(token));
             bootstrap.insert("caCertHashes".into(), Value::Sequence(vec![text(ca_hash)]));
             merge(&mut doc, &yaml_with("discovery", yaml_with("bootstrapToken", Value::Mapping(bootstrap))));
-            // kubeadm joins as a control-plane member exactly when this section is there.
+            // kubeadm joins as a control-plane member exactly when this section is there. A worker's
+            // planned configuration has none; a plan saved before that was so still does.
             if control_plane.is_none() {
                 if let Value::Mapping(m) = &mut doc {
                     m.shift_remove("controlPlane");
@@ -430,6 +507,57 @@ mod tests {
         let member = for_control_plane_member(&first, "10.0.0.3".parse().unwrap()).unwrap();
         assert_eq!(member, first.replace("advertiseAddress: 10.0.0.2", "advertiseAddress: 10.0.0.3"));
         assert_ne!(member, first);
+    }
+
+    #[test]
+    fn keys_without_a_value_are_never_merged_in() {
+        let mut base = yaml("a: {b: 1}\nc: 2\n");
+        merge(&mut base, &yaml("a: {b: ~, d: {e: ~, f: 3}}\nc: {g: ~}\nh:\n"));
+        assert_eq!(base, yaml("a: {b: 1, d: {f: 3}}\nc: {}\n"), "a key without a value sets nothing");
+    }
+
+    #[test]
+    fn the_merged_kubelet_configuration_leaves_the_cgroup_driver_to_kubeadm() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nspec:\n  image: k:v1.22.15\n  hosts:\n    - {ips: [10.0.0.2], roles: [master]}\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let merged = init_config(&cf, &[], "10.0.0.2".parse().unwrap());
+        assert!(!merged.contains("null") && !merged.contains("cgroupDriver"), "{merged}");
+        assert!(merged.contains("cgroupsPerQOS: true"), "the rest of the document stays: {merged}");
+        // A value given by the image or the Clusterfile is planned as given.
+        let image = parse_image_documents(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n",
+        )
+        .unwrap();
+        assert!(init_config(&cf, &image, "10.0.0.2".parse().unwrap()).contains("\ncgroupDriver: systemd\n"));
+    }
+
+    #[test]
+    fn a_worker_joins_without_the_control_plane_section_and_a_master_with_it() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nspec:\n  image: k:v1.22.15\n  hosts:\n    - {ips: [10.0.0.2, 10.0.0.3], roles: [master]}\n    - {ips: [10.0.0.5], roles: [node]}\n\
+                    ---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\nnodeRegistration:\n  kubeletExtraArgs:\n    max-pods: '150'\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let (master, worker) = (join_config(&cf, &[]), worker_join_config(&cf, &[]));
+        assert!(master.contains("controlPlane:\n  localAPIEndpoint:\n    bindPort: 6443\n"), "{master}");
+        assert!(!worker.contains("controlPlane"), "{worker}");
+        let line_diff: Vec<&str> = master.lines().filter(|l| !worker.lines().any(|w| w == *l)).collect();
+        assert_eq!(line_diff, ["controlPlane:", "  localAPIEndpoint:", "    bindPort: 6443"], "nothing else differs");
+        assert!(worker.contains("max-pods: '150'"));
+    }
+
+    #[test]
+    fn configurations_recorded_before_the_tidying_ask_for_the_same() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nspec:\n  image: k:v1.22.15\n  hosts:\n    - {ips: [10.0.0.2], roles: [master]}\n    - {ips: [10.0.0.5], roles: [node]}\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let init = init_config(&cf, &[], "10.0.0.2".parse().unwrap());
+        let recorded_init = init.replace("cgroupsPerQOS: true", "cgroupDriver: null\ncgroupsPerQOS: true");
+        assert_ne!(init, recorded_init);
+        assert!(same_planned_config(&init, &recorded_init, true));
+        assert!(!differs_beyond_version(&recorded_init, &init), "no reconfiguration of the control plane");
+        assert!(!same_planned_config(&init.replace("maxPods: 110", "maxPods: 111"), &recorded_init, true));
+        let (master, worker) = (join_config(&cf, &[]), worker_join_config(&cf, &[]));
+        assert!(same_planned_config(&worker, &master, false), "a worker never used its recorded section");
+        assert!(!same_planned_config(&worker, &master, true), "a master joins with it");
+        assert!(!same_planned_config(&worker.replace("5m0s", "6m0s"), &master, false));
     }
 
     #[test]

@@ -233,6 +233,21 @@ fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
     }
 }
 
+/// Whether the desired and the recorded value of attribute `key` of a `kind` resource ask for the same.
+/// A kubeadm `config` is compared as kubeadm reads it ([`crate::kubeadm::same_planned_config`]): records
+/// written before the planned text was tidied (`cgroupDriver: null`, a worker's unused `controlPlane`)
+/// ask for what today's plan asks, and must not update every existing member.
+fn same_value(kind: Kind, key: &str, desired: &Attributes, prior: &Attributes) -> bool {
+    let (d, p) = (desired.get(key), prior.get(key));
+    if key == "config" && matches!(kind, Kind::KubeadmInit | Kind::KubeadmJoin) {
+        if let (Some(Value::Text(planned)), Some(Value::Text(recorded))) = (d, p) {
+            let control_plane = kind == Kind::KubeadmInit || desired.get("role") == Some(&Value::text("master"));
+            return crate::kubeadm::same_planned_config(planned, recorded, control_plane);
+        }
+    }
+    equal_or_unknown(d, p)
+}
+
 /// The one place where an action is chosen. Only what the state has and the Clusterfile lacks is deleted.
 pub fn decide_action(kind: Kind, desired: Option<&Attributes>, prior: Option<&StoredResource>) -> Decision {
     let decision = |action, reason| Decision { action, reason, replace_paths: Vec::new() };
@@ -245,8 +260,7 @@ pub fn decide_action(kind: Kind, desired: Option<&Attributes>, prior: Option<&St
         }
         (Some(d), Some(p)) => {
             let keys: BTreeSet<&String> = d.keys().chain(p.attributes.keys()).collect();
-            let changed: Vec<&String> =
-                keys.into_iter().filter(|k| !equal_or_unknown(d.get(*k), p.attributes.get(*k))).collect();
+            let changed: Vec<&String> = keys.into_iter().filter(|k| !same_value(kind, k, d, &p.attributes)).collect();
             let replace_paths: Vec<String> =
                 changed.iter().filter(|k| kind.forces_replacement(k)).map(|k| k.to_string()).collect();
             if changed.is_empty() {
@@ -391,27 +405,36 @@ pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
     }
     let removed = |c: &ResourceChange| matches!(c.action, Action::Delete | Action::Replace);
     let is_master = |a: &Attributes| a.get("role") == Some(&Value::text("master"));
+    let is_master_record =
+        |kind: Kind, a: &Attributes| kind == Kind::KubeadmInit || (kind == Kind::KubeadmJoin && is_master(a));
     let mut reasons = Vec::new();
     for c in plan.changes.iter().filter(|c| c.kind == Kind::KubeadmInit && removed(c)) {
         reasons.push(format!("`{}` removes the first master, which the cluster was initialised on", c.address));
     }
-    let masters: Vec<&StoredResource> = state
-        .resources
-        .values()
-        .filter(|r| {
-            r.address.kind == Kind::KubeadmInit || (r.address.kind == Kind::KubeadmJoin && is_master(&r.attributes))
-        })
+    let masters: Vec<&StoredResource> =
+        state.resources.values().filter(|r| is_master_record(r.address.kind, &r.attributes)).collect();
+    // Counted by host: a master that becomes the first one (its `kubeadm-join` deleted, a `kubeadm-init`
+    // created) is still a master, not one that leaves.
+    let stays_master: BTreeSet<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Create && c.after.as_ref().is_some_and(|a| is_master_record(c.kind, a)))
+        .map(|c| c.address.key.as_str())
         .collect();
-    let leaving = plan
+    let leaving: BTreeSet<&str> = plan
         .changes
         .iter()
         .filter(|c| removed(c) && masters.iter().any(|m| m.address == c.address))
         .filter(|c| c.action == Action::Delete || c.before.as_ref().is_some_and(is_master))
-        .count();
-    if leaving > 0 && leaving * 2 > masters.len() {
+        .map(|c| c.address.key.as_str())
+        .filter(|host| !stays_master.contains(host))
+        .collect();
+    let hosts: BTreeSet<&str> = masters.iter().map(|m| m.address.key.as_str()).collect();
+    if !leaving.is_empty() && leaving.len() * 2 > hosts.len() {
         reasons.push(format!(
-            "{leaving} of {} masters would leave at once; etcd keeps quorum only while more than half stay",
-            masters.len()
+            "{} of {} masters would leave at once; etcd keeps quorum only while more than half stay",
+            leaving.len(),
+            hosts.len()
         ));
     }
     reasons
@@ -549,6 +572,97 @@ mod tests {
         let mut destroy = deleting(&state, &["10.0.0.0", "10.0.0.1", "10.0.0.2"]);
         destroy.destroy = true;
         assert!(dangerous_removals(&destroy, &state).is_empty());
+    }
+
+    fn change(
+        address: Address,
+        action: Action,
+        before: Option<Attributes>,
+        after: Option<Attributes>,
+    ) -> ResourceChange {
+        ResourceChange {
+            address: address.clone(),
+            kind: address.kind,
+            host: None,
+            action,
+            reason: Reason::DeleteBecauseNoResourceConfig,
+            before,
+            after,
+            replace_paths: vec![],
+            depends_on: vec![],
+        }
+    }
+
+    /// The Clusterfile drops the first of `masters` masters (and the `dropped` others): the next one
+    /// becomes the first, its `kubeadm-join` deleted and a `kubeadm-init` created, as `plan` makes it.
+    fn dropping_the_first_master(state: &State, dropped: &[&str]) -> Plan {
+        let master = attributes(&[("role", Value::text("master"))]);
+        let mut changes =
+            vec![change(Address::new(Kind::KubeadmInit, "10.0.0.1"), Action::Create, None, Some(Attributes::new()))];
+        for r in state.resources.values() {
+            let key = r.address.key.as_str();
+            if key == "10.0.0.0" || key == "10.0.0.1" || dropped.contains(&key) {
+                changes.push(change(r.address.clone(), Action::Delete, Some(r.attributes.clone()), None));
+            } else {
+                changes.push(change(r.address.clone(), Action::NoOp, Some(master.clone()), Some(master.clone())));
+            }
+        }
+        Plan::against(state, changes)
+    }
+
+    #[test]
+    fn a_master_that_becomes_the_first_does_not_leave() {
+        let two = master_state(2);
+        let reasons = dangerous_removals(&dropping_the_first_master(&two, &[]), &two);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("removes the first master"), "{reasons:?}");
+        let three = master_state(3);
+        assert_eq!(dangerous_removals(&dropping_the_first_master(&three, &[]), &three).len(), 1);
+        let reasons = dangerous_removals(&dropping_the_first_master(&three, &["10.0.0.2"]), &three);
+        assert_eq!(reasons[1], "2 of 3 masters would leave at once; etcd keeps quorum only while more than half stay");
+    }
+
+    /// A cluster recorded by an earlier sealer: the kubelet's `cgroupDriver: null` and the worker's unused
+    /// `controlPlane` section in the records. Planning the same Clusterfile again changes nothing.
+    #[test]
+    fn records_from_before_the_tidied_kubeadm_configuration_plan_no_change() {
+        let text = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  \
+                    hosts:\n    - ips: [10.0.0.2, 10.0.0.3]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n";
+        let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
+        let graph = crate::compile(&cf, &crate::ImageFacts::default()).unwrap();
+        let mut state = State::empty("c");
+        for r in graph.in_dependency_order() {
+            let stored = StoredResource {
+                address: r.address.clone(),
+                host: r.host,
+                status: ResourceStatus::Ready,
+                attributes: r.attributes.clone(),
+                depends_on: graph.depends_on(&r.address),
+            };
+            state.resources.insert(r.address.clone(), stored);
+        }
+        let old_master_join = crate::kubeadm::join_config(&cf, &[]);
+        let Value::Text(init) = config(&mut state, Kind::KubeadmInit, "10.0.0.2").clone() else { panic!() };
+        let recorded_init = init.replace("cgroupsPerQOS: true", "cgroupDriver: null\ncgroupsPerQOS: true");
+        assert_ne!(recorded_init, init);
+        *config(&mut state, Kind::KubeadmInit, "10.0.0.2") = Value::text(recorded_init);
+        assert_ne!(config(&mut state, Kind::KubeadmJoin, "10.0.0.5"), &Value::text(&old_master_join));
+        *config(&mut state, Kind::KubeadmJoin, "10.0.0.5") = Value::text(&old_master_join);
+        assert_eq!(changed(&graph, &state), Vec::<String>::new());
+
+        // A master's join is still compared with its section: one recorded without it is updated.
+        *config(&mut state, Kind::KubeadmJoin, "10.0.0.3") = Value::text(crate::kubeadm::worker_join_config(&cf, &[]));
+        assert_eq!(changed(&graph, &state), ["kubeadm-join.10.0.0.3"]);
+    }
+
+    fn config<'s>(state: &'s mut State, kind: Kind, key: &str) -> &'s mut Value {
+        state.resources.get_mut(&Address::new(kind, key)).unwrap().attributes.get_mut("config").unwrap()
+    }
+
+    /// The addresses a plan of `graph` against `state` does something to.
+    fn changed(graph: &ResourceGraph, state: &State) -> Vec<String> {
+        let plan = plan(graph, state, &PlanOptions::default()).unwrap();
+        plan.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| c.address.to_string()).collect()
     }
 
     #[test]

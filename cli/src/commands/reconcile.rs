@@ -46,27 +46,7 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
         if tick.hooks_checked {
             since = now;
         }
-        for run in &tick.hook_runs {
-            let result = if run.outcome.is_ok() { "ok" } else { "failed" };
-            metrics.hook_runs.with_label_values(&[run.hook.name.as_str(), result]).inc();
-        }
-        metrics.reconcile_total.with_label_values(&[tick.result.as_str()]).inc();
-        if tick.result.succeeded() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            metrics.last_success.set(now.as_secs_f64());
-        }
-        if matches!(tick.result, TickResult::NoChanges | TickResult::Drift | TickResult::Applied | TickResult::Refused)
-        {
-            // A kind that drifted before and not now is at 0, not absent.
-            kinds_seen.extend(tick.drift.keys().copied());
-            for kind in &kinds_seen {
-                let n = tick.drift.get(kind).copied().unwrap_or(0);
-                metrics.drift.with_label_values(&[kind.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        }
-        if let Some(seconds) = tick.apply_seconds {
-            metrics.apply_duration.observe(seconds);
-        }
+        metrics.record_tick(&tick, &mut kinds_seen);
         if let Some(cluster) = &tick.cluster {
             if let Ok(counts) = reconcile::resource_counts(&ws, cluster) {
                 metrics.resources.reset();

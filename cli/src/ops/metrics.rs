@@ -2,6 +2,7 @@
 //! drift and resources by kind, apply durations and hook runs, in the text format on `/metrics`, and
 //! `/healthz`. The registry is the `prometheus` crate's; the server is hyper's.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,9 @@ use hyper::body::Bytes;
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use sealer_engine::Kind;
+
+use super::reconcile::{Tick, TickResult};
 
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +57,32 @@ impl Metrics {
         registry.register(Box::new(apply_duration.clone()))?;
         registry.register(Box::new(hook_runs.clone()))?;
         Ok(Metrics { registry, reconcile_total, last_success, drift, resources, apply_duration, hook_runs })
+    }
+
+    /// What a tick did: its result, its hook runs, its apply's duration, and the drift of every tick that
+    /// planned (a refused one too: its plan is known). `kinds_seen` are the kinds that drifted in earlier
+    /// ticks: one that drifted before and not now is at 0, not absent.
+    pub fn record_tick(&self, tick: &Tick, kinds_seen: &mut BTreeSet<Kind>) {
+        for run in &tick.hook_runs {
+            let result = if run.outcome.is_ok() { "ok" } else { "failed" };
+            self.hook_runs.with_label_values(&[run.hook.name.as_str(), result]).inc();
+        }
+        self.reconcile_total.with_label_values(&[tick.result.as_str()]).inc();
+        if tick.result.succeeded() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.last_success.set(now.as_secs_f64());
+        }
+        if matches!(tick.result, TickResult::NoChanges | TickResult::Drift | TickResult::Applied | TickResult::Refused)
+        {
+            kinds_seen.extend(tick.drift.keys().copied());
+            for kind in kinds_seen.iter() {
+                let n = tick.drift.get(kind).copied().unwrap_or(0);
+                self.drift.with_label_values(&[kind.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(seconds) = tick.apply_seconds {
+            self.apply_duration.observe(seconds);
+        }
     }
 
     /// Every metric in Prometheus' text format.
@@ -136,6 +166,47 @@ mod tests {
             let mut answer = String::new();
             stream.read_to_string(&mut answer).unwrap();
             assert!(answer.contains(expect), "{path}: {answer}");
+        }
+    }
+
+    fn tick(result: TickResult, drift: &[(Kind, usize)]) -> Tick {
+        Tick {
+            result,
+            hook_runs: Vec::new(),
+            cluster: Some("c".into()),
+            drift: drift.iter().copied().collect(),
+            message: String::new(),
+            apply_seconds: None,
+            hooks_checked: true,
+        }
+    }
+
+    #[test]
+    fn every_tick_that_planned_publishes_its_drift_by_kind() {
+        let metrics = Metrics::new().unwrap();
+        let mut seen = BTreeSet::new();
+        metrics.record_tick(&tick(TickResult::Refused, &[(Kind::KubeadmInit, 2), (Kind::KubeadmJoin, 1)]), &mut seen);
+        let page = metrics.encode();
+        for line in [
+            "sealer_drift_resources{kind=\"kubeadm-init\"} 2",
+            "sealer_drift_resources{kind=\"kubeadm-join\"} 1",
+            "sealer_reconcile_total{result=\"refused\"} 1",
+        ] {
+            assert!(page.contains(line), "{line} in\n{page}");
+        }
+        assert!(!page.contains("sealer_reconcile_last_success_timestamp_seconds 1"), "a refusal is no success");
+        // A tick that could not plan leaves the last drift; the next that planned sets every kind seen.
+        metrics.record_tick(&tick(TickResult::Locked, &[]), &mut seen);
+        assert!(metrics.encode().contains("sealer_drift_resources{kind=\"kubeadm-init\"} 2"));
+        metrics.record_tick(&tick(TickResult::Drift, &[(Kind::Label, 1)]), &mut seen);
+        let page = metrics.encode();
+        for line in [
+            "sealer_drift_resources{kind=\"kubeadm-init\"} 0",
+            "sealer_drift_resources{kind=\"kubeadm-join\"} 0",
+            "sealer_drift_resources{kind=\"label\"} 1",
+            "sealer_reconcile_total{result=\"drift\"} 1",
+        ] {
+            assert!(page.contains(line), "{line} in\n{page}");
         }
     }
 }

@@ -1,13 +1,14 @@
 //! `sealer reconcile`: one tick = (optionally) pull the Clusterfile's git working copy, take the lock (or
 //! skip the tick, saying who holds it), refresh, plan, and with `apply` apply a plan that has changes and
-//! nothing dangerous in it (the refusals of `apply` without `--force` stand: such a plan is reported, never
-//! applied). The loop, signals and output are the command's; metrics are [`super::metrics`].
+//! nothing dangerous in it (the refusals of `apply` without `--force` stand: such a plan is reported with
+//! its drift, never applied; without `apply` it is drift like any other), then run the hooks that are due.
+//! The loop, signals and output are the command's; metrics are [`super::metrics`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use sealer_engine::{Action, CancelFlag, Kind, StateError};
+use sealer_engine::{Action, CancelFlag, Kind, Plan, State, StateError};
 use sealer_providers::cluster::ScheduledHook;
 use sealer_providers::image::Quiet;
 
@@ -28,11 +29,11 @@ pub struct ReconcileOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TickResult {
     NoChanges,
-    /// Changes found and reported (no `--apply`).
+    /// Changes found and reported (no `--apply`), those `apply` would refuse too.
     Drift,
     Applied,
     Failed,
-    /// Changes found that `apply` refuses without `--force`: reported, not applied.
+    /// With `--apply`, changes found that `apply` refuses without `--force`: reported, not applied.
     Refused,
     /// Another run holds the state lock: the tick was skipped.
     Locked,
@@ -155,7 +156,9 @@ pub fn tick(
         refresh_only: false,
         planfile: None,
         strict_host_keys: false,
-        force: false,
+        // The session must not refuse the plan before the tick has its drift: the tick refuses to apply a
+        // dangerous plan itself ([`assess`]).
+        force: true,
         restore_hostname: false,
         parallelism: opts.parallelism,
         max_unavailable: 1,
@@ -163,9 +166,7 @@ pub fn tick(
     let mut tick = match run(ws, &cf, request, opts.apply, window, progress, cancel) {
         Ok(tick) => tick,
         Err(e) => {
-            let result = if e.downcast_ref::<Refused>().is_some() {
-                TickResult::Refused
-            } else if matches!(e.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
+            let result = if matches!(e.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
                 TickResult::Locked
             } else {
                 TickResult::Failed
@@ -190,35 +191,38 @@ fn run(
 ) -> anyhow::Result<Tick> {
     let mut session = Session::begin(ws, cf, request, &Quiet)?;
     let plan = session.plan().clone();
-    let mut drift = BTreeMap::new();
-    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        *drift.entry(change.kind).or_insert(0) += 1;
-    }
+    let Assessment { drift, next } = assess(&plan, apply, || recorded_state(ws, &cf.cluster.name))?;
     let changes: usize = drift.values().sum();
     let mut tick = Tick { drift, ..Tick::new(TickResult::NoChanges, "") };
-    if changes == 0 {
-        session.reseal()?;
-    } else if !apply {
-        tick.result = TickResult::Drift;
-        tick.message = format!("{changes} change(s) found, not applied (no --apply)");
-    } else {
-        session.reseal()?;
-        let started = std::time::Instant::now();
-        let applied = session.execute(progress, cancel)?;
-        tick.apply_seconds = Some(started.elapsed().as_secs_f64());
-        if applied.complete() {
-            tick.result = TickResult::Applied;
-            tick.message = format!("{changes} change(s) applied");
-        } else {
-            tick.result = TickResult::Failed;
-            let failed: Vec<String> = applied.report.failed().map(|(a, e)| format!("{a}: {e}")).collect();
-            tick.message = format!("{}; {}", super::apply::summary(&applied.report), failed.join("; "));
+    match next {
+        Next::Report(result, message) => {
+            // Re-sealing comes with an apply's go-ahead; a plan with nothing to do needs none.
+            if result == TickResult::NoChanges {
+                session.reseal()?;
+            }
+            tick.result = result;
+            tick.message = message;
+        }
+        Next::Apply => {
+            session.reseal()?;
+            let started = std::time::Instant::now();
+            let applied = session.execute(progress, cancel)?;
+            tick.apply_seconds = Some(started.elapsed().as_secs_f64());
+            if applied.complete() {
+                tick.result = TickResult::Applied;
+                tick.message = format!("{changes} change(s) applied");
+            } else {
+                tick.result = TickResult::Failed;
+                let failed: Vec<String> = applied.report.failed().map(|(a, e)| format!("{a}: {e}")).collect();
+                tick.message = format!("{}; {}", super::apply::summary(&applied.report), failed.join("; "));
+            }
         }
     }
     let due = due(&session.schedules(), window.0, window.1);
     for (hook, outcome) in session.run_hooks(&due)? {
         if let Err(e) = &outcome {
-            if !hook.allow_failure && tick.result != TickResult::Failed {
+            // A failed hook fails a tick that went well; a failed or refused tick keeps saying why.
+            if !hook.allow_failure && tick.result.succeeded() {
                 tick.result = TickResult::Failed;
                 tick.message = format!("hook {} ({}) failed: {e}", hook.path, hook.name);
             }
@@ -228,6 +232,55 @@ fn run(
     tick.hooks_checked = true;
     session.finish()?;
     Ok(tick)
+}
+
+/// What a tick makes of its plan: the drift by kind, and what to do about it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Assessment {
+    pub drift: BTreeMap<Kind, usize>,
+    pub next: Next,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The tick applies nothing: it ends with this result and message.
+    Report(TickResult, String),
+    Apply,
+}
+
+/// Without `apply`, every change is drift, one that `sealer apply` would refuse too: reporting changes
+/// nothing. With `apply`, a plan that `sealer apply` refuses without `--force` (checked against the state
+/// `recorded` gives, asked for only then) is refused, and its drift reported all the same.
+pub fn assess(
+    plan: &Plan,
+    apply: bool,
+    recorded: impl FnOnce() -> anyhow::Result<State>,
+) -> anyhow::Result<Assessment> {
+    let mut drift = BTreeMap::new();
+    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        *drift.entry(change.kind).or_insert(0) += 1;
+    }
+    let changes: usize = drift.values().sum();
+    let next = if changes == 0 {
+        Next::Report(TickResult::NoChanges, String::new())
+    } else if !apply {
+        Next::Report(TickResult::Drift, format!("{changes} change(s) found, not applied (no --apply)"))
+    } else {
+        let dangers = sealer_engine::dangerous_removals(plan, &recorded()?);
+        if dangers.is_empty() {
+            Next::Apply
+        } else {
+            Next::Report(TickResult::Refused, format!("{changes} change(s) found: {}", Refused(dangers)))
+        }
+    };
+    Ok(Assessment { drift, next })
+}
+
+/// The state as recorded, for the check of a plan's removals: the session's refresh reads no `kubeadm-*`
+/// record, the only ones the check reads, so these are the records the plan was made from.
+fn recorded_state(ws: &Workspace, cluster: &str) -> anyhow::Result<State> {
+    let Some(store) = ws.state.open_read_only()? else { return Ok(State::empty(cluster)) };
+    Ok(store.load(cluster)?.unwrap_or_else(|| State::empty(cluster)))
 }
 
 /// The resources of `cluster`'s state by kind and status, for `sealer_resources`.
@@ -262,6 +315,10 @@ pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use sealer_engine::{Kind, PlanOptions, ResourceStatus, State, StoredResource};
+
+    use super::{assess, Assessment, Next, TickResult};
+
     #[test]
     fn a_hook_is_due_when_its_crontab_falls_in_the_window() {
         use chrono::TimeZone as _;
@@ -277,6 +334,80 @@ mod tests {
         assert_eq!(due.len(), 1, "every minute: 10:01:00 is in the window");
         assert!(super::due(&hooks, at(10, 1, 2), at(10, 1, 40)).is_empty(), "no minute boundary");
         assert_eq!(super::due(&hooks, at(2, 59, 59), at(3, 0, 1)).len(), 2);
+    }
+
+    fn clusterfile(masters: &str) -> String {
+        format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  hosts:\n    \
+             - ips: [{masters}]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n"
+        )
+    }
+
+    fn graph(text: &str) -> sealer_engine::ResourceGraph {
+        let cf = sealer_engine::parse("Clusterfile", text).unwrap().clusterfile;
+        sealer_engine::compile(&cf, &sealer_engine::ImageFacts::default()).unwrap()
+    }
+
+    /// The state of the cluster `text` describes, once applied.
+    fn applied(text: &str) -> State {
+        let graph = graph(text);
+        let mut state = State::empty("c");
+        for r in graph.in_dependency_order() {
+            let stored = StoredResource {
+                address: r.address.clone(),
+                host: r.host,
+                status: ResourceStatus::Ready,
+                attributes: r.attributes.clone(),
+                depends_on: graph.depends_on(&r.address),
+            };
+            state.resources.insert(r.address.clone(), stored);
+        }
+        state
+    }
+
+    fn plan(text: &str, state: &State) -> sealer_engine::Plan {
+        sealer_engine::plan(&graph(text), state, &PlanOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_plan_that_drops_the_first_master_is_drift_without_apply_and_refused_with_its_drift_with_apply() {
+        let state = applied(&clusterfile("10.0.0.2, 10.0.0.3"));
+        let dangerous = plan(&clusterfile("10.0.0.3"), &state);
+        let not_asked = || Err(anyhow::anyhow!("the state is read only to refuse an apply"));
+        let Assessment { drift, next } = assess(&dangerous, false, not_asked).unwrap();
+        assert_eq!(
+            next,
+            Next::Report(
+                TickResult::Drift,
+                format!("{} change(s) found, not applied (no --apply)", drift.values().sum::<usize>())
+            )
+        );
+        // The first master's `kubeadm-init` goes, the second's comes; the second's `kubeadm-join` goes.
+        assert_eq!(drift.get(&Kind::KubeadmInit), Some(&2), "{drift:?}");
+        assert_eq!(drift.get(&Kind::KubeadmJoin), Some(&1), "{drift:?}");
+
+        let refused = assess(&dangerous, true, || Ok(state.clone())).unwrap();
+        assert_eq!(refused.drift, drift, "a refused plan's drift is reported as well");
+        let Next::Report(TickResult::Refused, message) = refused.next else { panic!("{:?}", refused.next) };
+        assert!(
+            message.contains("refusing to apply without --force: `kubeadm-init.10.0.0.2` removes the first master"),
+            "{message}"
+        );
+        assert!(!message.contains("would leave"), "one master of two leaves, not both: {message}");
+    }
+
+    #[test]
+    fn a_safe_plan_is_applied_and_an_unchanged_cluster_is_left_alone() {
+        let text = clusterfile("10.0.0.2, 10.0.0.3");
+        let state = applied(&text);
+        let unchanged = assess(&plan(&text, &state), true, || Ok(state.clone())).unwrap();
+        assert_eq!(
+            unchanged,
+            Assessment { drift: Default::default(), next: Next::Report(TickResult::NoChanges, String::new()) }
+        );
+        let grown =
+            assess(&plan(&clusterfile("10.0.0.2, 10.0.0.3, 10.0.0.4"), &state), true, || Ok(state.clone())).unwrap();
+        assert_eq!(grown.next, Next::Apply);
     }
 
     #[test]
