@@ -393,7 +393,9 @@ impl Compiler<'_> {
                     }
                     Phase::PostJoin | Phase::PreClean => vec![member.clone()],
                     Phase::PreGuest => complete.clone(),
-                    Phase::PostInstall => vec![guest.clone()],
+                    // After the guest, and after its own host joined: on a scale-up the guest is done
+                    // long before a new host has its rootfs.
+                    Phase::PostInstall => vec![guest.clone(), member.clone()],
                     Phase::PostClean => {
                         self.b.depends(&member, plugin)?;
                         prepared.clone()

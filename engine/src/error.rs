@@ -23,6 +23,12 @@ pub enum PlanError {
     OtherLineage(String),
     #[error("saved plan is stale: the state moved from serial {planned} to {now} since it was made; plan again")]
     Stale { planned: u64, now: u64 },
+    #[error(
+        "saved plan is stale: what it applies changed since it was made (an image rebuilt under the same name, \
+         a Config's data, the Clusterfile): {}; plan again",
+        .0.join("; ")
+    )]
+    Moved(Vec<String>),
     #[error("`{address}` cannot go from Kubernetes {from} to {to}: {why}")]
     Upgrade { address: String, from: String, to: String, why: crate::kubeadm::UpgradeRefusal },
 }

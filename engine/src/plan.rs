@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::PlanError;
 use crate::graph::ResourceGraph;
 use crate::resource::{Address, Attributes, Kind, Value};
-use crate::state::{ResourceStatus, State, StoredResource};
+use crate::state::{without_sealed, ResourceStatus, State, StoredResource};
 
 pub const PLAN_FORMAT_VERSION: &str = "1";
 
@@ -136,6 +136,35 @@ impl Plan {
             return Err(PlanError::Stale { planned: self.prior_serial, now: state.serial });
         }
         Ok(())
+    }
+
+    /// A saved plan applies exactly what it showed: every planned attribute must still be what the
+    /// Clusterfile and the local images compile to now (an image's digest, a Config's data or its keyed
+    /// digest, a plugin's script), because providers take the image from the store by name and a secret
+    /// Config's data from the Clusterfile. Attributes unknown at compile time, and addresses the graph no
+    /// longer has (the plan still says what they do), are not compared.
+    pub fn check_matches(&self, graph: &ResourceGraph) -> Result<(), PlanError> {
+        let mut moved = Vec::new();
+        for change in &self.changes {
+            let (Some(after), Some(now)) = (&change.after, graph.get(&change.address)) else { continue };
+            let keys: BTreeSet<&String> = after.keys().chain(now.attributes.keys()).collect();
+            for key in keys {
+                let (planned, current) = (after.get(key), now.attributes.get(key));
+                if current != Some(&Value::Unknown) && planned != current {
+                    moved.push(format!(
+                        "`{}` {key}: planned {}, now {}",
+                        change.address,
+                        shown(planned),
+                        shown(current)
+                    ));
+                }
+            }
+        }
+        if moved.is_empty() {
+            Ok(())
+        } else {
+            Err(PlanError::Moved(moved))
+        }
     }
 
     pub fn summary(&self) -> Summary {
@@ -275,6 +304,16 @@ pub fn decide_action(kind: Kind, desired: Option<&Attributes>, prior: Option<&St
 }
 
 /// Desired attributes, with the values only apply learns taken from the prior state where it has them.
+/// A value in a stale-plan message: a short text as it is, anything else (a Config's data, a kubeadm
+/// configuration) only as changed, and never a secret (those are `Sensitive` here already).
+fn shown(value: Option<&Value>) -> String {
+    match value {
+        None => "(none)".into(),
+        Some(Value::Text(t)) if t.len() <= 80 && !t.contains('\n') => format!("`{t}`"),
+        Some(_) => "(another value)".into(),
+    }
+}
+
 fn resolve_unknowns(desired: &Attributes, prior: Option<&StoredResource>) -> Attributes {
     let mut after = desired.clone();
     if let Some(prior) = prior {
@@ -364,7 +403,7 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
                 host: resource.host,
                 action: d.action,
                 reason: d.reason,
-                before: prior.map(|p| p.attributes.clone()),
+                before: prior.map(|p| without_sealed(&p.attributes)),
                 after: Some(resolve_unknowns(&resource.attributes, prior)),
                 replace_paths: d.replace_paths,
                 depends_on: graph.depends_on(&resource.address),
@@ -387,7 +426,7 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
             host: stored.host,
             action: Action::Delete,
             reason,
-            before: Some(stored.attributes.clone()),
+            before: Some(without_sealed(&stored.attributes)),
             after: None,
             replace_paths: Vec::new(),
             depends_on: stored.depends_on.clone(),
@@ -454,8 +493,8 @@ pub fn refresh_only_plan(recorded: &State, observed: &State) -> Plan {
                 host: now.host,
                 action: Action::Update,
                 reason: Reason::UpdateBecauseAttributesChanged,
-                before: Some(was.attributes.clone()),
-                after: Some(now.attributes.clone()),
+                before: Some(without_sealed(&was.attributes)),
+                after: Some(without_sealed(&now.attributes)),
                 replace_paths: Vec::new(),
                 depends_on: now.depends_on.clone(),
             })
@@ -519,6 +558,48 @@ mod tests {
         let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
         assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
+    }
+
+    fn graph_of(resources: &[(Address, Attributes)]) -> ResourceGraph {
+        let mut b = crate::graph::GraphBuilder::default();
+        for (address, attributes) in resources {
+            b.add(crate::resource::Resource { address: address.clone(), host: None, attributes: attributes.clone() })
+                .unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn a_saved_plan_applies_only_what_the_clusterfile_and_images_still_compile_to() {
+        let image = Address::new(Kind::Image, "10.0.0.2");
+        let digest = |d: &str| attributes(&[("digest", Value::text(d)), ("name", Value::text("k:1"))]);
+        let saved =
+            plan(&graph_of(&[(image.clone(), digest("sha256:a"))]), &State::empty("c"), &PlanOptions::default())
+                .unwrap();
+        assert!(saved.check_matches(&graph_of(&[(image.clone(), digest("sha256:a"))])).is_ok());
+        let err = saved.check_matches(&graph_of(&[(image.clone(), digest("sha256:b"))])).unwrap_err().to_string();
+        assert!(err.contains("`image.10.0.0.2` digest: planned `sha256:a`, now `sha256:b`"), "{err}");
+        // Unknown at compile time (the store lacks the image): nothing to compare against.
+        let unknown = attributes(&[("digest", Value::Unknown), ("name", Value::text("k:1"))]);
+        assert!(saved.check_matches(&graph_of(&[(image.clone(), unknown)])).is_ok());
+        // A Config's data is named as changed, never shown.
+        let config = Address::new(Kind::Config, "db.10.0.0.2");
+        let data = |d: &str| attributes(&[("data", Value::text(d))]);
+        let saved =
+            plan(&graph_of(&[(config.clone(), data("a\nb"))]), &State::empty("c"), &PlanOptions::default()).unwrap();
+        let err = saved.check_matches(&graph_of(&[(config, data("a\nc"))])).unwrap_err().to_string();
+        assert!(err.contains("data: planned (another value), now (another value)") && !err.contains("a\nc"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_carries_no_sealed_ciphertext() {
+        let host = Address::new(Kind::Host, "10.0.0.2");
+        let mut state = State::empty("c");
+        let sealed = attributes(&[("ssh_password", Value::Sealed("ciphertext".into()))]);
+        state.resources.insert(host.clone(), stored(Kind::Host, sealed, ResourceStatus::Ready));
+        let p = plan(&graph_of(&[]), &state, &PlanOptions::default()).unwrap();
+        assert_eq!(p.changes[0].before.as_ref().unwrap()["ssh_password"], Value::Sensitive);
+        assert!(!format!("{p:?}").contains("ciphertext"));
     }
 
     fn master_state(masters: usize) -> State {

@@ -109,13 +109,24 @@ impl State {
     /// The state as it may leave the workstation (the copy kept in the cluster): sealed secrets become
     /// `Sensitive`, without a value.
     pub fn without_sealed_secrets(mut self) -> Self {
-        for value in self.resources.values_mut().flat_map(|r| r.attributes.values_mut()) {
-            if let Value::Sealed(_) = value {
-                *value = Value::Sensitive;
-            }
+        for resource in self.resources.values_mut() {
+            resource.attributes = without_sealed(&resource.attributes);
         }
         self
     }
+}
+
+/// Attributes as they may leave the state (a plan, a plan file, the cluster's copy): a secret the state
+/// keeps sealed is `Sensitive`, so no ciphertext goes along (hosts being removed are reached from the
+/// state itself).
+pub(crate) fn without_sealed(attributes: &Attributes) -> Attributes {
+    let mut shown = attributes.clone();
+    for value in shown.values_mut() {
+        if let Value::Sealed(_) = value {
+            *value = Value::Sensitive;
+        }
+    }
+    shown
 }
 
 impl State {

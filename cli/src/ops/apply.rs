@@ -148,6 +148,9 @@ impl<'a> Session<'a> {
         } else if let Some(path) = &req.planfile {
             let plan = sealer_state::read_plan_file(path)?;
             plan.check_applicable(&self.observed)?;
+            // What the providers take from outside the plan (the image from the store by name, a secret
+            // Config's data from the Clusterfile) must still be what the plan showed.
+            plan.check_matches(&compiled.graph)?;
             plan
         } else {
             let options = PlanOptions {
