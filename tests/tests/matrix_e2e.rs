@@ -386,6 +386,59 @@ fn files_holding(root: &Path, needles: &[String]) -> Vec<(PathBuf, String, u32)>
     hits
 }
 
+/// Taints removed both ways and a saved plan outliving a rebuild of its image (run once: it does not
+/// depend on the login).
+fn day_two(j: &mut Journey) {
+    let name = j.run.name;
+    // The documented removal of a taint sealer added: `key:Effect-`, applied twice (the second is a no-op).
+    let removal = format!("{}\n    {} gpu:NoSchedule-\n", j.taints(&[2]).trim_end(), j.ip(4));
+    j.write_clusterfile(&j.clusterfile(&[0, 1, 3], &[2, 4], &j.labels(&[2]), &removal));
+    j.ok(&["apply", "--auto-approve"]);
+    assert_eq!(j.tainted(), BTreeSet::from(["mx-2".to_string()]), "[{name}] `gpu:NoSchedule-` removed the taint");
+    j.ok(&["apply", "--auto-approve"]);
+    // A whole TAINT line deleted: the node loses the taint, and the next plan is clean.
+    j.write_clusterfile(&j.clusterfile(
+        &[0, 1, 3],
+        &[2, 4],
+        &j.labels(&[2]),
+        &format!("    {} other=x:NoSchedule\n", j.ip(2)),
+    ));
+    j.ok(&["apply", "--auto-approve"]);
+    assert!(j.tainted().is_empty(), "[{name}] the deleted TAINT line left no taint");
+    let out = j.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(out.status.code(), Some(0), "[{name}] clean after the deletion: {}", stdout(&out));
+
+    // A saved plan, then the image rebuilt under the same name: the plan is refused, naming the digest.
+    j.write_clusterfile(&j.clusterfile(
+        &[0, 1, 3],
+        &[2, 4],
+        &j.labels(&[2, 4]),
+        &format!("    {} other=x:NoSchedule\n", j.ip(2)),
+    ));
+    j.ok(&["plan", "--out", "rebuilt.plan"]);
+    let context = j.dir.path().join("image");
+    let copied = Command::new("cp")
+        .args(["-a", repo_root().join("examples/images/simulated-k8s").to_str().unwrap(), context.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let manifest = context.join("rootfs/manifests/hello.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap() + "# rebuilt\n";
+    std::fs::write(&manifest, text).unwrap();
+    j.ok(&["build", "-t", SIMULATED_IMAGE, context.to_str().unwrap()]);
+    let refused = j.sealer(&["apply", "rebuilt.plan"], "");
+    let said = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "[{name}] a saved plan made before the rebuild: {said}");
+    assert!(said.contains("saved plan is stale") && said.contains("digest: planned `sha256:"), "[{name}] {said}");
+    assert_eq!(j.labelled(), BTreeSet::from(["mx-2".to_string()]), "[{name}] nothing of the refused plan ran");
+    // Planned again, it installs the new image and converges.
+    j.ok(&["plan", "--out", "again.plan"]);
+    j.ok(&["apply", "again.plan"]);
+    assert!(j.host(4, &format!("tail -1 /var/lib/sealer/{CLUSTER}/rootfs/manifests/hello.yaml")).contains("# rebuilt"));
+    let out = j.sealer(&["plan", "--detailed-exitcode"], "");
+    assert_eq!(out.status.code(), Some(0), "[{name}] clean after the new image: {}", stdout(&out));
+}
+
 fn journey(run: Run) {
     if !testbed_available() {
         return;
@@ -446,6 +499,10 @@ fn journey(run: Run) {
     let pending: Vec<&Json> = plan["changes"].as_array().unwrap().iter().filter(|c| c["action"] != "no-op").collect();
     assert!(pending.is_empty(), "[{name}] converged: {pending:?}");
 
+    if j.run.sudo == Sudo::Root && j.run.login == Login::Password {
+        day_two(&mut j);
+    }
+
     let (rounds, on_command_lines) = sampler.finish();
     assert!(rounds > 10, "[{name}] the command lines were sampled ({rounds} rounds)");
 
@@ -476,7 +533,11 @@ fn journey(run: Run) {
     // registry password's destination.
     let clusterfile = j.dir.path().join("Clusterfile");
     let auth = j.home().join("auth.json");
-    for (path, needle, mode) in files_holding(j.dir.path(), &needles) {
+    let workstation = files_holding(j.dir.path(), &needles);
+    // The search sees secrets where they are meant to be: it would see them elsewhere.
+    assert!(workstation.iter().any(|(p, n, _)| *p == auth && *n == c.registry), "[{name}] the login is found");
+    assert!(workstation.iter().any(|(p, _, _)| *p == clusterfile), "[{name}] the Clusterfile's secret is found");
+    for (path, needle, mode) in workstation {
         let intended = (path == clusterfile) || (path == auth && needle == c.registry);
         if !intended || (path == auth && mode != 0o600) {
             found.push(format!("{needle} in {} (mode {mode:o})", path.display()));
@@ -493,6 +554,7 @@ fn journey(run: Run) {
     // intended destinations: the toSecret file (0600, base64 as a Secret has it) and the cluster's own
     // store (etcd's data, where the simulated API keeps its tokens as the real one keeps them in Secrets).
     let testbed = PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/tmp/sealer-testbed".into()));
+    let mut intended_on_hosts = 0;
     for i in 0..j.tb.ips.len() {
         let upper = testbed.join(j.tb.id.to_string()).join(format!("h{}", i + 1)).join("upper");
         assert!(upper.is_dir(), "{}", upper.display());
@@ -512,11 +574,13 @@ fn journey(run: Run) {
             let etcd = rel.starts_with("var/lib/etcd") || rel.contains("/etcd/") || rel.contains("etcd-data");
             let credential = tokens.contains(&needle) || keys.contains(&needle);
             if (secret_file && mode == 0o600) || (etcd && credential) {
+                intended_on_hosts += 1;
                 continue;
             }
             found.push(format!("{needle} on host {i} in /{rel} (mode {mode:o})"));
         }
     }
+    assert!(intended_on_hosts >= 5, "[{name}] the search sees the secret file on every host ({intended_on_hosts})");
     assert!(found.is_empty(), "[{name}] secrets where they do not belong:\n{}", found.join("\n"));
     eprintln!("MATRIX {name}: installed 3 hosts in {:.1} s; {rounds} command-line samples", install_time.as_secs_f64());
 }
