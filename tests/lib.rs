@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use sealer_engine::{PlanOptions, ResourceStatus, State, StateStore, StoredResource};
+use sealer_engine::{ImageFacts, PlanOptions, ResourceStatus, State, StateStore, StoredResource};
 use sealer_state::SqliteStore;
 
 pub mod fuzz;
@@ -119,8 +119,13 @@ pub fn stderr(o: &Output) -> String {
 /// Records every resource of `clusterfile` in the state at `state_path` as applied, the way a finished
 /// apply leaves it; returns the state.
 pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
+    seed_applied_state_with(state_path, clusterfile, &ImageFacts::default())
+}
+
+/// [`seed_applied_state`] of a cluster installed from an image of which the store knows `image`.
+pub fn seed_applied_state_with(state_path: &Path, clusterfile: &str, image: &ImageFacts) -> State {
     let cf = sealer_engine::parse("Clusterfile", clusterfile).unwrap().clusterfile;
-    let graph = sealer_engine::compile(&cf, &sealer_engine::ImageFacts::default()).unwrap();
+    let graph = sealer_engine::compile(&cf, image).unwrap();
     let plan = sealer_engine::plan(&graph, &State::empty(&cf.cluster.name), &PlanOptions::default()).unwrap();
     let mut store = SqliteStore::open(state_path).unwrap();
     let lock = store.lock(&cf.cluster.name, "test@seed", std::process::id(), "seed").unwrap();
@@ -137,6 +142,18 @@ pub fn seed_applied_state(state_path: &Path, clusterfile: &str) -> State {
     store.record_history(&lock, "seeded").unwrap();
     store.unlock(&lock).unwrap();
     store.load(&cf.cluster.name).unwrap().unwrap()
+}
+
+/// Builds a small cluster image named `name` into `home`'s store (its rootfs holds only `bin/kubeadm`) and
+/// returns what a plan knows of it beyond an empty image's facts: its digest. A plan of a cluster the state
+/// records needs the cluster image in the store (it pulls it, or refuses to plan).
+pub fn build_stub_image(home: &Path, name: &str) -> ImageFacts {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("kubeadm"), "#!/bin/sh\n").unwrap();
+    std::fs::write(context.path().join("Kubefile"), "FROM scratch\nCOPY kubeadm bin/kubeadm\n").unwrap();
+    ok(&sealer_at(home, context.path(), &["build", "-t", name, &context.path().display().to_string()]));
+    let image = sealer_providers::image::store::ImageStore::new(home).get(name).unwrap();
+    ImageFacts { digest: Some(image.config.digest), ..ImageFacts::default() }
 }
 
 /// The root password every testbed host gets, for password-authentication tests.

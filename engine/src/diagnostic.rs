@@ -56,6 +56,23 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The most characters of a value a diagnostic quotes.
+pub const MAX_VALUE_CHARS: usize = 80;
+
+/// `value` as a diagnostic quotes it: its first line, at most [`MAX_VALUE_CHARS`] characters of it, and `…`
+/// where anything was cut. The value is there to point at the mistake; a whole file read as one scalar
+/// (`sealer plan -f /etc/passwd`) would otherwise be echoed in full, on the terminal and in JSON.
+pub fn quoted_value(value: &str) -> String {
+    // A block scalar's final line break is part of no line: cutting it cuts nothing the user would miss.
+    let whole = value.trim_end_matches(['\r', '\n']);
+    let first = whole.lines().next().unwrap_or_default();
+    let mut shown: String = first.chars().take(MAX_VALUE_CHARS).collect();
+    if shown.len() < whole.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The most problems of one input shown; past it they are counted, not listed.
 pub const MAX_SHOWN: usize = 1000;
 /// The most problems of one input kept at all (memory stays bounded however broken the input).

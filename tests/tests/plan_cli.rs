@@ -1,11 +1,15 @@
 //! `sealer plan` as users run it: golden plans of every example, exit codes, JSON, saved plans, targets,
-//! plans against a recorded state, and the invalid inputs.
+//! plans against a recorded state, and the invalid inputs; and the flags of `sealer run`, checked before
+//! it pulls, down to the plan of the Clusterfile they mean.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sealer_tests::{repo_root, sealer, sealer_with_stdin, seed_applied_state, stderr, stdout};
+use sealer_engine::{ImageFacts, State};
+use sealer_tests::{
+    build_stub_image, repo_root, sealer, sealer_with_stdin, seed_applied_state, seed_applied_state_with, stderr, stdout,
+};
 use serde_json::Value as Json;
 
 const EXAMPLES: [&str; 4] = ["single-node", "ha-plugins", "v1alpha1", "env-config-kubeadm"];
@@ -17,6 +21,16 @@ fn example(name: &str) -> PathBuf {
 
 fn example_text(name: &str) -> String {
     std::fs::read_to_string(example(name)).unwrap()
+}
+
+/// The cluster image of every example but `v1alpha1`.
+const EXAMPLE_IMAGE: &str = "docker.io/sealerio/kubernetes:v1.22.15";
+
+/// The state at `state` seeded as if `clusterfile` had been applied from the examples' image, which is built
+/// small into the home `sealer` has in `dir`: a recorded cluster is only planned with its image at hand.
+fn seed_with_example_image(dir: &Path, state: &Path, clusterfile: &str) -> State {
+    let image = build_stub_image(&dir.join(".sealer-home"), EXAMPLE_IMAGE);
+    seed_applied_state_with(state, clusterfile, &image)
 }
 
 fn json_plan(cwd: &Path, file: &Path, extra: &[&str]) -> Json {
@@ -149,7 +163,7 @@ fn plan_against_an_applied_state_is_empty_then_shows_updates_replaces_and_delete
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".sealer/state.db");
     let text = example_text("ha-plugins");
-    let seeded = seed_applied_state(&state, &text);
+    let seeded = seed_with_example_image(dir.path(), &state, &text);
     let file = write(dir.path(), "Clusterfile", &text);
     let before = std::fs::read(&state).unwrap();
 
@@ -237,7 +251,7 @@ fn targets_select_the_address_and_its_dependencies() {
 fn saved_plans_carry_lineage_serial_and_a_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
-    let seeded = seed_applied_state(&state, &example_text("single-node"));
+    let seeded = seed_with_example_image(dir.path(), &state, &example_text("single-node"));
     let changed = example_text("ha-plugins").replace("name: ha", "name: single");
     let file = write(dir.path(), "Clusterfile", &changed);
     let planfile = dir.path().join("p.plan");
@@ -400,7 +414,7 @@ fn multi_line_values_change_as_unified_diffs() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".sealer/state.db");
     let text = example_text("env-config-kubeadm");
-    seed_applied_state(&state, &text);
+    seed_with_example_image(dir.path(), &state, &text);
     let changed = text
         .replace("audit-log-maxage: \"30\"", "audit-log-maxage: \"90\"")
         .replace("type: NodePort", "type: ClusterIP");
@@ -439,7 +453,7 @@ fn an_env_change_updates_exactly_the_scripts_of_that_host_group() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".sealer/state.db");
     let text = example_text("env-config-kubeadm");
-    seed_applied_state(&state, &text);
+    seed_with_example_image(dir.path(), &state, &text);
     let changed_for = |from: &str, to: &str| {
         let file = write(dir.path(), "Clusterfile", &text.replace(from, to));
         let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
@@ -518,4 +532,151 @@ fn ci_commands_validate_show_markdown_completion_and_version() {
     }
     let version = stdout(&sealer(dir.path(), &["--version"]));
     assert!(version.starts_with("sealer 0.1.0 (git ") && !version.contains("unknown"), "{version}");
+}
+
+/// A plugin document as a cluster image carries it (`plugin/from-image.yaml`).
+const IMAGE_PLUGIN: &str =
+    "apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: from-image\nspec:\n  \
+                            type: SHELL\n  action: PostInstall\n  on: master\n  data: echo installed\n";
+
+#[test]
+fn a_recorded_cluster_is_never_planned_without_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join(".sealer-home");
+    let state = dir.path().join(".sealer/state.db");
+    // Nothing answers on port 1: a pull of this image fails at once.
+    let image = "127.0.0.1:1/sealer/hooked:v1";
+    let text = example_text("single-node").replace(EXAMPLE_IMAGE, image);
+    let file = write(dir.path(), "Clusterfile", &text);
+
+    // The cluster was installed from an image with a hook and a plugin of its own.
+    let context = tempfile::tempdir().unwrap();
+    let hook = context.path().join("startup.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    // An executable in `hooks/` is what makes the image's hooks a resource of the cluster.
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(context.path().join("kubeadm"), "#!/bin/sh\n").unwrap();
+    std::fs::write(context.path().join("from-image.yaml"), IMAGE_PLUGIN).unwrap();
+    std::fs::write(
+        context.path().join("Kubefile"),
+        "FROM scratch\nCOPY kubeadm bin/kubeadm\nCOPY startup.sh hooks/startup.sh\nCOPY from-image.yaml plugin\n",
+    )
+    .unwrap();
+    let built =
+        sealer_tests::sealer_at(&home, context.path(), &["build", "-t", image, context.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let digest = sealer_providers::image::store::ImageStore::new(&home).get(image).unwrap().config.digest;
+    let facts = ImageFacts { digest: Some(digest), hooks: true, ..ImageFacts::default() };
+    let seeded = seed_applied_state_with(&state, &format!("{text}---\n{IMAGE_PLUGIN}"), &facts);
+    let plugin = "plugin.from-image.PostInstall.10.250.0.11";
+    assert!(seeded.resources.keys().any(|a| a.to_string() == "hooks.10.250.0.11"));
+    assert!(seeded.resources.keys().any(|a| a.to_string() == plugin));
+
+    // With the image at hand, its hook and its plugin are the cluster's: nothing to change.
+    let args = ["plan", "-f", file.to_str().unwrap(), "--refresh=false", "--detailed-exitcode"];
+    let same = sealer(dir.path(), &args);
+    assert_eq!(same.status.code(), Some(0), "{}{}", stdout(&same), stderr(&same));
+
+    // Without it (gone from the store, and its registry unreachable) the plan is refused, naming the image
+    // and why it could not be pulled, in every format: never `hooks` and the plugin to destroy.
+    let removed = sealer(dir.path(), &["rmi", "--force", image]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    for extra in [&[][..], &["--json"][..], &["--format", "markdown"][..]] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(extra);
+        let out = sealer(dir.path(), &all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}{err}", stdout(&out));
+        assert!(
+            err.contains(&format!("cluster `single` is in the state and the local store lacks image `{image}`")),
+            "{extra:?}: {err}"
+        );
+        let cause = err.split_once(&format!("cannot pull the image `{image}`: ")).map(|(_, cause)| cause.trim());
+        assert!(cause.is_some_and(|c| !c.is_empty()), "{extra:?}: the pull's cause is missing: {err}");
+        assert!(out.stdout.is_empty(), "{extra:?}: printed a plan: {}", stdout(&out));
+        assert!(!err.contains("to destroy") && !err.contains("hooks."), "{extra:?}: {err}");
+    }
+    // Destroying needs nothing of the image.
+    let destroy = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--refresh=false", "--destroy"]);
+    assert_eq!(destroy.status.code(), Some(0), "{}", stderr(&destroy));
+    assert!(stdout(&destroy).contains("# hooks.10.250.0.11 will be destroyed"), "{}", stdout(&destroy));
+}
+
+#[test]
+fn a_file_that_is_no_clusterfile_is_quoted_by_one_short_line_not_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    // `/etc/passwd` reads as one plain scalar, its lines folded into one; a literal block keeps its lines.
+    let passwd: String =
+        (0..30).map(|i| format!("user{i}:x:{i}:{i}:User {i}:/home/user{i}:/usr/sbin/nologin\n")).collect();
+    let folded = passwd.lines().collect::<Vec<_>>().join(" ");
+    let block: String = "--- |\n".to_string() + &"  one line of a long literal block\n".repeat(50);
+    let long = "long scalar ".repeat(400);
+    let quoted = format!("\"{long}\"\n");
+    let first_80 = |text: &str| text.chars().take(80).collect::<String>();
+    for (name, text, first) in [
+        ("passwd", passwd, first_80(&folded)),
+        ("block.yaml", block, "one line of a long literal block".to_string()),
+        ("scalar.yaml", quoted, first_80(&long)),
+    ] {
+        let file = write(dir.path(), name, &text);
+        let human = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap()]);
+        assert_eq!(human.status.code(), Some(1), "{name}");
+        let err = stderr(&human);
+        let line = err.lines().find(|l| l.contains("a Clusterfile document must be a mapping")).unwrap();
+        let value = line.split_once("(value `").unwrap().1.strip_suffix("`)").unwrap();
+        assert_eq!(value, format!("{first}…"), "{name}: {line}");
+        assert_eq!(err.lines().count(), 2, "{name}: one diagnostic, one summary:\n{err}");
+        let json = sealer(dir.path(), &["validate", "-f", file.to_str().unwrap(), "--json"]);
+        let report: Json = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(report["diagnostics"][0]["value"].as_str(), Some(value), "{name}: {report}");
+    }
+    // A file that is not YAML at all is reported by where its YAML breaks, quoting none of it.
+    let ini = write(dir.path(), "settings.ini", "[main]\nkey = value\n[other]\nsecret-ish = yes\n");
+    let out = sealer(dir.path(), &["plan", "-f", ini.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid YAML") && !stderr(&out).contains("secret-ish"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_checks_its_flags_before_it_pulls_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    // `foo:1` is in no local store: a pull would go to a registry (docker.io) before anything else.
+    for (flags, named) in [
+        (&["-m", "10.0.0.999"][..], "--masters `10.0.0.999`: `10.0.0.999` is not an IP address"),
+        (&["-m", "10.0.0.2", "-n", "10.0.0.3-10.0.0.1"][..], "range `10.0.0.3-10.0.0.1` ends before it starts"),
+        (&["-m", "10.0.0.2", "-n", "10.0.0.2"][..], "10.0.0.2 is given twice"),
+        (&["-m", "10.0.0.2", "-u", "root;reboot"][..], "field `spec.ssh.user`: not a valid user name"),
+    ] {
+        let mut args = vec!["run", "foo:1"];
+        args.extend_from_slice(flags);
+        let out = sealer(dir.path(), &args);
+        let all = stdout(&out) + &stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {all}");
+        assert!(stderr(&out).contains(named), "{flags:?}: {all}");
+        for pull in ["pull", "http", "docker.io", "registry"] {
+            assert!(!all.contains(pull), "{flags:?}: `{pull}`: {all}");
+        }
+        assert!(!dir.path().join(".sealer").exists(), "{flags:?}: wrote a Clusterfile or a state");
+    }
+}
+
+#[test]
+fn run_with_masters_and_no_nodes_plans_a_single_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = "stub/kubernetes:v1.22.15";
+    build_stub_image(&dir.path().join(".sealer-home"), image);
+    // The guides' single-node form, and an empty -n as a script passes an unset variable.
+    for nodes in [&[][..], &["-n", ""][..]] {
+        let mut args = vec!["run", image, "-m", "10.0.0.2", "-p", "Run-Pass-1"];
+        args.extend_from_slice(nodes);
+        let out = sealer_with_stdin(dir.path(), &args, "no\n");
+        let (plan, err) = (stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{nodes:?}: {plan}{err}");
+        assert!(err.contains("apply cancelled") && !err.contains("--nodes"), "{nodes:?}: {err}");
+        let hosts: Vec<&str> = plan.lines().filter(|l| l.trim_start().starts_with("# host.")).collect();
+        assert_eq!(hosts, ["  # host.10.0.0.2 will be created"], "{nodes:?}: {plan}");
+        assert!(plan.contains("kubeadm-init.10.0.0.2") && !plan.contains("kubeadm-join"), "{nodes:?}: {plan}");
+        // Nothing was applied: the Clusterfile is put back as it was (there was none).
+        assert!(!dir.path().join(".sealer/my-cluster/Clusterfile").exists(), "{nodes:?}");
+    }
 }

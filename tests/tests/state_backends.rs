@@ -4,7 +4,8 @@
 use sealer_engine::{Address, HistoryEntry, Kind, ResourceStatus, State, StateError, StoredResource, Value};
 use sealer_state::StateLocation;
 use sealer_tests::{
-    ok, postgres_database, sealer, sealer_bin, seed_applied_state, stderr, stdout, PgDatabase, POSTGRES_PASSWORD,
+    build_stub_image, ok, postgres_database, sealer, sealer_bin, seed_applied_state_with, stderr, stdout, PgDatabase,
+    POSTGRES_PASSWORD,
 };
 
 /// A location of each backend, empty; the guards keep them alive.
@@ -171,7 +172,9 @@ fn migrate_to_postgres_then_plan_and_lock_through_the_cli() {
     let Some(db) = postgres_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Clusterfile"), CLUSTERFILE).unwrap();
-    let seeded = seed_applied_state(&dir.path().join(".sealer/state.db"), CLUSTERFILE);
+    // A recorded cluster is planned with its image at hand: a small one under its name, in `sealer`'s home.
+    let image = build_stub_image(&dir.path().join(".sealer-home"), "sim/kubernetes:v1.22.15");
+    let seeded = seed_applied_state_with(&dir.path().join(".sealer/state.db"), CLUSTERFILE, &image);
 
     let migrated = ok(&sealer(dir.path(), &["state", "migrate", "--to", &db.url]));
     assert!(migrated.contains("Migrated cluster `shared`"), "{migrated}");

@@ -2,8 +2,10 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use sealer_cli::ops;
+use sealer_providers::image::Quiet;
 
 use crate::args::{CompletionArgs, PlanArgs, PlanFormat, ShowArgs, ValidateArgs};
+use crate::render::progress::TransferBar;
 use crate::{render, Context, Outcome};
 
 pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
@@ -16,11 +18,19 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         refresh_only: args.refresh_only,
         max_unavailable: usize::from(args.max_unavailable),
     };
-    let planned = ops::plan::plan(&ctx.ws, &cf, &request)?;
+    let format = if args.json { PlanFormat::Json } else { args.format };
+    // Only the human plan shares stdout with a pull's progress: JSON and markdown are read by programs.
+    let progress = if format == PlanFormat::Human { TransferBar::for_stdout() } else { Box::new(Quiet) };
+    let planned = ops::plan::plan(&ctx.ws, &cf, &request, progress.as_ref())?;
+    for pulled in &planned.pulled {
+        eprintln!(
+            "pulled the image {} {} (rootfs {})",
+            pulled.config.name, pulled.manifest_digest, pulled.config.digest
+        );
+    }
     let plan = planned.plan;
     warnings.extend(planned.warnings);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let format = if args.json { PlanFormat::Json } else { args.format };
     match format {
         PlanFormat::Json => render::json::write_plan(&mut out, &plan, &warnings).context("cannot write the plan")?,
         PlanFormat::Markdown => {

@@ -21,13 +21,15 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
         cmd_args: args.cmd_args,
         cluster_name: args.cluster_name,
     };
+    // The flags first: their mistakes are found without the network, before any pull.
+    let target = ops::run::target(&ctx.ws, &request)?;
     if ctx.ws.images().get(&request.image).is_err() {
         println!("image `{}` is not in the local store: pulling it", request.image);
     }
     if let Some(pulled) = ops::images::ensure_local(&ctx.ws, &request.image, TransferBar::for_stdout().as_ref())? {
         println!("pulled {} {}", pulled.config.name, pulled.manifest_digest);
     }
-    let prepared = ops::run::prepare(&ctx.ws, &request)?;
+    let prepared = ops::run::prepare(&ctx.ws, &request, target)?;
     let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
     prepared.write()?;
     if prepared.application {

@@ -238,12 +238,13 @@ pub fn pull(ws: &Workspace, name: &str, insecure: bool, progress: &dyn TransferP
     Ok(super::runtime()?.block_on(oci::pull(&ws.images(), name, &opts, progress))?)
 }
 
-/// A pull when the store lacks `name` (as `sealer run` does); `None` when it has it.
+/// A pull when the store lacks `name` (as `sealer run`, `apply` and the `plan` of a recorded cluster do);
+/// `None` when it has it.
 pub fn ensure_local(ws: &Workspace, name: &str, progress: &dyn TransferProgress) -> anyhow::Result<Option<Pulled>> {
     match ws.images().get(name) {
         Ok(_) => Ok(None),
         Err(ImageError::NotFound(_)) => {
-            pull(ws, name, false, progress).map(Some).with_context(|| format!("cannot pull the cluster image `{name}`"))
+            pull(ws, name, false, progress).map(Some).with_context(|| format!("cannot pull the image `{name}`"))
         }
         Err(e) => Err(e.into()),
     }

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use sealer_engine::kubeadm::kubernetes_version;
 use sealer_engine::{Address, Clusterfile, Diagnostic, Kind, Location, Plan, PlanOptions, Severity, State};
 use sealer_providers::cluster::Observed;
+use sealer_providers::image::oci::Pulled;
+use sealer_providers::image::TransferProgress;
 
 use super::Workspace;
 
@@ -25,6 +27,8 @@ pub struct Planned {
     pub plan: Plan,
     /// Things the user should know that do not stop the plan.
     pub warnings: Vec<Diagnostic>,
+    /// The images the local store lacked and this plan pulled (see [`plan`]).
+    pub pulled: Vec<Pulled>,
 }
 
 /// A Clusterfile compiled with what the image brings.
@@ -37,7 +41,9 @@ pub struct Compiled {
 
 /// The Clusterfile's graph against what the hosts hold: the plugins the image carries joined to the
 /// Clusterfile's, label selectors resolved with the labels the cluster's nodes have (`live`), the image as
-/// the local store knows it.
+/// the local store knows it. Without the image its facts are missing — its `etc/kubeadm.yml`, digest,
+/// plugins and hooks — and what they bring is absent from the graph: [`plan`] never compiles a cluster the
+/// state records without them, or those resources would be planned for deletion.
 pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> anyhow::Result<Compiled> {
     let (image, missing) = super::images::facts(ws, cf)?;
     let mut cf = cf.clone();
@@ -91,13 +97,37 @@ pub fn note_plugin_origins(plan: &mut Plan, origins: &BTreeMap<Address, String>)
     }
 }
 
-/// Plans without writing anything: the state is opened read-only and never created.
-pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Result<Planned> {
+/// Plans without writing to the state: it is opened read-only and never created. For a cluster the state
+/// records, the cluster and application images the local store lacks are pulled first, as `apply` does;
+/// a pull that fails refuses the plan, naming the image and why.
+pub fn plan(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    req: &PlanRequest,
+    progress: &dyn TransferProgress,
+) -> anyhow::Result<Planned> {
     let recorded = match ws.state.open_read_only()? {
         Some(store) => store.load(&cf.cluster.name)?,
         None => None,
     }
     .unwrap_or_else(|| State::empty(&cf.cluster.name));
+    // What the images bring (hooks, their plugins, their kubeadm configuration) is compiled from the local
+    // store; missing, those resources would be planned away from a cluster that has them. A new cluster has
+    // nothing to lose (it plans with a warning, and apply pulls), and neither a destroy nor a refresh-only
+    // plan is made from the graph.
+    let mut pulled = Vec::new();
+    if !recorded.resources.is_empty() && !req.destroy && !req.refresh_only {
+        for image in std::iter::once(&cf.cluster.image).chain(&cf.cluster.apps) {
+            let fetched = super::images::ensure_local(ws, image, progress).with_context(|| {
+                format!(
+                    "cluster `{}` is in the state and the local store lacks image `{image}`: its plan needs what \
+                     the image holds",
+                    cf.cluster.name
+                )
+            })?;
+            pulled.extend(fetched);
+        }
+    }
     let mut state = recorded.clone();
     let live = if req.refresh || req.refresh_only {
         super::hosts::refresh(ws, cf, &mut state, false)?
@@ -114,5 +144,5 @@ pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest) -> anyhow::Resu
     };
     super::images::note_image_changes(ws, cf, &mut plan);
     note_plugin_origins(&mut plan, &compiled.plugin_origins);
-    Ok(Planned { plan, warnings: compiled.warnings })
+    Ok(Planned { plan, warnings: compiled.warnings, pulled })
 }

@@ -53,6 +53,17 @@ pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> PathBuf {
     ws.state.local_dir().join(cluster).join("Clusterfile")
 }
 
+/// What `run` acts on, found and checked from the flags and the state alone: nothing here needs the image,
+/// so a mistake in the flags is reported before anything is pulled.
+pub struct Target {
+    cluster: String,
+    path: PathBuf,
+    /// The Clusterfile `run` kept for the cluster, if any.
+    previous: Option<String>,
+    /// The Clusterfile the flags mean for a new cluster (it parses); `None` when the state has the cluster.
+    new_text: Option<String>,
+}
+
 /// What `run` is about to do.
 pub struct Prepared {
     pub cluster: String,
@@ -69,6 +80,11 @@ pub struct Prepared {
 pub fn is_application(ws: &Workspace, image: &str) -> anyhow::Result<bool> {
     let image = ws.images().get(image)?;
     Ok(!image.rootfs.join("bin/kubeadm").exists())
+}
+
+/// A host list as given; an empty one (`-n ""`, as scripts pass an unset variable) lists no hosts.
+fn listed(flag: &Option<String>) -> Option<&str> {
+    flag.as_deref().filter(|list| !list.trim().is_empty())
 }
 
 fn expand(list: &str, flag: &str) -> anyhow::Result<Vec<IpAddr>> {
@@ -91,8 +107,10 @@ pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> anyhow::Result<String> 
     })
 }
 
-/// Writes the Clusterfile `req` means for the cluster (new, scaled up, or with one more application).
-pub fn prepare(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Prepared> {
+/// The cluster `req` acts on and everything its flags say that does not depend on the image — the cluster
+/// name, env, the IP lists, and for a new cluster the whole Clusterfile they mean — checked before the
+/// image is pulled: a typo in an IP is reported as such, not as whatever the registry answers.
+pub fn target(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Target> {
     let cluster = cluster_name(ws, req)?;
     if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(&cluster) {
         bail!("--cluster-name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
@@ -107,16 +125,48 @@ pub fn prepare(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Prepared> {
         Some(store) => store.load(&cluster)?.is_some_and(|s| !s.resources.is_empty()),
         None => false,
     };
-    let application = is_application(ws, &req.image)?;
     let previous = std::fs::read_to_string(&path).ok();
-    let text = match (exists, &previous) {
-        (false, _) if application => bail!(
+    let new_text = if exists {
+        // What the flags may add to an existing cluster depends on the image (hosts, or an application);
+        // the addresses they give are checked now all the same.
+        for (list, flag) in [(listed(&req.masters), "--masters"), (listed(&req.nodes), "--nodes")] {
+            if let Some(list) = list {
+                expand(list, flag)?;
+            }
+        }
+        None
+    } else {
+        let text = new_clusterfile(&cluster, req)?;
+        if let Err(diagnostics) = sealer_engine::parse(&path.display().to_string(), &text) {
+            // The file is not written yet: its lines and columns would point nowhere, its fields do.
+            let problems: Vec<String> = diagnostics
+                .errors()
+                .map(|d| {
+                    let field = d.location.field.as_deref().map(|f| format!("field `{f}`: ")).unwrap_or_default();
+                    let value = d.value.as_deref().map(|v| format!(" (value `{v}`)")).unwrap_or_default();
+                    format!("{field}{}{value}", d.message)
+                })
+                .collect();
+            bail!("the flags make an invalid Clusterfile: {}", problems.join("; "));
+        }
+        Some(text)
+    };
+    Ok(Target { cluster, path, previous, new_text })
+}
+
+/// Writes the Clusterfile `req` means for the cluster of `target` (new, scaled up, or with one more
+/// application); the image must be in the local store.
+pub fn prepare(ws: &Workspace, req: &RunRequest, target: Target) -> anyhow::Result<Prepared> {
+    let Target { cluster, path, previous, new_text } = target;
+    let application = is_application(ws, &req.image)?;
+    let text = match (new_text, &previous) {
+        (Some(_), _) if application => bail!(
             "`{}` is an application image (no Kubernetes of its own): run it on a cluster; there is no cluster \
              `{cluster}` in the state",
             req.image
         ),
-        (false, _) => new_clusterfile(&cluster, req)?,
-        (true, None) => {
+        (Some(text), _) => text,
+        (None, None) => {
             let what = if application {
                 format!("add `{}` to `spec.apps` of your Clusterfile and run `sealer apply -f` on it", req.image)
             } else {
@@ -124,7 +174,7 @@ pub fn prepare(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Prepared> {
             };
             bail!("cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): {what}")
         }
-        (true, Some(text)) => update_clusterfile(text, req, application)
+        (None, Some(text)) => update_clusterfile(text, req, application)
             .with_context(|| format!("cluster `{cluster}` ({})", path.display()))?,
     };
     Ok(Prepared { cluster, path, previous, text, application })
@@ -177,11 +227,16 @@ fn group(ips: &str, role: &str, ssh: Option<Mapping>) -> Value {
 }
 
 fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
-    let Some(masters) = req.masters.as_deref().filter(|m| !m.trim().is_empty()) else {
-        bail!("a new cluster needs --masters (-m): the IPs of its masters");
+    let Some(masters) = listed(&req.masters) else {
+        bail!(
+            "there is no cluster `{cluster}` in the state: a new cluster needs --masters (-m), the IPs of its masters \
+             (an application image runs on an existing cluster)"
+        );
     };
+    let nodes = listed(&req.nodes);
     let mut seen = BTreeSet::new();
-    for (list, flag) in [(masters, "--masters"), (req.nodes.as_deref().unwrap_or(""), "--nodes")] {
+    for (list, flag) in [(Some(masters), "--masters"), (nodes, "--nodes")] {
+        let Some(list) = list else { continue };
         for ip in expand(list, flag)? {
             if !seen.insert(ip) {
                 bail!("{ip} is given twice in --masters and --nodes");
@@ -201,7 +256,7 @@ fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
         spec.insert("cmd_args".into(), Value::Sequence(req.cmd_args.iter().map(|e| Value::from(e.clone())).collect()));
     }
     let mut hosts = vec![group(masters, "master", None)];
-    if let Some(nodes) = req.nodes.as_deref().filter(|n| !n.trim().is_empty()) {
+    if let Some(nodes) = nodes {
         hosts.push(group(nodes, "node", None));
     }
     spec.insert("hosts".into(), Value::Sequence(hosts));
@@ -250,7 +305,7 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
     let spec = cluster.get_mut("spec").and_then(Value::as_mapping_mut).context("the kept Clusterfile has no spec")?;
     let current_image = spec.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
     if application {
-        if req.masters.is_some() || req.nodes.is_some() {
+        if listed(&req.masters).is_some() || listed(&req.nodes).is_some() {
             bail!("`{}` is an application image: give it without --masters or --nodes", req.image);
         }
         let apps = spec.entry("apps".into()).or_insert_with(|| Value::Sequence(Vec::new()));
@@ -269,7 +324,7 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
     }
     let declared = declared_hosts(spec)?;
     let mut added = BTreeMap::new();
-    for (list, flag, role) in [(&req.masters, "--masters", "master"), (&req.nodes, "--nodes", "node")] {
+    for (list, flag, role) in [(listed(&req.masters), "--masters", "master"), (listed(&req.nodes), "--nodes", "node")] {
         let Some(list) = list else { continue };
         let mut new = Vec::new();
         for ip in expand(list, flag)? {
@@ -344,6 +399,46 @@ mod tests {
         assert!(new_clusterfile("c", &req(None, Some("10.0.0.5"))).unwrap_err().to_string().contains("--masters"));
         let twice = new_clusterfile("c", &req(Some("10.0.0.2"), Some("10.0.0.2"))).unwrap_err();
         assert!(twice.to_string().contains("given twice"), "{twice}");
+    }
+
+    #[test]
+    fn masters_without_nodes_make_a_single_node_cluster() {
+        // `sealer run dashboard:latest --masters 192.168.0.2`: no -n, or an empty one, means no nodes.
+        for nodes in [None, Some(""), Some(" ")] {
+            let text = new_clusterfile("c", &req(Some("10.0.0.2"), nodes)).unwrap();
+            let cf = sealer_engine::parse("Clusterfile", &text).unwrap().clusterfile;
+            let hosts: Vec<(String, &str)> =
+                cf.cluster.hosts.iter().map(|h| (h.ip.to_string(), h.role.as_str())).collect();
+            assert_eq!(hosts, [("10.0.0.2".to_string(), "master")], "nodes {nodes:?}");
+        }
+        // On an existing cluster an empty -n adds nothing either.
+        let kept = new_clusterfile("c", &req(Some("10.0.0.2"), None)).unwrap();
+        assert_eq!(update_clusterfile(&kept, &req(None, Some("")), false).unwrap(), kept);
+        let app = RunRequest { image: "nginx-app:1".into(), ..req(None, Some("")) };
+        assert!(update_clusterfile(&kept, &app, true).unwrap().contains("nginx-app:1"), "an empty -n is no host");
+    }
+
+    #[test]
+    fn the_flags_are_checked_before_the_image_is_needed() {
+        // A state that does not exist and a home without images: only the flags are read.
+        let dir = std::env::temp_dir().join(format!("sealer-run-target-{}", std::process::id()));
+        let ws = Workspace {
+            state: sealer_state::StateLocation::parse(&dir.join("state.db").display().to_string()),
+            home: dir.join("home"),
+            connections: None,
+        };
+        for (masters, nodes, named) in
+            [(Some("10.0.0.999"), None, "10.0.0.999"), (Some("10.0.0.2"), Some("10.0.0.3,10.0.1.999"), "10.0.1.999")]
+        {
+            let err = target(&ws, &req(masters, nodes)).err().unwrap().to_string();
+            assert!(err.contains(&format!("`{named}` is not an IP address")), "{err}");
+        }
+        let bad_user = RunRequest { user: Some("root; reboot".into()), ..req(Some("10.0.0.2"), None) };
+        let err = target(&ws, &bad_user).err().unwrap().to_string();
+        assert!(err.contains("the flags make an invalid Clusterfile") && err.contains("spec.ssh.user"), "{err}");
+        let single = target(&ws, &req(Some("10.0.0.2"), None)).unwrap();
+        assert!(single.new_text.is_some_and(|t| !t.contains("node")));
+        assert!(!dir.exists(), "checking the flags wrote nothing");
     }
 
     #[test]

@@ -358,7 +358,7 @@ impl Clusterfile {
                     severity: crate::diagnostic::Severity::Warning,
                     location: selector.location.clone(),
                     message: format!("the label selector matches no host: plugin `{}` runs nowhere", plugin.name),
-                    value: Some(on.join(",")),
+                    value: Some(crate::diagnostic::quoted_value(&on.join(","))),
                 });
             }
         }

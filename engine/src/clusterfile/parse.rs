@@ -9,7 +9,7 @@ use serde_yaml::Value;
 use super::reader::{child_path, scalar_text, DocReader};
 use super::rules;
 use super::*;
-use crate::diagnostic::{Diagnostic, Diagnostics, Location, Severity};
+use crate::diagnostic::{quoted_value, Diagnostic, Diagnostics, Location, Severity};
 use crate::source_map::{self, DocumentPositions};
 
 const CLUSTER_V2: &str = "sealer.cloud/v2";
@@ -369,9 +369,11 @@ fn read_document(r: &mut DocReader<'_>, value: &Value, b: &mut Builder) {
         other => r.error(
             "kind",
             Some(other),
+            // Both are whatever the document holds: quoted as values are, never in full.
             format!(
-                "unknown kind `{other}` (apiVersion `{api_version}`); expected Cluster, Plugin, Config or a kubeadm \
-                 configuration kind"
+                "unknown kind `{}` (apiVersion `{}`); expected Cluster, Plugin, Config or a kubeadm configuration kind",
+                quoted_value(other),
+                quoted_value(&api_version)
             ),
         ),
     }

@@ -71,7 +71,7 @@ impl DocReader<'_> {
                 column: pos.map(|p| p.column),
             },
             message,
-            value,
+            value: value.as_deref().map(crate::diagnostic::quoted_value),
         });
     }
 

@@ -316,3 +316,40 @@ fn image_plugins_join_the_clusterfile_and_its_own_plugins_win() {
     assert!(shown.contains("cannot carry HOSTNAME, LABEL or TAINT"), "{shown}");
     assert!(shown.contains("plugins/c.yaml"), "{shown}");
 }
+
+#[test]
+fn a_value_is_quoted_by_its_first_line_and_80_characters_never_a_whole_file() {
+    // `sealer plan -f /etc/passwd`: the lines fold into one long plain scalar, the document's root.
+    let passwd: String = (0..40).map(|i| format!("user{i}:x:{i}:{i}:User {i}:/home/user{i}:/bin/sh\n")).collect();
+    let d = errors(&passwd);
+    let e = d.errors().find(|e| e.message.contains("must be a mapping")).unwrap();
+    let value = e.value.as_deref().unwrap();
+    assert_eq!(value.chars().count(), crate::diagnostic::MAX_VALUE_CHARS + 1, "{value}");
+    assert!(value.starts_with("user0:x:0:0:User 0:/home/user0:/bin/sh user1:x:1:1") && value.ends_with('…'), "{value}");
+    assert!(!e.to_string().contains("user39"), "{e}");
+    // A literal block keeps its line breaks: only the first line is quoted.
+    let block = errors("--- |\n  first line\n  second line\n");
+    let e = block.errors().next().unwrap();
+    assert_eq!(e.value.as_deref(), Some("first line…"), "{e}");
+    // An unknown kind is named in the message too, quoted the same way.
+    let kind = errors(&format!("apiVersion: v1\nkind: {}\n", "K".repeat(500)));
+    let e = kind.errors().find(|e| e.message.contains("unknown kind")).unwrap();
+    assert!(!e.message.contains(&"K".repeat(81)) && e.message.contains(&format!("`{}…`", "K".repeat(80))), "{e}");
+    // A short one-line value is quoted whole, without a mark.
+    assert_error(
+        &cluster("    - ips: [10.0.0.300]\n      roles: [master]\n"),
+        "spec.hosts[0].ips[0]",
+        Some("10.0.0.300"),
+        "not an IP address",
+    );
+}
+
+#[test]
+fn quoted_values_cut_on_characters_and_keep_a_final_line_break_unmarked() {
+    use crate::diagnostic::quoted_value;
+    assert_eq!(quoted_value("short\n"), "short");
+    assert_eq!(quoted_value(""), "");
+    let wide = "é".repeat(100);
+    assert_eq!(quoted_value(&wide), format!("{}…", "é".repeat(80)));
+    assert_eq!(quoted_value(&"x".repeat(80)), "x".repeat(80));
+}
