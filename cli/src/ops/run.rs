@@ -195,24 +195,10 @@ impl Prepared {
     }
 }
 
+/// The Clusterfile holds the ssh password as given: 0600 in a 0700 directory, whole or not at all.
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    }
-    let partial = path.with_extension("partial");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("cannot write `{}`", partial.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+    sealer_providers::private::write_private(path, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 fn group(ips: &str, role: &str, ssh: Option<Mapping>) -> Value {
