@@ -141,16 +141,26 @@ impl Plan {
     /// A saved plan applies exactly what it showed: every planned attribute must still be what the
     /// Clusterfile and the local images compile to now (an image's digest, a Config's data or its keyed
     /// digest, a plugin's script), because providers take the image from the store by name and a secret
-    /// Config's data from the Clusterfile. Attributes unknown at compile time, and addresses the graph no
-    /// longer has (the plan still says what they do), are not compared.
+    /// Config's data from the Clusterfile. Attributes unknown on either side are not compared.
     pub fn check_matches(&self, graph: &ResourceGraph) -> Result<(), PlanError> {
         let mut moved = Vec::new();
         for change in &self.changes {
-            let (Some(after), Some(now)) = (&change.after, graph.get(&change.address)) else { continue };
+            let Some(after) = &change.after else { continue };
+            let Some(now) = graph.get(&change.address) else {
+                // A plugin chosen by the labels refresh read is missing from a compile without refresh;
+                // anything else is gone from the Clusterfile, and its provider would find nothing there.
+                if change.kind != Kind::Plugin {
+                    moved.push(format!("`{}`: no longer in the Clusterfile", change.address));
+                }
+                continue;
+            };
             let keys: BTreeSet<&String> = after.keys().chain(now.attributes.keys()).collect();
             for key in keys {
                 let (planned, current) = (after.get(key), now.attributes.get(key));
-                if current != Some(&Value::Unknown) && planned != current {
+                let unknown = |v: Option<&Value>| v == Some(&Value::Unknown);
+                // "Known after apply" in the plan (an image a new cluster's plan did not pull, a digest
+                // under a state key apply creates) is what apply learns; unknown now changes nothing.
+                if !unknown(planned) && !unknown(current) && planned != current {
                     moved.push(format!(
                         "`{}` {key}: planned {}, now {}",
                         change.address,
@@ -581,7 +591,14 @@ mod tests {
         assert!(err.contains("`image.10.0.0.2` digest: planned `sha256:a`, now `sha256:b`"), "{err}");
         // Unknown at compile time (the store lacks the image): nothing to compare against.
         let unknown = attributes(&[("digest", Value::Unknown), ("name", Value::text("k:1"))]);
-        assert!(saved.check_matches(&graph_of(&[(image.clone(), unknown)])).is_ok());
+        assert!(saved.check_matches(&graph_of(&[(image.clone(), unknown.clone())])).is_ok());
+        // Known after apply in the plan (a new cluster's plan without the image): what apply learns.
+        let new_cluster =
+            plan(&graph_of(&[(image.clone(), unknown)]), &State::empty("c"), &PlanOptions::default()).unwrap();
+        assert!(new_cluster.check_matches(&graph_of(&[(image.clone(), digest("sha256:b"))])).is_ok());
+        // Gone from the Clusterfile: refused (its provider would find nothing to take).
+        let err = saved.check_matches(&graph_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("`image.10.0.0.2`: no longer in the Clusterfile"), "{err}");
         // A Config's data is named as changed, never shown.
         let config = Address::new(Kind::Config, "db.10.0.0.2");
         let data = |d: &str| attributes(&[("data", Value::text(d))]);

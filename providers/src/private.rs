@@ -7,13 +7,13 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
-/// Creates `dir` (and missing parents, 0700) and makes `dir` itself 0700, tightening one made before.
+/// Creates `dir` and its missing parents 0700. A directory that exists keeps its mode: it may be the
+/// user's (an ETCD plugin's `data: /tmp`), and the files sealer puts in it are 0600 anyway.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Writes `content` to `path` whole or not at all: a 0600 temporary file beside it, renamed over it.
@@ -63,16 +63,19 @@ mod tests {
     }
 
     #[test]
-    fn files_are_0600_in_0700_directories_also_when_they_existed_wider() {
+    fn files_are_0600_in_0700_directories_and_a_users_directory_keeps_its_mode() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/b");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let file = dir.join("secret");
         std::fs::write(&file, "old").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         write_private(&file, b"new").unwrap();
-        assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600));
+        assert_eq!((mode(&dir), mode(&file)), (0o777, 0o600), "a file made wider before is 0600 now");
+        let made = root.path().join("c/d/secret");
+        write_private(&made, b"x").unwrap();
+        assert_eq!((mode(&root.path().join("c")), mode(&root.path().join("c/d"))), (0o700, 0o700));
         assert_eq!(std::fs::read(&file).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
         let log = root.path().join("logs/1/h.log");

@@ -377,7 +377,14 @@ impl SshSession {
         let ip = self.target.ip;
         let ready = format!("{}\n", self.ready());
         let prompt = self.prompt();
-        let (mut stdout, mut stderr, mut prompts) = (Vec::new(), Vec::new(), 0usize);
+        let sudo_error = |message: &str| {
+            ShellError::Failed(TransportError::Sudo {
+                host: ip,
+                user: self.target.user.clone(),
+                message: message.into(),
+            })
+        };
+        let (mut stdout, mut stderr, mut prompts, mut status) = (Vec::new(), Vec::new(), 0usize, None);
         loop {
             let (stream, other) = if ready_on_stderr { (&mut stderr, &mut stdout) } else { (&mut stdout, &mut stderr) };
             if let Some(at) = find_last(stream, ready.as_bytes()) {
@@ -391,14 +398,11 @@ impl SshSession {
                     stderr.extend_from_slice(&data);
                     if stderr.ends_with(prompt.as_bytes()) {
                         prompts += 1;
-                        let sudo_error = |message: &str| {
-                            ShellError::Failed(TransportError::Sudo {
-                                host: ip,
-                                user: self.target.user.clone(),
-                                message: message.into(),
-                            })
-                        };
                         let password = match (prompts, self.target.auth.password()) {
+                            // A line break would end the password early and feed the rest to the shell.
+                            (1, Some(password)) if password.contains(['\n', '\r']) => {
+                                return Err(sudo_error("the password has a line break: sudo cannot take it"))
+                            }
                             (1, Some(password)) => password,
                             (1, None) => {
                                 return Err(sudo_error("sudo asks for a password and none is set (ssh.passwd)"))
@@ -411,19 +415,25 @@ impl SshSession {
                         })?;
                         let len = stderr.len() - prompt.len();
                         stderr.truncate(len);
+                    } else if prompts > 0 && stderr.ends_with(b": ") {
+                        // Another prompt than ours once the password went (an expired password, a PAM
+                        // one-time code): nothing sealer can answer, and sudo would wait for ever.
+                        let said = String::from_utf8_lossy(&stderr);
+                        let asked = said.lines().last().unwrap_or_default().trim().to_string();
+                        return Err(sudo_error(&format!("sudo asks for more than the password (`{asked}`)")));
                     }
                 }
-                Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                    let said = String::from_utf8_lossy(&stderr).trim().to_string();
-                    return Err(if self.target.user != "root" && said.contains("sudo") {
-                        ShellError::Failed(TransportError::Sudo {
-                            host: ip,
-                            user: self.target.user.clone(),
-                            message: said.lines().last().unwrap_or_default().chars().take(200).collect(),
-                        })
-                    } else {
-                        ShellError::Unavailable
-                    });
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                // OpenSSH sends the end of the output before the exit status: wait for the close.
+                Some(ChannelMsg::Close) | None => {
+                    // 127: no bash (or, for root, no shell at all): the host gets a channel per command.
+                    // Anything else ended sudo before it ran the program; its last line says why.
+                    if status == Some(127) || self.target.user == "root" {
+                        return Err(ShellError::Unavailable);
+                    }
+                    let said = String::from_utf8_lossy(&stderr);
+                    let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("sudo ended at once");
+                    return Err(sudo_error(&last.trim().chars().take(200).collect::<String>()));
                 }
                 Some(_) => {}
             }
@@ -432,17 +442,31 @@ impl SshSession {
 
     /// A long-lived shell, as root, that has printed its ready line: no command is sent to a shell that
     /// is not running yet, so a command never runs twice (once here, once on the channel fallback).
-    async fn open_shell(&self) -> Result<Channel<Msg>, ShellError> {
+    async fn open_shell(&self, command: &str, timeout: Duration) -> Result<Channel<Msg>, ShellError> {
         let ip = self.target.ip;
         let failed = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
-        let mut channel = self.handle.channel_open_session().await.map_err(failed)?;
+        let timed_out = || ShellError::Failed(self.timed_out(command, timeout));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut channel = tokio::time::timeout_at(deadline, self.handle.channel_open_session())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(failed)?;
+        // `sh` finds out whether the host has bash: without it, exit 127 (Unavailable), whatever sudo
+        // printed on the way.
         let script = format!("printf '%s\\n' {}; {SHELL_LOOP}", quote(&self.ready()));
-        let shell = format!("exec {}bash --noprofile --norc -c {}", self.sudo(), quote(&script));
-        if channel.exec(true, shell).await.is_err() {
-            let _ = channel.close().await;
-            return Err(ShellError::Unavailable);
-        }
-        match self.await_ready(&mut channel, false).await {
+        let start = format!(
+            "exec {}sh -c {} sh {}",
+            self.sudo(),
+            quote("command -v bash >/dev/null 2>&1 || exit 127; exec bash --noprofile --norc -c \"$1\""),
+            quote(&script)
+        );
+        let ready = async {
+            channel.exec(true, start).await.map_err(|_| ShellError::Unavailable)?;
+            self.await_ready(&mut channel, false).await
+        };
+        // Bounded here, where the channel can still be closed: a dropped russh channel stays open on the
+        // server, and a sudo waiting on a prompt it never gets would leak one per command.
+        match tokio::time::timeout_at(deadline, ready).await.unwrap_or_else(|_| Err(timed_out())) {
             Ok(_) => Ok(channel),
             Err(e) => {
                 let _ = channel.close().await;
@@ -482,9 +506,7 @@ impl SshSession {
         let mut channel = match self.idle_shell().await {
             Some(c) => c,
             None => {
-                let channel = tokio::time::timeout(timeout, self.open_shell())
-                    .await
-                    .map_err(|_| ShellError::Failed(self.timed_out(command, timeout)))??;
+                let channel = self.open_shell(command, timeout).await?;
                 self.open_shells.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 channel
             }

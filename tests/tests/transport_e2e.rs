@@ -220,6 +220,19 @@ async fn non_root_users_run_commands_through_sudo() {
     let s = SshSession::connect(none).await.unwrap();
     let e = s.exec("true", b"", T).await.unwrap_err().to_string();
     assert!(e.contains("sudo asks for a password and none is set"), "{e}");
+
+    // A host without bash: every command on a channel of its own, through sudo the same way.
+    assert!(tb.exec(0, "rm -f /usr/bin/bash /bin/bash; ! command -v bash").status.success());
+    for (user, auth) in [("ops", SshAuth::Password("Ops-Sudo-Pw-55".into())), ("dev", key(&tb))] {
+        let mut t = target(&tb, 0, auth);
+        t.user = user.into();
+        let s = SshSession::connect(t).await.unwrap();
+        for _ in 0..2 {
+            let out = s.exec("id -u; cat", b"payload\n", T).await.unwrap();
+            assert_eq!((out.status, out.stdout_text()), (0, "0\npayload".to_string()), "{user}: {}", out.stderr_text());
+            assert_eq!(out.stderr_text(), "", "{user} without bash");
+        }
+    }
 }
 
 /// A remote kept from one operation to the next (as `sealer reconcile` keeps it) connects again when the

@@ -234,10 +234,10 @@ pub fn refresh(
     if state.resources.is_empty() {
         return Ok(Observed::default());
     }
-    let log_dir = std::env::temp_dir().join(format!("sealer-refresh-{}", std::process::id()));
-    let provider = api_provider(ws, cf, state, strict_host_keys, first_master, log_dir.clone())?;
+    // A directory of its own with a name nobody can guess or plant a link at, removed when done.
+    let logs = tempfile::Builder::new().prefix("sealer-refresh-").tempdir()?;
+    let provider = api_provider(ws, cf, state, strict_host_keys, first_master, logs.path().to_path_buf())?;
     let result = ws.block_on(provider.refresh(state))?;
-    let _ = std::fs::remove_dir_all(&log_dir);
     result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
 }
 

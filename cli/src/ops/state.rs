@@ -23,10 +23,10 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
             bail!("the state `{}` already holds cluster `{name}`: pull only rebuilds a lost state", ws.state);
         }
     }
-    let log_dir = std::env::temp_dir().join(format!("sealer-pull-{}", std::process::id()));
-    let provider = super::hosts::api_provider(ws, cf, &State::empty(&name), false, ip, log_dir.clone())?;
+    // A directory of its own with a name nobody can guess or plant a link at, removed when done.
+    let logs = tempfile::Builder::new().prefix("sealer-pull-").tempdir()?;
+    let provider = super::hosts::api_provider(ws, cf, &State::empty(&name), false, ip, logs.path().to_path_buf())?;
     let read = ws.block_on(provider.published_state())?;
-    let _ = std::fs::remove_dir_all(&log_dir);
     let json =
         read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
     let state: State = serde_json::from_str(&json)
