@@ -21,7 +21,8 @@
 //! - it exits when sealer stops it at the end of the apply, after IDLE_SECS without a request, and after
 //!   DEADLINE_SECS whatever happens, so a workstation that died leaves nothing listening for long.
 //!
-//! Once it listens, it writes its process id to `DIR/pid` (for sealer to stop it) and its port on stdout.
+//! Once it listens, it writes its process id to `DIR/PID.pid` (one file per relay: an image's and an
+//! application's relay may serve from one directory; sealer stops each) and its port on stdout.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -165,7 +166,8 @@ fn serve(args: &[String]) -> ExitCode {
         Ok(a) => a.port(),
         Err(e) => return fail(&format!("no local address: {e}")),
     };
-    if let Err(e) = publish(&dir, "pid", &std::process::id().to_string()) {
+    let pid = std::process::id().to_string();
+    if let Err(e) = publish(&dir, &format!("{pid}.pid"), &pid) {
         return fail(&format!("cannot write to {}: {e}", dir.display()));
     }
     // The port is the last thing said on stdout: `start` reads it and goes.

@@ -431,6 +431,14 @@ impl Relay {
                         Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
                         Err(e) => Err(e),
                     };
+                    // A seed that did not come to serve leaves its place to another, as a peer does.
+                    if origin == Origin::Seed && !matches!(copied, Ok(Fetch::Done(Some(_)))) {
+                        self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
+                    }
+                    if !matches!(copied, Ok(Fetch::Done(_))) {
+                        // Whatever failed, the seeding slot is free again: the next host seeds.
+                        self.end_seeding(&archive.tar_sha);
+                    }
                     return match copied {
                         Ok(Fetch::Done(port)) => Ok((origin, port)),
                         // Without a fetch part the script cannot exit as a fetch does: a helper went missing.
@@ -439,10 +447,7 @@ impl Relay {
                             what: format!("the copy of {what}"),
                             message: "the relay's helper is missing".into(),
                         }),
-                        Err(e) => {
-                            self.end_seeding(&archive.tar_sha);
-                            Err(e)
-                        }
+                        Err(e) => Err(e),
                     };
                 }
                 Source::Peer { ip: peer, port } => {
@@ -686,14 +691,7 @@ impl Relay {
             }
             std::mem::take(&mut board.touched).into_iter().collect()
         };
-        let dir = quote(&Self::dir(cx));
-        // The cluster's directory goes too when the relay's was all it held (a first apply that failed);
-        // the glob tells without a process.
-        let script = format!(
-            "if test -s {dir}/pid; then kill $(cat {dir}/pid) 2>/dev/null; fi; rm -rf {dir}; \
-             set -- {parent}/*; if ! [ -e \"$1\" ]; then rmdir {parent} 2>/dev/null; fi; true",
-            parent = quote(&cluster_dir(&cx.ctx.cluster))
-        );
+        let script = stop_script(&Self::dir(cx), &cluster_dir(&cx.ctx.cluster));
         let stops = hosts.iter().map(|ip| {
             let script = &script;
             async move { (*ip, cx.run(*ip, script, b"").await) }
@@ -702,9 +700,74 @@ impl Relay {
     }
 }
 
+/// Stops every relay serving from `dir` (each wrote `PID.pid`), then removes `dir`, and `parent` too when
+/// the relay's directory was all it held (a first apply that failed; the glob tells without a process).
+/// A pid is killed only while it is still that relay (its executable in `dir`): one that exited on its own
+/// may have left its number to another process.
+fn stop_script(dir: &str, parent: &str) -> String {
+    format!(
+        "for f in {dir}/*.pid; do [ -f \"$f\" ] || continue; p=${{f##*/}}; p=${{p%.pid}}; \
+         case $(readlink /proc/$p/exe 2>/dev/null) in {dir}/*) kill $p 2>/dev/null;; esac; done; rm -rf {dir}; \
+         set -- {parent}/*; if ! [ -e \"$1\" ]; then rmdir {parent} 2>/dev/null; fi; true",
+        dir = quote(dir),
+        parent = quote(parent)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seed whose copy failed frees the seeding slot and its place among the relaying hosts: the next
+    /// host seeds instead of waiting for ever for a holder that will never come.
+    #[tokio::test]
+    async fn a_failed_seed_leaves_its_slot_and_its_place() {
+        use crate::cluster::fake::Scripted;
+        use crate::cluster::testing::{context, M1};
+        let logs = tempfile::tempdir().unwrap();
+        let helper = logs.path().join("sealer-relay");
+        std::fs::write(&helper, b"helper").unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.distribution.helper = Some(helper);
+        let remote = Arc::new(Scripted::default().fail("sha256sum -c", 1, "disk full"));
+        let p = crate::cluster::ClusterProvider::new(ctx, remote);
+        let cx = &p.0;
+        let tar = b"archive".to_vec();
+        let archive =
+            Archive { tar_sha: sha256_hex(&tar), tar, manifest: b"m".to_vec(), manifest_sha: sha256_hex(b"m") };
+        let failed = cx.relay.deliver(cx, M1, "image", &archive, ("/x", false), |_| String::new()).await;
+        assert!(failed.is_err());
+        let board = cx.relay.board();
+        let pool = &board.pools[&archive.tar_sha];
+        assert_eq!((pool.seeding, pool.relaying), (0, 0), "slot and place given back");
+    }
+
+    /// The stop script on a real shell: every relay of the directory is stopped, and a pid file whose
+    /// process is not a relay of it (its number reused) is left alone.
+    #[test]
+    fn stop_kills_each_relay_of_its_directory_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c/.relay");
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        // Two "relays": copies of sleep run from the relay directory, as the helper runs from there.
+        std::fs::copy("/bin/sleep", dir.join("helper")).unwrap();
+        let relays: Vec<std::process::Child> =
+            (0..2).map(|_| std::process::Command::new(dir.join("helper")).arg("30").spawn().unwrap()).collect();
+        let stranger = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        for child in relays.iter().chain([&stranger]) {
+            std::fs::write(dir.join(format!("{}.pid", child.id())), child.id().to_string()).unwrap();
+        }
+        let script = stop_script(dir.to_str().unwrap(), dir.parent().unwrap().to_str().unwrap());
+        assert!(std::process::Command::new("sh").args(["-c", &script]).status().unwrap().success());
+        for mut child in relays {
+            assert!(child.wait().unwrap().code().is_none(), "a relay was killed");
+        }
+        let mut stranger = stranger;
+        assert!(stranger.try_wait().unwrap().is_none(), "a process that is no relay of it lives on");
+        let _ = stranger.kill();
+        assert!(!root.path().join("c").exists(), "the emptied cluster directory is gone");
+    }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
