@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sealer_tests::{ok, repo_root, sealer_bin, stderr, testbed_available, Testbed};
+use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed};
 
 const KUBECTL: &str = "/var/lib/sealer/rec/rootfs/bin/kubectl";
 
@@ -234,6 +234,32 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     assert!(listed.contains("guest."), "{listed}");
     let again = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
     assert!(!again.contains("lock"), "no lock was left: {again}");
+
+    // Without --apply, the dangerous edit is drift like any other: exit 2, the drift by kind, and nothing
+    // applied; `apply` refuses it, counting the one master that leaves.
+    let only_second = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {}\n  \
+         hosts:\n    - ips: [{}]\n      roles: [master]\n",
+        tb.key.display(),
+        tb.ips[1]
+    );
+    std::fs::write(d.join("Clusterfile"), &only_second).unwrap();
+    let once = sealer(d, &["reconcile", "--once", "--json"]);
+    assert_eq!(once.status.code(), Some(2), "{}\n{}", stdout(&once), stderr(&once));
+    let tick: serde_json::Value = stdout(&once)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e.get("result").is_some())
+        .unwrap_or_else(|| panic!("a tick event: {}", stdout(&once)));
+    assert_eq!(tick["result"], "drift", "{tick}");
+    let drift = tick["drift"].as_object().unwrap();
+    assert!(drift.contains_key("kubeadm-init") && drift.contains_key("host"), "drift by kind: {tick}");
+    let refused = sealer(d, &["apply", "--auto-approve", "--no-progress"]);
+    let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("first master") && !said.contains("2 of 2"), "{said}");
+    let nodes = exec(&tb, 0, &format!("{KUBECTL} get nodes"));
+    assert!(nodes.contains("rec-master") && nodes.contains("rec-node"), "nothing applied: {nodes}");
 }
 
 /// `examples/ci/pipeline.sh` as a CI system runs it: a branch gets a markdown plan for its pull request
