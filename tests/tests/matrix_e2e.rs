@@ -250,6 +250,37 @@ impl Journey {
         nodes.iter().map(|&i| format!("    {} gpu=nvidia:NoSchedule\n", self.ip(i))).collect()
     }
 
+    /// Every file of the image is on the host byte for byte (the workstation's store is the reference),
+    /// but for what the install writes over on purpose (the kubeadm configuration).
+    fn check_image_files(&self, host: usize) {
+        let name = self.run.name;
+        let stored = sealer_providers::image::store::ImageStore::new(&self.home()).get(SIMULATED_IMAGE).unwrap();
+        let mut expected = BTreeSet::new();
+        let mut stack = vec![stored.rootfs.clone()];
+        while let Some(p) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else if meta.is_file() {
+                let rel = p.strip_prefix(&stored.rootfs).unwrap().display().to_string();
+                let digest = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(&p).unwrap());
+                let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                if rel != "etc/kubeadm.yml" {
+                    expected.insert(format!("{hex}  ./{rel}"));
+                }
+            }
+        }
+        let list = format!(
+            "cd /var/lib/sealer/{CLUSTER}/rootfs && find . -type f ! -path ./etc/kubeadm.yml -print0 | xargs -0 sha256sum"
+        );
+        let on_host: BTreeSet<String> = self.host(host, &list).lines().map(str::to_string).collect();
+        let missing: Vec<&String> = expected.difference(&on_host).collect();
+        assert!(
+            expected.len() > 5 && missing.is_empty(),
+            "[{name}] image files that differ on host {host}: {missing:?}"
+        );
+    }
+
     /// What the run checks on the hosts after each apply: every host in the cluster, named, every phase's
     /// evidence where it ran, the secret Config 0600.
     fn check_hosts(&self, members: &[usize], nodes: &[usize]) {
@@ -324,44 +355,40 @@ impl Journey {
 }
 
 /// Samples every process's command line on the machine (the hosts' processes are in PID namespaces
-/// below this one, so they are here too) until stopped; returns what held a canary.
+/// below this one, so they are here too) until stopped, keeping every distinct one: secrets learned only
+/// at the end (the cluster's join tokens) are searched for in them too.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    found: Arc<Mutex<BTreeSet<String>>>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
 
 impl Sampler {
-    fn start(canaries: Vec<String>) -> Sampler {
+    fn start() -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let found = Arc::new(Mutex::new(BTreeSet::new()));
-        let (s, f) = (stop.clone(), found.clone());
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, f) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut rounds = 0;
             while !s.load(Ordering::Relaxed) {
                 for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-                    let path = entry.path().join("cmdline");
-                    let Ok(bytes) = std::fs::read(&path) else { continue };
-                    let line = String::from_utf8_lossy(&bytes).replace('\0', " ");
-                    for c in &canaries {
-                        if line.contains(c.as_str()) {
-                            f.lock().unwrap().insert(format!("{c} on the command line `{line}`"));
-                        }
-                    }
+                    let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) else { continue };
+                    f.lock().unwrap().insert(String::from_utf8_lossy(&bytes).replace('\0', " "));
                 }
                 rounds += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
             rounds
         });
-        Sampler { stop, found, thread: Some(thread) }
+        Sampler { stop, seen, thread: Some(thread) }
     }
 
+    /// How many rounds were sampled, and every distinct command line seen.
     fn finish(mut self) -> (usize, BTreeSet<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let rounds = self.thread.take().unwrap().join().unwrap();
-        let found = self.found.lock().unwrap().clone();
-        (rounds, found)
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        (rounds, seen)
     }
 }
 
@@ -463,9 +490,8 @@ fn journey(run: Run) {
     assert!(login.status.success(), "[{name}] login: {}", stderr(&login));
 
     let c = &j.canaries;
-    let mut sampled =
-        vec![c.password.clone(), c.passphrase.clone(), c.registry.clone(), c.config.clone(), c.env.clone()];
-    let sampler = Sampler::start(sampled.clone());
+    let mut needles = vec![c.password.clone(), c.passphrase.clone(), c.registry.clone(), c.config.clone()];
+    let sampler = Sampler::start();
 
     // Install: 2 masters and a node.
     j.write_clusterfile(&j.clusterfile(&[0, 1], &[2], &j.labels(&[2]), &j.taints(&[2])));
@@ -474,6 +500,9 @@ fn journey(run: Run) {
     let install_time = started.elapsed();
     assert!(installed.lines().all(|l| serde_json::from_str::<Json>(l).is_ok()), "[{name}] --json prints JSON lines");
     j.check_hosts(&[0, 1, 2], &[2]);
+    for host in 0..3 {
+        j.check_image_files(host);
+    }
 
     // Scale up by a master and a node.
     j.write_clusterfile(&j.clusterfile(&[0, 1, 3], &[2, 4], &j.labels(&[2, 4]), &j.taints(&[2, 4])));
@@ -503,8 +532,12 @@ fn journey(run: Run) {
         day_two(&mut j);
     }
 
-    let (rounds, on_command_lines) = sampler.finish();
+    let (rounds, command_lines) = sampler.finish();
     assert!(rounds > 10, "[{name}] the command lines were sampled ({rounds} rounds)");
+    assert!(
+        command_lines.iter().any(|l| l.contains("sshd: ")) && command_lines.iter().any(|l| l.contains("kubeadm")),
+        "[{name}] the hosts' processes were sampled"
+    );
 
     // The simulated cluster's join credentials join the canaries.
     let record: Json =
@@ -514,14 +547,19 @@ fn journey(run: Run) {
     assert!(!tokens.is_empty() && !keys.is_empty(), "[{name}] the cluster has join credentials: {record}");
     let c = &j.canaries;
     let secret_b64 = base64::engine::general_purpose::STANDARD.encode(&c.config);
-    // The env value is not a secret of sealer's (plans show env); it must only stay off command lines.
-    sampled.retain(|s| *s != c.env);
-    let mut needles = sampled.clone();
     needles.extend(tokens.iter().cloned());
     needles.extend(keys.iter().cloned());
     needles.push(secret_b64.clone());
 
-    let mut found: Vec<String> = on_command_lines.into_iter().collect();
+    let mut found = Vec::new();
+    // The env value is not a secret of sealer's (plans show env); it must only stay off command lines.
+    for line in &command_lines {
+        for n in needles.iter().chain([&c.env]) {
+            if line.contains(n.as_str()) {
+                found.push(format!("{n} on the command line `{line}`"));
+            }
+        }
+    }
     for (command, output) in &j.outputs {
         for n in &needles {
             if output.contains(n.as_str()) {
