@@ -197,11 +197,13 @@ impl KindProvider for Join {
         let key = info.certificate_key.clone().unwrap_or_default();
         let config =
             with_join_credentials(&planned, &info.token, &info.ca_hash, control_plane.then_some((ip, key.as_str())))?;
-        // The credentials travel in a 0600 file that goes whatever the join did, never on a command line.
-        let path = format!("{}/kubeadm-join.yml", cluster_dir(&cx.ctx.cluster));
+        // The credentials travel in a 0600 file, in a 0700 directory of its own, that go whatever the join
+        // did; never on a command line.
+        let dir = format!("{}/join", cluster_dir(&cx.ctx.cluster));
+        let path = format!("{dir}/kubeadm-join.yml");
         cx.upload(ip, &path, config.as_bytes(), 0o600).await?;
         let joined = cx.run(ip, &cx.with_image_path(&format!("kubeadm join --config {}", quote(&path))), b"").await;
-        cx.run(ip, &format!("rm -f {}", quote(&path)), b"").await?;
+        cx.run(ip, &format!("rm -rf {}", quote(&dir)), b"").await?;
         joined?;
         Ok(after)
     }
@@ -263,12 +265,16 @@ mod tests {
         assert!(m1[1].contains("10.0.0.2 apiserver.cluster.local"));
         assert_eq!(m1[3], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
         assert_eq!(m1.len(), 4, "no token minted: init printed one {m1:?}");
-        let path = "/var/lib/sealer/c/kubeadm-join.yml";
+        let path = "/var/lib/sealer/c/join/kubeadm-join.yml";
         for (host, control_plane) in [(M2, true), (N1, false)] {
             let commands = strip(remote.commands(host));
             assert_eq!(
                 commands[commands.len() - 3..],
-                [format!("upload {path} 600"), format!("kubeadm join --config {path}"), format!("rm -f {path}")]
+                [
+                    format!("upload {path} 600"),
+                    format!("kubeadm join --config {path}"),
+                    "rm -rf /var/lib/sealer/c/join".to_string()
+                ]
             );
             assert!(commands.iter().any(|c| c.contains("10.0.0.2 sea.hub")));
             assert!(!commands.iter().any(|c| c.contains("abcdef") || c.contains("0a0b")), "{commands:?}");
@@ -306,7 +312,7 @@ mod tests {
             strip(remote.commands(M1)),
             ["kubeadm token create --print-join-command", "kubeadm init phase upload-certs --upload-certs"]
         );
-        let written = remote.uploaded(M2, "/var/lib/sealer/c/kubeadm-join.yml").unwrap();
+        let written = remote.uploaded(M2, "/var/lib/sealer/c/join/kubeadm-join.yml").unwrap();
         assert!(written.contains("certificateKey: key123") && written.contains("token: t.1"), "{written}");
         // The minted token and the certificate key are in no log line.
         let mut all = String::new();

@@ -86,9 +86,11 @@ impl Remote for SshRemote {
     fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
-            // Created with the final mode before any byte is written, so a secret is never readable.
+            // Created with the final mode before any byte is written, so a secret is never readable; a
+            // private file's missing directories are made 0700 (an existing one keeps its mode).
+            let umask = if mode & 0o077 == 0 { "umask 077 && " } else { "" };
             let command = format!(
-                "mkdir -p \"$(dirname {q})\" && rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} \
+                "({umask}mkdir -p \"$(dirname {q})\") && rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} \
                  && mv -f {tmp} {q}"
             );
             succeeded(host, &format!("upload {path}"), self.exec(host, &command, content).await?).map(|_| ())
