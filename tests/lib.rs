@@ -324,8 +324,8 @@ impl Drop for Registry {
 /// The password of the test PostgreSQL server: tests assert it never shows in any output.
 pub const POSTGRES_PASSWORD: &str = "sealer-test-pg-secret";
 
-/// A fresh, empty database on the test PostgreSQL server (`tests/testbed/postgres.sh`, which `.ci/run`
-/// starts), dropped with this value.
+/// A fresh, empty database on this test process's PostgreSQL server (`tests/testbed/postgres.sh`),
+/// dropped with this value.
 pub struct PgDatabase {
     pub url: String,
     admin: String,
@@ -334,18 +334,43 @@ pub struct PgDatabase {
 
 /// A new database, or `None` where no PostgreSQL server can be started here (never under CI).
 pub fn postgres_database() -> Option<PgDatabase> {
-    let started = Command::new(repo_root().join("tests/testbed/postgres.sh")).arg("start").output().unwrap();
-    if !started.status.success() {
-        skip_without(&format!("no PostgreSQL server ({})", stderr(&started).trim()));
-        return None;
-    }
-    let admin = stdout(&started).trim().to_string();
+    let admin = postgres_server()?;
     assert!(admin.contains(POSTGRES_PASSWORD), "the test server's URL changed: keep POSTGRES_PASSWORD in step");
     let name = format!("sealer_test_{}", uuid_like());
     let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
     client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     Some(PgDatabase { url, admin, name })
+}
+
+/// The admin URL of this test process's own PostgreSQL server, started at first use on a free port in a
+/// directory of its own, and stopped by `postgres.sh`'s watcher once this process is gone: two test runs
+/// never share one, and none outlives its run.
+fn postgres_server() -> Option<String> {
+    static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
+    let started = SERVER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+        let pid = std::process::id().to_string();
+        let out = Command::new(repo_root().join("tests/testbed/postgres.sh"))
+            .arg("start")
+            .env("SEALER_TEST_PG_DIR", format!("/tmp/sealer-postgres-{pid}"))
+            .env("SEALER_TEST_PG_PORT", port.port().to_string())
+            .env("SEALER_TEST_PG_OWNER", &pid)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(stdout(&out).trim().to_string())
+        } else {
+            Err(stderr(&out).trim().to_string())
+        }
+    });
+    match started {
+        Ok(admin) => Some(admin.clone()),
+        Err(why) => {
+            skip_without(&format!("no PostgreSQL server ({why})"));
+            None
+        }
+    }
 }
 
 fn uuid_like() -> String {

@@ -4,8 +4,11 @@
 #
 #   postgres.sh start   start it unless it runs; prints the admin URL
 #   postgres.sh stop    stop it and remove its data
+#   postgres.sh clean   stop the servers of test processes that are gone (leftovers of a crash)
 #
-# Environment: SEALER_TEST_PG_DIR (default /tmp/sealer-postgres), SEALER_TEST_PG_PORT (default 55432).
+# Environment: SEALER_TEST_PG_DIR (default /tmp/sealer-postgres), SEALER_TEST_PG_PORT (default 55432),
+# SEALER_TEST_PG_OWNER (a pid: the server is stopped and removed once that process is gone; the tests
+# give their own, so each test process has a server of its own, on a port and a directory of its own).
 set -euo pipefail
 
 dir=${SEALER_TEST_PG_DIR:-/tmp/sealer-postgres}
@@ -48,7 +51,24 @@ start() {
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 -c fsync=off" start >/dev/null 9>&- \
     || { cat "$dir/server.log" >&2; die "the server did not start"; }
+  if [ -n "${SEALER_TEST_PG_OWNER:-}" ]; then
+    echo "$SEALER_TEST_PG_OWNER" >"$dir/owner"
+    # The owner (a test process) cannot stop it when it ends: a watcher does, detached from it.
+    setsid bash "$0" watch "$SEALER_TEST_PG_OWNER" </dev/null >/dev/null 2>&1 9>&- &
+  fi
   echo "$url"
+}
+
+watch() {
+  while kill -0 "$1" 2>/dev/null; do sleep 1; done
+  stop
+}
+
+clean() {
+  for d in "${dir%/*}"/sealer-postgres-*; do
+    [ -f "$d/owner" ] || continue
+    kill -0 "$(cat "$d/owner")" 2>/dev/null || SEALER_TEST_PG_DIR=$d bash "$0" stop
+  done
 }
 
 stop() {
@@ -60,5 +80,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) die "usage: postgres.sh start|stop" ;;
+  watch) watch "$2" ;;
+  clean) clean ;;
+  *) die "usage: postgres.sh start|stop|clean" ;;
 esac
