@@ -349,7 +349,8 @@ pub fn postgres_database() -> Option<PgDatabase> {
 fn postgres_server() -> Option<String> {
     static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
     let started = SERVER.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
         let pid = std::process::id().to_string();
         let out = Command::new(repo_root().join("tests/testbed/postgres.sh"))
             .arg("start")
