@@ -1,8 +1,13 @@
-//! Puts the git revision the binary was built from into `sealer --version` (`unknown` outside a checkout).
+//! Puts the git revision the binary was built from into `sealer --version` (`unknown` outside a checkout),
+//! and builds `sealer-relay` (the `relay/` crate, the helper hosts run to relay images to each other) for
+//! the target, to be carried inside `sealer`: one binary to install or copy to an air-gapped workstation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let rev = std::process::Command::new("git")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rev = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(&root)
         .output()
@@ -13,7 +18,39 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SEALER_GIT_REV={rev}");
     // A new commit changes HEAD or the ref it points at.
-    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs", "relay/src", "relay/Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
+    if let Err(e) = build_relay(&root) {
+        // A build script's panic is how cargo reports that the build cannot go on.
+        #[allow(clippy::panic)]
+        {
+            panic!("building sealer-relay for embedding failed: {e}");
+        }
+    }
+}
+
+/// `cargo build --release -p sealer-relay` into a target directory of this build's own (no lock shared
+/// with the build that runs this script), for the same target, copied to `OUT_DIR/sealer-relay`.
+fn build_relay(root: &Path) -> Result<(), String> {
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = std::env::var("TARGET").map_err(|e| e.to_string())?;
+    let target_dir = out.join("relay-target");
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--release", "--locked", "-p", "sealer-relay", "--target", &target, "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(root);
+    // Under `cargo clippy` the outer build only checks; the relay must really be compiled.
+    for wrapper in ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CLIPPY_ARGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        build.env_remove(wrapper);
+    }
+    let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo exited with {status}"));
+    }
+    let built = target_dir.join(&target).join("release").join("sealer-relay");
+    std::fs::copy(&built, out.join("sealer-relay")).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    Ok(())
 }

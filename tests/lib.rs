@@ -22,19 +22,8 @@ fn build_sealer(release: bool) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e-bin");
     let mut build = Command::new(cargo);
-    // `sealer-relay` lands beside `sealer`, where it looks for it to relay images between hosts.
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "sealer-cli",
-        "--bin",
-        "sealer",
-        "-p",
-        "sealer-relay",
-        "--bin",
-        "sealer-relay",
-    ]);
+    // `sealer` carries `sealer-relay` (cli/build.rs): one binary.
+    build.args(["build", "--quiet", "-p", "sealer-cli", "--bin", "sealer"]);
     if release {
         build.arg("--release");
     }
@@ -349,21 +338,32 @@ pub fn postgres_database() -> Option<PgDatabase> {
 fn postgres_server() -> Option<String> {
     static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
     let started = SERVER.get_or_init(|| {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
         let pid = std::process::id().to_string();
-        let out = Command::new(repo_root().join("tests/testbed/postgres.sh"))
-            .arg("start")
-            .env("SEALER_TEST_PG_DIR", format!("/tmp/sealer-postgres-{pid}"))
-            .env("SEALER_TEST_PG_PORT", port.port().to_string())
-            .env("SEALER_TEST_PG_OWNER", &pid)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(stdout(&out).trim().to_string())
-        } else {
-            Err(stderr(&out).trim().to_string())
+        let dir = format!("/tmp/sealer-postgres-{pid}");
+        let mut why = String::new();
+        // The free port is only free when it is chosen: another process may take it before the server
+        // binds it, and then a start on another one does.
+        for _ in 0..3 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+            let script = repo_root().join("tests/testbed/postgres.sh");
+            let run = |what: &str| {
+                Command::new(&script)
+                    .arg(what)
+                    .env("SEALER_TEST_PG_DIR", &dir)
+                    .env("SEALER_TEST_PG_PORT", port.port().to_string())
+                    .env("SEALER_TEST_PG_OWNER", &pid)
+                    .output()
+                    .map_err(|e| e.to_string())
+            };
+            let out = run("start")?;
+            if out.status.success() {
+                return Ok(stdout(&out).trim().to_string());
+            }
+            why = stderr(&out).trim().to_string();
+            run("stop")?;
         }
+        Err(why)
     });
     match started {
         Ok(admin) => Some(admin.clone()),

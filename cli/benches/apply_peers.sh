@@ -23,7 +23,7 @@ sealer=${SEALER:-$repo/target/release/sealer}
 ansible=${ANSIBLE:-$(command -v ansible-playbook || echo /tmp/ansible-venv/bin/ansible-playbook)}
 testbed="$repo/tests/testbed/testbed.sh"
 work=$(mktemp -d /tmp/sealer-apply-bench.XXXX)
-cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
+cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 
 k=$(TESTBED_OWNER=$$ "$testbed" up "$hosts")
 trap '"$testbed" down "$k"; rm -rf "$work"' EXIT

@@ -5,7 +5,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 sealer=${SEALER:-$repo/target/release/sealer}
-[ -x "$sealer" ] || cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
+[ -x "$sealer" ] || cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 work=$(mktemp -d /tmp/sealer-image-bench.XXXX)
 port=$((20000 + RANDOM % 20000))
 printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\n' "$work" "$port" > "$work/registry.yml"

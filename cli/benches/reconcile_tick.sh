@@ -14,7 +14,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 sealer=${SEALER:-$repo/target/release/sealer}
 testbed="$repo/tests/testbed/testbed.sh"
 work=$(mktemp -d /tmp/sealer-reconcile-bench.XXXX)
-cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
+cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 
 k=$(TESTBED_OWNER=$$ "$testbed" up "$hosts")
 trap '"$testbed" down "$k"; rm -rf "$work"' EXIT

@@ -28,7 +28,7 @@ fi
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
 rm -rf "$work"
 mkdir -p "$work"
-cargo build --release -q -p sealer-cli -p sealer-relay --manifest-path "$repo/Cargo.toml"
+cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 sealer="$repo/target/release/sealer"
 export SEALER_HOME="$work/home"
 

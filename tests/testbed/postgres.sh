@@ -36,6 +36,8 @@ start() {
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   exec 9>"$dir.lock"
   flock 9
+  # Written first, so that `clean` finds a server whose owner died while it started.
+  [ -z "${SEALER_TEST_PG_OWNER:-}" ] || echo "$SEALER_TEST_PG_OWNER" >"$dir/owner"
   if [ -f "$dir/data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     echo "$url"
     return
@@ -52,22 +54,24 @@ start() {
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 -c fsync=off" start >/dev/null 9>&- \
     || { cat "$dir/server.log" >&2; die "the server did not start"; }
   if [ -n "${SEALER_TEST_PG_OWNER:-}" ]; then
-    echo "$SEALER_TEST_PG_OWNER" >"$dir/owner"
     # The owner (a test process) cannot stop it when it ends: a watcher does, detached from it.
     setsid bash "$0" watch "$SEALER_TEST_PG_OWNER" </dev/null >/dev/null 2>&1 9>&- &
   fi
   echo "$url"
 }
 
+# /proc, not `kill -0`: a process of another user is alive too.
+alive() { [ -n "$1" ] && [ -d "/proc/$1" ]; }
+
 watch() {
-  while kill -0 "$1" 2>/dev/null; do sleep 1; done
+  while alive "$1"; do sleep 1; done
   stop
 }
 
 clean() {
   for d in "${dir%/*}"/sealer-postgres-*; do
-    [ -f "$d/owner" ] || continue
-    kill -0 "$(cat "$d/owner")" 2>/dev/null || SEALER_TEST_PG_DIR=$d bash "$0" stop
+    [ -d "$d" ] || continue
+    alive "$(cat "$d/owner" 2>/dev/null)" || SEALER_TEST_PG_DIR=$d bash "$0" stop
   done
 }
 

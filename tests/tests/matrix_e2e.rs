@@ -462,6 +462,9 @@ fn day_two(j: &mut Journey) {
     j.ok(&["plan", "--out", "again.plan"]);
     j.ok(&["apply", "again.plan"]);
     assert!(j.host(4, &format!("tail -1 /var/lib/sealer/{CLUSTER}/rootfs/manifests/hello.yaml")).contains("# rebuilt"));
+    for host in 0..5 {
+        j.check_image_files(host);
+    }
     let out = j.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(out.status.code(), Some(0), "[{name}] clean after the new image: {}", stdout(&out));
 }
@@ -508,6 +511,9 @@ fn journey(run: Run) {
     j.write_clusterfile(&j.clusterfile(&[0, 1, 3], &[2, 4], &j.labels(&[2, 4]), &j.taints(&[2, 4])));
     j.ok(&["apply", "--auto-approve"]);
     j.check_hosts(&[0, 1, 3, 2, 4], &[2, 4]);
+    for host in 0..5 {
+        j.check_image_files(host);
+    }
 
     // A saved plan, then two no-op applies: the serial stays, and the saved plan still applies.
     j.ok(&["plan", "--out", "before.plan"]);

@@ -167,3 +167,64 @@ fn one_copy_from_the_workstation_corrupt_relays_refetched_isolated_hosts_copied_
     let again = apply_images(&tb, &home, dir.path(), &[], false);
     assert!(again.status.success() && stdout(&again).contains("No changes."), "{}", stdout(&again));
 }
+
+/// Installed as users install it (`cargo install --locked --path cli --root DIR`), `sealer` is one binary
+/// that relays: run from `DIR/bin` with nothing of sealer's elsewhere, three hosts get a 12 MiB image and
+/// the workstation sends about one copy.
+#[test]
+fn an_installed_sealer_alone_relays_the_image() {
+    if !testbed_available() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let repo = sealer_tests::repo_root();
+    let install = std::process::Command::new(cargo)
+        .args(["install", "--locked", "--quiet", "--path"])
+        .arg(repo.join("cli"))
+        .arg("--root")
+        .arg(root.path())
+        // A target directory of its own that later runs reuse: the install builds in release.
+        .env("CARGO_TARGET_DIR", repo.join("target/install-test"))
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "cargo install: {}", String::from_utf8_lossy(&install.stderr));
+    let installed: Vec<String> = std::fs::read_dir(root.path().join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(installed, ["sealer"], "one binary");
+
+    let tb = Testbed::up(3);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    build(&home, dir.path(), "1");
+    std::fs::write(dir.path().join("Clusterfile"), clusterfile(&tb, "relay/payload:1")).unwrap();
+    let before = egress(&tb);
+    let mut args = vec!["apply".to_string(), "--auto-approve".to_string()];
+    for ip in &tb.ips {
+        args.extend(["--target".to_string(), format!("image.{ip}")]);
+    }
+    // The installed binary and the system's tools (the workstation packs the image with `tar`): no
+    // `sealer-relay` anywhere.
+    let path = format!("{}:/usr/bin:/bin", root.path().join("bin").display());
+    assert!(
+        !std::path::Path::new("/usr/bin/sealer-relay").exists() && !std::path::Path::new("/bin/sealer-relay").exists()
+    );
+    let out = std::process::Command::new(root.path().join("bin/sealer"))
+        .args(&args)
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("SEALER_HOME", &home)
+        .env("NO_COLOR", "1")
+        .env_remove("SEALER_STATE")
+        .output()
+        .unwrap();
+    let sent = egress(&tb) - before;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches(" relayed from 10.").count(), 2, "two hosts fetched from a peer:\n{text}");
+    let image = (PAYLOAD_MB << 20) as u64;
+    assert!(sent <= image + image / 10, "the workstation sent {sent} bytes for a {image}-byte image:\n{text}");
+    eprintln!("installed sealer: the workstation sent {sent} bytes for {image} bytes of image to 3 hosts");
+}

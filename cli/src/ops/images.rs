@@ -220,11 +220,12 @@ pub fn planned_route(plan: &Plan, digest: &str) -> Route {
     route
 }
 
-/// `sealer-relay` beside the running `sealer`, which hosts run to relay the image to each other; without
-/// it every host gets a direct copy.
-pub fn relay_helper() -> Option<PathBuf> {
-    let helper = std::env::current_exe().ok()?.with_file_name("sealer-relay");
-    helper.is_file().then_some(helper)
+/// `sealer-relay`, built with `sealer` for the same target and carried inside it (`build.rs`): what hosts
+/// run to relay the image to each other. A host of another architecture cannot run it and gets a direct
+/// copy (the relay says so).
+pub fn relay_helper() -> Option<Vec<u8>> {
+    static RELAY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sealer-relay"));
+    (!RELAY.is_empty()).then(|| RELAY.to_vec())
 }
 
 fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {

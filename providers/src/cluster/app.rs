@@ -240,11 +240,9 @@ mod tests {
         logs: &std::path::Path,
         remote: Arc<Scripted>,
     ) -> ClusterProvider {
-        let helper = dir.join("sealer-relay");
-        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
         let mut ctx = context(None, logs);
         ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.join("app"), "sha256:1"));
-        ctx.distribution.helper = Some(helper);
+        ctx.distribution.helper = Some(b"#!/bin/sh\n".to_vec());
         let p = ClusterProvider::new(ctx, remote);
         apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();
         p

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
@@ -53,7 +52,7 @@ pub fn relaying_hosts(hosts: usize) -> usize {
 /// How the image reaches the hosts, as the CLI sets it up.
 pub struct Distribution {
     /// The `sealer-relay` executable for the hosts; `None` sends every host a direct copy.
-    pub helper: Option<PathBuf>,
+    pub helper: Option<Vec<u8>>,
     /// The hosts the plan named as seeds: they copy from the workstation first; any other host seeds
     /// only when no seed started within 3 s (`SEED_GRACE`; the plan is then only a forecast).
     pub seeds: BTreeSet<IpAddr>,
@@ -252,13 +251,10 @@ fn random_token() -> Option<String> {
 impl Relay {
     pub(crate) fn new(distribution: Distribution, allowed: Vec<IpAddr>) -> Relay {
         let token = random_token();
-        let (helper, off_reason) = match (&distribution.helper, &token) {
-            (None, _) => (None, Some("no `sealer-relay` beside `sealer`".to_string())),
+        let (helper, off_reason) = match (distribution.helper, &token) {
+            (None, _) => (None, Some("this `sealer` carries no `sealer-relay`".to_string())),
             (Some(_), None) => (None, Some("no random token could be made (/dev/urandom)".to_string())),
-            (Some(path), Some(_)) => match std::fs::read(path) {
-                Ok(bytes) => (Some(Helper { sha: sha256_hex(&bytes), bytes }), None),
-                Err(e) => (None, Some(format!("cannot read `{}`: {e}", path.display()))),
-            },
+            (Some(bytes), Some(_)) => (Some(Helper { sha: sha256_hex(&bytes), bytes }), None),
         };
         Relay {
             helper,
@@ -702,12 +698,13 @@ impl Relay {
 
 /// Stops every relay serving from `dir` (each wrote `PID.pid`), then removes `dir`, and `parent` too when
 /// the relay's directory was all it held (a first apply that failed; the glob tells without a process).
-/// A pid is killed only while it is still that relay (its executable in `dir`): one that exited on its own
-/// may have left its number to another process.
+/// A pid is killed only while it is still that relay (its executable in `dir`, named as the kernel names
+/// it: links resolved): one that exited on its own may have left its number to another process.
 fn stop_script(dir: &str, parent: &str) -> String {
     format!(
-        "for f in {dir}/*.pid; do [ -f \"$f\" ] || continue; p=${{f##*/}}; p=${{p%.pid}}; \
-         case $(readlink /proc/$p/exe 2>/dev/null) in {dir}/*) kill $p 2>/dev/null;; esac; done; rm -rf {dir}; \
+        "d=$(cd {dir} 2>/dev/null && pwd -P) || d={dir}; \
+         for f in {dir}/*.pid; do [ -f \"$f\" ] || continue; p=${{f##*/}}; p=${{p%.pid}}; \
+         case $(readlink /proc/$p/exe 2>/dev/null) in \"$d\"/*) kill $p 2>/dev/null;; esac; done; rm -rf {dir}; \
          set -- {parent}/*; if ! [ -e \"$1\" ]; then rmdir {parent} 2>/dev/null; fi; true",
         dir = quote(dir),
         parent = quote(parent)
@@ -725,10 +722,8 @@ mod tests {
         use crate::cluster::fake::Scripted;
         use crate::cluster::testing::{context, M1};
         let logs = tempfile::tempdir().unwrap();
-        let helper = logs.path().join("sealer-relay");
-        std::fs::write(&helper, b"helper").unwrap();
         let mut ctx = context(None, logs.path());
-        ctx.distribution.helper = Some(helper);
+        ctx.distribution.helper = Some(b"helper".to_vec());
         let remote = Arc::new(Scripted::default().fail("sha256sum -c", 1, "disk full"));
         let p = crate::cluster::ClusterProvider::new(ctx, remote);
         let cx = &p.0;
@@ -747,13 +742,24 @@ mod tests {
     #[test]
     fn stop_kills_each_relay_of_its_directory_and_nothing_else() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c/.relay");
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = dir.canonicalize().unwrap();
+        let real = root.path().join("real");
+        std::fs::create_dir_all(real.join("c/.relay")).unwrap();
+        // The cluster's directory reached through a link, as `/var/lib/sealer` may be.
+        std::os::unix::fs::symlink(&real, root.path().join("link")).unwrap();
+        let dir = root.path().join("link/c/.relay");
         // Two "relays": copies of sleep run from the relay directory, as the helper runs from there.
         std::fs::copy("/bin/sleep", dir.join("helper")).unwrap();
-        let relays: Vec<std::process::Child> =
-            (0..2).map(|_| std::process::Command::new(dir.join("helper")).arg("30").spawn().unwrap()).collect();
+        let spawn = || {
+            // A copy just written may still be open in a child another test forked: "text file busy".
+            for _ in 0..50 {
+                match std::process::Command::new(dir.join("helper")).arg("30").spawn() {
+                    Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    spawned => return spawned.unwrap(),
+                }
+            }
+            panic!("the copy of sleep stayed busy")
+        };
+        let relays: Vec<std::process::Child> = (0..2).map(|_| spawn()).collect();
         let stranger = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         for child in relays.iter().chain([&stranger]) {
             std::fs::write(dir.join(format!("{}.pid", child.id())), child.id().to_string()).unwrap();
@@ -766,7 +772,7 @@ mod tests {
         let mut stranger = stranger;
         assert!(stranger.try_wait().unwrap().is_none(), "a process that is no relay of it lives on");
         let _ = stranger.kill();
-        assert!(!root.path().join("c").exists(), "the emptied cluster directory is gone");
+        assert!(!real.join("c").exists(), "the emptied cluster directory is gone");
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
