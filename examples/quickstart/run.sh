@@ -5,6 +5,10 @@
 #
 #   bash examples/quickstart/run.sh        bring it up (as root; installs openssh-server if missing)
 #   bash examples/quickstart/run.sh down   tear the hosts down
+#
+# It ends by writing $QUICKSTART_DIR/env (default /tmp/sealer-quickstart/env): `source` it in any shell to
+# use the cluster (`sealer plan`, `quickstart_kubectl get pods -A`). The hosts belong to a keeper process
+# that lives until `down`, so no later testbed user (a `cargo test`, another wrapper) tears them down.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=${QUICKSTART_DIR:-/tmp/sealer-quickstart}
@@ -12,6 +16,7 @@ testbed="$repo/tests/testbed/testbed.sh"
 
 if [ "${1:-up}" = down ]; then
   [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")"
+  [ -f "$work/keeper" ] && kill "$(cat "$work/keeper")" 2>/dev/null
   rm -rf "$work"
   echo "quickstart hosts removed"
   exit 0
@@ -26,14 +31,21 @@ if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/b
 fi
 # A run again starts afresh: the hosts of the last run go, and so does the state that recorded them.
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
+[ -f "$work/keeper" ] && { kill "$(cat "$work/keeper")" 2>/dev/null || true; }
 rm -rf "$work"
 mkdir -p "$work"
+target=${CARGO_TARGET_DIR:-$repo/target}
+echo "Building sealer (release, into $target; the first build takes about 5 minutes on 2 cores)..."
 cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
-sealer="$repo/target/release/sealer"
+sealer="$target/release/sealer"
 export SEALER_HOME="$work/home"
 
-# Owned by this shell's parent, so the hosts outlive the script until `down`.
-k=$(TESTBED_OWNER=$PPID "$testbed" up 3)
+# The hosts belong to a keeper that lives until `down` (not to this shell or whatever wraps it: `sudo`,
+# `script`), so they outlive the script and no other testbed user's clean-up takes them.
+setsid sleep infinity </dev/null >/dev/null 2>&1 &
+echo $! > "$work/keeper"
+echo "Starting 3 hosts (network namespaces with sshd)..."
+k=$(TESTBED_OWNER=$(cat "$work/keeper") "$testbed" up 3)
 echo "$k" > "$work/testbed"
 cd "$work"
 "$sealer" build -t sim/kubernetes:v1.22.15 "$repo/examples/images/simulated-k8s"
@@ -69,5 +81,17 @@ echo
 echo "The (simulated) cluster, as its first master sees it:"
 "$testbed" exec "$k" 1 "$kubectl" get nodes
 "$testbed" exec "$k" 1 "$kubectl" get pods -o wide
+cat > "$work/env" <<ENV
+# The quickstart's cluster: \`source $work/env\` in any shell.
+export SEALER_HOME='$work/home'
+export SEALER_STATE='$work/.sealer/state.db'
+export PATH='$target/release':"\$PATH"
+# kubectl on the first master (the hosts share this machine's files: its own kubectl would not reach the cluster).
+quickstart_kubectl() { bash '$testbed' exec '$k' 1 '$kubectl' "\$@"; }
+ENV
 echo
 echo "State: $work/.sealer/state.db   Logs: $work/.sealer/logs   Tear down: bash examples/quickstart/run.sh down"
+echo "Use the cluster from any shell:"
+echo "  source $work/env"
+echo "  sealer plan -f $work/.sealer/quickstart/Clusterfile"
+echo "  quickstart_kubectl get pods -A"

@@ -682,3 +682,12 @@ fn run_with_masters_and_no_nodes_plans_a_single_node_cluster() {
         assert!(!dir.path().join(".sealer/my-cluster/Clusterfile").exists(), "{nodes:?}");
     }
 }
+
+#[test]
+fn a_pull_error_names_its_network_cause_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sealer(dir.path(), &["pull", "127.0.0.1:1/sim/x:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(said.contains("connection refused: is the registry running at that address and port?"), "{said}");
+}

@@ -32,7 +32,46 @@ pub struct RegistryOptions {
 
 fn oci_error(what: &str, name: &str) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError {
     let (what, name) = (what.to_string(), name.to_string());
-    move |e| ImageError::Io { path: name.clone(), message: format!("{what}: {e}") }
+    move |e| {
+        let hint = network_cause(&e).map(|(cause, todo)| format!(" ({cause}: {todo})")).unwrap_or_default();
+        ImageError::Io { path: name.clone(), message: format!("{what}: {e}{hint}") }
+    }
+}
+
+/// What went wrong on the way to a registry, found in the error's chain of causes, and what to do about
+/// it: the top error of a request only says which URL failed.
+pub(crate) fn network_cause(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, &'static str)> {
+    use oci_client::errors::OciDistributionError as Oci;
+    if let Some(Oci::UnauthorizedError { .. } | Oci::AuthenticationFailure(_)) = e.downcast_ref::<Oci>() {
+        return Some(("the registry refused the credentials (401)", "log in with `sealer login REGISTRY`"));
+    }
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return Some(("connection refused", "is the registry running at that address and port?"))
+                }
+                std::io::ErrorKind::TimedOut => return Some(("timed out", "is the registry reachable from here?")),
+                _ => {}
+            }
+        }
+        let text = err.to_string().to_lowercase();
+        if text.contains("dns error") || text.contains("failed to lookup address") || text.contains("name or service") {
+            return Some((
+                "the registry's name does not resolve",
+                "offline, build with `--registry-mirror REGISTRY=URL` or `mirrors:` in $SEALER_HOME/registries.yaml",
+            ));
+        }
+        if text.contains("certificate") || text.contains("tls") || text.contains("ssl") {
+            return Some(("TLS failed", "a registry on plain HTTP needs `--insecure`"));
+        }
+        if text.contains("connection refused") {
+            return Some(("connection refused", "is the registry running at that address and port?"));
+        }
+        at = err.source();
+    }
+    None
 }
 
 /// The registry an image name points at (`docker.io` when it names none).
@@ -510,4 +549,37 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
     })();
     store.discard(&staging);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_cause;
+
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Option<std::io::Error>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn the_cause_of_a_registry_error_is_found_in_its_chain_and_says_what_to_do() {
+        let refused = Wrapped("error sending request", Some(std::io::ErrorKind::ConnectionRefused.into()));
+        assert_eq!(network_cause(&refused).map(|c| c.0), Some("connection refused"));
+        let dns = Wrapped("client error (Connect): dns error: failed to lookup address information", None);
+        assert!(network_cause(&dns).is_some_and(|(_, todo)| todo.contains("--registry-mirror")));
+        let tls = Wrapped("invalid peer certificate: UnknownIssuer", None);
+        assert!(network_cause(&tls).is_some_and(|(_, todo)| todo.contains("--insecure")));
+        let unauthorized = oci_client::errors::OciDistributionError::UnauthorizedError { url: "u".into() };
+        assert!(network_cause(&unauthorized).is_some_and(|(_, todo)| todo.contains("sealer login")));
+        assert_eq!(network_cause(&Wrapped("manifest unknown", None)), None);
+    }
 }
