@@ -39,6 +39,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Print a shell completion script
     Completion(CompletionArgs),
+    /// Print the manual page (roff): `sealer man > /usr/local/share/man/man1/sealer.1`
+    Man,
     /// Make the cluster match the Clusterfile (or apply a saved plan)
     Apply(ApplyArgs),
     /// Tear the cluster down: every resource in the state is deleted, dependents first

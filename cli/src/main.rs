@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Reconcile(a) => commands::reconcile::run(&ctx, a),
         Command::Show(a) => commands::plan::show(&ctx, a),
         Command::Completion(a) => commands::plan::completion(a),
+        Command::Man => commands::plan::man(),
         Command::Apply(a) => commands::apply::run(&ctx, a, false),
         Command::Destroy(a) => commands::apply::run(
             &ctx,

@@ -691,3 +691,13 @@ fn a_pull_error_names_its_network_cause_and_what_to_do() {
     let said = stderr(&out);
     assert!(said.contains("connection refused: is the registry running at that address and port?"), "{said}");
 }
+
+#[test]
+fn the_manual_page_is_generated_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = sealer_tests::ok(&sealer(dir.path(), &["man"]));
+    assert!(page.starts_with(".ie") && page.contains(".TH sealer 1"), "{page}");
+    for command in ["apply", "plan", "run", "reconcile", "completion"] {
+        assert!(page.contains(&format!("sealer\\-{command}")) || page.contains(command), "{command}");
+    }
+}

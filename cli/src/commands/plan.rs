@@ -95,6 +95,13 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// `sealer man`: the manual page, generated from the same definitions as `--help`, on stdout.
+pub fn man() -> anyhow::Result<Outcome> {
+    let command = <crate::args::Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+    Ok(Outcome::Ok)
+}
+
 /// `sealer completion SHELL`: the completion script, on stdout.
 pub fn completion(args: CompletionArgs) -> anyhow::Result<Outcome> {
     let mut command = <crate::args::Cli as clap::CommandFactory>::command();
