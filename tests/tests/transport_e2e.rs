@@ -253,12 +253,16 @@ async fn a_kept_remote_connects_again_after_the_host_closed_its_connection() {
     assert_eq!(out.stdout_text(), "after");
     let sessions = tb.exec(0, "ps -eo args | grep -c '^sshd: root@notty'");
     assert_eq!(String::from_utf8_lossy(&sessions.stdout).trim(), "1", "one new connection");
-    // A private file's missing directories are made 0700; another file's keep the usual mode.
+    // A private file's own directory, made by the upload, is 0700; its parents and another file's
+    // directories keep the usual mode.
     remote.upload(tb.ips[0], "/var/lib/up/secret/a/key", b"k", 0o600).await.unwrap();
     remote.upload(tb.ips[0], "/var/lib/up/public/a/file", b"f", 0o644).await.unwrap();
-    let modes = tb.exec(0, "cd /var/lib/up && stat -c '%n %a' secret secret/a secret/a/key public public/a/file");
+    let modes = tb.exec(
+        0,
+        "cd /var/lib && stat -c '%n %a' up up/secret up/secret/a up/secret/a/key up/public/a up/public/a/file",
+    );
     assert_eq!(
         String::from_utf8_lossy(&modes.stdout),
-        "secret 700\nsecret/a 700\nsecret/a/key 600\npublic 755\npublic/a/file 644\n"
+        "up 755\nup/secret 755\nup/secret/a 700\nup/secret/a/key 600\nup/public/a 755\nup/public/a/file 644\n"
     );
 }

@@ -87,11 +87,12 @@ impl Remote for SshRemote {
         Box::pin(async move {
             let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
             // Created with the final mode before any byte is written, so a secret is never readable; a
-            // private file's missing directories are made 0700 (an existing one keeps its mode).
-            let umask = if mode & 0o077 == 0 { "umask 077 && " } else { "" };
+            // private file's own directory, when it is made here, is 0700 (its parents, and a directory that
+            // exists, keep their modes).
+            let leaf = if mode & 0o077 == 0 { "(umask 077 && mkdir -p \"$d\")" } else { "mkdir -p \"$d\"" };
             let command = format!(
-                "({umask}mkdir -p \"$(dirname {q})\") && rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} \
-                 && mv -f {tmp} {q}"
+                "d=$(dirname {q}) && {{ [ -d \"$d\" ] || {{ mkdir -p \"$(dirname \"$d\")\" && {leaf}; }}; }} && rm -f {tmp} \
+                 && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
             );
             succeeded(host, &format!("upload {path}"), self.exec(host, &command, content).await?).map(|_| ())
         })
