@@ -194,6 +194,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(build_app().contains(&format!("image {web}")));
     let delivered = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(delivered.contains("app.web-app will be created") && delivered.contains("Apply complete!"), "{delivered}");
+    assert!(delivered.contains("Application `web-app:1` joins `spec.apps`"), "{delivered}");
     assert!(std::fs::read_to_string(&kept).unwrap().contains("web-app:1"), "the application joined spec.apps");
     let running = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull", |pods| {
         let web = named(pods, "web-");
@@ -218,6 +219,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     // Running it again changes nothing; a rebuilt application runs again.
     let same = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(same.contains("No changes."), "{same}");
+    assert!(same.contains("Application `web-app:1` is already in `spec.apps`") && !same.contains("joins"), "{same}");
     write(&app, &[("manifests/app.yaml", &deployment(3))]);
     build_app();
     let rerun = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));

@@ -3,7 +3,7 @@ use std::io::BufRead;
 use anyhow::{bail, Context as _};
 use sealer_cli::ops;
 use sealer_cli::ops::apply::{ApplyRequest, Progress, Session};
-use sealer_engine::{Action, CancelFlag, Kind};
+use sealer_engine::{Action, CancelFlag};
 
 use crate::args::ApplyArgs;
 use crate::render::progress::{self, TransferBar};
@@ -64,15 +64,10 @@ fn apply(ctx: &Context, args: &ApplyArgs, session: &mut Session<'_>) -> anyhow::
     // Only after the confirmation: a cancelled apply writes nothing.
     report_resealed(args, session.reseal()?);
     let total = plan.changes.iter().filter(|c| c.action != Action::NoOp).count();
-    let image_hosts = plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace))
-        .count();
     let progress = if args.json {
         Progress::of(progress::JsonLines)
     } else if !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        Progress::of(progress::Bars::new(total, image_hosts))
+        Progress::of(progress::Bars::new(total))
     } else {
         Progress::of(progress::Lines)
     };

@@ -33,7 +33,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
     let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
     prepared.write()?;
     if prepared.application {
-        println!("Application `{}` joins `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
+        let already = prepared.previous.as_deref() == Some(prepared.text.as_str());
+        let what = if already { "is already in" } else { "joins" };
+        println!("Application `{}` {what} `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
     }
     println!("Clusterfile: {}", prepared.path.display());
     let applied = super::apply::run(

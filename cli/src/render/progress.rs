@@ -92,19 +92,20 @@ pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
     running: Mutex<HashMap<String, ProgressBar>>,
-    /// The image's bar across every host: bytes delivered of those planned, and hosts done.
+    /// One bar for every copy (the cluster image's and the applications'), across hosts: bytes delivered
+    /// of those planned, and copies done of those started.
     image: Mutex<ImageBar>,
 }
 
 struct ImageBar {
     bar: Option<ProgressBar>,
-    hosts: usize,
+    planned: usize,
     done: usize,
 }
 
 impl Bars {
-    /// `total` changes, of which `image_hosts` may copy the image.
-    pub fn new(total: usize, image_hosts: usize) -> Self {
+    /// `total` changes.
+    pub fn new(total: usize) -> Self {
         let multi = MultiProgress::new();
         let overall = multi.add(ProgressBar::new(total as u64));
         overall.set_style(
@@ -116,7 +117,7 @@ impl Bars {
             multi,
             overall,
             running: Mutex::new(HashMap::new()),
-            image: Mutex::new(ImageBar { bar: None, hosts: image_hosts, done: 0 }),
+            image: Mutex::new(ImageBar { bar: None, planned: 0, done: 0 }),
         }
     }
 }
@@ -126,23 +127,23 @@ impl CopyProgress for Bars {
         let Ok(mut image) = self.image.lock() else { return };
         match event {
             CopyEvent::Planned { bytes, .. } => {
-                let hosts = image.hosts;
+                image.planned += 1;
+                let message = format!("{}/{} copies", image.done, image.planned);
                 let bar = image.bar.get_or_insert_with(|| {
                     let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
                     bar.set_style(
-                        ProgressStyle::with_template("image [{bar:30}] {bytes}/{total_bytes}, {msg}")
+                        ProgressStyle::with_template("copies [{bar:30}] {bytes}/{total_bytes}, {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_bar())
                             .progress_chars("=> "),
                     );
-                    bar.set_message(format!("0/{hosts} hosts"));
                     bar
                 });
+                bar.set_message(message);
                 bar.inc_length(bytes);
             }
-            CopyEvent::Delivered { what, bytes, .. } => {
-                // Hosts count the cluster image's copies; applications' copies add their bytes.
-                image.done += usize::from(what == "image");
-                let message = format!("{}/{} hosts", image.done, image.hosts);
+            CopyEvent::Delivered { bytes, .. } => {
+                image.done += 1;
+                let message = format!("{}/{} copies", image.done, image.planned);
                 if let Some(bar) = &image.bar {
                     bar.inc(bytes);
                     bar.set_message(message);
