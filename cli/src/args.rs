@@ -84,6 +84,10 @@ pub struct PlanArgs {
     /// Print the plan as JSON (the same as --format json)
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Every attribute in full (multi-line values too); by default a created or destroyed resource is one
+    /// line and a multi-line value its line count and digest
+    #[arg(long)]
+    pub verbose: bool,
     /// How the plan is printed: `human`, `json`, or `markdown` (a summary table and the changes in
     /// collapsible blocks, for a pull-request comment)
     #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
@@ -162,6 +166,9 @@ pub struct ShowArgs {
     /// The plan as JSON
     #[arg(long)]
     pub json: bool,
+    /// Every attribute in full
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +271,9 @@ pub struct ApplyArgs {
     /// Apply events as JSON lines (needs --auto-approve or a saved plan)
     #[arg(long)]
     pub json: bool,
+    /// Show the plan with every attribute in full
+    #[arg(long)]
+    pub verbose: bool,
     /// Apply even when the plan removes the first master or more than half of the masters
     #[arg(long)]
     pub force: bool,

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                 refresh: false,
                 no_progress: a.no_progress,
                 json: false,
+                verbose: false,
                 refresh_only: false,
                 force: false,
                 restore_hostname: a.restore_hostname,

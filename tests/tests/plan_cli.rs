@@ -428,8 +428,12 @@ fn multi_line_values_change_as_unified_diffs() {
     assert!(human.contains("~ config = <<-EOT"), "{human}");
     assert!(human.contains("          -     audit-log-maxage: '30'\n"), "{human}");
     assert!(human.contains("          +     audit-log-maxage: '90'\n"), "{human}");
-    assert!(human.contains("                enable-aggregator-routing: 'true'\n"), "context lines are kept: {human}");
+    // Only the changed lines by default; `--verbose` keeps three lines of context around them.
+    assert!(!human.contains("enable-aggregator-routing"), "only the changed lines: {human}");
     assert!(human.contains("          -   type: NodePort\n          +   type: ClusterIP\n"), "{human}");
+    let verbose = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--refresh=false", "--verbose"]);
+    let verbose = stdout(&verbose);
+    assert!(verbose.contains("                enable-aggregator-routing: 'true'\n"), "context lines: {verbose}");
     // The Config document is used on every host, so exactly its three resources change, plus kubeadm-init.
     let plan = json_plan(dir.path(), &file, &["--refresh=false"]);
     let updated: Vec<&str> = plan["changes"]
@@ -700,4 +704,31 @@ fn the_manual_page_is_generated_from_the_commands() {
     for command in ["apply", "plan", "run", "reconcile", "completion"] {
         assert!(page.contains(&format!("sealer\\-{command}")) || page.contains(command), "{command}");
     }
+}
+
+/// A first plan of the quickstart's shape (2 masters and a node of the simulated image) fits one screen:
+/// at most 60 lines, also once a 120-column terminal wraps them; `--verbose` shows everything.
+#[test]
+fn a_three_host_first_plan_fits_one_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join(".sealer-home");
+    sealer_tests::build_simulated_image(&home, dir.path());
+    let clusterfile = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: quickstart\nspec:\n  image: {}\n  ssh:\n    pk: /k\n  \
+         hosts:\n  - ips: [10.251.9.11, 10.251.9.12]\n    roles: [master]\n  - ips: [10.251.9.13]\n    roles: [node]\n",
+        sealer_tests::SIMULATED_IMAGE
+    );
+    let file = write(dir.path(), "Clusterfile", &clusterfile);
+    let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--refresh=false"]);
+    let plan = stdout(&out);
+    assert!(plan.contains("Plan: 15 to add"), "{plan}\n{}", stderr(&out));
+    let wrapped: usize = plan.lines().map(|l| l.chars().count().div_ceil(120).max(1)).sum();
+    assert!(
+        plan.lines().count() <= 60 && wrapped <= 60,
+        "{} lines, {wrapped} at 120 columns:\n{plan}",
+        plan.lines().count()
+    );
+    assert!(plan.contains("config = (") && !plan.contains("KubeletConfiguration"), "{plan}");
+    let verbose = stdout(&sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--refresh=false", "--verbose"]));
+    assert!(verbose.contains("kind: KubeletConfiguration") && verbose.lines().count() > 300, "{verbose}");
 }

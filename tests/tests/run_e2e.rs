@@ -123,7 +123,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(text.contains("apiVersion: sealer.cloud/v2") && text.contains(&key), "{text}");
     let plan = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "the kept Clusterfile is what was applied: {}", stdout(&plan));
-    assert!(out.contains("username = \"e2e-user\"") && out.contains("port     = 5001"), "{out}");
+    assert!(out.contains("username = \"e2e-user\"") && out.contains("port = 5001"), "{out}");
     // The containerd mirror configuration is on every host, with the registry's login (0600).
     let toml = exec(
         &tb,

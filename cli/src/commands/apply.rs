@@ -56,7 +56,7 @@ fn apply(ctx: &Context, args: &ApplyArgs, session: &mut Session<'_>) -> anyhow::
         return Ok(Outcome::Ok);
     }
     if args.planfile.is_none() && !args.json {
-        print!("{}", render::human::plan(&plan, ctx.color));
+        print!("{}", render::human::plan(&plan, ctx.color, args.verbose));
         if !args.auto_approve && !confirm()? {
             bail!("apply cancelled");
         }
@@ -113,7 +113,7 @@ fn refresh_only(ctx: &Context, args: &ApplyArgs, session: &mut Session<'_>) -> a
         println!("No changes. The state matches what the hosts hold.");
         return Ok(Outcome::Ok);
     }
-    print!("{}", render::human::plan(&plan, ctx.color));
+    print!("{}", render::human::plan(&plan, ctx.color, args.verbose));
     if !args.auto_approve && !confirm()? {
         bail!("refresh cancelled");
     }

@@ -38,7 +38,8 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         }
         PlanFormat::Human => {
             super::print_warnings(&warnings);
-            out.write_all(render::human::plan(&plan, ctx.color).as_bytes()).context("cannot write the plan")?;
+            out.write_all(render::human::plan(&plan, ctx.color, args.verbose).as_bytes())
+                .context("cannot write the plan")?;
         }
     }
     if let Some(path) = &args.out {
@@ -89,7 +90,7 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Outcome> {
     if args.json {
         render::json::write_plan(&mut out, &plan, &[])?;
     } else {
-        out.write_all(render::human::plan(&plan, ctx.color).as_bytes())?;
+        out.write_all(render::human::plan(&plan, ctx.color, args.verbose).as_bytes())?;
     }
     out.flush()?;
     Ok(Outcome::Ok)

@@ -50,6 +50,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
             refresh: true,
             no_progress: args.no_progress,
             json: false,
+            verbose: false,
             force: false,
             refresh_only: false,
             restore_hostname: false,

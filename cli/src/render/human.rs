@@ -11,6 +11,7 @@ use super::json::{SENSITIVE, UNKNOWN};
 
 struct Style {
     color: bool,
+    verbose: bool,
 }
 
 impl Style {
@@ -63,6 +64,38 @@ fn inline(v: &Value) -> String {
 
 const INDENT: &str = "      ";
 
+/// A resource's attributes on one line: short values as they are, a multi-line text as its line count and
+/// digest, long lists and maps as their size, and the attributes known only after apply named together.
+fn brief(attributes: &sealer_engine::Attributes) -> String {
+    let mut parts = Vec::new();
+    let mut unknown = Vec::new();
+    for (name, value) in attributes {
+        let shown = match value {
+            Value::Unknown => {
+                unknown.push(name.as_str());
+                continue;
+            }
+            Value::Text(text) if text.contains('\n') => {
+                use sha2::Digest as _;
+                let digest = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
+                format!("({} lines, sha256 {})", text.lines().count(), &digest[..12])
+            }
+            // A digest is told apart by its first 12 hex digits; `--verbose` shows it whole.
+            Value::Text(text) if text.len() > 19 && text.starts_with("sha256:") => format!("\"{}…\"", &text[..19]),
+            Value::List(items) if items.len() > 3 => format!("[{} items]", items.len()),
+            Value::Map(map) if map.len() > 2 || map.values().any(|v| v.contains('\n')) => {
+                format!("{{{} entries}}", map.len())
+            }
+            other => inline(other),
+        };
+        parts.push(format!("{name} = {shown}"));
+    }
+    if !unknown.is_empty() {
+        parts.push(format!("{} = {UNKNOWN}", unknown.join(", ")));
+    }
+    parts.join(", ")
+}
+
 /// `name = value` for a created or deleted attribute; `s` is the (painted) sign, or a space for a value
 /// shown as it is.
 fn whole(out: &mut String, s: &str, name: &str, width: usize, v: &Value) {
@@ -100,7 +133,9 @@ fn changed(out: &mut String, st: &Style, name: &str, width: usize, before: &Valu
         (Value::Text(a), Value::Text(b)) if a.contains('\n') || b.contains('\n') => {
             let _ = writeln!(out, "{INDENT}{tilde} {name:width$} = <<-EOT{note}");
             let diff = TextDiff::from_lines(a.as_str(), b.as_str());
-            for (i, group) in diff.grouped_ops(3).iter().enumerate() {
+            // Verbose: three lines of context, as `diff -u`; else only the lines that change.
+            let context = if st.verbose { 3 } else { 0 };
+            for (i, group) in diff.grouped_ops(context).iter().enumerate() {
                 if i > 0 {
                     let _ = writeln!(out, "{INDENT}        ...");
                 }
@@ -179,13 +214,13 @@ fn headline(c: &ResourceChange) -> String {
 
 /// The plan's symbol for `action` (`+`, `~`, `-`, `-/+`), without colours.
 pub fn symbol(action: Action) -> String {
-    Style { color: false }.symbol(action)
+    Style { color: false, verbose: true }.symbol(action)
 }
 
 /// One change as the human plan shows it, without colours (the markdown plan puts it in a block).
 pub fn change_text(c: &ResourceChange, note: Option<&String>) -> String {
     let mut out = String::new();
-    change_block(&mut out, &Style { color: false }, c, note);
+    change_block(&mut out, &Style { color: false, verbose: true }, c, note);
     out
 }
 
@@ -197,6 +232,13 @@ fn change_block(out: &mut String, st: &Style, c: &ResourceChange, note: Option<&
     let symbol = st.symbol(c.action);
     let pad = if c.action == Action::Replace { "" } else { "  " };
     let host = c.host.map(|h| format!(" # on {h}")).unwrap_or_default();
+    if !st.verbose && matches!(c.action, Action::Create | Action::Delete) {
+        let attributes = if c.action == Action::Create { c.after.as_ref() } else { c.before.as_ref() };
+        let body = attributes.map(brief).unwrap_or_default();
+        let host = c.host.filter(|h| h.to_string() != c.address.key).map(|h| format!(" # on {h}")).unwrap_or_default();
+        let _ = writeln!(out, "{pad}{symbol} {} {} {{ {body} }}{host}", c.kind.as_str(), quote(&c.address.key));
+        return;
+    }
     let _ = writeln!(out, "{pad}{symbol} {} {} {{{host}", c.kind.as_str(), quote(&c.address.key));
     let empty = Default::default();
     let before = c.before.as_ref().unwrap_or(&empty);
@@ -257,8 +299,11 @@ fn rollout_block(out: &mut String, st: &Style, rollout: &Rollout) {
     let _ = writeln!(out);
 }
 
-pub fn plan(plan: &Plan, color: bool) -> String {
-    let st = Style { color };
+/// The plan as a person reads it. By default a created or destroyed resource is one line and a multi-line
+/// value its line count and digest, and an update shows only what changes (a multi-line value: only its
+/// changed lines); `verbose` shows every attribute in full, as `terraform plan` does.
+pub fn plan(plan: &Plan, color: bool, verbose: bool) -> String {
+    let st = Style { color, verbose };
     let mut out = String::new();
     if !plan.has_changes() {
         let _ =
@@ -275,8 +320,18 @@ pub fn plan(plan: &Plan, color: bool) -> String {
         st.symbol(Action::Delete),
         st.symbol(Action::Replace),
     );
+    let mut compact = false;
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        let one_line = !st.verbose && matches!(c.action, Action::Create | Action::Delete);
+        // One-line changes follow each other; a block (an update) stands apart from its neighbours.
+        if compact && !one_line {
+            out.push('\n');
+        }
         change_block(&mut out, &st, c, plan.notes.get(&c.address));
+        compact = one_line;
+    }
+    if compact {
+        out.push('\n');
     }
     if let Some(rollout) = &plan.rollout {
         rollout_block(&mut out, &st, rollout);
