@@ -18,21 +18,37 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SEALER_GIT_REV={rev}");
     // A new commit changes HEAD or the ref it points at.
-    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs", "relay/src", "relay/Cargo.toml", "Cargo.lock"] {
+    // The relay is rebuilt when its sources, the workspace's profiles and dependencies, or the flags change.
+    let watched = [
+        ".git/HEAD",
+        ".git/refs/heads",
+        ".git/packed-refs",
+        "relay/src",
+        "relay/Cargo.toml",
+        "Cargo.lock",
+        "Cargo.toml",
+    ];
+    for path in watched {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_BUILD_DIR", "CARGO_PROFILE_RELEASE_OPT_LEVEL"] {
+        println!("cargo:rerun-if-env-changed={var}");
     }
     if let Err(e) = build_relay(&root) {
         // A build script's panic is how cargo reports that the build cannot go on.
-        #[allow(clippy::panic)]
-        {
-            panic!("building sealer-relay for embedding failed: {e}");
-        }
+        panic!("building sealer-relay for embedding failed: {e}");
     }
 }
 
 /// `cargo build --release -p sealer-relay` into a target directory of this build's own (no lock shared
 /// with the build that runs this script), for the same target, copied to `OUT_DIR/sealer-relay`.
 fn build_relay(root: &Path) -> Result<(), String> {
+    if !root.join("relay/Cargo.toml").is_file() {
+        return Err(format!(
+            "no `relay/` crate beside `cli/` in {}: build sealer from its source tree",
+            root.display()
+        ));
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = std::env::var("TARGET").map_err(|e| e.to_string())?;
@@ -41,10 +57,14 @@ fn build_relay(root: &Path) -> Result<(), String> {
     build
         .args(["build", "--release", "--locked", "-p", "sealer-relay", "--target", &target, "--target-dir"])
         .arg(&target_dir)
+        // A build directory of its own too: with `build.build-dir` set, the outer build holds its lock.
+        .env("CARGO_BUILD_BUILD_DIR", &target_dir)
+        // Its output is not this script's: cargo reads `cargo:` lines from this script's stdout.
+        .stdout(std::io::stderr())
         .current_dir(root);
-    // Under `cargo clippy` the outer build only checks; the relay must really be compiled.
-    for wrapper in ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CLIPPY_ARGS", "CARGO_ENCODED_RUSTFLAGS"] {
-        build.env_remove(wrapper);
+    // Under `cargo clippy` the outer build only checks: the relay must really be compiled.
+    for clippy in ["RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
+        build.env_remove(clippy);
     }
     let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {

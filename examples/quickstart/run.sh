@@ -14,9 +14,15 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=${QUICKSTART_DIR:-/tmp/sealer-quickstart}
 testbed="$repo/tests/testbed/testbed.sh"
 
+# Stops the keeper the hosts belong to, only while that pid is still it (after a reboot it is another).
+stop_keeper() {
+  local p; p=$(cat "$work/keeper" 2>/dev/null) || return 0
+  if [ "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" = "sleep infinity " ]; then kill "$p" 2>/dev/null || true; fi
+}
+
 if [ "${1:-up}" = down ]; then
-  [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")"
-  [ -f "$work/keeper" ] && kill "$(cat "$work/keeper")" 2>/dev/null
+  if [ -f "$work/testbed" ]; then "$testbed" down "$(cat "$work/testbed")"; fi
+  stop_keeper
   rm -rf "$work"
   echo "quickstart hosts removed"
   exit 0
@@ -31,10 +37,12 @@ if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/b
 fi
 # A run again starts afresh: the hosts of the last run go, and so does the state that recorded them.
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
-[ -f "$work/keeper" ] && { kill "$(cat "$work/keeper")" 2>/dev/null || true; }
+stop_keeper
 rm -rf "$work"
 mkdir -p "$work"
 target=${CARGO_TARGET_DIR:-$repo/target}
+# Relative to where the script was started, as cargo takes it; the rest runs elsewhere.
+case $target in /*) ;; *) target="$PWD/$target" ;; esac
 echo "Building sealer (release, into $target; the first build takes about 5 minutes on 2 cores)..."
 cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 sealer="$target/release/sealer"
@@ -81,17 +89,17 @@ echo
 echo "The (simulated) cluster, as its first master sees it:"
 "$testbed" exec "$k" 1 "$kubectl" get nodes
 "$testbed" exec "$k" 1 "$kubectl" get pods -o wide
-cat > "$work/env" <<ENV
-# The quickstart's cluster: \`source $work/env\` in any shell.
-export SEALER_HOME='$work/home'
-export SEALER_STATE='$work/.sealer/state.db'
-export PATH='$target/release':"\$PATH"
-# kubectl on the first master (the hosts share this machine's files: its own kubectl would not reach the cluster).
-quickstart_kubectl() { bash '$testbed' exec '$k' 1 '$kubectl' "\$@"; }
-ENV
+{
+  echo "# The quickstart's cluster: source this file in any shell."
+  printf 'export SEALER_HOME=%q\n' "$work/home"
+  printf 'export SEALER_STATE=%q\n' "$work/.sealer/state.db"
+  printf 'export PATH=%q:"$PATH"\n' "$target/release"
+  echo "# kubectl on the first master (the hosts share this machine's files: its own kubectl would not reach the cluster)."
+  printf 'quickstart_kubectl() { bash %q exec %q 1 %q "$@"; }\n' "$testbed" "$k" "$kubectl"
+} > "$work/env"
 echo
 echo "State: $work/.sealer/state.db   Logs: $work/.sealer/logs   Tear down: bash examples/quickstart/run.sh down"
 echo "Use the cluster from any shell:"
-echo "  source $work/env"
-echo "  sealer plan -f $work/.sealer/quickstart/Clusterfile"
+printf '  source %q\n' "$work/env"
+printf '  sealer plan -f %q\n' "$work/.sealer/quickstart/Clusterfile"
 echo "  quickstart_kubectl get pods -A"

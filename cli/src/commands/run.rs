@@ -33,8 +33,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
     let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
     prepared.write()?;
     if prepared.application {
-        let already = prepared.previous.as_deref() == Some(prepared.text.as_str());
-        let what = if already { "is already in" } else { "joins" };
+        let what = if prepared.joined { "joins" } else { "is already in" };
         println!("Application `{}` {what} `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
     }
     println!("Clusterfile: {}", prepared.path.display());

@@ -235,7 +235,7 @@ impl<'a> Session<'a> {
                 apps: cf.cluster.apps.iter().filter_map(|a| Some((a.clone(), ws.images().get(a).ok()?))).collect(),
                 hosts: cf.cluster.hosts.iter().map(|h| h.ip).collect(),
                 distribution: Distribution {
-                    helper: super::images::relay_helper(),
+                    helper: Some(super::images::relay_helper()),
                     seeds: route.seeds,
                     relays: route.relays,
                     progress: copies,

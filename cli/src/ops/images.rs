@@ -145,7 +145,8 @@ pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
     let Ok(image) = ws.images().get(&cf.cluster.image) else { return };
     let copies: Vec<(Address, Option<IpAddr>, Option<String>)> =
         image_copies(plan, &image.config.digest).map(|(c, old)| (c.address.clone(), c.host, old)).collect();
-    let relay = relay_helper().is_some() && copies.len() > 1;
+    // Every sealer carries the relay: more than one copy is relayed.
+    let relay = copies.len() > 1;
     let route = planned_route(plan, &image.config.digest);
     let mut by_digest: BTreeMap<Option<String>, String> = BTreeMap::new();
     for (address, host, old) in copies {
@@ -223,9 +224,8 @@ pub fn planned_route(plan: &Plan, digest: &str) -> Route {
 /// `sealer-relay`, built with `sealer` for the same target and carried inside it (`build.rs`): what hosts
 /// run to relay the image to each other. A host of another architecture cannot run it and gets a direct
 /// copy (the relay says so).
-pub fn relay_helper() -> Option<Vec<u8>> {
-    static RELAY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sealer-relay"));
-    (!RELAY.is_empty()).then(|| RELAY.to_vec())
+pub fn relay_helper() -> Vec<u8> {
+    include_bytes!(concat!(env!("OUT_DIR"), "/sealer-relay")).to_vec()
 }
 
 fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {

@@ -73,6 +73,8 @@ pub struct Prepared {
     pub text: String,
     /// The image is an application delivered to an existing cluster.
     pub application: bool,
+    /// The application was not in `spec.apps` before this run.
+    pub joined: bool,
 }
 
 /// An image with no Kubernetes of its own (`FROM scratch`: manifests, charts, container images, CMDs)
@@ -177,7 +179,8 @@ pub fn prepare(ws: &Workspace, req: &RunRequest, target: Target) -> anyhow::Resu
         (None, Some(text)) => update_clusterfile(text, req, application)
             .with_context(|| format!("cluster `{cluster}` ({})", path.display()))?,
     };
-    Ok(Prepared { cluster, path, previous, text, application })
+    let joined = application && !previous.as_deref().is_some_and(|p| lists_app(p, &req.image));
+    Ok(Prepared { cluster, path, previous, text, application, joined })
 }
 
 impl Prepared {
@@ -276,6 +279,15 @@ fn declared_hosts(spec: &Mapping) -> anyhow::Result<BTreeMap<IpAddr, String>> {
 }
 
 /// The kept Clusterfile with what `req` adds: hosts (never removed or changed), or an application.
+/// Whether the Cluster document of `text` lists `image` in `spec.apps` (however the file is written).
+fn lists_app(text: &str, image: &str) -> bool {
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|de| <Value as serde::Deserialize>::deserialize(de).ok())
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
+        .filter_map(|d| d.get("spec")?.get("apps")?.as_sequence().cloned())
+        .any(|apps| apps.iter().any(|a| a.as_str() == Some(image)))
+}
+
 fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow::Result<String> {
     let mut docs = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
@@ -448,5 +460,8 @@ mod tests {
             "{with_app}"
         );
         assert_eq!(update_clusterfile(&with_app, &app, true).unwrap(), with_app, "an application is listed once");
+        assert!(lists_app(&with_app, "nginx-app:1") && !lists_app(&kept, "nginx-app:1"));
+        let by_hand = format!("# mine\n{}", with_app.replace("apps:", "apps:  # the apps"));
+        assert!(lists_app(&by_hand, "nginx-app:1"), "comments and layout do not matter");
     }
 }

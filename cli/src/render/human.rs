@@ -81,7 +81,18 @@ fn brief(attributes: &sealer_engine::Attributes) -> String {
                 format!("({} lines, sha256 {})", text.lines().count(), &digest[..12])
             }
             // A digest is told apart by its first 12 hex digits; `--verbose` shows it whole.
-            Value::Text(text) if text.len() > 19 && text.starts_with("sha256:") => format!("\"{}…\"", &text[..19]),
+            Value::Text(text)
+                if text.len() > 19
+                    && text.strip_prefix("sha256:").is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) =>
+            {
+                format!("\"{}…\"", &text[..19])
+            }
+            // A long line (a base64 blob) by its length and digest.
+            Value::Text(text) if text.chars().count() > 80 => {
+                use sha2::Digest as _;
+                let digest = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
+                format!("({} characters, sha256 {})", text.chars().count(), &digest[..12])
+            }
             Value::List(items) if items.len() > 3 => format!("[{} items]", items.len()),
             Value::Map(map) if map.len() > 2 || map.values().any(|v| v.contains('\n')) => {
                 format!("{{{} entries}}", map.len())

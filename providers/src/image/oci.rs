@@ -45,7 +45,8 @@ pub(crate) fn network_cause(e: &(dyn std::error::Error + 'static)) -> Option<(&'
     if let Some(Oci::UnauthorizedError { .. } | Oci::AuthenticationFailure(_)) = e.downcast_ref::<Oci>() {
         return Some(("the registry refused the credentials (401)", "log in with `sealer login REGISTRY`"));
     }
-    let mut at = Some(e);
+    // The causes only: the top error's text names the URL, whose path may say anything (`bitnami/openssl`).
+    let mut at = e.source();
     while let Some(err) = at {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             match io.kind() {
@@ -63,8 +64,11 @@ pub(crate) fn network_cause(e: &(dyn std::error::Error + 'static)) -> Option<(&'
                 "offline, build with `--registry-mirror REGISTRY=URL` or `mirrors:` in $SEALER_HOME/registries.yaml",
             ));
         }
-        if text.contains("certificate") || text.contains("tls") || text.contains("ssl") {
-            return Some(("TLS failed", "a registry on plain HTTP needs `--insecure`"));
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return Some((
+                "TLS failed",
+                "a registry on plain HTTP needs `--insecure`; one with a certificate of its own, that CA trusted here",
+            ));
         }
         if text.contains("connection refused") {
             return Some(("connection refused", "is the registry running at that address and port?"));
@@ -556,7 +560,7 @@ mod tests {
     use super::network_cause;
 
     #[derive(Debug)]
-    struct Wrapped(&'static str, Option<std::io::Error>);
+    struct Wrapped(&'static str, Option<Box<dyn std::error::Error + Send + Sync>>);
 
     impl std::fmt::Display for Wrapped {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -566,20 +570,28 @@ mod tests {
 
     impl std::error::Error for Wrapped {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_ref().map(|e| e as _)
+            self.1.as_deref().map(|e| e as _)
         }
+    }
+
+    /// A request error for `url` caused by `cause`, as reqwest nests them.
+    fn request(url: &'static str, cause: Box<dyn std::error::Error + Send + Sync>) -> Wrapped {
+        Wrapped(url, Some(cause))
     }
 
     #[test]
     fn the_cause_of_a_registry_error_is_found_in_its_chain_and_says_what_to_do() {
-        let refused = Wrapped("error sending request", Some(std::io::ErrorKind::ConnectionRefused.into()));
+        let refused =
+            request("error sending request", Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
         assert_eq!(network_cause(&refused).map(|c| c.0), Some("connection refused"));
-        let dns = Wrapped("client error (Connect): dns error: failed to lookup address information", None);
+        let dns = request("url", Box::new(Wrapped("dns error: failed to lookup address information", None)));
         assert!(network_cause(&dns).is_some_and(|(_, todo)| todo.contains("--registry-mirror")));
-        let tls = Wrapped("invalid peer certificate: UnknownIssuer", None);
+        let tls = request("url", Box::new(Wrapped("invalid peer certificate: UnknownIssuer", None)));
         assert!(network_cause(&tls).is_some_and(|(_, todo)| todo.contains("--insecure")));
         let unauthorized = oci_client::errors::OciDistributionError::UnauthorizedError { url: "u".into() };
         assert!(network_cause(&unauthorized).is_some_and(|(_, todo)| todo.contains("sealer login")));
+        // The URL itself says nothing: an image named `openssl` is no TLS failure.
+        assert_eq!(network_cause(&Wrapped("404 for https://r/v2/bitnami/openssl-tls/manifests/1", None)), None);
         assert_eq!(network_cause(&Wrapped("manifest unknown", None)), None);
     }
 }
