@@ -4,7 +4,6 @@
 //! other kinds wrote stay.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -201,31 +200,25 @@ impl Image {
     }
 }
 
-/// The listed files of `root` as a tar stream (the system tar keeps modes and is fast).
+/// The listed files of `root` as a tar stream, as `tar -C root -cf - FILES` makes it (modes, times and
+/// owners kept; links stored as links, never followed; a listed directory with what it holds), by the tar
+/// crate: the workstation needs no `tar` of its own.
 pub(super) fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
     let local = |what: &'static str| {
         move |source: std::io::Error| ProviderError::Local { what, path: root.display().to_string(), source }
     };
-    let mut child = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(root)
-        .args(["--null", "-cf", "-", "-T", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(local("run tar on"))?;
-    let list: Vec<u8> = files.iter().flat_map(|f| f.bytes().chain(std::iter::once(0))).collect();
-    let writer = child.stdin.take().map(|mut stdin| std::thread::spawn(move || stdin.write_all(&list)));
-    let out = child.wait_with_output().map_err(local("run tar on"))?;
-    if let Some(writer) = writer {
-        let _ = writer.join();
+    let mut builder = ::tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    for file in files {
+        let path = root.join(file);
+        let meta = std::fs::symlink_metadata(&path).map_err(local("archive"))?;
+        if meta.is_dir() {
+            builder.append_dir_all(file, &path).map_err(local("archive"))?;
+        } else {
+            builder.append_path_with_name(&path, file).map_err(local("archive"))?;
+        }
     }
-    if !out.status.success() {
-        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(local("archive")(std::io::Error::other(message)));
-    }
-    Ok(out.stdout)
+    builder.into_inner().map_err(local("archive"))
 }
 
 #[cfg(test)]
