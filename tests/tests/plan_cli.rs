@@ -419,6 +419,7 @@ fn multi_line_values_change_as_unified_diffs() {
     seed_with_example_image(dir.path(), &state, &text);
     let changed = text
         .replace("audit-log-maxage: \"30\"", "audit-log-maxage: \"90\"")
+        .replace("maxPods: 150", "maxPods: 160")
         .replace("type: NodePort", "type: ClusterIP");
     let file = write(dir.path(), "Clusterfile", &changed);
     let out = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--detailed-exitcode", "--refresh=false"]);
@@ -428,8 +429,13 @@ fn multi_line_values_change_as_unified_diffs() {
     assert!(human.contains("~ config = <<-EOT"), "{human}");
     assert!(human.contains("          -     audit-log-maxage: '30'\n"), "{human}");
     assert!(human.contains("          +     audit-log-maxage: '90'\n"), "{human}");
-    // Only the changed lines by default; `--verbose` keeps three lines of context around them.
-    assert!(!human.contains("enable-aggregator-routing"), "only the changed lines: {human}");
+    // Only the changed lines by default (the kubelet configuration's one line of its 60 too); `--verbose`
+    // keeps three lines of context around them.
+    assert!(human.contains("          - maxPods: 150\n          + maxPods: 160\n"), "{human}");
+    assert!(
+        !human.contains("enable-aggregator-routing") && !human.contains("podPidsLimit"),
+        "only the changes: {human}"
+    );
     assert!(human.contains("          -   type: NodePort\n          +   type: ClusterIP\n"), "{human}");
     let verbose = sealer(dir.path(), &["plan", "-f", file.to_str().unwrap(), "--refresh=false", "--verbose"]);
     let verbose = stdout(&verbose);
