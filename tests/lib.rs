@@ -52,15 +52,26 @@ pub fn sealer(cwd: &Path, args: &[&str]) -> Output {
 /// Runs `sealer ARGS` in `cwd` with `home` as its `SEALER_HOME` (images, logins, the state key shared
 /// between the commands of one test), colour off and no inherited state path or key.
 pub fn sealer_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(sealer_bin())
+    sealer_at_with_stdin(home, cwd, args, "")
+}
+
+/// [`sealer_at`] with `stdin` on its standard input (an answer to the confirmation, a password).
+pub fn sealer_at_with_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(sealer_bin())
         .args(args)
         .current_dir(cwd)
         .env("SEALER_HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("SEALER_STATE")
         .env_remove("SEALER_STATE_KEY")
-        .output()
-        .expect("sealer starts")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sealer starts");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// The name the e2e tests give the simulated-Kubernetes image (`examples/images/simulated-k8s`).
@@ -73,22 +84,8 @@ pub fn build_simulated_image(home: &Path, cwd: &Path) {
 }
 
 pub fn sealer_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(sealer_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SEALER_STATE")
-        // A home of its own: no image store, credentials or state key of the machine leaks into outputs.
-        .env("SEALER_HOME", cwd.join(".sealer-home"))
-        .env_remove("SEALER_STATE_KEY")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sealer starts");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    // A home of its own: no image store, credentials or state key of the machine leaks into outputs.
+    sealer_at_with_stdin(&cwd.join(".sealer-home"), cwd, args, stdin)
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use sealer_tests::{repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed, SIMULATED_IMAGE};
+use sealer_tests::{repo_root, sealer_at_with_stdin, stderr, stdout, testbed_available, Testbed, SIMULATED_IMAGE};
 use serde_json::Value as Json;
 
 const CLUSTER: &str = "matrix";
@@ -109,21 +109,7 @@ impl Journey {
 
     /// `sealer ARGS` in the run's directory; its output kept for the canary search.
     fn sealer(&mut self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write as _;
-        let mut child = Command::new(sealer_bin())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("SEALER_HOME", self.home())
-            .env("NO_COLOR", "1")
-            .env_remove("SEALER_STATE")
-            .env_remove("SEALER_STATE_KEY")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = sealer_at_with_stdin(&self.home(), self.dir.path(), args, stdin);
         self.outputs.push((format!("sealer {}", args.join(" ")), format!("{}{}", stdout(&out), stderr(&out))));
         out
     }

@@ -2,31 +2,17 @@
 //! `sealer run IMAGE -m IP -p PW` (no `-n`), each answered `yes` at the confirmation, on a fresh host.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use sealer_tests::{sealer_bin, stderr, stdout, testbed_available, Testbed, SIMULATED_IMAGE, TESTBED_ROOT_PASSWORD};
+use sealer_tests::{stderr, stdout, testbed_available, Testbed, SIMULATED_IMAGE, TESTBED_ROOT_PASSWORD};
 use serde_json::Value as Json;
 
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 
 /// `sealer ARGS` in `work` with `home` as `SEALER_HOME`, answering `yes` to the confirmation.
 fn run(home: &Path, work: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(sealer_bin())
-        .args(args)
-        .current_dir(work)
-        .env("SEALER_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("SEALER_STATE")
-        .env_remove("SEALER_STATE_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
-    child.wait_with_output().unwrap()
+    sealer_tests::sealer_at_with_stdin(home, work, args, "yes\n")
 }
 
 #[test]

@@ -220,6 +220,13 @@ async fn non_root_users_run_commands_through_sudo() {
     let s = SshSession::connect(none).await.unwrap();
     let e = s.exec("true", b"", T).await.unwrap_err().to_string();
     assert!(e.contains("sudo asks for a password and none is set"), "{e}");
+    // A line break would end the password early and feed the rest to the shell: refused, never sent.
+    let broken = SshAuth::Key { path: tb.key.clone(), passphrase: None, password: Some("Keyed-Pw-99\nid".into()) };
+    let mut broken = target(&tb, 0, broken);
+    broken.user = "keyed".into();
+    let s = SshSession::connect(broken).await.unwrap();
+    let e = s.exec("true", b"", T).await.unwrap_err().to_string();
+    assert!(e.contains("the password has a line break"), "{e}");
 
     // A host without bash: every command on a channel of its own, through sudo the same way.
     assert!(tb.exec(0, "rm -f /usr/bin/bash /bin/bash; ! command -v bash").status.success());

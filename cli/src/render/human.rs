@@ -64,6 +64,12 @@ fn inline(v: &Value) -> String {
 
 const INDENT: &str = "      ";
 
+/// `sha256 ` and the first 12 hex digits of `text`'s SHA-256: enough to tell two values apart.
+fn short_digest(text: &str) -> String {
+    use sha2::Digest as _;
+    format!("sha256 {}", &format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12])
+}
+
 /// A resource's attributes on one line: short values as they are, a multi-line text as its line count and
 /// digest, long lists and maps as their size, and the attributes known only after apply named together.
 fn brief(attributes: &sealer_engine::Attributes) -> String {
@@ -76,9 +82,7 @@ fn brief(attributes: &sealer_engine::Attributes) -> String {
                 continue;
             }
             Value::Text(text) if text.contains('\n') => {
-                use sha2::Digest as _;
-                let digest = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
-                format!("({} lines, sha256 {})", text.lines().count(), &digest[..12])
+                format!("({} lines, {})", text.lines().count(), short_digest(text))
             }
             // A digest is told apart by its first 12 hex digits; `--verbose` shows it whole.
             Value::Text(text)
@@ -89,9 +93,7 @@ fn brief(attributes: &sealer_engine::Attributes) -> String {
             }
             // A long line (a base64 blob) by its length and digest.
             Value::Text(text) if text.chars().count() > 80 => {
-                use sha2::Digest as _;
-                let digest = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
-                format!("({} characters, sha256 {})", text.chars().count(), &digest[..12])
+                format!("({} characters, {})", text.chars().count(), short_digest(text))
             }
             Value::List(items) if items.len() > 3 => format!("[{} items]", items.len()),
             Value::Map(map) if map.len() > 2 || map.values().any(|v| v.contains('\n')) => {

@@ -139,13 +139,18 @@ mod tests {
         assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/x").as_deref(), Some("hello"));
     }
 
-    #[tokio::test]
-    async fn a_secret_documents_data_comes_from_the_clusterfile_not_the_plan() {
-        let remote = Arc::new(Scripted::default());
+    /// A provider whose Clusterfile has the secret Config `db` (`password: hunter2`), and its logs.
+    fn with_secret_db(remote: Arc<Scripted>) -> (crate::cluster::ClusterProvider, tempfile::TempDir) {
         let logs = tempfile::tempdir().unwrap();
         let mut ctx = crate::cluster::testing::context(None, logs.path());
         ctx.secret_configs.insert("db".into(), "password: hunter2\n".into());
-        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        (crate::cluster::ClusterProvider::new(ctx, remote), logs)
+    }
+
+    #[tokio::test]
+    async fn a_secret_documents_data_comes_from_the_clusterfile_not_the_plan() {
+        let remote = Arc::new(Scripted::default());
+        let (p, logs) = with_secret_db(remote.clone());
         let after = attrs([
             ("name", Value::text("db")),
             ("path", Value::text("etc/db.yaml")),
@@ -164,10 +169,7 @@ mod tests {
     async fn a_secret_merged_into_an_existing_file_is_read_without_logging_it() {
         let existing = "user: admin\npassword: old-hunter3\n";
         let remote = Arc::new(Scripted::default().on("cat /var/lib/sealer/c/rootfs/etc/db.yaml", existing));
-        let logs = tempfile::tempdir().unwrap();
-        let mut ctx = crate::cluster::testing::context(None, logs.path());
-        ctx.secret_configs.insert("db".into(), "password: hunter2\n".into());
-        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let (p, logs) = with_secret_db(remote.clone());
         let after = attrs([
             ("name", Value::text("db")),
             ("path", Value::text("etc/db.yaml")),

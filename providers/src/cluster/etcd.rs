@@ -89,6 +89,10 @@ mod tests {
         assert_eq!(got["bytes"], Value::Int(SNAPSHOT.len() as i64));
         let Value::Text(local) = &got["snapshot"] else { panic!("no snapshot path") };
         assert_eq!(std::fs::read(local).unwrap(), SNAPSHOT);
+        // Every Secret of the cluster is in it: 0600 (the user's directory keeps its mode; one sealer makes
+        // is 0700, see `private`).
+        let mode = std::fs::metadata(local).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         let commands = remote.commands(M1);
         assert!(commands[0].contains("etcdctl $tls snapshot save"), "{commands:?}");
         assert!(commands[1].starts_with("sha256sum /var/lib/sealer/c/backup/etcd-c-"), "{commands:?}");
