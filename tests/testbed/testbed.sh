@@ -67,7 +67,11 @@ up() {
   for off in $(seq 0 249); do
     local cand=$(( (start + off) % 250 + 1 ))
     if mkdir "$dir/$cand" 2>/dev/null; then
-      if ip link show "sbr$cand" >/dev/null 2>&1; then rmdir "$dir/$cand"; continue; fi
+      # A slot whose bridge or host links are still there (a testbed whose processes outlived its
+      # directory: a killed run) is not free.
+      if ip link show "sbr$cand" >/dev/null 2>&1 || ip link show "vsb${cand}h1" >/dev/null 2>&1; then
+        rmdir "$dir/$cand"; continue
+      fi
       k=$cand; break
     fi
   done
