@@ -10,6 +10,11 @@
 #   testbed.sh exec K I CMD... run CMD inside host I (its namespaces and root)
 #   testbed.sh clean           tear down testbeds whose owner process is gone
 #
+# Every host has a cgroup of its own in each of the machine's hierarchies, under the cgroup the caller is
+# in (never above it), and a cgroup namespace rooted there with the hierarchies mounted at
+# /sys/fs/cgroup: a container runtime inside the host (containerd and runc) sees only the host's cgroups,
+# and two hosts' containers of the same name never share one. `down` removes them, deepest first.
+#
 # Environment: TESTBED_OWNER (pid that owns the testbed; default the caller), TESTBED_ROOT_PASSWORD (root
 # password on every host, for password-auth tests), TESTBED_DIR (default /tmp/sealer-testbed).
 set -euo pipefail
@@ -27,7 +32,44 @@ in_host() {
   local k=$1 i=$2; shift 2
   local pid; pid=$(init_pid "$k" "$i")
   [ -n "$pid" ] || die "no host $i in testbed $k"
-  nsenter -t "$pid" -m -u -n -p -r -w "$@"
+  # In the host's cgroups and cgroup namespace too, as everything the host runs.
+  bash -c 'for cg in $(cat "$0" 2>/dev/null); do echo $$ > "$cg/cgroup.procs"; done; exec "$@"' "$dir/$k/h$i.cgroups" \
+    nsenter -t "$pid" -C -m -u -n -p -r -w "$@"
+}
+
+# The machine's cgroup hierarchies: "MOUNTPOINT TYPE OPTIONS PATH" per line, PATH the caller's own cgroup
+# in it (from /proc/self/cgroup; v1 hierarchies are matched by their controllers, cgroup2 by its empty set).
+hierarchies() {
+  awk '
+    FNR == NR { split($0, f, ":"); own[f[2]] = substr($0, length(f[1]) + length(f[2]) + 3); next }
+    {
+      sep = 0; for (i = 1; i <= NF; i++) if ($i == "-") { sep = i; break }
+      type = $(sep + 1); if (type != "cgroup" && type != "cgroup2") next
+      n = split($(sep + 3), o, ","); ctl = ""
+      for (i = 1; i <= n; i++) if (o[i] != "rw" && o[i] != "ro" && o[i] !~ /^(xattr|nsdelegate|memory_recursiveprot|release_agent=|clone_children|noprefix)/) ctl = ctl (ctl == "" ? "" : ",") o[i]
+      if (type == "cgroup2") ctl = ""
+      if (!(ctl in own)) next
+      root = $4; path = own[ctl]
+      if (root != "/" && index(path, root) == 1) path = substr(path, length(root) + 1)
+      print $5, type, (ctl == "" ? "-" : ctl), (path == "" ? "/" : path)
+    }' /proc/self/cgroup /proc/self/mountinfo
+}
+
+# Removes the cgroups listed in FILE (and what runtimes made inside them), deepest first, once the
+# processes in them are gone.
+remove_cgroups() {
+  local list=$1
+  [ -f "$list" ] || return 0
+  while read -r cg; do
+    [ -d "$cg" ] || continue
+    for _ in $(seq 100); do
+      find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      [ -d "$cg" ] || break
+      sleep 0.05
+    done
+    [ -d "$cg" ] && echo "testbed: cgroup $cg is still in use" >&2
+  done < "$list"
+  rm -f "$list"
 }
 
 down() {
@@ -42,6 +84,7 @@ down() {
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
     fi
     umount -l "$h" 2>/dev/null || true
+    remove_cgroups "$h.cgroups"
   done
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^sb${k}h[0-9]+$" || true); do ip netns del "$ns" || true; done
   ip link del "sbr$k" 2>/dev/null || true
@@ -115,15 +158,39 @@ CONF
     ip -n "$ns" addr add "$ip/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" link set lo up
+    # The host's own cgroups, before anything runs in it (cpuset's must be given its parent's CPUs and
+    # memory nodes, or no process may join it).
+    local mounts=""
+    : > "$h.cgroups"
+    while read -r mp type ctl path; do
+      local cg="$mp${path%/}/sealer-tb$k-h$i"
+      mkdir -p "$cg"
+      echo "$cg" >> "$h.cgroups"
+      if [ -f "$cg/cpuset.cpus" ]; then
+        cat "$mp${path%/}/cpuset.cpus" > "$cg/cpuset.cpus"
+        cat "$mp${path%/}/cpuset.mems" > "$cg/cpuset.mems"
+      fi
+      mounts+="${mp#/sys/fs/cgroup/} $type $ctl"$'\n'
+    done < <(hierarchies)
     local password=${TESTBED_ROOT_PASSWORD:-}
-    setsid ip netns exec "$ns" unshare --uts --mount --pid --fork --kill-child bash -c '
+    # The host joins its cgroups before `ip netns exec` (which mounts a fresh /sys without them); its
+    # cgroup namespace is then rooted there, and the hierarchies are mounted again inside it.
+    setsid bash -c 'for cg in $(cat "$0"); do echo $$ > "$cg/cgroup.procs"; done; exec "$@"' "$h.cgroups" \
+      ip netns exec "$ns" unshare --cgroup --uts --mount --pid --fork --kill-child bash -c '
       set -e
-      h=$1; name=$2; password=$3
+      h=$1; name=$2; password=$3; mounts=$4
       mount --make-rprivate /
       mount -t overlay overlay -o lowerdir=/,upperdir=$h/upper,workdir=$h/work $h/root
       mount --rbind /dev $h/root/dev
       mount -t proc proc $h/root/proc
       mount --rbind /sys $h/root/sys
+      mount -t tmpfs -o mode=755 cgroup $h/root/sys/fs/cgroup
+      while read -r sub type ctl; do
+        [ -n "$sub" ] || continue
+        mkdir -p "$h/root/sys/fs/cgroup/$sub"
+        if [ "$type" = cgroup2 ]; then mount -t cgroup2 cgroup2 "$h/root/sys/fs/cgroup/$sub"
+        else mount -t cgroup -o "$ctl" cgroup "$h/root/sys/fs/cgroup/$sub"; fi
+      done <<< "$mounts"
       mount -t tmpfs tmpfs $h/root/run
       mount -t tmpfs tmpfs $h/root/tmp
       hostname "$name"
@@ -131,7 +198,7 @@ CONF
       mkdir -p $h/root/run/sshd
       if [ -n "$password" ]; then echo "root:$password" | chroot $h/root chpasswd; fi
       exec chroot $h/root /bin/sh -c "/usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; trap \"exit 0\" TERM; while :; do sleep 3600 & wait; done"
-    ' _ "$h" "tb$k-h$i" "$password" </dev/null >"$base/h$i.log" 2>&1 &
+    ' _ "$h" "tb$k-h$i" "$password" "$mounts" </dev/null >"$base/h$i.log" 2>&1 &
     echo $! > "$h/unshare.pid"
   done
   # The host's init is unshare's child; its pid (outside the host's pid namespace) is what nsenter needs.

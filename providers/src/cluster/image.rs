@@ -10,6 +10,7 @@ use std::path::Path;
 use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
 use sealer_engine::{Attributes, Value};
 
+use super::plugin::SHELL;
 use super::remote::Result;
 use super::{cluster_dir, Cx, KindProvider};
 use crate::error::ProviderError;
@@ -96,11 +97,15 @@ impl KindProvider for Image {
         {
             self.mirror(cx, ip, before, &after).await?;
         }
+        // The image's own start-up (its container runtime), after its files and the registry mirrors
+        // are in place and before kubeadm runs; the script is idempotent, so every update runs it.
+        cx.run(ip, &image_script(&dir, "init.sh"), b"").await?;
         after.insert("digest".into(), Value::Text(image.config.digest.clone()));
         Ok(after)
     }
 
     async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        cx.run(ip, &image_script(&cluster_dir(&cx.ctx.cluster), "clean.sh"), b"").await?;
         if let Some(script) = unmirror_script(&mirrors(before), &[]) {
             cx.run(ip, &script, b"").await?;
         }
@@ -116,6 +121,15 @@ impl KindProvider for Image {
         );
         cx.run(ip, &command, b"").await.map(|_| ())
     }
+}
+
+/// sealer's image convention: `rootfs/scripts/init.sh` starts what the image carries (its container
+/// runtime) on every host once the files are there, and `scripts/clean.sh` stops it and removes what it
+/// made before they go; each run from its directory, in bash where the host has it. An image without the
+/// script runs nothing.
+fn image_script(dir: &str, name: &str) -> String {
+    let scripts = quote(&format!("{dir}/rootfs/scripts"));
+    format!("if [ -f {scripts}/{name} ]; then cd {scripts} && {SHELL} {name}; fi")
 }
 
 /// Where containerd looks for a registry's mirrors.
@@ -252,6 +266,11 @@ mod tests {
         }
     }
 
+    /// The image's init script, run at the end of every create and update.
+    const INIT: &str =
+        "if [ -f /var/lib/sealer/c/rootfs/scripts/init.sh ]; then cd /var/lib/sealer/c/rootfs/scripts && \
+                        \"$(command -v bash || echo sh)\" init.sh; fi";
+
     #[tokio::test]
     async fn only_changed_files_travel_and_removed_ones_go() {
         let root = tempfile::tempdir().unwrap();
@@ -269,12 +288,15 @@ mod tests {
             .unwrap();
         assert_eq!(got["digest"], Value::text("sha256:new"));
         let commands = remote.commands(M1);
-        assert_eq!(commands.len(), 4, "one command reads the digest and the manifest: {commands:?}");
+        assert_eq!(commands.len(), 5, "one command reads the digest and the manifest: {commands:?}");
         assert_eq!(
             commands[1],
             "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; tar -C rootfs -xf -"
         );
-        assert_eq!(commands[2..], ["upload /var/lib/sealer/c/manifest 644", "upload /var/lib/sealer/c/digest 644"]);
+        assert_eq!(
+            commands[2..],
+            ["upload /var/lib/sealer/c/manifest 644", "upload /var/lib/sealer/c/digest 644", INIT]
+        );
         assert_eq!(remote.uploaded(M1, "/var/lib/sealer/c/digest").as_deref(), Some("sha256:new"));
         assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
     }
@@ -294,7 +316,8 @@ mod tests {
         let after = attrs([("image", Value::text("img:1"))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap();
         let commands = remote.commands(M1);
-        assert!(commands.len() == 1 && commands[0].contains("/var/lib/sealer/c/digest"), "{commands:?}");
+        assert!(commands.len() == 2 && commands[0].contains("/var/lib/sealer/c/digest"), "{commands:?}");
+        assert_eq!(commands[1], INIT, "the image's init script runs again (it is idempotent)");
     }
 
     #[tokio::test]
@@ -304,8 +327,12 @@ mod tests {
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Delete, Some(attrs([])), None)).await.unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["rm -rf /var/lib/sealer/c && sed -i -e '/ sea\\.hub$/d' -e '/ apiserver\\.cluster\\.local$/d' \
-              /etc/hosts && (rmdir /var/lib/sealer 2>/dev/null; true)"]
+            [
+                "if [ -f /var/lib/sealer/c/rootfs/scripts/clean.sh ]; then cd /var/lib/sealer/c/rootfs/scripts && \
+                 \"$(command -v bash || echo sh)\" clean.sh; fi",
+                "rm -rf /var/lib/sealer/c && sed -i -e '/ sea\\.hub$/d' -e '/ apiserver\\.cluster\\.local$/d' \
+              /etc/hosts && (rmdir /var/lib/sealer 2>/dev/null; true)"
+            ]
         );
     }
 
@@ -328,7 +355,7 @@ mod tests {
         let before = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/var/lib/docker"))]);
         let after = attrs([("digest", Value::text("sha256:new")), ("templates", rendered("/data/docker"))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
-        assert_eq!(remote.commands(M1)[1..], ["upload /var/lib/sealer/c/rootfs/etc/daemon.json 644"]);
+        assert_eq!(remote.commands(M1)[1..], ["upload /var/lib/sealer/c/rootfs/etc/daemon.json 644", INIT]);
         let written = remote.uploaded(M1, "/var/lib/sealer/c/rootfs/etc/daemon.json").unwrap();
         assert_eq!(written, "{\"data-root\": \"/data/docker\"}");
     }
@@ -342,7 +369,7 @@ mod tests {
         let after = attrs([("digest", Value::text("sha256:new")), ("mirrors", listed(&["docker.io", "quay.io"]))]);
         apply(&p, change(Kind::Image, "10.0.0.2", M1, Action::Update, Some(before), Some(after))).await.unwrap();
         let commands = remote.commands(M1);
-        assert_eq!(commands.len(), 2, "{commands:?}");
+        assert_eq!(commands.len(), 3, "{commands:?}");
         let write = &commands[1];
         assert!(write.contains("rm -rf /etc/containerd/certs.d/ghcr.io"), "{write}");
         assert!(

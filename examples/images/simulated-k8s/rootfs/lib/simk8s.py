@@ -57,6 +57,21 @@ def call(server, method, path, body=None):
         fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
 
 
+def call_text(server, path):
+    """A GET whose answer is text (a container's log)."""
+    try:
+        with urllib.request.urlopen(server + path, timeout=15) as resp:
+            return resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("error", "")
+        except Exception:
+            detail = str(e)
+        fail("Error from server: %s" % detail)
+    except (urllib.error.URLError, OSError) as e:
+        fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
+
+
 def spawn(args, log):
     """Starts a daemon detached from the caller's stdio, so an ssh channel does not wait for it."""
     os.makedirs(os.path.dirname(log), exist_ok=True)

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Run by sealer on every host after the image's files arrived (cd rootfs/scripts; sh init.sh), before
+# kubeadm: starts the container runtime, as sealer's images do. The runtime is the host's own Debian
+# containerd and runc (packages containerd and runc), not a copy in the image: see ../README.md. Idempotent:
+# a runtime that answers is left as it is.
+set -eu
+rootfs=$(cd "$(dirname "$0")/.." && pwd)
+for tool in containerd containerd-shim-runc-v2 ctr runc; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "init.sh: $tool not found: this image runs Debian's containerd and runc (apt-get install containerd runc)" >&2
+    exit 1
+  }
+done
+sock=/run/containerd/containerd.sock
+if ctr --address "$sock" version >/dev/null 2>&1; then
+  exit 0
+fi
+mkdir -p /var/log/sim-k8s /run/containerd
+# Detached from the caller's session and output, so the ssh channel does not wait for it.
+setsid containerd --config "$rootfs/etc/containerd.toml" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
+echo $! > /run/containerd/sealer-containerd.pid
+i=0
+until ctr --address "$sock" version >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ "$i" -gt 100 ]; then
+    echo "init.sh: containerd did not answer on $sock within 10 s:" >&2
+    tail -n 5 /var/log/sim-k8s/containerd.log >&2
+    exit 1
+  fi
+  sleep 0.1
+done
