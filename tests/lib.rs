@@ -184,11 +184,33 @@ pub fn testbed_available() -> bool {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")));
-    let ok = uid == Some(true) && Path::new("/usr/sbin/sshd").exists() && Path::new("/usr/bin/nsenter").exists();
+    // The test image's container runtime is the hosts' own Debian containerd and runc.
+    let runtime = ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/bin/containerd-shim-runc-v2"]
+        .iter()
+        .all(|p| Path::new(p).exists())
+        && (Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists());
+    let ok =
+        uid == Some(true) && Path::new("/usr/sbin/sshd").exists() && Path::new("/usr/bin/nsenter").exists() && runtime;
     if !ok {
-        skip_without("real test hosts need root, openssh-server (/usr/sbin/sshd) and util-linux (nsenter)");
+        skip_without(
+            "real test hosts need root, openssh-server (/usr/sbin/sshd), util-linux (nsenter), containerd and runc",
+        );
     }
     ok
+}
+
+/// Pushes a real container image to `reference` (a registry on plain HTTP): one layer of Debian's
+/// busybox-static, with `page` at /www/index.html (tests/testbed/busybox-image.py).
+pub fn busybox_image(reference: &str, page: &str) {
+    if !Path::new("/bin/busybox").exists() || !Path::new("/usr/bin/skopeo").exists() {
+        skip_without("a container image is built from busybox-static (/bin/busybox) and pushed with skopeo");
+        return;
+    }
+    let out = Command::new(repo_root().join("tests/testbed/busybox-image.py"))
+        .args(["--page", page, reference])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "busybox image: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Testbed {
@@ -223,6 +245,26 @@ impl Testbed {
 
     pub fn start_sshd(&self, i: usize) {
         assert!(self.script(&["sshd-start", &(i + 1).to_string()]).status.success());
+    }
+
+    /// The cgroups under host `i`'s own (those a container runtime made in it), in every hierarchy.
+    pub fn cgroups_left(&self, i: usize) -> Vec<PathBuf> {
+        fn dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(entry.path());
+                    dirs(&entry.path(), out);
+                }
+            }
+        }
+        let list = testbed_dir().join(self.id.to_string()).join(format!("h{}.cgroups", i + 1));
+        let own = std::fs::read_to_string(&list).unwrap_or_else(|e| panic!("{}: {e}", list.display()));
+        let mut out = Vec::new();
+        for cgroup in own.lines() {
+            assert!(Path::new(cgroup).is_dir(), "host {i}'s cgroup {cgroup} is there while the host runs");
+            dirs(Path::new(cgroup), &mut out);
+        }
+        out
     }
 
     /// The host key of host `i` in OpenSSH format, without comment.

@@ -1,6 +1,7 @@
 //! `sealer run` end to end on real sshd hosts, as sealer's guides start: a cluster image carrying its own
 //! plugins, a scale-up by flags, and an application image whose container images are served from inside
-//! the cluster (the simulated kubelet pulls them through the hosts' registry mirrors, for real, over HTTP).
+//! the cluster, offline: every host runs a real containerd (the test image's scripts/init.sh), which pulls
+//! the pods' `docker.io/...` images through the hosts' registry mirrors and runs them as real containers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -12,6 +13,8 @@ const BASE: &str = sealer_tests::SIMULATED_IMAGE;
 const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
+/// The host port the application's web server listens on.
+const WEB_PORT: u16 = 8080;
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
@@ -43,6 +46,32 @@ fn wait_pods(tb: &Testbed, what: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Js
         assert!(std::time::Instant::now() < deadline, "{what}: {pods:#?}");
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// The reason its first container waits, if it does (ErrImagePull, CrashLoopBackOff, ...).
+fn waiting(pod: &Json) -> Option<String> {
+    pod["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find_map(|c| c["state"]["waiting"]["reason"].as_str().map(String::from))
+}
+
+fn restarts(pod: &Json) -> u64 {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .map_or(0, |cs| cs.iter().map(|c| c["restartCount"].as_u64().unwrap()).sum())
+}
+
+/// GET / of the web server at `host:port`, as `curl` from the workstation: the body.
+fn http_get(host: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("{host}:{port}: {e}"));
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -103,6 +132,57 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     );
     ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", IMAGE, iscsi.to_str().unwrap()]));
 
+    // An application image, FROM scratch: its container image (a real one: busybox's httpd serving a
+    // page) is collected through a mirror of docker.io from the "internet" registry.
+    let web = "docker.io/library/web:1.0";
+    let page = "served by a container of the cluster\n";
+    let push_web = |source: &Registry| {
+        sealer_tests::busybox_image(&format!("127.0.0.1:{}/library/web:1.0", source.port), page);
+        format!("docker.io=http://127.0.0.1:{}", source.port)
+    };
+    let mirror = push_web(&source);
+    let app = dir.path().join("app");
+    let deployment = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  template:\n    \
+             spec:\n      hostNetwork: true\n      containers:\n        - name: web\n          image: {web}\n          \
+             command: [httpd, -f, -p, \"{WEB_PORT}\", -h, /www]\n          ports:\n            - containerPort: {WEB_PORT}\n              \
+             hostPort: {WEB_PORT}\n"
+        )
+    };
+    write(
+        &app,
+        &[
+            ("manifests/app.yaml", &deployment(2)),
+            // Outside manifests/: the lite build does not collect them. The cluster's registry lacks the
+            // first's image; the second's container exits 1.
+            (
+                "extra/others.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n    - name: m\n      \
+                     image: docker.io/library/not-carried:1\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\n\
+                     spec:\n  containers:\n    - name: c\n      image: {web}\n      command: [sh, -c, \"echo crashing; exit 1\"]\n"
+                ),
+            ),
+            (
+                "Kubefile",
+                "FROM scratch\nCOPY manifests manifests\nCOPY extra extra\nLABEL sealer.io/clean=\"kubectl delete -f manifests/app.yaml\"\n\
+                 LABEL sealer.io/clean.others=\"kubectl delete -f extra/others.yaml\"\n\
+                 CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f extra/others.yaml\n",
+            ),
+        ],
+    );
+    let build_app = |mirror: &str| {
+        ok(&sealer(
+            &home,
+            dir.path(),
+            &["build", "-t", "web-app:1", app.to_str().unwrap(), "--registry-mirror", mirror],
+        ))
+    };
+    assert!(build_app(&mirror).contains(&format!("image {web}")));
+    // The "internet" is gone before the cluster is installed: everything comes from the cluster's registry.
+    drop(source);
+
     // `sealer run IMAGE -m IP1 -n IP2,IP3` from an empty directory.
     let nodes = format!("{},{}", ip(1), ip(2));
     let run = ["run", IMAGE, "-m", &ip(0), "-n", &nodes, "--pk", &key, "--auto-approve", "--no-progress"];
@@ -132,9 +212,22 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     );
     assert!(toml.starts_with("600\n") && toml.contains("[host.\"http://sea.hub:5001\"]"), "{toml}");
     assert!(toml.contains("Authorization = \"Basic "), "{toml}");
-    // Without the login, the cluster's registry refuses.
-    let anonymous = exec(&tb, 1, "python3 -c 'import urllib.request as u\ntry: u.urlopen(\"http://sea.hub:5001/v2/\")\nexcept Exception as e: print(e)'");
-    assert!(anonymous.contains("401"), "{anonymous}");
+    // Every host runs the image's containerd, and no route leads beyond the cluster's network.
+    for i in 0..3 {
+        let runtime = exec(&tb, i, "ctr --address /run/containerd/containerd.sock version | grep -c Version; ip route");
+        assert!(runtime.starts_with("2\n"), "containerd answers on host {i}: {runtime}");
+        let routes: Vec<&str> = runtime.lines().skip(1).map(str::trim_end).collect();
+        assert_eq!(
+            routes,
+            [format!("10.251.{}.0/24 dev eth0 proto kernel scope link src {}", tb.id, ip(i))],
+            "host {i}"
+        );
+        let out = tb.exec(i, "ip route get 1.1.1.1");
+        assert!(!out.status.success() && stderr(&out).contains("unreachable"), "host {i}: {}", stderr(&out));
+    }
+    // Without the login, the cluster's registry refuses containerd.
+    let anonymous = tb.exec(1, "ctr -n k8s.io images pull --plain-http sea.hub:5001/library/web:1.0");
+    assert!(!anonymous.status.success() && stderr(&anonymous).contains("401 Unauthorized"), "{}", stderr(&anonymous));
 
     // Again: nothing changes.
     let again = ok(&sealer(&home, &work, &run));
@@ -153,81 +246,68 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     let refused = sealer(&home, &work, &["run", IMAGE, "-m", &ip(1), "--auto-approve"]);
     assert!(stderr(&refused).contains("is a node of the cluster, not a master"), "{}", stderr(&refused));
 
-    // An application image, FROM scratch: its container image is collected through a mirror of docker.io.
-    let web = "docker.io/library/web:1.0";
-    let layer = dir.path().join("layer");
-    write(&layer, &[("f", "a container image"), ("Kubefile", "FROM scratch\nCOPY f f\n")]);
-    let upstream = format!("127.0.0.1:{}/library/web:1.0", source.port);
-    ok(&sealer(&home, dir.path(), &["build", "-t", &upstream, layer.to_str().unwrap()]));
-    ok(&sealer(&home, dir.path(), &["push", &upstream]));
-    let app = dir.path().join("app");
-    let deployment = |replicas: u32| {
-        format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  template:\n    \
-             spec:\n      containers:\n        - name: web\n          image: {web}\n"
-        )
-    };
-    write(
-        &app,
-        &[
-            ("manifests/app.yaml", &deployment(2)),
-            // Outside manifests/: the lite build does not collect it, so the cluster's registry lacks it.
-            (
-                "extra/missing.yaml",
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n    - name: m\n      image: docker.io/library/not-carried:1\n",
-            ),
-            (
-                "Kubefile",
-                "FROM scratch\nCOPY manifests manifests\nCOPY extra extra\nLABEL sealer.io/clean=\"kubectl delete -f manifests/app.yaml\"\n\
-                 CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f extra/missing.yaml\n",
-            ),
-        ],
-    );
-    let mirror = format!("docker.io=http://127.0.0.1:{}", source.port);
-    let build_app = || {
-        ok(&sealer(
-            &home,
-            dir.path(),
-            &["build", "-t", "web-app:1", app.to_str().unwrap(), "--registry-mirror", &mirror],
-        ))
-    };
-    assert!(build_app().contains(&format!("image {web}")));
     let delivered = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(delivered.contains("app.web-app will be created") && delivered.contains("Apply complete!"), "{delivered}");
     assert!(delivered.contains("Application `web-app:1` joins `spec.apps`"), "{delivered}");
     assert!(std::fs::read_to_string(&kept).unwrap().contains("web-app:1"), "the application joined spec.apps");
-    let running = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull", |pods| {
+    let running = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull, crash restarting", |pods| {
         let web = named(pods, "web-");
         web.len() == 2
             && web.iter().all(|p| p["status"]["phase"] == "Running")
-            && named(pods, "missing").iter().any(|p| p["status"]["reason"] == "ErrImagePull")
+            && named(pods, "missing").iter().any(|p| waiting(p).is_some_and(|w| w.contains("ImagePull")))
+            && named(pods, "crash").iter().any(|p| restarts(p) >= 1)
     });
     let log = exec(&tb, 0, "cat /var/log/sealer-registry.log");
     for pod in named(&running, "web-") {
         let host_ip = pod["status"]["hostIP"].as_str().unwrap();
         assert_ne!(host_ip, ip(0), "the master is tainted: pods run on nodes");
-        let served = log
-            .lines()
-            .any(|l| l.contains(host_ip) && l.contains("/v2/library/web/manifests/1.0") && l.contains(" 200 "));
+        // containerd asked the cluster's registry for docker.io's image, by its name (`ns=docker.io`).
+        let served = log.lines().any(|l| {
+            l.contains(host_ip) && l.contains("/v2/library/web/manifests/1.0?ns=docker.io") && l.contains(" 200 ")
+        });
         assert!(served, "the registry served {host_ip}'s pull: {log}");
+        // On the node, a running task of a container made from the image, by its docker.io name.
+        let host = tb.ips.iter().position(|a| a.to_string() == host_ip).unwrap();
+        let tasks = exec(&tb, host, "ctr -n k8s.io tasks ls; ctr -n k8s.io containers ls");
+        let id = tasks.lines().find(|l| l.starts_with("default_web-") && l.contains("RUNNING")).expect(&tasks);
+        let id = id.split_whitespace().next().unwrap();
+        assert!(tasks.lines().any(|l| l.starts_with(id) && l.contains(web)), "{tasks}");
+        // And the page its httpd serves, fetched from this machine.
+        assert_eq!(http_get(host_ip, WEB_PORT), page, "the page of {host_ip}'s container");
     }
-    let missing = &named(&running, "missing")[0]["status"]["message"];
-    assert!(missing.as_str().unwrap().contains("sea.hub:5001"), "{missing}");
+    let missing = named(&running, "missing")[0]["status"]["message"].as_str().unwrap().to_string();
+    assert!(missing.contains("failed to pull and unpack image \"docker.io/library/not-carried:1\""), "{missing}");
+    assert!(
+        missing.contains("sea.hub:5001: http.StatusNotFound"),
+        "containerd's answer from the cluster's registry: {missing}"
+    );
+    let crash = named(&running, "crash")[0].clone();
+    assert_eq!(waiting(&crash).as_deref(), Some("CrashLoopBackOff"), "{crash:#?}");
+    let before = restarts(&crash);
+    wait_pods(&tb, "crash restarted again", |pods| named(pods, "crash").iter().any(|p| restarts(p) > before));
+    assert_eq!(exec(&tb, 0, &format!("{KUBECTL} logs crash")), "crashing\n");
     let wide = exec(&tb, 0, &format!("{KUBECTL} get pods -o wide"));
-    assert!(wide.contains("ErrImagePull") && wide.contains("Running"), "{wide}");
+    assert!(wide.contains("ImagePull") && wide.contains("Running") && wide.contains("CrashLoopBackOff"), "{wide}");
 
     // Running it again changes nothing; a rebuilt application runs again.
     let same = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(same.contains("No changes."), "{same}");
     assert!(same.contains("Application `web-app:1` is already in `spec.apps`") && !same.contains("joins"), "{same}");
     write(&app, &[("manifests/app.yaml", &deployment(3))]);
-    build_app();
+    {
+        // The "internet" is back for the build only.
+        let Some(source) = Registry::start() else { return };
+        build_app(&push_web(&source));
+    }
     let rerun = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
     assert!(rerun.contains("app.web-app will be updated in-place"), "{rerun}");
-    wait_pods(&tb, "3 web pods Running", |pods| {
+    let three = wait_pods(&tb, "3 web pods Running, one per node (their host port)", |pods| {
         let web = named(pods, "web-");
         web.len() == 3 && web.iter().all(|p| p["status"]["phase"] == "Running")
     });
+    for pod in named(&three, "web-") {
+        assert_eq!(http_get(pod["status"]["hostIP"].as_str().unwrap(), WEB_PORT), page);
+    }
 
     // Dropped from `spec.apps`: its cleanup label runs (the Deployment and its pods go), then its files.
     let text = std::fs::read_to_string(&kept).unwrap();
@@ -240,7 +320,19 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         &["apply", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"],
     ));
     assert!(dropped.contains("app.web-app will be destroyed"), "{dropped}");
-    assert!(named(&pods(&tb), "web-").is_empty(), "the cleanup line deleted the Deployment's pods");
+    assert!(pods(&tb).is_empty(), "the cleanup lines deleted the application's pods");
+    // Their containers go with them (the kubelets sync every second).
+    for i in 1..4 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = exec(&tb, i, "ctr -n k8s.io containers ls -q; ctr -n k8s.io tasks ls -q");
+            if left.trim().is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "host {i} still has containers: {left}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
     for i in 0..2 {
         assert!(!tb.exec(i, "test -e /var/lib/sealer/my-cluster/apps/web-app").status.success(), "host {i}");
     }
@@ -255,9 +347,15 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         assert!(!String::from_utf8_lossy(&bytes).contains(REGISTRY_PASSWORD), "the registry password leaked");
     }
 
-    // Destroyed: the mirror configuration goes with the cluster.
+    // Destroyed: the mirror configuration goes with the cluster, and so does the runtime: no containerd,
+    // no shim, no container's cgroup, no containerd files.
     ok(&sealer(&home, &work, &["destroy", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"]));
     for i in 0..4 {
         assert!(!tb.exec(i, "test -e /etc/containerd/certs.d/docker.io").status.success(), "host {i}");
+        let processes = exec(&tb, i, "ps -eo args");
+        assert!(!processes.contains("containerd") && !processes.contains("httpd"), "host {i}: {processes}");
+        assert!(tb.cgroups_left(i).is_empty(), "host {i}: {:?}", tb.cgroups_left(i));
+        let files = tb.exec(i, "ls -d /var/lib/containerd /run/containerd /var/log/pods 2>/dev/null");
+        assert!(stdout(&files).is_empty(), "host {i}: {}", stdout(&files));
     }
 }
