@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Quickstart: 3 local hosts (network namespaces running real sshd), the simulated-Kubernetes cluster image
-# built from examples/images/simulated-k8s, `sealer run` of it on 2 masters + 1 node, then `sealer run` of
-# an application image (examples/app-image) whose container image the cluster's own registry serves.
+# built from examples/images/simulated-k8s, `sealer run` of it on 2 masters + 1 node (every host running a
+# real containerd), then `sealer run` of an application image (examples/app-image): a web server container
+# whose image the cluster's own registry serves, offline. It ends by fetching the server's page.
 #
-#   bash examples/quickstart/run.sh        bring it up (as root; installs openssh-server if missing)
+#   bash examples/quickstart/run.sh        bring it up (as root; installs what it needs from Debian's packages)
 #   bash examples/quickstart/run.sh down   tear the hosts down
 #
 # It ends by writing $QUICKSTART_DIR/env (default /tmp/sealer-quickstart/env): `source` it in any shell to
@@ -30,10 +31,12 @@ fi
 
 [ "$(id -u)" = 0 ] || { echo "the quickstart creates network namespaces: run it as root" >&2; exit 1; }
 if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] \
+  || [ ! -x /usr/bin/containerd ] || ! command -v runc >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/bin/skopeo ] \
+  || ! command -v curl >/dev/null \
   || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
   apt-get update -q >/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server docker-registry python3-yaml etcd-server etcd-client \
-    iproute2 util-linux >/dev/null
+    containerd runc busybox-static skopeo curl iproute2 util-linux >/dev/null
 fi
 # A run again starts afresh: the hosts of the last run go, and so does the state that recorded them.
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
@@ -63,8 +66,10 @@ cd "$work"
   --pk "/tmp/sealer-testbed/$k/id_ed25519" --cluster-name quickstart --auto-approve
 "$sealer" plan -f .sealer/quickstart/Clusterfile --detailed-exitcode
 
-# 2. An application image (examples/app-image). Its container image comes from a local registry standing
-#    in for Docker Hub, through a build mirror; on the cluster it is served by the cluster's own registry.
+# 2. An application image (examples/app-image). Its container image (busybox's httpd and a page, built from
+#    Debian's busybox-static) comes from a local registry standing in for Docker Hub, through a build
+#    mirror; that registry is stopped before the install: on the cluster the image is served by the
+#    cluster's own registry, and the hosts have no route beyond the cluster's network anyway.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$work/hub/layer"
 printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/hub/data" "$port" \
@@ -73,22 +78,28 @@ printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  a
 hub=$!
 trap 'kill $hub 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-echo "a tiny container image" > "$work/hub/layer/f"
-printf 'FROM scratch\nCOPY f f\n' > "$work/hub/layer/Kubefile"
-"$sealer" build -t "127.0.0.1:$port/library/hello-web:1.0" "$work/hub/layer" >/dev/null
-"$sealer" push "127.0.0.1:$port/library/hello-web:1.0" >/dev/null
+python3 "$repo/tests/testbed/busybox-image.py" --page "Hello from sealer's quickstart: a container on $(hostname)'s cluster" \
+  "127.0.0.1:$port/library/hello-web:1.0"
 "$sealer" build -t hello-web-app:1.0 --registry-mirror "docker.io=http://127.0.0.1:$port" "$repo/examples/app-image"
+kill $hub
 "$sealer" run hello-web-app:1.0 --auto-approve
 
 kubectl="/var/lib/sealer/quickstart/rootfs/bin/kubectl"
-for _ in $(seq 30); do
-  [ "$("$testbed" exec "$k" 1 "$kubectl" get pods | grep -c Running)" = 2 ] && break
+for _ in $(seq 60); do
+  [ "$("$testbed" exec "$k" 1 "$kubectl" get pods | grep -c Running)" = 1 ] && break
   sleep 1
 done
 echo
 echo "The (simulated) cluster, as its first master sees it:"
 "$testbed" exec "$k" 1 "$kubectl" get nodes
 "$testbed" exec "$k" 1 "$kubectl" get pods -o wide
+# The page the web server container serves, fetched from this machine (the node's port 8080).
+node_ip=$("$testbed" exec "$k" 1 "$kubectl" get pods -o json \
+  | python3 -c 'import json, sys; print([p["status"]["hostIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"].startswith("hello-web")][0])')
+echo
+echo "curl http://$node_ip:8080/"
+curl -fsS --max-time 10 "http://$node_ip:8080/"
+echo
 {
   echo "# The quickstart's cluster: source this file in any shell."
   printf 'export SEALER_HOME=%q\n' "$work/home"

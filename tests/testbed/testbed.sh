@@ -170,7 +170,10 @@ CONF
         cat "$mp${path%/}/cpuset.cpus" > "$cg/cpuset.cpus"
         cat "$mp${path%/}/cpuset.mems" > "$cg/cpuset.mems"
       fi
-      mounts+="${mp#/sys/fs/cgroup/} $type $ctl"$'\n'
+      # Where the host mounts it: the same place under its /sys/fs/cgroup ("." for a unified hierarchy
+      # mounted there itself).
+      local sub=${mp#/sys/fs/cgroup}; sub=${sub#/}
+      mounts+="${sub:-.} $type $ctl"$'\n'
     done < <(hierarchies)
     local password=${TESTBED_ROOT_PASSWORD:-}
     # The host joins its cgroups before `ip netns exec` (which mounts a fresh /sys without them); its
@@ -184,7 +187,7 @@ CONF
       mount --rbind /dev $h/root/dev
       mount -t proc proc $h/root/proc
       mount --rbind /sys $h/root/sys
-      mount -t tmpfs -o mode=755 cgroup $h/root/sys/fs/cgroup
+      case $mounts in ". "*) ;; *) mount -t tmpfs -o mode=755 cgroup $h/root/sys/fs/cgroup ;; esac
       while read -r sub type ctl; do
         [ -n "$sub" ] || continue
         mkdir -p "$h/root/sys/fs/cgroup/$sub"

@@ -27,14 +27,23 @@ def socket_path(endpoint):
     return endpoint[len("unix://"):] if endpoint.startswith("unix://") else endpoint
 
 
-def snapshotter():
+def _cri_containerd():
+    """The CRI plugin's `containerd` section of the image's containerd configuration."""
     try:
         with open(CONFIG, "rb") as f:
-            doc = tomllib.load(f)
-        cri = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
-        return cri.get("snapshotter", "overlayfs")
+            return tomllib.load(f)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return "overlayfs"
+        return {}
+
+
+def snapshotter():
+    return _cri_containerd().get("snapshotter", "overlayfs")
+
+
+def cgroup_driver():
+    """systemd when runc is told to use systemd's cgroups (SystemdCgroup), else cgroupfs."""
+    runc = ((_cri_containerd().get("runtimes") or {}).get("runc") or {}).get("options") or {}
+    return "systemd" if runc.get("SystemdCgroup") else "cgroupfs"
 
 
 class Runtime:
