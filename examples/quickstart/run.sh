@@ -78,7 +78,7 @@ printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  a
 hub=$!
 trap 'kill $hub 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-python3 "$repo/tests/testbed/busybox-image.py" --page "Hello from sealer's quickstart: a container on $(hostname)'s cluster" \
+python3 "$repo/tests/testbed/busybox-image.py" --page "Hello from sealer's quickstart: this page is served by a busybox httpd container on your cluster" \
   "127.0.0.1:$port/library/hello-web:1.0"
 "$sealer" build -t hello-web-app:1.0 --registry-mirror "docker.io=http://127.0.0.1:$port" "$repo/examples/app-image"
 kill $hub
