@@ -15,8 +15,11 @@ use crate::resource::{Address, Attributes, Kind, Resource, Value};
 pub struct ImageFacts {
     /// The documents of the image's `etc/kubeadm.yml`, a layer of the merged kubeadm configuration.
     pub kubeadm: Vec<KubeadmDocument>,
-    /// The rootfs digest: a rebuilt image under the same name is a change of `image.*`.
+    /// The image's digest (its files and configuration): a rebuilt image under the same name is a change
+    /// of `image.*`, and its CMDs run again.
     pub digest: Option<String>,
+    /// The image's ENV: the defaults its templates are rendered with, under each host's env.
+    pub env: BTreeMap<String, String>,
     /// The image's `*.tmpl` files (path in the rootfs, text), rendered with each host's env.
     pub templates: Vec<(String, String)>,
     /// The digests of the application images (`spec.apps`) the store has: a rebuilt application runs again.
@@ -38,6 +41,7 @@ struct Compiler<'a> {
     /// The image's digest, `Unknown` when the store does not have it.
     digest: Value,
     templates: &'a [(String, String)],
+    image_env: &'a BTreeMap<String, String>,
     apps: &'a BTreeMap<String, String>,
     /// Registries every host's container runtime pulls through the cluster's registry.
     mirrors: Vec<String>,
@@ -65,6 +69,7 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
         image_kubeadm: &image.kubeadm,
         digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
         templates: &image.templates,
+        image_env: &image.env,
         apps: &image.apps,
         mirrors: kubeadm::MIRRORED_REGISTRIES
             .iter()
@@ -169,13 +174,15 @@ impl Compiler<'_> {
                 ("mirrors", Value::List(self.mirrors.clone())),
                 ("mirror_endpoint", Value::text(format!("http://{}:{}", kubeadm::REGISTRY_DOMAIN, self.registry_port))),
             ]);
-            // Each template rendered with this host's env, written beside it without `.tmpl`: an env
-            // change shows as the files it changes.
+            // Each template rendered with this host's env over the image's ENV, written beside it
+            // without `.tmpl`: a change of either shows as the files it changes.
+            let mut env = self.image_env.clone();
+            env.extend(host.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let rendered: BTreeMap<String, String> = self
                 .templates
                 .iter()
                 .map(|(path, text)| {
-                    (path.strip_suffix(".tmpl").unwrap_or(path).to_string(), crate::template::render(text, &host.env))
+                    (path.strip_suffix(".tmpl").unwrap_or(path).to_string(), crate::template::render(text, &env))
                 })
                 .collect();
             if !rendered.is_empty() {
@@ -469,6 +476,26 @@ mod tests {
 
     const CLUSTER: &str = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  \
                            hosts:\n    - ips: [10.0.0.2, 10.0.0.3]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n";
+
+    /// An image's templates render with its ENV as defaults, under each host's env: an ENV-only rebuild
+    /// changes the files it renders.
+    #[test]
+    fn templates_render_with_the_image_env_under_the_host_env() {
+        let text = format!("{CLUSTER}  env: [\"dir=/cluster\"]\n");
+        let cf = crate::parse("Clusterfile", &text).unwrap().clusterfile;
+        let rendered = |env: &[(&str, &str)]| {
+            let facts = ImageFacts {
+                templates: vec![("etc/a.conf.tmpl".to_string(), "v={{ .version }} d={{ .dir }}".to_string())],
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            };
+            let graph = compile(&cf, &facts).unwrap();
+            graph.get(&Address::new(Kind::Image, "10.0.0.5")).unwrap().attributes["templates"].clone()
+        };
+        let one = rendered(&[("version", "1"), ("dir", "/image")]);
+        assert_eq!(one, Value::Map(BTreeMap::from([("etc/a.conf".to_string(), "v=1 d=/cluster".to_string())])));
+        assert_ne!(one, rendered(&[("version", "2"), ("dir", "/image")]), "an ENV change is a change of the file");
+    }
 
     /// Applications come after the image's own CMDs, in `spec.apps` order, named by their repository;
     /// every host mirrors the default registries and those the images collected from.

@@ -48,6 +48,15 @@ fn wait_pods(tb: &Testbed, what: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Js
     }
 }
 
+/// The Kubefile of the test's cluster image: the guide's (`FROM` the Kubernetes image, `COPY shell.yaml
+/// plugin`), a registry configuration, a template rendered with the image's ENV `e2e_version`, and `more`.
+fn cluster_kubefile(version: &str, more: &str) -> String {
+    format!(
+        "FROM {BASE}\nCOPY shell.yaml plugin\nCOPY registry_config.yaml etc/\nCOPY e2e.conf.tmpl etc/\n\
+         ENV e2e_version={version}\n{more}"
+    )
+}
+
 /// The reason its first container waits, if it does (ErrImagePull, CrashLoopBackOff, ...).
 fn waiting(pod: &Json) -> Option<String> {
     pod["status"]["containerStatuses"]
@@ -127,10 +136,13 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         &[
             ("shell.yaml", &shell),
             ("registry_config.yaml", &registry_config),
-            ("Kubefile", &format!("FROM {BASE}\nCOPY shell.yaml plugin\nCOPY registry_config.yaml etc/\n")),
+            ("e2e.conf.tmpl", "version={{ .e2e_version }}\n"),
+            ("Kubefile", &cluster_kubefile("1", "")),
         ],
     );
-    ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", IMAGE, iscsi.to_str().unwrap()]));
+    let build_cluster_image =
+        || ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", IMAGE, iscsi.to_str().unwrap()]));
+    build_cluster_image();
 
     // An application image, FROM scratch: its container image (a real one: busybox's httpd serving a
     // page) is collected through a mirror of docker.io from the "internet" registry.
@@ -336,6 +348,30 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     for i in 0..2 {
         assert!(!tb.exec(i, "test -e /var/lib/sealer/my-cluster/apps/web-app").status.success(), "host {i}");
     }
+
+    // The image's identity is its configuration too: a rebuild that changes only a CMD is planned as an
+    // update and the new CMD runs; one that changes only an ENV re-renders the templates that use it.
+    let kept_path = ".sealer/my-cluster/Clusterfile";
+    write(&iscsi, &[("Kubefile", &cluster_kubefile("1", "CMD echo second-cmd > /root/cmd-ran\n"))]);
+    build_cluster_image();
+    let plan = sealer(&home, &work, &["plan", "-f", kept_path, "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "a CMD-only rebuild is a change: {}", stdout(&plan));
+    assert!(stdout(&plan).contains(&format!("guest.{} will be updated in-place", ip(0))), "{}", stdout(&plan));
+    ok(&sealer(&home, &work, &["apply", "-f", kept_path, "--auto-approve", "--no-progress"]));
+    assert_eq!(exec(&tb, 0, "cat /root/cmd-ran"), "second-cmd\n", "the new CMD ran");
+    write(&iscsi, &[("Kubefile", &cluster_kubefile("2", "CMD echo second-cmd > /root/cmd-ran\n"))]);
+    build_cluster_image();
+    let plan = ok(&sealer(&home, &work, &["plan", "-f", kept_path]));
+    assert!(
+        plan.contains(&format!("image.{} will be updated in-place", ip(1))) && plan.contains("version=2"),
+        "{plan}"
+    );
+    ok(&sealer(&home, &work, &["apply", "-f", kept_path, "--auto-approve", "--no-progress"]));
+    for i in 0..4 {
+        assert_eq!(exec(&tb, i, "cat /var/lib/sealer/my-cluster/rootfs/etc/e2e.conf"), "version=2\n", "host {i}");
+    }
+    let plan = sealer(&home, &work, &["plan", "-f", kept_path, "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
 
     // The registry's password is in no output, state or log.
     let mut shown = vec![std::fs::read(work.join(".sealer/state.db")).unwrap()];

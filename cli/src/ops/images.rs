@@ -54,6 +54,7 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
     let facts = ImageFacts {
         kubeadm,
         digest: Some(image.config.digest),
+        env: image.config.env,
         templates,
         apps,
         registries,

@@ -20,7 +20,7 @@ pub const IMAGE_FORMAT_VERSION: &str = "1";
 pub struct ImageConfig {
     pub format_version: String,
     pub name: String,
-    /// `sha256:` over the file manifest.
+    /// The image's identity ([`image_digest`]): `sha256:` over its file manifest and its configuration.
     pub digest: String,
     pub base: Option<String>,
     pub cmds: Vec<String>,
@@ -29,6 +29,22 @@ pub struct ImageConfig {
     /// Container images carried in the image's registry (the lite build).
     #[serde(default)]
     pub images: Vec<String>,
+}
+
+/// An image's identity: SHA-256 over its file manifest and everything its configuration says (CMDs, ENV,
+/// LABELs, the container images it carries), as an OCI manifest's digest names both its config and its
+/// layers; a rebuild that changes only a CMD is a new image. Not its name, nor the base it was built
+/// `FROM` (provenance, not content). An image committed before this rule keeps the digest it was stored
+/// with, so upgrading sealer changes no plan.
+pub fn image_digest(manifest: &str, config: &ImageConfig) -> String {
+    let document = serde_json::json!({
+        "files": format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())),
+        "cmds": config.cmds,
+        "env": config.env,
+        "labels": config.labels,
+        "images": config.images,
+    });
+    format!("sha256:{:x}", Sha256::digest(document.to_string().as_bytes()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +321,7 @@ impl ImageStore {
         let _ = fs::remove_file(work.join(SOURCES_FILE));
         let manifest = manifest(&rootfs, &mut digests, &sources, progress).map_err(io(&rootfs))?;
         digests.save();
-        let config = ImageConfig { digest: format!("sha256:{:x}", Sha256::digest(manifest.as_bytes())), ..config };
+        let config = ImageConfig { digest: image_digest(&manifest, &config), ..config };
         fs::write(work.join("manifest"), &manifest).map_err(io(work))?;
         self.keep_manifest(&config.digest, &manifest)?;
         let json = serde_json::to_string_pretty(&config)
@@ -778,6 +794,28 @@ mod tests {
         let names: Vec<_> = fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["secret.txt"], "nothing was written outside");
         assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "canary");
+    }
+
+    /// The digest names the configuration too: a CMD, ENV or LABEL alone makes another image, and the
+    /// same Kubefile the same one.
+    #[test]
+    fn the_digest_names_the_configuration_as_well_as_the_files() {
+        let (home, context) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let digest = |kubefile: &str| build(home.path(), context.path(), "d", kubefile).unwrap().digest;
+        let a = digest("FROM scratch\nCMD echo a\n");
+        assert_eq!(a, digest("FROM scratch\nCMD echo a\n"), "a rebuild of the same is the same image");
+        let others = [
+            digest("FROM scratch\nCMD echo b\n"),
+            digest("FROM scratch\nCMD echo a\nENV A=1\n"),
+            digest("FROM scratch\nCMD echo a\nLABEL a=1\n"),
+            digest("FROM scratch\n"),
+        ];
+        let mut all = vec![a.clone()];
+        all.extend(others.iter().cloned());
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 5, "every configuration is an image of its own: {all:?}");
+        assert_ne!(a, format!("sha256:{:x}", Sha256::digest(b"")), "not the digest of no files");
     }
 
     #[test]
