@@ -17,7 +17,7 @@ fn kubefile_errors_name_the_line_and_leave_the_store_unchanged() {
     ok(&sealer(&home, dir.path(), &["build", "-t", "good:1", "."]));
     let before = ok(&sealer(&home, dir.path(), &["images"]));
     let cases = [
-        ("FROM scratch\nFETCH x\n", "line 2: `FETCH`: unknown instruction"),
+        ("FROM scratch\nFETCH x\n", "line 2, column 1: `FETCH`: unknown instruction"),
         ("FROM scratch\nCOPY missing.txt etc/\n", "line 2: COPY source `missing.txt` does not exist"),
         ("FROM nothing:here\n", "line 1: cannot pull the base image `nothing:here`"),
         ("ARG\nFROM scratch\n", "line 1: `ARG`: needs an argument"),
@@ -605,4 +605,106 @@ fn bearer_token_registry_login_push_and_pull() {
     } else {
         sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
     }
+}
+
+/// The forms of Docker's Kubefile (Dockerfile) reference, built and pushed, read back by a third party:
+/// `skopeo inspect --config` shows the Env and Labels Docker would have made, and the pushed layer holds
+/// what the COPY patterns matched.
+#[test]
+fn dockers_reference_forms_reach_the_pushed_oci_config() {
+    let Some(registry) = Registry::start() else { return };
+    if !Path::new("/usr/bin/skopeo").exists() {
+        sealer_tests::skip_without("skopeo is not installed (the third-party cross-check)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    for f in ["a.yaml", "b.yaml", "x1.txt", "x2.txt", "a.md", "c.md", "with space.txt", "sub/d.yaml"] {
+        std::fs::write(ctx.join(f), f).unwrap();
+    }
+    let kubefile = r#"ARG VER
+ARG BASE_DIR=/opt
+FROM scratch
+ENV MY_NAME="John Doe"
+ENV MY_DOG=Rex\ The\ Dog \
+    MY_CAT=fluffy
+ENV NAME=app-${VER:-none} MORE=yes
+ENV A=1 B=2
+ENV LEGACY some value
+ENV DIR=$BASE_DIR/app QUOTED='$BASE_DIR'
+LABEL "com.example.vendor"="ACME Incorporated"
+LABEL com.example.label-with-value="foo"
+LABEL version="1.0"
+LABEL description="This text illustrates \
+that label-values can span multiple lines."
+LABEL multi.label1="value1" multi.label2="value2" other="value3"
+COPY *.yaml manifests
+COPY x?.txt [ab].md etc/
+COPY ["with space.txt", "etc/"]
+CMD ["kubectl", "apply", "-f", "manifests/"]
+"#;
+    std::fs::write(ctx.join("Kubefile"), kubefile).unwrap();
+    let name = format!("127.0.0.1:{}/forms/docker:1", registry.port);
+    ok(&sealer(&home, dir.path(), &["build", "-t", &name, ctx.to_str().unwrap()]));
+    ok(&sealer(&home, dir.path(), &["push", &name]));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--config", "--tls-verify=false", &format!("docker://{name}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env: Vec<&str> = config["config"]["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert_eq!(
+        env,
+        [
+            "A=1",
+            "B=2",
+            "DIR=/opt/app",
+            "LEGACY=some value",
+            "MORE=yes",
+            "MY_CAT=fluffy",
+            "MY_DOG=Rex The Dog",
+            "MY_NAME=John Doe",
+            "NAME=app-none",
+            "QUOTED=$BASE_DIR",
+        ]
+    );
+    let labels: std::collections::BTreeMap<String, String> = config["config"]["Labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("sealer."))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("com.example.vendor", "ACME Incorporated"),
+        ("com.example.label-with-value", "foo"),
+        ("version", "1.0"),
+        ("description", "This text illustrates that label-values can span multiple lines."),
+        ("multi.label1", "value1"),
+        ("multi.label2", "value2"),
+        ("other", "value3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(labels, expected);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", &name]))).unwrap();
+    assert_eq!(inspect["cmds"], serde_json::json!(["kubectl apply -f manifests/"]));
+    // What the patterns matched, in the image's files.
+    let rootfs =
+        home.join("images").read_dir().unwrap().flatten().find(|e| e.path().join("rootfs").is_dir()).unwrap().path();
+    let mut files: Vec<String> = std::fs::read_to_string(rootfs.join("manifest"))
+        .unwrap()
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["etc/a.md", "etc/with space.txt", "etc/x1.txt", "etc/x2.txt", "manifests/a.yaml", "manifests/b.yaml"]
+    );
 }

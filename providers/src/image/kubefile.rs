@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Instruction {
     From(String),
-    Copy { sources: Vec<String>, dest: String },
+    Copy {
+        sources: Vec<String>,
+        dest: String,
+    },
     Run(String),
     Cmd(String),
-    Env(String, String),
-    Label(String, String),
+    /// `ENV` and `LABEL` set several pairs at once (`ENV A=1 B=2`), in order.
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,44 +25,53 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubefileError {
     pub line: usize,
+    /// The column (1-based, in the line where the instruction starts) of what is wrong, when it is one
+    /// place of the line.
+    pub column: Option<usize>,
     pub instruction: String,
     pub message: String,
 }
 
 impl std::fmt::Display for KubefileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: `{}`: {}", self.line, self.instruction, self.message)
+        match self.column {
+            Some(column) => write!(f, "line {}, column {column}: `{}`: {}", self.line, self.instruction, self.message),
+            None => write!(f, "line {}: `{}`: {}", self.line, self.instruction, self.message),
+        }
     }
 }
 
-/// Logical lines: comments dropped, `\` continuations joined, each with the line it started on.
-fn logical_lines(text: &str) -> Vec<(usize, String)> {
+/// Logical lines: comments dropped, `\` continuations joined as Docker joins them (the backslash and the
+/// line break go, the next line's indentation stays), each with the line it started on and the column
+/// its text starts at there.
+fn logical_lines(text: &str) -> Vec<(usize, usize, String)> {
     let mut out = Vec::new();
-    let mut current: Option<(usize, String)> = None;
+    let mut current: Option<(usize, usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
         let trimmed = raw.trim();
         if current.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
             continue;
         }
-        let (start, mut acc) = current.take().unwrap_or((i + 1, String::new()));
+        let indent = raw.chars().take_while(|c| c.is_whitespace()).count();
+        let (start, first_column, mut acc) = current.take().unwrap_or((i + 1, indent + 1, String::new()));
         if trimmed.starts_with('#') {
-            current = Some((start, acc));
+            current = Some((start, first_column, acc));
             continue;
         }
-        match trimmed.strip_suffix('\\') {
+        let text = if acc.is_empty() { trimmed } else { raw.trim_end() };
+        match text.strip_suffix('\\') {
             Some(part) => {
                 acc.push_str(part);
-                acc.push(' ');
-                current = Some((start, acc));
+                current = Some((start, first_column, acc));
             }
             None => {
-                acc.push_str(trimmed);
-                out.push((start, acc));
+                acc.push_str(text);
+                out.push((start, first_column, acc));
             }
         }
     }
-    if let Some((start, acc)) = current {
-        out.push((start, acc.trim_end().to_string()));
+    if let Some((start, first_column, acc)) = current {
+        out.push((start, first_column, acc.trim_end().to_string()));
     }
     out
 }
@@ -109,13 +122,171 @@ fn substitute(s: &str, vars: &BTreeMap<String, String>) -> Option<String> {
     (out.len() <= MAX_VALUE_BYTES).then_some(out)
 }
 
-fn key_value(rest: &str) -> Option<(String, String)> {
-    let (k, v) = match rest.split_once('=') {
-        Some((k, v)) => (k.trim(), v.trim()),
-        None => rest.split_once(char::is_whitespace).map(|(k, v)| (k.trim(), v.trim()))?,
-    };
-    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
-    (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+/// A place in an instruction's argument (a char offset) and what is wrong there.
+type LexError = (usize, String);
+
+/// Docker's word processing for `ENV`, `LABEL`, `ARG` and `COPY`: words split at unquoted whitespace
+/// (all of `s` is one word when `split` is false); `"..."` keeps whitespace and expands variables, with
+/// `\"`, `\\` and `\$` escapes; `'...'` is literal; `\x` outside quotes is `x`; `$NAME`, `${NAME}`,
+/// `${NAME:-word}` and `${NAME:+word}` (also without the colon) expand from `vars` outside single quotes,
+/// an unknown name to nothing.
+fn words(s: &str, vars: &BTreeMap<String, String>, split: bool) -> Result<Vec<String>, LexError> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            c if c.is_whitespace() && split => {
+                if in_word {
+                    out.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+                i += 1;
+                continue;
+            }
+            '\'' => {
+                let close = chars[i + 1..].iter().position(|&c| c == '\'').ok_or((i, "unterminated '".to_string()))?;
+                word.extend(&chars[i + 1..i + 1 + close]);
+                i += close + 2;
+            }
+            '"' => {
+                let open = i;
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err((open, "unterminated \"".into())),
+                        Some('"') => break,
+                        Some('\\') if matches!(chars.get(i + 1), Some('"' | '\\' | '$')) => {
+                            word.push(chars[i + 1]);
+                            i += 2;
+                        }
+                        Some('$') => i = expand(&chars, i, vars, &mut word)?,
+                        Some(&c) => {
+                            word.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some(&next) => word.push(next),
+                    None => word.push('\\'),
+                }
+                i += 2;
+            }
+            '$' => i = expand(&chars, i, vars, &mut word)?,
+            c => {
+                word.push(c);
+                i += 1;
+            }
+        }
+        in_word = true;
+        if word.len() > MAX_VALUE_BYTES {
+            return Err((
+                i.min(chars.len()),
+                format!("the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"),
+            ));
+        }
+    }
+    if in_word {
+        out.push(word);
+    }
+    Ok(out)
+}
+
+/// Expands the variable reference at `chars[at]` (a `$`) into `word`; the index after it.
+fn expand(chars: &[char], at: usize, vars: &BTreeMap<String, String>, word: &mut String) -> Result<usize, LexError> {
+    let is_name = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
+    let mut i = at + 1;
+    if chars.get(i) != Some(&'{') {
+        let name: String = chars[i..].iter().take_while(|c| is_name(c)).collect();
+        if name.is_empty() {
+            word.push('$');
+            return Ok(i);
+        }
+        word.push_str(vars.get(&name).map_or("", String::as_str));
+        return Ok(i + name.chars().count());
+    }
+    i += 1;
+    let name: String = chars[i..].iter().take_while(|c| is_name(c)).collect();
+    i += name.chars().count();
+    if name.is_empty() {
+        return Err((at, "a variable reference needs a name: ${NAME}".into()));
+    }
+    let value = vars.get(&name);
+    match chars.get(i) {
+        Some('}') => {
+            word.push_str(value.map_or("", String::as_str));
+            Ok(i + 1)
+        }
+        Some(':' | '-' | '+') => {
+            let colon = chars[i] == ':';
+            let op = if colon { chars.get(i + 1).copied() } else { Some(chars[i]) };
+            let start = if colon { i + 2 } else { i + 1 };
+            let close = chars[start.min(chars.len())..]
+                .iter()
+                .position(|&c| c == '}')
+                .ok_or((at, format!("unterminated ${{{name}...")))?;
+            let alternative: String = chars[start..start + close].iter().collect();
+            // `:-`/`:+` treat an empty value as unset; `-`/`+` only an absent one.
+            let set = value.is_some_and(|v| !colon || !v.is_empty());
+            match op {
+                Some('-') => word.push_str(if set { value.map_or("", String::as_str) } else { &alternative }),
+                Some('+') => word.push_str(if set { &alternative } else { "" }),
+                _ => {
+                    return Err((
+                        i,
+                        format!(
+                            "`${{{name}{}...}}` is not supported: use ${{{name}:-word}} or ${{{name}:+word}}",
+                            &chars[i..start.min(chars.len())].iter().collect::<String>()
+                        ),
+                    ))
+                }
+            }
+            Ok(start + close + 1)
+        }
+        _ => Err((at, format!("`${{{name}` is not closed by `}}`"))),
+    }
+}
+
+/// `ENV`/`LABEL` pairs, as Docker reads them: `K=V K2=V2 ...` (every word a pair), or the older
+/// `K value with spaces` (one pair, the rest of the line its value). Variables expand from what was set
+/// before the instruction.
+fn pairs(rest: &str, vars: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, LexError> {
+    let first_word_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let first = &rest[..first_word_len];
+    if !first.contains('=') {
+        let key = words(first, vars, true)?.into_iter().next().unwrap_or_default();
+        let value_text = rest[first_word_len..].trim_start();
+        if value_text.is_empty() {
+            return Err((0, format!("`{key}` needs a value: NAME=VALUE or NAME VALUE")));
+        }
+        let offset = rest.len() - value_text.len();
+        let value = words(value_text, vars, false).map_err(|(at, why)| (offset + at, why))?.concat();
+        return Ok(vec![(key, value)]);
+    }
+    let mut out = Vec::new();
+    for word in words(rest, vars, true)? {
+        match word.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
+            _ => {
+                let at = rest.find(word.as_str()).unwrap_or(0);
+                return Err((at, format!("`{word}` is not NAME=VALUE")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The exec (JSON array) form of an instruction (`CMD ["a", "b"]`, `COPY ["a b", "dest/"]`), if it is one.
+fn json_form(rest: &str) -> Option<Result<Vec<String>, String>> {
+    rest.starts_with('[')
+        .then(|| serde_json::from_str::<Vec<String>>(rest).map_err(|e| format!("not a JSON array of strings: {e}")))
 }
 
 /// Parses a Kubefile, with `--build-arg` values; reports every bad line.
@@ -124,14 +295,26 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
     let mut errors = Vec::new();
     if text.len() > MAX_KUBEFILE_BYTES {
         let message = format!("the Kubefile is {} bytes, over the limit of {MAX_KUBEFILE_BYTES}", text.len());
-        return Err(vec![KubefileError { line: 1, instruction: String::new(), message }]);
+        return Err(vec![KubefileError { line: 1, column: None, instruction: String::new(), message }]);
     }
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    for (line, content) in logical_lines(text) {
+    for (line, first_column, content) in logical_lines(text) {
         let (word, rest) = content.split_once(char::is_whitespace).unwrap_or((&content, ""));
         let keyword = word.to_ascii_uppercase();
+        let rest_column = first_column + content.len() - rest.trim_start().len();
         let rest = rest.trim();
-        let error = |message: &str| KubefileError { line, instruction: keyword.clone(), message: message.to_string() };
+        let error = |message: &str| KubefileError {
+            line,
+            column: None,
+            instruction: keyword.clone(),
+            message: message.to_string(),
+        };
+        let at = |(offset, message): LexError| KubefileError {
+            line,
+            column: Some(rest_column + offset),
+            instruction: keyword.clone(),
+            message,
+        };
         if rest.is_empty() {
             errors.push(error("needs an argument"));
             continue;
@@ -139,34 +322,78 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
         if steps.is_empty() && !matches!(keyword.as_str(), "FROM" | "ARG") {
             errors.push(error("the first instruction must be FROM"));
         }
-        let Some(value) = substitute(rest, &vars) else {
-            errors.push(error(&format!("the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted")));
-            continue;
-        };
         let instruction = match keyword.as_str() {
-            "FROM" => Instruction::From(value),
-            "ARG" => {
-                let (name, default) = match rest.split_once('=') {
-                    Some((n, d)) => (n.trim(), Some(d.trim().to_string())),
-                    None => (rest, None),
-                };
-                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
-                    errors.push(error("ARG needs a NAME or NAME=default"));
+            "FROM" => match words(rest, &vars, true) {
+                Ok(w) if w.len() == 1 => Instruction::From(w[0].clone()),
+                Ok(w) if w.len() == 3 && w[1].eq_ignore_ascii_case("as") => {
+                    errors.push(at((
+                        rest.len().saturating_sub(w[2].len() + 3),
+                        "multi-stage builds (`FROM image AS name`) are not supported".into(),
+                    )));
                     continue;
                 }
-                match build_args.get(name).cloned().or(default) {
-                    Some(v) if v.len() > MAX_VALUE_BYTES => {
+                Ok(_) if rest.starts_with("--") => {
+                    errors.push(at((0, "FROM flags (`--platform`) are not supported".into())));
+                    continue;
+                }
+                Ok(_) => {
+                    errors.push(error("FROM takes one image"));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(at(e));
+                    continue;
+                }
+            },
+            "ARG" => {
+                // `ARG NAME[=default] ...`: without a default nor a --build-arg, the value is empty.
+                let declared = match words(rest, &vars, true) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        errors.push(at(e));
+                        continue;
+                    }
+                };
+                for declaration in declared {
+                    let (name, default) = match declaration.split_once('=') {
+                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                        None => (declaration.clone(), None),
+                    };
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        let offset = rest.find(declaration.as_str()).unwrap_or(0);
+                        errors.push(at((offset, format!("`{declaration}`: ARG needs a NAME or NAME=default"))));
+                        continue;
+                    }
+                    let value = build_args.get(&name).cloned().or(default).unwrap_or_default();
+                    if value.len() > MAX_VALUE_BYTES {
                         errors.push(error(&format!("ARG `{name}` is over {MAX_VALUE_BYTES} bytes")));
+                        continue;
                     }
-                    Some(v) => {
-                        vars.insert(name.to_string(), v);
-                    }
-                    None => errors.push(error(&format!("ARG `{name}` has no default and no --build-arg"))),
+                    vars.insert(name, value);
                 }
                 continue;
             }
             "COPY" => {
-                let mut parts: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+                if rest.starts_with("--") {
+                    let flag = rest.split(|c: char| c == '=' || c.is_whitespace()).next().unwrap_or(rest);
+                    errors.push(at((0, format!("COPY `{flag}` is not supported"))));
+                    continue;
+                }
+                let parts = match json_form(rest) {
+                    Some(Ok(parts)) => parts,
+                    Some(Err(why)) => {
+                        errors.push(at((0, why)));
+                        continue;
+                    }
+                    None => match words(rest, &vars, true) {
+                        Ok(parts) => parts,
+                        Err(e) => {
+                            errors.push(at(e));
+                            continue;
+                        }
+                    },
+                };
+                let mut parts = parts;
                 if parts.len() < 2 {
                     errors.push(error("COPY needs SRC... DEST"));
                     continue;
@@ -174,22 +401,44 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
                 let dest = parts.pop().unwrap_or_default();
                 Instruction::Copy { sources: parts, dest }
             }
-            "RUN" => Instruction::Run(value),
-            "CMD" => Instruction::Cmd(value),
-            "ENV" | "LABEL" => match key_value(&value) {
-                Some((k, v)) if keyword == "ENV" => {
-                    vars.insert(k.clone(), v.clone());
-                    Instruction::Env(k, v)
+            // RUN and CMD are shell lines: `$NAME`s of ARG and ENV are substituted (sealer's rule), the rest
+            // is the shell's. The exec form is a line of its quoted words.
+            "RUN" | "CMD" => {
+                let line = match json_form(rest) {
+                    Some(Ok(parts)) => parts.iter().map(|p| crate::shell::quote(p)).collect::<Vec<_>>().join(" "),
+                    Some(Err(why)) => {
+                        errors.push(at((0, why)));
+                        continue;
+                    }
+                    None => rest.to_string(),
+                };
+                let Some(value) = substitute(&line, &vars) else {
+                    errors.push(error(&format!(
+                        "the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"
+                    )));
+                    continue;
+                };
+                if keyword == "RUN" {
+                    Instruction::Run(value)
+                } else {
+                    Instruction::Cmd(value)
                 }
-                Some((k, v)) => Instruction::Label(k, v),
-                None => {
-                    errors.push(error("needs KEY=VALUE"));
+            }
+            "ENV" | "LABEL" => match pairs(rest, &vars) {
+                Ok(set) if keyword == "ENV" => {
+                    vars.extend(set.iter().cloned());
+                    Instruction::Env(set)
+                }
+                Ok(set) => Instruction::Label(set),
+                Err(e) => {
+                    errors.push(at(e));
                     continue;
                 }
             },
             _ => {
                 errors.push(KubefileError {
                     line,
+                    column: Some(first_column),
                     instruction: word.to_string(),
                     message: "unknown instruction".into(),
                 });
@@ -199,7 +448,12 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
         steps.push(Step { line, instruction });
     }
     if steps.is_empty() && errors.is_empty() {
-        errors.push(KubefileError { line: 1, instruction: String::new(), message: "the Kubefile has no FROM".into() });
+        errors.push(KubefileError {
+            line: 1,
+            column: None,
+            instruction: String::new(),
+            message: "the Kubefile has no FROM".into(),
+        });
     }
     if errors.is_empty() {
         Ok(steps)
@@ -219,9 +473,9 @@ mod tests {
         let i: Vec<&Instruction> = steps.iter().map(|s| &s.instruction).collect();
         assert_eq!(i[0], &Instruction::From("scratch".into()));
         assert_eq!(i[1], &Instruction::Copy { sources: vec!["a".into(), "b".into()], dest: "dest/".into() });
-        assert_eq!(i[2], &Instruction::Run("echo 1.22 &&  true".into()));
+        assert_eq!(i[2], &Instruction::Run("echo 1.22 &&   true".into()));
         assert_eq!(steps[2].line, 6);
-        assert_eq!(i[4], &Instruction::Label("x".into(), "y z".into()));
+        assert_eq!(i[4], &Instruction::Label(vec![("x".into(), "y z".into())]));
         assert_eq!(i[5], &Instruction::Cmd("kubectl apply -f v".into()));
         let with_arg = parse("ARG V\nFROM img:$V\n", &[("V".to_string(), "2".to_string())].into()).unwrap();
         assert_eq!(with_arg[0].instruction, Instruction::From("img:2".into()));
@@ -229,15 +483,79 @@ mod tests {
 
     #[test]
     fn every_bad_line_is_reported_with_its_number() {
-        let errors = parse("FROM scratch\nFETCH x\nARG\nARG NOPE\nCOPY onlyone\n", &BTreeMap::new()).unwrap_err();
+        let text = "FROM scratch\nFETCH x\nARG\nARG 1-bad\nCOPY onlyone\n  ENV A=\"open\nCOPY --chown=1 a b\nFROM base AS build\nLABEL x=${y\n";
+        let errors = parse(text, &BTreeMap::new()).unwrap_err();
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [
-                "line 2: `FETCH`: unknown instruction",
+                "line 2, column 1: `FETCH`: unknown instruction",
                 "line 3: `ARG`: needs an argument",
-                "line 4: `ARG`: ARG `NOPE` has no default and no --build-arg",
-                "line 5: `COPY`: COPY needs SRC... DEST"
+                "line 4, column 5: `ARG`: `1-bad`: ARG needs a NAME or NAME=default",
+                "line 5: `COPY`: COPY needs SRC... DEST",
+                "line 6, column 9: `ENV`: unterminated \"",
+                "line 7, column 6: `COPY`: COPY `--chown` is not supported",
+                "line 8, column 11: `FROM`: multi-stage builds (`FROM image AS name`) are not supported",
+                "line 9, column 9: `LABEL`: `${y` is not closed by `}`",
+            ]
+        );
+    }
+
+    fn pairs_of(text: &str, args: &[(&str, &str)]) -> Vec<Instruction> {
+        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(&format!("FROM scratch\n{text}"), &args).unwrap().into_iter().skip(1).map(|s| s.instruction).collect()
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// The forms of Docker's reference: several pairs, quotes and escapes, the older `K V` form,
+    /// substitution from what was set before the instruction, `${X:-default}`.
+    #[test]
+    fn env_and_label_read_as_docker_reads_them() {
+        let got = pairs_of(
+            "ARG VER=v1\nENV NAME=app-${VER} MORE=yes\nENV A=1 B=2\nENV MY_NAME=\"John Doe\" MY_DOG=Rex\\ The\\ Dog\n\
+             ENV LEGACY some value  here\nENV X=1\nENV X=2 Y=$X\nENV Q='$NAME' D=\"$NAME\" E=${UNSET:-dflt} F=${VER:+set}\n\
+             LABEL \"com.example.vendor\"=\"ACME Incorporated\" version=\"1.0\" multi.label1=\"value1\" other=value3\n",
+            &[],
+        );
+        assert_eq!(
+            got,
+            [
+                Instruction::Env(set(&[("NAME", "app-v1"), ("MORE", "yes")])),
+                Instruction::Env(set(&[("A", "1"), ("B", "2")])),
+                Instruction::Env(set(&[("MY_NAME", "John Doe"), ("MY_DOG", "Rex The Dog")])),
+                Instruction::Env(set(&[("LEGACY", "some value  here")])),
+                Instruction::Env(set(&[("X", "1")])),
+                Instruction::Env(set(&[("X", "2"), ("Y", "1")])),
+                Instruction::Env(set(&[("Q", "$NAME"), ("D", "app-v1"), ("E", "dflt"), ("F", "set")])),
+                Instruction::Label(set(&[
+                    ("com.example.vendor", "ACME Incorporated"),
+                    ("version", "1.0"),
+                    ("multi.label1", "value1"),
+                    ("other", "value3")
+                ])),
+            ]
+        );
+    }
+
+    /// `ARG` without a default is empty (Docker's), several in one instruction, `--build-arg` first.
+    #[test]
+    fn args_without_a_default_are_empty() {
+        let got = pairs_of("ARG A B=2 C=3\nENV V=[$A][$B][$C]\n", &[("C", "from-flag")]);
+        assert_eq!(got, [Instruction::Env(set(&[("V", "[][2][from-flag]")]))]);
+    }
+
+    #[test]
+    fn exec_forms_are_their_words() {
+        let got =
+            pairs_of("COPY [\"with space.txt\", \"etc/\"]\nCMD [\"kubectl\", \"apply\", \"-f\", \"a b.yaml\"]\n", &[]);
+        assert_eq!(
+            got,
+            [
+                Instruction::Copy { sources: vec!["with space.txt".into()], dest: "etc/".into() },
+                Instruction::Cmd("kubectl apply -f 'a b.yaml'".into()),
             ]
         );
     }

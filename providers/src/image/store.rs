@@ -428,13 +428,20 @@ impl ImageStore {
                     // the rootfs: a link is copied as a link, and replaced, never followed, when written.
                     // `d/` means into the directory `d`: a link there is refused; `d` alone replaces a link.
                     // `/bin` is the rootfs's `bin`: the image is the only root a Kubefile knows.
+                    let mut matched = Vec::new();
+                    for source in sources {
+                        let found = expand_pattern(context, source)
+                            .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
+                        matched.extend(found);
+                    }
                     let dest_rel = dest.trim_start_matches('/');
                     let dest_rel = if dest_rel.is_empty() { "." } else { dest_rel };
-                    let into = dest.ends_with('/') || is_rootfs_dir(dest_rel);
+                    // Several sources, named or matched by a pattern, go into the destination directory.
+                    let into = dest.ends_with('/') || is_rootfs_dir(dest_rel) || matched.len() > 1;
                     let target =
                         beneath(rootfs, dest_rel, !into).map_err(|why| fail(format!("destination `{dest}` {why}")))?;
                     let target_is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
-                    for source in sources {
+                    for source in &matched {
                         let from = beneath(context, source, true)
                             .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
                         let Ok(meta) = fs::symlink_metadata(&from) else {
@@ -468,12 +475,8 @@ impl ImageStore {
                     }
                 }
                 Instruction::Cmd(command) => config.cmds.push(command.clone()),
-                Instruction::Env(k, v) => {
-                    config.env.insert(k.clone(), v.clone());
-                }
-                Instruction::Label(k, v) => {
-                    config.labels.insert(k.clone(), v.clone());
-                }
+                Instruction::Env(set) => config.env.extend(set.iter().cloned()),
+                Instruction::Label(set) => config.labels.extend(set.iter().cloned()),
             }
         }
         Ok((config, std::mem::take(copied)))
@@ -538,6 +541,131 @@ fn beneath(base: &Path, relative: &str, last_may_link: bool) -> Result<PathBuf, 
         }
     }
     Ok(path)
+}
+
+/// Whether a COPY source is a pattern (`*`, `?`, `[...]`), as Docker's (Go's `filepath.Match`) are.
+fn is_pattern(source: &str) -> bool {
+    source.contains(['*', '?', '['])
+}
+
+/// The context paths a COPY source names: itself, or for a pattern every path it matches (sorted), each
+/// component matched against the entries of a real directory of the context (links are not walked into).
+/// A pattern that matches nothing is an error, as in Docker.
+fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, String> {
+    if !is_pattern(source) {
+        return Ok(vec![source.to_string()]);
+    }
+    let mut found = vec![String::new()];
+    for component in source.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let mut next = Vec::new();
+        for dir in &found {
+            let join = |name: &str| if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            if !is_pattern(component) {
+                next.push(join(component));
+                continue;
+            }
+            let path = if dir.is_empty() { context.to_path_buf() } else { context.join(dir) };
+            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let pattern: Vec<char> = component.chars().collect();
+            for entry in fs::read_dir(&path).map_err(|e| format!("cannot be listed: {e}"))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if pattern_matches(&pattern, &name.chars().collect::<Vec<_>>()) {
+                    next.push(join(&name));
+                }
+            }
+        }
+        found = next;
+    }
+    let mut found: Vec<String> =
+        found.into_iter().filter(|rel| !rel.is_empty() && fs::symlink_metadata(context.join(rel)).is_ok()).collect();
+    found.sort();
+    if found.is_empty() {
+        return Err("matches nothing in the build context".into());
+    }
+    Ok(found)
+}
+
+/// One element of a COPY pattern component.
+enum Glob {
+    /// `*`: any run of characters.
+    Any,
+    /// `?`: one character.
+    One,
+    /// `[abc]`, `[a-z]`, negated by a leading `!` or `^`.
+    Class {
+        ranges: Vec<(char, char)>,
+        negated: bool,
+    },
+    Char(char),
+}
+
+fn glob_tokens(pattern: &[char]) -> Vec<Glob> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '*' => out.push(Glob::Any),
+            '?' => out.push(Glob::One),
+            '[' => {
+                if let Some(close) = pattern.iter().skip(i + 2).position(|&c| c == ']').map(|p| p + i + 2) {
+                    let mut class = &pattern[i + 1..close];
+                    let negated = matches!(class.first(), Some('!' | '^'));
+                    if negated {
+                        class = &class[1..];
+                    }
+                    let mut ranges = Vec::new();
+                    let mut j = 0;
+                    while j < class.len() {
+                        if j + 2 < class.len() && class[j + 1] == '-' {
+                            ranges.push((class[j], class[j + 2]));
+                            j += 3;
+                        } else {
+                            ranges.push((class[j], class[j]));
+                            j += 1;
+                        }
+                    }
+                    out.push(Glob::Class { ranges, negated });
+                    i = close;
+                } else {
+                    out.push(Glob::Char('['));
+                }
+            }
+            '\\' if i + 1 < pattern.len() => {
+                out.push(Glob::Char(pattern[i + 1]));
+                i += 1;
+            }
+            c => out.push(Glob::Char(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `filepath.Match` for one path component, in time proportional to pattern × name (no backtracking).
+fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
+    let tokens = glob_tokens(pattern);
+    // matched[j]: the tokens so far match the first j characters of the name.
+    let mut matched = vec![false; name.len() + 1];
+    matched[0] = true;
+    for token in &tokens {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            match token {
+                Glob::Any => next[j] = matched[j] || (j > 0 && next[j - 1]),
+                _ if j == 0 => {}
+                Glob::One => next[j] = matched[j - 1],
+                Glob::Class { ranges, negated } => {
+                    let c = name[j - 1];
+                    next[j] = matched[j - 1] && (ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negated);
+                }
+                Glob::Char(c) => next[j] = matched[j - 1] && name[j - 1] == *c,
+            }
+        }
+        matched = next;
+    }
+    matched[name.len()]
 }
 
 fn write_sources(work: &Path, sources: &BTreeMap<String, String>) -> Result<(), ImageError> {
@@ -794,6 +922,35 @@ mod tests {
         let names: Vec<_> = fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["secret.txt"], "nothing was written outside");
         assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "canary");
+    }
+
+    #[test]
+    fn copy_patterns_match_as_docker_matches_them() {
+        let m = |p: &str, n: &str| pattern_matches(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
+        assert!(m("*.yaml", "a.yaml") && m("*.yaml", ".hidden.yaml") && !m("*.yaml", "a.yml"));
+        assert!(m("x?.txt", "x1.txt") && !m("x?.txt", "x12.txt"));
+        assert!(m("[ab].md", "a.md") && !m("[ab].md", "c.md") && m("[!ab].md", "c.md") && m("[a-c]*", "b-side"));
+        assert!(m("\\*", "*") && !m("\\*", "a") && m("[", "["));
+        let long: String = "a".repeat(200);
+        assert!(!m(&format!("{}c", "*a".repeat(30)), &format!("{long}b")), "no backtracking blow-up");
+        let (context, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for f in ["a.yaml", "b.yaml", "c.txt", "x1.txt", "sub/d.yaml"] {
+            fs::create_dir_all(context.path().join(f).parent().unwrap()).unwrap();
+            fs::write(context.path().join(f), f).unwrap();
+        }
+        let config = build(
+            home.path(),
+            context.path(),
+            "p",
+            "FROM scratch\nCOPY *.yaml x?.txt */*.yaml manifests\nCOPY c.* one.txt\n",
+        )
+        .unwrap();
+        let manifest = fs::read_to_string(ImageStore::new(home.path()).dir_for("p").join("manifest")).unwrap();
+        let paths: Vec<&str> = manifest.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+        assert_eq!(paths, ["manifests/a.yaml", "manifests/b.yaml", "manifests/d.yaml", "manifests/x1.txt", "one.txt"]);
+        assert!(!config.digest.is_empty());
+        let err = build(home.path(), context.path(), "q", "FROM scratch\nCOPY *.json etc/\n").unwrap_err();
+        assert!(err.to_string().contains("COPY source `*.json` matches nothing in the build context"), "{err}");
     }
 
     /// The digest names the configuration too: a CMD, ENV or LABEL alone makes another image, and the
