@@ -429,6 +429,9 @@ pub struct LoginArgs {
     /// Read the password from standard input
     #[arg(long)]
     pub password_stdin: bool,
+    /// The registry speaks plain HTTP (always assumed for 127.0.0.1 and localhost)
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,7 +33,7 @@ in_host() {
   local pid; pid=$(init_pid "$k" "$i")
   [ -n "$pid" ] || die "no host $i in testbed $k"
   # In the host's cgroups and cgroup namespace too, as everything the host runs.
-  bash -c 'for cg in $(cat "$0" 2>/dev/null); do echo $$ > "$cg/cgroup.procs"; done; exec "$@"' "$dir/$k/h$i.cgroups" \
+  bash -c 'for cg in $(cat "$0" 2>/dev/null); do echo $$ > "$cg/cgroup.procs" || exit 1; done; exec "$@"' "$dir/$k/h$i.cgroups" \
     nsenter -t "$pid" -C -m -u -n -p -r -w "$@"
 }
 
@@ -178,7 +178,7 @@ CONF
     local password=${TESTBED_ROOT_PASSWORD:-}
     # The host joins its cgroups before `ip netns exec` (which mounts a fresh /sys without them); its
     # cgroup namespace is then rooted there, and the hierarchies are mounted again inside it.
-    setsid bash -c 'for cg in $(cat "$0"); do echo $$ > "$cg/cgroup.procs"; done; exec "$@"' "$h.cgroups" \
+    setsid bash -c 'for cg in $(cat "$0"); do echo $$ > "$cg/cgroup.procs" || exit 1; done; exec "$@"' "$h.cgroups" \
       ip netns exec "$ns" unshare --cgroup --uts --mount --pid --fork --kill-child bash -c '
       set -e
       h=$1; name=$2; password=$3; mounts=$4

@@ -350,6 +350,18 @@ fn basic_auth_login_and_interrupted_push_and_pull_are_rerun() {
     let err = stderr(&refused).to_lowercase();
     assert!(err.contains("unauthorized") || err.contains("401") || err.contains("authentication"), "{err}");
 
+    // A wrong password is refused at login (the registry is asked), with rc 1, and nothing is stored;
+    // so is a registry that is not there, named as such.
+    let wrong =
+        sealer(&home, dir.path(), &["login", &format!("127.0.0.1:{}", registry.port), "-u", "ci-user", "-p", "not-it"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", stdout(&wrong));
+    assert!(stderr(&wrong).contains("refused the credentials of `ci-user` (401 Unauthorized)"), "{}", stderr(&wrong));
+    assert!(!stdout(&wrong).contains("Login Succeeded") && !home.join("auth.json").exists(), "nothing stored");
+    let gone = sealer(&home, dir.path(), &["login", "127.0.0.1:9", "-u", "ci-user", "-p", REGISTRY_PASSWORD]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("connection refused"), "{}", stderr(&gone));
+    assert!(!stderr(&gone).contains(REGISTRY_PASSWORD) && !home.join("auth.json").exists());
+
     // `-p` works too, with docker's warning; the password is in no output.
     let with_flag = sealer(
         &home,

@@ -475,7 +475,10 @@ fn journey(run: Run) {
     let context = repo_root().join("examples/images/simulated-k8s");
     j.ok(&["build", "-t", SIMULATED_IMAGE, context.to_str().unwrap()]);
     let registry = j.canaries.registry.clone();
-    let login = j.sealer(&["login", "127.0.0.1:5999", "-u", "matrix", "--password-stdin"], &format!("{registry}\n"));
+    // A registry whose login is the canary: `sealer login` checks it there before storing it.
+    let Some(served) = sealer_tests::Registry::serving(None, Some(("matrix", &registry))) else { return };
+    let address = format!("127.0.0.1:{}", served.port);
+    let login = j.sealer(&["login", &address, "-u", "matrix", "--password-stdin"], &format!("{registry}\n"));
     assert!(login.status.success(), "[{name}] login: {}", stderr(&login));
 
     let c = &j.canaries;

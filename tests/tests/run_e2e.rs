@@ -15,6 +15,8 @@ const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
 /// The host port the application's web server listens on.
 const WEB_PORT: u16 = 8080;
+/// `ctr` on the test image's containerd (its own socket, etc/containerd.toml) and the kubelets' namespace.
+const CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
@@ -55,6 +57,11 @@ fn cluster_kubefile(version: &str, more: &str) -> String {
         "FROM {BASE}\nCOPY shell.yaml plugin\nCOPY registry_config.yaml etc/\nCOPY e2e.conf.tmpl etc/\n\
          ENV e2e_version={version}\n{more}"
     )
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// The reason its first container waits, if it does (ErrImagePull, CrashLoopBackOff, ...).
@@ -226,7 +233,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(toml.contains("Authorization = \"Basic "), "{toml}");
     // Every host runs the image's containerd, and no route leads beyond the cluster's network.
     for i in 0..3 {
-        let runtime = exec(&tb, i, "ctr --address /run/containerd/containerd.sock version | grep -c Version; ip route");
+        let runtime = exec(&tb, i, &format!("{CTR} version | grep -c Version; ip route"));
         assert!(runtime.starts_with("2\n"), "containerd answers on host {i}: {runtime}");
         let routes: Vec<&str> = runtime.lines().skip(1).map(str::trim_end).collect();
         assert_eq!(
@@ -238,7 +245,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         assert!(!out.status.success() && stderr(&out).contains("unreachable"), "host {i}: {}", stderr(&out));
     }
     // Without the login, the cluster's registry refuses containerd.
-    let anonymous = tb.exec(1, "ctr -n k8s.io images pull --plain-http sea.hub:5001/library/web:1.0");
+    let anonymous = tb.exec(1, &format!("{CTR} images pull --plain-http sea.hub:5001/library/web:1.0"));
     assert!(!anonymous.status.success() && stderr(&anonymous).contains("401 Unauthorized"), "{}", stderr(&anonymous));
 
     // Again: nothing changes.
@@ -280,10 +287,12 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         assert!(served, "the registry served {host_ip}'s pull: {log}");
         // On the node, a running task of a container made from the image, by its docker.io name.
         let host = tb.ips.iter().position(|a| a.to_string() == host_ip).unwrap();
-        let tasks = exec(&tb, host, "ctr -n k8s.io tasks ls; ctr -n k8s.io containers ls");
-        let id = tasks.lines().find(|l| l.starts_with("default_web-") && l.contains("RUNNING")).expect(&tasks);
-        let id = id.split_whitespace().next().unwrap();
-        assert!(tasks.lines().any(|l| l.starts_with(id) && l.contains(web)), "{tasks}");
+        let containers = exec(&tb, host, &format!("{CTR} containers ls"));
+        let id = containers.lines().find(|l| l.contains(web)).expect(&containers).split_whitespace().next().unwrap();
+        let tasks = exec(&tb, host, &format!("{CTR} tasks ls; {CTR} containers info {id}"));
+        assert!(tasks.lines().any(|l| l.starts_with(id) && l.contains("RUNNING")), "{tasks}");
+        let pod = pod["metadata"]["name"].as_str().unwrap();
+        assert!(tasks.contains(&format!("\"io.kubernetes.pod.name\": \"{pod}\"")), "{tasks}");
         // And the page its httpd serves, fetched from this machine.
         assert_eq!(http_get(host_ip, WEB_PORT), page, "the page of {host_ip}'s container");
     }
@@ -308,7 +317,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     write(&app, &[("manifests/app.yaml", &deployment(3))]);
     {
         // The "internet" is back for the build only.
-        let Some(source) = Registry::start() else { return };
+        let source = Registry::start().expect("docker-registry ran at the start of this test");
         build_app(&push_web(&source));
     }
     let rerun = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
@@ -337,7 +346,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     for i in 1..4 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let left = exec(&tb, i, "ctr -n k8s.io containers ls -q; ctr -n k8s.io tasks ls -q");
+            let left = exec(&tb, i, &format!("{CTR} containers ls -q; {CTR} tasks ls -q"));
             if left.trim().is_empty() {
                 break;
             }
@@ -379,19 +388,50 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     for entry in walk(&work.join(".sealer/logs")) {
         shown.push(std::fs::read(entry).unwrap());
     }
+    // Nor is the login header the hosts' containerd sends (base64 of user:password), outside its 0600 file.
+    let header = base64_of(&format!("e2e-user:{REGISTRY_PASSWORD}"));
     for bytes in shown {
-        assert!(!String::from_utf8_lossy(&bytes).contains(REGISTRY_PASSWORD), "the registry password leaked");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(REGISTRY_PASSWORD) && !text.contains(&header), "the registry login leaked");
     }
 
+    // A container still runs on host 1 when its containerd dies (kill -9): the destroy still stops it.
+    let node = exec(&tb, 0, &format!("{KUBECTL} get nodes -o json"));
+    let node: Json = serde_json::from_str(&node).unwrap();
+    let name = node["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["status"]["addresses"][0]["address"] == ip(1).as_str())
+        .unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sleeper = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sleeper}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {name}}}\n  \
+         containers: [{{name: s, image: \"{web}\", command: [sleep, \"7777\"]}}]\n"
+    );
+    exec(&tb, 0, &format!("printf '%s' '{sleeper}' > /tmp/sleeper.yaml && {KUBECTL} apply -f /tmp/sleeper.yaml"));
+    wait_pods(&tb, "the sleeper runs", |pods| named(pods, "sleeper").iter().any(|p| p["status"]["phase"] == "Running"));
+    exec(&tb, 1, "pkill -9 -x containerd");
+
     // Destroyed: the mirror configuration goes with the cluster, and so does the runtime: no containerd,
-    // no shim, no container's cgroup, no containerd files.
+    // no shim, no container (nor its process), no container's cgroup, no containerd files.
     ok(&sealer(&home, &work, &["destroy", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"]));
     for i in 0..4 {
         assert!(!tb.exec(i, "test -e /etc/containerd/certs.d/docker.io").status.success(), "host {i}");
         let processes = exec(&tb, i, "ps -eo args");
-        assert!(!processes.contains("containerd") && !processes.contains("httpd"), "host {i}: {processes}");
+        assert!(
+            !processes.contains("containerd") && !processes.contains("httpd") && !processes.contains("sleep 7777"),
+            "host {i}: {processes}"
+        );
+        let mounts = exec(&tb, i, "cat /proc/mounts");
+        assert!(!mounts.contains("sealer-sim-containerd"), "host {i}: {mounts}");
         assert!(tb.cgroups_left(i).is_empty(), "host {i}: {:?}", tb.cgroups_left(i));
-        let files = tb.exec(i, "ls -d /var/lib/containerd /run/containerd /var/log/pods 2>/dev/null");
+        let files = tb.exec(
+            i,
+            "ls -d /var/lib/sealer-sim-containerd /run/sealer-sim-containerd /var/log/pods /opt/containerd 2>/dev/null",
+        );
         assert!(stdout(&files).is_empty(), "host {i}: {}", stdout(&files));
     }
 }

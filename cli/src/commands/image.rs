@@ -120,6 +120,15 @@ pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
     if password.is_empty() {
         bail!("no password on standard input");
     }
+    // Checked against the registry first: wrong credentials are refused now, not at a later push or pull,
+    // and nothing is stored.
+    let plain_http = args.insecure || oci::is_local(&args.registry);
+    ops::runtime()?.block_on(sealer_providers::image::login::verify(
+        &args.registry,
+        &args.username,
+        password,
+        plain_http,
+    ))?;
     Credentials::new(&sealer_home()).login(&args.registry, &args.username, password)?;
     println!("Login Succeeded (credentials stored for {})", args.registry);
     Ok(Outcome::Ok)

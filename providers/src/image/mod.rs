@@ -3,6 +3,7 @@
 pub mod credentials;
 pub mod kubefile;
 pub mod lite;
+pub mod login;
 pub mod mirrors;
 pub mod oci;
 pub mod registry_config;

@@ -95,8 +95,12 @@ pub fn client_for(reference: &Reference, opts: &RegistryOptions) -> (Client, Reg
 
 /// Plain HTTP for `--insecure` and for registries on this machine; TLS otherwise.
 fn plain_http(reference: &Reference, opts: &RegistryOptions) -> bool {
-    let registry = reference.resolve_registry();
-    opts.insecure || registry.starts_with("127.0.0.1") || registry.starts_with("localhost")
+    opts.insecure || is_local(reference.resolve_registry())
+}
+
+/// A registry on this machine (`127.0.0.1[:port]`, `localhost[:port]`), spoken to over plain HTTP.
+pub fn is_local(registry: &str) -> bool {
+    registry.starts_with("127.0.0.1") || registry.starts_with("localhost")
 }
 
 fn client(reference: &Reference, opts: &RegistryOptions) -> Client {

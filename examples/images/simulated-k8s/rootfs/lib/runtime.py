@@ -11,12 +11,14 @@ import tomllib
 
 NAMESPACE = "k8s.io"
 CERTS_D = "/etc/containerd/certs.d"
+# kubeadm's criSocket when none is given (the image's etc/kubeadm.yml gives its own).
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 # The image's containerd configuration (scripts/init.sh starts containerd with it): its snapshotter is the
 # one every pull and container uses.
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "containerd.toml")
-# Containers this kubelet made: NAMESPACE_POD_CONTAINER_SPECHASH (Kubernetes names have no `_`).
-OWN = re.compile(r"^[a-z0-9][-a-z0-9.]*_[a-z0-9][-a-z0-9.]*_[a-z0-9][-a-z0-9]*_[0-9a-f]{8}$")
+# Containers this kubelet made: `sim-` and a hash of the pod, the container and its spec (containerd
+# allows 76 characters, Kubernetes names 253); who they are is in their labels (`ctr containers info`).
+OWN = re.compile(r"^sim-[0-9a-f]{32}$")
 
 
 class RuntimeFailure(Exception):
@@ -116,8 +118,9 @@ class Runtime:
     def containers(self):
         return set(self.check("containers", "ls", "-q").split())
 
-    def run(self, cid, ref, argv, env, cwd, log):
+    def run(self, cid, ref, argv, env, cwd, log, labels):
         args = ["run", "-d", "--net-host", "--snapshotter", self.snapshotter, "--log-uri", "file://" + log]
+        args += ["--label=%s=%s" % kv for kv in sorted(labels.items())]
         args += ["--env=%s" % e for e in env]
         if cwd:
             args += ["--cwd", cwd]

@@ -1,24 +1,27 @@
 #!/bin/sh
 # Run by sealer on every host after the image's files arrived (cd rootfs/scripts; sh init.sh), before
 # kubeadm: starts the container runtime, as sealer's images do. The runtime is the host's own Debian
-# containerd and runc (packages containerd and runc), not a copy in the image: see ../README.md. Idempotent:
+# containerd and runc (packages containerd and runc), not a copy in the image: see ../README.md. It runs
+# with the image's configuration (../etc/containerd.toml: a root, state and socket of its own). Idempotent:
 # a runtime that answers is left as it is.
 set -eu
 rootfs=$(cd "$(dirname "$0")/.." && pwd)
+conf=$rootfs/etc/containerd.toml
+state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$conf")
+sock=$(sed -n 's/^ *address = "\(.*\)"$/\1/p' "$conf" | head -n 1)
 for tool in containerd containerd-shim-runc-v2 ctr runc; do
   command -v "$tool" >/dev/null 2>&1 || {
     echo "init.sh: $tool not found: this image runs Debian's containerd and runc (apt-get install containerd runc)" >&2
     exit 1
   }
 done
-sock=/run/containerd/containerd.sock
 if ctr --address "$sock" version >/dev/null 2>&1; then
   exit 0
 fi
-mkdir -p /var/log/sim-k8s /run/containerd
+mkdir -p /var/log/sim-k8s "$state"
 # Detached from the caller's session and output, so the ssh channel does not wait for it.
-setsid containerd --config "$rootfs/etc/containerd.toml" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
-echo $! > /run/containerd/sealer-containerd.pid
+setsid containerd --config "$conf" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
+echo $! > "$state/sealer-containerd.pid"
 i=0
 until ctr --address "$sock" version >/dev/null 2>&1; do
   i=$((i + 1))
