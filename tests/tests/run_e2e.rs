@@ -269,6 +269,19 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     assert!(delivered.contains("app.web-app will be created") && delivered.contains("Apply complete!"), "{delivered}");
     assert!(delivered.contains("Application `web-app:1` joins `spec.apps`"), "{delivered}");
     assert!(std::fs::read_to_string(&kept).unwrap().contains("web-app:1"), "the application joined spec.apps");
+    // What a cluster uses cannot be removed by mistake, from any directory: the application, the cluster
+    // image, and the image that one was built FROM.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    for (image, user) in [
+        ("web-app:1", "the application of cluster `my-cluster`"),
+        (IMAGE, "the image of cluster `my-cluster`"),
+        (BASE, &format!("the base of image `{IMAGE}`")),
+    ] {
+        let refused = sealer(&home, &elsewhere, &["rmi", image]);
+        assert_eq!(refused.status.code(), Some(1), "{image}: {}", stdout(&refused));
+        assert!(stderr(&refused).contains(user) && stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    }
     let running = wait_pods(&tb, "web Running on nodes, missing in ErrImagePull, crash restarting", |pods| {
         let web = named(pods, "web-");
         web.len() == 2

@@ -106,7 +106,7 @@ impl<'a> Session<'a> {
         req: ApplyRequest,
         progress: &dyn TransferProgress,
     ) -> anyhow::Result<Session<'a>> {
-        let mut store = ws.state.open()?;
+        let mut store = ws.open_state()?;
         let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
         let mut session = Session {
             ws,

@@ -330,18 +330,40 @@ pub fn build(
 
 /// Removes `name` from the local store; an image a cluster in the state was installed from is refused
 /// unless `force`.
+/// Removes `name` from the store, unless (without `force`) something still uses it: a cluster of any state
+/// this home knows ([`Workspace::known_states`]) as its image or one of its applications, or another
+/// stored image built `FROM` it. Every user is named at once.
 pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
     if !force {
-        if let Some(state) = ws.state.open_read_only()? {
+        let mut users = Vec::new();
+        for location in ws.known_states() {
+            let Some(state) = location.open_read_only()? else { continue };
             for cluster in state.clusters()? {
                 let Some(s) = state.load(&cluster)? else { continue };
-                let uses = s.resources.values().any(|r| {
-                    r.address.kind == Kind::Image && r.attributes.get("image") == Some(&Value::Text(name.to_string()))
-                });
-                if uses {
-                    anyhow::bail!("image `{name}` is in use by cluster `{cluster}`; remove it with --force");
+                let mut roles: Vec<&str> = s
+                    .resources
+                    .values()
+                    .filter(|r| r.attributes.get("image") == Some(&Value::Text(name.to_string())))
+                    .filter_map(|r| match r.address.kind {
+                        Kind::Image => Some("image"),
+                        Kind::App => Some("application"),
+                        _ => None,
+                    })
+                    .collect();
+                roles.sort_unstable();
+                roles.dedup();
+                for role in roles {
+                    users.push(format!("the {role} of cluster `{cluster}` (state {location})"));
                 }
             }
+        }
+        for image in ws.images().list()? {
+            if image.base.as_deref() == Some(name) && image.name != name {
+                users.push(format!("the base of image `{}`", image.name));
+            }
+        }
+        if !users.is_empty() {
+            anyhow::bail!("image `{name}` is in use: {}; remove it anyway with --force", users.join(", "));
         }
     }
     Ok(ws.images().remove(name)?)

@@ -44,7 +44,47 @@ impl Connections {
     }
 }
 
+/// The states this `SEALER_HOME` wrote to, so that what one of them uses is known from any directory
+/// (`rmi` refuses to remove it): `$SEALER_HOME/states`, one absolute SQLite path a line, 0600. A
+/// PostgreSQL state is not listed: its URL holds a password, and no password goes to a file; it is
+/// checked when it is the `--state` given.
+const KNOWN_STATES: &str = "states";
+
 impl Workspace {
+    /// Opens the state for writing, and records where it is (see [`KNOWN_STATES`]).
+    pub fn open_state(&self) -> anyhow::Result<Box<dyn sealer_engine::StateStore>> {
+        let store = self.state.open()?;
+        if let StateLocation::Sqlite(path) = &self.state {
+            if let Ok(path) = std::fs::canonicalize(path) {
+                let file = self.home.join(KNOWN_STATES);
+                let known = std::fs::read_to_string(&file).unwrap_or_default();
+                let line = path.display().to_string();
+                if !line.contains('\n') && !known.lines().any(|l| l == line) {
+                    std::fs::create_dir_all(&self.home)?;
+                    sealer_providers::private::write_private(&file, format!("{known}{line}\n").as_bytes())?;
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The state given, then every other SQLite state this home wrote to that is still there.
+    pub fn known_states(&self) -> Vec<StateLocation> {
+        let mut out = vec![self.state.clone()];
+        let current = match &self.state {
+            StateLocation::Sqlite(path) => std::fs::canonicalize(path).ok(),
+            StateLocation::Postgres(_) => None,
+        };
+        let known = std::fs::read_to_string(self.home.join(KNOWN_STATES)).unwrap_or_default();
+        for line in known.lines() {
+            let path = PathBuf::from(line);
+            if path.is_file() && Some(&path) != current.as_ref() {
+                out.push(StateLocation::Sqlite(path));
+            }
+        }
+        out
+    }
+
     /// A remote reaching `hosts`: the one kept from an earlier operation when the targets are the same.
     pub fn remote(&self, hosts: BTreeMap<IpAddr, SshTarget>, timeout: Duration) -> Arc<SshRemote> {
         let Some(connections) = &self.connections else { return Arc::new(SshRemote::new(hosts, timeout)) };

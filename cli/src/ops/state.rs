@@ -41,7 +41,7 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
             state.cluster
         );
     }
-    let mut store = ws.state.open()?;
+    let mut store = ws.open_state()?;
     let lock = store.lock(&name, &super::who(), std::process::id(), &super::command_line())?;
     let imported = store
         .import(&lock, &state, &[])
@@ -58,7 +58,7 @@ pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> an
         bail!("`--to {target}` is the state itself");
     }
     let mut source = match ws.state.open_read_only()? {
-        Some(_) => ws.state.open()?,
+        Some(_) => ws.open_state()?,
         None => bail!("no state at `{}`: nothing to migrate", ws.state),
     };
     let clusters = match only {

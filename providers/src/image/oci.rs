@@ -22,6 +22,8 @@ pub const SEALER_EXTENSION_LABEL: &str = "sealer.image.extension";
 const CMDS_LABEL: &str = "sealer.io/cmds";
 const FORMAT_LABEL: &str = "sealer.io/image-format-version";
 const IMAGES_LABEL: &str = "sealer.io/container-images";
+/// The image it was built `FROM`, so that `rmi` knows it is in use after a push and pull, or save and load.
+const BASE_LABEL: &str = "sealer.io/base";
 
 pub struct RegistryOptions {
     /// Plain HTTP (always for 127.0.0.1 and localhost).
@@ -145,6 +147,9 @@ fn oci_config(config: &ImageConfig, diff_id: &str) -> serde_json::Value {
     let mut labels = config.labels.clone();
     labels.insert(FORMAT_LABEL.into(), config.format_version.clone());
     labels.insert(CMDS_LABEL.into(), serde_json::to_string(&config.cmds).unwrap_or_default());
+    if let Some(base) = &config.base {
+        labels.insert(BASE_LABEL.into(), base.clone());
+    }
     labels.insert(IMAGES_LABEL.into(), serde_json::to_string(&config.images).unwrap_or_default());
     let extension = serde_json::json!({"type": "kube-installer", "launch": {"cmds": config.cmds}, "env": config.env});
     labels.insert(SEALER_EXTENSION_LABEL.into(), extension.to_string());
@@ -184,13 +189,15 @@ fn image_config(name: &str, oci: &serde_json::Value) -> ImageConfig {
         format_version: labels.get(FORMAT_LABEL).cloned().unwrap_or_else(|| IMAGE_FORMAT_VERSION.into()),
         name: name.to_string(),
         digest: String::new(),
-        base: None,
+        base: labels.get(BASE_LABEL).cloned(),
         cmds,
         env,
         images: labels.get(IMAGES_LABEL).and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
         labels: labels
             .into_iter()
-            .filter(|(k, _)| ![CMDS_LABEL, FORMAT_LABEL, SEALER_EXTENSION_LABEL, IMAGES_LABEL].contains(&k.as_str()))
+            .filter(|(k, _)| {
+                ![CMDS_LABEL, FORMAT_LABEL, SEALER_EXTENSION_LABEL, IMAGES_LABEL, BASE_LABEL].contains(&k.as_str())
+            })
             .collect(),
     }
 }
