@@ -720,3 +720,38 @@ CMD ["kubectl", "apply", "-f", "manifests/"]
         ["etc/a.md", "etc/with space.txt", "etc/x1.txt", "etc/x2.txt", "manifests/a.yaml", "manifests/b.yaml"]
     );
 }
+
+/// A pull killed after the last byte of a layer arrived does not fetch it again: the complete partial
+/// blob is checked and used. Shown by corrupting the registry's copy: fetching it would fail the digest.
+#[test]
+fn a_complete_partial_layer_is_not_downloaded_again() {
+    let Some(registry) = Registry::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(dir.path().join("f"), "complete partial\n".repeat(1000)).unwrap();
+    std::fs::write(dir.path().join("Kubefile"), "FROM scratch\nCOPY f etc/f\n").unwrap();
+    let name = format!("127.0.0.1:{}/partial/image:1", registry.port);
+    ok(&sealer(&home, dir.path(), &["build", "-t", &name, "."]));
+    ok(&sealer(&home, dir.path(), &["push", &name]));
+    ok(&sealer(&home, dir.path(), &["rmi", &name]));
+    // The layer: the largest blob the registry holds.
+    let blobs = registry.storage.path().join("data/docker/registry/v2/blobs/sha256");
+    let mut found: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for prefix in std::fs::read_dir(&blobs).unwrap().flatten() {
+        for blob in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let data = blob.path().join("data");
+            found.push((std::fs::metadata(&data).unwrap().len(), data));
+        }
+    }
+    let (_, layer) = found.into_iter().max().unwrap();
+    let hex = layer.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    let partial = home.join("images/.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::copy(&layer, partial.join(format!("sha256-{hex}"))).unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let pulled = ok(&sealer(&home, dir.path(), &["pull", &name]));
+    assert!(pulled.contains("pulled"), "{pulled}");
+    assert!(ok(&sealer(&home, dir.path(), &["inspect", &name])).contains("etc/f"));
+}

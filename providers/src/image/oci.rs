@@ -408,6 +408,15 @@ async fn fetch_blob(
     let pull = |e: &dyn std::fmt::Display| LayerError::Pull { digest: layer.digest.clone(), message: e.to_string() };
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let total = u64::try_from(layer.size).unwrap_or(0);
+    // An earlier pull stopped after the last byte arrived: nothing is fetched again when it checks out.
+    if have == total && total > 0 {
+        let data = std::fs::read(partial).map_err(io)?;
+        if format!("sha256:{:x}", Sha256::digest(&data)) == layer.digest {
+            progress.start(&layer.digest, total, total);
+            progress.finish(&layer.digest, true);
+            return Ok((data, total));
+        }
+    }
     let response = if have > 0 && have < total {
         client.pull_blob_stream_partial(reference, layer, have, None).await
     } else {
@@ -426,13 +435,8 @@ async fn fetch_blob(
     }
     progress.start(&layer.digest, total, resumed);
     while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                let _ = std::fs::remove_file(partial);
-                return Err(pull(&e));
-            }
-        };
+        // A connection cut off keeps what arrived: the next pull continues from it.
+        let chunk = chunk.map_err(|e| pull(&e))?;
         file.write_all(&chunk).map_err(io)?;
         progress.advance(chunk.len() as u64);
     }
