@@ -239,6 +239,12 @@ impl Testbed {
         self.script(&["exec", &(i + 1).to_string(), "sh", "-c", command])
     }
 
+    /// Host `i` goes as a machine switched off: its processes killed, its link down.
+    pub fn kill_host(&self, i: usize) {
+        let out = self.script(&["kill", &(i + 1).to_string()]);
+        assert!(out.status.success(), "kill host {i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn stop_sshd(&self, i: usize) {
         assert!(self.script(&["sshd-stop", &(i + 1).to_string()]).status.success());
     }

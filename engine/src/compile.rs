@@ -32,6 +32,8 @@ pub struct ImageFacts {
     pub registry_user: Option<String>,
     /// The image has executables that may be shell-operator hooks (`hooks/`, `plugins/`, `plugin/`).
     pub hooks: bool,
+    /// The image carries the node-local API balancer (`bin/lvscare`): every node gets a `balancer.IP`.
+    pub balancer: bool,
 }
 
 struct Compiler<'a> {
@@ -92,6 +94,9 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
     c.plugin_resources()?;
     c.hostnames_images_configs()?;
     c.registry_and_init(first)?;
+    if image.balancer {
+        c.balancers()?;
+    }
     c.joins(first)?;
     c.node_metadata()?;
     c.guest(first)?;
@@ -254,6 +259,23 @@ impl Compiler<'_> {
         Ok(())
     }
 
+    /// `balancer.IP` on every node: the virtual server and the masters it balances over (a master added or
+    /// removed is an update of every node's), before the node joins through it.
+    fn balancers(&mut self) -> Result<(), GraphError> {
+        let cf = self.cf;
+        let masters: Vec<String> =
+            cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| format!("{}:6443", h.ip)).collect();
+        for host in cf.cluster.hosts.iter().filter(|h| h.role == Role::Node) {
+            let a = attrs([
+                ("virtual_server", Value::text(format!("{}:6443", kubeadm::VIRTUAL_IP))),
+                ("real_servers", Value::List(masters.clone())),
+            ]);
+            let balancer = self.add(Kind::Balancer, host.ip.to_string(), Some(host.ip), a)?;
+            self.b.depends(&balancer, &address(Kind::Image, host.ip))?;
+        }
+        Ok(())
+    }
+
     /// Masters join one at a time (etcd grows by one member at a time), nodes after the last master.
     fn joins(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
@@ -275,6 +297,11 @@ impl Compiler<'_> {
                 self.b.depends(&join, &last_master)?;
                 let mut deps = self.prepared(host.ip);
                 deps.extend(self.plugins_at(Phase::PreJoin, host.ip));
+                // A node reaches the API through its balancer.
+                let balancer = address(Kind::Balancer, host.ip);
+                if self.b.contains(&balancer) {
+                    deps.push(balancer);
+                }
                 self.depends_all(&join, &deps)?;
                 if role == Role::Master {
                     last_master = join.clone();
@@ -476,6 +503,22 @@ mod tests {
 
     const CLUSTER: &str = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  \
                            hosts:\n    - ips: [10.0.0.2, 10.0.0.3]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n";
+
+    /// An image that carries the balancer gives every node a `balancer.IP` over all masters, which the
+    /// node's join follows; masters get none.
+    #[test]
+    fn nodes_balance_the_api_over_every_master_before_they_join() {
+        let cf = crate::parse("Clusterfile", CLUSTER).unwrap().clusterfile;
+        let graph = compile(&cf, &ImageFacts { balancer: true, ..Default::default() }).unwrap();
+        let balancer = Address::new(Kind::Balancer, "10.0.0.5");
+        let attributes = &graph.get(&balancer).unwrap().attributes;
+        assert_eq!(attributes["virtual_server"], Value::text("10.103.97.2:6443"));
+        assert_eq!(attributes["real_servers"], Value::List(vec!["10.0.0.2:6443".into(), "10.0.0.3:6443".into()]));
+        assert!(graph.depends_on(&Address::new(Kind::KubeadmJoin, "10.0.0.5")).contains(&balancer));
+        assert!(graph.get(&Address::new(Kind::Balancer, "10.0.0.3")).is_none(), "a master is its own API");
+        let without = compile(&cf, &ImageFacts::default()).unwrap();
+        assert!(without.get(&balancer).is_none(), "an image without the balancer gives none");
+    }
 
     /// An image's templates render with its ENV as defaults, under each host's env: an ENV-only rebuild
     /// changes the files it renders.

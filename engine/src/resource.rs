@@ -23,10 +23,13 @@ pub enum Kind {
     Guest,
     Hooks,
     App,
+    /// A node's API balancer (sealer's lvscare): `apiserver.cluster.local` is a virtual IP there, sent to
+    /// the masters that answer.
+    Balancer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Host,
         Kind::Hostname,
         Kind::Image,
@@ -40,6 +43,7 @@ impl Kind {
         Kind::Guest,
         Kind::Hooks,
         Kind::App,
+        Kind::Balancer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Kind {
             Kind::Guest => "guest",
             Kind::Hooks => "hooks",
             Kind::App => "app",
+            Kind::Balancer => "balancer",
         }
     }
 

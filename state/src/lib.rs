@@ -27,7 +27,8 @@ pub enum StateLocation {
 
 impl StateLocation {
     pub fn parse(text: &str) -> Self {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let scheme = text.get(..13).unwrap_or(text).to_ascii_lowercase();
+        if scheme.starts_with("postgres://") || scheme.starts_with("postgresql://") {
             StateLocation::Postgres(text.to_string())
         } else {
             StateLocation::Sqlite(PathBuf::from(text))

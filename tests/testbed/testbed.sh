@@ -8,6 +8,8 @@
 #   testbed.sh sshd-stop K I   stop sshd on host I (1-based); the host keeps running
 #   testbed.sh sshd-start K I  start it again
 #   testbed.sh exec K I CMD... run CMD inside host I (its namespaces and root)
+#   testbed.sh kill K I        the whole host I goes, as a machine switched off: every process in it is
+#                              killed and its link is down (packets to it are lost, nothing answers)
 #   testbed.sh clean           tear down testbeds whose owner process is gone
 #
 # Every host has a cgroup of its own in each of the machine's hierarchies, under the cgroup the caller is
@@ -97,6 +99,18 @@ clean() {
     local owner; owner=$(cat "$base/owner" 2>/dev/null || echo 0)
     if ! kill -0 "$owner" 2>/dev/null; then down "$(basename "$base")"; fi
   done
+}
+
+kill_host() {
+  local k=$1 i=$2 pid unshare_pid
+  pid=$(init_pid "$k" "$i")
+  [ -n "$pid" ] || die "no host $i in testbed $k"
+  unshare_pid=$(cat "$dir/$k/h$i/unshare.pid" 2>/dev/null || true)
+  ip link set "vsb${k}h$i" down
+  # The host's init is its PID namespace's: with it every process of the host goes.
+  kill -KILL "$unshare_pid" "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.02; done
+  die "host $i of testbed $k did not stop"
 }
 
 start_sshd() { in_host "$1" "$2" /usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; }
@@ -233,6 +247,7 @@ case "$cmd" in
   sshd-stop) stop_sshd "${1:?testbed id}" "${2:?host}" ;;
   sshd-start) start_sshd "${1:?testbed id}" "${2:?host}" ;;
   exec) k=${1:?testbed id}; i=${2:?host}; shift 2; in_host "$k" "$i" "$@" ;;
+  kill) kill_host "${1:?testbed id}" "${2:?host}" ;;
   clean) clean ;;
-  *) die "usage: testbed.sh up N | down K | sshd-stop K I | sshd-start K I | exec K I CMD... | clean" ;;
+  *) die "usage: testbed.sh up N | down K | sshd-stop K I | sshd-start K I | exec K I CMD... | kill K I | clean" ;;
 esac

@@ -111,6 +111,11 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
     assert_eq!(mode.status.code(), Some(1));
     assert!(stderr(&mode).contains("build mode `cloud` is not supported"), "{}", stderr(&mode));
 
+    // An image another was built FROM is in use: refused until that one goes.
+    let refused = sealer(&home, dir.path(), &["rmi", &name]);
+    assert!(stderr(&refused).contains("the base of image `derived:1`"), "{}", stderr(&refused));
+    ok(&sealer(&home, dir.path(), &["rmi", "derived:1"]));
+
     // `sealer apply` of an image the store lacks pulls it before anything else (the host here refuses
     // connections at once: only the pull is under test).
     ok(&sealer(&home, dir.path(), &["rmi", &name]));
@@ -673,7 +678,8 @@ CMD ["kubectl", "apply", "-f", "manifests/"]
         [
             "A=1",
             "B=2",
-            "DIR=/opt/app",
+            // BASE_DIR is declared before FROM: Docker does not give it to the stage.
+            "DIR=/app",
             "LEGACY=some value",
             "MORE=yes",
             "MY_CAT=fluffy",

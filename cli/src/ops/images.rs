@@ -61,6 +61,7 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
         registry_port: Some(registry.port),
         registry_user: registry.username.clone(),
         hooks: has_executables(&image.rootfs),
+        balancer: sealer_providers::cluster::image_carries_balancer(&image.rootfs),
     };
     Ok((facts, None))
 }
@@ -337,9 +338,15 @@ pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
     if !force {
         let mut users = Vec::new();
         for location in ws.known_states() {
-            let Some(state) = location.open_read_only()? else { continue };
-            for cluster in state.clusters()? {
-                let Some(s) = state.load(&cluster)? else { continue };
+            // A state that cannot be read may use the image: refused, naming it.
+            let unreadable = |e: &dyn std::fmt::Display| {
+                anyhow::anyhow!(
+                    "cannot tell whether state {location} uses `{name}` ({e}); remove it anyway with --force"
+                )
+            };
+            let Some(state) = location.open_read_only().map_err(|e| unreadable(&e))? else { continue };
+            for cluster in state.clusters().map_err(|e| unreadable(&e))? {
+                let Some(s) = state.load(&cluster).map_err(|e| unreadable(&e))? else { continue };
                 let mut roles: Vec<&str> = s
                     .resources
                     .values()

@@ -186,12 +186,20 @@ impl KindProvider for Join {
 
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let joined = cx.initialised(ip, "kubelet.conf").await?;
-        cx.hosts_entry(ip, API_SERVER_DOMAIN, cx.ctx.first_master).await?;
+        let control_plane = text(&after, "role").as_deref() == Some("master");
+        // The API's name: a master joins through the first master and is its own API once it joined; a
+        // node whose image carries the balancer reaches it through its virtual IP (`balancer.IP` wrote
+        // that), else through the first master.
+        let balanced = !control_plane && cx.image().is_ok_and(|i| super::balancer::carried_by(&i.rootfs));
+        if control_plane && joined {
+            cx.hosts_entry(ip, API_SERVER_DOMAIN, ip).await?;
+        } else if !balanced {
+            cx.hosts_entry(ip, API_SERVER_DOMAIN, cx.ctx.first_master).await?;
+        }
         cx.hosts_entry(ip, REGISTRY_DOMAIN, cx.ctx.first_master).await?;
         if joined {
             return Ok(after);
         }
-        let control_plane = text(&after, "role").as_deref() == Some("master");
         let info = cx.join_info(control_plane).await?;
         let planned = text(&after, "config").unwrap_or_default();
         let key = info.certificate_key.clone().unwrap_or_default();
@@ -205,6 +213,9 @@ impl KindProvider for Join {
         let joined = cx.run(ip, &cx.with_image_path(&format!("kubeadm join --config {}", quote(&path))), b"").await;
         cx.run(ip, &format!("rm -rf {}", quote(&dir)), b"").await?;
         joined?;
+        if control_plane {
+            cx.hosts_entry(ip, API_SERVER_DOMAIN, ip).await?;
+        }
         Ok(after)
     }
 
@@ -268,14 +279,20 @@ mod tests {
         let path = "/var/lib/sealer/c/join/kubeadm-join.yml";
         for (host, control_plane) in [(M2, true), (N1, false)] {
             let commands = strip(remote.commands(host));
+            // A master is its own API once it joined; before, it reaches the first master's.
+            let tail = if control_plane { 4 } else { 3 };
             assert_eq!(
-                commands[commands.len() - 3..],
+                commands[commands.len() - tail..commands.len() - tail + 3],
                 [
                     format!("upload {path} 600"),
                     format!("kubeadm join --config {path}"),
                     "rm -rf /var/lib/sealer/c/join".to_string()
                 ]
             );
+            if control_plane {
+                assert!(commands[commands.len() - 1].contains("'10.0.0.3 apiserver.cluster.local'"), "{commands:?}");
+            }
+            assert!(commands.iter().any(|c| c.contains("10.0.0.2 apiserver.cluster.local")), "{commands:?}");
             assert!(commands.iter().any(|c| c.contains("10.0.0.2 sea.hub")));
             assert!(!commands.iter().any(|c| c.contains("abcdef") || c.contains("0a0b")), "{commands:?}");
             let written: serde_yaml::Value =

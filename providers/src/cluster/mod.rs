@@ -4,6 +4,7 @@
 
 mod app;
 mod app_status;
+mod balancer;
 mod config;
 mod etcd;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use sealer_engine::{
 use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
+pub use balancer::carried_by as image_carries_balancer;
 pub use hooks::{recorded_schedules, ScheduledHook};
 pub use relay::{relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{Remote, SshRemote};
@@ -231,6 +233,7 @@ async fn read(obs: &Observation<'_>, kind: Kind, ip: IpAddr, recorded: &Attribut
         Kind::Taint => node_meta::Taints.read(obs, ip, recorded).await,
         Kind::Guest => guest::Guest.read(obs, ip, recorded).await,
         Kind::App => app::App.read(obs, ip, recorded).await,
+        Kind::Balancer => balancer::Balancer.read(obs, ip, recorded).await,
         _ => Ok(None),
     }
 }
@@ -272,6 +275,7 @@ impl Cx {
             Kind::Guest => drive(&guest::Guest, self, change).await?,
             Kind::Hooks => drive(&hooks::Hooks, self, change).await?,
             Kind::App => drive(&app::App, self, change).await?,
+            Kind::Balancer => drive(&balancer::Balancer, self, change).await?,
         };
         if let Some(attrs) = &attrs {
             self.results

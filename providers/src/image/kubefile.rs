@@ -81,45 +81,67 @@ fn logical_lines(text: &str) -> Vec<(usize, usize, String)> {
 pub const MAX_KUBEFILE_BYTES: usize = 1 << 20;
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 
-/// `$NAME` and `${NAME}` from the ARG/ENV values seen so far; unknown names stay as written. `None` when
-/// the result would be over [`MAX_VALUE_BYTES`].
+/// A shell line's `$NAME`, `${NAME}`, `${NAME:-word}` and `${NAME:+word}` (also without the colon) for
+/// the ARG/ENV names seen so far; a reference to any other name stays as written, for the shell that runs
+/// the line. `None` when the result would be over [`MAX_VALUE_BYTES`].
 fn substitute(s: &str, vars: &BTreeMap<String, String>) -> Option<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let is_name = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
     let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let braced = chars.peek() == Some(&'{');
-        if braced {
-            chars.next();
-        }
-        let mut name = String::new();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphanumeric() || n == '_' {
-                name.push(n);
-                chars.next();
-            } else {
-                break;
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+        } else if chars.get(i + 1) == Some(&'{') {
+            let close = chars[i..].iter().position(|&c| c == '}').map(|p| p + i);
+            let name: String = chars[i + 2..].iter().take_while(|c| is_name(c)).collect();
+            let after = i + 2 + name.chars().count();
+            match (close, vars.get(&name)) {
+                (Some(close), Some(value)) if !name.is_empty() => {
+                    let (colon, op_at) =
+                        if chars.get(after) == Some(&':') { (true, after + 1) } else { (false, after) };
+                    let word: String = chars[(op_at + 1).min(close)..close].iter().collect();
+                    let set = !colon || !value.is_empty();
+                    match (op_at < close).then(|| chars[op_at]) {
+                        None => out.push_str(value),
+                        Some('-') => out.push_str(if set { value } else { &word }),
+                        Some('+') => out.push_str(if set { &word } else { "" }),
+                        // Any other form is the shell's.
+                        Some(_) => out.extend(&chars[i..=close]),
+                    }
+                    i = close + 1;
+                }
+                (Some(close), _) => {
+                    out.extend(&chars[i..=close]);
+                    i = close + 1;
+                }
+                (None, _) => {
+                    out.extend(&chars[i..]);
+                    i = chars.len();
+                }
             }
-        }
-        if braced && chars.peek() == Some(&'}') {
-            chars.next();
-        }
-        match vars.get(&name) {
-            Some(v) if !name.is_empty() => out.push_str(v),
-            _ if braced => out.push_str(&format!("${{{name}}}")),
-            _ => {
-                out.push('$');
-                out.push_str(&name);
+        } else {
+            let name: String = chars[i + 1..].iter().take_while(|c| is_name(c)).collect();
+            match vars.get(&name) {
+                Some(value) if !name.is_empty() => out.push_str(value),
+                _ => {
+                    out.push('$');
+                    out.push_str(&name);
+                }
             }
+            i += 1 + name.chars().count();
         }
         if out.len() > MAX_VALUE_BYTES {
             return None;
         }
     }
-    (out.len() <= MAX_VALUE_BYTES).then_some(out)
+    Some(out)
+}
+
+/// The char offset of byte offset `byte` of `s` (errors name columns in characters).
+fn char_offset(s: &str, byte: usize) -> usize {
+    s.get(..byte).map_or(0, |prefix| prefix.chars().count())
 }
 
 /// A place in an instruction's argument (a char offset) and what is wrong there.
@@ -132,27 +154,33 @@ type LexError = (usize, String);
 /// an unknown name to nothing.
 fn words(s: &str, vars: &BTreeMap<String, String>, split: bool) -> Result<Vec<String>, LexError> {
     let chars: Vec<char> = s.chars().collect();
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut word = String::new();
-    let mut in_word = false;
+    // A word that had quotes is a word even when empty (`""`); one that only had variables that expanded
+    // to nothing is no word at all, as in Docker (`COPY $UNSET dest` has one argument, not two).
+    let mut quoted = false;
+    let mut total = 0;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         match c {
             c if c.is_whitespace() && split => {
-                if in_word {
+                if !word.is_empty() || quoted {
+                    total += word.len();
                     out.push(std::mem::take(&mut word));
-                    in_word = false;
+                    quoted = false;
                 }
                 i += 1;
                 continue;
             }
             '\'' => {
+                quoted = true;
                 let close = chars[i + 1..].iter().position(|&c| c == '\'').ok_or((i, "unterminated '".to_string()))?;
                 word.extend(&chars[i + 1..i + 1 + close]);
                 i += close + 2;
             }
             '"' => {
+                quoted = true;
                 let open = i;
                 i += 1;
                 loop {
@@ -173,6 +201,7 @@ fn words(s: &str, vars: &BTreeMap<String, String>, split: bool) -> Result<Vec<St
                 i += 1;
             }
             '\\' => {
+                quoted = true;
                 match chars.get(i + 1) {
                     Some(&next) => word.push(next),
                     None => word.push('\\'),
@@ -185,15 +214,15 @@ fn words(s: &str, vars: &BTreeMap<String, String>, split: bool) -> Result<Vec<St
                 i += 1;
             }
         }
-        in_word = true;
-        if word.len() > MAX_VALUE_BYTES {
+        // The whole instruction is bounded, not each word: `ENV A=$X B=$X ...` cannot multiply it.
+        if total + word.len() > MAX_VALUE_BYTES {
             return Err((
                 i.min(chars.len()),
-                format!("the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"),
+                format!("the instruction grows over {MAX_VALUE_BYTES} bytes once variables are substituted"),
             ));
         }
     }
-    if in_word {
+    if !word.is_empty() || quoted {
         out.push(word);
     }
     Ok(out)
@@ -262,11 +291,14 @@ fn pairs(rest: &str, vars: &BTreeMap<String, String>) -> Result<Vec<(String, Str
     let first = &rest[..first_word_len];
     if !first.contains('=') {
         let key = words(first, vars, true)?.into_iter().next().unwrap_or_default();
+        if key.is_empty() {
+            return Err((0, "a name is needed: NAME=VALUE or NAME VALUE".into()));
+        }
         let value_text = rest[first_word_len..].trim_start();
         if value_text.is_empty() {
             return Err((0, format!("`{key}` needs a value: NAME=VALUE or NAME VALUE")));
         }
-        let offset = rest.len() - value_text.len();
+        let offset = char_offset(rest, rest.len() - value_text.len());
         let value = words(value_text, vars, false).map_err(|(at, why)| (offset + at, why))?.concat();
         return Ok(vec![(key, value)]);
     }
@@ -275,7 +307,7 @@ fn pairs(rest: &str, vars: &BTreeMap<String, String>) -> Result<Vec<(String, Str
         match word.split_once('=') {
             Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
             _ => {
-                let at = rest.find(word.as_str()).unwrap_or(0);
+                let at = rest.find(word.as_str()).map_or(0, |b| char_offset(rest, b));
                 return Err((at, format!("`{word}` is not NAME=VALUE")));
             }
         }
@@ -283,10 +315,10 @@ fn pairs(rest: &str, vars: &BTreeMap<String, String>) -> Result<Vec<(String, Str
     Ok(out)
 }
 
-/// The exec (JSON array) form of an instruction (`CMD ["a", "b"]`, `COPY ["a b", "dest/"]`), if it is one.
-fn json_form(rest: &str) -> Option<Result<Vec<String>, String>> {
-    rest.starts_with('[')
-        .then(|| serde_json::from_str::<Vec<String>>(rest).map_err(|e| format!("not a JSON array of strings: {e}")))
+/// The exec (JSON array) form of an instruction (`CMD ["a", "b"]`, `COPY ["a b", "dest/"]`), when it is
+/// one; anything else (`RUN [ -d /x ] && ...`) is the shell form, as Docker reads it.
+fn json_form(rest: &str) -> Option<Vec<String>> {
+    rest.starts_with('[').then(|| serde_json::from_str::<Vec<String>>(rest).ok()).flatten()
 }
 
 /// Parses a Kubefile, with `--build-arg` values; reports every bad line.
@@ -297,8 +329,15 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
         let message = format!("the Kubefile is {} bytes, over the limit of {MAX_KUBEFILE_BYTES}", text.len());
         return Err(vec![KubefileError { line: 1, column: None, instruction: String::new(), message }]);
     }
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    // Docker's scopes: ARGs before the first FROM are for FROM lines only (a stage gets one's value by
+    // declaring it again without a default); in the stage, an ENV wins over an ARG of the same name.
+    let mut global_args: BTreeMap<String, String> = BTreeMap::new();
+    let mut stage_args: BTreeMap<String, String> = BTreeMap::new();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut in_stage = false;
     for (line, first_column, content) in logical_lines(text) {
+        let mut vars = if in_stage { stage_args.clone() } else { global_args.clone() };
+        vars.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (word, rest) = content.split_once(char::is_whitespace).unwrap_or((&content, ""));
         let keyword = word.to_ascii_uppercase();
         let rest_column = first_column + content.len() - rest.trim_start().len();
@@ -323,8 +362,11 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
             errors.push(error("the first instruction must be FROM"));
         }
         let instruction = match keyword.as_str() {
-            "FROM" => match words(rest, &vars, true) {
-                Ok(w) if w.len() == 1 => Instruction::From(w[0].clone()),
+            "FROM" => match words(rest, &global_args, true) {
+                Ok(w) if w.len() == 1 => {
+                    in_stage = true;
+                    Instruction::From(w[0].clone())
+                }
                 Ok(w) if w.len() == 3 && w[1].eq_ignore_ascii_case("as") => {
                     errors.push(at((
                         rest.len().saturating_sub(w[2].len() + 3),
@@ -360,16 +402,24 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
                         None => (declaration.clone(), None),
                     };
                     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        let offset = rest.find(declaration.as_str()).unwrap_or(0);
-                        errors.push(at((offset, format!("`{declaration}`: ARG needs a NAME or NAME=default"))));
+                        let offset = rest.find(declaration.as_str()).map_or(0, |b| char_offset(rest, b));
+                        let shown: String = declaration.chars().take(80).collect();
+                        errors.push(at((offset, format!("`{shown}`: ARG needs a NAME or NAME=default"))));
                         continue;
                     }
-                    let value = build_args.get(&name).cloned().or(default).unwrap_or_default();
+                    // A --build-arg, else the default, else (in a stage) the one declared before FROM,
+                    // else empty.
+                    let inherited = if in_stage { global_args.get(&name).cloned() } else { None };
+                    let value = build_args.get(&name).cloned().or(default).or(inherited).unwrap_or_default();
                     if value.len() > MAX_VALUE_BYTES {
                         errors.push(error(&format!("ARG `{name}` is over {MAX_VALUE_BYTES} bytes")));
                         continue;
                     }
-                    vars.insert(name, value);
+                    if in_stage {
+                        stage_args.insert(name, value);
+                    } else {
+                        global_args.insert(name, value);
+                    }
                 }
                 continue;
             }
@@ -380,11 +430,7 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
                     continue;
                 }
                 let parts = match json_form(rest) {
-                    Some(Ok(parts)) => parts,
-                    Some(Err(why)) => {
-                        errors.push(at((0, why)));
-                        continue;
-                    }
+                    Some(parts) => parts,
                     None => match words(rest, &vars, true) {
                         Ok(parts) => parts,
                         Err(e) => {
@@ -404,19 +450,19 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
             // RUN and CMD are shell lines: `$NAME`s of ARG and ENV are substituted (sealer's rule), the rest
             // is the shell's. The exec form is a line of its quoted words.
             "RUN" | "CMD" => {
-                let line = match json_form(rest) {
-                    Some(Ok(parts)) => parts.iter().map(|p| crate::shell::quote(p)).collect::<Vec<_>>().join(" "),
-                    Some(Err(why)) => {
-                        errors.push(at((0, why)));
-                        continue;
-                    }
-                    None => rest.to_string(),
-                };
-                let Some(value) = substitute(&line, &vars) else {
-                    errors.push(error(&format!(
-                        "the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"
-                    )));
-                    continue;
+                // The exec form's words are taken as written, as Docker does (no substitution: a value
+                // could not then break out of their quoting).
+                let value = match json_form(rest) {
+                    Some(parts) => parts.iter().map(|p| crate::shell::quote(p)).collect::<Vec<_>>().join(" "),
+                    None => match substitute(rest, &vars) {
+                        Some(value) => value,
+                        None => {
+                            errors.push(error(&format!(
+                                "the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"
+                            )));
+                            continue;
+                        }
+                    },
                 };
                 if keyword == "RUN" {
                     Instruction::Run(value)
@@ -426,7 +472,7 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
             }
             "ENV" | "LABEL" => match pairs(rest, &vars) {
                 Ok(set) if keyword == "ENV" => {
-                    vars.extend(set.iter().cloned());
+                    env.extend(set.iter().cloned());
                     Instruction::Env(set)
                 }
                 Ok(set) => Instruction::Label(set),
@@ -473,7 +519,8 @@ mod tests {
         let i: Vec<&Instruction> = steps.iter().map(|s| &s.instruction).collect();
         assert_eq!(i[0], &Instruction::From("scratch".into()));
         assert_eq!(i[1], &Instruction::Copy { sources: vec!["a".into(), "b".into()], dest: "dest/".into() });
-        assert_eq!(i[2], &Instruction::Run("echo 1.22 &&   true".into()));
+        // An ARG before FROM is for FROM lines only (Docker's scope): the shell gets `$V` as written.
+        assert_eq!(i[2], &Instruction::Run("echo $V &&   true".into()));
         assert_eq!(steps[2].line, 6);
         assert_eq!(i[4], &Instruction::Label(vec![("x".into(), "y z".into())]));
         assert_eq!(i[5], &Instruction::Cmd("kubectl apply -f v".into()));
@@ -545,6 +592,40 @@ mod tests {
     fn args_without_a_default_are_empty() {
         let got = pairs_of("ARG A B=2 C=3\nENV V=[$A][$B][$C]\n", &[("C", "from-flag")]);
         assert_eq!(got, [Instruction::Env(set(&[("V", "[][2][from-flag]")]))]);
+    }
+
+    /// Docker's scopes and precedence: an ARG before FROM is the stage's only when declared again; an ENV
+    /// wins over an ARG of its name; a word that expands to nothing is no word.
+    #[test]
+    fn args_and_env_follow_dockers_scopes() {
+        let text = "ARG G=global\nARG H=h\nFROM scratch\nARG G\nENV X=env\nARG X=arg\nLABEL g=$G h=[$H] x=$X\n";
+        let steps = parse(text, &BTreeMap::new()).unwrap();
+        assert_eq!(steps[2].instruction, Instruction::Label(set(&[("g", "global"), ("h", "[]"), ("x", "env")])));
+        let errors = parse("FROM scratch\nARG SRC\nCOPY $SRC etc/\n", &BTreeMap::new()).unwrap_err();
+        assert_eq!(errors[0].message, "COPY needs SRC... DEST", "no whole-context copy from an empty word");
+        let got = pairs_of("ENV E=\"\" F=''\n", &[]);
+        assert_eq!(got, [Instruction::Env(set(&[("E", ""), ("F", "")]))], "quoted empties are values");
+    }
+
+    /// The exec form takes its words as written: a value cannot break out of their quoting. What is not a
+    /// JSON array is the shell form.
+    #[test]
+    fn exec_forms_are_never_substituted_and_other_brackets_are_shell() {
+        let got = pairs_of(
+            "ENV A=\"x'; touch /tmp/pwned; '\"\nRUN [\"echo\", \"$A\"]\nRUN [ -d /tmp ] && echo ${A:+set}\nCMD echo ${UNSET:-d} ${A:-w}\n",
+            &[],
+        );
+        assert_eq!(got[1], Instruction::Run("echo '$A'".into()));
+        assert_eq!(got[2], Instruction::Run("[ -d /tmp ] && echo set".into()));
+        assert_eq!(got[3], Instruction::Cmd("echo ${UNSET:-d} x'; touch /tmp/pwned; '".into()));
+    }
+
+    /// Every instruction is bounded as a whole, so many pairs of a large value cannot multiply it.
+    #[test]
+    fn many_pairs_of_a_large_value_are_refused() {
+        let text = format!("FROM scratch\nENV A={}\nENV {}\n", "x".repeat(60_000), "B=$A ".repeat(20));
+        let errors = parse(&text, &BTreeMap::new()).unwrap_err();
+        assert!(errors[0].message.contains("grows over 65536 bytes"), "{}", errors[0]);
     }
 
     #[test]

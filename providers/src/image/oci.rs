@@ -24,6 +24,8 @@ const FORMAT_LABEL: &str = "sealer.io/image-format-version";
 const IMAGES_LABEL: &str = "sealer.io/container-images";
 /// The image it was built `FROM`, so that `rmi` knows it is in use after a push and pull, or save and load.
 const BASE_LABEL: &str = "sealer.io/base";
+/// The labels sealer writes into a pushed image's config: a Kubefile may not set them.
+pub const RESERVED_LABELS: [&str; 5] = [CMDS_LABEL, FORMAT_LABEL, IMAGES_LABEL, BASE_LABEL, SEALER_EXTENSION_LABEL];
 
 pub struct RegistryOptions {
     /// Plain HTTP (always for 127.0.0.1 and localhost).
@@ -100,9 +102,15 @@ fn plain_http(reference: &Reference, opts: &RegistryOptions) -> bool {
     opts.insecure || is_local(reference.resolve_registry())
 }
 
-/// A registry on this machine (`127.0.0.1[:port]`, `localhost[:port]`), spoken to over plain HTTP.
+/// A registry on this machine (`127.0.0.1[:port]`, `localhost[:port]`, `[::1][:port]`), spoken to over
+/// plain HTTP. The host is compared whole: `localhost.example.com` is not this machine.
 pub fn is_local(registry: &str) -> bool {
-    registry.starts_with("127.0.0.1") || registry.starts_with("localhost")
+    let host = registry.split('/').next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
@@ -603,6 +611,9 @@ mod tests {
         assert!(network_cause(&dns).is_some_and(|(_, todo)| todo.contains("--registry-mirror")));
         let tls = request("url", Box::new(Wrapped("invalid peer certificate: UnknownIssuer", None)));
         assert!(network_cause(&tls).is_some_and(|(_, todo)| todo.contains("--insecure")));
+        use crate::image::oci::is_local;
+        assert!(is_local("127.0.0.1:5000") && is_local("localhost") && is_local("[::1]:5000"));
+        assert!(!is_local("localhost.attacker.invalid") && !is_local("127.0.0.1.nip.io:5000") && !is_local("reg.io"));
         let unauthorized = oci_client::errors::OciDistributionError::UnauthorizedError { url: "u".into() };
         assert!(network_cause(&unauthorized).is_some_and(|(_, todo)| todo.contains("sealer login")));
         // The URL itself says nothing: an image named `openssl` is no TLS failure.

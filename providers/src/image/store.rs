@@ -476,7 +476,15 @@ impl ImageStore {
                 }
                 Instruction::Cmd(command) => config.cmds.push(command.clone()),
                 Instruction::Env(set) => config.env.extend(set.iter().cloned()),
-                Instruction::Label(set) => config.labels.extend(set.iter().cloned()),
+                Instruction::Label(set) => {
+                    if let Some((key, _)) = set.iter().find(|(k, _)| super::oci::RESERVED_LABELS.contains(&k.as_str()))
+                    {
+                        return Err(fail(format!(
+                            "LABEL `{key}` is sealer's own (it describes the image when pushed)"
+                        )));
+                    }
+                    config.labels.extend(set.iter().cloned());
+                }
             }
         }
         Ok((config, std::mem::take(copied)))
@@ -555,18 +563,30 @@ fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, String> {
     if !is_pattern(source) {
         return Ok(vec![source.to_string()]);
     }
+    // A pattern stays in the context: no `..`, no absolute path, no link walked through.
+    if source.starts_with('/') || source.split('/').any(|c| c == "..") {
+        return Err("leaves its directory".into());
+    }
+    let components: Vec<&str> = source.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     let mut found = vec![String::new()];
-    for component in source.split('/').filter(|c| !c.is_empty() && *c != ".") {
+    for (index, component) in components.iter().enumerate() {
+        let last = index + 1 == components.len();
         let mut next = Vec::new();
         for dir in &found {
             let join = |name: &str| if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-            if !is_pattern(component) {
-                next.push(join(component));
-                continue;
-            }
             let path = if dir.is_empty() { context.to_path_buf() } else { context.join(dir) };
+            // Only a real directory of the context is looked into.
             if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
+            }
+            if !is_pattern(component) {
+                if last || fs::symlink_metadata(path.join(component)).is_ok_and(|m| m.is_dir()) {
+                    next.push(join(component));
+                }
+                continue;
+            }
+            if glob_tokens(&component.chars().collect::<Vec<_>>()).is_none() {
+                return Err(format!("is not a valid pattern: `{component}` has a `[` without its `]`"));
             }
             let pattern: Vec<char> = component.chars().collect();
             for entry in fs::read_dir(&path).map_err(|e| format!("cannot be listed: {e}"))?.flatten() {
@@ -601,7 +621,8 @@ enum Glob {
     Char(char),
 }
 
-fn glob_tokens(pattern: &[char]) -> Vec<Glob> {
+/// The elements of a pattern component; `None` for a `[` without its `]` (Go's ErrBadPattern).
+fn glob_tokens(pattern: &[char]) -> Option<Vec<Glob>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < pattern.len() {
@@ -611,7 +632,8 @@ fn glob_tokens(pattern: &[char]) -> Vec<Glob> {
             '[' => {
                 if let Some(close) = pattern.iter().skip(i + 2).position(|&c| c == ']').map(|p| p + i + 2) {
                     let mut class = &pattern[i + 1..close];
-                    let negated = matches!(class.first(), Some('!' | '^'));
+                    // Go's `filepath.Match` (Docker's): `^` negates; `!` is a character like any other.
+                    let negated = class.first() == Some(&'^');
                     if negated {
                         class = &class[1..];
                     }
@@ -629,7 +651,7 @@ fn glob_tokens(pattern: &[char]) -> Vec<Glob> {
                     out.push(Glob::Class { ranges, negated });
                     i = close;
                 } else {
-                    out.push(Glob::Char('['));
+                    return None;
                 }
             }
             '\\' if i + 1 < pattern.len() => {
@@ -640,12 +662,12 @@ fn glob_tokens(pattern: &[char]) -> Vec<Glob> {
         }
         i += 1;
     }
-    out
+    Some(out)
 }
 
 /// `filepath.Match` for one path component, in time proportional to pattern × name (no backtracking).
 fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
-    let tokens = glob_tokens(pattern);
+    let Some(tokens) = glob_tokens(pattern) else { return false };
     // matched[j]: the tokens so far match the first j characters of the name.
     let mut matched = vec![false; name.len() + 1];
     matched[0] = true;
@@ -929,8 +951,9 @@ mod tests {
         let m = |p: &str, n: &str| pattern_matches(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
         assert!(m("*.yaml", "a.yaml") && m("*.yaml", ".hidden.yaml") && !m("*.yaml", "a.yml"));
         assert!(m("x?.txt", "x1.txt") && !m("x?.txt", "x12.txt"));
-        assert!(m("[ab].md", "a.md") && !m("[ab].md", "c.md") && m("[!ab].md", "c.md") && m("[a-c]*", "b-side"));
-        assert!(m("\\*", "*") && !m("\\*", "a") && m("[", "["));
+        assert!(m("[ab].md", "a.md") && !m("[ab].md", "c.md") && m("[^ab].md", "c.md") && m("[a-c]*", "b-side"));
+        assert!(m("[!ab].md", "!.md") && !m("[!ab].md", "c.md"), "`!` is no negation in Go's patterns");
+        assert!(m("\\*", "*") && !m("\\*", "a") && !m("[", "["));
         let long: String = "a".repeat(200);
         assert!(!m(&format!("{}c", "*a".repeat(30)), &format!("{long}b")), "no backtracking blow-up");
         let (context, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -951,6 +974,19 @@ mod tests {
         assert!(!config.digest.is_empty());
         let err = build(home.path(), context.path(), "q", "FROM scratch\nCOPY *.json etc/\n").unwrap_err();
         assert!(err.to_string().contains("COPY source `*.json` matches nothing in the build context"), "{err}");
+        // Nothing outside the context is looked at, through `..`, an absolute path or a link.
+        std::os::unix::fs::symlink("/etc", context.path().join("etclink")).unwrap();
+        for (pattern, why) in [
+            ("sub/../../*", "leaves its directory"),
+            ("/etc/pass*", "leaves its directory"),
+            ("etclink/pass*", "matches nothing"),
+            ("*/pass*", "matches nothing"),
+            ("[ab", "has a `[` without its `]`"),
+        ] {
+            let err =
+                build(home.path(), context.path(), "r", &format!("FROM scratch\nCOPY {pattern} etc/\n")).unwrap_err();
+            assert!(err.to_string().contains(why) && !err.to_string().contains("passwd"), "{pattern}: {err}");
+        }
     }
 
     /// The digest names the configuration too: a CMD, ENV or LABEL alone makes another image, and the
@@ -973,6 +1009,25 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 5, "every configuration is an image of its own: {all:?}");
         assert_ne!(a, format!("sha256:{:x}", Sha256::digest(b"")), "not the digest of no files");
+        // Directly: the carried images count; the name and the base do not.
+        let config = ImageConfig {
+            format_version: IMAGE_FORMAT_VERSION.into(),
+            name: "a:1".into(),
+            digest: String::new(),
+            base: None,
+            cmds: vec![],
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            images: vec![],
+        };
+        let plain = image_digest("x 644 f", &config);
+        let carrying = ImageConfig { images: vec!["docker.io/library/a:1".into()], ..config.clone() };
+        assert_ne!(plain, image_digest("x 644 f", &carrying));
+        let renamed = ImageConfig { name: "b:2".into(), base: Some("k:1".into()), ..config.clone() };
+        assert_eq!(plain, image_digest("x 644 f", &renamed));
+        assert_ne!(plain, image_digest("y 644 f", &config), "the files count");
+        let err = build(home.path(), context.path(), "l", "FROM scratch\nLABEL sealer.io/base=fake\n").unwrap_err();
+        assert!(err.to_string().contains("LABEL `sealer.io/base` is sealer's own"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! High availability as sealer's users expect it, on real sshd hosts: 3 masters and 2 nodes, every node
+//! balancing the API's virtual IP over the masters (the image's lvscare, nftables NAT); a master added
+//! later joins every node's balancer and one removed leaves it; then the first master's whole host goes
+//! and the cluster keeps going through the other two.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Registry, Testbed};
+use serde_json::Value as Json;
+
+const IMAGE: &str = sealer_tests::SIMULATED_IMAGE;
+const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
+const CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";
+
+fn exec(tb: &Testbed, i: usize, command: &str) -> String {
+    let out = tb.exec(i, command);
+    assert!(out.status.success(), "host {i}: {command}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The masters a node's balancer is given and those it serves now (its lvscare's state).
+fn balancer(tb: &Testbed, i: usize) -> (Vec<String>, Vec<String>) {
+    let state: Json = serde_json::from_str(&exec(tb, i, "cat /run/sealer-lvscare/state.json")).unwrap();
+    let list = |k: &str| state[k].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    (list("real_servers"), list("serving"))
+}
+
+fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn losing_the_first_master_keeps_the_cluster() {
+    if !testbed_available() {
+        return;
+    }
+    let Some(source) = Registry::start() else { return };
+    let tb = Testbed::up(6);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let ip = |i: usize| tb.ips[i].to_string();
+    let key = tb.key.display().to_string();
+    sealer_tests::build_simulated_image(&home, dir.path());
+    // An application whose container runs on the nodes (a real one, from the cluster's registry).
+    sealer_tests::busybox_image(&format!("127.0.0.1:{}/library/sleeper:1", source.port), "");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join("manifests")).unwrap();
+    std::fs::write(
+        app.join("manifests/sleeper.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sleeper\nspec:\n  replicas: 2\n  template:\n    spec:\n      \
+         containers:\n        - name: s\n          image: sleeper:1\n          command: [sleep, \"7777\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("Kubefile"),
+        "FROM scratch\nCOPY manifests manifests\nCMD kubectl apply -f manifests/sleeper.yaml\n",
+    )
+    .unwrap();
+    let mirror = format!("docker.io=http://127.0.0.1:{}", source.port);
+    ok(&sealer(
+        &home,
+        dir.path(),
+        &["build", "-t", "sleeper-app:1", app.to_str().unwrap(), "--registry-mirror", &mirror],
+    ));
+    drop(source);
+
+    // 3 masters, 2 nodes.
+    let masters = format!("{},{},{}", ip(0), ip(1), ip(2));
+    let nodes = format!("{},{}", ip(3), ip(4));
+    let run = ["run", IMAGE, "-m", &masters, "-n", &nodes, "--pk", &key, "--auto-approve", "--no-progress"];
+    let out = ok(&sealer(&home, &work, &run));
+    for i in 3..5 {
+        assert!(out.contains(&format!("balancer.{} will be created", ip(i))), "{out}");
+    }
+    let three: Vec<String> = (0..3).map(|i| format!("{}:6443", ip(i))).collect();
+    for i in 3..5 {
+        let (given, serving) = balancer(&tb, i);
+        assert_eq!((given, serving), (three.clone(), three.clone()), "node {i}'s balancer");
+        let hosts = exec(&tb, i, "grep ' apiserver.cluster.local$' /etc/hosts");
+        assert_eq!(hosts.trim(), "10.103.97.2 apiserver.cluster.local", "node {i} reaches the API by the virtual IP");
+    }
+    for i in 0..3 {
+        let hosts = exec(&tb, i, "grep ' apiserver.cluster.local$' /etc/hosts");
+        assert_eq!(hosts.trim(), format!("{} apiserver.cluster.local", ip(i)), "master {i} is its own API");
+    }
+    ok(&sealer(&home, &work, &["run", "sleeper-app:1", "--auto-approve", "--no-progress"]));
+
+    // A master added later is in every node's balancer; removed, it is out again.
+    let four = format!("{masters},{}", ip(5));
+    let grown =
+        ok(&sealer(&home, &work, &["run", IMAGE, "-m", &four, "--pk", &key, "--auto-approve", "--no-progress"]));
+    assert!(grown.contains(&format!("balancer.{} will be updated in-place", ip(3))), "{grown}");
+    for i in 3..5 {
+        assert!(balancer(&tb, i).0.contains(&format!("{}:6443", ip(5))), "node {i}");
+    }
+    let kept = work.join(".sealer/my-cluster/Clusterfile");
+    let text = std::fs::read_to_string(&kept).unwrap();
+    std::fs::write(&kept, text.replace(&format!(", {}", ip(5)), "").replace(&format!(",{}", ip(5)), "")).unwrap();
+    let shrunk = ok(&sealer(
+        &home,
+        &work,
+        &["apply", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"],
+    ));
+    assert!(shrunk.contains(&format!("kubeadm-join.{} will be destroyed", ip(5))), "{shrunk}");
+    for i in 3..5 {
+        assert_eq!(balancer(&tb, i).0, three, "node {i}");
+    }
+    let plan = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+    // A node's balancer that drifted (its checker stopped) shows in the plan.
+    exec(&tb, 3, "p=$(cat /run/sealer-lvscare.pid); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done");
+    let drift = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile", "--detailed-exitcode"]);
+    assert_eq!(drift.status.code(), Some(2), "{}", stdout(&drift));
+    assert!(stdout(&drift).contains(&format!("balancer.{} will be updated in-place", ip(3))), "{}", stdout(&drift));
+    ok(&sealer(&home, &work, &["apply", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"]));
+    until("node 3's balancer serves again", Duration::from_secs(10), || balancer(&tb, 3).1 == three);
+
+    let kubectl = |i: usize, args: &str| tb.exec(i, &format!("{KUBECTL} {args}"));
+    until("the sleepers run", Duration::from_secs(60), || {
+        stdout(&kubectl(1, "get pods")).matches("Running").count() == 2
+    });
+
+    // The first master's whole host goes.
+    tb.kill_host(0);
+    let lost = Instant::now();
+    let ready_again = until("every node Ready through the other masters", Duration::from_secs(30), || {
+        let out = kubectl(1, "get nodes -o json");
+        let Ok(nodes) = serde_json::from_slice::<Json>(&out.stdout) else { return false };
+        let ready: Vec<String> = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"]["conditions"][0]["status"] == "True")
+            .map(|n| n["status"]["addresses"][0]["address"].as_str().unwrap().to_string())
+            .collect();
+        // Some time must have passed for the dead master to be seen NotReady (6 s without heartbeats).
+        lost.elapsed() > Duration::from_secs(7) && (1..5).all(|i| ready.contains(&ip(i))) && !ready.contains(&ip(0))
+    });
+    eprintln!("FIGURE nodes Ready again {:.1} s after the first master's host went", (lost.elapsed()).as_secs_f64());
+    assert!(ready_again < Duration::from_secs(30));
+    for i in 3..5 {
+        let (_, serving) = balancer(&tb, i);
+        assert!(!serving.contains(&format!("{}:6443", ip(0))) && serving.len() == 2, "node {i}: {serving:?}");
+    }
+    // The nodes' heartbeats now reach the surviving masters' API servers.
+    let logs = format!(
+        "{}{}",
+        exec(&tb, 1, "cat /var/log/sim-k8s/apiserver.log"),
+        exec(&tb, 2, "cat /var/log/sim-k8s/apiserver.log")
+    );
+    let names: Vec<String> = (3..5).map(|i| exec(&tb, i, "hostname").trim().to_string()).collect();
+    for name in &names {
+        assert!(logs.contains(&format!("heartbeats of {name} now served by")), "{logs}");
+    }
+    // The pods keep running, as containers on the nodes.
+    let pods = stdout(&kubectl(2, "get pods"));
+    assert_eq!(pods.matches("Running").count(), 2, "{pods}");
+    for i in 3..5 {
+        let tasks = exec(&tb, i, &format!("{CTR} tasks ls"));
+        assert!(tasks.contains("RUNNING") || !pods.contains(&names[i - 3]), "node {i}: {tasks}");
+    }
+
+    // `sealer plan` names the host that does not answer, in bounded time.
+    let started = Instant::now();
+    let plan = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile"]);
+    let took = started.elapsed();
+    eprintln!("FIGURE plan with the first master gone: {:.1} s", took.as_secs_f64());
+    assert_ne!(plan.status.code(), Some(0));
+    assert!(stderr(&plan).contains(&ip(0)), "{}", stderr(&plan));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
