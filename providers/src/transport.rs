@@ -226,7 +226,17 @@ impl SshSession {
             ..Default::default()
         });
         let mut last_error = String::new();
+        // All attempts together take at most `connect_timeout`: a host that refuses (sshd restarting) is
+        // tried again after a short pause, one that does not answer at all is reported once that time
+        // is up, not after several more waits.
+        let deadline = tokio::time::Instant::now() + target.connect_timeout;
+        let mut attempts = 0;
         for attempt in 1..=CONNECT_ATTEMPTS {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            attempts = attempt;
             let offered = Arc::new(Mutex::new(Offered::default()));
             let handler = Client {
                 known: target.known_host_key.clone(),
@@ -234,7 +244,7 @@ impl SshSession {
                 offered: offered.clone(),
             };
             let connecting = client::connect(config.clone(), (target.ip, target.port), handler);
-            match tokio::time::timeout(target.connect_timeout, connecting).await {
+            match tokio::time::timeout(remaining, connecting).await {
                 Ok(Ok(handle)) => {
                     let host_key = offered.lock().ok().and_then(|o| o.key.as_ref().map(openssh)).unwrap_or_default();
                     let mut session = SshSession {
@@ -266,15 +276,11 @@ impl SshSession {
                 Err(_) => last_error = format!("no answer within {} s", target.connect_timeout.as_secs()),
             }
             if attempt < CONNECT_ATTEMPTS {
-                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+                let pause = Duration::from_millis(250 << (attempt - 1));
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
             }
         }
-        Err(TransportError::Unreachable {
-            host: target.ip,
-            port: target.port,
-            attempts: CONNECT_ATTEMPTS,
-            message: last_error,
-        })
+        Err(TransportError::Unreachable { host: target.ip, port: target.port, attempts, message: last_error })
     }
 
     async fn authenticate(&mut self) -> Result<(), TransportError> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::error::ProviderError;
+use crate::error::{ProviderError, TransportError};
 use crate::shell::quote;
 use crate::transport::{ExecOutput, SshSession, SshTarget};
 
@@ -50,6 +50,20 @@ pub struct SshRemote {
     timeout: Duration,
 }
 
+/// The hosts (address and port) this process could not reach, when, and why: every connection to one
+/// within [`UNREACHABLE_FOR`] fails at once with the same error, whichever remote asks, so an operation
+/// that touches a dead host many times (a plan's refresh, then its reads) waits for it once.
+type Unreachable = Mutex<HashMap<(IpAddr, u16), (std::time::Instant, String)>>;
+
+fn unreachable_hosts() -> &'static Unreachable {
+    static HOSTS: std::sync::OnceLock<Unreachable> = std::sync::OnceLock::new();
+    HOSTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// How long a host that could not be reached is taken as unreachable without trying again (a remote
+/// kept by `sealer reconcile` tries again after it).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+
 impl SshRemote {
     /// `timeout` bounds every command.
     pub fn new(hosts: BTreeMap<IpAddr, SshTarget>, timeout: Duration) -> Self {
@@ -74,7 +88,32 @@ impl SshRemote {
             cell.clone()
         };
         let target = self.hosts.get(&ip).cloned().ok_or(ProviderError::NoCredentials(ip))?;
-        cell.get_or_try_init(|| async move { Ok(Arc::new(SshSession::connect(target).await?)) }).await.cloned()
+        // Checked and recorded inside the initialisation: every task that waited for this connection
+        // tries it in turn when it failed, and each must fail at once.
+        cell.get_or_try_init(|| async {
+            let key = (ip, target.port);
+            let known =
+                unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+            if let Some((when, message)) = known.filter(|(when, _)| when.elapsed() < UNREACHABLE_FOR) {
+                let ago = when.elapsed().as_secs();
+                let message = format!("{message} ({ago} s ago)");
+                return Err(TransportError::Unreachable { host: ip, port: target.port, attempts: 0, message }.into());
+            }
+            match SshSession::connect(target.clone()).await {
+                Ok(session) => Ok(Arc::new(session)),
+                Err(e) => {
+                    if let TransportError::Unreachable { message, .. } = &e {
+                        unreachable_hosts()
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(key, (std::time::Instant::now(), message.clone()));
+                    }
+                    Err(ProviderError::from(e))
+                }
+            }
+        })
+        .await
+        .cloned()
     }
 }
 
