@@ -131,6 +131,8 @@ pub fn tick(
     progress: Progress,
     cancel: CancelFlag,
 ) -> Tick {
+    // Every tick tries every host afresh: a host the last tick could not reach may be back.
+    sealer_providers::cluster::forget_unreachable_hosts();
     let mut notes = Vec::new();
     if opts.git_pull {
         if let Err(e) = git_pull(&opts.file) {

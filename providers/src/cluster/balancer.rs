@@ -32,7 +32,7 @@ fn stop_script() -> String {
     format!(
         "p=$(cat {PID} 2>/dev/null); if [ -n \"$p\" ] && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q ' care --vs '; \
          then kill \"$p\"; i=0; while kill -0 \"$p\" 2>/dev/null && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.1; done; \
-         kill -9 \"$p\" 2>/dev/null; fi; rm -f {PID}"
+         if kill -0 \"$p\" 2>/dev/null; then kill -9 \"$p\"; fi; fi; rm -f {PID}"
     )
 }
 
@@ -56,7 +56,15 @@ impl KindProvider for Balancer {
     async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
         let line = obs
             .cx
-            .output(ip, &format!("p=$(cat {PID} 2>/dev/null) && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null; true"))
+            // Its rules must be there too: a flushed ruleset (a firewall reload) is a balancer that
+            // balances nothing, whatever runs.
+            .output(
+                ip,
+                &format!(
+                    "nft list table ip sealer-lvscare >/dev/null 2>&1 && p=$(cat {PID} 2>/dev/null) && \
+                     tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null; true"
+                ),
+            )
             .await?;
         let words: Vec<&str> = line.split_whitespace().collect();
         let mut observed = recorded.clone();
@@ -92,7 +100,8 @@ impl KindProvider for Balancer {
         // Started afresh with the masters it is given, detached from the session; ready once it wrote
         // which masters it serves (the rules are in place then).
         let script = format!(
-            "{}; rm -f {STATE}; setsid {bin} {args} >>/var/log/sealer-lvscare.log 2>&1 </dev/null & echo $! > {PID}; \
+            "for t in nft ip; do command -v $t >/dev/null || {{ echo \"the node's API balancer needs $t (Debian's nftables \
+             and iproute2)\" >&2; exit 1; }}; done; {}; rm -f {STATE}; setsid {bin} {args} >>/var/log/sealer-lvscare.log 2>&1 </dev/null & echo $! > {PID}; \
              i=0; until [ -s {STATE} ]; do i=$((i+1)); if [ $i -gt 100 ]; then echo 'lvscare did not start:' >&2; \
              tail -n 5 /var/log/sealer-lvscare.log >&2; exit 1; fi; sleep 0.1; done",
             stop_script()
@@ -103,6 +112,7 @@ impl KindProvider for Balancer {
         Ok(after)
     }
 
+    /// The node reaches the API through the first master again (as without a balancer).
     async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
         // What a checker that died left (its table, the virtual IP's route) goes too.
         let script = format!(
@@ -110,6 +120,7 @@ impl KindProvider for Balancer {
              rm -rf /run/sealer-lvscare; true",
             stop_script()
         );
-        cx.run(ip, &script, b"").await.map(|_| ())
+        cx.run(ip, &script, b"").await?;
+        cx.hosts_entry(ip, API_SERVER_DOMAIN, cx.ctx.first_master).await
     }
 }

@@ -39,7 +39,7 @@ pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use balancer::carried_by as image_carries_balancer;
 pub use hooks::{recorded_schedules, ScheduledHook};
 pub use relay::{relaying_hosts, CopyEvent, CopyProgress, Distribution};
-pub use remote::{Remote, SshRemote};
+pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
 use crate::error::ProviderError;

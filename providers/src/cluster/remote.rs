@@ -55,6 +55,12 @@ pub struct SshRemote {
 /// that touches a dead host many times (a plan's refresh, then its reads) waits for it once.
 type Unreachable = Mutex<HashMap<(IpAddr, u16), (std::time::Instant, String)>>;
 
+/// Forgets the hosts found unreachable: the next connection to each is tried (a long-running caller, such
+/// as `sealer reconcile`, calls it before each round of work).
+pub fn forget_unreachable_hosts() {
+    unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+}
+
 fn unreachable_hosts() -> &'static Unreachable {
     static HOSTS: std::sync::OnceLock<Unreachable> = std::sync::OnceLock::new();
     HOSTS.get_or_init(|| Mutex::new(HashMap::new()))

@@ -2,8 +2,8 @@
 #
 # kubeadm, kubectl and kubelet cannot be installed on the machines sealer is tested on, so this image
 # carries a simulation of them. It is strict (unknown flags, unknown config fields and wrong API versions
-# are errors; a join needs the token and CA hash that init printed) and stateful (an API process on the
-# first master keeps nodes, roles, labels, taints and Ready status, which comes from each node's
+# are errors; a join needs the token and CA hash that init printed) and stateful (an API process on every
+# control-plane member keeps nodes, roles, labels, taints and Ready status, which comes from each node's
 # simulated kubelet heartbeating). It is not Kubernetes and never claims to be. Its objects live in a
 # real etcd (Debian's etcd-server, copied into the image), one member per control-plane node, under
 # /registry/ like Kubernetes' own, so snapshots, restores and member changes are real etcd operations.
@@ -132,7 +132,7 @@ ETCD_CLIENT = "http://127.0.0.1:2379"
 ETCD_MANIFEST = KUBE_DIR + "/manifests/etcd.yaml"
 
 
-def _b64(text):
+def b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
@@ -155,16 +155,25 @@ def etcd(path, body, endpoint=ETCD_CLIENT):
 
 def etcd_range(prefix):
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    r = etcd("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
+    r = etcd("/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
     return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in r.get("kvs", [])}
 
 
+def etcd_range_revisions(prefix):
+    """Keys under `prefix` with their values, and the revision each was last written at."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    r = etcd("/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
+    kvs = r.get("kvs", [])
+    return ({_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in kvs},
+            {_unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in kvs})
+
+
 def etcd_put(key, value):
-    etcd("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+    etcd("/v3/kv/put", {"key": b64(key), "value": b64(value)})
 
 
 def etcd_delete(key):
-    etcd("/v3/kv/deleterange", {"key": _b64(key)})
+    etcd("/v3/kv/deleterange", {"key": b64(key)})
 
 
 def etcd_healthy(endpoint=ETCD_CLIENT):
