@@ -32,11 +32,11 @@ fi
 [ "$(id -u)" = 0 ] || { echo "the quickstart creates network namespaces: run it as root" >&2; exit 1; }
 if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] \
   || [ ! -x /usr/bin/containerd ] || ! command -v runc >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/bin/skopeo ] \
-  || ! command -v curl >/dev/null \
+  || ! command -v curl >/dev/null || ! command -v nft >/dev/null \
   || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
   apt-get update -q >/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server docker-registry python3-yaml etcd-server etcd-client \
-    containerd runc busybox-static skopeo curl iproute2 util-linux >/dev/null
+    containerd runc busybox-static skopeo curl nftables iproute2 util-linux >/dev/null
 fi
 # A run again starts afresh: the hosts of the last run go, and so does the state that recorded them.
 [ -f "$work/testbed" ] && "$testbed" down "$(cat "$work/testbed")" || true
