@@ -96,7 +96,13 @@ down() {
 clean() {
   for base in "$dir"/*; do
     [ -d "$base" ] || continue
-    local owner; owner=$(cat "$base/owner" 2>/dev/null || echo 0)
+    local owner; owner=$(cat "$base/owner" 2>/dev/null || true)
+    # A slot without its owner yet is being set up by a concurrent `up` (it writes the file right after
+    # taking the slot): left alone, unless it stayed so for a minute (that `up` died).
+    if [ -z "$owner" ]; then
+      if [ -n "$(find "$base" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then down "$(basename "$base")"; fi
+      continue
+    fi
     if ! kill -0 "$owner" 2>/dev/null; then down "$(basename "$base")"; fi
   done
 }
@@ -134,7 +140,8 @@ up() {
   done
   [ -n "$k" ] || die "no free testbed slot"
   local base="$dir/$k"
-  echo "$owner" > "$base/owner"
+  # Written whole at once (a concurrent `clean` must never read it half-written, as no owner).
+  echo "$owner" > "$base/owner.tmp" && mv "$base/owner.tmp" "$base/owner"
   trap 'down "$k"' ERR
   ssh-keygen -q -t ed25519 -N '' -C "sealer-testbed-$k" -f "$base/id_ed25519"
   ip link add "sbr$k" type bridge
