@@ -77,6 +77,9 @@ pub fn sealer_at_with_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: &str)
 /// The name the e2e tests give the simulated-Kubernetes image (`examples/images/simulated-k8s`).
 pub const SIMULATED_IMAGE: &str = "sim/kubernetes:v1.22.15";
 
+/// `ctr` on the test image's containerd (its own socket, `etc/containerd.toml`), in the kubelets' namespace.
+pub const SIMULATED_CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";
+
 /// Builds the simulated-Kubernetes image into `home`'s store as [`SIMULATED_IMAGE`].
 pub fn build_simulated_image(home: &Path, cwd: &Path) {
     let context = repo_root().join("examples/images/simulated-k8s");
@@ -237,6 +240,13 @@ impl Testbed {
     /// Runs `sh -c command` inside host `i` (0-based), outside of ssh.
     pub fn exec(&self, i: usize, command: &str) -> Output {
         self.script(&["exec", &(i + 1).to_string(), "sh", "-c", command])
+    }
+
+    /// Runs `sh -c command` inside host `i` and returns its output; anything but success fails the test.
+    pub fn exec_ok(&self, i: usize, command: &str) -> String {
+        let out = self.exec(i, command);
+        assert!(out.status.success(), "host {i}: {command}: {}", stderr(&out));
+        stdout(&out)
     }
 
     /// Host `i` goes as a machine switched off: its processes killed, its link down.

@@ -11,12 +11,10 @@ use serde_json::Value as Json;
 
 const IMAGE: &str = sealer_tests::SIMULATED_IMAGE;
 const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
-const CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";
+const CTR: &str = sealer_tests::SIMULATED_CTR;
 
 fn exec(tb: &Testbed, i: usize, command: &str) -> String {
-    let out = tb.exec(i, command);
-    assert!(out.status.success(), "host {i}: {command}: {}", stderr(&out));
-    stdout(&out)
+    tb.exec_ok(i, command)
 }
 
 /// The masters a node's balancer is given and those it serves now (its lvscare's state).

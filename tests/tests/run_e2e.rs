@@ -15,8 +15,7 @@ const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
 /// The host port the application's web server listens on.
 const WEB_PORT: u16 = 8080;
-/// `ctr` on the test image's containerd (its own socket, etc/containerd.toml) and the kubelets' namespace.
-const CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";
+const CTR: &str = sealer_tests::SIMULATED_CTR;
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
@@ -27,9 +26,7 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
 }
 
 fn exec(tb: &Testbed, i: usize, command: &str) -> String {
-    let out = tb.exec(i, command);
-    assert!(out.status.success(), "host {i}: {command}: {}", stderr(&out));
-    stdout(&out)
+    tb.exec_ok(i, command)
 }
 
 fn pods(tb: &Testbed) -> Vec<Json> {
@@ -396,6 +393,15 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     }
     let plan = sealer(&home, &work, &["plan", "-f", kept_path, "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+
+    // $SEALER_HOME/states, which lists where states are (for `rmi`), is its owner's alone and names no secret.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let states = home.join("states");
+        assert_eq!(std::fs::metadata(&states).unwrap().permissions().mode() & 0o777, 0o600);
+        let listed = std::fs::read_to_string(&states).unwrap();
+        assert!(listed.contains("state.db") && !listed.contains(REGISTRY_PASSWORD), "{listed}");
+    }
 
     // The registry's password is in no output, state or log.
     let mut shown = vec![std::fs::read(work.join(".sealer/state.db")).unwrap()];

@@ -41,12 +41,14 @@ def read_server(conf):
     fail("error: %s not found: is this a control-plane node of an initialised cluster?" % conf)
 
 
-def call(server, method, path, body=None):
+def _request(server, method, path, body, read):
+    """One request to the API server; `read` turns the answer's bytes into the result. Its errors are
+    kubectl's."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return read(resp.read())
     except urllib.error.HTTPError as e:
         try:
             detail = json.loads(e.read()).get("error", "")
@@ -55,21 +57,15 @@ def call(server, method, path, body=None):
         fail("Error from server: %s" % detail)
     except (urllib.error.URLError, OSError) as e:
         fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
+
+
+def call(server, method, path, body=None):
+    return _request(server, method, path, body, lambda b: json.loads(b or b"null"))
 
 
 def call_text(server, path):
     """A GET whose answer is text (a container's log)."""
-    try:
-        with urllib.request.urlopen(server + path, timeout=15) as resp:
-            return resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        try:
-            detail = json.loads(e.read()).get("error", "")
-        except Exception:
-            detail = str(e)
-        fail("Error from server: %s" % detail)
-    except (urllib.error.URLError, OSError) as e:
-        fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
+    return _request(server, "GET", path, None, lambda b: b.decode(errors="replace"))
 
 
 def spawn(args, log):
