@@ -58,18 +58,10 @@ pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
     let store = ImageStore::new(&sealer_home());
     let opts = registry_options(&args.name, args.insecure)?;
     let pushed = ops::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout().as_ref()))?;
-    if pushed.resumed_bytes > 0 {
-        println!("resumed an interrupted upload: {} bytes were in the registry already", pushed.resumed_bytes);
-    }
-    if pushed.restarted_uploads > 0 {
-        println!(
-            "{} interrupted upload(s) could not be resumed (the registry dropped the session): sent again",
-            pushed.restarted_uploads
-        );
-    }
-    if pushed.blobs_skipped > 0 {
-        println!("{} blob(s) were in the registry already; sent {} bytes", pushed.blobs_skipped, pushed.bytes_sent);
-    }
+    println!(
+        "sent {} bytes; {} of {} blob(s) ({} bytes) were in the registry already",
+        pushed.bytes_sent, pushed.blobs_skipped, pushed.blobs, pushed.bytes_skipped
+    );
     println!("pushed {} {}", args.name, pushed.manifest_digest);
     Ok(Outcome::Ok)
 }

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::manifest::{
+    OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
 use super::store::{ImageConfig, ImageError, ImageStore, IMAGE_FORMAT_VERSION};
-use super::upload::{Resumption, Uploader};
+use super::upload::Uploader;
 use super::{Quiet, TransferProgress};
 
 /// Sealer's own label (as sealer writes it): JSON with the image type and its launch commands.
@@ -247,22 +249,61 @@ fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), LayerError> {
     Ok(())
 }
 
-/// Pushes image `name` of the local store to the registry its name points at; returns the manifest digest.
-const PUSH_CHUNK: usize = 8 << 20;
+/// The largest blob a push sends in one request. A bigger layer goes as pieces of this size, so a push
+/// killed at any point leaves at most one piece to send again (see `upload` for why a registry's upload
+/// session cannot be continued instead).
+pub const PUSH_PIECE: usize = 8 << 20;
+/// The media type of a piece of a layer: the bytes of the layer's tar from one offset, in order.
+pub const LAYER_PIECE_MEDIA_TYPE: &str = "application/vnd.sealer.image.layer.piece.v1.tar";
+/// On each piece: the digest of the whole layer, checked when a pull has put the pieces together.
+const PIECE_OF_ANNOTATION: &str = "io.sealer.layer.piece-of";
 
 /// What a push did.
 pub struct Pushed {
     pub manifest_digest: String,
+    pub blobs: usize,
     pub bytes_sent: u64,
     pub blobs_skipped: usize,
-    /// Bytes of a blob an earlier, interrupted push had already uploaded and this one did not send again.
-    pub resumed_bytes: u64,
-    /// Interrupted uploads whose session the registry had dropped, so their blob went again whole.
-    pub restarted_uploads: usize,
+    /// Bytes of the blobs the registry had already (an earlier push, interrupted or not) and that were
+    /// not sent again.
+    pub bytes_skipped: u64,
 }
 
-/// Pushes `name`: each blob the registry lacks goes up in chunks, resuming an upload an interrupted push
-/// left; blobs it already has are skipped, so a re-run sends only the rest.
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// The layer's descriptors with the byte range each covers: the layer itself when it fits in one
+/// request, its pieces otherwise.
+fn layer_descriptors(data: &[u8], diff_id: &str) -> Vec<(OciDescriptor, std::ops::Range<usize>)> {
+    if data.len() <= PUSH_PIECE {
+        let descriptor = OciDescriptor {
+            media_type: IMAGE_LAYER_MEDIA_TYPE.into(),
+            digest: diff_id.to_string(),
+            size: data.len() as i64,
+            ..OciDescriptor::default()
+        };
+        return vec![(descriptor, 0..data.len())];
+    }
+    (0..data.len())
+        .step_by(PUSH_PIECE)
+        .map(|start| {
+            let range = start..(start + PUSH_PIECE).min(data.len());
+            let descriptor = OciDescriptor {
+                media_type: LAYER_PIECE_MEDIA_TYPE.into(),
+                digest: sha256(&data[range.clone()]),
+                size: range.len() as i64,
+                annotations: Some([(PIECE_OF_ANNOTATION.to_string(), diff_id.to_string())].into()),
+                ..OciDescriptor::default()
+            };
+            (descriptor, range)
+        })
+        .collect()
+}
+
+/// Pushes image `name` of the local store to the registry its name points at: each blob the registry
+/// lacks goes up in one request; blobs it already has are skipped, so a re-run after an interrupted push
+/// sends only the rest (and the piece that was cut off).
 pub async fn push(
     store: &ImageStore,
     name: &str,
@@ -272,12 +313,21 @@ pub async fn push(
     let image = store.get(name)?;
     let reference = reference(name)?;
     let data = layer(&image.rootfs)?;
-    let diff_id = format!("sha256:{:x}", Sha256::digest(&data));
+    let diff_id = sha256(&data);
     let config = serde_json::to_vec(&oci_config(&image.config, &diff_id))
         .map_err(|e| ImageError::Io { path: name.to_string(), message: e.to_string() })?;
-    let layers = [ImageLayer::oci_v1(data, None)];
-    let config = Config::oci_v1(config, None);
-    let manifest = OciImageManifest::build(&layers, &config, None);
+    let layers = layer_descriptors(&data, &diff_id);
+    let manifest = OciImageManifest {
+        config: OciDescriptor {
+            media_type: IMAGE_CONFIG_MEDIA_TYPE.into(),
+            digest: sha256(&config),
+            size: config.len() as i64,
+            ..OciDescriptor::default()
+        },
+        layers: layers.iter().map(|(d, _)| d.clone()).collect(),
+        media_type: Some(OCI_IMAGE_MEDIA_TYPE.into()),
+        ..OciImageManifest::default()
+    };
     let client = client(&reference, opts);
     let token = client
         .auth(&reference, &auth(opts), RegistryOperation::Push)
@@ -301,38 +351,27 @@ pub async fn push(
         ),
         repository: reference.repository().to_string(),
         authorization,
-        sessions: store.partial_dir()?,
-        chunk: PUSH_CHUNK,
     };
-    let mut pushed = Pushed {
-        manifest_digest: String::new(),
-        bytes_sent: 0,
-        blobs_skipped: 0,
-        resumed_bytes: 0,
-        restarted_uploads: 0,
-    };
-    let blobs = [(&layers[0].data, &manifest.layers[0].digest), (&config.data, &manifest.config.digest)];
-    for (data, digest) in blobs {
+    let mut pushed =
+        Pushed { manifest_digest: String::new(), blobs: 0, bytes_sent: 0, blobs_skipped: 0, bytes_skipped: 0 };
+    let blobs = layers
+        .iter()
+        .map(|(d, range)| (&data[range.clone()], &d.digest))
+        .chain([(config.as_slice(), &manifest.config.digest)]);
+    for (bytes, digest) in blobs {
+        pushed.blobs += 1;
         if client.blob_exists(&reference, digest).await.map_err(oci_error("checking a blob", name))? {
             progress.finish(digest, true);
             pushed.blobs_skipped += 1;
+            pushed.bytes_skipped += bytes.len() as u64;
             continue;
         }
-        let resumed = match uploader
-            .upload(data, digest, progress)
+        uploader
+            .upload(bytes, digest, progress)
             .await
-            .map_err(|message| ImageError::Io { path: name.to_string(), message: format!("push: {message}") })?
-        {
-            Resumption::Resumed(bytes) => bytes,
-            Resumption::Dropped => {
-                pushed.restarted_uploads += 1;
-                0
-            }
-            Resumption::Fresh => 0,
-        };
+            .map_err(|e| ImageError::Io { path: name.to_string(), message: format!("push: {e}") })?;
         progress.finish(digest, false);
-        pushed.bytes_sent += data.len() as u64 - resumed;
-        pushed.resumed_bytes += resumed;
+        pushed.bytes_sent += bytes.len() as u64;
     }
     client.push_manifest(&reference, &manifest.into()).await.map_err(oci_error("pushing the manifest", name))?;
     let (_, digest) = client
@@ -367,37 +406,84 @@ pub async fn pull(
     if manifest.config.media_type != IMAGE_CONFIG_MEDIA_TYPE {
         return Err(refused(format!("config media type `{}` is not an OCI image config", manifest.config.media_type)));
     }
-    let config_digest = format!("sha256:{:x}", Sha256::digest(config.as_bytes()));
+    let config_digest = sha256(config.as_bytes());
     if config_digest != manifest.config.digest {
         return Err(refused(format!("config digest {config_digest} is not the manifest's {}", manifest.config.digest)));
     }
     let oci: serde_json::Value = serde_json::from_str(&config).map_err(|e| refused(e.to_string()))?;
+    let layers = match layer_groups(&manifest.layers) {
+        Ok(layers) => layers,
+        Err(message) => return Err(refused(message)),
+    };
     let work = store.work_dir()?;
     let mut partials = Vec::new();
     let mut resumed_bytes = 0;
-    for layer in &manifest.layers {
-        let gzip = layer.media_type.ends_with("gzip");
-        if layer.media_type != IMAGE_LAYER_MEDIA_TYPE && !gzip {
-            store.discard(&work);
-            return Err(refused(format!("layer media type `{}` is not an OCI layer", layer.media_type)));
+    for layer in layers {
+        let mut fetched = Ok(Vec::new());
+        for blob in &layer.blobs {
+            let partial = store.partial_blob(&blob.digest)?;
+            fetched = match (fetched, fetch_blob(&client, &reference, blob, &partial, progress).await) {
+                (Ok(mut data), Ok((bytes, resumed))) => {
+                    resumed_bytes += resumed;
+                    data.extend_from_slice(&bytes);
+                    Ok(data)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            partials.push(partial);
         }
-        let partial = store.partial_blob(&layer.digest)?;
-        let fetched = fetch_blob(&client, &reference, layer, &partial, progress).await;
-        let unpacked = fetched.and_then(|(data, resumed)| {
-            resumed_bytes += resumed;
-            unpack(&data, gzip, &work.join("rootfs"))
+        let unpacked = fetched.and_then(|data| {
+            let digest = sha256(&data);
+            match layer.whole_digest {
+                Some(expected) if expected != digest => Err(LayerError::Digest { expected, actual: digest }),
+                _ => unpack(&data, layer.gzip, &work.join("rootfs")),
+            }
         });
         if let Err(e) = unpacked {
             store.discard(&work);
             return Err(refused(e.to_string()));
         }
-        partials.push(partial);
     }
     let config = store.commit(&work, image_config(name, &oci), progress)?;
     for partial in partials {
         let _ = std::fs::remove_file(partial);
     }
     Ok(Pulled { config, manifest_digest, resumed_bytes })
+}
+
+/// A layer of a pulled manifest: one blob, or the pieces a push split it into.
+#[derive(Debug)]
+struct PulledLayer<'a> {
+    blobs: Vec<&'a OciDescriptor>,
+    gzip: bool,
+    /// For pieces: the digest the whole layer must have.
+    whole_digest: Option<String>,
+}
+
+/// Puts a manifest's layers together: consecutive pieces of the same layer are one layer.
+fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, String> {
+    let mut layers: Vec<PulledLayer> = Vec::new();
+    for d in descriptors {
+        if d.media_type == LAYER_PIECE_MEDIA_TYPE {
+            let Some(whole) = d.annotations.as_ref().and_then(|a| a.get(PIECE_OF_ANNOTATION)) else {
+                return Err(format!(
+                    "layer piece {} does not say which layer it is of ({PIECE_OF_ANNOTATION})",
+                    d.digest
+                ));
+            };
+            match layers.last_mut() {
+                Some(last) if last.whole_digest.as_ref() == Some(whole) => last.blobs.push(d),
+                _ => layers.push(PulledLayer { blobs: vec![d], gzip: false, whole_digest: Some(whole.clone()) }),
+            }
+            continue;
+        }
+        let gzip = d.media_type.ends_with("gzip");
+        if d.media_type != IMAGE_LAYER_MEDIA_TYPE && !gzip {
+            return Err(format!("layer media type `{}` is not an OCI layer", d.media_type));
+        }
+        layers.push(PulledLayer { blobs: vec![d], gzip, whole_digest: None });
+    }
+    Ok(layers)
 }
 
 /// Downloads one blob into `partial` (continuing from what an earlier, interrupted pull left there) and
@@ -419,7 +505,7 @@ async fn fetch_blob(
     // An earlier pull stopped after the last byte arrived: nothing is fetched again when it checks out.
     if have == total && total > 0 {
         let data = std::fs::read(partial).map_err(io)?;
-        if format!("sha256:{:x}", Sha256::digest(&data)) == layer.digest {
+        if sha256(&data) == layer.digest {
             progress.start(&layer.digest, total, total);
             progress.finish(&layer.digest, true);
             return Ok((data, total));
@@ -450,7 +536,7 @@ async fn fetch_blob(
     }
     drop(file);
     let data = std::fs::read(partial).map_err(io)?;
-    let digest = format!("sha256:{:x}", Sha256::digest(&data));
+    let digest = sha256(&data);
     if digest != layer.digest {
         let _ = std::fs::remove_file(partial);
         return Err(LayerError::Digest { expected: layer.digest.clone(), actual: digest });
@@ -469,34 +555,30 @@ struct OciBlobs {
 fn blobs(store: &ImageStore, name: &str) -> Result<OciBlobs, ImageError> {
     let image = store.get(name)?;
     let layer = layer(&image.rootfs)?;
-    let diff_id = format!("sha256:{:x}", Sha256::digest(&layer));
+    let diff_id = sha256(&layer);
     let json = |e: serde_json::Error| ImageError::Io { path: name.to_string(), message: e.to_string() };
     let config = serde_json::to_vec(&oci_config(&image.config, &diff_id)).map_err(json)?;
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": diff_id_of(&config), "size": config.len()},
+        "config": {"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": sha256(&config), "size": config.len()},
         "layers": [{"mediaType": IMAGE_LAYER_MEDIA_TYPE, "digest": diff_id, "size": layer.len()}],
     }))
     .map_err(json)?;
     Ok(OciBlobs { manifest, config, layer })
 }
 
-fn diff_id_of(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
-}
-
 /// `sealer save`: the image as an OCI archive (an OCI image layout in a tar), which `load` and other OCI
 /// tools (`skopeo ... oci-archive:FILE`) read.
 pub fn save(store: &ImageStore, name: &str, file: &Path) -> Result<String, ImageError> {
     let OciBlobs { manifest, config, layer } = blobs(store, name)?;
-    let digest = diff_id_of(&manifest);
+    let digest = sha256(&manifest);
     let staging = store.work_dir()?;
     let fail = |e: std::io::Error| ImageError::Io { path: file.display().to_string(), message: e.to_string() };
     let layout = staging.join("layout");
     std::fs::create_dir_all(layout.join("blobs/sha256")).map_err(fail)?;
     for data in [&manifest, &config, &layer] {
-        let d = diff_id_of(data);
+        let d = sha256(data);
         std::fs::write(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")), data).map_err(fail)?;
     }
     std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion": "1.0.0"}"#).map_err(fail)?;
@@ -541,7 +623,7 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
         let blob = |digest: &str| -> Result<Vec<u8>, ImageError> {
             let data = std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:")))
                 .map_err(|e| fail(format!("blob {digest}: {e}")))?;
-            if diff_id_of(&data) != digest {
+            if sha256(&data) != digest {
                 return Err(fail(format!("blob {digest} does not match its digest")));
             }
             Ok(data)
@@ -580,7 +662,41 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
 
 #[cfg(test)]
 mod tests {
-    use super::network_cause;
+    use super::*;
+
+    /// A big layer goes as pieces that cover it exactly, each naming the whole; a pull puts them back
+    /// together as one layer; a small layer stays a standard OCI layer.
+    #[test]
+    fn a_layer_over_one_piece_is_pushed_as_pieces_and_pulled_as_one() {
+        let data: Vec<u8> = (0..2 * PUSH_PIECE + 1).map(|i| (i % 253) as u8).collect();
+        let whole = sha256(&data);
+        let pieces = layer_descriptors(&data, &whole);
+        let ranges: Vec<_> = pieces.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(ranges, [0..PUSH_PIECE, PUSH_PIECE..2 * PUSH_PIECE, 2 * PUSH_PIECE..2 * PUSH_PIECE + 1]);
+        for (d, r) in &pieces {
+            assert_eq!((d.media_type.as_str(), d.size as usize), (LAYER_PIECE_MEDIA_TYPE, r.len()));
+            assert_eq!(d.digest, sha256(&data[r.clone()]));
+            assert_eq!(d.annotations.as_ref().unwrap()[PIECE_OF_ANNOTATION], whole);
+        }
+        let small = layer_descriptors(&data[..PUSH_PIECE], "sha256:small");
+        assert_eq!(small.len(), 1);
+        assert_eq!(
+            (small[0].0.media_type.as_str(), small[0].0.digest.as_str()),
+            (IMAGE_LAYER_MEDIA_TYPE, "sha256:small")
+        );
+
+        let mut descriptors: Vec<OciDescriptor> = small.into_iter().map(|(d, _)| d).collect();
+        descriptors.extend(pieces.into_iter().map(|(d, _)| d));
+        let groups = layer_groups(&descriptors).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].blobs.len(), groups[0].whole_digest.as_deref()), (1, None));
+        assert_eq!((groups[1].blobs.len(), groups[1].whole_digest.as_deref()), (3, Some(whole.as_str())));
+
+        descriptors[1].annotations = None;
+        assert!(layer_groups(&descriptors).unwrap_err().contains("does not say which layer it is of"));
+        descriptors[1].media_type = "text/plain".into();
+        assert!(layer_groups(&descriptors).unwrap_err().contains("`text/plain` is not an OCI layer"));
+    }
 
     #[derive(Debug)]
     struct Wrapped(&'static str, Option<Box<dyn std::error::Error + Send + Sync>>);
