@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::manifest::{
@@ -227,12 +227,44 @@ enum LayerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("layer {expected} arrived with digest {actual}: refused (damaged or tampered)")]
     Digest { expected: String, actual: String },
 }
 
-/// Unpacks a tar layer into `dir`.
-fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), LayerError> {
+/// `sha256:` and 64 lowercase hex digits: the only digests blobs are fetched and kept under (a digest
+/// names a file in `images/.partial/` and in an archive's `blobs/`).
+fn checked_digest(digest: &str) -> Result<&str, String> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .ok_or_else(|| format!("`{digest}` is not a sha256 digest"))
+}
+
+/// The SHA-256 of a file, read a MiB at a time.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => return Ok(format!("sha256:{:x}", hasher.finalize())),
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+}
+
+/// Unpacks one layer into `dir` from its blob files, in order (one file, or the pieces of a layer), streamed
+/// through tar a MiB at a time, so memory holds no layer whole. With `expected`, the joined bytes must
+/// have that digest (checked before tar's own verdict, which a wrong piece makes meaningless).
+fn unpack_files(files: &[PathBuf], gzip: bool, expected: Option<&str>, dir: &Path) -> Result<(), LayerError> {
+    use std::io::Read as _;
     let mut child = std::process::Command::new("tar")
         .args(if gzip { ["-xzf", "-"] } else { ["-xf", "-"] })
         .arg("-C")
@@ -241,9 +273,44 @@ fn unpack(data: &[u8], gzip: bool, dir: &Path) -> Result<(), LayerError> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(LayerError::Tar)?;
-    let written = child.stdin.take().map(|mut i| i.write_all(data));
+    let mut stdin = child.stdin.take();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut read = Ok(());
+    'files: for path in files {
+        let read_error = |source| LayerError::Read { path: path.display().to_string(), source };
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) => {
+                read = Err(read_error(e));
+                break;
+            }
+        };
+        loop {
+            let n = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    read = Err(read_error(e));
+                    break 'files;
+                }
+            };
+            hasher.update(&buffer[..n]);
+            // tar stopped reading (a damaged layer): the digest still says which bytes were wrong.
+            if stdin.as_mut().is_some_and(|i| i.write_all(&buffer[..n]).is_err()) {
+                stdin = None;
+            }
+        }
+    }
+    let fed = stdin.is_some();
+    drop(stdin);
     let out = child.wait_with_output().map_err(LayerError::Tar)?;
-    if !out.status.success() || !matches!(written, Some(Ok(()))) {
+    read?;
+    let actual = format!("sha256:{:x}", hasher.finalize());
+    if let Some(expected) = expected.filter(|e| *e != actual) {
+        return Err(LayerError::Digest { expected: expected.to_string(), actual });
+    }
+    if !out.status.success() || !fed {
         return Err(LayerError::Unpack(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(())
@@ -418,29 +485,35 @@ pub async fn pull(
     let work = store.work_dir()?;
     let mut partials = Vec::new();
     let mut resumed_bytes = 0;
+    // A piece that repeats (a stretch of zeros) is fetched once and counted once.
+    let mut fetched = std::collections::HashSet::new();
     for layer in layers {
-        let mut fetched = Ok(Vec::new());
+        let mut files = Vec::new();
+        let mut result = Ok(());
         for blob in &layer.blobs {
             let partial = store.partial_blob(&blob.digest)?;
-            fetched = match (fetched, fetch_blob(&client, &reference, blob, &partial, progress).await) {
-                (Ok(mut data), Ok((bytes, resumed))) => {
-                    resumed_bytes += resumed;
-                    data.extend_from_slice(&bytes);
-                    Ok(data)
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            partials.push(partial);
-        }
-        let unpacked = fetched.and_then(|data| {
-            let digest = sha256(&data);
-            match layer.whole_digest {
-                Some(expected) if expected != digest => Err(LayerError::Digest { expected, actual: digest }),
-                _ => unpack(&data, layer.gzip, &work.join("rootfs")),
+            files.push(partial.clone());
+            partials.push(partial.clone());
+            if !fetched.insert(&blob.digest) {
+                continue;
             }
-        });
-        if let Err(e) = unpacked {
+            match fetch_blob(&client, &reference, blob, &partial, progress).await {
+                Ok(resumed) => resumed_bytes += resumed,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // Each blob was checked as it arrived; joined pieces are checked as the layer they make.
+        let result =
+            result.and_then(|()| unpack_files(&files, layer.gzip, layer.whole_digest.as_deref(), &work.join("rootfs")));
+        if let Err(e) = result {
             store.discard(&work);
+            if matches!(e, LayerError::Digest { .. }) {
+                // Pieces that do not make their layer are of no use to a later pull.
+                files.iter().for_each(|f| drop(std::fs::remove_file(f)));
+            }
             return Err(refused(e.to_string()));
         }
     }
@@ -464,6 +537,7 @@ struct PulledLayer<'a> {
 fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, String> {
     let mut layers: Vec<PulledLayer> = Vec::new();
     for d in descriptors {
+        checked_digest(&d.digest)?;
         if d.media_type == LAYER_PIECE_MEDIA_TYPE {
             let Some(whole) = d.annotations.as_ref().and_then(|a| a.get(PIECE_OF_ANNOTATION)) else {
                 return Err(format!(
@@ -471,6 +545,7 @@ fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, S
                     d.digest
                 ));
             };
+            checked_digest(whole)?;
             match layers.last_mut() {
                 Some(last) if last.whole_digest.as_ref() == Some(whole) => last.blobs.push(d),
                 _ => layers.push(PulledLayer { blobs: vec![d], gzip: false, whole_digest: Some(whole.clone()) }),
@@ -487,15 +562,15 @@ fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, S
 }
 
 /// Downloads one blob into `partial` (continuing from what an earlier, interrupted pull left there) and
-/// returns its bytes, once their SHA-256 is the descriptor's, with how many were there already; a blob
-/// that does not match is deleted and refused.
+/// returns how many bytes were there already, once the file's SHA-256 is the descriptor's; a blob that
+/// does not match is deleted and refused.
 async fn fetch_blob(
     client: &Client,
     reference: &Reference,
     layer: &OciDescriptor,
     partial: &Path,
     progress: &dyn TransferProgress,
-) -> Result<(Vec<u8>, u64), LayerError> {
+) -> Result<u64, LayerError> {
     use futures_util::StreamExt as _;
     use std::io::Seek as _;
     let io = |source| LayerError::Write { path: partial.display().to_string(), source };
@@ -503,13 +578,10 @@ async fn fetch_blob(
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let total = u64::try_from(layer.size).unwrap_or(0);
     // An earlier pull stopped after the last byte arrived: nothing is fetched again when it checks out.
-    if have == total && total > 0 {
-        let data = std::fs::read(partial).map_err(io)?;
-        if sha256(&data) == layer.digest {
-            progress.start(&layer.digest, total, total);
-            progress.finish(&layer.digest, true);
-            return Ok((data, total));
-        }
+    if have == total && total > 0 && file_digest(partial).is_ok_and(|d| d == layer.digest) {
+        progress.start(&layer.digest, total, total);
+        progress.finish(&layer.digest, true);
+        return Ok(total);
     }
     let response = if have > 0 && have < total {
         client.pull_blob_stream_partial(reference, layer, have, None).await
@@ -535,14 +607,14 @@ async fn fetch_blob(
         progress.advance(chunk.len() as u64);
     }
     drop(file);
-    let data = std::fs::read(partial).map_err(io)?;
-    let digest = sha256(&data);
+    let digest =
+        file_digest(partial).map_err(|source| LayerError::Read { path: partial.display().to_string(), source })?;
     if digest != layer.digest {
         let _ = std::fs::remove_file(partial);
         return Err(LayerError::Digest { expected: layer.digest.clone(), actual: digest });
     }
     progress.finish(&layer.digest, false);
-    Ok((data, resumed))
+    Ok(resumed)
 }
 
 /// A stored image as the three OCI blobs an archive holds.
@@ -620,8 +692,9 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
         if !status.success() {
             return Err(fail("not a tar archive".into()));
         }
+        let blobs = layout.join("blobs/sha256");
         let blob = |digest: &str| -> Result<Vec<u8>, ImageError> {
-            let data = std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:")))
+            let data = std::fs::read(blobs.join(checked_digest(digest).map_err(&fail)?))
                 .map_err(|e| fail(format!("blob {digest}: {e}")))?;
             if sha256(&data) != digest {
                 return Err(fail(format!("blob {digest} does not match its digest")));
@@ -643,13 +716,18 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
             let config: serde_json::Value =
                 serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap_or_default())?)
                     .map_err(|e| fail(e.to_string()))?;
+            let descriptors: Vec<OciDescriptor> = serde_json::from_value(manifest["layers"].clone())
+                .map_err(|e| fail(format!("the layers of `{name}`: {e}")))?;
+            let layers = layer_groups(&descriptors).map_err(|e| fail(format!("`{name}`: {e}")))?;
             let work = store.work_dir()?;
-            for l in manifest["layers"].as_array().into_iter().flatten() {
-                let data = blob(l["digest"].as_str().unwrap_or_default())?;
-                let gzip = l["mediaType"].as_str().is_some_and(|m| m.ends_with("gzip"));
-                if let Err(message) = unpack(&data, gzip, &work.join("rootfs")) {
+            for layer in layers {
+                let files: Vec<PathBuf> =
+                    layer.blobs.iter().filter_map(|b| Some(blobs.join(checked_digest(&b.digest).ok()?))).collect();
+                // Every blob is checked: a layer's own digest, or the whole a layer's pieces make.
+                let expected = layer.whole_digest.as_deref().unwrap_or(&layer.blobs[0].digest);
+                if let Err(e) = unpack_files(&files, layer.gzip, Some(expected), &work.join("rootfs")) {
                     store.discard(&work);
-                    return Err(fail(format!("layer of `{name}`: {message}")));
+                    return Err(fail(format!("layer of `{name}`: {e}")));
                 }
             }
             loaded.push(store.commit(&work, image_config(name, &config), &Quiet)?);
@@ -678,11 +756,12 @@ mod tests {
             assert_eq!(d.digest, sha256(&data[r.clone()]));
             assert_eq!(d.annotations.as_ref().unwrap()[PIECE_OF_ANNOTATION], whole);
         }
-        let small = layer_descriptors(&data[..PUSH_PIECE], "sha256:small");
+        let small_digest = sha256(&data[..PUSH_PIECE]);
+        let small = layer_descriptors(&data[..PUSH_PIECE], &small_digest);
         assert_eq!(small.len(), 1);
         assert_eq!(
             (small[0].0.media_type.as_str(), small[0].0.digest.as_str()),
-            (IMAGE_LAYER_MEDIA_TYPE, "sha256:small")
+            (IMAGE_LAYER_MEDIA_TYPE, small_digest.as_str())
         );
 
         let mut descriptors: Vec<OciDescriptor> = small.into_iter().map(|(d, _)| d).collect();
@@ -692,6 +771,9 @@ mod tests {
         assert_eq!((groups[0].blobs.len(), groups[0].whole_digest.as_deref()), (1, None));
         assert_eq!((groups[1].blobs.len(), groups[1].whole_digest.as_deref()), (3, Some(whole.as_str())));
 
+        descriptors[0].digest = "sha256:../../etc/passwd".into();
+        assert!(layer_groups(&descriptors).unwrap_err().contains("is not a sha256 digest"));
+        descriptors[0].digest = small_digest;
         descriptors[1].annotations = None;
         assert!(layer_groups(&descriptors).unwrap_err().contains("does not say which layer it is of"));
         descriptors[1].media_type = "text/plain".into();

@@ -263,8 +263,7 @@ impl ImageStore {
         let _ = fs::remove_dir_all(work);
     }
 
-    /// Where transfers keep what an interruption must not lose: blobs being downloaded, and the sessions
-    /// of blobs being uploaded.
+    /// Where pulls keep what an interruption must not lose: the blobs being downloaded.
     pub fn partial_dir(&self) -> Result<PathBuf, ImageError> {
         let dir = self.root.join(".partial");
         fs::create_dir_all(&dir).map_err(io(&dir))?;

@@ -44,9 +44,12 @@ fn http(step: impl Into<String>) -> impl FnOnce(reqwest::Error) -> UploadError {
 }
 
 impl Uploader<'_> {
-    fn headers(&self) -> HeaderMap {
+    /// The credentials go only to the registry itself: an upload `Location` on another host (a storage
+    /// redirect) or another scheme gets none.
+    fn headers(&self, url: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if let Some(value) = self.authorization.as_deref().and_then(|a| a.parse().ok()) {
+        let own = url.strip_prefix(self.origin.as_str()).is_some_and(|rest| rest.starts_with('/'));
+        if let Some(value) = self.authorization.as_deref().filter(|_| own).and_then(|a| a.parse().ok()) {
             headers.insert(AUTHORIZATION, value);
         }
         headers
@@ -67,7 +70,7 @@ impl Uploader<'_> {
         let response = self
             .http
             .post(&url)
-            .headers(self.headers())
+            .headers(self.headers(&url))
             .header(CONTENT_LENGTH, 0)
             .send()
             .await
@@ -84,10 +87,11 @@ impl Uploader<'_> {
             )?;
         progress.start(digest, data.len() as u64, 0);
         let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
         let response = self
             .http
-            .put(format!("{location}{separator}digest={digest}"))
-            .headers(self.headers())
+            .put(&url)
+            .headers(self.headers(&url))
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, data.len())
             .body(data.to_vec())
@@ -112,6 +116,23 @@ async fn describe(response: reqwest::Response) -> String {
 mod tests {
     use super::*;
     use crate::image::Quiet;
+
+    #[test]
+    fn credentials_go_only_to_the_registry_itself() {
+        let http = reqwest::Client::new();
+        let uploader = Uploader {
+            http: &http,
+            origin: "https://reg.example".into(),
+            repository: "team/blob".into(),
+            authorization: Some("Basic dTpw".into()),
+        };
+        assert!(uploader.headers("https://reg.example/v2/team/blob/blobs/uploads/1").contains_key(AUTHORIZATION));
+        for elsewhere in
+            ["https://reg.example.evil/v2/", "http://reg.example/v2/", "https://store.example/u", "https://reg.example"]
+        {
+            assert!(!uploader.headers(elsewhere).contains_key(AUTHORIZATION), "{elsewhere}");
+        }
+    }
 
     /// An upload reaches the real distribution registry as the blob its digest names; bytes that do not
     /// match their digest are refused with the registry's own answer.
