@@ -288,6 +288,9 @@ impl Compiler<'_> {
                 let mut a = attrs([
                     ("role", Value::text(role.as_str())),
                     ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
+                    // Where the member's `/etc/hosts` points `sea.hub` (and, for a node without a balancer,
+                    // the API's name): a new first master updates every member.
+                    ("first_master", Value::text(first.to_string())),
                     // A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
                     ("kubernetes_version", Value::text(&version)),
                 ]);
@@ -389,6 +392,8 @@ impl Compiler<'_> {
                         cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()).collect(),
                     ),
                 ),
+                // Whose registry holds its container images: a new first master gets them too.
+                ("first_master", Value::text(first.to_string())),
                 // What ran and what removing the application runs, known once it is delivered.
                 ("cmds", Value::Unknown),
                 ("clean_cmds", Value::Unknown),

@@ -344,6 +344,7 @@ mod tests {
             before: None,
             after: Some(Attributes::new()),
             replace_paths: vec![],
+            previous_address: None,
             depends_on: deps.iter().map(|d| Address::new(Kind::Host, *d)).collect(),
         }
     }

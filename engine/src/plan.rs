@@ -74,6 +74,11 @@ pub struct ResourceChange {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replace_paths: Vec<String>,
     pub depends_on: Vec<Address>,
+    /// The address the state records this resource under until the change is applied (Terraform's
+    /// `previous_address`): a master promoted to first is recorded as `kubeadm-join.IP` before and
+    /// `kubeadm-init.IP` after, in one state write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_address: Option<Address>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,7 +390,28 @@ fn stored_dependents<'s>(state: &'s State, targets: &[Address]) -> BTreeSet<&'s 
     }
 }
 
+/// Records written before an attribute existed, given the value they had: `kubeadm-join` and `app`
+/// records without `first_master` were made with the first master the state records (`kubeadm-init.IP`),
+/// so upgrading sealer plans no change for them.
+fn with_older_records_completed(state: &State) -> Option<State> {
+    let init = state.resources.keys().find(|a| a.kind == Kind::KubeadmInit)?;
+    let first = Value::text(&init.key);
+    let lacking = |r: &StoredResource| {
+        matches!(r.address.kind, Kind::KubeadmJoin | Kind::App) && !r.attributes.contains_key("first_master")
+    };
+    if !state.resources.values().any(lacking) {
+        return None;
+    }
+    let mut completed = state.clone();
+    for r in completed.resources.values_mut().filter(|r| lacking(r)) {
+        r.attributes.insert("first_master".into(), first.clone());
+    }
+    Some(completed)
+}
+
 pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Result<Plan, PlanError> {
+    let completed = with_older_records_completed(state);
+    let state = completed.as_ref().unwrap_or(state);
     for t in &options.targets {
         if graph.get(t).is_none() && !state.resources.contains_key(t) {
             return Err(PlanError::UnknownTarget(t.to_string()));
@@ -417,6 +443,7 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
                 after: Some(resolve_unknowns(&resource.attributes, prior)),
                 replace_paths: d.replace_paths,
                 depends_on: graph.depends_on(&resource.address),
+                previous_address: None,
             });
         }
         let orphans = state.resources.keys().filter(|a| graph.get(a).is_none());
@@ -440,10 +467,51 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
             after: None,
             replace_paths: Vec::new(),
             depends_on: stored.depends_on.clone(),
+            previous_address: None,
         });
     }
+    let promoted = promote_first_master(&mut changes);
     let rollout = Rollout::of(&changes, options.max_unavailable)?;
-    Ok(Plan { destroy: options.destroy, targets: options.targets.clone(), rollout, ..Plan::against(state, changes) })
+    let mut plan =
+        Plan { destroy: options.destroy, targets: options.targets.clone(), rollout, ..Plan::against(state, changes) };
+    if let Some((promoted, leaving)) = promoted {
+        let leaving = leaving.map_or_else(|| "the first master".to_string(), |ip| ip.to_string());
+        plan.notes.insert(
+            promoted.clone(),
+            format!(
+                "{} becomes the first master in place of {leaving}: it is a control-plane member already and is \
+                 not initialised again; the cluster's registry starts there from its own copy of the image, \
+                 `sea.hub` is pointed at it on every host, and the cluster's copy of the state is written through it",
+                promoted.key
+            ),
+        );
+    }
+    Ok(plan)
+}
+
+/// A Clusterfile whose first master is gone names another master first: compiled, that is a new
+/// `kubeadm-init.IP` and the deletion of the same host's `kubeadm-join.IP`. Applied as such it would reset
+/// a running control-plane member and initialise a second cluster on it; it is one in-place change of
+/// the member instead, moved from its join record. Returns the promoted address and the host it replaces.
+fn promote_first_master(changes: &mut Vec<ResourceChange>) -> Option<(Address, Option<IpAddr>)> {
+    let created = changes.iter().position(|c| c.kind == Kind::KubeadmInit && c.action == Action::Create)?;
+    let key = changes[created].address.key.clone();
+    let joined = changes.iter().position(|c| {
+        c.kind == Kind::KubeadmJoin
+            && c.action == Action::Delete
+            && c.address.key == key
+            && c.before.as_ref().is_some_and(|b| b.get("role") == Some(&Value::text("master")))
+    })?;
+    let join = changes.remove(joined);
+    let created = if joined < created { created - 1 } else { created };
+    let leaving =
+        changes.iter().find(|c| c.kind == Kind::KubeadmInit && c.action == Action::Delete).and_then(|c| c.host);
+    let init = &mut changes[created];
+    init.action = Action::Update;
+    init.reason = Reason::UpdateBecauseAttributesChanged;
+    init.before = join.before;
+    init.previous_address = Some(join.address);
+    Some((init.address.clone(), leaving))
 }
 
 /// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
@@ -507,6 +575,7 @@ pub fn refresh_only_plan(recorded: &State, observed: &State) -> Plan {
                 after: Some(without_sealed(&now.attributes)),
                 replace_paths: Vec::new(),
                 depends_on: now.depends_on.clone(),
+                previous_address: None,
             })
         })
         .collect();
@@ -654,6 +723,7 @@ mod tests {
                 after: None,
                 replace_paths: vec![],
                 depends_on: vec![],
+                previous_address: None,
             })
             .collect();
         Plan::against(state, changes)
@@ -688,6 +758,7 @@ mod tests {
             after,
             replace_paths: vec![],
             depends_on: vec![],
+            previous_address: None,
         }
     }
 
@@ -705,6 +776,7 @@ mod tests {
                 changes.push(change(r.address.clone(), Action::NoOp, Some(master.clone()), Some(master.clone())));
             }
         }
+        assert!(promote_first_master(&mut changes).is_some());
         Plan::against(state, changes)
     }
 
@@ -728,17 +800,7 @@ mod tests {
                     hosts:\n    - ips: [10.0.0.2, 10.0.0.3]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n";
         let cf = crate::parse("Clusterfile", text).unwrap().clusterfile;
         let graph = crate::compile(&cf, &crate::ImageFacts::default()).unwrap();
-        let mut state = State::empty("c");
-        for r in graph.in_dependency_order() {
-            let stored = StoredResource {
-                address: r.address.clone(),
-                host: r.host,
-                status: ResourceStatus::Ready,
-                attributes: r.attributes.clone(),
-                depends_on: graph.depends_on(&r.address),
-            };
-            state.resources.insert(r.address.clone(), stored);
-        }
+        let mut state = applied(&graph);
         let old_master_join = crate::kubeadm::join_config(&cf, &[]);
         let Value::Text(init) = config(&mut state, Kind::KubeadmInit, "10.0.0.2").clone() else { panic!() };
         let recorded_init = init.replace("cgroupsPerQOS: true", "cgroupDriver: null\ncgroupsPerQOS: true");
@@ -751,6 +813,71 @@ mod tests {
         // A master's join is still compared with its section: one recorded without it is updated.
         *config(&mut state, Kind::KubeadmJoin, "10.0.0.3") = Value::text(crate::kubeadm::worker_join_config(&cf, &[]));
         assert_eq!(changed(&graph, &state), ["kubeadm-join.10.0.0.3"]);
+    }
+
+    /// The state an apply of `graph` leaves.
+    fn applied(graph: &ResourceGraph) -> State {
+        let mut state = State::empty("c");
+        for r in graph.in_dependency_order() {
+            let stored = StoredResource {
+                address: r.address.clone(),
+                host: r.host,
+                status: ResourceStatus::Ready,
+                attributes: r.attributes.clone(),
+                depends_on: graph.depends_on(&r.address),
+            };
+            state.resources.insert(r.address.clone(), stored);
+        }
+        state
+    }
+
+    /// The first of three masters is gone and the Clusterfile names the second first: the second is
+    /// promoted in place (never reset, never initialised), every other member is pointed at it, the first
+    /// one's records go, and the plan says so in words; only `--force` runs it.
+    #[test]
+    fn a_clusterfile_without_its_first_master_promotes_the_next_in_place() {
+        let clusterfile = |masters: &str| {
+            let text = format!(
+                "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.22.15\n  \
+                 hosts:\n    - ips: [{masters}]\n      roles: [master]\n    - ips: [10.0.0.5]\n      roles: [node]\n  \
+                 apps: [app:1]\n"
+            );
+            crate::parse("Clusterfile", &text).unwrap().clusterfile
+        };
+        let before =
+            crate::compile(&clusterfile("10.0.0.2, 10.0.0.3, 10.0.0.4"), &crate::ImageFacts::default()).unwrap();
+        let state = applied(&before);
+        let after = crate::compile(&clusterfile("10.0.0.3, 10.0.0.4"), &crate::ImageFacts::default()).unwrap();
+        let plan = plan(&after, &state, &PlanOptions::default()).unwrap();
+        let of = |address: &str| plan.changes.iter().find(|c| c.address.to_string() == address);
+        let init = of("kubeadm-init.10.0.0.3").unwrap();
+        assert_eq!(
+            (init.action, init.previous_address.clone()),
+            (Action::Update, Some(Address::new(Kind::KubeadmJoin, "10.0.0.3")))
+        );
+        assert_eq!(init.before.as_ref().unwrap()["role"], Value::text("master"), "before: the join record");
+        assert!(of("kubeadm-join.10.0.0.3").is_none(), "the promoted master is not reset: {:?}", plan.changes);
+        for member in ["kubeadm-join.10.0.0.4", "kubeadm-join.10.0.0.5", "app.app"] {
+            let c = of(member).unwrap();
+            assert_eq!(c.action, Action::Update, "{member}");
+            assert_eq!(c.after.as_ref().unwrap()["first_master"], Value::text("10.0.0.3"), "{member}");
+        }
+        assert_eq!(of("kubeadm-init.10.0.0.2").unwrap().action, Action::Delete);
+        assert_eq!(of("registry.10.0.0.3").unwrap().action, Action::Create);
+        let note = &plan.notes[&init.address];
+        assert!(note.starts_with("10.0.0.3 becomes the first master in place of 10.0.0.2"), "{note}");
+        assert!(note.contains("`sea.hub`") && note.contains("registry"), "{note}");
+        let dangers = dangerous_removals(&plan, &state);
+        assert_eq!(dangers, ["`kubeadm-init.10.0.0.2` removes the first master, which the cluster was initialised on"]);
+
+        // Applied: recorded under its new address, planned again, nothing changes.
+        let mut state = applied(&after);
+        assert!(!super::plan(&after, &state, &PlanOptions::default()).unwrap().has_changes());
+        // Records from before `first_master` existed were made with the recorded first master: no change.
+        for r in state.resources.values_mut() {
+            r.attributes.remove("first_master");
+        }
+        assert!(!super::plan(&after, &state, &PlanOptions::default()).unwrap().has_changes());
     }
 
     fn config<'s>(state: &'s mut State, kind: Kind, key: &str) -> &'s mut Value {
@@ -817,6 +944,7 @@ mod tests {
             after: Some(attributes(&[("kubernetes_version", Value::text(to))])),
             replace_paths: vec![],
             depends_on: vec![],
+            previous_address: None,
         };
         let changes = vec![
             member(Kind::KubeadmInit, "10.0.0.2", "v1.22.15", "v1.23.0"),

@@ -252,6 +252,15 @@ pub trait StateStore {
         address: &Address,
         resource: Option<&StoredResource>,
     ) -> Result<u64, StateError>;
+    /// Records `resource` under `address` and removes the record at `from`, in one write (a resource the
+    /// plan moved: see [`crate::ResourceChange::previous_address`]); returns the new serial.
+    fn move_resource(
+        &mut self,
+        lock: &LockInfo,
+        from: &Address,
+        address: &Address,
+        resource: &StoredResource,
+    ) -> Result<u64, StateError>;
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError>;
     fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, StateError>;
     /// Writes a whole state with its history into a store that does not hold that cluster yet, keeping its
@@ -320,6 +329,7 @@ mod tests {
             before: None,
             after,
             replace_paths: vec![],
+            previous_address: None,
             depends_on: vec![Address::new(Kind::Host, "10.0.0.1")],
         }
     }

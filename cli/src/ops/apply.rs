@@ -161,6 +161,7 @@ impl<'a> Session<'a> {
             let mut plan = sealer_engine::plan(&compiled.graph, &self.observed, &options)?;
             super::images::note_image_changes(ws, cf, &mut plan);
             super::plan::note_plugin_origins(&mut plan, &compiled.plugin_origins);
+            super::plan::note_gone_hosts(&mut plan, &live.gone);
             plan
         };
         let dangers = sealer_engine::dangerous_removals(&self.plan, &self.observed);
@@ -257,7 +258,12 @@ impl<'a> Session<'a> {
                     if let Some(s) = stored.as_mut().filter(|s| s.address.kind == Kind::Host) {
                         hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
                     }
-                    store.put_resource(&lock, &change.address, stored.as_ref()).map(|_| ()).map_err(|e| {
+                    // A promoted master leaves its join record in the same write that records it as first.
+                    let written = match (&change.previous_address, stored.as_ref()) {
+                        (Some(from), Some(s)) => store.move_resource(&lock, from, &change.address, s),
+                        _ => store.put_resource(&lock, &change.address, stored.as_ref()),
+                    };
+                    written.map(|_| ()).map_err(|e| {
                         record_error = Some(e.to_string());
                         e.into()
                     })

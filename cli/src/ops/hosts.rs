@@ -216,7 +216,8 @@ pub fn api_provider(
         restore_hostnames: false,
         secret_configs: BTreeMap::new(),
         apps: BTreeMap::new(),
-        hosts: Vec::new(),
+        // A recorded host the Clusterfile no longer has may be gone: refresh tells them apart by this.
+        hosts: cf.cluster.hosts.iter().map(|h| h.ip).collect(),
         distribution: Default::default(),
     };
     Ok(ClusterProvider::new(ctx, remote))

@@ -1,6 +1,7 @@
 //! `plan`: the Clusterfile compiled and diffed against the state (read-only) and the live hosts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::kubeadm::kubernetes_version;
@@ -88,6 +89,22 @@ pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> anyhow::Res
     Ok(Compiled { graph: sealer_engine::compile(&cf, &image)?, warnings, plugin_origins })
 }
 
+/// Notes every change on a host that left the Clusterfile and did not answer the refresh: it is
+/// forgotten, not undone (a dead machine).
+pub fn note_gone_hosts(plan: &mut Plan, gone: &BTreeSet<IpAddr>) {
+    for change in plan.changes.iter().filter(|c| c.host.is_some_and(|h| gone.contains(&h))) {
+        let host = change.host.map(|h| h.to_string()).unwrap_or_default();
+        let what = match change.kind {
+            Kind::KubeadmInit | Kind::KubeadmJoin => {
+                "the cluster forgets its node (and a master's etcd member) through the first master"
+            }
+            _ => "nothing is undone there",
+        };
+        let note = format!("{host} does not answer: forgotten, not cleaned up on the host; {what}");
+        plan.notes.entry(change.address.clone()).or_insert(note);
+    }
+}
+
 /// Notes each plugin of `plan` with where it comes from.
 pub fn note_plugin_origins(plan: &mut Plan, origins: &BTreeMap<Address, String>) {
     for change in plan.changes.iter().filter(|c| c.kind == Kind::Plugin) {
@@ -144,5 +161,6 @@ pub fn plan(
     };
     super::images::note_image_changes(ws, cf, &mut plan);
     note_plugin_origins(&mut plan, &compiled.plugin_origins);
+    note_gone_hosts(&mut plan, &live.gone);
     Ok(Planned { plan, warnings: compiled.warnings, pulled })
 }

@@ -217,10 +217,13 @@ fn headline(c: &ResourceChange) -> String {
         Action::Delete => "will be destroyed".to_string(),
         Action::NoOp => "is up to date".to_string(),
     };
-    let why = match c.reason {
-        Reason::DeleteBecauseNoResourceConfig => "\n  # (because it is no longer in the Clusterfile)",
-        Reason::ReplaceBecauseTainted => "\n  # (because it is tainted: an earlier apply failed part-way)",
-        _ => "",
+    let why = match (&c.previous_address, c.reason) {
+        (Some(from), _) => format!("\n  # (moved from {from})"),
+        (None, Reason::DeleteBecauseNoResourceConfig) => "\n  # (because it is no longer in the Clusterfile)".into(),
+        (None, Reason::ReplaceBecauseTainted) => {
+            "\n  # (because it is tainted: an earlier apply failed part-way)".into()
+        }
+        (None, _) => String::new(),
     };
     format!("  # {} {what}{why}", c.address)
 }

@@ -73,6 +73,9 @@ impl Serialize for Addresses<'_> {
 #[derive(Serialize)]
 struct ChangeView<'a> {
     address: String,
+    /// Terraform's `previous_address`: where the state records it until the change is applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_address: Option<String>,
     kind: &'static str,
     host: Option<String>,
     action: &'static str,
@@ -96,6 +99,7 @@ impl Serialize for Changes<'_> {
         for c in &self.0.changes {
             seq.serialize_element(&ChangeView {
                 address: c.address.to_string(),
+                previous_address: c.previous_address.as_ref().map(ToString::to_string),
                 kind: c.kind.as_str(),
                 host: c.host.map(|h| h.to_string()),
                 action: c.action.as_str(),

@@ -75,6 +75,9 @@ impl KindProvider for App {
         let dir = app_dir(cx, &name);
         let delivered = text(before, "digest").as_deref() == Some(image.config.digest.as_str())
             && text(before, "image").as_deref() == Some(name.as_str());
+        // A new first master (the one before is gone) runs the cluster's registry from its own copy of the
+        // cluster image: the application's container images go there too; its CMDs ran already.
+        let registry_moved = delivered && text(before, "first_master") != text(&after, "first_master");
         let all = changed_paths("", &image.manifest);
         let (registry, files): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| p.starts_with("registry/"));
         let had_files = list(before, "masters");
@@ -104,17 +107,17 @@ impl KindProvider for App {
                 cx.relay.delivered(&what, master, archive.len() as u64, None);
             }
         }
+        if (!delivered || registry_moved) && !registry.is_empty() {
+            // Into the storage the cluster's registry serves (`sea.hub`), beside what is there.
+            let storage = super::registry::settings(cx)
+                .map_or_else(|_| format!("{}/registry", cx.rootfs()), |s| s.storage(&cx.rootfs()));
+            let blobs = tar(
+                &image.rootfs.join("registry"),
+                &registry.iter().filter_map(|p| p.strip_prefix("registry/")).collect::<Vec<_>>(),
+            )?;
+            cx.run(ip, &format!("set -e; mkdir -p {0}; tar -C {0} -xf -", quote(&storage)), &blobs).await?;
+        }
         if !delivered {
-            if !registry.is_empty() {
-                // Into the storage the cluster's registry serves (`sea.hub`), beside what is there.
-                let storage = super::registry::settings(cx)
-                    .map_or_else(|_| format!("{}/registry", cx.rootfs()), |s| s.storage(&cx.rootfs()));
-                let blobs = tar(
-                    &image.rootfs.join("registry"),
-                    &registry.iter().filter_map(|p| p.strip_prefix("registry/")).collect::<Vec<_>>(),
-                )?;
-                cx.run(ip, &format!("set -e; mkdir -p {0}; tar -C {0} -xf -", quote(&storage)), &blobs).await?;
-            }
             if let Err(e) = self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await {
                 let _ = app_status::record(cx, &status_key(&name), Some(("failed", &image.config.digest))).await;
                 return Err(e);
@@ -223,6 +226,23 @@ mod tests {
             .unwrap();
         assert!(remote.commands(M1).is_empty(), "{:?}", remote.commands(M1));
         assert_eq!(remote.commands(M2).len(), 1);
+
+        // A new first master (the one before is gone): its registry gets the container images; no CMD
+        // runs again and no files are copied.
+        let remote = Arc::new(Scripted::default());
+        let mut ctx = context(None, logs.path());
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(dir.path(), "sha256:1"));
+        let p = ClusterProvider::new(ctx, remote.clone());
+        let mut before = got.clone();
+        before.insert("first_master".into(), Value::text("10.0.0.9"));
+        let mut moved = after("sha256:1");
+        moved.insert("first_master".into(), Value::text("10.0.0.3"));
+        apply(&p, change(Kind::App, "nginx-app", M2, Action::Update, Some(before), Some(moved))).await.unwrap();
+        assert_eq!(
+            remote.commands(M2),
+            ["set -e; mkdir -p /var/lib/sealer/c/rootfs/registry; tar -C /var/lib/sealer/c/rootfs/registry -xf -"]
+        );
+        assert!(remote.commands(M1).is_empty(), "{:?}", remote.commands(M1));
 
         // Removed: the cleanup line runs, then the files go from every master.
         let remote = Arc::new(Scripted::default().on("test -d", "yes"));

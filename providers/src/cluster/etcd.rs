@@ -12,7 +12,44 @@ use super::{cluster_dir, text, Cx};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
+/// `etcdctl ARGS` against the member on the host it runs on. A kubeadm cluster's etcd speaks TLS with the
+/// certificates kubeadm made; without them (the test image's etcd), plain HTTP on loopback.
+fn etcdctl(args: &str) -> String {
+    format!(
+        "pki=/etc/kubernetes/pki/etcd && if [ -f $pki/ca.crt ]; then \
+         tls=\"--endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt --cert $pki/healthcheck-client.crt \
+         --key $pki/healthcheck-client.key\"; else tls=\"--endpoints http://127.0.0.1:2379\"; fi && \
+         ETCDCTL_API=3 etcdctl $tls {args}"
+    )
+}
+
+/// The id of the member whose peer URL is on `ip`, in `etcdctl member list` output
+/// (`ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER`).
+fn member_on(list: &str, ip: IpAddr) -> Option<String> {
+    let peer = match ip {
+        IpAddr::V4(_) => format!("://{ip}:"),
+        IpAddr::V6(_) => format!("://[{ip}]:"),
+    };
+    list.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let id = fields.first()?;
+        let peers = fields.get(3)?;
+        (id.bytes().all(|b| b.is_ascii_hexdigit()) && !id.is_empty() && peers.contains(&peer)).then(|| id.to_string())
+    })
+}
+
 impl Cx {
+    /// Removes the etcd member of the master on `ip` (a host that is gone: `kubeadm reset` cannot run
+    /// there to do it), through the etcd of the first master. A member already removed is no error.
+    pub(super) async fn remove_etcd_member(&self, ip: IpAddr) -> Result<()> {
+        let first = self.ctx.first_master;
+        let list = self.output(first, &self.with_image_path(&etcdctl("member list"))).await?;
+        if let Some(id) = member_on(&list, ip) {
+            self.run(first, &self.with_image_path(&etcdctl(&format!("member remove {id}"))), b"").await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn etcd_backup(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let dir = text(&after, "data").map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
         let dir = PathBuf::from(dir.unwrap_or_else(|| ".sealer/backups".into()));
@@ -21,14 +58,7 @@ impl Cx {
         let name = format!("etcd-{}-{stamp}.db", self.ctx.cluster);
         let remote = format!("{}/backup/{name}", cluster_dir(&self.ctx.cluster));
         let q = quote(&remote);
-        // A kubeadm cluster's etcd speaks TLS with the certificates kubeadm made; without them (the test
-        // image's etcd), plain HTTP on loopback.
-        let save = format!(
-            "mkdir -p \"$(dirname {q})\" && pki=/etc/kubernetes/pki/etcd && if [ -f $pki/ca.crt ]; then \
-             tls=\"--endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt --cert $pki/healthcheck-client.crt \
-             --key $pki/healthcheck-client.key\"; else tls=\"--endpoints http://127.0.0.1:2379\"; fi && \
-             ETCDCTL_API=3 etcdctl $tls snapshot save {q}"
-        );
+        let save = format!("mkdir -p \"$(dirname {q})\" && {}", etcdctl(&format!("snapshot save {q}")));
         self.run(ip, &self.with_image_path(&save), b"").await?;
         let local = dir.join(&name);
         let fetched = self.download(ip, &remote, &local).await;

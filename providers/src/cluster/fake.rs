@@ -29,6 +29,8 @@ pub struct Scripted {
     files: Mutex<BTreeMap<(IpAddr, String), Vec<u8>>>,
     /// What `download` returns for a path it has no file for.
     any_download: Mutex<Vec<u8>>,
+    /// Hosts that do not answer: every call to them fails as ssh would.
+    down: Mutex<Vec<IpAddr>>,
 }
 
 impl Scripted {
@@ -67,6 +69,12 @@ impl Scripted {
         self
     }
 
+    /// `host` does not answer (a dead machine).
+    pub fn down(self, host: IpAddr) -> Self {
+        self.down.lock().unwrap().push(host);
+        self
+    }
+
     /// What a `download` of any other path returns.
     pub fn downloads(self, content: &[u8]) -> Self {
         *self.any_download.lock().unwrap() = content.to_vec();
@@ -100,6 +108,11 @@ impl Remote for Scripted {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
         self.calls.lock().unwrap().push((host, command.to_string()));
         self.stdins.lock().unwrap().push((host, command.to_string(), stdin.to_vec()));
+        if self.down.lock().unwrap().contains(&host) {
+            let message = "connection timed out".to_string();
+            let error = crate::error::TransportError::Unreachable { host, port: 22, attempts: 3, message };
+            return Box::pin(async move { Err(error.into()) });
+        }
         let mut rules = self.rules.lock().unwrap();
         let rule = rules.iter_mut().find(|r| {
             r.host.is_none_or(|h| h == host) && command.contains(&r.contains) && r.times.is_none_or(|t| t > 0)

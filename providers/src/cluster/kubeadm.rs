@@ -108,6 +108,18 @@ impl Cx {
     async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
         self.holds(ip, &format!("-f /etc/kubernetes/{file}")).await
     }
+
+    /// What the cluster keeps of a member whose host is gone, removed through the first master: its node
+    /// (by address, else by the name sealer recorded) and, for a master, its etcd member.
+    async fn forget_member(&self, ip: IpAddr, control_plane: bool) -> Result<()> {
+        if let Some(node) = self.registered_node(ip).await? {
+            self.kubectl(&format!("delete node {}", quote(&node.metadata.name))).await?;
+        }
+        if control_plane {
+            self.remove_etcd_member(ip).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Init {
@@ -146,6 +158,20 @@ impl KindProvider for Init {
     /// any other change of the configuration is a reconfiguration of every master's control plane.
     async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
         let config = text(&after, "config").unwrap_or_default();
+        // `before` is the host's join record (it has a role): a master promoted to first because the first
+        // is gone. It runs a control plane already; nothing is initialised, upgraded or reconfigured, and
+        // a host that is no control-plane member is refused rather than initialised as a second cluster.
+        if before.contains_key("role") {
+            if !cx.initialised(ip, "admin.conf").await? {
+                return Err(ProviderError::Unexpected {
+                    host: ip,
+                    what: "promotion to first master".into(),
+                    message: "it has no /etc/kubernetes/admin.conf: it is no control-plane member".into(),
+                });
+            }
+            self.ensure(cx, ip, &config).await?;
+            return Ok(after);
+        }
         if !self.ensure(cx, ip, &config).await? {
             return Ok(after);
         }
@@ -163,6 +189,10 @@ impl KindProvider for Init {
 
     async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
         cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+    }
+
+    async fn forget(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+        cx.forget_member(ip, true).await
     }
 }
 
@@ -230,6 +260,10 @@ impl KindProvider for Join {
             cx.kubectl(&format!("delete node {q}")).await?;
         }
         cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+    }
+
+    async fn forget(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+        cx.forget_member(ip, text(before, "role").as_deref() == Some("master")).await
     }
 }
 
@@ -377,6 +411,64 @@ mod tests {
         assert_eq!(m2.len(), 4, "{m2:?}");
         let own = remote.uploaded(M2, "/var/lib/sealer/c/rootfs/etc/kubeadm-control-plane.yml").unwrap();
         assert!(own.contains("advertiseAddress: 10.0.0.3"), "{own}");
+    }
+
+    /// A master promoted to first (its join record before) is a control-plane member already: it gets the
+    /// init configuration and its API name, and is never initialised; one without a control plane is
+    /// refused, not initialised as a second cluster.
+    #[tokio::test]
+    async fn a_master_promoted_to_first_is_not_initialised_again() {
+        let joined = attrs([("role", Value::text("master")), ("config", Value::text(JOIN))]);
+        let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
+        let remote = Arc::new(Scripted::default().on("test -f", "yes"));
+        let (p, _logs) = provider(remote.clone());
+        let promote =
+            change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(joined.clone()), Some(init.clone()));
+        apply(&p, promote).await.unwrap();
+        let m2 = strip(remote.commands(M2));
+        assert_eq!(m2[0], "test -f /etc/kubernetes/admin.conf && echo yes || echo no");
+        assert_eq!(m2[1], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
+        assert!(m2[2].contains("10.0.0.3 apiserver.cluster.local"), "{m2:?}");
+        assert!(
+            !remote.calls().iter().any(|c| c.contains("kubeadm ") || c.contains("kubectl")),
+            "{:?}",
+            remote.calls()
+        );
+
+        let remote = Arc::new(Scripted::default().on("test -f", "no"));
+        let (p, _logs) = provider(remote.clone());
+        let promote = change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(joined), Some(init));
+        let error = failure(&p, promote).await;
+        assert!(error.contains("it is no control-plane member"), "{error}");
+        assert!(!remote.calls().iter().any(|c| c.contains("kubeadm init")), "{:?}", remote.calls());
+    }
+
+    /// A member whose host left the Clusterfile and does not answer is forgotten through the first
+    /// master: its node deleted, a master's etcd member removed; nothing is tried on the dead host but
+    /// the one probe that found it gone. A host the Clusterfile still has is never taken for gone.
+    #[tokio::test]
+    async fn a_member_whose_host_is_gone_is_forgotten_through_the_first_master() {
+        let nodes = r#"{"items":[{"metadata":{"name":"master-1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.3"}]}}]}"#;
+        let members = "8e9e05c52164694d, started, master-0, http://10.0.0.2:2380, http://10.0.0.2:2379, false\n\
+                       91bc3c398fb3c146, started, master-1, http://10.0.0.3:2380, http://10.0.0.3:2379, false\n";
+        let remote = Arc::new(Scripted::default().down(M2).on("get nodes -o json", nodes).on("member list", members));
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.hosts = vec![M1, N1];
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let before = attrs([("role", Value::text("master"))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Delete, Some(before.clone()), None)).await.unwrap();
+        apply(&p, change(Kind::Image, "10.0.0.3", M2, Action::Delete, Some(attrs([])), None)).await.unwrap();
+        assert_eq!(remote.commands(M2), ["true", "true"], "only the probes reach the dead host");
+        let m1 = strip(remote.commands(M1));
+        assert_eq!(m1[..2], ["kubectl get nodes -o json", "kubectl delete node master-1"]);
+        assert!(m1[2].ends_with("etcdctl $tls member list"), "{m1:?}");
+        assert!(m1[3].ends_with("etcdctl $tls member remove 91bc3c398fb3c146"), "{m1:?}");
+
+        let remote = Arc::new(Scripted::default().down(M2));
+        let (p, _logs) = provider(remote.clone());
+        let error = failure(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Delete, Some(before), None)).await;
+        assert!(error.contains("cannot reach `10.0.0.3:22`"), "{error}");
     }
 
     #[tokio::test]

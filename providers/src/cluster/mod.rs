@@ -42,7 +42,7 @@ pub use relay::{relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
-use crate::error::ProviderError;
+use crate::error::{ProviderError, TransportError};
 use crate::image::store::StoredImage;
 use crate::shell::quote;
 use crate::transport::ExecOutput;
@@ -96,6 +96,11 @@ pub(crate) trait KindProvider: Sync {
         self.create(cx, ip, after)
     }
     fn delete(&self, _cx: &Cx, _ip: IpAddr, _before: &Attributes) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+    /// The delete of a resource whose host left the Clusterfile and does not answer (a dead machine): what
+    /// it did on the host cannot be undone; what it did elsewhere (the cluster's node and etcd member) is.
+    fn forget(&self, _cx: &Cx, _ip: IpAddr, _before: &Attributes) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
 }
@@ -173,10 +178,12 @@ impl Observation<'_> {
     }
 }
 
-/// What a refresh learned beyond the state: the labels every node of the cluster has now.
+/// What a refresh learned beyond the state: the labels every node of the cluster has now, and the hosts
+/// the Clusterfile no longer has that did not answer (their resources are forgotten, not cleaned).
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub node_labels: BTreeMap<IpAddr, BTreeMap<String, String>>,
+    pub gone: std::collections::BTreeSet<IpAddr>,
 }
 
 impl ClusterProvider {
@@ -184,10 +191,10 @@ impl ClusterProvider {
     /// a plan shows drift; returns the nodes' labels (for label selectors). Reads only; mutates nothing.
     pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<Observed, ProviderError> {
         let cx = &self.0;
-        let init = Address::new(Kind::KubeadmInit, cx.ctx.first_master.to_string());
         let obs = Observation {
             cx,
-            cluster_up: state.resources.contains_key(&init),
+            // Initialised on this first master or, when it is being promoted, on one that is gone.
+            cluster_up: state.resources.keys().any(|a| a.kind == Kind::KubeadmInit),
             nodes: OnceCell::new(),
             apps: OnceCell::new(),
         };
@@ -207,14 +214,22 @@ impl ClusterProvider {
                 }
             });
         let results = futures_util::future::join_all(reads).await;
+        let mut observed = Observed::default();
         for (address, read) in results {
-            if let Some(observed) = read? {
-                if let Some(r) = state.resources.get_mut(&address) {
-                    r.attributes = observed;
+            let read = match read {
+                // A host the Clusterfile no longer has may be dead: its record stands, and the plan says so.
+                Err(ProviderError::Transport(TransportError::Unreachable { host, .. }))
+                    if !cx.ctx.hosts.contains(&host) =>
+                {
+                    observed.gone.insert(host);
+                    None
                 }
+                read => read?,
+            };
+            if let (Some(observed), Some(r)) = (read, state.resources.get_mut(&address)) {
+                r.attributes = observed;
             }
         }
-        let mut observed = Observed::default();
         if obs.cluster_up {
             for node in obs.all_nodes().await? {
                 if let Some(ip) = node.internal_ip().and_then(|ip| ip.parse().ok()) {
@@ -244,6 +259,10 @@ async fn drive<K: KindProvider>(k: &K, cx: &Cx, change: &ResourceChange) -> Resu
     let before = change.before.clone().unwrap_or_default();
     let after = change.after.clone().unwrap_or_default();
     let attrs = match change.action {
+        Action::Delete if cx.gone(ip).await => {
+            k.forget(cx, ip, &before).await?;
+            return Ok(None);
+        }
         Action::Delete => {
             k.delete(cx, ip, &before).await?;
             return Ok(None);
@@ -342,6 +361,21 @@ impl Cx {
             });
         }
         Ok(out.stdout_text())
+    }
+
+    /// Whether `ip` left the Clusterfile and does not answer over ssh.
+    async fn gone(&self, ip: IpAddr) -> bool {
+        if self.ctx.hosts.contains(&ip) {
+            return false;
+        }
+        let unreachable = matches!(
+            self.remote.exec(ip, "true", b"").await,
+            Err(ProviderError::Transport(TransportError::Unreachable { .. }))
+        );
+        if unreachable {
+            self.log(ip, "# the host does not answer and left the Clusterfile: its resources are forgotten");
+        }
+        unreachable
     }
 
     /// Whether `test_expression` (a `test` argument list) holds on `ip`.
@@ -475,6 +509,7 @@ pub(crate) mod testing {
             before,
             after,
             replace_paths: vec![],
+            previous_address: None,
             depends_on: vec![],
         })
     }
@@ -551,6 +586,31 @@ mod refresh_tests {
         assert_eq!(attr(Kind::Taint, N1, "taints"), Value::List(vec!["a:NoSchedule".into()]));
         let listed = remote.calls().iter().filter(|c| c.contains("get nodes")).count();
         assert_eq!(listed, 1, "one node list for every label and taint: {:?}", remote.calls());
+    }
+
+    /// A recorded host the Clusterfile no longer has and that does not answer is named gone, its records
+    /// kept; one the Clusterfile still has fails the refresh, naming it.
+    #[tokio::test]
+    async fn refresh_names_a_departed_host_that_does_not_answer_gone() {
+        let remote = Arc::new(Scripted::default().down(M2).on("get nodes", r#"{"items":[]}"#));
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.hosts = vec![M1, N1];
+        let p = super::ClusterProvider::new(ctx, remote.clone());
+        let mut state = State::empty("c");
+        for r in
+            [stored(Kind::KubeadmInit, M1, attrs([])), stored(Kind::Hostname, M2, attrs([("name", Value::text("m1"))]))]
+        {
+            state.resources.insert(r.address.clone(), r);
+        }
+        let recorded = state.clone();
+        let observed = p.refresh(&mut state).await.unwrap();
+        assert_eq!(observed.gone, [M2].into());
+        assert_eq!(state, recorded);
+
+        let (p, _logs) = provider(remote);
+        let error = p.refresh(&mut state).await.unwrap_err().to_string();
+        assert!(error.contains("cannot reach `10.0.0.3:22`"), "{error}");
     }
 
     /// A component is as recorded while the cluster's `sealer-apps` entry says it is installed at that

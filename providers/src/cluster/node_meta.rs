@@ -44,7 +44,7 @@ impl Cx {
     /// The node of `ip` when the cluster still has it, asked of the first master only: a host being
     /// removed may be unreachable, or reset already. Found by its InternalIP, else by the name sealer
     /// recorded for the host.
-    async fn registered_node(&self, ip: IpAddr) -> Result<Option<Node>> {
+    pub(super) async fn registered_node(&self, ip: IpAddr) -> Result<Option<Node>> {
         let nodes = self.nodes().await?.items;
         let address = ip.to_string();
         if let Some(node) = nodes.iter().find(|n| n.internal_ip() == Some(address.as_str())) {
