@@ -1,7 +1,8 @@
 //! High availability as sealer's users expect it, on real sshd hosts: 3 masters and 2 nodes, every node
 //! balancing the API's virtual IP over the masters (the image's lvscare, nftables NAT); a master added
-//! later joins every node's balancer and one removed leaves it; then the first master's whole host goes
-//! and the cluster keeps going through the other two.
+//! later joins every node's balancer and one removed leaves it; then the first master's whole host goes,
+//! the cluster keeps going through the other two, and a Clusterfile without it (applied with `--force`)
+//! makes the second master the first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -207,4 +208,74 @@ fn losing_the_first_master_keeps_the_cluster() {
     assert_ne!(plan.status.code(), Some(0));
     assert!(stderr(&plan).contains(&ip(0)), "{}", stderr(&plan));
     assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // The first master is replaced: the Clusterfile without it promotes the second in place.
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let without = text.replacen(&format!("    - {}\n", ip(0)), "", 1);
+    assert_ne!(without, text, "{text}");
+    std::fs::write(&kept, without).unwrap();
+    let apply = ["apply", "-f", ".sealer/my-cluster/Clusterfile", "--auto-approve", "--no-progress"];
+    let refused = sealer(&home, &work, &apply);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains(&format!("`kubeadm-init.{}` removes the first master", ip(0))),
+        "{}",
+        stderr(&refused)
+    );
+    let started = Instant::now();
+    let plan = ok(&sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile"]));
+    eprintln!("FIGURE plan of the first master's replacement: {:.1} s", started.elapsed().as_secs_f64());
+    for said in [
+        format!("kubeadm-init.{} will be updated in-place\n  # (moved from kubeadm-join.{})", ip(1), ip(1)),
+        format!("{} becomes the first master in place of {}", ip(1), ip(0)),
+        format!("registry.{} will be created", ip(1)),
+        format!("kubeadm-init.{} will be destroyed", ip(0)),
+        format!("{} does not answer: forgotten, not cleaned up on the host", ip(0)),
+        format!("kubeadm-join.{} will be updated in-place", ip(3)),
+    ] {
+        assert!(plan.contains(&said), "{said}\n{plan}");
+    }
+    assert!(!plan.contains(&format!("kubeadm-join.{} will be destroyed", ip(1))), "{plan}");
+    let started = Instant::now();
+    let replaced = ok(&sealer(&home, &work, &[&apply[..], &["--force"]].concat()));
+    eprintln!("FIGURE apply of the first master's replacement: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(replaced.contains("Apply complete"), "{replaced}");
+    let plan = sealer(&home, &work, &["plan", "-f", ".sealer/my-cluster/Clusterfile", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    // The cluster forgot the dead master: its node and its etcd member.
+    let nodes: Json = serde_json::from_slice(&kubectl(1, "get nodes -o json").stdout).unwrap();
+    let states = ready_of(&nodes);
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert!(states.iter().all(|(a, ready)| *a != ip(0) && *ready), "{states:?}");
+    let members = exec(
+        &tb,
+        1,
+        "ETCDCTL_API=3 /var/lib/sealer/my-cluster/rootfs/bin/etcdctl --endpoints http://127.0.0.1:2379 member list",
+    );
+    assert_eq!(members.lines().count(), 2, "{members}");
+    assert!(!members.contains(&format!("{}:2380", ip(0))), "{members}");
+    // `sea.hub` is the second master's registry on every host, and pods pull from it: the sleepers'
+    // image leaves the nodes and the application is deployed again.
+    for i in 1..5 {
+        let hosts = exec(&tb, i, "grep ' sea.hub$' /etc/hosts");
+        assert_eq!(hosts.trim(), format!("{} sea.hub", ip(1)), "host {i}");
+    }
+    for i in 3..5 {
+        exec(&tb, i, &format!("{CTR} images rm docker.io/library/sleeper:1 || true"));
+        assert!(!exec(&tb, i, &format!("{CTR} images ls -q")).contains("sleeper"), "node {i} keeps the image");
+    }
+    let manifest = "/var/lib/sealer/my-cluster/apps/sleeper-app/manifests/sleeper.yaml";
+    exec(&tb, 1, &format!(": > /var/log/sealer-registry.log; {KUBECTL} delete -f {manifest}"));
+    until("the old sleepers gone", Duration::from_secs(30), || !stdout(&kubectl(1, "get pods")).contains("sleeper"));
+    exec(&tb, 1, &format!("{KUBECTL} apply -f {manifest}"));
+    until("the sleepers run again", Duration::from_secs(60), || {
+        stdout(&kubectl(1, "get pods")).matches("Running").count() == 2
+    });
+    let served = || exec(&tb, 1, "cat /var/log/sealer-registry.log").contains("/v2/library/sleeper/manifests/1");
+    if !served() {
+        let images: Vec<String> = (1..5).map(|i| exec(&tb, i, &format!("{CTR} images ls -q"))).collect();
+        let pods = stdout(&kubectl(1, "get pods -o json"));
+        let log = exec(&tb, 1, "ls -la /var/log/sealer-registry.log; tail -5 /var/log/sealer-registry.log");
+        panic!("the second master's registry did not serve the sleepers: images {images:?}\npods {pods}\nlog {log}");
+    }
 }

@@ -54,6 +54,30 @@ fn reading_an_empty_location_creates_nothing() {
     });
 }
 
+/// A promoted master's record moves from `kubeadm-join` to `kubeadm-init` in one write: one serial, the
+/// old address gone and the new one there, on both backends; without the lock, neither changes.
+#[test]
+fn a_moved_resource_is_one_write() {
+    Backends::new().each(|location| {
+        let mut store = location.open().unwrap();
+        let lock = store.lock("c", "me@here", 1, "sealer apply").unwrap();
+        let mut joined = resource("10.0.0.3", ResourceStatus::Ready);
+        joined.address = Address::new(Kind::KubeadmJoin, "10.0.0.3");
+        assert_eq!(store.put_resource(&lock, &joined.address, Some(&joined)).unwrap(), 1);
+        let mut init = joined.clone();
+        init.address = Address::new(Kind::KubeadmInit, "10.0.0.3");
+        let mut stranger = lock.clone();
+        stranger.id = "not-the-lock".into();
+        assert!(store.move_resource(&stranger, &joined.address, &init.address, &init).is_err(), "{location}");
+        assert_eq!(store.load("c").unwrap().unwrap().resources.keys().collect::<Vec<_>>(), [&joined.address]);
+        assert_eq!(store.move_resource(&lock, &joined.address, &init.address, &init).unwrap(), 2, "{location}");
+        let state = store.load("c").unwrap().unwrap();
+        assert_eq!(state.resources.keys().collect::<Vec<_>>(), [&init.address], "{location}");
+        assert_eq!(state.resources[&init.address], init, "{location}");
+        store.unlock(&lock).unwrap();
+    });
+}
+
 #[test]
 fn every_write_bumps_the_serial_keeps_the_lineage_and_round_trips_exactly() {
     Backends::new().each(|location| {
