@@ -4,6 +4,7 @@ pub mod cluster;
 mod error;
 pub mod image;
 pub mod private;
+pub mod redact;
 pub mod shell;
 pub mod transport;
 

@@ -75,7 +75,7 @@ impl Cx {
             Some(info) => info,
             None => {
                 let out = self
-                    .secret_output(first, &self.with_image_path("kubeadm token create --print-join-command"))
+                    .output(first, &self.with_image_path("kubeadm token create --print-join-command"))
                     .await?;
                 parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
                     host: first,
@@ -87,7 +87,7 @@ impl Cx {
         let mut info = info;
         if control_plane && info.certificate_key.is_none() {
             let out = self
-                .secret_output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs"))
+                .output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs"))
                 .await?;
             info.certificate_key = Some(out.lines().last().unwrap_or_default().trim().to_string());
         }
@@ -133,7 +133,7 @@ impl Init {
             return Ok(true);
         }
         let init = format!("kubeadm init --config {} --upload-certs", quote(&path));
-        let out = cx.secret_output(ip, &cx.with_image_path(&init)).await?;
+        let out = cx.output(ip, &cx.with_image_path(&init)).await?;
         let mut join = parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
             host: ip,
             what: "`kubeadm init`".into(),
@@ -411,6 +411,21 @@ mod tests {
         assert_eq!(m2.len(), 4, "{m2:?}");
         let own = remote.uploaded(M2, "/var/lib/sealer/c/rootfs/etc/kubeadm-control-plane.yml").unwrap();
         assert!(own.contains("advertiseAddress: 10.0.0.3"), "{own}");
+    }
+
+    /// A failed `kubeadm init` is shown with its own error, credentials masked, in the error and the log.
+    #[tokio::test]
+    async fn a_failed_init_says_why_with_its_credentials_masked() {
+        let said = "[preflight] Some fatal errors occurred:\n\t[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]: \
+                    already exists\nkubeadm join x --token abcdef.0123456789abcdef";
+        let remote = Arc::new(Scripted::default().on("test -f", "no").fail("kubeadm init", 1, said));
+        let (p, logs) = provider(remote.clone());
+        let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
+        let error = failure(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init))).await;
+        assert!(error.contains("kube-apiserver.yaml]: already exists"), "{error}");
+        assert!(error.contains("--token <redacted>") && !error.contains("abcdef.0123456789abcdef"), "{error}");
+        let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
+        assert!(log.contains("already exists") && !log.contains("abcdef.0123456789abcdef"), "{log}");
     }
 
     /// A master promoted to first (its join record before) is a control-plane member already: it gets the

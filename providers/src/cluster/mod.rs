@@ -330,12 +330,13 @@ impl Cx {
     async fn run_status(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
         self.log(ip, &format!("$ {command}"));
         let out = self.remote.exec(ip, command, stdin).await?;
+        // Join credentials (kubeadm prints them) are masked; the rest of the output is kept.
         let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
         if !stdout.is_empty() {
-            self.log(ip, &stdout);
+            self.log(ip, &crate::redact::credentials(&stdout));
         }
         if !stderr.is_empty() {
-            self.log(ip, &stderr);
+            self.log(ip, &crate::redact::credentials(&stderr));
         }
         self.log(ip, &format!("# exit {}", out.status));
         Ok(out)
@@ -346,8 +347,8 @@ impl Cx {
         Ok(self.run(ip, command, b"").await?.stdout_text())
     }
 
-    /// The trimmed stdout of a command that prints secrets (join credentials, a secret Config's file): the
-    /// log records the command and its status, never what it printed.
+    /// The trimmed stdout of a command that prints a secret no pattern can mask (a secret Config's file):
+    /// the log records the command and its status, never what it printed.
     async fn secret_output(&self, ip: IpAddr, command: &str) -> Result<String> {
         self.log(ip, &format!("$ {command}"));
         let out = self.remote.exec(ip, command, b"").await?;

@@ -32,7 +32,7 @@ pub(super) fn succeeded(host: IpAddr, command: &str, out: ExecOutput) -> Result<
     if out.status == 0 {
         return Ok(out);
     }
-    let stderr = out.stderr_text();
+    let stderr = crate::redact::credentials(&out.stderr_text());
     let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
     let detail: Vec<&str> = tail.into_iter().rev().collect();
     Err(ProviderError::Command {
