@@ -31,6 +31,8 @@ pub enum PlanError {
     Moved(Vec<String>),
     #[error("`{address}` cannot go from Kubernetes {from} to {to}: {why}")]
     Upgrade { address: String, from: String, to: String, why: crate::kubeadm::UpgradeRefusal },
+    #[error("`{host}` cannot become the first master: {why}")]
+    FirstMaster { host: String, why: String },
 }
 
 #[derive(Debug, Error)]

@@ -109,6 +109,10 @@ pub struct Plan {
     /// A Kubernetes upgrade among the changes, and the order its steps run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Hosts that left the Clusterfile and did not answer the refresh (dead machines): their resources are
+    /// forgotten, not cleaned up on them; only `--force` applies such a plan.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub forgotten: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -125,6 +129,7 @@ impl Plan {
             changes,
             notes: BTreeMap::new(),
             rollout: None,
+            forgotten: BTreeSet::new(),
         }
     }
 
@@ -470,7 +475,7 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
             previous_address: None,
         });
     }
-    let promoted = promote_first_master(&mut changes);
+    let promoted = if options.destroy { None } else { promote_first_master(state, &mut changes)? };
     let rollout = Rollout::of(&changes, options.max_unavailable)?;
     let mut plan =
         Plan { destroy: options.destroy, targets: options.targets.clone(), rollout, ..Plan::against(state, changes) };
@@ -490,28 +495,65 @@ pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Resu
 }
 
 /// A Clusterfile whose first master is gone names another master first: compiled, that is a new
-/// `kubeadm-init.IP` and the deletion of the same host's `kubeadm-join.IP`. Applied as such it would reset
-/// a running control-plane member and initialise a second cluster on it; it is one in-place change of
-/// the member instead, moved from its join record. Returns the promoted address and the host it replaces.
-fn promote_first_master(changes: &mut Vec<ResourceChange>) -> Option<(Address, Option<IpAddr>)> {
-    let created = changes.iter().position(|c| c.kind == Kind::KubeadmInit && c.action == Action::Create)?;
-    let key = changes[created].address.key.clone();
-    let joined = changes.iter().position(|c| {
-        c.kind == Kind::KubeadmJoin
-            && c.action == Action::Delete
-            && c.address.key == key
-            && c.before.as_ref().is_some_and(|b| b.get("role") == Some(&Value::text("master")))
-    })?;
-    let join = changes.remove(joined);
-    let created = if joined < created { created - 1 } else { created };
+/// `kubeadm-init.B` and, against the state, the deletion of `kubeadm-join.B`; applied as such it would reset
+/// a running control-plane member and initialise a second cluster on it. It is one in-place change of the
+/// member instead, moved from its join record (whether or not the plan deletes that record: a targeted
+/// plan may not), and the cluster image's `guest` and `hooks` records move with it, so their CMDs and
+/// `onStartup` hooks do not run again. A host that is no master of the cluster cannot become the first,
+/// and a first master that stays in the cluster cannot step down (sealer does not move the control
+/// plane's seat between live hosts). Returns the promoted address and the host it replaces.
+fn promote_first_master(
+    state: &State,
+    changes: &mut Vec<ResourceChange>,
+) -> Result<Option<(Address, Option<IpAddr>)>, PlanError> {
+    let Some(at) = changes.iter().position(|c| c.kind == Kind::KubeadmInit && c.action != Action::Delete) else {
+        return Ok(None);
+    };
+    let new = changes[at].address.key.clone();
+    let join = Address::new(Kind::KubeadmJoin, new.clone());
+    // Promoted already (the old first master's records may still be going).
+    if state.resources.contains_key(&changes[at].address) && !state.resources.contains_key(&join) {
+        return Ok(None);
+    }
+    let Some(old) = state.resources.keys().find(|a| a.kind == Kind::KubeadmInit && a.key != new).map(|a| a.key.clone())
+    else {
+        return Ok(None);
+    };
+    let refused = |why: String| PlanError::FirstMaster { host: new.clone(), why };
+    let Some(joined) = state.resources.get(&join).filter(|r| r.attributes.get("role") == Some(&Value::text("master")))
+    else {
+        return Err(refused(format!(
+            "the cluster was initialised on `{old}` and `{new}` is not one of its masters; list a master of the \
+             cluster first"
+        )));
+    };
+    let stays = |c: &ResourceChange| c.kind == Kind::KubeadmJoin && c.address.key == old && c.action != Action::Delete;
+    if changes.iter().any(stays) {
+        return Err(refused(format!(
+            "`{old}` stays in the cluster, and sealer does not move the first master between live hosts; list \
+             `{old}` first again, or remove it from the Clusterfile"
+        )));
+    }
     let leaving =
         changes.iter().find(|c| c.kind == Kind::KubeadmInit && c.action == Action::Delete).and_then(|c| c.host);
-    let init = &mut changes[created];
-    init.action = Action::Update;
-    init.reason = Reason::UpdateBecauseAttributesChanged;
-    init.before = join.before;
-    init.previous_address = Some(join.address);
-    Some((init.address.clone(), leaving))
+    let moves = [(join, joined.attributes.clone())].into_iter().chain(
+        [Kind::Guest, Kind::Hooks].into_iter().filter_map(|kind| {
+            let from = Address::new(kind, old.clone());
+            let stored = state.resources.get(&from)?;
+            Some((from, stored.attributes.clone()))
+        }),
+    );
+    for (from, before) in moves.collect::<Vec<_>>() {
+        let to = Address::new(if from.kind == Kind::KubeadmJoin { Kind::KubeadmInit } else { from.kind }, new.clone());
+        changes.retain(|c| !(c.address == from && c.action == Action::Delete));
+        if let Some(change) = changes.iter_mut().find(|c| c.address == to && c.action != Action::Delete) {
+            change.action = Action::Update;
+            change.reason = Reason::UpdateBecauseAttributesChanged;
+            change.before = Some(without_sealed(&before));
+            change.previous_address = Some(from);
+        }
+    }
+    Ok(Some((Address::new(Kind::KubeadmInit, new), leaving)))
 }
 
 /// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
@@ -524,7 +566,11 @@ pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
     let is_master = |a: &Attributes| a.get("role") == Some(&Value::text("master"));
     let is_master_record =
         |kind: Kind, a: &Attributes| kind == Kind::KubeadmInit || (kind == Kind::KubeadmJoin && is_master(a));
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = plan
+        .forgotten
+        .iter()
+        .map(|ip| format!("`{ip}` does not answer: its resources would be forgotten, not cleaned up on it"))
+        .collect();
     for c in plan.changes.iter().filter(|c| c.kind == Kind::KubeadmInit && removed(c)) {
         reasons.push(format!("`{}` removes the first master, which the cluster was initialised on", c.address));
     }
@@ -776,7 +822,7 @@ mod tests {
                 changes.push(change(r.address.clone(), Action::NoOp, Some(master.clone()), Some(master.clone())));
             }
         }
-        assert!(promote_first_master(&mut changes).is_some());
+        assert!(promote_first_master(state, &mut changes).unwrap().is_some());
         Plan::against(state, changes)
     }
 
@@ -869,6 +915,51 @@ mod tests {
         assert!(note.contains("`sea.hub`") && note.contains("registry"), "{note}");
         let dangers = dangerous_removals(&plan, &state);
         assert_eq!(dangers, ["`kubeadm-init.10.0.0.2` removes the first master, which the cluster was initialised on"]);
+        let mut forgetting = plan.clone();
+        forgetting.forgotten.insert("10.0.0.2".parse().unwrap());
+        assert_eq!(
+            dangerous_removals(&forgetting, &state)[0],
+            "`10.0.0.2` does not answer: its resources would be forgotten, not cleaned up on it"
+        );
+        // The image's CMDs ran on the cluster already: their record moves, nothing runs again.
+        let guest = of("guest.10.0.0.3").unwrap();
+        assert_eq!(
+            (guest.action, guest.previous_address.clone()),
+            (Action::Update, Some(Address::new(Kind::Guest, "10.0.0.2")))
+        );
+        assert!(of("guest.10.0.0.2").is_none(), "{:?}", plan.changes);
+
+        // A targeted plan that needs the new first master moves its record too (never leaves both).
+        let options =
+            PlanOptions { targets: vec![Address::new(Kind::KubeadmJoin, "10.0.0.4")], ..PlanOptions::default() };
+        let targeted = super::plan(&after, &state, &options).unwrap();
+        let init = targeted.changes.iter().find(|c| c.address.to_string() == "kubeadm-init.10.0.0.3").unwrap();
+        assert_eq!(init.previous_address, Some(Address::new(Kind::KubeadmJoin, "10.0.0.3")));
+        // Both records in a state (an apply of an earlier sealer, split): the join record moves, never deleted.
+        let mut split = state.clone();
+        let mut init_record = split.resources[&Address::new(Kind::KubeadmJoin, "10.0.0.3")].clone();
+        init_record.address = Address::new(Kind::KubeadmInit, "10.0.0.3");
+        split.resources.insert(init_record.address.clone(), init_record);
+        let plan_of_split = super::plan(&after, &split, &PlanOptions::default()).unwrap();
+        let init = plan_of_split.changes.iter().find(|c| c.address.to_string() == "kubeadm-init.10.0.0.3").unwrap();
+        assert_eq!(init.previous_address, Some(Address::new(Kind::KubeadmJoin, "10.0.0.3")));
+        assert!(!plan_of_split.changes.iter().any(|c| c.address.to_string() == "kubeadm-join.10.0.0.3"));
+
+        // Not a master of the cluster, or a first master that stays: refused, saying why.
+        for (masters, why) in [
+            (
+                "10.0.0.9, 10.0.0.3, 10.0.0.4",
+                "`10.0.0.9` cannot become the first master: the cluster was initialised on `10.0.0.2`",
+            ),
+            (
+                "10.0.0.3, 10.0.0.2, 10.0.0.4",
+                "`10.0.0.2` stays in the cluster, and sealer does not move the first master",
+            ),
+        ] {
+            let graph = crate::compile(&clusterfile(masters), &crate::ImageFacts::default()).unwrap();
+            let error = super::plan(&graph, &state, &PlanOptions::default()).unwrap_err().to_string();
+            assert!(error.contains(why), "{masters}: {error}");
+        }
 
         // Applied: recorded under its new address, planned again, nothing changes.
         let mut state = applied(&after);

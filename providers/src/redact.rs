@@ -148,8 +148,10 @@ mod tests {
         assert_eq!(credentials(&flags), "kubeadm join x --token=<redacted> --certificate-key=<redacted>");
         let error = "error: the bootstrap token \"abcdef.0123456789abcdef\" was not of the form";
         assert_eq!(credentials(error), "error: the bootstrap token \"<redacted>\" was not of the form");
-        let yaml = format!("  bootstrapToken:\n    token: abcdef.0123456789abcdef\n    caCertHashes:\n    - {HASH}\n  \
-                            certificateKey: {KEY}\n");
+        let yaml = format!(
+            "  bootstrapToken:\n    token: abcdef.0123456789abcdef\n    caCertHashes:\n    - {HASH}\n  \
+                            certificateKey: {KEY}\n"
+        );
         assert_eq!(
             credentials(&yaml),
             "  bootstrapToken:\n    token: <redacted>\n    caCertHashes:\n    - <redacted>\n  certificateKey: <redacted>\n"

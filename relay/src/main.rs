@@ -265,7 +265,8 @@ struct Incoming<R> {
     hasher: Sha256,
     total: u64,
     deadline: Instant,
-    copy: Option<std::fs::File>,
+    /// The kept file being written, and its path (named with the host's error when a write fails).
+    copy: Option<(std::fs::File, PathBuf)>,
     /// Why reading stopped, when it failed: the peer (`UNREACHABLE`) or this host's disk (1).
     failed: Option<u8>,
 }
@@ -279,8 +280,12 @@ impl<R: std::io::Read> std::io::Read for Incoming<R> {
         let n = self.source.read(buffer).inspect_err(|_| self.failed = Some(UNREACHABLE))?;
         self.hasher.update(&buffer[..n]);
         self.total += n as u64;
-        if let Some(copy) = &mut self.copy {
-            copy.write_all(&buffer[..n]).inspect_err(|_| self.failed = Some(1))?;
+        if let Some((copy, path)) = &mut self.copy {
+            copy.write_all(&buffer[..n]).inspect_err(|e| {
+                // This host's own failure (a full disk), said as the system says it.
+                eprintln!("sealer-relay: {}: {e}", path.display());
+                self.failed = Some(1);
+            })?;
         }
         Ok(n)
     }
@@ -315,7 +320,7 @@ fn fetch_one(
         Box::new(stream)
     };
     let copy = if target.keep && !held {
-        Some(std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?)
+        Some((std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?, part.clone()))
     } else {
         None
     };
@@ -621,6 +626,25 @@ mod tests {
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// A write that fails (a full disk: `/dev/full` answers every write with ENOSPC) stops the copy as
+    /// this host's failure (1), not the peer's.
+    #[test]
+    fn a_full_disk_is_this_hosts_failure() {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let source: &[u8] = b"some bytes";
+        let mut incoming = Incoming {
+            source,
+            hasher: Sha256::new(),
+            total: 0,
+            deadline: Instant::now() + Duration::from_secs(5),
+            copy: Some((full, PathBuf::from("/dev/full"))),
+            failed: None,
+        };
+        let error = std::io::Read::read(&mut incoming, &mut [0u8; 64]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+        assert_eq!(receive(&mut incoming, None, EMPTY_SHA256), Err(1));
     }
 
     #[test]

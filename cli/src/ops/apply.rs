@@ -242,6 +242,7 @@ impl<'a> Session<'a> {
                     progress: copies,
                     corrupt_first_relay: std::env::var_os("SEALER_TEST_CORRUPT_RELAY").is_some_and(|v| v == "1"),
                 },
+                forgotten: self.plan.forgotten.clone(),
             },
             remote,
         );

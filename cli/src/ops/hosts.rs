@@ -219,6 +219,7 @@ pub fn api_provider(
         // A recorded host the Clusterfile no longer has may be gone: refresh tells them apart by this.
         hosts: cf.cluster.hosts.iter().map(|h| h.ip).collect(),
         distribution: Default::default(),
+        forgotten: Default::default(),
     };
     Ok(ClusterProvider::new(ctx, remote))
 }

@@ -89,10 +89,12 @@ pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> anyhow::Res
     Ok(Compiled { graph: sealer_engine::compile(&cf, &image)?, warnings, plugin_origins })
 }
 
-/// Notes every change on a host that left the Clusterfile and did not answer the refresh: it is
-/// forgotten, not undone (a dead machine).
+/// Marks the plan's changes on hosts that left the Clusterfile and did not answer the refresh: forgotten,
+/// not undone (a dead machine), each said beside it; the plan needs `--force`.
 pub fn note_gone_hosts(plan: &mut Plan, gone: &BTreeSet<IpAddr>) {
-    for change in plan.changes.iter().filter(|c| c.host.is_some_and(|h| gone.contains(&h))) {
+    let on_gone = |c: &sealer_engine::ResourceChange| c.host.is_some_and(|h| gone.contains(&h));
+    plan.forgotten = plan.changes.iter().filter(|c| on_gone(c)).filter_map(|c| c.host).collect();
+    for change in plan.changes.iter().filter(|c| on_gone(c)) {
         let host = change.host.map(|h| h.to_string()).unwrap_or_default();
         let what = match change.kind {
             Kind::KubeadmInit | Kind::KubeadmJoin => {

@@ -36,6 +36,18 @@ impl KindProvider for Guest {
         after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
         Ok(after)
     }
+
+    /// A new image, CMD arguments or env run the CMDs again; a record that only moved to a new first master
+    /// (the old one is gone) asks for nothing: they ran on the cluster already.
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
+        if ["image", "cmd_args", "image_digest", "env"].iter().all(|k| before.get(*k) == after.get(*k)) {
+            if let Some(cmds) = before.get("cmds") {
+                after.insert("cmds".into(), cmds.clone());
+            }
+            return Ok(after);
+        }
+        self.create(cx, ip, after).await
+    }
 }
 
 #[cfg(test)]
@@ -51,7 +63,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_cmd_runs_in_order_in_the_rootfs() {
-        let image = StoredImage {
+        let image = || StoredImage {
             config: ImageConfig {
                 format_version: "1".into(),
                 name: "app:1".into(),
@@ -67,7 +79,7 @@ mod tests {
         };
         let remote = Arc::new(Scripted::default());
         let logs = tempfile::tempdir().unwrap();
-        let p = ClusterProvider::new(context(Some(image), logs.path()), remote.clone());
+        let p = ClusterProvider::new(context(Some(image()), logs.path()), remote.clone());
         let after = attrs([("env", Value::Map(BTreeMap::from([("A".to_string(), "1".to_string())])))]);
         let got =
             apply(&p, change(Kind::Guest, "10.0.0.2", M1, Action::Create, None, Some(after))).await.unwrap().unwrap();
@@ -82,5 +94,19 @@ mod tests {
             commands[3].ends_with("kubectl apply -f \"$f\"; rc=$?; rm -f \"$f\"; exit $rc"),
             "the status is recorded"
         );
+
+        // Moved to a new first master with nothing else changed: nothing runs; a new digest runs them again.
+        let remote = Arc::new(Scripted::default());
+        let p = ClusterProvider::new(context(Some(image()), logs.path()), remote.clone());
+        let (mut before, mut after) = (got.clone(), got.clone());
+        after.remove("cmds");
+        apply(&p, change(Kind::Guest, "10.0.0.3", M2, Action::Update, Some(before.clone()), Some(after.clone())))
+            .await
+            .unwrap();
+        assert!(remote.calls().is_empty(), "{:?}", remote.calls());
+        before.insert("image_digest".into(), Value::text("sha256:0"));
+        after.insert("image_digest".into(), Value::text("sha256:1"));
+        apply(&p, change(Kind::Guest, "10.0.0.3", M2, Action::Update, Some(before), Some(after))).await.unwrap();
+        assert!(remote.commands(M2)[0].ends_with("kubectl apply -f manifests/a.yaml"), "{:?}", remote.calls());
     }
 }

@@ -74,9 +74,8 @@ impl Cx {
         let info = match guard.take() {
             Some(info) => info,
             None => {
-                let out = self
-                    .output(first, &self.with_image_path("kubeadm token create --print-join-command"))
-                    .await?;
+                let out =
+                    self.output(first, &self.with_image_path("kubeadm token create --print-join-command")).await?;
                 parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
                     host: first,
                     what: "`kubeadm token create`".into(),
@@ -86,9 +85,8 @@ impl Cx {
         };
         let mut info = info;
         if control_plane && info.certificate_key.is_none() {
-            let out = self
-                .output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs"))
-                .await?;
+            let out =
+                self.output(first, &self.with_image_path("kubeadm init phase upload-certs --upload-certs")).await?;
             info.certificate_key = Some(out.lines().last().unwrap_or_default().trim().to_string());
         }
         *guard = Some(info.clone());
@@ -162,6 +160,15 @@ impl KindProvider for Init {
         // is gone. It runs a control plane already; nothing is initialised, upgraded or reconfigured, and
         // a host that is no control-plane member is refused rather than initialised as a second cluster.
         if before.contains_key("role") {
+            if upgrade_to(before, &after).is_some() {
+                return Err(ProviderError::Unexpected {
+                    host: ip,
+                    what: "promotion to first master".into(),
+                    message: "the Clusterfile also changes the Kubernetes version: apply the new first master at \
+                              the cluster's version, then upgrade"
+                        .into(),
+                });
+            }
             if !cx.initialised(ip, "admin.conf").await? {
                 return Err(ProviderError::Unexpected {
                     host: ip,
@@ -470,20 +477,27 @@ mod tests {
         let logs = tempfile::tempdir().unwrap();
         let mut ctx = context(None, logs.path());
         ctx.hosts = vec![M1, N1];
+        ctx.forgotten = [M2].into();
         let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
         let before = attrs([("role", Value::text("master"))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Delete, Some(before.clone()), None)).await.unwrap();
         apply(&p, change(Kind::Image, "10.0.0.3", M2, Action::Delete, Some(attrs([])), None)).await.unwrap();
-        assert_eq!(remote.commands(M2), ["true", "true"], "only the probes reach the dead host");
+        assert_eq!(remote.commands(M2), ["true"], "only the one probe reaches the dead host");
         let m1 = strip(remote.commands(M1));
         assert_eq!(m1[..2], ["kubectl get nodes -o json", "kubectl delete node master-1"]);
         assert!(m1[2].ends_with("etcdctl $tls member list"), "{m1:?}");
         assert!(m1[3].ends_with("etcdctl $tls member remove 91bc3c398fb3c146"), "{m1:?}");
 
-        let remote = Arc::new(Scripted::default().down(M2));
-        let (p, _logs) = provider(remote.clone());
-        let error = failure(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Delete, Some(before), None)).await;
-        assert!(error.contains("cannot reach `10.0.0.3:22`"), "{error}");
+        // Not said gone by the plan, or still in the Clusterfile: an unreachable host is an error.
+        for (hosts, forgotten) in [(vec![M1, N1], vec![]), (vec![M1, M2, N1], vec![M2])] {
+            let remote = Arc::new(Scripted::default().down(M2));
+            let mut ctx = context(None, logs.path());
+            (ctx.hosts, ctx.forgotten) = (hosts, forgotten.into_iter().collect());
+            let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+            let delete = change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Delete, Some(before.clone()), None);
+            let error = failure(&p, delete).await;
+            assert!(error.contains("cannot reach `10.0.0.3:22`"), "{error}");
+        }
     }
 
     #[tokio::test]

@@ -72,6 +72,9 @@ pub struct ClusterContext {
     pub hosts: Vec<IpAddr>,
     /// How the image reaches the hosts (relayed between them, or a direct copy each).
     pub distribution: Distribution,
+    /// Hosts the plan says are gone (`Plan::forgotten`): their resources are forgotten when the host still
+    /// does not answer.
+    pub forgotten: std::collections::BTreeSet<IpAddr>,
 }
 
 /// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
@@ -121,6 +124,8 @@ pub(crate) struct Cx {
     join: tokio::sync::Mutex<Option<JoinInfo>>,
     logs: Mutex<HashMap<IpAddr, std::fs::File>>,
     relay: relay::Relay,
+    /// Whether each host of `ctx.forgotten` was found gone by this apply's own probe.
+    gone: tokio::sync::Mutex<HashMap<IpAddr, bool>>,
 }
 
 #[derive(Clone)]
@@ -143,6 +148,7 @@ impl ClusterProvider {
             results: Mutex::new(BTreeMap::new()),
             join: tokio::sync::Mutex::new(None),
             logs: Mutex::new(HashMap::new()),
+            gone: tokio::sync::Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -191,13 +197,15 @@ impl ClusterProvider {
     /// a plan shows drift; returns the nodes' labels (for label selectors). Reads only; mutates nothing.
     pub async fn refresh(&self, state: &mut sealer_engine::State) -> std::result::Result<Observed, ProviderError> {
         let cx = &self.0;
-        let obs = Observation {
-            cx,
-            // Initialised on this first master or, when it is being promoted, on one that is gone.
-            cluster_up: state.resources.keys().any(|a| a.kind == Kind::KubeadmInit),
-            nodes: OnceCell::new(),
-            apps: OnceCell::new(),
-        };
+        // The API is asked through the first master: one the cluster was initialised on, or a master of it
+        // being promoted (the first is gone). A host that is neither has no API to ask.
+        let first = cx.ctx.first_master.to_string();
+        let cluster_up = state.resources.contains_key(&Address::new(Kind::KubeadmInit, first.clone()))
+            || state.resources.values().any(|r| {
+                r.address == Address::new(Kind::KubeadmJoin, first.clone())
+                    && r.attributes.get("role") == Some(&Value::text("master"))
+            });
+        let obs = Observation { cx, cluster_up, nodes: OnceCell::new(), apps: OnceCell::new() };
         let connections = tokio::sync::Semaphore::new(REFRESH_CONNECTIONS);
         let reads = state
             .resources
@@ -364,19 +372,26 @@ impl Cx {
         Ok(out.stdout_text())
     }
 
-    /// Whether `ip` left the Clusterfile and does not answer over ssh.
+    /// Whether `ip` is one the plan said is gone and still does not answer: a fresh connection is tried
+    /// (not the process's memory of an earlier failure), once per apply.
     async fn gone(&self, ip: IpAddr) -> bool {
-        if self.ctx.hosts.contains(&ip) {
+        if !self.ctx.forgotten.contains(&ip) || self.ctx.hosts.contains(&ip) {
             return false;
         }
-        let unreachable = matches!(
+        let mut verdicts = self.gone.lock().await;
+        if let Some(gone) = verdicts.get(&ip) {
+            return *gone;
+        }
+        remote::forget_unreachable_host(ip);
+        let gone = matches!(
             self.remote.exec(ip, "true", b"").await,
             Err(ProviderError::Transport(TransportError::Unreachable { .. }))
         );
-        if unreachable {
+        if gone {
             self.log(ip, "# the host does not answer and left the Clusterfile: its resources are forgotten");
         }
-        unreachable
+        verdicts.insert(ip, gone);
+        gone
     }
 
     /// Whether `test_expression` (a `test` argument list) holds on `ip`.
@@ -480,6 +495,7 @@ pub(crate) mod testing {
             apps: BTreeMap::new(),
             hosts: vec![M1, M2, N1],
             distribution: Distribution::default(),
+            forgotten: Default::default(),
         }
     }
 

@@ -61,6 +61,12 @@ pub fn forget_unreachable_hosts() {
     unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
 }
 
+/// Forgets that `ip` could not be reached, so that the next connection to it is really tried (a verdict
+/// that removes what a host holds from the state is never taken from memory).
+pub(super) fn forget_unreachable_host(ip: IpAddr) {
+    unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(host, _), _| *host != ip);
+}
+
 fn unreachable_hosts() -> &'static Unreachable {
     static HOSTS: std::sync::OnceLock<Unreachable> = std::sync::OnceLock::new();
     HOSTS.get_or_init(|| Mutex::new(HashMap::new()))
