@@ -268,7 +268,11 @@ fn losing_the_first_master_keeps_the_cluster() {
     }
     let manifest = "/var/lib/sealer/my-cluster/apps/sleeper-app/manifests/sleeper.yaml";
     exec(&tb, 1, &format!(": > /var/log/sealer-registry.log; {KUBECTL} delete -f {manifest}"));
-    until("the old sleepers gone", Duration::from_secs(30), || !stdout(&kubectl(1, "get pods")).contains("sleeper"));
+    // Gone from the API and their containers stopped: the pods that come next are new to the kubelets.
+    until("the old sleepers gone", Duration::from_secs(30), || {
+        !stdout(&kubectl(1, "get pods")).contains("sleeper")
+            && (3..5).all(|i| !exec(&tb, i, &format!("{CTR} tasks ls")).contains("RUNNING"))
+    });
     exec(&tb, 1, &format!("{KUBECTL} apply -f {manifest}"));
     until("the sleepers run again", Duration::from_secs(60), || {
         stdout(&kubectl(1, "get pods")).matches("Running").count() == 2
