@@ -571,7 +571,10 @@ pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
         .iter()
         .map(|ip| format!("`{ip}` does not answer: its resources would be forgotten, not cleaned up on it"))
         .collect();
-    for c in plan.changes.iter().filter(|c| c.kind == Kind::KubeadmInit && removed(c)) {
+    // A tainted `kubeadm-init` is one whose create failed: no cluster finished there, its replacement
+    // (reset, then init again) removes no first master.
+    let tainted = |c: &ResourceChange| c.reason == Reason::ReplaceBecauseTainted;
+    for c in plan.changes.iter().filter(|c| c.kind == Kind::KubeadmInit && removed(c) && !tainted(c)) {
         reasons.push(format!("`{}` removes the first master, which the cluster was initialised on", c.address));
     }
     let masters: Vec<&StoredResource> =
@@ -786,6 +789,18 @@ mod tests {
         let mut destroy = deleting(&state, &["10.0.0.0", "10.0.0.1", "10.0.0.2"]);
         destroy.destroy = true;
         assert!(dangerous_removals(&destroy, &state).is_empty());
+    }
+
+    /// A `kubeadm-init` whose create failed (tainted) is replaced without `--force`: no cluster finished there.
+    #[test]
+    fn replacing_a_tainted_first_master_init_is_no_removal() {
+        let state = master_state(3);
+        let mut plan = deleting(&state, &["10.0.0.0"]);
+        plan.changes[0].action = Action::Replace;
+        plan.changes[0].reason = Reason::ReplaceBecauseTainted;
+        assert!(dangerous_removals(&plan, &state).is_empty(), "{:?}", dangerous_removals(&plan, &state));
+        plan.changes[0].reason = Reason::ReplaceBecauseCannotUpdate;
+        assert_eq!(dangerous_removals(&plan, &state).len(), 1);
     }
 
     fn change(

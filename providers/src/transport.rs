@@ -146,8 +146,25 @@ const CIPHERS: &[russh::cipher::Name] = &[
 /// its text, read whole. bash reads a script from a pipe a byte at a time (a read(2) per byte, so that what
 /// follows stays for the commands that read stdin); `read -N` of a known length takes it in one read and
 /// still leaves the rest. `LC_ALL=C`: the length counts bytes, whatever the host's locale.
-const SHELL_LOOP: &str =
-    "while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do eval \"$s\"; done";
+///
+/// Remote work dies with the connection that started it: OpenSSH does not signal a command without a
+/// terminal when its connection is lost (a killed workstation), so a half-done `kubeadm init` would go on
+/// and race the next apply. Each command runs as a job of its own process group (`set -m`), its group id
+/// kept in a file, and a watcher started with the shell (ending with it) polls, every second, the sshd
+/// process that serves the connection (the parent of the shell's session leader, from `/proc`; a closed
+/// channel leaves it, a lost connection ends it): once it is gone, the running
+/// command's group gets SIGTERM, then SIGKILL after 2 s. A command that finished is not touched, nor what
+/// it left running in a session of its own (`setsid`: the daemons sealer starts). Without `/proc` the
+/// shell runs as before. The shell's own stderr (job notices, a full `/tmp`) goes nowhere: each command
+/// gets the channel's stderr back as its own (fd 3).
+const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; w=${TMPDIR:-/tmp}/.sealer-shell.$$; \
+     if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${p[5]}/stat; then \
+       ( while [ -e /proc/${l[3]} ]; do [ -e /proc/$$ ] || exit 0; sleep 1; done; c=$(cat \"$w\" 2>/dev/null); rm -f \"$w\"; \
+         [ -n \"$c\" ] && { kill -TERM -- -$c; sleep 2; kill -KILL -- -$c; } ) >/dev/null 2>&1 </dev/null & \
+     fi; \
+     while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
+       { eval \"$s\"; } <&0 2>&3 & c=$!; echo $c > \"$w\"; wait $c; : > \"$w\"; \
+     done; rm -f \"$w\"";
 
 /// How long a command waits for a busy shell of its host before it opens another.
 const SHELL_WAIT: Duration = Duration::from_millis(30);

@@ -86,9 +86,10 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     }
     assert_eq!(s.exec("echo after", b"", T).await.unwrap().stdout_text(), "after");
     let shells = || {
-        String::from_utf8_lossy(&tb.exec(0, "ps -eo args | grep -c '^bash --noprofile --norc -c'").stdout)
-            .trim()
-            .to_string()
+        // The shells, not their own subshells (each shell's watcher).
+        let count = "ps -eo ppid=,pid=,args= | awk '$3 == \"bash\" && $4 == \"--noprofile\" { up[$2] = $1 } \
+                     END { n = 0; for (p in up) if (!(up[p] in up)) n++; print n }'";
+        String::from_utf8_lossy(&tb.exec(0, count).stdout).trim().to_string()
     };
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while shells() != "1" {
@@ -272,4 +273,53 @@ async fn a_kept_remote_connects_again_after_the_host_closed_its_connection() {
         String::from_utf8_lossy(&modes.stdout),
         "up 755\nup/secret 755\nup/secret/a 700\nup/secret/a/key 600\nup/public/a 755\nup/public/a/file 644\n"
     );
+}
+
+/// A command still running when its connection is lost (the workstation killed) ends on the host within
+/// seconds, as root and through sudo; what an earlier command started in a session of its own (the
+/// daemons sealer starts) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_ends_the_command_it_was_running() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    let pgrep = |pattern: &str| {
+        let out = tb.exec(0, &format!("pgrep -f {pattern} | wc -l"));
+        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap()
+    };
+    let mut targets = vec![("root", target(&tb, 0, key(&tb)))];
+    tb.exec_ok(
+        0,
+        "useradd -m -s /bin/sh dev && mkdir -p /home/dev/.ssh && cp /root/.ssh/authorized_keys /home/dev/.ssh/ && \
+         chown -R dev:dev /home/dev/.ssh && chmod 700 /home/dev/.ssh && usermod -p '*' dev && \
+         echo 'dev ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/dev",
+    );
+    let mut sudo = target(&tb, 0, key(&tb));
+    sudo.user = "dev".into();
+    targets.push(("sudo", sudo));
+    for (who, target) in targets {
+        let session = std::sync::Arc::new(SshSession::connect(target).await.unwrap());
+        session.exec("setsid sleep 301 >/dev/null 2>&1 </dev/null &", b"", T).await.unwrap();
+        let running = {
+            let session = session.clone();
+            tokio::spawn(async move { session.exec("sleep 121; echo never", b"", Duration::from_secs(300)).await })
+        };
+        let started = std::time::Instant::now();
+        while pgrep("'^sleep 121'") == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "{who}: the command never started");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.abort();
+        let _ = running.await;
+        std::sync::Arc::try_unwrap(session).ok().expect("the only owner").close().await;
+        let lost = std::time::Instant::now();
+        while pgrep("'^sleep 121'") > 0 {
+            assert!(lost.elapsed() < Duration::from_secs(10), "{who}: the command outlived its connection");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("FIGURE {who}: the running command ended {:.1} s after its connection", lost.elapsed().as_secs_f64());
+        assert_eq!(pgrep("'^sleep 301'"), 1, "{who}: a daemon of its own session stays");
+        tb.exec_ok(0, "pkill -f '^sleep 301'");
+    }
 }

@@ -147,7 +147,20 @@ impl Init {
 }
 
 impl KindProvider for Init {
+    /// Nothing recorded means no init finished here: one that an apply started and did not finish (killed,
+    /// or failed part-way) left files and processes its next run refuses (`FileAvailable`, a non-empty etcd
+    /// directory), so they are reset first, as sealer's own retries do. A complete one (its node registered
+    /// in its own API) stays: what was lost is only its record.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let leftovers = "-e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
+                         -o -e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member";
+        if cx.holds(ip, leftovers).await? {
+            let complete =
+                cx.initialised(ip, "admin.conf").await? && cx.registered_node(ip).await.is_ok_and(|n| n.is_some());
+            if !complete {
+                cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+            }
+        }
         self.ensure(cx, ip, &text(&after, "config").unwrap_or_default()).await?;
         Ok(after)
     }
@@ -313,10 +326,11 @@ mod tests {
         let node = attrs([("role", Value::text("node")), ("config", Value::text(JOIN))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
         let m1 = strip(remote.commands(M1));
-        assert_eq!(m1[0], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
-        assert!(m1[1].contains("10.0.0.2 apiserver.cluster.local"));
-        assert_eq!(m1[3], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
-        assert_eq!(m1.len(), 4, "no token minted: init printed one {m1:?}");
+        assert!(m1[0].starts_with("test -e /etc/kubernetes/admin.conf -o"), "{m1:?}");
+        assert_eq!(m1[1], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
+        assert!(m1[2].contains("10.0.0.2 apiserver.cluster.local"));
+        assert_eq!(m1[4], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
+        assert_eq!(m1.len(), 5, "no token minted: init printed one {m1:?}");
         let path = "/var/lib/sealer/c/join/kubeadm-join.yml";
         for (host, control_plane) in [(M2, true), (N1, false)] {
             let commands = strip(remote.commands(host));
@@ -418,6 +432,28 @@ mod tests {
         assert_eq!(m2.len(), 4, "{m2:?}");
         let own = remote.uploaded(M2, "/var/lib/sealer/c/rootfs/etc/kubeadm-control-plane.yml").unwrap();
         assert!(own.contains("advertiseAddress: 10.0.0.3"), "{own}");
+    }
+
+    /// What an init that did not finish left (an apply killed while it ran) is reset before the next init;
+    /// a complete one (its node registered) is kept, and not initialised again.
+    #[tokio::test]
+    async fn a_half_done_init_is_reset_and_a_complete_one_kept() {
+        let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
+        let remote =
+            Arc::new(Scripted::default().on("test -e", "yes").on("test -f", "no").on("kubeadm init", INIT_OUT));
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init.clone()))).await.unwrap();
+        let m1 = strip(remote.commands(M1));
+        let reset = m1.iter().position(|c| c == "kubeadm reset -f").expect("reset");
+        let init_at = m1.iter().position(|c| c.starts_with("kubeadm init --config")).expect("init");
+        assert!(reset < init_at, "{m1:?}");
+
+        let nodes = r#"{"items":[{"metadata":{"name":"master-0"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.2"}]}}]}"#;
+        let remote = Arc::new(Scripted::default().on("test -", "yes").on("get nodes -o json", nodes));
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init))).await.unwrap();
+        let m1 = strip(remote.commands(M1));
+        assert!(!m1.iter().any(|c| c.starts_with("kubeadm reset") || c.starts_with("kubeadm init")), "{m1:?}");
     }
 
     /// A failed `kubeadm init` is shown with its own error, credentials masked, in the error and the log.
