@@ -50,6 +50,17 @@ impl Cx {
         Ok(())
     }
 
+    /// Whether the etcd member of the master on `ip` has started (`etcdctl member list` through the first
+    /// master says `started` for the member whose peer URL is on it).
+    pub(super) async fn etcd_member_started(&self, ip: IpAddr) -> Result<bool> {
+        let list = self.output(self.ctx.first_master, &self.with_image_path(&etcdctl("member list"))).await?;
+        let id = member_on(&list, ip);
+        Ok(list.lines().any(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            id.as_deref() == fields.first().copied() && fields.get(1) == Some(&"started")
+        }))
+    }
+
     pub(super) async fn etcd_backup(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let dir = text(&after, "data").map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
         let dir = PathBuf::from(dir.unwrap_or_else(|| ".sealer/backups".into()));

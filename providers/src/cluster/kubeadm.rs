@@ -223,18 +223,9 @@ fn upgrade_to(before: &Attributes, after: &Attributes) -> Option<String> {
     (from != to).then_some(to)
 }
 
-impl KindProvider for Join {
-    /// A joined member at another version is upgraded (`kubeadm upgrade node`); else as `create`.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
-        let joined = cx.initialised(ip, "kubelet.conf").await?;
-        if joined && upgrade_to(before, &after).is_some() {
-            cx.upgrade_member(ip, &["kubeadm upgrade node".to_string()]).await?;
-            return Ok(after);
-        }
-        self.create(cx, ip, after).await
-    }
-
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+impl Join {
+    /// The member's hosts entries, and its join unless it joined already.
+    async fn converge(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let joined = cx.initialised(ip, "kubelet.conf").await?;
         let control_plane = text(&after, "role").as_deref() == Some("master");
         // The API's name: a master joins through the first master and is its own API once it joined; a
@@ -268,10 +259,46 @@ impl KindProvider for Join {
         }
         Ok(after)
     }
+}
+
+/// Whether `ip` finished its join: registered and Ready in the cluster and, for a master, its etcd member
+/// started. Anything unknown (the API not answering) is not finished.
+async fn joined_completely(cx: &Cx, ip: IpAddr, control_plane: bool) -> bool {
+    let ready = matches!(cx.registered_node(ip).await, Ok(Some(node)) if node.ready());
+    ready && (!control_plane || cx.etcd_member_started(ip).await.unwrap_or(false))
+}
+
+impl KindProvider for Join {
+    /// A joined member at another version is upgraded (`kubeadm upgrade node`); else it converges on its
+    /// attributes (its hosts entries), as a recorded member: never undone.
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+        let joined = cx.initialised(ip, "kubelet.conf").await?;
+        if joined && upgrade_to(before, &after).is_some() {
+            cx.upgrade_member(ip, &["kubeadm upgrade node".to_string()]).await?;
+            return Ok(after);
+        }
+        self.converge(cx, ip, after).await
+    }
+
+    /// Nothing recorded means no join finished here as far as sealer knows: one an earlier apply started
+    /// and did not finish (killed, or failed part-way) may have left a registration, a master's etcd
+    /// member that never started (which costs etcd its quorum), files; what it left is undone first. A
+    /// complete one (registered and Ready, a master's etcd member started) stays: only its record was lost.
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        let control_plane = text(&after, "role").as_deref() == Some("master");
+        if cx.holds(ip, "-e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member").await?
+            && !joined_completely(cx, ip, control_plane).await
+        {
+            cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+            cx.forget_member(ip, control_plane).await?;
+        }
+        self.converge(cx, ip, after).await
+    }
 
     /// The node is drained and deleted through the API (when it registered at all: a join that failed
-    /// part-way may not have), then reset.
-    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    /// part-way may not have), then reset; a master's etcd member that its reset could not remove (it never
+    /// started) is removed through the first master.
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
         let name = cx.node_name(ip).await?;
         let registered = cx.nodes().await?.items.iter().any(|n| n.metadata.name == name);
         if registered {
@@ -279,7 +306,11 @@ impl KindProvider for Join {
             cx.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
             cx.kubectl(&format!("delete node {q}")).await?;
         }
-        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+        if text(before, "role").as_deref() == Some("master") {
+            cx.remove_etcd_member(ip).await?;
+        }
+        Ok(())
     }
 
     async fn forget(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
@@ -454,6 +485,46 @@ mod tests {
         apply(&p, change(Kind::KubeadmInit, "10.0.0.2", M1, Action::Create, None, Some(init))).await.unwrap();
         let m1 = strip(remote.commands(M1));
         assert!(!m1.iter().any(|c| c.starts_with("kubeadm reset") || c.starts_with("kubeadm init")), "{m1:?}");
+    }
+
+    /// What a join that did not finish left is undone before the host joins again: its reset, and through
+    /// the first master its registration and a master's etcd member that never started. A complete join
+    /// (registered, Ready, its member started) is kept.
+    #[tokio::test]
+    async fn a_half_done_join_is_undone_and_a_complete_one_kept() {
+        let nodes = r#"{"items":[{"metadata":{"name":"master-1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.3"}],
+            "conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        let unstarted = "91bc3c398fb3c146, unstarted, , http://10.0.0.3:2380, , false\n";
+        let remote = Arc::new(
+            Scripted::default()
+                .on("test -e", "yes")
+                .on("test -f", "no")
+                .on("get nodes -o json", nodes)
+                .on("member list", unstarted)
+                .on(
+                    "token create",
+                    "kubeadm join x --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:1",
+                )
+                .on("upload-certs", "[upload-certs] Using certificate key:\nkey123"),
+        );
+        let (p, _logs) = provider(remote.clone());
+        let master = attrs([("role", Value::text("master")), ("config", Value::text(JOIN))]);
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master.clone()))).await.unwrap();
+        let m2 = strip(remote.commands(M2));
+        let reset = m2.iter().position(|c| c == "kubeadm reset -f").expect("reset");
+        let join = m2.iter().position(|c| c.starts_with("kubeadm join --config")).expect("join");
+        assert!(reset < join, "{m2:?}");
+        let m1 = strip(remote.commands(M1));
+        assert!(m1.contains(&"kubectl delete node master-1".to_string()), "{m1:?}");
+        assert!(m1.iter().any(|c| c.ends_with("member remove 91bc3c398fb3c146")), "{m1:?}");
+
+        let started = "91bc3c398fb3c146, started, master-1, http://10.0.0.3:2380, http://10.0.0.3:2379, false\n";
+        let remote =
+            Arc::new(Scripted::default().on("test -", "yes").on("get nodes -o json", nodes).on("member list", started));
+        let (p, _logs) = provider(remote.clone());
+        apply(&p, change(Kind::KubeadmJoin, "10.0.0.3", M2, Action::Create, None, Some(master))).await.unwrap();
+        let calls = remote.calls();
+        assert!(!calls.iter().any(|c| c.contains("kubeadm reset") || c.contains("kubeadm join")), "{calls:?}");
     }
 
     /// A failed `kubeadm init` is shown with its own error, credentials masked, in the error and the log.
