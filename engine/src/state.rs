@@ -215,6 +215,9 @@ pub struct LockInfo {
     pub command: String,
     /// RFC 3339, UTC.
     pub created: String,
+    /// The lock this one replaced: one of a process of this machine that is gone (killed), shown so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 impl std::fmt::Display for LockInfo {

@@ -201,6 +201,7 @@ fn schema_version(client: &mut impl GenericClient) -> Result<Option<i32>, StateE
 fn lock_info(row: &postgres::Row) -> Result<LockInfo, StateError> {
     let pid: i64 = row.get(3);
     Ok(LockInfo {
+        replaced: None,
         cluster: row.get(0),
         id: row.get(1),
         who: row.get(2),

@@ -167,6 +167,7 @@ impl SqliteStore {
     fn lock_row(conn: &Connection, sql: &str, key: &str) -> Result<Option<LockInfo>, StateError> {
         conn.query_row(sql, [key], |r| {
             Ok(LockInfo {
+                replaced: None,
                 cluster: r.get(0)?,
                 id: r.get(1)?,
                 who: r.get(2)?,
@@ -199,6 +200,15 @@ impl SqliteStore {
             cluster,
         )
     }
+}
+
+/// Whether process `pid` of this machine is running and is a sealer (its executable's name says so): a
+/// lock whose process is not was left by a killed one. `who` (user@host) names the machine.
+fn sealer_running(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let name = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    String::from_utf8_lossy(name).contains("sealer")
 }
 
 impl SqliteStore {
@@ -313,13 +323,21 @@ impl StateStore for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("cannot take the lock"))?;
-        if let Some(held) = Self::lock_row(
+        let held = Self::lock_row(
             &tx,
             "SELECT cluster, id, who, pid, command, created FROM locks WHERE cluster = ?1",
             cluster,
-        )? {
-            return Err(StateError::Locked { id: held.id.clone(), holder: held.to_string() });
-        }
+        )?;
+        // A lock of a process of this machine that is gone (a killed apply) holds nothing: replaced, and
+        // said so. Any other is refused, naming its holder.
+        let replaced = match held {
+            Some(held) if held.who == who && !sealer_running(held.pid) => {
+                tx.execute("DELETE FROM locks WHERE id = ?1", [&held.id]).map_err(backend("cannot take the lock"))?;
+                Some(held.to_string())
+            }
+            Some(held) => return Err(StateError::Locked { id: held.id.clone(), holder: held.to_string() }),
+            None => None,
+        };
         let id = uuid::Uuid::new_v4().to_string();
         tx.execute(
             &format!("INSERT INTO locks (cluster, id, who, pid, command, created) VALUES (?1, ?2, ?3, ?4, ?5, {NOW})"),
@@ -329,7 +347,7 @@ impl StateStore for SqliteStore {
         let lock = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", &id)?
             .ok_or_else(|| StateError::NoSuchLock(id.clone()))?;
         tx.commit().map_err(backend("cannot take the lock"))?;
-        Ok(lock)
+        Ok(LockInfo { replaced, ..lock })
     }
 
     fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError> {

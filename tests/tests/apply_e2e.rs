@@ -345,7 +345,7 @@ fn locks_refuse_a_second_apply_and_stale_saved_plans_are_refused() {
 }
 
 #[test]
-fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refused() {
+fn a_killed_apply_leaves_readable_state_its_lock_is_replaced_then_changed_host_keys_are_refused() {
     let Some(site) = Site::ready() else { return };
     let mut child = site.spawn_apply();
     let state = site.path().join(".sealer/state.db");
@@ -367,17 +367,15 @@ fn killed_apply_leaves_readable_state_and_a_lock_then_changed_host_keys_are_refu
 
     let list = ok(&site.sealer(&["state", "list"], ""));
     assert!(list.lines().count() >= 3, "{list}");
-    let refused = site.sealer(&["apply", "--auto-approve"], "");
-    assert_eq!(refused.status.code(), Some(1));
-    let err = stderr(&refused);
-    let id = err
-        .split("lock id `")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap_or_else(|| panic!("no lock id in {err}"));
-    ok(&site.sealer(&["force-unlock", id, "--force"], ""));
-    let finished = ok(&site.sealer(&["apply", "--auto-approve"], ""));
-    assert!(finished.contains("Apply complete!"), "{finished}");
+    // The killed apply's lock is of a process of this machine that is gone: the next apply replaces it,
+    // says so, and finishes the work.
+    let finished = site.sealer(&["apply", "--auto-approve"], "");
+    assert!(stdout(&finished).contains("Apply complete!"), "{}{}", stdout(&finished), stderr(&finished));
+    let said = stderr(&finished);
+    assert!(
+        said.contains("replaced the state lock of") && said.contains("that process is no longer running"),
+        "{said}"
+    );
     assert_eq!(site.kubectl_nodes().len(), 5);
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
@@ -1015,10 +1013,7 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
     let versions = node_versions(&site);
     assert!(versions.iter().any(|(_, v)| v == "v1.22.15"), "the crash left hosts to upgrade: {versions:?}");
 
-    let refused = site.sealer(&["apply", "--auto-approve"], "");
-    let err = stderr(&refused);
-    let id = err.split("lock id `").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("{err}"));
-    ok(&site.sealer(&["force-unlock", id, "--force"], ""));
+    // The crashed apply's lock goes with the next apply (its process is gone).
     let resumed_plan = ok(&site.sealer(&["plan", "--no-color"], ""));
     assert!(!resumed_plan.contains(&format!("kubeadm-init.{}: v1.22.15", ips[0])), "{resumed_plan}");
     let mut child = site.spawn_apply();

@@ -135,8 +135,9 @@ fn a_second_lock_is_refused_with_its_holder_and_force_unlock_frees_it() {
     });
 }
 
-/// A holder that vanished without unlocking: SQLite keeps the lock until `force-unlock` (nothing notices
-/// the process is gone); PostgreSQL's advisory lock dies with the holder's session.
+/// A holder that vanished without unlocking: SQLite replaces a lock of a process of this machine (the same
+/// `user@host`) that is no longer running, saying whose it was, and keeps any other until `force-unlock`;
+/// PostgreSQL's advisory lock dies with the holder's session.
 #[test]
 fn a_vanished_holder() {
     Backends::new().each(|location| {
@@ -148,7 +149,22 @@ fn a_vanished_holder() {
             StateLocation::Sqlite(_) => {
                 assert!(matches!(next.lock("c", "me@ws", 1, "sealer apply"), Err(StateError::Locked { .. })));
                 next.force_unlock(&lock.id).unwrap();
-                next.lock("c", "me@ws", 1, "sealer apply").unwrap();
+                let mut dead = std::process::Command::new("true").spawn().unwrap();
+                dead.wait().unwrap();
+                let mut alive =
+                    std::process::Command::new("bash").args(["-c", "exec -a sealer sleep 30"]).spawn().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let held = next.lock("c", "me@ws", alive.id(), "sealer apply").unwrap();
+                let refused = next.lock("c", "me@ws", 1, "sealer apply").unwrap_err();
+                assert!(matches!(refused, StateError::Locked { .. }), "a running sealer's lock stands: {refused}");
+                let _ = alive.kill();
+                let _ = alive.wait();
+                let taken = next.lock("c", "me@ws", 1, "sealer apply").unwrap();
+                assert_eq!(taken.replaced.as_deref(), Some(held.to_string().as_str()));
+                next.unlock(&taken).unwrap();
+                let by_dead = next.lock("c", "me@ws", dead.id(), "sealer apply").unwrap();
+                assert!(next.lock("c", "me@ws", 1, "sealer apply").unwrap().replaced.is_some());
+                assert!(by_dead.replaced.is_none());
             }
             StateLocation::Postgres(_) => {
                 let taken = next.lock("c", "me@ws", 1, "sealer apply").unwrap();

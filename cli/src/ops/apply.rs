@@ -108,6 +108,7 @@ impl<'a> Session<'a> {
     ) -> anyhow::Result<Session<'a>> {
         let mut store = ws.open_state()?;
         let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
+        super::say_replaced(&lock);
         let mut session = Session {
             ws,
             cf,

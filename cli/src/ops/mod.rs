@@ -136,6 +136,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `user@host`, recorded with every lock and history entry.
+/// Says on stderr whose lock a new one replaced (a killed sealer's, on this machine).
+pub fn say_replaced(lock: &sealer_engine::LockInfo) {
+    if let Some(replaced) = &lock.replaced {
+        eprintln!("sealer: replaced the state lock of {replaced}: that process is no longer running");
+    }
+}
+
 pub fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

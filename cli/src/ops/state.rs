@@ -43,6 +43,7 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
     }
     let mut store = ws.open_state()?;
     let lock = store.lock(&name, &super::who(), std::process::id(), &super::command_line())?;
+    super::say_replaced(&lock);
     let imported = store
         .import(&lock, &state, &[])
         .and_then(|()| store.record_history(&lock, &format!("state pulled from the cluster at {ip}")));
@@ -73,6 +74,7 @@ pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> an
     let mut migrated = Vec::new();
     for name in clusters {
         let source_lock = source.lock(&name, &super::who(), std::process::id(), &command)?;
+        super::say_replaced(&source_lock);
         let copied = copy_cluster(source.as_ref(), target.as_mut(), &name, &command);
         source.unlock(&source_lock)?;
         let serial = copied.with_context(|| format!("cluster `{name}` was not migrated"))?;
