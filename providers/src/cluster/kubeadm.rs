@@ -103,6 +103,22 @@ impl Cx {
         self.kubectl(&format!("uncordon {name}")).await.map(|_| ())
     }
 
+    /// `kubeadm ARGS` holding the host's kubeadm lock, so that a killed apply's kubeadm (ended within
+    /// seconds by its shell's watcher, see `transport::SHELL_LOOP`) and the next apply's never run at once.
+    fn exclusive_kubeadm(&self, args: &str) -> String {
+        let dir = cluster_dir(&self.ctx.cluster);
+        self.with_image_path(&format!(
+            "mkdir -p {} && flock -w 300 {} kubeadm {args}",
+            quote(&dir),
+            quote(&format!("{dir}/kubeadm.lock"))
+        ))
+    }
+
+    /// Waits until no kubeadm of an earlier apply runs on `ip` (what it leaves is judged after).
+    async fn await_kubeadm(&self, ip: IpAddr) -> Result<()> {
+        self.run(ip, &self.exclusive_kubeadm("version >/dev/null"), b"").await.map(|_| ())
+    }
+
     async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
         self.holds(ip, &format!("-f /etc/kubernetes/{file}")).await
     }
@@ -130,8 +146,8 @@ impl Init {
         if cx.initialised(ip, "admin.conf").await? {
             return Ok(true);
         }
-        let init = format!("kubeadm init --config {} --upload-certs", quote(&path));
-        let out = cx.output(ip, &cx.with_image_path(&init)).await?;
+        let out =
+            cx.output(ip, &cx.exclusive_kubeadm(&format!("init --config {} --upload-certs", quote(&path)))).await?;
         let mut join = parse_join(&out).ok_or_else(|| ProviderError::Unexpected {
             host: ip,
             what: "`kubeadm init`".into(),
@@ -152,13 +168,14 @@ impl KindProvider for Init {
     /// directory), so they are reset first, as sealer's own retries do. A complete one (its node registered
     /// in its own API) stays: what was lost is only its record.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+        cx.await_kubeadm(ip).await?;
         let leftovers = "-e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
                          -o -e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member";
         if cx.holds(ip, leftovers).await? {
             let complete =
                 cx.initialised(ip, "admin.conf").await? && cx.registered_node(ip).await.is_ok_and(|n| n.is_some());
             if !complete {
-                cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+                cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             }
         }
         self.ensure(cx, ip, &text(&after, "config").unwrap_or_default()).await?;
@@ -208,7 +225,7 @@ impl KindProvider for Init {
     }
 
     async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
-        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await.map(|_| ())
+        cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await.map(|_| ())
     }
 
     async fn forget(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
@@ -251,7 +268,7 @@ impl Join {
         let dir = format!("{}/join", cluster_dir(&cx.ctx.cluster));
         let path = format!("{dir}/kubeadm-join.yml");
         cx.upload(ip, &path, config.as_bytes(), 0o600).await?;
-        let joined = cx.run(ip, &cx.with_image_path(&format!("kubeadm join --config {}", quote(&path))), b"").await;
+        let joined = cx.run(ip, &cx.exclusive_kubeadm(&format!("join --config {}", quote(&path))), b"").await;
         cx.run(ip, &format!("rm -rf {}", quote(&dir)), b"").await?;
         joined?;
         if control_plane {
@@ -286,10 +303,11 @@ impl KindProvider for Join {
     /// complete one (registered and Ready, a master's etcd member started) stays: only its record was lost.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let control_plane = text(&after, "role").as_deref() == Some("master");
+        cx.await_kubeadm(ip).await?;
         if cx.holds(ip, "-e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member").await?
             && !joined_completely(cx, ip, control_plane).await
         {
-            cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+            cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             cx.forget_member(ip, control_plane).await?;
         }
         self.converge(cx, ip, after).await
@@ -306,7 +324,7 @@ impl KindProvider for Join {
             cx.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
             cx.kubectl(&format!("delete node {q}")).await?;
         }
-        cx.run(ip, &cx.with_image_path("kubeadm reset -f"), b"").await?;
+        cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
         if text(before, "role").as_deref() == Some("master") {
             cx.remove_etcd_member(ip).await?;
         }
@@ -342,8 +360,15 @@ mod tests {
         "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    \
                         apiServerEndpoint: apiserver.cluster.local:6443\n";
 
+    /// The commands as written without the image's PATH and the host's kubeadm lock, and without the waits
+    /// for an earlier apply's kubeadm.
     fn strip(commands: Vec<String>) -> Vec<String> {
-        commands.into_iter().map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "")).collect()
+        let lock = "mkdir -p /var/lib/sealer/c && flock -w 300 /var/lib/sealer/c/kubeadm.lock ";
+        commands
+            .into_iter()
+            .map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "").replace(lock, ""))
+            .filter(|c| c != "kubeadm version >/dev/null")
+            .collect()
     }
 
     #[tokio::test]
@@ -432,7 +457,8 @@ mod tests {
         let (p, _logs) = provider(remote.clone());
         let node = attrs([("role", Value::text("node"))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
-        assert!(!remote.calls().iter().any(|c| c.contains("kubeadm")), "{:?}", remote.calls());
+        let kubeadm: Vec<String> = strip(remote.commands(N1)).into_iter().filter(|c| c.contains("kubeadm")).collect();
+        assert!(kubeadm.is_empty(), "only the wait for an earlier kubeadm: {kubeadm:?}");
     }
 
     #[tokio::test]
