@@ -549,33 +549,21 @@ impl SshSession {
         let framed_script = format!("{:012}{script}", script.len());
         let run = async {
             channel.data(framed_script.as_bytes()).await.map_err(fail)?;
-            if raw {
-                // Whole packets (32 KiB): `data` sends 8 KiB ones, and an OpenSSH server spends several
-                // times the CPU on a stream of small packets (20 MiB cost the machine 0.44–0.74 s of CPU,
-                // mostly sshd's, against 0.18–0.20 s).
-                channel.data_bytes(stdin.to_vec()).await.map_err(fail)?;
-            }
-            let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
-            while framed.status.is_none() || !framed.stderr_done {
-                match channel.wait().await {
-                    Some(ChannelMsg::Data { data }) => {
-                        framed.stdout.extend_from_slice(&data);
-                        framed.take_status(m);
-                    }
-                    Some(ChannelMsg::ExtendedData { data, .. }) => {
-                        framed.stderr.extend_from_slice(&data);
-                        framed.take_stderr_end(m);
-                    }
-                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                        return Err(ShellError::Failed(TransportError::Channel {
-                            host: ip,
-                            message: "the connection closed before the command finished".into(),
-                        }));
-                    }
-                    Some(_) => {}
+            // The stdin goes while the output is read: russh queues what arrives for a channel in a bounded
+            // buffer, and a command that writes while its stdin still streams (a failure's stderr, a full
+            // disk) would otherwise fill it, stop the connection's reading, and with it the window updates
+            // the sending waits for. The writer sends packets as large as the host allows (32 KiB): an
+            // OpenSSH server spends several times the CPU on a stream of small ones.
+            let mut writer = raw.then(|| channel.make_writer());
+            let send = async {
+                match writer.as_mut() {
+                    Some(w) => tokio::io::AsyncWriteExt::write_all(w, stdin).await,
+                    None => Ok(()),
                 }
-            }
-            Ok(ExecOutput { status: framed.status.unwrap_or(255), stdout: framed.stdout, stderr: framed.stderr })
+            };
+            let (sent, received) = tokio::join!(send, Self::read_framed(&mut channel, m, ip));
+            sent.map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
+            received
         };
         let result = tokio::time::timeout(timeout, run)
             .await
@@ -596,6 +584,31 @@ impl SshSession {
         }
         drop(permit);
         result
+    }
+
+    /// Reads a shell command's output until its end markers (its status on stdout, the end of its stderr).
+    async fn read_framed(channel: &mut Channel<Msg>, m: &str, ip: std::net::IpAddr) -> Result<ExecOutput, ShellError> {
+        let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
+        while framed.status.is_none() || !framed.stderr_done {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    framed.stdout.extend_from_slice(&data);
+                    framed.take_status(m);
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    framed.stderr.extend_from_slice(&data);
+                    framed.take_stderr_end(m);
+                }
+                Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                    return Err(ShellError::Failed(TransportError::Channel {
+                        host: ip,
+                        message: "the connection closed before the command finished".into(),
+                    }));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(ExecOutput { status: framed.status.unwrap_or(255), stdout: framed.stdout, stderr: framed.stderr })
     }
 
     /// Runs `command` with `sh -c` on a channel of its own (hosts without bash). For other users than
@@ -634,22 +647,35 @@ impl SshSession {
                     }
                 })?
             };
-            if !stdin.is_empty() {
-                channel.data_bytes(stdin.to_vec()).await.map_err(fail)?;
-            }
-            channel.eof().await.map_err(fail)?;
-            let mut status = None;
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        stderr.extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
-                        status = Some(128);
-                    }
-                    _ => {}
+            // The stdin (then its end) goes while the output is read, as in a shell (see `exec_in_shell`).
+            let mut writer = channel.make_writer();
+            let send = async {
+                use tokio::io::AsyncWriteExt as _;
+                if !stdin.is_empty() {
+                    writer.write_all(stdin).await?;
                 }
+                writer.shutdown().await
+            };
+            let receive = async {
+                let mut status = None;
+                while let Some(msg) = channel.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
+                        ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            stderr.extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
+                            status = Some(128);
+                        }
+                        _ => {}
+                    }
+                }
+                status
+            };
+            let (sent, status) = tokio::join!(send, receive);
+            // A command that ended before it read all its stdin refuses the rest: its status says why.
+            if status.is_none() {
+                sent.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
             }
             let status = status.ok_or_else(|| TransportError::Channel {
                 host: ip,

@@ -323,3 +323,27 @@ async fn a_lost_connection_ends_the_command_it_was_running() {
         tb.exec_ok(0, "pkill -f '^sleep 301'");
     }
 }
+
+/// A command that fails while a large stdin still streams to it (a full disk under `cat > FILE`) ends at
+/// once with its own error: the host drains what it no longer reads, and the workstation keeps reading
+/// the command's output while it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_failing_early_under_a_large_stdin_ends_at_once() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    let session = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
+    let stdin = vec![7u8; 64 << 20];
+    for command in [
+        "head -c 1000000 >/dev/null; echo 'write error: No space left on device' >&2; exit 1",
+        "for i in $(seq 3000); do echo \"line $i of a chatty failure\" >&2; done; exit 3",
+    ] {
+        let started = std::time::Instant::now();
+        let out = session.exec(command, &stdin, Duration::from_secs(60)).await.unwrap();
+        let took = started.elapsed();
+        assert_ne!(out.status, 0, "{command}");
+        assert!(took < Duration::from_secs(20), "{command}: {took:?}");
+        eprintln!("FIGURE a command failing under 64 MiB of stdin ended in {:.1} s", took.as_secs_f64());
+    }
+}

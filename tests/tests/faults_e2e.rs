@@ -1,0 +1,265 @@
+//! Faults on real sshd hosts with the simulated-Kubernetes image: the workstation killed (SIGKILL) at many
+//! points of installs and scale-ups, inside `kubeadm init` and `kubeadm join` too, after which the next
+//! apply converges without `--force`; and a full disk, named as such in bounded time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Testbed};
+
+const KUBECTL: &str = "/var/lib/sealer/faults/rootfs/bin/kubectl";
+const ETCDCTL: &str = "ETCDCTL_API=3 /var/lib/sealer/faults/rootfs/bin/etcdctl --endpoints http://127.0.0.1:2379";
+
+struct Site {
+    tb: Testbed,
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    work: PathBuf,
+}
+
+impl Site {
+    fn new(hosts: usize) -> Site {
+        let tb = Testbed::up(hosts);
+        let dir = tempfile::tempdir().unwrap();
+        let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+        std::fs::create_dir_all(&work).unwrap();
+        sealer_tests::build_simulated_image(&home, dir.path());
+        Site { tb, _dir: dir, home, work }
+    }
+
+    fn ip(&self, i: usize) -> String {
+        self.tb.ips[i].to_string()
+    }
+
+    /// The Clusterfile with these masters and nodes (host indexes).
+    fn declare(&self, masters: &[usize], nodes: &[usize]) {
+        let list = |hosts: &[usize]| hosts.iter().map(|&i| self.ip(i)).collect::<Vec<_>>().join(", ");
+        let mut text = format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: faults\nspec:\n  image: {}\n  ssh:\n    \
+             pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
+            sealer_tests::SIMULATED_IMAGE,
+            self.tb.key.display(),
+            list(masters)
+        );
+        if !nodes.is_empty() {
+            text += &format!("    - ips: [{}]\n      roles: [node]\n", list(nodes));
+        }
+        std::fs::write(self.work.join("Clusterfile"), text).unwrap();
+    }
+
+    fn sealer(&self, args: &[&str]) -> std::process::Output {
+        sealer(&self.home, &self.work, args)
+    }
+
+    fn spawn_apply(&self) -> Child {
+        Command::new(sealer_tests::sealer_bin())
+            .args(["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"])
+            .current_dir(&self.work)
+            .env("SEALER_HOME", &self.home)
+            .env("NO_COLOR", "1")
+            .env_remove("SEALER_STATE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The next apply after a fault: complete without `--force`, then nothing left to do.
+    fn converges(&self, after: &str) -> Duration {
+        let started = Instant::now();
+        let out = self.sealer(&["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"]);
+        assert!(
+            out.status.success() && stdout(&out).contains("Apply complete!"),
+            "{after}: the next apply did not converge:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let took = started.elapsed();
+        let plan = self.sealer(&["plan", "-f", "Clusterfile", "--detailed-exitcode"]);
+        assert_eq!(plan.status.code(), Some(0), "{after}: {}{}", stdout(&plan), stderr(&plan));
+        took
+    }
+
+    /// Whether a process whose command line has `pattern` runs on host `i`.
+    fn running(&self, i: usize, pattern: &str) -> bool {
+        self.tb.exec(i, &format!("pgrep -f {}", sealer_providers::shell::quote(pattern))).status.success()
+    }
+}
+
+/// When an apply is killed: once a process runs on a host (a kubeadm in progress), or after a while.
+enum KillAt {
+    Running(usize, &'static str),
+    After(Duration),
+}
+
+/// Kills `child` with SIGKILL at `at` (plus `jitter`); false when it ended before.
+fn kill_at(site: &Site, mut child: Child, at: &KillAt, jitter: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let due = match at {
+            KillAt::Running(i, pattern) => site.running(*i, pattern),
+            KillAt::After(delay) => started.elapsed() >= *delay,
+        };
+        if due {
+            std::thread::sleep(jitter);
+            let _ = child.kill();
+            let _ = child.wait();
+            return true;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the apply neither ended nor reached its kill point");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cluster as its API and its etcd see it: every host of `members` a Ready node, once; the masters'
+/// etcd members all started and none other.
+fn consistent(site: &Site, members: &[usize], masters: &[usize], after: &str) {
+    let nodes = site.tb.exec_ok(masters[0], &format!("{KUBECTL} get nodes -o json"));
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    let mut addresses: Vec<String> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["status"]["addresses"][0]["address"].as_str().unwrap().to_string())
+        .collect();
+    addresses.sort();
+    let mut expected: Vec<String> = members.iter().map(|&i| site.ip(i)).collect();
+    expected.sort();
+    assert_eq!(addresses, expected, "{after}: one node per member");
+    let list = site.tb.exec_ok(masters[0], &format!("{ETCDCTL} member list"));
+    let members: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(members.len(), masters.len(), "{after}: one etcd member per master: {list}");
+    assert!(members.iter().all(|m| m.contains(", started, ")), "{after}: {list}");
+    for &m in masters {
+        assert!(list.contains(&format!("http://{}:2380", site.ip(m))), "{after}: {list}");
+    }
+}
+
+/// The workstation killed at 20 points of installs and scale-ups (inside `kubeadm init`, inside a master's
+/// and a node's `kubeadm join`, and at moments in between): after each, the next apply converges without
+/// `--force` (a half-done kubeadm is reset, the killed apply's lock replaced), its plan is clean, and the
+/// cluster has each member once, in its API and in etcd.
+#[test]
+fn an_apply_killed_anywhere_is_finished_by_the_next() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(3);
+    let (all, masters) = ([0, 1, 2], [0, 1]);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut random = |below_ms: u64| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        Duration::from_millis(u64::from(seed >> 8) % below_ms.max(1))
+    };
+    let mut points = Vec::new();
+    // Installs: killed inside `kubeadm init`, or at a moment of the install (the image's copy, the registry,
+    // the joins); then destroyed for the next.
+    let installs = [
+        KillAt::Running(0, "kubeadm init --config"),
+        KillAt::Running(0, "kubeadm init --config"),
+        KillAt::After(Duration::from_millis(1500)),
+        KillAt::After(Duration::from_millis(4000)),
+    ];
+    for at in &installs {
+        site.declare(&masters, &[2]);
+        let jitter = random(400);
+        let hit = kill_at(&site, site.spawn_apply(), at, jitter);
+        let name = format!("install, kill point {} (+{jitter:?})", points.len() + 1);
+        let took = site.converges(&name);
+        if hit {
+            points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));
+        }
+        consistent(&site, &all, &masters, &name);
+        ok(&site.sealer(&["apply", "-f", "Clusterfile", "--destroy", "--auto-approve", "--no-progress"]));
+    }
+    site.declare(&masters, &[2]);
+    site.converges("the install");
+    // Scale-ups: the second master and the node leave, and are killed on their way back in.
+    let mut round = 0;
+    while points.len() < 20 {
+        assert!(round < 40, "only {} kill points were reached in {round} rounds: {points:?}", points.len());
+        let (host, master) = if round % 2 == 0 { (1, true) } else { (2, false) };
+        let at = match round % 4 {
+            0 | 1 => KillAt::Running(host, "kubeadm join --config"),
+            _ => KillAt::After(Duration::from_millis(300) + random(2500)),
+        };
+        round += 1;
+        let (without_m, without_n): (Vec<usize>, Vec<usize>) =
+            if master { (vec![0], vec![2]) } else { (masters.to_vec(), vec![]) };
+        site.declare(&without_m, &without_n);
+        site.converges("a member's removal");
+        site.declare(&masters, &[2]);
+        let jitter = random(if master { 1500 } else { 400 });
+        let hit = kill_at(&site, site.spawn_apply(), &at, jitter);
+        let name =
+            format!("{} join, kill point {} (+{jitter:?})", if master { "master" } else { "node" }, points.len() + 1);
+        let took = site.converges(&name);
+        if hit {
+            points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));
+        }
+        consistent(&site, &all, &masters, &name);
+    }
+    eprintln!("FIGURE {} kill points, each finished by the next apply:\n  {}", points.len(), points.join("\n  "));
+}
+
+/// A disk too small for the image: a 30 MiB tmpfs over `/var/lib/sealer` on host `i`.
+fn fill(site: &Site, i: usize) {
+    site.tb.exec_ok(i, "mkdir -p /var/lib/sealer && mount -t tmpfs -o size=30m tmpfs /var/lib/sealer");
+}
+
+fn unfill(site: &Site, i: usize) {
+    site.tb.exec_ok(i, "umount /var/lib/sealer");
+}
+
+/// A cluster image of `mb` MiB of random bytes (incompressible), beside the simulated image's files.
+fn big_image(site: &Site, mb: usize) -> String {
+    let context = site.work.join("big");
+    std::fs::create_dir_all(context.join("payload")).unwrap();
+    let mut blob = vec![0u8; mb << 20];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut blob)).unwrap();
+    std::fs::write(context.join("payload/blob.bin"), &blob).unwrap();
+    std::fs::write(context.join("Kubefile"), format!("FROM {}\nCOPY payload payload\n", sealer_tests::SIMULATED_IMAGE))
+        .unwrap();
+    ok(&site.sealer(&["build", "-t", "faults/big:1", context.to_str().unwrap()]));
+    "faults/big:1".to_string()
+}
+
+fn declare_image(site: &Site, image: &str, masters: &[usize], nodes: &[usize]) {
+    site.declare(masters, nodes);
+    let path = site.work.join("Clusterfile");
+    let text = std::fs::read_to_string(&path).unwrap().replace(sealer_tests::SIMULATED_IMAGE, image);
+    std::fs::write(path, text).unwrap();
+}
+
+/// A full disk where the image goes, on the host the workstation copies to and, in another run, on a host
+/// that fetches it from a peer: each apply fails within 30 s naming the host and `No space left on device`;
+/// once there is room again, the next apply converges.
+#[test]
+fn a_full_disk_is_named_in_bounded_time_and_the_next_apply_converges() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(4);
+    let image = big_image(&site, 60);
+    for (case, full) in [("the seed", 0), ("a leaf", 3)] {
+        declare_image(&site, &image, &[0], &[1, 2, 3]);
+        fill(&site, full);
+        let started = Instant::now();
+        let failed = site.sealer(&["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"]);
+        let took = started.elapsed();
+        unfill(&site, full);
+        let said = format!("{}{}", stdout(&failed), stderr(&failed));
+        assert_ne!(failed.status.code(), Some(0), "{case}: {said}");
+        assert!(said.contains("No space left on device"), "{case}: {said}");
+        assert!(said.contains(&site.ip(full)), "{case}: {said}");
+        assert!(took < Duration::from_secs(30), "{case}: {took:?}\n{said}");
+        eprintln!("FIGURE a full disk on {case}: the apply failed in {:.1} s naming it", took.as_secs_f64());
+        site.converges(&format!("room again on {case}"));
+        ok(&site.sealer(&["apply", "-f", "Clusterfile", "--destroy", "--auto-approve", "--no-progress"]));
+    }
+}
