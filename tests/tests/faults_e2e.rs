@@ -175,7 +175,7 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
             points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));
         }
         consistent(&site, &all, &masters, &name);
-        ok(&site.sealer(&["apply", "-f", "Clusterfile", "--destroy", "--auto-approve", "--no-progress"]));
+        ok(&site.sealer(&["destroy", "-f", "Clusterfile", "--auto-approve"]));
     }
     site.declare(&masters, &[2]);
     site.converges("the install");
@@ -260,6 +260,6 @@ fn a_full_disk_is_named_in_bounded_time_and_the_next_apply_converges() {
         assert!(took < Duration::from_secs(30), "{case}: {took:?}\n{said}");
         eprintln!("FIGURE a full disk on {case}: the apply failed in {:.1} s naming it", took.as_secs_f64());
         site.converges(&format!("room again on {case}"));
-        ok(&site.sealer(&["apply", "-f", "Clusterfile", "--destroy", "--auto-approve", "--no-progress"]));
+        ok(&site.sealer(&["destroy", "-f", "Clusterfile", "--auto-approve"]));
     }
 }

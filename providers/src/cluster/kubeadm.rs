@@ -105,10 +105,12 @@ impl Cx {
 
     /// `kubeadm ARGS` holding the host's kubeadm lock, so that a killed apply's kubeadm (ended within
     /// seconds by its shell's watcher, see `transport::SHELL_LOOP`) and the next apply's never run at once.
+    /// `-o`: the lock is flock's own, not inherited by the daemons kubeadm starts (the kubelet), which
+    /// would hold it for ever.
     fn exclusive_kubeadm(&self, args: &str) -> String {
         let dir = cluster_dir(&self.ctx.cluster);
         self.with_image_path(&format!(
-            "mkdir -p {} && flock -w 300 {} kubeadm {args}",
+            "mkdir -p {} && flock -o -w 300 {} kubeadm {args}",
             quote(&dir),
             quote(&format!("{dir}/kubeadm.lock"))
         ))
@@ -363,7 +365,7 @@ mod tests {
     /// The commands as written without the image's PATH and the host's kubeadm lock, and without the waits
     /// for an earlier apply's kubeadm.
     fn strip(commands: Vec<String>) -> Vec<String> {
-        let lock = "mkdir -p /var/lib/sealer/c && flock -w 300 /var/lib/sealer/c/kubeadm.lock ";
+        let lock = "mkdir -p /var/lib/sealer/c && flock -o -w 300 /var/lib/sealer/c/kubeadm.lock ";
         commands
             .into_iter()
             .map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "").replace(lock, ""))
