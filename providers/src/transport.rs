@@ -166,6 +166,9 @@ const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; w=${TMPDIR:-/tmp}/.seal
        { eval \"$s\"; } <&0 2>&3 & c=$!; echo $c > \"$w\"; wait $c; : > \"$w\"; \
      done; rm -f \"$w\"";
 
+/// How often an idle connection asks the host whether it is there.
+const KEEPALIVE: Duration = Duration::from_secs(4);
+
 /// How long a command waits for a busy shell of its host before it opens another.
 const SHELL_WAIT: Duration = Duration::from_millis(30);
 
@@ -237,7 +240,10 @@ impl SshSession {
     pub async fn connect(target: SshTarget) -> Result<Self, TransportError> {
         let config = Arc::new(client::Config {
             inactivity_timeout: Some(Duration::from_secs(600)),
-            keepalive_interval: Some(Duration::from_secs(15)),
+            // A host that stops answering (a partition, a dead machine) ends its connection after three
+            // unanswered keepalives, 12 s, so that what runs there fails then, naming the host.
+            keepalive_interval: Some(KEEPALIVE),
+            keepalive_max: 2,
             nodelay: true,
             preferred: russh::Preferred { cipher: std::borrow::Cow::Borrowed(CIPHERS), ..Default::default() },
             ..Default::default()
@@ -602,7 +608,7 @@ impl SshSession {
                 Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
                     return Err(ShellError::Failed(TransportError::Channel {
                         host: ip,
-                        message: "the connection closed before the command finished".into(),
+                        message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),
                     }));
                 }
                 Some(_) => {}
@@ -679,7 +685,7 @@ impl SshSession {
             }
             let status = status.ok_or_else(|| TransportError::Channel {
                 host: ip,
-                message: "the connection closed before the command finished".into(),
+                message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),
             })?;
             Ok(ExecOutput { status, stdout, stderr })
         };

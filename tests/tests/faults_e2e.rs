@@ -94,6 +94,15 @@ enum KillAt {
     After(Duration),
 }
 
+impl std::fmt::Display for KillAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillAt::Running(i, pattern) => write!(f, "inside `{pattern}` on host {i}"),
+            KillAt::After(delay) => write!(f, "{delay:?} after its start"),
+        }
+    }
+}
+
 /// Kills `child` with SIGKILL at `at` (plus `jitter`); false when it ended before.
 fn kill_at(site: &Site, mut child: Child, at: &KillAt, jitter: Duration) -> bool {
     let started = Instant::now();
@@ -169,7 +178,7 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         site.declare(&masters, &[2]);
         let jitter = random(400);
         let hit = kill_at(&site, site.spawn_apply(), at, jitter);
-        let name = format!("install, kill point {} (+{jitter:?})", points.len() + 1);
+        let name = format!("install, kill point {}: {at} (+{jitter:?})", points.len() + 1);
         let took = site.converges(&name);
         if hit {
             points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));

@@ -37,6 +37,9 @@ const HOLDER_FAILURES: usize = 2;
 const SEED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// How long a host may take to fetch the relay's executable from a peer (connection included).
 const HELPER_SECS: u64 = 20;
+/// How long a host waits for a peer to accept a connection (a firewall that drops it never answers): two
+/// peers tried, then a direct copy, within about 10 s.
+const CONNECT_SECS: u64 = 5;
 /// A relay with no request for this long exits; so does one running this long.
 const IDLE_SECS: u64 = 120;
 const DEADLINE_SECS: u64 = 6 * 3600;
@@ -571,6 +574,7 @@ impl Relay {
         format!(
             "h={h}; part=$h.$BASHPID\n\
              if ! {{ test -x $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
+               timeout {CONNECT_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
                printf '%s\\n' \"$token\" | timeout {HELPER_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1 || exit 3; \
                  IFS= read -r t; printf \"%s %s\\n\" \"$t\" \"$2\" >&3; exec cat <&3' {peer} {port} $h > $part 2>/dev/null \
                  || {{ rm -f $part; exit 3; }}\n\
