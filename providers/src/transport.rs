@@ -149,22 +149,27 @@ const CIPHERS: &[russh::cipher::Name] = &[
 ///
 /// Remote work dies with the connection that started it: OpenSSH does not signal a command without a
 /// terminal when its connection is lost (a killed workstation), so a half-done `kubeadm init` would go on
-/// and race the next apply. Each command runs as a job of its own process group (`set -m`), its group id
-/// kept in a file, and a watcher started with the shell (ending with it) polls, every second, the sshd
+/// and race the next apply. Each command runs as a job of its own process group (`set -m`), and a watcher
+/// started with the shell (ending with it) polls, every second, the sshd
 /// process that serves the connection (the parent of the shell's session leader, from `/proc`; a closed
-/// channel leaves it, a lost connection ends it): once it is gone, the running
-/// command's group gets SIGTERM, then SIGKILL after 2 s. A command that finished is not touched, nor what
+/// channel leaves it, a lost connection ends it): once it is gone, the running command's group (found
+/// then, in `/proc`, as the shell's child that leads its own group; nothing a user could plant in a file)
+/// gets SIGTERM, then, found again, SIGKILL after 2 s. A command that finished is not touched, nor what
 /// it left running in a session of its own (`setsid`: the daemons sealer starts). Without `/proc` the
-/// shell runs as before. The shell's own stderr (job notices, a full `/tmp`) goes nowhere: each command
-/// gets the channel's stderr back as its own (fd 3).
-const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; w=${TMPDIR:-/tmp}/.sealer-shell.$$; \
+/// shell runs as before. The shell's own stderr (job notices) goes nowhere: each command gets the
+/// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it).
+const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; P=$$; \
      if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${p[5]}/stat; then \
-       ( while [ -e /proc/${l[3]} ]; do [ -e /proc/$$ ] || exit 0; sleep 1; done; c=$(cat \"$w\" 2>/dev/null); rm -f \"$w\"; \
-         [ -n \"$c\" ] && { kill -TERM -- -$c; sleep 2; kill -KILL -- -$c; } ) >/dev/null 2>&1 </dev/null & \
+       ( W=$BASHPID; \
+         j() { for d in /proc/[0-9]*; do read -r t < \"$d/stat\" || continue; t=${t##*) }; set -- $t; \
+                 [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${d#/proc/}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }; \
+         while [ -e /proc/${l[3]} ]; do [ -e /proc/$P ] || exit 0; sleep 1; done; \
+         for g in $(j); do kill -TERM -- -\"$g\"; done; sleep 2; for g in $(j); do kill -KILL -- -\"$g\"; done \
+       ) >/dev/null 2>&1 </dev/null & \
      fi; \
      while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
-       { eval \"$s\"; } <&0 2>&3 & c=$!; echo $c > \"$w\"; wait $c; : > \"$w\"; \
-     done; rm -f \"$w\"";
+       { eval \"$s\"; } <&0 2>&3 3>&- & wait $!; \
+     done";
 
 /// How often an idle connection asks the host whether it is there.
 const KEEPALIVE: Duration = Duration::from_secs(4);
@@ -240,10 +245,10 @@ impl SshSession {
     pub async fn connect(target: SshTarget) -> Result<Self, TransportError> {
         let config = Arc::new(client::Config {
             inactivity_timeout: Some(Duration::from_secs(600)),
-            // A host that stops answering (a partition, a dead machine) ends its connection after three
-            // unanswered keepalives, 12 s, so that what runs there fails then, naming the host.
+            // A host that stops answering (a partition, a dead machine) ends its connection after about 16 s
+            // without an answer to keepalives, so that what runs there fails then, naming the host.
             keepalive_interval: Some(KEEPALIVE),
-            keepalive_max: 2,
+            keepalive_max: 3,
             nodelay: true,
             preferred: russh::Preferred { cipher: std::borrow::Cow::Borrowed(CIPHERS), ..Default::default() },
             ..Default::default()
@@ -560,6 +565,9 @@ impl SshSession {
             // disk) would otherwise fill it, stop the connection's reading, and with it the window updates
             // the sending waits for. The writer sends packets as large as the host allows (32 KiB): an
             // OpenSSH server spends several times the CPU on a stream of small ones.
+            // Reading drives: the writer waits on window updates that a lost connection never sends, so it
+            // is dropped once the output ended. A command that ended before its stdin was sent leaves the
+            // shell's framing unknown: an error, and the shell is not used again.
             let mut writer = raw.then(|| channel.make_writer());
             let send = async {
                 match writer.as_mut() {
@@ -567,9 +575,27 @@ impl SshSession {
                     None => Ok(()),
                 }
             };
-            let (sent, received) = tokio::join!(send, Self::read_framed(&mut channel, m, ip));
-            sent.map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-            received
+            tokio::pin!(send);
+            let receive = Self::read_framed(&mut channel, m, ip);
+            tokio::pin!(receive);
+            let mut sent = None;
+            let received = loop {
+                tokio::select! {
+                    // The writer first: its last bytes were taken before any output that follows them.
+                    biased;
+                    done = &mut send, if sent.is_none() => sent = Some(done),
+                    out = &mut receive => break out,
+                }
+            };
+            let out = received?;
+            match sent {
+                Some(Ok(())) => Ok(out),
+                Some(Err(e)) => Err(ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })),
+                None => Err(ShellError::Failed(TransportError::Channel {
+                    host: ip,
+                    message: "the command ended before its stdin was sent".into(),
+                })),
+            }
         };
         let result = tokio::time::timeout(timeout, run)
             .await
@@ -678,11 +704,24 @@ impl SshSession {
                 }
                 status
             };
-            let (sent, status) = tokio::join!(send, receive);
-            // A command that ended before it read all its stdin refuses the rest: its status says why.
-            if status.is_none() {
-                sent.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
-            }
+            // Reading drives (see `exec_in_shell`): a command that ended before it read all its stdin, or a
+            // lost connection, ends the sending too; the status says how the command ended.
+            let status = {
+                tokio::pin!(send);
+                tokio::pin!(receive);
+                let mut sent = None;
+                let status = loop {
+                    tokio::select! {
+                        biased;
+                        done = &mut send, if sent.is_none() => sent = Some(done),
+                        status = &mut receive => break status,
+                    }
+                };
+                if let (None, Some(Err(e))) = (status, sent) {
+                    return Err(TransportError::Channel { host: ip, message: e.to_string() });
+                }
+                status
+            };
             let status = status.ok_or_else(|| TransportError::Channel {
                 host: ip,
                 message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),

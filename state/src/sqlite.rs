@@ -331,7 +331,8 @@ impl StateStore for SqliteStore {
         // A lock of a process of this machine that is gone (a killed apply) holds nothing: replaced, and
         // said so. Any other is refused, naming its holder.
         let replaced = match held {
-            Some(held) if held.who == who && !sealer_running(held.pid) => {
+            // Our own pid on the lock is another process's that had it before (a container's pids repeat).
+            Some(held) if held.who == who && (held.pid == pid || !sealer_running(held.pid)) => {
                 tx.execute("DELETE FROM locks WHERE id = ?1", [&held.id]).map_err(backend("cannot take the lock"))?;
                 Some(held.to_string())
             }

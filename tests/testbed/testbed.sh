@@ -219,6 +219,9 @@ CONF
       mount -t tmpfs tmpfs $h/root/tmp
       hostname "$name"
       echo "$name" > $h/root/etc/hostname
+      # Its own name resolves, as on any installed machine (sudo looks it up and warns on stderr when it
+      # cannot; the DNS of the machine is not reachable from the testbed network).
+      grep -q " $name\$" $h/root/etc/hosts || printf "127.0.1.1 %s\n" "$name" >> $h/root/etc/hosts
       mkdir -p $h/root/run/sshd
       if [ -n "$password" ]; then echo "root:$password" | chroot $h/root chpasswd; fi
       exec chroot $h/root /bin/sh -c "/usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; trap \"exit 0\" TERM; while :; do sleep 3600 & wait; done"

@@ -272,3 +272,57 @@ fn a_full_disk_is_named_in_bounded_time_and_the_next_apply_converges() {
         ok(&site.sealer(&["destroy", "-f", "Clusterfile", "--auto-approve"]));
     }
 }
+
+/// A host that stops answering while a command runs there (a partition) is named within 20 s, the apply
+/// ending then; once it answers again, the next apply converges.
+#[test]
+fn a_partitioned_host_is_named_within_20_s() {
+    if !testbed_available() {
+        return;
+    }
+    let site = Site::new(2);
+    site.declare(&[0], &[1]);
+    site.converges("the install");
+    // A plugin that holds the node for a minute the first time it runs.
+    let path = site.work.join("Clusterfile");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += &format!(
+        "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: slow\nspec:\n  type: SHELL\n  \
+         action: PostInstall\n  on: {}\n  data: |\n    test -f /root/slept || {{ touch /root/slept; sleep 61; }}\n",
+        site.ip(1)
+    );
+    std::fs::write(&path, text).unwrap();
+    let child = Command::new(sealer_tests::sealer_bin())
+        .args(["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"])
+        .current_dir(&site.work)
+        .env("SEALER_HOME", &site.home)
+        .env("NO_COLOR", "1")
+        .env_remove("SEALER_STATE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !site.running(1, "sleep 61") {
+        assert!(started.elapsed() < Duration::from_secs(60), "the plugin never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let partition = "nft add table inet partition && \
+         nft 'add chain inet partition in { type filter hook input priority 0 ; }' && \
+         nft 'add chain inet partition out { type filter hook output priority 0 ; }' && \
+         nft add rule inet partition in iif != lo drop && nft add rule inet partition out oif != lo drop";
+    site.tb.exec_ok(1, partition);
+    let cut = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = cut.elapsed();
+    site.tb.exec_ok(1, "nft delete table inet partition");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains(&site.ip(1)) && said.contains("stopped answering"), "{said}");
+    assert!(took <= Duration::from_secs(20), "{took:?}: {said}");
+    eprintln!(
+        "FIGURE a host partitioned while a command ran there was named, the apply ended, in {:.1} s",
+        took.as_secs_f64()
+    );
+    site.converges("the partition healed");
+}

@@ -135,7 +135,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-/// `user@host`, recorded with every lock and history entry.
 /// Says on stderr whose lock a new one replaced (a killed sealer's, on this machine).
 pub fn say_replaced(lock: &sealer_engine::LockInfo) {
     if let Some(replaced) = &lock.replaced {
@@ -143,6 +142,7 @@ pub fn say_replaced(lock: &sealer_engine::LockInfo) {
     }
 }
 
+/// `user@host`, recorded with every lock and history entry.
 pub fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

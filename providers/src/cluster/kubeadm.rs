@@ -168,14 +168,26 @@ impl KindProvider for Init {
     /// Nothing recorded means no init finished here: one that an apply started and did not finish (killed,
     /// or failed part-way) left files and processes its next run refuses (`FileAvailable`, a non-empty etcd
     /// directory), so they are reset first, as sealer's own retries do. A complete one (its node registered
-    /// in its own API) stays: what was lost is only its record.
+    /// in its own API) stays: what was lost is only its record. An API that does not answer is asked again
+    /// for 30 s (it may be starting); one that never answers had no init finish behind it.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         cx.await_kubeadm(ip).await?;
         let leftovers = "-e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
                          -o -e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member";
         if cx.holds(ip, leftovers).await? {
-            let complete =
-                cx.initialised(ip, "admin.conf").await? && cx.registered_node(ip).await.is_ok_and(|n| n.is_some());
+            let mut complete = false;
+            if cx.initialised(ip, "admin.conf").await? {
+                for attempt in 0..10 {
+                    match cx.registered_node(ip).await {
+                        Ok(node) => {
+                            complete = node.is_some();
+                            break;
+                        }
+                        Err(_) if attempt < 9 => tokio::time::sleep(std::time::Duration::from_secs(3)).await,
+                        Err(_) => {}
+                    }
+                }
+            }
             if !complete {
                 cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             }
@@ -280,11 +292,14 @@ impl Join {
     }
 }
 
-/// Whether `ip` finished its join: registered and Ready in the cluster and, for a master, its etcd member
-/// started. Anything unknown (the API not answering) is not finished.
-async fn joined_completely(cx: &Cx, ip: IpAddr, control_plane: bool) -> bool {
-    let ready = matches!(cx.registered_node(ip).await, Ok(Some(node)) if node.ready());
-    ready && (!control_plane || cx.etcd_member_started(ip).await.unwrap_or(false))
+/// Whether `ip` finished its join: its kubelet's configuration written and its node registered (Ready or
+/// not: a cluster's network comes after every join) and, for a master, its etcd member started. An API
+/// that does not answer is an error: nothing is undone on a guess.
+async fn joined_completely(cx: &Cx, ip: IpAddr, control_plane: bool) -> Result<bool> {
+    if !cx.initialised(ip, "kubelet.conf").await? || cx.registered_node(ip).await?.is_none() {
+        return Ok(false);
+    }
+    Ok(!control_plane || cx.etcd_member_started(ip).await?)
 }
 
 impl KindProvider for Join {
@@ -302,13 +317,15 @@ impl KindProvider for Join {
     /// Nothing recorded means no join finished here as far as sealer knows: one an earlier apply started
     /// and did not finish (killed, or failed part-way) may have left a registration, a master's etcd
     /// member that never started (which costs etcd its quorum), files; what it left is undone first. A
-    /// complete one (registered and Ready, a master's etcd member started) stays: only its record was lost.
+    /// complete one (registered, a master's etcd member started) stays: only its record was lost. What
+    /// counts as left: every file kubeadm's join preflight refuses, and etcd's data.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let control_plane = text(&after, "role").as_deref() == Some("master");
         cx.await_kubeadm(ip).await?;
-        if cx.holds(ip, "-e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member").await?
-            && !joined_completely(cx, ip, control_plane).await
-        {
+        let leftovers = "-e /etc/kubernetes/kubelet.conf -o -e /etc/kubernetes/bootstrap-kubelet.conf \
+                         -o -e /etc/kubernetes/pki/ca.crt -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
+                         -o -e /etc/kubernetes/manifests/etcd.yaml -o -d /var/lib/etcd/member";
+        if cx.holds(ip, leftovers).await? && !joined_completely(cx, ip, control_plane).await? {
             cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             cx.forget_member(ip, control_plane).await?;
         }
