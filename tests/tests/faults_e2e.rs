@@ -82,9 +82,11 @@ impl Site {
         took
     }
 
-    /// Whether a process whose command line has `pattern` runs on host `i`.
+    /// Whether a process whose command line has `pattern` runs on host `i` (its first letter bracketed, so
+    /// that the shell running `pgrep`, whose command line holds the pattern too, does not match).
     fn running(&self, i: usize, pattern: &str) -> bool {
-        self.tb.exec(i, &format!("pgrep -f {}", sealer_providers::shell::quote(pattern))).status.success()
+        let regex = format!("[{}]{}", &pattern[..1], &pattern[1..]);
+        self.tb.exec(i, &format!("pgrep -f {}", sealer_providers::shell::quote(&regex))).status.success()
     }
 }
 
