@@ -206,7 +206,8 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     std::fs::write(d.join("Clusterfile"), only_second).unwrap();
     wait_for(&events, "the dangerous plan refused", Duration::from_secs(20), || total("refused") >= 1.0);
     let refused = events.lock().unwrap().iter().rev().find(|e| e.contains("\"result\":\"refused\"")).cloned().unwrap();
-    assert!(refused.contains("refusing to apply without --force"), "{refused}");
+    // The node listed first cannot become the first master: refused at plan, whatever --force would say.
+    assert!(refused.contains("refusing to apply: ") && refused.contains("cannot become the first master"), "{refused}");
     let nodes = exec(&tb, 0, &format!("{KUBECTL} get nodes"));
     assert!(nodes.contains("rec-master") && nodes.contains("rec-node"), "{nodes}");
 

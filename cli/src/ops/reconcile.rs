@@ -168,12 +168,20 @@ pub fn tick(
     let mut tick = match run(ws, &cf, request, opts.apply, window, progress, cancel) {
         Ok(tick) => tick,
         Err(e) => {
-            let result = if matches!(e.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
-                TickResult::Locked
+            // A plan sealer refuses whatever the flags (a host that cannot become the first master) is a
+            // refused tick, as a dangerous one is: nothing failed, the Clusterfile asks for what is not done.
+            let refused = matches!(
+                e.downcast_ref::<sealer_engine::PlanError>(),
+                Some(sealer_engine::PlanError::FirstMaster { .. })
+            );
+            let (result, message) = if matches!(e.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
+                (TickResult::Locked, format!("{e:#}"))
+            } else if refused {
+                (TickResult::Refused, format!("refusing to apply: {e:#}"))
             } else {
-                TickResult::Failed
+                (TickResult::Failed, format!("{e:#}"))
             };
-            Tick::new(result, format!("{e:#}"))
+            Tick::new(result, message)
         }
     };
     tick.cluster = Some(cf.cluster.name.clone());
