@@ -236,8 +236,8 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     let again = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
     assert!(!again.contains("lock"), "no lock was left: {again}");
 
-    // Without --apply, the dangerous edit is drift like any other: exit 2, the drift by kind, and nothing
-    // applied; `apply` refuses it, counting the masters that leave by host.
+    // The node listed as the only master cannot become the first master (it is no master of the cluster):
+    // refused when planned, with or without --apply, and by `apply`, naming why; nothing applied.
     let only_second = format!(
         "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {}\n  \
          hosts:\n    - ips: [{}]\n      roles: [master]\n",
@@ -246,21 +246,17 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     );
     std::fs::write(d.join("Clusterfile"), &only_second).unwrap();
     let once = sealer(d, &["reconcile", "--once", "--json"]);
-    assert_eq!(once.status.code(), Some(2), "{}\n{}", stdout(&once), stderr(&once));
     let tick: serde_json::Value = stdout(&once)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|e| e.get("result").is_some())
         .unwrap_or_else(|| panic!("a tick event: {}", stdout(&once)));
-    assert_eq!(tick["result"], "drift", "{tick}");
-    let drift = tick["drift"].as_object().unwrap();
-    assert!(drift.contains_key("kubeadm-init") && drift.contains_key("host"), "drift by kind: {tick}");
-    let refused = sealer(d, &["apply", "--auto-approve", "--no-progress"]);
+    assert_eq!(tick["result"], "refused", "{tick}");
+    assert!(tick["message"].as_str().unwrap().contains("cannot become the first master"), "{tick}");
+    let refused = sealer(d, &["apply", "--auto-approve", "--no-progress", "--force"]);
     let said = format!("{}{}", stdout(&refused), stderr(&refused));
     assert_eq!(refused.status.code(), Some(1), "{said}");
-    // One master in the state, and it leaves: counted by host (the node that would become the first
-    // master is not counted as one that leaves).
-    assert!(said.contains("removes the first master") && said.contains("1 of 1 masters would leave"), "{said}");
+    assert!(said.contains(&format!("`{}` cannot become the first master", tb.ips[1])), "{said}");
     let nodes = exec(&tb, 0, &format!("{KUBECTL} get nodes"));
     assert!(nodes.contains("rec-master") && nodes.contains("rec-node"), "nothing applied: {nodes}");
 }
