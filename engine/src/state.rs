@@ -248,22 +248,35 @@ pub trait StateStore {
     fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError>;
     /// Releases a lock whatever its holder (the holder died); returns what was released.
     fn force_unlock(&mut self, lock_id: &str) -> Result<LockInfo, StateError>;
+    /// Records one resource (or its deletion with `None`), and removes the record at `from` (a resource the
+    /// plan moved: see [`crate::ResourceChange::previous_address`]), in one transaction that bumps the
+    /// serial; returns the new serial.
+    fn write_resource(
+        &mut self,
+        lock: &LockInfo,
+        from: Option<&Address>,
+        address: &Address,
+        resource: Option<&StoredResource>,
+    ) -> Result<u64, StateError>;
     /// Records one resource (or its deletion with `None`) and returns the new serial.
     fn put_resource(
         &mut self,
         lock: &LockInfo,
         address: &Address,
         resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError>;
-    /// Records `resource` under `address` and removes the record at `from`, in one write (a resource the
-    /// plan moved: see [`crate::ResourceChange::previous_address`]); returns the new serial.
+    ) -> Result<u64, StateError> {
+        self.write_resource(lock, None, address, resource)
+    }
+    /// Records `resource` under `address` and removes the record at `from`, in one write.
     fn move_resource(
         &mut self,
         lock: &LockInfo,
         from: &Address,
         address: &Address,
         resource: &StoredResource,
-    ) -> Result<u64, StateError>;
+    ) -> Result<u64, StateError> {
+        self.write_resource(lock, Some(from), address, Some(resource))
+    }
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError>;
     fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, StateError>;
     /// Writes a whole state with its history into a store that does not hold that cluster yet, keeping its

@@ -2,6 +2,7 @@
 //! [`MAX_CHANNELS`] channels open at once (OpenSSH's `MaxSessions` is 10), connect retries with backoff,
 //! and host keys pinned on first contact.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -233,6 +234,24 @@ impl Framed {
             let len = self.stderr.len() - end.len();
             self.stderr.truncate(len);
             self.stderr_done = true;
+        }
+    }
+}
+
+/// Runs `send` (a command's stdin) beside `receive` (its output) until the output ends, and returns it with
+/// how the sending ended (`None`: it had not). Reading drives: russh queues what arrives for a channel in a
+/// bounded buffer, so output left unread while stdin streams would stop the connection; and the writer
+/// waits on window updates that a lost connection never sends, so it is dropped once the output ended.
+async fn while_reading<S, R>(send: impl Future<Output = S>, receive: impl Future<Output = R>) -> (R, Option<S>) {
+    tokio::pin!(send);
+    tokio::pin!(receive);
+    let mut sent = None;
+    loop {
+        tokio::select! {
+            // The writer first: its last bytes were taken before any output that follows them.
+            biased;
+            done = &mut send, if sent.is_none() => sent = Some(done),
+            out = &mut receive => return (out, sent),
         }
     }
 }
@@ -560,14 +579,12 @@ impl SshSession {
         let framed_script = format!("{:012}{script}", script.len());
         let run = async {
             channel.data(framed_script.as_bytes()).await.map_err(fail)?;
-            // The stdin goes while the output is read: russh queues what arrives for a channel in a bounded
-            // buffer, and a command that writes while its stdin still streams (a failure's stderr, a full
-            // disk) would otherwise fill it, stop the connection's reading, and with it the window updates
-            // the sending waits for. The writer sends packets as large as the host allows (32 KiB): an
-            // OpenSSH server spends several times the CPU on a stream of small ones.
-            // Reading drives: the writer waits on window updates that a lost connection never sends, so it
-            // is dropped once the output ended. A command that ended before its stdin was sent leaves the
-            // shell's framing unknown: an error, and the shell is not used again.
+            // The stdin goes while the output is read (`while_reading`: a command that writes while its stdin
+            // still streams, a failure's stderr or a full disk, would otherwise stop the connection). The
+            // writer sends packets as large as the host allows (32 KiB): an OpenSSH server spends several
+            // times the CPU on a stream of small ones.
+            // A command that ended before its stdin was sent leaves the shell's framing unknown: an error,
+            // and the shell is not used again.
             let mut writer = raw.then(|| channel.make_writer());
             let send = async {
                 match writer.as_mut() {
@@ -575,18 +592,7 @@ impl SshSession {
                     None => Ok(()),
                 }
             };
-            tokio::pin!(send);
-            let receive = Self::read_framed(&mut channel, m, ip);
-            tokio::pin!(receive);
-            let mut sent = None;
-            let received = loop {
-                tokio::select! {
-                    // The writer first: its last bytes were taken before any output that follows them.
-                    biased;
-                    done = &mut send, if sent.is_none() => sent = Some(done),
-                    out = &mut receive => break out,
-                }
-            };
+            let (received, sent) = while_reading(send, Self::read_framed(&mut channel, m, ip)).await;
             let out = received?;
             match sent {
                 Some(Ok(())) => Ok(out),
@@ -704,24 +710,12 @@ impl SshSession {
                 }
                 status
             };
-            // Reading drives (see `exec_in_shell`): a command that ended before it read all its stdin, or a
-            // lost connection, ends the sending too; the status says how the command ended.
-            let status = {
-                tokio::pin!(send);
-                tokio::pin!(receive);
-                let mut sent = None;
-                let status = loop {
-                    tokio::select! {
-                        biased;
-                        done = &mut send, if sent.is_none() => sent = Some(done),
-                        status = &mut receive => break status,
-                    }
-                };
-                if let (None, Some(Err(e))) = (status, sent) {
-                    return Err(TransportError::Channel { host: ip, message: e.to_string() });
-                }
-                status
-            };
+            // A command that ended before it read all its stdin, or a lost connection, ends the sending too;
+            // the status says how the command ended.
+            let (status, sent) = while_reading(send, receive).await;
+            if let (None, Some(Err(e))) = (status, sent) {
+                return Err(TransportError::Channel { host: ip, message: e.to_string() });
+            }
             let status = status.ok_or_else(|| TransportError::Channel {
                 host: ip,
                 message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),

@@ -285,71 +285,6 @@ impl PostgresStore {
     }
 }
 
-impl PostgresStore {
-    /// One resource recorded (or deleted with `None`), and the record at `from` removed, in one transaction
-    /// that bumps the serial.
-    fn write_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: Option<&Address>,
-        address: &Address,
-        resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError> {
-        let (lock, key, from) = (lock.clone(), address.to_string(), from.map(Address::to_string));
-        let row = resource.map(|r| encode(address, r)).transpose()?;
-        self.conn.run(move |client| {
-            let mut tx = client.transaction().map_err(backend("cannot start a state write"))?;
-            Self::check_lock(&mut tx, &lock)?;
-            // The first write creates the cluster with its lineage; every write bumps the serial.
-            let serial: i64 = tx
-                .query_one(
-                    &format!(
-                        "INSERT INTO sealer_clusters (name, lineage, serial, created_at) VALUES ($1, $2, 1, {NOW})
-                         ON CONFLICT (name) DO UPDATE SET serial = sealer_clusters.serial + 1 RETURNING serial"
-                    ),
-                    &[&lock.cluster, &uuid::Uuid::new_v4().to_string()],
-                )
-                .map_err(backend("cannot bump the serial"))?
-                .get(0);
-            if let Some(from) = &from {
-                tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[&lock.cluster, from])
-                    .map_err(backend(format!("cannot move `{from}`")))?;
-            }
-            match &row {
-                None => {
-                    tx.execute(
-                        "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
-                        &[&lock.cluster, &key],
-                    )
-                    .map_err(backend(format!("cannot delete `{key}`")))?;
-                }
-                Some(r) => {
-                    tx.execute(
-                        "INSERT INTO sealer_resources
-                             (cluster, address, kind, host, status, attributes, depends_on, serial)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (cluster, address) DO UPDATE SET host = $4, status = $5, attributes = $6,
-                             depends_on = $7, serial = $8",
-                        &[
-                            &lock.cluster,
-                            &r.address,
-                            &r.kind,
-                            &r.host,
-                            &r.status,
-                            &r.attributes,
-                            &r.depends_on,
-                            &serial,
-                        ],
-                    )
-                    .map_err(backend(format!("cannot record `{key}`")))?;
-                }
-            }
-            tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
-            serial_of(serial)
-        })
-    }
-}
-
 impl StateStore for PostgresStore {
     fn load(&self, cluster: &str) -> Result<Option<State>, StateError> {
         let cluster = cluster.to_string();
@@ -499,23 +434,65 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn put_resource(
+    fn write_resource(
         &mut self,
         lock: &LockInfo,
+        from: Option<&Address>,
         address: &Address,
         resource: Option<&StoredResource>,
     ) -> Result<u64, StateError> {
-        self.write_resource(lock, None, address, resource)
-    }
-
-    fn move_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: &Address,
-        address: &Address,
-        resource: &StoredResource,
-    ) -> Result<u64, StateError> {
-        self.write_resource(lock, Some(from), address, Some(resource))
+        let (lock, key, from) = (lock.clone(), address.to_string(), from.map(Address::to_string));
+        let row = resource.map(|r| encode(address, r)).transpose()?;
+        self.conn.run(move |client| {
+            let mut tx = client.transaction().map_err(backend("cannot start a state write"))?;
+            Self::check_lock(&mut tx, &lock)?;
+            // The first write creates the cluster with its lineage; every write bumps the serial.
+            let serial: i64 = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO sealer_clusters (name, lineage, serial, created_at) VALUES ($1, $2, 1, {NOW})
+                         ON CONFLICT (name) DO UPDATE SET serial = sealer_clusters.serial + 1 RETURNING serial"
+                    ),
+                    &[&lock.cluster, &uuid::Uuid::new_v4().to_string()],
+                )
+                .map_err(backend("cannot bump the serial"))?
+                .get(0);
+            if let Some(from) = &from {
+                tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[&lock.cluster, from])
+                    .map_err(backend(format!("cannot move `{from}`")))?;
+            }
+            match &row {
+                None => {
+                    tx.execute(
+                        "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
+                        &[&lock.cluster, &key],
+                    )
+                    .map_err(backend(format!("cannot delete `{key}`")))?;
+                }
+                Some(r) => {
+                    tx.execute(
+                        "INSERT INTO sealer_resources
+                             (cluster, address, kind, host, status, attributes, depends_on, serial)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (cluster, address) DO UPDATE SET host = $4, status = $5, attributes = $6,
+                             depends_on = $7, serial = $8",
+                        &[
+                            &lock.cluster,
+                            &r.address,
+                            &r.kind,
+                            &r.host,
+                            &r.status,
+                            &r.attributes,
+                            &r.depends_on,
+                            &serial,
+                        ],
+                    )
+                    .map_err(backend(format!("cannot record `{key}`")))?;
+                }
+            }
+            tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+            serial_of(serial)
+        })
     }
 
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError> {

@@ -211,70 +211,6 @@ fn sealer_running(pid: u32) -> bool {
     String::from_utf8_lossy(name).contains("sealer")
 }
 
-impl SqliteStore {
-    /// One resource recorded (or deleted with `None`), and the record at `from` removed, in one transaction
-    /// that bumps the serial.
-    fn write_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: Option<&Address>,
-        address: &Address,
-        resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend("cannot start a state write"))?;
-        Self::check_lock(&tx, lock)?;
-        tx.execute(
-            &format!("INSERT OR IGNORE INTO clusters (name, lineage, serial, created_at) VALUES (?1, ?2, 0, {NOW})"),
-            params![lock.cluster, uuid::Uuid::new_v4().to_string()],
-        )
-        .map_err(backend("cannot create the cluster state"))?;
-        tx.execute("UPDATE clusters SET serial = serial + 1 WHERE name = ?1", [&lock.cluster])
-            .map_err(backend("cannot bump the serial"))?;
-        let serial: u64 = tx
-            .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
-            .map_err(backend("cannot read the serial"))?;
-        let key = address.to_string();
-        if let Some(from) = from {
-            tx.execute(
-                "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
-                params![lock.cluster, from.to_string()],
-            )
-            .map_err(backend(format!("cannot move `{from}`")))?;
-        }
-        match resource {
-            None => {
-                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
-                    .map_err(backend(format!("cannot delete `{key}`")))?;
-            }
-            Some(r) => {
-                let r = encode(address, r)?;
-                tx.execute(
-                    "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
-                         depends_on = ?7, serial = ?8",
-                    params![
-                        lock.cluster,
-                        r.address,
-                        r.kind,
-                        r.host,
-                        r.status,
-                        r.attributes,
-                        r.depends_on,
-                        serial as i64
-                    ],
-                )
-                .map_err(backend(format!("cannot record `{key}`")))?;
-            }
-        }
-        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
-        Ok(serial)
-    }
-}
-
 impl StateStore for SqliteStore {
     fn load(&self, cluster: &str) -> Result<Option<State>, StateError> {
         let head: Option<(String, u64)> = self
@@ -375,23 +311,64 @@ impl StateStore for SqliteStore {
         Ok(held)
     }
 
-    fn put_resource(
+    fn write_resource(
         &mut self,
         lock: &LockInfo,
+        from: Option<&Address>,
         address: &Address,
         resource: Option<&StoredResource>,
     ) -> Result<u64, StateError> {
-        self.write_resource(lock, None, address, resource)
-    }
-
-    fn move_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: &Address,
-        address: &Address,
-        resource: &StoredResource,
-    ) -> Result<u64, StateError> {
-        self.write_resource(lock, Some(from), address, Some(resource))
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot start a state write"))?;
+        Self::check_lock(&tx, lock)?;
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO clusters (name, lineage, serial, created_at) VALUES (?1, ?2, 0, {NOW})"),
+            params![lock.cluster, uuid::Uuid::new_v4().to_string()],
+        )
+        .map_err(backend("cannot create the cluster state"))?;
+        tx.execute("UPDATE clusters SET serial = serial + 1 WHERE name = ?1", [&lock.cluster])
+            .map_err(backend("cannot bump the serial"))?;
+        let serial: u64 = tx
+            .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
+            .map_err(backend("cannot read the serial"))?;
+        let key = address.to_string();
+        if let Some(from) = from {
+            tx.execute(
+                "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
+                params![lock.cluster, from.to_string()],
+            )
+            .map_err(backend(format!("cannot move `{from}`")))?;
+        }
+        match resource {
+            None => {
+                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
+                    .map_err(backend(format!("cannot delete `{key}`")))?;
+            }
+            Some(r) => {
+                let r = encode(address, r)?;
+                tx.execute(
+                    "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
+                         depends_on = ?7, serial = ?8",
+                    params![
+                        lock.cluster,
+                        r.address,
+                        r.kind,
+                        r.host,
+                        r.status,
+                        r.attributes,
+                        r.depends_on,
+                        serial as i64
+                    ],
+                )
+                .map_err(backend(format!("cannot record `{key}`")))?;
+            }
+        }
+        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+        Ok(serial)
     }
 
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError> {

@@ -53,15 +53,16 @@ impl Site {
         sealer(&self.home, &self.work, args)
     }
 
-    fn spawn_apply(&self) -> Child {
+    /// `apply` started, its output kept (`Stdio::piped`) or not.
+    fn spawn_apply(&self, output: fn() -> Stdio) -> Child {
         Command::new(sealer_tests::sealer_bin())
             .args(["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"])
             .current_dir(&self.work)
             .env("SEALER_HOME", &self.home)
             .env("NO_COLOR", "1")
             .env_remove("SEALER_STATE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .unwrap()
     }
@@ -181,7 +182,7 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
     for at in &installs {
         site.declare(&masters, &[2]);
         let jitter = random(400);
-        let hit = kill_at(&site, site.spawn_apply(), at, jitter);
+        let hit = kill_at(&site, site.spawn_apply(Stdio::null), at, jitter);
         let name = format!("install, kill point {}: {at} (+{jitter:?})", points.len() + 1);
         let took = site.converges(&name);
         if hit {
@@ -208,7 +209,7 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         site.converges("a member's removal");
         site.declare(&masters, &[2]);
         let jitter = random(if master { 1500 } else { 400 });
-        let hit = kill_at(&site, site.spawn_apply(), &at, jitter);
+        let hit = kill_at(&site, site.spawn_apply(Stdio::null), &at, jitter);
         let name =
             format!("{} join, kill point {} (+{jitter:?})", if master { "master" } else { "node" }, points.len() + 1);
         let took = site.converges(&name);
@@ -296,16 +297,7 @@ fn a_partitioned_host_is_named_within_20_s() {
         site.ip(1)
     );
     std::fs::write(&path, text).unwrap();
-    let child = Command::new(sealer_tests::sealer_bin())
-        .args(["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"])
-        .current_dir(&site.work)
-        .env("SEALER_HOME", &site.home)
-        .env("NO_COLOR", "1")
-        .env_remove("SEALER_STATE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = site.spawn_apply(Stdio::piped);
     let started = Instant::now();
     while !site.running(1, "sleep 61") {
         assert!(started.elapsed() < Duration::from_secs(60), "the plugin never ran");
