@@ -254,7 +254,13 @@ async fn a_kept_remote_connects_again_after_the_host_closed_its_connection() {
     let tb = Testbed::up(1);
     let remote = SshRemote::new([(tb.ips[0], target(&tb, 0, key(&tb)))].into(), T);
     assert_eq!(remote.exec(tb.ips[0], "echo before", b"").await.unwrap().stdout_text(), "before");
-    assert!(tb.exec(0, "pkill -f '^sshd: root@notty'").status.success(), "the connection's sshd killed");
+    // Killed the moment the connection's sshd is seen (a loaded machine may show it late); what the host
+    // ran is printed when it never is.
+    let killed = tb.exec(
+        0,
+        "for _ in $(seq 50); do pkill -f '^sshd: root@notty' && exit 0; sleep 0.1; done; ps -eo pid,args >&2; exit 1",
+    );
+    assert!(killed.status.success(), "the connection's sshd not found: {}", String::from_utf8_lossy(&killed.stderr));
     // Moments for the client to see the connection end.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let out = remote.exec(tb.ips[0], "echo after", b"").await.unwrap();
