@@ -21,6 +21,13 @@ pub enum TransportError {
     Sudo { host: IpAddr, user: String, message: String },
     #[error("ssh to `{host}`: {message}")]
     Channel { host: IpAddr, message: String },
+    /// The connection ended because the host answered no keepalive: it is unreachable (a partition, a
+    /// machine down), and what ran there may or may not have finished.
+    #[error(
+        "`{host}` stopped answering: no reply over ssh for up to {seconds} s (a partition, or the machine is \
+         down); the command running there may not have finished"
+    )]
+    StoppedAnswering { host: IpAddr, seconds: u64 },
     #[error("`{what}` on `{host}` did not finish within {seconds} s")]
     Timeout { host: IpAddr, what: String, seconds: u64 },
 }

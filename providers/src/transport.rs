@@ -78,10 +78,12 @@ impl ExecOutput {
     }
 }
 
-/// What the server offered, recorded by the handler during key exchange.
+/// What the handler saw: the key the server offered during key exchange, and whether the connection
+/// ended because the host stopped answering keepalives (rather than closing it).
 #[derive(Default)]
 struct Offered {
     key: Option<PublicKey>,
+    stopped_answering: bool,
 }
 
 struct Client {
@@ -102,6 +104,22 @@ impl client::Handler for Client {
             Some(known) => openssh(key) == *known,
             None => !self.strict,
         })
+    }
+
+    // Called before the connection's channels end, so a command that sees its channel end can tell a
+    // host that went silent (unreachable: not tried again for a while) from one that closed it.
+    async fn disconnected(&mut self, reason: client::DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => {
+                if matches!(e, russh::Error::KeepaliveTimeout) {
+                    if let Ok(mut offered) = self.offered.lock() {
+                        offered.stopped_answering = true;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -172,8 +190,10 @@ const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; P=$$; \
        { eval \"$s\"; } <&0 2>&3 3>&- & wait $!; \
      done";
 
-/// How often an idle connection asks the host whether it is there.
-const KEEPALIVE: Duration = Duration::from_secs(4);
+/// How often an idle connection asks the host whether it is there; after [`KEEPALIVE_MAX`] unanswered,
+/// the host is taken as unreachable: between 9 and 12 s after it went silent.
+const KEEPALIVE: Duration = Duration::from_secs(3);
+const KEEPALIVE_MAX: usize = 3;
 
 /// How long a command waits for a busy shell of its host before it opens another.
 const SHELL_WAIT: Duration = Duration::from_millis(30);
@@ -192,6 +212,8 @@ pub struct SshSession {
     marker: String,
     /// Set when the host has no bash (or sudo refused one): every command gets its own channel.
     no_shell: std::sync::atomic::AtomicBool,
+    /// What the connection's handler saw (whether the host stopped answering).
+    seen: Arc<Mutex<Offered>>,
 }
 
 /// `stdin` as the body of a here-document ended by `{marker}_stdin`, when the shell gives it back byte
@@ -264,10 +286,10 @@ impl SshSession {
     pub async fn connect(target: SshTarget) -> Result<Self, TransportError> {
         let config = Arc::new(client::Config {
             inactivity_timeout: Some(Duration::from_secs(600)),
-            // A host that stops answering (a partition, a dead machine) ends its connection after about 16 s
+            // A host that stops answering (a partition, a dead machine) ends its connection within 12 s
             // without an answer to keepalives, so that what runs there fails then, naming the host.
             keepalive_interval: Some(KEEPALIVE),
-            keepalive_max: 3,
+            keepalive_max: KEEPALIVE_MAX,
             nodelay: true,
             preferred: russh::Preferred { cipher: std::borrow::Cow::Borrowed(CIPHERS), ..Default::default() },
             ..Default::default()
@@ -304,6 +326,7 @@ impl SshSession {
                         shell_returned: tokio::sync::Notify::new(),
                         marker: format!("__sealer_done_{:016x}__", random_u64()),
                         no_shell: std::sync::atomic::AtomicBool::new(false),
+                        seen: offered,
                     };
                     session.authenticate().await?;
                     return Ok(session);
@@ -371,6 +394,20 @@ impl SshSession {
     /// Whether the connection has ended (the host closed it, or it broke).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    /// Why a command's channel ended before the command did: the host went silent, or the connection
+    /// was closed (its sshd ended or restarted).
+    fn lost(&self) -> TransportError {
+        let silent = self.seen.lock().is_ok_and(|seen| seen.stopped_answering);
+        if silent {
+            let seconds = KEEPALIVE.as_secs() * (KEEPALIVE_MAX as u64 + 1);
+            return TransportError::StoppedAnswering { host: self.target.ip, seconds };
+        }
+        TransportError::Channel {
+            host: self.target.ip,
+            message: "the connection was closed before the command finished (its sshd ended)".into(),
+        }
     }
 
     /// The host key the server presented (OpenSSH format), to pin in the state.
@@ -592,7 +629,7 @@ impl SshSession {
                     None => Ok(()),
                 }
             };
-            let (received, sent) = while_reading(send, Self::read_framed(&mut channel, m, ip)).await;
+            let (received, sent) = while_reading(send, self.read_framed(&mut channel, m)).await;
             let out = received?;
             match sent {
                 Some(Ok(())) => Ok(out),
@@ -625,7 +662,7 @@ impl SshSession {
     }
 
     /// Reads a shell command's output until its end markers (its status on stdout, the end of its stderr).
-    async fn read_framed(channel: &mut Channel<Msg>, m: &str, ip: std::net::IpAddr) -> Result<ExecOutput, ShellError> {
+    async fn read_framed(&self, channel: &mut Channel<Msg>, m: &str) -> Result<ExecOutput, ShellError> {
         let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
         while framed.status.is_none() || !framed.stderr_done {
             match channel.wait().await {
@@ -638,10 +675,7 @@ impl SshSession {
                     framed.take_stderr_end(m);
                 }
                 Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                    return Err(ShellError::Failed(TransportError::Channel {
-                        host: ip,
-                        message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),
-                    }));
+                    return Err(ShellError::Failed(self.lost()));
                 }
                 Some(_) => {}
             }
@@ -716,10 +750,7 @@ impl SshSession {
             if let (None, Some(Err(e))) = (status, sent) {
                 return Err(TransportError::Channel { host: ip, message: e.to_string() });
             }
-            let status = status.ok_or_else(|| TransportError::Channel {
-                host: ip,
-                message: "the connection was lost before the command finished (the host stopped answering, or its sshd ended)".into(),
-            })?;
+            let status = status.ok_or_else(|| self.lost())?;
             Ok(ExecOutput { status, stdout, stderr })
         };
         let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(self.timed_out(command, timeout)));

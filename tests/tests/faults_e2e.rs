@@ -278,10 +278,10 @@ fn a_full_disk_is_named_in_bounded_time_and_the_next_apply_converges() {
     }
 }
 
-/// A host that stops answering while a command runs there (a partition) is named within 20 s, the apply
+/// A host that stops answering while a command runs there (a partition) is named within 15 s, the apply
 /// ending then; once it answers again, the next apply converges.
 #[test]
-fn a_partitioned_host_is_named_within_20_s() {
+fn a_partitioned_host_is_named_within_15_s() {
     if !testbed_available() {
         return;
     }
@@ -315,7 +315,10 @@ fn a_partitioned_host_is_named_within_20_s() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_ne!(out.status.code(), Some(0), "{said}");
     assert!(said.contains(&site.ip(1)) && said.contains("stopped answering"), "{said}");
-    assert!(took <= Duration::from_secs(20), "{took:?}: {said}");
+    // Named within the keepalive bound (12 s) and a margin for a loaded machine, once: nothing after it
+    // waits for the host again.
+    assert!(took <= Duration::from_secs(15), "{took:?}: {said}");
+    eprintln!("{said}");
     eprintln!(
         "FIGURE a host partitioned while a command ran there was named, the apply ended, in {:.1} s",
         took.as_secs_f64()

@@ -295,6 +295,20 @@ mod tests {
         assert!(remote.commands(M2).last().unwrap().contains("rm -rf /var/lib/sealer/c/.relay"));
     }
 
+    /// Stopping the relays skips a host found unreachable during the apply (it was named then; its relay
+    /// exits when idle) and stops the others.
+    #[tokio::test]
+    async fn stopping_the_relays_skips_a_host_known_unreachable() {
+        let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let remote = Arc::new(Scripted::default().on(" start . ", "relay-port 4100"));
+        let p = create_with_relay(dir.path(), logs.path(), remote.clone()).await;
+        remote.goes_down(M2);
+        let before = remote.commands(M2).len();
+        assert!(p.stop_relays().await.is_empty(), "no error for the host skipped");
+        assert_eq!(remote.commands(M2).len(), before, "{:?}", remote.commands(M2));
+        assert!(remote.commands(M1).last().unwrap().contains("rm -rf /var/lib/sealer/c/.relay"));
+    }
+
     /// A host where the helper cannot run (another architecture) takes a direct copy and serves nobody.
     #[tokio::test]
     async fn a_host_that_cannot_run_the_helper_gets_a_direct_copy() {

@@ -71,8 +71,13 @@ impl Scripted {
 
     /// `host` does not answer (a dead machine).
     pub fn down(self, host: IpAddr) -> Self {
-        self.down.lock().unwrap().push(host);
+        self.goes_down(host);
         self
+    }
+
+    /// From now on, `host` does not answer (a partition), and is known not to.
+    pub fn goes_down(&self, host: IpAddr) {
+        self.down.lock().unwrap().push(host);
     }
 
     /// What a `download` of any other path returns.
@@ -148,5 +153,9 @@ impl Remote for Scripted {
 
     fn host_key(&self, _host: IpAddr) -> BoxFuture<'_, Result<String>> {
         Box::pin(async { Ok("ssh-ed25519 AAAAtest".to_string()) })
+    }
+
+    fn known_unreachable(&self, host: IpAddr) -> bool {
+        self.down.lock().unwrap().contains(&host)
     }
 }

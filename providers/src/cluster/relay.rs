@@ -690,7 +690,9 @@ impl Relay {
                     peer_bytes: board.peer_bytes,
                 });
             }
-            std::mem::take(&mut board.touched).into_iter().collect()
+            // A host found unreachable is not waited for again: its relay ends on its own (the helper
+            // exits when idle), and the apply already named the host.
+            std::mem::take(&mut board.touched).into_iter().filter(|ip| !cx.remote.known_unreachable(*ip)).collect()
         };
         let script = stop_script(&Self::dir(cx), &cluster_dir(&cx.ctx.cluster));
         let stops = hosts.iter().map(|ip| {

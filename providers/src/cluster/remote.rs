@@ -24,6 +24,9 @@ pub trait Remote: Send + Sync {
     fn download<'a>(&'a self, host: IpAddr, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
     /// The host key `host` presented (OpenSSH format), to pin in the state.
     fn host_key(&self, host: IpAddr) -> BoxFuture<'_, Result<String>>;
+    /// Whether `host` was found unreachable moments ago: work that only tidies up (stopping relays) skips
+    /// it rather than wait for it again.
+    fn known_unreachable(&self, host: IpAddr) -> bool;
 }
 
 /// `out` as it is when its command succeeded, else the error naming the host, the command's first line,
@@ -65,6 +68,14 @@ pub fn forget_unreachable_hosts() {
 /// that removes what a host holds from the state is never taken from memory).
 pub(super) fn forget_unreachable_host(ip: IpAddr) {
     unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(host, _), _| *host != ip);
+}
+
+/// Remembers that `ip` could not be reached, and why.
+fn note_unreachable(key: (IpAddr, u16), message: String) {
+    unreachable_hosts()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, (std::time::Instant::now(), message));
 }
 
 fn unreachable_hosts() -> &'static Unreachable {
@@ -115,10 +126,7 @@ impl SshRemote {
                 Ok(session) => Ok(Arc::new(session)),
                 Err(e) => {
                     if let TransportError::Unreachable { message, .. } = &e {
-                        unreachable_hosts()
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(key, (std::time::Instant::now(), message.clone()));
+                        note_unreachable(key, message.clone());
                     }
                     Err(ProviderError::from(e))
                 }
@@ -131,7 +139,15 @@ impl SshRemote {
 
 impl Remote for SshRemote {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
-        Box::pin(async move { Ok(self.session(host).await?.exec(command, stdin, self.timeout).await?) })
+        Box::pin(async move {
+            let result = self.session(host).await?.exec(command, stdin, self.timeout).await;
+            // A host that went silent is not connected to again for a while: what follows in this
+            // operation fails at once instead of waiting for it once more.
+            if let (Err(TransportError::StoppedAnswering { .. }), Some(target)) = (&result, self.hosts.get(&host)) {
+                note_unreachable((host, target.port), "it stopped answering".into());
+            }
+            Ok(result?)
+        })
     }
 
     fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>> {
@@ -163,5 +179,11 @@ impl Remote for SshRemote {
 
     fn host_key(&self, host: IpAddr) -> BoxFuture<'_, Result<String>> {
         Box::pin(async move { Ok(self.session(host).await?.host_key().to_string()) })
+    }
+
+    fn known_unreachable(&self, host: IpAddr) -> bool {
+        let Some(target) = self.hosts.get(&host) else { return false };
+        let hosts = unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        hosts.get(&(host, target.port)).is_some_and(|(when, _)| when.elapsed() < UNREACHABLE_FOR)
     }
 }
