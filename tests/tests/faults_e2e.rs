@@ -69,6 +69,11 @@ impl Site {
 
     /// The next apply after a fault: complete without `--force`, then nothing left to do.
     fn converges(&self, after: &str) -> Duration {
+        self.finishes(after).0
+    }
+
+    /// [`Site::converges`], with what the apply said it did (its last line).
+    fn finishes(&self, after: &str) -> (Duration, String) {
         let started = Instant::now();
         let out = self.sealer(&["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"]);
         // "No changes.": the killed apply had finished (and recorded) its work just before the kill.
@@ -82,7 +87,9 @@ impl Site {
         let took = started.elapsed();
         let plan = self.sealer(&["plan", "-f", "Clusterfile", "--detailed-exitcode"]);
         assert_eq!(plan.status.code(), Some(0), "{after}: {}{}", stdout(&plan), stderr(&plan));
-        took
+        let said = stdout(&out);
+        let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+        (took, last)
     }
 
     /// Whether a process whose command line has `pattern` runs on host `i` (its first letter bracketed, so
@@ -146,18 +153,40 @@ fn consistent(site: &Site, members: &[usize], masters: &[usize], after: &str) {
     expected.sort();
     assert_eq!(addresses, expected, "{after}: one node per member");
     let list = site.tb.exec_ok(masters[0], &format!("{ETCDCTL} member list"));
-    let members: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(members.len(), masters.len(), "{after}: one etcd member per master: {list}");
-    assert!(members.iter().all(|m| m.contains(", started, ")), "{after}: {list}");
+    let etcd: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(etcd.len(), masters.len(), "{after}: one etcd member per master: {list}");
+    assert!(etcd.iter().all(|m| m.contains(", started, ")), "{after}: {list}");
     for &m in masters {
         assert!(list.contains(&format!("http://{}:2380", site.ip(m))), "{after}: {list}");
     }
+    for &i in members {
+        one_join(site, i, after);
+    }
+}
+
+/// Host `i`'s own record of its kubeadm runs (the simulation's history) shows one completed join (or init)
+/// since its last completed reset, never a second on top of the first.
+fn one_join(site: &Site, i: usize, after: &str) {
+    let history = site.tb.exec_ok(i, "cat /var/log/sim-k8s/kubeadm-history.log");
+    let mut joined = 0;
+    for line in history.lines() {
+        match line.split_whitespace().skip(2).collect::<Vec<_>>()[..] {
+            ["init" | "join", "completed"] => {
+                joined += 1;
+                assert_eq!(joined, 1, "{after}: host {i} joined twice without a reset in between:\n{history}");
+            }
+            ["reset", "completed"] => joined = 0,
+            [_, "started" | "completed"] => {}
+            _ => panic!("{after}: host {i}: a history line not understood: {line}"),
+        }
+    }
+    assert_eq!(joined, 1, "{after}: host {i} is a member without a completed join:\n{history}");
 }
 
 /// The workstation killed at 20 points of installs and scale-ups (inside `kubeadm init`, inside a master's
 /// and a node's `kubeadm join`, and at moments in between): after each, the next apply converges without
-/// `--force` (a half-done kubeadm is reset, the killed apply's lock replaced), its plan is clean, and the
-/// cluster has each member once, in its API and in etcd.
+/// `--force` (a half-done kubeadm is reset, the killed apply's lock replaced), its plan is clean, the
+/// cluster has each member once, in its API and in etcd, and each host's own history shows one join.
 #[test]
 fn an_apply_killed_anywhere_is_finished_by_the_next() {
     if !testbed_available() {
@@ -184,9 +213,9 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         let jitter = random(400);
         let hit = kill_at(&site, site.spawn_apply(Stdio::null), at, jitter);
         let name = format!("install, kill point {}: {at} (+{jitter:?})", points.len() + 1);
-        let took = site.converges(&name);
+        let (took, did) = site.finishes(&name);
         if hit {
-            points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));
+            points.push(format!("{name}: next apply {:.1} s ({did})", took.as_secs_f64()));
         }
         consistent(&site, &all, &masters, &name);
         ok(&site.sealer(&["destroy", "-f", "Clusterfile", "--auto-approve"]));
@@ -212,9 +241,9 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         let hit = kill_at(&site, site.spawn_apply(Stdio::null), &at, jitter);
         let name =
             format!("{} join, kill point {} (+{jitter:?})", if master { "master" } else { "node" }, points.len() + 1);
-        let took = site.converges(&name);
+        let (took, did) = site.finishes(&name);
         if hit {
-            points.push(format!("{name}: next apply {:.1} s", took.as_secs_f64()));
+            points.push(format!("{name}: next apply {:.1} s ({did})", took.as_secs_f64()));
         }
         consistent(&site, &all, &masters, &name);
     }

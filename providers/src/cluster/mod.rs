@@ -337,7 +337,13 @@ impl Cx {
     /// Runs `command` on `ip`, logging it and its output, whatever its exit status.
     async fn run_status(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
         self.log(ip, &format!("$ {command}"));
-        let out = self.remote.exec(ip, command, stdin).await?;
+        let started = std::time::Instant::now();
+        let out = self.remote.exec(ip, command, stdin).await.inspect_err(|e| {
+            self.log(
+                ip,
+                &crate::redact::credentials(&format!("# failed after {:.1} s: {e}", started.elapsed().as_secs_f64())),
+            )
+        })?;
         // Join credentials (kubeadm prints them) are masked; the rest of the output is kept.
         let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
         if !stdout.is_empty() {
@@ -346,7 +352,8 @@ impl Cx {
         if !stderr.is_empty() {
             self.log(ip, &crate::redact::credentials(&stderr));
         }
-        self.log(ip, &format!("# exit {}", out.status));
+        // How long each command took tells where an apply's time went.
+        self.log(ip, &format!("# exit {} after {:.1} s", out.status, started.elapsed().as_secs_f64()));
         Ok(out)
     }
 

@@ -13,7 +13,8 @@ pid=$(cat "$state/sealer-containerd.pid" 2>/dev/null || true)
 ours() { [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(command -v containerd)" ]; }
 # A runtime that died is started again first: only containerd stops its containers cleanly (their tasks,
 # shims, mounts and cgroups); killing the shims would orphan the containers instead.
-if ! ctr --address "$sock" version >/dev/null 2>&1; then
+# ctr waits 10 s for a socket that is not there: the socket is looked for first (see init.sh).
+if ! { [ -S "$sock" ] && ctr --connect-timeout 2s --address "$sock" version >/dev/null 2>&1; }; then
   sh "$(dirname "$0")/init.sh" || { echo "clean.sh: containerd cannot be started to stop its containers" >&2; exit 1; }
   pid=$(cat "$state/sealer-containerd.pid")
 fi

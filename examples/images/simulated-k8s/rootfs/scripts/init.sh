@@ -15,7 +15,10 @@ for tool in containerd containerd-shim-runc-v2 ctr runc; do
     exit 1
   }
 done
-if ctr --address "$sock" version >/dev/null 2>&1; then
+# Whether the runtime answers. ctr waits 10 s for a socket that is not there (its dial retries until a
+# default timeout): the socket is looked for first, and a connection gets 2 s.
+answers() { [ -S "$sock" ] && ctr --connect-timeout 2s --address "$sock" version >/dev/null 2>&1; }
+if answers; then
   exit 0
 fi
 mkdir -p /var/log/sim-k8s "$state"
@@ -23,7 +26,7 @@ mkdir -p /var/log/sim-k8s "$state"
 setsid containerd --config "$conf" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
 echo $! > "$state/sealer-containerd.pid"
 i=0
-until ctr --address "$sock" version >/dev/null 2>&1; do
+until answers; do
   i=$((i + 1))
   if [ "$i" -gt 100 ]; then
     echo "init.sh: containerd did not answer on $sock within 10 s:" >&2
