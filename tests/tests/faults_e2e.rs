@@ -164,23 +164,24 @@ fn consistent(site: &Site, members: &[usize], masters: &[usize], after: &str) {
     }
 }
 
-/// Host `i`'s own record of its kubeadm runs (the simulation's history) shows one completed join (or init)
-/// since its last completed reset, never a second on top of the first.
+/// Host `i`'s own record of its kubeadm runs (the simulation's history) shows one join (or init) since its
+/// last completed reset: never a second started on top of the first, complete or not (a killed one may
+/// have done its work without writing that it completed; the API and etcd checks say whether it did).
 fn one_join(site: &Site, i: usize, after: &str) {
     let history = site.tb.exec_ok(i, "cat /var/log/sim-k8s/kubeadm-history.log");
-    let mut joined = 0;
+    let mut joins = 0;
     for line in history.lines() {
         match line.split_whitespace().skip(2).collect::<Vec<_>>()[..] {
-            ["init" | "join", "completed"] => {
-                joined += 1;
-                assert_eq!(joined, 1, "{after}: host {i} joined twice without a reset in between:\n{history}");
+            ["init" | "join", "started"] => {
+                joins += 1;
+                assert_eq!(joins, 1, "{after}: host {i} joined again without a reset in between:\n{history}");
             }
-            ["reset", "completed"] => joined = 0,
+            ["reset", "completed"] => joins = 0,
             [_, "started" | "completed"] => {}
             _ => panic!("{after}: host {i}: a history line not understood: {line}"),
         }
     }
-    assert_eq!(joined, 1, "{after}: host {i} is a member without a completed join:\n{history}");
+    assert_eq!(joins, 1, "{after}: host {i} is a member with no join since its last reset:\n{history}");
 }
 
 /// The workstation killed at 20 points of installs and scale-ups (inside `kubeadm init`, inside a master's
@@ -205,8 +206,8 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
     let installs = [
         KillAt::Running(0, "kubeadm init --config"),
         KillAt::Running(0, "kubeadm init --config"),
+        KillAt::After(Duration::from_millis(700)),
         KillAt::After(Duration::from_millis(1500)),
-        KillAt::After(Duration::from_millis(4000)),
     ];
     for at in &installs {
         site.declare(&masters, &[2]);
@@ -229,7 +230,7 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         let (host, master) = if round % 2 == 0 { (1, true) } else { (2, false) };
         let at = match round % 4 {
             0 | 1 => KillAt::Running(host, "kubeadm join --config"),
-            _ => KillAt::After(Duration::from_millis(300) + random(2500)),
+            _ => KillAt::After(Duration::from_millis(200) + random(1500)),
         };
         round += 1;
         let (without_m, without_n): (Vec<usize>, Vec<usize>) =
@@ -237,7 +238,8 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         site.declare(&without_m, &without_n);
         site.converges("a member's removal");
         site.declare(&masters, &[2]);
-        let jitter = random(if master { 1500 } else { 400 });
+        // Within a join's time (about 0.6 s), so that most kills land inside it.
+        let jitter = random(if master { 500 } else { 200 });
         let hit = kill_at(&site, site.spawn_apply(Stdio::null), &at, jitter);
         let name =
             format!("{} join, kill point {} (+{jitter:?})", if master { "master" } else { "node" }, points.len() + 1);
@@ -248,6 +250,9 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         consistent(&site, &all, &masters, &name);
     }
     eprintln!("FIGURE {} kill points, each finished by the next apply:\n  {}", points.len(), points.join("\n  "));
+    // A kill after the killed apply's last change leaves nothing to do; most must have left work.
+    let unfinished = points.iter().filter(|p| p.contains("Apply complete!")).count();
+    assert!(unfinished >= 12, "only {unfinished} of {} kills landed before the killed apply finished", points.len());
 }
 
 /// A disk too small for the image: a 30 MiB tmpfs over `/var/lib/sealer` on host `i`.
