@@ -9,7 +9,8 @@ use sealer_engine::{Address, HistoryEntry, LockInfo, State, StateError, StateSto
 use crate::codec::{decode, encode};
 
 /// Each entry migrates the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE clusters (
     name TEXT PRIMARY KEY,
     lineage TEXT NOT NULL,
@@ -44,7 +45,11 @@ CREATE TABLE locks (
     command TEXT NOT NULL,
     created TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE locks ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -204,6 +209,14 @@ impl SqliteStore {
 
 /// Whether process `pid` of this machine is running and is a sealer (its executable's name says so): a
 /// lock whose process is not was left by a killed one. `who` (user@host) names the machine.
+/// Where this process's pid means something: the machine's boot and the pid namespace. Two containers of
+/// one hostname (each its own pid namespace), or a machine rebooted, tell different pids apart by it.
+fn origin() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pids = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
+    format!("{} {pids}", boot.trim())
+}
+
 fn sealer_running(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
@@ -265,10 +278,21 @@ impl StateStore for SqliteStore {
             cluster,
         )?;
         // A lock of a process of this machine that is gone (a killed apply) holds nothing: replaced, and
-        // said so. Any other is refused, naming its holder.
+        // said so. Any other is refused, naming its holder. "This machine": the same user and hostname,
+        // and the same boot and pid namespace (else its pid says nothing about whether it runs).
+        let here = origin();
+        let held_here = match &held {
+            Some(held) => {
+                let held_origin: String = tx
+                    .query_row("SELECT origin FROM locks WHERE id = ?1", [&held.id], |r| r.get(0))
+                    .map_err(backend("cannot read the lock"))?;
+                held.who == who && held_origin == here && !here.trim().is_empty()
+            }
+            None => false,
+        };
         let replaced = match held {
             // Our own pid on the lock is another process's that had it before (a container's pids repeat).
-            Some(held) if held.who == who && (held.pid == pid || !sealer_running(held.pid)) => {
+            Some(held) if held_here && (held.pid == pid || !sealer_running(held.pid)) => {
                 tx.execute("DELETE FROM locks WHERE id = ?1", [&held.id]).map_err(backend("cannot take the lock"))?;
                 Some(held.to_string())
             }
@@ -277,8 +301,10 @@ impl StateStore for SqliteStore {
         };
         let id = uuid::Uuid::new_v4().to_string();
         tx.execute(
-            &format!("INSERT INTO locks (cluster, id, who, pid, command, created) VALUES (?1, ?2, ?3, ?4, ?5, {NOW})"),
-            params![cluster, id, who, pid, command],
+            &format!(
+                "INSERT INTO locks (cluster, id, who, pid, command, created, origin) VALUES (?1, ?2, ?3, ?4, ?5, {NOW}, ?6)"
+            ),
+            params![cluster, id, who, pid, command, here],
         )
         .map_err(backend("cannot take the lock"))?;
         let lock = Self::lock_row(&tx, "SELECT cluster, id, who, pid, command, created FROM locks WHERE id = ?1", &id)?
@@ -523,5 +549,26 @@ mod tests {
         let a = resource("10.0.0.3");
         assert!(matches!(one.put_resource(&lock, &a.address, Some(&a)), Err(StateError::NoSuchLock(_))));
         assert!(two.lock("c", "bob@ws2", 7, "sealer apply").is_ok());
+    }
+
+    /// The lock of a process gone from this machine (same user and hostname, same boot and pid namespace)
+    /// is replaced; one taken in another pid namespace or boot (a container sharing the hostname) is
+    /// refused, whatever its pid: that pid says nothing here.
+    #[test]
+    fn only_a_lock_of_a_gone_process_of_this_boot_and_pid_namespace_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        // No process runs with this pid (beyond the kernel's pid_max).
+        let gone = 4_194_400;
+        store.lock("c", "alice@ws1", gone, "sealer apply").unwrap();
+        let taken = store.lock("c", "alice@ws1", std::process::id(), "sealer apply").unwrap();
+        assert!(taken.replaced.as_deref().is_some_and(|r| r.contains(&gone.to_string())), "{taken:?}");
+        store.conn.execute("UPDATE locks SET pid = ?1, origin = 'another-boot pid:[1]'", [gone]).unwrap();
+        let err = store.lock("c", "alice@ws1", std::process::id(), "sealer apply").unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        // A lock written before locks recorded their origin is refused too.
+        store.conn.execute("UPDATE locks SET origin = ''", []).unwrap();
+        assert!(store.lock("c", "alice@ws1", std::process::id(), "sealer apply").is_err());
     }
 }
