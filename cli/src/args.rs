@@ -69,6 +69,9 @@ pub enum Command {
     Logout(RegistryHostArg),
     /// Print the resource graph of a Clusterfile as Graphviz DOT
     Graph(GraphArgs),
+    /// Run a command on the cluster's hosts (by role, node label or address), many at once; each output
+    /// line is prefixed with its host, and the exit code is the worst host's (255: could not run there)
+    Exec(ExecArgs),
     /// Read the state
     #[command(subcommand)]
     State(StateCommand),
@@ -181,6 +184,43 @@ pub struct CompletionArgs {
 pub struct GraphArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The Clusterfile
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// The cluster `sealer run` made (the Clusterfile it keeps), instead of --file
+    #[arg(short = 'c', long = "cluster-name", value_name = "NAME", conflicts_with = "file")]
+    pub cluster: Option<String>,
+    /// Only hosts of these roles (comma-separated)
+    #[arg(short = 'r', long = "roles", value_name = "ROLE", value_delimiter = ',')]
+    pub roles: Vec<RoleArg>,
+    /// Only hosts whose node has these labels now (KEY=VALUE, comma-separated; asks the cluster's API)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Only these hosts (comma-separated addresses of the cluster's hosts)
+    #[arg(long = "ips", value_name = "IP", value_delimiter = ',')]
+    pub ips: Vec<std::net::IpAddr>,
+    /// How many hosts run the command at once
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    /// Seconds the command may run on a host
+    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Refuse hosts whose ssh host key is not in the state yet
+    #[arg(long)]
+    pub strict_host_keys: bool,
+    /// The command, run by each host's shell (as `ssh HOST COMMAND` would)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    Master,
+    Node,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,8 @@ pub enum Outcome {
     Ok,
     /// `--detailed-exitcode` and the plan has changes.
     Changes,
+    /// An exit code the command chose (`exec`: the worst host's).
+    Exit(u8),
 }
 
 /// Options every command shares.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Login(a) => commands::image::login(a),
         Command::Logout(a) => commands::image::logout(a),
         Command::Graph(a) => commands::graph::run(&ctx, a),
+        Command::Exec(a) => commands::exec::run(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -113,6 +113,11 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     assert_eq!(exec(&tb, 0, "cat /root/startup-ran"), "started\n", "the onStartup hook ran once");
     let recorded = ok(&sealer(d, &["state", "show", &format!("hooks.{}", tb.ips[0])]));
     assert!(recorded.contains("every-minute") && recorded.contains("* * * * *"), "the schedule recorded: {recorded}");
+    // `sealer exec -l`: the hosts whose nodes have the label now, as the cluster's API says.
+    let labelled = ok(&sealer(d, &["exec", "-l", "env=prod", "--", "cat /etc/hostname"]));
+    assert_eq!(labelled, format!("{} | rec-node\n", tb.ips[1]));
+    let nobody = sealer(d, &["exec", "-l", "env=prod,tier=none", "true"]);
+    assert!(stderr(&nobody).contains("no host of cluster `rec` matches the selection"), "{}", stderr(&nobody));
 
     // Reconcile in the background, every 2 s, applying.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -3,6 +3,7 @@
 //! `Reporter` and `TransferProgress` traits the caller passes).
 
 pub mod apply;
+pub mod exec;
 pub mod hosts;
 pub mod images;
 pub mod metrics;
