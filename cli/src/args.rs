@@ -69,6 +69,11 @@ pub enum Command {
     Logout(RegistryHostArg),
     /// Print the resource graph of a Clusterfile as Graphviz DOT
     Graph(GraphArgs),
+    /// Add hosts to a cluster `sealer run` made: its kept Clusterfile gets them, then it is applied
+    Join(JoinArgs),
+    /// Remove hosts from a cluster `sealer run` made (its kept Clusterfile loses them, then it is
+    /// applied), or with --all tear the whole cluster down
+    Delete(DeleteArgs),
     /// Run a command on the cluster's hosts (by role, node label or address), many at once; each output
     /// line is prefixed with its host, and the exit code is the worst host's (255: could not run there)
     Exec(ExecArgs),
@@ -184,6 +189,68 @@ pub struct CompletionArgs {
 pub struct GraphArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// IPs of the masters to add: a list and ranges, `192.168.0.2,192.168.0.3-192.168.0.4`
+    #[arg(short = 'm', long = "masters", value_name = "IPS")]
+    pub masters: Option<String>,
+    /// IPs of the nodes to add: a list and ranges
+    #[arg(short = 'n', long = "nodes", value_name = "IPS")]
+    pub nodes: Option<String>,
+    /// The ssh password of the hosts added (kept in the cluster's Clusterfile, mode 0600)
+    #[arg(short = 'p', long = "passwd", value_name = "PASSWORD")]
+    pub passwd: Option<String>,
+    /// The ssh private key file of the hosts added
+    #[arg(long = "pk", value_name = "FILE")]
+    pub pk: Option<String>,
+    /// The passphrase of the private key
+    #[arg(long = "pk-passwd", value_name = "PASSPHRASE")]
+    pub pk_passwd: Option<String>,
+    /// The ssh user of the hosts added (default: the cluster's)
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// The ssh port of the hosts added (default: the cluster's)
+    #[arg(long = "port", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The cluster (default: the one cluster in the state, else `my-cluster`)
+    #[arg(long = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are applied at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// IPs of the masters to remove
+    #[arg(short = 'm', long = "masters", value_name = "IPS", conflicts_with = "all")]
+    pub masters: Option<String>,
+    /// IPs of the nodes to remove
+    #[arg(short = 'n', long = "nodes", value_name = "IPS", conflicts_with = "all")]
+    pub nodes: Option<String>,
+    /// Tear the whole cluster down (as `sealer destroy`)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// The cluster (default: the one cluster in the state, else `my-cluster`)
+    #[arg(long = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are changed at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

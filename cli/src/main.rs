@@ -76,6 +76,8 @@ fn main() -> ExitCode {
         Command::Logout(a) => commands::image::logout(a),
         Command::Graph(a) => commands::graph::run(&ctx, a),
         Command::Exec(a) => commands::exec::run(&ctx, a),
+        Command::Join(a) => commands::run::join(&ctx, a),
+        Command::Delete(a) => commands::run::delete(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),

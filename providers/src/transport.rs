@@ -516,6 +516,11 @@ impl SshSession {
                 Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                 // OpenSSH sends the end of the output before the exit status: wait for the close.
                 Some(ChannelMsg::Close) | None => {
+                    // The connection itself ended (the host went silent, or closed it): neither the shell
+                    // nor sudo is to blame.
+                    if status.is_none() && self.is_closed() {
+                        return Err(ShellError::Failed(self.lost()));
+                    }
                     // 127: no bash (or, for root, no shell at all): the host gets a channel per command.
                     // Anything else ended sudo before it ran the program; its last line says why.
                     if status == Some(127) || self.target.user == "root" {

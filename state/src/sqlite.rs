@@ -53,6 +53,11 @@ ALTER TABLE locks ADD COLUMN origin TEXT NOT NULL DEFAULT '';
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The oldest schema this sealer reads without migrating it (a read never writes): what reads use
+/// (clusters, resources, history, the lock's holder) is the same since it; `locks.origin` (2) only
+/// matters to a writer taking the lock.
+const READABLE_SINCE: i64 = 1;
+
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 
 fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
@@ -106,7 +111,7 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(10)).map_err(backend("cannot configure the state database"))?;
         let store = SqliteStore { conn, path: path.to_path_buf() };
         let version = store.user_version()?;
-        if version != SCHEMA_VERSION {
+        if !(READABLE_SINCE..=SCHEMA_VERSION).contains(&version) {
             return Err(StateError::Backend {
                 message: format!(
                     "state `{}` has schema version {version}, this sealer reads version {SCHEMA_VERSION}{}",
@@ -207,8 +212,6 @@ impl SqliteStore {
     }
 }
 
-/// Whether process `pid` of this machine is running and is a sealer (its executable's name says so): a
-/// lock whose process is not was left by a killed one. `who` (user@host) names the machine.
 /// Where this process's pid means something: the machine's boot and the pid namespace. Two containers of
 /// one hostname (each its own pid namespace), or a machine rebooted, tell different pids apart by it.
 fn origin() -> String {
@@ -217,6 +220,9 @@ fn origin() -> String {
     format!("{} {pids}", boot.trim())
 }
 
+/// Whether process `pid` of this machine is running and is a sealer (its executable's name says so): a
+/// lock whose process is not was left by a killed one. `who` (user@host) and the lock's origin name the
+/// machine.
 fn sealer_running(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
@@ -549,6 +555,34 @@ mod tests {
         let a = resource("10.0.0.3");
         assert!(matches!(one.put_resource(&lock, &a.address, Some(&a)), Err(StateError::NoSuchLock(_))));
         assert!(two.lock("c", "bob@ws2", 7, "sealer apply").is_ok());
+    }
+
+    /// A state an older sealer wrote (schema 1, a lock held) is read as it is, never changed by a read, and
+    /// migrated by the next writer.
+    #[test]
+    fn a_schema_1_state_is_read_without_migrating_and_migrated_by_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO clusters VALUES ('c', 'l-1', 3, '2026-01-01T00:00:00Z'); \
+                 INSERT INTO locks VALUES ('c', 'id-1', 'alice@ws1', 42, 'sealer apply', '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let reader = SqliteStore::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(reader.clusters().unwrap(), ["c"]);
+        assert_eq!(reader.load("c").unwrap().unwrap().serial, 3);
+        assert_eq!(reader.current_lock("c").unwrap().unwrap().who, "alice@ws1");
+        assert_eq!(reader.user_version().unwrap(), 1, "a read never migrates");
+        drop(reader);
+        let mut writer = SqliteStore::open(&path).unwrap();
+        assert_eq!(writer.user_version().unwrap(), SCHEMA_VERSION);
+        // The lock an older sealer took has no origin: refused, never taken over.
+        assert!(matches!(writer.lock("c", "alice@ws1", 42, "sealer apply"), Err(StateError::Locked { .. })));
     }
 
     /// The lock of a process gone from this machine (same user and hostname, same boot and pid namespace)

@@ -213,10 +213,12 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         site.declare(&masters, &[2]);
         let jitter = random(400);
         let hit = kill_at(&site, site.spawn_apply(Stdio::null), at, jitter);
+        let inside = hit && kubeadm_unfinished(&site, 0);
         let name = format!("install, kill point {}: {at} (+{jitter:?})", points.len() + 1);
         let (took, did) = site.finishes(&name);
         if hit {
-            points.push(format!("{name}: next apply {:.1} s ({did})", took.as_secs_f64()));
+            let kubeadm = if inside { ", inside kubeadm" } else { "" };
+            points.push(format!("{name}{kubeadm}: next apply {:.1} s ({did})", took.as_secs_f64()));
         }
         consistent(&site, &all, &masters, &name);
         ok(&site.sealer(&["destroy", "-f", "Clusterfile", "--auto-approve"]));
@@ -241,18 +243,31 @@ fn an_apply_killed_anywhere_is_finished_by_the_next() {
         // Within a join's time (about 0.6 s), so that most kills land inside it.
         let jitter = random(if master { 500 } else { 200 });
         let hit = kill_at(&site, site.spawn_apply(Stdio::null), &at, jitter);
+        let inside = hit && kubeadm_unfinished(&site, host);
         let name =
             format!("{} join, kill point {} (+{jitter:?})", if master { "master" } else { "node" }, points.len() + 1);
         let (took, did) = site.finishes(&name);
         if hit {
-            points.push(format!("{name}: next apply {:.1} s ({did})", took.as_secs_f64()));
+            let kubeadm = if inside { ", inside kubeadm" } else { "" };
+            points.push(format!("{name}{kubeadm}: next apply {:.1} s ({did})", took.as_secs_f64()));
         }
         consistent(&site, &all, &masters, &name);
     }
     eprintln!("FIGURE {} kill points, each finished by the next apply:\n  {}", points.len(), points.join("\n  "));
-    // A kill after the killed apply's last change leaves nothing to do; most must have left work.
+    // A kill after the killed apply's last change leaves nothing to do; most must have left work, and a
+    // good part of them must have landed while a kubeadm ran.
     let unfinished = points.iter().filter(|p| p.contains("Apply complete!")).count();
     assert!(unfinished >= 12, "only {unfinished} of {} kills landed before the killed apply finished", points.len());
+    let inside = points.iter().filter(|p| p.contains("inside kubeadm")).count();
+    assert!(inside >= 6, "only {inside} of {} kills landed while kubeadm init or join ran", points.len());
+}
+
+/// Whether host `i`'s last kubeadm init or join had started and not completed when it was read (the kill
+/// landed inside it), by the host's own history.
+fn kubeadm_unfinished(site: &Site, i: usize) -> bool {
+    let history = site.tb.exec_ok(i, "cat /var/log/sim-k8s/kubeadm-history.log 2>/dev/null; true");
+    let last = history.lines().rev().find(|l| l.contains(" init ") || l.contains(" join "));
+    last.is_some_and(|l| l.ends_with(" started"))
 }
 
 /// A disk too small for the image: a 30 MiB tmpfs over `/var/lib/sealer` on host `i`.

@@ -3,7 +3,7 @@
 use sealer_cli::ops;
 use sealer_cli::ops::run::RunRequest;
 
-use crate::args::{ApplyArgs, RunArgs};
+use crate::args::{ApplyArgs, DeleteArgs, JoinArgs, RunArgs};
 use crate::render::progress::TransferBar;
 use crate::{Context, Outcome};
 
@@ -30,34 +30,96 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
         println!("pulled {} {}", pulled.config.name, pulled.manifest_digest);
     }
     let prepared = ops::run::prepare(&ctx.ws, &request, target)?;
-    let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
-    prepared.write()?;
     if prepared.application {
         let what = if prepared.joined { "joins" } else { "is already in" };
         println!("Application `{}` {what} `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
     }
-    println!("Clusterfile: {}", prepared.path.display());
-    let applied = super::apply::run(
+    apply_prepared(ctx, &prepared, args.auto_approve, args.parallelism, args.no_progress)
+}
+
+/// `sealer join`: `run` of the image the cluster runs, with the hosts to add.
+pub fn join(ctx: &Context, args: JoinArgs) -> anyhow::Result<Outcome> {
+    if args.masters.as_deref().is_none_or(|m| m.trim().is_empty())
+        && args.nodes.as_deref().is_none_or(|n| n.trim().is_empty())
+    {
+        anyhow::bail!("`sealer join` needs the hosts to add: --masters (-m), --nodes (-n)");
+    }
+    let probe = RunRequest { cluster_name: args.cluster_name.clone(), ..Default::default() };
+    let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
+    let image = ops::run::kept_image(&ctx.ws, &cluster)?;
+    run(
         ctx,
-        ApplyArgs {
-            planfile: None,
-            file: prepared.path.clone(),
+        RunArgs {
+            image,
+            masters: args.masters,
+            nodes: args.nodes,
+            passwd: args.passwd,
+            pk: args.pk,
+            pk_passwd: args.pk_passwd,
+            user: args.user,
+            port: args.port,
+            env: Vec::new(),
+            cmd_args: Vec::new(),
+            cluster_name: Some(cluster),
             auto_approve: args.auto_approve,
             parallelism: args.parallelism,
-            targets: Vec::new(),
-            strict_host_keys: false,
-            refresh: true,
             no_progress: args.no_progress,
-            json: false,
-            verbose: false,
-            force: false,
-            refresh_only: false,
-            restore_hostname: false,
-            max_unavailable: 1,
         },
-        false,
-    );
-    // Nothing applied (cancelled, refused, a plan error): the Clusterfile is put back as it was.
+    )
+}
+
+/// `sealer delete`: the kept Clusterfile without the hosts, applied; `--all` destroys the cluster.
+pub fn delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<Outcome> {
+    let probe = RunRequest { cluster_name: args.cluster_name.clone(), ..Default::default() };
+    let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
+    if args.all {
+        let path = ops::run::clusterfile_path(&ctx.ws, &cluster);
+        if !path.exists() {
+            anyhow::bail!(
+                "cluster `{cluster}` was not made by `sealer run`: `sealer destroy -f YOUR_CLUSTERFILE` tears it down"
+            );
+        }
+        let destroy =
+            ApplyArgs { refresh: false, ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress) };
+        return super::apply::run(ctx, destroy, true);
+    }
+    let prepared = ops::run::prepare_delete(&ctx.ws, &cluster, args.masters.as_deref(), args.nodes.as_deref())?;
+    apply_prepared(ctx, &prepared, args.auto_approve, args.parallelism, args.no_progress)
+}
+
+fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {
+    ApplyArgs {
+        planfile: None,
+        file,
+        auto_approve,
+        parallelism,
+        targets: Vec::new(),
+        strict_host_keys: false,
+        refresh: true,
+        no_progress,
+        json: false,
+        verbose: false,
+        force: false,
+        refresh_only: false,
+        restore_hostname: false,
+        max_unavailable: 1,
+    }
+}
+
+/// Writes the Clusterfile `prepared` holds and applies it; when nothing was applied (cancelled, refused,
+/// a plan error), the Clusterfile is put back as it was.
+fn apply_prepared(
+    ctx: &Context,
+    prepared: &ops::run::Prepared,
+    auto_approve: bool,
+    parallelism: usize,
+    no_progress: bool,
+) -> anyhow::Result<Outcome> {
+    let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
+    prepared.write()?;
+    println!("Clusterfile: {}", prepared.path.display());
+    let applied =
+        super::apply::run(ctx, apply_args(prepared.path.clone(), auto_approve, parallelism, no_progress), false);
     if applied.is_err() && ops::state::serial(&ctx.ws, &prepared.cluster)? == serial {
         prepared.restore()?;
     }

@@ -289,10 +289,7 @@ fn lists_app(text: &str, image: &str) -> bool {
 }
 
 fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow::Result<String> {
-    let mut docs = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
-        docs.push(serde::Deserialize::deserialize(de).context("the kept Clusterfile is not YAML")?);
-    }
+    let mut docs = yaml_docs(text)?;
     let cluster = docs
         .iter_mut()
         .find(|d: &&mut Value| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
@@ -351,6 +348,106 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
         hosts.push(group(&ips.join(","), role, Some(req.ssh())));
     }
     render(&docs)
+}
+
+/// The kept Clusterfile of a cluster `run` made and the state holds: its path and text.
+fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, String)> {
+    let in_state = match ws.state.open_read_only()? {
+        Some(store) => store.load(cluster)?.is_some_and(|s| !s.resources.is_empty()),
+        None => false,
+    };
+    if !in_state {
+        bail!("there is no cluster `{cluster}` in the state: `sealer {verb}` acts on a cluster `sealer run` made");
+    }
+    let path = clusterfile_path(ws, cluster);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!(
+            "cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): edit its hosts and run \
+             `sealer apply -f` on it"
+        )
+    })?;
+    Ok((path, text))
+}
+
+fn yaml_docs(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        docs.push(serde::Deserialize::deserialize(de).context("the kept Clusterfile is not YAML")?);
+    }
+    Ok(docs)
+}
+
+/// The cluster image a cluster `run` made runs (`sealer join` adds hosts with it).
+pub fn kept_image(ws: &Workspace, cluster: &str) -> anyhow::Result<String> {
+    let (path, text) = kept(ws, cluster, "join")?;
+    yaml_docs(&text)?
+        .iter()
+        .find(|d| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
+        .and_then(|d| d.get("spec")?.get("image")?.as_str().map(str::to_string))
+        .with_context(|| format!("`{}` names no `spec.image`", path.display()))
+}
+
+/// The kept Clusterfile of `cluster` without the hosts `masters` and `nodes` list (each must be a host of
+/// that role); `sealer delete` applies it. Hosts of a group stay in it one address each.
+pub fn prepare_delete(
+    ws: &Workspace,
+    cluster: &str,
+    masters: Option<&str>,
+    nodes: Option<&str>,
+) -> anyhow::Result<Prepared> {
+    let (path, text) = kept(ws, cluster, "delete")?;
+    let mut docs = yaml_docs(&text)?;
+    let doc = docs
+        .iter_mut()
+        .find(|d: &&mut Value| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
+        .context("the kept Clusterfile has no Cluster document")?;
+    let spec = doc.get_mut("spec").and_then(Value::as_mapping_mut).context("the kept Clusterfile has no spec")?;
+    let declared = declared_hosts(spec)?;
+    let mut removed = BTreeSet::new();
+    for (list, flag, role) in [
+        (listed(&masters.map(str::to_string)), "--masters", "master"),
+        (listed(&nodes.map(str::to_string)), "--nodes", "node"),
+    ] {
+        let Some(list) = list else { continue };
+        for ip in expand(list, flag)? {
+            match declared.get(&ip) {
+                Some(r) if r == role => {
+                    removed.insert(ip);
+                }
+                Some(r) => bail!("{ip} is a {r} of cluster `{cluster}`, not a {role}"),
+                None => bail!("{ip} is not a host of cluster `{cluster}`"),
+            }
+        }
+    }
+    if removed.is_empty() {
+        bail!("`sealer delete` needs the hosts to remove (--masters, --nodes), or --all for the whole cluster");
+    }
+    if declared.iter().all(|(ip, role)| role != "master" || removed.contains(ip)) {
+        bail!("that would leave cluster `{cluster}` without a master: `sealer delete --all` deletes the cluster");
+    }
+    let groups = spec.get_mut("hosts").and_then(Value::as_sequence_mut).context("spec.hosts is not a list")?;
+    for group in groups.iter_mut() {
+        let Some(ips) = group.get_mut("ips").and_then(Value::as_sequence_mut) else { continue };
+        let mut kept_ips = Vec::new();
+        for item in ips.iter() {
+            for ip in expand(item.as_str().unwrap_or_default(), "spec.hosts.ips")? {
+                if !removed.contains(&ip) {
+                    kept_ips.push(Value::from(ip.to_string()));
+                }
+            }
+        }
+        *ips = kept_ips;
+    }
+    groups.retain(|g| g.get("ips").and_then(Value::as_sequence).is_none_or(|ips| !ips.is_empty()));
+    let text_after = render(&docs)?;
+    Ok(Prepared {
+        cluster: cluster.to_string(),
+        path,
+        previous: Some(text),
+        text: text_after,
+        application: false,
+        joined: false,
+    })
 }
 
 fn render(docs: &[Value]) -> anyhow::Result<String> {

@@ -21,10 +21,18 @@ answers() { [ -S "$sock" ] && ctr --connect-timeout 2s --address "$sock" version
 if answers; then
   exit 0
 fi
-mkdir -p /var/log/sim-k8s "$state"
-# Detached from the caller's session and output, so the ssh channel does not wait for it.
-setsid containerd --config "$conf" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
-echo $! > "$state/sealer-containerd.pid"
+# The containerd this script started, still running (slow to answer, or starting): waited for, never
+# started twice.
+started() {
+  p=$(cat "$state/sealer-containerd.pid" 2>/dev/null) && [ -n "$p" ] &&
+    [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(command -v containerd)" ]
+}
+if ! started; then
+  mkdir -p /var/log/sim-k8s "$state"
+  # Detached from the caller's session and output, so the ssh channel does not wait for it.
+  setsid containerd --config "$conf" >>/var/log/sim-k8s/containerd.log 2>&1 </dev/null &
+  echo $! > "$state/sealer-containerd.pid"
+fi
 i=0
 until answers; do
   i=$((i + 1))

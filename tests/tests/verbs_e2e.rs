@@ -1,0 +1,174 @@
+//! The day-to-day verbs on real sshd hosts. `sealer exec`: selection by role and address, each line
+//! prefixed with its host, the worst host's status as the exit code (255 for a host the command never ran
+//! on), a non-root login whose sudo asks a password, and that password nowhere in what sealer printed or
+//! left. `sealer join` and `sealer delete` on a cluster `sealer run` made.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Testbed};
+
+const PASSWORD: &str = "Exec-Canary-Pw-31";
+
+#[test]
+fn exec_runs_by_role_and_address_with_the_worst_status_and_no_password_anywhere() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let ip = |i: usize| tb.ips[i].to_string();
+    // Every host: a login `ops` whose sudo asks its password (the one the Clusterfile gives).
+    for i in 0..3 {
+        tb.exec_ok(
+            i,
+            &format!(
+                "useradd -m -s /bin/sh ops && echo 'ops:{PASSWORD}' | chpasswd && \
+                 echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops"
+            ),
+        );
+    }
+    let clusterfile = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ex\nspec:\n  image: sim/kubernetes:v1.22.15\n  \
+         ssh:\n    user: ops\n    passwd: {PASSWORD}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n    \
+         - ips: [{}, {}]\n      roles: [node]\n",
+        ip(0),
+        ip(1),
+        ip(2)
+    );
+    std::fs::write(work.join("Clusterfile"), clusterfile).unwrap();
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        let out = sealer(&home, &work, &all);
+        (out.status.code(), stdout(&out), stderr(&out))
+    };
+    let mut printed = String::new();
+
+    // The nodes only; one of them fails with 3, the exit code; every line names its host.
+    tb.exec_ok(2, "touch /tmp/fail");
+    let script = "echo \"uid $(id -u) on $(cat /etc/hostname)\"; test ! -e /tmp/fail || { echo broken >&2; exit 3; }";
+    let (code, out, err) = exec(&["-r", "node", "--", script]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(
+        out.contains(&format!("{} | uid 0 on ", ip(1))) && out.contains(&format!("{} | uid 0 on ", ip(2))),
+        "{out}"
+    );
+    assert!(!out.contains(&ip(0)), "the master was not selected: {out}");
+    assert!(
+        err.contains(&format!("{} | broken", ip(2))) && err.contains(&format!("{} (node): exit 3", ip(2))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("exec: 2 host(s), 1 failed: {} (exit 3)", ip(2))), "{err}");
+    printed += &(out + &err);
+
+    // By address, with arguments that look like flags.
+    let (code, out, err) = exec(&["--ips", &ip(0), "ls", "-d", "/"]);
+    assert_eq!((code, out.as_str()), (Some(0), format!("{} | /\n", ip(0)).as_str()), "{err}");
+    assert!(err.contains("exec: 1 host(s), all succeeded"), "{err}");
+    printed += &(out + &err);
+
+    // A host whose sshd is gone: 255, named; the others still run.
+    tb.stop_sshd(1);
+    let (code, out, err) = exec(&["-r", "node", "--", "true"]);
+    assert_eq!(code, Some(255), "{out}{err}");
+    assert!(
+        err.contains(&format!("{} (node): did not run: ", ip(1))) && err.contains(&format!("{} (did not run)", ip(1))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("exec: 2 host(s), 1 failed: {} (did not run)", ip(1))), "{err}");
+    printed += &(out + &err);
+
+    // Mistakes: an address that is not a host of the cluster, no command, a selection of nobody.
+    let (code, _, err) = exec(&["--ips", "10.9.9.9", "true"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not hosts of cluster `ex`: 10.9.9.9"), "{err}");
+    let (code, _, err) = exec(&["-r", "master"]);
+    assert_eq!(code, Some(2), "clap refuses a missing command: {err}");
+    let (code, _, err) = exec(&["-r", "master", "--ips", &ip(1), "true"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no host of cluster `ex` matches the selection"), "{err}");
+    printed += &err;
+
+    // The sudo password is in nothing sealer printed, in no file it left, on no host's command line.
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    let left = std::process::Command::new("grep").args(["-rl", PASSWORD]).arg(&home).output().unwrap();
+    assert_eq!(stdout(&left), "", "files holding the password");
+    for i in [0, 2] {
+        let cmdlines = tb.exec(i, "grep -l Exec-Canary-Pw-3[1] /proc/[0-9]*/cmdline; true");
+        assert_eq!(stdout(&cmdlines).trim(), "", "host {i}");
+    }
+}
+
+/// `sealer join` adds a node to a cluster `sealer run` made (its kept Clusterfile gains it), `sealer delete`
+/// removes it again (the node leaves the API, its host is reset), refuses what it cannot do, and `--all`
+/// tears the cluster down.
+#[test]
+fn join_then_delete_a_node_then_delete_all() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    sealer_tests::build_simulated_image(&home, dir.path());
+    let (m, n, key) = (tb.ips[0].to_string(), tb.ips[1].to_string(), tb.key.display().to_string());
+    let run = |args: &[&str]| sealer(&home, &work, args);
+    let kept = work.join(".sealer/my-cluster/Clusterfile");
+    let nodes = || {
+        let out = tb.exec_ok(0, "/var/lib/sealer/my-cluster/rootfs/bin/kubectl get nodes -o json");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut ips: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["status"]["addresses"][0]["address"].as_str().unwrap().to_string())
+            .collect();
+        ips.sort();
+        ips
+    };
+    ok(&run(&["run", sealer_tests::SIMULATED_IMAGE, "-m", &m, "--pk", &key, "--auto-approve", "--no-progress"]));
+    assert_eq!(nodes(), std::slice::from_ref(&m));
+
+    let nothing = run(&["join", "--auto-approve"]);
+    assert!(stderr(&nothing).contains("`sealer join` needs the hosts to add"), "{}", stderr(&nothing));
+    let joined = ok(&run(&["join", "-n", &n, "--pk", &key, "--auto-approve", "--no-progress"]));
+    assert!(joined.contains("Apply complete!"), "{joined}");
+    assert_eq!(nodes(), {
+        let mut v = vec![m.clone(), n.clone()];
+        v.sort();
+        v
+    });
+    assert!(std::fs::read_to_string(&kept).unwrap().contains(&n), "the kept Clusterfile lists the node");
+    let again = ok(&run(&["join", "-n", &n, "--auto-approve", "--no-progress"]));
+    assert!(again.contains("No changes."), "{again}");
+
+    // What delete refuses, each naming why; nothing is applied and the kept Clusterfile stays.
+    let before = std::fs::read_to_string(&kept).unwrap();
+    for (args, why) in [
+        (vec!["delete", "-m", n.as_str()], format!("{n} is a node of cluster `my-cluster`, not a master")),
+        (vec!["delete", "-n", "10.9.9.9"], "10.9.9.9 is not a host of cluster `my-cluster`".to_string()),
+        (vec!["delete", "-m", m.as_str()], "without a master: `sealer delete --all` deletes the cluster".to_string()),
+        (vec!["delete"], "needs the hosts to remove".to_string()),
+    ] {
+        let mut args = args;
+        args.push("--auto-approve");
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(&why), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), before);
+
+    let deleted = ok(&run(&["delete", "-n", &n, "--auto-approve", "--no-progress"]));
+    assert!(deleted.contains("Apply complete!") && deleted.contains("destroyed"), "{deleted}");
+    assert_eq!(nodes(), std::slice::from_ref(&m));
+    assert!(!std::fs::read_to_string(&kept).unwrap().contains(&n), "the kept Clusterfile lost the node");
+    let history = tb.exec_ok(1, "cat /var/log/sim-k8s/kubeadm-history.log");
+    assert!(history.trim_end().ends_with("reset completed"), "the node was reset: {history}");
+
+    ok(&run(&["delete", "--all", "--auto-approve", "--no-progress"]));
+    let listed = run(&["state", "list", "--cluster", "my-cluster"]);
+    assert_eq!(stdout(&listed).trim(), "", "the state holds nothing: {}", stderr(&listed));
+    assert!(tb.exec_ok(0, "cat /var/log/sim-k8s/kubeadm-history.log").trim_end().ends_with("reset completed"));
+}
