@@ -112,7 +112,13 @@ impl client::Handler for Client {
         match reason {
             client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
             client::DisconnectReason::Error(e) => {
-                if matches!(e, russh::Error::KeepaliveTimeout) {
+                // Unanswered keepalives, or sent bytes never acknowledged (TCP_USER_TIMEOUT).
+                let silent = match &e {
+                    russh::Error::KeepaliveTimeout => true,
+                    russh::Error::IO(io) => io.kind() == std::io::ErrorKind::TimedOut,
+                    _ => false,
+                };
+                if silent {
                     if let Ok(mut offered) = self.offered.lock() {
                         offered.stopped_answering = true;
                     }
@@ -194,6 +200,9 @@ const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; P=$$; \
 /// the host is taken as unreachable: between 9 and 12 s after it went silent.
 const KEEPALIVE: Duration = Duration::from_secs(3);
 const KEEPALIVE_MAX: usize = 3;
+
+/// How long a host may stay silent before it is taken as unreachable: the keepalive bound.
+const SILENT_FOR: Duration = Duration::from_secs(KEEPALIVE.as_secs() * (KEEPALIVE_MAX as u64 + 1));
 
 /// How long a command waits for a busy shell of its host before it opens another.
 const SHELL_WAIT: Duration = Duration::from_millis(30);
@@ -312,7 +321,15 @@ impl SshSession {
                 strict: target.strict_host_keys,
                 offered: offered.clone(),
             };
-            let connecting = client::connect(config.clone(), (target.ip, target.port), handler);
+            let connecting = async {
+                let socket = tokio::net::TcpStream::connect((target.ip, target.port)).await?;
+                socket.set_nodelay(true)?;
+                // Bytes the host does not acknowledge within the keepalive bound end the connection: while
+                // a large stdin streams to a host that went silent, russh's writer waits on the socket, out
+                // of reach of its keepalive timer, and only the kernel can tell.
+                socket2::SockRef::from(&socket).set_tcp_user_timeout(Some(SILENT_FOR))?;
+                client::connect_stream(config.clone(), socket, handler).await
+            };
             match tokio::time::timeout(remaining, connecting).await {
                 Ok(Ok(handle)) => {
                     let host_key = offered.lock().ok().and_then(|o| o.key.as_ref().map(openssh)).unwrap_or_default();
@@ -401,8 +418,7 @@ impl SshSession {
     fn lost(&self) -> TransportError {
         let silent = self.seen.lock().is_ok_and(|seen| seen.stopped_answering);
         if silent {
-            let seconds = KEEPALIVE.as_secs() * (KEEPALIVE_MAX as u64 + 1);
-            return TransportError::StoppedAnswering { host: self.target.ip, seconds };
+            return TransportError::StoppedAnswering { host: self.target.ip, seconds: SILENT_FOR.as_secs() };
         }
         TransportError::Channel {
             host: self.target.ip,

@@ -353,3 +353,38 @@ async fn a_command_failing_early_under_a_large_stdin_ends_at_once() {
         eprintln!("FIGURE a command failing under 64 MiB of stdin ended in {:.1} s", took.as_secs_f64());
     }
 }
+
+/// A host that goes silent (a partition) while a large stdin streams to it is named as having stopped
+/// answering within the keepalive bound (12 s) and a margin, not after the command's timeout: the socket's
+/// unacknowledged bytes end the connection where russh's keepalive timer cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_partitioned_while_a_large_stdin_streams_is_named_within_15_s() {
+    use sealer_providers::TransportError;
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    let session = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
+    // The host reads nothing for a while: the stream stops on full windows and socket buffers.
+    let stdin = vec![7u8; 256 << 20];
+    let sending = session.exec("sleep 30; cat >/dev/null", &stdin, Duration::from_secs(120));
+    let partition = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tb.exec_ok(
+            0,
+            "nft add table inet partition && \
+             nft 'add chain inet partition in { type filter hook input priority 0 ; }' && \
+             nft 'add chain inet partition out { type filter hook output priority 0 ; }' && \
+             nft add rule inet partition in iif != lo drop && nft add rule inet partition out oif != lo drop",
+        );
+        std::time::Instant::now()
+    };
+    let (result, cut) = tokio::join!(sending, partition);
+    let took = cut.elapsed();
+    tb.exec_ok(0, "nft delete table inet partition");
+    let error = result.unwrap_err();
+    assert!(matches!(error, TransportError::StoppedAnswering { .. }), "{error}");
+    assert!(error.to_string().contains(&tb.ips[0].to_string()), "{error}");
+    assert!(took <= Duration::from_secs(15), "{took:?}: {error}");
+    eprintln!("FIGURE a host partitioned under 256 MiB of stdin was named in {:.1} s", took.as_secs_f64());
+}
