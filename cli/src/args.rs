@@ -74,6 +74,9 @@ pub enum Command {
     /// Remove hosts from a cluster `sealer run` made (its kept Clusterfile loses them, then it is
     /// applied), or with --all tear the whole cluster down
     Delete(DeleteArgs),
+    /// Check the hosts before an install (--pre: root, free ports, swap, clock, hostnames) or the
+    /// cluster after it (--post: every host a Ready node); exit 1 when a check fails
+    Check(CheckArgs),
     /// Run a command on the cluster's hosts (by role, node label or address), many at once; each output
     /// line is prefixed with its host, and the exit code is the worst host's (255: could not run there)
     Exec(ExecArgs),
@@ -251,6 +254,22 @@ pub struct DeleteArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The Clusterfile
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "Clusterfile")]
+    pub file: PathBuf,
+    /// Before an install: what each host must offer
+    #[arg(long, conflicts_with = "post")]
+    pub pre: bool,
+    /// After an install: the cluster's health (the default when the state has the cluster)
+    #[arg(long)]
+    pub post: bool,
+    /// Refuse hosts whose ssh host key is not in the state yet
+    #[arg(long)]
+    pub strict_host_keys: bool,
 }
 
 #[derive(Debug, Args)]

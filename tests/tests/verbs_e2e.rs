@@ -45,6 +45,32 @@ fn exec_runs_by_role_and_address_with_the_worst_status_and_no_password_anywhere(
     };
     let mut printed = String::new();
 
+    // `sealer check --pre` through the same logins: each host's checks pass, then a port the API server
+    // needs, taken on the master, fails them.
+    let swap = std::fs::read_to_string("/proc/swaps").unwrap().lines().count() > 1;
+    let checked = sealer(&home, &work, &["check", "--pre"]);
+    let said = stdout(&checked);
+    for i in 0..3 {
+        for check in ["ssh", "root", "ports", "clock"] {
+            assert!(
+                said.contains(&format!("ok   {:<w$}  {check:<8}", ip(i), w = ip(2).len())),
+                "{check} on {i}: {said}"
+            );
+        }
+    }
+    assert_eq!(checked.status.code(), Some(if swap { 1 } else { 0 }), "{said}{}", stderr(&checked));
+    tb.exec_ok(
+        0,
+        "setsid python3 -c 'import socket, time; s = socket.socket(); s.bind((\"0.0.0.0\", 6443)); s.listen(); \
+         time.sleep(600)' >/dev/null 2>&1 < /dev/null & sleep 0.5",
+    );
+    let taken = sealer(&home, &work, &["check", "--pre"]);
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(stdout(&taken).contains(&format!("FAIL {}  ports     in use: 6443", ip(0))), "{}", stdout(&taken));
+    assert!(stderr(&taken).contains("checks before the install failed"), "{}", stderr(&taken));
+    tb.exec_ok(0, "pkill -f 'socket[.]socket'");
+    printed += &(said + &stdout(&taken) + &stderr(&taken));
+
     // The nodes only; one of them fails with 3, the exit code; every line names its host.
     tb.exec_ok(2, "touch /tmp/fail");
     let script = "echo \"uid $(id -u) on $(cat /etc/hostname)\"; test ! -e /tmp/fail || { echo broken >&2; exit 3; }";
@@ -130,6 +156,9 @@ fn join_then_delete_a_node_then_delete_all() {
     };
     ok(&run(&["run", sealer_tests::SIMULATED_IMAGE, "-m", &m, "--pk", &key, "--auto-approve", "--no-progress"]));
     assert_eq!(nodes(), std::slice::from_ref(&m));
+    // `sealer check` after the install (the default once the state has the cluster): the master a Ready node.
+    let healthy = ok(&run(&["check", "-f", kept.to_str().unwrap()]));
+    assert!(healthy.contains(&format!("ok   {m}  node      Ready")), "{healthy}");
 
     let nothing = run(&["join", "--auto-approve"]);
     assert!(stderr(&nothing).contains("`sealer join` needs the hosts to add"), "{}", stderr(&nothing));

@@ -101,11 +101,7 @@ pub fn exec(
     if req.command.contains('\0') {
         bail!("the command has a NUL byte, which no shell can run");
     }
-    let mut state = match ws.state.open_read_only()? {
-        Some(store) => store.load(&cf.cluster.name)?,
-        None => None,
-    }
-    .unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let mut state = super::recorded_state(ws, &cf.cluster.name)?;
     let chosen = select(ws, cf, &mut state, req)?;
     let targets = hosts::ssh_targets(ws, cf, &state, req.strict_host_keys)?;
     let remote = ws.remote(targets, req.timeout);

@@ -3,6 +3,7 @@
 //! `Reporter` and `TransferProgress` traits the caller passes).
 
 pub mod apply;
+pub mod check;
 pub mod exec;
 pub mod hosts;
 pub mod images;
@@ -175,6 +176,15 @@ fn redact_args(args: impl Iterator<Item = String>) -> String {
         }
     }
     out.join(" ")
+}
+
+/// The state recorded for `cluster`, read-only (empty when there is none): reads never create a state.
+pub fn recorded_state(ws: &Workspace, cluster: &str) -> anyhow::Result<sealer_engine::State> {
+    Ok(match ws.state.open_read_only()? {
+        Some(store) => store.load(cluster)?,
+        None => None,
+    }
+    .unwrap_or_else(|| sealer_engine::State::empty(cluster)))
 }
 
 /// The masters the Clusterfile declares, in its order.

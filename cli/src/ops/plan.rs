@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::kubeadm::kubernetes_version;
-use sealer_engine::{Address, Clusterfile, Diagnostic, Kind, Location, Plan, PlanOptions, Severity, State};
+use sealer_engine::{Address, Clusterfile, Diagnostic, Kind, Location, Plan, PlanOptions, Severity};
 use sealer_providers::cluster::Observed;
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
@@ -125,11 +125,7 @@ pub fn plan(
     req: &PlanRequest,
     progress: &dyn TransferProgress,
 ) -> anyhow::Result<Planned> {
-    let recorded = match ws.state.open_read_only()? {
-        Some(store) => store.load(&cf.cluster.name)?,
-        None => None,
-    }
-    .unwrap_or_else(|| State::empty(&cf.cluster.name));
+    let recorded = super::recorded_state(ws, &cf.cluster.name)?;
     // What the images bring (hooks, their plugins, their kubeadm configuration) is compiled from the local
     // store; missing, those resources would be planned away from a cluster that has them. A new cluster has
     // nothing to lose (it plans with a warning, and apply pulls), and neither a destroy nor a refresh-only
