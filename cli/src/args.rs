@@ -242,6 +242,10 @@ pub struct DeleteArgs {
     /// Tear the whole cluster down (as `sealer destroy`)
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Apply even when the plan is dangerous (a host that no longer answers, the first master), as
+    /// `apply --force`
+    #[arg(long, conflicts_with = "all")]
+    pub force: bool,
     /// The cluster (default: the one cluster in the state, else `my-cluster`)
     #[arg(long = "cluster-name", value_name = "NAME")]
     pub cluster_name: Option<String>,
@@ -292,8 +296,8 @@ pub struct ExecArgs {
     /// How many hosts run the command at once
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
-    /// Seconds the command may run on a host
-    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds the command may run on a host (at most a day)
+    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// Refuse hosts whose ssh host key is not in the state yet
     #[arg(long)]

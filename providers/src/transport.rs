@@ -627,11 +627,16 @@ impl SshSession {
         // here-document when it is short text (the shell hands it over itself, with no process to start),
         // else `head -c` hands it exactly its bytes and `cat` drains what it did not read.
         let end = format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n");
+        // The command goes quoted to `eval`: one that does not parse (`echo )`) fails with the shell's
+        // message and status 2, and the end markers still follow; spliced in, it would swallow them and
+        // the command would wait for its timeout.
+        let evaluated = format!("eval {}", crate::shell::quote(command));
         let (script, raw) = match here_document(stdin, m) {
-            _ if stdin.is_empty() => (format!("( {command}\n) </dev/null; {end}"), false),
-            Some(text) => (format!("( {command}\n) <<'{m}_stdin'; {end}{text}{m}_stdin\n"), false),
+            _ if stdin.is_empty() => (format!("( {evaluated}\n) </dev/null; {end}"), false),
+            Some(text) => (format!("( {evaluated}\n) <<'{m}_stdin'; {end}{text}{m}_stdin\n"), false),
             None => {
-                (format!("head -c {} | ( ( {command}\n); s=$?; cat >/dev/null; exit $s ); {end}", stdin.len()), true)
+                let n = stdin.len();
+                (format!("head -c {n} | ( ( {evaluated}\n); s=$?; cat >/dev/null; exit $s ); {end}"), true)
             }
         };
         let framed_script = format!("{:012}{script}", script.len());

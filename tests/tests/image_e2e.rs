@@ -192,6 +192,48 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
         serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "lite:1"]))).unwrap();
     assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
 
+    // Seed 001's journey: a RUN downloads a YAML into the rootfs (from a local server standing for the
+    // internet) and a CMD applies it; `build -m lite` carries its image. A workload YAML elsewhere in the
+    // rootfs is carried too.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = server.local_addr().unwrap().port();
+    let recommended = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec:\n  template:\n    spec:\n      containers: [{{name: c, image: \"{app2}\"}}]\n");
+    std::thread::spawn(move || {
+        for stream in server.incoming().flatten() {
+            use std::io::{BufRead as _, Write as _};
+            let mut stream = stream;
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{recommended}", recommended.len());
+        }
+    });
+    let dash = dir.path().join("dashboard");
+    std::fs::create_dir_all(dash.join("extra")).unwrap();
+    std::fs::write(
+        dash.join("extra/job.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: \"{app1}\"}}]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dash.join("Kubefile"),
+        format!(
+            "FROM scratch\nCOPY extra extra\nRUN wget -q http://127.0.0.1:{http}/recommended.yaml\n\
+             CMD kubectl apply -f recommended.yaml\n"
+        ),
+    )
+    .unwrap();
+    let built =
+        ok(&sealer(&home, dir.path(), &["build", "-m", "lite", "-t", "dashboard:latest", dash.to_str().unwrap()]));
+    assert!(built.contains("lite build: 2 container image(s)"), "{built}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&sealer(&home, dir.path(), &["inspect", "dashboard:latest"]))).unwrap();
+    assert_eq!(inspect["images"], serde_json::json!([app1, app2]));
+
     // Behind a mirror: `docker.io/...` names are fetched from the mirror and kept under their own name.
     let hub = ctx.join("hub");
     std::fs::create_dir_all(hub.join("manifests")).unwrap();

@@ -170,10 +170,10 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         &app,
         &[
             ("manifests/app.yaml", &deployment(2)),
-            // Outside manifests/: the lite build does not collect them. The cluster's registry lacks the
-            // first's image; the second's container exits 1.
+            // Applied from stdin, out of the lite build's sight (it reads what CMDs name with `-f FILE` and
+            // YAML files): the cluster's registry lacks the first's image; the second's container exits 1.
             (
-                "extra/others.yaml",
+                "extra/others.txt",
                 &format!(
                     "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n    - name: m\n      \
                      image: docker.io/library/not-carried:1\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\n\
@@ -183,8 +183,8 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
             (
                 "Kubefile",
                 "FROM scratch\nCOPY manifests manifests\nCOPY extra extra\nLABEL sealer.io/clean=\"kubectl delete -f manifests/app.yaml\"\n\
-                 LABEL sealer.io/clean.others=\"kubectl delete -f extra/others.yaml\"\n\
-                 CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f extra/others.yaml\n",
+                 LABEL sealer.io/clean.others=\"kubectl delete -f - < extra/others.txt\"\n\
+                 CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f - < extra/others.txt\n",
             ),
         ],
     );

@@ -13,9 +13,18 @@ use sealer_engine::clusterfile::Role;
 use crate::args::{CheckArgs, ExecArgs, RoleArg};
 use crate::{Context, Outcome};
 
+/// Exit 255 when sealer's own part failed (the Clusterfile, the selection): what a host's command exits
+/// with is never mistaken for it, as with ssh.
 pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<Outcome> {
+    exec(ctx, args).or_else(|e| {
+        eprintln!("error: {e:#}");
+        Ok(Outcome::Exit(u8::MAX))
+    })
+}
+
+fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<Outcome> {
     let path = match &args.cluster {
-        Some(name) => ops::run::clusterfile_path(&ctx.ws, name),
+        Some(name) => ops::run::clusterfile_path(&ctx.ws, name)?,
         None => args.file.clone(),
     };
     let cf = super::load_clusterfile(&path)?;

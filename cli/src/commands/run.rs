@@ -34,7 +34,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
         let what = if prepared.joined { "joins" } else { "is already in" };
         println!("Application `{}` {what} `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
     }
-    apply_prepared(ctx, &prepared, args.auto_approve, args.parallelism, args.no_progress)
+    let apply = apply_args(prepared.path.clone(), args.auto_approve, args.parallelism, args.no_progress);
+    apply_prepared(ctx, &prepared, apply)
 }
 
 /// `sealer join`: `run` of the image the cluster runs, with the hosts to add.
@@ -72,8 +73,11 @@ pub fn join(ctx: &Context, args: JoinArgs) -> anyhow::Result<Outcome> {
 pub fn delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<Outcome> {
     let probe = RunRequest { cluster_name: args.cluster_name.clone(), ..Default::default() };
     let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
+    let path = ops::run::clusterfile_path(&ctx.ws, &cluster)?;
     if args.all {
-        let path = ops::run::clusterfile_path(&ctx.ws, &cluster);
+        if ops::recorded_state(&ctx.ws, &cluster)?.resources.is_empty() {
+            anyhow::bail!("there is no cluster `{cluster}` in the state");
+        }
         if !path.exists() {
             anyhow::bail!(
                 "cluster `{cluster}` was not made by `sealer run`: `sealer destroy -f YOUR_CLUSTERFILE` tears it down"
@@ -84,7 +88,10 @@ pub fn delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<Outcome> {
         return super::apply::run(ctx, destroy, true);
     }
     let prepared = ops::run::prepare_delete(&ctx.ws, &cluster, args.masters.as_deref(), args.nodes.as_deref())?;
-    apply_prepared(ctx, &prepared, args.auto_approve, args.parallelism, args.no_progress)
+    // --force as apply's: removing a host that no longer answers, or the first master, is dangerous.
+    let apply =
+        ApplyArgs { force: args.force, ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress) };
+    apply_prepared(ctx, &prepared, apply)
 }
 
 fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {
@@ -106,20 +113,13 @@ fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, 
     }
 }
 
-/// Writes the Clusterfile `prepared` holds and applies it; when nothing was applied (cancelled, refused,
-/// a plan error), the Clusterfile is put back as it was.
-fn apply_prepared(
-    ctx: &Context,
-    prepared: &ops::run::Prepared,
-    auto_approve: bool,
-    parallelism: usize,
-    no_progress: bool,
-) -> anyhow::Result<Outcome> {
+/// Writes the Clusterfile `prepared` holds and applies it with `apply` (its file: that Clusterfile); when
+/// nothing was applied (cancelled, refused, a plan error), the Clusterfile is put back as it was.
+fn apply_prepared(ctx: &Context, prepared: &ops::run::Prepared, apply: ApplyArgs) -> anyhow::Result<Outcome> {
     let serial = ops::state::serial(&ctx.ws, &prepared.cluster)?;
     prepared.write()?;
     println!("Clusterfile: {}", prepared.path.display());
-    let applied =
-        super::apply::run(ctx, apply_args(prepared.path.clone(), auto_approve, parallelism, no_progress), false);
+    let applied = super::apply::run(ctx, ApplyArgs { file: prepared.path.clone(), ..apply }, false);
     if applied.is_err() && ops::state::serial(&ctx.ws, &prepared.cluster)? == serial {
         prepared.restore()?;
     }

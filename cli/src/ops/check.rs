@@ -34,21 +34,57 @@ fn finding(ip: IpAddr, check: &'static str, passed: bool, detail: impl Into<Stri
     Finding { ip, check, passed, detail: detail.into() }
 }
 
-/// The script a host runs for `--pre`: one `NAME|VALUE` line per fact (POSIX sh: dash is `/bin/sh`).
+/// The script a host runs for `--pre`: one `NAME|VALUE` line per fact (POSIX sh: dash is `/bin/sh`; the
+/// socket tables go through `cat` so that a host without IPv6, and no `/proc/net/tcp6`, is read whole).
 fn pre_script(ports: &[u16]) -> String {
     let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
     format!(
         "echo \"uid|$(id -u)\"; echo \"hostname|$(cat /proc/sys/kernel/hostname)\"; echo \"time|$(date +%s)\"; \
          echo \"swap|$(awk 'NR > 1' /proc/swaps | wc -l)\"; \
          for p in {ports}; do h=$(printf ':%04X' \"$p\"); \
-         if awk -v h=\"$h\" '$4 == \"0A\" && substr($2, length($2) - 4) == h {{ f = 1 }} END {{ exit !f }}' \
-         /proc/net/tcp /proc/net/tcp6 2>/dev/null; then echo \"taken|$p\"; fi; done",
+         if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | \
+         awk -v h=\"$h\" '$4 == \"0A\" && substr($2, length($2) - 4) == h {{ f = 1 }} END {{ exit !f }}'; \
+         then echo \"taken|$p\"; fi; done",
         ports = ports.join(" ")
     )
 }
 
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What a host said to the `--pre` script, and when it was asked and answered (workstation time).
+struct Facts {
+    asked: f64,
+    answered: f64,
+    lines: Vec<(String, String)>,
+}
+
+impl Facts {
+    fn get(&self, name: &str) -> &str {
+        self.lines.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.lines.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// Runs the `--pre` script on `ip`, once connected (and sudo's shell open), so that the clock is read
+/// within one command's round trip.
+async fn facts(remote: &dyn sealer_providers::cluster::Remote, ip: IpAddr, ports: &[u16]) -> Result<Facts, String> {
+    remote.exec(ip, "true", b"").await.map_err(|e| e.to_string())?;
+    let asked = now();
+    let out = remote.exec(ip, &pre_script(ports), b"").await.map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(format!("the checks exited with {}: {}", out.status, out.stderr_text()));
+    }
+    let lines = out
+        .stdout_text()
+        .lines()
+        .filter_map(|l| l.split_once('|').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+        .collect();
+    Ok(Facts { asked, answered: now(), lines })
 }
 
 /// The checks before an install, on every host of the Clusterfile.
@@ -62,71 +98,40 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
         if Some(h.ip) == first {
             ports.push(sealer_engine::kubeadm::REGISTRY_PORT);
         }
-        async move {
-            let asked = now();
-            let out = remote.exec(h.ip, &pre_script(&ports), b"").await;
-            (h.ip, asked, now(), out)
-        }
+        async move { (h.ip, facts(remote.as_ref(), h.ip, &ports).await) }
     })))?;
     let mut findings = Vec::new();
-    let mut hostnames: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for (ip, asked, answered, out) in runs {
-        let out = match out {
-            Ok(out) if out.status == 0 => out,
-            Ok(out) => {
-                findings.push(finding(
-                    ip,
-                    "ssh",
-                    false,
-                    format!("the checks exited with {}: {}", out.status, out.stderr_text()),
-                ));
-                continue;
-            }
+    let mut names: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, facts) in runs {
+        let facts = match facts {
+            Ok(facts) => facts,
             Err(e) => {
-                findings.push(finding(ip, "ssh", false, e.to_string()));
+                findings.push(finding(ip, "ssh", false, e));
                 continue;
             }
         };
         findings.push(finding(ip, "ssh", true, "reached"));
-        let facts: Vec<(String, String)> = out
-            .stdout_text()
-            .lines()
-            .filter_map(|l| l.split_once('|').map(|(k, v)| (k.to_string(), v.trim().to_string())))
-            .collect();
-        let fact = |name: &str| facts.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
-        let root = fact("uid") == "0";
-        findings.push(finding(
-            ip,
-            "root",
-            root,
-            if root { "commands run as root" } else { "not root, and sudo did not make it so" },
-        ));
-        let taken: Vec<&str> = facts.iter().filter(|(k, _)| k == "taken").map(|(_, v)| v.as_str()).collect();
-        findings.push(finding(
-            ip,
-            "ports",
-            taken.is_empty(),
-            if taken.is_empty() { "free".to_string() } else { format!("in use: {}", taken.join(", ")) },
-        ));
-        let swaps = fact("swap");
-        findings.push(finding(
-            ip,
-            "swap",
-            swaps == "0",
-            if swaps == "0" {
-                "off".to_string()
-            } else {
-                format!("{swaps} swap area(s) on: the kubelet refuses to start")
-            },
-        ));
-        match fact("time").parse::<f64>() {
+        let root = facts.get("uid") == "0";
+        let said = if root { "commands run as root" } else { "not root, and sudo did not make it so" };
+        findings.push(finding(ip, "root", root, said));
+        let taken = facts.all("taken");
+        let said = if taken.is_empty() { "free".to_string() } else { format!("in use: {}", taken.join(", ")) };
+        findings.push(finding(ip, "ports", taken.is_empty(), said));
+        let swaps = facts.get("swap");
+        let said = if swaps == "0" {
+            "off".to_string()
+        } else {
+            format!("{swaps} swap area(s) on: the kubelet refuses to start")
+        };
+        findings.push(finding(ip, "swap", swaps == "0", said));
+        match facts.get("time").parse::<f64>() {
             // The host read its clock between asking and answering: it is in step when within that span
             // widened by the allowed skew (its `date` has whole seconds).
             Ok(t) => {
-                let skew = if t + 1.0 < asked {
-                    asked - (t + 1.0)
-                } else if t > answered {
-                    t - answered
+                let skew = if t + 1.0 < facts.asked {
+                    facts.asked - (t + 1.0)
+                } else if t > facts.answered {
+                    t - facts.answered
                 } else {
                     0.0
                 };
@@ -135,32 +140,41 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
             }
             Err(_) => findings.push(finding(ip, "clock", false, "the host did not say its time")),
         }
-        hostnames.entry(fact("hostname").to_string()).or_default().push(ip);
+        // The node name each host will have: the HOSTNAME plugin's when it names the host, else its own;
+        // Kubernetes lowercases it.
+        let name = cf.hostnames.get(&ip).cloned().unwrap_or_else(|| facts.get("hostname").to_string());
+        names.entry(name.to_lowercase()).or_default().push(ip);
     }
-    for (name, ips) in hostnames.iter().filter(|(_, ips)| ips.len() > 1) {
+    for (name, ips) in &names {
         let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
         for ip in ips {
-            // A HOSTNAME plugin gives the hosts names of their own at install: then this is no obstacle.
-            findings.push(finding(
-                *ip,
-                "hostname",
-                false,
-                format!("`{name}` is also the hostname of {}", list.join(", ")),
-            ));
+            let (passed, said) = if ips.len() > 1 {
+                (false, format!("node name `{name}` is also that of {}", list.join(", ")))
+            } else {
+                (true, format!("node name `{name}`"))
+            };
+            findings.push(finding(*ip, "hostname", passed, said));
         }
     }
     Ok(findings)
 }
 
-/// The checks after an install: every host of the Clusterfile is a node, Ready, as the cluster's API says
-/// (asked through the first master).
-pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Finding>> {
+/// A node as the cluster's API has it.
+pub struct Node {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    /// The Ready condition's message.
+    pub why: String,
+}
+
+/// The cluster's nodes, read through the first master's kubectl (only it is asked: a host that does not
+/// answer elsewhere changes nothing here).
+pub fn cluster_nodes(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Node>> {
     let state = super::recorded_state(ws, &cf.cluster.name)?;
     if state.resources.is_empty() {
-        anyhow::bail!(
-            "cluster `{}` is not in the state: `sealer check --pre` checks hosts before an install",
-            cf.cluster.name
-        );
+        anyhow::bail!("cluster `{}` is not in the state: it has no nodes to read", cf.cluster.name);
     }
     let first = cf.cluster.first_master().map(|h| h.ip).context("the Clusterfile has no master")?;
     let remote = ws.remote(hosts::ssh_targets(ws, cf, &state, strict_host_keys)?, Duration::from_secs(60));
@@ -172,26 +186,45 @@ pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow:
     }
     let nodes: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("`kubectl get nodes` on {first} printed no JSON"))?;
-    let mut ready: BTreeMap<String, (bool, String)> = BTreeMap::new();
-    for node in nodes["items"].as_array().into_iter().flatten() {
-        let addresses = node["status"]["addresses"].as_array().into_iter().flatten();
-        let name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let condition = node["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
-        let is_ready = condition.is_some_and(|c| c["status"] == "True");
-        let why = condition.and_then(|c| c["message"].as_str()).unwrap_or("no Ready condition").to_string();
-        for a in addresses {
-            if let Some(address) = a["address"].as_str() {
-                ready.insert(address.to_string(), (is_ready, format!("node `{name}`: {why}")));
+    let strings = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    Ok(nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let conditions = node["status"]["conditions"].as_array().into_iter().flatten();
+            let ready = conditions.clone().find(|c| c["type"] == "Ready");
+            Node {
+                name: strings(&node["metadata"]["name"]),
+                addresses: node["status"]["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| strings(&a["address"]))
+                    .collect(),
+                labels: node["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), strings(v)))
+                    .collect(),
+                ready: ready.is_some_and(|c| c["status"] == "True"),
+                why: ready.and_then(|c| c["message"].as_str()).unwrap_or("no Ready condition").to_string(),
             }
-        }
-    }
+        })
+        .collect())
+}
+
+/// The checks after an install: every host of the Clusterfile is a node, Ready, as the cluster's API says.
+pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Finding>> {
+    let nodes = cluster_nodes(ws, cf, strict_host_keys)?;
     Ok(cf
         .cluster
         .hosts
         .iter()
-        .map(|h| match ready.get(&h.ip.to_string()) {
-            Some((true, _)) => finding(h.ip, "node", true, "Ready"),
-            Some((false, why)) => finding(h.ip, "node", false, format!("not Ready: {why}")),
+        .map(|h| match nodes.iter().find(|n| n.addresses.contains(&h.ip.to_string())) {
+            Some(n) if n.ready => finding(h.ip, "node", true, "Ready"),
+            Some(n) => finding(h.ip, "node", false, format!("not Ready: node `{}`: {}", n.name, n.why)),
             None => finding(h.ip, "node", false, "no node of the cluster has this address"),
         })
         .collect())

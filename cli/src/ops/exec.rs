@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use futures_util::StreamExt as _;
 use sealer_engine::clusterfile::Role;
-use sealer_engine::{Clusterfile, State};
+use sealer_engine::Clusterfile;
 use sealer_providers::cluster::Remote as _;
 use sealer_providers::ExecOutput;
 
@@ -48,25 +48,24 @@ impl HostRun {
 
 /// The hosts of `cf` that `selection` names, in the Clusterfile's order; an address that is not a host of
 /// the cluster, and a selection that matches nothing, are errors.
-fn select(
-    ws: &Workspace,
-    cf: &Clusterfile,
-    state: &mut State,
-    req: &ExecRequest,
-) -> anyhow::Result<Vec<(IpAddr, Role)>> {
+fn select(ws: &Workspace, cf: &Clusterfile, req: &ExecRequest) -> anyhow::Result<Vec<(IpAddr, Role)>> {
     let sel = &req.selection;
     let unknown: Vec<String> =
         sel.ips.iter().filter(|ip| !cf.cluster.hosts.iter().any(|h| h.ip == **ip)).map(ToString::to_string).collect();
     if !unknown.is_empty() {
         bail!("not hosts of cluster `{}`: {}", cf.cluster.name, unknown.join(", "));
     }
-    let labelled = if sel.labels.is_empty() {
+    // Labels as the cluster's API has them now, by node address.
+    let labelled: Option<BTreeMap<IpAddr, BTreeMap<String, String>>> = if sel.labels.is_empty() {
         None
     } else {
-        if state.resources.is_empty() {
-            bail!("cluster `{}` is not in the state: node labels (-l) need a running cluster", cf.cluster.name);
-        }
-        Some(hosts::refresh(ws, cf, state, req.strict_host_keys)?.node_labels)
+        let nodes = super::check::cluster_nodes(ws, cf, req.strict_host_keys)?;
+        Some(
+            nodes
+                .iter()
+                .flat_map(|n| n.addresses.iter().filter_map(|a| a.parse().ok()).map(|ip| (ip, n.labels.clone())))
+                .collect(),
+        )
     };
     let chosen: Vec<(IpAddr, Role)> = cf
         .cluster
@@ -101,8 +100,8 @@ pub fn exec(
     if req.command.contains('\0') {
         bail!("the command has a NUL byte, which no shell can run");
     }
-    let mut state = super::recorded_state(ws, &cf.cluster.name)?;
-    let chosen = select(ws, cf, &mut state, req)?;
+    let state = super::recorded_state(ws, &cf.cluster.name)?;
+    let chosen = select(ws, cf, req)?;
     let targets = hosts::ssh_targets(ws, cf, &state, req.strict_host_keys)?;
     let remote = ws.remote(targets, req.timeout);
     ws.block_on(async {

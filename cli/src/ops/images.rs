@@ -302,7 +302,7 @@ pub fn build(
     let store = ws.images();
     let (work, mut config) = store.prepare(&req.kubefile, &req.context, &req.tag, &req.build_args, &mut say)?;
     let rootfs = work.join("rootfs");
-    let (images, notes) = lite::collect(&rootfs);
+    let (images, notes) = lite::collect(&rootfs, &config.cmds);
     for note in notes {
         say(&note);
     }

@@ -48,9 +48,13 @@ impl RunRequest {
     }
 }
 
-/// The Clusterfile `run` keeps for `cluster`.
-pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> PathBuf {
-    ws.state.local_dir().join(cluster).join("Clusterfile")
+/// The Clusterfile `run` keeps for `cluster`; the name must be a cluster name (`a-z0-9-.`), so that it
+/// never leads out of the state's directory.
+pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> anyhow::Result<PathBuf> {
+    if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(&cluster) || cluster.split('.').any(str::is_empty) {
+        bail!("cluster name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
+    }
+    Ok(ws.state.local_dir().join(cluster).join("Clusterfile"))
 }
 
 /// What `run` acts on, found and checked from the flags and the state alone: nothing here needs the image,
@@ -114,15 +118,12 @@ pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> anyhow::Result<String> 
 /// image is pulled: a typo in an IP is reported as such, not as whatever the registry answers.
 pub fn target(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Target> {
     let cluster = cluster_name(ws, req)?;
-    if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(&cluster) {
-        bail!("--cluster-name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
-    }
     for e in &req.env {
         if !e.contains('=') {
             bail!("--env `{e}` is not KEY=VALUE");
         }
     }
-    let path = clusterfile_path(ws, &cluster);
+    let path = clusterfile_path(ws, &cluster)?;
     let exists = match ws.state.open_read_only()? {
         Some(store) => store.load(&cluster)?.is_some_and(|s| !s.resources.is_empty()),
         None => false,
@@ -262,20 +263,14 @@ fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
     ))
 }
 
-/// The hosts a kept Clusterfile declares, by IP, with their role.
-fn declared_hosts(spec: &Mapping) -> anyhow::Result<BTreeMap<IpAddr, String>> {
-    let mut hosts = BTreeMap::new();
-    for g in spec.get("hosts").and_then(Value::as_sequence).into_iter().flatten() {
-        let role = g.get("roles").and_then(Value::as_sequence).and_then(|r| r.first()).and_then(Value::as_str);
-        let role = role.unwrap_or("node").to_string();
-        for item in g.get("ips").and_then(Value::as_sequence).into_iter().flatten() {
-            let item = item.as_str().unwrap_or_default();
-            for ip in expand(item, "spec.hosts.ips")? {
-                hosts.insert(ip, role.clone());
-            }
-        }
-    }
-    Ok(hosts)
+/// The hosts a kept Clusterfile declares, by IP, with their role, as sealer reads the file (`roles:
+/// [node, master]`, `control-plane` and `worker` mean what they mean to `apply`).
+fn declared_hosts(text: &str) -> anyhow::Result<BTreeMap<IpAddr, String>> {
+    let parsed = sealer_engine::parse("the kept Clusterfile", text).map_err(|diagnostics| {
+        let first = diagnostics.errors().next().map(ToString::to_string).unwrap_or_default();
+        anyhow::anyhow!("the kept Clusterfile is not valid: {first}")
+    })?;
+    Ok(parsed.clusterfile.cluster.hosts.iter().map(|h| (h.ip, h.role.as_str().to_string())).collect())
 }
 
 /// The kept Clusterfile with what `req` adds: hosts (never removed or changed), or an application.
@@ -317,7 +312,7 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
             req.image
         );
     }
-    let declared = declared_hosts(spec)?;
+    let declared = declared_hosts(text)?;
     let mut added = BTreeMap::new();
     for (list, flag, role) in [(listed(&req.masters), "--masters", "master"), (listed(&req.nodes), "--nodes", "node")] {
         let Some(list) = list else { continue };
@@ -359,7 +354,7 @@ fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, S
     if !in_state {
         bail!("there is no cluster `{cluster}` in the state: `sealer {verb}` acts on a cluster `sealer run` made");
     }
-    let path = clusterfile_path(ws, cluster);
+    let path = clusterfile_path(ws, cluster)?;
     let text = std::fs::read_to_string(&path).map_err(|_| {
         anyhow::anyhow!(
             "cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): edit its hosts and run \
@@ -396,13 +391,13 @@ pub fn prepare_delete(
     nodes: Option<&str>,
 ) -> anyhow::Result<Prepared> {
     let (path, text) = kept(ws, cluster, "delete")?;
+    let declared = declared_hosts(&text)?;
     let mut docs = yaml_docs(&text)?;
     let doc = docs
         .iter_mut()
         .find(|d: &&mut Value| d.get("kind").and_then(Value::as_str) == Some("Cluster"))
         .context("the kept Clusterfile has no Cluster document")?;
     let spec = doc.get_mut("spec").and_then(Value::as_mapping_mut).context("the kept Clusterfile has no spec")?;
-    let declared = declared_hosts(spec)?;
     let mut removed = BTreeSet::new();
     for (list, flag, role) in [
         (listed(&masters.map(str::to_string)), "--masters", "master"),

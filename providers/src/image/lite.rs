@@ -82,56 +82,167 @@ fn images_in_values(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
+/// Every file under `dir`, links not followed: what the scan reads stays inside the rootfs.
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => files(&entry.path(), out),
+            Ok(t) if t.is_file() => out.push(entry.path()),
+            _ => {}
         }
     }
 }
 
-/// Every container image the rootfs names, normalised and de-duplicated, with notes for the build output.
-pub fn collect(rootfs: &Path) -> (Vec<String>, Vec<String>) {
+/// Top-level directories of the rootfs the generic scan leaves out: `manifests` (read with its image
+/// list), `charts` (templates are not YAML until rendered), and sealer's own — the registry's storage
+/// and the plugins.
+const NOT_WORKLOADS: [&str; 4] = ["manifests", "charts", "registry", "plugins"];
+
+/// A file larger than this is not read for images (no manifest is; a stray dump would cost memory).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// The images the Kubernetes objects of `file` name (YAML or JSON, several documents); a file that is not
+/// YAML is noted and skipped.
+fn read_workloads(file: &Path, found: &mut BTreeSet<String>, notes: &mut Vec<String>) {
+    if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_MANIFEST_BYTES) {
+        notes.push(format!("skipped {} (over {} MiB)", file.display(), MAX_MANIFEST_BYTES >> 20));
+        return;
+    }
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        match serde::Deserialize::deserialize(document) {
+            // Only Kubernetes objects (with a kind) name workload images; other YAML is skipped.
+            Ok(v @ Value::Mapping(_)) if v.get("kind").is_some() => images_in_workloads(&v, found),
+            Ok(_) => {}
+            Err(e) => {
+                notes.push(format!("skipped {} (not YAML: {e})", file.display()));
+                break;
+            }
+        }
+    }
+}
+
+fn is_yaml(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+/// What the image's CMDs apply from the rootfs: the files and directories of `kubectl apply|create|replace
+/// -f PATH` and the chart directories `helm install|upgrade` names, resolved inside the rootfs (a path that
+/// leads out of it, or is a URL, is noted, not read).
+fn applied_by_cmds(rootfs: &Path, cmds: &[String], notes: &mut Vec<String>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut manifests, mut charts) = (Vec::new(), Vec::new());
+    let Ok(root) = rootfs.canonicalize() else { return (manifests, charts) };
+    let inside = |path: &str| -> Option<PathBuf> {
+        let p = root.join(path).canonicalize().ok()?;
+        p.starts_with(&root).then_some(p)
+    };
+    for cmd in cmds {
+        // Each command of a CMD line (`a && b; c | d`) on its own.
+        for command in cmd.split(['&', ';', '|', '\n']) {
+            let words: Vec<&str> = command.split_whitespace().map(|w| w.trim_matches(['"', '\''])).collect();
+            match words.first().map(|w| w.rsplit('/').next().unwrap_or(w)) {
+                Some("kubectl") if words.iter().any(|w| matches!(*w, "apply" | "create" | "replace")) => {
+                    let mut paths = Vec::new();
+                    for (i, w) in words.iter().enumerate() {
+                        if let Some(p) = w.strip_prefix("--filename=").or_else(|| w.strip_prefix("-f=")) {
+                            paths.push(p);
+                        } else if matches!(*w, "-f" | "--filename") {
+                            paths.extend(words.get(i + 1));
+                        }
+                    }
+                    for path in paths.into_iter().filter(|p| *p != "-") {
+                        if path.starts_with("http://") || path.starts_with("https://") {
+                            notes.push(format!(
+                                "CMD `{}` applies {path} when it runs: its container images are not carried \
+                                 (download it with RUN)",
+                                command.trim()
+                            ));
+                            continue;
+                        }
+                        match inside(path) {
+                            Some(p) if p.is_dir() => {
+                                let mut found = Vec::new();
+                                files(&p, &mut found);
+                                manifests.extend(
+                                    found
+                                        .into_iter()
+                                        .filter(|f| is_yaml(f) || f.extension().is_some_and(|e| e == "json")),
+                                );
+                            }
+                            Some(p) => manifests.push(p),
+                            None => notes.push(format!(
+                                "CMD `{}`: `{path}` is not a file of the image: its container images are not carried",
+                                command.trim()
+                            )),
+                        }
+                    }
+                }
+                Some("helm") if words.iter().any(|w| matches!(*w, "install" | "upgrade")) => {
+                    charts.extend(
+                        words
+                            .iter()
+                            .skip(1)
+                            .filter(|w| !w.starts_with('-'))
+                            .filter_map(|w| inside(w))
+                            .filter(|d| d.join("Chart.yaml").is_file()),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    (manifests, charts)
+}
+
+/// Every container image the rootfs names, normalised and de-duplicated, with notes for the build output:
+/// `manifests/` (its YAML and `imageList`), `charts/`, what the image's CMDs apply, and every Kubernetes
+/// object in a YAML file elsewhere in the rootfs (outside sealer's own directories).
+pub fn collect(rootfs: &Path, cmds: &[String]) -> (Vec<String>, Vec<String>) {
     let mut found = BTreeSet::new();
     let mut notes = Vec::new();
     let mut manifests = Vec::new();
     files(&rootfs.join("manifests"), &mut manifests);
-    manifests.sort();
+    let mut elsewhere = Vec::new();
+    for entry in std::fs::read_dir(rootfs).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() && !NOT_WORKLOADS.iter().any(|d| name == *d) => files(&entry.path(), &mut elsewhere),
+            Ok(t) if t.is_file() => elsewhere.push(entry.path()),
+            _ => {}
+        }
+    }
+    // A chart's templates are not YAML until rendered: charts outside `charts/` are read as charts only.
+    elsewhere.retain(|f| !f.ancestors().skip(1).take_while(|d| *d != rootfs).any(|d| d.join("Chart.yaml").is_file()));
+    let (applied, applied_charts) = applied_by_cmds(rootfs, cmds, &mut notes);
+    let mut yaml: Vec<PathBuf> = manifests.iter().chain(&elsewhere).filter(|f| is_yaml(f)).cloned().collect();
+    // What a CMD applies is read whatever its name: sealer knows it is a manifest.
+    yaml.extend(applied);
+    yaml.sort();
+    yaml.dedup();
     for file in &manifests {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name == "imageList" {
+        if file.file_name().is_some_and(|n| n == "imageList") {
             let text = std::fs::read_to_string(file).unwrap_or_default();
             for line in text.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).filter(|l| !l.is_empty()) {
                 found.extend(normalize(line));
             }
-            continue;
         }
-        if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-            continue;
-        }
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            match serde::Deserialize::deserialize(document) {
-                // Only Kubernetes objects (with a kind) name workload images; other YAML is skipped.
-                Ok(v @ Value::Mapping(_)) if v.get("kind").is_some() => images_in_workloads(&v, &mut found),
-                Ok(_) => {}
-                Err(e) => {
-                    notes.push(format!("skipped {} (not YAML: {e})", file.display()));
-                    break;
-                }
-            }
-        }
+    }
+    for file in &yaml {
+        read_workloads(file, &mut found, &mut notes);
     }
     let mut charts = Vec::new();
     files(&rootfs.join("charts"), &mut charts);
-    let chart_dirs: Vec<PathBuf> = charts
+    let mut chart_dirs: Vec<PathBuf> = charts
         .iter()
         .filter(|f| f.file_name().is_some_and(|n| n == "Chart.yaml"))
         .filter_map(|f| f.parent().map(Path::to_path_buf))
         .collect();
+    let known = |d: &PathBuf| chart_dirs.iter().any(|c| c.canonicalize().ok().as_ref() == Some(d));
+    let more: Vec<PathBuf> = applied_charts.into_iter().filter(|d| !known(d)).collect();
+    for dir in &more {
+        charts.push(dir.join("values.yaml"));
+    }
+    chart_dirs.extend(more);
     let mut unrendered = Vec::new();
     for dir in chart_dirs {
         match helm_template(&dir) {
@@ -356,6 +467,57 @@ mod tests {
         assert_eq!(normalize("{{ .Values.image }}"), None);
     }
 
+    /// Beyond `manifests/` and `charts/`: what the CMDs apply (any name, a directory, a chart given to
+    /// helm), and Kubernetes objects in YAML anywhere else in the rootfs; never through a link, never
+    /// outside the rootfs, never sealer's own plugins or a URL (noted instead).
+    #[test]
+    fn what_the_cmds_apply_and_workloads_elsewhere_are_collected_inside_the_rootfs_only() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("rootfs");
+        for d in ["extra", "deploy", "plugins", "mychart/templates"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let pod = |image: &str| {
+            format!("apiVersion: v1\nkind: Pod\nspec:\n  containers: [{{name: c, image: \"{image}\"}}]\n")
+        };
+        std::fs::write(dir.join("recommended.yaml"), pod("kubernetesui/dashboard:v2.0.0")).unwrap();
+        std::fs::write(
+            dir.join("app.json"),
+            r#"{"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "c", "image": "json-app:1"}]}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("deploy/a.yml"), pod("in-dir:1")).unwrap();
+        std::fs::write(dir.join("extra/others.yaml"), pod("elsewhere:1")).unwrap();
+        std::fs::write(dir.join("plugins/p.yaml"), pod("plugin-doc:1")).unwrap();
+        std::fs::write(dir.join("mychart/Chart.yaml"), "name: mychart\n").unwrap();
+        std::fs::write(dir.join("mychart/values.yaml"), "image: {repository: chart-app, tag: \"3\"}\n").unwrap();
+        std::fs::write(dir.join("mychart/templates/d.yaml"), "image: {{ .Values.image.repository }}\n").unwrap();
+        std::fs::write(top.path().join("outside.yaml"), pod("outside:1")).unwrap();
+        std::os::unix::fs::symlink(top.path(), dir.join("link")).unwrap();
+        let cmds = [
+            "kubectl apply -f recommended.yaml && kubectl create --filename=app.json".to_string(),
+            "kubectl apply -f deploy/".to_string(),
+            "kubectl apply -f ../outside.yaml; kubectl apply -f https://example.com/x.yaml".to_string(),
+            "helm install app mychart --namespace x".to_string(),
+        ];
+        let (images, notes) = collect(&dir, &cmds);
+        let mut expected = vec![
+            "docker.io/kubernetesui/dashboard:v2.0.0",
+            "docker.io/library/elsewhere:1",
+            "docker.io/library/in-dir:1",
+            "docker.io/library/json-app:1",
+        ];
+        // The chart's images: rendered by helm when it is on PATH, else read from its values.
+        if !helm_available() {
+            expected.insert(0, "docker.io/library/chart-app:3");
+        }
+        expected.sort_unstable();
+        assert_eq!(images, expected, "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("d.yaml")), "a chart's templates are not read as YAML: {notes:?}");
+        assert!(notes.iter().any(|n| n.contains("`../outside.yaml` is not a file of the image")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("applies https://example.com/x.yaml when it runs")), "{notes:?}");
+    }
+
     #[test]
     fn workloads_charts_and_image_lists_are_collected() {
         let dir = std::env::temp_dir().join(format!("sealer-lite-{}", std::process::id()));
@@ -378,7 +540,7 @@ mod tests {
             "image:\n  repository: bitnami/app\n  tag: 7.0\nsidecar:\n  image: envoy:v1\n",
         )
         .unwrap();
-        let (images, notes) = collect(&dir);
+        let (images, notes) = collect(&dir, &[]);
         assert_eq!(
             images,
             [
