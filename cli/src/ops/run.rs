@@ -51,7 +51,7 @@ impl RunRequest {
 /// The Clusterfile `run` keeps for `cluster`; the name must be a cluster name (`a-z0-9-.`), so that it
 /// never leads out of the state's directory.
 pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> anyhow::Result<PathBuf> {
-    if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(&cluster) || cluster.split('.').any(str::is_empty) {
+    if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(cluster) || cluster.split('.').any(str::is_empty) {
         bail!("cluster name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
     }
     Ok(ws.state.local_dir().join(cluster).join("Clusterfile"))
