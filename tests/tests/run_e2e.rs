@@ -157,6 +157,32 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
         format!("docker.io=http://127.0.0.1:{}", source.port)
     };
     let mirror = push_web(&source);
+    // Seed 001's dashboard journey in the same image: a RUN downloads `recommended.yaml` (from a server on
+    // this machine standing for the internet; no host can reach it) and a CMD applies it; the lite build
+    // carries its image.
+    let dashboard = "docker.io/kubernetesui/dashboard:v2.0.0";
+    let push_dashboard = |source: &Registry| {
+        sealer_tests::busybox_image(&format!("127.0.0.1:{}/kubernetesui/dashboard:v2.0.0", source.port), page)
+    };
+    push_dashboard(&source);
+    let recommended = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dashboard\nspec:\n  replicas: 1\n  template:\n    \
+         spec:\n      containers:\n        - name: dashboard\n          image: {dashboard}\n          \
+         command: [sleep, \"3600\"]\n"
+    );
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in server.incoming().flatten() {
+            use std::io::{BufRead as _, Write as _};
+            let mut request = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while request.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{recommended}", recommended.len());
+        }
+    });
     let app = dir.path().join("app");
     let deployment = |replicas: u32| {
         format!(
@@ -182,9 +208,15 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
             ),
             (
                 "Kubefile",
-                "FROM scratch\nCOPY manifests manifests\nCOPY extra extra\nLABEL sealer.io/clean=\"kubectl delete -f manifests/app.yaml\"\n\
-                 LABEL sealer.io/clean.others=\"kubectl delete -f - < extra/others.txt\"\n\
-                 CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f - < extra/others.txt\n",
+                &format!(
+                    "FROM scratch\nCOPY manifests manifests\nCOPY extra extra\n\
+                     RUN wget -q http://127.0.0.1:{http}/recommended.yaml\n\
+                     LABEL sealer.io/clean=\"kubectl delete -f manifests/app.yaml\"\n\
+                     LABEL sealer.io/clean.others=\"kubectl delete -f - < extra/others.txt\"\n\
+                     LABEL sealer.io/clean.dashboard=\"kubectl delete -f recommended.yaml\"\n\
+                     CMD kubectl apply -f manifests/app.yaml\nCMD kubectl apply -f - < extra/others.txt\n\
+                     CMD kubectl apply -f recommended.yaml\n"
+                ),
             ),
         ],
     );
@@ -195,7 +227,8 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
             &["build", "-t", "web-app:1", app.to_str().unwrap(), "--registry-mirror", mirror],
         ))
     };
-    assert!(build_app(&mirror).contains(&format!("image {web}")));
+    let built = build_app(&mirror);
+    assert!(built.contains(&format!("image {web}")) && built.contains(&format!("image {dashboard}")), "{built}");
     // The "internet" is gone before the cluster is installed: everything comes from the cluster's registry.
     drop(source);
 
@@ -287,6 +320,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
             && web.iter().all(|p| p["status"]["phase"] == "Running")
             && named(pods, "missing").iter().any(|p| waiting(p).is_some_and(|w| w.contains("ImagePull")))
             && named(pods, "crash").iter().any(|p| restarts(p) >= 1)
+            && named(pods, "dashboard-").iter().any(|p| p["status"]["phase"] == "Running")
     });
     let log = exec(&tb, 0, "cat /var/log/sealer-registry.log");
     for pod in named(&running, "web-") {
@@ -330,6 +364,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     {
         // The "internet" is back for the build only.
         let source = Registry::start().expect("docker-registry ran at the start of this test");
+        push_dashboard(&source);
         build_app(&push_web(&source));
     }
     let rerun = ok(&sealer(&home, &work, &["run", "web-app:1", "--auto-approve", "--no-progress"]));
