@@ -18,6 +18,9 @@ use super::{hosts, Workspace};
 const MASTER_PORTS: [u16; 6] = [6443, 2379, 2380, 10250, 10257, 10259];
 const NODE_PORTS: [u16; 1] = [10250];
 
+/// How many hosts are checked at once.
+const AT_ONCE: usize = 32;
+
 /// How far a host's clock may be from the workstation's: certificates and tokens are dated.
 const MAX_SKEW: Duration = Duration::from_secs(5);
 
@@ -92,14 +95,19 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
     let state = super::recorded_state(ws, &cf.cluster.name)?;
     let remote = ws.remote(hosts::ssh_targets(ws, cf, &state, strict_host_keys)?, Duration::from_secs(60));
     let first = cf.cluster.first_master().map(|h| h.ip);
-    let runs = ws.block_on(futures_util::future::join_all(cf.cluster.hosts.iter().map(|h| {
+    let asks = cf.cluster.hosts.iter().map(|h| {
         let remote = remote.clone();
         let mut ports: Vec<u16> = if h.role == Role::Master { MASTER_PORTS.to_vec() } else { NODE_PORTS.to_vec() };
         if Some(h.ip) == first {
             ports.push(sealer_engine::kubeadm::REGISTRY_PORT);
         }
         async move { (h.ip, facts(remote.as_ref(), h.ip, &ports).await) }
-    })))?;
+    });
+    // A bounded number of hosts at once (each an ssh login), answers kept in the Clusterfile's order.
+    let runs: Vec<_> = ws.block_on(futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+        futures_util::stream::iter(asks),
+        AT_ONCE,
+    )))?;
     let mut findings = Vec::new();
     let mut names: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for (ip, facts) in runs {
