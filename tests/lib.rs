@@ -255,6 +255,23 @@ impl Testbed {
         assert!(out.status.success(), "kill host {i}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Host `i` stops answering, as behind a partition: everything in or out on its link is dropped
+    /// (loopback stays), the host itself running on.
+    pub fn partition(&self, i: usize) {
+        self.exec_ok(
+            i,
+            "nft add table inet partition && \
+             nft 'add chain inet partition in { type filter hook input priority 0 ; }' && \
+             nft 'add chain inet partition out { type filter hook output priority 0 ; }' && \
+             nft add rule inet partition in iif != lo drop && nft add rule inet partition out oif != lo drop",
+        );
+    }
+
+    /// Ends [`Testbed::partition`] of host `i`.
+    pub fn heal(&self, i: usize) {
+        self.exec_ok(i, "nft delete table inet partition");
+    }
+
     pub fn stop_sshd(&self, i: usize) {
         assert!(self.script(&["sshd-stop", &(i + 1).to_string()]).status.success());
     }

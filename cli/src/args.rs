@@ -194,32 +194,39 @@ pub struct GraphArgs {
     pub file: PathBuf,
 }
 
+/// The hosts and how to reach them, as `sealer run` and `sealer join` take them.
 #[derive(Debug, Args)]
-pub struct JoinArgs {
-    /// IPs of the masters to add: a list and ranges, `192.168.0.2,192.168.0.3-192.168.0.4`
+pub struct HostFlags {
+    /// IPs of the masters: a list and ranges, `192.168.0.2,192.168.0.3-192.168.0.4`
     #[arg(short = 'm', long = "masters", value_name = "IPS")]
     pub masters: Option<String>,
-    /// IPs of the nodes to add: a list and ranges
+    /// IPs of the nodes: a list and ranges
     #[arg(short = 'n', long = "nodes", value_name = "IPS")]
     pub nodes: Option<String>,
-    /// The ssh password of the hosts added (kept in the cluster's Clusterfile, mode 0600)
+    /// The ssh password of the hosts (kept in the Clusterfile `run` writes, mode 0600)
     #[arg(short = 'p', long = "passwd", value_name = "PASSWORD")]
     pub passwd: Option<String>,
-    /// The ssh private key file of the hosts added
+    /// The ssh private key file
     #[arg(long = "pk", value_name = "FILE")]
     pub pk: Option<String>,
     /// The passphrase of the private key
     #[arg(long = "pk-passwd", value_name = "PASSPHRASE")]
     pub pk_passwd: Option<String>,
-    /// The ssh user of the hosts added (default: the cluster's)
+    /// The ssh user (default root; hosts added to a cluster: the cluster's)
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// The ssh port of the hosts added (default: the cluster's)
+    /// The ssh port (default 22; hosts added to a cluster: the cluster's)
     #[arg(long = "port", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// The cluster (default: the one cluster in the state, else `my-cluster`)
     #[arg(long = "cluster-name", value_name = "NAME")]
     pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub hosts: HostFlags,
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
@@ -422,36 +429,14 @@ pub struct ApplyArgs {
 pub struct RunArgs {
     /// The cluster image (`kubernetes:v1.19.8`) or application image
     pub image: String,
-    /// IPs of the masters: a list and ranges, `192.168.0.2,192.168.0.3-192.168.0.4`
-    #[arg(short = 'm', long = "masters", value_name = "IPS")]
-    pub masters: Option<String>,
-    /// IPs of the nodes: a list and ranges
-    #[arg(short = 'n', long = "nodes", value_name = "IPS")]
-    pub nodes: Option<String>,
-    /// The ssh password of the hosts (kept in the Clusterfile `run` writes, mode 0600)
-    #[arg(short = 'p', long = "passwd", value_name = "PASSWORD")]
-    pub passwd: Option<String>,
-    /// The ssh private key file
-    #[arg(long = "pk", value_name = "FILE")]
-    pub pk: Option<String>,
-    /// The passphrase of the private key
-    #[arg(long = "pk-passwd", value_name = "PASSPHRASE")]
-    pub pk_passwd: Option<String>,
-    /// The ssh user (default root)
-    #[arg(short = 'u', long = "user")]
-    pub user: Option<String>,
-    /// The ssh port (default 22)
-    #[arg(long = "port", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
+    #[command(flatten)]
+    pub hosts: HostFlags,
     /// Env for the image's templates, scripts and CMDs (repeatable)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Arguments of the image's CMDs (repeatable)
     #[arg(long = "cmd-args", value_name = "ARG")]
     pub cmd_args: Vec<String>,
-    /// The cluster (default: the one cluster in the state, else `my-cluster`)
-    #[arg(long = "cluster-name", value_name = "NAME")]
-    pub cluster_name: Option<String>,
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Command::Logout(a) => commands::image::logout(a),
         Command::Graph(a) => commands::graph::run(&ctx, a),
         Command::Exec(a) => commands::exec::run(&ctx, a),
-        Command::Check(a) => commands::exec::check(&ctx, a),
+        Command::Check(a) => commands::check::run(&ctx, a),
         Command::Join(a) => commands::run::join(&ctx, a),
         Command::Delete(a) => commands::run::delete(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),

@@ -355,15 +355,11 @@ fn a_partitioned_host_is_named_within_15_s() {
         assert!(started.elapsed() < Duration::from_secs(60), "the plugin never ran");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let partition = "nft add table inet partition && \
-         nft 'add chain inet partition in { type filter hook input priority 0 ; }' && \
-         nft 'add chain inet partition out { type filter hook output priority 0 ; }' && \
-         nft add rule inet partition in iif != lo drop && nft add rule inet partition out oif != lo drop";
-    site.tb.exec_ok(1, partition);
+    site.tb.partition(1);
     let cut = Instant::now();
     let out = child.wait_with_output().unwrap();
     let took = cut.elapsed();
-    site.tb.exec_ok(1, "nft delete table inet partition");
+    site.tb.heal(1);
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_ne!(out.status.code(), Some(0), "{said}");
     assert!(said.contains(&site.ip(1)) && said.contains("stopped answering"), "{said}");

@@ -1,6 +1,5 @@
 //! `sealer exec`: prints each host's output as it finishes, every line prefixed with the host (stdout to
-//! stdout, stderr to stderr), then a summary; exits with the worst host's status. `sealer check`: a table
-//! of every check on every host; exits 1 when one failed.
+//! stdout, stderr to stderr), then a summary; exits with the worst host's status.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use sealer_cli::ops;
 use sealer_cli::ops::exec::{ExecRequest, HostRun, Selection};
 use sealer_engine::clusterfile::Role;
 
-use crate::args::{CheckArgs, ExecArgs, RoleArg};
+use crate::args::{ExecArgs, RoleArg};
 use crate::{Context, Outcome};
 
 /// Exit 255 when sealer's own part failed (the Clusterfile, the selection): what a host's command exits
@@ -87,29 +86,4 @@ fn print_host(run: &HostRun) -> std::io::Result<()> {
         }
         Err(e) => writeln!(std::io::stderr().lock(), "{} ({}): did not run: {e}", run.ip, run.role.as_str()),
     }
-}
-
-pub fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<Outcome> {
-    let cf = super::load_clusterfile(&args.file)?;
-    let installed = !ops::recorded_state(&ctx.ws, &cf.cluster.name)?.resources.is_empty();
-    let post = args.post || (!args.pre && installed);
-    let findings = if post {
-        ops::check::post(&ctx.ws, &cf, args.strict_host_keys)?
-    } else {
-        ops::check::pre(&ctx.ws, &cf, args.strict_host_keys)?
-    };
-    let mut out = String::new();
-    let width = findings.iter().map(|f| f.ip.to_string().len()).max().unwrap_or(0);
-    for f in &findings {
-        let verdict = if f.passed { "ok  " } else { "FAIL" };
-        out += &format!("{verdict} {:<width$}  {:<8}  {}\n", f.ip.to_string(), f.check, f.detail);
-    }
-    std::io::stdout().lock().write_all(out.as_bytes()).context("cannot write the checks")?;
-    let failed = findings.iter().filter(|f| !f.passed).count();
-    let what = if post { "after the install" } else { "before the install" };
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} checks {what} failed", findings.len());
-    }
-    println!("All {} checks {what} passed.", findings.len());
-    Ok(Outcome::Ok)
 }

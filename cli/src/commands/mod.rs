@@ -2,6 +2,7 @@
 //! it, and renders what it returns.
 
 pub mod apply;
+pub mod check;
 pub mod exec;
 pub mod graph;
 pub mod image;

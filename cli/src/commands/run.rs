@@ -8,18 +8,19 @@ use crate::render::progress::TransferBar;
 use crate::{Context, Outcome};
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
+    let hosts = args.hosts;
     let request = RunRequest {
         image: args.image.clone(),
-        masters: args.masters,
-        nodes: args.nodes,
-        user: args.user,
-        password: args.passwd,
-        private_key: args.pk,
-        key_passphrase: args.pk_passwd,
-        port: args.port,
+        masters: hosts.masters,
+        nodes: hosts.nodes,
+        user: hosts.user,
+        password: hosts.passwd,
+        private_key: hosts.pk,
+        key_passphrase: hosts.pk_passwd,
+        port: hosts.port,
         env: args.env,
         cmd_args: args.cmd_args,
-        cluster_name: args.cluster_name,
+        cluster_name: hosts.cluster_name,
     };
     // The flags first: their mistakes are found without the network, before any pull.
     let target = ops::run::target(&ctx.ws, &request)?;
@@ -39,34 +40,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `sealer join`: `run` of the image the cluster runs, with the hosts to add.
-pub fn join(ctx: &Context, args: JoinArgs) -> anyhow::Result<Outcome> {
-    if args.masters.as_deref().is_none_or(|m| m.trim().is_empty())
-        && args.nodes.as_deref().is_none_or(|n| n.trim().is_empty())
-    {
+pub fn join(ctx: &Context, mut args: JoinArgs) -> anyhow::Result<Outcome> {
+    let given = |list: &Option<String>| list.as_deref().is_some_and(|l| !l.trim().is_empty());
+    if !given(&args.hosts.masters) && !given(&args.hosts.nodes) {
         anyhow::bail!("`sealer join` needs the hosts to add: --masters (-m), --nodes (-n)");
     }
-    let probe = RunRequest { cluster_name: args.cluster_name.clone(), ..Default::default() };
+    let probe = RunRequest { cluster_name: args.hosts.cluster_name.clone(), ..Default::default() };
     let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
     let image = ops::run::kept_image(&ctx.ws, &cluster)?;
-    run(
-        ctx,
-        RunArgs {
-            image,
-            masters: args.masters,
-            nodes: args.nodes,
-            passwd: args.passwd,
-            pk: args.pk,
-            pk_passwd: args.pk_passwd,
-            user: args.user,
-            port: args.port,
-            env: Vec::new(),
-            cmd_args: Vec::new(),
-            cluster_name: Some(cluster),
-            auto_approve: args.auto_approve,
-            parallelism: args.parallelism,
-            no_progress: args.no_progress,
-        },
-    )
+    args.hosts.cluster_name = Some(cluster);
+    let JoinArgs { hosts, auto_approve, parallelism, no_progress } = args;
+    run(ctx, RunArgs { image, hosts, env: Vec::new(), cmd_args: Vec::new(), auto_approve, parallelism, no_progress })
 }
 
 /// `sealer delete`: the kept Clusterfile without the hosts, applied; `--all` destroys the cluster.

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use sealer_engine::clusterfile::Role;
 use sealer_engine::Clusterfile;
-use sealer_providers::cluster::Remote as _;
 
 use super::{hosts, Workspace};
 
@@ -167,72 +165,19 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
     Ok(findings)
 }
 
-/// A node as the cluster's API has it.
-pub struct Node {
-    pub name: String,
-    pub addresses: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub ready: bool,
-    /// The Ready condition's message.
-    pub why: String,
-}
-
-/// The cluster's nodes, read through the first master's kubectl (only it is asked: a host that does not
-/// answer elsewhere changes nothing here).
-pub fn cluster_nodes(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Node>> {
-    let state = super::recorded_state(ws, &cf.cluster.name)?;
-    if state.resources.is_empty() {
-        anyhow::bail!("cluster `{}` is not in the state: it has no nodes to read", cf.cluster.name);
-    }
-    let first = cf.cluster.first_master().map(|h| h.ip).context("the Clusterfile has no master")?;
-    let remote = ws.remote(hosts::ssh_targets(ws, cf, &state, strict_host_keys)?, Duration::from_secs(60));
-    let kubectl =
-        format!("{}/rootfs/bin/kubectl get nodes -o json", sealer_providers::cluster::cluster_dir(&cf.cluster.name));
-    let out = ws.block_on(remote.exec(first, &kubectl, b""))??;
-    if out.status != 0 {
-        anyhow::bail!("the cluster's API did not answer through {first}: {}", out.stderr_text());
-    }
-    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("`kubectl get nodes` on {first} printed no JSON"))?;
-    let strings = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    Ok(nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|node| {
-            let conditions = node["status"]["conditions"].as_array().into_iter().flatten();
-            let ready = conditions.clone().find(|c| c["type"] == "Ready");
-            Node {
-                name: strings(&node["metadata"]["name"]),
-                addresses: node["status"]["addresses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| strings(&a["address"]))
-                    .collect(),
-                labels: node["metadata"]["labels"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), strings(v)))
-                    .collect(),
-                ready: ready.is_some_and(|c| c["status"] == "True"),
-                why: ready.and_then(|c| c["message"].as_str()).unwrap_or("no Ready condition").to_string(),
-            }
-        })
-        .collect())
-}
-
 /// The checks after an install: every host of the Clusterfile is a node, Ready, as the cluster's API says.
 pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Finding>> {
-    let nodes = cluster_nodes(ws, cf, strict_host_keys)?;
+    let state = super::recorded_state(ws, &cf.cluster.name)?;
+    let nodes = hosts::cluster_nodes(ws, cf, &state, strict_host_keys)?;
     Ok(cf
         .cluster
         .hosts
         .iter()
-        .map(|h| match nodes.iter().find(|n| n.addresses.contains(&h.ip.to_string())) {
-            Some(n) if n.ready => finding(h.ip, "node", true, "Ready"),
-            Some(n) => finding(h.ip, "node", false, format!("not Ready: node `{}`: {}", n.name, n.why)),
+        .map(|h| match nodes.iter().find(|n| n.internal_ip() == Some(h.ip.to_string().as_str())) {
+            Some(n) if n.ready() => finding(h.ip, "node", true, "Ready"),
+            Some(n) => {
+                finding(h.ip, "node", false, format!("not Ready: node `{}`: {}", n.metadata.name, n.ready_message()))
+            }
             None => finding(h.ip, "node", false, "no node of the cluster has this address"),
         })
         .collect())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use futures_util::StreamExt as _;
 use sealer_engine::clusterfile::Role;
-use sealer_engine::Clusterfile;
+use sealer_engine::{Clusterfile, State};
 use sealer_providers::cluster::Remote as _;
 use sealer_providers::ExecOutput;
 
@@ -48,7 +48,7 @@ impl HostRun {
 
 /// The hosts of `cf` that `selection` names, in the Clusterfile's order; an address that is not a host of
 /// the cluster, and a selection that matches nothing, are errors.
-fn select(ws: &Workspace, cf: &Clusterfile, req: &ExecRequest) -> anyhow::Result<Vec<(IpAddr, Role)>> {
+fn select(ws: &Workspace, cf: &Clusterfile, state: &State, req: &ExecRequest) -> anyhow::Result<Vec<(IpAddr, Role)>> {
     let sel = &req.selection;
     let unknown: Vec<String> =
         sel.ips.iter().filter(|ip| !cf.cluster.hosts.iter().any(|h| h.ip == **ip)).map(ToString::to_string).collect();
@@ -59,13 +59,8 @@ fn select(ws: &Workspace, cf: &Clusterfile, req: &ExecRequest) -> anyhow::Result
     let labelled: Option<BTreeMap<IpAddr, BTreeMap<String, String>>> = if sel.labels.is_empty() {
         None
     } else {
-        let nodes = super::check::cluster_nodes(ws, cf, req.strict_host_keys)?;
-        Some(
-            nodes
-                .iter()
-                .flat_map(|n| n.addresses.iter().filter_map(|a| a.parse().ok()).map(|ip| (ip, n.labels.clone())))
-                .collect(),
-        )
+        let nodes = hosts::cluster_nodes(ws, cf, state, req.strict_host_keys)?;
+        Some(nodes.into_iter().filter_map(|n| Some((n.internal_ip()?.parse().ok()?, n.metadata.labels))).collect())
     };
     let chosen: Vec<(IpAddr, Role)> = cf
         .cluster
@@ -101,7 +96,7 @@ pub fn exec(
         bail!("the command has a NUL byte, which no shell can run");
     }
     let state = super::recorded_state(ws, &cf.cluster.name)?;
-    let chosen = select(ws, cf, req)?;
+    let chosen = select(ws, cf, &state, req)?;
     let targets = hosts::ssh_targets(ws, cf, &state, req.strict_host_keys)?;
     let remote = ws.remote(targets, req.timeout);
     ws.block_on(async {

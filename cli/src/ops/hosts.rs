@@ -243,6 +243,23 @@ pub fn refresh(
     result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
 }
 
+/// The cluster's nodes as its API has them, asked through the first master only (a host that does not
+/// answer elsewhere changes nothing here).
+pub fn cluster_nodes(
+    ws: &Workspace,
+    cf: &Clusterfile,
+    state: &State,
+    strict_host_keys: bool,
+) -> anyhow::Result<Vec<sealer_providers::cluster::kube::Node>> {
+    let first_master = cf.cluster.first_master().map(|h| h.ip).context("the Clusterfile has no master")?;
+    if state.resources.is_empty() {
+        anyhow::bail!("cluster `{}` is not in the state: it has no nodes to read", cf.cluster.name);
+    }
+    let logs = tempfile::Builder::new().prefix("sealer-nodes-").tempdir()?;
+    let provider = api_provider(ws, cf, state, strict_host_keys, first_master, logs.path().to_path_buf())?;
+    Ok(ws.block_on(provider.nodes())??)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

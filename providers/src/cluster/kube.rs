@@ -72,6 +72,8 @@ pub struct Condition {
     #[serde(rename = "type")]
     pub kind: String,
     pub status: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 impl Node {
@@ -81,6 +83,11 @@ impl Node {
 
     pub fn ready(&self) -> bool {
         self.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True")
+    }
+
+    /// Why the node is (not) Ready, as its Ready condition says.
+    pub fn ready_message(&self) -> &str {
+        self.status.conditions.iter().find(|c| c.kind == "Ready").map_or("no Ready condition", |c| c.message.as_str())
     }
 
     pub fn taint_texts(&self) -> Vec<String> {

@@ -14,7 +14,7 @@ mod hooks;
 mod host;
 mod hostname;
 mod image;
-mod kube;
+pub mod kube;
 mod kubeadm;
 mod node_meta;
 mod plugin;
@@ -468,6 +468,11 @@ impl Cx {
 impl ClusterProvider {
     /// Stops the relays this apply started and removes their copies (call it once the apply ended,
     /// whatever its outcome). Returns the hosts where that failed: their relay exits on its own when idle.
+    /// The cluster's nodes, as its API has them (asked through the first master).
+    pub async fn nodes(&self) -> std::result::Result<Vec<kube::Node>, ProviderError> {
+        Ok(self.0.nodes().await?.items)
+    }
+
     pub async fn stop_relays(&self) -> Vec<(IpAddr, ProviderError)> {
         self.0.relay.stop(&self.0).await
     }
