@@ -29,4 +29,6 @@ pub use plan::{
     ResourceChange, Rollout, RolloutStep, Summary, PLAN_FORMAT_VERSION,
 };
 pub use resource::{Address, AddressError, Attributes, Kind, Resource, Value};
-pub use state::{HistoryEntry, LockInfo, RecordedLogin, ResourceStatus, State, StateStore, StoredResource};
+pub use state::{
+    HistoryEntry, LockInfo, RecordedLogin, ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
+};

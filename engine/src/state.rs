@@ -236,6 +236,16 @@ pub struct HistoryEntry {
     pub summary: String,
 }
 
+/// One record of [`StateStore::write_resources`]: `resource` under `address` (its deletion with `None`),
+/// and the record at `from` removed (a resource the plan moved: see
+/// [`crate::ResourceChange::previous_address`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceWrite<'a> {
+    pub from: Option<&'a Address>,
+    pub address: &'a Address,
+    pub resource: Option<&'a StoredResource>,
+}
+
 /// Storage of [`State`]. Reads never create or change anything; writes happen under a lock, each in one
 /// transaction that bumps the serial.
 pub trait StateStore {
@@ -248,16 +258,10 @@ pub trait StateStore {
     fn unlock(&mut self, lock: &LockInfo) -> Result<(), StateError>;
     /// Releases a lock whatever its holder (the holder died); returns what was released.
     fn force_unlock(&mut self, lock_id: &str) -> Result<LockInfo, StateError>;
-    /// Records one resource (or its deletion with `None`), and removes the record at `from` (a resource the
-    /// plan moved: see [`crate::ResourceChange::previous_address`]), in one transaction that bumps the
-    /// serial; returns the new serial.
-    fn write_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: Option<&Address>,
-        address: &Address,
-        resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError>;
+    /// Records every write of `writes` in one transaction that bumps the serial once; returns the new
+    /// serial. An apply records the resources that finished together in one write (one commit, one sync of
+    /// the journal), and reports none of them before that write returned.
+    fn write_resources(&mut self, lock: &LockInfo, writes: &[ResourceWrite<'_>]) -> Result<u64, StateError>;
     /// Records one resource (or its deletion with `None`) and returns the new serial.
     fn put_resource(
         &mut self,
@@ -265,7 +269,7 @@ pub trait StateStore {
         address: &Address,
         resource: Option<&StoredResource>,
     ) -> Result<u64, StateError> {
-        self.write_resource(lock, None, address, resource)
+        self.write_resources(lock, &[ResourceWrite { from: None, address, resource }])
     }
     /// Records `resource` under `address` and removes the record at `from`, in one write.
     fn move_resource(
@@ -275,7 +279,7 @@ pub trait StateStore {
         address: &Address,
         resource: &StoredResource,
     ) -> Result<u64, StateError> {
-        self.write_resource(lock, Some(from), address, Some(resource))
+        self.write_resources(lock, &[ResourceWrite { from: Some(from), address, resource: Some(resource) }])
     }
     fn record_history(&mut self, lock: &LockInfo, summary: &str) -> Result<(), StateError>;
     fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, StateError>;

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use postgres::{Client, GenericClient, NoTls};
-use sealer_engine::{Address, HistoryEntry, LockInfo, State, StateError, StateStore, StoredResource};
+use sealer_engine::{Address, HistoryEntry, LockInfo, ResourceWrite, State, StateError, StateStore};
 
 use crate::codec::{decode, encode};
 
@@ -434,15 +434,15 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn write_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: Option<&Address>,
-        address: &Address,
-        resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError> {
-        let (lock, key, from) = (lock.clone(), address.to_string(), from.map(Address::to_string));
-        let row = resource.map(|r| encode(address, r)).transpose()?;
+    fn write_resources(&mut self, lock: &LockInfo, writes: &[ResourceWrite<'_>]) -> Result<u64, StateError> {
+        let lock = lock.clone();
+        let rows = writes
+            .iter()
+            .map(|w| {
+                let row = w.resource.map(|r| encode(w.address, r)).transpose()?;
+                Ok((w.address.to_string(), w.from.map(Address::to_string), row))
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
         self.conn.run(move |client| {
             let mut tx = client.transaction().map_err(backend("cannot start a state write"))?;
             Self::check_lock(&mut tx, &lock)?;
@@ -457,40 +457,42 @@ impl StateStore for PostgresStore {
                 )
                 .map_err(backend("cannot bump the serial"))?
                 .get(0);
-            if let Some(from) = &from {
-                tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[&lock.cluster, from])
-                    .map_err(backend(format!("cannot move `{from}`")))?;
-            }
-            match &row {
-                None => {
-                    tx.execute(
-                        "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
-                        &[&lock.cluster, &key],
-                    )
-                    .map_err(backend(format!("cannot delete `{key}`")))?;
+            for (key, from, row) in &rows {
+                if let Some(from) = from {
+                    tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[&lock.cluster, from])
+                        .map_err(backend(format!("cannot move `{from}`")))?;
                 }
-                Some(r) => {
-                    tx.execute(
-                        "INSERT INTO sealer_resources
-                             (cluster, address, kind, host, status, attributes, depends_on, serial)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (cluster, address) DO UPDATE SET host = $4, status = $5, attributes = $6,
-                             depends_on = $7, serial = $8",
-                        &[
-                            &lock.cluster,
-                            &r.address,
-                            &r.kind,
-                            &r.host,
-                            &r.status,
-                            &r.attributes,
-                            &r.depends_on,
-                            &serial,
-                        ],
-                    )
-                    .map_err(backend(format!("cannot record `{key}`")))?;
+                match row {
+                    None => {
+                        tx.execute(
+                            "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
+                            &[&lock.cluster, key],
+                        )
+                        .map_err(backend(format!("cannot delete `{key}`")))?;
+                    }
+                    Some(r) => {
+                        tx.execute(
+                            "INSERT INTO sealer_resources
+                                 (cluster, address, kind, host, status, attributes, depends_on, serial)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                             ON CONFLICT (cluster, address) DO UPDATE SET host = $4, status = $5, attributes = $6,
+                                 depends_on = $7, serial = $8",
+                            &[
+                                &lock.cluster,
+                                &r.address,
+                                &r.kind,
+                                &r.host,
+                                &r.status,
+                                &r.attributes,
+                                &r.depends_on,
+                                &serial,
+                            ],
+                        )
+                        .map_err(backend(format!("cannot record `{key}`")))?;
+                    }
                 }
             }
-            tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+            tx.commit().map_err(backend("cannot commit the state write"))?;
             serial_of(serial)
         })
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use sealer_engine::{Address, HistoryEntry, LockInfo, State, StateError, StateStore, StoredResource};
+use sealer_engine::{HistoryEntry, LockInfo, ResourceWrite, State, StateError, StateStore};
 
 use crate::codec::{decode, encode};
 
@@ -343,13 +343,7 @@ impl StateStore for SqliteStore {
         Ok(held)
     }
 
-    fn write_resource(
-        &mut self,
-        lock: &LockInfo,
-        from: Option<&Address>,
-        address: &Address,
-        resource: Option<&StoredResource>,
-    ) -> Result<u64, StateError> {
+    fn write_resources(&mut self, lock: &LockInfo, writes: &[ResourceWrite<'_>]) -> Result<u64, StateError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -365,41 +359,43 @@ impl StateStore for SqliteStore {
         let serial: u64 = tx
             .query_row("SELECT serial FROM clusters WHERE name = ?1", [&lock.cluster], |r| serial_at(r, 0))
             .map_err(backend("cannot read the serial"))?;
-        let key = address.to_string();
-        if let Some(from) = from {
-            tx.execute(
-                "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
-                params![lock.cluster, from.to_string()],
-            )
-            .map_err(backend(format!("cannot move `{from}`")))?;
-        }
-        match resource {
-            None => {
-                tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
-                    .map_err(backend(format!("cannot delete `{key}`")))?;
-            }
-            Some(r) => {
-                let r = encode(address, r)?;
+        for write in writes {
+            let key = write.address.to_string();
+            if let Some(from) = write.from {
                 tx.execute(
-                    "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
-                         depends_on = ?7, serial = ?8",
-                    params![
-                        lock.cluster,
-                        r.address,
-                        r.kind,
-                        r.host,
-                        r.status,
-                        r.attributes,
-                        r.depends_on,
-                        serial as i64
-                    ],
+                    "DELETE FROM resources WHERE cluster = ?1 AND address = ?2",
+                    params![lock.cluster, from.to_string()],
                 )
-                .map_err(backend(format!("cannot record `{key}`")))?;
+                .map_err(backend(format!("cannot move `{from}`")))?;
+            }
+            match write.resource {
+                None => {
+                    tx.execute("DELETE FROM resources WHERE cluster = ?1 AND address = ?2", params![lock.cluster, key])
+                        .map_err(backend(format!("cannot delete `{key}`")))?;
+                }
+                Some(r) => {
+                    let r = encode(write.address, r)?;
+                    tx.execute(
+                        "INSERT INTO resources (cluster, address, kind, host, status, attributes, depends_on, serial)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (cluster, address) DO UPDATE SET host = ?4, status = ?5, attributes = ?6,
+                             depends_on = ?7, serial = ?8",
+                        params![
+                            lock.cluster,
+                            r.address,
+                            r.kind,
+                            r.host,
+                            r.status,
+                            r.attributes,
+                            r.depends_on,
+                            serial as i64
+                        ],
+                    )
+                    .map_err(backend(format!("cannot record `{key}`")))?;
+                }
             }
         }
-        tx.commit().map_err(backend(format!("cannot commit `{key}`")))?;
+        tx.commit().map_err(backend("cannot commit the state write"))?;
         Ok(serial)
     }
 
@@ -483,7 +479,7 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealer_engine::{Kind, ResourceStatus, Value};
+    use sealer_engine::{Address, Kind, ResourceStatus, StoredResource, Value};
 
     fn resource(key: &str) -> StoredResource {
         StoredResource {

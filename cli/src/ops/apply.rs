@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
-    ResourceStatus, State, StateStore, StoredResource,
+    ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{
     recorded_schedules, ClusterContext, ClusterProvider, CopyProgress, Distribution, ScheduledHook,
@@ -255,17 +255,26 @@ impl<'a> Session<'a> {
         // One runtime for the apply and the copy of the state: the connections live on it.
         let (report, publish_error, relay_errors) = ws.block_on(async {
             let report = executor
-                .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |change, completion| {
-                    let mut stored = StoredResource::from_completion(change, completion);
-                    if let Some(s) = stored.as_mut().filter(|s| s.address.kind == Kind::Host) {
-                        hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
+                .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |batch| {
+                    let mut stored = Vec::with_capacity(batch.len());
+                    for (change, completion) in batch {
+                        let mut s = StoredResource::from_completion(change, *completion);
+                        if let Some(s) = s.as_mut().filter(|s| s.address.kind == Kind::Host) {
+                            hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
+                        }
+                        stored.push(s);
                     }
                     // A promoted master leaves its join record in the same write that records it as first.
-                    let written = match (&change.previous_address, stored.as_ref()) {
-                        (Some(from), Some(s)) => store.move_resource(&lock, from, &change.address, s),
-                        _ => store.put_resource(&lock, &change.address, stored.as_ref()),
-                    };
-                    written.map(|_| ()).map_err(|e| {
+                    let writes: Vec<ResourceWrite<'_>> = batch
+                        .iter()
+                        .zip(&stored)
+                        .map(|((change, _), s)| ResourceWrite {
+                            from: change.previous_address.as_ref().filter(|_| s.is_some()),
+                            address: &change.address,
+                            resource: s.as_ref(),
+                        })
+                        .collect();
+                    store.write_resources(&lock, &writes).map(|_| ()).map_err(|e| {
                         record_error = Some(e.to_string());
                         e.into()
                     })
