@@ -21,7 +21,8 @@ pub use compile::{compile, ImageFacts};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use error::{BoxError, GraphError, KubeadmError, PlanError, StateError};
 pub use executor::{
-    ApplyEvent, ApplyReport, CancelFlag, Completion, Executor, NodeOutcome, Provider, ProviderFuture, Reporter,
+    ApplyEvent, ApplyReport, CancelFlag, ChainFuture, ChainProgress, Completion, Executor, NodeOutcome, Provider,
+    ProviderFuture, Reporter,
 };
 pub use graph::{GraphBuilder, ResourceGraph};
 pub use plan::{

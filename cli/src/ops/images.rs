@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan, Value};
-use sealer_providers::cluster::relaying_hosts;
+use sealer_providers::cluster::{relayed, relaying_hosts};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::mirrors::Mirrors;
 use sealer_providers::image::oci::{self, Pulled, RegistryOptions};
 use sealer_providers::image::registry_config::RegistrySettings;
-use sealer_providers::image::store::{changed_paths, ImageConfig, ImageError};
+use sealer_providers::image::store::{bytes_of, changed_paths, ImageConfig, ImageError};
 use sealer_providers::image::TransferProgress;
 use sealer_providers::image::{kubefile, lite};
 
@@ -147,29 +147,33 @@ pub fn note_image_changes(ws: &Workspace, cf: &Clusterfile, plan: &mut Plan) {
     let Ok(image) = ws.images().get(&cf.cluster.image) else { return };
     let copies: Vec<(Address, Option<IpAddr>, Option<String>)> =
         image_copies(plan, &image.config.digest).map(|(c, old)| (c.address.clone(), c.host, old)).collect();
-    // Every sealer carries the relay: more than one copy is relayed.
-    let relay = copies.len() > 1;
     let route = planned_route(plan, &image.config.digest);
-    let mut by_digest: BTreeMap<Option<String>, String> = BTreeMap::new();
+    let count = copies.len();
+    // Per digest the hosts hold: what the copy carries, and whether it is relayed (every sealer carries
+    // the relay; a small copy goes directly to each host).
+    let mut by_digest: BTreeMap<Option<String>, (String, bool)> = BTreeMap::new();
     for (address, host, old) in copies {
-        let files = by_digest.entry(old.clone()).or_insert_with(|| match &old {
-            None => String::new(),
-            Some(old) => match ws.images().manifest_of(old) {
-                Some(manifest) => {
-                    let changed = changed_paths(&manifest, &image.manifest);
-                    let bytes: u64 = changed
-                        .iter()
-                        .filter_map(|p| std::fs::symlink_metadata(image.rootfs.join(p)).ok())
-                        .map(|m| m.len())
-                        .sum();
-                    format!("{} changed file(s), {bytes} bytes to send to each host; ", changed.len())
-                }
-                None => "the local store no longer has the previous image's manifest: changed files are found at \
+        let (files, relay) = by_digest.entry(old.clone()).or_insert_with(|| {
+            let all = || relayed(count, bytes_of(&image.rootfs, &changed_paths("", &image.manifest)));
+            match &old {
+                None => (String::new(), all()),
+                Some(old) => match ws.images().manifest_of(old) {
+                    Some(manifest) => {
+                        let changed = changed_paths(&manifest, &image.manifest);
+                        let bytes = bytes_of(&image.rootfs, &changed);
+                        let files = format!("{} changed file(s), {bytes} bytes to send to each host; ", changed.len());
+                        (files, relayed(count, bytes))
+                    }
+                    None => (
+                        "the local store no longer has the previous image's manifest: changed files are found at \
                          apply; "
-                    .to_string(),
-            },
+                            .to_string(),
+                        all(),
+                    ),
+                },
+            }
         });
-        let route = if !relay {
+        let route = if !*relay {
             "copied from the workstation"
         } else if host.is_some_and(|h| route.seeds.contains(&h)) {
             "seed: copied from the workstation, then relayed to the other hosts"

@@ -15,7 +15,7 @@ use super::plugin::{prelude, SHELL};
 use super::remote::Result;
 use super::{app_status, cluster_dir, text, Cx, KindProvider, Observation};
 use crate::error::ProviderError;
-use crate::image::store::{changed_paths, ImageConfig};
+use crate::image::store::{bytes_of, changed_paths, ImageConfig};
 use crate::shell::quote;
 
 pub struct App;
@@ -92,7 +92,7 @@ impl KindProvider for App {
         let q = quote(&dir);
         let swap = format!("rm -rf {q}; mv {q}.new {q}");
         let what = status_key(&name);
-        if cx.relay.enabled(targets.len()) {
+        if cx.relay.enabled(targets.len(), bytes_of(&image.rootfs, &files)) {
             let archive = cx.relay.archive(&image.rootfs, &files, &image.manifest).await?;
             let new = format!("{dir}.new");
             for master in targets {
@@ -261,7 +261,12 @@ mod tests {
         remote: Arc<Scripted>,
     ) -> ClusterProvider {
         let mut ctx = context(None, logs);
-        ctx.apps.insert("reg.io/team/nginx-app:1".into(), app_image(&dir.join("app"), "sha256:1"));
+        let mut image = app_image(&dir.join("app"), "sha256:1");
+        // Large enough to be relayed rather than sent to each master.
+        let big = vec![b'x'; super::super::relay::DIRECT_MAX as usize + 1];
+        std::fs::write(image.rootfs.join("manifests/big.bin"), big).unwrap();
+        image.manifest = format!("0 644 manifests/big.bin\n{}", image.manifest);
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), image);
         ctx.distribution.helper = Some(b"#!/bin/sh\n".to_vec());
         let p = ClusterProvider::new(ctx, remote);
         apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await.unwrap();

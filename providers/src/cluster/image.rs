@@ -14,7 +14,7 @@ use super::plugin::SHELL;
 use super::remote::Result;
 use super::{cluster_dir, Cx, KindProvider};
 use crate::error::ProviderError;
-use crate::image::store::{changed_paths, removed_paths};
+use crate::image::store::{bytes_of, changed_paths, removed_paths};
 use crate::shell::quote;
 
 pub struct Image;
@@ -67,7 +67,7 @@ impl KindProvider for Image {
             let removed: Vec<String> =
                 removed_paths(old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
             let remove = if removed.is_empty() { String::new() } else { format!("rm -f {}; ", removed.join(" ")) };
-            if cx.relay.enabled(cx.ctx.hosts.len()) {
+            if cx.relay.enabled(cx.ctx.hosts.len(), bytes_of(&image.rootfs, &changed)) {
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
                 let digest = quote(&image.config.digest);
                 let rootfs = format!("{dir}/rootfs");

@@ -31,14 +31,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sealer_engine::{
-    Action, Address, Attributes, Kind, Provider, ProviderFuture, ResourceChange, ResourceStatus, Value,
+    Action, Address, Attributes, ChainFuture, ChainProgress, Kind, Provider, ProviderFuture, ResourceChange, ResourceStatus, Value,
 };
 use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use balancer::carried_by as image_carries_balancer;
 pub use hooks::{recorded_schedules, ScheduledHook};
-pub use relay::{relaying_hosts, CopyEvent, CopyProgress, Distribution};
+pub use relay::{relayed, relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
 
@@ -338,13 +338,19 @@ impl Cx {
     async fn run_status(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
         self.log(ip, &format!("$ {command}"));
         let started = std::time::Instant::now();
-        let out = self.remote.exec(ip, command, stdin).await.inspect_err(|e| {
-            self.log(
-                ip,
-                &crate::redact::credentials(&format!("# failed after {:.1} s: {e}", started.elapsed().as_secs_f64())),
-            )
-        })?;
-        // Join credentials (kubeadm prints them) are masked; the rest of the output is kept.
+        let out = self.remote.exec(ip, command, stdin).await.inspect_err(|e| self.log_failure(ip, started, e))?;
+        self.log_output(ip, &out, started);
+        Ok(out)
+    }
+
+    fn log_failure(&self, ip: IpAddr, started: std::time::Instant, e: &ProviderError) {
+        let line = format!("# failed after {:.1} s: {e}", started.elapsed().as_secs_f64());
+        self.log(ip, &crate::redact::credentials(&line));
+    }
+
+    /// Logs what a command printed and how it ended. Join credentials (kubeadm prints them) are masked;
+    /// the rest of the output is kept.
+    fn log_output(&self, ip: IpAddr, out: &ExecOutput, started: std::time::Instant) {
         let (stdout, stderr) = (out.stdout_text(), out.stderr_text());
         if !stdout.is_empty() {
             self.log(ip, &crate::redact::credentials(&stdout));
@@ -354,7 +360,6 @@ impl Cx {
         }
         // How long each command took tells where an apply's time went.
         self.log(ip, &format!("# exit {} after {:.1} s", out.status, started.elapsed().as_secs_f64()));
-        Ok(out)
     }
 
     /// The trimmed stdout of `command`.
@@ -482,6 +487,15 @@ impl Provider for ClusterProvider {
     fn apply(&self, change: Arc<ResourceChange>) -> ProviderFuture {
         let cx = self.0.clone();
         Box::pin(async move { cx.apply(&change).await.map_err(Into::into) })
+    }
+
+    fn chain_key(&self, change: &ResourceChange) -> Option<String> {
+        plugin::chains(change).then(|| change.host.map(|ip| ip.to_string())).flatten()
+    }
+
+    fn apply_chain(&self, changes: Vec<Arc<ResourceChange>>, progress: ChainProgress) -> ChainFuture {
+        let cx = self.0.clone();
+        Box::pin(async move { cx.shell_chain(&changes, &progress).await })
     }
 }
 

@@ -3,12 +3,15 @@
 //! phases run when their resource is deleted.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange, Value};
 
-use super::remote::Result;
+use super::remote::{self, Result};
 use super::{text, Cx, KindProvider};
+use crate::transport::{ExecOutput, Step};
 use crate::error::ProviderError;
 use sealer_engine::clusterfile::rules::is_shell_identifier;
 
@@ -46,6 +49,15 @@ pub(super) fn prelude(dir: &str, after: &Attributes, create: bool) -> (String, S
 /// identifiers, such as `docker-dir`, from what its children see), else sh.
 pub(super) const SHELL: &str = "\"$(command -v bash || echo sh)\"";
 
+/// Whether `change` may run in a chain with its host's other short changes: the creation of a SHELL
+/// plugin that runs when created (a script, and nothing from the workstation between it and the next).
+pub(super) fn chains(change: &ResourceChange) -> bool {
+    let after = change.after.as_ref();
+    change.kind == Kind::Plugin
+        && change.action == Action::Create
+        && after.is_some_and(|a| text(a, "type").as_deref() == Some("SHELL") && !runs_on_delete(a))
+}
+
 fn runs_on_delete(attrs: &Attributes) -> bool {
     text(attrs, "runs_on").as_deref() == Some("delete")
 }
@@ -61,17 +73,8 @@ impl Cx {
         let (prelude, env_cmd) = prelude(&dir, after, originally);
         match kind.as_str() {
             "SHELL" => {
-                // A script read with `-s` means the same with a last newline, and goes to the host as a
-                // here-document with one (see `SshSession::exec`), not through two more processes.
-                let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
-                // In the host's bash, the script is sourced from stdin in the command's own subshell:
-                // no process to start. Names that are not identifiers need `env`, and so a new shell.
-                let command = if env_cmd.is_empty() {
-                    format!("{prelude}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi")
-                } else {
-                    format!("{prelude}exec {env_cmd}{SHELL} -s")
-                };
-                self.run(ip, &self.with_image_path(&command), script.as_bytes()).await?;
+                let step = self.shell_step(after);
+                self.run(ip, &step.command, &step.stdin).await?;
             }
             "CLUSTERCHECK" => self.wait_ready().await?,
             // At a clean phase (a backup before the cluster goes), only the snapshot itself matters.
@@ -110,6 +113,59 @@ impl Cx {
             }
         }
         Ok(())
+    }
+
+    /// A SHELL plugin's command and script. A script read with `-s` means the same with a last newline,
+    /// and goes to the host as a here-document with one (see `SshSession::exec`), not through two more
+    /// processes. In the host's bash, the script is sourced from stdin in the command's own subshell: no
+    /// process to start. Names that are not identifiers need `env`, and so a new shell.
+    fn shell_step(&self, after: &Attributes) -> Step {
+        let data = text(after, "data").unwrap_or_default();
+        let originally = text(after, "phase").as_deref() == Some("Originally");
+        let dir = if originally { super::cluster_dir(&self.ctx.cluster) } else { self.rootfs() };
+        let (prelude, env_cmd) = prelude(&dir, after, originally);
+        let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
+        let command = if env_cmd.is_empty() {
+            format!("{prelude}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi")
+        } else {
+            format!("{prelude}exec {env_cmd}{SHELL} -s")
+        };
+        Step { command: self.with_image_path(&command), stdin: script.into_bytes() }
+    }
+
+    /// Runs the SHELL plugins of `changes` (creates on one host: see [`chains`]) in one round trip, each
+    /// logged, recorded in `results` and reported as it ends.
+    pub(super) async fn shell_chain(&self, changes: &[Arc<ResourceChange>], progress: &ChainProgress) {
+        let Some(ip) = changes.first().and_then(|c| c.host) else { return };
+        let afters: Vec<Attributes> = changes.iter().map(|c| c.after.clone().unwrap_or_default()).collect();
+        let steps: Vec<Step> = afters.iter().map(|a| self.shell_step(a)).collect();
+        let ended = AtomicUsize::new(0);
+        let since = Mutex::new(Instant::now());
+        let done = |k: usize, out: ExecOutput| {
+            let started = std::mem::replace(&mut *since.lock().unwrap_or_else(PoisonError::into_inner), Instant::now());
+            self.log(ip, &format!("$ {}", steps[k].command));
+            self.log_output(ip, &out, started);
+            let result = remote::succeeded(ip, &steps[k].command, out).map(|_| afters[k].clone());
+            if let Ok(after) = &result {
+                self.results.lock().unwrap_or_else(PoisonError::into_inner).insert(changes[k].address.clone(), after.clone());
+            }
+            let next = result.is_ok() && k + 1 < steps.len();
+            progress.done(k, result.map(Some).map_err(Into::into));
+            ended.store(k + 1, Ordering::SeqCst);
+            if next {
+                progress.started(k + 1);
+            }
+        };
+        progress.started(0);
+        if let Err(e) = self.remote.exec_steps(ip, &steps, &done).await {
+            // The step under way when the connection failed ends with it; none after it started.
+            let k = ended.load(Ordering::SeqCst);
+            if let Some(step) = steps.get(k) {
+                self.log(ip, &format!("$ {}", step.command));
+                self.log_failure(ip, *since.lock().unwrap_or_else(PoisonError::into_inner), &e);
+                progress.done(k, Err(e.into()));
+            }
+        }
     }
 
     async fn wait_ready(&self) -> Result<()> {

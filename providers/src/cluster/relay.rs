@@ -52,6 +52,16 @@ pub fn relaying_hosts(hosts: usize) -> usize {
     root.max(FANOUT + 1).min(hosts)
 }
 
+/// A copy of at most this many bytes goes from the workstation to every host that needs it: relaying it
+/// would cost more (the helper to send, relays to start and stop) than the copies it saves. The
+/// workstation then sends at most this much per host beyond one copy.
+pub const DIRECT_MAX: u64 = 64 * 1024;
+
+/// Whether `copies` copies of `bytes` bytes are relayed between hosts, rather than each sent directly.
+pub fn relayed(copies: usize, bytes: u64) -> bool {
+    copies > 1 && bytes > DIRECT_MAX
+}
+
 /// How the image reaches the hosts, as the CLI sets it up.
 pub struct Distribution {
     /// The `sealer-relay` executable for the hosts; `None` sends every host a direct copy.
@@ -280,9 +290,9 @@ impl Relay {
         self.board.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether hosts relay what travels to `hosts` of them (else each gets a direct copy).
-    pub(crate) fn enabled(&self, hosts: usize) -> bool {
-        self.helper.is_some() && self.allowed.len() > 1 && hosts > 1
+    /// Whether hosts relay `bytes` that travel to `hosts` of them (else each gets a direct copy).
+    pub(crate) fn enabled(&self, hosts: usize, bytes: u64) -> bool {
+        self.helper.is_some() && self.allowed.len() > 1 && relayed(hosts, bytes)
     }
 
     pub(crate) fn progress(&self, event: CopyEvent) {

@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{ProviderError, TransportError};
 use crate::shell::quote;
-use crate::transport::{ExecOutput, SshSession, SshTarget};
+use crate::transport::{ExecOutput, SshSession, SshTarget, Step};
 
 pub type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -27,7 +27,26 @@ pub trait Remote: Send + Sync {
     /// Whether `host` was found unreachable moments ago: work that only tidies up (stopping relays) skips
     /// it rather than wait for it again.
     fn known_unreachable(&self, host: IpAddr) -> bool;
+    /// Runs `steps` one after another, calling `done` with each one's position and output as it ends;
+    /// none runs after one that exited non-zero. Over SSH the chain is one round trip; this default runs
+    /// one `exec` after another.
+    fn exec_steps<'a>(&'a self, host: IpAddr, steps: &'a [Step], done: StepDone<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (k, step) in steps.iter().enumerate() {
+                let out = self.exec(host, &step.command, &step.stdin).await?;
+                let failed = out.status != 0;
+                done(k, out);
+                if failed {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
 }
+
+/// Told of each step of [`Remote::exec_steps`] as it ends: its position and output.
+pub type StepDone<'a> = &'a (dyn Fn(usize, ExecOutput) + Send + Sync);
 
 /// `out` as it is when its command succeeded, else the error naming the host, the command's first line,
 /// its exit status and the last lines it printed on stderr.
@@ -98,6 +117,14 @@ impl SshRemote {
         self.hosts == *hosts && self.timeout == timeout
     }
 
+    /// A host that went silent is not connected to again for a while: what follows in this operation fails
+    /// at once instead of waiting for it once more.
+    fn note_silence<T>(&self, host: IpAddr, result: &std::result::Result<T, TransportError>) {
+        if let (Err(TransportError::StoppedAnswering { .. }), Some(target)) = (result, self.hosts.get(&host)) {
+            note_unreachable((host, target.port), "it stopped answering".into());
+        }
+    }
+
     async fn session(&self, ip: IpAddr) -> Result<Arc<SshSession>> {
         let cell = {
             // A poisoned map only means another task panicked while inserting: the map itself is whole.
@@ -141,11 +168,15 @@ impl Remote for SshRemote {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
         Box::pin(async move {
             let result = self.session(host).await?.exec(command, stdin, self.timeout).await;
-            // A host that went silent is not connected to again for a while: what follows in this
-            // operation fails at once instead of waiting for it once more.
-            if let (Err(TransportError::StoppedAnswering { .. }), Some(target)) = (&result, self.hosts.get(&host)) {
-                note_unreachable((host, target.port), "it stopped answering".into());
-            }
+            self.note_silence(host, &result);
+            Ok(result?)
+        })
+    }
+
+    fn exec_steps<'a>(&'a self, host: IpAddr, steps: &'a [Step], done: StepDone<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let result = self.session(host).await?.exec_steps(steps, self.timeout, done).await;
+            self.note_silence(host, &result);
             Ok(result?)
         })
     }

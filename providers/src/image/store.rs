@@ -140,6 +140,11 @@ pub fn changed_paths<'a>(old: &str, new: &'a str) -> Vec<&'a str> {
     new.lines().filter(|l| !old.contains(l)).filter_map(manifest_path).collect()
 }
 
+/// The bytes of the files `paths` of `rootfs` (what a copy of them carries, before the archive's headers).
+pub fn bytes_of(rootfs: &Path, paths: &[&str]) -> u64 {
+    paths.iter().filter_map(|p| std::fs::symlink_metadata(rootfs.join(p)).ok()).map(|m| m.len()).sum()
+}
+
 /// The paths of `old` that `new` no longer has: what a copy removes.
 pub fn removed_paths<'a>(old: &'a str, new: &str) -> Vec<&'a str> {
     let new: std::collections::HashSet<&str> = new.lines().filter_map(manifest_path).collect();

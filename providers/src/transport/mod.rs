@@ -16,6 +16,9 @@ use tokio::sync::Semaphore;
 use crate::error::TransportError;
 use crate::shell::quote;
 
+mod steps;
+pub use steps::Step;
+
 /// Channels one connection may have open at once; OpenSSH refuses the 11th by default.
 pub const MAX_CHANNELS: usize = 8;
 const CONNECT_ATTEMPTS: u32 = 4;
@@ -285,6 +288,13 @@ async fn while_reading<S, R>(send: impl Future<Output = S>, receive: impl Future
             out = &mut receive => return (out, sent),
         }
     }
+}
+
+/// `command` for the shell loop: quoted, to `eval`. One that does not parse (`echo )`) fails with the
+/// shell's message and status 2, and the end markers that follow it still run; spliced in, it would
+/// swallow them and the command would wait for its timeout.
+fn evaluated(command: &str) -> String {
+    format!("eval {}", quote(command))
 }
 
 fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -606,15 +616,19 @@ impl SshSession {
         }
     }
 
-    async fn exec_in_shell(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, ShellError> {
+    /// A shell of the pool, or a new one, with the channel permit it holds.
+    async fn checkout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Channel<Msg>), ShellError> {
         let ip = self.target.ip;
-        let fail = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
         let permit = self
             .channels
             .acquire()
             .await
             .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-        let mut channel = match self.idle_shell().await {
+        let channel = match self.idle_shell().await {
             Some(c) => c,
             None => {
                 let channel = self.open_shell(command, timeout).await?;
@@ -622,15 +636,36 @@ impl SshSession {
                 channel
             }
         };
+        Ok((permit, channel))
+    }
+
+    /// A shell whose command finished goes back to the pool; one that failed or timed out is closed (a
+    /// dropped russh channel stays open on the server, counting against its sessions per connection).
+    async fn checkin(&self, channel: Channel<Msg>, finished: bool) {
+        let unpooled = match finished.then(|| self.shells.lock()) {
+            Some(Ok(mut shells)) => {
+                shells.push(channel);
+                self.shell_returned.notify_one();
+                None
+            }
+            _ => Some(channel),
+        };
+        if let Some(channel) = unpooled {
+            self.open_shells.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = channel.close().await;
+        }
+    }
+
+    async fn exec_in_shell(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, ShellError> {
+        let ip = self.target.ip;
+        let fail = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
+        let (permit, mut channel) = self.checkout(command, timeout).await?;
         let m = &self.marker;
         // The subshell keeps `exit`, `cd` and `set -e` of one command away from the next. Its stdin: a
         // here-document when it is short text (the shell hands it over itself, with no process to start),
         // else `head -c` hands it exactly its bytes and `cat` drains what it did not read.
         let end = format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n");
-        // The command goes quoted to `eval`: one that does not parse (`echo )`) fails with the shell's
-        // message and status 2, and the end markers still follow; spliced in, it would swallow them and
-        // the command would wait for its timeout.
-        let evaluated = format!("eval {}", crate::shell::quote(command));
+        let evaluated = evaluated(command);
         let (script, raw) = match here_document(stdin, m) {
             _ if stdin.is_empty() => (format!("( {evaluated}\n) </dev/null; {end}"), false),
             Some(text) => (format!("( {evaluated}\n) <<'{m}_stdin'; {end}{text}{m}_stdin\n"), false),
@@ -669,20 +704,7 @@ impl SshSession {
         let result = tokio::time::timeout(timeout, run)
             .await
             .unwrap_or_else(|_| Err(ShellError::Failed(self.timed_out(command, timeout))));
-        // A shell whose command finished goes back to the pool; one that failed or timed out is closed (a
-        // dropped russh channel stays open on the server, counting against its sessions per connection).
-        let unpooled = match result.is_ok().then(|| self.shells.lock()) {
-            Some(Ok(mut shells)) => {
-                shells.push(channel);
-                self.shell_returned.notify_one();
-                None
-            }
-            _ => Some(channel),
-        };
-        if let Some(channel) = unpooled {
-            self.open_shells.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = channel.close().await;
-        }
+        self.checkin(channel, result.is_ok()).await;
         drop(permit);
         result
     }
