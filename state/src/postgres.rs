@@ -459,8 +459,11 @@ impl StateStore for PostgresStore {
                 .get(0);
             for (key, from, row) in &rows {
                 if let Some(from) = from {
-                    tx.execute("DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2", &[&lock.cluster, from])
-                        .map_err(backend(format!("cannot move `{from}`")))?;
+                    tx.execute(
+                        "DELETE FROM sealer_resources WHERE cluster = $1 AND address = $2",
+                        &[&lock.cluster, from],
+                    )
+                    .map_err(backend(format!("cannot move `{from}`")))?;
                 }
                 match row {
                     None => {

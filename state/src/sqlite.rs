@@ -515,6 +515,28 @@ mod tests {
         assert!(!path.parent().unwrap().exists());
     }
 
+    /// Resources that finished together are one write: one serial, all of them or none.
+    #[test]
+    fn a_batch_is_one_write_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let lock = store.lock("c", "me@here", 1, "apply").unwrap();
+        let (a, b, moved) = (resource("10.0.0.2"), resource("10.0.0.3"), resource("10.0.0.4"));
+        store.put_resource(&lock, &moved.address, Some(&moved)).unwrap();
+        let writes = [
+            ResourceWrite { from: None, address: &a.address, resource: Some(&a) },
+            ResourceWrite { from: Some(&moved.address), address: &b.address, resource: Some(&b) },
+        ];
+        assert_eq!(store.write_resources(&lock, &writes).unwrap(), 2, "one serial for the batch");
+        let state = store.load("c").unwrap().unwrap();
+        assert_eq!(state.resources.keys().collect::<Vec<_>>(), [&a.address, &b.address]);
+        // A lock that is not held any more: nothing of the batch is written.
+        store.unlock(&lock).unwrap();
+        let gone = [ResourceWrite { from: None, address: &moved.address, resource: Some(&moved) }];
+        assert!(store.write_resources(&lock, &gone).is_err());
+        assert_eq!(store.load("c").unwrap().unwrap().resources.len(), 2);
+    }
+
     #[test]
     fn writes_bump_the_serial_and_keep_lineage() {
         let dir = tempfile::tempdir().unwrap();

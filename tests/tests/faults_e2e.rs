@@ -373,3 +373,107 @@ fn a_partitioned_host_is_named_within_15_s() {
     );
     site.converges("the partition healed");
 }
+
+/// An apply killed in the middle of a host's chain of SHELL plugins (one round trip that runs them one
+/// after another): every step it recorded ran once and is not run again; the next apply does exactly the
+/// steps the state does not hold, and the plan is clean after it.
+#[test]
+fn an_apply_killed_inside_a_chain_leaves_the_next_exactly_the_rest() {
+    if !testbed_available() {
+        return;
+    }
+    const STEPS: usize = 12;
+    let tb = Testbed::up(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+    std::fs::create_dir_all(work.join("ctx")).unwrap();
+    std::fs::write(work.join("ctx/Kubefile"), "FROM scratch\nCOPY Kubefile etc/\n").unwrap();
+    ok(&sealer(&home, &work.join("ctx"), &["build", "-t", "chain/small:1", "."]));
+    let ips: Vec<String> = tb.ips.iter().map(|ip| ip.to_string()).collect();
+    let mut text = format!(
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: chain\nspec:\n  image: chain/small:1\n  ssh:\n    \
+         pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
+        tb.key.display(),
+        ips.join(", ")
+    );
+    let mut targets = Vec::new();
+    for s in 1..=STEPS {
+        text += &format!(
+            "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: s{s}\nspec:\n  type: SHELL\n  \
+             action: PreInstall\n  data: |\n    mkdir -p /var/lib/chain && sleep 0.2 && echo s{s} >> /var/lib/chain/steps\n"
+        );
+        for ip in &ips {
+            targets.extend(["--target".to_string(), format!("plugin.s{s}.PreInstall.{ip}")]);
+        }
+    }
+    std::fs::write(work.join("Clusterfile"), text).unwrap();
+    let mut args = vec!["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"];
+    args.extend(targets.iter().map(String::as_str));
+    let recorded = |ip: &str| -> Vec<String> {
+        let out = sealer(&home, &work, &["state", "list"]);
+        let suffix = format!(".PreInstall.{ip}");
+        stdout(&out).lines().filter(|l| l.starts_with("plugin.") && l.ends_with(&suffix)).map(str::to_string).collect()
+    };
+    let mut child = Command::new(sealer_tests::sealer_bin())
+        .args(&args)
+        .current_dir(&work)
+        .env("SEALER_HOME", &home)
+        .env("NO_COLOR", "1")
+        .env_remove("SEALER_STATE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while recorded(&ips[0]).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the chain never got 4 steps in");
+        assert!(child.try_wait().unwrap().is_none(), "the apply ended before its kill point");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The host's shell loop stops what the connection ran once it is gone (SIGTERM, SIGKILL after 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let done: Vec<Vec<String>> = ips.iter().map(|ip| recorded(ip)).collect();
+    assert!((4..STEPS).contains(&done[0].len()), "the kill landed outside the chain: {done:?}");
+    let step = |address: &str| address.split('.').nth(1).unwrap().to_string();
+    let lines = |i: usize| -> Vec<String> {
+        String::from_utf8_lossy(&tb.exec(i, "cat /var/lib/chain/steps 2>/dev/null").stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    for (i, recorded) in done.iter().enumerate() {
+        let before = lines(i);
+        for address in recorded {
+            assert_eq!(before.iter().filter(|l| **l == step(address)).count(), 1, "{address}: {before:?}");
+        }
+    }
+    let out = sealer(&home, &work, &args);
+    let said = ok(&out);
+    for (i, ip) in ips.iter().enumerate() {
+        let created: std::collections::BTreeSet<String> = said
+            .lines()
+            .filter(|l| l.starts_with("plugin.") && l.contains(&format!(".{ip}: Creation complete")))
+            .map(&step)
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            (1..=STEPS).map(|s| format!("s{s}")).filter(|s| !done[i].iter().any(|a| step(a) == *s)).collect();
+        assert_eq!(created, expected, "host {ip}: the next apply did other than the rest:\n{said}");
+        let after = lines(i);
+        for s in 1..=STEPS {
+            let n = after.iter().filter(|l| **l == format!("s{s}")).count();
+            // At most the one step under way at the kill, finished on the host but not recorded, ran twice.
+            assert!((1..=2).contains(&n), "host {ip}: s{s} ran {n} times: {after:?}");
+        }
+        assert!(after.len() <= STEPS + 1, "host {ip}: {after:?}");
+    }
+    let plan = sealer(&home, &work, &[&["plan", "-f", "Clusterfile", "--detailed-exitcode"][..], &args[5..]].concat());
+    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    eprintln!(
+        "FIGURE a chain killed after {} of {STEPS} steps on {}: the next apply ran the other {}",
+        done[0].len(),
+        ips[0],
+        STEPS - done[0].len()
+    );
+}

@@ -31,7 +31,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sealer_engine::{
-    Action, Address, Attributes, ChainFuture, ChainProgress, Kind, Provider, ProviderFuture, ResourceChange, ResourceStatus, Value,
+    Action, Address, Attributes, ChainFuture, ChainProgress, Kind, Provider, ProviderFuture, ResourceChange,
+    ResourceStatus, Value,
 };
 use tokio::sync::OnceCell;
 

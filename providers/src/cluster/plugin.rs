@@ -11,8 +11,8 @@ use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange, Val
 
 use super::remote::{self, Result};
 use super::{text, Cx, KindProvider};
-use crate::transport::{ExecOutput, Step};
 use crate::error::ProviderError;
+use crate::transport::{ExecOutput, Step};
 use sealer_engine::clusterfile::rules::is_shell_identifier;
 
 use crate::shell::quote;
@@ -147,7 +147,10 @@ impl Cx {
             self.log_output(ip, &out, started);
             let result = remote::succeeded(ip, &steps[k].command, out).map(|_| afters[k].clone());
             if let Ok(after) = &result {
-                self.results.lock().unwrap_or_else(PoisonError::into_inner).insert(changes[k].address.clone(), after.clone());
+                self.results
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(changes[k].address.clone(), after.clone());
             }
             let next = result.is_ok() && k + 1 < steps.len();
             progress.done(k, result.map(Some).map_err(Into::into));
@@ -210,7 +213,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use sealer_engine::{Action, Kind, Value};
+    use sealer_engine::{Action, Completion, Kind, NodeOutcome, Value};
 
     use crate::cluster::testing::*;
 
@@ -354,5 +357,54 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("on `10.0.0.2` exited with 3: line 1 / boom"), "{err}");
+    }
+
+    /// A host's SHELL plugins run as one chain: each logged and reported on its own, in order, and
+    /// none after the one that failed; the plugins of another host are a chain of their own.
+    #[tokio::test]
+    async fn a_hosts_shell_plugins_run_as_one_chain_that_stops_at_a_failure() {
+        struct Quiet;
+        impl sealer_engine::Reporter for Quiet {
+            fn event(&self, _: &sealer_engine::ApplyEvent) {}
+        }
+        let plugin = |n: &str| {
+            let mut a = shell("create");
+            a.insert("env".into(), Value::Map(BTreeMap::from([("STEP".to_string(), n.to_string())])));
+            a
+        };
+        let remote = Arc::new(Scripted::default().fail("export STEP=2;", 3, "step 2 broke"));
+        let (p, logs) = provider(remote.clone());
+        let changes: Vec<sealer_engine::ResourceChange> = [(M1, "1"), (M1, "2"), (M1, "3"), (M2, "4")]
+            .into_iter()
+            .map(|(ip, n)| {
+                let key = format!("s{n}.PostInstall.{ip}");
+                (*change(Kind::Plugin, &key, ip, Action::Create, None, Some(plugin(n)))).clone()
+            })
+            .collect();
+        assert!(changes.iter().all(|c| sealer_engine::Provider::chain_key(&p, c) == c.host.map(|h| h.to_string())));
+        let plan = sealer_engine::Plan::against(&sealer_engine::State::empty("c"), changes);
+        let mut recorded = Vec::new();
+        let report = sealer_engine::Executor { parallelism: 4, drain: std::time::Duration::from_secs(5) }
+            .run(&plan, Arc::new(p), Arc::new(Quiet), Default::default(), |batch| {
+                recorded
+                    .extend(batch.iter().map(|(c, done)| (c.address.key.clone(), *done == Completion::FailedPartway)));
+                Ok(())
+            })
+            .await;
+        let outcome = |k: &str| report.outcomes.iter().find(|(a, _)| a.key.starts_with(k)).unwrap().1.clone();
+        assert_eq!(outcome("s1."), NodeOutcome::Applied);
+        assert!(
+            matches!(outcome("s2."), NodeOutcome::Failed(e) if e.contains("exit status 3") || e.contains("step 2 broke"))
+        );
+        assert_eq!(outcome("s4."), NodeOutcome::Applied);
+        // s3 never ran in the chain; independent of s2, it ran after, on its own.
+        assert_eq!(outcome("s3."), NodeOutcome::Applied);
+        let m1: Vec<String> =
+            remote.commands(M1).iter().map(|c| c.split("export STEP=").nth(1).unwrap()[..1].to_string()).collect();
+        assert_eq!(m1, ["1", "2", "3"], "in order, s3 once");
+        assert!(recorded.contains(&("s2.PostInstall.10.0.0.2".to_string(), true)), "tainted: {recorded:?}");
+        let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
+        assert_eq!(log.matches("$ export PATH=").count(), 3, "{log}");
+        assert!(log.contains("step 2 broke\n# exit 3 after "), "{log}");
     }
 }

@@ -801,6 +801,13 @@ mod tests {
     }
 
     #[test]
+    fn only_copies_larger_than_64_kib_to_more_than_one_host_are_relayed() {
+        assert!(!relayed(64, DIRECT_MAX), "small: straight to each host");
+        assert!(relayed(2, DIRECT_MAX + 1));
+        assert!(!relayed(1, 1 << 30), "one host: nothing to relay to");
+    }
+
+    #[test]
     fn a_few_hosts_relay_enough_to_keep_the_tree_wide() {
         let got: Vec<usize> = [1, 2, 3, 8, 16, 64, 100, 1000].iter().map(|&n| relaying_hosts(n)).collect();
         assert_eq!(got, [1, 2, 3, 4, 4, 8, 10, 32]);

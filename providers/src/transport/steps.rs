@@ -171,8 +171,12 @@ mod tests {
     #[test]
     fn step_1_is_not_taken_for_step_10() {
         let m = "__m__";
-        let mut framed =
-            Framed { stdout: b"\n__m___s10 0\n".to_vec(), stderr: b"\n__m___s10\n".to_vec(), status: None, stderr_done: false };
+        let mut framed = Framed {
+            stdout: b"\n__m___s10 0\n".to_vec(),
+            stderr: b"\n__m___s10\n".to_vec(),
+            status: None,
+            stderr_done: false,
+        };
         assert!(take_step(&mut framed, m, 1).is_none());
         assert!(take_step(&mut framed, m, 10).is_some());
     }
