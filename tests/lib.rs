@@ -226,8 +226,9 @@ impl Testbed {
             .unwrap();
         assert!(out.status.success(), "testbed up: {}", String::from_utf8_lossy(&out.stderr));
         let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let ips = (1..=hosts).map(|i| format!("10.251.{id}.{}", 10 + i).parse().unwrap()).collect();
-        Testbed { id, ips, key: testbed_dir().join(id.to_string()).join("id_ed25519") }
+        let dir = testbed_dir().join(id.to_string());
+        let ips = std::fs::read_to_string(dir.join("ips")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        Testbed { id, ips, key: dir.join("id_ed25519") }
     }
 
     fn script(&self, args: &[&str]) -> Output {

@@ -19,7 +19,7 @@ cargo build --release -q -p sealer-cli --manifest-path "$repo/Cargo.toml"
 k=$(TESTBED_OWNER=$$ "$testbed" up "$hosts")
 trap '"$testbed" down "$k"; rm -rf "$work"' EXIT
 key=/tmp/sealer-testbed/$k/id_ed25519
-ips=(); for i in $(seq 1 "$hosts"); do ips+=("10.251.$k.$((10 + i))"); done
+mapfile -t ips < "/tmp/sealer-testbed/$k/ips"
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 export SEALER_HOME=$work/home

@@ -3,7 +3,8 @@
 # overlay over `/`, so its own files) and PID namespace per host, each running a real OpenSSH sshd.
 # Never touches the machine's own hostname, /etc or network beyond the bridge it creates.
 #
-#   testbed.sh up N            create N hosts; prints the testbed id K (hosts are 10.251.K.11 ...)
+#   testbed.sh up N            create N hosts; prints the testbed id K (hosts are 10.251.K.11 ... 10.251.K.250,
+#                              then 10.250.K.11 ..., one link; their addresses, one a line, in DIR/K/ips)
 #   testbed.sh down K          tear testbed K down
 #   testbed.sh sshd-stop K I   stop sshd on host I (1-based); the host keeps running
 #   testbed.sh sshd-start K I  start it again
@@ -26,7 +27,9 @@ mkdir -p "$dir"
 
 die() { echo "testbed: $*" >&2; exit 1; }
 
-host_ip() { echo "10.251.$1.$((10 + $2))"; }
+# Hosts 1-240 in 10.251.K.0/24, the next 240 in 10.250.K.0/24: both on the testbed's bridge, and every
+# host reaches the other half directly (an on-link route), so a testbed may grow past one /24.
+host_ip() { if [ "$2" -le 240 ]; then echo "10.251.$1.$((10 + $2))"; else echo "10.250.$1.$((10 + $2 - 240))"; fi; }
 
 init_pid() { cat "$dir/$1/h$2/pid" 2>/dev/null || true; }
 
@@ -144,9 +147,12 @@ up() {
   echo "$owner" > "$base/owner.tmp" && mv "$base/owner.tmp" "$base/owner"
   trap 'down "$k"' ERR
   ssh-keygen -q -t ed25519 -N '' -C "sealer-testbed-$k" -f "$base/id_ed25519"
+  [ "$n" -le 480 ] || die "at most 480 hosts per testbed"
   ip link add "sbr$k" type bridge
   ip addr add "10.251.$k.1/24" dev "sbr$k"
+  if [ "$n" -gt 240 ]; then ip addr add "10.250.$k.1/24" dev "sbr$k"; fi
   ip link set "sbr$k" up
+  : > "$base/ips"
   for i in $(seq 1 "$n"); do
     local h="$base/h$i" ip; ip=$(host_ip "$k" "$i")
     local ns="sb${k}h$i"
@@ -178,6 +184,11 @@ CONF
     ip link set "vsb${k}h$i" master "sbr$k" up
     ip -n "$ns" addr add "$ip/24" dev eth0
     ip -n "$ns" link set eth0 up
+    if [ "$n" -gt 240 ]; then
+      local other=10.250.$k.0/24; [ "$i" -le 240 ] || other=10.251.$k.0/24
+      ip -n "$ns" route add "$other" dev eth0
+    fi
+    echo "$ip" >> "$base/ips"
     ip -n "$ns" link set lo up
     # The host's own cgroups, before anything runs in it (cpuset's must be given its parent's CPUs and
     # memory nodes, or no process may join it).
