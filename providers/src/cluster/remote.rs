@@ -65,6 +65,28 @@ pub(super) fn succeeded(host: IpAddr, command: &str, out: ExecOutput) -> Result<
     })
 }
 
+/// The host command that writes its stdin to `path` with `mode`, whole or not at all. The file is created
+/// with its final mode before any byte is written, so a secret is never readable; a private file's own
+/// directory, when it is made here, is 0700 (its parents, and a directory that exists, keep their modes).
+/// A stale temporary file (a link planted there included) is removed, never written through. Few
+/// processes: the parent comes from the path itself, not `dirname`, and a mode that creation can give (no
+/// execute or special bits) needs no `chmod`. It runs in a command of its own (a subshell), so `umask`
+/// stays there.
+fn upload_command(path: &str, mode: u32) -> String {
+    let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
+    let parent = "case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac; e=${d%/*}; e=${e:-/}";
+    let leaf = if mode & 0o077 == 0 { "(umask 077 && mkdir -p \"$d\")" } else { "mkdir -p \"$d\"" };
+    let create = if mode & 0o7111 == 0 {
+        format!("umask {:03o} && cat > {tmp}", !mode & 0o777)
+    } else {
+        format!("umask 077 && cat > {tmp} && chmod {mode:o} {tmp}")
+    };
+    format!(
+        "p={q}; {parent}; {{ [ -d \"$d\" ] || {{ mkdir -p \"$e\" && {leaf}; }}; }} && \
+         {{ {{ [ ! -e {tmp} ] && [ ! -L {tmp} ]; }} || rm -f {tmp}; }} && {create} && mv -f {tmp} {q}"
+    )
+}
+
 /// [`Remote`] over SSH: one connection per host, opened at first use and shared by every kind.
 pub struct SshRemote {
     hosts: BTreeMap<IpAddr, SshTarget>,
@@ -183,15 +205,7 @@ impl Remote for SshRemote {
 
     fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
-            // Created with the final mode before any byte is written, so a secret is never readable; a
-            // private file's own directory, when it is made here, is 0700 (its parents, and a directory that
-            // exists, keep their modes).
-            let leaf = if mode & 0o077 == 0 { "(umask 077 && mkdir -p \"$d\")" } else { "mkdir -p \"$d\"" };
-            let command = format!(
-                "d=$(dirname {q}) && {{ [ -d \"$d\" ] || {{ mkdir -p \"$(dirname \"$d\")\" && {leaf}; }}; }} && rm -f {tmp} \
-                 && (umask 077 && cat > {tmp}) && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
-            );
+            let command = upload_command(path, mode);
             succeeded(host, &format!("upload {path}"), self.exec(host, &command, content).await?).map(|_| ())
         })
     }
@@ -216,5 +230,51 @@ impl Remote for SshRemote {
         let Some(target) = self.hosts.get(&host) else { return false };
         let hosts = unreachable_hosts().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         hosts.get(&(host, target.port)).is_some_and(|(when, _)| when.elapsed() < UNREACHABLE_FOR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::process::{Command, Stdio};
+
+    use super::upload_command;
+
+    fn upload(shell: &str, path: &std::path::Path, mode: u32, content: &str) {
+        let mut child = Command::new(shell)
+            .args(["-c", &upload_command(&path.display().to_string(), mode)])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), content.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "{shell}: {}", path.display());
+    }
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// On a real shell (bash, and dash as `sh`): content whole, the mode from creation, the private file's
+    /// new directory 0700, a planted link at the temporary name removed and its target untouched.
+    #[test]
+    fn uploads_get_their_mode_at_creation_and_never_write_through_a_link() {
+        for shell in ["bash", "sh"] {
+            let dir = tempfile::tempdir().unwrap();
+            let secret = dir.path().join("new/private/key");
+            upload(shell, &secret, 0o600, "s3cret\n");
+            assert_eq!(std::fs::read_to_string(&secret).unwrap(), "s3cret\n");
+            assert_eq!((mode(&secret), mode(secret.parent().unwrap())), (0o600, 0o700), "{shell}");
+            let script = dir.path().join("bin/run");
+            upload(shell, &script, 0o755, "#!/bin/sh\n");
+            assert_eq!(mode(&script), 0o755, "{shell}");
+            let target = dir.path().join("target");
+            std::fs::write(&target, "keep").unwrap();
+            let plain = dir.path().join("plain");
+            std::os::unix::fs::symlink(&target, dir.path().join("plain.sealer-upload")).unwrap();
+            upload(shell, &plain, 0o644, "new");
+            assert_eq!((std::fs::read_to_string(&target).unwrap(), mode(&plain)), ("keep".into(), 0o644), "{shell}");
+            assert_eq!(std::fs::read_to_string(&plain).unwrap(), "new");
+        }
     }
 }
