@@ -128,6 +128,7 @@ stop_sshd() { in_host "$1" "$2" sh -c 'kill $(cat /run/sshd.pid) 2>/dev/null; rm
 
 up() {
   local n=$1 owner=${TESTBED_OWNER:-$PPID} k=""
+  [ "$n" -le 480 ] || die "at most 480 hosts per testbed"
   clean
   local start=$(( (owner % 200) + 1 ))
   for off in $(seq 0 249); do
@@ -147,7 +148,6 @@ up() {
   echo "$owner" > "$base/owner.tmp" && mv "$base/owner.tmp" "$base/owner"
   trap 'down "$k"' ERR
   ssh-keygen -q -t ed25519 -N '' -C "sealer-testbed-$k" -f "$base/id_ed25519"
-  [ "$n" -le 480 ] || die "at most 480 hosts per testbed"
   ip link add "sbr$k" type bridge
   ip addr add "10.251.$k.1/24" dev "sbr$k"
   if [ "$n" -gt 240 ]; then ip addr add "10.250.$k.1/24" dev "sbr$k"; fi

@@ -387,3 +387,46 @@ async fn a_failure_stops_the_chain_its_dependents_are_skipped_and_the_rest_runs_
     let recorded: Vec<String> = batches.concat();
     assert_eq!(recorded, ["c1", "c2", "c4"]);
 }
+
+/// Ctrl-C during a chain: the change under way finishes and is recorded; the rest of the chain never
+/// starts, and is neither recorded nor failed.
+#[tokio::test]
+async fn a_cancelled_chain_finishes_its_current_change_and_starts_no_more() {
+    struct CancelsOnFirst(CancelFlag);
+    impl Provider for CancelsOnFirst {
+        fn apply(&self, _: Arc<ResourceChange>) -> ProviderFuture {
+            let cancel = self.0.clone();
+            Box::pin(async move {
+                cancel.cancel();
+                Ok(Some(Attributes::new()))
+            })
+        }
+        fn chain_key(&self, _: &ResourceChange) -> Option<String> {
+            Some("host".into())
+        }
+    }
+    let p = plan(vec![
+        change("c1", Action::Create, &[]),
+        change("c2", Action::Create, &[]),
+        change("c3", Action::Create, &[]),
+    ]);
+    let cancel = CancelFlag::default();
+    let mut recorded = Vec::new();
+    let report = Executor { parallelism: 4, drain: Duration::from_secs(30) }
+        .run(
+            &p,
+            Arc::new(CancelsOnFirst(cancel.clone())),
+            Arc::new(Quiet),
+            cancel,
+            |batch: &[(&ResourceChange, Completion<'_>)]| {
+                recorded
+                    .extend(batch.iter().map(|(c, done)| (c.address.key.clone(), matches!(done, Completion::Done(_)))));
+                Ok(())
+            },
+        )
+        .await;
+    let outcome = |k: &str| report.outcomes[&Address::new(Kind::Host, k)].clone();
+    assert_eq!(outcome("c1"), NodeOutcome::Applied);
+    assert_eq!((outcome("c2"), outcome("c3")), (NodeOutcome::Cancelled, NodeOutcome::Cancelled));
+    assert_eq!(recorded, [("c1".to_string(), true)]);
+}

@@ -265,23 +265,34 @@ impl Walk {
         })
     }
 
-    /// Takes `first` and every message already waiting; records what finished in one batch.
+    /// Takes `first` and every message already waiting; records what finished in one batch. A start told
+    /// after an end (a chain's next change) is reported after that end, as it happened.
     fn receive(&mut self, first: Message, record: &mut Record<'_>) {
-        let mut finished = Vec::new();
+        let (mut finished, mut later) = (Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Started(i, at) => {
                     self.nodes[i].started = Some(at);
-                    let change = &self.nodes[i].change;
-                    self.reporter
-                        .event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
+                    if finished.is_empty() {
+                        self.report_start(i);
+                    } else {
+                        later.push(i);
+                    }
                 }
                 Message::Done(i, result, at) => finished.push((i, result, at)),
             }
             next = self.messages.try_recv().ok();
         }
         self.settle(finished, record);
+        for i in later {
+            self.report_start(i);
+        }
+    }
+
+    fn report_start(&self, i: usize) {
+        let change = &self.nodes[i].change;
+        self.reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
     }
 
     fn receive_pending(&mut self, record: &mut Record<'_>) {

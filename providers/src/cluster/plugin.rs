@@ -3,7 +3,6 @@
 //! phases run when their resource is deleted.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange, Val
 use super::remote::{self, Result};
 use super::{text, Cx, KindProvider};
 use crate::error::ProviderError;
-use crate::transport::{ExecOutput, Step};
+use crate::transport::{Step, StepEvent};
 use sealer_engine::clusterfile::rules::is_shell_identifier;
 
 use crate::shell::quote;
@@ -139,33 +138,41 @@ impl Cx {
         let Some(ip) = changes.first().and_then(|c| c.host) else { return };
         let afters: Vec<Attributes> = changes.iter().map(|c| c.after.clone().unwrap_or_default()).collect();
         let steps: Vec<Step> = afters.iter().map(|a| self.shell_step(a)).collect();
-        let ended = AtomicUsize::new(0);
-        let since = Mutex::new(Instant::now());
-        let done = |k: usize, out: ExecOutput| {
-            let started = std::mem::replace(&mut *since.lock().unwrap_or_else(PoisonError::into_inner), Instant::now());
-            self.log(ip, &format!("$ {}", steps[k].command));
-            self.log_output(ip, &out, started);
-            let result = remote::succeeded(ip, &steps[k].command, out).map(|_| afters[k].clone());
-            if let Ok(after) = &result {
-                self.results
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(changes[k].address.clone(), after.clone());
+        // The step the host began and has not ended (and since when), the first step not ended, and whether
+        // one failed (which ended the chain).
+        let state = Mutex::new((None, Instant::now(), 0, false));
+        let on = |event: StepEvent| match event {
+            StepEvent::Began(k) => {
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                (state.0, state.1) = (Some(k), Instant::now());
+                progress.started(k);
             }
-            let next = result.is_ok() && k + 1 < steps.len();
-            progress.done(k, result.map(Some).map_err(Into::into));
-            ended.store(k + 1, Ordering::SeqCst);
-            if next {
-                progress.started(k + 1);
+            StepEvent::Ended(k, out) => {
+                let started = state.lock().unwrap_or_else(PoisonError::into_inner).1;
+                self.log(ip, &format!("$ {}", steps[k].command));
+                self.log_output(ip, &out, started);
+                let result = remote::succeeded(ip, &steps[k].command, out).map(|_| afters[k].clone());
+                if let Ok(after) = &result {
+                    let mut results = self.results.lock().unwrap_or_else(PoisonError::into_inner);
+                    results.insert(changes[k].address.clone(), after.clone());
+                }
+                *state.lock().unwrap_or_else(PoisonError::into_inner) = (None, Instant::now(), k + 1, result.is_err());
+                progress.done(k, result.map(Some).map_err(Into::into));
             }
         };
-        progress.started(0);
-        if let Err(e) = self.remote.exec_steps(ip, &steps, &done).await {
-            // The step under way when the connection failed ends with it; none after it started.
-            let k = ended.load(Ordering::SeqCst);
-            if let Some(step) = steps.get(k) {
-                self.log(ip, &format!("$ {}", step.command));
-                self.log_failure(ip, *since.lock().unwrap_or_else(PoisonError::into_inner), &e);
+        let stop = || progress.cancelled();
+        if let Err(e) = self.remote.exec_steps(ip, &steps, &stop, &on).await {
+            // The step under way when the connection failed ends with it; so does the next one when the
+            // failure came between steps (connecting, sending), so that the error is told; a step that
+            // failed on its own already ended the chain.
+            let (under_way, started, next, failed) = *state.lock().unwrap_or_else(PoisonError::into_inner);
+            let blamed = under_way.or((!failed && next < steps.len()).then_some(next));
+            if let Some(k) = blamed {
+                if under_way.is_none() {
+                    progress.started(k);
+                }
+                self.log(ip, &format!("$ {}", steps[k].command));
+                self.log_failure(ip, started, &e);
                 progress.done(k, Err(e.into()));
             }
         }
@@ -406,5 +413,28 @@ mod tests {
         let log = std::fs::read_to_string(logs.path().join("10.0.0.2.log")).unwrap();
         assert_eq!(log.matches("$ export PATH=").count(), 3, "{log}");
         assert!(log.contains("step 2 broke\n# exit 3 after "), "{log}");
+    }
+
+    /// A chain whose host cannot be reached: each plugin fails with the reason, none with a vaguer one.
+    #[tokio::test]
+    async fn a_chain_that_cannot_reach_its_host_names_the_reason_for_each_plugin() {
+        struct Quiet;
+        impl sealer_engine::Reporter for Quiet {
+            fn event(&self, _: &sealer_engine::ApplyEvent) {}
+        }
+        let remote = Arc::new(Scripted::default().down(M1));
+        let (p, _logs) = provider(remote);
+        let changes = ["1", "2"].map(|n| {
+            (*change(Kind::Plugin, &format!("s{n}.PostInstall.{M1}"), M1, Action::Create, None, Some(shell("create"))))
+                .clone()
+        });
+        let plan = sealer_engine::Plan::against(&sealer_engine::State::empty("c"), changes.to_vec());
+        let report = sealer_engine::Executor { parallelism: 4, drain: std::time::Duration::from_secs(5) }
+            .run(&plan, Arc::new(p), Arc::new(Quiet), Default::default(), |_| Ok(()))
+            .await;
+        assert_eq!(report.outcomes.len(), 2);
+        for outcome in report.outcomes.values() {
+            assert!(matches!(outcome, NodeOutcome::Failed(e) if e.contains("connection timed out")), "{outcome:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{ProviderError, TransportError};
 use crate::shell::quote;
-use crate::transport::{ExecOutput, SshSession, SshTarget, Step};
+use crate::transport::{ExecOutput, OnStep, SshSession, SshTarget, Step, StepEvent};
 
 pub type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -27,15 +27,25 @@ pub trait Remote: Send + Sync {
     /// Whether `host` was found unreachable moments ago: work that only tidies up (stopping relays) skips
     /// it rather than wait for it again.
     fn known_unreachable(&self, host: IpAddr) -> bool;
-    /// Runs `steps` one after another, calling `done` with each one's position and output as it ends;
-    /// none runs after one that exited non-zero. Over SSH the chain is one round trip; this default runs
-    /// one `exec` after another.
-    fn exec_steps<'a>(&'a self, host: IpAddr, steps: &'a [Step], done: StepDone<'a>) -> BoxFuture<'a, Result<()>> {
+    /// Runs `steps` one after another, telling `on` when each begins and how it ended; none runs after
+    /// one that exited non-zero, nor once `stop` says so. Over SSH the chain is one round
+    /// trip; this default runs one `exec` after another.
+    fn exec_steps<'a>(
+        &'a self,
+        host: IpAddr,
+        steps: &'a [Step],
+        stop: StepStop<'a>,
+        on: OnStep<'a>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             for (k, step) in steps.iter().enumerate() {
+                if stop() {
+                    break;
+                }
+                on(StepEvent::Began(k));
                 let out = self.exec(host, &step.command, &step.stdin).await?;
                 let failed = out.status != 0;
-                done(k, out);
+                on(StepEvent::Ended(k, out));
                 if failed {
                     break;
                 }
@@ -45,8 +55,8 @@ pub trait Remote: Send + Sync {
     }
 }
 
-/// Told of each step of [`Remote::exec_steps`] as it ends: its position and output.
-pub type StepDone<'a> = &'a (dyn Fn(usize, ExecOutput) + Send + Sync);
+/// Asked by [`Remote::exec_steps`] whether to start no more steps (the apply was interrupted).
+pub type StepStop<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
 /// `out` as it is when its command succeeded, else the error naming the host, the command's first line,
 /// its exit status and the last lines it printed on stderr.
@@ -74,7 +84,8 @@ pub(super) fn succeeded(host: IpAddr, command: &str, out: ExecOutput) -> Result<
 /// stays there.
 fn upload_command(path: &str, mode: u32) -> String {
     let (q, tmp) = (quote(path), quote(&format!("{path}.sealer-upload")));
-    let parent = "case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac; e=${d%/*}; e=${e:-/}";
+    let parent = "case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac; \
+                  case $d in */*) e=${d%/*}; e=${e:-/} ;; *) e=. ;; esac";
     let leaf = if mode & 0o077 == 0 { "(umask 077 && mkdir -p \"$d\")" } else { "mkdir -p \"$d\"" };
     let create = if mode & 0o7111 == 0 {
         format!("umask {:03o} && cat > {tmp}", !mode & 0o777)
@@ -195,9 +206,15 @@ impl Remote for SshRemote {
         })
     }
 
-    fn exec_steps<'a>(&'a self, host: IpAddr, steps: &'a [Step], done: StepDone<'a>) -> BoxFuture<'a, Result<()>> {
+    fn exec_steps<'a>(
+        &'a self,
+        host: IpAddr,
+        steps: &'a [Step],
+        stop: StepStop<'a>,
+        on: OnStep<'a>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let result = self.session(host).await?.exec_steps(steps, self.timeout, done).await;
+            let result = self.session(host).await?.exec_steps(steps, self.timeout, stop, on).await;
             self.note_silence(host, &result);
             Ok(result?)
         })
@@ -275,6 +292,15 @@ mod tests {
             upload(shell, &plain, 0o644, "new");
             assert_eq!((std::fs::read_to_string(&target).unwrap(), mode(&plain)), ("keep".into(), 0o644), "{shell}");
             assert_eq!(std::fs::read_to_string(&plain).unwrap(), "new");
+            // A path relative to the shell's directory: its private directory is 0700 too.
+            let status = Command::new(shell)
+                .args(["-c", &upload_command("onlydir/key", 0o600)])
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert_eq!(mode(&dir.path().join("onlydir")), 0o700, "{shell}");
         }
     }
 }

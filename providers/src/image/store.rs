@@ -140,9 +140,18 @@ pub fn changed_paths<'a>(old: &str, new: &'a str) -> Vec<&'a str> {
     new.lines().filter(|l| !old.contains(l)).filter_map(manifest_path).collect()
 }
 
-/// The bytes of the files `paths` of `rootfs` (what a copy of them carries, before the archive's headers).
+/// The bytes of the tar archive of the files `paths` of `rootfs`: what a copy of them sends. Each entry is a
+/// 512-byte header (and before it, for a name longer than a header holds, a GNU long-name entry: a header
+/// and the name padded to 512 bytes) and a regular file's content padded to 512 bytes; the archive ends
+/// with 1024 zero bytes.
 pub fn bytes_of(rootfs: &Path, paths: &[&str]) -> u64 {
-    paths.iter().filter_map(|p| std::fs::symlink_metadata(rootfs.join(p)).ok()).map(|m| m.len()).sum()
+    let entry = |path: &&str| {
+        let meta = std::fs::symlink_metadata(rootfs.join(path)).ok()?;
+        let long = path.len() as u64 + 1;
+        let header = if long > 100 { 1024 + long.div_ceil(512) * 512 } else { 512 };
+        Some(header + if meta.is_file() { meta.len().div_ceil(512) * 512 } else { 0 })
+    };
+    paths.iter().filter_map(entry).sum::<u64>() + 1024
 }
 
 /// The paths of `old` that `new` no longer has: what a copy removes.

@@ -17,7 +17,7 @@ use crate::error::TransportError;
 use crate::shell::quote;
 
 mod steps;
-pub use steps::Step;
+pub use steps::{OnStep, Step, StepEvent};
 
 /// Channels one connection may have open at once; OpenSSH refuses the 11th by default.
 pub const MAX_CHANNELS: usize = 8;

@@ -10,6 +10,18 @@ use russh::{Channel, ChannelMsg};
 use super::{evaluated, here_document, ExecOutput, Framed, ShellError, SshSession};
 use crate::error::TransportError;
 
+/// What a chain tells of its steps, by position, as it happens.
+#[derive(Debug)]
+pub enum StepEvent {
+    /// The host began the step.
+    Began(usize),
+    /// The step ended with this output.
+    Ended(usize, ExecOutput),
+}
+
+/// Told of every [`StepEvent`] of a chain.
+pub type OnStep<'a> = &'a (dyn Fn(StepEvent) + Send + Sync);
+
 /// A command and its stdin, one of a chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
@@ -17,17 +29,22 @@ pub struct Step {
     pub stdin: Vec<u8>,
 }
 
-/// The script that runs `steps` one after another, each in its own subshell with its stdin as a
-/// here-document; after each, its status on stdout and an end line on stderr, tagged `{m}_s{k}`; after
-/// the first that fails, nothing more; at the end, the shell loop's own end markers.
+/// The script that runs `steps` one after another, each in its own subshell (which sees neither the chain's
+/// script nor the previous status) with its stdin as a here-document; before each, a line `{m}_b{k}` on
+/// stdout; after each, its status on stdout and an end line on stderr, tagged `{m}_s{k}`. Nothing more runs after a step that failed, nor once anything
+/// arrived on the shell's stdin (the workstation's word to stop: see [`SshSession::exec_steps`]); at the
+/// end, the shell loop's own end markers.
 fn script(steps: &[(&str, Option<&str>)], m: &str) -> String {
     let mut script = String::new();
     for (k, (command, text)) in steps.iter().enumerate() {
-        let evaluated = evaluated(command);
+        let run = format!("( unset s st; {}\n)", evaluated(command));
+        let begin = format!("printf '\\n%s\\n' {m}_b{k}");
         let tags = format!("st=$?; printf '\\n%s %d\\n' {m}_s{k} $st; printf '\\n%s\\n' {m}_s{k} >&2; [ $st -eq 0 ]");
         match text {
-            None => script += &format!("{{ ( {evaluated}\n) </dev/null; {tags}; }} &&\n"),
-            Some(text) => script += &format!("{{ ( {evaluated}\n) <<'{m}_stdin'\n{text}{m}_stdin\n{tags}; }} &&\n"),
+            None => script += &format!("! read -t 0 && {{ {begin}; {run} </dev/null; {tags}; }} &&\n"),
+            Some(text) => {
+                script += &format!("! read -t 0 && {{ {begin}; {run} <<'{m}_stdin'\n{text}{m}_stdin\n{tags}; }} &&\n")
+            }
         }
     }
     script + &format!("true; printf '\\n%s %d\\n' {m} 0; printf '\\n%s\\n' {m} >&2\n")
@@ -37,32 +54,66 @@ fn find_first(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Step `k`'s output, taken off the front of `framed` once both of its tags arrived.
-fn take_step(framed: &mut Framed, m: &str, k: usize) -> Option<ExecOutput> {
+/// A chain's output as it arrives, and how far each stream was searched for the tag the chain waits for
+/// (so that a step that prints a lot is searched once, not at every packet; a tag taken starts the next
+/// search from the front).
+struct Chain {
+    framed: Framed,
+    stdout_seen: usize,
+    stderr_seen: usize,
+}
+
+/// The first `needle` in `haystack`, searched from where an earlier search stopped (`seen`), which then
+/// moves to the end.
+fn find_from(haystack: &[u8], needle: &[u8], seen: &mut usize) -> Option<usize> {
+    let from = seen.saturating_sub(needle.len());
+    let found = haystack.get(from..).and_then(|rest| find_first(rest, needle)).map(|at| at + from);
+    if found.is_none() {
+        *seen = haystack.len();
+    }
+    found
+}
+
+/// Whether step `k` began: its line, taken off the front of the chain's stdout once it arrived.
+fn take_begin(chain: &mut Chain, m: &str, k: usize) -> bool {
+    let tag = format!("\n{m}_b{k}\n");
+    let Some(at) = find_from(&chain.framed.stdout, tag.as_bytes(), &mut chain.stdout_seen) else { return false };
+    chain.framed.stdout.drain(..at + tag.len());
+    chain.stdout_seen = 0;
+    true
+}
+
+/// Step `k`'s output, taken off the front of the chain's output once both of its tags arrived.
+fn take_step(chain: &mut Chain, m: &str, k: usize) -> Option<ExecOutput> {
     let tag = format!("\n{m}_s{k} ");
-    let at = find_first(&framed.stdout, tag.as_bytes())?;
+    let end = format!("\n{m}_s{k}\n");
+    let framed = &mut chain.framed;
+    let at = find_from(&framed.stdout, tag.as_bytes(), &mut chain.stdout_seen)?;
     let digits = &framed.stdout[at + tag.len()..];
     let line = digits.iter().position(|&b| b == b'\n')?;
-    let end = format!("\n{m}_s{k}\n");
-    let err_at = find_first(&framed.stderr, end.as_bytes())?;
+    let err_at = find_from(&framed.stderr, end.as_bytes(), &mut chain.stderr_seen)?;
     // The shell printed the status: anything else is a broken stream, reported as the shell's own failure.
     let status = std::str::from_utf8(&digits[..line]).ok().and_then(|d| d.parse().ok()).unwrap_or(255);
     let stdout = framed.stdout[..at].to_vec();
     framed.stdout.drain(..at + tag.len() + line + 1);
     let stderr = framed.stderr[..err_at].to_vec();
     framed.stderr.drain(..err_at + end.len());
+    (chain.stdout_seen, chain.stderr_seen) = (0, 0);
     Some(ExecOutput { status, stdout, stderr })
 }
 
 impl SshSession {
-    /// Runs `steps` one after another in one round trip, calling `done` with each step's position and output
-    /// as it ends; none runs after one that exited non-zero. `timeout` bounds each step. Where the host
-    /// has no shell loop, or a step's stdin cannot go as a here-document, each step is its own command.
+    /// Runs `steps` one after another in one round trip, telling `on` when the host begins each and how
+    /// each ended; none runs after one that exited non-zero, nor after `stop` said so (the step under way
+    /// finishes; the host is told with a byte on the shell's stdin, and that shell is not used again).
+    /// `timeout` bounds each step. Where the host has no shell loop, or a step's stdin cannot go as a
+    /// here-document, each step is its own command.
     pub async fn exec_steps(
         &self,
         steps: &[Step],
         timeout: Duration,
-        done: &(dyn Fn(usize, ExecOutput) + Send + Sync),
+        stop: &(dyn Fn() -> bool + Send + Sync),
+        on: OnStep<'_>,
     ) -> Result<(), TransportError> {
         let texts: Option<Vec<Option<&str>>> = steps
             .iter()
@@ -70,16 +121,20 @@ impl SshSession {
             .collect();
         if let (true, Some(texts)) = (self.shell_allowed(), texts) {
             let chain: Vec<(&str, Option<&str>)> = steps.iter().map(|s| s.command.as_str()).zip(texts).collect();
-            match self.steps_in_shell(&chain, timeout, done).await {
+            match self.steps_in_shell(&chain, timeout, stop, on).await {
                 Err(ShellError::Unavailable) => self.no_shell.store(true, std::sync::atomic::Ordering::SeqCst),
                 Err(ShellError::Failed(e)) => return Err(e),
                 Ok(()) => return Ok(()),
             }
         }
         for (k, step) in steps.iter().enumerate() {
+            if stop() {
+                break;
+            }
+            on(StepEvent::Began(k));
             let out = self.exec(&step.command, &step.stdin, timeout).await?;
             let failed = out.status != 0;
-            done(k, out);
+            on(StepEvent::Ended(k, out));
             if failed {
                 break;
             }
@@ -91,53 +146,89 @@ impl SshSession {
         &self,
         steps: &[(&str, Option<&str>)],
         timeout: Duration,
-        done: &(dyn Fn(usize, ExecOutput) + Send + Sync),
+        stop: &(dyn Fn() -> bool + Send + Sync),
+        on: OnStep<'_>,
     ) -> Result<(), ShellError> {
         let Some(&(first, _)) = steps.first() else { return Ok(()) };
         let (permit, mut channel) = self.checkout(first, timeout).await?;
         let script = script(steps, &self.marker);
         let framed_script = format!("{:012}{script}", script.len());
-        let result = match channel.data(framed_script.as_bytes()).await {
-            Ok(()) => self.read_steps(&mut channel, steps, timeout, done).await,
-            Err(e) => Err(ShellError::Failed(TransportError::Channel { host: self.target.ip, message: e.to_string() })),
+        let mut told_to_stop = false;
+        let result = match self.send(&mut channel, framed_script.as_bytes(), first, timeout).await {
+            Ok(()) => self.read_steps(&mut channel, steps, timeout, stop, &mut told_to_stop, on).await,
+            Err(e) => Err(e),
         };
-        self.checkin(channel, result.is_ok()).await;
+        // A shell told to stop has that byte still on its stdin: it is not used again.
+        self.checkin(channel, result.is_ok() && !told_to_stop).await;
         drop(permit);
         result
     }
 
-    /// Reads the steps' outputs as they end, then the script's end markers; each step gets `timeout`.
+    /// Sends `bytes` on `channel` within `timeout` (a host that takes no data stops nothing else).
+    async fn send(
+        &self,
+        channel: &mut Channel<Msg>,
+        bytes: &[u8],
+        what: &str,
+        timeout: Duration,
+    ) -> Result<(), ShellError> {
+        let ip = self.target.ip;
+        match tokio::time::timeout(timeout, channel.data(bytes)).await {
+            Err(_) => Err(ShellError::Failed(self.timed_out(what, timeout))),
+            Ok(Err(e)) => Err(ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Reads the steps' outputs as they end, then the script's end markers; each step gets `timeout`. Once
+    /// `stop` says so, the host is told (`told_to_stop`) and the chain ends after the step under way.
     async fn read_steps(
         &self,
         channel: &mut Channel<Msg>,
         steps: &[(&str, Option<&str>)],
         timeout: Duration,
-        done: &(dyn Fn(usize, ExecOutput) + Send + Sync),
+        stop: &(dyn Fn() -> bool + Send + Sync),
+        told_to_stop: &mut bool,
+        on: OnStep<'_>,
     ) -> Result<(), ShellError> {
         let m = &self.marker;
-        let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
-        let (mut next, mut more) = (0, true);
+        let framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
+        let mut chain = Chain { framed, stdout_seen: 0, stderr_seen: 0 };
+        let (mut next, mut began, mut more) = (0, false, true);
         let mut deadline = tokio::time::Instant::now() + timeout;
         loop {
             while more && next < steps.len() {
-                let Some(out) = take_step(&mut framed, m, next) else { break };
+                if !began && take_begin(&mut chain, m, next) {
+                    began = true;
+                    on(StepEvent::Began(next));
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
+                let Some(out) = began.then(|| take_step(&mut chain, m, next)).flatten() else { break };
                 more = out.status == 0;
-                done(next, out);
-                next += 1;
+                on(StepEvent::Ended(next, out));
+                (next, began) = (next + 1, false);
                 deadline = tokio::time::Instant::now() + timeout;
             }
-            if !more || next == steps.len() {
-                framed.take_status(m);
-                framed.take_stderr_end(m);
-                if framed.status.is_some() && framed.stderr_done {
-                    return Ok(());
-                }
+            // The end markers follow the last step that ran: after a failure, a stop, or the last step.
+            chain.framed.take_status(m);
+            chain.framed.take_stderr_end(m);
+            if chain.framed.status.is_some() && chain.framed.stderr_done {
+                return Ok(());
             }
             let what = steps.get(next).map_or("", |s| s.0);
-            match tokio::time::timeout_at(deadline, channel.wait()).await {
-                Err(_) => return Err(ShellError::Failed(self.timed_out(what, timeout))),
-                Ok(Some(ChannelMsg::Data { data })) => framed.stdout.extend_from_slice(&data),
-                Ok(Some(ChannelMsg::ExtendedData { data, .. })) => framed.stderr.extend_from_slice(&data),
+            if !*told_to_stop && stop() {
+                self.send(channel, b"\n", what, timeout).await?;
+                *told_to_stop = true;
+            }
+            // Awake now and then to hear of a stop.
+            let wake = deadline.min(tokio::time::Instant::now() + STOP_POLL);
+            match tokio::time::timeout_at(wake, channel.wait()).await {
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ShellError::Failed(self.timed_out(what, timeout)))
+                }
+                Err(_) => {}
+                Ok(Some(ChannelMsg::Data { data })) => chain.framed.stdout.extend_from_slice(&data),
+                Ok(Some(ChannelMsg::ExtendedData { data, .. })) => chain.framed.stderr.extend_from_slice(&data),
                 Ok(Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None) => {
                     return Err(ShellError::Failed(self.lost()));
                 }
@@ -147,45 +238,92 @@ impl SshSession {
     }
 }
 
+/// How often a chain waiting for its host looks whether it was told to stop.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn chain(stdout: &[u8], stderr: &[u8]) -> Chain {
+        let framed = Framed { stdout: stdout.to_vec(), stderr: stderr.to_vec(), status: None, stderr_done: false };
+        Chain { framed, stdout_seen: 0, stderr_seen: 0 }
+    }
+
     #[test]
     fn each_steps_output_is_cut_at_its_own_tags_whatever_arrives_after() {
         let m = "__m__";
-        let mut framed = Framed {
-            stdout: b"one\n\n__m___s0 0\n\n__m___s1 3\nlate".to_vec(),
-            stderr: b"\n__m___s0\nwarn\n__m___s1\n".to_vec(),
-            status: None,
-            stderr_done: false,
-        };
-        let first = take_step(&mut framed, m, 0).unwrap();
+        let mut c = chain(b"one\n\n__m___s0 0\n\n__m___s1 3\nlate", b"\n__m___s0\nwarn\n__m___s1\n");
+        let first = take_step(&mut c, m, 0).unwrap();
         assert_eq!((first.status, first.stdout.as_slice(), first.stderr.as_slice()), (0, &b"one\n"[..], &b""[..]));
-        let second = take_step(&mut framed, m, 1).unwrap();
+        let second = take_step(&mut c, m, 1).unwrap();
         assert_eq!((second.status, second.stdout.as_slice(), second.stderr.as_slice()), (3, &b""[..], &b"warn"[..]));
-        assert_eq!(framed.stdout, b"late");
-        assert!(take_step(&mut framed, m, 2).is_none(), "no tag yet");
+        assert_eq!(c.framed.stdout, b"late");
+        assert!(take_step(&mut c, m, 2).is_none(), "no tag yet");
     }
 
     #[test]
-    fn step_1_is_not_taken_for_step_10() {
+    fn step_1_is_not_taken_for_step_10_and_a_tag_split_between_packets_is_found() {
         let m = "__m__";
-        let mut framed = Framed {
-            stdout: b"\n__m___s10 0\n".to_vec(),
-            stderr: b"\n__m___s10\n".to_vec(),
-            status: None,
-            stderr_done: false,
-        };
-        assert!(take_step(&mut framed, m, 1).is_none());
-        assert!(take_step(&mut framed, m, 10).is_some());
+        assert!(take_step(&mut chain(b"\n__m___s10 0\n", b"\n__m___s10\n"), m, 1).is_none());
+        assert!(take_step(&mut chain(b"\n__m___s10 0\n", b"\n__m___s10\n"), m, 10).is_some());
+        let mut c = chain(b"out\n\n__m___s", b"");
+        assert!(take_step(&mut c, m, 0).is_none());
+        c.framed.stdout.extend_from_slice(b"0 0\n");
+        c.framed.stderr.extend_from_slice(b"\n__m___s0\n");
+        assert_eq!(take_step(&mut c, m, 0).unwrap().stdout, b"out\n");
     }
 
+    /// Runs the chain's script as the shell loop does (`eval` in a background job of bash, its stdin the
+    /// loop's), with `stdin` on that stdin, and cuts the output as `read_steps` does.
+    fn run(steps: &[(&str, Option<&str>)], stdin: &str) -> (Vec<ExecOutput>, Framed) {
+        let m = "__m__";
+        // The loop's stdin stays open, as a channel does: at its end, `read -t 0` would say "ready" too.
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        std::io::Write::write_all(&mut writer, stdin.as_bytes()).unwrap();
+        let out = std::process::Command::new("bash")
+            .args(["--noprofile", "--norc", "-c", "{ eval \"$1\"; } <&0 & wait $!", "sh", &script(steps, m)])
+            .stdin(reader)
+            .output()
+            .unwrap();
+        drop(writer);
+        let mut c = chain(&out.stdout, &out.stderr);
+        let taken: Vec<ExecOutput> = (0..steps.len())
+            .map_while(|k| take_begin(&mut c, m, k).then(|| take_step(&mut c, m, k)).flatten())
+            .collect();
+        c.framed.take_status(m);
+        c.framed.take_stderr_end(m);
+        (taken, c.framed)
+    }
+
+    /// On bash: each step's output and status its own, `exit`, `exec` and `cd` kept inside their step, the
+    /// chain's script and the previous status out of sight, nothing after a failure, the end markers always.
     #[test]
-    fn the_script_stops_after_a_failed_step_and_always_ends_with_the_loops_markers() {
-        let s = script(&[("false", None), ("cat", Some("x\n"))], "__m__");
-        assert!(s.contains("[ $st -eq 0 ]; } &&\n"), "{s}");
-        assert!(s.contains("<<'__m___stdin'\nx\n__m___stdin\n"), "{s}");
-        assert!(s.ends_with("true; printf '\\n%s %d\\n' __m__ 0; printf '\\n%s\\n' __m__ >&2\n"), "{s}");
+    fn on_bash_steps_are_isolated_and_the_chain_stops_at_a_failure() {
+        let steps = [
+            ("cd /; echo \"s=${s:-unset} st=${st:-unset}\"; exit 0", None),
+            ("pwd; cat", Some("from stdin\n")),
+            ("echo out; echo err >&2; exec sh -c 'exit 4'", None),
+            ("echo never", None),
+        ];
+        let (taken, end) = run(&steps, "");
+        assert_eq!(taken.len(), 3, "nothing after the failure");
+        assert_eq!(String::from_utf8_lossy(&taken[0].stdout), "s=unset st=unset\n");
+        assert_eq!(String::from_utf8_lossy(&taken[1].stdout).lines().nth(1), Some("from stdin"));
+        assert_ne!(String::from_utf8_lossy(&taken[1].stdout).lines().next(), Some("/"), "a step's cd stays in it");
+        let third = &taken[2];
+        assert_eq!((third.status, third.stdout.as_slice(), third.stderr.as_slice()), (4, &b"out\n"[..], &b"err\n"[..]));
+        assert_eq!((end.status, end.stderr_done, end.stdout.is_empty()), (Some(0), true, true));
+    }
+
+    /// A byte on the shell's stdin (the workstation's stop) ends the chain before its next step.
+    #[test]
+    fn on_bash_a_byte_on_stdin_stops_the_chain_before_its_next_step() {
+        let steps = [("echo one", None), ("echo two", None)];
+        let (taken, end) = run(&steps, "\n");
+        assert_eq!(taken.len(), 0, "stopped before the first step: the byte was there from the start");
+        assert_eq!((end.status, end.stderr_done), (Some(0), true));
+        let (taken, _) = run(&steps, "");
+        assert_eq!(taken.len(), 2);
     }
 }
