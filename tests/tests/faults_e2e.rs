@@ -374,106 +374,182 @@ fn a_partitioned_host_is_named_within_15_s() {
     site.converges("the partition healed");
 }
 
-/// An apply killed in the middle of a host's chain of SHELL plugins (one round trip that runs them one
-/// after another): every step it recorded ran once and is not run again; the next apply does exactly the
-/// steps the state does not hold, and the plan is clean after it.
+/// Two hosts, each with a chain of [`ChainSite::STEPS`] SHELL plugins of 0.2 s that append their name to
+/// `/var/lib/chain/steps`, applied by `--target` (no Kubernetes): where an apply inside a chain is stopped.
+struct ChainSite {
+    tb: Testbed,
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    work: PathBuf,
+    ips: Vec<String>,
+    targets: Vec<String>,
+}
+
+impl ChainSite {
+    const STEPS: usize = 12;
+
+    fn new() -> ChainSite {
+        let tb = Testbed::up(2);
+        let dir = tempfile::tempdir().unwrap();
+        let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+        std::fs::create_dir_all(work.join("ctx")).unwrap();
+        std::fs::write(work.join("ctx/Kubefile"), "FROM scratch\nCOPY Kubefile etc/\n").unwrap();
+        ok(&sealer(&home, &work.join("ctx"), &["build", "-t", "chain/small:1", "."]));
+        let ips: Vec<String> = tb.ips.iter().map(|ip| ip.to_string()).collect();
+        let mut text = format!(
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: chain\nspec:\n  image: chain/small:1\n  \
+             ssh:\n    pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
+            tb.key.display(),
+            ips.join(", ")
+        );
+        let mut targets = Vec::new();
+        for s in 1..=Self::STEPS {
+            text += &format!(
+                "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: s{s}\nspec:\n  type: SHELL\n  \
+                 action: PreInstall\n  data: |\n    mkdir -p /var/lib/chain && sleep 0.2 && echo s{s} >> /var/lib/chain/steps\n"
+            );
+            for ip in &ips {
+                targets.extend(["--target".to_string(), format!("plugin.s{s}.PreInstall.{ip}")]);
+            }
+        }
+        std::fs::write(work.join("Clusterfile"), text).unwrap();
+        ChainSite { tb, _dir: dir, home, work, ips, targets }
+    }
+
+    fn args<'a>(&'a self, command: &'a [&'a str]) -> Vec<&'a str> {
+        command.iter().copied().chain(self.targets.iter().map(String::as_str)).collect()
+    }
+
+    fn apply(&self) -> std::process::Output {
+        sealer(&self.home, &self.work, &self.args(&["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"]))
+    }
+
+    /// The apply, started; stopped by the caller once host 0 recorded 4 steps.
+    fn spawn_until_four_recorded(&self) -> Child {
+        let mut child = Command::new(sealer_tests::sealer_bin())
+            .args(self.args(&["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"]))
+            .current_dir(&self.work)
+            .env("SEALER_HOME", &self.home)
+            .env("NO_COLOR", "1")
+            .env_remove("SEALER_STATE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while self.recorded(0).len() < 4 {
+            assert!(started.elapsed() < Duration::from_secs(60), "the chain never got 4 steps in");
+            assert!(child.try_wait().unwrap().is_none(), "the apply ended before its stop point");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// The step names host `i`'s plugins have in the state.
+    fn recorded(&self, i: usize) -> Vec<String> {
+        let out = sealer(&self.home, &self.work, &["state", "list"]);
+        let suffix = format!(".PreInstall.{}", self.ips[i]);
+        let lines = stdout(&out);
+        let steps = lines.lines().filter(|l| l.starts_with("plugin.") && l.ends_with(&suffix));
+        steps.map(|l| l.split('.').nth(1).unwrap().to_string()).collect()
+    }
+
+    /// The steps that ran on host `i`, in order.
+    fn ran(&self, i: usize) -> Vec<String> {
+        let out = self.tb.exec(i, "cat /var/lib/chain/steps 2>/dev/null");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    /// The next apply creates exactly the steps the state lacks, on each host; every step then ran, at
+    /// most `twice` of them twice on a host (the one under way at a kill); the plan is clean.
+    fn next_apply_does_exactly_the_rest(&self, done: &[Vec<String>], twice: usize) {
+        let said = ok(&self.apply());
+        for (i, ip) in self.ips.iter().enumerate() {
+            let created: std::collections::BTreeSet<String> = said
+                .lines()
+                .filter(|l| l.starts_with("plugin.") && l.contains(&format!(".{ip}: Creation complete")))
+                .map(|l| l.split('.').nth(1).unwrap().to_string())
+                .collect();
+            let expected: std::collections::BTreeSet<String> =
+                (1..=Self::STEPS).map(|s| format!("s{s}")).filter(|s| !done[i].contains(s)).collect();
+            assert_eq!(created, expected, "host {ip}: the next apply did other than the rest:\n{said}");
+            let ran = self.ran(i);
+            for s in 1..=Self::STEPS {
+                let n = ran.iter().filter(|l| **l == format!("s{s}")).count();
+                assert!((1..=2).contains(&n), "host {ip}: s{s} ran {n} times: {ran:?}");
+            }
+            assert!(ran.len() <= Self::STEPS + twice, "host {ip}: {ran:?}");
+        }
+        let plan = sealer(&self.home, &self.work, &self.args(&["plan", "-f", "Clusterfile", "--detailed-exitcode"]));
+        assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    }
+}
+
+/// An apply killed (SIGKILL) in the middle of a host's chain of SHELL plugins (one round trip that runs
+/// them one after another): every step it recorded ran once and is not run again; the next apply does
+/// exactly the steps the state does not hold, and the plan is clean after it.
 #[test]
 fn an_apply_killed_inside_a_chain_leaves_the_next_exactly_the_rest() {
     if !testbed_available() {
         return;
     }
-    const STEPS: usize = 12;
-    let tb = Testbed::up(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
-    std::fs::create_dir_all(work.join("ctx")).unwrap();
-    std::fs::write(work.join("ctx/Kubefile"), "FROM scratch\nCOPY Kubefile etc/\n").unwrap();
-    ok(&sealer(&home, &work.join("ctx"), &["build", "-t", "chain/small:1", "."]));
-    let ips: Vec<String> = tb.ips.iter().map(|ip| ip.to_string()).collect();
-    let mut text = format!(
-        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: chain\nspec:\n  image: chain/small:1\n  ssh:\n    \
-         pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
-        tb.key.display(),
-        ips.join(", ")
-    );
-    let mut targets = Vec::new();
-    for s in 1..=STEPS {
-        text += &format!(
-            "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: s{s}\nspec:\n  type: SHELL\n  \
-             action: PreInstall\n  data: |\n    mkdir -p /var/lib/chain && sleep 0.2 && echo s{s} >> /var/lib/chain/steps\n"
-        );
-        for ip in &ips {
-            targets.extend(["--target".to_string(), format!("plugin.s{s}.PreInstall.{ip}")]);
-        }
-    }
-    std::fs::write(work.join("Clusterfile"), text).unwrap();
-    let mut args = vec!["apply", "-f", "Clusterfile", "--auto-approve", "--no-progress"];
-    args.extend(targets.iter().map(String::as_str));
-    let recorded = |ip: &str| -> Vec<String> {
-        let out = sealer(&home, &work, &["state", "list"]);
-        let suffix = format!(".PreInstall.{ip}");
-        stdout(&out).lines().filter(|l| l.starts_with("plugin.") && l.ends_with(&suffix)).map(str::to_string).collect()
-    };
-    let mut child = Command::new(sealer_tests::sealer_bin())
-        .args(&args)
-        .current_dir(&work)
-        .env("SEALER_HOME", &home)
-        .env("NO_COLOR", "1")
-        .env_remove("SEALER_STATE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while recorded(&ips[0]).len() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the chain never got 4 steps in");
-        assert!(child.try_wait().unwrap().is_none(), "the apply ended before its kill point");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let site = ChainSite::new();
+    let mut child = site.spawn_until_four_recorded();
     child.kill().unwrap();
     child.wait().unwrap();
     // The host's shell loop stops what the connection ran once it is gone (SIGTERM, SIGKILL after 2 s).
     std::thread::sleep(Duration::from_secs(3));
-    let done: Vec<Vec<String>> = ips.iter().map(|ip| recorded(ip)).collect();
-    assert!((4..STEPS).contains(&done[0].len()), "the kill landed outside the chain: {done:?}");
-    let step = |address: &str| address.split('.').nth(1).unwrap().to_string();
-    let lines = |i: usize| -> Vec<String> {
-        String::from_utf8_lossy(&tb.exec(i, "cat /var/lib/chain/steps 2>/dev/null").stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let done: Vec<Vec<String>> = (0..2).map(|i| site.recorded(i)).collect();
+    assert!((4..ChainSite::STEPS).contains(&done[0].len()), "the kill landed outside the chain: {done:?}");
     for (i, recorded) in done.iter().enumerate() {
-        let before = lines(i);
-        for address in recorded {
-            assert_eq!(before.iter().filter(|l| **l == step(address)).count(), 1, "{address}: {before:?}");
+        let ran = site.ran(i);
+        for step in recorded {
+            assert_eq!(ran.iter().filter(|l| *l == step).count(), 1, "{step}: {ran:?}");
         }
     }
-    let out = sealer(&home, &work, &args);
-    let said = ok(&out);
-    for (i, ip) in ips.iter().enumerate() {
-        let created: std::collections::BTreeSet<String> = said
-            .lines()
-            .filter(|l| l.starts_with("plugin.") && l.contains(&format!(".{ip}: Creation complete")))
-            .map(&step)
-            .collect();
-        let expected: std::collections::BTreeSet<String> =
-            (1..=STEPS).map(|s| format!("s{s}")).filter(|s| !done[i].iter().any(|a| step(a) == *s)).collect();
-        assert_eq!(created, expected, "host {ip}: the next apply did other than the rest:\n{said}");
-        let after = lines(i);
-        for s in 1..=STEPS {
-            let n = after.iter().filter(|l| **l == format!("s{s}")).count();
-            // At most the one step under way at the kill, finished on the host but not recorded, ran twice.
-            assert!((1..=2).contains(&n), "host {ip}: s{s} ran {n} times: {after:?}");
-        }
-        assert!(after.len() <= STEPS + 1, "host {ip}: {after:?}");
-    }
-    let plan = sealer(&home, &work, &[&["plan", "-f", "Clusterfile", "--detailed-exitcode"][..], &args[5..]].concat());
-    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    site.next_apply_does_exactly_the_rest(&done, 1);
     eprintln!(
-        "FIGURE a chain killed after {} of {STEPS} steps on {}: the next apply ran the other {}",
+        "FIGURE a chain killed after {} of {} steps on {}: the next apply ran the other {}",
         done[0].len(),
-        ips[0],
-        STEPS - done[0].len()
+        ChainSite::STEPS,
+        site.ips[0],
+        ChainSite::STEPS - done[0].len()
+    );
+}
+
+/// Ctrl-C (SIGINT) in the middle of a chain: the step under way finishes and is recorded, no further
+/// step begins on any host, the apply ends within a step's time; what ran is exactly what the state holds,
+/// and the next apply does exactly the rest.
+#[test]
+fn ctrl_c_inside_a_chain_ends_it_after_the_step_under_way() {
+    if !testbed_available() {
+        return;
+    }
+    let site = ChainSite::new();
+    let child = site.spawn_until_four_recorded();
+    let interrupted = Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let took = interrupted.elapsed();
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(took < Duration::from_secs(10), "{took:?}: {said}");
+    // Nothing runs on after the apply ended.
+    std::thread::sleep(Duration::from_secs(1));
+    let done: Vec<Vec<String>> = (0..2).map(|i| site.recorded(i)).collect();
+    assert!(done[0].len() < ChainSite::STEPS, "the interrupt landed after the chain: {done:?}\n{said}");
+    for (i, recorded) in done.iter().enumerate() {
+        let (mut ran, mut recorded) = (site.ran(i), recorded.clone());
+        ran.sort();
+        recorded.sort();
+        assert_eq!(ran, recorded, "host {i}: what ran is what the state holds\n{said}");
+    }
+    site.next_apply_does_exactly_the_rest(&done, 0);
+    eprintln!(
+        "FIGURE Ctrl-C inside a chain: the apply ended {:.1} s later, {} of {} steps done on {}, all recorded",
+        took.as_secs_f64(),
+        done[0].len(),
+        ChainSite::STEPS,
+        site.ips[0]
     );
 }
