@@ -374,7 +374,7 @@ fn a_partitioned_host_is_named_within_15_s() {
     site.converges("the partition healed");
 }
 
-/// Two hosts, each with a chain of [`ChainSite::STEPS`] SHELL plugins of 0.2 s that append their name to
+/// Two hosts, each with a chain of [`ChainSite::STEPS`] SHELL plugins of 0.5 s that append their name to
 /// `/var/lib/chain/steps`, applied by `--target` (no Kubernetes): where an apply inside a chain is stopped.
 struct ChainSite {
     tb: Testbed,
@@ -406,7 +406,7 @@ impl ChainSite {
         for s in 1..=Self::STEPS {
             text += &format!(
                 "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: s{s}\nspec:\n  type: SHELL\n  \
-                 action: PreInstall\n  data: |\n    mkdir -p /var/lib/chain && sleep 0.2 && echo s{s} >> /var/lib/chain/steps\n"
+                 action: PreInstall\n  data: |\n    mkdir -p /var/lib/chain && sleep 0.5 && echo s{s} >> /var/lib/chain/steps\n"
             );
             for ip in &ips {
                 targets.extend(["--target".to_string(), format!("plugin.s{s}.PreInstall.{ip}")]);

@@ -61,6 +61,8 @@ pub struct ChainProgress {
     members: Vec<usize>,
     sink: UnboundedSender<Message>,
     cancel: CancelFlag,
+    /// Set when the state could not record a change: nothing more may start.
+    halt: Arc<AtomicBool>,
 }
 
 impl ChainProgress {
@@ -78,9 +80,9 @@ impl ChainProgress {
         }
     }
 
-    /// The apply was interrupted: start nothing more.
+    /// The apply was interrupted (or its state cannot record any more): start nothing more.
     pub fn cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.cancel.is_cancelled() || self.halt.load(Ordering::SeqCst)
     }
 }
 

@@ -430,3 +430,36 @@ async fn a_cancelled_chain_finishes_its_current_change_and_starts_no_more() {
     assert_eq!((outcome("c2"), outcome("c3")), (NodeOutcome::Cancelled, NodeOutcome::Cancelled));
     assert_eq!(recorded, [("c1".to_string(), true)]);
 }
+
+/// A chain's events reach the reporter in the order they happened, even when they arrive together: each
+/// change starts after the one before it finished.
+#[tokio::test]
+async fn a_chains_starts_and_ends_are_reported_in_order() {
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+    impl Reporter for Events {
+        fn event(&self, event: &ApplyEvent) {
+            let line = match event {
+                ApplyEvent::Started { address, .. } => format!("start {}", address.key),
+                ApplyEvent::Finished { address, .. } => format!("end {}", address.key),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+    let p = plan(vec![
+        change("c1", Action::Create, &[]),
+        change("c2", Action::Create, &[]),
+        change("c3", Action::Create, &[]),
+    ]);
+    let events = Arc::new(Events::default());
+    Executor { parallelism: 4, drain: Duration::from_secs(30) }
+        .run(
+            &p,
+            Arc::new(Chains(Arc::new(Fake::default()))),
+            events.clone(),
+            CancelFlag::default(),
+            |_: &[(&ResourceChange, Completion<'_>)]| Ok(()),
+        )
+        .await;
+    assert_eq!(*events.0.lock().unwrap(), ["start c1", "end c1", "start c2", "end c2", "start c3", "end c3"]);
+}

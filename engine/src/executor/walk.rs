@@ -56,6 +56,8 @@ pub(super) struct Walk {
     report: ApplyReport,
     /// The state could not record something: nothing more starts.
     stopped: bool,
+    /// Set with `stopped`, for the chains under way.
+    halt: Arc<std::sync::atomic::AtomicBool>,
     provider: Arc<dyn Provider>,
     reporter: Arc<dyn Reporter>,
     cancel: CancelFlag,
@@ -132,6 +134,7 @@ impl Walk {
             creates_left,
             report: ApplyReport::default(),
             stopped: false,
+            halt: Arc::default(),
             provider,
             reporter,
             cancel,
@@ -254,7 +257,8 @@ impl Walk {
 
     fn spawn_chain(&mut self, members: Vec<usize>) -> tokio::task::AbortHandle {
         let changes: Vec<_> = members.iter().map(|&m| self.nodes[m].change.clone()).collect();
-        let progress = ChainProgress { members, sink: self.sink.clone(), cancel: self.cancel.clone() };
+        let progress =
+            ChainProgress { members, sink: self.sink.clone(), cancel: self.cancel.clone(), halt: self.halt.clone() };
         let (permits, provider) = (self.permits.clone(), self.provider.clone());
         self.running.spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -265,34 +269,36 @@ impl Walk {
         })
     }
 
-    /// Takes `first` and every message already waiting; records what finished in one batch. A start told
-    /// after an end (a chain's next change) is reported after that end, as it happened.
+    /// Takes `first` and every message already waiting, records what finished in one write, then reports
+    /// the starts and ends in the order they happened (a chain's next change starts after the one before
+    /// it ended).
     fn receive(&mut self, first: Message, record: &mut Record<'_>) {
-        let (mut finished, mut later) = (Vec::new(), Vec::new());
+        let (mut finished, mut order) = (Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Started(i, at) => {
                     self.nodes[i].started = Some(at);
-                    if finished.is_empty() {
-                        self.report_start(i);
-                    } else {
-                        later.push(i);
-                    }
+                    order.push((i, true));
                 }
-                Message::Done(i, result, at) => finished.push((i, result, at)),
+                Message::Done(i, result, at) => {
+                    finished.push((i, result, at));
+                    order.push((i, false));
+                }
             }
             next = self.messages.try_recv().ok();
         }
-        self.settle(finished, record);
-        for i in later {
-            self.report_start(i);
+        let mut ended: HashMap<usize, (NodeOutcome, Duration)> =
+            self.record_batch(finished, record).into_iter().map(|(i, o, e)| (i, (o, e))).collect();
+        for (i, start) in order {
+            if start {
+                let change = &self.nodes[i].change;
+                self.reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
+            } else if let Some((outcome, elapsed)) = ended.remove(&i) {
+                self.conclude(i, outcome, elapsed);
+            }
         }
-    }
-
-    fn report_start(&self, i: usize) {
-        let change = &self.nodes[i].change;
-        self.reporter.event(&ApplyEvent::Started { address: change.address.clone(), action: change.action });
+        self.release_deletes();
     }
 
     fn receive_pending(&mut self, record: &mut Record<'_>) {
@@ -335,14 +341,23 @@ impl Walk {
 
     /// Records `finished` in one write, then reports each and releases (or skips) what waited for it.
     fn settle(&mut self, finished: Vec<Finished>, record: &mut Record<'_>) {
+        for (i, outcome, elapsed) in self.record_batch(finished, record) {
+            self.conclude(i, outcome, elapsed);
+        }
+        self.release_deletes();
+    }
+
+    /// Records `finished` in one write; returns each one's outcome and time, in the same order.
+    fn record_batch(
+        &mut self,
+        finished: Vec<Finished>,
+        record: &mut Record<'_>,
+    ) -> Vec<(usize, NodeOutcome, Duration)> {
         // A late word on a change that already ended (skipped meanwhile) changes nothing.
         let finished: Vec<Finished> = finished
             .into_iter()
             .filter(|(i, _, _)| !self.report.outcomes.contains_key(&self.nodes[*i].change.address))
             .collect();
-        if finished.is_empty() {
-            return;
-        }
         let batch: Vec<(&ResourceChange, Completion<'_>)> = finished
             .iter()
             .filter_map(|(i, result, _)| {
@@ -358,21 +373,24 @@ impl Walk {
         drop(batch);
         if recorded.is_err() {
             self.stopped = true;
+            // Chains under way start nothing more either: it could not be recorded.
+            self.halt.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        for (i, result, at) in finished {
-            let node = &self.nodes[i];
-            let outcome = match (result, &recorded) {
-                (Ok(_), Ok(())) => NodeOutcome::Applied,
-                (Ok(_), Err(r)) => NodeOutcome::Failed(format!("applied, but the state could not record it: {r}")),
-                (Err(e), Err(r)) if node.creates() => {
-                    NodeOutcome::Failed(format!("{e}; and the state could not mark it tainted: {r}"))
-                }
-                (Err(e), _) => NodeOutcome::Failed(e.to_string()),
-            };
-            let elapsed = node.started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s));
-            self.conclude(i, outcome, elapsed);
-        }
-        self.release_deletes();
+        finished
+            .into_iter()
+            .map(|(i, result, at)| {
+                let node = &self.nodes[i];
+                let outcome = match (result, &recorded) {
+                    (Ok(_), Ok(())) => NodeOutcome::Applied,
+                    (Ok(_), Err(r)) => NodeOutcome::Failed(format!("applied, but the state could not record it: {r}")),
+                    (Err(e), Err(r)) if node.creates() => {
+                        NodeOutcome::Failed(format!("{e}; and the state could not mark it tainted: {r}"))
+                    }
+                    (Err(e), _) => NodeOutcome::Failed(e.to_string()),
+                };
+                (i, outcome, node.started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s)))
+            })
+            .collect()
     }
 
     /// Reports `i`'s outcome and passes it on: dependents get closer to ready, or are skipped.

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
-use super::remote::{Remote, Result};
-use crate::transport::ExecOutput;
+use super::remote::{Remote, Result, StepStop};
+use crate::transport::{ExecOutput, OnStep, Step, StepEvent};
 
 struct Rule {
     host: Option<IpAddr>,
@@ -157,5 +157,30 @@ impl Remote for Scripted {
 
     fn known_unreachable(&self, host: IpAddr) -> bool {
         self.down.lock().unwrap().contains(&host)
+    }
+
+    /// As over SSH, a host that cannot be reached fails the chain before any step begins.
+    fn exec_steps<'a>(
+        &'a self,
+        host: IpAddr,
+        steps: &'a [Step],
+        stop: StepStop<'a>,
+        on: OnStep<'a>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (k, step) in steps.iter().enumerate() {
+                if stop() {
+                    break;
+                }
+                let out = self.exec(host, &step.command, &step.stdin).await?;
+                let failed = out.status != 0;
+                on(StepEvent::Began(k));
+                on(StepEvent::Ended(k, out));
+                if failed {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 }

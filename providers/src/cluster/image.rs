@@ -391,13 +391,16 @@ mod tests {
     fn the_bytes_of_a_copy_are_its_archives() {
         let dir = tempfile::tempdir().unwrap();
         let long = format!("{}/file", "d".repeat(120));
+        let hundred = "h".repeat(100);
         std::fs::create_dir_all(dir.path().join(&long).parent().unwrap()).unwrap();
-        let files = [("empty", 0), ("one", 1), ("block", 512), ("more", 513), (long.as_str(), 7)];
+        let files =
+            [("empty", 0), ("one", 1), ("block", 512), ("more", 513), (long.as_str(), 7), (hundred.as_str(), 3)];
         for (name, size) in files {
             std::fs::write(dir.path().join(name), vec![b'x'; size]).unwrap();
         }
         std::os::unix::fs::symlink("one", dir.path().join("link")).unwrap();
-        let paths: Vec<&str> = files.iter().map(|(n, _)| *n).chain(["link"]).collect();
+        std::os::unix::fs::symlink(&long, dir.path().join("far")).unwrap();
+        let paths: Vec<&str> = files.iter().map(|(n, _)| *n).chain(["link", "far"]).collect();
         let archive = super::tar(dir.path(), &paths).unwrap();
         assert_eq!(crate::image::store::bytes_of(dir.path(), &paths), archive.len() as u64);
     }

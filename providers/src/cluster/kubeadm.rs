@@ -109,11 +109,20 @@ impl Cx {
     /// would hold it for ever.
     fn exclusive_kubeadm(&self, args: &str) -> String {
         let dir = cluster_dir(&self.ctx.cluster);
-        self.with_image_path(&format!(
+        let lock = format!(
             "mkdir -p {} && flock -o -w 300 {} kubeadm {args}",
             quote(&dir),
             quote(&format!("{dir}/kubeadm.lock"))
-        ))
+        );
+        let marker = quote(&unfinished(&self.ctx.cluster));
+        let command = match args.split_whitespace().next() {
+            Some("init" | "join") => {
+                format!("{lock} && rm -f {marker}").replacen(" && flock ", &format!(" && : > {marker} && flock "), 1)
+            }
+            Some("reset") => format!("{lock} && rm -f {marker}"),
+            _ => lock,
+        };
+        self.with_image_path(&command)
     }
 
     /// Waits until no kubeadm of an earlier apply runs on `ip` (what it leaves is judged after).
@@ -164,6 +173,13 @@ impl Init {
     }
 }
 
+/// The marker of a kubeadm init or join that began and did not finish: written before kubeadm starts,
+/// removed once it (or a reset) succeeded. One left behind (an apply killed whatever kubeadm had written
+/// yet) makes the next init or join reset first.
+fn unfinished(cluster: &str) -> String {
+    format!("{}/kubeadm.unfinished", cluster_dir(cluster))
+}
+
 impl KindProvider for Init {
     /// Nothing recorded means no init finished here: one that an apply started and did not finish (killed,
     /// or failed part-way) left files and processes its next run refuses (`FileAvailable`, a non-empty etcd
@@ -172,9 +188,12 @@ impl KindProvider for Init {
     /// for 30 s (it may be starting); one that never answers had no init finish behind it.
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         cx.await_kubeadm(ip).await?;
-        let leftovers = "-e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
-                         -o -e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member";
-        if cx.holds(ip, leftovers).await? {
+        let leftovers = format!(
+            "-e {} -o -e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
+             -o -e /etc/kubernetes/kubelet.conf -o -d /var/lib/etcd/member",
+            quote(&unfinished(&cx.ctx.cluster))
+        );
+        if cx.holds(ip, &leftovers).await? {
             let mut complete = false;
             if cx.initialised(ip, "admin.conf").await? {
                 for attempt in 0..10 {
@@ -322,10 +341,13 @@ impl KindProvider for Join {
     async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
         let control_plane = text(&after, "role").as_deref() == Some("master");
         cx.await_kubeadm(ip).await?;
-        let leftovers = "-e /etc/kubernetes/kubelet.conf -o -e /etc/kubernetes/bootstrap-kubelet.conf \
-                         -o -e /etc/kubernetes/pki/ca.crt -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
-                         -o -e /etc/kubernetes/manifests/etcd.yaml -o -d /var/lib/etcd/member";
-        if cx.holds(ip, leftovers).await? && !joined_completely(cx, ip, control_plane).await? {
+        let leftovers = format!(
+            "-e {} -o -e /etc/kubernetes/kubelet.conf -o -e /etc/kubernetes/bootstrap-kubelet.conf \
+             -o -e /etc/kubernetes/pki/ca.crt -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
+             -o -e /etc/kubernetes/manifests/etcd.yaml -o -d /var/lib/etcd/member",
+            quote(&unfinished(&cx.ctx.cluster))
+        );
+        if cx.holds(ip, &leftovers).await? && !joined_completely(cx, ip, control_plane).await? {
             cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             cx.forget_member(ip, control_plane).await?;
         }
@@ -383,9 +405,14 @@ mod tests {
     /// for an earlier apply's kubeadm.
     fn strip(commands: Vec<String>) -> Vec<String> {
         let lock = "mkdir -p /var/lib/sealer/c && flock -o -w 300 /var/lib/sealer/c/kubeadm.lock ";
+        let (set, clear) =
+            (": > /var/lib/sealer/c/kubeadm.unfinished && ", " && rm -f /var/lib/sealer/c/kubeadm.unfinished");
         commands
             .into_iter()
-            .map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "").replace(lock, ""))
+            .map(|c| {
+                let c = c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "");
+                c.replace(set, "").replace(clear, "").replace(lock, "")
+            })
             .filter(|c| c != "kubeadm version >/dev/null")
             .collect()
     }
@@ -401,7 +428,17 @@ mod tests {
         let node = attrs([("role", Value::text("node")), ("config", Value::text(JOIN))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
         let m1 = strip(remote.commands(M1));
-        assert!(m1[0].starts_with("test -e /etc/kubernetes/admin.conf -o"), "{m1:?}");
+        assert!(
+            m1[0].starts_with("test -e /var/lib/sealer/c/kubeadm.unfinished -o -e /etc/kubernetes/admin.conf -o"),
+            "{m1:?}"
+        );
+        // Marked unfinished before kubeadm starts, unmarked once it succeeded.
+        let init = remote.commands(M1).into_iter().find(|c| c.contains("kubeadm init")).unwrap();
+        assert!(
+            init.contains(": > /var/lib/sealer/c/kubeadm.unfinished && flock ")
+                && init.ends_with(" && rm -f /var/lib/sealer/c/kubeadm.unfinished"),
+            "{init}"
+        );
         assert_eq!(m1[1], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
         assert!(m1[2].contains("10.0.0.2 apiserver.cluster.local"));
         assert_eq!(m1[4], "kubeadm init --config /var/lib/sealer/c/rootfs/etc/kubeadm.yml --upload-certs");
@@ -476,7 +513,8 @@ mod tests {
         let (p, _logs) = provider(remote.clone());
         let node = attrs([("role", Value::text("node"))]);
         apply(&p, change(Kind::KubeadmJoin, "10.0.0.5", N1, Action::Create, None, Some(node))).await.unwrap();
-        let kubeadm: Vec<String> = strip(remote.commands(N1)).into_iter().filter(|c| c.contains("kubeadm")).collect();
+        let kubeadm: Vec<String> =
+            strip(remote.commands(N1)).into_iter().filter(|c| c.starts_with("kubeadm")).collect();
         assert!(kubeadm.is_empty(), "only the wait for an earlier kubeadm: {kubeadm:?}");
     }
 

@@ -163,10 +163,12 @@ impl Cx {
         let stop = || progress.cancelled();
         if let Err(e) = self.remote.exec_steps(ip, &steps, &stop, &on).await {
             // The step under way when the connection failed ends with it; so does the next one when the
-            // failure came between steps (connecting, sending), so that the error is told; a step that
-            // failed on its own already ended the chain.
+            // failure came between steps (connecting, sending), so that the error is told, unless the
+            // chain was told to stop (the host began nothing more); a step that failed on its own already
+            // ended the chain.
             let (under_way, started, next, failed) = *state.lock().unwrap_or_else(PoisonError::into_inner);
-            let blamed = under_way.or((!failed && next < steps.len()).then_some(next));
+            let between = !failed && !progress.cancelled() && next < steps.len();
+            let blamed = under_way.or(between.then_some(next));
             if let Some(k) = blamed {
                 if under_way.is_none() {
                     progress.started(k);

@@ -141,15 +141,17 @@ pub fn changed_paths<'a>(old: &str, new: &'a str) -> Vec<&'a str> {
 }
 
 /// The bytes of the tar archive of the files `paths` of `rootfs`: what a copy of them sends. Each entry is a
-/// 512-byte header (and before it, for a name longer than a header holds, a GNU long-name entry: a header
-/// and the name padded to 512 bytes) and a regular file's content padded to 512 bytes; the archive ends
-/// with 1024 zero bytes.
+/// 512-byte header and a regular file's content padded to 512 bytes; a name (or a link's target) longer
+/// than a header holds (100 bytes) comes first as a GNU long-name entry, a header and the name padded to
+/// 512 bytes; the archive ends with 1024 zero bytes. (A sparse file counts whole: at most more than sent.)
 pub fn bytes_of(rootfs: &Path, paths: &[&str]) -> u64 {
+    let long = |name_len: usize| if name_len > 100 { 512 + (name_len as u64 + 1).div_ceil(512) * 512 } else { 0 };
     let entry = |path: &&str| {
-        let meta = std::fs::symlink_metadata(rootfs.join(path)).ok()?;
-        let long = path.len() as u64 + 1;
-        let header = if long > 100 { 1024 + long.div_ceil(512) * 512 } else { 512 };
-        Some(header + if meta.is_file() { meta.len().div_ceil(512) * 512 } else { 0 })
+        let full = rootfs.join(path);
+        let meta = std::fs::symlink_metadata(&full).ok()?;
+        let target = if meta.is_symlink() { std::fs::read_link(&full).map_or(0, |t| t.as_os_str().len()) } else { 0 };
+        let content = if meta.is_file() { meta.len().div_ceil(512) * 512 } else { 0 };
+        Some(512 + long(path.len()) + long(target) + content)
     };
     paths.iter().filter_map(entry).sum::<u64>() + 1024
 }

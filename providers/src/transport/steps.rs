@@ -210,10 +210,13 @@ impl SshSession {
                 deadline = tokio::time::Instant::now() + timeout;
             }
             // The end markers follow the last step that ran: after a failure, a stop, or the last step.
-            chain.framed.take_status(m);
-            chain.framed.take_stderr_end(m);
-            if chain.framed.status.is_some() && chain.framed.stderr_done {
-                return Ok(());
+            // Between steps only: what a step prints is not searched for them again at every packet.
+            if !began {
+                chain.framed.take_status(m);
+                chain.framed.take_stderr_end(m);
+                if chain.framed.status.is_some() && chain.framed.stderr_done {
+                    return Ok(());
+                }
             }
             let what = steps.get(next).map_or("", |s| s.0);
             if !*told_to_stop && stop() {
@@ -275,18 +278,43 @@ mod tests {
     }
 
     /// Runs the chain's script as the shell loop does (`eval` in a background job of bash, its stdin the
-    /// loop's), with `stdin` on that stdin, and cuts the output as `read_steps` does.
-    fn run(steps: &[(&str, Option<&str>)], stdin: &str) -> (Vec<ExecOutput>, Framed) {
+    /// loop's), with `late` on that stdin 0.3 s after the start, and cuts the output as `read_steps` does.
+    /// The stdin stays open meanwhile, as a channel does (at its end, `read -t 0` would say "ready" too).
+    fn run(steps: &[(&str, Option<&str>)], late: &str) -> (Vec<ExecOutput>, Framed) {
         let m = "__m__";
-        // The loop's stdin stays open, as a channel does: at its end, `read -t 0` would say "ready" too.
-        let (reader, mut writer) = std::io::pipe().unwrap();
-        std::io::Write::write_all(&mut writer, stdin.as_bytes()).unwrap();
-        let out = std::process::Command::new("bash")
-            .args(["--noprofile", "--norc", "-c", "{ eval \"$1\"; } <&0 & wait $!", "sh", &script(steps, m)])
-            .stdin(reader)
-            .output()
+        let late = late.to_string();
+        let job = "{ eval \"$1\"; } <&0 & wait $!";
+        let mut child = std::process::Command::new("bash")
+            .args(["--noprofile", "--norc", "-c", job, "sh", &script(steps, m)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        drop(writer);
+        // The stdin stays open until the chain ended, as a channel's does.
+        let mut stdin = child.stdin.take().unwrap();
+        let (ended, wait_end) = std::sync::mpsc::channel::<()>();
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = std::io::Write::write_all(&mut stdin, late.as_bytes());
+            let _ = wait_end.recv();
+        });
+        let drain = |mut from: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut from, &mut bytes).unwrap();
+                bytes
+            })
+        };
+        let (stdout, stderr) =
+            (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
+        let out = std::process::Output {
+            status: child.wait().unwrap(),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        };
+        ended.send(()).unwrap();
+        feeder.join().unwrap();
         let mut c = chain(&out.stdout, &out.stderr);
         let taken: Vec<ExecOutput> = (0..steps.len())
             .map_while(|k| take_begin(&mut c, m, k).then(|| take_step(&mut c, m, k)).flatten())
@@ -316,14 +344,16 @@ mod tests {
         assert_eq!((end.status, end.stderr_done, end.stdout.is_empty()), (Some(0), true, true));
     }
 
-    /// A byte on the shell's stdin (the workstation's stop) ends the chain before its next step.
+    /// A byte on the shell's stdin (the workstation's stop) that comes during a step lets that step finish,
+    /// and no step begins after it; without one, every step runs.
     #[test]
     fn on_bash_a_byte_on_stdin_stops_the_chain_before_its_next_step() {
-        let steps = [("echo one", None), ("echo two", None)];
-        let (taken, end) = run(&steps, "\n");
-        assert_eq!(taken.len(), 0, "stopped before the first step: the byte was there from the start");
-        assert_eq!((end.status, end.stderr_done), (Some(0), true));
-        let (taken, _) = run(&steps, "");
+        let slow = [("sleep 1.5; echo one", None), ("echo two", None)];
+        let (taken, _) = run(&slow, "");
         assert_eq!(taken.len(), 2);
+        let (taken, end) = run(&slow, "\n");
+        assert_eq!(taken.len(), 1, "the step under way finished, the next never began");
+        assert_eq!((taken[0].status, taken[0].stdout.as_slice()), (0, &b"one\n"[..]));
+        assert_eq!((end.status, end.stderr_done), (Some(0), true));
     }
 }
