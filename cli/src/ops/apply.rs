@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sealer_engine::{
-    Address, ApplyReport, CancelFlag, Clusterfile, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
-    ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
+    Address, ApplyReport, CancelFlag, Clusterfile, Completion, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
+    ResourceChange, ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{
     recorded_schedules, ClusterContext, ClusterProvider, CopyProgress, Distribution, ScheduledHook,
 };
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
+use sealer_state::SealingKey;
 
 use super::{hosts, Workspace};
 
@@ -256,28 +257,8 @@ impl<'a> Session<'a> {
         let (report, publish_error, relay_errors) = ws.block_on(async {
             let report = executor
                 .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |batch| {
-                    let mut stored = Vec::with_capacity(batch.len());
-                    for (change, completion) in batch {
-                        let mut s = StoredResource::from_completion(change, *completion);
-                        if let Some(s) = s.as_mut().filter(|s| s.address.kind == Kind::Host) {
-                            hosts::seal_ssh_secrets(cf, sealing.as_ref(), &s.address, &mut s.attributes)?;
-                        }
-                        stored.push(s);
-                    }
-                    // A promoted master leaves its join record in the same write that records it as first.
-                    let writes: Vec<ResourceWrite<'_>> = batch
-                        .iter()
-                        .zip(&stored)
-                        .map(|((change, _), s)| ResourceWrite {
-                            from: change.previous_address.as_ref().filter(|_| s.is_some()),
-                            address: &change.address,
-                            resource: s.as_ref(),
-                        })
-                        .collect();
-                    store.write_resources(&lock, &writes).map(|_| ()).map_err(|e| {
-                        record_error = Some(e.to_string());
-                        e.into()
-                    })
+                    record_batch(&mut *store, &lock, cf, sealing.as_ref(), batch)
+                        .inspect_err(|e| record_error = Some(e.to_string()))
                 })
                 .await;
             // Whatever the outcome: no relay outlives the apply.
@@ -354,6 +335,36 @@ impl Drop for Session<'_> {
 }
 
 /// `N applied, N failed, N skipped, N cancelled`, as the history records an apply.
+/// Records the changes that finished together in one state write: each host's SSH secrets sealed, and a
+/// promoted master's join record removed in the same write that records it as first.
+fn record_batch(
+    store: &mut dyn StateStore,
+    lock: &LockInfo,
+    cf: &Clusterfile,
+    sealing: Option<&SealingKey>,
+    batch: &[(&ResourceChange, Completion<'_>)],
+) -> Result<(), sealer_engine::BoxError> {
+    let mut stored = Vec::with_capacity(batch.len());
+    for (change, completion) in batch {
+        let mut s = StoredResource::from_completion(change, *completion);
+        if let Some(s) = s.as_mut().filter(|s| s.address.kind == Kind::Host) {
+            hosts::seal_ssh_secrets(cf, sealing, &s.address, &mut s.attributes)?;
+        }
+        stored.push(s);
+    }
+    let writes: Vec<ResourceWrite<'_>> = batch
+        .iter()
+        .zip(&stored)
+        .map(|((change, _), s)| ResourceWrite {
+            from: change.previous_address.as_ref().filter(|_| s.is_some()),
+            address: &change.address,
+            resource: s.as_ref(),
+        })
+        .collect();
+    store.write_resources(lock, &writes)?;
+    Ok(())
+}
+
 pub fn summary(report: &ApplyReport) -> String {
     let applied = report.count(|o| *o == sealer_engine::NodeOutcome::Applied);
     let failed = report.failed().count();
