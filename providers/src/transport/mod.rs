@@ -2,7 +2,6 @@
 //! [`MAX_CHANNELS`] channels open at once (OpenSSH's `MaxSessions` is 10), connect retries with backoff,
 //! and host keys pinned on first contact.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,9 @@ use tokio::sync::Semaphore;
 use crate::error::TransportError;
 use crate::shell::quote;
 
+mod shell;
 mod steps;
+use shell::{find_last, while_reading};
 pub use steps::{OnStep, Step, StepEvent};
 
 /// Channels one connection may have open at once; OpenSSH refuses the 11th by default.
@@ -170,35 +171,6 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 
-/// What a long-lived shell runs: each command comes as its length in bytes (12 decimal digits) and then
-/// its text, read whole. bash reads a script from a pipe a byte at a time (a read(2) per byte, so that what
-/// follows stays for the commands that read stdin); `read -N` of a known length takes it in one read and
-/// still leaves the rest. `LC_ALL=C`: the length counts bytes, whatever the host's locale.
-///
-/// Remote work dies with the connection that started it: OpenSSH does not signal a command without a
-/// terminal when its connection is lost (a killed workstation), so a half-done `kubeadm init` would go on
-/// and race the next apply. Each command runs as a job of its own process group (`set -m`), and a watcher
-/// started with the shell (ending with it) polls, every second, the sshd
-/// process that serves the connection (the parent of the shell's session leader, from `/proc`; a closed
-/// channel leaves it, a lost connection ends it): once it is gone, the running command's group (found
-/// then, in `/proc`, as the shell's child that leads its own group; nothing a user could plant in a file)
-/// gets SIGTERM, then, found again, SIGKILL after 2 s. A command that finished is not touched, nor what
-/// it left running in a session of its own (`setsid`: the daemons sealer starts). Without `/proc` the
-/// shell runs as before. The shell's own stderr (job notices) goes nowhere: each command gets the
-/// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it).
-const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; P=$$; \
-     if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${p[5]}/stat; then \
-       ( W=$BASHPID; \
-         j() { for d in /proc/[0-9]*; do read -r t < \"$d/stat\" || continue; t=${t##*) }; set -- $t; \
-                 [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${d#/proc/}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }; \
-         while [ -e /proc/${l[3]} ]; do [ -e /proc/$P ] || exit 0; sleep 1; done; \
-         for g in $(j); do kill -TERM -- -\"$g\"; done; sleep 2; for g in $(j); do kill -KILL -- -\"$g\"; done \
-       ) >/dev/null 2>&1 </dev/null & \
-     fi; \
-     while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
-       { eval \"$s\"; } <&0 2>&3 3>&- & wait $!; \
-     done";
-
 /// How often an idle connection asks the host whether it is there; after [`KEEPALIVE_MAX`] unanswered,
 /// the host is taken as unreachable: between 9 and 12 s after it went silent.
 const KEEPALIVE: Duration = Duration::from_secs(3);
@@ -206,9 +178,6 @@ const KEEPALIVE_MAX: usize = 3;
 
 /// How long a host may stay silent before it is taken as unreachable: the keepalive bound.
 const SILENT_FOR: Duration = Duration::from_secs(KEEPALIVE.as_secs() * (KEEPALIVE_MAX as u64 + 1));
-
-/// How long a command waits for a busy shell of its host before it opens another.
-const SHELL_WAIT: Duration = Duration::from_millis(30);
 
 pub struct SshSession {
     target: SshTarget,
@@ -226,79 +195,6 @@ pub struct SshSession {
     no_shell: std::sync::atomic::AtomicBool,
     /// What the connection's handler saw (whether the host stopped answering).
     seen: Arc<Mutex<Offered>>,
-}
-
-/// `stdin` as the body of a here-document ended by `{marker}_stdin`, when the shell gives it back byte
-/// for byte: text without NUL that ends with a newline, no line of it the end line, and short: the text
-/// goes through `eval`'s copy of the script and bash's here-document buffer, where `head -c` streams it.
-fn here_document<'a>(stdin: &'a [u8], marker: &str) -> Option<&'a str> {
-    const MAX: usize = 8 * 1024;
-    let text = std::str::from_utf8(stdin).ok()?;
-    let end = format!("{marker}_stdin");
-    let fits = text.len() <= MAX && text.ends_with('\n') && !text.contains('\0');
-    (fits && !text.lines().any(|l| l == end)).then_some(text)
-}
-
-/// Accumulates one command's output from a shell until both streams carry the end marker.
-struct Framed {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    status: Option<u32>,
-    stderr_done: bool,
-}
-
-impl Framed {
-    /// Strips `\n<marker> <status>\n` from the end of stdout, once it is there.
-    fn take_status(&mut self, marker: &str) {
-        if self.status.is_some() || !self.stdout.ends_with(b"\n") {
-            return;
-        }
-        let tail = format!("\n{marker} ");
-        let Some(at) = find_last(&self.stdout, tail.as_bytes()) else { return };
-        let digits = &self.stdout[at + tail.len()..self.stdout.len() - 1];
-        if let Some(status) = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()) {
-            self.status = Some(status);
-            self.stdout.truncate(at);
-        }
-    }
-
-    fn take_stderr_end(&mut self, marker: &str) {
-        let end = format!("\n{marker}\n");
-        if !self.stderr_done && self.stderr.ends_with(end.as_bytes()) {
-            let len = self.stderr.len() - end.len();
-            self.stderr.truncate(len);
-            self.stderr_done = true;
-        }
-    }
-}
-
-/// Runs `send` (a command's stdin) beside `receive` (its output) until the output ends, and returns it with
-/// how the sending ended (`None`: it had not). Reading drives: russh queues what arrives for a channel in a
-/// bounded buffer, so output left unread while stdin streams would stop the connection; and the writer
-/// waits on window updates that a lost connection never sends, so it is dropped once the output ended.
-async fn while_reading<S, R>(send: impl Future<Output = S>, receive: impl Future<Output = R>) -> (R, Option<S>) {
-    tokio::pin!(send);
-    tokio::pin!(receive);
-    let mut sent = None;
-    loop {
-        tokio::select! {
-            // The writer first: its last bytes were taken before any output that follows them.
-            biased;
-            done = &mut send, if sent.is_none() => sent = Some(done),
-            out = &mut receive => return (out, sent),
-        }
-    }
-}
-
-/// `command` for the shell loop: quoted, to `eval`. One that does not parse (`echo )`) fails with the
-/// shell's message and status 2, and the end markers that follow it still run; spliced in, it would
-/// swallow them and the command would wait for its timeout.
-fn evaluated(command: &str) -> String {
-    format!("eval {}", quote(command))
-}
-
-fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 impl SshSession {
@@ -561,176 +457,6 @@ impl SshSession {
         }
     }
 
-    /// A long-lived shell, as root, that has printed its ready line: no command is sent to a shell that
-    /// is not running yet, so a command never runs twice (once here, once on the channel fallback).
-    async fn open_shell(&self, command: &str, timeout: Duration) -> Result<Channel<Msg>, ShellError> {
-        let ip = self.target.ip;
-        let failed = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
-        let timed_out = || ShellError::Failed(self.timed_out(command, timeout));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut channel = tokio::time::timeout_at(deadline, self.handle.channel_open_session())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(failed)?;
-        // `sh` finds out whether the host has bash: without it, exit 127 (Unavailable), whatever sudo
-        // printed on the way.
-        let script = format!("printf '%s\\n' {}; {SHELL_LOOP}", quote(&self.ready()));
-        let start = format!(
-            "exec {}sh -c {} sh {}",
-            self.sudo(),
-            quote("command -v bash >/dev/null 2>&1 || exit 127; exec bash --noprofile --norc -c \"$1\""),
-            quote(&script)
-        );
-        let ready = async {
-            channel.exec(true, start).await.map_err(|_| ShellError::Unavailable)?;
-            self.await_ready(&mut channel, false).await
-        };
-        // Bounded here, where the channel can still be closed: a dropped russh channel stays open on the
-        // server, and a sudo waiting on a prompt it never gets would leak one per command.
-        match tokio::time::timeout_at(deadline, ready).await.unwrap_or_else(|_| Err(timed_out())) {
-            Ok(_) => Ok(channel),
-            Err(e) => {
-                let _ = channel.close().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// An idle shell, waiting [`SHELL_WAIT`] for one when all are busy; `None`: open another. Commands
-    /// are mostly short, and a shell costs the host a session and two processes, so a host's concurrent
-    /// commands share one shell unless they are slow.
-    async fn idle_shell(&self) -> Option<Channel<Msg>> {
-        let until = tokio::time::Instant::now() + SHELL_WAIT;
-        loop {
-            let returned = self.shell_returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            if let Some(shell) = self.shells.lock().ok().and_then(|mut s| s.pop()) {
-                return Some(shell);
-            }
-            if self.open_shells.load(std::sync::atomic::Ordering::SeqCst) == 0
-                || tokio::time::timeout_at(until, returned).await.is_err()
-            {
-                return None;
-            }
-        }
-    }
-
-    /// A shell of the pool, or a new one, with the channel permit it holds.
-    async fn checkout(
-        &self,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Channel<Msg>), ShellError> {
-        let ip = self.target.ip;
-        let permit = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
-        let channel = match self.idle_shell().await {
-            Some(c) => c,
-            None => {
-                let channel = self.open_shell(command, timeout).await?;
-                self.open_shells.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                channel
-            }
-        };
-        Ok((permit, channel))
-    }
-
-    /// A shell whose command finished goes back to the pool; one that failed or timed out is closed (a
-    /// dropped russh channel stays open on the server, counting against its sessions per connection).
-    async fn checkin(&self, channel: Channel<Msg>, finished: bool) {
-        let unpooled = match finished.then(|| self.shells.lock()) {
-            Some(Ok(mut shells)) => {
-                shells.push(channel);
-                self.shell_returned.notify_one();
-                None
-            }
-            _ => Some(channel),
-        };
-        if let Some(channel) = unpooled {
-            self.open_shells.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = channel.close().await;
-        }
-    }
-
-    async fn exec_in_shell(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, ShellError> {
-        let ip = self.target.ip;
-        let fail = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
-        let (permit, mut channel) = self.checkout(command, timeout).await?;
-        let m = &self.marker;
-        // The subshell keeps `exit`, `cd` and `set -e` of one command away from the next. Its stdin: a
-        // here-document when it is short text (the shell hands it over itself, with no process to start),
-        // else `head -c` hands it exactly its bytes and `cat` drains what it did not read.
-        let end = format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n");
-        let evaluated = evaluated(command);
-        let (script, raw) = match here_document(stdin, m) {
-            _ if stdin.is_empty() => (format!("( {evaluated}\n) </dev/null; {end}"), false),
-            Some(text) => (format!("( {evaluated}\n) <<'{m}_stdin'; {end}{text}{m}_stdin\n"), false),
-            None => {
-                let n = stdin.len();
-                (format!("head -c {n} | ( ( {evaluated}\n); s=$?; cat >/dev/null; exit $s ); {end}"), true)
-            }
-        };
-        let framed_script = format!("{:012}{script}", script.len());
-        let run = async {
-            channel.data(framed_script.as_bytes()).await.map_err(fail)?;
-            // The stdin goes while the output is read (`while_reading`: a command that writes while its stdin
-            // still streams, a failure's stderr or a full disk, would otherwise stop the connection). The
-            // writer sends packets as large as the host allows (32 KiB): an OpenSSH server spends several
-            // times the CPU on a stream of small ones.
-            // A command that ended before its stdin was sent leaves the shell's framing unknown: an error,
-            // and the shell is not used again.
-            let mut writer = raw.then(|| channel.make_writer());
-            let send = async {
-                match writer.as_mut() {
-                    Some(w) => tokio::io::AsyncWriteExt::write_all(w, stdin).await,
-                    None => Ok(()),
-                }
-            };
-            let (received, sent) = while_reading(send, self.read_framed(&mut channel, m)).await;
-            let out = received?;
-            match sent {
-                Some(Ok(())) => Ok(out),
-                Some(Err(e)) => Err(ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })),
-                None => Err(ShellError::Failed(TransportError::Channel {
-                    host: ip,
-                    message: "the command ended before its stdin was sent".into(),
-                })),
-            }
-        };
-        let result = tokio::time::timeout(timeout, run)
-            .await
-            .unwrap_or_else(|_| Err(ShellError::Failed(self.timed_out(command, timeout))));
-        self.checkin(channel, result.is_ok()).await;
-        drop(permit);
-        result
-    }
-
-    /// Reads a shell command's output until its end markers (its status on stdout, the end of its stderr).
-    async fn read_framed(&self, channel: &mut Channel<Msg>, m: &str) -> Result<ExecOutput, ShellError> {
-        let mut framed = Framed { stdout: Vec::new(), stderr: Vec::new(), status: None, stderr_done: false };
-        while framed.status.is_none() || !framed.stderr_done {
-            match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    framed.stdout.extend_from_slice(&data);
-                    framed.take_status(m);
-                }
-                Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    framed.stderr.extend_from_slice(&data);
-                    framed.take_stderr_end(m);
-                }
-                Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                    return Err(ShellError::Failed(self.lost()));
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(ExecOutput { status: framed.status.unwrap_or(255), stdout: framed.stdout, stderr: framed.stderr })
-    }
-
     /// Runs `command` with `sh -c` on a channel of its own (hosts without bash). For other users than
     /// root it runs under `sudo -S`, and its stdin is sent once it runs, after the password when sudo asked.
     async fn exec_on_channel(
@@ -819,21 +545,5 @@ impl SshSession {
 
     pub async fn close(self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::here_document;
-
-    #[test]
-    fn only_short_text_that_the_shell_gives_back_whole_goes_in_a_here_document() {
-        let m = "__sealer_done_0__";
-        assert_eq!(here_document(b"echo $HOME `x` '\\\n", m), Some("echo $HOME `x` '\\\n"));
-        for refused in [&b"no newline"[..], b"nul\0\n", b"\xff\n", b"a\n__sealer_done_0___stdin\nb\n"] {
-            assert_eq!(here_document(refused, m), None, "{refused:?}");
-        }
-        assert_eq!(here_document(format!("{}\n", "x".repeat(9000)).as_bytes(), m), None, "too long");
-        assert!(here_document(b"a\n__sealer_done_0___stdin \n", m).is_some(), "only the whole line ends it");
     }
 }

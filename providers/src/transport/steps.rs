@@ -7,7 +7,8 @@ use std::time::Duration;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
 
-use super::{evaluated, here_document, ExecOutput, Framed, ShellError, SshSession};
+use super::shell::{evaluated, here_document, Framed};
+use super::{ExecOutput, ShellError, SshSession};
 use crate::error::TransportError;
 
 /// What a chain tells of its steps, by position, as it happens.
