@@ -257,8 +257,7 @@ impl<'a> Session<'a> {
         let (report, publish_error, relay_errors) = ws.block_on(async {
             let report = executor
                 .run(&self.plan, Arc::new(provider.clone()), reporter, cancel, |batch| {
-                    record_batch(&mut *store, &lock, cf, sealing.as_ref(), batch)
-                        .inspect_err(|e| record_error = Some(e.to_string()))
+                    record_batch(&mut *store, &lock, cf, sealing.as_ref(), batch, &mut record_error)
                 })
                 .await;
             // Whatever the outcome: no relay outlives the apply.
@@ -334,15 +333,16 @@ impl Drop for Session<'_> {
     }
 }
 
-/// `N applied, N failed, N skipped, N cancelled`, as the history records an apply.
 /// Records the changes that finished together in one state write: each host's SSH secrets sealed, and a
-/// promoted master's join record removed in the same write that records it as first.
+/// promoted master's join record removed in the same write that records it as first. A write the state
+/// refused is also kept in `write_error` (the apply says the state could not be written).
 fn record_batch(
     store: &mut dyn StateStore,
     lock: &LockInfo,
     cf: &Clusterfile,
     sealing: Option<&SealingKey>,
     batch: &[(&ResourceChange, Completion<'_>)],
+    write_error: &mut Option<String>,
 ) -> Result<(), sealer_engine::BoxError> {
     let mut stored = Vec::with_capacity(batch.len());
     for (change, completion) in batch {
@@ -361,10 +361,13 @@ fn record_batch(
             resource: s.as_ref(),
         })
         .collect();
-    store.write_resources(lock, &writes)?;
-    Ok(())
+    store.write_resources(lock, &writes).map(|_| ()).map_err(|e| {
+        *write_error = Some(e.to_string());
+        e.into()
+    })
 }
 
+/// `N applied, N failed, N skipped, N cancelled`, as the history records an apply.
 pub fn summary(report: &ApplyReport) -> String {
     let applied = report.count(|o| *o == sealer_engine::NodeOutcome::Applied);
     let failed = report.failed().count();

@@ -104,7 +104,7 @@ impl Cx {
     }
 
     /// `kubeadm ARGS` holding the host's kubeadm lock, so that a killed apply's kubeadm (ended within
-    /// seconds by its shell's watcher, see `transport::SHELL_LOOP`) and the next apply's never run at once.
+    /// seconds by its shell's watcher, see `transport::shell::SHELL_LOOP`) and the next apply's never run at once.
     /// `-o`: the lock is flock's own, not inherited by the daemons kubeadm starts (the kubelet), which
     /// would hold it for ever.
     fn exclusive_kubeadm(&self, args: &str) -> String {
@@ -401,8 +401,8 @@ mod tests {
         "---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    \
                         apiServerEndpoint: apiserver.cluster.local:6443\n";
 
-    /// The commands as written without the image's PATH and the host's kubeadm lock, and without the waits
-    /// for an earlier apply's kubeadm.
+    /// The commands as written without the image's PATH, the host's kubeadm lock and the unfinished marker
+    /// (checked where init runs), and without the waits for an earlier apply's kubeadm.
     fn strip(commands: Vec<String>) -> Vec<String> {
         let lock = "mkdir -p /var/lib/sealer/c && flock -o -w 300 /var/lib/sealer/c/kubeadm.lock ";
         let (set, clear) =
