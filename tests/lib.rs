@@ -202,6 +202,25 @@ pub fn testbed_available() -> bool {
     ok
 }
 
+/// An HTTP/1.0 server on 127.0.0.1 answering every request with `body` (the internet site a Kubefile's
+/// `RUN wget` downloads from, as in seed 001); its port. It serves until the test process ends.
+pub fn serve_http(body: String) -> u16 {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in server.incoming().flatten() {
+            use std::io::{BufRead as _, Write as _};
+            let mut request = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while request.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
 /// Pushes a real container image to `reference` (a registry on plain HTTP): one layer of Debian's
 /// busybox-static, with `page` at /www/index.html (tests/testbed/busybox-image.py).
 pub fn busybox_image(reference: &str, page: &str) {

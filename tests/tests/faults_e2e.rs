@@ -534,6 +534,8 @@ fn ctrl_c_inside_a_chain_ends_it_after_the_step_under_way() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_ne!(out.status.code(), Some(0), "{said}");
     assert!(took < Duration::from_secs(10), "{took:?}: {said}");
+    // The image is a few KiB: the plan and the apply copy it from the workstation to each host, unrelayed.
+    assert!(said.contains("(copied from the workstation)") && !said.contains(" relayed from "), "{said}");
     // Nothing runs on after the apply ended.
     std::thread::sleep(Duration::from_secs(1));
     let done: Vec<Vec<String>> = (0..2).map(|i| site.recorded(i)).collect();

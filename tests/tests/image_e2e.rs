@@ -195,21 +195,8 @@ fn lite_build_carries_every_named_container_image_in_a_registry_that_serves_them
     // Seed 001's journey: a RUN downloads a YAML into the rootfs (from a local server standing for the
     // internet) and a CMD applies it; `build -m lite` carries its image. A workload YAML elsewhere in the
     // rootfs is carried too.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http = server.local_addr().unwrap().port();
     let recommended = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec:\n  template:\n    spec:\n      containers: [{{name: c, image: \"{app2}\"}}]\n");
-    std::thread::spawn(move || {
-        for stream in server.incoming().flatten() {
-            use std::io::{BufRead as _, Write as _};
-            let mut stream = stream;
-            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{recommended}", recommended.len());
-        }
-    });
+    let http = sealer_tests::serve_http(recommended);
     let dash = dir.path().join("dashboard");
     std::fs::create_dir_all(dash.join("extra")).unwrap();
     std::fs::write(

@@ -170,19 +170,7 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
          spec:\n      containers:\n        - name: dashboard\n          image: {dashboard}\n          \
          command: [sleep, \"3600\"]\n"
     );
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in server.incoming().flatten() {
-            use std::io::{BufRead as _, Write as _};
-            let mut request = std::io::BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while request.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{recommended}", recommended.len());
-        }
-    });
+    let http = sealer_tests::serve_http(recommended);
     let app = dir.path().join("app");
     let deployment = |replicas: u32| {
         format!(

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
-use super::remote::{Remote, Result, StepStop};
-use crate::transport::{ExecOutput, OnStep, Step, StepEvent};
+use super::remote::{Remote, Result};
+use crate::transport::{one_by_one, ExecOutput, OnStep, Step, StepStop};
 
 struct Rule {
     host: Option<IpAddr>,
@@ -109,14 +109,21 @@ impl Scripted {
     }
 }
 
+impl Scripted {
+    /// What reaching a host that is down gives: the error of an SSH connection that timed out.
+    fn unreachable(&self, host: IpAddr) -> Option<crate::error::ProviderError> {
+        let message = "connection timed out".to_string();
+        let down = self.down.lock().unwrap().contains(&host);
+        down.then(|| crate::error::TransportError::Unreachable { host, port: 22, attempts: 3, message }.into())
+    }
+}
+
 impl Remote for Scripted {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
         self.calls.lock().unwrap().push((host, command.to_string()));
         self.stdins.lock().unwrap().push((host, command.to_string(), stdin.to_vec()));
-        if self.down.lock().unwrap().contains(&host) {
-            let message = "connection timed out".to_string();
-            let error = crate::error::TransportError::Unreachable { host, port: 22, attempts: 3, message };
-            return Box::pin(async move { Err(error.into()) });
+        if let Some(error) = self.unreachable(host) {
+            return Box::pin(async move { Err(error) });
         }
         let mut rules = self.rules.lock().unwrap();
         let rule = rules.iter_mut().find(|r| {
@@ -167,20 +174,9 @@ impl Remote for Scripted {
         stop: StepStop<'a>,
         on: OnStep<'a>,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (k, step) in steps.iter().enumerate() {
-                if stop() {
-                    break;
-                }
-                let out = self.exec(host, &step.command, &step.stdin).await?;
-                let failed = out.status != 0;
-                on(StepEvent::Began(k));
-                on(StepEvent::Ended(k, out));
-                if failed {
-                    break;
-                }
-            }
-            Ok(())
-        })
+        if let Some(error) = self.unreachable(host) {
+            return Box::pin(async move { Err(error) });
+        }
+        Box::pin(one_by_one(steps, stop, on, move |step| self.exec(host, &step.command, &step.stdin)))
     }
 }

@@ -109,20 +109,14 @@ impl Cx {
     /// would hold it for ever.
     fn exclusive_kubeadm(&self, args: &str) -> String {
         let dir = cluster_dir(&self.ctx.cluster);
-        let lock = format!(
-            "mkdir -p {} && flock -o -w 300 {} kubeadm {args}",
-            quote(&dir),
-            quote(&format!("{dir}/kubeadm.lock"))
-        );
         let marker = quote(&unfinished(&self.ctx.cluster));
+        let kubeadm = format!("flock -o -w 300 {} kubeadm {args}", quote(&format!("{dir}/kubeadm.lock")));
         let command = match args.split_whitespace().next() {
-            Some("init" | "join") => {
-                format!("{lock} && rm -f {marker}").replacen(" && flock ", &format!(" && : > {marker} && flock "), 1)
-            }
-            Some("reset") => format!("{lock} && rm -f {marker}"),
-            _ => lock,
+            Some("init" | "join") => format!(": > {marker} && {kubeadm} && rm -f {marker}"),
+            Some("reset") => format!("{kubeadm} && rm -f {marker}"),
+            _ => kubeadm,
         };
-        self.with_image_path(&command)
+        self.with_image_path(&format!("mkdir -p {} && {command}", quote(&dir)))
     }
 
     /// Waits until no kubeadm of an earlier apply runs on `ip` (what it leaves is judged after).
@@ -597,6 +591,17 @@ mod tests {
         let reset = m2.iter().position(|c| c == "kubeadm reset -f").expect("reset");
         let join = m2.iter().position(|c| c.starts_with("kubeadm join --config")).expect("join");
         assert!(reset < join, "{m2:?}");
+        // The marker: among what counts as left, set before the join, cleared by the reset and the join.
+        let marker = "/var/lib/sealer/c/kubeadm.unfinished";
+        let raw = remote.commands(M2);
+        assert!(raw.iter().any(|c| c.starts_with(&format!("test -e {marker} -o "))), "{raw:?}");
+        let reset = raw.iter().find(|c| c.contains("kubeadm reset -f")).unwrap();
+        assert!(reset.ends_with(&format!("kubeadm reset -f && rm -f {marker}")), "{reset}");
+        let join = raw.iter().find(|c| c.contains("kubeadm join --config")).unwrap();
+        assert!(
+            join.contains(&format!(": > {marker} && flock ")) && join.ends_with(&format!(" && rm -f {marker}")),
+            "{join}"
+        );
         let m1 = strip(remote.commands(M1));
         assert!(m1.contains(&"kubectl delete node master-1".to_string()), "{m1:?}");
         assert!(m1.iter().any(|c| c.ends_with("member remove 91bc3c398fb3c146")), "{m1:?}");

@@ -573,6 +573,30 @@ pub(crate) mod testing {
         }
     }
 
+    /// `changes` applied as an apply does (the executor's walk, chains included) with `p`: the report, and
+    /// each recorded change's key with whether it was recorded tainted.
+    pub async fn walk(
+        p: ClusterProvider,
+        changes: Vec<ResourceChange>,
+    ) -> (sealer_engine::ApplyReport, Vec<(String, bool)>) {
+        struct Quiet;
+        impl sealer_engine::Reporter for Quiet {
+            fn event(&self, _: &sealer_engine::ApplyEvent) {}
+        }
+        let plan = sealer_engine::Plan::against(&sealer_engine::State::empty("c"), changes);
+        let mut recorded = Vec::new();
+        let report = sealer_engine::Executor { parallelism: 4, drain: std::time::Duration::from_secs(5) }
+            .run(&plan, Arc::new(p), Arc::new(Quiet), Default::default(), |batch| {
+                let keys = batch
+                    .iter()
+                    .map(|(c, done)| (c.address.key.clone(), *done == sealer_engine::Completion::FailedPartway));
+                recorded.extend(keys);
+                Ok(())
+            })
+            .await;
+        (report, recorded)
+    }
+
     pub use super::fake::Scripted;
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{ProviderError, TransportError};
 use crate::shell::quote;
-use crate::transport::{ExecOutput, OnStep, SshSession, SshTarget, Step, StepEvent};
+use crate::transport::{one_by_one, ExecOutput, OnStep, SshSession, SshTarget, Step, StepStop};
 
 pub type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -37,26 +37,9 @@ pub trait Remote: Send + Sync {
         stop: StepStop<'a>,
         on: OnStep<'a>,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (k, step) in steps.iter().enumerate() {
-                if stop() {
-                    break;
-                }
-                on(StepEvent::Began(k));
-                let out = self.exec(host, &step.command, &step.stdin).await?;
-                let failed = out.status != 0;
-                on(StepEvent::Ended(k, out));
-                if failed {
-                    break;
-                }
-            }
-            Ok(())
-        })
+        Box::pin(one_by_one(steps, stop, on, move |step| self.exec(host, &step.command, &step.stdin)))
     }
 }
-
-/// Asked by [`Remote::exec_steps`] whether to start no more steps (the apply was interrupted).
-pub type StepStop<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
 /// `out` as it is when its command succeeded, else the error naming the host, the command's first line,
 /// its exit status and the last lines it printed on stderr.

@@ -18,7 +18,7 @@ use crate::shell::quote;
 mod shell;
 mod steps;
 use shell::{find_last, while_reading};
-pub use steps::{OnStep, Step, StepEvent};
+pub use steps::{one_by_one, OnStep, Step, StepEvent, StepStop};
 
 /// Channels one connection may have open at once; OpenSSH refuses the 11th by default.
 pub const MAX_CHANNELS: usize = 8;
@@ -326,10 +326,7 @@ impl SshSession {
         if silent {
             return TransportError::StoppedAnswering { host: self.target.ip, seconds: SILENT_FOR.as_secs() };
         }
-        TransportError::Channel {
-            host: self.target.ip,
-            message: "the connection was closed before the command finished (its sshd ended)".into(),
-        }
+        self.channel_error("the connection was closed before the command finished (its sshd ended)")
     }
 
     /// The host key the server presented (OpenSSH format), to pin in the state.
@@ -422,9 +419,7 @@ impl SshSession {
                             _ => return Err(sudo_error("sudo refused the password")),
                         };
                         let line = format!("{password}\n");
-                        channel.data(line.as_bytes()).await.map_err(|e| {
-                            ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })
-                        })?;
+                        channel.data(line.as_bytes()).await.map_err(|e| ShellError::Failed(self.channel_error(e)))?;
                         let len = stderr.len() - prompt.len();
                         stderr.truncate(len);
                     } else if prompts > 0 && stderr.ends_with(b": ") {
@@ -465,10 +460,8 @@ impl SshSession {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, TransportError> {
-        let ip = self.target.ip;
-        let fail = |e: russh::Error| TransportError::Channel { host: ip, message: e.to_string() };
-        let _permit =
-            self.channels.acquire().await.map_err(|e| TransportError::Channel { host: ip, message: e.to_string() })?;
+        let fail = |e: russh::Error| self.channel_error(e);
+        let _permit = self.channels.acquire().await.map_err(|e| self.channel_error(e))?;
         let root = self.target.user == "root";
         let line = if root {
             command.to_string()
@@ -488,9 +481,7 @@ impl SshSession {
             } else {
                 self.await_ready(&mut channel, true).await.map_err(|e| match e {
                     ShellError::Failed(e) => e,
-                    ShellError::Unavailable => {
-                        TransportError::Channel { host: ip, message: "sudo ended before running the command".into() }
-                    }
+                    ShellError::Unavailable => self.channel_error("sudo ended before running the command"),
                 })?
             };
             // The stdin (then its end) goes while the output is read, as in a shell (see `exec_in_shell`).
@@ -522,7 +513,7 @@ impl SshSession {
             // the status says how the command ended.
             let (status, sent) = while_reading(send, receive).await;
             if let (None, Some(Err(e))) = (status, sent) {
-                return Err(TransportError::Channel { host: ip, message: e.to_string() });
+                return Err(self.channel_error(e));
             }
             let status = status.ok_or_else(|| self.lost())?;
             Ok(ExecOutput { status, stdout, stderr })
@@ -532,6 +523,11 @@ impl SshSession {
             let _ = channel.close().await;
         }
         result
+    }
+
+    /// A channel of this connection failed: `why`, naming the host.
+    fn channel_error(&self, why: impl std::fmt::Display) -> TransportError {
+        TransportError::Channel { host: self.target.ip, message: why.to_string() }
     }
 
     /// The error of `command` not done within `timeout`, named by its first line.

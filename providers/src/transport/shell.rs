@@ -9,7 +9,6 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
 
 use super::{ExecOutput, ShellError, SshSession};
-use crate::error::TransportError;
 use crate::shell::quote;
 
 /// What a long-lived shell runs: each command comes as its length in bytes (12 decimal digits) and then
@@ -124,8 +123,7 @@ impl SshSession {
     /// A long-lived shell, as root, that has printed its ready line: no command is sent to a shell that
     /// is not running yet, so a command never runs twice (once here, once on the channel fallback).
     pub(super) async fn open_shell(&self, command: &str, timeout: Duration) -> Result<Channel<Msg>, ShellError> {
-        let ip = self.target.ip;
-        let failed = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
+        let failed = |e: russh::Error| ShellError::Failed(self.channel_error(e));
         let timed_out = || ShellError::Failed(self.timed_out(command, timeout));
         let deadline = tokio::time::Instant::now() + timeout;
         let mut channel = tokio::time::timeout_at(deadline, self.handle.channel_open_session())
@@ -182,12 +180,7 @@ impl SshSession {
         command: &str,
         timeout: Duration,
     ) -> Result<(tokio::sync::SemaphorePermit<'_>, Channel<Msg>), ShellError> {
-        let ip = self.target.ip;
-        let permit = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|e| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() }))?;
+        let permit = self.channels.acquire().await.map_err(|e| ShellError::Failed(self.channel_error(e)))?;
         let channel = match self.idle_shell().await {
             Some(c) => c,
             None => {
@@ -222,8 +215,7 @@ impl SshSession {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, ShellError> {
-        let ip = self.target.ip;
-        let fail = |e: russh::Error| ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() });
+        let fail = |e: russh::Error| ShellError::Failed(self.channel_error(e));
         let (permit, mut channel) = self.checkout(command, timeout).await?;
         let m = &self.marker;
         // The subshell keeps `exit`, `cd` and `set -e` of one command away from the next. Its stdin: a
@@ -259,11 +251,8 @@ impl SshSession {
             let out = received?;
             match sent {
                 Some(Ok(())) => Ok(out),
-                Some(Err(e)) => Err(ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })),
-                None => Err(ShellError::Failed(TransportError::Channel {
-                    host: ip,
-                    message: "the command ended before its stdin was sent".into(),
-                })),
+                Some(Err(e)) => Err(ShellError::Failed(self.channel_error(e))),
+                None => Err(ShellError::Failed(self.channel_error("the command ended before its stdin was sent"))),
             }
         };
         let result = tokio::time::timeout(timeout, run)

@@ -22,6 +22,35 @@ pub enum StepEvent {
 
 /// Told of every [`StepEvent`] of a chain.
 pub type OnStep<'a> = &'a (dyn Fn(StepEvent) + Send + Sync);
+/// Asked before each step of a chain whether to start no more (the apply was interrupted).
+pub type StepStop<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+
+/// Runs `steps` one command each with `exec`, one after another: a chain where it cannot be one round
+/// trip. None begins once `stop` says so, nor after one that exited non-zero.
+pub async fn one_by_one<'s, E, F, R>(
+    steps: &'s [Step],
+    stop: StepStop<'_>,
+    on: OnStep<'_>,
+    mut exec: F,
+) -> Result<(), E>
+where
+    F: FnMut(&'s Step) -> R,
+    R: std::future::Future<Output = Result<ExecOutput, E>>,
+{
+    for (k, step) in steps.iter().enumerate() {
+        if stop() {
+            break;
+        }
+        on(StepEvent::Began(k));
+        let out = exec(step).await?;
+        let failed = out.status != 0;
+        on(StepEvent::Ended(k, out));
+        if failed {
+            break;
+        }
+    }
+    Ok(())
+}
 
 /// A command and its stdin, one of a chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +142,7 @@ impl SshSession {
         &self,
         steps: &[Step],
         timeout: Duration,
-        stop: &(dyn Fn() -> bool + Send + Sync),
+        stop: StepStop<'_>,
         on: OnStep<'_>,
     ) -> Result<(), TransportError> {
         let texts: Option<Vec<Option<&str>>> = steps
@@ -128,26 +157,14 @@ impl SshSession {
                 Ok(()) => return Ok(()),
             }
         }
-        for (k, step) in steps.iter().enumerate() {
-            if stop() {
-                break;
-            }
-            on(StepEvent::Began(k));
-            let out = self.exec(&step.command, &step.stdin, timeout).await?;
-            let failed = out.status != 0;
-            on(StepEvent::Ended(k, out));
-            if failed {
-                break;
-            }
-        }
-        Ok(())
+        one_by_one(steps, stop, on, |step| self.exec(&step.command, &step.stdin, timeout)).await
     }
 
     async fn steps_in_shell(
         &self,
         steps: &[(&str, Option<&str>)],
         timeout: Duration,
-        stop: &(dyn Fn() -> bool + Send + Sync),
+        stop: StepStop<'_>,
         on: OnStep<'_>,
     ) -> Result<(), ShellError> {
         let Some(&(first, _)) = steps.first() else { return Ok(()) };
@@ -173,10 +190,9 @@ impl SshSession {
         what: &str,
         timeout: Duration,
     ) -> Result<(), ShellError> {
-        let ip = self.target.ip;
         match tokio::time::timeout(timeout, channel.data(bytes)).await {
             Err(_) => Err(ShellError::Failed(self.timed_out(what, timeout))),
-            Ok(Err(e)) => Err(ShellError::Failed(TransportError::Channel { host: ip, message: e.to_string() })),
+            Ok(Err(e)) => Err(ShellError::Failed(self.channel_error(e))),
             Ok(Ok(())) => Ok(()),
         }
     }
@@ -188,7 +204,7 @@ impl SshSession {
         channel: &mut Channel<Msg>,
         steps: &[(&str, Option<&str>)],
         timeout: Duration,
-        stop: &(dyn Fn() -> bool + Send + Sync),
+        stop: StepStop<'_>,
         told_to_stop: &mut bool,
         on: OnStep<'_>,
     ) -> Result<(), ShellError> {
