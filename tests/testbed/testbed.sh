@@ -33,6 +33,30 @@ host_ip() { if [ "$2" -le 240 ]; then echo "10.251.$1.$((10 + $2))"; else echo "
 
 init_pid() { cat "$dir/$1/h$2/pid" 2>/dev/null || true; }
 
+# The host's init and its unshare, of those its pid files name, that are still the host's: in its network
+# namespace. The pid of a host that went (killed by `kill`) may be another process's by now (pids wrap at
+# 32768 here), another testbed's host included, and must not be signalled.
+# Whether every pid of $1 is gone within $2 tries of 20 ms.
+gone() {
+  local p alive
+  for _ in $(seq "$2"); do
+    alive=""
+    for p in $1; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ -n "$alive" ] || return 0
+    sleep 0.02
+  done
+  return 1
+}
+
+host_pids() {
+  local k=$1 i=$2 net p
+  net=$(stat -L -c %i "/run/netns/sb${k}h$i" 2>/dev/null) || return 0
+  for p in $(cat "$dir/$k/h$i/unshare.pid" "$dir/$k/h$i/pid" 2>/dev/null); do
+    [ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" = "$net" ] && echo "$p"
+  done
+  return 0
+}
+
 in_host() {
   local k=$1 i=$2; shift 2
   local pid; pid=$(init_pid "$k" "$i")
@@ -82,11 +106,11 @@ down() {
   [ -d "$base" ] || return 0
   for h in "$base"/h*; do
     [ -d "$h" ] || continue
-    local pid; pid=$(cat "$h/pid" 2>/dev/null || true)
-    if [ -n "$pid" ]; then
-      local unshare_pid; unshare_pid=$(cat "$h/unshare.pid" 2>/dev/null || true)
-      kill -KILL "$unshare_pid" "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+    local i=${h##*/h} pids; pids=$(host_pids "$k" "$i")
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+      gone "$pids" 50 || true
     fi
     umount -l "$h" 2>/dev/null || true
     remove_cgroups "$h.cgroups"
@@ -111,14 +135,15 @@ clean() {
 }
 
 kill_host() {
-  local k=$1 i=$2 pid unshare_pid
-  pid=$(init_pid "$k" "$i")
-  [ -n "$pid" ] || die "no host $i in testbed $k"
-  unshare_pid=$(cat "$dir/$k/h$i/unshare.pid" 2>/dev/null || true)
+  local k=$1 i=$2 pids
+  [ -n "$(init_pid "$k" "$i")" ] || die "no host $i in testbed $k"
+  pids=$(host_pids "$k" "$i")
   ip link set "vsb${k}h$i" down
+  [ -n "$pids" ] || return 0
   # The host's init is its PID namespace's: with it every process of the host goes.
-  kill -KILL "$unshare_pid" "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.02; done
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  gone "$pids" 100 && return 0
   die "host $i of testbed $k did not stop"
 }
 
