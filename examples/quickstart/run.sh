@@ -85,16 +85,19 @@ kill $hub
 "$sealer" run hello-web-app:1.0 --auto-approve
 
 kubectl="/var/lib/sealer/quickstart/rootfs/bin/kubectl"
+# The image's real kubectl, with the admin kubeconfig kubeadm wrote on that master (the hosts share this
+# machine's $HOME, so no ~/.kube/config is theirs).
+admin="KUBECONFIG=/etc/kubernetes/admin.conf"
 for _ in $(seq 60); do
-  [ "$("$testbed" exec "$k" 1 "$kubectl" get pods | grep -c Running)" = 1 ] && break
+  [ "$("$testbed" exec "$k" 1 env "$admin" "$kubectl" get pods | grep -c Running)" = 1 ] && break
   sleep 1
 done
 echo
 echo "The (simulated) cluster, as its first master sees it:"
-"$testbed" exec "$k" 1 "$kubectl" get nodes
-"$testbed" exec "$k" 1 "$kubectl" get pods -o wide
+"$testbed" exec "$k" 1 env "$admin" "$kubectl" get nodes
+"$testbed" exec "$k" 1 env "$admin" "$kubectl" get pods -o wide
 # The page the web server container serves, fetched from this machine (the node's port 8080).
-node_ip=$("$testbed" exec "$k" 1 "$kubectl" get pods -o json \
+node_ip=$("$testbed" exec "$k" 1 env "$admin" "$kubectl" get pods -o json \
   | python3 -c 'import json, sys; print([p["status"]["hostIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"].startswith("hello-web")][0])')
 echo
 echo "curl http://$node_ip:8080/"
@@ -106,7 +109,7 @@ echo
   printf 'export SEALER_STATE=%q\n' "$work/.sealer/state.db"
   printf 'export PATH=%q:"$PATH"\n' "$target/release"
   echo "# kubectl on the first master (the hosts share this machine's files: its own kubectl would not reach the cluster)."
-  printf 'quickstart_kubectl() { bash %q exec %q 1 %q "$@"; }\n' "$testbed" "$k" "$kubectl"
+  printf 'quickstart_kubectl() { bash %q exec %q 1 env %q %q "$@"; }\n' "$testbed" "$k" "$admin" "$kubectl"
 } > "$work/env"
 echo
 echo "State: $work/.sealer/state.db   Logs: $work/.sealer/logs   Tear down: bash examples/quickstart/run.sh down"

@@ -112,7 +112,7 @@ impl Site {
     }
 
     fn kubectl_nodes(&self) -> Vec<Json> {
-        let out = self.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get nodes -o json");
+        let out = self.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get nodes -o json");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: Json = serde_json::from_slice(&out.stdout).unwrap();
         v["items"].as_array().unwrap().clone()
@@ -205,7 +205,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
 
     // Drift by hand: one hostname, one label.
     assert!(site.tb.exec(1, "hostname drifted").status.success());
-    let unlabel = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl label node node-3 zone-");
+    let unlabel = site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl label node node-3 zone-");
     assert!(unlabel.status.success());
     let drift = site.sealer(&["plan", "--detailed-exitcode", "--json"], "");
     assert_eq!(drift.status.code(), Some(2), "{}", stderr(&drift));
@@ -226,7 +226,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     let recorded = ok(&site.sealer(&["state", "show", &format!("hostname.{}", site.ip(1))], ""));
     assert!(recorded.contains("\"drifted\""), "{recorded}");
     let copy =
-        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
     assert!(String::from_utf8_lossy(&copy.stdout).contains("drifted"), "the cluster's copy follows a refresh too");
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "drifted");
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
@@ -244,7 +244,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
 
     // The workstation loses `.sealer/`: the copy every apply keeps in the cluster rebuilds it exactly.
     let copy =
-        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
     let copy = String::from_utf8(copy.stdout).unwrap();
     assert!(copy.contains("hostname.") && !copy.contains(TESTBED_ROOT_PASSWORD), "{copy}");
     let before = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
@@ -915,7 +915,7 @@ fn node_versions(site: &Site) -> Vec<(String, String)> {
 
 /// How many nodes are cordoned now, read through the simulated kubectl on the first master.
 fn unschedulable(site: &Site) -> usize {
-    let out = site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get nodes");
+    let out = site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get nodes");
     String::from_utf8_lossy(&out.stdout).matches("SchedulingDisabled").count()
 }
 
@@ -1137,7 +1137,7 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
         assert!(file(i, "/var/lib/sealer/e2e/rootfs/etc/db-secret.yaml").contains(encoded), "host {i}");
     }
     let copy =
-        site.tb.exec(0, "/var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
     let written = format!("{}{}{}", site.everything_written(), String::from_utf8_lossy(&copy.stdout), plan);
     assert!(!written.contains("Db-Secret-42") && !written.contains(encoded), "the secret leaked");
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Testbed};
 
-const KUBECTL: &str = "/var/lib/sealer/faults/rootfs/bin/kubectl";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/faults/rootfs/bin/kubectl";
 const ETCDCTL: &str = "ETCDCTL_API=3 /var/lib/sealer/faults/rootfs/bin/etcdctl --endpoints http://127.0.0.1:2379";
 
 struct Site {

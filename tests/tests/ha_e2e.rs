@@ -11,7 +11,7 @@ use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, R
 use serde_json::Value as Json;
 
 const IMAGE: &str = sealer_tests::SIMULATED_IMAGE;
-const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const CTR: &str = sealer_tests::SIMULATED_CTR;
 
 fn exec(tb: &Testbed, i: usize, command: &str) -> String {
@@ -54,7 +54,8 @@ fn losing_the_first_master_keeps_the_cluster() {
     std::fs::create_dir_all(app.join("manifests")).unwrap();
     std::fs::write(
         app.join("manifests/sleeper.yaml"),
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sleeper\nspec:\n  replicas: 2\n  template:\n    spec:\n      \
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sleeper\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: sleeper}\n  \
+         template:\n    metadata:\n      labels: {app: sleeper}\n    spec:\n      \
          containers:\n        - name: s\n          image: sleeper:1\n          command: [sleep, \"7777\"]\n",
     )
     .unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed};
 
-const KUBECTL: &str = "/var/lib/sealer/rec/rootfs/bin/kubectl";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/rec/rootfs/bin/kubectl";
 
 /// `sealer ARGS` in `dir`, with `dir/home` as its home.
 fn sealer(dir: &Path, args: &[&str]) -> Output {

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 const BASE: &str = sealer_tests::SIMULATED_IMAGE;
 const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
-const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
 /// The host port the application's web server listens on.
 const WEB_PORT: u16 = 8080;
@@ -166,7 +166,8 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     };
     push_dashboard(&source);
     let recommended = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dashboard\nspec:\n  replicas: 1\n  template:\n    \
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dashboard\nspec:\n  replicas: 1\n  selector:\n    \
+         matchLabels: {{app: dashboard}}\n  template:\n    metadata:\n      labels: {{app: dashboard}}\n    \
          spec:\n      containers:\n        - name: dashboard\n          image: {dashboard}\n          \
          command: [sleep, \"3600\"]\n"
     );
@@ -174,7 +175,8 @@ fn run_makes_a_cluster_with_the_images_plugins_scales_it_and_delivers_an_air_gap
     let app = dir.path().join("app");
     let deployment = |replicas: u32| {
         format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  template:\n    \
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    \
+             matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    \
              spec:\n      hostNetwork: true\n      containers:\n        - name: web\n          image: {web}\n          \
              command: [httpd, -f, -p, \"{WEB_PORT}\", -h, /www]\n          ports:\n            - containerPort: {WEB_PORT}\n              \
              hostPort: {WEB_PORT}\n"

@@ -8,7 +8,7 @@ use std::process::Output;
 use sealer_tests::{stderr, stdout, testbed_available, Testbed, SIMULATED_IMAGE, TESTBED_ROOT_PASSWORD};
 use serde_json::Value as Json;
 
-const KUBECTL: &str = "/var/lib/sealer/my-cluster/rootfs/bin/kubectl";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 
 /// `sealer ARGS` in `work` with `home` as `SEALER_HOME`, answering `yes` to the confirmation.
 fn run(home: &Path, work: &Path, args: &[&str]) -> Output {

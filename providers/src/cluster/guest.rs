@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(got["cmds"], Value::List(vec!["kubectl apply -f manifests/a.yaml".into(), "echo done".into()]));
         // The directory guards every command after it; the identifier's value is exported, on no argv.
         let prefix =
-            "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export A=1; ";
+            "export PATH=/var/lib/sealer/c/rootfs/bin:$PATH KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"; cd /var/lib/sealer/c/rootfs || exit; export A=1; ";
         let commands = remote.commands(M1);
         assert_eq!(commands[..2], [format!("{prefix}kubectl apply -f manifests/a.yaml"), format!("{prefix}echo done")]);
         assert!(commands[2].contains("get configmap sealer-apps"), "{commands:?}");

@@ -404,7 +404,7 @@ mod tests {
         commands
             .into_iter()
             .map(|c| {
-                let c = c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", "");
+                let c = c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"; ", "");
                 c.replace(set, "").replace(clear, "").replace(lock, "")
             })
             .filter(|c| c != "kubeadm version >/dev/null")

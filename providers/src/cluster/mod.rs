@@ -156,6 +156,8 @@ impl ClusterProvider {
 
 /// Hosts a refresh reads at once: thousands of hosts must not mean thousands of SSH handshakes at once.
 const REFRESH_CONNECTIONS: usize = 32;
+/// The `KUBECONFIG` every command on a host gets (see `Cx::with_image_path`).
+pub(crate) const KUBECONFIG_DEFAULT: &str = "KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"";
 
 /// What a refresh shares between the resources it reads: the cluster's nodes, listed once.
 pub(crate) struct Observation<'a> {
@@ -421,9 +423,11 @@ impl Cx {
         format!("{}/rootfs", cluster_dir(&self.ctx.cluster))
     }
 
-    /// The command with the image's own tools (kubeadm, kubectl) first on the PATH.
+    /// The command with the image's own tools (kubeadm, kubectl) first on the PATH, and kubectl reaching
+    /// the cluster on a master unless the caller's environment names a kubeconfig: the admin kubeconfig
+    /// kubeadm wrote, by its path, as no `$HOME` can be relied on (a sudo user's, one shared by hosts).
     fn with_image_path(&self, command: &str) -> String {
-        format!("export PATH={}/bin:$PATH; {command}", quote(&self.rootfs()))
+        format!("export PATH={}/bin:$PATH {KUBECONFIG_DEFAULT}; {command}", quote(&self.rootfs()))
     }
 
     fn image(&self) -> Result<&StoredImage> {

@@ -200,7 +200,7 @@ mod tests {
         remote
             .commands(M1)
             .into_iter()
-            .map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; ", ""))
+            .map(|c| c.replace("export PATH=/var/lib/sealer/c/rootfs/bin:$PATH KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"; ", ""))
             .collect()
     }
 

@@ -251,7 +251,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
                  exec env -- docker-dir=/var/lib/docker \"$(command -v bash || echo sh)\" -s"]
         );
         // Only identifiers: in the host's bash the script is sourced, with no process to start.
@@ -264,7 +264,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             remote.commands(M1),
-            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
+            ["export PATH=/var/lib/sealer/c/rootfs/bin:$PATH KUBECONFIG=\"${KUBECONFIG:-/etc/kubernetes/admin.conf}\"; cd /var/lib/sealer/c/rootfs || exit; export DIR='a b'; \
                  if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec \"$(command -v bash || echo sh)\" -s; fi"]
         );
     }

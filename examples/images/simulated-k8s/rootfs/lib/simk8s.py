@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -22,6 +23,11 @@ STATE_DIR = "/var/lib/sim-k8s"
 RUN_DIR = "/run/sim-k8s"
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(os.path.dirname(HERE), "bin")
+
+
+def timestamp(t):
+    """A time as the API writes it (RFC 3339, UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def fail(message, code=1):
@@ -41,26 +47,43 @@ def read_server(conf):
     fail("error: %s not found: is this a control-plane node of an initialised cluster?" % conf)
 
 
-def _request(server, method, path, body, read):
+def _request(server, method, path, body, read, content_type="application/json"):
     """One request to the API server; `read` turns the answer's bytes into the result. Its errors are
     kubectl's."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=15) as resp:
             return read(resp.read())
     except urllib.error.HTTPError as e:
+        raw = e.read()
         try:
-            detail = json.loads(e.read()).get("error", "")
-        except Exception:
-            detail = str(e)
+            detail = json.loads(raw)["message"]
+        except (ValueError, KeyError, TypeError):
+            detail = "%s: %s" % (e, raw.decode(errors="replace"))
         fail("Error from server: %s" % detail)
     except (urllib.error.URLError, OSError) as e:
         fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
 
 
-def call(server, method, path, body=None):
-    return _request(server, method, path, body, lambda b: json.loads(b or b"null"))
+def call(server, method, path, body=None, content_type="application/json"):
+    return _request(server, method, path, body, lambda b: json.loads(b or b"null"), content_type)
+
+
+def update_configmap(server, namespace, name, data):
+    """Replaces a config map's data (as kubeadm's upload-config does: create it, or update what is there)."""
+    path = "/api/v1/namespaces/%s/configmaps" % namespace
+    try:
+        with urllib.request.urlopen(server + path + "/" + name, timeout=15) as resp:
+            current = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            fail("Error from server: %s" % e)
+        return call(server, "POST", path, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
+    current["data"] = data
+    return call(server, "PUT", path + "/" + name, current)
 
 
 def call_text(server, path):
@@ -156,12 +179,13 @@ def etcd_range(prefix):
 
 
 def etcd_range_revisions(prefix):
-    """Keys under `prefix` with their values, and the revision each was last written at."""
+    """Keys under `prefix` with their values, the revision each was last written at, and the store's
+    revision at the time of reading."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     r = etcd("/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
     kvs = r.get("kvs", [])
     return ({_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in kvs},
-            {_unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in kvs})
+            {_unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in kvs}, int(r["header"]["revision"]))
 
 
 def etcd_put(key, value):
