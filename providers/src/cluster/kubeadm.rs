@@ -96,7 +96,7 @@ impl Cx {
     /// One member's upgrade step: drained, upgraded with `upgrade` (run on the member), uncordoned.
     async fn upgrade_member(&self, ip: IpAddr, upgrade: &[String]) -> Result<()> {
         let name = quote(&self.node_name(ip).await?);
-        self.kubectl(&format!("drain {name} --ignore-daemonsets --delete-emptydir-data")).await?;
+        self.kubectl(&format!("drain {name} --ignore-daemonsets --delete-emptydir-data --timeout=5m")).await?;
         for command in upgrade {
             self.run(ip, &self.with_image_path(command), b"").await?;
         }
@@ -356,7 +356,9 @@ impl KindProvider for Join {
         let registered = cx.nodes().await?.items.iter().any(|n| n.metadata.name == name);
         if registered {
             let q = quote(&name);
-            cx.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data")).await?;
+            // The node leaves for good: its bare pods, which a drain refuses to evict without `--force`,
+            // would be deleted with the node anyway (an upgrade's drain keeps that refusal).
+            cx.kubectl(&format!("drain {q} --ignore-daemonsets --delete-emptydir-data --force --timeout=5m")).await?;
             cx.kubectl(&format!("delete node {q}")).await?;
         }
         cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
@@ -706,7 +708,7 @@ mod tests {
             strip(remote.commands(M1)),
             [
                 "kubectl get nodes -o json",
-                "kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data",
+                "kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data --force --timeout=5m",
                 "kubectl delete node node-1"
             ]
         );
@@ -737,7 +739,7 @@ mod tests {
             m1[3..],
             [
                 "hostname",
-                "kubectl drain master-0 --ignore-daemonsets --delete-emptydir-data",
+                "kubectl drain master-0 --ignore-daemonsets --delete-emptydir-data --timeout=5m",
                 "kubeadm upgrade plan v1.23.0",
                 "kubeadm upgrade apply v1.23.0 --yes",
                 "kubectl uncordon master-0",
@@ -759,7 +761,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             strip(remote.commands(M1)),
-            ["kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data", "kubectl uncordon node-1"]
+            ["kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data --timeout=5m", "kubectl uncordon node-1"]
         );
         assert_eq!(
             strip(remote.commands(N1)),
