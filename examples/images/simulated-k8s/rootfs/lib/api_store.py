@@ -13,7 +13,7 @@ import time
 import uuid
 
 import simk8s
-from api_kinds import BY_PATH, selects
+from api_kinds import BY_PATH, RESOURCES, selects
 
 CLUSTER_KEY = "/registry/sim/cluster"
 HEARTBEATS = "/registry/sim/heartbeats/"
@@ -25,8 +25,16 @@ def timestamp(t=None):
     return datetime.datetime.fromtimestamp(time.time() if t is None else t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Where Kubernetes keeps a resource's objects when its name is not the resource's (nodes are "minions").
+STORED_AS = {"nodes": "minions", "services": "services/specs"}
+
+
+def prefix_of(resource):
+    return "/registry/%s/" % STORED_AS.get(resource, resource)
+
+
 def key_of(resource, namespace, name):
-    return "/registry/%s/%s%s" % (resource, namespace + "/" if namespace else "", name)
+    return prefix_of(resource) + (namespace + "/" if namespace else "") + name
 
 
 def new_meta(name, namespace=None, **extra):
@@ -95,7 +103,7 @@ class State:
         return out
 
     def items(self, resource, namespace=None):
-        prefix = "/registry/%s/" % resource
+        prefix = prefix_of(resource)
         if namespace:
             prefix += namespace + "/"
         return [(k, o) for k, o in sorted(self.objects.items()) if k.startswith(prefix)]
@@ -119,18 +127,17 @@ class State:
         uid = obj["metadata"]["uid"]
         for key, other in list(self.objects.items()):
             refs = other["metadata"].get("ownerReferences") or []
-            if any(r.get("uid") == uid for r in refs):
+            if key in self.objects and any(r.get("uid") == uid for r in refs):
                 if propagation == "Orphan":
                     other["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                     if not other["metadata"]["ownerReferences"]:
                         del other["metadata"]["ownerReferences"]
                 else:
-                    dependent = key.split("/")
-                    self.delete(dependent[2], other["metadata"].get("namespace"), other["metadata"]["name"], propagation)
+                    self.delete(resource_of(key), other["metadata"].get("namespace"), other["metadata"]["name"], propagation)
         if resource == "namespaces":
             for key in [k for k, o in self.objects.items() if o["metadata"].get("namespace") == name]:
-                parts = key.split("/")
-                self.delete(parts[2], parts[3], parts[4], propagation)
+                if key in self.objects:
+                    self.delete(resource_of(key), name, self.objects[key]["metadata"]["name"], propagation)
         if resource == "nodes":
             # The pod garbage collector: pods bound to a node that is gone go too (their owners make new ones).
             for _, pod in self.items("pods"):
@@ -257,6 +264,11 @@ class State:
                           and self.ready(n["metadata"]["name"])),
                          key=lambda ip: tuple(int(x) for x in ip.split(".")) if ip.count(".") == 3 else (999,))
         return not members or members[0] == address
+
+
+def resource_of(key):
+    """The resource whose object is stored at `key`."""
+    return next(r.name for r in RESOURCES if key.startswith(prefix_of(r.name)))
 
 
 def owner_reference(owner):
