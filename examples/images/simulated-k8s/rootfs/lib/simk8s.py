@@ -188,6 +188,36 @@ def etcd_range_revisions(prefix):
             {_unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in kvs}, int(r["header"]["revision"]))
 
 
+def etcd_watch(prefix, start_revision, deadline, endpoint=ETCD_CLIENT):
+    """The changes of the keys under `prefix` from `start_revision` until `deadline`, as etcd's watch
+    reports them: (revision, key, new value or None when deleted, previous value or None), values
+    parsed as JSON."""
+    import http.client
+    import socket
+    host, port = endpoint.split("//", 1)[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=max(deadline - time.time(), 0.1))
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = {"create_request": {"key": b64(prefix), "range_end": b64(end), "start_revision": str(start_revision),
+                               "prev_kv": True}}
+    try:
+        conn.request("POST", "/v3/watch", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        while time.time() < deadline:
+            conn.sock.settimeout(max(deadline - time.time(), 0.1))
+            line = resp.readline()
+            if not line:
+                return
+            for e in (json.loads(line).get("result") or {}).get("events") or []:
+                kv, prev = e["kv"], e.get("prev_kv")
+                new = None if e.get("type") == "DELETE" else json.loads(_unb64(kv["value"]))
+                old = json.loads(_unb64(prev["value"])) if prev and prev.get("value") else None
+                yield int(kv.get("mod_revision", 0)), _unb64(kv["key"]), new, old
+    except (socket.timeout, OSError, ValueError):
+        return
+    finally:
+        conn.close()
+
+
 def etcd_put(key, value):
     etcd("/v3/kv/put", {"key": b64(key), "value": b64(value)})
 
