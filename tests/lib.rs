@@ -75,7 +75,7 @@ pub fn sealer_at_with_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: &str)
 }
 
 /// The name the e2e tests give the simulated-Kubernetes image (`examples/images/simulated-k8s`).
-pub const SIMULATED_IMAGE: &str = "sim/kubernetes:v1.22.15";
+pub const SIMULATED_IMAGE: &str = "sim/kubernetes:v1.29.14";
 
 /// `ctr` on the test image's containerd (its own socket, `etc/containerd.toml`), in the kubelets' namespace.
 pub const SIMULATED_CTR: &str = "ctr --address /run/sealer-sim-containerd/containerd.sock -n k8s.io";

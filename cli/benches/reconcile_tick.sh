@@ -24,10 +24,10 @@ now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 export SEALER_HOME=$work/home
 cd "$work"
-"$sealer" build -t sim/kubernetes:v1.22.15 "$repo/examples/images/simulated-k8s" >/dev/null
+"$sealer" build -t sim/kubernetes:v1.29.14 "$repo/examples/images/simulated-k8s" >/dev/null
 nodes=$(IFS=,; echo "${ips[*]:1}")
 {
-  printf 'apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata: {name: bench}\nspec:\n  image: sim/kubernetes:v1.22.15\n'
+  printf 'apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata: {name: bench}\nspec:\n  image: sim/kubernetes:v1.29.14\n'
   printf '  ssh: {pk: %s}\n  hosts:\n    - {ips: [%s], roles: [master]}\n    - {ips: [%s], roles: [node]}\n' "$key" "${ips[0]}" "$nodes"
   printf -- '---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata: {name: names}\nspec:\n  type: HOSTNAME\n  action: PreInit\n  data: |\n'
   for i in "${!ips[@]}"; do printf '    %s bench-%s\n' "${ips[$i]}" "$i"; done

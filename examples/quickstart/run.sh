@@ -59,10 +59,10 @@ echo "Starting 3 hosts (network namespaces with sshd)..."
 k=$(TESTBED_OWNER=$(cat "$work/keeper") "$testbed" up 3)
 echo "$k" > "$work/testbed"
 cd "$work"
-"$sealer" build -t sim/kubernetes:v1.22.15 "$repo/examples/images/simulated-k8s"
+"$sealer" build -t sim/kubernetes:v1.29.14 "$repo/examples/images/simulated-k8s"
 
 # 1. The cluster, as every sealer guide starts (the Clusterfile it means: .sealer/quickstart/Clusterfile).
-"$sealer" run sim/kubernetes:v1.22.15 -m "10.251.$k.11,10.251.$k.12" -n "10.251.$k.13" \
+"$sealer" run sim/kubernetes:v1.29.14 -m "10.251.$k.11,10.251.$k.12" -n "10.251.$k.13" \
   --pk "/tmp/sealer-testbed/$k/id_ed25519" --cluster-name quickstart --auto-approve
 "$sealer" plan -f .sealer/quickstart/Clusterfile --detailed-exitcode
 

@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use sealer_tests::{ok, repo_root, sealer_bin, stderr, stdout, testbed_available, Testbed, TESTBED_ROOT_PASSWORD};
 use serde_json::Value as Json;
 
-const IMAGE: &str = "sim/kubernetes:v1.22.15";
+const IMAGE: &str = "sim/kubernetes:v1.29.14";
+const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl";
 
 /// A working directory with its own SEALER_HOME holding the simulated image, and a testbed.
 struct Site {
@@ -112,7 +113,7 @@ impl Site {
     }
 
     fn kubectl_nodes(&self) -> Vec<Json> {
-        let out = self.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get nodes -o json");
+        let out = self.tb.exec(0, &format!("{KUBECTL} get nodes -o json"));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: Json = serde_json::from_slice(&out.stdout).unwrap();
         v["items"].as_array().unwrap().clone()
@@ -205,7 +206,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
 
     // Drift by hand: one hostname, one label.
     assert!(site.tb.exec(1, "hostname drifted").status.success());
-    let unlabel = site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl label node node-3 zone-");
+    let unlabel = site.tb.exec(0, &format!("{KUBECTL} label node node-3 zone-"));
     assert!(unlabel.status.success());
     let drift = site.sealer(&["plan", "--detailed-exitcode", "--json"], "");
     assert_eq!(drift.status.code(), Some(2), "{}", stderr(&drift));
@@ -226,7 +227,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     let recorded = ok(&site.sealer(&["state", "show", &format!("hostname.{}", site.ip(1))], ""));
     assert!(recorded.contains("\"drifted\""), "{recorded}");
     let copy =
-        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     assert!(String::from_utf8_lossy(&copy.stdout).contains("drifted"), "the cluster's copy follows a refresh too");
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "drifted");
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
@@ -244,7 +245,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
 
     // The workstation loses `.sealer/`: the copy every apply keeps in the cluster rebuilds it exactly.
     let copy =
-        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     let copy = String::from_utf8(copy.stdout).unwrap();
     assert!(copy.contains("hostname.") && !copy.contains(TESTBED_ROOT_PASSWORD), "{copy}");
     let before = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
@@ -913,9 +914,9 @@ fn node_versions(site: &Site) -> Vec<(String, String)> {
         .collect()
 }
 
-/// How many nodes are cordoned now, read through the simulated kubectl on the first master.
+/// How many nodes are cordoned now, read through the image's kubectl on the first master.
 fn unschedulable(site: &Site) -> usize {
-    let out = site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get nodes");
+    let out = site.tb.exec(0, &format!("{KUBECTL} get nodes"));
     String::from_utf8_lossy(&out.stdout).matches("SchedulingDisabled").count()
 }
 
@@ -939,7 +940,7 @@ fn watch_apply(site: &Site, child: &mut std::process::Child, stop_when: Option<&
     }
 }
 
-/// A 2-master + 2-node cluster on v1.22 of the simulated image, changed to the v1.23 image: the plan
+/// A 2-master + 2-node cluster on v1.29 of the simulated image, changed to the v1.30 image: the plan
 /// lists the upgrade's steps in order, the apply drains and upgrades one host at a time, a crash after
 /// the first master is finished by the next apply, and skipping a minor version is refused at plan time.
 #[test]
@@ -949,9 +950,13 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
     }
     let site = Site::new(4);
     let context = repo_root().join("examples/images/simulated-k8s");
-    for tag in ["v1.23.0", "v1.24.0"] {
-        ok(&site.sealer(&["build", "-t", &format!("sim/kubernetes:{tag}"), context.to_str().unwrap()], ""));
+    // Each image carries the real kubectl of its minor.
+    for (tag, minor) in [("v1.30.0", "1.30"), ("v1.31.0", "1.31")] {
+        let arg = format!("KUBERNETES_MINOR={minor}");
+        let image = format!("sim/kubernetes:{tag}");
+        ok(&site.sealer(&["build", "-t", &image, "--build-arg", &arg, context.to_str().unwrap()], ""));
     }
+    let kubectl_version = |i: usize| site.tb.exec_ok(i, &format!("{KUBECTL} version --client"));
     let ips: Vec<String> = (0..4).map(|i| site.ip(i)).collect();
     let clusterfile = |image: &str| {
         format!(
@@ -966,29 +971,30 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
     };
     site.write_clusterfile(&clusterfile(IMAGE));
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
-    assert!(node_versions(&site).iter().all(|(_, v)| v == "v1.22.15"), "{:?}", node_versions(&site));
+    assert!(node_versions(&site).iter().all(|(_, v)| v == "v1.29.14"), "{:?}", node_versions(&site));
+    assert!(kubectl_version(1).starts_with("Client Version: v1.29."), "{}", kubectl_version(1));
 
-    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.24.0"));
+    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.31.0"));
     let skipped = site.sealer(&["plan"], "");
     assert_eq!(skipped.status.code(), Some(1), "{}", stdout(&skipped));
     assert!(
         stderr(&skipped).contains(&format!(
-            "`kubeadm-init.{}` cannot go from Kubernetes v1.22.15 to v1.24.0: kubeadm upgrades one minor version at a \
-             time: go to v1.23 first",
+            "`kubeadm-init.{}` cannot go from Kubernetes v1.29.14 to v1.31.0: kubeadm upgrades one minor version at a \
+             time: go to v1.30 first",
             ips[0]
         )),
         "{}",
         stderr(&skipped)
     );
 
-    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.23.0"));
+    site.write_clusterfile(&clusterfile("sim/kubernetes:v1.30.0"));
     let plan = ok(&site.sealer(&["plan", "--no-color"], ""));
     let steps = format!(
         "Kubernetes upgrade, in this order (one host at a time):\n  \
-         1. kubeadm-init.{0}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade apply, uncordon)\n  \
-         2. kubeadm-join.{1}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n  \
-         3. kubeadm-join.{2}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n  \
-         4. kubeadm-join.{3}: v1.22.15 -> v1.23.0 (drain, kubeadm upgrade node, uncordon)\n",
+         1. kubeadm-init.{0}: v1.29.14 -> v1.30.0 (drain, kubeadm upgrade apply, uncordon)\n  \
+         2. kubeadm-join.{1}: v1.29.14 -> v1.30.0 (drain, kubeadm upgrade node, uncordon)\n  \
+         3. kubeadm-join.{2}: v1.29.14 -> v1.30.0 (drain, kubeadm upgrade node, uncordon)\n  \
+         4. kubeadm-join.{3}: v1.29.14 -> v1.30.0 (drain, kubeadm upgrade node, uncordon)\n",
         ips[0], ips[1], ips[2], ips[3]
     );
     assert!(plan.contains(&steps), "{plan}");
@@ -1003,7 +1009,7 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
             .and_then(|s| sealer_engine::StateStore::load(&s, "e2e").ok().flatten())
             .and_then(|s| {
                 let init = s.resources.get(&format!("kubeadm-init.{}", ips[0]).parse().unwrap())?.clone();
-                Some(init.attributes.get("kubernetes_version") == Some(&sealer_engine::Value::text("v1.23.0")))
+                Some(init.attributes.get("kubernetes_version") == Some(&sealer_engine::Value::text("v1.30.0")))
             })
             .unwrap_or(false)
     };
@@ -1011,11 +1017,11 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
     let first = watch_apply(&site, &mut child, Some(&first_master_done));
     assert!(first <= 1, "{first} nodes were unschedulable at once");
     let versions = node_versions(&site);
-    assert!(versions.iter().any(|(_, v)| v == "v1.22.15"), "the crash left hosts to upgrade: {versions:?}");
+    assert!(versions.iter().any(|(_, v)| v == "v1.29.14"), "the crash left hosts to upgrade: {versions:?}");
 
     // The crashed apply's lock goes with the next apply (its process is gone).
     let resumed_plan = ok(&site.sealer(&["plan", "--no-color"], ""));
-    assert!(!resumed_plan.contains(&format!("kubeadm-init.{}: v1.22.15", ips[0])), "{resumed_plan}");
+    assert!(!resumed_plan.contains(&format!("kubeadm-init.{}: v1.29.14", ips[0])), "{resumed_plan}");
     let mut child = site.spawn_apply();
     let most = watch_apply(&site, &mut child, None);
     assert!(child.wait().unwrap().success());
@@ -1025,16 +1031,20 @@ fn a_new_kubernetes_version_is_rolled_out_host_by_host_and_resumes_after_a_crash
 
     let versions = node_versions(&site);
     assert_eq!(versions.len(), 4);
-    assert!(versions.iter().all(|(_, v)| v == "v1.23.0"), "{versions:?}");
+    assert!(versions.iter().all(|(_, v)| v == "v1.30.0"), "{versions:?}");
+    // Every command of the upgrade (drain, uncordon, get) ran the real kubectl; the masters now have 1.30's.
+    for master in [0, 1] {
+        assert!(kubectl_version(master).starts_with("Client Version: v1.30."), "{}", kubectl_version(master));
+    }
     assert_eq!(unschedulable(&site), 0, "every host was uncordoned");
     let manifest = site.tb.exec(1, "cat /etc/kubernetes/manifests/kube-apiserver.yaml");
-    assert!(String::from_utf8_lossy(&manifest.stdout).contains("kube-apiserver:v1.23.0"), "second master upgraded");
+    assert!(String::from_utf8_lossy(&manifest.stdout).contains("kube-apiserver:v1.30.0"), "second master upgraded");
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");
     assert_eq!(settled.status.code(), Some(0), "{}", stdout(&settled));
 }
 
 /// The documentation's behaviours on real hosts: a SHELL plugin selected by the masters' kubeadm label
-/// runs on exactly the masters, PreJoin only on the hosts that join, a dashed env name reaches scripts and
+/// (`control-plane` from 1.24) runs on exactly the masters, PreJoin only on the hosts that join, a dashed env name reaches scripts and
 /// the image's templates with the host group's value winning, and joins leave no join credential on any
 /// command line or in any log (logs 0600).
 #[test]
@@ -1049,7 +1059,7 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
          env:\n    docker-dir: /var/lib/docker\n  hosts:\n    - ips: [{}, {}]\n      roles: [master]\n    - ips: [{}, {}]\n      \
          roles: [node]\n      env:\n        docker-dir: /data/docker\n---\n\
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: MyShell\nspec:\n  type: SHELL\n  \
-         action: PostInstall\n  on: node-role.kubernetes.io/master=\n  data: |\n    hostname > /root/on-master\n---\n\
+         action: PostInstall\n  on: node-role.kubernetes.io/control-plane=\n  data: |\n    hostname > /root/on-master\n---\n\
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: SHELL\nspec:\n  action: PreJoin|PostInstall\n  \
          data: |\n    env | grep '^docker-dir=' >> /root/env-seen\n---\n\
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Config\nmetadata:\n  name: db\nspec:\n  path: etc/db-secret.yaml\n  \
@@ -1137,7 +1147,7 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
         assert!(file(i, "/var/lib/sealer/e2e/rootfs/etc/db-secret.yaml").contains(encoded), "host {i}");
     }
     let copy =
-        site.tb.exec(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/e2e/rootfs/bin/kubectl get configmap sealer-state -n kube-system -o json");
+        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     let written = format!("{}{}{}", site.everything_written(), String::from_utf8_lossy(&copy.stdout), plan);
     assert!(!written.contains("Db-Secret-42") && !written.contains(encoded), "the secret leaked");
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");

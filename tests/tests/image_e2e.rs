@@ -54,9 +54,9 @@ fn push_remove_pull_gives_the_same_image_and_tampered_blobs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let context = repo_root().join("examples/images/simulated-k8s");
-    ok(&sealer(&home, dir.path(), &["build", "-t", "sim/kubernetes:v1.22.15", context.to_str().unwrap()]));
-    let name = format!("127.0.0.1:{}/sim/kubernetes:v1.22.15", registry.port);
-    ok(&sealer(&home, dir.path(), &["tag", "sim/kubernetes:v1.22.15", &name]));
+    ok(&sealer(&home, dir.path(), &["build", "-t", "sim/kubernetes:v1.29.14", context.to_str().unwrap()]));
+    let name = format!("127.0.0.1:{}/sim/kubernetes:v1.29.14", registry.port);
+    ok(&sealer(&home, dir.path(), &["tag", "sim/kubernetes:v1.29.14", &name]));
     let local = ok(&sealer(&home, dir.path(), &["inspect", &name]));
     let pushed = ok(&sealer(&home, dir.path(), &["push", &name]));
     let manifest_digest = pushed.split_whitespace().last().unwrap().to_string();

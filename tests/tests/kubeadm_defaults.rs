@@ -44,3 +44,20 @@ fn an_override_of_one_field_changes_only_that_field() {
     assert_eq!(changed, [("  podSubnet: 100.64.0.0/10", "  podSubnet: 10.244.0.0/16")]);
     assert_eq!(base.lines().count(), tuned.lines().count());
 }
+
+/// Seed 002's documents, written for kubeadm's v1beta2 (which kubeadm reads no more from 1.26), go to a
+/// v1.29 cluster in the API version its kubeadm reads, with their fields (those of v1beta2 that v1beta3
+/// keeps unchanged).
+#[test]
+fn seed_002s_v1beta2_documents_are_converted_for_a_newer_cluster() {
+    let seed = "---\napiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\nimageRepository: sea.hub:5000/library\n\
+                networking:\n  serviceSubnet: 10.96.0.0/22\napiServer:\n  extraArgs:\n    audit-log-maxage: '7'\n\
+                ---\napiVersion: kubeadm.k8s.io/v1beta2\nkind: JoinConfiguration\ncaCertPath: /etc/kubernetes/pki/ca.crt\n";
+    let text = merged(&cluster("v1.29.14", seed));
+    assert!(!text.contains("v1beta2"), "{text}");
+    assert_eq!(text.matches("apiVersion: kubeadm.k8s.io/v1beta3").count(), 3, "{text}");
+    for field in ["imageRepository: sea.hub:5000/library", "serviceSubnet: 10.96.0.0/22", "audit-log-maxage: '7'"] {
+        assert!(text.contains(field), "{field}: {text}");
+    }
+    assert!(text.contains("caCertPath: /etc/kubernetes/pki/ca.crt"), "{text}");
+}

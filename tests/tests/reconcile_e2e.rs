@@ -65,7 +65,7 @@ fn exec(tb: &Testbed, i: usize, command: &str) -> String {
 fn clusterfile(tb: &Testbed, master: usize, node: usize) -> String {
     let (m, n) = (tb.ips[master], tb.ips[node]);
     format!(
-        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {key}\n  \
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.29.14\n  ssh:\n    pk: {key}\n  \
          hosts:\n    - ips: [{m}]\n      roles: [master]\n    - ips: [{n}]\n      roles: [node]\n---\n\
          apiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: names\nspec:\n  type: HOSTNAME\n  action: PreInit\n  \
          data: |\n    {m} rec-master\n    {n} rec-node\n---\n\
@@ -105,8 +105,8 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(hooks.join("Kubefile"), "FROM sim/kubernetes:v1.22.15\nCOPY hooks hooks\n").unwrap();
-    ok(&sealer(d, &["build", "-t", "sim/hooks:v1.22.15", hooks.to_str().unwrap()]));
+    std::fs::write(hooks.join("Kubefile"), "FROM sim/kubernetes:v1.29.14\nCOPY hooks hooks\n").unwrap();
+    ok(&sealer(d, &["build", "-t", "sim/hooks:v1.29.14", hooks.to_str().unwrap()]));
     std::fs::write(d.join("Clusterfile"), clusterfile(&tb, 0, 1)).unwrap();
     let applied = ok(&sealer(d, &["apply", "--auto-approve", "--no-progress"]));
     assert!(applied.contains("hooks.") && applied.contains("Apply complete!"), "{applied}");
@@ -203,7 +203,7 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
 
     // An edit that removes the first master is reported and never applied.
     let only_second = format!(
-        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {}\n  \
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.29.14\n  ssh:\n    pk: {}\n  \
          hosts:\n    - ips: [{}]\n      roles: [master]\n",
         tb.key.display(),
         tb.ips[1]
@@ -244,7 +244,7 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     // The node listed as the only master cannot become the first master (it is no master of the cluster):
     // refused when planned, with or without --apply, and by `apply`, naming why; nothing applied.
     let only_second = format!(
-        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.22.15\n  ssh:\n    pk: {}\n  \
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: rec\nspec:\n  image: sim/hooks:v1.29.14\n  ssh:\n    pk: {}\n  \
          hosts:\n    - ips: [{}]\n      roles: [master]\n",
         tb.key.display(),
         tb.ips[1]
@@ -281,7 +281,7 @@ fn the_example_ci_pipeline_plans_branches_and_applies_main_with_a_postgres_state
     std::fs::write(
         d.join("Clusterfile"),
         format!(
-            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ci\nspec:\n  image: sim/kubernetes:v1.22.15\n  ssh:\n    \
+            "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ci\nspec:\n  image: sim/kubernetes:v1.29.14\n  ssh:\n    \
              pk: {}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n",
             tb.key.display(),
             tb.ips[0]

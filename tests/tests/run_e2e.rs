@@ -10,7 +10,7 @@ use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, R
 use serde_json::Value as Json;
 
 const BASE: &str = sealer_tests::SIMULATED_IMAGE;
-const IMAGE: &str = "sim/kubernetes-iscsi:v1.22.15";
+const IMAGE: &str = "sim/kubernetes-iscsi:v1.29.14";
 const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl";
 const REGISTRY_PASSWORD: &str = "Reg-e2e-Pw-5521";
 /// The host port the application's web server listens on.

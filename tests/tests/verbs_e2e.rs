@@ -29,7 +29,7 @@ fn exec_runs_by_role_and_address_with_the_worst_status_and_no_password_anywhere(
         );
     }
     let clusterfile = format!(
-        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ex\nspec:\n  image: sim/kubernetes:v1.22.15\n  \
+        "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: ex\nspec:\n  image: sim/kubernetes:v1.29.14\n  \
          ssh:\n    user: ops\n    passwd: {PASSWORD}\n  hosts:\n    - ips: [{}]\n      roles: [master]\n    \
          - ips: [{}, {}]\n      roles: [node]\n",
         ip(0),

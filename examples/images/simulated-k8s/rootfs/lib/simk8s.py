@@ -1,8 +1,9 @@
 # SIMULATED Kubernetes distribution for sealer's test cluster image.
 #
-# kubeadm, kubectl and kubelet cannot be installed on the machines sealer is tested on, so this image
-# carries a simulation of them. It is strict (unknown flags, unknown config fields and wrong API versions
-# are errors; a join needs the token and CA hash that init printed) and stateful (an API process on every
+# kubeadm, the kubelet and the API server cannot be installed on the machines sealer is tested on, so this
+# image carries a simulation of them (its kubectl is the real one, bin/kubectl, copied by the Kubefile).
+# It is strict (unknown flags, unknown config fields and wrong API versions are errors; a join needs the
+# token and CA hash that init printed) and stateful (an API process on every
 # control-plane member keeps nodes, roles, labels, taints and Ready status, which comes from each node's
 # simulated kubelet heartbeating). It is not Kubernetes and never claims to be. Its objects live in a
 # real etcd (Debian's etcd-server, copied into the image), one member per control-plane node, under
