@@ -208,7 +208,7 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     assert!(missing.contains("Error from server (NotFound): deployments.apps \"nothing-here\" not found"), "{missing}");
     k.ok("create configmap once --from-literal=a=b");
     let again = k.refused("create configmap once --from-literal=a=b");
-    assert!(again.contains("Error from server (AlreadyExists): configmaps \"once\" already exists"), "{again}");
+    assert!(again.contains("failed to create configmap: configmaps \"once\" already exists"), "{again}");
     let no_selector = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      \
                        containers: [{name: c, image: x}]\n";
     let invalid = k.tb.exec(0, &format!("printf '%s' '{no_selector}' | {KUBECTL} apply -f -"));
