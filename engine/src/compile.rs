@@ -367,10 +367,14 @@ impl Compiler<'_> {
 
     /// `hooks.IP` on the first master, once the cluster is installed: the image's shell-operator hooks
     /// (`--config` answering `configVersion: v1`), whose `onStartup` ones it runs once, in order, and
-    /// whose `schedule` it records for `sealer reconcile`.
+    /// whose `schedule` and `kubernetes` bindings it records for `sealer reconcile`.
     fn hooks(&mut self, first: IpAddr) -> Result<(), GraphError> {
-        let a =
-            attrs([("image_digest", self.digest.clone()), ("startup", Value::Unknown), ("schedules", Value::Unknown)]);
+        let a = attrs([
+            ("image_digest", self.digest.clone()),
+            ("startup", Value::Unknown),
+            ("schedules", Value::Unknown),
+            ("watches", Value::Unknown),
+        ]);
         let hooks = self.add(Kind::Hooks, first.to_string(), Some(first), a)?;
         self.b.depends(&hooks, &address(Kind::Guest, first))
     }

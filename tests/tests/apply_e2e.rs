@@ -226,8 +226,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     ok(&site.sealer(&["apply", "--refresh-only", "--auto-approve"], ""));
     let recorded = ok(&site.sealer(&["state", "show", &format!("hostname.{}", site.ip(1))], ""));
     assert!(recorded.contains("\"drifted\""), "{recorded}");
-    let copy =
-        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
+    let copy = site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     assert!(String::from_utf8_lossy(&copy.stdout).contains("drifted"), "the cluster's copy follows a refresh too");
     assert_eq!(String::from_utf8(site.tb.exec(1, "hostname").stdout).unwrap().trim(), "drifted");
     ok(&site.sealer(&["apply", "--auto-approve"], ""));
@@ -244,8 +243,7 @@ fn fresh_apply_then_no_op_then_drift_restored() {
     assert!(!everything.contains(TESTBED_ROOT_PASSWORD));
 
     // The workstation loses `.sealer/`: the copy every apply keeps in the cluster rebuilds it exactly.
-    let copy =
-        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
+    let copy = site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     let copy = String::from_utf8(copy.stdout).unwrap();
     assert!(copy.contains("hostname.") && !copy.contains(TESTBED_ROOT_PASSWORD), "{copy}");
     let before = sealer_state::SqliteStore::open_read_only(&site.path().join(".sealer/state.db")).unwrap().unwrap();
@@ -1146,8 +1144,7 @@ fn documented_plugins_env_templates_and_joins_hold_on_real_hosts() {
     for i in 0..4 {
         assert!(file(i, "/var/lib/sealer/e2e/rootfs/etc/db-secret.yaml").contains(encoded), "host {i}");
     }
-    let copy =
-        site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
+    let copy = site.tb.exec(0, &format!("{KUBECTL} get configmap sealer-state -n kube-system -o json"));
     let written = format!("{}{}{}", site.everything_written(), String::from_utf8_lossy(&copy.stdout), plan);
     assert!(!written.contains("Db-Secret-42") && !written.contains(encoded), "the secret leaked");
     let settled = site.sealer(&["plan", "--detailed-exitcode"], "");

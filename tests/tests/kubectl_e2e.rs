@@ -135,7 +135,11 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
         let items = nodes["items"].as_array().unwrap().clone();
         items.len() == 3
             && items.iter().all(|n| {
-                n["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                n["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
             })
     });
     let nodes = k.json("get nodes");
@@ -155,7 +159,9 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
 
     // Labels and taints, as `label.IP` and `taint.IP` set them.
     assert!(k.ok(&format!("label node {worker} zone=a --overwrite")).contains("labeled"));
-    assert!(k.refused(&format!("label node {worker} zone=b")).contains("already has a value (a), and --overwrite is false"));
+    assert!(k
+        .refused(&format!("label node {worker} zone=b"))
+        .contains("already has a value (a), and --overwrite is false"));
     k.ok(&format!("label node {worker} zone=b tier=web --overwrite"));
     k.ok(&format!("label node {worker} tier- --overwrite"));
     let labels = k.json(&format!("get nodes {worker}"))["metadata"]["labels"].clone();
@@ -175,10 +181,17 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     let deployment = k.json("get deployment web");
     assert_eq!(deployment["spec"]["replicas"], 3);
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
-    assert_eq!(env, &serde_json::json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]), "B removed by merge key");
+    assert_eq!(
+        env,
+        &serde_json::json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]),
+        "B removed by merge key"
+    );
     assert_eq!(k.json("get configmap settings")["data"], serde_json::json!({"a": "1", "c": "3"}));
     let third = k.apply(&app(3, "{name: A, value: \"1\"}, {name: C, value: \"3\"}", "a: \"1\", c: \"3\""));
-    assert!(third.contains("deployment.apps/web unchanged") && third.contains("configmap/settings unchanged"), "{third}");
+    assert!(
+        third.contains("deployment.apps/web unchanged") && third.contains("configmap/settings unchanged"),
+        "{third}"
+    );
     // The masters' taint keeps the replicas on the worker.
     wait_for("three replicas on the worker", || k.pod_nodes("web-") == vec![worker.clone(); 3]);
 
@@ -209,7 +222,8 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     k.ok("create configmap once --from-literal=a=b");
     let again = k.refused("create configmap once --from-literal=a=b");
     assert!(again.contains("failed to create configmap: configmaps \"once\" already exists"), "{again}");
-    let no_selector = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      \
+    let no_selector =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      \
                        containers: [{name: c, image: x}]\n";
     let invalid = k.tb.exec(0, &format!("printf '%s' '{no_selector}' | {KUBECTL} apply -f -"));
     let text = stderr(&invalid);
@@ -235,6 +249,7 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     // form names the nodes by the label the plugin's `on` selects them by.
     let literal = k.refused("taint nodes node-role.kubernetes.io/master=:NoSchedule");
     assert!(literal.contains("at least one resource name must be specified"), "{literal}");
-    let by_label = "taint nodes -l node-role.kubernetes.io/control-plane= node-role.kubernetes.io/master=:NoSchedule --overwrite";
+    let by_label =
+        "taint nodes -l node-role.kubernetes.io/control-plane= node-role.kubernetes.io/master=:NoSchedule --overwrite";
     assert_eq!(k.ok(by_label).lines().count(), 2, "both masters");
 }

@@ -139,7 +139,10 @@ impl Journey {
     }
 
     fn kubectl(&self, args: &str) -> String {
-        self.host(0, &format!("KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/{CLUSTER}/rootfs/bin/kubectl {args}"))
+        self.host(
+            0,
+            &format!("KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/{CLUSTER}/rootfs/bin/kubectl {args}"),
+        )
     }
 
     /// The serial of the state, from a plan without refresh.

@@ -318,3 +318,93 @@ fn the_example_ci_pipeline_plans_branches_and_applies_main_with_a_postgres_state
     assert!(again.contains("no changes"), "{again}");
     assert!(std::fs::read_to_string(d.join("plan-comment.md")).unwrap().contains("**No changes.**"));
 }
+
+/// Seed 004's installer (`examples/installer-image`) on a 1-master + 1-node cluster: `sealer reconcile`
+/// synchronises its `kubernetes` binding (the enabled component is installed), then runs it on the
+/// watch's events: a component enabled by editing the object is installed within one interval, and
+/// removing one component's status re-installs that component only. The hook's metrics are on `/metrics`.
+#[test]
+fn seed_004s_installer_installs_what_its_configuration_enables() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(2);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sealer_tests::build_simulated_image(&d.join("home"), d);
+    let example = repo_root().join("examples/installer-image");
+    ok(&sealer(d, &["build", "-t", "ks-installer:v1", example.to_str().unwrap()]));
+    let key = tb.key.display().to_string();
+    let (master, node) = (tb.ips[0].to_string(), tb.ips[1].to_string());
+    ok(&sealer(
+        d,
+        &["run", "ks-installer:v1", "-m", &master, "-n", &node, "--pk", &key, "--auto-approve", "--no-progress"],
+    ));
+    let kubectl = |args: &str| {
+        exec(
+            &tb,
+            0,
+            &format!("KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl {args}"),
+        )
+    };
+    let recorded = ok(&sealer(d, &["state", "show", &format!("hooks.{master}")]));
+    assert!(recorded.contains("cluster-configuration") && recorded.contains("0 0 1 * *"), "{recorded}");
+    assert!(kubectl("get configmap ks-installer -n kubesphere-system -o json").contains("spec.monitoring.enabled"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let interval = Duration::from_secs(4);
+    let mut child = Command::new(sealer_bin())
+        .args(["reconcile", "-f", ".sealer/my-cluster/Clusterfile", "--interval", "4s", "--metrics-addr", &addr])
+        .current_dir(d)
+        .env("SEALER_HOME", d.join("home"))
+        .env_remove("SEALER_STATE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events: Log = Arc::default();
+    collect(&events, child.stdout.take().unwrap(), "");
+    collect(&events, child.stderr.take().unwrap(), "stderr: ");
+    let installs = |component: &str| {
+        let page = std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| scrape(port)).unwrap_or_default();
+        sample(&page, &format!("ks_installer_installs_total{{component=\"{component}\"}}"))
+    };
+    let installed = |component: &str| {
+        kubectl("get configmaps -n kubesphere-system -o name").contains(&format!("configmap/ks-{component}\n"))
+    };
+    wait_for(&events, "the synchronisation installs monitoring", Duration::from_secs(60), || {
+        installs("monitoring") == 1.0
+    });
+    assert!(installed("monitoring") && !installed("logging") && !installed("devops"));
+    let status = kubectl("get configmap ks-installer -n kubesphere-system -o jsonpath='{.data.status\\.monitoring}'");
+    assert_eq!(status, "enabled");
+
+    // Enabling a component by editing the object: installed within one interval (after the tick that
+    // sees the event, which comes at most one interval after the edit).
+    kubectl("patch configmap ks-installer -n kubesphere-system --type merge -p '{\"data\":{\"spec.logging.enabled\":\"true\"}}'");
+    let edited = Instant::now();
+    wait_for(&events, "logging installed after the edit", interval * 3, || installs("logging") == 1.0);
+    let took = edited.elapsed();
+    assert!(installed("logging") && !installed("devops"));
+    // Removing a status: only that component again.
+    kubectl("patch configmap ks-installer -n kubesphere-system --type json -p '[{\"op\":\"remove\",\"path\":\"/data/status.monitoring\"}]'");
+    wait_for(&events, "monitoring installed again", interval * 3, || installs("monitoring") == 2.0);
+    // A few more ticks: the installer's own status writes are events too, and install nothing.
+    std::thread::sleep(interval * 2);
+    let page = scrape(port);
+    assert_eq!(sample(&page, "ks_installer_installs_total{component=\"monitoring\"}"), 2.0, "{page}");
+    assert_eq!(sample(&page, "ks_installer_installs_total{component=\"logging\"}"), 1.0, "{page}");
+    assert_eq!(sample(&page, "ks_installer_components_enabled"), 2.0, "{page}");
+    assert!(sample(&page, "sealer_hook_runs_total{hook=\"cluster-configuration\",result=\"ok\"}") >= 3.0, "{page}");
+    let lines = events.lock().unwrap().join("\n");
+    assert!(lines.contains("hook hooks/installer (cluster-configuration Synchronization (1 objects)): ok"), "{lines}");
+    assert!(
+        lines.contains("hook hooks/installer (cluster-configuration Modified configmap/ks-installer): ok"),
+        "{lines}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // At most one interval to the next tick, then that tick's refresh and plan before its hooks.
+    assert!(took <= interval + Duration::from_secs(6), "logging took {took:?} (interval {interval:?})");
+}

@@ -170,7 +170,10 @@ fn join_then_delete_a_node_then_delete_all() {
     let run = |args: &[&str]| sealer(&home, &work, args);
     let kept = work.join(".sealer/my-cluster/Clusterfile");
     let nodes = || {
-        let out = tb.exec_ok(0, "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl get nodes -o json");
+        let out = tb.exec_ok(
+            0,
+            "KUBECONFIG=/etc/kubernetes/admin.conf /var/lib/sealer/my-cluster/rootfs/bin/kubectl get nodes -o json",
+        );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let mut ips: Vec<String> = v["items"]
             .as_array()

@@ -38,10 +38,12 @@ pub fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<Outcome> {
     // Hooks run for the crontab minutes that pass while reconcile runs, none from before it started; a
     // minute that passed during failed ticks runs its hooks once, on the first tick that gets to them.
     let mut since = chrono::Utc::now();
+    // The `kubernetes` bindings' watches resume from tick to tick; a binding first seen is synchronised.
+    let mut watches = reconcile::Watches::new();
     loop {
         let now = chrono::Utc::now();
         let started = std::time::Instant::now();
-        let tick = reconcile::tick(&ws, &opts, (since, now), reporter.clone(), stop.clone());
+        let tick = reconcile::tick(&ws, &opts, (since, now), &mut watches, reporter.clone(), stop.clone());
         let seconds = started.elapsed().as_secs_f64();
         if tick.hooks_checked {
             since = now;
@@ -79,7 +81,10 @@ fn report(tick: &reconcile::Tick, seconds: f64, json: bool) {
         let hooks: Vec<serde_json::Value> = tick
             .hook_runs
             .iter()
-            .map(|r| serde_json::json!({"hook": r.hook.path, "schedule": r.hook.name, "ok": r.outcome.is_ok(), "error": r.outcome.as_ref().err()}))
+            .map(|r| {
+                let binding = if r.event.is_some() { "binding" } else { "schedule" };
+                serde_json::json!({"hook": r.path, binding: r.binding, "event": r.event, "ok": r.outcome.is_ok(), "error": r.outcome.as_ref().err()})
+            })
             .collect();
         let event = serde_json::json!({
             "event": "reconcile", "result": tick.result.as_str(), "cluster": tick.cluster, "drift": drift,
@@ -91,10 +96,7 @@ fn report(tick: &reconcile::Tick, seconds: f64, json: bool) {
         let drift = if drift.is_empty() { String::new() } else { format!(" [{}]", drift.join(" ")) };
         println!("reconcile: {}{drift} in {seconds:.2}s {}", tick.result.as_str(), tick.message);
         for r in &tick.hook_runs {
-            match &r.outcome {
-                Ok(()) => println!("hook {} ({}): ok", r.hook.path, r.hook.name),
-                Err(e) => println!("hook {} ({}): failed: {e}", r.hook.path, r.hook.name),
-            }
+            println!("{}", r.line());
         }
     }
 }

@@ -12,12 +12,14 @@ use sealer_engine::{
     ResourceChange, ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
 };
 use sealer_providers::cluster::{
-    recorded_schedules, ClusterContext, ClusterProvider, CopyProgress, Distribution, ScheduledHook,
+    recorded_schedules, recorded_watches, ClusterContext, ClusterProvider, CopyProgress, Distribution, ScheduledHook,
+    WatchedHook,
 };
 use sealer_providers::image::oci::Pulled;
 use sealer_providers::image::TransferProgress;
 use sealer_state::SealingKey;
 
+use super::reconcile::{HookRun, Watches};
 use super::{hosts, Workspace};
 
 #[derive(Clone, Debug)]
@@ -272,30 +274,75 @@ impl<'a> Session<'a> {
 
     /// Runs scheduled hooks on the first master (`sealer reconcile`), recording each run in the state's
     /// history. Returns each hook with its outcome.
-    pub fn run_hooks(&mut self, due: &[ScheduledHook]) -> anyhow::Result<Vec<(ScheduledHook, Result<(), String>)>> {
+    pub fn run_hooks(&mut self, due: &[ScheduledHook]) -> anyhow::Result<Vec<HookRun>> {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let lock = self.lock()?.clone();
         let provider = self.api_provider()?;
         // One runtime for every hook: the connection lives on it.
-        let outcomes = self.ws.block_on(async {
-            let mut outcomes = Vec::new();
+        let runs = self.ws.block_on(async {
+            let mut runs = Vec::new();
             for hook in due {
-                outcomes.push(provider.run_hook(hook).await.map(|_| ()).map_err(|e| e.to_string()));
+                let (outcome, metrics) = split(provider.run_hook(hook).await);
+                let (path, binding, allow_failure) = (hook.path.clone(), hook.name.clone(), hook.allow_failure);
+                runs.push(HookRun { path, binding, event: None, allow_failure, outcome, metrics });
             }
-            outcomes
+            runs
         })?;
-        let mut runs = Vec::new();
-        for (hook, outcome) in due.iter().zip(outcomes) {
-            let line = match &outcome {
-                Ok(()) => format!("hook {} ({}): ok", hook.path, hook.name),
-                Err(e) => format!("hook {} ({}): failed: {e}", hook.path, hook.name),
-            };
-            self.store.record_history(&lock, &line)?;
-            runs.push((hook.clone(), outcome));
-        }
+        self.record_runs(&runs)?;
         Ok(runs)
+    }
+
+    /// Looks at what every `kubernetes` binding the state records watches (`watches` keeps where each
+    /// resumes) and runs its hook once per binding context: `Synchronization` first, then each event.
+    pub fn run_watches(&mut self, watches: &mut Watches) -> anyhow::Result<Vec<HookRun>> {
+        let bound: Vec<WatchedHook> = self
+            .observed
+            .resources
+            .values()
+            .filter(|r| r.address.kind == Kind::Hooks)
+            .flat_map(|r| recorded_watches(&r.attributes))
+            .collect();
+        let key = |h: &WatchedHook| format!("{}#{}", h.path, h.name);
+        watches.retain(|k, _| bound.iter().any(|h| key(h) == *k));
+        if bound.is_empty() {
+            return Ok(Vec::new());
+        }
+        let provider = self.api_provider()?;
+        let runs = self.ws.block_on(async {
+            let mut runs = Vec::new();
+            for hook in &bound {
+                let watching = watches.entry(key(hook)).or_default();
+                let run = |event: String, outcome, metrics| HookRun {
+                    path: hook.path.clone(),
+                    binding: hook.name.clone(),
+                    event: Some(event),
+                    allow_failure: hook.allow_failure,
+                    outcome,
+                    metrics,
+                };
+                match provider.look(hook, watching).await {
+                    Err(e) => runs.push(run("watch".into(), Err(e.to_string()), Vec::new())),
+                    Ok(contexts) => {
+                        for context in contexts {
+                            let (outcome, metrics) = split(provider.run_bound_hook(&hook.path, &context).await);
+                            runs.push(run(describe(&context), outcome, metrics));
+                        }
+                    }
+                }
+            }
+            runs
+        })?;
+        self.record_runs(&runs)?;
+        Ok(runs)
+    }
+
+    fn record_runs(&mut self, runs: &[HookRun]) -> anyhow::Result<()> {
+        let lock = self.lock()?.clone();
+        for run in runs {
+            self.store.record_history(&lock, &run.line())?;
+        }
+        Ok(())
     }
 
     /// A provider that talks to the cluster's API on the first master, with the hosts as observed.
@@ -386,4 +433,26 @@ async fn publish_state(provider: &ClusterProvider, store: &dyn StateStore, clust
     }
     let json = serde_json::to_string(&state.without_sealed_secrets())?;
     Ok(provider.publish_state(&json).await?)
+}
+
+/// A hook run's outcome and metrics.
+fn split(run: Result<Vec<String>, sealer_providers::ProviderError>) -> (Result<(), String>, Vec<String>) {
+    match run {
+        Ok(metrics) => (Ok(()), metrics),
+        Err(e) => (Err(e.to_string()), Vec::new()),
+    }
+}
+
+/// A binding context in a few words: `Synchronization (2 objects)`, `Added configmap/x`.
+fn describe(context: &serde_json::Value) -> String {
+    let c = &context[0];
+    match c["type"].as_str() {
+        Some("Event") => format!(
+            "{} {}/{}",
+            c["watchEvent"].as_str().unwrap_or_default(),
+            c["object"]["kind"].as_str().unwrap_or_default().to_lowercase(),
+            c["object"]["metadata"]["name"].as_str().unwrap_or_default()
+        ),
+        _ => format!("Synchronization ({} objects)", c["objects"].as_array().map_or(0, Vec::len)),
+    }
 }

@@ -2,9 +2,9 @@
 //! drift and resources by kind, apply durations and hook runs, in the text format on `/metrics`, and
 //! `/healthz`. The registry is the `prometheus` crate's; the server is hyper's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -23,6 +23,8 @@ pub struct Metrics {
     pub resources: IntGaugeVec,
     pub apply_duration: Histogram,
     pub hook_runs: IntCounterVec,
+    /// What hooks wrote to `$METRICS_PATH`.
+    hook_metrics: Mutex<HookMetrics>,
 }
 
 impl Metrics {
@@ -47,7 +49,7 @@ impl Metrics {
                 .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
         )?;
         let hook_runs = IntCounterVec::new(
-            Opts::new("sealer_hook_runs_total", "Scheduled hook runs by hook and result"),
+            Opts::new("sealer_hook_runs_total", "Hook runs by binding (schedule or kubernetes) and result"),
             &["hook", "result"],
         )?;
         registry.register(Box::new(reconcile_total.clone()))?;
@@ -56,7 +58,17 @@ impl Metrics {
         registry.register(Box::new(resources.clone()))?;
         registry.register(Box::new(apply_duration.clone()))?;
         registry.register(Box::new(hook_runs.clone()))?;
-        Ok(Metrics { registry, reconcile_total, last_success, drift, resources, apply_duration, hook_runs })
+        let hook_metrics = Mutex::new(HookMetrics::default());
+        Ok(Metrics {
+            registry,
+            reconcile_total,
+            last_success,
+            drift,
+            resources,
+            apply_duration,
+            hook_runs,
+            hook_metrics,
+        })
     }
 
     /// What a tick did: its result, its hook runs, its apply's duration, and the drift of every tick that
@@ -65,7 +77,8 @@ impl Metrics {
     pub fn record_tick(&self, tick: &Tick, kinds_seen: &mut BTreeSet<Kind>) {
         for run in &tick.hook_runs {
             let result = if run.outcome.is_ok() { "ok" } else { "failed" };
-            self.hook_runs.with_label_values(&[run.hook.name.as_str(), result]).inc();
+            self.hook_runs.with_label_values(&[run.binding.as_str(), result]).inc();
+            self.hook_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(&run.metrics);
         }
         self.reconcile_total.with_label_values(&[tick.result.as_str()]).inc();
         if tick.result.succeeded() {
@@ -85,12 +98,13 @@ impl Metrics {
         }
     }
 
-    /// Every metric in Prometheus' text format.
+    /// Every metric in Prometheus' text format: sealer's, then those the hooks wrote.
     pub fn encode(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding what the registry gathered cannot fail for the text format; an empty page says so.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
-        String::from_utf8_lossy(&buffer).into_owned()
+        let hooks = self.hook_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).encode();
+        String::from_utf8_lossy(&buffer).into_owned() + &hooks
     }
 
     /// Serves `/metrics` and `/healthz` on `addr` from a thread of its own; the address is bound before
@@ -120,6 +134,77 @@ impl Metrics {
             });
         });
         Ok(bound)
+    }
+}
+
+/// The metrics hooks write to `$METRICS_PATH`, in shell-operator's format: a JSON object a line,
+/// `{"name", "action": "set"|"add", "value", "labels"}`; gauges, by name and labels. A line that is not
+/// such a metric (a bad name, label or value) is dropped; at most [`HookMetrics::MAX_SERIES`] series.
+#[derive(Default)]
+struct HookMetrics {
+    series: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct HookMetric {
+    name: String,
+    #[serde(default = "set")]
+    action: String,
+    value: f64,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn set() -> String {
+    "set".into()
+}
+
+impl HookMetrics {
+    const MAX_SERIES: usize = 10_000;
+
+    fn record(&mut self, lines: &[String]) {
+        let name_ok = |n: &str, colon: bool| {
+            n.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || (colon && b == b':'))
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || (colon && b == b':'))
+        };
+        for line in lines {
+            let Ok(m) = serde_json::from_str::<HookMetric>(line) else { continue };
+            if !name_ok(&m.name, true) || m.name.starts_with("sealer_") || !m.value.is_finite() {
+                continue;
+            }
+            if m.labels.keys().any(|k| !name_ok(k, false)) {
+                continue;
+            }
+            let key = (m.name, m.labels.into_iter().collect());
+            if !self.series.contains_key(&key) && self.series.len() >= Self::MAX_SERIES {
+                continue;
+            }
+            match m.action.as_str() {
+                "add" => *self.series.entry(key).or_insert(0.0) += m.value,
+                "set" => {
+                    self.series.insert(key, m.value);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        let mut last = "";
+        for ((name, labels), value) in &self.series {
+            if name != last {
+                out.push_str(&format!("# TYPE {name} gauge\n"));
+                last = name;
+            }
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+                .collect();
+            let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+        out
     }
 }
 
@@ -179,6 +264,31 @@ mod tests {
             apply_seconds: None,
             hooks_checked: true,
         }
+    }
+
+    #[test]
+    fn hook_metrics_are_set_and_added_by_name_and_labels_and_bad_lines_are_dropped() {
+        let mut m = HookMetrics::default();
+        let lines: Vec<String> = [
+            r#"{"name":"installs_total","action":"add","value":1,"labels":{"component":"a"}}"#,
+            r#"{"name":"installs_total","action":"add","value":2,"labels":{"component":"a"}}"#,
+            r#"{"name":"installs_total","action":"add","value":1,"labels":{"component":"b\"c"}}"#,
+            r#"{"name":"enabled","value":3}"#,
+            r#"{"name":"enabled","action":"set","value":2}"#,
+            r#"{"name":"bad name","value":1}"#,
+            r#"{"name":"sealer_reconcile_total","value":1}"#,
+            r#"{"name":"x","value":1,"labels":{"bad-label":"v"}}"#,
+            "not json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        m.record(&lines);
+        assert_eq!(
+            m.encode(),
+            "# TYPE enabled gauge\nenabled 2\n# TYPE installs_total gauge\ninstalls_total{component=\"a\"} 3\n\
+             installs_total{component=\"b\\\"c\"} 1\n"
+        );
     }
 
     #[test]

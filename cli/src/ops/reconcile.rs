@@ -60,11 +60,33 @@ impl TickResult {
     }
 }
 
-/// One run of a scheduled hook: which, and how it ended.
+/// One run of a hook: which, what ran it, how it ended, and the metrics it wrote (shell-operator's JSON
+/// lines, for `--metrics-addr`).
 pub struct HookRun {
-    pub hook: ScheduledHook,
+    pub path: String,
+    /// The binding's name: a schedule's, or a `kubernetes` binding's.
+    pub binding: String,
+    /// For a `kubernetes` binding: `Synchronization`, or the event and its object (`Added configmap/x`).
+    pub event: Option<String>,
+    pub allow_failure: bool,
     pub outcome: Result<(), String>,
+    pub metrics: Vec<String>,
 }
+
+impl HookRun {
+    /// How the run reads in the output and the state's history.
+    pub fn line(&self) -> String {
+        let event = self.event.as_ref().map(|e| format!(" {e}")).unwrap_or_default();
+        match &self.outcome {
+            Ok(()) => format!("hook {} ({}{event}): ok", self.path, self.binding),
+            Err(e) => format!("hook {} ({}{event}): failed: {e}", self.path, self.binding),
+        }
+    }
+}
+
+/// What `sealer reconcile` keeps of each `kubernetes` binding from tick to tick (by hook path and binding
+/// name): where its watch resumes. A binding first seen gets its `Synchronization`.
+pub type Watches = BTreeMap<String, Option<sealer_providers::cluster::Watching>>;
 
 pub struct Tick {
     pub result: TickResult,
@@ -128,6 +150,7 @@ pub fn tick(
     ws: &Workspace,
     opts: &ReconcileOptions,
     window: (DateTime<Utc>, DateTime<Utc>),
+    watches: &mut Watches,
     progress: Progress,
     cancel: CancelFlag,
 ) -> Tick {
@@ -165,7 +188,7 @@ pub fn tick(
         parallelism: opts.parallelism,
         max_unavailable: 1,
     };
-    let mut tick = match run(ws, &cf, request, opts.apply, window, progress, cancel) {
+    let mut tick = match run(ws, &cf, request, opts.apply, HookTurn { window, watches }, progress, cancel) {
         Ok(tick) => tick,
         Err(e) => {
             // A plan sealer refuses whatever the flags (a host that cannot become the first master) is a
@@ -190,12 +213,18 @@ pub fn tick(
     tick
 }
 
+/// What a tick's hooks go by: the crontab window of the schedules, the watches of the `kubernetes` bindings.
+struct HookTurn<'a> {
+    window: (DateTime<Utc>, DateTime<Utc>),
+    watches: &'a mut Watches,
+}
+
 fn run(
     ws: &Workspace,
     cf: &sealer_engine::Clusterfile,
     request: ApplyRequest,
     apply: bool,
-    window: (DateTime<Utc>, DateTime<Utc>),
+    hooks: HookTurn<'_>,
     progress: Progress,
     cancel: CancelFlag,
 ) -> anyhow::Result<Tick> {
@@ -228,16 +257,18 @@ fn run(
             }
         }
     }
-    let due = due(&session.schedules(), window.0, window.1);
-    for (hook, outcome) in session.run_hooks(&due)? {
-        if let Err(e) = &outcome {
+    let due = due(&session.schedules(), hooks.window.0, hooks.window.1);
+    let mut runs = session.run_hooks(&due)?;
+    runs.extend(session.run_watches(hooks.watches)?);
+    for run in runs {
+        if let Err(e) = &run.outcome {
             // A failed hook fails a tick that went well; a failed or refused tick keeps saying why.
-            if !hook.allow_failure && tick.result.succeeded() {
+            if !run.allow_failure && tick.result.succeeded() {
                 tick.result = TickResult::Failed;
-                tick.message = format!("hook {} ({}) failed: {e}", hook.path, hook.name);
+                tick.message = format!("hook {} ({}) failed: {e}", run.path, run.binding);
             }
         }
-        tick.hook_runs.push(HookRun { hook, outcome });
+        tick.hook_runs.push(run);
     }
     tick.hooks_checked = true;
     session.finish()?;

@@ -1,16 +1,19 @@
 //! `hooks.IP`: shell-operator hooks the cluster image carries. Every executable under the image's
 //! `hooks/`, `plugins/` or `plugin/` that answers `--config` with shell-operator's JSON (`configVersion:
-//! v1`, `onStartup: ORDER`, `schedule: [{name, crontab, allowFailure}]`) is one; the others (out-of-tree
-//! plugins answering `phases` only) are not. Created once the cluster is installed, it runs the `onStartup`
-//! hooks once, by ORDER, and records every `schedule` for `sealer reconcile`, which runs them on the first
-//! master on their crontab ([`ClusterProvider::run_hook`]). A hook gets its binding context (shell-operator's
-//! `[{"binding": ..., "type": ...}]`) on stdin and in the file `$BINDING_CONTEXT_PATH`.
+//! v1`, `onStartup: ORDER`, `schedule: [{name, crontab, allowFailure}]`, `kubernetes: [...]`) is one; the
+//! others (out-of-tree plugins answering `phases` only) are not. Created once the cluster is installed, it
+//! runs the `onStartup` hooks once, by ORDER, and records every `schedule` and `kubernetes` binding for
+//! `sealer reconcile`, which runs them on the first master: schedules on their crontab
+//! ([`ClusterProvider::run_hook`]), kubernetes bindings on what the cluster's API shows (`hook_watch`). A
+//! hook gets its binding context (shell-operator's `[{"binding": ..., "type": ...}]`) on stdin and in the
+//! file `$BINDING_CONTEXT_PATH`, and may write metrics to `$METRICS_PATH` (shell-operator's JSON lines).
 
 use std::net::IpAddr;
 
 use sealer_engine::{Attributes, Value};
 use serde::{Deserialize, Serialize};
 
+use super::hook_watch::{BindingConfig, WatchedHook};
 use super::remote::Result;
 use super::{ClusterProvider, Cx, KindProvider};
 use crate::error::ProviderError;
@@ -37,6 +40,16 @@ struct ShellOperatorConfig {
     on_startup: Option<i64>,
     #[serde(default)]
     schedule: Vec<ScheduleEntry>,
+    #[serde(default)]
+    kubernetes: Vec<serde_json::Value>,
+}
+
+/// What a hook's `--config` binds it to.
+struct Found {
+    path: String,
+    on_startup: Option<i64>,
+    schedules: Vec<ScheduledHook>,
+    watches: Vec<WatchedHook>,
 }
 
 #[derive(Deserialize)]
@@ -58,8 +71,9 @@ fn valid_path(path: &str) -> bool {
 }
 
 impl Cx {
-    /// Every hook of the image on the first master: (path, onStartup order, schedules).
-    async fn scan_hooks(&self, ip: IpAddr) -> Result<Vec<(String, Option<i64>, Vec<ScheduledHook>)>> {
+    /// Every hook of the image on the first master, with its bindings. A `kubernetes` binding that
+    /// shell-operator would refuse fails the scan, naming the hook.
+    async fn scan_hooks(&self, ip: IpAddr) -> Result<Vec<Found>> {
         let script = format!(
             "cd {} && for f in hooks/* plugins/* plugin/*; do [ -f \"$f\" ] && [ -x \"$f\" ] || continue; \
              c=$(\"$f\" --config 2>/dev/null | tr -d '\\n') || continue; printf '%s\\t%s\\n' \"$f\" \"$c\"; done",
@@ -83,13 +97,25 @@ impl Cx {
                     allow_failure: s.allow_failure,
                 });
             }
-            hooks.push((path.to_string(), config.on_startup, schedules));
+            let mut watches = Vec::new();
+            for (i, entry) in config.kubernetes.into_iter().enumerate() {
+                let binding = serde_json::from_value::<BindingConfig>(entry)
+                    .map_err(|e| format!("binding {i}: {e}"))
+                    .and_then(|b| b.recorded(path, i));
+                watches.push(binding.map_err(|message| ProviderError::Plugin {
+                    plugin: path.into(),
+                    host: ip,
+                    message,
+                })?);
+            }
+            hooks.push(Found { path: path.to_string(), on_startup: config.on_startup, schedules, watches });
         }
         Ok(hooks)
     }
 
-    /// Runs the hook at `path` on `ip` with `context` on stdin and in `$BINDING_CONTEXT_PATH`.
-    async fn run_hook_at(&self, ip: IpAddr, path: &str, context: &serde_json::Value) -> Result<String> {
+    /// Runs the hook at `path` on `ip` with `context` on stdin and in `$BINDING_CONTEXT_PATH`; returns the
+    /// metrics it wrote to `$METRICS_PATH` (shell-operator's JSON lines).
+    async fn run_hook_at(&self, ip: IpAddr, path: &str, context: &serde_json::Value) -> Result<Vec<String>> {
         if !valid_path(path) {
             return Err(ProviderError::Plugin {
                 plugin: path.into(),
@@ -98,61 +124,84 @@ impl Cx {
             });
         }
         let command = format!(
-            "cd {} && f=$(mktemp) && cat > \"$f\" && BINDING_CONTEXT_PATH=\"$f\" {} < \"$f\"; rc=$?; rm -f \"$f\"; exit $rc",
+            "cd {} && f=$(mktemp) && m=$(mktemp) && cat > \"$f\" && BINDING_CONTEXT_PATH=\"$f\" METRICS_PATH=\"$m\" {} < \"$f\" \
+             >&2; rc=$?; cat \"$m\"; rm -f \"$f\" \"$m\"; exit $rc",
             quote(&self.rootfs()),
             quote(&format!("./{path}"))
         );
-        Ok(self.run(ip, &self.with_image_path(&command), context.to_string().as_bytes()).await?.stdout_text())
+        let out = self.run(ip, &self.with_image_path(&command), context.to_string().as_bytes()).await?;
+        Ok(out.stdout_text().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
     }
 }
 
-fn record(after: &mut Attributes, startup: Vec<String>, schedules: &[ScheduledHook]) {
+fn record(after: &mut Attributes, startup: Vec<String>, hooks: Vec<Found>) {
     after.insert("startup".into(), Value::List(startup));
-    let schedules = schedules.iter().filter_map(|s| serde_json::to_string(s).ok()).collect();
+    let schedules = hooks.iter().flat_map(|h| &h.schedules).filter_map(|s| serde_json::to_string(s).ok()).collect();
     after.insert("schedules".into(), Value::List(schedules));
+    let watches = hooks.iter().flat_map(|h| &h.watches).filter_map(|w| serde_json::to_string(w).ok()).collect();
+    after.insert("watches".into(), Value::List(watches));
 }
 
 impl KindProvider for Hooks {
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
         let mut hooks = cx.scan_hooks(ip).await?;
-        hooks.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        hooks.sort_by(|a, b| (a.on_startup, &a.path).cmp(&(b.on_startup, &b.path)));
         let mut startup = Vec::new();
-        for (path, order, _) in hooks.iter().filter(|h| h.1.is_some()) {
+        for hook in hooks.iter().filter(|h| h.on_startup.is_some()) {
             let context = serde_json::json!([{"binding": "onStartup", "type": "onStartup", "cluster": cx.ctx.cluster}]);
-            cx.run_hook_at(ip, path, &context).await?;
-            startup.push(format!("{path} (onStartup {})", order.unwrap_or_default()));
+            cx.run_hook_at(ip, &hook.path, &context).await?;
+            startup.push(format!("{} (onStartup {})", hook.path, hook.on_startup.unwrap_or_default()));
         }
-        let schedules: Vec<ScheduledHook> = hooks.into_iter().flat_map(|h| h.2).collect();
-        record(&mut after, startup, &schedules);
+        record(&mut after, startup, hooks);
         Ok(after)
     }
 
-    /// A new image: its schedules are read again; `onStartup` hooks ran when the cluster was installed.
+    /// A new image: its bindings are read again; `onStartup` hooks ran when the cluster was installed.
     async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
-        let schedules: Vec<ScheduledHook> = cx.scan_hooks(ip).await?.into_iter().flat_map(|h| h.2).collect();
+        let hooks = cx.scan_hooks(ip).await?;
         let startup = match before.get("startup") {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),
         };
-        record(&mut after, startup, &schedules);
+        record(&mut after, startup, hooks);
         Ok(after)
     }
 }
 
 /// The schedules a `hooks.*` resource recorded.
 pub fn recorded_schedules(attributes: &Attributes) -> Vec<ScheduledHook> {
-    match attributes.get("schedules") {
+    recorded(attributes, "schedules")
+}
+
+/// The `kubernetes` bindings a `hooks.*` resource recorded.
+pub fn recorded_watches(attributes: &Attributes) -> Vec<WatchedHook> {
+    recorded(attributes, "watches")
+}
+
+fn recorded<T: serde::de::DeserializeOwned>(attributes: &Attributes, key: &str) -> Vec<T> {
+    match attributes.get(key) {
         Some(Value::List(items)) => items.iter().filter_map(|s| serde_json::from_str(s).ok()).collect(),
         _ => Vec::new(),
     }
 }
 
 impl ClusterProvider {
-    /// Runs a scheduled hook on the first master (`sealer reconcile`); returns what it printed.
-    pub async fn run_hook(&self, hook: &ScheduledHook) -> std::result::Result<String, ProviderError> {
+    /// Runs a scheduled hook on the first master (`sealer reconcile`); returns the metrics it wrote.
+    pub async fn run_hook(&self, hook: &ScheduledHook) -> std::result::Result<Vec<String>, ProviderError> {
         let cx = &self.0;
         let context = serde_json::json!([{"binding": hook.name, "type": "Schedule", "cluster": cx.ctx.cluster}]);
         cx.run_hook_at(cx.ctx.first_master, &hook.path, &context).await
+    }
+
+    /// Runs the hook at `path` on the first master with a binding `context` of
+    /// [`ClusterProvider::look`]; returns the metrics it wrote.
+    pub async fn run_bound_hook(
+        &self,
+        path: &str,
+        context: &serde_json::Value,
+    ) -> std::result::Result<Vec<String>, ProviderError> {
+        let cx = &self.0;
+        cx.run_hook_at(cx.ctx.first_master, path, context).await
     }
 }
 

@@ -10,6 +10,7 @@ mod etcd;
 #[cfg(test)]
 mod fake;
 mod guest;
+mod hook_watch;
 mod hooks;
 mod host;
 mod hostname;
@@ -38,7 +39,8 @@ use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use balancer::carried_by as image_carries_balancer;
-pub use hooks::{recorded_schedules, ScheduledHook};
+pub use hook_watch::{Contexts, WatchedHook, Watching};
+pub use hooks::{recorded_schedules, recorded_watches, ScheduledHook};
 pub use relay::{relayed, relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
