@@ -11,6 +11,7 @@
 import base64
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -36,25 +37,118 @@ def fail(message, code=1):
     sys.exit(code)
 
 
+# The kubeconfig whose client certificate this process presents to the API (`read_server` sets it), and
+# the TLS contexts made so far, by kubeconfig.
+_identity = None
+_contexts = {}
+
+
 def read_server(conf):
+    """The API server a kubeconfig names; its client certificate is what this process presents from now."""
+    global _identity
     try:
         with open(conf) as f:
             for line in f:
                 line = line.strip()
                 if line.startswith("server:"):
+                    _identity = conf
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     fail("error: %s not found: is this a control-plane node of an initialised cluster?" % conf)
 
 
-def _request(server, method, path, body, read, content_type="application/json"):
+def kubeconfig_field(conf, name):
+    """A base64 `*-data` field of a kubeconfig kubeadm wrote, decoded."""
+    with open(conf) as f:
+        for line in f:
+            key, _, value = line.strip().partition(": ")
+            if key == name:
+                return base64.b64decode(value)
+    fail("error: %s has no %s" % (conf, name))
+
+
+CA_CERT = KUBE_DIR + "/pki/ca.crt"
+CA_KEY = KUBE_DIR + "/pki/ca.key"
+
+
+def tls(insecure=False):
+    """The TLS context of a client of the API: the cluster's CA verifies the server (its address must be
+    one of the certificate's names), and the client certificate of the kubeconfig `read_server` read is
+    presented; `insecure` only for kubeadm's discovery, which pins the CA itself."""
+    if insecure:
+        return ssl._create_unverified_context()
+    if _identity in _contexts:
+        return _contexts[_identity]
+    if not os.path.exists(CA_CERT):
+        fail("error: %s not found: this host has not joined a cluster" % CA_CERT)
+    context = ssl.create_default_context(cafile=CA_CERT)
+    if _identity is not None:
+        # ssl reads a certificate and key only from a file: one private to root, under /run.
+        pem = kubeconfig_field(_identity, "client-certificate-data") + kubeconfig_field(_identity, "client-key-data")
+        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        path = os.path.join(RUN_DIR, "identity-%d.pem" % os.getpid())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        try:
+            context.load_cert_chain(path)
+        finally:
+            os.remove(path)
+    _contexts[_identity] = context
+    return context
+
+
+def sign(csr, extensions):
+    """A certificate for `csr` (PEM) signed by the cluster's CA (this control-plane member's files), with
+    the X.509 `extensions` (openssl's extfile lines), for a year."""
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".ext") as ext:
+        ext.write("\n".join(extensions) + "\n")
+        ext.flush()
+        return openssl("x509", "-req", "-CA", CA_CERT, "-CAkey", CA_KEY, "-CAcreateserial", "-days", "365",
+                       "-extfile", ext.name, stdin=csr)
+
+
+def new_key():
+    """A private key (ECDSA P-256), PEM."""
+    return openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256")
+
+
+def csr_for(key, subject):
+    import tempfile
+    with tempfile.NamedTemporaryFile("wb") as f:
+        f.write(key)
+        f.flush()
+        return openssl("req", "-new", "-key", f.name, "-subj", subject)
+
+
+CLIENT_EXTENSIONS = ["extendedKeyUsage=clientAuth", "keyUsage=critical,digitalSignature,keyEncipherment"]
+
+
+def openssl(*args, stdin=None):
+    """One openssl command (Debian's openssl): its stdout; a failure is kubeadm's error."""
+    import subprocess
+    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True)
+    if done.returncode != 0:
+        fail("error: openssl %s: %s" % (args[0], done.stderr.decode(errors="replace").strip()))
+    return done.stdout
+
+
+def ca_hash(cert_pem):
+    """kubeadm's CA pin: sha256 of the certificate's DER-encoded SubjectPublicKeyInfo."""
+    import hashlib
+    public = openssl("x509", "-pubkey", "-noout", stdin=cert_pem)
+    return "sha256:" + hashlib.sha256(openssl("pkey", "-pubin", "-outform", "DER", stdin=public)).hexdigest()
+
+
+def _request(server, method, path, body, read, content_type="application/json", insecure=False):
     """One request to the API server; `read` turns the answer's bytes into the result. Its errors are
     kubectl's."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
+        with urllib.request.urlopen(req, timeout=15, context=tls(insecure)) as resp:
             return read(resp.read())
     except urllib.error.HTTPError as e:
         raw = e.read()
@@ -67,15 +161,15 @@ def _request(server, method, path, body, read, content_type="application/json"):
         fail("The connection to the server %s was refused - did you specify the right host or port? (%s)" % (server, e))
 
 
-def call(server, method, path, body=None, content_type="application/json"):
-    return _request(server, method, path, body, lambda b: json.loads(b or b"null"), content_type)
+def call(server, method, path, body=None, content_type="application/json", insecure=False):
+    return _request(server, method, path, body, lambda b: json.loads(b or b"null"), content_type, insecure)
 
 
 def update_configmap(server, namespace, name, data):
     """Replaces a config map's data (as kubeadm's upload-config does: create it, or update what is there)."""
     path = "/api/v1/namespaces/%s/configmaps" % namespace
     try:
-        with urllib.request.urlopen(server + path + "/" + name, timeout=15) as resp:
+        with urllib.request.urlopen(server + path + "/" + name, timeout=15, context=tls()) as resp:
             current = json.loads(resp.read())
     except urllib.error.HTTPError as e:
         if e.code != 404:
