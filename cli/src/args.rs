@@ -74,6 +74,9 @@ pub enum Command {
     /// Remove hosts from a cluster `sealer run` made (its kept Clusterfile loses them, then it is
     /// applied), or with --all tear the whole cluster down
     Delete(DeleteArgs),
+    /// Add names to the API server's certificate on every master (recorded in the cluster's kept
+    /// Clusterfile as `apiServer.certSANs`, then applied: each master's serving certificate is made again)
+    Cert(CertArgs),
     /// Check the hosts before an install (--pre: root, free ports, swap, clock, hostnames) or the
     /// cluster after it (--post: every host a Ready node); exit 1 when a check fails
     Check(CheckArgs),
@@ -262,6 +265,22 @@ pub struct DeleteArgs {
     /// How many resources are changed at once
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub parallelism: usize,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// The names to add: IP addresses or DNS names, comma separated
+    #[arg(long = "alt-names", value_name = "NAMES", required = true)]
+    pub alt_names: String,
+    /// The cluster (default: the one cluster in the state, else `my-cluster`)
+    #[arg(long = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Join(a) => commands::run::join(&ctx, a),
         Command::Delete(a) => commands::run::delete(&ctx, a),
+        Command::Cert(a) => commands::run::cert(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),

@@ -1,7 +1,7 @@
 //! The day-to-day verbs on real sshd hosts. `sealer exec`: selection by role and address, each line
 //! prefixed with its host, the worst host's status as the exit code (255 for a host the command never ran
 //! on), a non-root login whose sudo asks a password, and that password nowhere in what sealer printed or
-//! left. `sealer join` and `sealer delete` on a cluster `sealer run` made.
+//! left. `sealer join`, `sealer delete` and `sealer cert` on a cluster `sealer run` made.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Testbed};
@@ -154,8 +154,8 @@ fn exec_runs_by_role_and_address_with_the_worst_status_and_no_password_anywhere(
 }
 
 /// `sealer join` adds a node to a cluster `sealer run` made (its kept Clusterfile gains it), `sealer delete`
-/// removes it again (the node leaves the API, its host is reset), refuses what it cannot do, and `--all`
-/// tears the cluster down.
+/// removes it again (the node leaves the API, its host is reset), refuses what it cannot do, `sealer cert`
+/// adds names to the API server's certificate, and `--all` tears the cluster down.
 #[test]
 fn join_then_delete_a_node_then_delete_all() {
     if !testbed_available() {
@@ -225,6 +225,25 @@ fn join_then_delete_a_node_then_delete_all() {
     assert!(!std::fs::read_to_string(&kept).unwrap().contains(&n), "the kept Clusterfile lost the node");
     let history = tb.exec_ok(1, "cat /var/log/sim-k8s/kubeadm-history.log");
     assert!(history.trim_end().ends_with("reset completed"), "the node was reset: {history}");
+
+    // `sealer cert --alt-names`: the names reach the certificate the API serves, and the kept Clusterfile
+    // (so the next plan is clean).
+    let bad = run(&["cert", "--alt-names", "api.example.test,not a name", "--auto-approve"]);
+    assert!(stderr(&bad).contains("`not a name` is neither an IP address nor a DNS name"), "{}", stderr(&bad));
+    let cert = ok(&run(&["cert", "--alt-names", "10.77.0.9,api.example.test", "--auto-approve", "--no-progress"]));
+    assert!(cert.contains("Apply complete!"), "{cert}");
+    let served = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo | openssl s_client -connect {m}:6443 2>/dev/null | openssl x509 -noout -ext subjectAltName"))
+        .output()
+        .unwrap();
+    let served = stdout(&served);
+    assert!(served.contains("IP Address:10.77.0.9") && served.contains("DNS:api.example.test"), "{served}");
+    assert!(served.contains(&format!("IP Address:{m}")), "the master's own address stays: {served}");
+    assert!(std::fs::read_to_string(&kept).unwrap().contains("api.example.test"), "recorded in the Clusterfile");
+    let plan = run(&["plan", "-f", kept.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+    assert_eq!(nodes(), std::slice::from_ref(&m), "kubectl still trusts the served certificate");
 
     ok(&run(&["delete", "--all", "--auto-approve", "--no-progress"]));
     let listed = run(&["state", "list", "--cluster", "my-cluster"]);

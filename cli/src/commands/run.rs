@@ -3,7 +3,7 @@
 use sealer_cli::ops;
 use sealer_cli::ops::run::RunRequest;
 
-use crate::args::{ApplyArgs, DeleteArgs, JoinArgs, RunArgs};
+use crate::args::{ApplyArgs, CertArgs, DeleteArgs, JoinArgs, RunArgs};
 use crate::render::progress::TransferBar;
 use crate::{Context, Outcome};
 
@@ -76,6 +76,16 @@ pub fn delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<Outcome> {
     let apply =
         ApplyArgs { force: args.force, ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress) };
     apply_prepared(ctx, &prepared, apply)
+}
+
+/// `sealer cert --alt-names`: the names join the kept Clusterfile's `apiServer.certSANs`; the apply
+/// reconfigures every master's control plane, whose serving certificate is made again with them.
+pub fn cert(ctx: &Context, args: CertArgs) -> anyhow::Result<Outcome> {
+    let probe = RunRequest { cluster_name: args.cluster_name.clone(), ..Default::default() };
+    let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
+    let path = ops::run::clusterfile_path(&ctx.ws, &cluster)?;
+    let prepared = ops::run::prepare_cert(&ctx.ws, &cluster, &args.alt_names)?;
+    apply_prepared(ctx, &prepared, apply_args(path, args.auto_approve, 10, args.no_progress))
 }
 
 fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {

@@ -357,8 +357,8 @@ fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, S
     let path = clusterfile_path(ws, cluster)?;
     let text = std::fs::read_to_string(&path).map_err(|_| {
         anyhow::anyhow!(
-            "cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): edit its hosts and run \
-             `sealer apply -f` on it"
+            "cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): edit it and run `sealer \
+             apply -f` on it"
         )
     })?;
     Ok((path, text))
@@ -445,6 +445,82 @@ pub fn prepare_delete(
     })
 }
 
+/// The kept Clusterfile of `cluster` with `alt_names` (IP addresses or DNS names, comma separated) added
+/// to its kubeadm ClusterConfiguration's `apiServer.certSANs` (a ClusterConfiguration document is added
+/// when it has none); `sealer cert` applies it, which makes every master's serving certificate again.
+pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::Result<Prepared> {
+    let names = cert_names(alt_names)?;
+    let (path, text) = kept(ws, cluster, "cert")?;
+    let mut docs = yaml_docs(&text)?;
+    let is_cluster_configuration = |d: &Value| {
+        d.get("kind").and_then(Value::as_str) == Some("ClusterConfiguration")
+            && d.get("apiVersion").and_then(Value::as_str).is_some_and(|v| v.starts_with("kubeadm.k8s.io/"))
+    };
+    if !docs.iter().any(is_cluster_configuration) {
+        let mut doc = Mapping::new();
+        // sealer writes kubeadm documents in the API version of the cluster's Kubernetes version.
+        doc.insert("apiVersion".into(), "kubeadm.k8s.io/v1beta3".into());
+        doc.insert("kind".into(), "ClusterConfiguration".into());
+        docs.push(Value::Mapping(doc));
+    }
+    let doc = docs.iter_mut().rev().find(|d| is_cluster_configuration(d)).context("no ClusterConfiguration")?;
+    let api_server = doc
+        .as_mapping_mut()
+        .context("the ClusterConfiguration is not a mapping")?
+        .entry("apiServer".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()))
+        .as_mapping_mut()
+        .context("the ClusterConfiguration's apiServer is not a mapping")?;
+    let sans = api_server
+        .entry("certSANs".into())
+        .or_insert_with(|| Value::Sequence(Vec::new()))
+        .as_sequence_mut()
+        .context("the ClusterConfiguration's apiServer.certSANs is not a list")?;
+    for name in names {
+        if !sans.iter().any(|s| s.as_str() == Some(name.as_str())) {
+            sans.push(Value::String(name));
+        }
+    }
+    let text_after = render(&docs)?;
+    Ok(Prepared {
+        cluster: cluster.to_string(),
+        path,
+        previous: Some(text),
+        text: text_after,
+        application: false,
+        joined: false,
+    })
+}
+
+/// `--alt-names`: each an IP address or a DNS name (a leading `*.` allowed), as a certificate names them.
+fn cert_names(list: &str) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut bad = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let host = name.strip_prefix("*.").unwrap_or(name);
+        let dns = host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if name.parse::<IpAddr>().is_ok() || dns {
+            names.push(name.to_string());
+        } else {
+            bad.push(format!("`{name}`"));
+        }
+    }
+    if !bad.is_empty() {
+        bail!("--alt-names: {} is neither an IP address nor a DNS name", bad.join(", "));
+    }
+    if names.is_empty() {
+        bail!("--alt-names: no name given");
+    }
+    Ok(names)
+}
+
 fn render(docs: &[Value]) -> anyhow::Result<String> {
     let mut out = String::from("# Written by `sealer run`; `sealer apply -f` of this file does what the run did.\n");
     for (i, doc) in docs.iter().enumerate() {
@@ -468,6 +544,17 @@ mod tests {
             password: Some("Secret-1".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn alt_names_are_ip_addresses_or_dns_names_and_all_bad_ones_are_named() {
+        assert_eq!(cert_names("10.0.0.9, api.example.test,*.apps.example.test,::1").unwrap().len(), 4);
+        let err = cert_names("ok.example,bad name,-x.example,a..b,$(id)").unwrap_err().to_string();
+        for bad in ["`bad name`", "`-x.example`", "`a..b`", "`$(id)`"] {
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(!err.contains("ok.example"), "{err}");
+        assert!(cert_names(" , ").unwrap_err().to_string().contains("no name given"));
     }
 
     #[test]

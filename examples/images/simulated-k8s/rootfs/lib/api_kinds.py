@@ -20,6 +20,8 @@ class Resource:
         return self.kind.lower()
 
 
+# What `kubectl get all` lists (the `all` category).
+IN_ALL = ("pods", "services", "deployments", "replicasets")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 RESOURCES = [
     Resource("", "v1", "namespaces", "Namespace", False, ["ns"]),
@@ -29,7 +31,7 @@ RESOURCES = [
     Resource("", "v1", "configmaps", "ConfigMap", True, ["cm"]),
     Resource("", "v1", "secrets", "Secret", True),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"]),
-    Resource("apps", "v1", "deployments", "Deployment", True, ["deploy"], ["status", "scale"]),
+    Resource("apps", "v1", "deployments", "Deployment", True, ["deploy"], ["status"]),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ["rs"], ["status"]),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
@@ -43,8 +45,7 @@ for r in RESOURCES:
     if r.group and r.group not in GROUPS:
         GROUPS.append(r.group)
 # The eviction subresource is of group policy (policy/v1 Eviction), as `kubectl drain` looks it up.
-SUBRESOURCE_KINDS = {"status": None, "eviction": ("policy", "v1", "Eviction", ["create"]),
-                     "log": ("", "v1", "Pod", ["get"]), "scale": ("autoscaling", "v1", "Scale", ["get", "patch", "update"])}
+SUBRESOURCE_KINDS = {"status": None, "eviction": ("policy", "v1", "Eviction", ["create"]), "log": ("", "v1", "Pod", ["get"])}
 
 
 def api_versions(address):
@@ -74,10 +75,12 @@ def resource_list(group, version):
         return None
     items = []
     for r in served:
-        items.append({"name": r.name, "singularName": r.singular(), "namespaced": r.namespaced, "kind": r.kind,
-                      "verbs": VERBS, "shortNames": r.short} if r.short else
-                     {"name": r.name, "singularName": r.singular(), "namespaced": r.namespaced, "kind": r.kind,
-                      "verbs": VERBS})
+        entry = {"name": r.name, "singularName": r.singular(), "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS}
+        if r.short:
+            entry["shortNames"] = r.short
+        if r.name in IN_ALL:
+            entry["categories"] = ["all"]
+        items.append(entry)
         for sub in r.subresources:
             known = SUBRESOURCE_KINDS[sub]
             entry = {"name": "%s/%s" % (r.name, sub), "singularName": "", "namespaced": r.namespaced,
@@ -202,6 +205,27 @@ def check_labels(labels, path, causes):
                                                  'alphanumeric characters, \'-\', \'_\' or \'.\'' % (v,)))
 
 
+def check_pod_spec(pod, path, causes):
+    """The fields of a pod spec the scheduler and the kubelet read, of the types they read them as."""
+    if not isinstance(pod, dict):
+        causes.append((path, "Invalid value: must be an object"))
+        return
+    tolerations = pod.get("tolerations")
+    if tolerations is not None and not (isinstance(tolerations, list) and all(
+            isinstance(t, dict) and all(isinstance(t.get(f, ""), str) for f in ("key", "operator", "value", "effect"))
+            for t in tolerations)):
+        causes.append((path + ".tolerations", "Invalid value: must be a list of {key, operator, value, effect}"))
+    selector = pod.get("nodeSelector")
+    if selector is not None and not (isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())):
+        causes.append((path + ".nodeSelector", "Invalid value: must map strings to strings"))
+    for field in ("nodeName", "restartPolicy", "serviceAccountName"):
+        if pod.get(field) is not None and not isinstance(pod[field], str):
+            causes.append(("%s.%s" % (path, field), "Invalid value: must be a string"))
+    if pod.get("hostNetwork") is not None and not isinstance(pod["hostNetwork"], bool):
+        causes.append((path + ".hostNetwork", "Invalid value: must be a boolean"))
+    check_containers(pod, path, causes)
+
+
 def check_containers(pod, path, causes):
     containers = pod.get("containers") if isinstance(pod, dict) else None
     if not isinstance(containers, list) or not containers:
@@ -229,9 +253,17 @@ def check_containers(pod, path, causes):
                     causes.append(("%s.env[%d].name" % (at, j), "Required value"))
                 elif "value" in e and not isinstance(e["value"], str):
                     causes.append(("%s.env[%d].value" % (at, j), "Invalid value: must be a string"))
-            for j, p in enumerate(c.get("ports") or []):
+            ports = c.get("ports") or []
+            if not isinstance(ports, list):
+                causes.append((at + ".ports", "Invalid value: must be a list"))
+                ports = []
+            for j, p in enumerate(ports):
                 if not isinstance(p, dict) or not isinstance(p.get("containerPort"), int) or not 0 < p["containerPort"] < 65536:
                     causes.append(("%s.ports[%d].containerPort" % (at, j), "Invalid value: must be between 1 and 65535"))
+                elif not isinstance(p.get("hostPort", 1), int) or not 0 < p.get("hostPort", 1) < 65536:
+                    causes.append(("%s.ports[%d].hostPort" % (at, j), "Invalid value: must be between 1 and 65535"))
+                elif p.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+                    causes.append(("%s.ports[%d].protocol" % (at, j), 'Unsupported value: %r: supported values: "SCTP", "TCP", "UDP"' % (p.get("protocol"),)))
 
 
 def selects(selector, labels):
@@ -255,15 +287,31 @@ def check_kind(obj, causes):
         template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
         if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
             causes.append(("spec.selector", "Required value"))
+        elif not isinstance(selector.get("matchLabels") or {}, dict) or not isinstance(selector.get("matchExpressions") or [], list):
+            causes.append(("spec.selector", "Invalid value: matchLabels must be a map, matchExpressions a list"))
+        elif not isinstance(template.get("metadata") or {}, dict):
+            causes.append(("spec.template.metadata", "Invalid value: must be an object"))
         elif not selects(selector, (template.get("metadata") or {}).get("labels") or {}):
             causes.append(("spec.template.metadata.labels",
                            "Invalid value: %s: `selector` does not match template `labels`" % ((template.get("metadata") or {}).get("labels") or {})))
         check_labels((template.get("metadata") or {}).get("labels"), "spec.template.metadata.labels", causes)
         if not isinstance(spec.get("replicas", 1), int) or spec.get("replicas", 1) < 0:
             causes.append(("spec.replicas", "Invalid value: must be greater than or equal to 0"))
-        check_containers(template.get("spec"), "spec.template.spec", causes)
+        check_pod_spec(template.get("spec"), "spec.template.spec", causes)
     elif kind == "Pod":
-        check_containers(spec, "spec", causes)
+        check_pod_spec(spec, "spec", causes)
+    elif kind == "Node":
+        spec = spec if isinstance(spec, dict) else {}
+        if spec.get("unschedulable") is not None and not isinstance(spec["unschedulable"], bool):
+            causes.append(("spec.unschedulable", "Invalid value: must be a boolean"))
+        taints = spec.get("taints") or []
+        if not isinstance(taints, list) or not all(isinstance(t, dict) and isinstance(t.get("key"), str) and
+                                                   t.get("effect") in ("NoSchedule", "PreferNoSchedule", "NoExecute")
+                                                   for t in taints):
+            causes.append(("spec.taints", "Invalid value: must be a list of {key, value, effect}"))
+        addresses = (obj.get("status") or {}).get("addresses") or []
+        if not isinstance(addresses, list) or not all(isinstance(a, dict) and isinstance(a.get("address"), str) for a in addresses):
+            causes.append(("status.addresses", "Invalid value: must be a list of {type, address}"))
     elif kind == "ConfigMap":
         data = obj.get("data") or {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -271,6 +319,9 @@ def check_kind(obj, causes):
         elif sum(len(k.encode()) + len(v.encode()) for k, v in data.items()) > CONFIGMAP_LIMIT:
             causes.append(("[]", "Too long: must have at most %d bytes" % CONFIGMAP_LIMIT))
     elif kind == "Service":
+        if spec is not None and not isinstance(spec, dict):
+            causes.append(("spec", "Invalid value: must be an object"))
+            spec = {}
         for i, p in enumerate((spec or {}).get("ports") or []):
             if not isinstance(p, dict) or not isinstance(p.get("port"), int) or not 0 < p["port"] < 65536:
                 causes.append(("spec.ports[%d].port" % i, "Invalid value: must be between 1 and 65535"))
@@ -286,6 +337,8 @@ def validate(resource, obj, strict):
             raise Invalid(resource.kind, name, [("", "strict decoding error: " + ", ".join(unknown))], strict=True)
     causes = []
     pattern = DNS_LABEL if resource.name in ("namespaces", "services") else DNS_SUBDOMAIN
+    if not isinstance(meta.get("generateName", ""), str):
+        causes.append(("metadata.generateName", "Invalid value: must be a string"))
     if not isinstance(name, str) or not name:
         causes.append(("metadata.name", "Required value: name or generateName is required"))
     elif not pattern.match(name) or len(name) > 253:

@@ -46,6 +46,8 @@ def strategic(original, patch, in_container=False):
     result = copy.deepcopy(original)
     orders = {}
     for key, value in patch.items():
+        if key.startswith("$") and key != "$patch" and not isinstance(value, list):
+            raise PatchError("%s must be a list, not %s" % (key, type(value).__name__))
         if key.startswith("$setElementOrder/"):
             orders[key.split("/", 1)[1]] = value
         elif key.startswith("$deleteFromPrimitiveList/"):
@@ -65,7 +67,10 @@ def strategic(original, patch, in_container=False):
         else:
             result[key] = strip_directives(value)
     if "$retainKeys" in patch:
-        keep = set(patch["$retainKeys"] or [])
+        keep = set(k for k in patch["$retainKeys"] if isinstance(k, str))
+        unlisted = sorted(k for k in patch if not k.startswith("$") and k not in keep)
+        if unlisted:
+            raise PatchError("doesn't match the $retainKeys directive: %s are not listed" % ", ".join(unlisted))
         result = {k: v for k, v in result.items() if k in keep}
     for field, order in orders.items():
         if isinstance(result.get(field), list):
@@ -141,7 +146,7 @@ def json_patch(document, operations):
             raise PatchError("a JSON patch operation needs \"op\" and \"path\": %r" % (op,))
         kind, path = op["op"], op["path"]
         if kind == "test":
-            if resolve(doc, path) != op.get("value"):
+            if not same(resolve(doc, path), op.get("value")):
                 raise PatchError("testing value %s failed" % path)
         elif kind == "remove":
             doc = remove(doc, path)
@@ -153,13 +158,32 @@ def json_patch(document, operations):
                 doc = remove(doc, path)
             doc = add(doc, path, copy.deepcopy(op["value"]))
         elif kind in ("move", "copy"):
-            value = copy.deepcopy(resolve(doc, op.get("from", "")))
+            if not isinstance(op.get("from"), str):
+                raise PatchError("%s operation needs \"from\"" % kind)
+            value = copy.deepcopy(resolve(doc, op["from"]))
             if kind == "move":
                 doc = remove(doc, op.get("from", ""))
             doc = add(doc, path, value)
         else:
             raise PatchError("unexpected operation %r" % kind)
     return doc
+
+
+def same(a, b):
+    """JSON equality: `true` is not `1`, nor `1.0` a string."""
+    if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                                       and not isinstance(a, bool) and not isinstance(b, bool)):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def index(part):
+    """An array index of a JSON pointer: digits, no leading zero."""
+    return part.isdigit() and (part == "0" or not part.startswith("0"))
 
 
 def pointer(path):
@@ -173,7 +197,7 @@ def pointer(path):
 def step(node, part, path):
     if isinstance(node, dict) and part in node:
         return node[part]
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+    if isinstance(node, list) and index(part) and int(part) < len(node):
         return node[int(part)]
     raise PatchError("doc is missing path: %s" % path)
 
@@ -195,7 +219,7 @@ def add(doc, path, value):
     last = parts[-1]
     if isinstance(parent, dict):
         parent[last] = value
-    elif isinstance(parent, list) and (last == "-" or (last.isdigit() and int(last) <= len(parent))):
+    elif isinstance(parent, list) and (last == "-" or (index(last) and int(last) <= len(parent))):
         parent.insert(len(parent) if last == "-" else int(last), value)
     else:
         raise PatchError("add operation does not apply: doc is missing path: %s" % path)

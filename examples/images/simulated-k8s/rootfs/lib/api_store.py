@@ -56,6 +56,11 @@ class State:
         self.revisions = {k: revisions[k] for k in list(self.objects) + [CLUSTER_KEY] + [HEARTBEATS + n for n in self.heartbeats]
                           if k in revisions}
         self.before = self.flatten()
+        # Keys a decision read beyond those written (a namespace that must exist, the owner a controller
+        # made objects for): the write holds only while they are as read too.
+        self.guarded = set()
+        # The uids of the objects the last save wrote.
+        self.written = set()
 
     def flatten(self):
         flat = {k: json.dumps(v, sort_keys=True) for k, v in self.objects.items()}
@@ -69,8 +74,9 @@ class State:
         changed = [k for k, v in new.items() if self.before.get(k) != v] + sorted(self.before.keys() - new.keys())
         if not changed:
             return self.revision
+        self.written = {self.objects[k]["metadata"].get("uid") for k in changed if k in self.objects}
         compare = [{"key": simk8s.b64(k), "target": "MOD", "result": "EQUAL", "mod_revision": str(self.revisions.get(k, 0))}
-                   for k in changed]
+                   for k in sorted(set(changed) | self.guarded)]
         success = [{"request_put": {"key": simk8s.b64(k), "value": simk8s.b64(new[k])}} if k in new
                    else {"request_delete_range": {"key": simk8s.b64(k)}} for k in changed]
         answer = simk8s.etcd("/v3/kv/txn", {"compare": compare, "success": success})
@@ -178,6 +184,8 @@ class State:
         labels = dict((template.get("metadata") or {}).get("labels") or {}, **{"pod-template-hash": digest})
         replicas = spec.get("replicas", 1)
         if rs is None:
+            # Two members reconciling at once must not both make a replica set.
+            self.guarded.add(key_of("deployments", ns, d["metadata"]["name"]))
             selector = copy.deepcopy(spec.get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = digest
             pod_template = copy.deepcopy(template)
@@ -194,6 +202,9 @@ class State:
         ns = rs["metadata"]["namespace"]
         pods = self.owned("pods", rs)
         want = rs["spec"].get("replicas", 1)
+        if want != len(pods):
+            # Two members reconciling at once must not both make (or remove) the same pods.
+            self.guarded.add(key_of("replicasets", ns, rs["metadata"]["name"]))
         for pod in pods[want:]:
             self.delete("pods", ns, pod["metadata"]["name"])
         for _ in range(want - len(pods)):
@@ -291,6 +302,25 @@ def default_pod(pod):
     pod.setdefault("status", {"phase": "Pending"})
     pod["status"].setdefault("phase", "Pending")
     return pod
+
+
+def pod_conditions(pod):
+    """The conditions a kubelet reports with a pod's status: Initialized, ContainersReady, Ready (and the
+    scheduler's PodScheduled)."""
+    status = pod.get("status") or {}
+    now = timestamp()
+    scheduled = {"type": "PodScheduled", "status": "True" if (pod.get("spec") or {}).get("nodeName") else "False"}
+    ready = "True" if pod_ready(pod) else "False"
+    inits_done = all("terminated" in (c.get("state") or {}) for c in status.get("initContainerStatuses") or [])
+    old = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, dict)}
+
+    def condition(kind, value):
+        previous = old.get(kind) or {}
+        since = previous.get("lastTransitionTime") if previous.get("status") == value else now
+        return {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": since}
+
+    return [condition("Initialized", "True" if inits_done else "False"), condition("Ready", ready),
+            condition("ContainersReady", ready), dict(condition("PodScheduled", scheduled["status"]))]
 
 
 def pod_ready(pod):

@@ -302,7 +302,12 @@ def etcd_watch(prefix, start_revision, deadline, endpoint=ETCD_CLIENT):
             line = resp.readline()
             if not line:
                 return
-            for e in (json.loads(line).get("result") or {}).get("events") or []:
+            result = json.loads(line).get("result") or {}
+            if int(result.get("compact_revision") or 0) > 0:
+                # The start revision was compacted away: the caller answers 410 Gone.
+                yield int(result["compact_revision"]), None, None, None
+                return
+            for e in result.get("events") or []:
                 kv, prev = e["kv"], e.get("prev_kv")
                 new = None if e.get("type") == "DELETE" else json.loads(_unb64(kv["value"]))
                 old = json.loads(_unb64(prev["value"])) if prev and prev.get("value") else None
