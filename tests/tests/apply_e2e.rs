@@ -818,8 +818,13 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
             String::from_utf8(site.tb.exec(i, "cat /etc/kubernetes/manifests/kube-apiserver.yaml").stdout).unwrap();
         assert!(manifest.contains("--audit-log-maxage=7"), "master {i}: {manifest}");
         assert!(manifest.contains(&format!("--advertise-address={}", site.ip(i))), "master {i}: {manifest}");
-        let cert = String::from_utf8(site.tb.exec(i, "cat /etc/kubernetes/pki/apiserver.crt").stdout).unwrap();
-        assert!(cert.contains("api.e2e.example") && cert.contains(&site.ip(i)), "master {i}: {cert}");
+        // What the member's API serves (it reads a regenerated certificate again).
+        let served = format!(
+            "echo | openssl s_client -connect {}:6443 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+            site.ip(i)
+        );
+        let cert = String::from_utf8(site.tb.exec(i, &served).stdout).unwrap();
+        assert!(cert.contains("DNS:api.e2e.example") && cert.contains(&format!("IP Address:{}", site.ip(i))), "master {i}: {cert}");
     }
     assert_eq!(etcd_members(&site).len(), 4);
 
