@@ -824,7 +824,10 @@ fn scale_up_down_node_to_master_and_reconfigure_the_control_plane() {
             site.ip(i)
         );
         let cert = String::from_utf8(site.tb.exec(i, &served).stdout).unwrap();
-        assert!(cert.contains("DNS:api.e2e.example") && cert.contains(&format!("IP Address:{}", site.ip(i))), "master {i}: {cert}");
+        assert!(
+            cert.contains("DNS:api.e2e.example") && cert.contains(&format!("IP Address:{}", site.ip(i))),
+            "master {i}: {cert}"
+        );
     }
     assert_eq!(etcd_members(&site).len(), 4);
 

@@ -201,7 +201,10 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     let drained = k.ok(&format!("drain {worker} --ignore-daemonsets --delete-emptydir-data --timeout=60s"));
     assert!(drained.contains("evicting pod default/web-") && drained.contains(&format!("node/{worker} drained")));
     let waiting = k.pod_nodes("web-");
-    assert!(waiting.len() == 3 && waiting.iter().all(|n| n.is_empty()), "evicted pods made again, waiting: {waiting:?}");
+    assert!(
+        waiting.len() == 3 && waiting.iter().all(|n| n.is_empty()),
+        "evicted pods made again, waiting: {waiting:?}"
+    );
     assert!(!k.ok("get pods -o wide").contains(&worker), "no pod is left on the drained node");
     assert!(k.ok("get all").contains("deployment.apps/web"), "`get all` lists the categories' kinds");
     k.ok(&format!("uncordon {worker}"));

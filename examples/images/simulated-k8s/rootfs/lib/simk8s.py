@@ -13,6 +13,7 @@ import json
 import os
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,8 @@ def fail(message, code=1):
 # the TLS contexts made so far, by kubeconfig.
 _identity = None
 _contexts = {}
+# The kubelet asks from two threads (heartbeats, pods): one makes the context, the other waits for it.
+_contexts_lock = threading.Lock()
 
 
 def read_server(conf):
@@ -78,8 +81,13 @@ def tls(insecure=False):
     presented; `insecure` only for kubeadm's discovery, which pins the CA itself."""
     if insecure:
         return ssl._create_unverified_context()
-    if _identity in _contexts:
+    with _contexts_lock:
+        if _identity not in _contexts:
+            _contexts[_identity] = _new_context()
         return _contexts[_identity]
+
+
+def _new_context():
     if not os.path.exists(CA_CERT):
         fail("error: %s not found: this host has not joined a cluster" % CA_CERT)
     context = ssl.create_default_context(cafile=CA_CERT)
@@ -95,7 +103,6 @@ def tls(insecure=False):
             context.load_cert_chain(path)
         finally:
             os.remove(path)
-    _contexts[_identity] = context
     return context
 
 
