@@ -303,7 +303,8 @@ impl<'a> Session<'a> {
             .filter(|r| r.address.kind == Kind::Hooks)
             .flat_map(|r| recorded_watches(&r.attributes))
             .collect();
-        let key = |h: &WatchedHook| format!("{}#{}", h.path, h.name);
+        // A binding is what it declares: one that changes with a new image is synchronised again.
+        let key = |h: &WatchedHook| serde_json::to_string(h).unwrap_or_default();
         watches.retain(|k, _| bound.iter().any(|h| key(h) == *k));
         if bound.is_empty() {
             return Ok(Vec::new());
@@ -321,12 +322,25 @@ impl<'a> Session<'a> {
                     outcome,
                     metrics,
                 };
-                match provider.look(hook, watching).await {
+                match provider.look(hook, watching.as_ref()).await {
                     Err(e) => runs.push(run("watch".into(), Err(e.to_string()), Vec::new())),
-                    Ok(contexts) => {
-                        for context in contexts {
-                            let (outcome, metrics) = split(provider.run_bound_hook(&hook.path, &context).await);
-                            runs.push(run(describe(&context), outcome, metrics));
+                    Ok(look) => {
+                        // As shell-operator: a context whose run fails (without allowFailure) is given again
+                        // on the next tick, and the ones after it wait for it.
+                        let mut taken = true;
+                        for context in look.contexts {
+                            let ran = provider.run_bound_hook(&hook.path, &context.value).await;
+                            let (outcome, metrics) = split(ran);
+                            let failed = outcome.is_err() && !hook.allow_failure;
+                            runs.push(run(describe(&context.value), outcome, metrics));
+                            if failed {
+                                taken = false;
+                                break;
+                            }
+                            *watching = context.then;
+                        }
+                        if taken {
+                            *watching = look.then;
                         }
                     }
                 }

@@ -172,19 +172,22 @@ impl HookMetrics {
             if !name_ok(&m.name, true) || m.name.starts_with("sealer_") || !m.value.is_finite() {
                 continue;
             }
-            if m.labels.keys().any(|k| !name_ok(k, false)) {
+            // `__` names are Prometheus' own; a long value is a mistake, not a label.
+            if m.labels.iter().any(|(k, v)| !name_ok(k, false) || k.starts_with("__") || v.len() > 1024) {
                 continue;
             }
             let key = (m.name, m.labels.into_iter().collect());
             if !self.series.contains_key(&key) && self.series.len() >= Self::MAX_SERIES {
                 continue;
             }
-            match m.action.as_str() {
-                "add" => *self.series.entry(key).or_insert(0.0) += m.value,
-                "set" => {
-                    self.series.insert(key, m.value);
-                }
-                _ => {}
+            let value = match m.action.as_str() {
+                "add" => self.series.get(&key).copied().unwrap_or(0.0) + m.value,
+                "set" => m.value,
+                _ => continue,
+            };
+            // A sum that overflowed is not a sample the text format can carry.
+            if value.is_finite() {
+                self.series.insert(key, value);
             }
         }
     }

@@ -451,7 +451,20 @@ pub fn prepare_delete(
 pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::Result<Prepared> {
     let names = cert_names(alt_names)?;
     let (path, text) = kept(ws, cluster, "cert")?;
-    let mut docs = yaml_docs(&text)?;
+    let text_after = with_cert_names(&text, names)?;
+    Ok(Prepared {
+        cluster: cluster.to_string(),
+        path,
+        previous: Some(text),
+        text: text_after,
+        application: false,
+        joined: false,
+    })
+}
+
+/// The Clusterfile `text` with `names` in its kubeadm ClusterConfiguration's `apiServer.certSANs`.
+fn with_cert_names(text: &str, names: Vec<String>) -> anyhow::Result<String> {
+    let mut docs = yaml_docs(text)?;
     let is_cluster_configuration = |d: &Value| {
         d.get("kind").and_then(Value::as_str) == Some("ClusterConfiguration")
             && d.get("apiVersion").and_then(Value::as_str).is_some_and(|v| v.starts_with("kubeadm.k8s.io/"))
@@ -464,32 +477,24 @@ pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::R
         docs.push(Value::Mapping(doc));
     }
     let doc = docs.iter_mut().rev().find(|d| is_cluster_configuration(d)).context("no ClusterConfiguration")?;
-    let api_server = doc
-        .as_mapping_mut()
-        .context("the ClusterConfiguration is not a mapping")?
-        .entry("apiServer".into())
-        .or_insert_with(|| Value::Mapping(Mapping::new()))
-        .as_mapping_mut()
-        .context("the ClusterConfiguration's apiServer is not a mapping")?;
-    let sans = api_server
-        .entry("certSANs".into())
-        .or_insert_with(|| Value::Sequence(Vec::new()))
-        .as_sequence_mut()
-        .context("the ClusterConfiguration's apiServer.certSANs is not a list")?;
+    let config = doc.as_mapping_mut().context("the ClusterConfiguration is not a mapping")?;
+    // `apiServer:` and `certSANs:` without a value (their children commented out) are absent.
+    let api_server = config.entry("apiServer".into()).or_insert(Value::Null);
+    if api_server.is_null() {
+        *api_server = Value::Mapping(Mapping::new());
+    }
+    let api_server = api_server.as_mapping_mut().context("the ClusterConfiguration's apiServer is not a mapping")?;
+    let sans = api_server.entry("certSANs".into()).or_insert(Value::Null);
+    if sans.is_null() {
+        *sans = Value::Sequence(Vec::new());
+    }
+    let sans = sans.as_sequence_mut().context("the ClusterConfiguration's apiServer.certSANs is not a list")?;
     for name in names {
         if !sans.iter().any(|s| s.as_str() == Some(name.as_str())) {
             sans.push(Value::String(name));
         }
     }
-    let text_after = render(&docs)?;
-    Ok(Prepared {
-        cluster: cluster.to_string(),
-        path,
-        previous: Some(text),
-        text: text_after,
-        application: false,
-        joined: false,
-    })
+    render(&docs)
 }
 
 /// `--alt-names`: each an IP address or a DNS name (a leading `*.` allowed), as a certificate names them.
@@ -555,6 +560,33 @@ mod tests {
         }
         assert!(!err.contains("ok.example"), "{err}");
         assert!(cert_names(" , ").unwrap_err().to_string().contains("no name given"));
+    }
+
+    #[test]
+    fn cert_names_join_the_cluster_configuration_and_leave_every_other_document_as_it_was() {
+        let cluster = "apiVersion: sealer.cloud/v2\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  image: k:v1.29.1\n  \
+                       hosts:\n  - ips: [10.0.0.2]\n    roles: [master]\n";
+        let plugin =
+            "---\napiVersion: sealer.aliyun.com/v1alpha1\nkind: Plugin\nmetadata:\n  name: p\nspec:\n  type: SHELL\n  \
+                      action: PostInstall\n  data: echo hi\n";
+        let names = || vec!["api.example".to_string(), "10.0.0.9".to_string()];
+        let added = with_cert_names(&format!("{cluster}{plugin}"), names()).unwrap();
+        let docs = yaml_docs(&added).unwrap();
+        assert_eq!(docs.len(), 3, "{added}");
+        assert_eq!(docs[1], yaml_docs(plugin).unwrap()[0], "the plugin is kept as it was");
+        assert_eq!(docs[2]["kind"], "ClusterConfiguration");
+        assert_eq!(docs[2]["apiServer"]["certSANs"], serde_yaml::from_str::<Value>("[api.example, 10.0.0.9]").unwrap());
+        // A v1beta2 document with `apiServer:` left empty, and one with SANs already: merged, not repeated.
+        let empty =
+            format!("{cluster}---\napiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\napiServer:\n");
+        let merged = yaml_docs(&with_cert_names(&empty, names()).unwrap()).unwrap();
+        assert_eq!(merged[1]["apiVersion"], "kubeadm.k8s.io/v1beta2");
+        assert_eq!(merged[1]["apiServer"]["certSANs"].as_sequence().unwrap().len(), 2);
+        let again = with_cert_names(&added, names()).unwrap();
+        assert_eq!(again, added, "the same names twice change nothing");
+        let wrong =
+            format!("{cluster}---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\napiServer: [a]\n");
+        assert!(with_cert_names(&wrong, names()).unwrap_err().to_string().contains("apiServer is not a mapping"));
     }
 
     #[test]

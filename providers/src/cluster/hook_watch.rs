@@ -102,32 +102,44 @@ fn word(text: &str, extra: &[u8]) -> bool {
         && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
+/// Why shell-operator would not run a `kubernetes` binding.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("binding `{binding}`: {problem}")]
+pub struct BindingError {
+    pub binding: String,
+    pub problem: String,
+}
+
 impl BindingConfig {
     /// The binding of the hook at `path` (the `i`-th), or why shell-operator would not run it. Every value
     /// is checked to be of the API's own grammar: they become a URL on a remote command line.
-    pub(super) fn recorded(self, path: &str, i: usize) -> std::result::Result<WatchedHook, String> {
+    pub(super) fn recorded(self, path: &str, i: usize) -> std::result::Result<WatchedHook, BindingError> {
         let name = self.name.unwrap_or_else(|| format!("kubernetes-{i}"));
+        let refuse = |problem: String| BindingError { binding: name.clone(), problem };
+        if name.is_empty() || name.len() > 253 || name.chars().any(char::is_control) {
+            return Err(refuse("a binding name is one line of at most 253 characters".into()));
+        }
         let (group_ok, version) = match self.api_version.split_once('/') {
             Some((group, version)) => (word(group, b".-"), version),
             None => (true, self.api_version.as_str()),
         };
         if !group_ok || !word(version, b"") {
-            return Err(format!("binding `{name}`: apiVersion `{}` is not GROUP/VERSION", self.api_version));
+            return Err(refuse(format!("apiVersion `{}` is not GROUP/VERSION", self.api_version)));
         }
         if !word(&self.kind, b"") {
-            return Err(format!("binding `{name}`: kind `{}` is not a Kubernetes kind", self.kind));
+            return Err(refuse(format!("kind `{}` is not a Kubernetes kind", self.kind)));
         }
         let namespaces = self.namespace.map(|n| n.name_selector.match_names).unwrap_or_default();
         let names = self.name_selector.map(|n| n.match_names).unwrap_or_default();
         if let Some(bad) = namespaces.iter().chain(&names).find(|n| !word(n, b".-")) {
-            return Err(format!("binding `{name}`: `{bad}` is not an object or namespace name"));
+            return Err(refuse(format!("`{bad}` is not an object or namespace name")));
         }
         let events = self.events.unwrap_or_else(|| EVENTS.iter().map(|e| e.to_string()).collect());
         if let Some(bad) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-            return Err(format!("binding `{name}`: executeHookOnEvent `{bad}` is not one of {}", EVENTS.join(", ")));
+            return Err(refuse(format!("executeHookOnEvent `{bad}` is not one of {}", EVENTS.join(", "))));
         }
         let label_selector = match self.label_selector {
-            Some(s) => render_selector(&s).map_err(|e| format!("binding `{name}`: labelSelector: {e}"))?,
+            Some(s) => render_selector(&s).map_err(|e| refuse(format!("labelSelector: {e}")))?,
             None => String::new(),
         };
         Ok(WatchedHook {
@@ -145,9 +157,15 @@ impl BindingConfig {
     }
 }
 
-/// A LabelSelector in the API's text form.
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters.
+fn label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    (prefix.is_empty() || word(prefix, b".-")) && name.len() <= 63 && word(name, b"-_.")
+}
+
+/// A LabelSelector in the API's text form, or what is wrong with it.
 fn render_selector(s: &LabelSelector) -> std::result::Result<String, String> {
-    let label = |t: &str| word(t, b"-_./") && t.len() <= 317;
+    let label = label_key;
     let mut parts = Vec::new();
     for (k, v) in &s.match_labels {
         if !label(k) || !(v.is_empty() || word(v, b"-_.")) {
@@ -158,6 +176,11 @@ fn render_selector(s: &LabelSelector) -> std::result::Result<String, String> {
     for e in &s.match_expressions {
         if !label(&e.key) || e.values.iter().any(|v| !(v.is_empty() || word(v, b"-_."))) {
             return Err(format!("`{}` is not a label key with label values", e.key));
+        }
+        let needs_values = matches!(e.operator.as_str(), "In" | "NotIn");
+        if needs_values == e.values.is_empty() {
+            let what = if needs_values { "needs values" } else { "takes no values" };
+            return Err(format!("`{}` {}: {what}", e.key, e.operator));
         }
         parts.push(match e.operator.as_str() {
             "In" => format!("{} in ({})", e.key, e.values.join(",")),
@@ -170,27 +193,43 @@ fn render_selector(s: &LabelSelector) -> std::result::Result<String, String> {
     Ok(parts.join(","))
 }
 
-/// A binding's view of the cluster: the objects it sees, by namespace, and where its watch resumes.
-#[derive(Clone, Debug, Default)]
+/// Where a binding's watch resumes: per watched namespace ("" for all), the resourceVersion the next watch
+/// starts after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Watching {
-    /// Per watched namespace ("" for all): the resourceVersion the next watch starts after.
     resume: BTreeMap<String, String>,
 }
 
-/// What a binding has to tell its hook: the binding contexts, one run each.
-pub type Contexts = Vec<serde_json::Value>;
+/// One binding context for the hook, and where the watch resumes once the hook has taken it.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub value: serde_json::Value,
+    pub then: Option<Watching>,
+}
+
+/// What a binding has to tell its hook since it last looked, in order, and where the watch resumes once
+/// every context is taken (events the binding does not want move it too).
+#[derive(Clone, Debug)]
+pub struct Look {
+    pub contexts: Vec<Context>,
+    pub then: Option<Watching>,
+}
 
 fn api_error(ip: std::net::IpAddr, what: String, message: String) -> ProviderError {
     ProviderError::Plugin { plugin: what, host: ip, message }
 }
+
+/// The REST paths of a binding's objects: one per watched namespace ("" for every namespace, or a
+/// cluster-scoped kind, whose objects are in no namespace).
+struct Collections(Vec<(String, String)>);
 
 impl Cx {
     async fn raw(&self, path: &str) -> Result<String> {
         self.output(self.ctx.first_master, &self.with_image_path(&format!("kubectl get --raw {}", quote(path)))).await
     }
 
-    /// The REST path of the binding's objects in `namespace` ("" for all), from the API's discovery.
-    async fn collection(&self, hook: &WatchedHook, namespace: &str) -> Result<String> {
+    /// The binding's collections, from the API's discovery.
+    async fn collections(&self, hook: &WatchedHook) -> Result<Collections> {
         let base = if hook.api_version.contains('/') {
             format!("/apis/{}", hook.api_version)
         } else {
@@ -206,10 +245,15 @@ impl Cx {
             return Err(api_error(self.ctx.first_master, format!("{} ({})", hook.path, hook.name), message));
         };
         let plural = found["name"].as_str().unwrap_or_default();
-        Ok(match (found["namespaced"].as_bool().unwrap_or(false), namespace) {
-            (true, ns) if !ns.is_empty() => format!("{base}/namespaces/{ns}/{plural}"),
-            _ => format!("{base}/{plural}"),
-        })
+        let mut namespaces: Vec<&str> = hook.namespaces.iter().map(String::as_str).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        if namespaces.is_empty() || !found["namespaced"].as_bool().unwrap_or(false) {
+            return Ok(Collections(vec![(String::new(), format!("{base}/{plural}"))]));
+        }
+        Ok(Collections(
+            namespaces.into_iter().map(|ns| (ns.to_string(), format!("{base}/namespaces/{ns}/{plural}"))).collect(),
+        ))
     }
 
     fn query(hook: &WatchedHook, extra: &str) -> String {
@@ -234,77 +278,77 @@ impl Cx {
     fn wanted(hook: &WatchedHook, object: &serde_json::Value) -> bool {
         hook.names.is_empty() || hook.names.iter().any(|n| object["metadata"]["name"] == n.as_str())
     }
+
+    fn unreadable(&self, hook: &WatchedHook, what: &str, e: serde_json::Error) -> ProviderError {
+        api_error(self.ctx.first_master, hook.path.clone(), format!("the API's {what}: {e}"))
+    }
+
+    /// A first look: every object, as one `Synchronization` context.
+    async fn synchronise(&self, hook: &WatchedHook) -> Result<Look> {
+        let mut objects = Vec::new();
+        let mut resume = BTreeMap::new();
+        for (ns, path) in self.collections(hook).await?.0 {
+            let list: serde_json::Value =
+                serde_json::from_str(&self.raw(&format!("{path}?{}", Cx::query(hook, ""))).await?)
+                    .map_err(|e| self.unreadable(hook, "list", e))?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            objects.extend(items.into_iter().filter(|o| Cx::wanted(hook, o)).map(|o| serde_json::json!({"object": o})));
+            resume.insert(ns, list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string());
+        }
+        let then = Some(Watching { resume });
+        let contexts = if hook.synchronization {
+            let value = serde_json::json!([{"binding": hook.name, "type": "Synchronization", "objects": objects}]);
+            vec![Context { value, then: then.clone() }]
+        } else {
+            Vec::new()
+        };
+        Ok(Look { contexts, then })
+    }
 }
 
 impl ClusterProvider {
-    /// What the binding has to tell its hook since it last looked (`watching`, updated): a
-    /// `Synchronization` context the first time, then one `Event` context per change, in order.
+    /// What the binding has to tell its hook since `watching` (None: it never looked, or must list again):
+    /// a `Synchronization` context the first time, then one `Event` context per change, in order. Nothing
+    /// moves until the caller takes the contexts: a hook that fails gets them again next time.
     pub async fn look(
         &self,
         hook: &WatchedHook,
-        watching: &mut Option<Watching>,
-    ) -> std::result::Result<Contexts, ProviderError> {
+        watching: Option<&Watching>,
+    ) -> std::result::Result<Look, ProviderError> {
         let cx = &self.0;
-        let namespaces: Vec<String> =
-            if hook.namespaces.is_empty() { vec![String::new()] } else { hook.namespaces.clone() };
-        let Some(state) = watching else {
-            let mut objects = Vec::new();
-            let mut resume = BTreeMap::new();
-            for ns in &namespaces {
-                let path = cx.collection(hook, ns).await?;
-                let list: serde_json::Value =
-                    serde_json::from_str(&cx.raw(&format!("{path}?{}", Cx::query(hook, ""))).await?).map_err(|e| {
-                        api_error(cx.ctx.first_master, hook.path.clone(), format!("the API's list: {e}"))
-                    })?;
-                objects.extend(
-                    list["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|o| Cx::wanted(hook, o)),
-                );
-                resume.insert(ns.clone(), list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string());
-            }
-            *watching = Some(Watching { resume });
-            if !hook.synchronization {
-                return Ok(Vec::new());
-            }
-            let objects: Vec<serde_json::Value> =
-                objects.into_iter().map(|o| serde_json::json!({"object": o})).collect();
-            return Ok(vec![
-                serde_json::json!([{"binding": hook.name, "type": "Synchronization", "objects": objects}]),
-            ]);
-        };
+        let Some(watching) = watching else { return cx.synchronise(hook).await };
+        let mut state = watching.clone();
         let mut contexts = Vec::new();
-        let mut relist = false;
-        'namespaces: for ns in &namespaces {
-            let from = state.resume.get(ns).cloned().unwrap_or_else(|| "0".into());
-            let path = cx.collection(hook, ns).await?;
+        for (ns, path) in cx.collections(hook).await?.0 {
+            let from = state.resume.get(&ns).cloned().unwrap_or_else(|| "0".into());
             // The watch ends after a second: the events since `from` are what it returns.
             let query = Cx::query(hook, &format!("watch=1&timeoutSeconds=1&resourceVersion={from}"));
             let stream = cx.raw(&format!("{path}?{query}")).await?;
             for event in serde_json::Deserializer::from_str(&stream).into_iter::<serde_json::Value>() {
-                let event = event
-                    .map_err(|e| api_error(cx.ctx.first_master, hook.path.clone(), format!("the API's watch: {e}")))?;
+                let event = event.map_err(|e| cx.unreadable(hook, "watch", e))?;
                 let object = &event["object"];
                 let watch_event = match event["type"].as_str() {
-                    Some("ADDED") => "Added",
-                    Some("MODIFIED") => "Modified",
-                    Some("DELETED") => "Deleted",
-                    // The resourceVersion is too old (410 Gone) or the watch failed: list again next time.
-                    _ => {
-                        relist = true;
-                        break 'namespaces;
-                    }
+                    Some("ADDED") => Some("Added"),
+                    Some("MODIFIED") => Some("Modified"),
+                    Some("DELETED") => Some("Deleted"),
+                    // A bookmark only moves the resume point.
+                    Some("BOOKMARK") => None,
+                    // The resourceVersion is too old (410 Gone), or the watch failed: what was taken stays
+                    // taken, and the binding lists again (a new Synchronization) once the hook has the rest.
+                    _ => return Ok(Look { contexts, then: None }),
                 };
                 if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
                     state.resume.insert(ns.clone(), rv.to_string());
                 }
-                if Cx::wanted(hook, object) && hook.events.iter().any(|e| e == watch_event) {
-                    contexts.push(serde_json::json!([{"binding": hook.name, "type": "Event", "watchEvent": watch_event, "object": object}]));
+                if let Some(e) = watch_event.filter(|e| Cx::wanted(hook, object) && hook.events.iter().any(|w| w == e))
+                {
+                    let value =
+                        serde_json::json!([{"binding": hook.name, "type": "Event", "watchEvent": e, "object": object}]);
+                    contexts.push(Context { value, then: Some(state.clone()) });
                 }
             }
         }
-        if relist {
-            *watching = None;
-        }
-        Ok(contexts)
+        Ok(Look { contexts, then: Some(state) })
     }
 }
 
@@ -316,7 +360,8 @@ mod tests {
     use crate::cluster::testing::*;
 
     fn binding(json: serde_json::Value) -> std::result::Result<WatchedHook, String> {
-        serde_json::from_value::<BindingConfig>(json).map_err(|e| e.to_string()).and_then(|b| b.recorded("hooks/h", 0))
+        let config = serde_json::from_value::<BindingConfig>(json).map_err(|e| e.to_string())?;
+        config.recorded("hooks/h", 0).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -350,6 +395,11 @@ mod tests {
                 "not a label",
             ),
             (serde_json::json!({"apiVersion": "v1", "kind": "Pod", "unknown": 1}), "unknown field"),
+            (
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod", "labelSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
+                "needs values",
+            ),
+            (serde_json::json!({"name": "a\nb", "apiVersion": "v1", "kind": "Pod"}), "one line"),
         ] {
             let err = binding(bad.clone()).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
@@ -369,8 +419,8 @@ mod tests {
     #[tokio::test]
     async fn a_binding_is_synchronised_then_told_each_event_from_where_it_left_off() {
         let list = r#"{"metadata":{"resourceVersion":"7"},"items":[{"kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"5"}},{"kind":"ConfigMap","metadata":{"name":"b","resourceVersion":"6"}}]}"#;
-        let events = "{\"type\":\"MODIFIED\",\"object\":{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"b\",\"resourceVersion\":\"8\"}}}\n\
-                      {\"type\":\"MODIFIED\",\"object\":{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"9\"}}}\n";
+        let events = "{\"type\":\"MODIFIED\",\"object\":{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"8\"}}}\n\
+                      {\"type\":\"MODIFIED\",\"object\":{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"b\",\"resourceVersion\":\"9\"}}}\n";
         let remote = Arc::new(
             Scripted::default()
                 .on("get --raw /api/v1", DISCOVERY)
@@ -379,15 +429,17 @@ mod tests {
         );
         let (p, _logs) = provider(remote.clone());
         let hook = watched();
-        let mut watching = None;
-        let sync = p.look(&hook, &mut watching).await.unwrap();
-        assert_eq!(sync.len(), 1);
-        assert_eq!(sync[0][0]["type"], "Synchronization");
-        assert_eq!(sync[0][0]["objects"].as_array().unwrap().len(), 1, "only the names bound: {}", sync[0]);
-        let told = p.look(&hook, &mut watching).await.unwrap();
-        assert_eq!(told.len(), 1, "b is not bound: {told:?}");
+        let sync = p.look(&hook, None).await.unwrap();
+        assert_eq!(sync.contexts.len(), 1);
+        let context = &sync.contexts[0].value[0];
+        assert_eq!(context["type"], "Synchronization");
+        assert_eq!(context["objects"].as_array().unwrap().len(), 1, "only the names bound: {context}");
+        let synced = sync.then.unwrap();
+        let told = p.look(&hook, Some(&synced)).await.unwrap();
+        assert_eq!(told.contexts.len(), 1, "b is not bound: {told:?}");
+        let event = &told.contexts[0].value[0];
         assert_eq!(
-            (told[0][0]["watchEvent"].as_str(), told[0][0]["object"]["metadata"]["name"].as_str()),
+            (event["watchEvent"].as_str(), event["object"]["metadata"]["name"].as_str()),
             (Some("Modified"), Some("a"))
         );
         let commands = remote.commands(M1);
@@ -395,9 +447,35 @@ mod tests {
             commands.iter().any(|c| c.contains("kubectl get --raw '/api/v1/namespaces/ks/configmaps?'")),
             "{commands:?}"
         );
+        // Nothing moved by looking: the same events again until the caller takes them.
+        assert_eq!(p.look(&hook, Some(&synced)).await.unwrap().contexts.len(), 1);
+        // Taking a's event resumes after it; taking all resumes after b's (unwanted) event too.
+        let after_a = told.contexts[0].then.clone().unwrap();
+        let after_all = told.then.clone().unwrap();
+        assert_ne!(after_a, after_all);
         let resumed = Arc::new(Scripted::default().on("get --raw /api/v1", DISCOVERY).on("resourceVersion=9", ""));
         let (p, _logs) = provider(resumed.clone());
-        assert!(p.look(&hook, &mut watching).await.unwrap().is_empty(), "resumes after the last event seen");
+        assert!(
+            p.look(&hook, Some(&after_all)).await.unwrap().contexts.is_empty(),
+            "resumes after the last event seen"
+        );
         assert!(resumed.commands(M1).iter().any(|c| c.contains("resourceVersion=9")));
+    }
+
+    #[tokio::test]
+    async fn a_too_old_resource_version_lists_again_and_a_cluster_scoped_kind_is_watched_once() {
+        let gone = r#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}"#;
+        let nodes = r#"{"resources":[{"name":"nodes","namespaced":false,"kind":"Node"}]}"#;
+        let remote = Arc::new(Scripted::default().on("get --raw /api/v1", nodes).on("watch=1", gone));
+        let (p, _logs) = provider(remote.clone());
+        let hook = binding(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node", "namespace": {"nameSelector": {"matchNames": ["a", "b", "a"]}}
+        }))
+        .unwrap();
+        let look = p.look(&hook, Some(&Watching::default())).await.unwrap();
+        assert!(look.contexts.is_empty() && look.then.is_none(), "{look:?}");
+        let watches: Vec<String> = remote.commands(M1).into_iter().filter(|c| c.contains("watch=1")).collect();
+        assert_eq!(watches.len(), 1, "one cluster-wide watch: {watches:?}");
+        assert!(watches[0].contains("'/api/v1/nodes?watch=1"), "{watches:?}");
     }
 }

@@ -21,6 +21,9 @@ use crate::shell::quote;
 
 pub struct Hooks;
 
+/// The metric lines of one hook run kept at most (a hook cannot flood the workstation's memory).
+const MAX_METRIC_LINES: usize = 1000;
+
 /// One `schedule` entry of a hook, as `hooks.*` records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledHook {
@@ -101,7 +104,7 @@ impl Cx {
             for (i, entry) in config.kubernetes.into_iter().enumerate() {
                 let binding = serde_json::from_value::<BindingConfig>(entry)
                     .map_err(|e| format!("binding {i}: {e}"))
-                    .and_then(|b| b.recorded(path, i));
+                    .and_then(|b| b.recorded(path, i).map_err(|e| e.to_string()));
                 watches.push(binding.map_err(|message| ProviderError::Plugin {
                     plugin: path.into(),
                     host: ip,
@@ -123,9 +126,11 @@ impl Cx {
                 message: "not a hook of the image".into(),
             });
         }
+        // The command's stdout carries the metrics file only: what the hook prints there is dropped (a
+        // hook bound to Secrets may print its binding context), its stderr says why it failed.
         let command = format!(
             "cd {} && f=$(mktemp) && m=$(mktemp) && cat > \"$f\" && BINDING_CONTEXT_PATH=\"$f\" METRICS_PATH=\"$m\" {} < \"$f\" \
-             >&2; rc=$?; cat \"$m\"; rm -f \"$f\" \"$m\"; exit $rc",
+             >/dev/null; rc=$?; head -n {MAX_METRIC_LINES} \"$m\"; rm -f \"$f\" \"$m\"; exit $rc",
             quote(&self.rootfs()),
             quote(&format!("./{path}"))
         );

@@ -39,7 +39,7 @@ use tokio::sync::OnceCell;
 
 pub use app_status::{AppStatus, APPS_CONFIGMAP};
 pub use balancer::carried_by as image_carries_balancer;
-pub use hook_watch::{Contexts, WatchedHook, Watching};
+pub use hook_watch::{Context, Look, WatchedHook, Watching};
 pub use hooks::{recorded_schedules, recorded_watches, ScheduledHook};
 pub use relay::{relayed, relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
