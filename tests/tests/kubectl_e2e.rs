@@ -122,6 +122,11 @@ fn the_real_kubectl_runs_what_sealer_and_the_seeds_issue_against_the_simulated_a
     ok(&sealer_at(&home, &work, &run));
     let k = Kubectl { tb: &tb };
 
+    // kubeadm's private files are private: the admin kubeconfig (its client key) and the CA's key.
+    let modes =
+        tb.exec_ok(0, "stat -c %a /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.key");
+    assert_eq!(modes, "600\n600\n600\n");
+
     // A real build of the image's minor, against a server of the cluster's version.
     let version = k.json("version");
     let client = version["clientVersion"]["gitVersion"].as_str().unwrap();

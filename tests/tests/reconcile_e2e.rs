@@ -56,6 +56,24 @@ fn collect(log: &Log, from: impl std::io::Read + Send + 'static, prefix: &'stati
     });
 }
 
+/// `sealer reconcile ARGS` in `dir` (its home `dir/home`) in the background, its lines collected.
+fn spawn_reconcile(dir: &Path, args: &[&str]) -> (std::process::Child, Log) {
+    let mut child = Command::new(sealer_bin())
+        .arg("reconcile")
+        .args(args)
+        .current_dir(dir)
+        .env("SEALER_HOME", dir.join("home"))
+        .env_remove("SEALER_STATE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events: Log = Arc::default();
+    collect(&events, child.stdout.take().unwrap(), "");
+    collect(&events, child.stderr.take().unwrap(), "stderr: ");
+    (child, events)
+}
+
 fn exec(tb: &Testbed, i: usize, command: &str) -> String {
     let out = tb.exec(i, command);
     assert!(out.status.success(), "{command}: {}", stderr(&out));
@@ -122,18 +140,7 @@ fn reconcile_repairs_drift_reports_dangerous_edits_runs_hooks_and_stops_cleanly(
     // Reconcile in the background, every 2 s, applying.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(sealer_bin())
-        .args(["reconcile", "--interval", "2s", "--apply", "--metrics-addr", &addr, "--json"])
-        .current_dir(d)
-        .env("SEALER_HOME", d.join("home"))
-        .env_remove("SEALER_STATE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events: Log = Arc::default();
-    collect(&events, child.stdout.take().unwrap(), "");
-    collect(&events, child.stderr.take().unwrap(), "stderr: ");
+    let (mut child, events) = spawn_reconcile(d, &["--interval", "2s", "--apply", "--metrics-addr", &addr, "--json"]);
     let total = |result: &str| sample(&scrape(port), &format!("sealer_reconcile_total{{result=\"{result}\"}}"));
     wait_for(&events, "a first tick with no changes", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && total("no_changes") >= 1.0
@@ -354,18 +361,8 @@ fn seed_004s_installer_installs_what_its_configuration_enables() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let interval = Duration::from_secs(4);
-    let mut child = Command::new(sealer_bin())
-        .args(["reconcile", "-f", ".sealer/my-cluster/Clusterfile", "--interval", "4s", "--metrics-addr", &addr])
-        .current_dir(d)
-        .env("SEALER_HOME", d.join("home"))
-        .env_remove("SEALER_STATE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events: Log = Arc::default();
-    collect(&events, child.stdout.take().unwrap(), "");
-    collect(&events, child.stderr.take().unwrap(), "stderr: ");
+    let (mut child, events) =
+        spawn_reconcile(d, &["-f", ".sealer/my-cluster/Clusterfile", "--interval", "4s", "--metrics-addr", &addr]);
     let installs = |component: &str| {
         let page = std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| scrape(port)).unwrap_or_default();
         sample(&page, &format!("ks_installer_installs_total{{component=\"{component}\"}}"))

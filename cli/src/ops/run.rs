@@ -185,6 +185,19 @@ pub fn prepare(ws: &Workspace, req: &RunRequest, target: Target) -> anyhow::Resu
 }
 
 impl Prepared {
+    /// An edit of the kept Clusterfile of `cluster` (`sealer delete`, `sealer cert`): `previous` comes back
+    /// when the apply changes nothing.
+    fn edit(cluster: &str, path: PathBuf, previous: String, text: String) -> Prepared {
+        Prepared {
+            cluster: cluster.to_string(),
+            path,
+            previous: Some(previous),
+            text,
+            application: false,
+            joined: false,
+        }
+    }
+
     /// Writes the Clusterfile (mode 0600: it may hold the ssh password as the user gave it).
     pub fn write(&self) -> anyhow::Result<()> {
         write_private(&self.path, &self.text)
@@ -435,14 +448,7 @@ pub fn prepare_delete(
     }
     groups.retain(|g| g.get("ips").and_then(Value::as_sequence).is_none_or(|ips| !ips.is_empty()));
     let text_after = render(&docs)?;
-    Ok(Prepared {
-        cluster: cluster.to_string(),
-        path,
-        previous: Some(text),
-        text: text_after,
-        application: false,
-        joined: false,
-    })
+    Ok(Prepared::edit(cluster, path, text, text_after))
 }
 
 /// The kept Clusterfile of `cluster` with `alt_names` (IP addresses or DNS names, comma separated) added
@@ -452,14 +458,7 @@ pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::R
     let names = cert_names(alt_names)?;
     let (path, text) = kept(ws, cluster, "cert")?;
     let text_after = with_cert_names(&text, names)?;
-    Ok(Prepared {
-        cluster: cluster.to_string(),
-        path,
-        previous: Some(text),
-        text: text_after,
-        application: false,
-        joined: false,
-    })
+    Ok(Prepared::edit(cluster, path, text, text_after))
 }
 
 /// The Clusterfile `text` with `names` in its kubeadm ClusterConfiguration's `apiServer.certSANs`.
