@@ -235,7 +235,7 @@ CONF
     local password=${TESTBED_ROOT_PASSWORD:-}
     # The host joins its cgroups before `ip netns exec` (which mounts a fresh /sys without them); its
     # cgroup namespace is then rooted there, and the hierarchies are mounted again inside it.
-    setsid bash -c 'for cg in $(cat "$0"); do echo $$ > "$cg/cgroup.procs" || exit 1; done; exec "$@"' "$h.cgroups" \
+    setsid bash -c 'while read -r cg; do echo $$ > "$cg/cgroup.procs" || exit 1; done < "$0"; exec "$@"' "$h.cgroups" \
       ip netns exec "$ns" unshare --cgroup --uts --mount --pid --fork --kill-child bash -c '
       set -e
       h=$1; name=$2; password=$3; mounts=$4
@@ -265,11 +265,16 @@ CONF
     echo $! > "$h/unshare.pid"
   done
   # The host's init is unshare's child; its pid (outside the host's pid namespace) is what nsenter needs.
+  # Only a child in another PID namespace than the process's own is it: before that process is unshare,
+  # it is the shell that joins the cgroups, whose children (were it to fork one) are not the host.
   for i in $(seq 1 "$n"); do
     local u; u=$(cat "$base/h$i/unshare.pid")
     for _ in $(seq 200); do
-      local child; child=$(cat "/proc/$u/task/$u/children" 2>/dev/null | awk '{print $1}')
-      if [ -n "$child" ]; then echo "$child" > "$base/h$i/pid"; break; fi
+      local child cns uns; child=$(cat "/proc/$u/task/$u/children" 2>/dev/null | awk '{print $1}')
+      if [ -n "$child" ] && cns=$(readlink "/proc/$child/ns/pid") && uns=$(readlink "/proc/$u/ns/pid") \
+        && [ "$cns" != "$uns" ]; then
+        echo "$child" > "$base/h$i/pid"; break
+      fi 2>/dev/null
       sleep 0.01
     done
   done
