@@ -77,6 +77,10 @@ pub enum Command {
     /// Add names to the API server's certificate on every master (recorded in the cluster's kept
     /// Clusterfile as `apiServer.certSANs`, then applied: each master's serving certificate is made again)
     Cert(CertArgs),
+    /// Take over a running kubeadm cluster sealer did not install: read it, write its Clusterfile (kept as
+    /// `run`'s) and import its members into the state, then apply what sealer adds (the image's files,
+    /// its registry, the nodes' balancer); Kubernetes itself is never initialised, joined or reset
+    Gen(GenArgs),
     /// Check the hosts before an install (--pre: root, free ports, swap, clock, hostnames) or the
     /// cluster after it (--post: every host a Ready node); exit 1 when a check fails
     Check(CheckArgs),
@@ -281,6 +285,27 @@ pub struct CertArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// The cluster image of the running cluster's Kubernetes version
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub hosts: HostFlags,
+    /// Refuse hosts whose ssh host key is not in the state yet
+    #[arg(long)]
+    pub strict_host_keys: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources are applied at once
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,

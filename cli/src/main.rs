@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         Command::Join(a) => commands::run::join(&ctx, a),
         Command::Delete(a) => commands::run::delete(&ctx, a),
         Command::Cert(a) => commands::run::cert(&ctx, a),
+        Command::Gen(a) => commands::run::gen(&ctx, a),
         Command::State(StateCommand::List(a)) => commands::state::list(&ctx, a),
         Command::State(StateCommand::Show(a)) => commands::state::show(&ctx, a),
         Command::State(StateCommand::Migrate(a)) => commands::state::migrate(&ctx, a),

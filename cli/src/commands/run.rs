@@ -3,14 +3,13 @@
 use sealer_cli::ops;
 use sealer_cli::ops::run::RunRequest;
 
-use crate::args::{ApplyArgs, CertArgs, DeleteArgs, JoinArgs, RunArgs};
+use crate::args::{ApplyArgs, CertArgs, DeleteArgs, GenArgs, HostFlags, JoinArgs, RunArgs};
 use crate::render::progress::TransferBar;
 use crate::{Context, Outcome};
 
-pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
-    let hosts = args.hosts;
-    let request = RunRequest {
-        image: args.image.clone(),
+fn request(image: String, hosts: HostFlags, env: Vec<String>, cmd_args: Vec<String>) -> RunRequest {
+    RunRequest {
+        image,
         masters: hosts.masters,
         nodes: hosts.nodes,
         user: hosts.user,
@@ -18,18 +17,27 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
         private_key: hosts.pk,
         key_passphrase: hosts.pk_passwd,
         port: hosts.port,
-        env: args.env,
-        cmd_args: args.cmd_args,
+        env,
+        cmd_args,
         cluster_name: hosts.cluster_name,
-    };
-    // The flags first: their mistakes are found without the network, before any pull.
-    let target = ops::run::target(&ctx.ws, &request)?;
-    if ctx.ws.images().get(&request.image).is_err() {
-        println!("image `{}` is not in the local store: pulling it", request.image);
     }
-    if let Some(pulled) = ops::images::ensure_local(&ctx.ws, &request.image, TransferBar::for_stdout().as_ref())? {
+}
+
+fn ensure_image(ctx: &Context, image: &str) -> anyhow::Result<()> {
+    if ctx.ws.images().get(image).is_err() {
+        println!("image `{image}` is not in the local store: pulling it");
+    }
+    if let Some(pulled) = ops::images::ensure_local(&ctx.ws, image, TransferBar::for_stdout().as_ref())? {
         println!("pulled {} {}", pulled.config.name, pulled.manifest_digest);
     }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
+    let request = request(args.image, args.hosts, args.env, args.cmd_args);
+    // The flags first: their mistakes are found without the network, before any pull.
+    let target = ops::run::target(&ctx.ws, &request)?;
+    ensure_image(ctx, &request.image)?;
     let prepared = ops::run::prepare(&ctx.ws, &request, target)?;
     if prepared.application {
         let what = if prepared.joined { "joins" } else { "is already in" };
@@ -86,6 +94,25 @@ pub fn cert(ctx: &Context, args: CertArgs) -> anyhow::Result<Outcome> {
     let path = ops::run::clusterfile_path(&ctx.ws, &cluster)?;
     let prepared = ops::run::prepare_cert(&ctx.ws, &cluster, &args.alt_names)?;
     apply_prepared(ctx, &prepared, apply_args(path, args.auto_approve, 10, args.no_progress))
+}
+
+/// `sealer gen`: the running cluster read, its Clusterfile written and its members imported, then the
+/// rest applied. A declined or failed apply keeps both: `sealer apply -f` of the Clusterfile goes on.
+pub fn gen(ctx: &Context, args: GenArgs) -> anyhow::Result<Outcome> {
+    let request = request(args.image, args.hosts, Vec::new(), Vec::new());
+    // The flags first, as `run`'s.
+    ops::run::target(&ctx.ws, &request)?;
+    ensure_image(ctx, &request.image)?;
+    let generated = ops::gen::generate(&ctx.ws, &request, args.strict_host_keys)?;
+    let path = generated.prepared.path;
+    println!("Clusterfile: {}", path.display());
+    let imported: Vec<String> = generated.imported.iter().map(ToString::to_string).collect();
+    println!("Imported from the running cluster (nothing on its hosts changed): {}", imported.join(", "));
+    let apply = ApplyArgs {
+        strict_host_keys: args.strict_host_keys,
+        ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress)
+    };
+    super::apply::run(ctx, apply, false)
 }
 
 fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod check;
 pub mod exec;
+pub mod gen;
 pub mod hosts;
 pub mod images;
 pub mod metrics;

@@ -60,12 +60,12 @@ pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> anyhow::Result<PathBuf
 /// What `run` acts on, found and checked from the flags and the state alone: nothing here needs the image,
 /// so a mistake in the flags is reported before anything is pulled.
 pub struct Target {
-    cluster: String,
-    path: PathBuf,
+    pub(super) cluster: String,
+    pub(super) path: PathBuf,
     /// The Clusterfile `run` kept for the cluster, if any.
     previous: Option<String>,
     /// The Clusterfile the flags mean for a new cluster (it parses); `None` when the state has the cluster.
-    new_text: Option<String>,
+    pub(super) new_text: Option<String>,
 }
 
 /// What `run` is about to do.

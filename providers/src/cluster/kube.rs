@@ -58,6 +58,14 @@ pub struct NodeStatus {
     pub addresses: Vec<NodeAddress>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    #[serde(default, rename = "nodeInfo")]
+    pub node_info: NodeInfo,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NodeInfo {
+    #[serde(default, rename = "kubeletVersion")]
+    pub kubelet_version: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

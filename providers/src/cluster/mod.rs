@@ -23,6 +23,7 @@ mod registry;
 mod relay;
 pub mod remote;
 mod state_copy;
+mod takeover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -44,6 +45,7 @@ pub use hooks::{recorded_schedules, recorded_watches, ScheduledHook};
 pub use relay::{relayed, relaying_hosts, CopyEvent, CopyProgress, Distribution};
 pub use remote::{forget_unreachable_hosts, Remote, SshRemote};
 pub use state_copy::STATE_CONFIGMAP;
+pub use takeover::{Running, RunningNode};
 
 use crate::error::{ProviderError, TransportError};
 use crate::image::store::StoredImage;
