@@ -52,6 +52,8 @@ pub enum ProviderError {
     /// A command succeeded but printed something sealer cannot use (invalid JSON, no join command).
     #[error("{what} on `{host}`: {message}")]
     Unexpected { host: IpAddr, what: String, message: String },
+    #[error("`{host}` is no control-plane member of a kubeadm cluster: it has no /etc/kubernetes/admin.conf")]
+    NotControlPlane { host: IpAddr },
     #[error("the hostname of `{host}` is `{now}` after setting `{wanted}`")]
     HostnameNotSet { host: IpAddr, wanted: String, now: String },
     #[error("Config `{path}`: {message}")]

@@ -251,3 +251,133 @@ fn join_then_delete_a_node_then_delete_all() {
     assert_eq!(stdout(&listed).trim(), "", "the state holds nothing");
     assert!(tb.exec_ok(0, "cat /var/log/sim-k8s/kubeadm-history.log").trim_end().ends_with("reset completed"));
 }
+
+/// `sealer gen` takes over a cluster an operator installed by hand (binaries copied with ssh, `kubeadm
+/// init` and `kubeadm join` run on the hosts): the flags that misdeclare it are refused with every reason
+/// and nothing written; the takeover imports both members without running kubeadm on them, delivers what
+/// sealer adds, and leaves a clean plan; `sealer join` then grows the cluster.
+#[test]
+fn gen_takes_over_a_cluster_installed_by_hand_and_its_next_plan_is_clean() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    sealer_tests::build_simulated_image(&home, dir.path());
+    let (m, n, extra, key) =
+        (tb.ips[0].to_string(), tb.ips[1].to_string(), tb.ips[2].to_string(), tb.key.display().to_string());
+    let run = |args: &[&str]| sealer(&home, &work, args);
+
+    // By hand: the distribution's files copied over ssh, its runtime started, kubeadm init on the master
+    // (with a pod network and a certificate name of the operator's), kubeadm join on the node.
+    let files = dir.path().join("k8s");
+    let rootfs = sealer_tests::repo_root().join("examples/images/simulated-k8s/rootfs");
+    std::fs::create_dir_all(&files).unwrap();
+    let copy = format!(
+        "set -e; cp -a {}/. {f}/; cp /usr/bin/etcd /usr/bin/etcdctl {f}/bin/; \
+         cp /usr/lib/google-cloud-sdk/bin/kubectl.1.29 {f}/bin/kubectl",
+        rootfs.display(),
+        f = files.display()
+    );
+    assert!(std::process::Command::new("sh").arg("-c").arg(&copy).status().unwrap().success());
+    for ip in [&m, &n] {
+        let ship = format!(
+            "tar -C {} -cf - . | ssh -i {key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o LogLevel=ERROR root@{ip} 'mkdir -p /opt/k8s && tar -C /opt/k8s -xf - && sh /opt/k8s/scripts/init.sh'",
+            files.display()
+        );
+        let out = std::process::Command::new("sh").arg("-c").arg(&ship).output().unwrap();
+        assert!(out.status.success(), "{ip}: {}", stderr(&out));
+    }
+    for i in 0..2 {
+        // On the PATH (the simulation finds its modules beside the real path of its tools).
+        tb.exec_ok(
+            i,
+            "for b in /opt/k8s/bin/*; do printf '#!/bin/sh\\nexec %s \"$@\"\\n' \"$b\" > /usr/local/bin/${b##*/}; \
+             chmod 755 /usr/local/bin/${b##*/}; done",
+        );
+    }
+    let config = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: InitConfiguration\n\
+         localAPIEndpoint: {{advertiseAddress: {m}, bindPort: 6443}}\n\
+         nodeRegistration: {{criSocket: unix:///run/sealer-sim-containerd/containerd.sock}}\n---\n\
+         apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nkubernetesVersion: v1.29.14\n\
+         controlPlaneEndpoint: apiserver.cluster.local:6443\n\
+         networking: {{podSubnet: 10.244.0.0/16, serviceSubnet: 10.96.0.0/12}}\n\
+         apiServer: {{certSANs: [hand.example.test]}}\n---\n\
+         apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: cgroupfs\n"
+    );
+    tb.exec_ok(
+        0,
+        &format!(
+            "echo '{m} apiserver.cluster.local' >> /etc/hosts && printf '%s' '{config}' > /root/kubeadm.yaml && \
+             kubeadm init --config /root/kubeadm.yaml"
+        ),
+    );
+    let join = tb.exec_ok(0, "kubeadm token create --print-join-command");
+    tb.exec_ok(
+        1,
+        &format!(
+            "echo '{m} apiserver.cluster.local' >> /etc/hosts && \
+             {} --cri-socket unix:///run/sealer-sim-containerd/containerd.sock",
+            join.trim()
+        ),
+    );
+    let history = |i: usize| tb.exec_ok(i, "cat /var/log/sim-k8s/kubeadm-history.log");
+    let by_hand = [history(0), history(1)];
+    let kept = work.join(".sealer/my-cluster/Clusterfile");
+    let gen = |masters: &str, nodes: Option<&str>| {
+        let mut args = vec!["gen", "--image", sealer_tests::SIMULATED_IMAGE, "-m", masters];
+        if let Some(nodes) = nodes {
+            args.extend(["-n", nodes]);
+        }
+        args.extend(["--pk", key.as_str(), "--auto-approve", "--no-progress"]);
+        run(&args)
+    };
+
+    // Misdeclared: every reason at once, and neither a Clusterfile nor a state written.
+    let wrong = gen(&m, Some(&extra));
+    assert_eq!(wrong.status.code(), Some(1), "{}", stdout(&wrong));
+    let why = stderr(&wrong);
+    for reason in [
+        format!("{extra} is not a node of the cluster"),
+        format!("({n}) is not in --masters or --nodes: a cluster is taken over whole"),
+    ] {
+        assert!(why.contains(&reason), "{reason}: {why}");
+    }
+    let worker_first = stderr(&gen(&n, Some(&m)));
+    let no_master = format!("through {n}, the first of --masters: `{n}` is no control-plane member");
+    assert!(worker_first.contains(&no_master), "{worker_first}");
+    assert!(!kept.exists(), "nothing written");
+    assert_eq!(stdout(&run(&["state", "list", "--cluster", "my-cluster"])).trim(), "");
+
+    let taken = ok(&gen(&m, Some(&n)));
+    let imported = format!("(nothing on its hosts changed): kubeadm-init.{m}, kubeadm-join.{n}");
+    assert!(taken.contains(&imported), "{taken}");
+    assert!(taken.contains("Apply complete!"), "{taken}");
+    assert_eq!([history(0), history(1)], by_hand, "kubeadm never ran on the members");
+    let clusterfile = std::fs::read_to_string(&kept).unwrap();
+    for setting in ["podSubnet: 10.244.0.0/16", "hand.example.test", "Written by `sealer gen`"] {
+        assert!(clusterfile.contains(setting), "{setting}: {clusterfile}");
+    }
+    let registry_name = format!("{m} sea.hub");
+    assert!(
+        tb.exec_ok(1, "cat /etc/hosts").lines().any(|l| l.trim() == registry_name),
+        "the node pulls through the cluster's registry"
+    );
+    let plan = run(&["plan", "-f", kept.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    let again = gen(&m, Some(&n));
+    assert!(stderr(&again).contains("already in the state"), "{}", stderr(&again));
+
+    // The cluster taken over grows as any other: a node joins with sealer.
+    let joined = ok(&run(&["join", "-n", &extra, "--pk", &key, "--auto-approve", "--no-progress"]));
+    assert!(joined.contains("Apply complete!"), "{joined}");
+    let nodes = tb.exec_ok(0, "KUBECONFIG=/etc/kubernetes/admin.conf kubectl get nodes -o name");
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert_eq!([history(0), history(1)], by_hand, "the members were left as they were");
+    let plan = run(&["plan", "-f", kept.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+}

@@ -57,7 +57,7 @@ pub fn generate(ws: &Workspace, req: &RunRequest, strict_host_keys: bool) -> any
     let provider = super::hosts::api_provider(ws, &cf, &empty, strict_host_keys, first, logs.path().to_path_buf())?;
     let running = ws
         .block_on(provider.running(&hosts))?
-        .map_err(|e| anyhow::anyhow!("reading the running cluster through {first}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("reading the running cluster through {first}, the first of --masters: {e}"))?;
     let live: Yaml = serde_yaml::from_str(&running.cluster_configuration)
         .context("kube-system/kubeadm-config: its ClusterConfiguration is not YAML")?;
     let (facts, _) = super::images::facts(ws, &cf)?;

@@ -124,7 +124,7 @@ impl Cx {
         self.run(ip, &self.exclusive_kubeadm("version >/dev/null"), b"").await.map(|_| ())
     }
 
-    async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
+    pub(super) async fn initialised(&self, ip: IpAddr, file: &str) -> Result<bool> {
         self.holds(ip, &format!("-f /etc/kubernetes/{file}")).await
     }
 

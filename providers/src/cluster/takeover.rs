@@ -52,6 +52,9 @@ impl ClusterProvider {
     /// it, the host's own before) and `hosts`' `/etc/hosts`.
     pub async fn running(&self, hosts: &[IpAddr]) -> Result<Running, ProviderError> {
         let cx = &self.0;
+        if !cx.initialised(cx.ctx.first_master, "admin.conf").await? {
+            return Err(ProviderError::NotControlPlane { host: cx.ctx.first_master });
+        }
         let nodes = cx.nodes().await?.items.iter().map(RunningNode::of).collect();
         let config: kube::ConfigMap = cx.get("--namespace kube-system configmap kubeadm-config").await?;
         let cluster_configuration =
