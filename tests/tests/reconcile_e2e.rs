@@ -404,4 +404,20 @@ fn seed_004s_installer_installs_what_its_configuration_enables() {
     let _ = child.wait();
     // At most one interval to the next tick, then that tick's refresh and plan before its hooks.
     assert!(took <= interval + Duration::from_secs(6), "logging took {took:?} (interval {interval:?})");
+    // What the hook printed on stdout (every run) is nowhere: not in reconcile's output, not in a file of
+    // the workstation (logs, state, Clusterfile), not in a file of the master it ran on.
+    let canary = "Hook-Stdout-Canary-42";
+    let lines = events.lock().unwrap().join("\n");
+    assert!(!lines.contains(canary), "{lines}");
+    let local = Command::new("grep").args(["-rl", canary]).arg(d).output().unwrap();
+    assert_eq!(stdout(&local), "", "files of the workstation hold the hook's stdout");
+    let remote = exec(&tb, 0, &format!("grep -rls {canary} /var/lib/sealer /var/log /tmp /root /etc || true"));
+    assert_eq!(remote, "", "files of the master hold the hook's stdout");
+    let ran = exec(
+        &tb,
+        0,
+        "cd /var/lib/sealer/my-cluster/rootfs && echo '[{\"objects\": [{\"object\": {\"data\": {}}}]}]' > /tmp/c && \
+         BINDING_CONTEXT_PATH=/tmp/c METRICS_PATH=/tmp/m hooks/installer",
+    );
+    assert!(ran.contains(canary), "the hook does print it: {ran}");
 }
