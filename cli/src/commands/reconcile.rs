@@ -83,7 +83,7 @@ fn report(tick: &reconcile::Tick, seconds: f64, json: bool) {
             .iter()
             .map(|r| {
                 let binding = if r.event.is_some() { "binding" } else { "schedule" };
-                serde_json::json!({"hook": r.path, binding: r.binding, "event": r.event, "ok": r.outcome.is_ok(), "error": r.outcome.as_ref().err()})
+                serde_json::json!({"hook": r.path, binding: r.binding, "event": r.event, "ok": r.outcome.is_ok(), "error": r.outcome.as_ref().err().map(ToString::to_string)})
             })
             .collect();
         let event = serde_json::json!({

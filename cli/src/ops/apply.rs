@@ -323,7 +323,7 @@ impl<'a> Session<'a> {
                     metrics,
                 };
                 match provider.look(hook, watching.as_ref()).await {
-                    Err(e) => runs.push(run("watch".into(), Err(e.to_string()), Vec::new())),
+                    Err(e) => runs.push(run("watch".into(), Err(e), Vec::new())),
                     Ok(look) => {
                         // As shell-operator: a context whose run fails (without allowFailure) is given again
                         // on the next tick, and the ones after it wait for it.
@@ -450,10 +450,12 @@ async fn publish_state(provider: &ClusterProvider, store: &dyn StateStore, clust
 }
 
 /// A hook run's outcome and metrics.
-fn split(run: Result<Vec<String>, sealer_providers::ProviderError>) -> (Result<(), String>, Vec<String>) {
+fn split(
+    run: Result<Vec<String>, sealer_providers::ProviderError>,
+) -> (Result<(), sealer_providers::ProviderError>, Vec<String>) {
     match run {
         Ok(metrics) => (Ok(()), metrics),
-        Err(e) => (Err(e.to_string()), Vec::new()),
+        Err(e) => (Err(e), Vec::new()),
     }
 }
 

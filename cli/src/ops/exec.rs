@@ -36,7 +36,7 @@ pub struct ExecRequest {
 pub struct HostRun {
     pub ip: IpAddr,
     pub role: Role,
-    pub outcome: Result<ExecOutput, String>,
+    pub outcome: Result<ExecOutput, sealer_providers::ProviderError>,
 }
 
 impl HostRun {
@@ -103,7 +103,7 @@ pub fn exec(
         let runs = futures_util::stream::iter(chosen.into_iter().map(|(ip, role)| {
             let remote = remote.clone();
             async move {
-                let outcome = remote.exec(ip, &req.command, b"").await.map_err(|e| e.to_string());
+                let outcome = remote.exec(ip, &req.command, b"").await;
                 HostRun { ip, role, outcome }
             }
         }))

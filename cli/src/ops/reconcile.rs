@@ -69,7 +69,7 @@ pub struct HookRun {
     /// For a `kubernetes` binding: `Synchronization`, or the event and its object (`Added configmap/x`).
     pub event: Option<String>,
     pub allow_failure: bool,
-    pub outcome: Result<(), String>,
+    pub outcome: Result<(), sealer_providers::ProviderError>,
     pub metrics: Vec<String>,
 }
 

@@ -91,6 +91,22 @@ async fn dependencies_finish_before_dependents_start() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unchanged_resource_still_orders_what_it_sits_between() {
+    // An imported init (nothing to do) between the image it needs and the guest that needs it.
+    let p = plan(vec![
+        change("image", Action::Create, &[]),
+        change("init", Action::NoOp, &["image"]),
+        change("kept", Action::NoOp, &["init"]),
+        change("guest", Action::Create, &["kept"]),
+    ]);
+    let fake = Arc::new(Fake::default());
+    let (report, recorded) = run(&p, fake.clone(), 10, CancelFlag::default()).await;
+    assert!(report.succeeded());
+    assert_eq!(recorded, ["image", "guest"]);
+    assert_eq!(*fake.log.lock().unwrap(), ["start image", "end image", "start guest", "end guest"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn parallelism_is_bounded() {
     let p = plan((0..20).map(|i| change(&i.to_string(), Action::Create, &[])).collect());
     let fake = Arc::new(Fake::default());

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::error::BoxError;
 use crate::plan::{Action, Plan, ResourceChange};
-use crate::resource::Attributes;
+use crate::resource::{Address, Attributes};
 
 /// The longest chain one round trip carries.
 const MAX_CHAIN: usize = 64;
@@ -72,6 +72,32 @@ pub(super) struct Walk {
     tasks: HashMap<tokio::task::Id, Vec<usize>>,
 }
 
+/// The changes among `deps` and, through every unchanged resource among them, what it depends on: a
+/// resource with nothing to do still orders what it sits between (a guest after an imported init still
+/// waits for the image the init depended on).
+fn through_unchanged(
+    deps: &[Address],
+    index: &HashMap<&Address, usize>,
+    unchanged: &HashMap<&Address, &ResourceChange>,
+) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut seen: std::collections::HashSet<&Address> = std::collections::HashSet::new();
+    let mut stack: Vec<&Address> = deps.iter().collect();
+    while let Some(dep) = stack.pop() {
+        if !seen.insert(dep) {
+            continue;
+        }
+        if let Some(&j) = index.get(dep) {
+            found.push(j);
+        } else if let Some(change) = unchanged.get(dep) {
+            stack.extend(change.depends_on.iter());
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
 impl Walk {
     pub(super) fn new(
         plan: &Plan,
@@ -96,17 +122,17 @@ impl Walk {
             })
             .collect();
         let index: HashMap<_, usize> = changes.iter().enumerate().map(|(i, c)| (&c.address, i)).collect();
+        let unchanged: HashMap<_, &ResourceChange> =
+            plan.changes.iter().filter(|c| c.action == Action::NoOp).map(|c| (&c.address, c)).collect();
         // Creates and updates wait for their dependencies; a delete waits for the deletion of whatever
         // depended on it.
         let mut edges = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
-            for dep in &node.change.depends_on {
-                if let Some(&j) = index.get(dep) {
-                    match (node.is_delete, nodes[j].is_delete) {
-                        (false, false) => edges.push((j, i)),
-                        (true, true) => edges.push((i, j)),
-                        _ => {}
-                    }
+            for j in through_unchanged(&node.change.depends_on, &index, &unchanged) {
+                match (node.is_delete, nodes[j].is_delete) {
+                    (false, false) => edges.push((j, i)),
+                    (true, true) => edges.push((i, j)),
+                    _ => {}
                 }
             }
         }

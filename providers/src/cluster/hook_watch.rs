@@ -163,31 +163,43 @@ fn label_key(key: &str) -> bool {
     (prefix.is_empty() || word(prefix, b".-")) && name.len() <= 63 && word(name, b"-_.")
 }
 
+/// What is wrong with a binding's LabelSelector.
+#[derive(Debug, thiserror::Error)]
+enum SelectorError {
+    #[error("`{0}={1}` is not a label")]
+    Label(String, String),
+    #[error("`{0}` is not a label key with label values")]
+    Expression(String),
+    #[error("`{key}` {operator}: {}", if *.needs { "needs values" } else { "takes no values" })]
+    Values { key: String, operator: String, needs: bool },
+    #[error("operator `{0}` is not In, NotIn, Exists or DoesNotExist")]
+    Operator(String),
+}
+
 /// A LabelSelector in the API's text form, or what is wrong with it.
-fn render_selector(s: &LabelSelector) -> std::result::Result<String, String> {
+fn render_selector(s: &LabelSelector) -> std::result::Result<String, SelectorError> {
     let label = label_key;
     let mut parts = Vec::new();
     for (k, v) in &s.match_labels {
         if !label(k) || !(v.is_empty() || word(v, b"-_.")) {
-            return Err(format!("`{k}={v}` is not a label"));
+            return Err(SelectorError::Label(k.clone(), v.clone()));
         }
         parts.push(format!("{k}={v}"));
     }
     for e in &s.match_expressions {
         if !label(&e.key) || e.values.iter().any(|v| !(v.is_empty() || word(v, b"-_."))) {
-            return Err(format!("`{}` is not a label key with label values", e.key));
+            return Err(SelectorError::Expression(e.key.clone()));
         }
         let needs_values = matches!(e.operator.as_str(), "In" | "NotIn");
         if needs_values == e.values.is_empty() {
-            let what = if needs_values { "needs values" } else { "takes no values" };
-            return Err(format!("`{}` {}: {what}", e.key, e.operator));
+            return Err(SelectorError::Values { key: e.key.clone(), operator: e.operator.clone(), needs: needs_values });
         }
         parts.push(match e.operator.as_str() {
             "In" => format!("{} in ({})", e.key, e.values.join(",")),
             "NotIn" => format!("{} notin ({})", e.key, e.values.join(",")),
             "Exists" => e.key.clone(),
             "DoesNotExist" => format!("!{}", e.key),
-            other => return Err(format!("operator `{other}` is not In, NotIn, Exists or DoesNotExist")),
+            other => return Err(SelectorError::Operator(other.to_string())),
         });
     }
     Ok(parts.join(","))

@@ -239,11 +239,22 @@ enum LayerError {
 
 /// `sha256:` and 64 lowercase hex digits: the only digests blobs are fetched and kept under (a digest
 /// names a file in `images/.partial/` and in an archive's `blobs/`).
-fn checked_digest(digest: &str) -> Result<&str, String> {
+fn checked_digest(digest: &str) -> Result<&str, ManifestRefused> {
     digest
         .strip_prefix("sha256:")
         .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .ok_or_else(|| format!("`{digest}` is not a sha256 digest"))
+        .ok_or_else(|| ManifestRefused::Digest(digest.to_string()))
+}
+
+/// Why the layers a manifest lists cannot be pulled.
+#[derive(Debug, thiserror::Error)]
+enum ManifestRefused {
+    #[error("`{0}` is not a sha256 digest")]
+    Digest(String),
+    #[error("layer piece {0} does not say which layer it is of ({PIECE_OF_ANNOTATION})")]
+    PieceOfNothing(String),
+    #[error("layer media type `{0}` is not an OCI layer")]
+    MediaType(String),
 }
 
 /// The SHA-256 of a file, read a MiB at a time.
@@ -480,7 +491,7 @@ pub async fn pull(
     let oci: serde_json::Value = serde_json::from_str(&config).map_err(|e| refused(e.to_string()))?;
     let layers = match layer_groups(&manifest.layers) {
         Ok(layers) => layers,
-        Err(message) => return Err(refused(message)),
+        Err(why) => return Err(refused(why.to_string())),
     };
     let work = store.work_dir()?;
     let mut partials = Vec::new();
@@ -534,16 +545,13 @@ struct PulledLayer<'a> {
 }
 
 /// Puts a manifest's layers together: consecutive pieces of the same layer are one layer.
-fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, String> {
+fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, ManifestRefused> {
     let mut layers: Vec<PulledLayer> = Vec::new();
     for d in descriptors {
         checked_digest(&d.digest)?;
         if d.media_type == LAYER_PIECE_MEDIA_TYPE {
             let Some(whole) = d.annotations.as_ref().and_then(|a| a.get(PIECE_OF_ANNOTATION)) else {
-                return Err(format!(
-                    "layer piece {} does not say which layer it is of ({PIECE_OF_ANNOTATION})",
-                    d.digest
-                ));
+                return Err(ManifestRefused::PieceOfNothing(d.digest.clone()));
             };
             checked_digest(whole)?;
             match layers.last_mut() {
@@ -554,7 +562,7 @@ fn layer_groups(descriptors: &[OciDescriptor]) -> Result<Vec<PulledLayer<'_>>, S
         }
         let gzip = d.media_type.ends_with("gzip");
         if d.media_type != IMAGE_LAYER_MEDIA_TYPE && !gzip {
-            return Err(format!("layer media type `{}` is not an OCI layer", d.media_type));
+            return Err(ManifestRefused::MediaType(d.media_type.clone()));
         }
         layers.push(PulledLayer { blobs: vec![d], gzip, whole_digest: None });
     }
@@ -694,7 +702,7 @@ pub fn load(store: &ImageStore, file: &Path) -> Result<Vec<ImageConfig>, ImageEr
         }
         let blobs = layout.join("blobs/sha256");
         let blob = |digest: &str| -> Result<Vec<u8>, ImageError> {
-            let data = std::fs::read(blobs.join(checked_digest(digest).map_err(&fail)?))
+            let data = std::fs::read(blobs.join(checked_digest(digest).map_err(|e| fail(e.to_string()))?))
                 .map_err(|e| fail(format!("blob {digest}: {e}")))?;
             if sha256(&data) != digest {
                 return Err(fail(format!("blob {digest} does not match its digest")));
@@ -772,12 +780,12 @@ mod tests {
         assert_eq!((groups[1].blobs.len(), groups[1].whole_digest.as_deref()), (3, Some(whole.as_str())));
 
         descriptors[0].digest = "sha256:../../etc/passwd".into();
-        assert!(layer_groups(&descriptors).unwrap_err().contains("is not a sha256 digest"));
+        assert!(layer_groups(&descriptors).unwrap_err().to_string().contains("is not a sha256 digest"));
         descriptors[0].digest = small_digest;
         descriptors[1].annotations = None;
-        assert!(layer_groups(&descriptors).unwrap_err().contains("does not say which layer it is of"));
+        assert!(layer_groups(&descriptors).unwrap_err().to_string().contains("does not say which layer it is of"));
         descriptors[1].media_type = "text/plain".into();
-        assert!(layer_groups(&descriptors).unwrap_err().contains("`text/plain` is not an OCI layer"));
+        assert!(layer_groups(&descriptors).unwrap_err().to_string().contains("`text/plain` is not an OCI layer"));
     }
 
     #[derive(Debug)]

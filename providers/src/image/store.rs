@@ -532,6 +532,21 @@ fn copy_target(target: &Path, from: &Path, whole_dir: bool, into: bool, dest: &s
     }
 }
 
+/// Why a path a Kubefile names is refused, said after the path.
+#[derive(Debug, thiserror::Error)]
+enum PathRefused {
+    #[error("leaves its directory")]
+    Leaves,
+    #[error("goes through the link `{}`", .0.display())]
+    Link(PathBuf),
+    #[error("is not a valid pattern: `{0}` has a `[` without its `]`")]
+    BadPattern(String),
+    #[error("cannot be listed: {0}")]
+    Unlisted(std::io::Error),
+    #[error("matches nothing in the build context")]
+    NoMatch,
+}
+
 /// `relative` under `base`, refusing absolute paths and `..`.
 /// The path is rebuilt from its components: a trailing `/` (`link_out/`) would make the system follow a
 /// link that the component walk of [`beneath`] allowed as the last one, and copy what it points at.
@@ -545,19 +560,16 @@ fn inside(base: &Path, relative: &str) -> Option<PathBuf> {
 
 /// `relative` under `base`, refusing absolute paths, `..`, and any component that is a symbolic link (the
 /// last one too unless `last_may_link`: a link named as a COPY source is copied as the link it is).
-fn beneath(base: &Path, relative: &str, last_may_link: bool) -> Result<PathBuf, String> {
-    let path = inside(base, relative).ok_or("leaves its directory")?;
-    let rel = path.strip_prefix(base).map_err(|_| "leaves its directory")?.to_path_buf();
+fn beneath(base: &Path, relative: &str, last_may_link: bool) -> Result<PathBuf, PathRefused> {
+    let path = inside(base, relative).ok_or(PathRefused::Leaves)?;
+    let rel = path.strip_prefix(base).map_err(|_| PathRefused::Leaves)?.to_path_buf();
     let count = rel.components().count();
     let mut walked = base.to_path_buf();
     for (i, component) in rel.components().enumerate() {
         walked.push(component);
         match fs::symlink_metadata(&walked) {
             Ok(m) if m.file_type().is_symlink() && !(last_may_link && i + 1 == count) => {
-                return Err(format!(
-                    "goes through the link `{}`",
-                    walked.strip_prefix(base).unwrap_or(&walked).display()
-                ));
+                return Err(PathRefused::Link(walked.strip_prefix(base).unwrap_or(&walked).to_path_buf()));
             }
             Ok(_) => {}
             Err(_) => break,
@@ -574,13 +586,13 @@ fn is_pattern(source: &str) -> bool {
 /// The context paths a COPY source names: itself, or for a pattern every path it matches (sorted), each
 /// component matched against the entries of a real directory of the context (links are not walked into).
 /// A pattern that matches nothing is an error, as in Docker.
-fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, String> {
+fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, PathRefused> {
     if !is_pattern(source) {
         return Ok(vec![source.to_string()]);
     }
     // A pattern stays in the context: no `..`, no absolute path, no link walked through.
     if source.starts_with('/') || source.split('/').any(|c| c == "..") {
-        return Err("leaves its directory".into());
+        return Err(PathRefused::Leaves);
     }
     let components: Vec<&str> = source.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     let mut found = vec![String::new()];
@@ -601,10 +613,10 @@ fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, String> {
                 continue;
             }
             if glob_tokens(&component.chars().collect::<Vec<_>>()).is_none() {
-                return Err(format!("is not a valid pattern: `{component}` has a `[` without its `]`"));
+                return Err(PathRefused::BadPattern(component.to_string()));
             }
             let pattern: Vec<char> = component.chars().collect();
-            for entry in fs::read_dir(&path).map_err(|e| format!("cannot be listed: {e}"))?.flatten() {
+            for entry in fs::read_dir(&path).map_err(PathRefused::Unlisted)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if pattern_matches(&pattern, &name.chars().collect::<Vec<_>>()) {
                     next.push(join(&name));
@@ -617,7 +629,7 @@ fn expand_pattern(context: &Path, source: &str) -> Result<Vec<String>, String> {
         found.into_iter().filter(|rel| !rel.is_empty() && fs::symlink_metadata(context.join(rel)).is_ok()).collect();
     found.sort();
     if found.is_empty() {
-        return Err("matches nothing in the build context".into());
+        return Err(PathRefused::NoMatch);
     }
     Ok(found)
 }
