@@ -297,9 +297,6 @@ pub struct GenArgs {
     pub image: String,
     #[command(flatten)]
     pub hosts: HostFlags,
-    /// Refuse hosts whose ssh host key is not in the state yet
-    #[arg(long)]
-    pub strict_host_keys: bool,
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,

@@ -1,10 +1,15 @@
 //! The day-to-day verbs on real sshd hosts. `sealer exec`: selection by role and address, each line
 //! prefixed with its host, the worst host's status as the exit code (255 for a host the command never ran
 //! on), a non-root login whose sudo asks a password, and that password nowhere in what sealer printed or
-//! left. `sealer join`, `sealer delete` and `sealer cert` on a cluster `sealer run` made.
+//! left. `sealer join`, `sealer delete` and `sealer cert` on a cluster `sealer run` made; `sealer gen` of a
+//! cluster installed by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sealer_tests::{ok, sealer_at as sealer, stderr, stdout, testbed_available, Testbed};
+use std::process::Command;
+
+use sealer_tests::{
+    ok, sealer_at as sealer, sealer_at_with_stdin, stderr, stdout, testbed_available, Testbed, TESTBED_ROOT_PASSWORD,
+};
 
 const PASSWORD: &str = "Exec-Canary-Pw-31";
 
@@ -325,20 +330,36 @@ fn gen_takes_over_a_cluster_installed_by_hand_and_its_next_plan_is_clean() {
             join.trim()
         ),
     );
-    let history = |i: usize| tb.exec_ok(i, "cat /var/log/sim-k8s/kubeadm-history.log");
-    let by_hand = [history(0), history(1)];
+    // What kubeadm made and ran on each member, as it left it: any init, join, reset or reconfiguration
+    // (phases included) changes it.
+    let members = || {
+        let files = "cat /var/log/sim-k8s/kubeadm-history.log; md5sum /etc/kubernetes/*.conf \
+                     /etc/kubernetes/pki/*.crt /etc/kubernetes/manifests/* 2>/dev/null; true";
+        let config = tb.exec_ok(
+            0,
+            "KUBECONFIG=/etc/kubernetes/admin.conf kubectl get configmap -n kube-system kubeadm-config \
+             -o jsonpath='{.data.ClusterConfiguration}'",
+        );
+        [tb.exec_ok(0, files), tb.exec_ok(1, files), config]
+    };
+    let by_hand = members();
     let kept = work.join(".sealer/my-cluster/Clusterfile");
-    let gen = |masters: &str, nodes: Option<&str>| {
+    let gen = |masters: &str, nodes: Option<&str>| -> Vec<String> {
         let mut args = vec!["gen", "--image", sealer_tests::SIMULATED_IMAGE, "-m", masters];
         if let Some(nodes) = nodes {
             args.extend(["-n", nodes]);
         }
-        args.extend(["--pk", key.as_str(), "--auto-approve", "--no-progress"]);
-        run(&args)
+        args.extend(["-p", TESTBED_ROOT_PASSWORD, "--no-progress"]);
+        args.into_iter().map(str::to_string).collect()
+    };
+    let gen_approved = |masters: &str, nodes: Option<&str>| {
+        let mut args = gen(masters, nodes);
+        args.push("--auto-approve".into());
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
     // Misdeclared: every reason at once, and neither a Clusterfile nor a state written.
-    let wrong = gen(&m, Some(&extra));
+    let wrong = gen_approved(&m, Some(&extra));
     assert_eq!(wrong.status.code(), Some(1), "{}", stdout(&wrong));
     let why = stderr(&wrong);
     for reason in [
@@ -347,21 +368,36 @@ fn gen_takes_over_a_cluster_installed_by_hand_and_its_next_plan_is_clean() {
     ] {
         assert!(why.contains(&reason), "{reason}: {why}");
     }
-    let worker_first = stderr(&gen(&n, Some(&m)));
+    let worker_first = gen_approved(&n, Some(&m));
+    assert_eq!(worker_first.status.code(), Some(1));
+    let worker_first = stderr(&worker_first);
     let no_master = format!("through {n}, the first of --masters: `{n}` is no control-plane member");
     assert!(worker_first.contains(&no_master), "{worker_first}");
     assert!(!kept.exists(), "nothing written");
     assert_eq!(stdout(&run(&["state", "list", "--cluster", "my-cluster"])).trim(), "");
+    // Declined at the confirmation: the import is taken back, and gen may run again.
+    let declined =
+        sealer_at_with_stdin(&home, &work, &gen(&m, Some(&n)).iter().map(String::as_str).collect::<Vec<_>>(), "no\n");
+    assert_ne!(declined.status.code(), Some(0), "{}", stdout(&declined));
+    assert!(stdout(&declined).contains("the import is taken back"), "{}", stdout(&declined));
+    assert!(!kept.exists(), "the Clusterfile is taken back");
+    assert_eq!(stdout(&run(&["state", "list", "--cluster", "my-cluster"])).trim(), "", "the records are taken back");
 
-    let taken = ok(&gen(&m, Some(&n)));
+    let taken = ok(&gen_approved(&m, Some(&n)));
     let imported = format!("(nothing on its hosts changed): kubeadm-init.{m}, kubeadm-join.{n}");
     assert!(taken.contains(&imported), "{taken}");
     assert!(taken.contains("Apply complete!"), "{taken}");
-    assert_eq!([history(0), history(1)], by_hand, "kubeadm never ran on the members");
+    assert_eq!(members(), by_hand, "kubeadm never ran on the members");
     let clusterfile = std::fs::read_to_string(&kept).unwrap();
     for setting in ["podSubnet: 10.244.0.0/16", "hand.example.test", "Written by `sealer gen`"] {
         assert!(clusterfile.contains(setting), "{setting}: {clusterfile}");
     }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the Clusterfile holds the ssh password");
+    let leaked = Command::new("grep").args(["-rl", TESTBED_ROOT_PASSWORD]).arg(&work).output().unwrap();
+    assert_eq!(stdout(&leaked).trim(), kept.display().to_string(), "the password is in the Clusterfile only");
+    assert!(!taken.contains(TESTBED_ROOT_PASSWORD));
     let registry_name = format!("{m} sea.hub");
     assert!(
         tb.exec_ok(1, "cat /etc/hosts").lines().any(|l| l.trim() == registry_name),
@@ -369,15 +405,15 @@ fn gen_takes_over_a_cluster_installed_by_hand_and_its_next_plan_is_clean() {
     );
     let plan = run(&["plan", "-f", kept.to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
-    let again = gen(&m, Some(&n));
+    let again = gen_approved(&m, Some(&n));
     assert!(stderr(&again).contains("already in the state"), "{}", stderr(&again));
 
     // The cluster taken over grows as any other: a node joins with sealer.
-    let joined = ok(&run(&["join", "-n", &extra, "--pk", &key, "--auto-approve", "--no-progress"]));
+    let joined = ok(&run(&["join", "-n", &extra, "--auto-approve", "--no-progress"]));
     assert!(joined.contains("Apply complete!"), "{joined}");
     let nodes = tb.exec_ok(0, "KUBECONFIG=/etc/kubernetes/admin.conf kubectl get nodes -o name");
     assert_eq!(nodes.lines().count(), 3, "{nodes}");
-    assert_eq!([history(0), history(1)], by_hand, "the members were left as they were");
+    assert_eq!(members(), by_hand, "the members were left as they were");
     let plan = run(&["plan", "-f", kept.to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
 }

@@ -97,22 +97,25 @@ pub fn cert(ctx: &Context, args: CertArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `sealer gen`: the running cluster read, its Clusterfile written and its members imported, then the
-/// rest applied. A declined or failed apply keeps both: `sealer apply -f` of the Clusterfile goes on.
+/// rest applied. When that apply applies nothing (declined, or failed before its first change), the
+/// import is taken back, so that `gen` may be run again.
 pub fn gen(ctx: &Context, args: GenArgs) -> anyhow::Result<Outcome> {
     let request = request(args.image, args.hosts, Vec::new(), Vec::new());
     // The flags first, as `run`'s.
     ops::run::target(&ctx.ws, &request)?;
     ensure_image(ctx, &request.image)?;
-    let generated = ops::gen::generate(&ctx.ws, &request, args.strict_host_keys)?;
-    let path = generated.prepared.path;
+    let generated = ops::gen::generate(&ctx.ws, &request)?;
+    let path = generated.prepared.path.clone();
     println!("Clusterfile: {}", path.display());
-    let imported: Vec<String> = generated.imported.iter().map(ToString::to_string).collect();
+    let imported: Vec<String> = generated.imported.iter().map(|r| r.address.to_string()).collect();
     println!("Imported from the running cluster (nothing on its hosts changed): {}", imported.join(", "));
-    let apply = ApplyArgs {
-        strict_host_keys: args.strict_host_keys,
-        ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress)
-    };
-    super::apply::run(ctx, apply, false)
+    let applied =
+        super::apply::run(ctx, apply_args(path, args.auto_approve, args.parallelism, args.no_progress), false);
+    if applied.is_err() && ops::state::serial(&ctx.ws, &generated.prepared.cluster)? == generated.serial {
+        ops::gen::undo(&ctx.ws, &generated)?;
+        println!("Nothing was applied: the import is taken back (state and Clusterfile as before `sealer gen`).");
+    }
+    applied
 }
 
 fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {

@@ -1,11 +1,13 @@
 //! `sealer gen`: takes over a running Kubernetes cluster that sealer did not install (sealer's `gen`,
 //! Terraform's import). The cluster is read: its nodes, kubeadm's ClusterConfiguration, and where each
 //! host's `/etc/hosts` sends the registry's name. Then two things are written together, or neither:
-//! - the Clusterfile the flags mean, beside the state, with the cluster's network and certificate names;
+//! - the Clusterfile the flags mean, beside the state, with the cluster's own ClusterConfiguration;
 //! - the members' kubeadm records, imported into the state as the hosts hold them.
 //!
-//! The apply that follows delivers only what sealer adds: the image's files, its registry, the nodes' API
-//! balancer, and each member's registry name. Kubernetes is never initialised, joined or reset there.
+//! The apply that follows delivers what sealer adds (the image's files and start-up, its registry, the
+//! nodes' API balancer, each member's registry name, the image's CMDs). Kubernetes is never initialised,
+//! joined or reset there. When that apply applies nothing (declined, or failed first), both writes are
+//! taken back ([`undo`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -21,20 +23,20 @@ use serde_yaml::{Mapping, Value as Yaml};
 use super::run::{Prepared, RunRequest};
 use super::Workspace;
 
-/// What `gen` wrote: the Clusterfile, and the addresses imported into the state.
+/// What `gen` wrote: the Clusterfile, and the records imported into the state (which then had `serial`).
 pub struct Generated {
     pub prepared: Prepared,
-    pub imported: Vec<Address>,
+    pub imported: Vec<StoredResource>,
+    pub serial: u64,
 }
 
-/// The ClusterConfiguration fields a takeover carries into the Clusterfile: what later joins and
-/// upgrades must keep (the networks and the serving certificate's names); the rest is sealer's or the
-/// image's, or kubeadm's defaults.
-const NETWORKING: [&str; 3] = ["podSubnet", "serviceSubnet", "dnsDomain"];
+/// The ClusterConfiguration fields a takeover leaves to sealer: the Kubernetes version is the image's
+/// (checked equal). The rest is the cluster's own, so that a later change of the control plane keeps it.
+const SEALERS: [&str; 3] = ["apiVersion", "kind", "kubernetesVersion"];
 
 /// Reads the running cluster the flags of `req` name, checks that sealer can take it over whole with
 /// `req.image` (every problem at once), and writes the Clusterfile and the imported records.
-pub fn generate(ws: &Workspace, req: &RunRequest, strict_host_keys: bool) -> anyhow::Result<Generated> {
+pub fn generate(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Generated> {
     let target = super::run::target(ws, req)?;
     let Some(text) = target.new_text else {
         bail!(
@@ -54,7 +56,8 @@ pub fn generate(ws: &Workspace, req: &RunRequest, strict_host_keys: bool) -> any
     let hosts: Vec<IpAddr> = cf.cluster.hosts.iter().map(|h| h.ip).collect();
     let logs = tempfile::Builder::new().prefix("sealer-gen-").tempdir()?;
     let empty = State::empty(&cf.cluster.name);
-    let provider = super::hosts::api_provider(ws, &cf, &empty, strict_host_keys, first, logs.path().to_path_buf())?;
+    // No host key is pinned before a cluster's first write: they are learned, as by `run`.
+    let provider = super::hosts::api_provider(ws, &cf, &empty, false, first, logs.path().to_path_buf())?;
     let running = ws
         .block_on(provider.running(&hosts))?
         .map_err(|e| anyhow::anyhow!("reading the running cluster through {first}, the first of --masters: {e}"))?;
@@ -73,18 +76,28 @@ pub fn generate(ws: &Workspace, req: &RunRequest, strict_host_keys: bool) -> any
     let prepared = Prepared {
         cluster: target.cluster,
         path: target.path,
-        previous: None,
+        previous: target.previous,
         text,
         application: false,
         joined: false,
     };
-    prepared.write()?;
-    if let Err(e) = record(ws, &cf.cluster.name, &records) {
-        // Neither or both: a Clusterfile without its imported records would install Kubernetes again.
-        prepared.restore()?;
-        return Err(e);
-    }
-    Ok(Generated { prepared, imported: records.into_iter().map(|r| r.address).collect() })
+    let serial = record(ws, &prepared, &records)?;
+    Ok(Generated { prepared, imported: records, serial })
+}
+
+/// Takes back what [`generate`] wrote when the apply after it applied nothing: the imported records, and
+/// the Clusterfile (an earlier one comes back).
+pub fn undo(ws: &Workspace, generated: &Generated) -> anyhow::Result<()> {
+    let cluster = &generated.prepared.cluster;
+    let mut store = ws.open_state()?;
+    let lock = store.lock(cluster, &super::who(), std::process::id(), &super::command_line())?;
+    super::say_replaced(&lock);
+    let writes: Vec<ResourceWrite<'_>> =
+        generated.imported.iter().map(|r| ResourceWrite { from: None, address: &r.address, resource: None }).collect();
+    let undone = store.write_resources(&lock, &writes).map_err(anyhow::Error::from);
+    let undone = undone.and_then(|_| generated.prepared.restore());
+    store.unlock(&lock)?;
+    undone
 }
 
 fn parse(text: &str) -> anyhow::Result<Clusterfile> {
@@ -125,10 +138,16 @@ fn check(cf: &Clusterfile, running: &Running, live: &Yaml, version: &str) -> Vec
         }
     }
     let declared: BTreeSet<IpAddr> = cf.cluster.hosts.iter().map(|h| h.ip).collect();
-    for node in running.nodes.iter().filter(|n| n.ip.is_none_or(|ip| !declared.contains(&ip))) {
-        let ip = node.ip.map_or("no InternalIP".to_string(), |ip| ip.to_string());
-        problems
-            .push(format!("node {} ({ip}) is not in --masters or --nodes: a cluster is taken over whole", node.name));
+    for node in &running.nodes {
+        match node.ip {
+            None => problems
+                .push(format!("node {} reports no InternalIP: sealer reaches every member by its address", node.name)),
+            Some(ip) if !declared.contains(&ip) => problems.push(format!(
+                "node {} ({ip}) is not in --masters or --nodes: a cluster is taken over whole",
+                node.name
+            )),
+            Some(_) => {}
+        }
     }
     let field = |name: &str| live.get(name).and_then(Yaml::as_str).unwrap_or_default().to_string();
     let live_version = field("kubernetesVersion");
@@ -140,7 +159,8 @@ fn check(cf: &Clusterfile, running: &Running, live: &Yaml, version: &str) -> Vec
     }
     let endpoint = field("controlPlaneEndpoint");
     let expected = format!("{API_SERVER_DOMAIN}:6443");
-    if endpoint != expected {
+    // Without a port, kubeadm's endpoint is on the API's default port.
+    if endpoint != expected && endpoint != API_SERVER_DOMAIN {
         problems.push(format!(
             "the cluster's controlPlaneEndpoint is `{endpoint}`: sealer's members reach the API as `{expected}` \
              (a name each member's /etc/hosts resolves), so only a cluster made with that endpoint is taken over"
@@ -149,40 +169,32 @@ fn check(cf: &Clusterfile, running: &Running, live: &Yaml, version: &str) -> Vec
     problems
 }
 
-/// `text` with a kubeadm ClusterConfiguration document holding the running cluster's networks and
-/// certificate names, when it has any.
+/// `text` with the running cluster's kubeadm ClusterConfiguration as a document of its own (less what
+/// sealer decides, [`SEALERS`]), in the API version kubeadm stored it in.
 fn with_live_settings(text: &str, live: &Yaml) -> anyhow::Result<String> {
-    let mut doc = Mapping::new();
-    let mut networking = Mapping::new();
-    for key in NETWORKING {
-        if let Some(value) = live.get("networking").and_then(|n| n.get(key)).and_then(Yaml::as_str) {
-            networking.insert(key.into(), value.into());
-        }
-    }
-    if !networking.is_empty() {
-        doc.insert("networking".into(), Yaml::Mapping(networking));
-    }
-    let sans: Vec<Yaml> = live
-        .get("apiServer")
-        .and_then(|a| a.get("certSANs"))
-        .and_then(Yaml::as_sequence)
-        .map(|s| s.iter().filter(|n| n.as_str().is_some()).cloned().collect())
-        .unwrap_or_default();
-    if !sans.is_empty() {
-        let mut api_server = Mapping::new();
-        api_server.insert("certSANs".into(), Yaml::Sequence(sans));
-        doc.insert("apiServer".into(), Yaml::Mapping(api_server));
-    }
-    if doc.is_empty() {
+    let Some(live) = live.as_mapping() else {
+        bail!("kube-system/kubeadm-config: its ClusterConfiguration is not a mapping");
+    };
+    let api_version = live
+        .get("apiVersion")
+        .and_then(Yaml::as_str)
+        .filter(|v| v.starts_with("kubeadm.k8s.io/"))
+        .unwrap_or("kubeadm.k8s.io/v1beta3");
+    let kept: Mapping = live
+        .iter()
+        .filter(|(k, _)| !k.as_str().is_some_and(|k| SEALERS.contains(&k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if kept.is_empty() {
         return Ok(text.to_string());
     }
-    let mut head = Mapping::new();
-    head.insert("apiVersion".into(), "kubeadm.k8s.io/v1beta3".into());
-    head.insert("kind".into(), "ClusterConfiguration".into());
-    head.extend(doc);
+    let mut doc = Mapping::new();
+    doc.insert("apiVersion".into(), api_version.into());
+    doc.insert("kind".into(), "ClusterConfiguration".into());
+    doc.extend(kept);
     Ok(format!(
-        "{text}---\n# The running cluster's settings (kube-system/kubeadm-config), read by `sealer gen`.\n{}",
-        serde_yaml::to_string(&Yaml::Mapping(head))?
+        "{text}---\n# The running cluster's own settings (kube-system/kubeadm-config), read by `sealer gen`.\n{}",
+        serde_yaml::to_string(&Yaml::Mapping(doc))?
     ))
 }
 
@@ -214,19 +226,30 @@ fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> anyho
     Ok(records)
 }
 
-/// Writes `records` into the state of `cluster`, under its lock, in one transaction.
-fn record(ws: &Workspace, cluster: &str, records: &[StoredResource]) -> anyhow::Result<()> {
+/// Under the cluster's lock, with its state still empty, writes the Clusterfile, then `records` in one
+/// transaction; a failed write of the records takes the Clusterfile back. Returns the state's serial.
+fn record(ws: &Workspace, prepared: &Prepared, records: &[StoredResource]) -> anyhow::Result<u64> {
+    let cluster = &prepared.cluster;
     let mut store = ws.open_state()?;
     let lock = store.lock(cluster, &super::who(), std::process::id(), &super::command_line())?;
     super::say_replaced(&lock);
-    let writes: Vec<ResourceWrite<'_>> =
-        records.iter().map(|r| ResourceWrite { from: None, address: &r.address, resource: Some(r) }).collect();
-    let written = store
-        .write_resources(&lock, &writes)
-        .and_then(|_| store.record_history(&lock, &format!("gen: {} member(s) imported", records.len())));
-    let unlocked = store.unlock(&lock);
-    written?;
-    Ok(unlocked?)
+    let mut write = || -> anyhow::Result<u64> {
+        if store.load(cluster)?.is_some_and(|s| !s.resources.is_empty()) {
+            bail!("cluster `{cluster}` is already in the state: another command wrote it meanwhile");
+        }
+        prepared.write()?;
+        let writes: Vec<ResourceWrite<'_>> =
+            records.iter().map(|r| ResourceWrite { from: None, address: &r.address, resource: Some(r) }).collect();
+        store.write_resources(&lock, &writes).or_else(|e| {
+            // Neither or both: a Clusterfile without its imported records would install Kubernetes again.
+            prepared.restore()?;
+            Err(e.into())
+        })
+    };
+    let written = write();
+    // Once written, the import stands: a lock left behind is replaced by the next command, and says so.
+    let _ = store.unlock(&lock);
+    written
 }
 
 #[cfg(test)]
@@ -283,7 +306,7 @@ mod tests {
             "10.0.0.3 (n) is not Ready",
             "10.0.0.3 (n) runs kubelet v1.28.1, and image `k:v1.29.14` carries Kubernetes v1.30.1",
             "node x (10.0.0.9) is not in --masters or --nodes",
-            "node y (no InternalIP) is not in --masters or --nodes",
+            "node y reports no InternalIP",
             "the cluster's ClusterConfiguration is Kubernetes `v1.29.14`, and image `k:v1.29.14` carries v1.30.1",
             "the cluster's controlPlaneEndpoint is `10.0.0.2:6443`",
         ] {
@@ -292,16 +315,20 @@ mod tests {
     }
 
     #[test]
-    fn the_clusterfile_keeps_the_clusters_networks_and_certificate_names_only() {
+    fn the_clusterfile_keeps_the_clusters_own_configuration_but_its_version() {
         let live: Yaml = serde_yaml::from_str(LIVE).unwrap();
         let text = with_live_settings(FLAGS, &live).unwrap();
         let cf = parse(&text).unwrap();
-        let config = cf.kubeadm.iter().map(|d| serde_yaml::to_string(&d.body).unwrap()).collect::<String>();
+        let [doc] = cf.kubeadm.as_slice() else { panic!("one kubeadm document: {text}") };
+        assert_eq!((doc.api_version.as_str(), doc.kind.as_str()), ("kubeadm.k8s.io/v1beta3", "ClusterConfiguration"));
+        let config = serde_yaml::to_string(&doc.body).unwrap();
         for kept in ["podSubnet: 10.244.0.0/16", "serviceSubnet: 10.96.0.0/12", "dnsDomain: cluster.local"] {
             assert!(config.contains(kept), "{kept}: {config}");
         }
-        assert!(config.contains("hand.example.test"), "{config}");
-        assert!(!config.contains("extraArgs") && !config.contains("dataDir"), "{config}");
+        for kept in ["hand.example.test", "extraArgs", "dataDir: /x", "controlPlaneEndpoint"] {
+            assert!(config.contains(kept), "{kept}: {config}");
+        }
+        assert!(!config.contains("kubernetesVersion"), "the version is the image's: {config}");
         let bare: Yaml = serde_yaml::from_str("kubernetesVersion: v1.29.14\n").unwrap();
         assert_eq!(with_live_settings(FLAGS, &bare).unwrap(), FLAGS, "nothing to keep, no document");
     }

@@ -63,7 +63,7 @@ pub struct Target {
     pub(super) cluster: String,
     pub(super) path: PathBuf,
     /// The Clusterfile `run` kept for the cluster, if any.
-    previous: Option<String>,
+    pub(super) previous: Option<String>,
     /// The Clusterfile the flags mean for a new cluster (it parses); `None` when the state has the cluster.
     pub(super) new_text: Option<String>,
 }

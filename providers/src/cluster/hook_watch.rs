@@ -192,7 +192,11 @@ fn render_selector(s: &LabelSelector) -> std::result::Result<String, SelectorErr
         }
         let needs_values = matches!(e.operator.as_str(), "In" | "NotIn");
         if needs_values == e.values.is_empty() {
-            return Err(SelectorError::Values { key: e.key.clone(), operator: e.operator.clone(), needs: needs_values });
+            return Err(SelectorError::Values {
+                key: e.key.clone(),
+                operator: e.operator.clone(),
+                needs: needs_values,
+            });
         }
         parts.push(match e.operator.as_str() {
             "In" => format!("{} in ({})", e.key, e.values.join(",")),
