@@ -3,7 +3,7 @@
 //! the target, to be carried inside `sealer`: one binary to install or copy to an air-gapped workstation.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -40,18 +40,43 @@ fn main() {
     }
 }
 
+/// Why the relay could not be built.
+#[derive(Debug)]
+enum RelayBuildError {
+    NoCrate(PathBuf),
+    Env(&'static str, std::env::VarError),
+    Cargo(std::io::Error),
+    Exit(ExitStatus),
+    Copy(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for RelayBuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayBuildError::NoCrate(root) => {
+                write!(f, "no `relay/` crate beside `cli/` in {}: build sealer from its source tree", root.display())
+            }
+            RelayBuildError::Env(name, e) => write!(f, "{name}: {e}"),
+            RelayBuildError::Cargo(e) => write!(f, "cannot run cargo: {e}"),
+            RelayBuildError::Exit(status) => write!(f, "cargo exited with {status}"),
+            RelayBuildError::Copy(path, e) => write!(f, "cannot copy {}: {e}", path.display()),
+        }
+    }
+}
+
+fn var(name: &'static str) -> Result<String, RelayBuildError> {
+    std::env::var(name).map_err(|e| RelayBuildError::Env(name, e))
+}
+
 /// `cargo build --release -p sealer-relay` into a target directory of this build's own (no lock shared
 /// with the build that runs this script), for the same target, copied to `OUT_DIR/sealer-relay`.
-fn build_relay(root: &Path) -> Result<(), String> {
+fn build_relay(root: &Path) -> Result<(), RelayBuildError> {
     if !root.join("relay/Cargo.toml").is_file() {
-        return Err(format!(
-            "no `relay/` crate beside `cli/` in {}: build sealer from its source tree",
-            root.display()
-        ));
+        return Err(RelayBuildError::NoCrate(root.to_path_buf()));
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    let out = PathBuf::from(var("OUT_DIR")?);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var("TARGET").map_err(|e| e.to_string())?;
+    let target = var("TARGET")?;
     let target_dir = out.join("relay-target");
     let mut build = Command::new(cargo);
     build
@@ -66,11 +91,11 @@ fn build_relay(root: &Path) -> Result<(), String> {
     for clippy in ["RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
         build.env_remove(clippy);
     }
-    let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = build.status().map_err(RelayBuildError::Cargo)?;
     if !status.success() {
-        return Err(format!("cargo exited with {status}"));
+        return Err(RelayBuildError::Exit(status));
     }
     let built = target_dir.join(&target).join("release").join("sealer-relay");
-    std::fs::copy(&built, out.join("sealer-relay")).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    std::fs::copy(&built, out.join("sealer-relay")).map_err(|e| RelayBuildError::Copy(built.clone(), e))?;
     Ok(())
 }

@@ -100,17 +100,45 @@ fn start(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn spawn_relay(dir: &Path, args: &[String], access: &[u8]) -> Result<u16, String> {
+/// Why `start` could not get a relay listening; said on its `relay-failed` line, before the log's tail.
+#[derive(Debug)]
+enum StartError {
+    NoExecutable(std::io::Error),
+    Link(PathBuf, std::io::Error),
+    Log(std::io::Error),
+    Spawn(std::io::Error),
+    Handover(std::io::Error),
+    NoOutput,
+    EndedEarly,
+    TimedOut,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::NoExecutable(e) => write!(f, "no executable: {e}"),
+            StartError::Link(path, e) => write!(f, "cannot link {}: {e}", path.display()),
+            StartError::Log(e) => write!(f, "cannot write relay.log: {e}"),
+            StartError::Spawn(e) => write!(f, "cannot start: {e}"),
+            StartError::Handover(e) => write!(f, "cannot hand the access over: {e}"),
+            StartError::NoOutput => write!(f, "no output"),
+            StartError::EndedEarly => write!(f, "it ended before it listened:"),
+            StartError::TimedOut => write!(f, "it did not listen in time:"),
+        }
+    }
+}
+
+fn spawn_relay(dir: &Path, args: &[String], access: &[u8]) -> Result<u16, StartError> {
     use std::os::unix::process::CommandExt as _;
-    let me = std::env::current_exe().map_err(|e| format!("no executable: {e}"))?;
+    let me = std::env::current_exe().map_err(StartError::NoExecutable)?;
     let linked = dir.join("sealer-relay");
     if std::fs::canonicalize(&linked).ok() != Some(me.clone()) {
         let _ = std::fs::remove_file(&linked);
         std::fs::hard_link(&me, &linked)
             .or_else(|_| std::fs::copy(&me, &linked).map(|_| ()))
-            .map_err(|e| format!("cannot link {}: {e}", linked.display()))?;
+            .map_err(|e| StartError::Link(linked.clone(), e))?;
     }
-    let log = std::fs::File::create(dir.join("relay.log")).map_err(|e| format!("cannot write relay.log: {e}"))?;
+    let log = std::fs::File::create(dir.join("relay.log")).map_err(StartError::Log)?;
     let mut child = std::process::Command::new(&linked)
         .arg("serve")
         .args(args)
@@ -119,21 +147,21 @@ fn spawn_relay(dir: &Path, args: &[String], access: &[u8]) -> Result<u16, String
         .stderr(log)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
+        .map_err(StartError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(access).map_err(|e| format!("cannot hand the access over: {e}"))?;
+        stdin.write_all(access).map_err(StartError::Handover)?;
     }
-    let Some(stdout) = child.stdout.take() else { return Err("no output".into()) };
+    let Some(stdout) = child.stdout.take() else { return Err(StartError::NoOutput) };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
         let _ = tx.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
     });
     match rx.recv_timeout(START_TIMEOUT) {
-        Ok(Ok(line)) => line.trim().parse().map_err(|_| "it ended before it listened:".to_string()),
+        Ok(Ok(line)) => line.trim().parse().map_err(|_| StartError::EndedEarly),
         _ => {
             let _ = child.kill();
-            Err("it did not listen in time:".into())
+            Err(StartError::TimedOut)
         }
     }
 }

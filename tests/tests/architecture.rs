@@ -74,3 +74,74 @@ fn only_the_cli_wires_everything_and_nothing_depends_on_it() {
         assert!(!d.contains("sealer-tests"), "{name} depends on the tests");
     }
 }
+
+/// The error types of every `Result<…>` written in `text`: its last generic argument, at the top level.
+fn result_errors(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (start, _) in text.match_indices("Result<") {
+        let (mut depth, mut last_comma, mut end) = (0usize, None, None);
+        for (i, c) in text[start + "Result".len()..].char_indices() {
+            match c {
+                '<' => depth += 1,
+                '>' if depth == 1 => {
+                    end = Some(i);
+                    break;
+                }
+                '>' => depth -= 1,
+                ',' if depth == 1 => last_comma = Some(i),
+                _ => {}
+            }
+        }
+        if let (Some(comma), Some(end)) = (last_comma, end) {
+            let base = start + "Result".len();
+            found.push(text[base + comma + 1..base + end].trim().to_string());
+        }
+    }
+    found
+}
+
+/// Issue 26: errors are typed. No library, binary or build script of the workspace returns `Result<_,
+/// String>` outside its tests (a test module closes a file, from its `#[cfg(test)]`).
+#[test]
+fn no_result_has_a_string_for_its_error() {
+    assert_eq!(result_errors("fn f() -> Result<Vec<(u8, String)>, String> {}"), ["String"]);
+    assert_eq!(result_errors("Result<(), E> and std::result::Result<u8, Box<dyn Error>>"), ["E", "Box<dyn Error>"]);
+    let root = sealer_tests::repo_root();
+    let mut offenders = Vec::new();
+    let mut files = Vec::new();
+    for dir in ["engine", "providers", "cli", "state", "relay"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() && name != "benches" && name != "tests" {
+                    stack.push(path);
+                } else if name.ends_with(".rs") && name != "tests.rs" && !name.ends_with("_tests.rs") {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    assert!(files.len() > 50, "the walk found {} files", files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The code before the file's test module (an inline `#[cfg(test)] mod NAME {`); a `#[cfg(test)]`
+        // on anything else (`mod fake;`) does not end it.
+        let end = text
+            .match_indices("#[cfg(test)]")
+            .map(|(i, m)| i + m.len())
+            .find(|&i| {
+                let next = text[i..].trim_start().lines().next().unwrap_or_default();
+                next.starts_with("mod ") && next.ends_with('{')
+            })
+            .unwrap_or(text.len());
+        let code = &text[..end];
+        for error in result_errors(code) {
+            if error == "String" || error == "std::string::String" {
+                offenders.push(path.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "Result<_, String> in {offenders:?}");
+}

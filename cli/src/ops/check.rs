@@ -71,14 +71,23 @@ impl Facts {
     }
 }
 
+/// Why a host's facts could not be read.
+#[derive(Debug, thiserror::Error)]
+enum FactsError {
+    #[error(transparent)]
+    Remote(#[from] sealer_providers::ProviderError),
+    #[error("the checks exited with {status}: {stderr}")]
+    Failed { status: u32, stderr: String },
+}
+
 /// Runs the `--pre` script on `ip`, once connected (and sudo's shell open), so that the clock is read
 /// within one command's round trip.
-async fn facts(remote: &dyn sealer_providers::cluster::Remote, ip: IpAddr, ports: &[u16]) -> Result<Facts, String> {
-    remote.exec(ip, "true", b"").await.map_err(|e| e.to_string())?;
+async fn facts(remote: &dyn sealer_providers::cluster::Remote, ip: IpAddr, ports: &[u16]) -> Result<Facts, FactsError> {
+    remote.exec(ip, "true", b"").await?;
     let asked = now();
-    let out = remote.exec(ip, &pre_script(ports), b"").await.map_err(|e| e.to_string())?;
+    let out = remote.exec(ip, &pre_script(ports), b"").await?;
     if out.status != 0 {
-        return Err(format!("the checks exited with {}: {}", out.status, out.stderr_text()));
+        return Err(FactsError::Failed { status: out.status, stderr: out.stderr_text() });
     }
     let lines = out
         .stdout_text()
@@ -112,7 +121,7 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
         let facts = match facts {
             Ok(facts) => facts,
             Err(e) => {
-                findings.push(finding(ip, "ssh", false, e));
+                findings.push(finding(ip, "ssh", false, e.to_string()));
                 continue;
             }
         };

@@ -115,17 +115,26 @@ impl Tick {
     }
 }
 
-fn git_pull(file: &std::path::Path) -> Result<(), String> {
+/// Why `--git-pull` could not bring the working copy up to date.
+#[derive(Debug, thiserror::Error)]
+enum GitPullError {
+    #[error("cannot run git: {0}")]
+    Run(std::io::Error),
+    #[error("git pull failed: {0}")]
+    Failed(String),
+}
+
+fn git_pull(file: &std::path::Path) -> Result<(), GitPullError> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let out = std::process::Command::new("git")
         .args(["pull", "--ff-only", "--quiet"])
         .current_dir(dir)
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(GitPullError::Run)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("git pull failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(GitPullError::Failed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
 }
 
@@ -159,7 +168,7 @@ pub fn tick(
     let mut notes = Vec::new();
     if opts.git_pull {
         if let Err(e) = git_pull(&opts.file) {
-            notes.push(e);
+            notes.push(e.to_string());
         }
     }
     let file = opts.file.display().to_string();
@@ -336,20 +345,31 @@ pub fn resource_counts(ws: &Workspace, cluster: &str) -> anyhow::Result<BTreeMap
     Ok(counts)
 }
 
+/// Why text is not an interval.
+#[derive(Debug, thiserror::Error)]
+pub enum IntervalError {
+    #[error("`{0}` is not an interval such as 30s, 5m or 1h")]
+    NotAnInterval(String),
+    #[error("`{0}`: the unit is ms, s, m or h")]
+    Unit(String),
+    #[error("the interval must be more than 0")]
+    Zero,
+}
+
 /// `5m`, `2s`, `1h`, `500ms`: the interval between ticks.
-pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, IntervalError> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not an interval such as 30s, 5m or 1h"))?;
+    let n: u64 = number.parse().map_err(|_| IntervalError::NotAnInterval(text.to_string()))?;
     let millis = match unit {
         "ms" => n,
         "s" | "" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
-        _ => return Err(format!("`{text}`: the unit is ms, s, m or h")),
+        _ => return Err(IntervalError::Unit(text.to_string())),
     };
     if millis == 0 {
-        return Err("the interval must be more than 0".into());
+        return Err(IntervalError::Zero);
     }
     Ok(std::time::Duration::from_millis(millis))
 }
