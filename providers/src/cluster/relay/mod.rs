@@ -27,6 +27,10 @@ use super::{cluster_dir, Cx};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
+mod pool;
+
+use pool::*;
+
 /// Peers one holder serves at once.
 const FANOUT: usize = 3;
 /// Unreachable peers a host tries before it takes a direct copy.
@@ -130,77 +134,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 struct Helper {
     bytes: Vec<u8>,
     sha: String,
-}
-
-/// Where a host gets its copy from.
-#[derive(Clone, Debug, PartialEq)]
-enum Source {
-    Workstation,
-    Peer { ip: IpAddr, port: u16 },
-}
-
-#[derive(Debug)]
-struct Holder {
-    ip: IpAddr,
-    port: u16,
-    serving: usize,
-    failures: usize,
-}
-
-/// Who holds one archive, and who is copying it from the workstation.
-#[derive(Debug, Default)]
-struct Pool {
-    holders: Vec<Holder>,
-    seeding: usize,
-    /// Hosts that hold, or are fetching, a copy they will serve.
-    relaying: usize,
-}
-
-impl Pool {
-    /// A source for a host that must not use `excluded`, or `None` to wait: a holder with a free slot
-    /// (the least busy; `prefer` first), else the workstation when nobody holds or is seeding the archive
-    /// and the host `may_seed` (or fetches it again).
-    fn pick(&mut self, excluded: &[IpAddr], prefer: Option<IpAddr>, may_seed: bool) -> Option<Source> {
-        let usable = |h: &&mut Holder| !excluded.contains(&h.ip);
-        if let Some(h) = self
-            .holders
-            .iter_mut()
-            .filter(usable)
-            .filter(|h| h.serving < FANOUT)
-            .min_by_key(|h| (Some(h.ip) != prefer, h.serving))
-        {
-            h.serving += 1;
-            return Some(Source::Peer { ip: h.ip, port: h.port });
-        }
-        let any_usable = self.holders.iter().any(|h| !excluded.contains(&h.ip));
-        // The first copy of all goes to a planned seed; a copy again (every holder excluded) to anyone.
-        if !any_usable && self.seeding == 0 && (may_seed || !self.holders.is_empty() || excluded.len() > 1) {
-            self.seeding += 1;
-            return Some(Source::Workstation);
-        }
-        None
-    }
-
-    /// A fetch from `ip` ended; `unusable` drops it as a source, `unreachable` counts against it.
-    fn release(&mut self, ip: IpAddr, unusable: bool, unreachable: bool) {
-        if let Some(h) = self.holders.iter_mut().find(|h| h.ip == ip) {
-            h.serving = h.serving.saturating_sub(1);
-            h.failures += usize::from(unreachable);
-        }
-        self.holders.retain(|h| h.ip != ip || !(unusable || h.failures >= HOLDER_FAILURES));
-    }
-}
-
-#[derive(Default)]
-struct Board {
-    pools: HashMap<String, Pool>,
-    /// Hosts with a `.relay` directory, to clean at the end.
-    touched: BTreeSet<IpAddr>,
-    /// The test hook's relay, once it serves a corrupted copy.
-    corrupted: Option<IpAddr>,
-    delivered: usize,
-    workstation_bytes: u64,
-    peer_bytes: u64,
 }
 
 /// The relay of one apply: the token, the pools of holders, the archives built so far.
