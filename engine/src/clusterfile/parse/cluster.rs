@@ -191,7 +191,12 @@ pub(super) fn read_cidr(r: &mut DocReader<'_>, value: Option<&Value>, path: &str
     Some(text)
 }
 
-pub(super) fn expand_ips(r: &mut DocReader<'_>, path: &str, text: &str, seen: &mut HashMap<IpAddr, String>) -> Vec<IpAddr> {
+pub(super) fn expand_ips(
+    r: &mut DocReader<'_>,
+    path: &str,
+    text: &str,
+    seen: &mut HashMap<IpAddr, String>,
+) -> Vec<IpAddr> {
     match r.expand(text) {
         Err(e) => {
             r.error(path, Some(text), e.to_string());

@@ -96,6 +96,20 @@ impl Builder {
     }
 }
 
+/// Makes readers for documents after the first pass, when problems found across documents are reported.
+struct Readers<'a> {
+    file: &'a str,
+    addresses: &'a std::cell::Cell<usize>,
+    positions: Vec<Option<&'a DocumentPositions>>,
+}
+
+impl Readers<'_> {
+    fn reader<'s>(&'s self, document: usize, diagnostics: &'s mut Vec<Diagnostic>) -> DocReader<'s> {
+        let positions = self.positions.get(document - 1).copied().flatten();
+        DocReader { file: self.file, addresses: self.addresses, document, positions, diagnostics }
+    }
+}
+
 /// The most hosts a Clusterfile may declare (Kubernetes itself is tested up to 5,000 nodes).
 pub const MAX_HOSTS: usize = 10_000;
 

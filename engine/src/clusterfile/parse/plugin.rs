@@ -156,7 +156,11 @@ pub(super) fn parse_selector(r: &mut DocReader<'_>, on: &str) -> Option<Selector
     Some(Selector::Items(items))
 }
 
-pub(super) fn resolve_selector(r: &mut DocReader<'_>, pending: &PendingPlugin, cluster: &Cluster) -> Option<Vec<IpAddr>> {
+pub(super) fn resolve_selector(
+    r: &mut DocReader<'_>,
+    pending: &PendingPlugin,
+    cluster: &Cluster,
+) -> Option<Vec<IpAddr>> {
     // Cluster-wide plugins act through the API server, so they run once, on the first master.
     if matches!(pending.plugin.plugin_type, PluginType::ClusterCheck | PluginType::Etcd) {
         return Some(cluster.first_master().map(|m| vec![m.ip]).unwrap_or_default());
@@ -192,20 +196,6 @@ pub(super) fn resolve_selector(r: &mut DocReader<'_>, pending: &PendingPlugin, c
         }
     };
     Some(cluster.hosts.iter().map(|h| h.ip).filter(|ip| selected.contains(ip)).collect())
-}
-
-/// Makes readers for documents after the first pass, when problems found across documents are reported.
-pub(super) struct Readers<'a> {
-    pub(super) file: &'a str,
-    pub(super) addresses: &'a std::cell::Cell<usize>,
-    pub(super) positions: Vec<Option<&'a DocumentPositions>>,
-}
-
-impl Readers<'_> {
-    fn reader<'s>(&'s self, document: usize, diagnostics: &'s mut Vec<Diagnostic>) -> DocReader<'s> {
-        let positions = self.positions.get(document - 1).copied().flatten();
-        DocReader { file: self.file, addresses: self.addresses, document, positions, diagnostics }
-    }
 }
 
 /// The IPs of a data line that are hosts of the cluster. Others are skipped with a warning naming the
@@ -325,7 +315,7 @@ pub(super) fn resolve_labels(
 
 /// What is wrong with a taint of a TAINT plugin's data.
 #[derive(Debug, thiserror::Error)]
-enum TaintProblem {
+pub(super) enum TaintProblem {
     #[error("expected `key=value:Effect` or `key:Effect-`")]
     Shape,
     #[error("unknown taint effect `{0}`; expected NoSchedule, PreferNoSchedule or NoExecute")]

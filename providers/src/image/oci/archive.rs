@@ -1,5 +1,6 @@
 //! `sealer save` and `sealer load`: images as OCI archives.
 
+use super::pull::layer_groups;
 use super::*;
 
 /// A stored image as the three OCI blobs an archive holds.

@@ -80,10 +80,10 @@ pub async fn pull(
 /// A layer of a pulled manifest: one blob, or the pieces a push split it into.
 #[derive(Debug)]
 pub(super) struct PulledLayer<'a> {
-    blobs: Vec<&'a OciDescriptor>,
-    gzip: bool,
+    pub(super) blobs: Vec<&'a OciDescriptor>,
+    pub(super) gzip: bool,
     /// For pieces: the digest the whole layer must have.
-    whole_digest: Option<String>,
+    pub(super) whole_digest: Option<String>,
 }
 
 /// Puts a manifest's layers together: consecutive pieces of the same layer are one layer.

@@ -13,7 +13,6 @@ pub struct Pushed {
     pub bytes_skipped: u64,
 }
 
-
 /// The layer's descriptors with the byte range each covers: the layer itself when it fits in one
 /// request, its pieces otherwise.
 pub(super) fn layer_descriptors(data: &[u8], diff_id: &str) -> Vec<(OciDescriptor, std::ops::Range<usize>)> {

@@ -94,7 +94,8 @@ impl ImageStore {
                 Instruction::Cmd(command) => config.cmds.push(command.clone()),
                 Instruction::Env(set) => config.env.extend(set.iter().cloned()),
                 Instruction::Label(set) => {
-                    if let Some((key, _)) = set.iter().find(|(k, _)| super::oci::RESERVED_LABELS.contains(&k.as_str()))
+                    if let Some((key, _)) =
+                        set.iter().find(|(k, _)| crate::image::oci::RESERVED_LABELS.contains(&k.as_str()))
                     {
                         return Err(fail(format!(
                             "LABEL `{key}` is sealer's own (it describes the image when pushed)"

@@ -20,7 +20,6 @@ mod digest;
 pub use copy::ROOTFS_DIRS;
 use copy::*;
 pub use digest::{manifest, DigestCache};
-use digest::*;
 
 pub const IMAGE_FORMAT_VERSION: &str = "1";
 
