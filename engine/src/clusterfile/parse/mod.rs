@@ -216,25 +216,7 @@ pub fn add_image_plugins(
         };
         let addresses = std::cell::Cell::new(super::MAX_ADDRESSES_PER_FILE);
         let readers = Readers { file, addresses: &addresses, positions: positions.iter().map(Some).collect() };
-        let mut builder = Builder::default();
-        for (index, value) in documents.iter().enumerate().filter(|(_, v)| !v.is_null()) {
-            let mut r = readers.reader(index + 1, &mut diagnostics);
-            if value.get("kind").and_then(Value::as_str) != Some("Plugin") {
-                r.warning(
-                    "kind",
-                    "not a Plugin document: an image's plugin directory is read for Plugin documents only",
-                );
-                continue;
-            }
-            let api_version = r.string(value.get("apiVersion"), "apiVersion").unwrap_or_default();
-            check_sealer_api_version(&mut r, &api_version, "Plugin");
-            let lines = builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len();
-            read_plugin(&mut r, value, &mut builder);
-            if builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len() > lines {
-                r.error("spec.type", None, "an image cannot carry HOSTNAME, LABEL or TAINT plugins: their data names the hosts of one cluster; declare them in the Clusterfile");
-            }
-        }
-        for pending in builder.plugins {
+        for pending in image_plugin_documents(&readers, &documents, &mut diagnostics) {
             let mut r = readers.reader(pending.document, &mut diagnostics);
             let name = pending.plugin.name.clone();
             if let Some(first) = added.get(&name) {
@@ -278,6 +260,31 @@ pub fn add_image_plugins(
     let names = from_image.iter().map(|p| p.name.clone()).collect();
     cf.plugins.extend(from_image);
     Ok((names, diagnostics))
+}
+
+/// The Plugin documents of one plugin file of an image; any other kind is a warning, and a HOSTNAME,
+/// LABEL or TAINT plugin an error (their data names the hosts of one cluster).
+fn image_plugin_documents(
+    readers: &Readers<'_>,
+    documents: &[Value],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<PendingPlugin> {
+    let mut builder = Builder::default();
+    for (index, value) in documents.iter().enumerate().filter(|(_, v)| !v.is_null()) {
+        let mut r = readers.reader(index + 1, diagnostics);
+        if value.get("kind").and_then(Value::as_str) != Some("Plugin") {
+            r.warning("kind", "not a Plugin document: an image's plugin directory is read for Plugin documents only");
+            continue;
+        }
+        let api_version = r.string(value.get("apiVersion"), "apiVersion").unwrap_or_default();
+        check_sealer_api_version(&mut r, &api_version, "Plugin");
+        let lines = builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len();
+        read_plugin(&mut r, value, &mut builder);
+        if builder.hostname_lines.len() + builder.label_lines.len() + builder.taint_lines.len() > lines {
+            r.error("spec.type", None, "an image cannot carry HOSTNAME, LABEL or TAINT plugins: their data names the hosts of one cluster; declare them in the Clusterfile");
+        }
+    }
+    builder.plugins
 }
 
 fn finish(diagnostics: Vec<Diagnostic>) -> Diagnostics {

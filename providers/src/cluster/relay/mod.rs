@@ -358,40 +358,7 @@ impl Relay {
             };
             match source {
                 Source::Workstation => {
-                    if !unreachable.is_empty() && !no_helper {
-                        let peers: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
-                        let message = format!(
-                            "cannot reach peer(s) {}: direct copy from the workstation instead",
-                            peers.join(", ")
-                        );
-                        self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
-                    }
-                    let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
-                    if origin == Origin::Seed {
-                        self.with_pool(&archive.tar_sha, |pool| pool.relaying += 1);
-                    }
-                    let copied = match self.send(cx, ip, archive).await {
-                        Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
-                        Err(e) => Err(e),
-                    };
-                    // A seed that did not come to serve leaves its place to another, as a peer does.
-                    if origin == Origin::Seed && !matches!(copied, Ok(Fetch::Done(Some(_)))) {
-                        self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
-                    }
-                    if !matches!(copied, Ok(Fetch::Done(_))) {
-                        // Whatever failed, the seeding slot is free again: the next host seeds.
-                        self.end_seeding(&archive.tar_sha);
-                    }
-                    return match copied {
-                        Ok(Fetch::Done(port)) => Ok((origin, port)),
-                        // Without a fetch part the script cannot exit as a fetch does: a helper went missing.
-                        Ok(_) => Err(ProviderError::Unexpected {
-                            host: ip,
-                            what: format!("the copy of {what}"),
-                            message: "the relay's helper is missing".into(),
-                        }),
-                        Err(e) => Err(e),
-                    };
+                    return self.from_workstation(cx, ip, what, install, (&unreachable, no_helper)).await;
                 }
                 Source::Peer { ip: peer, port } => {
                     let target = relaying_hosts(self.allowed.len());
@@ -435,6 +402,51 @@ impl Relay {
                     excluded.push(peer);
                 }
             }
+        }
+    }
+
+    /// The copy from the workstation: as the archive's seed, or as the fallback of a host that could not
+    /// reach its peers (`unreachable`) or run the helper (`no_helper`), which then serves nobody.
+    async fn from_workstation(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        what: &str,
+        install: &Install<'_>,
+        (unreachable, no_helper): (&[IpAddr], bool),
+    ) -> Result<(Origin, Option<u16>)> {
+        let archive = install.archive;
+        if !unreachable.is_empty() && !no_helper {
+            let peers: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
+            let message =
+                format!("cannot reach peer(s) {}: direct copy from the workstation instead", peers.join(", "));
+            self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
+        }
+        let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
+        if origin == Origin::Seed {
+            self.with_pool(&archive.tar_sha, |pool| pool.relaying += 1);
+        }
+        let copied = match self.send(cx, ip, archive).await {
+            Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
+            Err(e) => Err(e),
+        };
+        // A seed that did not come to serve leaves its place to another, as a peer does.
+        if origin == Origin::Seed && !matches!(copied, Ok(Fetch::Done(Some(_)))) {
+            self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
+        }
+        if !matches!(copied, Ok(Fetch::Done(_))) {
+            // Whatever failed, the seeding slot is free again: the next host seeds.
+            self.end_seeding(&archive.tar_sha);
+        }
+        match copied {
+            Ok(Fetch::Done(port)) => Ok((origin, port)),
+            // Without a fetch part the script cannot exit as a fetch does: a helper went missing.
+            Ok(_) => Err(ProviderError::Unexpected {
+                host: ip,
+                what: format!("the copy of {what}"),
+                message: "the relay's helper is missing".into(),
+            }),
+            Err(e) => Err(e),
         }
     }
 

@@ -40,56 +40,12 @@ impl ImageStore {
                     config.labels = image.config.labels;
                     config.images = image.config.images;
                 }
-                Instruction::Copy { sources, dest } => {
-                    // Nothing is read through a link out of the context, nor written through one out of
-                    // the rootfs: a link is copied as a link, and replaced, never followed, when written.
-                    // `d/` means into the directory `d`: a link there is refused; `d` alone replaces a link.
-                    // `/bin` is the rootfs's `bin`: the image is the only root a Kubefile knows.
-                    let mut matched = Vec::new();
-                    for source in sources {
-                        let found = expand_pattern(context, source)
-                            .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
-                        matched.extend(found);
-                    }
-                    let dest_rel = dest.trim_start_matches('/');
-                    let dest_rel = if dest_rel.is_empty() { "." } else { dest_rel };
-                    // Several sources, named or matched by a pattern, go into the destination directory.
-                    let into = dest.ends_with('/') || is_rootfs_dir(dest_rel) || matched.len() > 1;
-                    let target =
-                        beneath(rootfs, dest_rel, !into).map_err(|why| fail(format!("destination `{dest}` {why}")))?;
-                    let target_is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
-                    for source in &matched {
-                        let from = beneath(context, source, true)
-                            .map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
-                        let Ok(meta) = fs::symlink_metadata(&from) else {
-                            return Err(fail(format!("COPY source `{source}` does not exist in the build context")));
-                        };
-                        say(&format!("COPY {source} {dest}"));
-                        // `src/.` is the contents of `src`, as in `cp -r src/. dest`.
-                        let contents = meta.is_dir() && (source == "." || source.ends_with("/."));
-                        let to =
-                            copy_target(&target, &from, meta.is_dir() && !contents, into || target_is_dir, dest_rel);
-                        copy_tree(&from, &to).map_err(|e| fail(format!("cannot copy `{source}`: {e}")))?;
-                        record_sources(&from, &to, rootfs, copied);
-                    }
-                }
+                Instruction::Copy { sources, dest } => copy_step(context, rootfs, (sources, dest), say, copied, &fail)?,
                 Instruction::Run(command) => {
                     say(&format!("RUN {command}"));
                     // A command may change any file: none is trusted to be what it was copied from.
                     copied.clear();
-                    // In the rootfs, as sealer's users expect: what a RUN downloads or writes is in the image.
-                    fs::create_dir_all(rootfs).map_err(|e| fail(format!("cannot make the rootfs: {e}")))?;
-                    let status = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(command)
-                        .current_dir(rootfs)
-                        .envs(&config.env)
-                        .env("ROOTFS", rootfs)
-                        .status()
-                        .map_err(|e| fail(format!("cannot run: {e}")))?;
-                    if !status.success() {
-                        return Err(fail(format!("RUN failed with {status}")));
-                    }
+                    run_step(rootfs, command, &config.env, &fail)?;
                 }
                 Instruction::Cmd(command) => config.cmds.push(command.clone()),
                 Instruction::Env(set) => config.env.extend(set.iter().cloned()),
@@ -107,6 +63,66 @@ impl ImageStore {
         }
         Ok((config, std::mem::take(copied)))
     }
+}
+
+/// `COPY SOURCES DEST`. Nothing is read through a link out of the context, nor written through one out
+/// of the rootfs: a link is copied as a link, and replaced, never followed, when written. `d/` means into
+/// the directory `d`: a link there is refused; `d` alone replaces a link. `/bin` is the rootfs's `bin`:
+/// the image is the only root a Kubefile knows.
+fn copy_step(
+    context: &Path,
+    rootfs: &Path,
+    (sources, dest): (&[String], &str),
+    say: &mut impl FnMut(&str),
+    copied: &mut BTreeMap<String, String>,
+    fail: &dyn Fn(String) -> ImageError,
+) -> Result<(), ImageError> {
+    let mut matched = Vec::new();
+    for source in sources {
+        let found = expand_pattern(context, source).map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
+        matched.extend(found);
+    }
+    let dest_rel = dest.trim_start_matches('/');
+    let dest_rel = if dest_rel.is_empty() { "." } else { dest_rel };
+    // Several sources, named or matched by a pattern, go into the destination directory.
+    let into = dest.ends_with('/') || is_rootfs_dir(dest_rel) || matched.len() > 1;
+    let target = beneath(rootfs, dest_rel, !into).map_err(|why| fail(format!("destination `{dest}` {why}")))?;
+    let target_is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+    for source in &matched {
+        let from = beneath(context, source, true).map_err(|why| fail(format!("COPY source `{source}` {why}")))?;
+        let Ok(meta) = fs::symlink_metadata(&from) else {
+            return Err(fail(format!("COPY source `{source}` does not exist in the build context")));
+        };
+        say(&format!("COPY {source} {dest}"));
+        // `src/.` is the contents of `src`, as in `cp -r src/. dest`.
+        let contents = meta.is_dir() && (source == "." || source.ends_with("/."));
+        let to = copy_target(&target, &from, meta.is_dir() && !contents, into || target_is_dir, dest_rel);
+        copy_tree(&from, &to).map_err(|e| fail(format!("cannot copy `{source}`: {e}")))?;
+        record_sources(&from, &to, rootfs, copied);
+    }
+    Ok(())
+}
+
+/// `RUN COMMAND`, in the rootfs, as sealer's users expect: what a RUN downloads or writes is in the image.
+fn run_step(
+    rootfs: &Path,
+    command: &str,
+    env: &BTreeMap<String, String>,
+    fail: &dyn Fn(String) -> ImageError,
+) -> Result<(), ImageError> {
+    fs::create_dir_all(rootfs).map_err(|e| fail(format!("cannot make the rootfs: {e}")))?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(rootfs)
+        .envs(env)
+        .env("ROOTFS", rootfs)
+        .status()
+        .map_err(|e| fail(format!("cannot run: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!("RUN failed with {status}")));
+    }
+    Ok(())
 }
 
 /// The top-level directories of a sealer rootfs. They are always directories: `COPY file plugin` lands
