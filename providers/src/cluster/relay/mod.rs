@@ -358,7 +358,7 @@ impl Relay {
             };
             match source {
                 Source::Workstation => {
-                    return self.from_workstation(cx, ip, what, install, (&unreachable, no_helper)).await;
+                    return self.copy_from_workstation(cx, ip, what, install, (&unreachable, no_helper)).await;
                 }
                 Source::Peer { ip: peer, port } => {
                     let target = relaying_hosts(self.allowed.len());
@@ -407,7 +407,7 @@ impl Relay {
 
     /// The copy from the workstation: as the archive's seed, or as the fallback of a host that could not
     /// reach its peers (`unreachable`) or run the helper (`no_helper`), which then serves nobody.
-    async fn from_workstation(
+    async fn copy_from_workstation(
         &self,
         cx: &Cx,
         ip: IpAddr,
