@@ -100,14 +100,11 @@ fn result_errors(text: &str) -> Vec<String> {
     found
 }
 
-/// Issue 26: errors are typed. No library, binary or build script of the workspace returns `Result<_,
-/// String>` outside its tests (a test module closes a file, from its `#[cfg(test)]`).
-#[test]
-fn no_result_has_a_string_for_its_error() {
-    assert_eq!(result_errors("fn f() -> Result<Vec<(u8, String)>, String> {}"), ["String"]);
-    assert_eq!(result_errors("Result<(), E> and std::result::Result<u8, Box<dyn Error>>"), ["E", "Box<dyn Error>"]);
+/// The workspace's Rust sources outside tests (`tests/`, `benches/`, `tests.rs`, `*_tests.rs`), each with
+/// the code before its test module (an inline `#[cfg(test)] mod NAME {`; a `#[cfg(test)]` on anything else,
+/// such as `mod fake;`, does not end it).
+fn non_test_sources() -> Vec<(String, String)> {
     let root = sealer_tests::repo_root();
-    let mut offenders = Vec::new();
     let mut files = Vec::new();
     for dir in ["engine", "providers", "cli", "state", "relay"] {
         let mut stack = vec![root.join(dir)];
@@ -124,24 +121,176 @@ fn no_result_has_a_string_for_its_error() {
         }
     }
     assert!(files.len() > 50, "the walk found {} files", files.len());
-    for path in files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        // The code before the file's test module (an inline `#[cfg(test)] mod NAME {`); a `#[cfg(test)]`
-        // on anything else (`mod fake;`) does not end it.
-        let end = text
-            .match_indices("#[cfg(test)]")
-            .map(|(i, m)| i + m.len())
-            .find(|&i| {
-                let next = text[i..].trim_start().lines().next().unwrap_or_default();
-                next.starts_with("mod ") && next.ends_with('{')
-            })
-            .unwrap_or(text.len());
-        let code = &text[..end];
-        for error in result_errors(code) {
-            if error == "String" || error == "std::string::String" {
-                offenders.push(path.strip_prefix(&root).unwrap().display().to_string());
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let end = text
+                .match_indices("#[cfg(test)]")
+                .map(|(i, m)| i + m.len())
+                .find(|&i| {
+                    let next = text[i..].trim_start().lines().next().unwrap_or_default();
+                    next.starts_with("mod ") && next.ends_with('{')
+                })
+                .unwrap_or(text.len());
+            (path.strip_prefix(&root).unwrap().display().to_string(), text[..end].to_string())
+        })
+        .collect()
+}
+
+/// Issue 26: errors are typed. No library, binary or build script of the workspace returns `Result<_,
+/// String>` outside its tests.
+#[test]
+fn no_result_has_a_string_for_its_error() {
+    assert_eq!(result_errors("fn f() -> Result<Vec<(u8, String)>, String> {}"), ["String"]);
+    assert_eq!(result_errors("Result<(), E> and std::result::Result<u8, Box<dyn Error>>"), ["E", "Box<dyn Error>"]);
+    let offenders: Vec<String> = non_test_sources()
+        .into_iter()
+        .filter(|(_, code)| result_errors(code).iter().any(|e| e == "String" || e == "std::string::String"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(offenders.is_empty(), "Result<_, String> in {offenders:?}");
+}
+
+/// `code` with the text of comments, strings and character literals blanked (newlines kept), so that
+/// braces count as code.
+fn code_only(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+            out.push_str("  ");
+            i += 2;
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !chars[..i].last().is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            let close: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+            let body_start = i + 2 + hashes;
+            let rest: String = chars[body_start..].iter().collect();
+            let len = rest.find(&close).map_or(rest.chars().count(), |b| rest[..b].chars().count());
+            for ch in &chars[i..(body_start + len + close.len()).min(chars.len())] {
+                out.push(blank(*ch));
+            }
+            i = body_start + len + close.len();
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
+            // A character literal ('{', '\n', '\''); a lifetime ('a) has no closing quote there.
+            let end = if next == Some('\\') {
+                (i + 2..chars.len()).find(|&j| chars[j] == '\'').unwrap_or(chars.len() - 1)
+            } else {
+                i + 2
+            };
+            for _ in i..=end {
+                out.push(' ');
+            }
+            i = end + 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Each function of `code` (its name, first line, and length in lines from `fn` to its closing brace).
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let code = code_only(code);
+    let lines: Vec<&str> = code.lines().collect();
+    let mut found = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let Some(pos) = line.find("fn ") else { continue };
+        let before = &line[..pos];
+        let item = before.split_whitespace().all(|w| {
+            ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe", "extern"].contains(&w)
+                || w.starts_with("pub(")
+        });
+        if !item || !line[pos + 3..].starts_with(|c: char| c.is_alphabetic() || c == '_') {
+            continue;
+        }
+        let name: String = line[pos + 3..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // Its body: from the first `{` after the signature (a `;` first is a declaration) to its match.
+        let (mut depth, mut opened, mut end) = (0i64, false, None);
+        'scan: for (j, l) in lines.iter().enumerate().skip(at) {
+            let from = if j == at { pos } else { 0 };
+            for c in l[from..].chars() {
+                match c {
+                    ';' if !opened && depth == 0 => break 'scan,
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if opened && depth == 0 {
+                            end = Some(j);
+                            break 'scan;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(end) = end {
+            found.push((name, at + 1, end - at + 1));
+        }
+    }
+    found
+}
+
+/// Issue 26: modules a newcomer can hold. No source file outside tests is over 700 lines, and no function
+/// outside tests over 80.
+#[test]
+fn no_file_over_700_lines_and_no_function_over_80() {
+    let sample =
+        "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\nfn b<'a>(x: &'a str) -> &'a str {\n    x\n}\n";
+    assert_eq!(functions(sample), [("a".to_string(), 1, 5), ("b".to_string(), 6, 3)]);
+    let raw = "fn r() {\n    let t = r#\"{ \"} \"#;\n}\n";
+    assert_eq!(functions(raw), [("r".to_string(), 1, 3)]);
+    let mut long = Vec::new();
+    for (path, code) in non_test_sources() {
+        let lines = code.lines().count();
+        if lines > 700 {
+            long.push(format!("{path}: {lines} lines"));
+        }
+        for (name, at, length) in functions(&code) {
+            if length > 80 {
+                long.push(format!("{path}:{at}: fn {name} is {length} lines"));
             }
         }
     }
-    assert!(offenders.is_empty(), "Result<_, String> in {offenders:?}");
+    assert!(long.is_empty(), "{long:#?}");
 }

@@ -329,169 +329,47 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
         let message = format!("the Kubefile is {} bytes, over the limit of {MAX_KUBEFILE_BYTES}", text.len());
         return Err(vec![KubefileError { line: 1, column: None, instruction: String::new(), message }]);
     }
-    // Docker's scopes: ARGs before the first FROM are for FROM lines only (a stage gets one's value by
-    // declaring it again without a default); in the stage, an ENV wins over an ARG of the same name.
-    let mut global_args: BTreeMap<String, String> = BTreeMap::new();
-    let mut stage_args: BTreeMap<String, String> = BTreeMap::new();
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let mut in_stage = false;
+    let mut scopes = Scopes::default();
     for (line, first_column, content) in logical_lines(text) {
-        let mut vars = if in_stage { stage_args.clone() } else { global_args.clone() };
-        vars.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let vars = scopes.vars();
         let (word, rest) = content.split_once(char::is_whitespace).unwrap_or((&content, ""));
         let keyword = word.to_ascii_uppercase();
-        let rest_column = first_column + content.len() - rest.trim_start().len();
+        let at = At { line, keyword: &keyword, rest_column: first_column + content.len() - rest.trim_start().len() };
         let rest = rest.trim();
-        let error = |message: &str| KubefileError {
-            line,
-            column: None,
-            instruction: keyword.clone(),
-            message: message.to_string(),
-        };
-        let at = |(offset, message): LexError| KubefileError {
-            line,
-            column: Some(rest_column + offset),
-            instruction: keyword.clone(),
-            message,
-        };
         if rest.is_empty() {
-            errors.push(error("needs an argument"));
+            errors.push(at.error("needs an argument"));
             continue;
         }
         if steps.is_empty() && !matches!(keyword.as_str(), "FROM" | "ARG") {
-            errors.push(error("the first instruction must be FROM"));
+            errors.push(at.error("the first instruction must be FROM"));
         }
         let instruction = match keyword.as_str() {
-            "FROM" => match words(rest, &global_args, true) {
-                Ok(w) if w.len() == 1 => {
-                    in_stage = true;
-                    Instruction::From(w[0].clone())
-                }
-                Ok(w) if w.len() == 3 && w[1].eq_ignore_ascii_case("as") => {
-                    errors.push(at((
-                        rest.len().saturating_sub(w[2].len() + 3),
-                        "multi-stage builds (`FROM image AS name`) are not supported".into(),
-                    )));
-                    continue;
-                }
-                Ok(_) if rest.starts_with("--") => {
-                    errors.push(at((0, "FROM flags (`--platform`) are not supported".into())));
-                    continue;
-                }
-                Ok(_) => {
-                    errors.push(error("FROM takes one image"));
-                    continue;
-                }
-                Err(e) => {
-                    errors.push(at(e));
-                    continue;
-                }
-            },
+            "FROM" => from_instruction(rest, &mut scopes, &at),
             "ARG" => {
-                // `ARG NAME[=default] ...`: without a default nor a --build-arg, the value is empty.
-                let declared = match words(rest, &vars, true) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        errors.push(at(e));
-                        continue;
-                    }
-                };
-                for declaration in declared {
-                    let (name, default) = match declaration.split_once('=') {
-                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                        None => (declaration.clone(), None),
-                    };
-                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        let offset = rest.find(declaration.as_str()).map_or(0, |b| char_offset(rest, b));
-                        let shown: String = declaration.chars().take(80).collect();
-                        errors.push(at((offset, format!("`{shown}`: ARG needs a NAME or NAME=default"))));
-                        continue;
-                    }
-                    // A --build-arg, else the default, else (in a stage) the one declared before FROM,
-                    // else empty.
-                    let inherited = if in_stage { global_args.get(&name).cloned() } else { None };
-                    let value = build_args.get(&name).cloned().or(default).or(inherited).unwrap_or_default();
-                    if value.len() > MAX_VALUE_BYTES {
-                        errors.push(error(&format!("ARG `{name}` is over {MAX_VALUE_BYTES} bytes")));
-                        continue;
-                    }
-                    if in_stage {
-                        stage_args.insert(name, value);
-                    } else {
-                        global_args.insert(name, value);
-                    }
-                }
+                arg_instruction(rest, (&vars, build_args), &mut scopes, &at, &mut errors);
                 continue;
             }
-            "COPY" => {
-                if rest.starts_with("--") {
-                    let flag = rest.split(|c: char| c == '=' || c.is_whitespace()).next().unwrap_or(rest);
-                    errors.push(at((0, format!("COPY `{flag}` is not supported"))));
-                    continue;
-                }
-                let parts = match json_form(rest) {
-                    Some(parts) => parts,
-                    None => match words(rest, &vars, true) {
-                        Ok(parts) => parts,
-                        Err(e) => {
-                            errors.push(at(e));
-                            continue;
-                        }
-                    },
-                };
-                let mut parts = parts;
-                if parts.len() < 2 {
-                    errors.push(error("COPY needs SRC... DEST"));
-                    continue;
-                }
-                let dest = parts.pop().unwrap_or_default();
-                Instruction::Copy { sources: parts, dest }
-            }
-            // RUN and CMD are shell lines: `$NAME`s of ARG and ENV are substituted (sealer's rule), the rest
-            // is the shell's. The exec form is a line of its quoted words.
-            "RUN" | "CMD" => {
-                // The exec form's words are taken as written, as Docker does (no substitution: a value
-                // could not then break out of their quoting).
-                let value = match json_form(rest) {
-                    Some(parts) => parts.iter().map(|p| crate::shell::quote(p)).collect::<Vec<_>>().join(" "),
-                    None => match substitute(rest, &vars) {
-                        Some(value) => value,
-                        None => {
-                            errors.push(error(&format!(
-                                "the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"
-                            )));
-                            continue;
-                        }
-                    },
-                };
-                if keyword == "RUN" {
-                    Instruction::Run(value)
-                } else {
-                    Instruction::Cmd(value)
-                }
-            }
+            "COPY" => copy_instruction(rest, &vars, &at),
+            "RUN" | "CMD" => shell_instruction(rest, &vars, &at),
             "ENV" | "LABEL" => match pairs(rest, &vars) {
                 Ok(set) if keyword == "ENV" => {
-                    env.extend(set.iter().cloned());
-                    Instruction::Env(set)
+                    scopes.env.extend(set.iter().cloned());
+                    Ok(Instruction::Env(set))
                 }
-                Ok(set) => Instruction::Label(set),
-                Err(e) => {
-                    errors.push(at(e));
-                    continue;
-                }
+                Ok(set) => Ok(Instruction::Label(set)),
+                Err(e) => Err(at.at(e)),
             },
-            _ => {
-                errors.push(KubefileError {
-                    line,
-                    column: Some(first_column),
-                    instruction: word.to_string(),
-                    message: "unknown instruction".into(),
-                });
-                continue;
-            }
+            _ => Err(KubefileError {
+                line,
+                column: Some(first_column),
+                instruction: word.to_string(),
+                message: "unknown instruction".into(),
+            }),
         };
-        steps.push(Step { line, instruction });
+        match instruction {
+            Ok(instruction) => steps.push(Step { line, instruction }),
+            Err(e) => errors.push(e),
+        }
     }
     if steps.is_empty() && errors.is_empty() {
         errors.push(KubefileError {
@@ -506,6 +384,132 @@ pub fn parse(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<St
     } else {
         Err(errors)
     }
+}
+
+/// Docker's scopes: ARGs before the first FROM are for FROM lines only (a stage gets one's value by
+/// declaring it again without a default); in the stage, an ENV wins over an ARG of the same name.
+#[derive(Default)]
+struct Scopes {
+    global_args: BTreeMap<String, String>,
+    stage_args: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    in_stage: bool,
+}
+
+impl Scopes {
+    /// What `$NAME` means on the current line.
+    fn vars(&self) -> BTreeMap<String, String> {
+        let mut vars = if self.in_stage { self.stage_args.clone() } else { self.global_args.clone() };
+        vars.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars
+    }
+}
+
+/// Where an instruction is, for its errors: its line, and the column its argument starts at.
+struct At<'a> {
+    line: usize,
+    keyword: &'a str,
+    rest_column: usize,
+}
+
+impl At<'_> {
+    fn error(&self, message: &str) -> KubefileError {
+        KubefileError { line: self.line, column: None, instruction: self.keyword.to_string(), message: message.into() }
+    }
+
+    /// An error at `offset` characters into the argument.
+    fn at(&self, (offset, message): LexError) -> KubefileError {
+        KubefileError {
+            line: self.line,
+            column: Some(self.rest_column + offset),
+            instruction: self.keyword.to_string(),
+            message,
+        }
+    }
+}
+
+fn from_instruction(rest: &str, scopes: &mut Scopes, at: &At<'_>) -> Result<Instruction, KubefileError> {
+    match words(rest, &scopes.global_args, true) {
+        Ok(w) if w.len() == 1 => {
+            scopes.in_stage = true;
+            Ok(Instruction::From(w[0].clone()))
+        }
+        Ok(w) if w.len() == 3 && w[1].eq_ignore_ascii_case("as") => Err(at.at((
+            rest.len().saturating_sub(w[2].len() + 3),
+            "multi-stage builds (`FROM image AS name`) are not supported".into(),
+        ))),
+        Ok(_) if rest.starts_with("--") => Err(at.at((0, "FROM flags (`--platform`) are not supported".into()))),
+        Ok(_) => Err(at.error("FROM takes one image")),
+        Err(e) => Err(at.at(e)),
+    }
+}
+
+/// `ARG NAME[=default] ...`: without a default nor a --build-arg, the value is empty. Each bad
+/// declaration is an error of its own.
+fn arg_instruction(
+    rest: &str,
+    (vars, build_args): (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    scopes: &mut Scopes,
+    at: &At<'_>,
+    errors: &mut Vec<KubefileError>,
+) {
+    let declared = match words(rest, vars, true) {
+        Ok(w) => w,
+        Err(e) => return errors.push(at.at(e)),
+    };
+    for declaration in declared {
+        let (name, default) = match declaration.split_once('=') {
+            Some((n, d)) => (n.to_string(), Some(d.to_string())),
+            None => (declaration.clone(), None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            let offset = rest.find(declaration.as_str()).map_or(0, |b| char_offset(rest, b));
+            let shown: String = declaration.chars().take(80).collect();
+            errors.push(at.at((offset, format!("`{shown}`: ARG needs a NAME or NAME=default"))));
+            continue;
+        }
+        // A --build-arg, else the default, else (in a stage) the one declared before FROM, else empty.
+        let inherited = if scopes.in_stage { scopes.global_args.get(&name).cloned() } else { None };
+        let value = build_args.get(&name).cloned().or(default).or(inherited).unwrap_or_default();
+        if value.len() > MAX_VALUE_BYTES {
+            errors.push(at.error(&format!("ARG `{name}` is over {MAX_VALUE_BYTES} bytes")));
+            continue;
+        }
+        if scopes.in_stage {
+            scopes.stage_args.insert(name, value);
+        } else {
+            scopes.global_args.insert(name, value);
+        }
+    }
+}
+
+fn copy_instruction(rest: &str, vars: &BTreeMap<String, String>, at: &At<'_>) -> Result<Instruction, KubefileError> {
+    if rest.starts_with("--") {
+        let flag = rest.split(|c: char| c == '=' || c.is_whitespace()).next().unwrap_or(rest);
+        return Err(at.at((0, format!("COPY `{flag}` is not supported"))));
+    }
+    let mut parts = match json_form(rest) {
+        Some(parts) => parts,
+        None => words(rest, vars, true).map_err(|e| at.at(e))?,
+    };
+    if parts.len() < 2 {
+        return Err(at.error("COPY needs SRC... DEST"));
+    }
+    let dest = parts.pop().unwrap_or_default();
+    Ok(Instruction::Copy { sources: parts, dest })
+}
+
+/// RUN and CMD are shell lines: `$NAME`s of ARG and ENV are substituted (sealer's rule), the rest is the
+/// shell's. The exec form is a line of its quoted words, taken as written, as Docker does (no
+/// substitution: a value could not then break out of their quoting).
+fn shell_instruction(rest: &str, vars: &BTreeMap<String, String>, at: &At<'_>) -> Result<Instruction, KubefileError> {
+    let value = match json_form(rest) {
+        Some(parts) => parts.iter().map(|p| crate::shell::quote(p)).collect::<Vec<_>>().join(" "),
+        None => substitute(rest, vars).ok_or_else(|| {
+            at.error(&format!("the value grows over {MAX_VALUE_BYTES} bytes once variables are substituted"))
+        })?,
+    };
+    Ok(if at.keyword == "RUN" { Instruction::Run(value) } else { Instruction::Cmd(value) })
 }
 
 #[cfg(test)]

@@ -353,23 +353,7 @@ pub async fn pull_into(
         };
         let original: Reference = name.parse().map_err(|e| fail("not an image reference", &e))?;
         let repo = original.repository().to_string();
-        // Fetched from the registry's mirror when it has one; kept under its own name either way.
-        let (reference, opts) = match mirrors.of(original.resolve_registry()) {
-            Some(mirror) => {
-                let reference = match original.digest() {
-                    Some(d) => Reference::with_digest(mirror.host.clone(), repo.clone(), d.to_string()),
-                    None => Reference::with_tag(
-                        mirror.host.clone(),
-                        repo.clone(),
-                        original.tag().unwrap_or("latest").to_string(),
-                    ),
-                };
-                let mut opts = options(&mirror.host);
-                opts.insecure |= mirror.plain_http;
-                (reference, opts)
-            }
-            None => (original.clone(), options(original.resolve_registry())),
-        };
+        let (reference, opts) = source_of(&original, mirrors, &options);
         let (client, auth) = client_for(&reference, &opts);
         let (raw, digest) =
             client.pull_manifest_raw(&reference, &auth, &MANIFEST_TYPES).await.map_err(|e| fail("manifest", &e))?;
@@ -385,19 +369,7 @@ pub async fn pull_into(
                 format!("docker/registry/v2/repositories/{repo}/_manifests/revisions/sha256/{}/link", hex(&digest));
             put(registry_root, &link, digest.as_bytes())?;
             if first {
-                let tag = reference.tag().unwrap_or("latest");
-                let current = format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link");
-                std::fs::create_dir_all(registry_root.join(&current).parent().unwrap_or(registry_root))
-                    .map_err(|e| io(registry_root, e))?;
-                std::fs::write(registry_root.join(&current), digest.as_bytes()).map_err(|e| io(registry_root, e))?;
-                put(
-                    registry_root,
-                    &format!(
-                        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
-                        hex(&digest)
-                    ),
-                    digest.as_bytes(),
-                )?;
+                keep_tag(registry_root, &repo, reference.tag().unwrap_or("latest"), &digest)?;
                 first = false;
             }
             let manifest: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| fail("manifest JSON", &e))?;
@@ -422,32 +394,73 @@ pub async fn pull_into(
                 }
                 continue;
             }
-            let mut blobs: Vec<String> = manifest["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["digest"].as_str().map(str::to_string))
-                .collect();
-            blobs.extend(manifest["config"]["digest"].as_str().map(str::to_string));
-            for blob in blobs {
-                let target = registry_root.join(blob_path(&blob));
-                if !target.exists() {
-                    let mut data = Vec::new();
-                    client.pull_blob(&reference, blob.as_str(), &mut data).await.map_err(|e| fail("blob", &e))?;
-                    let actual = format!("sha256:{:x}", Sha256::digest(&data));
-                    if actual != blob {
-                        return Err(fail("blob digest mismatch", &format!("expected {blob}, got {actual}")));
-                    }
-                    put(registry_root, &blob_path(&blob), &data)?;
-                }
-                put(
-                    registry_root,
-                    &format!("docker/registry/v2/repositories/{repo}/_layers/sha256/{}/link", hex(&blob)),
-                    blob.as_bytes(),
-                )?;
-            }
+            keep_blobs(&client, &reference, (registry_root, &repo), &manifest, &fail).await?;
         }
         say(&format!("image {name} {digest}"));
+    }
+    Ok(())
+}
+
+/// Where `original` is fetched from: the registry's mirror when it has one (kept under its own name
+/// either way), with that registry's options.
+fn source_of(
+    original: &Reference,
+    mirrors: &Mirrors,
+    options: &impl Fn(&str) -> RegistryOptions,
+) -> (Reference, RegistryOptions) {
+    let Some(mirror) = mirrors.of(original.resolve_registry()) else {
+        return (original.clone(), options(original.resolve_registry()));
+    };
+    let repo = original.repository().to_string();
+    let reference = match original.digest() {
+        Some(d) => Reference::with_digest(mirror.host.clone(), repo, d.to_string()),
+        None => Reference::with_tag(mirror.host.clone(), repo, original.tag().unwrap_or("latest").to_string()),
+    };
+    let mut opts = options(&mirror.host);
+    opts.insecure |= mirror.plain_http;
+    (reference, opts)
+}
+
+/// The tag of `repo` in the registry's storage, pointing at `digest`.
+fn keep_tag(registry_root: &Path, repo: &str, tag: &str, digest: &str) -> Result<(), ImageError> {
+    let current = format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link");
+    std::fs::create_dir_all(registry_root.join(&current).parent().unwrap_or(registry_root))
+        .map_err(|e| io(registry_root, e))?;
+    std::fs::write(registry_root.join(&current), digest.as_bytes()).map_err(|e| io(registry_root, e))?;
+    let index =
+        format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link", hex(digest));
+    put(registry_root, &index, digest.as_bytes())
+}
+
+/// The layers and configuration an image manifest names, fetched unless the storage has them, checked
+/// against their digests, and linked to `repo`.
+async fn keep_blobs(
+    client: &oci_client::Client,
+    reference: &Reference,
+    (registry_root, repo): (&Path, &str),
+    manifest: &serde_json::Value,
+    fail: &dyn Fn(&str, &dyn std::fmt::Display) -> ImageError,
+) -> Result<(), ImageError> {
+    let mut blobs: Vec<String> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str().map(str::to_string))
+        .collect();
+    blobs.extend(manifest["config"]["digest"].as_str().map(str::to_string));
+    for blob in blobs {
+        let target = registry_root.join(blob_path(&blob));
+        if !target.exists() {
+            let mut data = Vec::new();
+            client.pull_blob(reference, blob.as_str(), &mut data).await.map_err(|e| fail("blob", &e))?;
+            let actual = format!("sha256:{:x}", Sha256::digest(&data));
+            if actual != blob {
+                return Err(fail("blob digest mismatch", &format!("expected {blob}, got {actual}")));
+            }
+            put(registry_root, &blob_path(&blob), &data)?;
+        }
+        let link = format!("docker/registry/v2/repositories/{repo}/_layers/sha256/{}/link", hex(&blob));
+        put(registry_root, &link, blob.as_bytes())?;
     }
     Ok(())
 }
