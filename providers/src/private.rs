@@ -1,6 +1,8 @@
-//! The one way sealer writes a file that may hold a secret on the workstation (logs, the ETCD plugin's
-//! snapshot of every Secret, registry logins, the Clusterfile `sealer run` writes with the ssh password):
-//! the file is 0600 from its creation and its directory 0700, so no other user reads it at any moment.
+//! How sealer writes files on the workstation. [`write_atomic`] is the one way a file is replaced whole
+//! or not at all, with the mode its caller names. [`write_private`] is the one way a file that may hold a
+//! secret is written (logs, the ETCD plugin's snapshot of every Secret, registry logins, the Clusterfile
+//! `sealer run` writes with the ssh password): 0600 from its creation in a 0700 directory, so no other
+//! user reads it at any moment.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -16,23 +18,23 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-/// Writes `content` to `path` whole or not at all: a 0600 temporary file beside it, renamed over it.
-pub fn write_private(path: &Path, content: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        private_dir(dir)?;
-    }
+/// Writes `content` to `path` whole or not at all: a temporary file beside it, with exactly `mode` from
+/// its creation (whatever the umask), synced, then renamed over `path`. The directory must exist.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".{}-{n}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     let written = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .and_then(|mut f| {
-            // A file left by an older sealer with a wider mode keeps it through `truncate`.
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            // The umask narrows the mode at creation, and a file a killed write left keeps its own.
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(content)?;
             f.sync_all()
         })
@@ -41,6 +43,14 @@ pub fn write_private(path: &Path, content: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Writes `content` to `path` whole or not at all, 0600 in a 0700 directory.
+pub fn write_private(path: &Path, content: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    write_atomic(path, content, 0o600)
 }
 
 /// Opens `path` for appending, created 0600 in a 0700 directory.
@@ -84,5 +94,17 @@ mod tests {
             (mode(&root.path().join("logs/1")), mode(&root.path().join("logs")), mode(&log)),
             (0o700, 0o700, 0o600)
         );
+    }
+
+    #[test]
+    fn an_atomic_write_has_exactly_its_mode_and_leaves_nothing_on_failure() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("plan");
+        write_atomic(&file, b"one", 0o644).unwrap();
+        write_atomic(&file, b"two", 0o640).unwrap();
+        assert_eq!((std::fs::read(&file).unwrap(), mode(&file)), (b"two".to_vec(), 0o640));
+        let missing = root.path().join("no/such/dir/plan");
+        assert!(write_atomic(&missing, b"x", 0o644).is_err());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1, "no temporary file left");
     }
 }

@@ -8,12 +8,6 @@ pub enum PlanFileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write plan file `{path}`")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("`{path}` is not a sealer plan file: {message}")]
     Format { path: String, message: String },
     #[error("plan file `{path}` is corrupted: its checksum does not match its content")]

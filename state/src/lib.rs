@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sealer_engine::{StateError, StateStore};
 
 pub use error::PlanFileError;
-pub use planfile::{read_plan_file, write_plan_file};
+pub use planfile::{plan_file_text, read_plan_file};
 pub use postgres::{redact_url, PostgresStore, PG_SCHEMA_VERSION};
 pub use sealing::{binding, SealingError, SealingKey};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};

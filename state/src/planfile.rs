@@ -23,16 +23,13 @@ fn checksum(plan: &Plan) -> Result<String, serde_json::Error> {
     Ok(format!("sha256:{:x}", Sha256::digest(&bytes)))
 }
 
-pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), PlanFileError> {
+/// The text of a plan file of `plan` (`path` names it in errors). The caller writes it whole or not at
+/// all, so that a crash never leaves half a plan under the final name.
+pub fn plan_file_text(path: &Path, plan: &Plan) -> Result<String, PlanFileError> {
     let display = path.display().to_string();
     let format = |e: serde_json::Error| PlanFileError::Format { path: display.clone(), message: e.to_string() };
     let file = PlanFile { kind: KIND.into(), checksum: checksum(plan).map_err(format)?, plan: plan.clone() };
-    let text = serde_json::to_string_pretty(&file).map_err(format)?;
-    // Written beside the target and renamed, so a crash never leaves half a plan under the final name.
-    let tmp = path.with_extension("tmp-sealer-plan");
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| PlanFileError::Write { path: display.clone(), source })
+    Ok(serde_json::to_string_pretty(&file).map_err(format)? + "\n")
 }
 
 pub fn read_plan_file(path: &Path) -> Result<Plan, PlanFileError> {
@@ -64,7 +61,7 @@ mod tests {
     fn round_trips_and_rejects_tampering() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.plan");
-        write_plan_file(&path, &plan()).unwrap();
+        std::fs::write(&path, plan_file_text(&path, &plan()).unwrap()).unwrap();
         assert_eq!(read_plan_file(&path).unwrap(), plan());
         let text = std::fs::read_to_string(&path).unwrap().replace("\"prior_serial\": 3", "\"prior_serial\": 4");
         std::fs::write(&path, text).unwrap();

@@ -43,7 +43,9 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         }
     }
     if let Some(path) = &args.out {
-        sealer_state::write_plan_file(path, &plan)?;
+        let text = sealer_state::plan_file_text(path, &plan)?;
+        sealer_providers::private::write_atomic(path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write plan file `{}`", path.display()))?;
         if format == PlanFormat::Human {
             writeln!(
                 out,

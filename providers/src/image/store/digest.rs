@@ -34,14 +34,7 @@ impl DigestCache {
         self.known.extend(self.used);
         let text: String = self.known.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
         let Some(dir) = self.path.parent() else { return };
-        let partial = self.path.with_extension("partial");
-        if fs::create_dir_all(dir)
-            .and_then(|()| fs::write(&partial, text))
-            .and_then(|()| fs::rename(&partial, &self.path))
-            .is_err()
-        {
-            let _ = fs::remove_file(&partial);
-        }
+        let _ = fs::create_dir_all(dir).and_then(|()| crate::private::write_atomic(&self.path, text.as_bytes(), 0o644));
     }
 
     fn digest(&mut self, path: &Path, rel: &str, source: Option<&String>) -> std::io::Result<String> {

@@ -372,9 +372,7 @@ impl ImageStore {
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join(digest.replace(':', "-"));
         if !path.exists() {
-            let partial = dir.join(format!(".{}-{}", std::process::id(), self.next_work()));
-            fs::write(&partial, manifest).map_err(io(&partial))?;
-            fs::rename(&partial, &path).map_err(io(&path))?;
+            crate::private::write_atomic(&path, manifest.as_bytes(), 0o644).map_err(io(&path))?;
         }
         Ok(())
     }
