@@ -230,10 +230,9 @@ pub struct HostFlags {
     pub cluster_name: Option<String>,
 }
 
+/// How a verb applies the Clusterfile it wrote, as `apply` does.
 #[derive(Debug, Args)]
-pub struct JoinArgs {
-    #[command(flatten)]
-    pub hosts: HostFlags,
+pub struct VerbApply {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
@@ -243,6 +242,14 @@ pub struct JoinArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub hosts: HostFlags,
+    #[command(flatten)]
+    pub apply: VerbApply,
 }
 
 #[derive(Debug, Args)]
@@ -263,15 +270,8 @@ pub struct DeleteArgs {
     /// The cluster (default: the one cluster in the state, else `my-cluster`)
     #[arg(long = "cluster-name", value_name = "NAME")]
     pub cluster_name: Option<String>,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// How many resources are changed at once
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
-    /// Plain progress lines even on a terminal
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub apply: VerbApply,
 }
 
 #[derive(Debug, Args)]
@@ -297,15 +297,8 @@ pub struct GenArgs {
     pub image: String,
     #[command(flatten)]
     pub hosts: HostFlags,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// How many resources are applied at once
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
-    /// Plain progress lines even on a terminal
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub apply: VerbApply,
 }
 
 #[derive(Debug, Args)]
@@ -478,15 +471,8 @@ pub struct RunArgs {
     /// Arguments of the image's CMDs (repeatable)
     #[arg(long = "cmd-args", value_name = "ARG")]
     pub cmd_args: Vec<String>,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// How many resources are applied at once
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
-    /// Plain progress lines even on a terminal
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub apply: VerbApply,
 }
 
 #[derive(Debug, Args)]

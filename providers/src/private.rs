@@ -42,7 +42,29 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    remove_abandoned_temps(path);
     written
+}
+
+/// Removes the temporary files of `path` that writes of processes gone (killed mid-write) left beside it.
+fn remove_abandoned_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let pid = entry_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(pid, _)| pid)
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Writes `content` to `path` whole or not at all, 0600 in a 0700 directory.
@@ -106,5 +128,14 @@ mod tests {
         let missing = root.path().join("no/such/dir/plan");
         assert!(write_atomic(&missing, b"x", 0o644).is_err());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1, "no temporary file left");
+        // What a killed write left (its process gone) goes with the next write; a live one's stays.
+        let dead = root.path().join("plan.4194399-0.tmp");
+        let live = root.path().join(format!("plan.{}-9.tmp", std::process::id()));
+        let other = root.path().join("planned.4194399-0.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, "x").unwrap();
+        }
+        write_atomic(&file, b"three", 0o644).unwrap();
+        assert!(!dead.exists() && live.exists() && other.exists());
     }
 }

@@ -80,8 +80,11 @@ fn result_errors(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for (start, _) in text.match_indices("Result<") {
         let (mut depth, mut last_comma, mut end) = (0usize, None, None);
-        for (i, c) in text[start + "Result".len()..].char_indices() {
+        let generics = &text[start + "Result".len()..];
+        for (i, c) in generics.char_indices() {
             match c {
+                // `->` in a function type is no closing bracket.
+                '>' if generics[..i].ends_with('-') => {}
                 '<' => depth += 1,
                 '>' if depth == 1 => {
                     end = Some(i);
@@ -144,11 +147,16 @@ fn non_test_sources() -> Vec<(String, String)> {
 fn no_result_has_a_string_for_its_error() {
     assert_eq!(result_errors("fn f() -> Result<Vec<(u8, String)>, String> {}"), ["String"]);
     assert_eq!(result_errors("Result<(), E> and std::result::Result<u8, Box<dyn Error>>"), ["E", "Box<dyn Error>"]);
-    let offenders: Vec<String> = non_test_sources()
-        .into_iter()
-        .filter(|(_, code)| result_errors(code).iter().any(|e| e == "String" || e == "std::string::String"))
-        .map(|(path, _)| path)
-        .collect();
+    assert_eq!(result_errors("Result<Box<dyn Fn() -> u8>, String>"), ["String"]);
+    let stringly = |code: &str| {
+        let code = code_only(code);
+        let compact: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        result_errors(&code).iter().any(|e| e == "String" || e == "std::string::String")
+            || ["type Err = String;", "type Error = String;", "E = String>"].iter().any(|t| compact.contains(t))
+    };
+    assert!(stringly("impl FromStr for X { type Err = String; }") && !stringly("// Result<(), String>"));
+    let offenders: Vec<String> =
+        non_test_sources().into_iter().filter(|(_, code)| stringly(code)).map(|(path, _)| path).collect();
     assert!(offenders.is_empty(), "Result<_, String> in {offenders:?}");
 }
 
@@ -176,7 +184,8 @@ fn code_only(code: &str) -> String {
             i += 2;
         } else if c == 'r'
             && (next == Some('"') || next == Some('#'))
-            && !chars[..i].last().is_some_and(|p| p.is_alphanumeric() || *p == '_')
+            // `r"`, `r#"`, and `br"` (a byte string's `b` is no identifier before it).
+            && !chars[..i].iter().rev().skip(usize::from(i > 0 && chars[i - 1] == 'b')).next().is_some_and(|p| p.is_alphanumeric() || *p == '_')
         {
             let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
             if chars.get(i + 1 + hashes) != Some(&'"') {
@@ -210,7 +219,7 @@ fn code_only(code: &str) -> String {
         } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
             // A character literal ('{', '\n', '\''); a lifetime ('a) has no closing quote there.
             let end = if next == Some('\\') {
-                (i + 2..chars.len()).find(|&j| chars[j] == '\'').unwrap_or(chars.len() - 1)
+                (i + 3..chars.len()).find(|&j| chars[j] == '\'').unwrap_or(chars.len() - 1)
             } else {
                 i + 2
             };
@@ -243,12 +252,14 @@ fn functions(code: &str) -> Vec<(String, usize, usize)> {
         }
         let name: String = line[pos + 3..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         // Its body: from the first `{` after the signature (a `;` first is a declaration) to its match.
-        let (mut depth, mut opened, mut end) = (0i64, false, None);
+        let (mut depth, mut brackets, mut opened, mut end) = (0i64, 0i64, false, None);
         'scan: for (j, l) in lines.iter().enumerate().skip(at) {
             let from = if j == at { pos } else { 0 };
             for c in l[from..].chars() {
                 match c {
-                    ';' if !opened && depth == 0 => break 'scan,
+                    '(' | '[' if !opened => brackets += 1,
+                    ')' | ']' if !opened => brackets -= 1,
+                    ';' if !opened && depth == 0 && brackets == 0 => break 'scan,
                     '{' => {
                         depth += 1;
                         opened = true;
@@ -278,8 +289,10 @@ fn no_file_over_700_lines_and_no_function_over_80() {
     let sample =
         "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\nfn b<'a>(x: &'a str) -> &'a str {\n    x\n}\n";
     assert_eq!(functions(sample), [("a".to_string(), 1, 5), ("b".to_string(), 6, 3)]);
-    let raw = "fn r() {\n    let t = r#\"{ \"} \"#;\n}\n";
-    assert_eq!(functions(raw), [("r".to_string(), 1, 3)]);
+    let raw = "fn r() {\n    let t = r#\"{ \"} \"#;\n    let b = br#\"{\"#;\n    let q = '\\'';\n}\n";
+    assert_eq!(functions(raw), [("r".to_string(), 1, 5)]);
+    let array = "fn n<const N: usize>(x: [u8; N]) -> usize {\n    N\n}\n";
+    assert_eq!(functions(array), [("n".to_string(), 1, 3)]);
     let mut long = Vec::new();
     for (path, code) in non_test_sources() {
         let lines = code.lines().count();

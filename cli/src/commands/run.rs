@@ -3,7 +3,7 @@
 use sealer_cli::ops;
 use sealer_cli::ops::run::RunRequest;
 
-use crate::args::{ApplyArgs, CertArgs, DeleteArgs, GenArgs, HostFlags, JoinArgs, RunArgs};
+use crate::args::{ApplyArgs, CertArgs, DeleteArgs, GenArgs, HostFlags, JoinArgs, RunArgs, VerbApply};
 use crate::render::progress::TransferBar;
 use crate::{Context, Outcome};
 
@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Outcome> {
         let what = if prepared.joined { "joins" } else { "is already in" };
         println!("Application `{}` {what} `spec.apps` of cluster `{}`.", request.image, prepared.cluster);
     }
-    let apply = apply_args(prepared.path.clone(), args.auto_approve, args.parallelism, args.no_progress);
+    let apply = apply_args(prepared.path.clone(), &args.apply);
     apply_prepared(ctx, &prepared, apply)
 }
 
@@ -57,8 +57,8 @@ pub fn join(ctx: &Context, mut args: JoinArgs) -> anyhow::Result<Outcome> {
     let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
     let image = ops::run::kept_image(&ctx.ws, &cluster)?;
     args.hosts.cluster_name = Some(cluster);
-    let JoinArgs { hosts, auto_approve, parallelism, no_progress } = args;
-    run(ctx, RunArgs { image, hosts, env: Vec::new(), cmd_args: Vec::new(), auto_approve, parallelism, no_progress })
+    let JoinArgs { hosts, apply } = args;
+    run(ctx, RunArgs { image, hosts, env: Vec::new(), cmd_args: Vec::new(), apply })
 }
 
 /// `sealer delete`: the kept Clusterfile without the hosts, applied; `--all` destroys the cluster.
@@ -75,14 +75,12 @@ pub fn delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<Outcome> {
                 "cluster `{cluster}` was not made by `sealer run`: `sealer destroy -f YOUR_CLUSTERFILE` tears it down"
             );
         }
-        let destroy =
-            ApplyArgs { refresh: false, ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress) };
+        let destroy = ApplyArgs { refresh: false, ..apply_args(path, &args.apply) };
         return super::apply::run(ctx, destroy, true);
     }
     let prepared = ops::run::prepare_delete(&ctx.ws, &cluster, args.masters.as_deref(), args.nodes.as_deref())?;
     // --force as apply's: removing a host that no longer answers, or the first master, is dangerous.
-    let apply =
-        ApplyArgs { force: args.force, ..apply_args(path, args.auto_approve, args.parallelism, args.no_progress) };
+    let apply = ApplyArgs { force: args.force, ..apply_args(path, &args.apply) };
     apply_prepared(ctx, &prepared, apply)
 }
 
@@ -93,7 +91,8 @@ pub fn cert(ctx: &Context, args: CertArgs) -> anyhow::Result<Outcome> {
     let cluster = ops::run::cluster_name(&ctx.ws, &probe)?;
     let path = ops::run::clusterfile_path(&ctx.ws, &cluster)?;
     let prepared = ops::run::prepare_cert(&ctx.ws, &cluster, &args.alt_names)?;
-    apply_prepared(ctx, &prepared, apply_args(path, args.auto_approve, 10, args.no_progress))
+    let apply = VerbApply { auto_approve: args.auto_approve, parallelism: 10, no_progress: args.no_progress };
+    apply_prepared(ctx, &prepared, apply_args(path, &apply))
 }
 
 /// `sealer gen`: the running cluster read, its Clusterfile written and its members imported, then the
@@ -109,8 +108,7 @@ pub fn gen(ctx: &Context, args: GenArgs) -> anyhow::Result<Outcome> {
     println!("Clusterfile: {}", path.display());
     let imported: Vec<String> = generated.imported.iter().map(|r| r.address.to_string()).collect();
     println!("Imported from the running cluster (nothing on its hosts changed): {}", imported.join(", "));
-    let applied =
-        super::apply::run(ctx, apply_args(path, args.auto_approve, args.parallelism, args.no_progress), false);
+    let applied = super::apply::run(ctx, apply_args(path, &args.apply), false);
     if applied.is_err() && ops::state::serial(&ctx.ws, &generated.prepared.cluster)? == generated.serial {
         ops::gen::undo(&ctx.ws, &generated)?;
         println!("Nothing was applied: the import is taken back (state and Clusterfile as before `sealer gen`).");
@@ -118,7 +116,8 @@ pub fn gen(ctx: &Context, args: GenArgs) -> anyhow::Result<Outcome> {
     applied
 }
 
-fn apply_args(file: std::path::PathBuf, auto_approve: bool, parallelism: usize, no_progress: bool) -> ApplyArgs {
+fn apply_args(file: std::path::PathBuf, verb: &VerbApply) -> ApplyArgs {
+    let VerbApply { auto_approve, parallelism, no_progress } = *verb;
     ApplyArgs {
         planfile: None,
         file,
