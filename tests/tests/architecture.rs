@@ -185,7 +185,7 @@ fn code_only(code: &str) -> String {
         } else if c == 'r'
             && (next == Some('"') || next == Some('#'))
             // `r"`, `r#"`, and `br"` (a byte string's `b` is no identifier before it).
-            && !chars[..i].iter().rev().skip(usize::from(i > 0 && chars[i - 1] == 'b')).next().is_some_and(|p| p.is_alphanumeric() || *p == '_')
+            && !chars[..i].iter().rev().nth(usize::from(i > 0 && chars[i - 1] == 'b')).is_some_and(|p| p.is_alphanumeric() || *p == '_')
         {
             let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
             if chars.get(i + 1 + hashes) != Some(&'"') {
