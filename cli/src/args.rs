@@ -78,8 +78,9 @@ pub enum Command {
     /// Clusterfile as `apiServer.certSANs`, then applied: each master's serving certificate is made again)
     Cert(CertArgs),
     /// Take over a running kubeadm cluster sealer did not install: read it, write its Clusterfile (kept as
-    /// `run`'s) and import its members into the state, then apply what sealer adds (the image's files,
-    /// its registry, the nodes' balancer); Kubernetes itself is never initialised, joined or reset
+    /// `run`'s) and import its members into the state, then apply what sealer adds (the image's files and
+    /// scripts/init.sh, its registry, the nodes' balancer, the image's CMDs); Kubernetes itself is never
+    /// initialised, joined or reset, and an apply that applies nothing takes the import back
     Gen(GenArgs),
     /// Check the hosts before an install (--pre: root, free ports, swap, clock, hostnames) or the
     /// cluster after it (--post: every host a Ready node); exit 1 when a check fails
