@@ -149,7 +149,13 @@ kill_host() {
 
 start_sshd() { in_host "$1" "$2" /usr/sbin/sshd -f /etc/ssh/sealer_testbed_sshd_config; }
 
-stop_sshd() { in_host "$1" "$2" sh -c 'kill $(cat /run/sshd.pid) 2>/dev/null; rm -f /run/sshd.pid'; }
+# Returns once the listening sshd is gone (a SIGTERM is delivered asynchronously: a connection made right
+# after `kill` returned could still be accepted).
+stop_sshd() {
+  in_host "$1" "$2" sh -c 'p=$(cat /run/sshd.pid 2>/dev/null); [ -n "$p" ] && kill "$p" 2>/dev/null
+    i=0; while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.025; i=$((i + 1)); done
+    rm -f /run/sshd.pid'
+}
 
 up() {
   local n=$1 owner=${TESTBED_OWNER:-$PPID} k=""
