@@ -13,6 +13,17 @@ use sealer_tests::{
 
 const PASSWORD: &str = "Exec-Canary-Pw-31";
 
+/// `hosts` testbed hosts, and a directory holding a sealer home with the test cluster image built and a
+/// working directory.
+fn site(hosts: usize) -> (Testbed, tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tb = Testbed::up(hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    sealer_tests::build_simulated_image(&home, dir.path());
+    (tb, dir, home, work)
+}
+
 #[test]
 fn exec_runs_by_role_and_address_with_the_worst_status_and_no_password_anywhere() {
     if !testbed_available() {
@@ -166,11 +177,7 @@ fn join_then_delete_a_node_then_delete_all() {
     if !testbed_available() {
         return;
     }
-    let tb = Testbed::up(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
-    std::fs::create_dir_all(&work).unwrap();
-    sealer_tests::build_simulated_image(&home, dir.path());
+    let (tb, _dir, home, work) = site(2);
     let (m, n, key) = (tb.ips[0].to_string(), tb.ips[1].to_string(), tb.key.display().to_string());
     let run = |args: &[&str]| sealer(&home, &work, args);
     let kept = work.join(".sealer/my-cluster/Clusterfile");
@@ -266,11 +273,7 @@ fn gen_takes_over_a_cluster_installed_by_hand_and_its_next_plan_is_clean() {
     if !testbed_available() {
         return;
     }
-    let tb = Testbed::up(3);
-    let dir = tempfile::tempdir().unwrap();
-    let (home, work) = (dir.path().join("home"), dir.path().join("work"));
-    std::fs::create_dir_all(&work).unwrap();
-    sealer_tests::build_simulated_image(&home, dir.path());
+    let (tb, dir, home, work) = site(3);
     let (m, n, extra, key) =
         (tb.ips[0].to_string(), tb.ips[1].to_string(), tb.ips[2].to_string(), tb.key.display().to_string());
     let run = |args: &[&str]| sealer(&home, &work, args);

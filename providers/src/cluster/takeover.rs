@@ -17,7 +17,7 @@ pub struct RunningNode {
     pub name: String,
     /// Its InternalIP, when it reports one.
     pub ip: Option<IpAddr>,
-    /// It carries kubeadm's control-plane role label (`control-plane`, or `master` before 1.24).
+    /// It carries a control-plane role label kubeadm puts on the nodes of its version.
     pub control_plane: bool,
     pub ready: bool,
     pub kubelet_version: String,
@@ -33,16 +33,16 @@ pub struct Running {
     pub registry_entries: BTreeMap<IpAddr, Option<IpAddr>>,
 }
 
-const ROLE_LABELS: [&str; 2] = ["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"];
-
 impl RunningNode {
     fn of(node: &kube::Node) -> RunningNode {
+        let kubelet_version = node.status.node_info.kubelet_version.clone();
+        let labels = sealer_engine::kubeadm::master_labels(&kubelet_version);
         RunningNode {
             name: node.metadata.name.clone(),
             ip: node.internal_ip().and_then(|ip| ip.parse().ok()),
-            control_plane: ROLE_LABELS.iter().any(|l| node.metadata.labels.contains_key(*l)),
+            control_plane: labels.iter().any(|l| node.metadata.labels.contains_key(*l)),
             ready: node.ready(),
-            kubelet_version: node.status.node_info.kubelet_version.clone(),
+            kubelet_version,
         }
     }
 }
