@@ -8,7 +8,8 @@ use crate::clusterfile::{Clusterfile, Host, KubeadmDocument, Phase, Plugin, Plug
 use crate::error::GraphError;
 use crate::graph::{GraphBuilder, ResourceGraph};
 use crate::kubeadm;
-use crate::resource::{Address, Attributes, Kind, Resource, Value};
+use crate::resource::{Address, Kind, Resource};
+use crate::schema::{self, ConfigData, Known, Schema, Secret};
 
 /// What the local image store knows of the cluster image at plan time (nothing when it is not there yet).
 #[derive(Clone, Debug, Default)]
@@ -41,7 +42,7 @@ struct Compiler<'a> {
     /// The cluster image's own kubeadm documents, merged under the Clusterfile's.
     image_kubeadm: &'a [KubeadmDocument],
     /// The image's digest, `Unknown` when the store does not have it.
-    digest: Value,
+    digest: Known<String>,
     templates: &'a [(String, String)],
     image_env: &'a BTreeMap<String, String>,
     apps: &'a BTreeMap<String, String>,
@@ -60,16 +61,12 @@ fn address(kind: Kind, ip: IpAddr) -> Address {
     Address::new(kind, ip.to_string())
 }
 
-fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
 /// `image`: what the local store knows of the cluster image (see [`ImageFacts`]).
 pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, GraphError> {
     let mut c = Compiler {
         cf,
         image_kubeadm: &image.kubeadm,
-        digest: image.digest.as_ref().map_or(Value::Unknown, Value::text),
+        digest: image.digest.clone().into(),
         templates: &image.templates,
         image_env: &image.env,
         apps: &image.apps,
@@ -109,15 +106,10 @@ pub fn compile(cf: &Clusterfile, image: &ImageFacts) -> Result<ResourceGraph, Gr
 }
 
 impl Compiler<'_> {
-    fn add(
-        &mut self,
-        kind: Kind,
-        key: String,
-        host: Option<IpAddr>,
-        attributes: Attributes,
-    ) -> Result<Address, GraphError> {
-        let address = Address::new(kind, key);
-        self.b.add(Resource { address: address.clone(), host, attributes })?;
+    /// Adds the resource `S` at `key` on `host`.
+    fn add<S: Schema>(&mut self, key: String, host: IpAddr, attributes: &S) -> Result<Address, GraphError> {
+        let address = Address::new(S::KIND, key);
+        self.b.add(Resource { address: address.clone(), host: Some(host), attributes: attributes.to_attributes() })?;
         Ok(address)
     }
 
@@ -131,7 +123,7 @@ impl Compiler<'_> {
 
     fn hosts(&mut self) -> Result<(), GraphError> {
         for host in &self.cf.cluster.hosts {
-            self.add(Kind::Host, host.ip.to_string(), Some(host.ip), host_attributes(host))?;
+            self.add(host.ip.to_string(), host.ip, &host_schema(host))?;
         }
         Ok(())
     }
@@ -148,7 +140,7 @@ impl Compiler<'_> {
                 for ip in plugin.hosts.iter().filter(joining) {
                     let env = hosts.get(ip).map(|h| h.env.clone()).unwrap_or_default();
                     let key = format!("{}.{}.{}", plugin.name, phase.as_str(), ip);
-                    let a = self.add(Kind::Plugin, key, Some(*ip), plugin_attributes(plugin, phase, env))?;
+                    let a = self.add(key, *ip, &plugin_schema(plugin, phase, env))?;
                     self.b.depends(&a, &address(Kind::Host, *ip))?;
                     self.plugins.entry((phase, *ip)).or_default().push(a);
                 }
@@ -161,24 +153,11 @@ impl Compiler<'_> {
         let cf = self.cf;
         for host in &cf.cluster.hosts {
             let ip = host.ip;
-            let name = cf.hostnames.get(&ip).map_or(Value::Unknown, Value::text);
-            // `original`: the name the host had before, learned at the first apply, given back on request
-            // when the host leaves.
-            let hostname = self.add(
-                Kind::Hostname,
-                ip.to_string(),
-                Some(ip),
-                attrs([("name", name), ("original", Value::Unknown)]),
-            )?;
+            let name = cf.hostnames.get(&ip).cloned().into();
+            let hostname = self.add(ip.to_string(), ip, &schema::Hostname { name, original: Known::Unknown })?;
             self.b.depends(&hostname, &address(Kind::Host, ip))?;
             let originally = self.plugins_at(Phase::Originally, ip);
             self.depends_all(&hostname, &originally)?;
-            let mut a = attrs([
-                ("image", Value::text(&cf.cluster.image)),
-                ("digest", self.digest.clone()),
-                ("mirrors", Value::List(self.mirrors.clone())),
-                ("mirror_endpoint", Value::text(format!("http://{}:{}", kubeadm::REGISTRY_DOMAIN, self.registry_port))),
-            ]);
             // Each template rendered with this host's env over the image's ENV, written beside it
             // without `.tmpl`: a change of either shows as the files it changes.
             let mut env = self.image_env.clone();
@@ -190,28 +169,28 @@ impl Compiler<'_> {
                     (path.strip_suffix(".tmpl").unwrap_or(path).to_string(), crate::template::render(text, &env))
                 })
                 .collect();
-            if !rendered.is_empty() {
-                a.insert("templates".into(), Value::Map(rendered));
-            }
-            let image = self.add(Kind::Image, ip.to_string(), Some(ip), a)?;
+            let a = schema::Image {
+                image: cf.cluster.image.clone(),
+                digest: self.digest.clone(),
+                mirrors: self.mirrors.clone(),
+                mirror_endpoint: format!("http://{}:{}", kubeadm::REGISTRY_DOMAIN, self.registry_port),
+                templates: (!rendered.is_empty()).then_some(rendered),
+            };
+            let image = self.add(ip.to_string(), ip, &a)?;
             self.b.depends(&image, &hostname)?;
             for config in &cf.configs {
                 // A toSecret document's data is a secret: in its place, a keyed digest that shows a change.
-                let data = if config.is_secret() { Value::Sensitive } else { Value::text(&config.data) };
-                let mut attributes = attrs([
-                    ("name", Value::text(&config.name)),
-                    ("path", Value::text(&config.path)),
-                    ("strategy", Value::text(config.strategy.as_str())),
-                    ("process", Value::List(config.process.iter().map(|p| p.as_str().to_string()).collect())),
-                    ("data", data),
-                    // A rebuilt image may bring its own version of the file: the document goes over it again.
-                    ("image_digest", self.digest.clone()),
-                ]);
-                if config.is_secret() {
-                    let digest = config.secret_digest.as_ref().map_or(Value::Unknown, Value::text);
-                    attributes.insert("data_digest".into(), digest);
-                }
-                let a = self.add(Kind::Config, format!("{}.{}", config.name, ip), Some(ip), attributes)?;
+                let secret = config.is_secret();
+                let attributes = schema::Config {
+                    name: config.name.clone(),
+                    path: config.path.clone(),
+                    strategy: config.strategy.as_str().to_string(),
+                    process: config.process.iter().map(|p| p.as_str().to_string()).collect(),
+                    data: if secret { ConfigData::Secret } else { ConfigData::Text(config.data.clone()) },
+                    image_digest: self.digest.clone(),
+                    data_digest: secret.then(|| config.secret_digest.clone().into()),
+                };
+                let a = self.add(format!("{}.{}", config.name, ip), ip, &attributes)?;
                 self.b.depends(&a, &image)?;
             }
         }
@@ -229,27 +208,21 @@ impl Compiler<'_> {
 
     fn registry_and_init(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
-        let mut a = attrs([
-            ("domain", Value::text(kubeadm::REGISTRY_DOMAIN)),
-            ("port", Value::Int(i64::from(self.registry_port))),
-            ("image", Value::text(&cf.cluster.image)),
-        ]);
-        if let Some(user) = &self.registry_user {
-            a.insert("username".into(), Value::text(user));
-        }
-        let registry = self.add(Kind::Registry, first.to_string(), Some(first), a)?;
+        let a = schema::Registry {
+            domain: kubeadm::REGISTRY_DOMAIN.to_string(),
+            port: i64::from(self.registry_port),
+            image: cf.cluster.image.clone(),
+            username: self.registry_user.clone(),
+        };
+        let registry = self.add(first.to_string(), first, &a)?;
         let prepared = self.prepared(first);
         self.depends_all(&registry, &prepared)?;
-        let init = self.add(
-            Kind::KubeadmInit,
-            first.to_string(),
-            Some(first),
-            attrs([
-                ("kubernetes_version", Value::text(kubeadm::kubernetes_version(cf, self.image_kubeadm))),
-                ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
-                ("config", Value::text(kubeadm::init_config(cf, self.image_kubeadm, first))),
-            ]),
-        )?;
+        let a = schema::KubeadmInit {
+            kubernetes_version: kubeadm::kubernetes_version(cf, self.image_kubeadm),
+            control_plane_endpoint: format!("{}:6443", kubeadm::API_SERVER_DOMAIN),
+            config: kubeadm::init_config(cf, self.image_kubeadm, first),
+        };
+        let init = self.add(first.to_string(), first, &a)?;
         self.b.depends(&init, &registry)?;
         for host in &cf.cluster.hosts {
             let pre_init = self.plugins_at(Phase::PreInit, host.ip);
@@ -266,11 +239,11 @@ impl Compiler<'_> {
         let masters: Vec<String> =
             cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| format!("{}:6443", h.ip)).collect();
         for host in cf.cluster.hosts.iter().filter(|h| h.role == Role::Node) {
-            let a = attrs([
-                ("virtual_server", Value::text(format!("{}:6443", kubeadm::VIRTUAL_IP))),
-                ("real_servers", Value::List(masters.clone())),
-            ]);
-            let balancer = self.add(Kind::Balancer, host.ip.to_string(), Some(host.ip), a)?;
+            let a = schema::Balancer {
+                virtual_server: Known::Is(format!("{}:6443", kubeadm::VIRTUAL_IP)),
+                real_servers: masters.clone(),
+            };
+            let balancer = self.add(host.ip.to_string(), host.ip, &a)?;
             self.b.depends(&balancer, &address(Kind::Image, host.ip))?;
         }
         Ok(())
@@ -285,18 +258,15 @@ impl Compiler<'_> {
         let mut last_master = address(Kind::KubeadmInit, first);
         for role in [Role::Master, Role::Node] {
             for host in cf.cluster.hosts.iter().filter(|h| h.role == role && h.ip != first) {
-                let mut a = attrs([
-                    ("role", Value::text(role.as_str())),
-                    ("control_plane_endpoint", Value::text(format!("{}:6443", kubeadm::API_SERVER_DOMAIN))),
-                    // Where the member's `/etc/hosts` points `sea.hub` (and, for a node without a balancer,
-                    // the API's name): a new first master updates every member.
-                    ("first_master", Value::text(first.to_string())),
-                    // A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
-                    ("kubernetes_version", Value::text(&version)),
-                ]);
                 let config = if role == Role::Master { &master_join } else { &worker_join };
-                a.insert("config".into(), Value::text(config));
-                let join = self.add(Kind::KubeadmJoin, host.ip.to_string(), Some(host.ip), a)?;
+                let a = schema::KubeadmJoin {
+                    role: role.as_str().to_string(),
+                    control_plane_endpoint: format!("{}:6443", kubeadm::API_SERVER_DOMAIN),
+                    first_master: first.to_string(),
+                    kubernetes_version: version.clone(),
+                    config: config.clone(),
+                };
+                let join = self.add(host.ip.to_string(), host.ip, &a)?;
                 self.b.depends(&join, &last_master)?;
                 let mut deps = self.prepared(host.ip);
                 deps.extend(self.plugins_at(Phase::PreJoin, host.ip));
@@ -319,17 +289,16 @@ impl Compiler<'_> {
         let cf = self.cf;
         for (ip, labels) in &cf.labels {
             let member = self.membership[ip].clone();
-            let a =
-                self.add(Kind::Label, ip.to_string(), Some(*ip), attrs([("labels", Value::Map(labels.clone()))]))?;
+            let a = self.add(ip.to_string(), *ip, &schema::Label { labels: labels.clone() })?;
             self.b.depends(&a, &member)?;
         }
         for (ip, taints) in &cf.taints {
             let member = self.membership[ip].clone();
-            let mut a = attrs([("taints", Value::List(taints.present.iter().map(ToString::to_string).collect()))]);
-            if !taints.absent.is_empty() {
-                a.insert("absent".into(), Value::List(taints.absent.iter().map(ToString::to_string).collect()));
-            }
-            let a = self.add(Kind::Taint, ip.to_string(), Some(*ip), a)?;
+            let a = schema::Taint {
+                taints: taints.present.iter().map(ToString::to_string).collect(),
+                absent: (!taints.absent.is_empty()).then(|| taints.absent.iter().map(ToString::to_string).collect()),
+            };
+            let a = self.add(ip.to_string(), *ip, &a)?;
             self.b.depends(&a, &member)?;
         }
         Ok(())
@@ -346,17 +315,14 @@ impl Compiler<'_> {
     fn guest(&mut self, first: IpAddr) -> Result<(), GraphError> {
         let cf = self.cf;
         let env = cf.cluster.first_master().map(|h| h.env.clone()).unwrap_or_default();
-        let mut a = attrs([
-            ("image", Value::text(&cf.cluster.image)),
-            ("cmd_args", Value::List(cf.cluster.cmd_args.clone())),
-            ("cmds", Value::Unknown),
-            // A rebuilt image runs its CMDs again.
-            ("image_digest", self.digest.clone()),
-        ]);
-        if !env.is_empty() {
-            a.insert("env".into(), Value::Map(env));
-        }
-        let guest = self.add(Kind::Guest, first.to_string(), Some(first), a)?;
+        let a = schema::Guest {
+            image: cf.cluster.image.clone(),
+            cmd_args: cf.cluster.cmd_args.clone(),
+            cmds: Known::Unknown,
+            image_digest: self.digest.clone(),
+            env: (!env.is_empty()).then_some(env),
+        };
+        let guest = self.add(first.to_string(), first, &a)?;
         let mut deps = self.cluster_complete();
         for host in &cf.cluster.hosts {
             deps.extend(self.plugins_at(Phase::PostJoin, host.ip));
@@ -369,13 +335,8 @@ impl Compiler<'_> {
     /// (`--config` answering `configVersion: v1`), whose `onStartup` ones it runs once, in order, and
     /// whose `schedule` and `kubernetes` bindings it records for `sealer reconcile`.
     fn hooks(&mut self, first: IpAddr) -> Result<(), GraphError> {
-        let a = attrs([
-            ("image_digest", self.digest.clone()),
-            ("startup", Value::Unknown),
-            ("schedules", Value::Unknown),
-            ("watches", Value::Unknown),
-        ]);
-        let hooks = self.add(Kind::Hooks, first.to_string(), Some(first), a)?;
+        let a = schema::Hooks { image_digest: self.digest.clone(), ..Default::default() };
+        let hooks = self.add(first.to_string(), first, &a)?;
         self.b.depends(&hooks, &address(Kind::Guest, first))
     }
 
@@ -386,26 +347,16 @@ impl Compiler<'_> {
         let env = cf.cluster.first_master().map(|h| h.env.clone()).unwrap_or_default();
         let mut previous = address(Kind::Guest, first);
         for image in &cf.cluster.apps {
-            let digest = self.apps.get(image).map_or(Value::Unknown, Value::text);
-            let mut a = attrs([
-                ("image", Value::text(image)),
-                ("digest", digest),
-                (
-                    "masters",
-                    Value::List(
-                        cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()).collect(),
-                    ),
-                ),
-                // Whose registry holds its container images: a new first master gets them too.
-                ("first_master", Value::text(first.to_string())),
-                // What ran and what removing the application runs, known once it is delivered.
-                ("cmds", Value::Unknown),
-                ("clean_cmds", Value::Unknown),
-            ]);
-            if !env.is_empty() {
-                a.insert("env".into(), Value::Map(env.clone()));
-            }
-            let app = self.add(Kind::App, crate::clusterfile::app_name(image).to_string(), Some(first), a)?;
+            let a = schema::App {
+                image: image.clone(),
+                digest: self.apps.get(image).cloned().into(),
+                masters: cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()).collect(),
+                first_master: first.to_string(),
+                cmds: Known::Unknown,
+                clean_cmds: Known::Unknown,
+                env: (!env.is_empty()).then(|| env.clone()),
+            };
+            let app = self.add(crate::clusterfile::app_name(image).to_string(), first, &a)?;
             self.b.depends(&app, &previous)?;
             previous = app;
         }
@@ -452,57 +403,42 @@ impl Compiler<'_> {
     }
 }
 
-fn host_attributes(host: &Host) -> Attributes {
+fn host_schema(host: &Host) -> schema::Host {
     let ssh = &host.ssh;
-    let mut a = attrs([
-        ("role", Value::text(host.role.as_str())),
-        ("ssh_user", Value::text(&ssh.user)),
-        ("ssh_port", Value::Int(i64::from(ssh.port))),
-        (
-            "ssh_auth",
-            Value::text(match (&ssh.private_key, &ssh.password) {
-                (Some(_), Some(_)) => "key, then password",
-                (Some(_), None) => "key",
-                (None, Some(_)) => "password",
-                (None, None) => "agent",
-            }),
-        ),
-    ]);
-    // Facts only apply can read; pinned on first contact, they never cause a change by themselves.
-    for fact in ["os", "arch", "cpus", "memory_kib", "host_key"] {
-        a.insert(fact.into(), Value::Unknown);
+    let auth = match (&ssh.private_key, &ssh.password) {
+        (Some(_), Some(_)) => "key, then password",
+        (Some(_), None) => "key",
+        (None, Some(_)) => "password",
+        (None, None) => "agent",
+    };
+    // The facts (`os`, `arch`, ...) only apply can read: pinned on first contact, they never cause a
+    // change by themselves.
+    schema::Host {
+        role: host.role.as_str().to_string(),
+        ssh_user: ssh.user.clone(),
+        ssh_port: i64::from(ssh.port),
+        ssh_auth: auth.to_string(),
+        ssh_password: ssh.password.as_ref().map(|_| Secret::Withheld),
+        ssh_private_key: ssh.private_key.clone(),
+        ssh_key_passphrase: ssh.key_passphrase.as_ref().map(|_| Secret::Withheld),
+        ..Default::default()
     }
-    if ssh.password.is_some() {
-        a.insert("ssh_password".into(), Value::Sensitive);
-    }
-    if let Some(pk) = &ssh.private_key {
-        a.insert("ssh_private_key".into(), Value::text(pk));
-    }
-    if ssh.key_passphrase.is_some() {
-        a.insert("ssh_key_passphrase".into(), Value::Sensitive);
-    }
-    a
 }
 
-fn plugin_attributes(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String>) -> Attributes {
-    let mut a = attrs([
-        ("type", Value::text(plugin.plugin_type.name())),
-        ("phase", Value::text(phase.as_str())),
-        ("runs_on", Value::text(if phase.runs_on_delete() { "delete" } else { "create" })),
-    ]);
-    if !plugin.data.is_empty() {
-        a.insert("data".into(), Value::text(&plugin.data));
+fn plugin_schema(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String>) -> schema::Plugin {
+    let shell = matches!(plugin.plugin_type, PluginType::Shell | PluginType::OutOfTree(_));
+    // An ETCD snapshot's place on the operator's machine, checksum and size are known once it is taken.
+    let etcd = (plugin.plugin_type == PluginType::Etcd).then_some(Known::Unknown);
+    schema::Plugin {
+        r#type: plugin.plugin_type.name().to_string(),
+        phase: phase.as_str().to_string(),
+        runs_on: if phase.runs_on_delete() { "delete" } else { "create" }.to_string(),
+        data: (!plugin.data.is_empty()).then(|| plugin.data.clone()),
+        env: (shell && !env.is_empty()).then_some(env),
+        snapshot: etcd.clone(),
+        sha256: etcd.clone(),
+        bytes: etcd.map(|_| Known::Unknown),
     }
-    if matches!(plugin.plugin_type, PluginType::Shell | PluginType::OutOfTree(_)) && !env.is_empty() {
-        a.insert("env".into(), Value::Map(env));
-    }
-    if plugin.plugin_type == PluginType::Etcd {
-        // Where the snapshot landed on the operator's machine and its checksum, known once it is taken.
-        for fact in ["snapshot", "sha256", "bytes"] {
-            a.insert(fact.into(), Value::Unknown);
-        }
-    }
-    a
 }
 
 #[cfg(test)]

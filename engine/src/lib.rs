@@ -12,6 +12,7 @@ mod graph;
 pub mod kubeadm;
 mod plan;
 mod resource;
+pub mod schema;
 mod source_map;
 mod state;
 pub mod template;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::PlanError;
 use crate::graph::ResourceGraph;
 use crate::resource::{Address, Attributes, Kind, Value};
+use crate::schema::{self, Schema};
 use crate::state::{without_sealed, ResourceStatus, State, StoredResource};
 
 pub const PLAN_FORMAT_VERSION: &str = "1";
@@ -237,16 +238,20 @@ pub struct Rollout {
 impl Rollout {
     /// The upgrade steps among `changes` (in their order), each checked against kubeadm's rules.
     fn of(changes: &[ResourceChange], max_unavailable: usize) -> Result<Option<Rollout>, PlanError> {
-        let version = |a: &Option<Attributes>| match a.as_ref().and_then(|a| a.get("kubernetes_version")) {
-            Some(Value::Text(v)) => Some(v.clone()),
-            _ => None,
+        let version = |kind: Kind, a: &Option<Attributes>| {
+            let a = a.as_ref()?;
+            let v = match kind {
+                Kind::KubeadmInit => schema::KubeadmInit::from_attributes(a).ok()?.kubernetes_version,
+                _ => schema::KubeadmJoin::from_attributes(a).ok()?.kubernetes_version,
+            };
+            (!v.is_empty()).then_some(v)
         };
         let mut steps = Vec::new();
         for c in changes {
             if c.action != Action::Update || !matches!(c.kind, Kind::KubeadmInit | Kind::KubeadmJoin) {
                 continue;
             }
-            let (Some(from), Some(to)) = (version(&c.before), version(&c.after)) else { continue };
+            let (Some(from), Some(to)) = (version(c.kind, &c.before), version(c.kind, &c.after)) else { continue };
             if from == to {
                 continue;
             }
@@ -282,16 +287,14 @@ fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
     }
 }
 
-/// Whether the desired and the recorded value of attribute `key` of a `kind` resource ask for the same.
-/// A kubeadm `config` is compared as kubeadm reads it ([`crate::kubeadm::same_planned_config`]): records
-/// written before the planned text was tidied (`cgroupDriver: null`, a worker's unused `controlPlane`)
-/// ask for what today's plan asks, and must not update every existing member.
+/// Whether the desired and the recorded value of attribute `key` of a `kind` resource ask for the same:
+/// by the kind's own rule when it has one (a kubeadm `config` compares as kubeadm reads it, so records
+/// written before the planned text was tidied do not update every member), else by value.
 fn same_value(kind: Kind, key: &str, desired: &Attributes, prior: &Attributes) -> bool {
     let (d, p) = (desired.get(key), prior.get(key));
-    if key == "config" && matches!(kind, Kind::KubeadmInit | Kind::KubeadmJoin) {
-        if let (Some(Value::Text(planned)), Some(Value::Text(recorded))) = (d, p) {
-            let control_plane = kind == Kind::KubeadmInit || desired.get("role") == Some(&Value::text("master"));
-            return crate::kubeadm::same_planned_config(planned, recorded, control_plane);
+    if d.is_some() && p.is_some() {
+        if let Some(same) = schema::same_value(kind, key, desired, prior) {
+            return same;
         }
     }
     equal_or_unknown(d, p)
@@ -395,23 +398,16 @@ fn stored_dependents<'s>(state: &'s State, targets: &[Address]) -> BTreeSet<&'s 
     }
 }
 
-/// Records written before an attribute existed, given the value they had: `kubeadm-join` and `app`
-/// records without `first_master` were made with the first master the state records (`kubeadm-init.IP`),
-/// so upgrading sealer plans no change for them.
+/// Records written before an attribute existed, given the value they had (see
+/// [`schema::complete_older_record`]), so upgrading sealer plans no change for them.
 fn with_older_records_completed(state: &State) -> Option<State> {
     let init = state.resources.keys().find(|a| a.kind == Kind::KubeadmInit)?;
-    let first = Value::text(&init.key);
-    let lacking = |r: &StoredResource| {
-        matches!(r.address.kind, Kind::KubeadmJoin | Kind::App) && !r.attributes.contains_key("first_master")
-    };
-    if !state.resources.values().any(lacking) {
-        return None;
-    }
     let mut completed = state.clone();
-    for r in completed.resources.values_mut().filter(|r| lacking(r)) {
-        r.attributes.insert("first_master".into(), first.clone());
+    let mut any = false;
+    for r in completed.resources.values_mut().filter(|r| matches!(r.address.kind, Kind::KubeadmJoin | Kind::App)) {
+        any |= schema::complete_older_record(&mut r.attributes, &init.key);
     }
-    Some(completed)
+    any.then_some(completed)
 }
 
 pub fn plan(graph: &ResourceGraph, state: &State, options: &PlanOptions) -> Result<Plan, PlanError> {
@@ -520,8 +516,7 @@ fn promote_first_master(
         return Ok(None);
     };
     let refused = |why: String| PlanError::FirstMaster { host: new.clone(), why };
-    let Some(joined) = state.resources.get(&join).filter(|r| r.attributes.get("role") == Some(&Value::text("master")))
-    else {
+    let Some(joined) = state.resources.get(&join).filter(|r| is_master_join(&r.attributes)) else {
         return Err(refused(format!(
             "the cluster was initialised on `{old}` and `{new}` is not one of its masters; list a master of the \
              cluster first"
@@ -556,6 +551,11 @@ fn promote_first_master(
     Ok(Some((Address::new(Kind::KubeadmInit, new), leaving)))
 }
 
+/// Whether a `kubeadm-join` record is a master's.
+fn is_master_join(a: &Attributes) -> bool {
+    schema::KubeadmJoin::from_attributes(a).is_ok_and(|j| j.is_master())
+}
+
 /// Why a plan must not run without `--force`: it removes the first master (the cluster's own control plane
 /// and etcd seed) or more than half of the masters at once (etcd would lose quorum). Empty when it may run.
 pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
@@ -563,9 +563,8 @@ pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
         return Vec::new();
     }
     let removed = |c: &ResourceChange| matches!(c.action, Action::Delete | Action::Replace);
-    let is_master = |a: &Attributes| a.get("role") == Some(&Value::text("master"));
     let is_master_record =
-        |kind: Kind, a: &Attributes| kind == Kind::KubeadmInit || (kind == Kind::KubeadmJoin && is_master(a));
+        |kind: Kind, a: &Attributes| kind == Kind::KubeadmInit || (kind == Kind::KubeadmJoin && is_master_join(a));
     let mut reasons: Vec<String> = plan
         .forgotten
         .iter()
@@ -591,7 +590,7 @@ pub fn dangerous_removals(plan: &Plan, state: &State) -> Vec<String> {
         .changes
         .iter()
         .filter(|c| removed(c) && masters.iter().any(|m| m.address == c.address))
-        .filter(|c| c.action == Action::Delete || c.before.as_ref().is_some_and(is_master))
+        .filter(|c| c.action == Action::Delete || c.before.as_ref().is_some_and(is_master_join))
         .map(|c| c.address.key.as_str())
         .filter(|host| !stays_master.contains(host))
         .collect();

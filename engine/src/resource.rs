@@ -65,11 +65,9 @@ impl Kind {
         }
     }
 
-    /// Attributes whose change cannot be applied in place: the resource is deleted and created again.
+    /// Whether a change of `attribute` cannot be applied in place: the kind's schema says.
     pub fn forces_replacement(self, attribute: &str) -> bool {
-        // Another image (or a rebuilt one) is copied over the old in place: only changed files travel, and
-        // what other kinds wrote (`/etc/hosts`, Config files) stays.
-        matches!((self, attribute), (Kind::Host, "role") | (Kind::KubeadmJoin, "role"))
+        crate::schema::forces_replacement(self, attribute)
     }
 }
 

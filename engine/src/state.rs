@@ -9,6 +9,7 @@ use crate::error::StateError;
 use crate::executor::Completion;
 use crate::plan::ResourceChange;
 use crate::resource::{Address, Attributes, Kind, Value};
+use crate::schema::{self, Schema};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,25 +55,18 @@ impl StoredResource {
         if self.address.kind != Kind::Host {
             return None;
         }
-        let a = &self.attributes;
-        let text = |k: &str| match a.get(k) {
-            Some(Value::Text(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let sealed = |k: &str| match a.get(k) {
-            Some(Value::Sealed(s)) => Some(s.clone()),
+        let host = schema::Host::from_attributes(&self.attributes).ok()?;
+        let sealed = |s: Option<schema::Secret>| match s {
+            Some(schema::Secret::Sealed(s)) => Some(s),
             _ => None,
         };
         Some(RecordedLogin {
-            user: text("ssh_user"),
-            port: match a.get("ssh_port") {
-                Some(Value::Int(p)) => u16::try_from(*p).ok(),
-                _ => None,
-            },
-            private_key: text("ssh_private_key"),
-            password_only: text("ssh_private_key").is_none() && text("ssh_auth").as_deref() == Some("password"),
-            sealed_password: sealed("ssh_password"),
-            sealed_key_passphrase: sealed("ssh_key_passphrase"),
+            user: Some(host.ssh_user).filter(|u| !u.is_empty()),
+            port: u16::try_from(host.ssh_port).ok().filter(|p| *p != 0),
+            password_only: host.ssh_private_key.is_none() && host.ssh_auth == "password",
+            private_key: host.ssh_private_key,
+            sealed_password: sealed(host.ssh_password),
+            sealed_key_passphrase: sealed(host.ssh_key_passphrase),
         })
     }
 }
@@ -134,67 +128,13 @@ impl State {
     /// write ConfigMaps in kube-system could edit) the way Clusterfile input is checked, before any of it
     /// can reach a host: names, paths, plugin types, env names, labels and taints. Returns every problem.
     pub fn check_imported(&self) -> Result<(), Vec<String>> {
-        use crate::clusterfile::{rules, Phase};
         let mut problems = Vec::new();
-        let text = |r: &StoredResource, k: &str| match r.attributes.get(k) {
-            Some(Value::Text(t)) => Some(t.clone()),
-            _ => None,
-        };
-        let host_name = |s: &str| {
-            (1..=253).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        };
         for (key, r) in &self.resources {
-            let mut bad = |what: String| problems.push(format!("`{key}`: {what}"));
             if r.address != *key {
-                bad(format!("its record names another address, `{}`", r.address));
+                problems.push(format!("`{key}`: its record names another address, `{}`", r.address));
             }
-            match r.address.kind {
-                Kind::Hostname => {
-                    for k in ["name", "original"] {
-                        if let Some(n) = text(r, k).filter(|n| !host_name(n)) {
-                            bad(format!("`{k}` `{n}` is not a hostname"));
-                        }
-                    }
-                }
-                Kind::Plugin => {
-                    let kind = text(r, "type").unwrap_or_default();
-                    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                        bad(format!("plugin type `{kind}` is not a type or an executable name"));
-                    }
-                    if let Some(p) = text(r, "phase").filter(|p| Phase::from_name(p).is_none()) {
-                        bad(format!("`{p}` is not a plugin phase"));
-                    }
-                }
-                Kind::Config => {
-                    if let Some(problem) = text(r, "path").as_deref().and_then(rules::rootfs_path_problem) {
-                        bad(format!("path: {problem}"));
-                    }
-                }
-                Kind::Label => {
-                    if let Some(Value::Map(labels)) = r.attributes.get("labels") {
-                        for (k, v) in labels {
-                            if rules::label_key_problem(k).or_else(|| rules::label_value_problem(v)).is_some() {
-                                bad(format!("label `{k}={v}` is not a Kubernetes label"));
-                            }
-                        }
-                    }
-                }
-                Kind::Host => {
-                    if let Some(u) = text(r, "ssh_user").filter(|u| {
-                        u.is_empty()
-                            || u.len() > 32
-                            || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-                    }) {
-                        bad(format!("`{u}` is not a user name"));
-                    }
-                }
-                _ => {}
-            }
-            if let Some(Value::Map(env)) = r.attributes.get("env") {
-                for k in env.keys().filter(|k| !rules::is_env_name(k)) {
-                    bad(format!("`{k}` is not an env name"));
-                }
-            }
+            problems
+                .extend(schema::problems(r.address.kind, &r.attributes).into_iter().map(|p| format!("`{key}`: {p}")));
         }
         if problems.is_empty() {
             Ok(())

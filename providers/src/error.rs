@@ -35,6 +35,9 @@ pub enum TransportError {
 /// Why a change to a host failed. Each keeps the host, and for a command its first line and exit status.
 #[derive(Debug, Error)]
 pub enum ProviderError {
+    /// A record or a planned resource that does not read as its kind (a state edited by hand).
+    #[error("`{address}`: {source}")]
+    Schema { address: String, source: sealer_engine::schema::SchemaError },
     #[error("`{command}` on `{host}` exited with {status}: {detail}")]
     Command { host: IpAddr, command: String, status: u32, detail: String },
     #[error(transparent)]

@@ -163,7 +163,13 @@ fn no_result_has_a_string_for_its_error() {
 /// `code` with the text of comments, strings and character literals blanked (newlines kept), so that
 /// braces count as code.
 fn code_only(code: &str) -> String {
+    lex(code).0
+}
+
+/// [`code_only`], and the string literals of `code` (where each starts in the blanked text, its text).
+fn lex(code: &str) -> (String, Vec<(usize, String)>) {
     let chars: Vec<char> = code.chars().collect();
+    let mut literals = Vec::new();
     let mut out = String::with_capacity(code.len());
     let mut i = 0;
     let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
@@ -202,6 +208,7 @@ fn code_only(code: &str) -> String {
             }
             i = body_start + len + close.len();
         } else if c == '"' {
+            let (at, start) = (out.len(), i + 1);
             out.push(' ');
             i += 1;
             while i < chars.len() && chars[i] != '"' {
@@ -214,6 +221,7 @@ fn code_only(code: &str) -> String {
                     i += 1;
                 }
             }
+            literals.push((at, chars[start..i.min(chars.len())].iter().collect()));
             out.push(' ');
             i += 1;
         } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
@@ -232,7 +240,7 @@ fn code_only(code: &str) -> String {
             i += 1;
         }
     }
-    out
+    (out, literals)
 }
 
 /// Each function of `code` (its name, first line, and length in lines from `fn` to its closing brace).
@@ -306,4 +314,85 @@ fn no_file_over_700_lines_and_no_function_over_80() {
         }
     }
     assert!(long.is_empty(), "{long:#?}");
+}
+
+/// The attribute names each resource kind declares in its schema module (`engine/src/schema/KIND.rs`,
+/// the fields of its `schema!`), with the module.
+fn schema_attributes() -> Vec<(String, String)> {
+    let dir = sealer_tests::repo_root().join("engine/src/schema");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "mod.rs" || !name.ends_with(".rs") {
+            continue;
+        }
+        let code = code_only(&std::fs::read_to_string(entry.path()).unwrap());
+        let Some(start) = code.find("schema! {") else { continue };
+        let body = &code[start..];
+        let body = &body[body.find(" for ").unwrap()..];
+        let (open, close) = (body.find('{').unwrap(), body.find("\n    }\n").unwrap());
+        for line in body[open + 1..close].lines() {
+            let line = line.trim();
+            if let Some((field, _)) = line.split_once(':').filter(|_| !line.starts_with('#')) {
+                found.push((field.trim_start_matches("r#").to_string(), format!("engine/src/schema/{name}")));
+            }
+        }
+    }
+    found
+}
+
+/// Where `code` names one of `attributes` by a string literal to reach a resource's attributes: the
+/// literal is the key given to a map's `get`, `get_mut`, `insert`, `remove`, `contains_key` or `entry`,
+/// or to a helper after a resource's attributes (`text(&after, "config")`), or a line that builds or reads
+/// attributes (`Value::`, `Attributes`, `attributes`, `attrs`) holds it.
+fn attribute_literals(code: &str, attributes: &BTreeSet<String>) -> Vec<(usize, String)> {
+    let (blank, literals) = lex(code);
+    let mut found = Vec::new();
+    for (at, text) in literals.into_iter().filter(|(_, t)| attributes.contains(t)) {
+        let line_start = blank[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = blank[at..].find('\n').map_or(blank.len(), |i| at + i);
+        let before = blank[line_start..at].trim_end();
+        let line = &blank[line_start..line_end];
+        let keyed =
+            ["get(", "get_mut(", "insert(", "remove(", "contains_key(", "entry("].iter().any(|m| before.ends_with(m));
+        let built = ["Value::", "Attributes", "attributes", "attrs"].iter().any(|m| line.contains(m));
+        // A helper given a resource's attributes and a key: `text(&after, "config")`.
+        let helper = before.ends_with(',') && ["after", "before", "recorded"].iter().any(|m| line.contains(m));
+        if keyed || built || helper {
+            found.push((blank[..at].matches('\n').count() + 1, text));
+        }
+    }
+    found
+}
+
+/// Issue 26: one kind, one typed place. A resource kind's attributes are the fields of its schema
+/// (`engine/src/schema/KIND.rs`); nothing outside tests reaches one by a string literal: compile builds
+/// the struct, providers take it.
+#[test]
+fn no_attribute_is_named_outside_its_kind() {
+    let declared = schema_attributes();
+    let names: BTreeSet<String> = declared.iter().map(|(n, _)| n.clone()).collect();
+    for expected in ["role", "ssh_password", "type", "first_master", "clean_cmds", "real_servers"] {
+        assert!(names.contains(expected), "the schemas declare `{expected}`: {names:?}");
+    }
+    let sample = "let a = attrs.get(\"role\");\nlet b = json[\"role\"];\nx.insert(\"cmds\".into(), v);\n\
+                  let p = (\"type\", Value::text(t));\n// attributes: \"role\"\nlet s = \"role\";\n\
+                  let c = text(&after, \"config\");\nlet d = f(x, \"config\");\n";
+    assert_eq!(
+        attribute_literals(sample, &names),
+        [(1, "role".to_string()), (3, "cmds".to_string()), (4, "type".to_string()), (7, "config".to_string())]
+    );
+    let mut offenders = Vec::new();
+    for (path, code) in non_test_sources() {
+        // Only code that holds resources can reach their attributes; elsewhere the same words are
+        // Clusterfile, Kubefile or API keys.
+        let holds_resources = ["Attributes", ".attributes", ".before", ".after"].iter().any(|m| code.contains(m));
+        if path.starts_with("engine/src/schema/") || !holds_resources {
+            continue;
+        }
+        for (line, name) in attribute_literals(&code, &names) {
+            offenders.push(format!("{path}:{line}: \"{name}\""));
+        }
+    }
+    assert!(offenders.is_empty(), "attributes named outside their kind's schema: {offenders:#?}");
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sealer_engine::schema::{self, Schema};
 use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Completion, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
     ResourceChange, ResourceStatus, ResourceWrite, State, StateStore, StoredResource,
@@ -296,13 +297,7 @@ impl<'a> Session<'a> {
     /// Looks at what every `kubernetes` binding the state records watches (`watches` keeps where each
     /// resumes) and runs its hook once per binding context: `Synchronization` first, then each event.
     pub fn run_watches(&mut self, watches: &mut Watches) -> anyhow::Result<Vec<HookRun>> {
-        let bound: Vec<WatchedHook> = self
-            .observed
-            .resources
-            .values()
-            .filter(|r| r.address.kind == Kind::Hooks)
-            .flat_map(|r| recorded_watches(&r.attributes))
-            .collect();
+        let bound: Vec<WatchedHook> = self.recorded_hooks()?.iter().flat_map(recorded_watches).collect();
         // A binding is what it declares: one that changes with a new image is synchronised again.
         let key = |h: &WatchedHook| serde_json::to_string(h).unwrap_or_default();
         watches.retain(|k, _| bound.iter().any(|h| key(h) == *k));
@@ -367,12 +362,17 @@ impl<'a> Session<'a> {
     }
 
     /// The hook schedules the state records for this cluster.
-    pub fn schedules(&self) -> Vec<ScheduledHook> {
+    pub fn schedules(&self) -> anyhow::Result<Vec<ScheduledHook>> {
+        Ok(self.recorded_hooks()?.iter().flat_map(recorded_schedules).collect())
+    }
+
+    /// The `hooks.*` records of the state; one that does not read as the kind is an error.
+    fn recorded_hooks(&self) -> Result<Vec<schema::Hooks>, schema::SchemaError> {
         self.observed
             .resources
             .values()
             .filter(|r| r.address.kind == Kind::Hooks)
-            .flat_map(|r| recorded_schedules(&r.attributes))
+            .map(|r| schema::Hooks::from_attributes(&r.attributes))
             .collect()
     }
 

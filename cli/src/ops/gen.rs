@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Context as _};
 use sealer_engine::kubeadm::API_SERVER_DOMAIN;
+use sealer_engine::schema::{self, Schema};
 use sealer_engine::{
     Address, Attributes, Clusterfile, Kind, ResourceGraph, ResourceStatus, ResourceWrite, State, StoredResource, Value,
 };
@@ -210,7 +211,9 @@ fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> anyho
         let mut attributes: Attributes = resource.attributes.clone();
         if address.kind == Kind::KubeadmJoin {
             let entry = running.registry_entries.get(&host.ip).copied().flatten();
-            attributes.insert("first_master".into(), Value::text(entry.map(|ip| ip.to_string()).unwrap_or_default()));
+            let mut join = schema::KubeadmJoin::from_attributes(&attributes)?;
+            join.first_master = entry.map(|ip| ip.to_string()).unwrap_or_default();
+            attributes = join.to_attributes();
         }
         if let Some(unknown) = attributes.iter().find(|(_, v)| matches!(v, Value::Unknown)) {
             bail!("{address}: `{}` is only known after an apply", unknown.0);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sealer_engine::clusterfile::{Secret, Ssh};
+use sealer_engine::schema::{self, Schema};
 use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
 use sealer_providers::cluster::{ClusterContext, ClusterProvider, Observed};
 use sealer_providers::{SshAuth, SshTarget};
@@ -18,8 +19,8 @@ use super::Workspace;
 /// The secrets of a host's ssh login, as the state keeps them: `(attribute, secret)`.
 pub fn ssh_secrets(ssh: &Ssh) -> [(&'static str, Option<&str>); 2] {
     [
-        ("ssh_password", ssh.password.as_ref().map(|s| s.expose())),
-        ("ssh_key_passphrase", ssh.key_passphrase.as_ref().map(|s| s.expose())),
+        (schema::Host::PASSWORD, ssh.password.as_ref().map(|s| s.expose())),
+        (schema::Host::KEY_PASSPHRASE, ssh.key_passphrase.as_ref().map(|s| s.expose())),
     ]
 }
 
@@ -38,11 +39,11 @@ fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> SshTarget {
         (None, Some(password)) => SshAuth::Password(password),
         (None, None) => SshAuth::Key { path: default_key.unwrap_or_default(), passphrase: None, password: None },
     };
-    let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string())).map(|r| &r.attributes);
-    let known = recorded.and_then(|a| match a.get("host_key") {
-        Some(Value::Text(k)) if !k.is_empty() => Some(k.clone()),
-        _ => None,
-    });
+    let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string()));
+    let known = recorded
+        .and_then(|r| schema::Host::from_attributes(&r.attributes).ok())
+        .and_then(|h| h.host_key.known().cloned())
+        .filter(|k| !k.is_empty());
     SshTarget {
         ip,
         port: ssh.port,
@@ -85,11 +86,11 @@ pub fn ssh_targets(
         ssh.port = login.port.unwrap_or(ssh.port);
         if let Some(key) = login.private_key {
             ssh.private_key = Some(key);
-            ssh.key_passphrase = open("key passphrase", "ssh_key_passphrase", &login.sealed_key_passphrase)?;
+            ssh.key_passphrase = open("key passphrase", schema::Host::KEY_PASSPHRASE, &login.sealed_key_passphrase)?;
         } else if login.password_only {
             ssh.private_key = None;
         }
-        if let Some(password) = open("password", "ssh_password", &login.sealed_password)? {
+        if let Some(password) = open("password", schema::Host::PASSWORD, &login.sealed_password)? {
             ssh.password = Some(password);
         }
         targets.insert(ip, target(ip, &ssh, state, strict));

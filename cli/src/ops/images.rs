@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan, Value};
+use sealer_engine::schema::{self, Schema};
+use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan};
 use sealer_providers::cluster::{relayed, relaying_hosts};
 use sealer_providers::image::credentials::Credentials;
 use sealer_providers::image::mirrors::Mirrors;
@@ -196,8 +197,8 @@ fn image_copies<'p>(
     plan.changes
         .iter()
         .filter(|c| c.kind == Kind::Image && matches!(c.action, Action::Create | Action::Update | Action::Replace))
-        .map(|c| match (c.action, c.before.as_ref().and_then(|b| b.get("digest"))) {
-            (Action::Update, Some(Value::Text(old))) => (c, Some(old.clone())),
+        .map(|c| match (c.action, c.before.as_ref().and_then(|b| schema::Image::from_attributes(b).ok())) {
+            (Action::Update, Some(before)) => (c, before.digest.known().cloned()),
             _ => (c, None),
         })
         .filter(move |(_, old)| old.as_deref() != Some(digest))
@@ -354,10 +355,13 @@ pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
                 let mut roles: Vec<&str> = s
                     .resources
                     .values()
-                    .filter(|r| r.attributes.get("image") == Some(&Value::Text(name.to_string())))
                     .filter_map(|r| match r.address.kind {
-                        Kind::Image => Some("image"),
-                        Kind::App => Some("application"),
+                        Kind::Image => schema::Image::from_attributes(&r.attributes)
+                            .is_ok_and(|i| i.image == name)
+                            .then_some("image"),
+                        Kind::App => schema::App::from_attributes(&r.attributes)
+                            .is_ok_and(|a| a.image == name)
+                            .then_some("application"),
                         _ => None,
                     })
                     .collect();

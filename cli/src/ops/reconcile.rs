@@ -266,7 +266,7 @@ fn run(
             }
         }
     }
-    let due = due(&session.schedules(), hooks.window.0, hooks.window.1);
+    let due = due(&session.schedules()?, hooks.window.0, hooks.window.1);
     let mut runs = session.run_hooks(&due)?;
     runs.extend(session.run_watches(hooks.watches)?);
     for run in runs {

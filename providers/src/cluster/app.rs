@@ -8,12 +8,14 @@
 use std::net::IpAddr;
 
 use sealer_engine::clusterfile::app_name;
-use sealer_engine::{Attributes, Value};
+use std::collections::BTreeMap;
+
+use sealer_engine::schema::{self, Known};
 
 use super::image::tar;
 use super::plugin::{prelude, SHELL};
 use super::remote::Result;
-use super::{app_status, cluster_dir, text, Cx, KindProvider, Observation};
+use super::{app_status, cluster_dir, Cx, KindProvider, Observation};
 use crate::error::ProviderError;
 use crate::image::store::{bytes_of, changed_paths, ImageConfig};
 use crate::shell::quote;
@@ -23,13 +25,6 @@ pub struct App;
 /// The directory of the application on a master.
 fn app_dir(cx: &Cx, image: &str) -> String {
     format!("{}/apps/{}", cluster_dir(&cx.ctx.cluster), app_name(image))
-}
-
-fn list(attrs: &Attributes, key: &str) -> Vec<String> {
-    match attrs.get(key) {
-        Some(Value::List(items)) => items.clone(),
-        _ => Vec::new(),
-    }
 }
 
 /// The cleanup lines an application image declares in its labels.
@@ -44,8 +39,15 @@ pub fn clean_cmds(config: &ImageConfig) -> Vec<String> {
 
 impl App {
     /// Each line in the application's directory, with the cluster's tools on the PATH and its env.
-    async fn run_lines(&self, cx: &Cx, ip: IpAddr, dir: &str, lines: &[String], attrs: &Attributes) -> Result<()> {
-        let (prelude, env) = prelude(dir, attrs, false);
+    async fn run_lines(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        dir: &str,
+        lines: &[String],
+        env: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let (prelude, env) = prelude(dir, env, false);
         for line in lines {
             let command = format!("{prelude}{env}{SHELL} -c {}", quote(line));
             cx.run(ip, &cx.with_image_path(&command), b"").await?;
@@ -60,30 +62,31 @@ fn status_key(image: &str) -> String {
 }
 
 impl KindProvider for App {
-    async fn read(&self, obs: &Observation<'_>, _ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-        let image = text(recorded, "image").unwrap_or_default();
-        app_status::observe(obs, &status_key(&image), recorded, "digest").await
+    type Schema = schema::App;
+
+    async fn read(&self, obs: &Observation<'_>, _ip: IpAddr, recorded: &schema::App) -> Result<Option<schema::App>> {
+        let observed = app_status::observe(obs, &status_key(&recorded.image), &recorded.digest).await?;
+        Ok(observed.map(|digest| schema::App { digest, ..recorded.clone() }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
-        self.update(cx, ip, &Attributes::new(), after).await
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::App) -> Result<schema::App> {
+        self.update(cx, ip, &schema::App::default(), after).await
     }
 
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
-        let name = text(&after, "image").unwrap_or_default();
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &schema::App, mut after: schema::App) -> Result<schema::App> {
+        let name = after.image.clone();
         let image = cx.ctx.apps.get(&name).ok_or_else(|| ProviderError::NoAppImage(name.clone()))?;
         let dir = app_dir(cx, &name);
-        let delivered = text(before, "digest").as_deref() == Some(image.config.digest.as_str())
-            && text(before, "image").as_deref() == Some(name.as_str());
+        let delivered = before.digest.known() == Some(&image.config.digest) && before.image == name;
         // A new first master (the one before is gone) runs the cluster's registry from its own copy of the
         // cluster image: the application's container images go there too; its CMDs ran already.
-        let registry_moved = delivered && text(before, "first_master") != text(&after, "first_master");
+        let registry_moved = delivered && before.first_master != after.first_master;
         let all = changed_paths("", &image.manifest);
         let (registry, files): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| p.starts_with("registry/"));
-        let had_files = list(before, "masters");
+        let had_files = &before.masters;
         let mut targets = Vec::new();
-        for master in list(&after, "masters") {
-            if delivered && had_files.contains(&master) {
+        for master in &after.masters {
+            if delivered && had_files.contains(master) {
                 continue;
             }
             targets.push(master.parse::<IpAddr>().map_err(|_| ProviderError::NoHost { address: master.clone() })?);
@@ -118,30 +121,30 @@ impl KindProvider for App {
             cx.run(ip, &format!("set -e; mkdir -p {0}; tar -C {0} -xf -", quote(&storage)), &blobs).await?;
         }
         if !delivered {
-            if let Err(e) = self.run_lines(cx, ip, &dir, &image.config.cmds, &after).await {
+            if let Err(e) = self.run_lines(cx, ip, &dir, &image.config.cmds, after.env.as_ref()).await {
                 let _ = app_status::record(cx, &status_key(&name), Some(("failed", &image.config.digest))).await;
                 return Err(e);
             }
             app_status::record(cx, &status_key(&name), Some(("installed", &image.config.digest))).await?;
         }
-        after.insert("digest".into(), Value::Text(image.config.digest.clone()));
-        after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
-        after.insert("clean_cmds".into(), Value::List(clean_cmds(&image.config)));
+        after.digest = Known::Is(image.config.digest.clone());
+        after.cmds = Known::Is(image.config.cmds.clone());
+        after.clean_cmds = Known::Is(clean_cmds(&image.config));
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
-        let name = text(before, "image").unwrap_or_default();
-        let dir = app_dir(cx, &name);
-        let clean = list(before, "clean_cmds");
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::App) -> Result<()> {
+        let name = &before.image;
+        let dir = app_dir(cx, name);
+        let clean = before.clean_cmds.known().cloned().unwrap_or_default();
         if !clean.is_empty() && cx.holds(ip, &format!("-d {}", quote(&dir))).await? {
-            self.run_lines(cx, ip, &dir, &clean, before).await?;
+            self.run_lines(cx, ip, &dir, &clean, before.env.as_ref()).await?;
         }
-        for master in list(before, "masters") {
+        for master in &before.masters {
             let Ok(master) = master.parse::<IpAddr>() else { continue };
             cx.run(master, &format!("rm -rf {}", quote(&dir)), b"").await?;
         }
-        app_status::record(cx, &status_key(&name), None).await
+        app_status::record(cx, &status_key(name), None).await
     }
 }
 

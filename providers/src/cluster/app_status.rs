@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::Known;
 use serde::{Deserialize, Serialize};
 
 use super::kube::ConfigMap;
 use super::remote::Result;
-use super::{text, Cx, Observation};
+use super::{Cx, Observation};
 
 pub const APPS_CONFIGMAP: &str = "sealer-apps";
 
@@ -64,27 +64,20 @@ pub(super) async fn record(cx: &Cx, key: &str, status: Option<(&str, &str)>) -> 
     cx.run(cx.ctx.first_master, &cx.with_image_path(command), manifest.to_string().as_bytes()).await.map(|_| ())
 }
 
-/// What refresh reports for a component recorded with `digest_attribute`: as recorded when the cluster's
-/// entry says it is installed at that digest, else with the digest replaced by why it is not, so that the
-/// plan shows the component as a change.
-pub(super) async fn observe(
-    obs: &Observation<'_>,
-    key: &str,
-    recorded: &Attributes,
-    digest_attribute: &str,
-) -> Result<Option<Attributes>> {
+/// The digest refresh reports for a component recorded at `digest`: the same when the cluster's entry says
+/// it is installed at that digest, else why it is not, so that the plan shows the component as a change.
+/// `None`: nothing to tell (no cluster yet, or no digest recorded).
+pub(super) async fn observe(obs: &Observation<'_>, key: &str, digest: &Known<String>) -> Result<Option<Known<String>>> {
     if !obs.cluster_up {
         return Ok(None);
     }
-    let Some(digest) = text(recorded, digest_attribute) else { return Ok(None) };
+    let Some(digest) = digest.known() else { return Ok(None) };
     let entries = obs.app_statuses().await?;
     let why = match entries.get(key) {
-        Some(s) if s.status == "installed" && s.digest == digest => return Ok(Some(recorded.clone())),
+        Some(s) if s.status == "installed" && s.digest == *digest => return Ok(Some(Known::Is(digest.clone()))),
         Some(s) if s.status != "installed" => format!("{} in kube-system/{APPS_CONFIGMAP}", s.status),
         Some(_) => format!("another digest in kube-system/{APPS_CONFIGMAP}"),
         None => format!("no status in kube-system/{APPS_CONFIGMAP}"),
     };
-    let mut observed = recorded.clone();
-    observed.insert(digest_attribute.into(), Value::Text(format!("({why})")));
-    Ok(Some(observed))
+    Ok(Some(Known::Is(format!("({why})"))))
 }

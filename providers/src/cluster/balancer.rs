@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use sealer_engine::kubeadm::{API_SERVER_DOMAIN, VIRTUAL_IP};
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema;
 
 use super::remote::Result;
-use super::{text, Cx, KindProvider, Observation};
+use super::{Cx, KindProvider, Observation};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -36,13 +36,6 @@ fn stop_script() -> String {
     )
 }
 
-fn servers(attrs: &Attributes) -> Vec<String> {
-    match attrs.get("real_servers") {
-        Some(Value::List(items)) => items.clone(),
-        _ => Vec::new(),
-    }
-}
-
 /// An `IP:PORT` this provider puts on a command line: checked, so nothing else reaches the shell.
 fn endpoint(text: &str) -> Option<String> {
     let (ip, port) = text.rsplit_once(':')?;
@@ -52,8 +45,15 @@ fn endpoint(text: &str) -> Option<String> {
 }
 
 impl KindProvider for Balancer {
+    type Schema = schema::Balancer;
+
     /// The checker's own arguments, from its command line: what the node really balances over.
-    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
+    async fn read(
+        &self,
+        obs: &Observation<'_>,
+        ip: IpAddr,
+        _recorded: &schema::Balancer,
+    ) -> Result<Option<schema::Balancer>> {
         let line = obs
             .cx
             // Its rules must be there too: a flushed ruleset (a firewall reload) is a balancer that
@@ -67,7 +67,6 @@ impl KindProvider for Balancer {
             )
             .await?;
         let words: Vec<&str> = line.split_whitespace().collect();
-        let mut observed = recorded.clone();
         let mut real = Vec::new();
         let mut virtual_server = None;
         if words.iter().any(|w| w.ends_with("lvscare")) {
@@ -79,22 +78,20 @@ impl KindProvider for Balancer {
                 }
             }
         }
-        observed.insert("real_servers".into(), Value::List(real));
-        observed.insert("virtual_server".into(), virtual_server.map_or(Value::Unknown, Value::Text));
-        Ok(Some(observed))
+        Ok(Some(schema::Balancer { virtual_server: virtual_server.into(), real_servers: real }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Balancer) -> Result<schema::Balancer> {
         let bad = |what: String| ProviderError::Local {
             what: "balancer",
             path: what,
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not IP:PORT"),
         };
-        let vs = text(&after, "virtual_server").unwrap_or_default();
+        let vs = after.virtual_server.known().cloned().unwrap_or_default();
         let vs = endpoint(&vs).ok_or_else(|| bad(vs.clone()))?;
         let mut args = format!("care --vs {vs}");
-        for rs in servers(&after) {
-            args += &format!(" --rs {}", endpoint(&rs).ok_or_else(|| bad(rs.clone()))?);
+        for rs in &after.real_servers {
+            args += &format!(" --rs {}", endpoint(rs).ok_or_else(|| bad(rs.clone()))?);
         }
         let bin = quote(&format!("{}/{LVSCARE}", cx.rootfs()));
         // Started afresh with the masters it is given, detached from the session; ready once it wrote
@@ -113,7 +110,7 @@ impl KindProvider for Balancer {
     }
 
     /// The node reaches the API through the first master again (as without a balancer).
-    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &schema::Balancer) -> Result<()> {
         // What a checker that died left (its table, the virtual IP's route) goes too.
         let script = format!(
             "{}; nft delete table ip sealer-lvscare 2>/dev/null; ip route del {VIRTUAL_IP}/32 2>/dev/null; \

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, ConfigData};
 
 use super::remote::Result;
-use super::{text, Cx, KindProvider};
+use super::{Cx, KindProvider};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -46,24 +46,26 @@ fn process(path: &str, mut content: String, steps: &[String]) -> Result<String> 
 }
 
 impl KindProvider for Config {
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
-        let path = text(&after, "path").unwrap_or_default();
+    type Schema = schema::Config;
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Config) -> Result<schema::Config> {
+        let path = after.path.clone();
         // A toSecret document: its data comes from the Clusterfile, never from the plan or the state; its
         // file is 0600 and never read through the log.
-        let secret = matches!(after.get("data"), Some(Value::Sensitive));
-        let data = match after.get("data") {
-            Some(Value::Sensitive) => {
-                let name = text(&after, "name").unwrap_or_default();
-                cx.ctx.secret_configs.get(&name).cloned().ok_or_else(|| ProviderError::Config {
+        let secret = after.data == ConfigData::Secret;
+        let data = match &after.data {
+            ConfigData::Secret => {
+                let name = &after.name;
+                cx.ctx.secret_configs.get(name).cloned().ok_or_else(|| ProviderError::Config {
                     path: path.clone(),
                     message: format!("the data of secret Config `{name}` is not in the Clusterfile"),
                 })?
             }
-            _ => text(&after, "data").unwrap_or_default(),
+            ConfigData::Text(data) => data.clone(),
         };
         let target = format!("{}/{path}", cx.rootfs());
         let mut content = data.clone();
-        if text(&after, "strategy").as_deref() == Some("merge") {
+        if after.strategy == "merge" {
             let read = format!("cat {} 2>/dev/null; true", quote(&target));
             let existing = if secret { cx.secret_output(ip, &read).await? } else { cx.output(ip, &read).await? };
             let mut base: serde_yaml::Value = serde_yaml::from_str(&existing).unwrap_or(serde_yaml::Value::Null);
@@ -77,11 +79,7 @@ impl KindProvider for Config {
             content = serde_yaml::to_string(&base)
                 .map_err(|e| ProviderError::Config { path: path.clone(), message: e.to_string() })?;
         }
-        let steps = match after.get("process") {
-            Some(Value::List(steps)) => steps.clone(),
-            _ => Vec::new(),
-        };
-        let content = process(&path, content, &steps)?;
+        let content = process(&path, content, &after.process)?;
         cx.upload(ip, &target, content.as_bytes(), if secret { 0o600 } else { 0o644 }).await?;
         Ok(after)
     }

@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 use sha2::Digest as _;
 
 use super::remote::Result;
-use super::{cluster_dir, text, Cx};
+use super::{cluster_dir, Cx};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -61,8 +61,8 @@ impl Cx {
         }))
     }
 
-    pub(super) async fn etcd_backup(&self, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
-        let dir = text(&after, "data").map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
+    pub(super) async fn etcd_backup(&self, ip: IpAddr, mut after: schema::Plugin) -> Result<schema::Plugin> {
+        let dir = after.data.as_deref().map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
         let dir = PathBuf::from(dir.unwrap_or_else(|| ".sealer/backups".into()));
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -75,9 +75,9 @@ impl Cx {
         let fetched = self.download(ip, &remote, &local).await;
         self.run(ip, &format!("rm -f {q}"), b"").await?;
         let (sha256, bytes) = fetched?;
-        after.insert("snapshot".into(), Value::text(local.display().to_string()));
-        after.insert("sha256".into(), Value::text(sha256));
-        after.insert("bytes".into(), Value::Int(i64::try_from(bytes).unwrap_or(i64::MAX)));
+        after.snapshot = Some(Known::Is(local.display().to_string()));
+        after.sha256 = Some(Known::Is(sha256));
+        after.bytes = Some(Known::Is(i64::try_from(bytes).unwrap_or(i64::MAX)));
         Ok(after)
     }
 

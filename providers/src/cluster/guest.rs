@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 
 use super::app_status;
 use super::plugin::{prelude, SHELL};
@@ -16,13 +16,21 @@ pub struct Guest;
 const STATUS_KEY: &str = "guest";
 
 impl KindProvider for Guest {
-    async fn read(&self, obs: &Observation<'_>, _ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-        app_status::observe(obs, STATUS_KEY, recorded, "image_digest").await
+    type Schema = schema::Guest;
+
+    async fn read(
+        &self,
+        obs: &Observation<'_>,
+        _ip: IpAddr,
+        recorded: &schema::Guest,
+    ) -> Result<Option<schema::Guest>> {
+        let observed = app_status::observe(obs, STATUS_KEY, &recorded.image_digest).await?;
+        Ok(observed.map(|image_digest| schema::Guest { image_digest, ..recorded.clone() }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Guest) -> Result<schema::Guest> {
         let image = cx.image()?;
-        let (prelude, env) = prelude(&cx.rootfs(), &after, false);
+        let (prelude, env) = prelude(&cx.rootfs(), after.env.as_ref(), false);
         for cmd in &image.config.cmds {
             // A CMD is a shell line: with env names that are not identifiers, it runs in a shell that has them.
             let line = if env.is_empty() { cmd.clone() } else { format!("{env}{SHELL} -c {}", quote(cmd)) };
@@ -33,18 +41,17 @@ impl KindProvider for Guest {
             }
         }
         app_status::record(cx, STATUS_KEY, Some(("installed", &image.config.digest))).await?;
-        after.insert("cmds".into(), Value::List(image.config.cmds.clone()));
+        after.cmds = Known::Is(image.config.cmds.clone());
         Ok(after)
     }
 
     /// A new image, CMD arguments or env run the CMDs again; a record that only moved to a new first master
     /// (the old one is gone) asks for nothing: they ran on the cluster already.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
-        if ["image", "cmd_args", "image_digest", "env"].iter().all(|k| before.get(*k) == after.get(*k)) {
-            if let Some(cmds) = before.get("cmds") {
-                after.insert("cmds".into(), cmds.clone());
-            }
-            return Ok(after);
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &schema::Guest, after: schema::Guest) -> Result<schema::Guest> {
+        let same = (&before.image, &before.cmd_args, &before.image_digest, &before.env)
+            == (&after.image, &after.cmd_args, &after.image_digest, &after.env);
+        if same {
+            return Ok(schema::Guest { cmds: before.cmds.clone(), ..after });
         }
         self.create(cx, ip, after).await
     }

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 use serde::{Deserialize, Serialize};
 
 use super::hook_watch::{BindingConfig, WatchedHook};
@@ -139,16 +139,18 @@ impl Cx {
     }
 }
 
-fn record(after: &mut Attributes, startup: Vec<String>, hooks: Vec<Found>) {
-    after.insert("startup".into(), Value::List(startup));
+fn record(after: &mut schema::Hooks, startup: Vec<String>, hooks: Vec<Found>) {
+    after.startup = Known::Is(startup);
     let schedules = hooks.iter().flat_map(|h| &h.schedules).filter_map(|s| serde_json::to_string(s).ok()).collect();
-    after.insert("schedules".into(), Value::List(schedules));
+    after.schedules = Known::Is(schedules);
     let watches = hooks.iter().flat_map(|h| &h.watches).filter_map(|w| serde_json::to_string(w).ok()).collect();
-    after.insert("watches".into(), Value::List(watches));
+    after.watches = Known::Is(watches);
 }
 
 impl KindProvider for Hooks {
-    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+    type Schema = schema::Hooks;
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Hooks) -> Result<schema::Hooks> {
         let mut hooks = cx.scan_hooks(ip).await?;
         hooks.sort_by(|a, b| (a.on_startup, &a.path).cmp(&(b.on_startup, &b.path)));
         let mut startup = Vec::new();
@@ -162,32 +164,32 @@ impl KindProvider for Hooks {
     }
 
     /// A new image: its bindings are read again; `onStartup` hooks ran when the cluster was installed.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::Hooks,
+        mut after: schema::Hooks,
+    ) -> Result<schema::Hooks> {
         let hooks = cx.scan_hooks(ip).await?;
-        let startup = match before.get("startup") {
-            Some(Value::List(l)) => l.clone(),
-            _ => Vec::new(),
-        };
+        let startup = before.startup.known().cloned().unwrap_or_default();
         record(&mut after, startup, hooks);
         Ok(after)
     }
 }
 
 /// The schedules a `hooks.*` resource recorded.
-pub fn recorded_schedules(attributes: &Attributes) -> Vec<ScheduledHook> {
-    recorded(attributes, "schedules")
+pub fn recorded_schedules(hooks: &schema::Hooks) -> Vec<ScheduledHook> {
+    recorded(&hooks.schedules)
 }
 
 /// The `kubernetes` bindings a `hooks.*` resource recorded.
-pub fn recorded_watches(attributes: &Attributes) -> Vec<WatchedHook> {
-    recorded(attributes, "watches")
+pub fn recorded_watches(hooks: &schema::Hooks) -> Vec<WatchedHook> {
+    recorded(&hooks.watches)
 }
 
-fn recorded<T: serde::de::DeserializeOwned>(attributes: &Attributes, key: &str) -> Vec<T> {
-    match attributes.get(key) {
-        Some(Value::List(items)) => items.iter().filter_map(|s| serde_json::from_str(s).ok()).collect(),
-        _ => Vec::new(),
-    }
+fn recorded<T: serde::de::DeserializeOwned>(items: &Known<Vec<String>>) -> Vec<T> {
+    items.known().into_iter().flatten().filter_map(|s| serde_json::from_str(s).ok()).collect()
 }
 
 impl ClusterProvider {
@@ -214,6 +216,7 @@ impl ClusterProvider {
 mod tests {
     use std::sync::Arc;
 
+    use sealer_engine::schema::Schema;
     use sealer_engine::{Action, Kind};
 
     use super::*;
@@ -238,7 +241,7 @@ mod tests {
             "by onStartup order: {commands:?}"
         );
         assert_eq!(got["startup"], Value::List(vec!["hooks/b (onStartup 10)".into(), "hooks/a (onStartup 20)".into()]));
-        let schedules = recorded_schedules(&got);
+        let schedules = recorded_schedules(&schema::Hooks::from_attributes(&got).unwrap());
         assert_eq!(
             schedules,
             [ScheduledHook {

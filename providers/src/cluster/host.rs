@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 
 use super::remote::Result;
 use super::{Cx, KindProvider};
@@ -16,15 +16,17 @@ const FACTS: &str = "uname -m; nproc; m=; while read -r k v _; do if [ \"$k\" = 
                      (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown";
 
 impl KindProvider for Host {
-    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+    type Schema = schema::Host;
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Host) -> Result<schema::Host> {
         let out = cx.output(ip, FACTS).await?;
         let lines: Vec<&str> = out.lines().collect();
         let fact = |i: usize| lines.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
-        after.insert("arch".into(), Value::Text(fact(0)));
-        after.insert("cpus".into(), Value::Int(fact(1).parse().unwrap_or(0)));
-        after.insert("memory_kib".into(), Value::Int(fact(2).parse().unwrap_or(0)));
-        after.insert("os".into(), Value::Text(fact(3)));
-        after.insert("host_key".into(), Value::Text(cx.remote.host_key(ip).await?));
+        after.arch = Known::Is(fact(0));
+        after.cpus = Known::Is(fact(1).parse().unwrap_or(0));
+        after.memory_kib = Known::Is(fact(2).parse().unwrap_or(0));
+        after.os = Known::Is(fact(3));
+        after.host_key = Known::Is(cx.remote.host_key(ip).await?);
         Ok(after)
     }
 }

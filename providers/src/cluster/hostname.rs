@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 
 use super::remote::Result;
-use super::{text, Cx, KindProvider, Observation};
+use super::{Cx, KindProvider, Observation};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -19,17 +19,22 @@ fn set_hostname(name: &str) -> String {
 }
 
 impl KindProvider for Hostname {
-    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-        let mut observed = recorded.clone();
-        observed.insert("name".into(), Value::Text(obs.cx.output(ip, "hostname").await?));
-        Ok(Some(observed))
+    type Schema = schema::Hostname;
+
+    async fn read(
+        &self,
+        obs: &Observation<'_>,
+        ip: IpAddr,
+        recorded: &schema::Hostname,
+    ) -> Result<Option<schema::Hostname>> {
+        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.output(ip, "hostname").await?), ..recorded.clone() }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Hostname) -> Result<schema::Hostname> {
         // One command (and no process but `hostname` to set it): the name now, and when it is not the
         // one wanted, set it and the name after.
         const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
-        let wanted = text(&after, "name");
+        let wanted = after.name.known().cloned();
         let command = match &wanted {
             Some(name) => {
                 format!("{NOW}; if [ \"$n\" != {} ]; then {} || exit; {NOW}; fi", quote(name), set_hostname(name))
@@ -39,8 +44,8 @@ impl KindProvider for Hostname {
         let out = cx.output(ip, &command).await?;
         let mut names = out.lines().map(str::to_string);
         let current = names.next().unwrap_or_default();
-        if matches!(after.get("original"), None | Some(Value::Unknown)) {
-            after.insert("original".into(), Value::Text(current.clone()));
+        if after.original == Known::Unknown {
+            after.original = Known::Is(current.clone());
         }
         match wanted {
             Some(name) if name != current => {
@@ -51,16 +56,16 @@ impl KindProvider for Hostname {
             }
             Some(_) => {}
             None => {
-                after.insert("name".into(), Value::Text(current));
+                after.name = Known::Is(current);
             }
         }
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
-        match text(before, "original") {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::Hostname) -> Result<()> {
+        match before.original.known() {
             Some(original) if cx.ctx.restore_hostnames && !original.is_empty() => {
-                cx.run(ip, &set_hostname(&original), b"").await.map(|_| ())
+                cx.run(ip, &set_hostname(original), b"").await.map(|_| ())
             }
             _ => Ok(()),
         }

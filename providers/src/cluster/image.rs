@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use sealer_engine::kubeadm::{is_registry_name, API_SERVER_DOMAIN, REGISTRY_DOMAIN};
-use sealer_engine::{Attributes, Value};
+use sealer_engine::schema::{self, Known};
 
 use super::plugin::SHELL;
 use super::remote::Result;
@@ -19,17 +19,21 @@ use crate::shell::quote;
 
 pub struct Image;
 
-/// The rendered templates of `attrs`: rootfs path → text.
-fn templates(attrs: &Attributes) -> BTreeMap<String, String> {
-    match attrs.get("templates") {
-        Some(Value::Map(m)) => m.clone(),
-        _ => BTreeMap::new(),
-    }
+/// The rendered templates of `image`: rootfs path → text.
+fn templates(image: &schema::Image) -> BTreeMap<String, String> {
+    image.templates.clone().unwrap_or_default()
 }
 
 impl Image {
     /// Writes the rendered templates that differ from what `before` recorded (all of them after a copy).
-    async fn render(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes, copied: bool) -> Result<()> {
+    async fn render(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::Image,
+        after: &schema::Image,
+        copied: bool,
+    ) -> Result<()> {
         let old = templates(before);
         for (path, text) in templates(after) {
             if copied || old.get(&path) != Some(&text) {
@@ -41,11 +45,19 @@ impl Image {
 }
 
 impl KindProvider for Image {
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
-        self.update(cx, ip, &Attributes::new(), after).await
+    type Schema = schema::Image;
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Image) -> Result<schema::Image> {
+        self.update(cx, ip, &schema::Image::default(), after).await
     }
 
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, mut after: Attributes) -> Result<Attributes> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::Image,
+        mut after: schema::Image,
+    ) -> Result<schema::Image> {
         let image = cx.image()?;
         let dir = cluster_dir(&cx.ctx.cluster);
         let qdir = quote(&dir);
@@ -93,18 +105,18 @@ impl KindProvider for Image {
         // A new image may bring a new registry login or port: the mirrors are written again with it.
         if on_host != image.config.digest
             || mirrors(before) != mirrors(&after)
-            || before.get("mirror_endpoint") != after.get("mirror_endpoint")
+            || before.mirror_endpoint != after.mirror_endpoint
         {
             self.mirror(cx, ip, before, &after).await?;
         }
         // The image's own start-up (its container runtime), after its files and the registry mirrors
         // are in place and before kubeadm runs; the script is idempotent, so every update runs it.
         cx.run(ip, &image_script(&dir, "init.sh"), b"").await?;
-        after.insert("digest".into(), Value::Text(image.config.digest.clone()));
+        after.digest = Known::Is(image.config.digest.clone());
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::Image) -> Result<()> {
         cx.run(ip, &image_script(&cluster_dir(&cx.ctx.cluster), "clean.sh"), b"").await?;
         if let Some(script) = unmirror_script(&mirrors(before), &[]) {
             cx.run(ip, &script, b"").await?;
@@ -135,11 +147,9 @@ fn image_script(dir: &str, name: &str) -> String {
 /// Where containerd looks for a registry's mirrors.
 const CERTS_D: &str = "/etc/containerd/certs.d";
 
-fn mirrors(attrs: &Attributes) -> Vec<String> {
-    match attrs.get("mirrors") {
-        Some(Value::List(items)) => items.iter().filter(|r| is_registry_name(r)).cloned().collect(),
-        _ => Vec::new(),
-    }
+/// The registries `image` mirrors (a name that is none, from a state edited by hand, never reaches a path).
+fn mirrors(image: &schema::Image) -> Vec<String> {
+    image.mirrors.iter().filter(|r| is_registry_name(r)).cloned().collect()
 }
 
 /// containerd's `hosts.toml` for `registry`: pulled from the cluster's registry, never the internet,
@@ -171,7 +181,7 @@ impl Image {
     /// command line), and removes those of registries no longer mirrored: one command with the files in
     /// a tar on its stdin (a host has a dozen of them, and a command or a process per file costs every
     /// host).
-    async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: &Attributes) -> Result<()> {
+    async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &schema::Image, after: &schema::Image) -> Result<()> {
         let settings = super::registry::settings(cx)?;
         let authorization = settings.authorization();
         let mode = if authorization.is_some() { 0o600 } else { 0o644 };

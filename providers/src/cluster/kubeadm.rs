@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use sealer_engine::kubeadm::{
     differs_beyond_version, for_control_plane_member, with_join_credentials, API_SERVER_DOMAIN, REGISTRY_DOMAIN,
 };
-use sealer_engine::{Address, Attributes, Kind};
+use sealer_engine::schema;
 
 use super::remote::Result;
-use super::{cluster_dir, text, Cx, JoinInfo, KindProvider};
+use super::{cluster_dir, Cx, JoinInfo, KindProvider};
 use crate::error::ProviderError;
 use crate::shell::quote;
 
@@ -44,10 +44,12 @@ impl Cx {
         self.regenerate_control_plane(first, &qconfig).await?;
         let upload = format!("kubeadm init phase upload-config kubeadm --config {qconfig}");
         self.run(first, &self.with_image_path(&upload), b"").await?;
-        let joined_masters = self.ctx.masters.iter().filter(|m| **m != first).filter(|m| {
-            self.known(&Address::new(Kind::KubeadmJoin, m.to_string()))
-                .is_some_and(|a| text(&a, "role").as_deref() == Some("master"))
-        });
+        let joined_masters = self
+            .ctx
+            .masters
+            .iter()
+            .filter(|m| **m != first)
+            .filter(|m| self.known::<schema::KubeadmJoin>(&m.to_string()).is_some_and(|j| j.is_master()));
         for &member in joined_masters {
             let own = for_control_plane_member(config, member)?;
             let path = format!("{}/etc/kubeadm-control-plane.yml", self.rootfs());
@@ -175,12 +177,14 @@ fn unfinished(cluster: &str) -> String {
 }
 
 impl KindProvider for Init {
+    type Schema = schema::KubeadmInit;
+
     /// Nothing recorded means no init finished here: one that an apply started and did not finish (killed,
     /// or failed part-way) left files and processes its next run refuses (`FileAvailable`, a non-empty etcd
     /// directory), so they are reset first, as sealer's own retries do. A complete one (its node registered
     /// in its own API) stays: what was lost is only its record. An API that does not answer is asked again
     /// for 30 s (it may be starting); one that never answers had no init finish behind it.
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::KubeadmInit) -> Result<schema::KubeadmInit> {
         cx.await_kubeadm(ip).await?;
         let leftovers = format!(
             "-e {} -o -e /etc/kubernetes/admin.conf -o -e /etc/kubernetes/manifests/kube-apiserver.yaml \
@@ -205,73 +209,87 @@ impl KindProvider for Init {
                 cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
             }
         }
-        self.ensure(cx, ip, &text(&after, "config").unwrap_or_default()).await?;
+        self.ensure(cx, ip, &after.config).await?;
         Ok(after)
     }
 
     /// A new Kubernetes version is upgraded to with kubeadm (`upgrade plan` checks the cluster first);
     /// any other change of the configuration is a reconfiguration of every master's control plane.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
-        let config = text(&after, "config").unwrap_or_default();
-        // `before` is the host's join record (it has a role): a master promoted to first because the first
-        // is gone. It runs a control plane already; nothing is initialised, upgraded or reconfigured, and
-        // a host that is no control-plane member is refused rather than initialised as a second cluster.
-        if before.contains_key("role") {
-            if upgrade_to(before, &after).is_some() {
-                return Err(ProviderError::Unexpected {
-                    host: ip,
-                    what: "promotion to first master".into(),
-                    message: "the Clusterfile also changes the Kubernetes version: apply the new first master at \
-                              the cluster's version, then upgrade"
-                        .into(),
-                });
-            }
-            if !cx.initialised(ip, "admin.conf").await? {
-                return Err(ProviderError::Unexpected {
-                    host: ip,
-                    what: "promotion to first master".into(),
-                    message: "it has no /etc/kubernetes/admin.conf: it is no control-plane member".into(),
-                });
-            }
-            self.ensure(cx, ip, &config).await?;
+    async fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::KubeadmInit,
+        after: schema::KubeadmInit,
+    ) -> Result<schema::KubeadmInit> {
+        let config = &after.config;
+        if !self.ensure(cx, ip, config).await? {
             return Ok(after);
         }
-        if !self.ensure(cx, ip, &config).await? {
-            return Ok(after);
-        }
-        if let Some(to) = upgrade_to(before, &after) {
+        if let Some(to) = upgrade_to(&before.kubernetes_version, &after.kubernetes_version) {
             let to = quote(&to);
             cx.upgrade_member(ip, &[format!("kubeadm upgrade plan {to}"), format!("kubeadm upgrade apply {to} --yes")])
                 .await?;
         }
-        let old = text(before, "config").unwrap_or_default();
-        if differs_beyond_version(&old, &config) {
-            cx.reconfigure_control_plane(ip, &config).await?;
+        if differs_beyond_version(&before.config, config) {
+            cx.reconfigure_control_plane(ip, config).await?;
         }
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &schema::KubeadmInit) -> Result<()> {
         cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await.map(|_| ())
     }
 
-    async fn forget(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    async fn forget(&self, cx: &Cx, ip: IpAddr, _before: &schema::KubeadmInit) -> Result<()> {
         cx.forget_member(ip, true).await
+    }
+}
+
+impl Init {
+    /// The update of `kubeadm-init.IP` whose record was the host's join (`before`): a master promoted to
+    /// first because the first is gone. It runs a control plane already; nothing is initialised, upgraded
+    /// or reconfigured, and a host that is no control-plane member is refused rather than initialised as
+    /// a second cluster.
+    pub(super) async fn promote(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::KubeadmJoin,
+        after: schema::KubeadmInit,
+    ) -> Result<schema::KubeadmInit> {
+        if upgrade_to(&before.kubernetes_version, &after.kubernetes_version).is_some() {
+            return Err(ProviderError::Unexpected {
+                host: ip,
+                what: "promotion to first master".into(),
+                message: "the Clusterfile also changes the Kubernetes version: apply the new first master at \
+                          the cluster's version, then upgrade"
+                    .into(),
+            });
+        }
+        if !cx.initialised(ip, "admin.conf").await? {
+            return Err(ProviderError::Unexpected {
+                host: ip,
+                what: "promotion to first master".into(),
+                message: "it has no /etc/kubernetes/admin.conf: it is no control-plane member".into(),
+            });
+        }
+        self.ensure(cx, ip, &after.config).await?;
+        Ok(after)
     }
 }
 
 /// The version to upgrade to, when the member was recorded at another one (never for a record that
 /// predates versions: that member is where it was installed).
-fn upgrade_to(before: &Attributes, after: &Attributes) -> Option<String> {
-    let (from, to) = (text(before, "kubernetes_version")?, text(after, "kubernetes_version")?);
-    (from != to).then_some(to)
+fn upgrade_to(from: &str, to: &str) -> Option<String> {
+    (!from.is_empty() && !to.is_empty() && from != to).then(|| to.to_string())
 }
 
 impl Join {
     /// The member's hosts entries, and its join unless it joined already.
-    async fn converge(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn converge(&self, cx: &Cx, ip: IpAddr, after: schema::KubeadmJoin) -> Result<schema::KubeadmJoin> {
         let joined = cx.initialised(ip, "kubelet.conf").await?;
-        let control_plane = text(&after, "role").as_deref() == Some("master");
+        let control_plane = after.is_master();
         // The API's name: a master joins through the first master and is its own API once it joined; a
         // node whose image carries the balancer reaches it through its virtual IP (`balancer.IP` wrote
         // that), else through the first master.
@@ -286,10 +304,10 @@ impl Join {
             return Ok(after);
         }
         let info = cx.join_info(control_plane).await?;
-        let planned = text(&after, "config").unwrap_or_default();
+        let planned = &after.config;
         let key = info.certificate_key.clone().unwrap_or_default();
         let config =
-            with_join_credentials(&planned, &info.token, &info.ca_hash, control_plane.then_some((ip, key.as_str())))?;
+            with_join_credentials(planned, &info.token, &info.ca_hash, control_plane.then_some((ip, key.as_str())))?;
         // The credentials travel in a 0600 file, in a 0700 directory of its own, that go whatever the join
         // did; never on a command line.
         let dir = format!("{}/join", cluster_dir(&cx.ctx.cluster));
@@ -316,11 +334,19 @@ async fn joined_completely(cx: &Cx, ip: IpAddr, control_plane: bool) -> Result<b
 }
 
 impl KindProvider for Join {
+    type Schema = schema::KubeadmJoin;
+
     /// A joined member at another version is upgraded (`kubeadm upgrade node`); else it converges on its
     /// attributes (its hosts entries), as a recorded member: never undone.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::KubeadmJoin,
+        after: schema::KubeadmJoin,
+    ) -> Result<schema::KubeadmJoin> {
         let joined = cx.initialised(ip, "kubelet.conf").await?;
-        if joined && upgrade_to(before, &after).is_some() {
+        if joined && upgrade_to(&before.kubernetes_version, &after.kubernetes_version).is_some() {
             cx.upgrade_member(ip, &["kubeadm upgrade node".to_string()]).await?;
             return Ok(after);
         }
@@ -332,8 +358,8 @@ impl KindProvider for Join {
     /// member that never started (which costs etcd its quorum), files; what it left is undone first. A
     /// complete one (registered, a master's etcd member started) stays: only its record was lost. What
     /// counts as left: every file kubeadm's join preflight refuses, and etcd's data.
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
-        let control_plane = text(&after, "role").as_deref() == Some("master");
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::KubeadmJoin) -> Result<schema::KubeadmJoin> {
+        let control_plane = after.is_master();
         cx.await_kubeadm(ip).await?;
         let leftovers = format!(
             "-e {} -o -e /etc/kubernetes/kubelet.conf -o -e /etc/kubernetes/bootstrap-kubelet.conf \
@@ -351,7 +377,7 @@ impl KindProvider for Join {
     /// The node is drained and deleted through the API (when it registered at all: a join that failed
     /// part-way may not have), then reset; a master's etcd member that its reset could not remove (it never
     /// started) is removed through the first master.
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::KubeadmJoin) -> Result<()> {
         let name = cx.node_name(ip).await?;
         let registered = cx.nodes().await?.items.iter().any(|n| n.metadata.name == name);
         if registered {
@@ -362,14 +388,14 @@ impl KindProvider for Join {
             cx.kubectl(&format!("delete node {q}")).await?;
         }
         cx.run(ip, &cx.exclusive_kubeadm("reset -f"), b"").await?;
-        if text(before, "role").as_deref() == Some("master") {
+        if before.is_master() {
             cx.remove_etcd_member(ip).await?;
         }
         Ok(())
     }
 
-    async fn forget(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
-        cx.forget_member(ip, text(before, "role").as_deref() == Some("master")).await
+    async fn forget(&self, cx: &Cx, ip: IpAddr, before: &schema::KubeadmJoin) -> Result<()> {
+        cx.forget_member(ip, before.is_master()).await
     }
 }
 
@@ -377,7 +403,7 @@ impl KindProvider for Join {
 mod tests {
     use std::sync::Arc;
 
-    use sealer_engine::{Action, Kind, Value};
+    use sealer_engine::{Action, Address, Attributes, Kind, Value};
 
     use super::*;
     use crate::cluster::testing::*;
@@ -639,11 +665,15 @@ mod tests {
     async fn a_master_promoted_to_first_is_not_initialised_again() {
         let joined = attrs([("role", Value::text("master")), ("config", Value::text(JOIN))]);
         let init = attrs([("config", Value::text("kind: InitConfiguration\n"))]);
+        // The plan moves the join's record to the init's address, and says where it was.
+        let promotion = |before: Attributes, after: Attributes| {
+            let mut c = (*change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(before), Some(after))).clone();
+            c.previous_address = Some(Address::new(Kind::KubeadmJoin, "10.0.0.3"));
+            Arc::new(c)
+        };
         let remote = Arc::new(Scripted::default().on("test -f", "yes"));
         let (p, _logs) = provider(remote.clone());
-        let promote =
-            change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(joined.clone()), Some(init.clone()));
-        apply(&p, promote).await.unwrap();
+        apply(&p, promotion(joined.clone(), init.clone())).await.unwrap();
         let m2 = strip(remote.commands(M2));
         assert_eq!(m2[0], "test -f /etc/kubernetes/admin.conf && echo yes || echo no");
         assert_eq!(m2[1], "upload /var/lib/sealer/c/rootfs/etc/kubeadm.yml 644");
@@ -656,8 +686,7 @@ mod tests {
 
         let remote = Arc::new(Scripted::default().on("test -f", "no"));
         let (p, _logs) = provider(remote.clone());
-        let promote = change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(joined), Some(init));
-        let error = failure(&p, promote).await;
+        let error = failure(&p, promotion(joined, init)).await;
         assert!(error.contains("it is no control-plane member"), "{error}");
         assert!(!remote.calls().iter().any(|c| c.contains("kubeadm init")), "{:?}", remote.calls());
     }

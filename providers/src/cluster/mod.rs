@@ -32,9 +32,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use sealer_engine::schema::{self, Schema};
 use sealer_engine::{
     Action, Address, Attributes, ChainFuture, ChainProgress, Kind, Provider, ProviderFuture, ResourceChange,
-    ResourceStatus, Value,
+    ResourceStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -85,32 +86,39 @@ pub struct ClusterContext {
 /// What one resource kind does to a host. `read` reports what the host holds for a recorded resource
 /// (refresh); `update` defaults to `create`, since every kind converges on its desired attributes.
 pub(crate) trait KindProvider: Sync {
+    /// The kind's attributes, as the engine's schema declares them.
+    type Schema: Schema + Send + Sync;
     fn read(
         &self,
         _obs: &Observation<'_>,
         _ip: IpAddr,
-        _recorded: &Attributes,
-    ) -> impl Future<Output = Result<Option<Attributes>>> + Send {
+        _recorded: &Self::Schema,
+    ) -> impl Future<Output = Result<Option<Self::Schema>>> + Send {
         async { Ok(None) }
     }
-    fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> impl Future<Output = Result<Attributes>> + Send;
+    fn create(&self, cx: &Cx, ip: IpAddr, after: Self::Schema) -> impl Future<Output = Result<Self::Schema>> + Send;
     fn update(
         &self,
         cx: &Cx,
         ip: IpAddr,
-        _before: &Attributes,
-        after: Attributes,
-    ) -> impl Future<Output = Result<Attributes>> + Send {
+        _before: &Self::Schema,
+        after: Self::Schema,
+    ) -> impl Future<Output = Result<Self::Schema>> + Send {
         self.create(cx, ip, after)
     }
-    fn delete(&self, _cx: &Cx, _ip: IpAddr, _before: &Attributes) -> impl Future<Output = Result<()>> + Send {
+    fn delete(&self, _cx: &Cx, _ip: IpAddr, _before: &Self::Schema) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
     /// The delete of a resource whose host left the Clusterfile and does not answer (a dead machine): what
     /// it did on the host cannot be undone; what it did elsewhere (the cluster's node and etcd member) is.
-    fn forget(&self, _cx: &Cx, _ip: IpAddr, _before: &Attributes) -> impl Future<Output = Result<()>> + Send {
+    fn forget(&self, _cx: &Cx, _ip: IpAddr, _before: &Self::Schema) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+}
+
+/// Reads `attributes` of the resource at `address` as its kind's schema.
+pub(crate) fn typed<S: Schema>(address: &Address, attributes: &Attributes) -> Result<S> {
+    S::from_attributes(attributes).map_err(|source| ProviderError::Schema { address: address.to_string(), source })
 }
 
 /// Join credentials, from `kubeadm init` or freshly minted on the first master.
@@ -135,13 +143,6 @@ pub(crate) struct Cx {
 
 #[derive(Clone)]
 pub struct ClusterProvider(Arc<Cx>);
-
-fn text(attrs: &Attributes, key: &str) -> Option<String> {
-    match attrs.get(key) {
-        Some(Value::Text(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
 
 impl ClusterProvider {
     pub fn new(mut ctx: ClusterContext, remote: Arc<dyn Remote>) -> Self {
@@ -210,7 +211,7 @@ impl ClusterProvider {
         let cluster_up = state.resources.contains_key(&Address::new(Kind::KubeadmInit, first.clone()))
             || state.resources.values().any(|r| {
                 r.address == Address::new(Kind::KubeadmJoin, first.clone())
-                    && r.attributes.get("role") == Some(&Value::text("master"))
+                    && typed::<schema::KubeadmJoin>(&r.address, &r.attributes).is_ok_and(|j| j.is_master())
             });
         let obs = Observation { cx, cluster_up, nodes: OnceCell::new(), apps: OnceCell::new() };
         let connections = tokio::sync::Semaphore::new(REFRESH_CONNECTIONS);
@@ -224,7 +225,7 @@ impl ClusterProvider {
                 let (obs, connections) = (&obs, &connections);
                 async move {
                     let _permit = connections.acquire().await;
-                    let read = read(obs, address.kind, ip, &recorded).await;
+                    let read = read(obs, &address, ip, &recorded).await;
                     (address, read)
                 }
             });
@@ -256,23 +257,39 @@ impl ClusterProvider {
     }
 }
 
-async fn read(obs: &Observation<'_>, kind: Kind, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-    match kind {
-        Kind::Hostname => hostname::Hostname.read(obs, ip, recorded).await,
-        Kind::Label => node_meta::Labels.read(obs, ip, recorded).await,
-        Kind::Taint => node_meta::Taints.read(obs, ip, recorded).await,
-        Kind::Guest => guest::Guest.read(obs, ip, recorded).await,
-        Kind::App => app::App.read(obs, ip, recorded).await,
-        Kind::Balancer => balancer::Balancer.read(obs, ip, recorded).await,
+async fn read(
+    obs: &Observation<'_>,
+    address: &Address,
+    ip: IpAddr,
+    recorded: &Attributes,
+) -> Result<Option<Attributes>> {
+    match address.kind {
+        Kind::Hostname => read_as(&hostname::Hostname, obs, address, ip, recorded).await,
+        Kind::Label => read_as(&node_meta::Labels, obs, address, ip, recorded).await,
+        Kind::Taint => read_as(&node_meta::Taints, obs, address, ip, recorded).await,
+        Kind::Guest => read_as(&guest::Guest, obs, address, ip, recorded).await,
+        Kind::App => read_as(&app::App, obs, address, ip, recorded).await,
+        Kind::Balancer => read_as(&balancer::Balancer, obs, address, ip, recorded).await,
         _ => Ok(None),
     }
+}
+
+async fn read_as<K: KindProvider>(
+    k: &K,
+    obs: &Observation<'_>,
+    address: &Address,
+    ip: IpAddr,
+    recorded: &Attributes,
+) -> Result<Option<Attributes>> {
+    let recorded = typed::<K::Schema>(address, recorded)?;
+    Ok(k.read(obs, ip, &recorded).await?.map(|s| s.to_attributes()))
 }
 
 /// Runs one change with the kind's provider: a replace is a delete, then a create.
 async fn drive<K: KindProvider>(k: &K, cx: &Cx, change: &ResourceChange) -> Result<Option<Attributes>> {
     let ip = change.host.ok_or_else(|| ProviderError::NoHost { address: change.address.to_string() })?;
-    let before = change.before.clone().unwrap_or_default();
-    let after = change.after.clone().unwrap_or_default();
+    let read = |a: &Option<Attributes>| typed::<K::Schema>(&change.address, a.as_ref().unwrap_or(&Attributes::new()));
+    let (before, after) = (read(&change.before)?, read(&change.after)?);
     let attrs = match change.action {
         Action::Delete if cx.gone(ip).await => {
             k.forget(cx, ip, &before).await?;
@@ -290,7 +307,7 @@ async fn drive<K: KindProvider>(k: &K, cx: &Cx, change: &ResourceChange) -> Resu
         Action::Update => k.update(cx, ip, &before, after).await?,
         Action::NoOp => return Ok(change.after.clone()),
     };
-    Ok(Some(attrs))
+    Ok(Some(attrs.to_attributes()))
 }
 
 impl Cx {
@@ -301,6 +318,9 @@ impl Cx {
             Kind::Image => drive(&image::Image, self, change).await?,
             Kind::Config => drive(&config::Config, self, change).await?,
             Kind::Registry => drive(&registry::Registry, self, change).await?,
+            Kind::KubeadmInit if change.previous_address.as_ref().is_some_and(|a| a.kind == Kind::KubeadmJoin) => {
+                self.promote(change).await?
+            }
             Kind::KubeadmInit => drive(&kubeadm::Init, self, change).await?,
             Kind::KubeadmJoin => drive(&kubeadm::Join, self, change).await?,
             Kind::Label => drive(&node_meta::Labels, self, change).await?,
@@ -318,6 +338,16 @@ impl Cx {
                 .insert(change.address.clone(), attrs.clone());
         }
         Ok(attrs)
+    }
+
+    /// `kubeadm-init.IP` of a master whose record was its join: the first master is gone, and this one is
+    /// promoted (see [`kubeadm::Init::promote`]).
+    async fn promote(&self, change: &ResourceChange) -> Result<Option<Attributes>> {
+        let ip = change.host.ok_or_else(|| ProviderError::NoHost { address: change.address.to_string() })?;
+        let empty = Attributes::new();
+        let before = typed::<schema::KubeadmJoin>(&change.address, change.before.as_ref().unwrap_or(&empty))?;
+        let after = typed::<schema::KubeadmInit>(&change.address, change.after.as_ref().unwrap_or(&empty))?;
+        Ok(Some(kubeadm::Init.promote(self, ip, &before, after).await?.to_attributes()))
     }
 
     /// Appends to the host's command log (0600 in a 0700 directory: outputs may name cluster internals).
@@ -438,13 +468,21 @@ impl Cx {
         self.ctx.image.as_ref().ok_or(ProviderError::NoImage)
     }
 
-    fn known(&self, address: &Address) -> Option<Attributes> {
+    /// What this apply made of `S` at `key`, or else what an earlier apply recorded.
+    fn known<S: Schema>(&self, key: &str) -> Option<S> {
+        let address = Address::new(S::KIND, key);
         let results = self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        results.get(address).cloned().or_else(|| self.ctx.prior.get(address).cloned())
+        let attributes = results.get(&address).or_else(|| self.ctx.prior.get(&address))?;
+        S::from_attributes(attributes).ok()
+    }
+
+    /// The name of the host's node: its `hostname`, as this or an earlier apply learned it.
+    fn known_node_name(&self, ip: IpAddr) -> Option<String> {
+        self.known::<schema::Hostname>(&ip.to_string()).and_then(|h| h.name.known().cloned())
     }
 
     async fn node_name(&self, ip: IpAddr) -> Result<String> {
-        if let Some(name) = self.known(&Address::new(Kind::Hostname, ip.to_string())).and_then(|a| text(&a, "name")) {
+        if let Some(name) = self.known_node_name(ip) {
             return Ok(name);
         }
         self.output(ip, "hostname").await
@@ -512,6 +550,7 @@ impl Provider for ClusterProvider {
 pub(crate) mod testing {
     //! Building blocks of the kinds' unit tests.
     use super::*;
+    pub use sealer_engine::Value;
 
     pub const M1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
     pub const M2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));

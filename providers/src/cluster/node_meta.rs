@@ -5,29 +5,15 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sealer_engine::{Address, Attributes, Kind, Value};
+use sealer_engine::schema;
 
 use super::kube::Node;
 use super::remote::Result;
-use super::{text, Cx, KindProvider, Observation};
+use super::{Cx, KindProvider, Observation};
 use crate::shell::quote;
 
 pub struct Labels;
 pub struct Taints;
-
-fn map(attrs: Option<&Attributes>, key: &str) -> BTreeMap<String, String> {
-    match attrs.and_then(|a| a.get(key)) {
-        Some(Value::Map(m)) => m.clone(),
-        _ => BTreeMap::new(),
-    }
-}
-
-fn list(attrs: Option<&Attributes>, key: &str) -> Vec<String> {
-    match attrs.and_then(|a| a.get(key)) {
-        Some(Value::List(l)) => l.clone(),
-        _ => Vec::new(),
-    }
-}
 
 /// `key:Effect`: what identifies a taint on a node.
 fn key_effect(t: &str) -> String {
@@ -50,7 +36,7 @@ impl Cx {
         if let Some(node) = nodes.iter().find(|n| n.internal_ip() == Some(address.as_str())) {
             return Ok(Some(node.clone()));
         }
-        let recorded = self.known(&Address::new(Kind::Hostname, address)).and_then(|a| text(&a, "name"));
+        let recorded = self.known_node_name(ip);
         Ok(recorded.and_then(|name| nodes.into_iter().find(|n| n.metadata.name == name)))
     }
 
@@ -59,7 +45,7 @@ impl Cx {
     async fn relabel(
         &self,
         node: &Node,
-        before: Option<&Attributes>,
+        before: Option<&schema::Label>,
         desired: &BTreeMap<String, String>,
     ) -> Result<()> {
         let current = &node.metadata.labels;
@@ -68,7 +54,10 @@ impl Cx {
             .filter(|(k, v)| current.get(*k) != Some(*v))
             .map(|(k, v)| quote(&format!("{k}={v}")))
             .collect();
-        let dropped = map(before, "labels").into_keys().filter(|k| !desired.contains_key(k) && current.contains_key(k));
+        let dropped = before
+            .into_iter()
+            .flat_map(|b| b.labels.keys())
+            .filter(|k| !desired.contains_key(*k) && current.contains_key(*k));
         args.extend(dropped.map(|k| quote(&format!("{k}-"))));
         if !args.is_empty() {
             self.kubectl(&format!("label node {} {} --overwrite", quote(&node.metadata.name), args.join(" "))).await?;
@@ -83,20 +72,21 @@ impl Cx {
     async fn retaint(
         &self,
         node: &Node,
-        before: Option<&Attributes>,
+        before: Option<&schema::Taint>,
         desired: &[String],
         absent: &[String],
     ) -> Result<()> {
         let current = node.taint_texts();
         let mut args: Vec<String> = desired.iter().filter(|t| !current.contains(t)).map(|t| quote(t)).collect();
         let present: Vec<String> = current.iter().map(|t| key_effect(t)).collect();
-        let undeclared = list(before, "taints").into_iter().filter(|t| !desired.contains(t) && current.contains(t));
+        let undeclared =
+            before.into_iter().flat_map(|b| b.taints.iter()).filter(|t| !desired.contains(t) && current.contains(t));
         let mut removals: Vec<String> = Vec::new();
         for ke in absent
             .iter()
             .map(|t| key_effect(t))
             .filter(|ke| present.contains(ke))
-            .chain(undeclared.map(|t| key_effect(&t)))
+            .chain(undeclared.map(|t| key_effect(t)))
         {
             // `--overwrite` replaces a taint of the same key and effect: one still declared is not removed.
             if !removals.contains(&ke) && !desired.iter().any(|d| key_effect(d) == ke) {
@@ -110,41 +100,56 @@ impl Cx {
         Ok(())
     }
 
-    async fn set_labels(&self, ip: IpAddr, before: Option<&Attributes>, after: Attributes) -> Result<Attributes> {
+    async fn set_labels(
+        &self,
+        ip: IpAddr,
+        before: Option<&schema::Label>,
+        after: schema::Label,
+    ) -> Result<schema::Label> {
         let node = self.node(ip).await?;
-        self.relabel(&node, before, &map(Some(&after), "labels")).await?;
+        self.relabel(&node, before, &after.labels).await?;
         Ok(after)
     }
 
-    async fn set_taints(&self, ip: IpAddr, before: Option<&Attributes>, after: Attributes) -> Result<Attributes> {
+    async fn set_taints(
+        &self,
+        ip: IpAddr,
+        before: Option<&schema::Taint>,
+        after: schema::Taint,
+    ) -> Result<schema::Taint> {
         let node = self.node(ip).await?;
-        self.retaint(&node, before, &list(Some(&after), "taints"), &list(Some(&after), "absent")).await?;
+        self.retaint(&node, before, &after.taints, after.absent.as_deref().unwrap_or_default()).await?;
         Ok(after)
     }
 }
 
 impl KindProvider for Labels {
+    type Schema = schema::Label;
+
     /// The recorded labels as the node holds them now (a label removed by hand is missing).
-    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-        let Some(Value::Map(labels)) = recorded.get("labels").filter(|_| obs.cluster_up) else { return Ok(None) };
+    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &schema::Label) -> Result<Option<schema::Label>> {
+        if !obs.cluster_up {
+            return Ok(None);
+        }
         let live = obs.node(ip).await?.map(|n| &n.metadata.labels);
-        let observed =
-            labels.keys().filter_map(|k| live.and_then(|l| l.get(k)).map(|v| (k.clone(), v.clone()))).collect();
-        let mut attrs = recorded.clone();
-        attrs.insert("labels".into(), Value::Map(observed));
-        Ok(Some(attrs))
+        let labels = recorded
+            .labels
+            .keys()
+            .filter_map(|k| live.and_then(|l| l.get(k)).map(|v| (k.clone(), v.clone())))
+            .collect();
+        Ok(Some(schema::Label { labels }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Label) -> Result<schema::Label> {
         cx.set_labels(ip, None, after).await
     }
 
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &schema::Label, after: schema::Label) -> Result<schema::Label> {
         cx.set_labels(ip, Some(before), after).await
     }
 
     /// The labels this resource set come off the node; a node the cluster no longer has has none.
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::Label) -> Result<()> {
         match cx.registered_node(ip).await? {
             Some(node) => cx.relabel(&node, Some(before), &BTreeMap::new()).await,
             None => Ok(()),
@@ -153,26 +158,29 @@ impl KindProvider for Labels {
 }
 
 impl KindProvider for Taints {
+    type Schema = schema::Taint;
+
     /// The recorded taints the node still has.
-    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &Attributes) -> Result<Option<Attributes>> {
-        let Some(Value::List(taints)) = recorded.get("taints").filter(|_| obs.cluster_up) else { return Ok(None) };
+    async fn read(&self, obs: &Observation<'_>, ip: IpAddr, recorded: &schema::Taint) -> Result<Option<schema::Taint>> {
+        if !obs.cluster_up {
+            return Ok(None);
+        }
         let live = obs.node(ip).await?.map(|n| n.taint_texts()).unwrap_or_default();
-        let mut attrs = recorded.clone();
-        attrs.insert("taints".into(), Value::List(taints.iter().filter(|t| live.contains(t)).cloned().collect()));
-        Ok(Some(attrs))
+        let taints = recorded.taints.iter().filter(|t| live.contains(t)).cloned().collect();
+        Ok(Some(schema::Taint { taints, ..recorded.clone() }))
     }
 
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Taint) -> Result<schema::Taint> {
         cx.set_taints(ip, None, after).await
     }
 
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+    async fn update(&self, cx: &Cx, ip: IpAddr, before: &schema::Taint, after: schema::Taint) -> Result<schema::Taint> {
         cx.set_taints(ip, Some(before), after).await
     }
 
     /// The taints this resource set come off the node (those it removed stay removed); a node the
     /// cluster no longer has has none.
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::Taint) -> Result<()> {
         match cx.registered_node(ip).await? {
             Some(node) => cx.retaint(&node, Some(before), &[], &[]).await,
             None => Ok(()),

@@ -2,14 +2,16 @@
 //! executable under the image's `plugins/` that describes itself with `--config`). Plugins of the clean
 //! phases run when their resource is deleted.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange, Value};
+use sealer_engine::schema::{self, Schema};
+use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange};
 
 use super::remote::{self, Result};
-use super::{text, Cx, KindProvider};
+use super::{Cx, KindProvider};
 use crate::error::ProviderError;
 use crate::transport::{Step, StepEvent};
 use sealer_engine::clusterfile::rules::is_shell_identifier;
@@ -27,11 +29,11 @@ const READY_WITHIN: Duration = Duration::from_secs(120);
 /// identifiers (`docker-dir`) cannot be exported by a shell; they go through the returned `env -- …`
 /// prefix, whose arguments a host's `ps` shows while `env` starts the program. With `create`, the
 /// directory is made first (an Originally plugin runs before the image is on the host).
-pub(super) fn prelude(dir: &str, after: &Attributes, create: bool) -> (String, String) {
+pub(super) fn prelude(dir: &str, env: Option<&BTreeMap<String, String>>, create: bool) -> (String, String) {
     let dir = quote(dir);
     let mut prelude =
         if create { format!("mkdir -p {dir} && cd {dir} || exit; ") } else { format!("cd {dir} || exit; ") };
-    let Some(Value::Map(env)) = after.get("env") else { return (prelude, String::new()) };
+    let Some(env) = env else { return (prelude, String::new()) };
     let mut others = Vec::new();
     for (k, v) in env {
         if is_shell_identifier(k) {
@@ -51,26 +53,32 @@ pub(super) const SHELL: &str = "\"$(command -v bash || echo sh)\"";
 /// Whether `change` may run in a chain with its host's other short changes: the creation of a SHELL
 /// plugin that runs when created (a script, and nothing from the workstation between it and the next).
 pub(super) fn chains(change: &ResourceChange) -> bool {
-    let after = change.after.as_ref();
     change.kind == Kind::Plugin
         && change.action == Action::Create
-        && after.is_some_and(|a| text(a, "type").as_deref() == Some("SHELL") && !runs_on_delete(a))
+        && change
+            .after
+            .as_ref()
+            .and_then(|a| schema::Plugin::from_attributes(a).ok())
+            .is_some_and(|p| shell_on_create(&p))
 }
 
-fn runs_on_delete(attrs: &Attributes) -> bool {
-    text(attrs, "runs_on").as_deref() == Some("delete")
+fn shell_on_create(plugin: &schema::Plugin) -> bool {
+    plugin.r#type == "SHELL" && !plugin.runs_on_delete()
+}
+
+/// Originally runs first on a fresh host: its directory is the cluster's, made if needed (the rootfs comes
+/// with the image, later).
+fn originally(plugin: &schema::Plugin) -> bool {
+    plugin.phase == "Originally"
 }
 
 impl Cx {
-    async fn run_plugin(&self, ip: IpAddr, after: &Attributes) -> Result<()> {
-        let kind = text(after, "type").unwrap_or_default();
-        let data = text(after, "data").unwrap_or_default();
-        // Originally runs first on a fresh host: its directory is the cluster's, made if needed (the rootfs
-        // comes with the image, later).
-        let originally = text(after, "phase").as_deref() == Some("Originally");
+    async fn run_plugin(&self, ip: IpAddr, after: &schema::Plugin) -> Result<()> {
+        let data = after.data.clone().unwrap_or_default();
+        let originally = originally(after);
         let dir = if originally { super::cluster_dir(&self.ctx.cluster) } else { self.rootfs() };
-        let (prelude, env_cmd) = prelude(&dir, after, originally);
-        match kind.as_str() {
+        let (prelude, env_cmd) = prelude(&dir, after.env.as_ref(), originally);
+        match after.r#type.as_str() {
             "SHELL" => {
                 let step = self.shell_step(after);
                 self.run(ip, &step.command, &step.stdin).await?;
@@ -88,7 +96,7 @@ impl Cx {
                 });
                 let dir = if in_plugin_dir { "plugin" } else { "plugins" };
                 let exe = quote(&format!("{}/{dir}/{other}", self.rootfs()));
-                let phase = text(after, "phase").unwrap_or_default();
+                let phase = &after.phase;
                 let described = self.output(ip, &format!("{exe} --config")).await?;
                 let bad = |message: String| ProviderError::Plugin { plugin: other.to_string(), host: ip, message };
                 let config: serde_json::Value = serde_json::from_str(&described)
@@ -100,10 +108,7 @@ impl Cx {
                 if !phases.contains(&phase.as_str()) {
                     return Err(bad(format!("it runs at {}, not at {phase}", phases.join(", "))));
                 }
-                let env = match after.get("env") {
-                    Some(Value::Map(m)) => serde_json::json!(m),
-                    _ => serde_json::json!({}),
-                };
+                let env = serde_json::json!(after.env.clone().unwrap_or_default());
                 let context = serde_json::json!({
                     "cluster": self.ctx.cluster, "host": ip.to_string(), "phase": phase, "data": data, "env": env
                 });
@@ -118,11 +123,11 @@ impl Cx {
     /// and goes to the host as a here-document with one (see `SshSession::exec`), not through two more
     /// processes. In the host's bash, the script is sourced from stdin in the command's own subshell: no
     /// process to start. Names that are not identifiers need `env`, and so a new shell.
-    fn shell_step(&self, after: &Attributes) -> Step {
-        let data = text(after, "data").unwrap_or_default();
-        let originally = text(after, "phase").as_deref() == Some("Originally");
+    fn shell_step(&self, after: &schema::Plugin) -> Step {
+        let data = after.data.clone().unwrap_or_default();
+        let originally = originally(after);
         let dir = if originally { super::cluster_dir(&self.ctx.cluster) } else { self.rootfs() };
-        let (prelude, env_cmd) = prelude(&dir, after, originally);
+        let (prelude, env_cmd) = prelude(&dir, after.env.as_ref(), originally);
         let script = if data.ends_with('\n') { data } else { format!("{data}\n") };
         let command = if env_cmd.is_empty() {
             format!("{prelude}if [ -n \"$BASH_VERSION\" ]; then . /dev/stdin; else exec {SHELL} -s; fi")
@@ -137,7 +142,9 @@ impl Cx {
     pub(super) async fn shell_chain(&self, changes: &[Arc<ResourceChange>], progress: &ChainProgress) {
         let Some(ip) = changes.first().and_then(|c| c.host) else { return };
         let afters: Vec<Attributes> = changes.iter().map(|c| c.after.clone().unwrap_or_default()).collect();
-        let steps: Vec<Step> = afters.iter().map(|a| self.shell_step(a)).collect();
+        // Every change of a chain read as a plugin already ([`chains`]).
+        let steps: Vec<Step> =
+            afters.iter().map(|a| self.shell_step(&schema::Plugin::from_attributes(a).unwrap_or_default())).collect();
         // The step the host began and has not ended (and since when), the first step not ended, and whether
         // one failed (which ended the chain).
         let state = Mutex::new((None, Instant::now(), 0, false));
@@ -198,19 +205,21 @@ impl Cx {
 }
 
 impl KindProvider for Plugin {
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
-        if runs_on_delete(&after) {
+    type Schema = schema::Plugin;
+
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Plugin) -> Result<schema::Plugin> {
+        if after.runs_on_delete() {
             return Ok(after);
         }
-        if text(&after, "type").as_deref() == Some("ETCD") {
+        if after.r#type == "ETCD" {
             return cx.etcd_backup(ip, after).await;
         }
         cx.run_plugin(ip, &after).await?;
         Ok(after)
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &Attributes) -> Result<()> {
-        if runs_on_delete(before) {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, before: &schema::Plugin) -> Result<()> {
+        if before.runs_on_delete() {
             cx.run_plugin(ip, before).await?;
         }
         Ok(())
@@ -293,12 +302,9 @@ mod tests {
     /// The prelude on a real shell: a directory that cannot be entered runs nothing of what follows.
     #[test]
     fn a_directory_that_cannot_be_entered_runs_nothing() {
-        let env = attrs([(
-            "env",
-            Value::Map(BTreeMap::from([("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())])),
-        )]);
+        let env = BTreeMap::from([("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())]);
         for shell in ["bash", "sh"] {
-            let (prelude, _) = super::prelude("/nonexistent/dir", &env, false);
+            let (prelude, _) = super::prelude("/nonexistent/dir", Some(&env), false);
             let out = std::process::Command::new(shell)
                 .args(["-c", &format!("( {prelude}echo ran A=$A B=$B ); echo status $?")])
                 .output()

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use sealer_engine::kubeadm::REGISTRY_DOMAIN;
-use sealer_engine::Attributes;
+use sealer_engine::schema;
 
 use super::remote::Result;
 use super::{cluster_dir, Cx, KindProvider};
@@ -23,8 +23,10 @@ pub(super) fn settings(cx: &Cx) -> Result<RegistrySettings> {
 }
 
 impl KindProvider for Registry {
+    type Schema = schema::Registry;
+
     /// Starts the registry unless it already runs, and waits until it answers.
-    async fn create(&self, cx: &Cx, ip: IpAddr, after: Attributes) -> Result<Attributes> {
+    async fn create(&self, cx: &Cx, ip: IpAddr, after: schema::Registry) -> Result<schema::Registry> {
         let rootfs = cx.rootfs();
         let binary = quote(&format!("{rootfs}/bin/registry"));
         if cx.holds(ip, &format!("-x {binary}")).await? {
@@ -54,12 +56,18 @@ impl KindProvider for Registry {
     }
 
     /// A new configuration (port, login) needs the registry started again with it.
-    async fn update(&self, cx: &Cx, ip: IpAddr, before: &Attributes, after: Attributes) -> Result<Attributes> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        ip: IpAddr,
+        before: &schema::Registry,
+        after: schema::Registry,
+    ) -> Result<schema::Registry> {
         self.delete(cx, ip, before).await?;
         self.create(cx, ip, after).await
     }
 
-    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &Attributes) -> Result<()> {
+    async fn delete(&self, cx: &Cx, ip: IpAddr, _before: &schema::Registry) -> Result<()> {
         let stop = format!("kill \"$(cat {REGISTRY_PID} 2>/dev/null)\" 2>/dev/null; rm -f {REGISTRY_PID}; true");
         cx.run(ip, &stop, b"").await.map(|_| ())
     }

@@ -1,0 +1,28 @@
+//! `app.NAME`: an application image of `spec.apps`.
+
+use std::collections::BTreeMap;
+
+use super::{env_problems, schema, Known, Rules};
+
+schema! {
+    pub struct App for App {
+        image: String,
+        /// A rebuilt application runs again.
+        digest: Known<String>,
+        /// Where its files go.
+        masters: Vec<String>,
+        /// Whose registry holds its container images: a new first master gets them too.
+        first_master: String,
+        /// What ran, known once it is delivered.
+        cmds: Known<Vec<String>>,
+        /// What removing the application runs, known once it is delivered.
+        clean_cmds: Known<Vec<String>>,
+        env: Option<BTreeMap<String, String>>,
+    }
+}
+
+impl Rules for App {
+    fn problems(&self) -> Vec<String> {
+        env_problems(self.env.as_ref())
+    }
+}

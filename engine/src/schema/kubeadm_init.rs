@@ -1,0 +1,20 @@
+//! `kubeadm-init.IP`: the cluster, initialised on its first master.
+
+use super::{schema, Rules};
+
+schema! {
+    pub struct KubeadmInit for KubeadmInit {
+        /// A new version is an upgrade of the cluster (`kubeadm upgrade apply`).
+        kubernetes_version: String,
+        control_plane_endpoint: String,
+        /// The kubeadm configuration `kubeadm init` reads.
+        config: String,
+    }
+}
+
+impl Rules for KubeadmInit {
+    /// A configuration compares as kubeadm reads it ([`crate::kubeadm::same_planned_config`]).
+    fn same_value(attribute: &str, desired: &Self, recorded: &Self) -> Option<bool> {
+        (attribute == "config").then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, true))
+    }
+}

@@ -1,0 +1,45 @@
+//! `kubeadm-join.IP`: a member other than the first master.
+
+use super::{schema, Rules};
+use crate::resource::{Attributes, Value};
+
+schema! {
+    pub struct KubeadmJoin for KubeadmJoin {
+        /// `master` or `node`: a member changing role leaves and joins again.
+        role: String [replaces],
+        control_plane_endpoint: String,
+        /// Where the member's `/etc/hosts` points `sea.hub` (and, for a node without a balancer, the API's
+        /// name): a new first master updates every member.
+        first_master: String,
+        /// A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
+        kubernetes_version: String,
+        /// The kubeadm configuration `kubeadm join` reads.
+        config: String,
+    }
+}
+
+impl KubeadmJoin {
+    pub fn is_master(&self) -> bool {
+        self.role == "master"
+    }
+}
+
+impl Rules for KubeadmJoin {
+    /// A configuration compares as kubeadm reads it: records written before the planned text was tidied
+    /// (`cgroupDriver: null`, a worker's unused `controlPlane`) ask for what today's plan asks.
+    fn same_value(attribute: &str, desired: &Self, recorded: &Self) -> Option<bool> {
+        (attribute == "config")
+            .then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, desired.is_master()))
+    }
+}
+
+/// Records of `kubeadm-join` and `app` written before `first_master` existed were made with the first
+/// master the state records: they are given it, so upgrading sealer plans no change for them. Returns
+/// whether the record lacked it.
+pub fn complete_older_record(attributes: &mut Attributes, first: &str) -> bool {
+    if attributes.contains_key("first_master") {
+        return false;
+    }
+    attributes.insert("first_master".into(), Value::text(first));
+    true
+}
