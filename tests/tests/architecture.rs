@@ -396,3 +396,17 @@ fn no_attribute_is_named_outside_its_kind() {
     }
     assert!(offenders.is_empty(), "attributes named outside their kind's schema: {offenders:#?}");
 }
+
+/// Issue 26: the `ops` library's errors are typed (`ops::Error`, thiserror); `anyhow` is the binary's only
+/// (its commands render what an operation returns).
+#[test]
+fn the_ops_library_names_no_anyhow() {
+    let library: Vec<(String, String)> = non_test_sources()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("cli/src/ops/") || path == "cli/src/lib.rs")
+        .collect();
+    assert!(library.len() > 10, "the walk found the ops library: {}", library.len());
+    let offenders: Vec<String> =
+        library.into_iter().filter(|(_, code)| code_only(code).contains("anyhow")).map(|(path, _)| path).collect();
+    assert!(offenders.is_empty(), "anyhow in the ops library: {offenders:?}");
+}

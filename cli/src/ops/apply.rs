@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use super::error::{Context as _, Error};
+use super::Result;
 use sealer_engine::schema::{self, Schema};
 use sealer_engine::{
     Address, ApplyReport, CancelFlag, Clusterfile, Completion, Executor, Kind, LockInfo, Plan, PlanOptions, Reporter,
@@ -40,18 +41,6 @@ pub struct ApplyRequest {
     /// Nodes upgraded at once in a Kubernetes upgrade.
     pub max_unavailable: usize,
 }
-
-/// A plan that removes the first master or more than half of the masters: refused without `force`.
-#[derive(Debug)]
-pub struct Refused(pub Vec<String>);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "refusing to apply without --force: {}", self.0.join("; "))
-    }
-}
-
-impl std::error::Error for Refused {}
 
 /// One apply under the state lock, released when the session ends.
 pub struct Session<'a> {
@@ -109,7 +98,7 @@ impl<'a> Session<'a> {
         cf: &'a Clusterfile,
         req: ApplyRequest,
         progress: &dyn TransferProgress,
-    ) -> anyhow::Result<Session<'a>> {
+    ) -> Result<Session<'a>> {
         let mut store = ws.open_state()?;
         let lock = store.lock(&cf.cluster.name, &super::who(), std::process::id(), &super::command_line())?;
         super::say_replaced(&lock);
@@ -129,7 +118,7 @@ impl<'a> Session<'a> {
         Ok(session)
     }
 
-    fn prepare(&mut self, progress: &dyn TransferProgress) -> anyhow::Result<()> {
+    fn prepare(&mut self, progress: &dyn TransferProgress) -> Result<()> {
         let (ws, cf, req) = (self.ws, self.cf, &self.req);
         if !req.destroy {
             self.pulled = super::images::ensure_local(ws, &cf.cluster.image, progress)?;
@@ -171,7 +160,7 @@ impl<'a> Session<'a> {
         };
         let dangers = sealer_engine::dangerous_removals(&self.plan, &self.observed);
         if !dangers.is_empty() && !req.force {
-            return Err(Refused(dangers).into());
+            return Err(Error::Refused(dangers));
         }
         Ok(())
     }
@@ -180,13 +169,13 @@ impl<'a> Session<'a> {
         &self.plan
     }
 
-    fn lock(&self) -> anyhow::Result<&LockInfo> {
+    fn lock(&self) -> Result<&LockInfo> {
         self.lock.as_ref().context("the state lock was released")
     }
 
     /// Re-seals ssh secrets changed in the Clusterfile into the state (they plan no change). Call it once
     /// the user confirmed, or when there is nothing to apply. Returns how many hosts' records changed.
-    pub fn reseal(&mut self) -> anyhow::Result<usize> {
+    pub fn reseal(&mut self) -> Result<usize> {
         let key = hosts::sealing_key(self.ws, self.cf)?;
         let lock = self.lock.clone().context("the state lock was released")?;
         hosts::reseal_changed_secrets(self.cf, key.as_ref(), &self.recorded, self.store.as_mut(), &lock)
@@ -194,7 +183,7 @@ impl<'a> Session<'a> {
 
     /// `--refresh-only`: records what the hosts hold for every change of the plan; returns how many, and
     /// why the cluster's copy of the state could not be updated, if it could not.
-    pub fn record_refresh(&mut self) -> anyhow::Result<(usize, Option<String>)> {
+    pub fn record_refresh(&mut self) -> Result<(usize, Option<String>)> {
         let lock = self.lock()?.clone();
         for change in &self.plan.changes {
             if let Some(resource) = self.observed.resources.get(&change.address) {
@@ -212,7 +201,7 @@ impl<'a> Session<'a> {
     }
 
     /// Runs the plan; `cancel` stops new work (running work finishes, then the state is saved).
-    pub fn execute(&mut self, progress: Progress, cancel: CancelFlag) -> anyhow::Result<Applied> {
+    pub fn execute(&mut self, progress: Progress, cancel: CancelFlag) -> Result<Applied> {
         let Progress { resources: reporter, copies } = progress;
         let (ws, cf) = (self.ws, self.cf);
         let lock = self.lock()?.clone();
@@ -275,7 +264,7 @@ impl<'a> Session<'a> {
 
     /// Runs scheduled hooks on the first master (`sealer reconcile`), recording each run in the state's
     /// history. Returns each hook with its outcome.
-    pub fn run_hooks(&mut self, due: &[ScheduledHook]) -> anyhow::Result<Vec<HookRun>> {
+    pub fn run_hooks(&mut self, due: &[ScheduledHook]) -> Result<Vec<HookRun>> {
         if due.is_empty() {
             return Ok(Vec::new());
         }
@@ -296,7 +285,7 @@ impl<'a> Session<'a> {
 
     /// Looks at what every `kubernetes` binding the state records watches (`watches` keeps where each
     /// resumes) and runs its hook once per binding context: `Synchronization` first, then each event.
-    pub fn run_watches(&mut self, watches: &mut Watches) -> anyhow::Result<Vec<HookRun>> {
+    pub fn run_watches(&mut self, watches: &mut Watches) -> Result<Vec<HookRun>> {
         let bound: Vec<WatchedHook> = self.recorded_hooks()?.iter().flat_map(recorded_watches).collect();
         // A binding is what it declares: one that changes with a new image is synchronised again.
         let key = |h: &WatchedHook| serde_json::to_string(h).unwrap_or_default();
@@ -346,7 +335,7 @@ impl<'a> Session<'a> {
         Ok(runs)
     }
 
-    fn record_runs(&mut self, runs: &[HookRun]) -> anyhow::Result<()> {
+    fn record_runs(&mut self, runs: &[HookRun]) -> Result<()> {
         let lock = self.lock()?.clone();
         for run in runs {
             self.store.record_history(&lock, &run.line())?;
@@ -355,14 +344,14 @@ impl<'a> Session<'a> {
     }
 
     /// A provider that talks to the cluster's API on the first master, with the hosts as observed.
-    fn api_provider(&self) -> anyhow::Result<ClusterProvider> {
+    fn api_provider(&self) -> Result<ClusterProvider> {
         let first_master = self.cf.cluster.first_master().map(|h| h.ip).context("the cluster has no master")?;
         let log_dir = self.ws.new_log_dir();
         hosts::api_provider(self.ws, self.cf, &self.observed, self.req.strict_host_keys, first_master, log_dir)
     }
 
     /// The hook schedules the state records for this cluster.
-    pub fn schedules(&self) -> anyhow::Result<Vec<ScheduledHook>> {
+    pub fn schedules(&self) -> Result<Vec<ScheduledHook>> {
         Ok(self.recorded_hooks()?.iter().flat_map(recorded_schedules).collect())
     }
 
@@ -377,7 +366,7 @@ impl<'a> Session<'a> {
     }
 
     /// Releases the lock; an error here means the lock may still be held.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         match self.lock.take() {
             Some(lock) => Ok(self.store.unlock(&lock)?),
             None => Ok(()),
@@ -438,7 +427,7 @@ pub fn summary(report: &ApplyReport) -> String {
 }
 
 /// Keeps the state's copy in the cluster current, once the cluster exists (see `sealer state pull`).
-async fn publish_state(provider: &ClusterProvider, store: &dyn StateStore, cluster: &str) -> anyhow::Result<()> {
+async fn publish_state(provider: &ClusterProvider, store: &dyn StateStore, cluster: &str) -> Result<()> {
     let Some(state) = store.load(cluster)? else { return Ok(()) };
     let cluster_up =
         state.resources.values().any(|r| r.address.kind == Kind::KubeadmInit && r.status == ResourceStatus::Ready);

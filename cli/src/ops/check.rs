@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sealer_engine::clusterfile::Role;
 use sealer_engine::Clusterfile;
 
+use super::error::Result;
 use super::{hosts, Workspace};
 
 /// Ports a master binds: the API server, etcd (client, peer), the kubelet, the controller manager, the
@@ -98,7 +99,7 @@ async fn facts(remote: &dyn sealer_providers::cluster::Remote, ip: IpAddr, ports
 }
 
 /// The checks before an install, on every host of the Clusterfile.
-pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Finding>> {
+pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> Result<Vec<Finding>> {
     let state = super::recorded_state(ws, &cf.cluster.name)?;
     let remote = ws.remote(hosts::ssh_targets(ws, cf, &state, strict_host_keys)?, Duration::from_secs(60));
     let first = cf.cluster.first_master().map(|h| h.ip);
@@ -175,7 +176,7 @@ pub fn pre(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::
 }
 
 /// The checks after an install: every host of the Clusterfile is a node, Ready, as the cluster's API says.
-pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> anyhow::Result<Vec<Finding>> {
+pub fn post(ws: &Workspace, cf: &Clusterfile, strict_host_keys: bool) -> Result<Vec<Finding>> {
     let state = super::recorded_state(ws, &cf.cluster.name)?;
     let nodes = hosts::cluster_nodes(ws, cf, &state, strict_host_keys)?;
     Ok(cf

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::bail;
+use super::error::bail;
+use super::Result;
 use futures_util::StreamExt as _;
 use sealer_engine::clusterfile::Role;
 use sealer_engine::{Clusterfile, State};
@@ -48,7 +49,7 @@ impl HostRun {
 
 /// The hosts of `cf` that `selection` names, in the Clusterfile's order; an address that is not a host of
 /// the cluster, and a selection that matches nothing, are errors.
-fn select(ws: &Workspace, cf: &Clusterfile, state: &State, req: &ExecRequest) -> anyhow::Result<Vec<(IpAddr, Role)>> {
+fn select(ws: &Workspace, cf: &Clusterfile, state: &State, req: &ExecRequest) -> Result<Vec<(IpAddr, Role)>> {
     let sel = &req.selection;
     let unknown: Vec<String> =
         sel.ips.iter().filter(|ip| !cf.cluster.hosts.iter().any(|h| h.ip == **ip)).map(ToString::to_string).collect();
@@ -88,7 +89,7 @@ pub fn exec(
     cf: &Clusterfile,
     req: &ExecRequest,
     mut done: impl FnMut(&HostRun),
-) -> anyhow::Result<Vec<HostRun>> {
+) -> Result<Vec<HostRun>> {
     if req.command.trim().is_empty() {
         bail!("no command to run");
     }

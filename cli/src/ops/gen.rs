@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use anyhow::{bail, Context as _};
+use super::error::{bail, err, Context as _, Error};
+use super::Result;
 use sealer_engine::kubeadm::API_SERVER_DOMAIN;
 use sealer_engine::schema::{self, Schema};
 use sealer_engine::{
@@ -37,7 +38,7 @@ const SEALERS: [&str; 3] = ["apiVersion", "kind", "kubernetesVersion"];
 
 /// Reads the running cluster the flags of `req` name, checks that sealer can take it over whole with
 /// `req.image` (every problem at once), and writes the Clusterfile and the imported records.
-pub fn generate(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Generated> {
+pub fn generate(ws: &Workspace, req: &RunRequest) -> Result<Generated> {
     let target = super::run::target(ws, req)?;
     let Some(text) = target.new_text else {
         bail!(
@@ -61,7 +62,7 @@ pub fn generate(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Generated> {
     let provider = super::hosts::api_provider(ws, &cf, &empty, false, first, logs.path().to_path_buf())?;
     let running = ws
         .block_on(provider.running(&hosts))?
-        .map_err(|e| anyhow::anyhow!("reading the running cluster through {first}, the first of --masters: {e}"))?;
+        .map_err(|e| err!("reading the running cluster through {first}, the first of --masters: {e}"))?;
     let live: Yaml = serde_yaml::from_str(&running.cluster_configuration)
         .context("kube-system/kubeadm-config: its ClusterConfiguration is not YAML")?;
     let (facts, _) = super::images::facts(ws, &cf)?;
@@ -88,23 +89,23 @@ pub fn generate(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Generated> {
 
 /// Takes back what [`generate`] wrote when the apply after it applied nothing: the imported records, and
 /// the Clusterfile (an earlier one comes back).
-pub fn undo(ws: &Workspace, generated: &Generated) -> anyhow::Result<()> {
+pub fn undo(ws: &Workspace, generated: &Generated) -> Result<()> {
     let cluster = &generated.prepared.cluster;
     let mut store = ws.open_state()?;
     let lock = store.lock(cluster, &super::who(), std::process::id(), &super::command_line())?;
     super::say_replaced(&lock);
     let writes: Vec<ResourceWrite<'_>> =
         generated.imported.iter().map(|r| ResourceWrite { from: None, address: &r.address, resource: None }).collect();
-    let undone = store.write_resources(&lock, &writes).map_err(anyhow::Error::from);
+    let undone = store.write_resources(&lock, &writes).map_err(Error::from);
     let undone = undone.and_then(|_| generated.prepared.restore());
     store.unlock(&lock)?;
     undone
 }
 
-fn parse(text: &str) -> anyhow::Result<Clusterfile> {
+fn parse(text: &str) -> Result<Clusterfile> {
     let parsed = sealer_engine::parse("the Clusterfile gen writes", text).map_err(|diagnostics| {
         let shown: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-        anyhow::anyhow!("the running cluster makes an invalid Clusterfile:\n{}", shown.join("\n"))
+        err!("the running cluster makes an invalid Clusterfile:\n{}", shown.join("\n"))
     })?;
     Ok(parsed.clusterfile)
 }
@@ -172,7 +173,7 @@ fn check(cf: &Clusterfile, running: &Running, live: &Yaml, version: &str) -> Vec
 
 /// `text` with the running cluster's kubeadm ClusterConfiguration as a document of its own (less what
 /// sealer decides, [`SEALERS`]), in the API version kubeadm stored it in.
-fn with_live_settings(text: &str, live: &Yaml) -> anyhow::Result<String> {
+fn with_live_settings(text: &str, live: &Yaml) -> Result<String> {
     let Some(live) = live.as_mapping() else {
         bail!("kube-system/kubeadm-config: its ClusterConfiguration is not a mapping");
     };
@@ -201,7 +202,7 @@ fn with_live_settings(text: &str, live: &Yaml) -> anyhow::Result<String> {
 
 /// The members' kubeadm records as an apply would have left them, with what the hosts hold where it
 /// differs from what sealer would do: where each member's `/etc/hosts` sends the registry's name.
-fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> anyhow::Result<Vec<StoredResource>> {
+fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> Result<Vec<StoredResource>> {
     let mut records = Vec::new();
     for host in &cf.cluster.hosts {
         let init = Address::new(Kind::KubeadmInit, host.ip.to_string());
@@ -231,12 +232,12 @@ fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> anyho
 
 /// Under the cluster's lock, with its state still empty, writes the Clusterfile, then `records` in one
 /// transaction; a failed write of the records takes the Clusterfile back. Returns the state's serial.
-fn record(ws: &Workspace, prepared: &Prepared, records: &[StoredResource]) -> anyhow::Result<u64> {
+fn record(ws: &Workspace, prepared: &Prepared, records: &[StoredResource]) -> Result<u64> {
     let cluster = &prepared.cluster;
     let mut store = ws.open_state()?;
     let lock = store.lock(cluster, &super::who(), std::process::id(), &super::command_line())?;
     super::say_replaced(&lock);
-    let mut write = || -> anyhow::Result<u64> {
+    let mut write = || -> Result<u64> {
         if store.load(cluster)?.is_some_and(|s| !s.resources.is_empty()) {
             bail!("cluster `{cluster}` is already in the state: another command wrote it meanwhile");
         }

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use super::error::{bail, err, Context as _};
+use super::Result;
 use sealer_engine::clusterfile::{Secret, Ssh};
 use sealer_engine::schema::{self, Schema};
 use sealer_engine::{Address, Attributes, Clusterfile, Kind, LockInfo, ResourceStatus, State, StateStore, Value};
@@ -62,7 +63,7 @@ pub fn ssh_targets(
     cf: &Clusterfile,
     state: &State,
     strict: bool,
-) -> anyhow::Result<BTreeMap<IpAddr, SshTarget>> {
+) -> Result<BTreeMap<IpAddr, SshTarget>> {
     let mut targets: BTreeMap<_, _> =
         cf.cluster.hosts.iter().map(|h| (h.ip, target(h.ip, &h.ssh, state, strict))).collect();
     for resource in state.resources.values() {
@@ -70,7 +71,7 @@ pub fn ssh_targets(
         if targets.contains_key(&ip) {
             continue;
         }
-        let open = |what: &str, attribute: &str, sealed: &Option<String>| -> anyhow::Result<Option<Secret>> {
+        let open = |what: &str, attribute: &str, sealed: &Option<String>| -> Result<Option<Secret>> {
             let Some(sealed) = sealed else { return Ok(None) };
             let key = SealingKey::load(&ws.home, false)?.with_context(|| {
                 format!(
@@ -100,7 +101,7 @@ pub fn ssh_targets(
 
 /// The state key, when the Clusterfile has a secret the state must seal or digest (an ssh secret, a
 /// `toSecret` Config document); created on first use.
-pub fn sealing_key(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<Option<SealingKey>> {
+pub fn sealing_key(ws: &Workspace, cf: &Clusterfile) -> Result<Option<SealingKey>> {
     let has_secrets = cf.cluster.hosts.iter().any(|h| ssh_secrets(&h.ssh).iter().any(|(_, s)| s.is_some()))
         || cf.configs.iter().any(|c| c.is_secret());
     Ok(if has_secrets { SealingKey::load(&ws.home, true)? } else { None })
@@ -108,7 +109,7 @@ pub fn sealing_key(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<Option<Se
 
 /// Gives each `toSecret` Config document the keyed digest its plan compares instead of its data. Without
 /// a state key yet (a plan before the first apply), the digest is unknown, as on a first apply anyway.
-pub fn digest_secret_configs(ws: &Workspace, cf: &mut Clusterfile) -> anyhow::Result<()> {
+pub fn digest_secret_configs(ws: &Workspace, cf: &mut Clusterfile) -> Result<()> {
     if !cf.configs.iter().any(|c| c.is_secret()) {
         return Ok(());
     }
@@ -153,7 +154,7 @@ pub fn reseal_changed_secrets(
     recorded: &State,
     store: &mut dyn StateStore,
     lock: &LockInfo,
-) -> anyhow::Result<usize> {
+) -> Result<usize> {
     let Some(key) = key else { return Ok(0) };
     let mut changed = 0;
     for host in &cf.cluster.hosts {
@@ -205,7 +206,7 @@ pub fn api_provider(
     strict_host_keys: bool,
     first_master: IpAddr,
     log_dir: PathBuf,
-) -> anyhow::Result<ClusterProvider> {
+) -> Result<ClusterProvider> {
     let remote = ws.remote(ssh_targets(ws, cf, state, strict_host_keys)?, Duration::from_secs(60));
     let ctx = ClusterContext {
         cluster: cf.cluster.name.clone(),
@@ -227,12 +228,7 @@ pub fn api_provider(
 
 /// Reads the live hosts into `state` (hostnames, node labels and taints) so that plans show drift, and
 /// returns the labels the cluster's nodes have.
-pub fn refresh(
-    ws: &Workspace,
-    cf: &Clusterfile,
-    state: &mut State,
-    strict_host_keys: bool,
-) -> anyhow::Result<Observed> {
+pub fn refresh(ws: &Workspace, cf: &Clusterfile, state: &mut State, strict_host_keys: bool) -> Result<Observed> {
     let Some(first_master) = cf.cluster.first_master().map(|h| h.ip) else { return Ok(Observed::default()) };
     if state.resources.is_empty() {
         return Ok(Observed::default());
@@ -241,7 +237,7 @@ pub fn refresh(
     let logs = tempfile::Builder::new().prefix("sealer-refresh-").tempdir()?;
     let provider = api_provider(ws, cf, state, strict_host_keys, first_master, logs.path().to_path_buf())?;
     let result = ws.block_on(provider.refresh(state))?;
-    result.map_err(|e| anyhow::anyhow!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
+    result.map_err(|e| err!("refresh: {e} (plan with --refresh=false to use the recorded state)"))
 }
 
 /// The cluster's nodes as its API has them, asked through the first master only (a host that does not
@@ -251,10 +247,10 @@ pub fn cluster_nodes(
     cf: &Clusterfile,
     state: &State,
     strict_host_keys: bool,
-) -> anyhow::Result<Vec<sealer_providers::cluster::kube::Node>> {
+) -> Result<Vec<sealer_providers::cluster::kube::Node>> {
     let first_master = cf.cluster.first_master().map(|h| h.ip).context("the Clusterfile has no master")?;
     if state.resources.is_empty() {
-        anyhow::bail!("cluster `{}` is not in the state: it has no nodes to read", cf.cluster.name);
+        bail!("cluster `{}` is not in the state: it has no nodes to read", cf.cluster.name);
     }
     let logs = tempfile::Builder::new().prefix("sealer-nodes-").tempdir()?;
     let provider = api_provider(ws, cf, state, strict_host_keys, first_master, logs.path().to_path_buf())?;

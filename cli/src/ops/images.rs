@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use super::error::{bail, err, Context as _};
+use super::Result;
 use sealer_engine::schema::{self, Schema};
 use sealer_engine::{Action, Address, Clusterfile, ImageFacts, Kind, Plan};
 use sealer_providers::cluster::{relayed, relaying_hosts};
@@ -21,7 +22,7 @@ use super::Workspace;
 
 /// The cluster image as the local store has it, and a warning when it does not have it (the plan then
 /// lacks the image's `etc/kubeadm.yml` and digest).
-pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Option<String>)> {
+pub fn facts(ws: &Workspace, cf: &Clusterfile) -> Result<(ImageFacts, Option<String>)> {
     let image = match ws.images().get(&cf.cluster.image) {
         Ok(image) => image,
         Err(ImageError::NotFound(name)) => {
@@ -34,9 +35,9 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
     let path = image.rootfs.join("etc/kubeadm.yml");
     let kubeadm = match std::fs::read_to_string(&path) {
         Ok(text) => sealer_engine::kubeadm::parse_image_documents(&text)
-            .map_err(|e| anyhow::anyhow!("image `{}`: etc/kubeadm.yml: {e}", cf.cluster.image))?,
+            .map_err(|e| err!("image `{}`: etc/kubeadm.yml: {e}", cf.cluster.image))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+        Err(e) => return Err(err!("cannot read `{}`: {e}", path.display())),
     };
     let templates = templates(&image.rootfs)?;
     let mut apps = BTreeMap::new();
@@ -69,7 +70,7 @@ pub fn facts(ws: &Workspace, cf: &Clusterfile) -> anyhow::Result<(ImageFacts, Op
 
 /// The YAML files of the image's `plugin/` and `plugins/` directories (top level, in name order), as
 /// (path in the image, text): the Plugin documents the image carries. Nothing without the image.
-pub fn plugin_files(ws: &Workspace, image: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub fn plugin_files(ws: &Workspace, image: &str) -> Result<Vec<(String, String)>> {
     let Ok(image) = ws.images().get(image) else { return Ok(Vec::new()) };
     let mut files = Vec::new();
     for dir in ["plugin", "plugins"] {
@@ -86,7 +87,7 @@ pub fn plugin_files(ws: &Workspace, image: &str) -> anyhow::Result<Vec<(String, 
             let relative = format!("{dir}/{name}");
             let size = std::fs::metadata(&path)?.len();
             if size > MAX_TEMPLATE_BYTES {
-                anyhow::bail!("image plugin file `{relative}` is {size} bytes, over the limit of {MAX_TEMPLATE_BYTES}");
+                bail!("image plugin file `{relative}` is {size} bytes, over the limit of {MAX_TEMPLATE_BYTES}");
             }
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("image plugin file `{relative}` is not UTF-8 text"))?;
@@ -113,7 +114,7 @@ fn has_executables(rootfs: &std::path::Path) -> bool {
 const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
 /// The image's `*.tmpl` files (outside its registry), by rootfs path, in path order.
-fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+fn templates(rootfs: &std::path::Path) -> Result<Vec<(String, String)>> {
     let mut found = Vec::new();
     let mut stack = vec![rootfs.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -127,7 +128,7 @@ fn templates(rootfs: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> 
                 stack.push(path);
             } else if kind.is_file() && relative.ends_with(".tmpl") {
                 if entry.metadata()?.len() > MAX_TEMPLATE_BYTES {
-                    anyhow::bail!("template `{relative}` is over {MAX_TEMPLATE_BYTES} bytes");
+                    bail!("template `{relative}` is over {MAX_TEMPLATE_BYTES} bytes");
                 }
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("template `{relative}` is not UTF-8 text"))?;
@@ -235,20 +236,20 @@ pub fn relay_helper() -> Vec<u8> {
     include_bytes!(concat!(env!("OUT_DIR"), "/sealer-relay")).to_vec()
 }
 
-fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {
+fn registry_options(ws: &Workspace, name: &str, insecure: bool) -> Result<RegistryOptions> {
     let registry = oci::registry_of(name)?;
     Ok(RegistryOptions { insecure, credentials: Credentials::new(&ws.home).get(&registry)? })
 }
 
 /// Pulls `name` into the local store with the stored login of its registry.
-pub fn pull(ws: &Workspace, name: &str, insecure: bool, progress: &dyn TransferProgress) -> anyhow::Result<Pulled> {
+pub fn pull(ws: &Workspace, name: &str, insecure: bool, progress: &dyn TransferProgress) -> Result<Pulled> {
     let opts = registry_options(ws, name, insecure)?;
     Ok(super::runtime()?.block_on(oci::pull(&ws.images(), name, &opts, progress))?)
 }
 
 /// A pull when the store lacks `name` (as `sealer run`, `apply` and the `plan` of a recorded cluster do);
 /// `None` when it has it.
-pub fn ensure_local(ws: &Workspace, name: &str, progress: &dyn TransferProgress) -> anyhow::Result<Option<Pulled>> {
+pub fn ensure_local(ws: &Workspace, name: &str, progress: &dyn TransferProgress) -> Result<Option<Pulled>> {
     match ws.images().get(name) {
         Ok(_) => Ok(None),
         Err(ImageError::NotFound(_)) => {
@@ -277,7 +278,7 @@ fn pull_missing_bases(
     req: &BuildRequest,
     say: &mut impl FnMut(&str),
     progress: &dyn TransferProgress,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     // A Kubefile that does not parse is reported, every line of it, by the build itself.
     let Ok(text) = std::fs::read_to_string(&req.kubefile) else { return Ok(()) };
     let Ok(steps) = kubefile::parse(&text, &req.build_args) else { return Ok(()) };
@@ -301,7 +302,7 @@ pub fn build(
     req: &BuildRequest,
     mut say: impl FnMut(&str),
     progress: &dyn TransferProgress,
-) -> anyhow::Result<ImageConfig> {
+) -> Result<ImageConfig> {
     let mirrors = Mirrors::load(&ws.home, &req.registry_mirrors)?;
     pull_missing_bases(ws, req, &mut say, progress)?;
     let store = ws.images();
@@ -339,15 +340,13 @@ pub fn build(
 /// Removes `name` from the store, unless (without `force`) something still uses it: a cluster of any state
 /// this home knows ([`Workspace::known_states`]) as its image or one of its applications, or another
 /// stored image built `FROM` it. Every user is named at once.
-pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
+pub fn remove(ws: &Workspace, name: &str, force: bool) -> Result<()> {
     if !force {
         let mut users = Vec::new();
         for location in ws.known_states() {
             // A state that cannot be read may use the image: refused, naming it.
             let unreadable = |e: &dyn std::fmt::Display| {
-                anyhow::anyhow!(
-                    "cannot tell whether state {location} uses `{name}` ({e}); remove it anyway with --force"
-                )
+                err!("cannot tell whether state {location} uses `{name}` ({e}); remove it anyway with --force")
             };
             let Some(state) = location.open_read_only().map_err(|e| unreadable(&e))? else { continue };
             for cluster in state.clusters().map_err(|e| unreadable(&e))? {
@@ -378,7 +377,7 @@ pub fn remove(ws: &Workspace, name: &str, force: bool) -> anyhow::Result<()> {
             }
         }
         if !users.is_empty() {
-            anyhow::bail!("image `{name}` is in use: {}; remove it anyway with --force", users.join(", "));
+            bail!("image `{name}` is in use: {}; remove it anyway with --force", users.join(", "));
         }
     }
     Ok(ws.images().remove(name)?)

@@ -13,6 +13,7 @@ use prometheus::{
 };
 use sealer_engine::Kind;
 
+use super::error::{err, Result};
 use super::reconcile::{Tick, TickResult};
 
 pub struct Metrics {
@@ -28,7 +29,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> anyhow::Result<Metrics> {
+    pub fn new() -> Result<Metrics> {
         let registry = Registry::new();
         let reconcile_total =
             IntCounterVec::new(Opts::new("sealer_reconcile_total", "Reconcile ticks by result"), &["result"])?;
@@ -109,9 +110,9 @@ impl Metrics {
 
     /// Serves `/metrics` and `/healthz` on `addr` from a thread of its own; the address is bound before
     /// this returns, so a taken port is an error here.
-    pub fn serve(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    pub fn serve(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr> {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|e| err!("--metrics-addr {addr}: cannot listen: {e}"))?;
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
         let metrics = Arc::clone(self);

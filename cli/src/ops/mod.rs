@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod error;
 pub mod exec;
 pub mod gen;
 pub mod hosts;
@@ -26,6 +27,8 @@ use sealer_providers::image::store::ImageStore;
 use sealer_providers::transport::SshTarget;
 use sealer_state::StateLocation;
 
+pub use error::{Error, Result};
+
 /// Where an operation keeps what outlives it: the state, and `SEALER_HOME` (images, credentials, the
 /// state key); for a long-running caller (`sealer reconcile`), the SSH connections it keeps open.
 pub struct Workspace {
@@ -42,7 +45,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new() -> anyhow::Result<Connections> {
+    pub fn new() -> Result<Connections> {
         Ok(Connections { runtime: runtime()?, remotes: std::sync::Mutex::new(Vec::new()) })
     }
 }
@@ -55,7 +58,7 @@ const KNOWN_STATES: &str = "states";
 
 impl Workspace {
     /// Opens the state for writing, and records where it is (see [`KNOWN_STATES`]).
-    pub fn open_state(&self) -> anyhow::Result<Box<dyn sealer_engine::StateStore>> {
+    pub fn open_state(&self) -> Result<Box<dyn sealer_engine::StateStore>> {
         let store = self.state.open()?;
         if let StateLocation::Sqlite(path) = &self.state {
             if let Ok(path) = std::fs::canonicalize(path) {
@@ -105,7 +108,7 @@ impl Workspace {
     }
 
     /// Runs `future` to completion: on the kept connections' runtime, else on a fresh one.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> anyhow::Result<F::Output> {
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
         Ok(match &self.connections {
             Some(c) => c.runtime.block_on(future),
             None => {
@@ -134,7 +137,7 @@ impl Workspace {
 }
 
 /// The async runtime operations that talk to hosts or registries run on.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
@@ -180,7 +183,7 @@ fn redact_args(args: impl Iterator<Item = String>) -> String {
 }
 
 /// The state recorded for `cluster`, read-only (empty when there is none): reads never create a state.
-pub fn recorded_state(ws: &Workspace, cluster: &str) -> anyhow::Result<sealer_engine::State> {
+pub fn recorded_state(ws: &Workspace, cluster: &str) -> Result<sealer_engine::State> {
     Ok(match ws.state.open_read_only()? {
         Some(store) => store.load(cluster)?,
         None => None,

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use anyhow::{bail, Context as _};
+use super::error::{bail, Context as _};
+use super::Result;
 use sealer_engine::kubeadm::kubernetes_version;
 use sealer_engine::{Address, Clusterfile, Diagnostic, Kind, Location, Plan, PlanOptions, Severity};
 use sealer_providers::cluster::Observed;
@@ -45,7 +46,7 @@ pub struct Compiled {
 /// the local store knows it. Without the image its facts are missing — its `etc/kubeadm.yml`, digest,
 /// plugins and hooks — and what they bring is absent from the graph: [`plan`] never compiles a cluster the
 /// state records without them, or those resources would be planned for deletion.
-pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> anyhow::Result<Compiled> {
+pub fn compile(ws: &Workspace, cf: &Clusterfile, live: &Observed) -> Result<Compiled> {
     let (image, missing) = super::images::facts(ws, cf)?;
     let mut cf = cf.clone();
     super::hosts::digest_secret_configs(ws, &mut cf)?;
@@ -119,12 +120,7 @@ pub fn note_plugin_origins(plan: &mut Plan, origins: &BTreeMap<Address, String>)
 /// Plans without writing to the state: it is opened read-only and never created. For a cluster the state
 /// records, the cluster and application images the local store lacks are pulled first, as `apply` does;
 /// a pull that fails refuses the plan, naming the image and why.
-pub fn plan(
-    ws: &Workspace,
-    cf: &Clusterfile,
-    req: &PlanRequest,
-    progress: &dyn TransferProgress,
-) -> anyhow::Result<Planned> {
+pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest, progress: &dyn TransferProgress) -> Result<Planned> {
     let recorded = super::recorded_state(ws, &cf.cluster.name)?;
     // What the images bring (hooks, their plugins, their kubeadm configuration) is compiled from the local
     // store; missing, those resources would be planned away from a cluster that has them. A new cluster has

@@ -13,7 +13,8 @@ use sealer_providers::cluster::ScheduledHook;
 use sealer_providers::image::Quiet;
 
 use super::apply::Progress;
-use super::apply::{ApplyRequest, Refused, Session};
+use super::apply::{ApplyRequest, Session};
+use super::error::{Error, Result};
 use super::Workspace;
 
 #[derive(Clone, Debug)]
@@ -202,16 +203,12 @@ pub fn tick(
         Err(e) => {
             // A plan sealer refuses whatever the flags (a host that cannot become the first master) is a
             // refused tick, as a dangerous one is: nothing failed, the Clusterfile asks for what is not done.
-            let refused = matches!(
-                e.downcast_ref::<sealer_engine::PlanError>(),
-                Some(sealer_engine::PlanError::FirstMaster { .. })
-            );
-            let (result, message) = if matches!(e.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
-                (TickResult::Locked, format!("{e:#}"))
-            } else if refused {
-                (TickResult::Refused, format!("refusing to apply: {e:#}"))
-            } else {
-                (TickResult::Failed, format!("{e:#}"))
+            let (result, message) = match e.root() {
+                Error::State(StateError::Locked { .. }) => (TickResult::Locked, e.chain()),
+                Error::Plan(sealer_engine::PlanError::FirstMaster { .. }) => {
+                    (TickResult::Refused, format!("refusing to apply: {}", e.chain()))
+                }
+                _ => (TickResult::Failed, e.chain()),
             };
             Tick::new(result, message)
         }
@@ -236,7 +233,7 @@ fn run(
     hooks: HookTurn<'_>,
     progress: Progress,
     cancel: CancelFlag,
-) -> anyhow::Result<Tick> {
+) -> Result<Tick> {
     let mut session = Session::begin(ws, cf, request, &Quiet)?;
     let plan = session.plan().clone();
     let Assessment { drift, next } = assess(&plan, apply, || recorded_state(ws, &cf.cluster.name))?;
@@ -301,11 +298,7 @@ pub enum Next {
 /// Without `apply`, every change is drift, one that `sealer apply` would refuse too: reporting changes
 /// nothing. With `apply`, a plan that `sealer apply` refuses without `--force` (checked against the state
 /// `recorded` gives, asked for only then) is refused, and its drift reported all the same.
-pub fn assess(
-    plan: &Plan,
-    apply: bool,
-    recorded: impl FnOnce() -> anyhow::Result<State>,
-) -> anyhow::Result<Assessment> {
+pub fn assess(plan: &Plan, apply: bool, recorded: impl FnOnce() -> Result<State>) -> Result<Assessment> {
     let mut drift = BTreeMap::new();
     for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
         *drift.entry(change.kind).or_insert(0) += 1;
@@ -320,7 +313,7 @@ pub fn assess(
         if dangers.is_empty() {
             Next::Apply
         } else {
-            Next::Report(TickResult::Refused, format!("{changes} change(s) found: {}", Refused(dangers)))
+            Next::Report(TickResult::Refused, format!("{changes} change(s) found: {}", Error::Refused(dangers)))
         }
     };
     Ok(Assessment { drift, next })
@@ -328,13 +321,13 @@ pub fn assess(
 
 /// The state as recorded, for the check of a plan's removals: the session's refresh reads no `kubeadm-*`
 /// record, the only ones the check reads, so these are the records the plan was made from.
-fn recorded_state(ws: &Workspace, cluster: &str) -> anyhow::Result<State> {
+fn recorded_state(ws: &Workspace, cluster: &str) -> Result<State> {
     let Some(store) = ws.state.open_read_only()? else { return Ok(State::empty(cluster)) };
     Ok(store.load(cluster)?.unwrap_or_else(|| State::empty(cluster)))
 }
 
 /// The resources of `cluster`'s state by kind and status, for `sealer_resources`.
-pub fn resource_counts(ws: &Workspace, cluster: &str) -> anyhow::Result<BTreeMap<(Kind, String), i64>> {
+pub fn resource_counts(ws: &Workspace, cluster: &str) -> Result<BTreeMap<(Kind, String), i64>> {
     let mut counts = BTreeMap::new();
     let Some(store) = ws.state.open_read_only()? else { return Ok(counts) };
     let Some(state) = store.load(cluster)? else { return Ok(counts) };
@@ -434,7 +427,7 @@ mod tests {
     fn a_plan_that_drops_the_first_master_is_drift_without_apply_and_refused_with_its_drift_with_apply() {
         let state = applied(&clusterfile("10.0.0.2, 10.0.0.3"));
         let dangerous = plan(&clusterfile("10.0.0.3"), &state);
-        let not_asked = || Err(anyhow::anyhow!("the state is read only to refuse an apply"));
+        let not_asked = || Err(crate::ops::error::err!("the state is read only to refuse an apply"));
         let Assessment { drift, next } = assess(&dangerous, false, not_asked).unwrap();
         assert_eq!(
             next,

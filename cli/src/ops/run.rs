@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use super::error::{bail, err, Context as _};
+use super::Result;
 use serde_yaml::{Mapping, Value};
 
 use super::Workspace;
@@ -50,7 +51,7 @@ impl RunRequest {
 
 /// The Clusterfile `run` keeps for `cluster`; the name must be a cluster name (`a-z0-9-.`), so that it
 /// never leads out of the state's directory.
-pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> anyhow::Result<PathBuf> {
+pub fn clusterfile_path(ws: &Workspace, cluster: &str) -> Result<PathBuf> {
     if !sealer_engine::clusterfile::rules::is_rfc1123_subdomain(cluster) || cluster.split('.').any(str::is_empty) {
         bail!("cluster name `{cluster}`: names are lowercase RFC 1123 subdomains (`a-z0-9-.`)");
     }
@@ -83,7 +84,7 @@ pub struct Prepared {
 
 /// An image with no Kubernetes of its own (`FROM scratch`: manifests, charts, container images, CMDs)
 /// is an application: it needs a cluster to run on.
-pub fn is_application(ws: &Workspace, image: &str) -> anyhow::Result<bool> {
+pub fn is_application(ws: &Workspace, image: &str) -> Result<bool> {
     let image = ws.images().get(image)?;
     Ok(!image.rootfs.join("bin/kubeadm").exists())
 }
@@ -93,13 +94,13 @@ fn listed(flag: &Option<String>) -> Option<&str> {
     flag.as_deref().filter(|list| !list.trim().is_empty())
 }
 
-fn expand(list: &str, flag: &str) -> anyhow::Result<Vec<IpAddr>> {
+fn expand(list: &str, flag: &str) -> Result<Vec<IpAddr>> {
     let mut budget = sealer_engine::clusterfile::MAX_ADDRESSES_PER_FILE;
-    sealer_engine::clusterfile::expand_list(list, &mut budget).map_err(|e| anyhow::anyhow!("{flag} `{list}`: {e}"))
+    sealer_engine::clusterfile::expand_list(list, &mut budget).map_err(|e| err!("{flag} `{list}`: {e}"))
 }
 
 /// The cluster `run` acts on: `--cluster-name`, else the one cluster the state holds, else `my-cluster`.
-pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> anyhow::Result<String> {
+pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> Result<String> {
     if let Some(name) = &req.cluster_name {
         return Ok(name.clone());
     }
@@ -116,7 +117,7 @@ pub fn cluster_name(ws: &Workspace, req: &RunRequest) -> anyhow::Result<String> 
 /// The cluster `req` acts on and everything its flags say that does not depend on the image — the cluster
 /// name, env, the IP lists, and for a new cluster the whole Clusterfile they mean — checked before the
 /// image is pulled: a typo in an IP is reported as such, not as whatever the registry answers.
-pub fn target(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Target> {
+pub fn target(ws: &Workspace, req: &RunRequest) -> Result<Target> {
     let cluster = cluster_name(ws, req)?;
     for e in &req.env {
         if !e.contains('=') {
@@ -159,7 +160,7 @@ pub fn target(ws: &Workspace, req: &RunRequest) -> anyhow::Result<Target> {
 
 /// Writes the Clusterfile `req` means for the cluster of `target` (new, scaled up, or with one more
 /// application); the image must be in the local store.
-pub fn prepare(ws: &Workspace, req: &RunRequest, target: Target) -> anyhow::Result<Prepared> {
+pub fn prepare(ws: &Workspace, req: &RunRequest, target: Target) -> Result<Prepared> {
     let Target { cluster, path, previous, new_text } = target;
     let application = is_application(ws, &req.image)?;
     let text = match (new_text, &previous) {
@@ -199,12 +200,12 @@ impl Prepared {
     }
 
     /// Writes the Clusterfile (mode 0600: it may hold the ssh password as the user gave it).
-    pub fn write(&self) -> anyhow::Result<()> {
+    pub fn write(&self) -> Result<()> {
         write_private(&self.path, &self.text)
     }
 
     /// Puts the Clusterfile back as it was (nothing was applied).
-    pub fn restore(&self) -> anyhow::Result<()> {
+    pub fn restore(&self) -> Result<()> {
         match &self.previous {
             Some(text) => write_private(&self.path, text),
             None => Ok(std::fs::remove_file(&self.path)?),
@@ -213,7 +214,7 @@ impl Prepared {
 }
 
 /// The Clusterfile holds the ssh password as given: 0600 in a 0700 directory, whole or not at all.
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     sealer_providers::private::write_private(path, text.as_bytes())
         .with_context(|| format!("cannot write `{}`", path.display()))
 }
@@ -229,7 +230,7 @@ fn group(ips: &str, role: &str, ssh: Option<Mapping>) -> Value {
     Value::Mapping(g)
 }
 
-fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
+fn new_clusterfile(cluster: &str, req: &RunRequest) -> Result<String> {
     let Some(masters) = listed(&req.masters) else {
         bail!(
             "there is no cluster `{cluster}` in the state: a new cluster needs --masters (-m), the IPs of its masters \
@@ -278,10 +279,10 @@ fn new_clusterfile(cluster: &str, req: &RunRequest) -> anyhow::Result<String> {
 
 /// The hosts a kept Clusterfile declares, by IP, with their role, as sealer reads the file (`roles:
 /// [node, master]`, `control-plane` and `worker` mean what they mean to `apply`).
-fn declared_hosts(text: &str) -> anyhow::Result<BTreeMap<IpAddr, String>> {
+fn declared_hosts(text: &str) -> Result<BTreeMap<IpAddr, String>> {
     let parsed = sealer_engine::parse("the kept Clusterfile", text).map_err(|diagnostics| {
         let first = diagnostics.errors().next().map(ToString::to_string).unwrap_or_default();
-        anyhow::anyhow!("the kept Clusterfile is not valid: {first}")
+        err!("the kept Clusterfile is not valid: {first}")
     })?;
     Ok(parsed.clusterfile.cluster.hosts.iter().map(|h| (h.ip, h.role.as_str().to_string())).collect())
 }
@@ -296,7 +297,7 @@ fn lists_app(text: &str, image: &str) -> bool {
         .any(|apps| apps.iter().any(|a| a.as_str() == Some(image)))
 }
 
-fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow::Result<String> {
+fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> Result<String> {
     let mut docs = yaml_docs(text)?;
     let cluster = docs
         .iter_mut()
@@ -359,7 +360,7 @@ fn update_clusterfile(text: &str, req: &RunRequest, application: bool) -> anyhow
 }
 
 /// The kept Clusterfile of a cluster `run` made and the state holds: its path and text.
-fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, String)> {
+fn kept(ws: &Workspace, cluster: &str, verb: &str) -> Result<(PathBuf, String)> {
     let in_state = match ws.state.open_read_only()? {
         Some(store) => store.load(cluster)?.is_some_and(|s| !s.resources.is_empty()),
         None => false,
@@ -369,7 +370,7 @@ fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, S
     }
     let path = clusterfile_path(ws, cluster)?;
     let text = std::fs::read_to_string(&path).map_err(|_| {
-        anyhow::anyhow!(
+        err!(
             "cluster `{cluster}` was not made by `sealer run` (its Clusterfile is yours): edit it and run `sealer \
              apply -f` on it"
         )
@@ -377,7 +378,7 @@ fn kept(ws: &Workspace, cluster: &str, verb: &str) -> anyhow::Result<(PathBuf, S
     Ok((path, text))
 }
 
-fn yaml_docs(text: &str) -> anyhow::Result<Vec<Value>> {
+fn yaml_docs(text: &str) -> Result<Vec<Value>> {
     let mut docs = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         docs.push(serde::Deserialize::deserialize(de).context("the kept Clusterfile is not YAML")?);
@@ -386,7 +387,7 @@ fn yaml_docs(text: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// The cluster image a cluster `run` made runs (`sealer join` adds hosts with it).
-pub fn kept_image(ws: &Workspace, cluster: &str) -> anyhow::Result<String> {
+pub fn kept_image(ws: &Workspace, cluster: &str) -> Result<String> {
     let (path, text) = kept(ws, cluster, "join")?;
     yaml_docs(&text)?
         .iter()
@@ -397,12 +398,7 @@ pub fn kept_image(ws: &Workspace, cluster: &str) -> anyhow::Result<String> {
 
 /// The kept Clusterfile of `cluster` without the hosts `masters` and `nodes` list (each must be a host of
 /// that role); `sealer delete` applies it. Hosts of a group stay in it one address each.
-pub fn prepare_delete(
-    ws: &Workspace,
-    cluster: &str,
-    masters: Option<&str>,
-    nodes: Option<&str>,
-) -> anyhow::Result<Prepared> {
+pub fn prepare_delete(ws: &Workspace, cluster: &str, masters: Option<&str>, nodes: Option<&str>) -> Result<Prepared> {
     let (path, text) = kept(ws, cluster, "delete")?;
     let declared = declared_hosts(&text)?;
     let mut docs = yaml_docs(&text)?;
@@ -454,7 +450,7 @@ pub fn prepare_delete(
 /// The kept Clusterfile of `cluster` with `alt_names` (IP addresses or DNS names, comma separated) added
 /// to its kubeadm ClusterConfiguration's `apiServer.certSANs` (a ClusterConfiguration document is added
 /// when it has none); `sealer cert` applies it, which makes every master's serving certificate again.
-pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::Result<Prepared> {
+pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> Result<Prepared> {
     let names = cert_names(alt_names)?;
     let (path, text) = kept(ws, cluster, "cert")?;
     let text_after = with_cert_names(&text, names)?;
@@ -462,7 +458,7 @@ pub fn prepare_cert(ws: &Workspace, cluster: &str, alt_names: &str) -> anyhow::R
 }
 
 /// The Clusterfile `text` with `names` in its kubeadm ClusterConfiguration's `apiServer.certSANs`.
-fn with_cert_names(text: &str, names: Vec<String>) -> anyhow::Result<String> {
+fn with_cert_names(text: &str, names: Vec<String>) -> Result<String> {
     let mut docs = yaml_docs(text)?;
     let is_cluster_configuration = |d: &Value| {
         d.get("kind").and_then(Value::as_str) == Some("ClusterConfiguration")
@@ -497,7 +493,7 @@ fn with_cert_names(text: &str, names: Vec<String>) -> anyhow::Result<String> {
 }
 
 /// `--alt-names`: each an IP address or a DNS name (a leading `*.` allowed), as a certificate names them.
-fn cert_names(list: &str) -> anyhow::Result<Vec<String>> {
+fn cert_names(list: &str) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let mut bad = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -525,7 +521,7 @@ fn cert_names(list: &str) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn render(docs: &[Value]) -> anyhow::Result<String> {
+fn render(docs: &[Value]) -> Result<String> {
     let mut out = String::from("# Written by `sealer run`; `sealer apply -f` of this file does what the run did.\n");
     for (i, doc) in docs.iter().enumerate() {
         if i > 0 {

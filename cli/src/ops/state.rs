@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use anyhow::{bail, Context as _};
+use super::error::{bail, err, Context as _};
+use super::Result;
 use sealer_engine::clusterfile::Role;
 use sealer_engine::{Clusterfile, State, StateStore};
 use sealer_providers::cluster::STATE_CONFIGMAP;
@@ -13,7 +14,7 @@ use sealer_state::StateLocation;
 use super::Workspace;
 
 /// Imports the state kept by the cluster whose master is `ip`; returns it as imported.
-pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<State> {
+pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> Result<State> {
     let name = cf.cluster.name.clone();
     if !cf.cluster.hosts.iter().any(|h| h.ip == ip && h.role == Role::Master) {
         bail!("`{ip}` is not a master of cluster `{name}`: the state copy is read with kubectl on a master");
@@ -27,8 +28,7 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
     let logs = tempfile::Builder::new().prefix("sealer-pull-").tempdir()?;
     let provider = super::hosts::api_provider(ws, cf, &State::empty(&name), false, ip, logs.path().to_path_buf())?;
     let read = ws.block_on(provider.published_state())?;
-    let json =
-        read.map_err(|e| anyhow::anyhow!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
+    let json = read.map_err(|e| err!("cannot read ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}`: {e}"))?;
     let state: State = serde_json::from_str(&json)
         .with_context(|| format!("ConfigMap kube-system/{STATE_CONFIGMAP} on `{ip}` is not a sealer state"))?;
     // Anyone who may write ConfigMaps in kube-system could have edited it: checked like a Clusterfile.
@@ -54,7 +54,7 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> anyhow::Result<Stat
 
 /// Copies every cluster of the workspace's state (or `only`) to `target` under both locks; returns each
 /// cluster's name and serial. The source is left as it was.
-pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
+pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> Result<Vec<(String, u64)>> {
     if *target == ws.state {
         bail!("`--to {target}` is the state itself");
     }
@@ -83,12 +83,7 @@ pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> an
     Ok(migrated)
 }
 
-fn copy_cluster(
-    source: &dyn StateStore,
-    target: &mut dyn StateStore,
-    name: &str,
-    command: &str,
-) -> anyhow::Result<u64> {
+fn copy_cluster(source: &dyn StateStore, target: &mut dyn StateStore, name: &str, command: &str) -> Result<u64> {
     let state = source.load(name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
     let history = source.history(name)?;
     let lock = target.lock(name, &super::who(), std::process::id(), command)?;
@@ -100,7 +95,7 @@ fn copy_cluster(
 
 /// The serial of `cluster`'s state (0 when there is none): it moves with every write, so a caller can tell
 /// whether an apply changed anything.
-pub fn serial(ws: &Workspace, cluster: &str) -> anyhow::Result<u64> {
+pub fn serial(ws: &Workspace, cluster: &str) -> Result<u64> {
     Ok(match ws.state.open_read_only()? {
         Some(store) => store.load(cluster)?.map_or(0, |s| s.serial),
         None => 0,
