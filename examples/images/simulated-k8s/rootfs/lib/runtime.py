@@ -7,6 +7,7 @@
 import os
 import re
 import subprocess
+import sys
 import tomllib
 
 NAMESPACE = "k8s.io"
@@ -34,7 +35,11 @@ def _cri_containerd():
     try:
         with open(CONFIG, "rb") as f:
             return tomllib.load(f)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
+    except (FileNotFoundError, KeyError):
+        return {}  # no such configuration, or no such section: containerd's defaults
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        # A configuration containerd cannot read either (init.sh starts it with this one): told, not hidden.
+        sys.stderr.write("%s: %s: %s (containerd's defaults assumed)\n" % (CONFIG, type(e).__name__, e))
         return {}
 
 

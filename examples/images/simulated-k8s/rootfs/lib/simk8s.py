@@ -33,9 +33,22 @@ def timestamp(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+class ToolError(SystemExit):
+    """What `fail` raises: the tool exits with `code`; str() is the message (already on stderr), so a daemon
+    that goes on after one failed turn, or the API answering a 500, can say what failed."""
+
+    def __init__(self, message, code):
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
 def fail(message, code=1):
-    sys.stderr.write(message.rstrip("\n") + "\n")
-    sys.exit(code)
+    message = message.rstrip("\n")
+    sys.stderr.write(message + "\n")
+    raise ToolError(message, code)
 
 
 # The kubeconfig whose client certificate this process presents to the API (`read_server` sets it), and
@@ -56,8 +69,10 @@ def read_server(conf):
                 if line.startswith("server:"):
                     _identity = conf
                     return line.split(":", 1)[1].strip()
-    except OSError:
+    except FileNotFoundError:
         pass
+    except OSError as e:
+        fail("error: %s: %s" % (conf, e.strerror))
     fail("error: %s not found: is this a control-plane node of an initialised cluster?" % conf)
 
 
@@ -210,6 +225,17 @@ def spawn(args, log):
     os.waitpid(pid, 0)
 
 
+def remove_tree(path, who):
+    """Removes a directory tree; what cannot be removed is told (a reset that leaves files says so), what
+    is not there is not."""
+    import shutil
+
+    def told(function, failed, exc_info):
+        if not isinstance(exc_info[1], FileNotFoundError):
+            sys.stderr.write("%s could not remove %s: %s\n" % (who, failed, exc_info[1]))
+    shutil.rmtree(path, onerror=told)
+
+
 def kill_pidfile(path):
     try:
         with open(path) as f:
@@ -223,30 +249,46 @@ def kill_pidfile(path):
         pass
 
 
-def parse_flags(argv, spec, command):
-    """Strict flag parsing: spec maps flag -> True (takes a value) or False (boolean)."""
+# A flag that may be given more than once (as kubeadm's string slices): its values, in order, as a list.
+REPEATED = "repeated"
+
+
+def parse_flags(argv, spec, command, usage=None):
+    """Strict flag parsing: spec maps flag -> True (takes a value), False (boolean) or REPEATED. Unknown
+    flags, and a flag given twice that may not repeat (never silently overwritten), are refused with the
+    usage line."""
+    usage = usage or usage_of(command, spec)
     flags, positional, i = {}, [], 0
     while i < len(argv):
-        a = argv[i]
-        if a.startswith("-") and a != "-":
-            name, eq, value = a.partition("=")
-            if name not in spec:
-                fail('Error: unknown flag: %s\nSee \'%s --help\' for usage.' % (name, command))
-            if spec[name]:
-                if not eq:
-                    i += 1
-                    if i >= len(argv):
-                        fail("Error: flag needs an argument: %s" % name)
-                    value = argv[i]
-                flags[name] = value
-            else:
-                if eq:
-                    fail("Error: flag %s takes no value" % name)
-                flags[name] = True
-        else:
+        a, i = argv[i], i + 1
+        if not a.startswith("-") or a == "-":
             positional.append(a)
-        i += 1
+            continue
+        name, eq, value = a.partition("=")
+        if name not in spec:
+            fail("Error: unknown flag: %s\n%s" % (name, usage))
+        if spec[name] is False:
+            if eq:
+                fail("Error: flag %s takes no value\n%s" % (name, usage))
+            value = True
+        elif not eq:
+            if i >= len(argv):
+                fail("Error: flag needs an argument: %s\n%s" % (name, usage))
+            value, i = argv[i], i + 1
+        if spec[name] == REPEATED:
+            flags.setdefault(name, []).append(value)
+        elif name in flags:
+            fail("Error: flag %s given more than once\n%s" % (name, usage))
+        else:
+            flags[name] = value
     return flags, positional
+
+
+def usage_of(command, spec):
+    """A usage line from a flag spec: `usage: kubeadm reset [ARG]... [-f] [--force]`."""
+    shown = ("[%s]" % f if kind is False else "[%s VALUE]..." % f if kind == REPEATED else "[%s VALUE]" % f
+             for f, kind in spec.items())
+    return " ".join(["usage: %s [ARG]..." % command, *shown])
 
 
 ETCD_CLIENT = "http://127.0.0.1:2379"
@@ -295,7 +337,6 @@ def etcd_watch(prefix, start_revision, deadline, endpoint=ETCD_CLIENT):
     reports them: (revision, key, new value or None when deleted, previous value or None), values
     parsed as JSON."""
     import http.client
-    import socket
     host, port = endpoint.split("//", 1)[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=max(deadline - time.time(), 0.1))
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -309,7 +350,11 @@ def etcd_watch(prefix, start_revision, deadline, endpoint=ETCD_CLIENT):
             line = resp.readline()
             if not line:
                 return
-            result = json.loads(line).get("result") or {}
+            answer = json.loads(line)
+            if resp.status != 200 or answer.get("error"):
+                sys.stderr.write("etcd watch of %s refused: %s %s\n" % (prefix, resp.status, answer.get("error") or answer))
+                return
+            result = answer.get("result") or {}
             if int(result.get("compact_revision") or 0) > 0:
                 # The start revision was compacted away: the caller answers 410 Gone.
                 yield int(result["compact_revision"]), None, None, None
@@ -319,7 +364,12 @@ def etcd_watch(prefix, start_revision, deadline, endpoint=ETCD_CLIENT):
                 new = None if e.get("type") == "DELETE" else json.loads(_unb64(kv["value"]))
                 old = json.loads(_unb64(prev["value"])) if prev and prev.get("value") else None
                 yield int(kv.get("mod_revision", 0)), _unb64(kv["key"]), new, old
-    except (socket.timeout, OSError, ValueError):
+    except (OSError, http.client.HTTPException):
+        # The deadline came, or etcd went: the watch ends, and its client watches again (as with a real server).
+        return
+    except (ValueError, KeyError, AttributeError) as e:
+        # Not what etcd's gateway writes: told, not taken for the end of a quiet watch.
+        sys.stderr.write("etcd watch of %s: unreadable answer: %s: %s\n" % (prefix, type(e).__name__, e))
         return
     finally:
         conn.close()
@@ -334,8 +384,11 @@ def etcd_delete(key):
 
 
 def etcd_healthy(endpoint=ETCD_CLIENT):
+    """Whether etcd answers healthy; an etcd not there, not answering or unhealthy (503) is not."""
+    import http.client
     try:
         with urllib.request.urlopen(endpoint + "/health", timeout=2) as resp:
-            return json.loads(resp.read()).get("health") == "true"
-    except Exception:
+            answer = json.loads(resp.read())
+    except (OSError, ValueError, http.client.HTTPException):
         return False
+    return isinstance(answer, dict) and answer.get("health") == "true"
