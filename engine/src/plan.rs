@@ -279,9 +279,11 @@ pub struct Decision {
     pub replace_paths: Vec<String>,
 }
 
+/// `Unknown` (known after apply) asks for nothing: it equals whatever the record holds, nothing included (a
+/// record written before its kind had the attribute), so adding a fact to a kind updates no record.
 fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
     match (desired, prior) {
-        (Some(Value::Unknown), Some(_)) => true,
+        (Some(Value::Unknown), _) => true,
         (Some(Value::Sensitive | Value::Sealed(_)), Some(Value::Sensitive | Value::Sealed(_))) => true,
         (d, p) => d == p,
     }
@@ -685,6 +687,9 @@ mod tests {
         let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
         assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
+        // A record from before the kind had the attribute: no change either.
+        let older = stored(Kind::Hostname, Attributes::new(), ResourceStatus::Ready);
+        assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&older)).action, Action::NoOp);
     }
 
     fn graph_of(resources: &[(Address, Attributes)]) -> ResourceGraph {
