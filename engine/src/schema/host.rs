@@ -16,6 +16,8 @@ schema! {
         ssh_private_key: Option<String>,
         ssh_key_passphrase: Option<Secret>,
         os: Known<String>,
+        /// The kernel release (`uname -r`): what a container runtime or a CNI may need.
+        kernel: Known<String>,
         arch: Known<String>,
         cpus: Known<i64>,
         memory_kib: Known<i64>,

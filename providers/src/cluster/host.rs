@@ -9,11 +9,12 @@ use super::{Cx, KindProvider};
 
 pub struct Host;
 
-/// Architecture, CPUs, memory (KiB) and OS, a line each; the shell reads what it can itself, as every
-/// process started costs every host.
+/// Architecture, CPUs, memory (KiB), OS and kernel release, a line each; the shell reads what it can
+/// itself, as every process started costs every host.
 const FACTS: &str = "uname -m; nproc; m=; while read -r k v _; do if [ \"$k\" = MemTotal: ]; then m=$v; break; fi; \
                      done < /proc/meminfo; echo \"$m\"; \
-                     (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown";
+                     (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown; \
+                     r=; read -r r < /proc/sys/kernel/osrelease; echo \"${r:-unknown}\"";
 
 impl KindProvider for Host {
     type Schema = schema::Host;
@@ -26,6 +27,7 @@ impl KindProvider for Host {
         after.cpus = Known::Is(fact(1).parse().unwrap_or(0));
         after.memory_kib = Known::Is(fact(2).parse().unwrap_or(0));
         after.os = Known::Is(fact(3));
+        after.kernel = Known::Is(fact(4));
         after.host_key = Known::Is(cx.remote.host_key(ip).await?);
         Ok(after)
     }
@@ -41,7 +43,7 @@ mod tests {
 
     #[tokio::test]
     async fn facts_and_the_host_key_are_recorded() {
-        let remote = Arc::new(Scripted::default().on("uname -m", "x86_64\n2\n4000\ndebian-12\n"));
+        let remote = Arc::new(Scripted::default().on("uname -m", "x86_64\n2\n4000\ndebian-12\n6.1.0-28-amd64\n"));
         let (p, _logs) = provider(remote.clone());
         let after = attrs([("role", Value::text("master"))]);
         let got =
@@ -50,6 +52,7 @@ mod tests {
         assert_eq!(got["cpus"], Value::Int(2));
         assert_eq!(got["memory_kib"], Value::Int(4000));
         assert_eq!(got["os"], Value::text("debian-12"));
+        assert_eq!(got["kernel"], Value::text("6.1.0-28-amd64"));
         assert_eq!(got["host_key"], Value::text("ssh-ed25519 AAAAtest"));
         assert_eq!(got["role"], Value::text("master"));
         assert_eq!(remote.calls().len(), 1, "one command reads every fact");
