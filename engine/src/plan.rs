@@ -279,11 +279,11 @@ pub struct Decision {
     pub replace_paths: Vec<String>,
 }
 
-/// `Unknown` (known after apply) asks for nothing: it equals whatever the record holds, nothing included (a
-/// record written before its kind had the attribute), so adding a fact to a kind updates no record.
+/// `Unknown` (known after apply) equals whatever the record holds. A record that lacks the attribute (written
+/// before its kind had it) is updated once, so that the apply learns it (`hooks.watches`, `host.kernel`).
 fn equal_or_unknown(desired: Option<&Value>, prior: Option<&Value>) -> bool {
     match (desired, prior) {
-        (Some(Value::Unknown), _) => true,
+        (Some(Value::Unknown), Some(_)) => true,
         (Some(Value::Sensitive | Value::Sealed(_)), Some(Value::Sensitive | Value::Sealed(_))) => true,
         (d, p) => d == p,
     }
@@ -406,8 +406,8 @@ fn with_older_records_completed(state: &State) -> Option<State> {
     let init = state.resources.keys().find(|a| a.kind == Kind::KubeadmInit)?;
     let mut completed = state.clone();
     let mut any = false;
-    for r in completed.resources.values_mut().filter(|r| matches!(r.address.kind, Kind::KubeadmJoin | Kind::App)) {
-        any |= schema::complete_older_record(&mut r.attributes, &init.key);
+    for r in completed.resources.values_mut() {
+        any |= schema::complete_older_record(r.address.kind, &mut r.attributes, &init.key);
     }
     any.then_some(completed)
 }
@@ -687,9 +687,9 @@ mod tests {
         let prior = stored(Kind::Hostname, attributes(&[("name", Value::text("observed"))]), ResourceStatus::Ready);
         assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&prior)).action, Action::NoOp);
         assert_eq!(resolve_unknowns(&desired, Some(&prior))["name"], Value::text("observed"));
-        // A record from before the kind had the attribute: no change either.
+        // A record from before the kind had the attribute is updated, so that the apply learns it.
         let older = stored(Kind::Hostname, Attributes::new(), ResourceStatus::Ready);
-        assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&older)).action, Action::NoOp);
+        assert_eq!(decide_action(Kind::Hostname, Some(&desired), Some(&older)).action, Action::Update);
     }
 
     fn graph_of(resources: &[(Address, Attributes)]) -> ResourceGraph {

@@ -51,23 +51,23 @@ impl StoredResource {
 
     /// How the host of a recorded `host.IP` logged in at its last apply, for reaching it once the
     /// Clusterfile no longer lists it (it is being removed).
-    pub fn recorded_login(&self) -> Option<RecordedLogin> {
+    pub fn recorded_login(&self) -> Result<Option<RecordedLogin>, schema::SchemaError> {
         if self.address.kind != Kind::Host {
-            return None;
+            return Ok(None);
         }
-        let host = schema::Host::from_attributes(&self.attributes).ok()?;
+        let host = schema::Host::from_attributes(&self.attributes)?;
         let sealed = |s: Option<schema::Secret>| match s {
             Some(schema::Secret::Sealed(s)) => Some(s),
             _ => None,
         };
-        Some(RecordedLogin {
+        Ok(Some(RecordedLogin {
             user: Some(host.ssh_user).filter(|u| !u.is_empty()),
             port: u16::try_from(host.ssh_port).ok().filter(|p| *p != 0),
             password_only: host.ssh_private_key.is_none() && host.ssh_auth == "password",
             private_key: host.ssh_private_key,
             sealed_password: sealed(host.ssh_password),
             sealed_key_passphrase: sealed(host.ssh_key_passphrase),
-        })
+        }))
     }
 }
 
@@ -323,17 +323,21 @@ mod tests {
             ("ssh_password".to_string(), Value::Sealed("sealed!".into())),
         ]
         .into();
-        let login = r.recorded_login().unwrap();
+        let login = r.recorded_login().unwrap().unwrap();
         assert_eq!(login.user.as_deref(), Some("ops"));
         assert_eq!(login.port, Some(2222));
         assert!(login.password_only);
         assert_eq!(login.sealed_password.as_deref(), Some("sealed!"));
         assert_eq!(login.sealed_key_passphrase, None);
         r.attributes.insert("ssh_private_key".into(), Value::text("/k"));
-        let login = r.recorded_login().unwrap();
+        let login = r.recorded_login().unwrap().unwrap();
         assert!(!login.password_only, "a key was recorded: it is offered");
         assert_eq!(login.private_key.as_deref(), Some("/k"));
         r.address = Address::new(Kind::Hostname, "10.0.0.2");
-        assert_eq!(r.recorded_login(), None);
+        assert_eq!(r.recorded_login(), Ok(None));
+        // A record edited into another type is an error, not a host reached with the cluster's login.
+        r.address = Address::new(Kind::Host, "10.0.0.2");
+        r.attributes.insert("ssh_port".into(), Value::text("2222"));
+        assert!(r.recorded_login().is_err());
     }
 }

@@ -25,7 +25,9 @@ pub fn ssh_secrets(ssh: &Ssh) -> [(&'static str, Option<&str>); 2] {
     ]
 }
 
-fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> SshTarget {
+/// How to reach `ip`: the Clusterfile's login, and the host key the state pinned (a record that does not
+/// read as a host is an error, never a host whose key is trusted anew).
+fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> Result<SshTarget> {
     let default_key = ["id_ed25519", "id_rsa", "id_ecdsa"]
         .iter()
         .map(|k| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".ssh").join(k))
@@ -41,11 +43,9 @@ fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> SshTarget {
         (None, None) => SshAuth::Key { path: default_key.unwrap_or_default(), passphrase: None, password: None },
     };
     let recorded = state.resources.get(&Address::new(Kind::Host, ip.to_string()));
-    let known = recorded
-        .and_then(|r| schema::Host::from_attributes(&r.attributes).ok())
-        .and_then(|h| h.host_key.known().cloned())
-        .filter(|k| !k.is_empty());
-    SshTarget {
+    let recorded = recorded.map(|r| schema::Host::from_attributes(&r.attributes)).transpose()?;
+    let known = recorded.and_then(|h| h.host_key.known().cloned()).filter(|k| !k.is_empty());
+    Ok(SshTarget {
         ip,
         port: ssh.port,
         user: ssh.user.clone(),
@@ -53,7 +53,7 @@ fn target(ip: IpAddr, ssh: &Ssh, state: &State, strict: bool) -> SshTarget {
         known_host_key: known,
         strict_host_keys: strict,
         connect_timeout: Duration::from_secs(10),
-    }
+    })
 }
 
 /// SSH targets of the Clusterfile's hosts, with the host keys pinned in the state, and of the hosts only
@@ -64,10 +64,12 @@ pub fn ssh_targets(
     state: &State,
     strict: bool,
 ) -> Result<BTreeMap<IpAddr, SshTarget>> {
-    let mut targets: BTreeMap<_, _> =
-        cf.cluster.hosts.iter().map(|h| (h.ip, target(h.ip, &h.ssh, state, strict))).collect();
+    let mut targets = BTreeMap::new();
+    for h in &cf.cluster.hosts {
+        targets.insert(h.ip, target(h.ip, &h.ssh, state, strict)?);
+    }
     for resource in state.resources.values() {
-        let (Some(ip), Some(login)) = (resource.host, resource.recorded_login()) else { continue };
+        let (Some(ip), Some(login)) = (resource.host, resource.recorded_login()?) else { continue };
         if targets.contains_key(&ip) {
             continue;
         }
@@ -94,7 +96,7 @@ pub fn ssh_targets(
         if let Some(password) = open("password", schema::Host::PASSWORD, &login.sealed_password)? {
             ssh.password = Some(password);
         }
-        targets.insert(ip, target(ip, &ssh, state, strict));
+        targets.insert(ip, target(ip, &ssh, state, strict)?);
     }
     Ok(targets)
 }

@@ -351,19 +351,24 @@ pub fn remove(ws: &Workspace, name: &str, force: bool) -> Result<()> {
             let Some(state) = location.open_read_only().map_err(|e| unreadable(&e))? else { continue };
             for cluster in state.clusters().map_err(|e| unreadable(&e))? {
                 let Some(s) = state.load(&cluster).map_err(|e| unreadable(&e))? else { continue };
-                let mut roles: Vec<&str> = s
-                    .resources
-                    .values()
-                    .filter_map(|r| match r.address.kind {
-                        Kind::Image => schema::Image::from_attributes(&r.attributes)
-                            .is_ok_and(|i| i.image == name)
-                            .then_some("image"),
-                        Kind::App => schema::App::from_attributes(&r.attributes)
-                            .is_ok_and(|a| a.image == name)
-                            .then_some("application"),
-                        _ => None,
-                    })
-                    .collect();
+                // A record that does not read as its kind may name the image: refused, as an unreadable state.
+                let uses = |r: &sealer_engine::StoredResource| -> Result<Option<&str>, schema::SchemaError> {
+                    let role = match r.address.kind {
+                        Kind::Image => "image",
+                        Kind::App => "application",
+                        _ => return Ok(None),
+                    };
+                    let image = if r.address.kind == Kind::Image {
+                        schema::Image::from_attributes(&r.attributes)?.image
+                    } else {
+                        schema::App::from_attributes(&r.attributes)?.image
+                    };
+                    Ok((image == name).then_some(role))
+                };
+                let mut roles = Vec::new();
+                for r in s.resources.values() {
+                    roles.extend(uses(r).map_err(|e| unreadable(&e))?);
+                }
                 roles.sort_unstable();
                 roles.dedup();
                 for role in roles {

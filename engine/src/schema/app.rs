@@ -25,4 +25,11 @@ impl Rules for App {
     fn problems(&self) -> Vec<String> {
         env_problems(self.env.as_ref())
     }
+
+    /// A record written before `first_master` existed was made with the first master the state records.
+    fn complete_older(&mut self, first_master: &str) {
+        if self.first_master.is_empty() {
+            self.first_master = first_master.to_string();
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! `kubeadm-join.IP`: a member other than the first master.
 
 use super::{schema, Rules};
-use crate::resource::{Attributes, Value};
 
 schema! {
     pub struct KubeadmJoin for KubeadmJoin {
@@ -31,15 +30,11 @@ impl Rules for KubeadmJoin {
         (attribute == "config")
             .then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, desired.is_master()))
     }
-}
 
-/// Records of `kubeadm-join` and `app` written before `first_master` existed were made with the first
-/// master the state records: they are given it, so upgrading sealer plans no change for them. Returns
-/// whether the record lacked it.
-pub fn complete_older_record(attributes: &mut Attributes, first: &str) -> bool {
-    if attributes.contains_key("first_master") {
-        return false;
+    /// A record written before `first_master` existed was made with the first master the state records.
+    fn complete_older(&mut self, first_master: &str) {
+        if self.first_master.is_empty() {
+            self.first_master = first_master.to_string();
+        }
     }
-    attributes.insert("first_master".into(), Value::text(first));
-    true
 }

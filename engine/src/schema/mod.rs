@@ -33,7 +33,7 @@ pub use host::Host;
 pub use hostname::Hostname;
 pub use image::Image;
 pub use kubeadm_init::KubeadmInit;
-pub use kubeadm_join::{complete_older_record, KubeadmJoin};
+pub use kubeadm_join::KubeadmJoin;
 pub use label::Label;
 pub use plugin::Plugin;
 pub use registry::Registry;
@@ -63,6 +63,24 @@ pub trait Rules: Schema {
     /// What a record from outside the workstation (the cluster's copy of the state) may not hold.
     fn problems(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Gives a record written before one of its attributes existed the value it was made with, where the
+    /// state tells it (the first master the state records), so upgrading sealer plans no change for it.
+    fn complete_older(&mut self, _first_master: &str) {}
+}
+
+/// Writes into `record` the attributes in which `changed` differs from `original` (both read from it), and
+/// nothing else: the record keeps every key it had, and gains none a read or a completion did not set
+/// (a refresh must show drift, not the defaults of attributes an older record lacks).
+pub fn patch<S: Schema>(record: &mut Attributes, original: &S, changed: &S) {
+    let (before, after) = (original.to_attributes(), changed.to_attributes());
+    for (name, value) in &after {
+        if before.get(name) != Some(value) {
+            record.insert(name.clone(), value.clone());
+        }
+    }
+    for name in before.keys().filter(|k| !after.contains_key(*k)) {
+        record.remove(name);
     }
 }
 
@@ -349,6 +367,22 @@ pub fn problems(kind: Kind, attributes: &Attributes) -> Vec<String> {
     })
 }
 
+/// Completes a record of `kind` written before one of its attributes existed ([`Rules::complete_older`]);
+/// returns whether it changed. A record that does not read as its kind is left as it is (the plan and the
+/// provider name it).
+pub fn complete_older_record(kind: Kind, record: &mut Attributes, first_master: &str) -> bool {
+    per_kind!(kind, S => {
+        let Ok(original) = S::from_attributes(record) else { return false };
+        let mut completed = original.clone();
+        completed.complete_older(first_master);
+        if completed == original {
+            return false;
+        }
+        patch(record, &original, &completed);
+        true
+    })
+}
+
 /// `env` names a record may hold (hosts' env reaches shells as variable names).
 fn env_problems(env: Option<&BTreeMap<String, String>>) -> Vec<String> {
     env.into_iter()
@@ -410,7 +444,7 @@ mod tests {
         let host = Host::from_attributes(&state.resources[&"host.10.0.0.2".parse().unwrap()].attributes).unwrap();
         assert_eq!(host.ssh_password, Some(Secret::Sealed("v1:ciphertext".into())));
         assert_eq!((host.os, host.host_key), (Known::Is("debian-13".into()), Known::Unknown));
-        let login = state.resources[&"host.10.0.0.2".parse().unwrap()].recorded_login().unwrap();
+        let login = state.resources[&"host.10.0.0.2".parse().unwrap()].recorded_login().unwrap().unwrap();
         assert_eq!((login.sealed_password.as_deref(), login.password_only), (Some("v1:ciphertext"), true));
     }
 
@@ -421,6 +455,21 @@ mod tests {
         let state: crate::State = serde_yaml::from_str(&text).unwrap();
         let problems = state.check_imported().unwrap_err();
         assert_eq!(problems, ["`host.10.0.0.2`: `host` attribute `ssh_port` is text, expected an integer"]);
+    }
+
+    /// A read or a completion writes what it changed into the record, and adds no key it did not set.
+    #[test]
+    fn a_patch_writes_only_what_changed() {
+        let mut record = Attributes::from([("name".to_string(), Value::text("old"))]);
+        let original = Hostname::from_attributes(&record).unwrap();
+        let read = Hostname { name: Known::Is("new".into()), ..original.clone() };
+        patch(&mut record, &original, &read);
+        assert_eq!(record, Attributes::from([("name".to_string(), Value::text("new"))]), "no `original` added");
+        let mut app = Attributes::from([("image".to_string(), Value::text("redis:5"))]);
+        assert!(complete_older_record(Kind::App, &mut app, "10.0.0.2"));
+        assert_eq!(app.len(), 2, "only `first_master` added: {app:?}");
+        assert!(!complete_older_record(Kind::App, &mut app, "10.0.0.9"), "a recorded first master stays");
+        assert!(!complete_older_record(Kind::Host, &mut app.clone(), "10.0.0.2"), "a host has none");
     }
 
     /// A record written before an attribute existed reads it as its default.

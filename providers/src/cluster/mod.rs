@@ -281,8 +281,24 @@ async fn read_as<K: KindProvider>(
     ip: IpAddr,
     recorded: &Attributes,
 ) -> Result<Option<Attributes>> {
-    let recorded = typed::<K::Schema>(address, recorded)?;
-    Ok(k.read(obs, ip, &recorded).await?.map(|s| s.to_attributes()))
+    let typed = typed::<K::Schema>(address, recorded)?;
+    let Some(observed) = k.read(obs, ip, &typed).await? else { return Ok(None) };
+    // What the read changed, onto the record as it was: a refresh shows drift, never the defaults of
+    // attributes an older record lacks.
+    let mut record = recorded.clone();
+    schema::patch(&mut record, &typed, &observed);
+    Ok(Some(record))
+}
+
+/// Whether a `kubeadm-init` change's record was the host's join (a master promoted to first): the plan says
+/// so with `previous_address`, and a record that has a member's role is one whatever says it (never
+/// initialised, upgraded or reconfigured as a first master's).
+fn promoted(change: &ResourceChange) -> bool {
+    change.previous_address.as_ref().is_some_and(|a| a.kind == Kind::KubeadmJoin)
+        || change
+            .before
+            .as_ref()
+            .is_some_and(|b| schema::KubeadmJoin::from_attributes(b).is_ok_and(|j| !j.role.is_empty()))
 }
 
 /// Runs one change with the kind's provider: a replace is a delete, then a create.
@@ -318,9 +334,7 @@ impl Cx {
             Kind::Image => drive(&image::Image, self, change).await?,
             Kind::Config => drive(&config::Config, self, change).await?,
             Kind::Registry => drive(&registry::Registry, self, change).await?,
-            Kind::KubeadmInit if change.previous_address.as_ref().is_some_and(|a| a.kind == Kind::KubeadmJoin) => {
-                self.promote(change).await?
-            }
+            Kind::KubeadmInit if promoted(change) => self.promote(change).await?,
             Kind::KubeadmInit => drive(&kubeadm::Init, self, change).await?,
             Kind::KubeadmJoin => drive(&kubeadm::Join, self, change).await?,
             Kind::Label => drive(&node_meta::Labels, self, change).await?,
@@ -701,6 +715,10 @@ mod refresh_tests {
         assert_eq!(attr(Kind::Taint, N1, "taints"), Value::List(vec!["a:NoSchedule".into()]));
         let listed = remote.calls().iter().filter(|c| c.contains("get nodes")).count();
         assert_eq!(listed, 1, "one node list for every label and taint: {:?}", remote.calls());
+        // The records keep exactly their keys: a read adds none an older record lacks (the hostname's
+        // `original`, the taint's `absent`), so a refresh-only plan shows drift and nothing else.
+        let keys = |kind: Kind| state.resources[&Address::new(kind, N1.to_string())].attributes.len();
+        assert_eq!((keys(Kind::Hostname), keys(Kind::Label), keys(Kind::Taint)), (1, 1, 1));
     }
 
     /// A recorded host the Clusterfile no longer has and that does not answer is named gone, its records

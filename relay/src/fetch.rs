@@ -1,0 +1,195 @@
+//! `fetch`: a file from a peer's relay, checked against its name as it arrives.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::merge::merge;
+use crate::serve::PEER_TIMEOUT;
+use crate::{fail, file_sha256, is_name, MISMATCH, UNREACHABLE};
+
+pub(crate) fn fetch(args: &[String]) -> ExitCode {
+    const USAGE: &str =
+        "usage: sealer-relay fetch PEER PORT SECONDS NAME... [--unpack DEST [--keep]] (the token on stdin)";
+    let (args, unpack, keep) = match args {
+        [rest @ .., flag, dest, keep] if flag == "--unpack" && keep == "--keep" => (rest, Some(dest), true),
+        [rest @ .., flag, dest] if flag == "--unpack" => (rest, Some(dest), false),
+        _ => (args, None, true),
+    };
+    let Some((peer, port, seconds, names)) = (match args {
+        [peer, port, seconds, names @ ..] if !names.is_empty() => Some((peer, port, seconds, names)),
+        _ => None,
+    }) else {
+        return fail(USAGE);
+    };
+    let (Ok(peer), Ok(port), Ok(seconds)) = (peer.parse::<IpAddr>(), port.parse::<u16>(), seconds.parse::<u64>())
+    else {
+        return fail("PEER must be an IP address, PORT a port and SECONDS a number");
+    };
+    if let Some(bad) = names.iter().find(|n| !is_name(n)) {
+        return fail(&format!("`{bad}` is not a SHA-256"));
+    }
+    let mut token = String::new();
+    if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+        return fail("no token on stdin");
+    }
+    let token = token.trim();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let last = names.len() - 1;
+    for (i, name) in names.iter().enumerate() {
+        let target = match unpack {
+            Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
+            _ => Target { keep: true, unpack: None },
+        };
+        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, name, deadline, &target) {
+            return ExitCode::from(code);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// What becomes of a fetched file: kept in the directory under its name (to serve it), unpacked (a tar
+/// archive) into a directory, or both.
+pub(crate) struct Target<'a> {
+    pub(crate) keep: bool,
+    pub(crate) unpack: Option<&'a Path>,
+}
+
+/// The bytes of a fetch as they arrive: hashed, counted, copied to the kept file, within the deadline.
+pub(crate) struct Incoming<R> {
+    pub(crate) source: R,
+    pub(crate) hasher: Sha256,
+    pub(crate) total: u64,
+    pub(crate) deadline: Instant,
+    /// The kept file being written, and its path (named with the host's error when a write fails).
+    pub(crate) copy: Option<(std::fs::File, PathBuf)>,
+    /// Why reading stopped, when it failed: the peer (`UNREACHABLE`) or this host's disk (1).
+    pub(crate) failed: Option<u8>,
+}
+
+impl<R: std::io::Read> std::io::Read for Incoming<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            self.failed = Some(UNREACHABLE);
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the fetch took too long"));
+        }
+        let n = self.source.read(buffer).inspect_err(|_| self.failed = Some(UNREACHABLE))?;
+        self.hasher.update(&buffer[..n]);
+        self.total += n as u64;
+        if let Some((copy, path)) = &mut self.copy {
+            copy.write_all(&buffer[..n]).inspect_err(|e| {
+                // This host's own failure (a full disk), said as the system says it.
+                eprintln!("sealer-relay: {}: {e}", path.display());
+                self.failed = Some(1);
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+/// Fetches `name` from `peer` (or takes the copy `dir` already holds), hashing as it arrives, into
+/// `dir/name.part`, renamed to `dir/name` once it matches, and/or unpacked into a stage beside the
+/// destination, merged into it once it matches: nothing of a copy that does not match is left or used.
+pub(crate) fn fetch_one(
+    dir: &Path,
+    peer: SocketAddr,
+    token: &str,
+    name: &str,
+    deadline: Instant,
+    target: &Target,
+) -> Result<(), u8> {
+    let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
+    let held = file_sha256(&file).as_deref() == Some(name);
+    if held && target.unpack.is_none() {
+        return Ok(());
+    }
+    let source: Box<dyn std::io::Read> = if held {
+        Box::new(std::fs::File::open(&file).map_err(|e| local_error(&file, &e))?)
+    } else {
+        let unreachable = |e: std::io::Error| {
+            eprintln!("sealer-relay: {peer}: {e}");
+            UNREACHABLE
+        };
+        let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
+        stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
+        stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
+        Box::new(stream)
+    };
+    let copy = if target.keep && !held {
+        Some((std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?, part.clone()))
+    } else {
+        None
+    };
+    let mut incoming = Incoming { source, hasher: Sha256::new(), total: 0, deadline, copy, failed: None };
+    let stage = target.unpack.map(|dest| PathBuf::from(format!("{}.unpack", dest.display())));
+    let result = receive(&mut incoming, stage.as_deref(), name).and_then(|()| {
+        if target.keep && !held {
+            std::fs::rename(&part, &file).map_err(|e| local_error(&file, &e))?;
+        }
+        match (&stage, target.unpack) {
+            (Some(stage), Some(dest)) => merge(stage, dest).map_err(|e| local_error(dest, &e)),
+            _ => Ok(()),
+        }
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    if let Some(stage) = stage {
+        let _ = std::fs::remove_dir_all(stage);
+    }
+    result
+}
+
+/// Reads the whole copy (unpacking it into `stage` when given) and checks it against `name`.
+pub(crate) fn receive<R: std::io::Read>(
+    incoming: &mut Incoming<R>,
+    stage: Option<&Path>,
+    name: &str,
+) -> Result<(), u8> {
+    let unpacked = match stage {
+        Some(stage) => {
+            let _ = std::fs::remove_dir_all(stage);
+            std::fs::create_dir_all(stage).map_err(|e| local_error(stage, &e))?;
+            let mut archive = tar::Archive::new(&mut *incoming);
+            archive.set_preserve_permissions(true);
+            archive.set_preserve_ownerships(true);
+            archive.set_preserve_mtime(true);
+            archive.set_overwrite(true);
+            archive.unpack(stage).map_err(|e| (stage.to_path_buf(), e))
+        }
+        None => Ok(()),
+    };
+    // What the unpacking did not read (the archive's padding, or all of it after an error) is hashed too.
+    let drained = std::io::copy(incoming, &mut std::io::sink());
+    if let Some(code) = incoming.failed {
+        if code == UNREACHABLE {
+            eprintln!("sealer-relay: the copy stopped after {} bytes", incoming.total);
+        }
+        return Err(code);
+    }
+    if let Err(e) = drained {
+        eprintln!("sealer-relay: {e}");
+        return Err(UNREACHABLE);
+    }
+    match (incoming.total, format!("{:x}", std::mem::take(&mut incoming.hasher).finalize())) {
+        // Nothing at all: the relay refused this address (another source address, say).
+        (0, _) if name != EMPTY_SHA256 => Err(UNREACHABLE),
+        (_, sha) if sha != name => Err(MISMATCH),
+        // The right bytes that would not unpack: a problem of this host (its disk), said as it is.
+        _ => unpacked.map_err(|(stage, e)| local_error(&stage, &e)),
+    }
+}
+
+pub(crate) fn local_error(path: &Path, e: &std::io::Error) -> u8 {
+    // tar's errors say what failed in their text, and why in their source.
+    let why = e.get_ref().and_then(|inner| inner.source()).map(|s| format!(": {s}")).unwrap_or_default();
+    eprintln!("sealer-relay: {}: {e}{why}", path.display());
+    1
+}
+
+/// The SHA-256 of nothing.
+pub(crate) const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
