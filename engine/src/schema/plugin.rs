@@ -35,7 +35,7 @@ impl Rules for Plugin {
         if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             problems.push(format!("plugin type `{kind}` is not a type or an executable name"));
         }
-        if Phase::from_name(&self.phase).is_none() {
+        if !self.phase.is_empty() && Phase::from_name(&self.phase).is_none() {
             problems.push(format!("`{}` is not a plugin phase", self.phase));
         }
         problems
