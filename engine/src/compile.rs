@@ -262,7 +262,7 @@ impl Compiler<'_> {
                 let a = schema::KubeadmJoin {
                     role: role.as_str().to_string(),
                     control_plane_endpoint: format!("{}:6443", kubeadm::API_SERVER_DOMAIN),
-                    first_master: first.to_string(),
+                    first_master: Some(first.to_string()),
                     kubernetes_version: version.clone(),
                     config: config.clone(),
                 };
@@ -351,7 +351,7 @@ impl Compiler<'_> {
                 image: image.clone(),
                 digest: self.apps.get(image).cloned().into(),
                 masters: cf.cluster.hosts.iter().filter(|h| h.role == Role::Master).map(|h| h.ip.to_string()).collect(),
-                first_master: first.to_string(),
+                first_master: Some(first.to_string()),
                 cmds: Known::Unknown,
                 clean_cmds: Known::Unknown,
                 env: (!env.is_empty()).then(|| env.clone()),

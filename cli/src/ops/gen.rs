@@ -213,7 +213,7 @@ fn imported(graph: &ResourceGraph, cf: &Clusterfile, running: &Running) -> Resul
         if address.kind == Kind::KubeadmJoin {
             let entry = running.registry_entries.get(&host.ip).copied().flatten();
             let mut join = schema::KubeadmJoin::from_attributes(&attributes)?;
-            join.first_master = entry.map(|ip| ip.to_string()).unwrap_or_default();
+            join.first_master = Some(entry.map(|ip| ip.to_string()).unwrap_or_default());
             attributes = join.to_attributes();
         }
         if let Some(unknown) = attributes.iter().find(|(_, v)| matches!(v, Value::Unknown)) {

@@ -12,7 +12,7 @@ schema! {
         /// Where its files go.
         masters: Vec<String>,
         /// Whose registry holds its container images: a new first master gets them too.
-        first_master: String,
+        first_master: Option<String>,
         /// What ran, known once it is delivered.
         cmds: Known<Vec<String>>,
         /// What removing the application runs, known once it is delivered.
@@ -26,10 +26,12 @@ impl Rules for App {
         env_problems(self.env.as_ref())
     }
 
-    /// A record written before `first_master` existed was made with the first master the state records.
+    /// A record written before `first_master` existed (none at all: `sealer gen` records an empty one for
+    /// a host whose `/etc/hosts` has no registry name, which the apply then sets) was made with the first
+    /// master the state records.
     fn complete_older(&mut self, first_master: &str) {
-        if self.first_master.is_empty() {
-            self.first_master = first_master.to_string();
+        if self.first_master.is_none() {
+            self.first_master = Some(first_master.to_string());
         }
     }
 }

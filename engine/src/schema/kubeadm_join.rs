@@ -9,7 +9,7 @@ schema! {
         control_plane_endpoint: String,
         /// Where the member's `/etc/hosts` points `sea.hub` (and, for a node without a balancer, the API's
         /// name): a new first master updates every member.
-        first_master: String,
+        first_master: Option<String>,
         /// A new version is an upgrade of the member (`kubeadm upgrade node`), after the first master's.
         kubernetes_version: String,
         /// The kubeadm configuration `kubeadm join` reads.
@@ -31,10 +31,12 @@ impl Rules for KubeadmJoin {
             .then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, desired.is_master()))
     }
 
-    /// A record written before `first_master` existed was made with the first master the state records.
+    /// A record written before `first_master` existed (none at all: `sealer gen` records an empty one for
+    /// a host whose `/etc/hosts` has no registry name, which the apply then sets) was made with the first
+    /// master the state records.
     fn complete_older(&mut self, first_master: &str) {
-        if self.first_master.is_empty() {
-            self.first_master = first_master.to_string();
+        if self.first_master.is_none() {
+            self.first_master = Some(first_master.to_string());
         }
     }
 }

@@ -470,6 +470,9 @@ mod tests {
         assert_eq!(app.len(), 2, "only `first_master` added: {app:?}");
         assert!(!complete_older_record(Kind::App, &mut app, "10.0.0.9"), "a recorded first master stays");
         assert!(!complete_older_record(Kind::Host, &mut app.clone(), "10.0.0.2"), "a host has none");
+        // `sealer gen`'s record of a member whose /etc/hosts has no registry name: the apply sets it.
+        let mut taken_over = Attributes::from([("first_master".to_string(), Value::text(""))]);
+        assert!(!complete_older_record(Kind::KubeadmJoin, &mut taken_over, "10.0.0.2"));
     }
 
     /// A record written before an attribute existed reads it as its default.
