@@ -416,3 +416,19 @@ fn the_ops_library_names_no_anyhow() {
         library.into_iter().filter(|(_, code)| code_only(code).contains("anyhow")).map(|(path, _)| path).collect();
     assert!(offenders.is_empty(), "anyhow in the ops library: {offenders:?}");
 }
+
+/// Issue 26: thin commands. A command parses its arguments, calls operations of `ops` and renders what they
+/// return: it reaches no provider and no state backend itself (the renderers implement the providers'
+/// progress traits, which is rendering).
+#[test]
+fn commands_call_operations_not_providers_or_state() {
+    let commands: Vec<(String, String)> =
+        non_test_sources().into_iter().filter(|(path, _)| path.starts_with("cli/src/commands/")).collect();
+    assert!(commands.len() >= 8, "the walk found the commands: {}", commands.len());
+    let offenders: Vec<String> = commands
+        .into_iter()
+        .filter(|(_, code)| ["sealer_providers", "sealer_state"].iter().any(|c| code_only(code).contains(c)))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(offenders.is_empty(), "commands reaching providers or state directly: {offenders:?}");
+}

@@ -1,9 +1,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use sealer_providers::image::credentials::Credentials;
-use sealer_providers::image::oci::{self, RegistryOptions};
-use sealer_providers::image::store::ImageStore;
 
 use crate::args::{
     BuildArgs, ImagesArgs, LoadArgs, LoginArgs, NameArg, RegistryArgs, RegistryHostArg, RmiArgs, SaveArgs, TagArgs,
@@ -11,7 +8,7 @@ use crate::args::{
 use crate::render::progress::TransferBar;
 use sealer_cli::ops;
 
-use crate::{sealer_home, Context, Outcome};
+use crate::{Context, Outcome};
 
 pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<Outcome> {
     let mut build_args = BTreeMap::new();
@@ -36,8 +33,8 @@ pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub fn images(args: ImagesArgs) -> anyhow::Result<Outcome> {
-    let images = ImageStore::new(&sealer_home()).list()?;
+pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<Outcome> {
+    let images = ops::registry::list(&ctx.ws)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
     } else {
@@ -49,15 +46,8 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn registry_options(name: &str, insecure: bool) -> anyhow::Result<RegistryOptions> {
-    let registry = oci::registry_of(name)?;
-    Ok(RegistryOptions { insecure, credentials: Credentials::new(&sealer_home()).get(&registry)? })
-}
-
-pub fn push(args: RegistryArgs) -> anyhow::Result<Outcome> {
-    let store = ImageStore::new(&sealer_home());
-    let opts = registry_options(&args.name, args.insecure)?;
-    let pushed = ops::runtime()?.block_on(oci::push(&store, &args.name, &opts, TransferBar::for_stdout().as_ref()))?;
+pub fn push(ctx: &Context, args: RegistryArgs) -> anyhow::Result<Outcome> {
+    let pushed = ops::registry::push(&ctx.ws, &args.name, args.insecure, TransferBar::for_stdout().as_ref())?;
     println!(
         "sent {} bytes; {} of {} blob(s) ({} bytes) were in the registry already",
         pushed.bytes_sent, pushed.blobs_skipped, pushed.blobs, pushed.bytes_skipped
@@ -75,8 +65,8 @@ pub fn pull(ctx: &Context, args: RegistryArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub fn tag(args: TagArgs) -> anyhow::Result<Outcome> {
-    ImageStore::new(&sealer_home()).tag(&args.source, &args.target)?;
+pub fn tag(ctx: &Context, args: TagArgs) -> anyhow::Result<Outcome> {
+    ops::registry::tag(&ctx.ws, &args.source, &args.target)?;
     Ok(Outcome::Ok)
 }
 
@@ -87,16 +77,15 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The image's configuration and, under `files`, every file of its rootfs (what COPY and RUN put there).
-pub fn inspect(args: NameArg) -> anyhow::Result<Outcome> {
-    let image = ImageStore::new(&sealer_home()).get(&args.name)?;
-    let mut shown = serde_json::to_value(&image.config)?;
-    let files = sealer_providers::image::store::changed_paths("", &image.manifest);
+pub fn inspect(ctx: &Context, args: NameArg) -> anyhow::Result<Outcome> {
+    let (config, files) = ops::registry::inspect(&ctx.ws, &args.name)?;
+    let mut shown = serde_json::to_value(&config)?;
     shown["files"] = serde_json::json!(files);
     println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(Outcome::Ok)
 }
 
-pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
+pub fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<Outcome> {
     let mut password = String::new();
     match args.password {
         Some(given) => {
@@ -112,22 +101,13 @@ pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
     if password.is_empty() {
         bail!("no password on standard input");
     }
-    // Checked against the registry first: wrong credentials are refused now, not at a later push or pull,
-    // and nothing is stored.
-    let plain_http = args.insecure || oci::is_local(&args.registry);
-    ops::runtime()?.block_on(sealer_providers::image::login::verify(
-        &args.registry,
-        &args.username,
-        password,
-        plain_http,
-    ))?;
-    Credentials::new(&sealer_home()).login(&args.registry, &args.username, password)?;
+    ops::registry::login(&ctx.ws, &args.registry, &args.username, password, args.insecure)?;
     println!("Login Succeeded (credentials stored for {})", args.registry);
     Ok(Outcome::Ok)
 }
 
-pub fn logout(args: RegistryHostArg) -> anyhow::Result<Outcome> {
-    if Credentials::new(&sealer_home()).logout(&args.registry)? {
+pub fn logout(ctx: &Context, args: RegistryHostArg) -> anyhow::Result<Outcome> {
+    if ops::registry::logout(&ctx.ws, &args.registry)? {
         println!("Removed login credentials for {}", args.registry);
     } else {
         println!("Not logged in to {}", args.registry);
@@ -135,14 +115,14 @@ pub fn logout(args: RegistryHostArg) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub fn save(args: SaveArgs) -> anyhow::Result<Outcome> {
-    let digest = oci::save(&ImageStore::new(&sealer_home()), &args.name, &args.output)?;
+pub fn save(ctx: &Context, args: SaveArgs) -> anyhow::Result<Outcome> {
+    let digest = ops::registry::save(&ctx.ws, &args.name, &args.output)?;
     println!("saved {} {digest} to {}", args.name, args.output.display());
     Ok(Outcome::Ok)
 }
 
-pub fn load(args: LoadArgs) -> anyhow::Result<Outcome> {
-    for image in oci::load(&ImageStore::new(&sealer_home()), &args.input)? {
+pub fn load(ctx: &Context, args: LoadArgs) -> anyhow::Result<Outcome> {
+    for image in ops::registry::load(&ctx.ws, &args.input)? {
         println!("loaded {} {}", image.name, image.digest);
     }
     Ok(Outcome::Ok)

@@ -2,7 +2,6 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use sealer_cli::ops;
-use sealer_providers::image::Quiet;
 
 use crate::args::{CompletionArgs, PlanArgs, PlanFormat, ShowArgs, ValidateArgs};
 use crate::render::progress::TransferBar;
@@ -20,7 +19,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
     };
     let format = if args.json { PlanFormat::Json } else { args.format };
     // Only the human plan shares stdout with a pull's progress: JSON and markdown are read by programs.
-    let progress = if format == PlanFormat::Human { TransferBar::for_stdout() } else { Box::new(Quiet) };
+    let progress = if format == PlanFormat::Human { TransferBar::for_stdout() } else { TransferBar::quiet() };
     let planned = ops::plan::plan(&ctx.ws, &cf, &request, progress.as_ref())?;
     for pulled in &planned.pulled {
         eprintln!(
@@ -43,9 +42,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> anyhow::Result<Outcome> {
         }
     }
     if let Some(path) = &args.out {
-        let text = sealer_state::plan_file_text(path, &plan)?;
-        sealer_providers::private::write_atomic(path, text.as_bytes(), 0o644)
-            .with_context(|| format!("cannot write plan file `{}`", path.display()))?;
+        ops::plan::save(&plan, path)?;
         if format == PlanFormat::Human {
             writeln!(
                 out,
@@ -87,7 +84,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Outcome> {
 
 /// `sealer show PLANFILE`: a saved plan, as `terraform show` prints one.
 pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Outcome> {
-    let plan = sealer_state::read_plan_file(&args.planfile)?;
+    let plan = ops::plan::read(&args.planfile)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         render::json::write_plan(&mut out, &plan, &[])?;

@@ -2,36 +2,13 @@ use std::io::BufRead;
 
 use anyhow::{bail, Context as _};
 use sealer_cli::ops;
-use sealer_engine::{Address, StateStore};
-use sealer_state::StateLocation;
+use sealer_engine::Address;
 
 use crate::args::{ClusterArg, ForceUnlockArgs, StateMigrateArgs, StatePullArgs, StateShowArgs};
 use crate::{render, Context, Outcome};
 
-fn open(location: &StateLocation) -> anyhow::Result<Box<dyn StateStore>> {
-    match location.open_read_only()? {
-        Some(store) => Ok(store),
-        None => bail!("no state at `{location}`: nothing was applied yet (or pass --state PATH|URL)"),
-    }
-}
-
-/// The cluster asked for, or the only one the state holds.
-fn cluster(ctx: &Context, store: &dyn StateStore, arg: &ClusterArg) -> anyhow::Result<String> {
-    if let Some(name) = &arg.cluster {
-        return Ok(name.clone());
-    }
-    let mut names = store.clusters()?;
-    match names.len() {
-        0 => bail!("the state `{}` holds no cluster", ctx.ws.state),
-        1 => Ok(names.remove(0)),
-        _ => bail!("the state holds several clusters ({}); choose one with --cluster", names.join(", ")),
-    }
-}
-
 pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
-    let store = open(&ctx.ws.state)?;
-    let name = cluster(ctx, store.as_ref(), &arg)?;
-    let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
+    let state = ops::state::load(&ctx.ws, arg.cluster.as_deref())?;
     for address in state.resources.keys() {
         println!("{address}");
     }
@@ -40,11 +17,9 @@ pub fn list(ctx: &Context, arg: ClusterArg) -> anyhow::Result<Outcome> {
 
 pub fn show(ctx: &Context, args: StateShowArgs) -> anyhow::Result<Outcome> {
     let address: Address = args.address.parse()?;
-    let store = open(&ctx.ws.state)?;
-    let name = cluster(ctx, store.as_ref(), &args.cluster)?;
-    let state = store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))?;
+    let state = ops::state::load(&ctx.ws, args.cluster.cluster.as_deref())?;
     let Some(resource) = state.resources.get(&address) else {
-        bail!("no resource `{address}` in the state of cluster `{name}`");
+        bail!("no resource `{address}` in the state of cluster `{}`", state.cluster);
     };
     if args.json {
         println!("{}", render::json::stored_resource(resource)?);
@@ -67,19 +42,15 @@ pub fn force_unlock(ctx: &Context, args: ForceUnlockArgs) -> anyhow::Result<Outc
             bail!("force-unlock cancelled");
         }
     }
-    if ctx.ws.state.open_read_only()?.is_none() {
-        bail!("no state at `{}`", ctx.ws.state);
-    }
-    let mut store = ctx.ws.state.open()?;
-    let released = store.force_unlock(&args.lock_id)?;
+    let released = ops::state::force_unlock(&ctx.ws, &args.lock_id)?;
     println!("Released lock `{}` of cluster `{}`, held by {released}", released.id, released.cluster);
     Ok(Outcome::Ok)
 }
 
 /// Copies every cluster (or one) to another backend, leaving the source as it was.
 pub fn migrate(ctx: &Context, args: StateMigrateArgs) -> anyhow::Result<Outcome> {
-    let target = StateLocation::parse(&args.to);
-    for (name, serial) in ops::state::migrate(&ctx.ws, &target, args.cluster.as_deref())? {
+    let (target, migrated) = ops::state::migrate(&ctx.ws, &args.to, args.cluster.as_deref())?;
+    for (name, serial) in migrated {
         println!("Migrated cluster `{name}` (serial {serial}) from {} to {target}", ctx.ws.state);
     }
     println!("Use `--state {target}` (or SEALER_STATE) from now on; the old state was left unchanged.");

@@ -36,6 +36,8 @@ pub enum Error {
     #[error(transparent)]
     Mirror(#[from] sealer_providers::image::mirrors::MirrorError),
     #[error(transparent)]
+    Login(#[from] sealer_providers::image::login::LoginError),
+    #[error(transparent)]
     Sealing(#[from] sealer_state::SealingError),
     #[error(transparent)]
     PlanFile(#[from] sealer_state::PlanFileError),

@@ -12,6 +12,7 @@ pub mod images;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod registry;
 pub mod run;
 pub mod state;
 

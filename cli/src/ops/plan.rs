@@ -120,6 +120,19 @@ pub fn note_plugin_origins(plan: &mut Plan, origins: &BTreeMap<Address, String>)
 /// Plans without writing to the state: it is opened read-only and never created. For a cluster the state
 /// records, the cluster and application images the local store lacks are pulled first, as `apply` does;
 /// a pull that fails refuses the plan, naming the image and why.
+/// The plan a plan file holds, checked against its checksum.
+pub fn read(path: &std::path::Path) -> Result<Plan> {
+    Ok(sealer_state::read_plan_file(path)?)
+}
+
+/// Saves `plan` as a plan file at `path` (checksummed, written whole or not at all; 0644: a plan holds no
+/// secret), for `sealer apply PATH`.
+pub fn save(plan: &Plan, path: &std::path::Path) -> Result<()> {
+    let text = sealer_state::plan_file_text(path, plan)?;
+    sealer_providers::private::write_atomic(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write plan file `{}`", path.display()))
+}
+
 pub fn plan(ws: &Workspace, cf: &Clusterfile, req: &PlanRequest, progress: &dyn TransferProgress) -> Result<Planned> {
     let recorded = super::recorded_state(ws, &cf.cluster.name)?;
     // What the images bring (hooks, their plugins, their kubeadm configuration) is compiled from the local

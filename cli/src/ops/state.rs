@@ -1,6 +1,7 @@
-//! State operations beyond apply: `state pull --from-cluster` (a lost local state rebuilt from the copy
-//! kept in the cluster) and `state migrate` (to another backend), both keeping lineage and serial, so that
-//! saved plans and other working copies stay valid.
+//! State operations beyond apply: a cluster's recorded state (`state list`, `state show`), `force-unlock`,
+//! `state pull --from-cluster` (a lost local state rebuilt from the copy kept in the cluster) and `state
+//! migrate` (to another backend), both keeping lineage and serial, so that saved plans and other working
+//! copies stay valid.
 
 use std::net::IpAddr;
 
@@ -52,9 +53,16 @@ pub fn pull(ws: &Workspace, cf: &Clusterfile, ip: IpAddr) -> Result<State> {
     Ok(state)
 }
 
-/// Copies every cluster of the workspace's state (or `only`) to `target` under both locks; returns each
-/// cluster's name and serial. The source is left as it was.
-pub fn migrate(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> Result<Vec<(String, u64)>> {
+/// Copies every cluster of the workspace's state (or `only`) to `target` (a path or a `postgres://` URL)
+/// under both locks; returns where that is, and each cluster's name and serial. The source is left as it
+/// was.
+pub fn migrate(ws: &Workspace, target: &str, only: Option<&str>) -> Result<(StateLocation, Vec<(String, u64)>)> {
+    let target = StateLocation::parse(target);
+    let migrated = migrate_to(ws, &target, only)?;
+    Ok((target, migrated))
+}
+
+fn migrate_to(ws: &Workspace, target: &StateLocation, only: Option<&str>) -> Result<Vec<(String, u64)>> {
     if *target == ws.state {
         bail!("`--to {target}` is the state itself");
     }
@@ -100,4 +108,31 @@ pub fn serial(ws: &Workspace, cluster: &str) -> Result<u64> {
         Some(store) => store.load(cluster)?.map_or(0, |s| s.serial),
         None => 0,
     })
+}
+
+/// The recorded state of `cluster`, or of the only cluster the state holds.
+pub fn load(ws: &Workspace, cluster: Option<&str>) -> Result<State> {
+    let Some(store) = ws.state.open_read_only()? else {
+        bail!("no state at `{}`: nothing was applied yet (or pass --state PATH|URL)", ws.state);
+    };
+    let name = match cluster {
+        Some(name) => name.to_string(),
+        None => {
+            let mut names = store.clusters()?;
+            match names.len() {
+                0 => bail!("the state `{}` holds no cluster", ws.state),
+                1 => names.remove(0),
+                _ => bail!("the state holds several clusters ({}); choose one with --cluster", names.join(", ")),
+            }
+        }
+    };
+    store.load(&name)?.with_context(|| format!("no cluster `{name}` in the state"))
+}
+
+/// Releases the lock `id` whoever holds it (its holder is gone); returns what it was.
+pub fn force_unlock(ws: &Workspace, id: &str) -> Result<sealer_engine::LockInfo> {
+    if ws.state.open_read_only()?.is_none() {
+        bail!("no state at `{}`", ws.state);
+    }
+    Ok(ws.state.open()?.force_unlock(id)?)
 }

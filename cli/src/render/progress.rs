@@ -250,8 +250,13 @@ impl TransferBar {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             Box::new(TransferBar { bar: Mutex::new(None) })
         } else {
-            Box::new(sealer_providers::image::Quiet)
+            Self::quiet()
         }
+    }
+
+    /// Nothing shown (output that programs read).
+    pub fn quiet() -> Box<dyn sealer_providers::image::TransferProgress> {
+        Box::new(sealer_providers::image::Quiet)
     }
 }
 
