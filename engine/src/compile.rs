@@ -428,16 +428,16 @@ fn host_schema(host: &Host) -> schema::Host {
 fn plugin_schema(plugin: &Plugin, phase: Phase, env: BTreeMap<String, String>) -> schema::Plugin {
     let shell = matches!(plugin.plugin_type, PluginType::Shell | PluginType::OutOfTree(_));
     // An ETCD snapshot's place on the operator's machine, checksum and size are known once it is taken.
-    let etcd = (plugin.plugin_type == PluginType::Etcd).then_some(Known::Unknown);
+    let etcd = plugin.plugin_type == PluginType::Etcd;
     schema::Plugin {
         r#type: plugin.plugin_type.name().to_string(),
         phase: phase.as_str().to_string(),
         runs_on: if phase.runs_on_delete() { "delete" } else { "create" }.to_string(),
         data: (!plugin.data.is_empty()).then(|| plugin.data.clone()),
         env: (shell && !env.is_empty()).then_some(env),
-        snapshot: etcd.clone(),
-        sha256: etcd.clone(),
-        bytes: etcd.map(|_| Known::Unknown),
+        snapshot: etcd.then_some(Known::Unknown),
+        sha256: etcd.then_some(Known::Unknown),
+        bytes: etcd.then_some(Known::Unknown),
     }
 }
 

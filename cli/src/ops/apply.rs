@@ -140,7 +140,7 @@ impl<'a> Session<'a> {
         self.plan = if req.refresh_only {
             sealer_engine::refresh_only_plan(&self.recorded, &self.observed)
         } else if let Some(path) = &req.planfile {
-            let plan = sealer_state::read_plan_file(path)?;
+            let plan = super::plan::read(path)?;
             plan.check_applicable(&self.observed)?;
             // What the providers take from outside the plan (the image from the store by name, a secret
             // Config's data from the Clusterfile) must still be what the plan showed.

@@ -287,4 +287,26 @@ mod tests {
             stored(Value::Sealed(key.seal(&binding("other", "host.10.0.0.2", "ssh_password"), "pw-1").unwrap()));
         assert!(reseal_needed(&key, "c", &address, "ssh_password", &other, "pw-1"), "another cluster's seal");
     }
+
+    /// The host key the state pinned is offered; a host record that does not read as a host (edited by
+    /// hand) is an error, never a host whose key is trusted anew.
+    #[test]
+    fn a_pinned_host_key_is_kept_and_an_unreadable_record_is_an_error() {
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let address = Address::new(Kind::Host, "10.0.0.2");
+        let mut state = State::empty("c");
+        let record = sealer_engine::StoredResource {
+            address: address.clone(),
+            host: Some(ip),
+            status: ResourceStatus::Ready,
+            attributes: [("host_key".to_string(), Value::text("ssh-ed25519 AAAApinned"))].into(),
+            depends_on: Vec::new(),
+        };
+        state.resources.insert(address.clone(), record);
+        let pinned = target(ip, &Ssh::default(), &state, true).unwrap();
+        assert_eq!(pinned.known_host_key.as_deref(), Some("ssh-ed25519 AAAApinned"));
+        state.resources.get_mut(&address).unwrap().attributes.insert("ssh_port".into(), Value::text("22"));
+        let error = target(ip, &Ssh::default(), &state, true).unwrap_err().to_string();
+        assert_eq!(error, "`host` attribute `ssh_port` is text, expected an integer");
+    }
 }

@@ -387,3 +387,45 @@ pub fn remove(ws: &Workspace, name: &str, force: bool) -> Result<()> {
     }
     Ok(ws.images().remove(name)?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use sealer_engine::{ResourceStatus, StateStore as _, StoredResource, Value};
+    use sealer_state::{SqliteStore, StateLocation};
+
+    use super::*;
+
+    /// An image a recorded cluster uses is not removed; nor is one whose use a record that does not read as
+    /// its kind hides (a state edited by hand): refused, naming why, never taken as unused.
+    #[test]
+    fn an_image_in_use_or_hidden_by_an_unreadable_record_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let ws =
+            Workspace { state: StateLocation::Sqlite(path.clone()), home: dir.path().join("home"), connections: None };
+        let write = |image: Value| {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let lock = store.lock("c", "me@here", 1, "apply").unwrap();
+            let address = Address::new(Kind::Image, "10.0.0.2");
+            let resource = StoredResource {
+                address: address.clone(),
+                host: Some("10.0.0.2".parse().unwrap()),
+                status: ResourceStatus::Ready,
+                attributes: [("image".to_string(), image)].into(),
+                depends_on: Vec::new(),
+            };
+            store.put_resource(&lock, &address, Some(&resource)).unwrap();
+            store.unlock(&lock).unwrap();
+        };
+        write(Value::text("k:v1"));
+        let used = remove(&ws, "k:v1", false).unwrap_err().to_string();
+        assert!(used.contains("image `k:v1` is in use: the image of cluster `c`"), "{used}");
+        write(Value::List(vec!["k:v1".into()]));
+        let hidden = remove(&ws, "k:v1", false).unwrap_err().to_string();
+        assert!(
+            hidden.contains("cannot tell whether state") && hidden.contains("`image` attribute `image`"),
+            "{hidden}"
+        );
+    }
+}

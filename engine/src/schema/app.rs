@@ -26,12 +26,10 @@ impl Rules for App {
         env_problems(self.env.as_ref())
     }
 
-    /// A record written before `first_master` existed (none at all: `sealer gen` records an empty one for
-    /// a host whose `/etc/hosts` has no registry name, which the apply then sets) was made with the first
-    /// master the state records.
+    const COMPLETES_OLDER: bool = true;
+
+    /// A record written before `first_master` existed was made with the first master the state records.
     fn complete_older(&mut self, first_master: &str) {
-        if self.first_master.is_none() {
-            self.first_master = Some(first_master.to_string());
-        }
+        self.first_master.get_or_insert_with(|| first_master.to_string());
     }
 }

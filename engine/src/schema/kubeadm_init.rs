@@ -14,7 +14,9 @@ schema! {
 
 impl Rules for KubeadmInit {
     /// A configuration compares as kubeadm reads it ([`crate::kubeadm::same_planned_config`]).
-    fn same_value(attribute: &str, desired: &Self, recorded: &Self) -> Option<bool> {
-        (attribute == "config").then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, true))
+    const COMPARED: &'static [&'static str] = &["config"];
+
+    fn same_value(_config: &str, desired: &Self, recorded: &Self) -> bool {
+        crate::kubeadm::same_planned_config(&desired.config, &recorded.config, true)
     }
 }

@@ -26,17 +26,17 @@ impl KubeadmJoin {
 impl Rules for KubeadmJoin {
     /// A configuration compares as kubeadm reads it: records written before the planned text was tidied
     /// (`cgroupDriver: null`, a worker's unused `controlPlane`) ask for what today's plan asks.
-    fn same_value(attribute: &str, desired: &Self, recorded: &Self) -> Option<bool> {
-        (attribute == "config")
-            .then(|| crate::kubeadm::same_planned_config(&desired.config, &recorded.config, desired.is_master()))
+    const COMPARED: &'static [&'static str] = &["config"];
+    const COMPLETES_OLDER: bool = true;
+
+    fn same_value(_config: &str, desired: &Self, recorded: &Self) -> bool {
+        crate::kubeadm::same_planned_config(&desired.config, &recorded.config, desired.is_master())
     }
 
     /// A record written before `first_master` existed (none at all: `sealer gen` records an empty one for
     /// a host whose `/etc/hosts` has no registry name, which the apply then sets) was made with the first
     /// master the state records.
     fn complete_older(&mut self, first_master: &str) {
-        if self.first_master.is_none() {
-            self.first_master = Some(first_master.to_string());
-        }
+        self.first_master.get_or_insert_with(|| first_master.to_string());
     }
 }

@@ -56,9 +56,15 @@ pub trait Schema: Sized {
 
 /// A kind's rules beyond its fields; each kind states which it has.
 pub trait Rules: Schema {
-    /// Whether the desired and the recorded value of `attribute` ask for the same; `None`: compare the values.
-    fn same_value(_attribute: &str, _desired: &Self, _recorded: &Self) -> Option<bool> {
-        None
+    /// The attributes [`Rules::same_value`] compares: a plan reads the records as the kind only for these
+    /// (it compares thousands of records, most of them by value).
+    const COMPARED: &'static [&'static str] = &[];
+    /// Whether [`Rules::complete_older`] completes anything: a plan reads only such records as the kind.
+    const COMPLETES_OLDER: bool = false;
+    /// Whether the desired and the recorded value of `attribute` (one of [`Rules::COMPARED`]) ask for the
+    /// same.
+    fn same_value(_attribute: &str, _desired: &Self, _recorded: &Self) -> bool {
+        true
     }
     /// What a record from outside the workstation (the cluster's copy of the state) may not hold.
     fn problems(&self) -> Vec<String> {
@@ -354,8 +360,11 @@ pub fn attributes(kind: Kind) -> &'static [&'static str] {
 /// when the kind has none for it (or either side does not read as the kind).
 pub fn same_value(kind: Kind, attribute: &str, desired: &Attributes, recorded: &Attributes) -> Option<bool> {
     per_kind!(kind, S => {
+        if !S::COMPARED.contains(&attribute) {
+            return None;
+        }
         let (d, r) = (S::from_attributes(desired).ok()?, S::from_attributes(recorded).ok()?);
-        S::same_value(attribute, &d, &r)
+        Some(S::same_value(attribute, &d, &r))
     })
 }
 
@@ -372,6 +381,9 @@ pub fn problems(kind: Kind, attributes: &Attributes) -> Vec<String> {
 /// provider name it).
 pub fn complete_older_record(kind: Kind, record: &mut Attributes, first_master: &str) -> bool {
     per_kind!(kind, S => {
+        if !S::COMPLETES_OLDER {
+            return false;
+        }
         let Ok(original) = S::from_attributes(record) else { return false };
         let mut completed = original.clone();
         completed.complete_older(first_master);

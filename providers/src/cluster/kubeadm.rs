@@ -683,6 +683,13 @@ mod tests {
             "{:?}",
             remote.calls()
         );
+        // A member's record is a promotion even where no `previous_address` says so: never an init's update.
+        let remote = Arc::new(Scripted::default().on("test -f", "yes"));
+        let (p, _logs) = provider(remote.clone());
+        let unmarked =
+            change(Kind::KubeadmInit, "10.0.0.3", M2, Action::Update, Some(joined.clone()), Some(init.clone()));
+        apply(&p, unmarked).await.unwrap();
+        assert!(!remote.calls().iter().any(|c| c.contains("kubeadm ")), "{:?}", remote.calls());
 
         let remote = Arc::new(Scripted::default().on("test -f", "no"));
         let (p, _logs) = provider(remote.clone());
