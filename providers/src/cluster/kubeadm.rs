@@ -106,7 +106,7 @@ impl Cx {
     }
 
     /// `kubeadm ARGS` holding the host's kubeadm lock, so that a killed apply's kubeadm (ended within
-    /// seconds by its shell's watcher, see `transport::shell::SHELL_LOOP`) and the next apply's never run at once.
+    /// seconds by its shell's watcher, see `transport::shell::shell_loop`) and the next apply's never run at once.
     /// `-o`: the lock is flock's own, not inherited by the daemons kubeadm starts (the kubelet), which
     /// would hold it for ever.
     fn exclusive_kubeadm(&self, args: &str) -> String {

@@ -11,12 +11,12 @@ use sealer_engine::schema::{self, Schema};
 use sealer_engine::{Action, Attributes, ChainProgress, Kind, ResourceChange};
 
 use super::remote::{self, Result};
-use super::{Cx, KindProvider};
+use super::{Cx, KindProvider, KUBECONFIG_DEFAULT};
 use crate::error::ProviderError;
 use crate::transport::{Step, StepEvent};
 use sealer_engine::clusterfile::rules::is_shell_identifier;
 
-use crate::shell::quote;
+use crate::shell::{leaves_shell_as_is, quote};
 
 pub struct Plugin;
 
@@ -134,7 +134,15 @@ impl Cx {
         } else {
             format!("{prelude}exec {env_cmd}{SHELL} -s")
         };
-        Step { command: self.with_image_path(&command), stdin: script.into_bytes() }
+        // A script that leaves the shell as is may run in a chain's own bash: its directory set as each
+        // step sets it, the image's PATH and the plugin's env given to `.` alone (bash restores them after).
+        let in_shell = (env_cmd.is_empty() && leaves_shell_as_is(&script)).then(|| {
+            let dir = quote(&dir);
+            let cd = if originally { format!("mkdir -p {dir} && cd {dir}") } else { format!("cd {dir}") };
+            let env: String = after.env.iter().flatten().map(|(k, v)| format!("{k}={} ", quote(v))).collect();
+            format!("{cd} && PATH={}/bin:\"$PATH\" {KUBECONFIG_DEFAULT} {env}. /dev/stdin", quote(&self.rootfs()))
+        });
+        Step { command: self.with_image_path(&command), stdin: script.into_bytes(), in_shell }
     }
 
     /// Runs the SHELL plugins of `changes` (creates on one host: see [`chains`]) in one round trip, each

@@ -9,7 +9,7 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
 
 use super::{ExecOutput, ShellError, SshSession};
-use crate::shell::quote;
+use crate::shell::{leaves_shell_as_is, quote};
 
 /// What a long-lived shell runs: each command comes as its length in bytes (12 decimal digits) and then
 /// its text, read whole. bash reads a script from a pipe a byte at a time (a read(2) per byte, so that what
@@ -27,18 +27,38 @@ use crate::shell::quote;
 /// it left running in a session of its own (`setsid`: the daemons sealer starts). Without `/proc` the
 /// shell runs as before. The shell's own stderr (job notices) goes nowhere: each command gets the
 /// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it).
-pub(super) const SHELL_LOOP: &str = "set -m; exec 3>&2 2>/dev/null; P=$$; \
-     if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${p[5]}/stat; then \
-       ( W=$BASHPID; \
-         j() { for d in /proc/[0-9]*; do read -r t < \"$d/stat\" || continue; t=${t##*) }; set -- $t; \
-                 [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${d#/proc/}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }; \
-         while [ -e /proc/${l[3]} ]; do [ -e /proc/$P ] || exit 0; sleep 1; done; \
-         for g in $(j); do kill -TERM -- -\"$g\"; done; sleep 2; for g in $(j); do kill -KILL -- -\"$g\"; done \
-       ) >/dev/null 2>&1 </dev/null & \
-     fi; \
-     while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
-       { eval \"$s\"; } <&0 2>&3 3>&- & wait $!; \
-     done";
+///
+/// The watcher waits its second with `read -t 1` on a UDP socket connected to the host's own discard
+/// port, which nothing ever sends from, instead of starting `sleep` every second on every host (a
+/// process a second and host for as long as the connection lives, a reconcile loop's included); where
+/// that socket cannot be had, `sleep 1`.
+/// Each command is a job of its own, a process apart from the loop: whatever it does to its shell (`exit`,
+/// `exec`, `cd`, `set -e`, traps) ends with it, and the loop, not the command, prints the end markers
+/// with the job's status ([`end_markers`]), so no command can keep them from coming.
+pub(super) fn shell_loop(marker: &str) -> String {
+    format!(
+        "set -m; exec 3>&2 2>/dev/null; P=$$; \
+         if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${{p[5]}}/stat; then \
+           ( W=$BASHPID; {{ exec 4<>/dev/udp/127.0.0.1/9; }} 2>/dev/null; \
+             z() {{ read -t 1 -u 4; [ $? -gt 128 ] || sleep 1; }}; \
+             j() {{ for d in /proc/[0-9]*; do read -r t < \"$d/stat\" || continue; t=${{t##*) }}; set -- $t; \
+                     [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${{d#/proc/}}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }}; \
+             while [ -e /proc/${{l[3]}} ]; do [ -e /proc/$P ] || exit 0; z; done; \
+             for g in $(j); do kill -TERM -- -\"$g\"; done; sleep 2; for g in $(j); do kill -KILL -- -\"$g\"; done \
+           ) >/dev/null 2>&1 </dev/null & \
+         fi; \
+         while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
+           {{ eval \"$s\"; }} <&0 2>&3 3>&- & wait $!; {}; \
+         done",
+        end_markers(marker, "3")
+    )
+}
+
+/// What ends a command's output: its status after `\n{marker} ` on stdout, and `\n{marker}\n` on the
+/// descriptor `stderr` (the channel's stderr).
+pub(super) fn end_markers(marker: &str, stderr: &str) -> String {
+    format!("printf '\\n%s %d\\n' {marker} $?; printf '\\n%s\\n' {marker} >&{stderr}")
+}
 
 /// How long a command waits for a busy shell of its host before it opens another.
 pub(super) const SHELL_WAIT: Duration = Duration::from_millis(30);
@@ -115,6 +135,19 @@ pub(super) fn evaluated(command: &str) -> String {
     format!("eval {}", quote(command))
 }
 
+/// `command` for the shell loop, after `prelude`, so that nothing it does (`exit`, `exec`, `cd`, `set -e`,
+/// variables, traps) reaches the end markers or the commands after it: in a subshell of its own, unless
+/// it leaves the shell as it was ([`leaves_shell_as_is`]), where the subshell would only cost the host a
+/// process.
+pub(super) fn contained(command: &str, prelude: &str) -> String {
+    let evaluated = evaluated(command);
+    if leaves_shell_as_is(command) {
+        format!("{{ {prelude}{evaluated}\n}}")
+    } else {
+        format!("( {prelude}{evaluated}\n)")
+    }
+}
+
 pub(super) fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
@@ -130,15 +163,18 @@ impl SshSession {
             .await
             .map_err(|_| timed_out())?
             .map_err(failed)?;
-        // `sh` finds out whether the host has bash: without it, exit 127 (Unavailable), whatever sudo
-        // printed on the way.
-        let script = format!("printf '%s\\n' {}; {SHELL_LOOP}", quote(&self.ready()));
-        let start = format!(
-            "exec {}sh -c {} sh {}",
-            self.sudo(),
-            quote("command -v bash >/dev/null 2>&1 || exit 127; exec bash --noprofile --norc -c \"$1\""),
-            quote(&script)
-        );
+        // Through sudo, `sh` finds out whether the host has bash: without it, exit 127 (Unavailable),
+        // whatever sudo printed on the way. As root the login shell starts bash itself (one program fewer
+        // per shell): any end before the ready line is Unavailable there.
+        let script = format!("printf '%s\\n' {}; {}", quote(&self.ready()), shell_loop(&self.marker));
+        let start = match self.sudo() {
+            sudo if sudo.is_empty() => format!("exec bash --noprofile --norc -c {}", quote(&script)),
+            sudo => format!(
+                "exec {sudo}sh -c {} sh {}",
+                quote("command -v bash >/dev/null 2>&1 || exit 127; exec bash --noprofile --norc -c \"$1\""),
+                quote(&script)
+            ),
+        };
         let ready = async {
             channel.exec(true, start).await.map_err(|_| ShellError::Unavailable)?;
             self.await_ready(&mut channel, false).await
@@ -218,17 +254,17 @@ impl SshSession {
         let fail = |e: russh::Error| ShellError::Failed(self.channel_error(e));
         let (permit, mut channel) = self.checkout(command, timeout).await?;
         let m = &self.marker;
-        // The subshell keeps `exit`, `cd` and `set -e` of one command away from the next. Its stdin: a
+        // In its job (see [`shell_loop`]), the command needs no subshell of its own. Its stdin: a
         // here-document when it is short text (the shell hands it over itself, with no process to start),
-        // else `head -c` hands it exactly its bytes and `cat` drains what it did not read.
-        let end = format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2\n");
+        // else `head -c` hands it exactly its bytes and `cat` drains what it did not read (in a subshell
+        // when the command could end its shell before).
         let evaluated = evaluated(command);
         let (script, raw) = match here_document(stdin, m) {
-            _ if stdin.is_empty() => (format!("( {evaluated}\n) </dev/null; {end}"), false),
-            Some(text) => (format!("( {evaluated}\n) <<'{m}_stdin'; {end}{text}{m}_stdin\n"), false),
+            _ if stdin.is_empty() => (format!("{{ {evaluated}\n}} </dev/null\n"), false),
+            Some(text) => (format!("{{ {evaluated}\n}} <<'{m}_stdin'\n{text}{m}_stdin\n"), false),
             None => {
                 let n = stdin.len();
-                (format!("head -c {n} | ( ( {evaluated}\n); s=$?; cat >/dev/null; exit $s ); {end}"), true)
+                (format!("head -c {n} | {{ {}; s=$?; cat >/dev/null; exit $s; }}\n", contained(command, "")), true)
             }
         };
         let framed_script = format!("{:012}{script}", script.len());

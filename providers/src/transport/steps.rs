@@ -7,7 +7,7 @@ use std::time::Duration;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
 
-use super::shell::{evaluated, here_document, Framed};
+use super::shell::{contained, evaluated, here_document, Framed};
 use super::{ExecOutput, ShellError, SshSession};
 use crate::error::TransportError;
 
@@ -57,27 +57,45 @@ where
 pub struct Step {
     pub command: String,
     pub stdin: Vec<u8>,
+    /// The same step as a command that the chain's bash may run itself, with the same stdin, where a
+    /// subshell would only cost the host a process: given by a caller that knows it leaves nothing a later
+    /// step sees (each step of a chain sets its own directory and environment).
+    pub in_shell: Option<String>,
 }
 
-/// The script that runs `steps` one after another, each in its own subshell (which sees neither the chain's
-/// script nor the previous status) with its stdin as a here-document; before each, a line `{m}_b{k}` on
+/// A step as the chain's script runs it: `command` in a subshell of its own unless `in_shell` (or unless
+/// it leaves the shell as is), its stdin a here-document.
+struct Link<'a> {
+    command: &'a str,
+    in_shell: bool,
+    stdin: Option<&'a str>,
+}
+
+/// The script that runs `steps` one after another, each [`contained`] (seeing neither the chain's script
+/// nor the previous status) with its stdin as a here-document; before each, a line `{m}_b{k}` on
 /// stdout; after each, its status on stdout and an end line on stderr, tagged `{m}_s{k}`. Nothing more runs after a step that failed, nor once anything
 /// arrived on the shell's stdin (the workstation's word to stop: see [`SshSession::exec_steps`]); at the
 /// end, the shell loop's own end markers.
-fn script(steps: &[(&str, Option<&str>)], m: &str) -> String {
+fn script(steps: &[Link<'_>], m: &str) -> String {
     let mut script = String::new();
-    for (k, (command, text)) in steps.iter().enumerate() {
-        let run = format!("( unset s st; {}\n)", evaluated(command));
+    for (k, step) in steps.iter().enumerate() {
+        let run = if step.in_shell {
+            format!("{{ unset s st; {}\n}}", evaluated(step.command))
+        } else {
+            contained(step.command, "unset s st; ")
+        };
         let begin = format!("printf '\\n%s\\n' {m}_b{k}");
         let tags = format!("st=$?; printf '\\n%s %d\\n' {m}_s{k} $st; printf '\\n%s\\n' {m}_s{k} >&2; [ $st -eq 0 ]");
-        match text {
+        match step.stdin {
             None => script += &format!("! read -t 0 && {{ {begin}; {run} </dev/null; {tags}; }} &&\n"),
             Some(text) => {
                 script += &format!("! read -t 0 && {{ {begin}; {run} <<'{m}_stdin'\n{text}{m}_stdin\n{tags}; }} &&\n")
             }
         }
     }
-    script + &format!("true; printf '\\n%s %d\\n' {m} 0; printf '\\n%s\\n' {m} >&2\n")
+    // The last `true` ends the list of `&&`; the one after it gives the job status 0 (each step's status is
+    // in its own tags).
+    script + "true; true\n"
 }
 
 fn find_first(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -150,7 +168,14 @@ impl SshSession {
             .map(|s| if s.stdin.is_empty() { Some(None) } else { here_document(&s.stdin, &self.marker).map(Some) })
             .collect();
         if let (true, Some(texts)) = (self.shell_allowed(), texts) {
-            let chain: Vec<(&str, Option<&str>)> = steps.iter().map(|s| s.command.as_str()).zip(texts).collect();
+            let chain: Vec<Link<'_>> = steps
+                .iter()
+                .zip(texts)
+                .map(|(s, stdin)| match &s.in_shell {
+                    Some(command) => Link { command, in_shell: true, stdin },
+                    None => Link { command: &s.command, in_shell: false, stdin },
+                })
+                .collect();
             match self.steps_in_shell(&chain, timeout, stop, on).await {
                 Err(ShellError::Unavailable) => self.no_shell.store(true, std::sync::atomic::Ordering::SeqCst),
                 Err(ShellError::Failed(e)) => return Err(e),
@@ -162,12 +187,12 @@ impl SshSession {
 
     async fn steps_in_shell(
         &self,
-        steps: &[(&str, Option<&str>)],
+        steps: &[Link<'_>],
         timeout: Duration,
         stop: StepStop<'_>,
         on: OnStep<'_>,
     ) -> Result<(), ShellError> {
-        let Some(&(first, _)) = steps.first() else { return Ok(()) };
+        let Some(first) = steps.first().map(|s| s.command) else { return Ok(()) };
         let (permit, mut channel) = self.checkout(first, timeout).await?;
         let script = script(steps, &self.marker);
         let framed_script = format!("{:012}{script}", script.len());
@@ -197,12 +222,12 @@ impl SshSession {
         }
     }
 
-    /// Reads the steps' outputs as they end, then the script's end markers; each step gets `timeout`. Once
+    /// Reads the steps' outputs as they end, then the shell loop's end markers; each step gets `timeout`. Once
     /// `stop` says so, the host is told (`told_to_stop`) and the chain ends after the step under way.
     async fn read_steps(
         &self,
         channel: &mut Channel<Msg>,
-        steps: &[(&str, Option<&str>)],
+        steps: &[Link<'_>],
         timeout: Duration,
         stop: StepStop<'_>,
         told_to_stop: &mut bool,
@@ -235,7 +260,7 @@ impl SshSession {
                     return Ok(());
                 }
             }
-            let what = steps.get(next).map_or("", |s| s.0);
+            let what = steps.get(next).map_or("", |s| s.command);
             if !*told_to_stop && stop() {
                 self.send(channel, b"\n", what, timeout).await?;
                 *told_to_stop = true;
@@ -294,15 +319,22 @@ mod tests {
         assert_eq!(take_step(&mut c, m, 0).unwrap().stdout, b"out\n");
     }
 
-    /// Runs the chain's script as the shell loop does (`eval` in a background job of bash, its stdin the
-    /// loop's), with `late` on that stdin 0.3 s after the start, and cuts the output as `read_steps` does.
+    /// Runs the chain's script as the shell loop does (a command that begins with `IN_SHELL ` is a step's
+    /// `in_shell` form; `eval` in a background job of bash, its stdin the loop's), with `late` on that stdin 0.3 s after the start, and cuts the output as `read_steps` does.
     /// The stdin stays open meanwhile, as a channel does (at its end, `read -t 0` would say "ready" too).
     fn run(steps: &[(&str, Option<&str>)], late: &str) -> (Vec<ExecOutput>, Framed) {
         let m = "__m__";
+        let steps: Vec<Link<'_>> = steps
+            .iter()
+            .map(|&(command, stdin)| match command.strip_prefix("IN_SHELL ") {
+                Some(command) => Link { command, in_shell: true, stdin },
+                None => Link { command, in_shell: false, stdin },
+            })
+            .collect();
         let late = late.to_string();
-        let job = "{ eval \"$1\"; } <&0 & wait $!";
+        let job = format!("{{ eval \"$1\"; }} <&0 & wait $!; {}", super::super::shell::end_markers(m, "2"));
         let mut child = std::process::Command::new("bash")
-            .args(["--noprofile", "--norc", "-c", job, "sh", &script(steps, m)])
+            .args(["--noprofile", "--norc", "-c", &job, "sh", &script(&steps, m)])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -372,5 +404,25 @@ mod tests {
         assert_eq!(taken.len(), 1, "the step under way finished, the next never began");
         assert_eq!((taken[0].status, taken[0].stdout.as_slice()), (0, &b"one\n"[..]));
         assert_eq!((end.status, end.stderr_done), (Some(0), true));
+    }
+
+    /// Steps that leave the shell as is run in the chain's own shell, and a step given `in_shell` too; a
+    /// subshell step sees none of what they did but the directory, which each step sets itself.
+    #[test]
+    fn on_bash_steps_without_a_subshell_run_in_the_chain_shell() {
+        let steps = [
+            ("echo $BASHPID", None),
+            ("IN_SHELL cd /tmp && PATH=/nowhere:$PATH . /dev/stdin", Some("echo $BASHPID $PATH\n")),
+            ("echo \"$BASHPID ${s:-unset} ${st:-unset} $PATH\"; exit 3", None),
+        ];
+        let (taken, end) = run(&steps, "");
+        assert_eq!(taken.len(), 3);
+        let out: Vec<String> = taken.iter().map(|t| String::from_utf8_lossy(&t.stdout).trim().to_string()).collect();
+        let pid = |line: &str| line.split(' ').next().unwrap().to_string();
+        assert_eq!(pid(&out[0]), pid(&out[1]), "both in the chain's shell");
+        assert_ne!(pid(&out[0]), pid(&out[2]), "a subshell of its own");
+        assert!(out[1].contains(" /nowhere:"), "{}", out[1]);
+        assert!(out[2].contains(" unset unset ") && !out[2].contains("/nowhere"), "{}", out[2]);
+        assert_eq!((taken[2].status, end.status, end.stderr_done), (3, Some(0), true));
     }
 }
