@@ -11,9 +11,15 @@ pub struct Host;
 
 /// Architecture, CPUs, memory (KiB), OS and kernel release, a line each; the shell reads what it can
 /// itself, as every process started costs every host.
-const FACTS: &str = "uname -m; nproc; m=; while read -r k v _; do if [ \"$k\" = MemTotal: ]; then m=$v; break; fi; \
+/// The architecture from `/proc/sys/kernel/arch` where the kernel has it (`uname -m` else), and
+/// `/etc/os-release`'s ID and VERSION_ID read line by line, not sourced in a subshell (POSIX: hosts without
+/// bash run it with `sh`).
+const FACTS: &str = "a=; read -r a 2>/dev/null < /proc/sys/kernel/arch; echo \"${a:-$(uname -m)}\"; nproc; \
+                     m=; while read -r k v _; do if [ \"$k\" = MemTotal: ]; then m=$v; break; fi; \
                      done < /proc/meminfo; echo \"$m\"; \
-                     (. /etc/os-release 2>/dev/null && echo \"$ID-$VERSION_ID\") || echo unknown; \
+                     i=; v=; if { while IFS== read -r k x || [ -n \"$k\" ]; do case $k in ID) i=$x ;; VERSION_ID) v=$x ;; esac; \
+                     done; } 2>/dev/null < /etc/os-release; then i=${i#[\\\"\\']}; i=${i%[\\\"\\']}; v=${v#[\\\"\\']}; \
+                     v=${v%[\\\"\\']}; echo \"$i-$v\"; else echo unknown; fi; \
                      r=; read -r r < /proc/sys/kernel/osrelease; echo \"${r:-unknown}\"";
 
 impl KindProvider for Host {
@@ -43,7 +49,7 @@ mod tests {
 
     #[tokio::test]
     async fn facts_and_the_host_key_are_recorded() {
-        let remote = Arc::new(Scripted::default().on("uname -m", "x86_64\n2\n4000\ndebian-12\n6.1.0-28-amd64\n"));
+        let remote = Arc::new(Scripted::default().on("kernel/arch", "x86_64\n2\n4000\ndebian-12\n6.1.0-28-amd64\n"));
         let (p, _logs) = provider(remote.clone());
         let after = attrs([("role", Value::text("master"))]);
         let got =

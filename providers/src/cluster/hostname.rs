@@ -12,6 +12,9 @@ use crate::shell::quote;
 
 pub struct Hostname;
 
+/// The host's name now, read by the shell itself (no process: a refresh reads it on every host).
+const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
+
 /// Sets the hostname live and persistently.
 fn set_hostname(name: &str) -> String {
     let q = quote(name);
@@ -27,13 +30,12 @@ impl KindProvider for Hostname {
         ip: IpAddr,
         recorded: &schema::Hostname,
     ) -> Result<Option<schema::Hostname>> {
-        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.output(ip, "hostname").await?), ..recorded.clone() }))
+        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.output(ip, NOW).await?), ..recorded.clone() }))
     }
 
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Hostname) -> Result<schema::Hostname> {
         // One command (and no process but `hostname` to set it): the name now, and when it is not the
         // one wanted, set it and the name after.
-        const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
         let wanted = after.name.known().cloned();
         let command = match &wanted {
             Some(name) => {
