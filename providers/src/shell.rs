@@ -129,9 +129,7 @@ fn tokens(command: &str) -> Option<Vec<Token>> {
                 match chars.peek() {
                     Some('&') => {
                         chars.next();
-                        if chars.next_if(char::is_ascii_digit).is_none() {
-                            return None;
-                        }
+                        chars.next_if(char::is_ascii_digit)?;
                         while chars.next_if(char::is_ascii_digit).is_some() {}
                         out.push(Token::Redirect { target_follows: false });
                     }

@@ -310,8 +310,11 @@ mod tests {
         let commands = remote.commands(M1);
         assert_eq!(commands.len(), 3, "one command reads the digest and the manifest, one copies: {commands:?}");
         assert!(
-            commands[1].starts_with("set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; "),
-            "{}", commands[1]
+            commands[1].starts_with(
+                "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; "
+            ),
+            "{}",
+            commands[1]
         );
         assert!(
             commands[1].ends_with("head -c 36 > manifest.sealer-upload; tar -C rootfs -xf -; mv -f manifest.sealer-upload manifest; printf %s sha256:new > digest"),
