@@ -51,6 +51,7 @@ const SHELL_CHANGING: &[&str] = &[
     "if",
     "in",
     "jobs",
+    "kill",
     "let",
     "local",
     "logout",
@@ -92,76 +93,40 @@ enum Token {
     Separator,
 }
 
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// The word being read: its text so far, and whether it is still plain and unquoted.
+type Word = Option<(String, bool)>;
+
+fn end_word(word: &mut Word, out: &mut Vec<Token>) {
+    if let Some((text, literal)) = word.take() {
+        out.push(Token::Word { text, literal });
+    }
+}
+
 /// The tokens of `command`, or `None` at anything [`leaves_shell_as_is`] does not admit.
 fn tokens(command: &str) -> Option<Vec<Token>> {
-    fn end(word: &mut Option<(String, bool)>, out: &mut Vec<Token>) {
-        if let Some((text, literal)) = word.take() {
-            out.push(Token::Word { text, literal });
-        }
-    }
     let mut out = Vec::new();
-    let mut word: Option<(String, bool)> = None;
+    let mut word: Word = None;
     let mut chars = command.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            ' ' | '\t' => end(&mut word, &mut out),
+            ' ' | '\t' => end_word(&mut word, &mut out),
             '\n' | ';' => {
-                end(&mut word, &mut out);
+                end_word(&mut word, &mut out);
                 out.push(Token::Separator);
             }
             '&' | '|' => {
-                end(&mut word, &mut out);
+                end_word(&mut word, &mut out);
                 // `&&`, `||` and `|`; a background job (`&`), `&>` and `|&` are not admitted.
                 if chars.next_if_eq(&c).is_none() && (c == '&' || chars.peek() == Some(&'&')) {
                     return None;
                 }
                 out.push(Token::Separator);
             }
-            '>' | '<' => {
-                // A word of digits right before is the descriptor redirected, not a word.
-                if matches!(&word, Some((w, true)) if w.bytes().all(|b| b.is_ascii_digit())) {
-                    word = None;
-                }
-                end(&mut word, &mut out);
-                if c == '>' {
-                    chars.next_if_eq(&'>');
-                }
-                match chars.peek() {
-                    Some('&') => {
-                        chars.next();
-                        chars.next_if(char::is_ascii_digit)?;
-                        while chars.next_if(char::is_ascii_digit).is_some() {}
-                        out.push(Token::Redirect { target_follows: false });
-                    }
-                    // Here-documents and strings, `<>`, `>|` and process substitution.
-                    Some('<' | '>' | '|' | '(') => return None,
-                    _ => out.push(Token::Redirect { target_follows: true }),
-                }
-            }
+            '>' | '<' => redirect(c, &mut chars, &mut word, &mut out)?,
             '#' if word.is_none() => while chars.next_if(|&c| c != '\n').is_some() {},
-            '\'' => {
-                let w = word.get_or_insert_with(Default::default);
-                w.1 = false;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => w.0.push(c),
-                    }
-                }
-            }
-            '"' => {
-                let w = word.get_or_insert_with(Default::default);
-                w.1 = false;
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => w.0.push(chars.next()?),
-                        '$' => expansion(&mut chars)?,
-                        '`' => return None,
-                        c => w.0.push(c),
-                    }
-                }
-            }
+            '\'' | '"' => quoted(c, &mut chars, word.get_or_insert_with(Default::default))?,
             '\\' => {
                 let w = word.get_or_insert_with(Default::default);
                 w.1 = false;
@@ -180,13 +145,56 @@ fn tokens(command: &str) -> Option<Vec<Token>> {
             }
         }
     }
-    end(&mut word, &mut out);
+    end_word(&mut word, &mut out);
     Some(out)
+}
+
+/// A redirection that begins with `c` (`>` or `<`); a word of digits right before is the descriptor
+/// redirected, not a word.
+fn redirect(c: char, chars: &mut Chars<'_>, word: &mut Word, out: &mut Vec<Token>) -> Option<()> {
+    if matches!(&word, Some((w, true)) if w.bytes().all(|b| b.is_ascii_digit())) {
+        *word = None;
+    }
+    end_word(word, out);
+    if c == '>' {
+        chars.next_if_eq(&'>');
+    }
+    match chars.peek() {
+        Some('&') => {
+            chars.next();
+            chars.next_if(char::is_ascii_digit)?;
+            while chars.next_if(char::is_ascii_digit).is_some() {}
+            // The descriptor ends the word: `>&1-` moves (closes) it, `>&1#` names a file.
+            if chars.peek().is_some_and(|c| !" \t\n;&|".contains(*c)) {
+                return None;
+            }
+            out.push(Token::Redirect { target_follows: false });
+        }
+        // Here-documents and strings, `<>`, `>|` and process substitution.
+        Some('<' | '>' | '|' | '(') => return None,
+        _ => out.push(Token::Redirect { target_follows: true }),
+    }
+    Some(())
+}
+
+/// The rest of a string quoted with `quote` (`'` or `"`) into `word`; in double quotes, `$` may only read
+/// a parameter.
+fn quoted(quote: char, chars: &mut Chars<'_>, word: &mut (String, bool)) -> Option<()> {
+    word.1 = false;
+    loop {
+        match chars.next()? {
+            c if c == quote => return Some(()),
+            '\\' if quote == '"' => word.0.push(chars.next()?),
+            '$' if quote == '"' => expansion(chars)?,
+            '`' if quote == '"' => return None,
+            c => word.0.push(c),
+        }
+    }
 }
 
 /// Takes what follows a `$` when it only reads a parameter: `$NAME`, `${NAME}`, `$1`, `$?` and the like.
 /// Anything else (`$(`, `$((`, `${x:=y}`, `$'...'`) is `None`.
-fn expansion(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<()> {
+fn expansion(chars: &mut Chars<'_>) -> Option<()> {
     let special = |c: &char| c.is_ascii_digit() || "?#@*$!-".contains(*c);
     let braced = chars.next_if_eq(&'{').is_some();
     if chars.next_if(special).is_none() {
@@ -278,8 +286,11 @@ mod tests {
         ] {
             assert!(leaves_shell_as_is(c), "{c}");
             // `$-` outside the substitution, which does not inherit `-e`.
-            let state = "$-$(pwd; shopt; trap -p; declare -f; compgen -v | grep -vxE 'a|_|BASH_.*|PIPESTATUS|RANDOM|SRANDOM|EPOCH.*|LINENO|SECONDS')";
-            let script = format!("a=\"{state}\"; {c}\n[ \"$a\" = \"{state}\" ]");
+            let vars = "compgen -v | grep -vxE 'a|_|BASH_.*|BASHPID|PIPESTATUS|RANDOM|SRANDOM|EPOCH.*|LINENO|SECONDS' | while read -r n; do declare -p \"$n\"; done";
+            let state = format!("$-$(pwd; shopt; umask; trap -p; declare -f; ls /proc/$$/fd; {vars})");
+            let script = format!(
+                "a=\"{state}\"; {c}\nb=\"{state}\"; [ \"$a\" = \"$b\" ] || diff <(echo \"$a\") <(echo \"$b\") >&2"
+            );
             let out = std::process::Command::new("bash")
                 .current_dir(dir.path())
                 .args(["--norc", "-c", &script])
@@ -324,6 +335,9 @@ mod tests {
             "cat < <(ls)",
             "ls |& cat",
             "ls &> /dev/null",
+            "echo a >&1#; cd /",
+            "true 3>&1-; echo x",
+            "kill $BASHPID",
         ] {
             assert!(!leaves_shell_as_is(c), "{c}");
         }

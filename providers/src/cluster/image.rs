@@ -92,7 +92,9 @@ impl KindProvider for Image {
                 let archive = tar(&image.rootfs, &changed)?;
                 cx.relay.note_direct("image", ip);
                 cx.relay.planned("image", ip, archive.len() as u64);
-                cx.run(ip, &direct_copy(&dir, &remove, image), &[image.manifest.as_bytes(), &archive].concat()).await?;
+                let (copy, commit) = direct_copy(&dir, &remove, image);
+                cx.run(ip, &copy, &[image.manifest.as_bytes(), &archive].concat()).await?;
+                cx.run(ip, &commit, b"").await?;
                 cx.relay.delivered("image", ip, archive.len() as u64, None);
             }
         }
@@ -131,18 +133,23 @@ impl KindProvider for Image {
     }
 }
 
-/// The one command that copies a small image's files to a host directly: its stdin the image's manifest
-/// and then the archive of the files. The manifest waits in a file of its own until the files are in; the
-/// digest goes last, so that a copy cut short anywhere is redone by the next apply. One round trip, where
-/// files, manifest and digest took three.
-fn direct_copy(dir: &str, remove: &str, image: &StoredImage) -> String {
+/// The two commands that copy a small image's files to a host directly, where files, manifest and digest
+/// took three. The copy's stdin: the image's manifest, which waits in a file of its own, then the archive
+/// of the files. It first empties the digest and the manifest: a copy cut short anywhere leaves a host
+/// that holds no image, whose next apply copies everything, even the image it held before (files of the
+/// earlier image that the new one has not may stay). The commit,
+/// sent once the copy succeeded (a `tar` whose stream was cut at a file's end succeeds too, and a cut
+/// stream ends the command on the host), puts the manifest in place and writes the digest.
+fn direct_copy(dir: &str, remove: &str, image: &StoredImage) -> (String, String) {
     let (qdir, digest) = (quote(dir), quote(&image.config.digest));
     let tmp = "manifest.sealer-upload";
-    format!(
-        "set -e; mkdir -p {qdir}/rootfs; cd {qdir}; {remove}{{ [ ! -e {tmp} ] && [ ! -L {tmp} ]; }} || rm -f {tmp}; \
-         umask 022; head -c {} > {tmp}; tar -C rootfs -xf -; mv -f {tmp} manifest; printf %s {digest} > digest",
+    let copy = format!(
+        "set -e; mkdir -p {qdir}/rootfs; cd {qdir}; : > digest; : > manifest; {remove}\
+         {{ [ ! -e {tmp} ] && [ ! -L {tmp} ]; }} || rm -f {tmp}; umask 022; head -c {} > {tmp}; tar -C rootfs -xf -",
         image.manifest.len()
-    )
+    );
+    let commit = format!("cd {qdir} && mv -f {tmp} manifest && printf %s {digest} > digest");
+    (copy, commit)
 }
 
 /// sealer's image convention: `rootfs/scripts/init.sh` starts what the image carries (its container
@@ -308,20 +315,22 @@ mod tests {
             .unwrap();
         assert_eq!(got["digest"], Value::text("sha256:new"));
         let commands = remote.commands(M1);
-        assert_eq!(commands.len(), 3, "one command reads the digest and the manifest, one copies: {commands:?}");
+        assert_eq!(commands.len(), 4, "one command reads the digest and the manifest, one copies: {commands:?}");
         assert!(
             commands[1].starts_with(
-                "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; rm -f rootfs/etc/gone.yml; "
+                "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; : > digest; : > manifest; rm -f rootfs/etc/gone.yml; "
             ),
             "{}",
             commands[1]
         );
-        assert!(
-            commands[1].ends_with("head -c 36 > manifest.sealer-upload; tar -C rootfs -xf -; mv -f manifest.sealer-upload manifest; printf %s sha256:new > digest"),
-            "{}", commands[1]
+        assert!(commands[1].ends_with("head -c 36 > manifest.sealer-upload; tar -C rootfs -xf -"), "{}", commands[1]);
+        assert_eq!(
+            commands[2],
+            "cd /var/lib/sealer/c && mv -f manifest.sealer-upload manifest && printf %s sha256:new > digest",
+            "the manifest and the digest only once the copy succeeded"
         );
-        assert_eq!(commands[2], INIT);
-        let stdin = remote.stdin_of(M1, "manifest.sealer-upload").unwrap();
+        assert_eq!(commands[3], INIT);
+        let stdin = remote.stdin_of(M1, "tar -C rootfs -xf -").unwrap();
         // The manifest's 36 bytes, then the archive of the changed file.
         assert_eq!(&stdin[..36], "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
         assert!(stdin[36..].starts_with("etc/b.yml\0"), "the archive follows the manifest");

@@ -135,12 +135,12 @@ impl Cx {
             format!("{prelude}exec {env_cmd}{SHELL} -s")
         };
         // A script that leaves the shell as is may run in a chain's own bash: its directory set as each
-        // step sets it, the image's PATH and the plugin's env given to `.` alone (bash restores them after).
-        let in_shell = (env_cmd.is_empty() && leaves_shell_as_is(&script)).then(|| {
+        // step sets it, the image's PATH and KUBECONFIG given to `.` alone (bash restores them after). Not
+        // with an env: a name special to bash (`POSIXLY_CORRECT`, `BASH_XTRACEFD`) would outlive the step.
+        let in_shell = (after.env.as_ref().is_none_or(BTreeMap::is_empty) && leaves_shell_as_is(&script)).then(|| {
             let dir = quote(&dir);
             let cd = if originally { format!("mkdir -p {dir} && cd {dir}") } else { format!("cd {dir}") };
-            let env: String = after.env.iter().flatten().map(|(k, v)| format!("{k}={} ", quote(v))).collect();
-            format!("{cd} && PATH={}/bin:\"$PATH\" {KUBECONFIG_DEFAULT} {env}. /dev/stdin", quote(&self.rootfs()))
+            format!("{cd} && PATH={}/bin:\"$PATH\" {KUBECONFIG_DEFAULT} . /dev/stdin", quote(&self.rootfs()))
         });
         Step { command: self.with_image_path(&command), stdin: script.into_bytes(), in_shell }
     }

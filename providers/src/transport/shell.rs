@@ -26,7 +26,8 @@ use crate::shell::{leaves_shell_as_is, quote};
 /// gets SIGTERM, then, found again, SIGKILL after 2 s. A command that finished is not touched, nor what
 /// it left running in a session of its own (`setsid`: the daemons sealer starts). Without `/proc` the
 /// shell runs as before. The shell's own stderr (job notices) goes nowhere: each command gets the
-/// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it).
+/// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it, and for
+/// the watcher, so that the channel ends with the shell).
 ///
 /// The watcher waits its second with `read -t 1` on a UDP socket connected to the host's own discard
 /// port, which nothing ever sends from, instead of starting `sleep` every second on every host (a
@@ -45,7 +46,7 @@ pub(super) fn shell_loop(marker: &str) -> String {
                      [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${{d#/proc/}}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }}; \
              while [ -e /proc/${{l[3]}} ]; do [ -e /proc/$P ] || exit 0; z; done; \
              for g in $(j); do kill -TERM -- -\"$g\"; done; sleep 2; for g in $(j); do kill -KILL -- -\"$g\"; done \
-           ) >/dev/null 2>&1 </dev/null & \
+           ) >/dev/null 2>&1 </dev/null 3>&- & \
          fi; \
          while IFS= read -r -N 12 n && LC_ALL=C IFS= read -r -N \"$((10#$n))\" s; do \
            {{ eval \"$s\"; }} <&0 2>&3 3>&- & wait $!; {}; \
@@ -324,7 +325,35 @@ impl SshSession {
 
 #[cfg(test)]
 mod tests {
-    use super::here_document;
+    use super::{end_markers, here_document, shell_loop};
+
+    /// The loop itself, in a local bash: each command framed as the transport sends it, its end markers
+    /// printed by the loop with its status whatever it did to its shell, and the next command unaffected.
+    #[test]
+    fn the_loop_ends_every_command_with_its_status_whatever_it_did() {
+        let m = "__m__";
+        let commands = ["cd /; X=1; exit 3", "exec 1>&-", "echo \"$PWD ${X:-unset}\"; trap 'echo trapped' EXIT"];
+        let input: String = commands.iter().map(|c| format!("{:012}{c}", c.len())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("bash")
+            .current_dir(dir.path())
+            .args(["--noprofile", "--norc", "-c", &shell_loop(m)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let here = dir.path().display();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("\n{m} 3\n\n{m} 0\n{here} unset\ntrapped\n\n{m} 0\n"),
+            "markers after `exit`, after a closed stdout, and a command that sees nothing of the earlier ones"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("\n{m}\n\n{m}\n\n{m}\n"));
+        assert_eq!(end_markers(m, "2"), format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2"));
+    }
 
     #[test]
     fn only_short_text_that_the_shell_gives_back_whole_goes_in_a_here_document() {
