@@ -34,7 +34,8 @@ k=""
 trap '[ -z "$k" ] || "$testbed" down "$k"; rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+# Rounded, not truncated: 0.2578 is 0.26.
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
 # CPU time the whole machine spent (jiffies of 1/100 s): workstation and hosts share these cores here.
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 tx() { cat "/sys/class/net/sbr$k/statistics/tx_bytes"; }
