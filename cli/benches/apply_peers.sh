@@ -11,8 +11,9 @@
 # With several host counts (a cost curve, e.g. --hosts 8,64,128,256) each gets its own testbed and run, the
 # image shrinks to keep every host's copies in memory (at most 1280/N MB), Terraform runs where its A stays
 # under 5 minutes (measured: up to 256 hosts), and a last table sums the curve up. Per N: A and B, the
-# bytes the workstation sent, sealer's no-op re-apply and plan with refresh, sealer's peak RSS, and N
-# parallel `ssh HOST true`.
+# bytes the workstation sent, sealer's no-op re-apply and plan with refresh, sealer's peak RSS, N
+# parallel `ssh HOST true`, and the processes each tool's B started per host (from /proc/stat, the
+# tool's preparation included: its Clusterfile or `terraform init`).
 # Needs root, openssh-server, terraform on PATH and ansible-playbook (ANSIBLE=/path/to/ansible-playbook).
 set -euo pipefail
 host_counts=8 mb_max=50
@@ -38,6 +39,8 @@ secs() { echo "$2 - $1" | bc; }
 ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
 # CPU time the whole machine spent (jiffies of 1/100 s): workstation and hosts share these cores here.
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+# Processes the whole machine started so far (forks): each costs the host that starts it.
+forks() { awk '/^processes /{print $2}' /proc/stat; }
 tx() { cat "/sys/class/net/sbr$k/statistics/tx_bytes"; }
 
 # Every tool runs the same line per step. A sealer plugin is a resource of its own that may run in any
@@ -158,8 +161,9 @@ bench() { # $1 hosts, $2 image MB: one side-by-side run on a testbed of its own
   memory=$(df -m --output=used "/tmp/sealer-testbed/$k"/h*/ 2>/dev/null | awk 'NR > 1 {s += $1} END {print s}')
   [ -n "$ansible_ok" ] && a_an=$(ansible_run "$work/ctx/payload" 3 a)
   local b_sealer b_rss b_tf=- b_an=-
-  b_sealer=$(sealer_run bench/small:1 20 b); b_rss=$(cat "$work/sealer-b/rss")
-  [ -n "$terraform_ok" ] && b_tf=$(terraform_run "" 20 b)
+  local f0 f1 f2 f3
+  f0=$(forks); b_sealer=$(sealer_run bench/small:1 20 b); f1=$(forks); b_rss=$(cat "$work/sealer-b/rss")
+  f2=$(forks); [ -n "$terraform_ok" ] && b_tf=$(terraform_run "" 20 b); f3=$(forks)
   [ -n "$ansible_ok" ] && b_an=$(ansible_run "" 20 b)
   echo "| workload ($hosts hosts) | sealer | terraform | ansible | sealer / terraform |"
   echo "|---|---|---|---|---|"
@@ -167,6 +171,8 @@ bench() { # $1 hosts, $2 image MB: one side-by-side run on a testbed of its own
   row "A: CPU seconds of the whole machine" "$(echo "scale=1; ($c1 - $c0) / 100" | bc)" \
     "$( [ "$a_tf" = - ] && echo - || echo "scale=1; ($c3 - $c2) / 100" | bc)" "-"
   row "B: 20 small steps" "$b_sealer" "$b_tf" "$b_an"
+  row "B: processes started per host" "$(( (f1 - f0) / hosts ))" \
+    "$( [ "$b_tf" = - ] && echo - || echo $(( (f3 - f2) / hosts )))" "-"
   local image_bytes=$((mb * 1024 * 1024)) sealer_tx=$((b1 - b0)) tf_tx=$((b4 - b3))
   echo
   echo "| bytes the workstation sent for A | MB | × image size | control KB per host beyond one image |"
