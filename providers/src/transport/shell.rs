@@ -138,11 +138,11 @@ pub(super) fn evaluated(command: &str) -> String {
 
 /// `command` for the shell loop, after `prelude`, so that nothing it does (`exit`, `exec`, `cd`, `set -e`,
 /// variables, traps) reaches the end markers or the commands after it: in a subshell of its own, unless
-/// it leaves the shell as it was ([`leaves_shell_as_is`]), where the subshell would only cost the host a
-/// process.
-pub(super) fn contained(command: &str, prelude: &str) -> String {
+/// it leaves the shell as it was (`in_shell`: its caller knows; else [`leaves_shell_as_is`]), where the
+/// subshell would only cost the host a process.
+pub(super) fn contained(command: &str, prelude: &str, in_shell: bool) -> String {
     let evaluated = evaluated(command);
-    if leaves_shell_as_is(command) {
+    if in_shell || leaves_shell_as_is(command) {
         format!("{{ {prelude}{evaluated}\n}}")
     } else {
         format!("( {prelude}{evaluated}\n)")
@@ -265,7 +265,10 @@ impl SshSession {
             Some(text) => (format!("{{ {evaluated}\n}} <<'{m}_stdin'\n{text}{m}_stdin\n"), false),
             None => {
                 let n = stdin.len();
-                (format!("head -c {n} | {{ {}; s=$?; cat >/dev/null; exit $s; }}\n", contained(command, "")), true)
+                (
+                    format!("head -c {n} | {{ {}; s=$?; cat >/dev/null; exit $s; }}\n", contained(command, "", false)),
+                    true,
+                )
             }
         };
         let framed_script = format!("{:012}{script}", script.len());

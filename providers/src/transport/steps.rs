@@ -7,7 +7,7 @@ use std::time::Duration;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
 
-use super::shell::{contained, evaluated, here_document, Framed};
+use super::shell::{contained, here_document, Framed};
 use super::{ExecOutput, ShellError, SshSession};
 use crate::error::TransportError;
 
@@ -79,11 +79,7 @@ struct Link<'a> {
 fn script(steps: &[Link<'_>], m: &str) -> String {
     let mut script = String::new();
     for (k, step) in steps.iter().enumerate() {
-        let run = if step.in_shell {
-            format!("{{ unset s st; {}\n}}", evaluated(step.command))
-        } else {
-            contained(step.command, "unset s st; ")
-        };
+        let run = contained(step.command, "unset s st; ", step.in_shell);
         let begin = format!("printf '\\n%s\\n' {m}_b{k}");
         let tags = format!("st=$?; printf '\\n%s %d\\n' {m}_s{k} $st; printf '\\n%s\\n' {m}_s{k} >&2; [ $st -eq 0 ]");
         match step.stdin {
