@@ -19,7 +19,7 @@ use crate::shell::{leaves_shell_as_is, quote};
 /// Remote work dies with the connection that started it: OpenSSH does not signal a command without a
 /// terminal when its connection is lost (a killed workstation), so a half-done `kubeadm init` would go on
 /// and race the next apply. Each command runs as a job of its own process group (`set -m`), and a watcher
-/// started with the shell (ending with it) polls, every second, the sshd
+/// started with the shell (ending with it) polls, every half second, the sshd
 /// process that serves the connection (the parent of the shell's session leader, from `/proc`; a closed
 /// channel leaves it, a lost connection ends it): once it is gone, the running command's group (found
 /// then, in `/proc`, as the shell's child that leads its own group; nothing a user could plant in a file)
@@ -29,10 +29,11 @@ use crate::shell::{leaves_shell_as_is, quote};
 /// channel's stderr back as its own (fd 3, closed for the command itself so no daemon keeps it, and for
 /// the watcher, so that the channel ends with the shell).
 ///
-/// The watcher waits its second with `read -t 1` on a UDP socket connected to the host's own discard
-/// port, which nothing ever sends from, instead of starting `sleep` every second on every host (a
-/// process a second and host for as long as the connection lives, a reconcile loop's included); where
-/// that socket cannot be had, `sleep 1`.
+/// The watcher waits with `read -t 0.5` on a UDP socket connected to the host's own discard port, which
+/// nothing ever sends from, instead of starting `sleep` twice a second on every host (two processes a
+/// second and host for as long as the connection lives, a reconcile loop's included); where that socket
+/// cannot be had, `sleep 0.5`.
+///
 /// Each command is a job of its own, a process apart from the loop: whatever it does to its shell (`exit`,
 /// `exec`, `cd`, `set -e`, traps) ends with it, and the loop, not the command, prints the end markers
 /// with the job's status ([`end_markers`]), so no command can keep them from coming.
@@ -41,7 +42,7 @@ pub(super) fn shell_loop(marker: &str) -> String {
         "set -m; exec 3>&2 2>/dev/null; P=$$; \
          if read -r -a p < /proc/$$/stat && read -r -a l < /proc/${{p[5]}}/stat; then \
            ( W=$BASHPID; {{ exec 4<>/dev/udp/127.0.0.1/9; }} 2>/dev/null; \
-             z() {{ read -t 1 -u 4; [ $? -gt 128 ] || sleep 1; }}; \
+             z() {{ read -t 0.5 -u 4; [ $? -gt 128 ] || sleep 0.5; }}; \
              j() {{ for d in /proc/[0-9]*; do read -r t < \"$d/stat\" || continue; t=${{t##*) }}; set -- $t; \
                      [ \"$2\" = \"$P\" ] && [ \"$3\" = \"${{d#/proc/}}\" ] && [ \"$3\" != \"$W\" ] && echo \"$3\"; done; }}; \
              while [ -e /proc/${{l[3]}} ]; do [ -e /proc/$P ] || exit 0; z; done; \
