@@ -285,9 +285,11 @@ mod tests {
             "cat < f | wc -l >&2",
         ] {
             assert!(leaves_shell_as_is(c), "{c}");
-            // `$-` outside the substitution, which does not inherit `-e`.
+            // `$-` outside the substitution, which does not inherit `-e`. The descriptors listed are the
+            // substitution's own, inherited from the shell: the shell's own list races with it closing its
+            // end of the substitution's pipe (a loaded machine saw a descriptor come and go).
             let vars = "compgen -v | grep -vxE 'a|_|BASH_.*|BASHPID|PIPESTATUS|RANDOM|SRANDOM|EPOCH.*|LINENO|SECONDS' | while read -r n; do declare -p \"$n\"; done";
-            let state = format!("$-$(pwd; shopt; umask; trap -p; declare -f; ls /proc/$$/fd; {vars})");
+            let state = format!("$-$(pwd; shopt; umask; trap -p; declare -f; ls /proc/$BASHPID/fd; {vars})");
             let script = format!(
                 "a=\"{state}\"; {c}\nb=\"{state}\"; [ \"$a\" = \"$b\" ] || diff <(echo \"$a\") <(echo \"$b\") >&2"
             );
