@@ -15,10 +15,12 @@ pub struct Hostname;
 /// The host's name now, read by the shell itself (no process: a refresh reads it on every host).
 const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
 
-/// Sets the hostname live and persistently.
+/// Sets the hostname live and persistently. The shell writes it to `/proc/sys/kernel/hostname` itself
+/// (the same `sethostname` as the `hostname` program, without a process); `hostname` only where `/proc/sys`
+/// is read-only, as in some containers.
 fn set_hostname(name: &str) -> String {
     let q = quote(name);
-    format!("hostname {q} && printf '%s\\n' {q} > /etc/hostname")
+    format!("{{ {{ printf %s {q} > /proc/sys/kernel/hostname; }} 2>/dev/null || hostname {q}; }} && printf '%s\\n' {q} > /etc/hostname")
 }
 
 impl KindProvider for Hostname {
@@ -94,7 +96,10 @@ mod tests {
         assert_eq!(got["original"], Value::text("old"));
         let commands = remote.commands(M1);
         assert_eq!(commands.len(), 1, "one command reads, sets and checks: {commands:?}");
-        assert!(commands[0].contains("then hostname master-0 && printf '%s\\n' master-0 > /etc/hostname || exit;"));
+        assert!(commands[0].contains(
+            "then { { printf %s master-0 > /proc/sys/kernel/hostname; } 2>/dev/null || hostname master-0; } && \
+             printf '%s\\n' master-0 > /etc/hostname || exit;"
+        ));
     }
 
     #[tokio::test]
@@ -132,6 +137,6 @@ mod tests {
         ctx.restore_hostnames = true;
         let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
         apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Delete, Some(before), None)).await.unwrap();
-        assert_eq!(remote.commands(M1), ["hostname old && printf '%s\\n' old > /etc/hostname"]);
+        assert_eq!(remote.commands(M1), [super::set_hostname("old")]);
     }
 }

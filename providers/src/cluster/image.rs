@@ -76,10 +76,10 @@ impl KindProvider for Image {
         let (on_host, old) = held.split_once('\n').unwrap_or((held.as_str(), ""));
         if on_host != image.config.digest {
             let changed = changed_paths(old, &image.manifest);
-            let removed: Vec<String> =
-                removed_paths(old, &image.manifest).iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
-            let remove = if removed.is_empty() { String::new() } else { format!("rm -f {}; ", removed.join(" ")) };
+            let removed = removed_paths(old, &image.manifest);
             if cx.relay.enabled(cx.ctx.hosts.len(), bytes_of(&image.rootfs, &changed)) {
+                let gone: Vec<String> = removed.iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
+                let remove = if gone.is_empty() { String::new() } else { format!("rm -f {}; ", gone.join(" ")) };
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
                 let digest = quote(&image.config.digest);
                 let rootfs = format!("{dir}/rootfs");
@@ -89,12 +89,10 @@ impl KindProvider for Image {
                     })
                     .await?;
             } else {
-                let archive = tar(&image.rootfs, &changed)?;
+                let archive = direct_archive(image, &changed)?;
                 cx.relay.note_direct("image", ip);
                 cx.relay.planned("image", ip, archive.len() as u64);
-                let (copy, commit) = direct_copy(&dir, &remove, image);
-                cx.run(ip, &copy, &[image.manifest.as_bytes(), &archive].concat()).await?;
-                cx.run(ip, &commit, b"").await?;
+                cx.run(ip, &direct_copy(&dir, &removed), &archive).await?;
                 cx.relay.delivered("image", ip, archive.len() as u64, None);
             }
         }
@@ -133,23 +131,47 @@ impl KindProvider for Image {
     }
 }
 
-/// The two commands that copy a small image's files to a host directly, where files, manifest and digest
-/// took three. The copy's stdin: the image's manifest, which waits in a file of its own, then the archive
-/// of the files. It first empties the digest and the manifest: a copy cut short anywhere leaves a host
-/// that holds no image, whose next apply copies everything, even the image it held before (files of the
-/// earlier image that the new one has not may stay). The commit,
-/// sent once the copy succeeded (a `tar` whose stream was cut at a file's end succeeds too, and a cut
-/// stream ends the command on the host), puts the manifest in place and writes the digest.
-fn direct_copy(dir: &str, remove: &str, image: &StoredImage) -> (String, String) {
-    let (qdir, digest) = (quote(dir), quote(&image.config.digest));
-    let tmp = "manifest.sealer-upload";
-    let copy = format!(
-        "set -e; mkdir -p {qdir}/rootfs; cd {qdir}; : > digest; : > manifest; {remove}\
-         {{ [ ! -e {tmp} ] && [ ! -L {tmp} ]; }} || rm -f {tmp}; umask 022; head -c {} > {tmp}; tar -C rootfs -xf -",
-        image.manifest.len()
-    );
-    let commit = format!("cd {qdir} && mv -f {tmp} manifest && printf %s {digest} > digest");
-    (copy, commit)
+/// The one command that copies a small image's files to a host directly; its stdin is
+/// [`direct_archive`]. It first empties the digest and the manifest, so a copy cut short anywhere leaves a
+/// host that holds no image, whose next apply copies everything, even the image it held before (files of
+/// the earlier image that the new one has not may stay). The digest comes last in the archive: `tar`
+/// writes it only once every file and the manifest are in place, so a stream cut before it (even at a
+/// file's end, which `tar` takes for the archive's end and exits 0) leaves the digest empty. A list of `&&`
+/// that keeps its shell as it is (no `cd`, `set -e` or `umask`): the command needs no subshell of its own
+/// around it, one process fewer on every host.
+fn direct_copy(dir: &str, removed: &[&str]) -> String {
+    let file = |name: &str| quote(&format!("{dir}/{name}"));
+    let gone: Vec<String> = removed.iter().map(|p| file(&format!("rootfs/{p}"))).collect();
+    let remove = if gone.is_empty() { String::new() } else { format!("rm -f {} && ", gone.join(" ")) };
+    format!(
+        "mkdir -p {} && : > {} && : > {} && {remove}tar -C {} -xf -",
+        file("rootfs"),
+        file("digest"),
+        file("manifest"),
+        quote(dir)
+    )
+}
+
+/// What [`direct_copy`] unpacks in the cluster's directory: the changed files under `rootfs/`, then the
+/// manifest, then the digest (0644, root's).
+fn direct_archive(image: &StoredImage, changed: &[&str]) -> Result<Vec<u8>> {
+    let local = |source: std::io::Error| ProviderError::Local {
+        what: "archive",
+        path: image.rootfs.display().to_string(),
+        source,
+    };
+    let mut builder = ::tar::Builder::new(Vec::new());
+    append_files(&mut builder, &image.rootfs, changed, "rootfs/")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for (name, text) in [("manifest", image.manifest.as_str()), ("digest", image.config.digest.as_str())] {
+        let mut header = ::tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(now);
+        header.set_entry_type(::tar::EntryType::Regular);
+        builder.append_data(&mut header, name, text.as_bytes()).map_err(local)?;
+    }
+    builder.into_inner().map_err(local)
 }
 
 /// sealer's image convention: `rootfs/scripts/init.sh` starts what the image carries (its container
@@ -186,6 +208,33 @@ fn hosts_toml(registry: &str, port: u16, authorization: Option<&str>) -> String 
     toml
 }
 
+/// The script that writes each registry's `hosts.toml` under `certs_d` (see [`Image::mirror`]), and its
+/// stdin: the files' text, one after the other.
+fn mirror_script(certs_d: &str, registries: &[String], port: u16, authorization: Option<&str>) -> (String, String) {
+    let (mut script, mut stdin) = (String::new(), String::new());
+    if registries.is_empty() {
+        return (script, stdin);
+    }
+    let dirs: Vec<String> = registries.iter().map(|r| quote(&format!("{certs_d}/{r}"))).collect();
+    let files: Vec<String> = registries.iter().map(|r| quote(&format!("{certs_d}/{r}/hosts.toml"))).collect();
+    let lacking: Vec<String> = dirs.iter().map(|d| format!("[ -d {d} ]")).collect();
+    let had: Vec<String> = files.iter().map(|f| format!("[ -e {f} ] || [ -L {f} ]")).collect();
+    script.push_str(&format!(
+        "{} || mkdir -p {}; if {}; then rm -f {}; fi; umask {}; ",
+        lacking.join(" && "),
+        dirs.join(" "),
+        had.join(" || "),
+        files.join(" "),
+        if authorization.is_some() { "077" } else { "022" }
+    ));
+    for (registry, file) in registries.iter().zip(&files) {
+        let toml = hosts_toml(registry, port, authorization);
+        script.push_str(&format!("LC_ALL=C IFS= read -r -N {} t; printf %s \"$t\" > {file}; ", toml.len()));
+        stdin.push_str(&toml);
+    }
+    (script, stdin)
+}
+
 /// Removes the mirror configuration of the registries of `was` that `now` lacks (all of them on delete).
 fn unmirror_script(was: &[String], now: &[String]) -> Option<String> {
     let gone: Vec<String> = was.iter().filter(|r| !now.contains(r)).map(|r| quote(&format!("{CERTS_D}/{r}"))).collect();
@@ -194,50 +243,25 @@ fn unmirror_script(was: &[String], now: &[String]) -> Option<String> {
 }
 
 impl Image {
-    /// Writes every registry's `hosts.toml` (0600 when it holds the registry's login: never on a
-    /// command line), and removes those of registries no longer mirrored: one command with the files in
-    /// a tar on its stdin (a host has a dozen of them, and a command or a process per file costs every
-    /// host).
+    /// Writes every registry's `hosts.toml` and removes those of registries no longer mirrored, in one
+    /// command (a host has a dozen of them, and a command or a process per file costs every host). The
+    /// files' text comes on stdin, never on a command line (it may hold the registry's login); the shell
+    /// reads each with `read -N` and writes it with `printf`, so a host starts no process but `mkdir` for
+    /// directories it lacks and `rm` for files it had: a file is always made anew, its mode the umask's,
+    /// 0600 when it holds the login (never readable by others, not even while it is written), else 0644.
     async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &schema::Image, after: &schema::Image) -> Result<()> {
         let settings = super::registry::settings(cx)?;
         let authorization = settings.authorization();
-        let mode = if authorization.is_some() { 0o600 } else { 0o644 };
         let mut script = String::from("set -e; ");
         if let Some(unmirror) = unmirror_script(&mirrors(before), &mirrors(after)) {
             script.push_str(&format!("{{ {unmirror}; }}; "));
         }
-        let registries = mirrors(after);
-        let mut stdin = Vec::new();
-        if !registries.is_empty() {
-            // A tar of the files, each with its final mode, extracted under umask 077: a file holding the
-            // login is never readable by others, not even while it is written.
-            let mut archive = tar::Builder::new(Vec::new());
-            let mut dirs = Vec::new();
-            for registry in &registries {
-                let toml = hosts_toml(registry, settings.port, authorization.as_deref());
-                let mut header = tar::Header::new_gnu();
-                header.set_size(toml.len() as u64);
-                header.set_mode(mode);
-                header.set_entry_type(tar::EntryType::Regular);
-                let path = format!("{}/{registry}/hosts.toml", CERTS_D.trim_start_matches('/'));
-                archive.append_data(&mut header, path, toml.as_bytes()).map_err(|e| ProviderError::Local {
-                    what: "archive",
-                    path: "the mirror configuration".into(),
-                    source: e,
-                })?;
-                dirs.push(quote(&format!("{CERTS_D}/{registry}")));
-            }
-            stdin = archive.into_inner().map_err(|e| ProviderError::Local {
-                what: "archive",
-                path: "the mirror configuration".into(),
-                source: e,
-            })?;
-            script.push_str(&format!("mkdir -p {}; umask 077; tar -C / -xf -", dirs.join(" ")));
-        }
+        let (write, stdin) = mirror_script(CERTS_D, &mirrors(after), settings.port, authorization.as_deref());
+        script.push_str(&write);
         if script == "set -e; " {
             return Ok(());
         }
-        cx.run(ip, script.trim_end(), &stdin).await.map(|_| ())
+        cx.run(ip, script.trim_end(), stdin.as_bytes()).await.map(|_| ())
     }
 }
 
@@ -245,21 +269,30 @@ impl Image {
 /// owners kept; links stored as links, never followed; a listed directory with what it holds), by the tar
 /// crate: the workstation needs no `tar` of its own.
 pub(super) fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
-    let local = |what: &'static str| {
-        move |source: std::io::Error| ProviderError::Local { what, path: root.display().to_string(), source }
-    };
     let mut builder = ::tar::Builder::new(Vec::new());
+    append_files(&mut builder, root, files, "")?;
+    builder.into_inner().map_err(|source| ProviderError::Local {
+        what: "archive",
+        path: root.display().to_string(),
+        source,
+    })
+}
+
+/// Appends the listed files of `root` to `builder` as [`tar`] stores them, each name after `prefix`.
+fn append_files(builder: &mut ::tar::Builder<Vec<u8>>, root: &Path, files: &[&str], prefix: &str) -> Result<()> {
+    let local =
+        |source: std::io::Error| ProviderError::Local { what: "archive", path: root.display().to_string(), source };
     builder.follow_symlinks(false);
     for file in files {
-        let path = root.join(file);
-        let meta = std::fs::symlink_metadata(&path).map_err(local("archive"))?;
+        let (path, name) = (root.join(file), format!("{prefix}{file}"));
+        let meta = std::fs::symlink_metadata(&path).map_err(local)?;
         if meta.is_dir() {
-            builder.append_dir_all(file, &path).map_err(local("archive"))?;
+            builder.append_dir_all(&name, &path).map_err(local)?;
         } else {
-            builder.append_path_with_name(&path, file).map_err(local("archive"))?;
+            builder.append_path_with_name(&path, &name).map_err(local)?;
         }
     }
-    builder.into_inner().map_err(local("archive"))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -271,7 +304,7 @@ mod tests {
 
     use crate::cluster::testing::*;
     use crate::cluster::ClusterProvider;
-    use crate::image::store::{ImageConfig, StoredImage};
+    use crate::image::store::{removed_paths, ImageConfig, StoredImage};
 
     fn image(dir: &std::path::Path, manifest: &str) -> StoredImage {
         std::fs::create_dir_all(dir.join("etc")).unwrap();
@@ -315,26 +348,66 @@ mod tests {
             .unwrap();
         assert_eq!(got["digest"], Value::text("sha256:new"));
         let commands = remote.commands(M1);
-        assert_eq!(commands.len(), 4, "one command reads the digest and the manifest, one copies: {commands:?}");
-        assert!(
-            commands[1].starts_with(
-                "set -e; mkdir -p /var/lib/sealer/c/rootfs; cd /var/lib/sealer/c; : > digest; : > manifest; rm -f rootfs/etc/gone.yml; "
-            ),
-            "{}",
-            commands[1]
-        );
-        assert!(commands[1].ends_with("head -c 36 > manifest.sealer-upload; tar -C rootfs -xf -"), "{}", commands[1]);
+        assert_eq!(commands.len(), 3, "one command reads the digest and the manifest, one copies: {commands:?}");
         assert_eq!(
-            commands[2],
-            "cd /var/lib/sealer/c && mv -f manifest.sealer-upload manifest && printf %s sha256:new > digest",
-            "the manifest and the digest only once the copy succeeded"
+            commands[1],
+            "mkdir -p /var/lib/sealer/c/rootfs && : > /var/lib/sealer/c/digest && : > /var/lib/sealer/c/manifest && \
+             rm -f /var/lib/sealer/c/rootfs/etc/gone.yml && tar -C /var/lib/sealer/c -xf -"
         );
-        assert_eq!(commands[3], INIT);
-        let stdin = remote.stdin_of(M1, "tar -C rootfs -xf -").unwrap();
-        // The manifest's 36 bytes, then the archive of the changed file.
-        assert_eq!(&stdin[..36], "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
-        assert!(stdin[36..].starts_with("etc/b.yml\0"), "the archive follows the manifest");
+        assert_eq!(commands[2], INIT);
+        // The changed file, then the manifest, then the digest: the digest only once the rest is there.
+        let stdin = remote.stdin_of(M1, "tar -C").unwrap().into_bytes(); // headers and texts: ASCII
+        let mut archive = ::tar::Archive::new(stdin.as_slice());
+        let entries: Vec<(String, String)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                (e.path().unwrap().display().to_string(), text)
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["rootfs/etc/b.yml", "manifest", "digest"]);
+        assert_eq!(entries[1].1, "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
+        assert_eq!(entries[2].1, "sha256:new");
         assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
+    }
+
+    /// The copy, run by a real bash and GNU tar: files, manifest and digest land; a stream cut before the
+    /// digest's entry (at an entry's end, which tar takes for the archive's end) leaves the digest empty,
+    /// whatever tar's status, and the files and manifest it did get.
+    #[test]
+    fn a_real_tar_writes_the_digest_last() {
+        let src = tempfile::tempdir().unwrap();
+        let img = image(src.path(), "aaa 644 etc/a.yml\nbbb 644 etc/b.yml");
+        let archive = super::direct_archive(&img, &["etc/a.yml", "etc/b.yml"]).unwrap();
+        // The digest's header and its block of text come before the archive's two zero blocks.
+        for (stdin, digest) in [(&archive[..], "sha256:new"), (&archive[..archive.len() - 2048], "")] {
+            let host = tempfile::tempdir().unwrap();
+            let dir = host.path().join("c").display().to_string();
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(format!("{dir}/digest"), "sha256:old").unwrap();
+            let mut child = std::process::Command::new("bash")
+                .args(["--norc", "-c", &super::direct_copy(&dir, &[])])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+            child.wait().unwrap();
+            let read = |name: &str| std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+            assert_eq!(read("digest"), digest, "{} bytes of {}", stdin.len(), archive.len());
+            assert_eq!((read("rootfs/etc/b.yml"), read("manifest")), ("b".to_string(), img.manifest.clone()));
+        }
+    }
+
+    /// The manifest a host holds names what a copy removes there: never a path out of the rootfs.
+    #[test]
+    fn a_hosts_manifest_removes_nothing_out_of_the_rootfs() {
+        let held = "h 644 ../../etc/passwd\nh 644 /etc/shadow\nh 644 etc/a/../../../x\nh 644 etc/gone.yml\nh 644 etc/b";
+        assert_eq!(removed_paths(held, "h 644 etc/b"), ["etc/gone.yml"]);
     }
 
     /// A provider whose host already holds the image's digest, over a scripted remote; the temporary
@@ -408,18 +481,47 @@ mod tests {
         assert_eq!(commands.len(), 3, "{commands:?}");
         let write = &commands[1];
         assert!(write.contains("rm -rf /etc/containerd/certs.d/ghcr.io"), "{write}");
-        assert!(
-            write.ends_with(
-                "mkdir -p /etc/containerd/certs.d/docker.io /etc/containerd/certs.d/quay.io; umask 077; tar -C / -xf -"
-            ),
-            "{write}"
-        );
         let stdin = remote.stdin_of(M1, "certs.d/docker.io").unwrap();
         assert!(
             stdin.contains("server = \"https://registry-1.docker.io\"")
                 && stdin.contains("server = \"https://quay.io\"")
         );
         assert!(!write.contains("server ="), "contents travel on stdin");
+    }
+
+    /// The mirror command, run by a real bash in a directory of its own: each file made anew with the
+    /// umask's mode (a link or a 0644 file where a login goes is replaced), only the stdin's text in it.
+    #[test]
+    fn a_real_shell_writes_the_mirror_files_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let certs = format!("{root}/certs.d");
+        std::fs::create_dir_all(format!("{certs}/docker.io")).unwrap();
+        std::fs::create_dir_all(format!("{certs}/quay.io")).unwrap();
+        std::fs::write(format!("{certs}/docker.io/hosts.toml"), "old").unwrap();
+        std::fs::write(format!("{certs}/docker.io/ca.crt"), "ca").unwrap();
+        std::fs::write(format!("{root}/elsewhere"), "keep").unwrap();
+        std::os::unix::fs::symlink(format!("{root}/elsewhere"), format!("{certs}/quay.io/hosts.toml")).unwrap();
+        let registries = ["docker.io".to_string(), "quay.io".to_string()];
+        for (login, mode) in [(Some("Basic c2VjcmV0"), 0o600), (None, 0o644)] {
+            let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
+            let script = format!("set -e; {script}");
+            let mut child = std::process::Command::new("bash")
+                .args(["--norc", "-c", &script])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+            assert!(child.wait().unwrap().success(), "{script}");
+            for registry in &registries {
+                let file = format!("{certs}/{registry}/hosts.toml");
+                let meta = std::fs::symlink_metadata(&file).unwrap();
+                assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, mode, "{file}");
+                assert_eq!(std::fs::read_to_string(&file).unwrap(), super::hosts_toml(registry, 5000, login));
+            }
+        }
+        assert_eq!(std::fs::read_to_string(format!("{root}/elsewhere")).unwrap(), "keep", "a link is replaced");
+        assert_eq!(std::fs::read_to_string(format!("{certs}/docker.io/ca.crt")).unwrap(), "ca", "other files stay");
     }
 
     /// What decides between a direct copy and the relay is the archive's real size.

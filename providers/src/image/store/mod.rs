@@ -166,7 +166,9 @@ pub fn bytes_of(rootfs: &Path, paths: &[&str]) -> u64 {
 /// The paths of `old` that `new` no longer has: what a copy removes.
 pub fn removed_paths<'a>(old: &'a str, new: &str) -> Vec<&'a str> {
     let new: std::collections::HashSet<&str> = new.lines().filter_map(manifest_path).collect();
-    old.lines().filter_map(manifest_path).filter(|p| !new.contains(p)).collect()
+    // The old manifest comes from the host: a path that would leave the rootfs is never removed.
+    let inside = |p: &&str| !p.starts_with('/') && !p.split('/').any(|c| c == "..");
+    old.lines().filter_map(manifest_path).filter(inside).filter(|p| !new.contains(p)).collect()
 }
 
 /// The path of a manifest line.
