@@ -227,11 +227,16 @@ fn mirror_script(certs_d: &str, registries: &[String], port: u16, authorization:
         files.join(" "),
         if authorization.is_some() { "077" } else { "022" }
     ));
+    // bash reads each file's bytes itself; a host whose shell is another (no bash: commands run in the
+    // login shell) has `head -c`, which reads no further than asked either.
+    let (mut read, mut copy) = (String::new(), String::new());
     for (registry, file) in registries.iter().zip(&files) {
         let toml = hosts_toml(registry, port, authorization);
-        script.push_str(&format!("LC_ALL=C IFS= read -r -N {} t; printf %s \"$t\" > {file}; ", toml.len()));
+        read.push_str(&format!("LC_ALL=C IFS= read -r -N {} t; printf %s \"$t\" > {file}; ", toml.len()));
+        copy.push_str(&format!("head -c {} > {file}; ", toml.len()));
         stdin.push_str(&toml);
     }
+    script.push_str(&format!("if [ -n \"${{BASH_VERSION-}}\" ]; then {read}else {copy}fi"));
     (script, stdin)
 }
 
@@ -489,8 +494,8 @@ mod tests {
         assert!(!write.contains("server ="), "contents travel on stdin");
     }
 
-    /// The mirror command, run by a real bash in a directory of its own: each file made anew with the
-    /// umask's mode (a link or a 0644 file where a login goes is replaced), only the stdin's text in it.
+    /// The mirror command, run by a real bash and a real dash in a directory of its own (stdin a pipe, as
+    /// on a host): each file made anew with the umask's mode (a link or a 0644 file where a login goes is replaced), only the stdin's text in it.
     #[test]
     fn a_real_shell_writes_the_mirror_files_anew() {
         let dir = tempfile::tempdir().unwrap();
@@ -503,16 +508,18 @@ mod tests {
         std::fs::write(format!("{root}/elsewhere"), "keep").unwrap();
         std::os::unix::fs::symlink(format!("{root}/elsewhere"), format!("{certs}/quay.io/hosts.toml")).unwrap();
         let registries = ["docker.io".to_string(), "quay.io".to_string()];
-        for (login, mode) in [(Some("Basic c2VjcmV0"), 0o600), (None, 0o644)] {
+        for (shell, login, mode) in
+            [("bash", Some("Basic c2VjcmV0"), 0o600), ("bash", None, 0o644), ("dash", Some("Basic c2VjcmV0"), 0o600)]
+        {
             let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
             let script = format!("set -e; {script}");
-            let mut child = std::process::Command::new("bash")
-                .args(["--norc", "-c", &script])
+            let mut child = std::process::Command::new(shell)
+                .args(["-c", &script])
                 .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
-            assert!(child.wait().unwrap().success(), "{script}");
+            assert!(child.wait().unwrap().success(), "{shell}: {script}");
             for registry in &registries {
                 let file = format!("{certs}/{registry}/hosts.toml");
                 let meta = std::fs::symlink_metadata(&file).unwrap();
