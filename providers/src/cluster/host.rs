@@ -11,10 +11,15 @@ pub struct Host;
 
 /// Architecture, CPUs, memory (KiB), OS and kernel release, a line each; the shell reads what it can
 /// itself, as every process started costs every host.
-/// The architecture from `/proc/sys/kernel/arch` where the kernel has it (`uname -m` else), and
+/// The architecture from `/proc/sys/kernel/arch` where the kernel has it (`uname -m` else), the CPUs the
+/// shell may run on from its `Cpus_allowed_list` (what `nproc` counts; `nproc` where `/proc` lacks it), and
 /// `/etc/os-release`'s ID and VERSION_ID read line by line, not sourced in a subshell (POSIX: hosts without
 /// bash run it with `sh`).
-const FACTS: &str = "a=; read -r a 2>/dev/null < /proc/sys/kernel/arch; echo \"${a:-$(uname -m)}\"; nproc; \
+const FACTS: &str = "a=; read -r a 2>/dev/null < /proc/sys/kernel/arch; echo \"${a:-$(uname -m)}\"; \
+                     c=; while read -r k v; do if [ \"$k\" = Cpus_allowed_list: ]; then c=$v; break; fi; \
+                     done 2>/dev/null < /proc/self/status; if [ -n \"$c\" ]; then n=0; o=$IFS; IFS=,; \
+                     for r in $c; do case $r in *-*) n=$((n + ${r#*-} - ${r%-*} + 1)) ;; *) n=$((n + 1)) ;; esac; \
+                     done; IFS=$o; echo \"$n\"; else nproc; fi; \
                      m=; while read -r k v _; do if [ \"$k\" = MemTotal: ]; then m=$v; break; fi; \
                      done < /proc/meminfo; echo \"$m\"; \
                      i=; v=; if { while IFS== read -r k x || [ -n \"$k\" ]; do case $k in ID) i=$x ;; VERSION_ID) v=$x ;; esac; \
@@ -46,6 +51,23 @@ mod tests {
     use sealer_engine::{Action, Kind, Value};
 
     use crate::cluster::testing::*;
+
+    /// The facts script in a real bash and dash, on one CPU and on all: the CPUs it counts are `nproc`'s.
+    #[test]
+    fn a_real_shell_counts_the_cpus_as_nproc_does() {
+        for shell in ["bash", "dash"] {
+            for cpus in ["0", "0-1"] {
+                let run = |program: &str, args: &[&str]| {
+                    let out = std::process::Command::new("taskset").args(["-c", cpus, program]).args(args).output();
+                    String::from_utf8(out.unwrap().stdout).unwrap()
+                };
+                let facts = run(shell, &["-c", super::FACTS]);
+                let lines: Vec<&str> = facts.lines().collect();
+                assert_eq!(lines.len(), 5, "{shell}: {facts}");
+                assert_eq!(lines[1], run("nproc", &[]).trim(), "{shell} on CPUs {cpus}");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn facts_and_the_host_key_are_recorded() {
