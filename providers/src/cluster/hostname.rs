@@ -137,6 +137,10 @@ mod tests {
         ctx.restore_hostnames = true;
         let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
         apply(&p, change(Kind::Hostname, "10.0.0.2", M1, Action::Delete, Some(before), None)).await.unwrap();
-        assert_eq!(remote.commands(M1), [super::set_hostname("old")]);
+        assert_eq!(
+            remote.commands(M1),
+            ["{ { printf %s old > /proc/sys/kernel/hostname; } 2>/dev/null || hostname old; } && \
+              printf '%s\\n' old > /etc/hostname"]
+        );
     }
 }

@@ -61,18 +61,7 @@ impl KindProvider for Image {
         let image = cx.image()?;
         let dir = cluster_dir(&cx.ctx.cluster);
         let qdir = quote(&dir);
-        // One command: the digest the host holds (read by the shell itself), then, when it is not this
-        // image's, the manifest of what it holds.
-        let held = cx
-            .output(
-                ip,
-                &format!(
-                    "d=; if [ -f {qdir}/digest ]; then IFS= read -r d < {qdir}/digest || true; fi; printf '%s\\n' \"$d\"; \
-                     if [ \"$d\" != {} ] && [ -f {qdir}/manifest ]; then cat {qdir}/manifest; fi",
-                    quote(&image.config.digest)
-                ),
-            )
-            .await?;
+        let held = cx.output(ip, &held_command(&dir, &image.config.digest)).await?;
         let (on_host, old) = held.split_once('\n').unwrap_or((held.as_str(), ""));
         if on_host != image.config.digest {
             let changed = changed_paths(old, &image.manifest);
@@ -92,7 +81,7 @@ impl KindProvider for Image {
                 let archive = direct_archive(image, &changed)?;
                 cx.relay.note_direct("image", ip);
                 cx.relay.planned("image", ip, archive.len() as u64);
-                cx.run(ip, &direct_copy(&dir, &removed), &archive).await?;
+                cx.run(ip, &direct_copy(&dir, &removed, &image.config.digest), &archive).await?;
                 cx.relay.delivered("image", ip, archive.len() as u64, None);
             }
         }
@@ -131,29 +120,47 @@ impl KindProvider for Image {
     }
 }
 
+/// One command: the digest the host holds in `dir` (read by the shell itself), then, when it holds
+/// another image's, the manifest of what it holds. An empty digest (a copy cut short, or one that failed)
+/// is no image at all: its manifest, which may be cut short too, is not read, and everything is copied.
+fn held_command(dir: &str, digest: &str) -> String {
+    let qdir = quote(dir);
+    format!(
+        "d=; if [ -f {qdir}/digest ]; then IFS= read -r d < {qdir}/digest || true; fi; printf '%s\\n' \"$d\"; \
+         if [ -n \"$d\" ] && [ \"$d\" != {} ] && [ -f {qdir}/manifest ]; then cat {qdir}/manifest; fi",
+        quote(digest)
+    )
+}
+
 /// The one command that copies a small image's files to a host directly; its stdin is
 /// [`direct_archive`]. It first empties the digest and the manifest, so a copy cut short anywhere leaves a
 /// host that holds no image, whose next apply copies everything, even the image it held before (files of
-/// the earlier image that the new one has not may stay). The digest comes last in the archive: `tar`
-/// writes it only once every file and the manifest are in place, so a stream cut before it (even at a
-/// file's end, which `tar` takes for the archive's end and exits 0) leaves the digest empty. A list of `&&`
-/// that keeps its shell as it is (no `cd`, `set -e` or `umask`): the command needs no subshell of its own
-/// around it, one process fewer on every host.
-fn direct_copy(dir: &str, removed: &[&str]) -> String {
+/// the earlier image that the new one has not may stay). The archive ends with `digest.copied`, which the
+/// command empties first: the digest is written only when `tar` succeeded (it goes on past a file it
+/// could not write, and exits 2 at the end) and that last entry arrived (a stream cut at an entry's end
+/// ends `tar` with 0). A list of `&&` that keeps its shell as it is (no `cd`, `set -e` or `umask`): the
+/// command needs no subshell of its own around it, one process fewer on every host.
+fn direct_copy(dir: &str, removed: &[&str], digest: &str) -> String {
     let file = |name: &str| quote(&format!("{dir}/{name}"));
     let gone: Vec<String> = removed.iter().map(|p| file(&format!("rootfs/{p}"))).collect();
     let remove = if gone.is_empty() { String::new() } else { format!("rm -f {} && ", gone.join(" ")) };
     format!(
-        "mkdir -p {} && : > {} && : > {} && {remove}tar -C {} -xf -",
+        "mkdir -p {} && : > {digest_file} && : > {} && : > {copied} && {remove}tar -C {} -xf - && [ -s {copied} ] && \
+         printf %s {} > {digest_file}",
         file("rootfs"),
-        file("digest"),
         file("manifest"),
-        quote(dir)
+        quote(dir),
+        quote(digest),
+        digest_file = file("digest"),
+        copied = file(COPIED),
     )
 }
 
+/// The last entry of a direct copy's archive (see [`direct_copy`]).
+const COPIED: &str = "digest.copied";
+
 /// What [`direct_copy`] unpacks in the cluster's directory: the changed files under `rootfs/`, then the
-/// manifest, then the digest (0644, root's).
+/// manifest, then `digest.copied` holding the digest (0644, root's).
 fn direct_archive(image: &StoredImage, changed: &[&str]) -> Result<Vec<u8>> {
     let local = |source: std::io::Error| ProviderError::Local {
         what: "archive",
@@ -163,7 +170,7 @@ fn direct_archive(image: &StoredImage, changed: &[&str]) -> Result<Vec<u8>> {
     let mut builder = ::tar::Builder::new(Vec::new());
     append_files(&mut builder, &image.rootfs, changed, "rootfs/")?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    for (name, text) in [("manifest", image.manifest.as_str()), ("digest", image.config.digest.as_str())] {
+    for (name, text) in [("manifest", image.manifest.as_str()), (COPIED, image.config.digest.as_str())] {
         let mut header = ::tar::Header::new_gnu();
         header.set_size(text.len() as u64);
         header.set_mode(0o644);
@@ -228,15 +235,20 @@ fn mirror_script(certs_d: &str, registries: &[String], port: u16, authorization:
         if authorization.is_some() { "077" } else { "022" }
     ));
     // bash reads each file's bytes itself; a host whose shell is another (no bash: commands run in the
-    // login shell) has `head -c`, which reads no further than asked either.
+    // login shell) has `dd bs=1`, which reads no further than asked from a pipe (busybox's `head -c` does).
     let (mut read, mut copy) = (String::new(), String::new());
     for (registry, file) in registries.iter().zip(&files) {
         let toml = hosts_toml(registry, port, authorization);
         read.push_str(&format!("LC_ALL=C IFS= read -r -N {} t; printf %s \"$t\" > {file}; ", toml.len()));
-        copy.push_str(&format!("head -c {} > {file}; ", toml.len()));
+        copy.push_str(&format!("dd bs=1 count={} 2>/dev/null > {file}; ", toml.len()));
         stdin.push_str(&toml);
     }
     script.push_str(&format!("if [ -n \"${{BASH_VERSION-}}\" ]; then {read}else {copy}fi"));
+    // A login never goes as a here-document (short text does): bash before 5.1 keeps those in a temporary
+    // file. A NUL after the files, which nothing reads, makes the stdin binary.
+    if authorization.is_some() {
+        stdin.push('\0');
+    }
     (script, stdin)
 }
 
@@ -357,10 +369,13 @@ mod tests {
         assert_eq!(
             commands[1],
             "mkdir -p /var/lib/sealer/c/rootfs && : > /var/lib/sealer/c/digest && : > /var/lib/sealer/c/manifest && \
-             rm -f /var/lib/sealer/c/rootfs/etc/gone.yml && tar -C /var/lib/sealer/c -xf -"
+             : > /var/lib/sealer/c/digest.copied && rm -f /var/lib/sealer/c/rootfs/etc/gone.yml && \
+             tar -C /var/lib/sealer/c -xf - && [ -s /var/lib/sealer/c/digest.copied ] && \
+             printf %s sha256:new > /var/lib/sealer/c/digest"
         );
+        assert!(crate::shell::leaves_shell_as_is(&commands[1]), "no subshell of its own");
         assert_eq!(commands[2], INIT);
-        // The changed file, then the manifest, then the digest: the digest only once the rest is there.
+        // The changed file, then the manifest, then the entry that says the archive arrived whole.
         let stdin = remote.stdin_of(M1, "tar -C").unwrap().into_bytes(); // headers and texts: ASCII
         let mut archive = ::tar::Archive::new(stdin.as_slice());
         let entries: Vec<(String, String)> = archive
@@ -374,37 +389,62 @@ mod tests {
             })
             .collect();
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["rootfs/etc/b.yml", "manifest", "digest"]);
+        assert_eq!(names, ["rootfs/etc/b.yml", "manifest", "digest.copied"]);
         assert_eq!(entries[1].1, "aaa 644 etc/a.yml\nbbb2 644 etc/b.yml");
         assert_eq!(entries[2].1, "sha256:new");
         assert!(!commands.iter().any(|c| c.contains("/etc/hosts")), "an update keeps /etc/hosts");
     }
 
-    /// The copy, run by a real bash and GNU tar: files, manifest and digest land; a stream cut before the
-    /// digest's entry (at an entry's end, which tar takes for the archive's end) leaves the digest empty,
-    /// whatever tar's status, and the files and manifest it did get.
+    /// The copy, run by a real bash and GNU tar with its stream cut at every 97th byte, whole, and whole
+    /// over a file it cannot write (a directory there): the digest is the image's only when every file and
+    /// the manifest landed and `tar` succeeded, else empty, and then the next apply's read of the host
+    /// takes no manifest (one cut short) from it.
     #[test]
-    fn a_real_tar_writes_the_digest_last() {
+    fn a_real_tar_copy_writes_the_digest_only_when_whole() {
         let src = tempfile::tempdir().unwrap();
-        let img = image(src.path(), "aaa 644 etc/a.yml\nbbb 644 etc/b.yml");
+        let manifest: String = (0..60).map(|i| format!("{i:064} 644 etc/file-{i}.yml\n")).collect();
+        let img = image(src.path(), &manifest);
         let archive = super::direct_archive(&img, &["etc/a.yml", "etc/b.yml"]).unwrap();
-        // The digest's header and its block of text come before the archive's two zero blocks.
-        for (stdin, digest) in [(&archive[..], "sha256:new"), (&archive[..archive.len() - 2048], "")] {
-            let host = tempfile::tempdir().unwrap();
-            let dir = host.path().join("c").display().to_string();
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(format!("{dir}/digest"), "sha256:old").unwrap();
+        let bash = |script: &str, stdin: &[u8]| {
             let mut child = std::process::Command::new("bash")
-                .args(["--norc", "-c", &super::direct_copy(&dir, &[])])
+                .args(["--norc", "-c", script])
                 .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
-            child.wait().unwrap();
-            let read = |name: &str| std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
-            assert_eq!(read("digest"), digest, "{} bytes of {}", stdin.len(), archive.len());
-            assert_eq!((read("rootfs/etc/b.yml"), read("manifest")), ("b".to_string(), img.manifest.clone()));
+            // A cut stream may find tar gone: what it did not take is the cut.
+            let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin);
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        let cuts = (0..archive.len()).step_by(97).map(|n| (n, false));
+        for (n, blocked) in cuts.chain([(archive.len(), false), (archive.len(), true)]) {
+            let host = tempfile::tempdir().unwrap();
+            let dir = host.path().join("c").display().to_string();
+            std::fs::create_dir_all(format!("{dir}/rootfs/etc")).unwrap();
+            std::fs::write(format!("{dir}/digest"), "sha256:old").unwrap();
+            if blocked {
+                std::fs::create_dir_all(format!("{dir}/rootfs/etc/a.yml/x")).unwrap();
+            }
+            bash(&super::direct_copy(&dir, &[], "sha256:new"), &archive[..n]);
+            let read = |name: &str| std::fs::read_to_string(format!("{dir}/{name}")).unwrap_or_default();
+            let digest = read("digest");
+            if n == archive.len() && !blocked {
+                assert_eq!(digest, "sha256:new");
+            }
+            if digest.is_empty() {
+                let held = bash(&super::held_command(&dir, "sha256:other"), b"");
+                assert_eq!(held, "\n", "cut at {n} of {}: no manifest from a host holding no image", archive.len());
+            } else {
+                assert_eq!(digest, "sha256:new", "cut at {n}");
+                assert_eq!(
+                    (read("rootfs/etc/a.yml"), read("rootfs/etc/b.yml")),
+                    ("a".into(), "b".into()),
+                    "cut at {n}"
+                );
+                assert_eq!(read("manifest"), manifest, "cut at {n}");
+            }
+            assert!(!blocked || digest.is_empty(), "tar failed on a file, and the digest says the image is there");
         }
     }
 
@@ -494,8 +534,8 @@ mod tests {
         assert!(!write.contains("server ="), "contents travel on stdin");
     }
 
-    /// The mirror command, run by a real bash and a real dash in a directory of its own (stdin a pipe, as
-    /// on a host): each file made anew with the umask's mode (a link or a 0644 file where a login goes is replaced), only the stdin's text in it.
+    /// The mirror command, run by a real bash, dash and busybox sh in a directory of its own (stdin a pipe,
+    /// as on a host): each file made anew with the umask's mode (a link or a 0644 file where a login goes is replaced), only the stdin's text in it.
     #[test]
     fn a_real_shell_writes_the_mirror_files_anew() {
         let dir = tempfile::tempdir().unwrap();
@@ -507,24 +547,32 @@ mod tests {
         std::fs::write(format!("{certs}/docker.io/ca.crt"), "ca").unwrap();
         std::fs::write(format!("{root}/elsewhere"), "keep").unwrap();
         std::os::unix::fs::symlink(format!("{root}/elsewhere"), format!("{certs}/quay.io/hosts.toml")).unwrap();
-        let registries = ["docker.io".to_string(), "quay.io".to_string()];
-        for (shell, login, mode) in
-            [("bash", Some("Basic c2VjcmV0"), 0o600), ("bash", None, 0o644), ("dash", Some("Basic c2VjcmV0"), 0o600)]
-        {
+        let registries = ["docker.io".to_string(), "quay.io".to_string(), "ghcr.io".to_string()];
+        let login = Some("Basic c2VjcmV0");
+        for (shell, login, mode) in [
+            (&["bash", "-c"][..], login, 0o600),
+            (&["bash", "-c"], None, 0o644),
+            (&["dash", "-c"], login, 0o600),
+            (&["busybox", "sh", "-c"], None, 0o644),
+        ] {
             let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
+            // A login makes the stdin binary: never a here-document (see `mirror_script`).
+            assert_eq!(stdin.contains('\0'), login.is_some());
             let script = format!("set -e; {script}");
-            let mut child = std::process::Command::new(shell)
-                .args(["-c", &script])
+            let mut child = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg(&script)
                 .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
-            assert!(child.wait().unwrap().success(), "{shell}: {script}");
+            assert!(child.wait().unwrap().success(), "{shell:?}: {script}");
             for registry in &registries {
                 let file = format!("{certs}/{registry}/hosts.toml");
                 let meta = std::fs::symlink_metadata(&file).unwrap();
                 assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, mode, "{file}");
-                assert_eq!(std::fs::read_to_string(&file).unwrap(), super::hosts_toml(registry, 5000, login));
+                let text = std::fs::read_to_string(&file).unwrap();
+                assert_eq!(text, super::hosts_toml(registry, 5000, login), "{shell:?}");
             }
         }
         assert_eq!(std::fs::read_to_string(format!("{root}/elsewhere")).unwrap(), "keep", "a link is replaced");
