@@ -263,9 +263,10 @@ impl Image {
     /// Writes every registry's `hosts.toml` and removes those of registries no longer mirrored, in one
     /// command (a host has a dozen of them, and a command or a process per file costs every host). The
     /// files' text comes on stdin, never on a command line (it may hold the registry's login); the shell
-    /// reads each with `read -N` and writes it with `printf`, so a host starts no process but `mkdir` for
-    /// directories it lacks and `rm` for files it had: a file is always made anew, its mode the umask's,
-    /// 0600 when it holds the login (never readable by others, not even while it is written), else 0644.
+    /// reads each with `read -N` and writes it with `printf`, so a host with bash starts no process for the
+    /// files but `mkdir` for directories it lacks and `rm` for files it had (a login's stdin, binary, adds
+    /// the transport's `head` and `cat`): a file is always made anew, its mode the umask's, 0600 when it
+    /// holds the login (never readable by others, not even while it is written), else 0644.
     async fn mirror(&self, cx: &Cx, ip: IpAddr, before: &schema::Image, after: &schema::Image) -> Result<()> {
         let settings = super::registry::settings(cx)?;
         let authorization = settings.authorization();
@@ -574,6 +575,26 @@ mod tests {
                 let text = std::fs::read_to_string(&file).unwrap();
                 assert_eq!(text, super::hosts_toml(registry, 5000, login), "{shell:?}");
             }
+        }
+        // As the shell loop runs a binary stdin (a login's): `head -c` hands over exactly its bytes, the
+        // NUL is drained, and what follows on the loop's stdin stays for it.
+        let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
+        let wrapped = format!(
+            "head -c {} | {{ ( eval {}\n); s=$?; cat >/dev/null; exit $s; }} && cat",
+            stdin.len(),
+            crate::shell::quote(&format!("set -e; {script}"))
+        );
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", &wrapped])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{stdin}NEXT").as_bytes()).unwrap();
+        assert_eq!(child.wait_with_output().unwrap().stdout, b"NEXT");
+        for registry in &registries {
+            let text = std::fs::read_to_string(format!("{certs}/{registry}/hosts.toml")).unwrap();
+            assert_eq!(text, super::hosts_toml(registry, 5000, login));
         }
         assert_eq!(std::fs::read_to_string(format!("{root}/elsewhere")).unwrap(), "keep", "a link is replaced");
         assert_eq!(std::fs::read_to_string(format!("{certs}/docker.io/ca.crt")).unwrap(), "ca", "other files stay");
