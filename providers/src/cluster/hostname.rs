@@ -102,6 +102,30 @@ mod tests {
         ));
     }
 
+    /// The command in a real shell, in a UTS and mount namespace of its own (root's `unshare`: the
+    /// machine's name and `/etc/hostname` stay as they are, a temporary file is bound over the latter):
+    /// the name is set through `/proc/sys`, and by `hostname` where `/proc/sys` is read-only.
+    #[test]
+    fn a_real_shell_sets_the_name_with_or_without_a_writable_proc_sys() {
+        let etc = tempfile::NamedTempFile::new().unwrap();
+        for (read_only, name) in [(false, "through-proc"), (true, "through-hostname")] {
+            let ro = "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+                      { { printf x > /proc/sys/kernel/hostname; } 2>/dev/null && exit 9 || true; } && ";
+            let script = format!(
+                "mount --bind {} /etc/hostname && {}{} && uname -n",
+                etc.path().display(),
+                if read_only { ro } else { "" },
+                super::set_hostname(name)
+            );
+            let out = std::process::Command::new("unshare").args(["--uts", "--mount", "sh", "-c", &script]).output();
+            let out = out.expect("this test needs util-linux's unshare");
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "needs root (a UTS and mount namespace); {name}: {said}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name}\n"));
+            assert_eq!(std::fs::read_to_string(etc.path()).unwrap(), format!("{name}\n"));
+        }
+    }
+
     #[tokio::test]
     async fn the_right_name_already_is_left_alone() {
         let remote = Arc::new(Scripted::default().on("/proc/sys/kernel/hostname", "master-0"));

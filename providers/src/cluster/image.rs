@@ -67,8 +67,7 @@ impl KindProvider for Image {
             let changed = changed_paths(old, &image.manifest);
             let removed = removed_paths(old, &image.manifest);
             if cx.relay.enabled(cx.ctx.hosts.len(), bytes_of(&image.rootfs, &changed)) {
-                let gone: Vec<String> = removed.iter().map(|p| quote(&format!("rootfs/{p}"))).collect();
-                let remove = if gone.is_empty() { String::new() } else { format!("rm -f {}; ", gone.join(" ")) };
+                let remove = remove_command(&dir, &removed).map(|rm| format!("{rm}; ")).unwrap_or_default();
                 let archive = cx.relay.archive(&image.rootfs, &changed, &image.manifest).await?;
                 let digest = quote(&image.config.digest);
                 let rootfs = format!("{dir}/rootfs");
@@ -142,8 +141,7 @@ fn held_command(dir: &str, digest: &str) -> String {
 /// command needs no subshell of its own around it, one process fewer on every host.
 fn direct_copy(dir: &str, removed: &[&str], digest: &str) -> String {
     let file = |name: &str| quote(&format!("{dir}/{name}"));
-    let gone: Vec<String> = removed.iter().map(|p| file(&format!("rootfs/{p}"))).collect();
-    let remove = if gone.is_empty() { String::new() } else { format!("rm -f {} && ", gone.join(" ")) };
+    let remove = remove_command(dir, removed).map(|rm| format!("{rm} && ")).unwrap_or_default();
     format!(
         "mkdir -p {} && : > {digest_file} && : > {} && : > {copied} && {remove}tar -C {} -xf - && [ -s {copied} ] && \
          printf %s {} > {digest_file}",
@@ -156,17 +154,19 @@ fn direct_copy(dir: &str, removed: &[&str], digest: &str) -> String {
     )
 }
 
+/// Removes the rootfs files of `dir` that the image no longer has (`removed`, from [`removed_paths`]).
+fn remove_command(dir: &str, removed: &[&str]) -> Option<String> {
+    let files: Vec<String> = removed.iter().map(|p| quote(&format!("{dir}/rootfs/{p}"))).collect();
+    (!files.is_empty()).then(|| format!("rm -f {}", files.join(" ")))
+}
+
 /// The last entry of a direct copy's archive (see [`direct_copy`]).
 const COPIED: &str = "digest.copied";
 
 /// What [`direct_copy`] unpacks in the cluster's directory: the changed files under `rootfs/`, then the
 /// manifest, then `digest.copied` holding the digest (0644, root's).
 fn direct_archive(image: &StoredImage, changed: &[&str]) -> Result<Vec<u8>> {
-    let local = |source: std::io::Error| ProviderError::Local {
-        what: "archive",
-        path: image.rootfs.display().to_string(),
-        source,
-    };
+    let local = archive_error(&image.rootfs);
     let mut builder = ::tar::Builder::new(Vec::new());
     append_files(&mut builder, &image.rootfs, changed, "rootfs/")?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -289,17 +289,17 @@ impl Image {
 pub(super) fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
     let mut builder = ::tar::Builder::new(Vec::new());
     append_files(&mut builder, root, files, "")?;
-    builder.into_inner().map_err(|source| ProviderError::Local {
-        what: "archive",
-        path: root.display().to_string(),
-        source,
-    })
+    builder.into_inner().map_err(archive_error(root))
+}
+
+/// The error of archiving `root`'s files on the workstation.
+fn archive_error(root: &Path) -> impl Fn(std::io::Error) -> ProviderError + Copy + '_ {
+    move |source| ProviderError::Local { what: "archive", path: root.display().to_string(), source }
 }
 
 /// Appends the listed files of `root` to `builder` as [`tar`] stores them, each name after `prefix`.
 fn append_files(builder: &mut ::tar::Builder<Vec<u8>>, root: &Path, files: &[&str], prefix: &str) -> Result<()> {
-    let local =
-        |source: std::io::Error| ProviderError::Local { what: "archive", path: root.display().to_string(), source };
+    let local = archive_error(root);
     builder.follow_symlinks(false);
     for file in files {
         let (path, name) = (root.join(file), format!("{prefix}{file}"));
