@@ -85,12 +85,7 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
         assert!(matches!(out, Err(TransportError::Timeout { .. })), "{out:?}");
     }
     assert_eq!(s.exec("echo after", b"", T).await.unwrap().stdout_text(), "after");
-    let shells = || {
-        // The shells, not their own subshells (each shell's watcher).
-        let count = "ps -eo ppid=,pid=,args= | awk '$3 == \"bash\" && $4 == \"--noprofile\" { up[$2] = $1 } \
-                     END { n = 0; for (p in up) if (!(up[p] in up)) n++; print n }'";
-        String::from_utf8_lossy(&tb.exec(0, count).stdout).trim().to_string()
-    };
+    let shells = || shells(&tb);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while shells() != "1" {
         assert!(std::time::Instant::now() < until, "the timed-out shells did not end: {} shells", shells());
@@ -111,6 +106,38 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
         Ok(_) => panic!("a wrong password got in"),
     };
     assert!(refused.contains("public key, then password") && !refused.contains("Wrong-Pw-3310"), "{refused}");
+}
+
+/// The shells of `tb`'s first host: `bash --noprofile` processes whose parent is not one (each shell's
+/// watcher is a subshell of its shell).
+fn shells(tb: &Testbed) -> String {
+    let count = "ps -eo ppid=,pid=,args= | awk '$3 == \"bash\" && $4 == \"--noprofile\" { up[$2] = $1 } \
+                 END { n = 0; for (p in up) if (!(up[p] in up)) n++; print n }'";
+    String::from_utf8_lossy(&tb.exec(0, count).stdout).trim().to_string()
+}
+
+/// A refresh's read on a connection without a shell runs on a channel of its own (root's login shell, one
+/// process): no shell is opened for it, what root's `~/.ssh/rc` prints is not taken for its output, and a
+/// read that fails says so. Once a shell is open, reads go there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_opens_no_shell_and_drops_what_the_login_shell_prints() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    // sshd runs `~/.ssh/rc` before the command, its output on the command's streams.
+    assert!(tb.exec(0, "echo 'echo rc-noise; echo rc-err >&2' > /root/.ssh/rc").status.success());
+    let s = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
+    let name = format!("tb{}-h1", tb.id);
+    let read = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
+    let out = s.read(read, T).await.unwrap();
+    assert_eq!((out.status, out.stdout_text(), out.stderr_text()), (0, name.clone(), String::new()));
+    assert_eq!(shells(&tb), "0", "a read opened a shell");
+    let out = s.read("echo partial; echo why >&2; exit 3", T).await.unwrap();
+    assert_eq!((out.status, out.stdout_text(), out.stderr_text()), (3, "partial".into(), "why".into()));
+    assert_eq!(s.exec("true", b"", T).await.unwrap().status, 0);
+    assert_eq!(s.read(read, T).await.unwrap().stdout_text(), name);
+    assert_eq!(shells(&tb), "1", "reads went to the open shell");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@ use crate::shell::quote;
 
 pub struct Hostname;
 
-/// The host's name now, read by the shell itself (no process: a refresh reads it on every host).
+/// The host's name now, read by the shell itself (no process: a refresh reads it on every host). POSIX:
+/// a refresh may have root's login shell run it.
 const NOW: &str = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
 
 /// Sets the hostname live and persistently. The shell writes it to `/proc/sys/kernel/hostname` itself
@@ -32,7 +33,7 @@ impl KindProvider for Hostname {
         ip: IpAddr,
         recorded: &schema::Hostname,
     ) -> Result<Option<schema::Hostname>> {
-        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.output(ip, NOW).await?), ..recorded.clone() }))
+        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.read_output(ip, NOW).await?), ..recorded.clone() }))
     }
 
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Hostname) -> Result<schema::Hostname> {

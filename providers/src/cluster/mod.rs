@@ -418,6 +418,16 @@ impl Cx {
         Ok(self.run(ip, command, b"").await?.stdout_text())
     }
 
+    /// The stdout of `command`, which only reads the host (a refresh's read: see [`Remote::read`]), logged
+    /// as [`Cx::run`] logs; an error when it exits non-zero.
+    async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
+        self.log(ip, &format!("$ {command}"));
+        let started = std::time::Instant::now();
+        let out = self.remote.read(ip, command).await.inspect_err(|e| self.log_failure(ip, started, e))?;
+        self.log_output(ip, &out, started);
+        Ok(remote::succeeded(ip, command, out)?.stdout_text())
+    }
+
     /// The trimmed stdout of a command that prints a secret no pattern can mask (a secret Config's file):
     /// the log records the command and its status, never what it printed.
     async fn secret_output(&self, ip: IpAddr, command: &str) -> Result<String> {

@@ -18,6 +18,11 @@ pub type Result<T> = std::result::Result<T, ProviderError>;
 /// Work on hosts. `exec` returns whatever the command exited with; callers decide what a failure means.
 pub trait Remote: Send + Sync {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>>;
+    /// Runs `command`, which only reads `host` and changes nothing there (a refresh's read). Over SSH it
+    /// may go on a channel of its own instead of a shell; this default is `exec`.
+    fn read<'a>(&'a self, host: IpAddr, command: &'a str) -> BoxFuture<'a, Result<ExecOutput>> {
+        self.exec(host, command, b"")
+    }
     /// Writes `content` to `path` on `host` with `mode`, whole or not at all (the parent is created).
     fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>>;
     /// The bytes of `path` on `host`.
@@ -184,6 +189,14 @@ impl Remote for SshRemote {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>> {
         Box::pin(async move {
             let result = self.session(host).await?.exec(command, stdin, self.timeout).await;
+            self.note_silence(host, &result);
+            Ok(result?)
+        })
+    }
+
+    fn read<'a>(&'a self, host: IpAddr, command: &'a str) -> BoxFuture<'a, Result<ExecOutput>> {
+        Box::pin(async move {
+            let result = self.session(host).await?.read(command, self.timeout).await;
             self.note_silence(host, &result);
             Ok(result?)
         })

@@ -347,6 +347,30 @@ impl SshSession {
         self.exec_on_channel(command, stdin, timeout).await
     }
 
+    /// Runs `command`, which only reads the host and takes no stdin: in a shell when the connection has
+    /// one open, else on a channel of its own, where root's login shell runs it: one process, where this
+    /// connection's first shell would start two bashes, its watcher and a job (a refresh that finds nothing
+    /// to change opens no shell). What comes before the command (`~/.ssh/rc`, which sshd runs first, may
+    /// print) is cut at a ready line on each stream.
+    pub async fn read(&self, command: &str, timeout: Duration) -> Result<ExecOutput, TransportError> {
+        if self.target.user != "root"
+            || (self.shell_allowed() && self.open_shells.load(std::sync::atomic::Ordering::SeqCst) > 0)
+        {
+            return self.exec(command, b"", timeout).await;
+        }
+        let ready = format!("{}\n", self.ready());
+        let q = quote(&self.ready());
+        let line = format!("printf '%s\\n' {q}; printf '%s\\n' {q} >&2; {command}");
+        let mut out = self.exec_on_channel(&line, b"", timeout).await?;
+        for stream in [&mut out.stdout, &mut out.stderr] {
+            let Some(at) = find_last(stream, ready.as_bytes()) else {
+                return Err(self.channel_error("the host's login shell did not run the command"));
+            };
+            *stream = stream.split_off(at + ready.len());
+        }
+        Ok(out)
+    }
+
     fn shell_allowed(&self) -> bool {
         !self.no_shell.load(std::sync::atomic::Ordering::SeqCst)
     }
