@@ -13,7 +13,10 @@
 # under 5 minutes (measured: up to 256 hosts), and a last table sums the curve up. Per N: A and B, the
 # bytes the workstation sent, sealer's no-op re-apply and plan with refresh, sealer's peak RSS, N
 # parallel `ssh HOST true`, and the processes each tool's B started per host (from /proc/stat, the
-# tool's preparation included: its Clusterfile or `terraform init`).
+# tool's preparation included: its Clusterfile or `terraform init`). And B's floor: about the least a tool
+# can spend on these hosts for B's work alone, measured with sealer's own SSH client (`sealer exec`, 10 hosts
+# at a time): one connection a host running the hostname and the 20 steps' lines as one command, with no
+# plan, no state, no image and no record of each step.
 # Needs root, openssh-server, terraform on PATH and ansible-playbook (ANSIBLE=/path/to/ansible-playbook).
 set -euo pipefail
 host_counts=8 mb_max=50
@@ -121,6 +124,14 @@ ansible_run() { # $1 payload dir or "", $2 steps, $3 name
   secs "$t0" "$(now)"
 }
 
+floor_run() { # B's floor (see the top): the 20 steps' lines in one command a host -> seconds
+  local lines; lines=$(for s in $(seq 1 20); do printf '%s\n' "$(step_cmd "$s" floor)"; done)
+  local t0; t0=$(now)
+  (cd "$work/sealer-b" && "$sealer" exec --parallelism 10 "hostname bench-floor
+$lines" >floor.log 2>&1) || { tail -20 "$work/sealer-b/floor.log" >&2; exit 1; }
+  secs "$t0" "$(now)"
+}
+
 ssh_all() { # N parallel `ssh HOST true` -> seconds
   local t0; t0=$(now)
   for ip in "${ips[@]}"; do ssh -q -i "$key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "root@$ip" true & done
@@ -165,12 +176,14 @@ bench() { # $1 hosts, $2 image MB: one side-by-side run on a testbed of its own
   f0=$(forks); b_sealer=$(sealer_run bench/small:1 20 b); f1=$(forks); b_rss=$(cat "$work/sealer-b/rss")
   f2=$(forks); [ -n "$terraform_ok" ] && b_tf=$(terraform_run "" 20 b); f3=$(forks)
   [ -n "$ansible_ok" ] && b_an=$(ansible_run "" 20 b)
+  local b_floor; b_floor=$(floor_run)
   echo "| workload ($hosts hosts) | sealer | terraform | ansible | sealer / terraform |"
   echo "|---|---|---|---|---|"
   row "A: hostname + $mb MB image + 3 steps" "$a_sealer" "$a_tf" "$a_an"
   row "A: CPU seconds of the whole machine" "$(echo "scale=1; ($c1 - $c0) / 100" | bc)" \
     "$( [ "$a_tf" = - ] && echo - || echo "scale=1; ($c3 - $c2) / 100" | bc)" "-"
   row "B: 20 small steps" "$b_sealer" "$b_tf" "$b_an"
+  row "B's floor: one command a host (\`sealer exec\`)" "$b_floor" "$b_tf" "-"
   row "B: processes started per host" "$(( (f1 - f0) / hosts ))" \
     "$( [ "$b_tf" = - ] && echo - || echo $(( (f3 - f2) / hosts )))" "-"
   local image_bytes=$((mb * 1024 * 1024)) sealer_tx=$((b1 - b0)) tf_tx=$((b4 - b3))
@@ -191,7 +204,7 @@ bench() { # $1 hosts, $2 image MB: one side-by-side run on a testbed of its own
   echo "testbed memory after both A runs: ${memory} MB in the $hosts hosts' tmpfs (upper layers, copies, home)"
   # Every tool must have done the work on every host.
   for i in 1 "$hosts"; do
-    local check='wc -l < /var/lib/bench-a/steps'
+    local check='wc -l < /var/lib/bench-a/steps; wc -l < /var/lib/bench-floor/steps'
     [ "$a_tf" = - ] || check="$check; wc -l < /var/lib/bench-tfa/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-tfa/payload/blob.bin"
     [ -n "$ansible_ok" ] && check="$check; wc -l < /var/lib/bench-ana/steps; cmp /var/lib/sealer/a/rootfs/payload/blob.bin /var/lib/bench-ana/payload/blob.bin"
     "$testbed" exec "$k" "$i" sh -c "$check" >/dev/null || { echo "host $i is missing work" >&2; exit 1; }
@@ -199,8 +212,8 @@ bench() { # $1 hosts, $2 image MB: one side-by-side run on a testbed of its own
       echo "a relay outlived the apply on host $i" >&2; exit 1
     fi
   done
-  curve+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' "$hosts" "$mb" \
-    "$a_sealer" "$a_tf" "$b_sealer" "$b_tf" "$(ratio "$sealer_tx" "$image_bytes")" "$a_noop" "$plan_s" "$ssh_s" \
+  curve+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' "$hosts" "$mb" \
+    "$a_sealer" "$a_tf" "$b_sealer" "$b_tf" "$b_floor" "$(ratio "$sealer_tx" "$image_bytes")" "$a_noop" "$plan_s" "$ssh_s" \
     "$(( (a_rss > b_rss ? a_rss : b_rss) / 1024 ))")")
   "$testbed" down "$k"; k=""
 }
@@ -212,7 +225,7 @@ for n in "${counts[@]}"; do
 done
 if [ "${#counts[@]}" -gt 1 ]; then
   echo
-  echo "| hosts | image MB | A sealer | A terraform | B sealer | B terraform | egress × image | no-op | plan | N × ssh | peak RSS MiB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| hosts | image MB | A sealer | A terraform | B sealer | B terraform | B floor | egress × image | no-op | plan | N × ssh | peak RSS MiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${curve[@]}"
 fi
