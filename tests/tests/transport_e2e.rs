@@ -116,17 +116,21 @@ fn shells(tb: &Testbed) -> String {
     String::from_utf8_lossy(&tb.exec(0, count).stdout).trim().to_string()
 }
 
-/// A refresh's read on a connection without a shell runs on a channel of its own (root's login shell, one
-/// process): no shell is opened for it, what root's `~/.ssh/rc` prints is not taken for its output, and a
-/// read that fails says so. Once a shell is open, reads go there.
+/// A refresh's read on a connection without a shell runs on a channel of its own (`sh` in place of root's
+/// login shell, one process): no shell is opened for it, what root's `~/.ssh/rc` prints is not taken for
+/// its output, a read that fails or does not parse says so with its own status and message, and a timeout
+/// names the read, not its framing. Once a shell is open, reads go there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_opens_no_shell_and_drops_what_the_login_shell_prints() {
     if !testbed_available() {
         return;
     }
     let tb = Testbed::up(1);
-    // sshd runs `~/.ssh/rc` before the command, its output on the command's streams.
-    assert!(tb.exec(0, "echo 'echo rc-noise; echo rc-err >&2' > /root/.ssh/rc").status.success());
+    // sshd runs `~/.ssh/rc` before every session's command, its output on the command's streams; each
+    // session counts itself in /tmp/sessions.
+    let rc = "echo 'echo rc-noise; echo rc-err >&2; echo x >> /tmp/sessions' > /root/.ssh/rc";
+    assert!(tb.exec(0, rc).status.success());
+    let sessions = || String::from_utf8_lossy(&tb.exec(0, "wc -l < /tmp/sessions").stdout).trim().to_string();
     let s = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
     let name = format!("tb{}-h1", tb.id);
     let read = "read -r n < /proc/sys/kernel/hostname && printf '%s\\n' \"$n\"";
@@ -135,9 +139,14 @@ async fn a_read_opens_no_shell_and_drops_what_the_login_shell_prints() {
     assert_eq!(shells(&tb), "0", "a read opened a shell");
     let out = s.read("echo partial; echo why >&2; exit 3", T).await.unwrap();
     assert_eq!((out.status, out.stdout_text(), out.stderr_text()), (3, "partial".into(), "why".into()));
+    let out = s.read("echo )", T).await.unwrap();
+    assert!(out.status == 2 && out.stderr_text().contains("Syntax error"), "{out:?}");
+    let timed_out = s.read("sleep 5", Duration::from_millis(300)).await.unwrap_err().to_string();
+    assert!(timed_out.contains("`sleep 5`") && !timed_out.contains("__sealer"), "{timed_out}");
     assert_eq!(s.exec("true", b"", T).await.unwrap().status, 0);
+    let before = sessions();
     assert_eq!(s.read(read, T).await.unwrap().stdout_text(), name);
-    assert_eq!(shells(&tb), "1", "reads went to the open shell");
+    assert_eq!((shells(&tb), sessions()), ("1".into(), before), "the read went to the open shell");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

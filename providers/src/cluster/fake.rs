@@ -145,6 +145,15 @@ impl Remote for Scripted {
         Box::pin(async move { Ok(out) })
     }
 
+    /// Answered as `exec`, recorded as `read COMMAND`.
+    fn read<'a>(&'a self, host: IpAddr, command: &'a str) -> BoxFuture<'a, Result<ExecOutput>> {
+        let out = self.exec(host, command, b"");
+        if let Some(last) = self.calls.lock().unwrap().last_mut() {
+            last.1 = format!("read {command}");
+        }
+        out
+    }
+
     fn upload<'a>(&'a self, host: IpAddr, path: &'a str, content: &'a [u8], mode: u32) -> BoxFuture<'a, Result<()>> {
         self.calls.lock().unwrap().push((host, format!("upload {path} {mode:o}")));
         self.files.lock().unwrap().insert((host, path.to_string()), content.to_vec());

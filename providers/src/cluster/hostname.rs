@@ -33,7 +33,7 @@ impl KindProvider for Hostname {
         ip: IpAddr,
         recorded: &schema::Hostname,
     ) -> Result<Option<schema::Hostname>> {
-        Ok(Some(schema::Hostname { name: Known::Is(obs.cx.read_output(ip, NOW).await?), ..recorded.clone() }))
+        Ok(Some(schema::Hostname { name: Known::Is(obs.read_output(ip, NOW).await?), ..recorded.clone() }))
     }
 
     async fn create(&self, cx: &Cx, ip: IpAddr, mut after: schema::Hostname) -> Result<schema::Hostname> {

@@ -171,9 +171,22 @@ pub(crate) struct Observation<'a> {
     cluster_up: bool,
     nodes: OnceCell<Vec<kube::Node>>,
     apps: OnceCell<BTreeMap<String, app_status::AppStatus>>,
+    /// The hosts this refresh runs nothing on but their hostname's read, which may then go without a shell
+    /// ([`Remote::read`]): a shell opened for other reads would serve it too.
+    lone: std::collections::BTreeSet<IpAddr>,
 }
 
 impl Observation<'_> {
+    /// The stdout of `command`, which only reads `ip`: without a shell when this refresh runs nothing else
+    /// there ([`Observation::lone`]).
+    async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
+        if self.lone.contains(&ip) {
+            self.cx.read_output(ip, command).await
+        } else {
+            self.cx.output(ip, command).await
+        }
+    }
+
     /// The cluster's nodes, read once per refresh.
     async fn all_nodes(&self) -> Result<&[kube::Node]> {
         let nodes =
@@ -213,7 +226,15 @@ impl ClusterProvider {
                 r.address == Address::new(Kind::KubeadmJoin, first.clone())
                     && typed::<schema::KubeadmJoin>(&r.address, &r.attributes).is_ok_and(|j| j.is_master())
             });
-        let obs = Observation { cx, cluster_up, nodes: OnceCell::new(), apps: OnceCell::new() };
+        // Of the kinds `read` reads, the hostname and the balancer run a command on their own host; the
+        // others ask the API, through the first master.
+        let busy: std::collections::BTreeSet<IpAddr> = (state.resources.values())
+            .filter(|r| r.address.kind == Kind::Balancer)
+            .filter_map(|r| r.host)
+            .chain(cluster_up.then_some(cx.ctx.first_master))
+            .collect();
+        let lone = state.resources.values().filter_map(|r| r.host).filter(|ip| !busy.contains(ip)).collect();
+        let obs = Observation { cx, cluster_up, nodes: OnceCell::new(), apps: OnceCell::new(), lone };
         let connections = tokio::sync::Semaphore::new(REFRESH_CONNECTIONS);
         let reads = state
             .resources
@@ -418,8 +439,9 @@ impl Cx {
         Ok(self.run(ip, command, b"").await?.stdout_text())
     }
 
-    /// The stdout of `command`, which only reads the host (a refresh's read: see [`Remote::read`]), logged
-    /// as [`Cx::run`] logs; an error when it exits non-zero.
+    /// The stdout of `command`, which only reads the host, run by [`Remote::read`] (the caller knows the
+    /// host has nothing else to run for a while), logged as [`Cx::run`] logs; an error when it exits
+    /// non-zero.
     async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
         self.log(ip, &format!("$ {command}"));
         let started = std::time::Instant::now();
@@ -725,10 +747,52 @@ mod refresh_tests {
         assert_eq!(attr(Kind::Taint, N1, "taints"), Value::List(vec!["a:NoSchedule".into()]));
         let listed = remote.calls().iter().filter(|c| c.contains("get nodes")).count();
         assert_eq!(listed, 1, "one node list for every label and taint: {:?}", remote.calls());
+        let reads = remote.calls().into_iter().filter(|c| c.contains(": read ")).collect::<Vec<_>>();
+        assert_eq!(reads.len(), 1, "N1's hostname only: {reads:?}");
+        assert!(reads[0].starts_with(&format!("{N1}: read ")) && reads[0].contains("kernel/hostname"), "{reads:?}");
         // The records keep exactly their keys: a read adds none an older record lacks (the hostname's
         // `original`, the taint's `absent`), so a refresh-only plan shows drift and nothing else.
         let keys = |kind: Kind| state.resources[&Address::new(kind, N1.to_string())].attributes.len();
         assert_eq!((keys(Kind::Hostname), keys(Kind::Label), keys(Kind::Taint)), (1, 1, 1));
+    }
+
+    /// A hostname is read without a shell only where the refresh runs nothing else: not on the first master
+    /// of a cluster that is up (the API's reads go there), nor on a host with a balancer to read.
+    #[tokio::test]
+    async fn only_a_host_that_has_nothing_else_to_read_reads_its_hostname_without_a_shell() {
+        for (cluster_up, alone) in [(true, vec![M2]), (false, vec![M1, M2])] {
+            let remote = Arc::new(Scripted::default().on("get nodes", r#"{"items":[]}"#));
+            let (p, _logs) = provider(remote.clone());
+            let mut state = State::empty("c");
+            let mut records = vec![stored(Kind::Balancer, N1, attrs([]))];
+            records.extend(cluster_up.then(|| stored(Kind::KubeadmInit, M1, attrs([]))));
+            for ip in [M1, M2, N1] {
+                records.push(stored(Kind::Hostname, ip, attrs([("name", Value::text("h"))])));
+            }
+            for r in records {
+                state.resources.insert(r.address.clone(), r);
+            }
+            p.refresh(&mut state).await.unwrap();
+            let hostname_reads = |prefix: &str| {
+                let calls = remote.calls().into_iter().filter(|c| c.contains("kernel/hostname"));
+                let mut hosts: Vec<_> = calls
+                    .filter_map(|c| {
+                        c.split_once(": ").filter(|(_, c)| c.starts_with(prefix)).map(|(h, _)| h.to_string())
+                    })
+                    .collect();
+                hosts.sort();
+                hosts
+            };
+            let mut shell =
+                [M1, M2, N1].into_iter().filter(|ip| !alone.contains(ip)).map(|ip| ip.to_string()).collect::<Vec<_>>();
+            shell.sort();
+            assert_eq!(
+                hostname_reads("read read "),
+                alone.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+                "cluster up: {cluster_up}"
+            );
+            assert_eq!(hostname_reads("read -r"), shell, "cluster up: {cluster_up}");
+        }
     }
 
     /// A recorded host the Clusterfile no longer has and that does not answer is named gone, its records

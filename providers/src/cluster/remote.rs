@@ -18,8 +18,9 @@ pub type Result<T> = std::result::Result<T, ProviderError>;
 /// Work on hosts. `exec` returns whatever the command exited with; callers decide what a failure means.
 pub trait Remote: Send + Sync {
     fn exec<'a>(&'a self, host: IpAddr, command: &'a str, stdin: &'a [u8]) -> BoxFuture<'a, Result<ExecOutput>>;
-    /// Runs `command`, which only reads `host` and changes nothing there (a refresh's read). Over SSH it
-    /// may go on a channel of its own instead of a shell; this default is `exec`.
+    /// Runs `command`, which only reads `host`, briefly, and changes nothing there, when the caller knows
+    /// the host has nothing else to run for a while (a refresh that reads only its hostname). Over SSH it
+    /// may go on a channel of its own instead of opening a shell; this default is `exec`.
     fn read<'a>(&'a self, host: IpAddr, command: &'a str) -> BoxFuture<'a, Result<ExecOutput>> {
         self.exec(host, command, b"")
     }

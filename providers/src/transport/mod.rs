@@ -344,30 +344,35 @@ impl SshSession {
                 Ok(out) => return Ok(out),
             }
         }
-        self.exec_on_channel(command, stdin, timeout).await
+        self.exec_on_channel(command, command, stdin, timeout).await
     }
 
-    /// Runs `command`, which only reads the host and takes no stdin: in a shell when the connection has
-    /// one open, else on a channel of its own, where root's login shell runs it: one process, where this
-    /// connection's first shell would start two bashes, its watcher and a job (a refresh that finds nothing
-    /// to change opens no shell). What comes before the command (`~/.ssh/rc`, which sshd runs first, may
-    /// print) is cut at a ready line on each stream.
+    /// Runs `command`, which only reads the host, briefly, and takes no stdin. As root on a connection
+    /// with no shell open, on a channel of its own: `sh` (in place of the login shell, so one process)
+    /// runs it, where this connection's first shell would start two bashes, its watcher and a job. The
+    /// caller knows the host has nothing else to run for a while (a refresh that reads only its hostname):
+    /// else the shell it opens anyway serves both. What comes before the command (sshd's `~/.ssh/rc` may
+    /// print) is cut at a ready line on each stream. No watcher ends it with the connection: reads must be
+    /// short.
     pub async fn read(&self, command: &str, timeout: Duration) -> Result<ExecOutput, TransportError> {
-        if self.target.user != "root"
-            || (self.shell_allowed() && self.open_shells.load(std::sync::atomic::Ordering::SeqCst) > 0)
-        {
+        let shell_open = self.shell_allowed() && self.open_shells.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        if self.target.user != "root" || shell_open {
             return self.exec(command, b"", timeout).await;
         }
         let ready = format!("{}\n", self.ready());
         let q = quote(&self.ready());
-        let line = format!("printf '%s\\n' {q}; printf '%s\\n' {q} >&2; {command}");
-        let mut out = self.exec_on_channel(&line, b"", timeout).await?;
-        for stream in [&mut out.stdout, &mut out.stderr] {
-            let Some(at) = find_last(stream, ready.as_bytes()) else {
-                return Err(self.channel_error("the host's login shell did not run the command"));
-            };
-            *stream = stream.split_off(at + ready.len());
-        }
+        let script = format!("printf '%s\\n' {q}; printf '%s\\n' {q} >&2; {}", shell::evaluated(command));
+        let mut out = self.exec_on_channel(&format!("exec sh -c {}", quote(&script)), command, b"", timeout).await?;
+        // The first ready line: the command's own output comes after it, whatever it holds.
+        let first = |stream: &[u8]| stream.windows(ready.len()).position(|w| w == ready.as_bytes());
+        let (Some(o), Some(e)) = (first(&out.stdout), first(&out.stderr)) else {
+            let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string();
+            let said: String = said.chars().take(200).collect();
+            let said = if said.is_empty() { said } else { format!(": {said}") };
+            return Err(self.channel_error(format!("the login shell did not start `sh` (exit {}{said})", out.status)));
+        };
+        out.stdout = out.stdout.split_off(o + ready.len());
+        out.stderr = out.stderr.split_off(e + ready.len());
         Ok(out)
     }
 
@@ -478,9 +483,11 @@ impl SshSession {
 
     /// Runs `command` with `sh -c` on a channel of its own (hosts without bash). For other users than
     /// root it runs under `sudo -S`, and its stdin is sent once it runs, after the password when sudo asked.
+    /// A timeout names `shown` (what the caller ran, without the framing it added).
     async fn exec_on_channel(
         &self,
         command: &str,
+        shown: &str,
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, TransportError> {
@@ -496,7 +503,7 @@ impl SshSession {
         // Opened before the command's own time runs, so that a command that times out can close it.
         let mut channel = tokio::time::timeout(timeout, self.handle.channel_open_session())
             .await
-            .map_err(|_| self.timed_out(command, timeout))?
+            .map_err(|_| self.timed_out(shown, timeout))?
             .map_err(fail)?;
         let run = async {
             channel.exec(true, line.as_bytes()).await.map_err(fail)?;
@@ -542,7 +549,7 @@ impl SshSession {
             let status = status.ok_or_else(|| self.lost())?;
             Ok(ExecOutput { status, stdout, stderr })
         };
-        let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(self.timed_out(command, timeout)));
+        let result = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(self.timed_out(shown, timeout)));
         if result.is_err() {
             let _ = channel.close().await;
         }
