@@ -45,7 +45,9 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     let tb = Testbed::up(2);
     let s = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
     assert_eq!(s.host_key(), tb.host_key(0));
+    assert!(!s.here_documents(), "no here-document before a shell said its bash keeps them in pipes");
     let out = s.exec("hostname; cat; exit 3", b"from stdin", T).await.unwrap();
+    assert!(s.here_documents(), "the testbed's bash 5.2 keeps short here-documents in pipes");
     assert_eq!(out.status, 3);
     assert_eq!(out.stdout_text(), format!("tb{}-h1\nfrom stdin", tb.id));
     // 20 commands at once over one connection: the channel cap keeps OpenSSH's MaxSessions happy.

@@ -244,11 +244,6 @@ fn mirror_script(certs_d: &str, registries: &[String], port: u16, authorization:
         stdin.push_str(&toml);
     }
     script.push_str(&format!("if [ -n \"${{BASH_VERSION-}}\" ]; then {read}else {copy}fi"));
-    // A login never goes as a here-document (short text does): bash before 5.1 keeps those in a temporary
-    // file. A NUL after the files, which nothing reads, makes the stdin binary.
-    if authorization.is_some() {
-        stdin.push('\0');
-    }
     (script, stdin)
 }
 
@@ -557,8 +552,6 @@ mod tests {
             (&["busybox", "sh", "-c"], None, 0o644),
         ] {
             let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
-            // A login makes the stdin binary: never a here-document (see `mirror_script`).
-            assert_eq!(stdin.contains('\0'), login.is_some());
             let script = format!("set -e; {script}");
             let mut child = std::process::Command::new(shell[0])
                 .args(&shell[1..])
@@ -576,8 +569,8 @@ mod tests {
                 assert_eq!(text, super::hosts_toml(registry, 5000, login), "{shell:?}");
             }
         }
-        // As the shell loop runs a binary stdin (a login's): `head -c` hands over exactly its bytes, the
-        // NUL is drained, and what follows on the loop's stdin stays for it.
+        // As the shell loop runs a stdin it does not give as a here-document: `head -c` hands over exactly
+        // its bytes, and what follows on the loop's stdin stays for it.
         let (script, stdin) = super::mirror_script(&certs, &registries, 5000, login);
         let wrapped = format!(
             "head -c {} | {{ ( eval {}\n); s=$?; cat >/dev/null; exit $s; }} && cat",

@@ -193,6 +193,9 @@ pub struct SshSession {
     marker: String,
     /// Set when the host has no bash (or sudo refused one): every command gets its own channel.
     no_shell: std::sync::atomic::AtomicBool,
+    /// Whether the host's bash keeps short here-documents in pipes (5.1 and later), as its shells said
+    /// when they started; until one did, no stdin goes as a here-document.
+    here_docs: std::sync::atomic::AtomicBool,
     /// What the connection's handler saw (whether the host stopped answering).
     seen: Arc<Mutex<Offered>>,
 }
@@ -249,6 +252,7 @@ impl SshSession {
                         shell_returned: tokio::sync::Notify::new(),
                         marker: format!("__sealer_done_{:016x}__", random_u64()),
                         no_shell: std::sync::atomic::AtomicBool::new(false),
+                        here_docs: std::sync::atomic::AtomicBool::new(false),
                         seen: offered,
                     };
                     session.authenticate().await?;
@@ -376,6 +380,12 @@ impl SshSession {
         Ok(out)
     }
 
+    /// Whether a short text stdin goes to this host's shells as a here-document: once a shell said its
+    /// bash keeps those in pipes (see [`shell::here_document`]); never before.
+    pub fn here_documents(&self) -> bool {
+        self.here_docs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn shell_allowed(&self) -> bool {
         !self.no_shell.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -405,13 +415,13 @@ impl SshSession {
     /// stderr for a command on its own channel), answering sudo's prompt with the password when, and only
     /// when, sudo prints it: a command's stdin is never sent before, so it reaches the command byte for
     /// byte whether sudo asks for a password or not. Returns what arrived after the ready line (stdout,
-    /// stderr). Ending before the ready line: `Unavailable` when the program never ran (no bash), the
+    /// stderr) and what came before it on its line (a shell's tags). Ending before the ready line: `Unavailable` when the program never ran (no bash), the
     /// sudo failure otherwise.
     async fn await_ready(
         &self,
         channel: &mut Channel<Msg>,
         ready_on_stderr: bool,
-    ) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
+    ) -> Result<(Vec<u8>, Vec<u8>, String), ShellError> {
         let ip = self.target.ip;
         let ready = format!("{}\n", self.ready());
         let prompt = self.prompt();
@@ -427,8 +437,10 @@ impl SshSession {
             let (stream, other) = if ready_on_stderr { (&mut stderr, &mut stdout) } else { (&mut stdout, &mut stderr) };
             if let Some(at) = find_last(stream, ready.as_bytes()) {
                 let rest = stream.split_off(at + ready.len());
+                let start = stream[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let head = String::from_utf8_lossy(&stream[start..at]).trim().to_string();
                 let other = std::mem::take(other);
-                return Ok(if ready_on_stderr { (other, rest) } else { (rest, other) });
+                return Ok(if ready_on_stderr { (other, rest, head) } else { (rest, other, head) });
             }
             match channel.wait().await {
                 Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
@@ -510,10 +522,11 @@ impl SshSession {
             let (mut stdout, mut stderr) = if root {
                 (Vec::new(), Vec::new())
             } else {
-                self.await_ready(&mut channel, true).await.map_err(|e| match e {
+                let (stdout, stderr, _) = self.await_ready(&mut channel, true).await.map_err(|e| match e {
                     ShellError::Failed(e) => e,
                     ShellError::Unavailable => self.channel_error("sudo ended before running the command"),
-                })?
+                })?;
+                (stdout, stderr)
             };
             // The stdin (then its end) goes while the output is read, as in a shell (see `exec_in_shell`).
             let mut writer = channel.make_writer();

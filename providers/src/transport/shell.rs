@@ -62,14 +62,23 @@ pub(super) fn end_markers(marker: &str, stderr: &str) -> String {
     format!("printf '\\n%s %d\\n' {marker} $?; printf '\\n%s\\n' {marker} >&{stderr}")
 }
 
+/// True in bash 5.1 and later, which keep a here-document shorter than the pipe's buffer in a pipe.
+pub(super) const PIPES: &str = "(( BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1) ))";
+
 /// How long a command waits for a busy shell of its host before it opens another.
 pub(super) const SHELL_WAIT: Duration = Duration::from_millis(30);
 
 /// `stdin` as the body of a here-document ended by `{marker}_stdin`, when the shell gives it back byte
 /// for byte: text without NUL that ends with a newline, no line of it the end line, and short: the text
 /// goes through `eval`'s copy of the script and bash's here-document buffer, where `head -c` streams it.
-pub(super) fn here_document<'a>(stdin: &'a [u8], marker: &str) -> Option<&'a str> {
+/// Only where the shell keeps a here-document in a pipe (`pipes`: bash 5.1 and later, for one shorter
+/// than the pipe's buffer); before 5.1 bash writes every one to a temporary file, and a stdin may be a
+/// secret (a join configuration, a private file's content).
+pub(super) fn here_document<'a>(stdin: &'a [u8], marker: &str, pipes: bool) -> Option<&'a str> {
     const MAX: usize = 8 * 1024;
+    if !pipes {
+        return None;
+    }
     let text = std::str::from_utf8(stdin).ok()?;
     let end = format!("{marker}_stdin");
     let fits = text.len() <= MAX && text.ends_with('\n') && !text.contains('\0');
@@ -168,7 +177,13 @@ impl SshSession {
         // Through sudo, `sh` finds out whether the host has bash: without it, exit 127 (Unavailable),
         // whatever sudo printed on the way. As root the login shell starts bash itself (one program fewer
         // per shell): any end before the ready line is Unavailable there.
-        let script = format!("printf '%s\\n' {}; {}", quote(&self.ready()), shell_loop(&self.marker));
+        // The ready line begins with `{marker}_pipes` where bash keeps short here-documents in pipes.
+        let script = format!(
+            "{PIPES} && printf '%s ' {}_pipes; printf '%s\\n' {}; {}",
+            self.marker,
+            quote(&self.ready()),
+            shell_loop(&self.marker)
+        );
         let start = match self.sudo() {
             sudo if sudo.is_empty() => format!("exec bash --noprofile --norc -c {}", quote(&script)),
             sudo => format!(
@@ -184,7 +199,11 @@ impl SshSession {
         // Bounded here, where the channel can still be closed: a dropped russh channel stays open on the
         // server, and a sudo waiting on a prompt it never gets would leak one per command.
         match tokio::time::timeout_at(deadline, ready).await.unwrap_or_else(|_| Err(timed_out())) {
-            Ok(_) => Ok(channel),
+            Ok((_, _, head)) => {
+                let pipes = head.ends_with(&format!("{}_pipes", self.marker));
+                self.here_docs.store(pipes, std::sync::atomic::Ordering::SeqCst);
+                Ok(channel)
+            }
             Err(e) => {
                 let _ = channel.close().await;
                 Err(e)
@@ -261,7 +280,7 @@ impl SshSession {
         // else `head -c` hands it exactly its bytes and `cat` drains what it did not read (in a subshell
         // when the command could end its shell before).
         let evaluated = evaluated(command);
-        let (script, raw) = match here_document(stdin, m) {
+        let (script, raw) = match here_document(stdin, m, self.here_documents()) {
             _ if stdin.is_empty() => (format!("{{ {evaluated}\n}} </dev/null\n"), false),
             Some(text) => (format!("{{ {evaluated}\n}} <<'{m}_stdin'\n{text}{m}_stdin\n"), false),
             None => {
@@ -359,14 +378,29 @@ mod tests {
         assert_eq!(end_markers(m, "2"), format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2"));
     }
 
+    /// The test a shell's ready line makes, by bash version: a here-document in a pipe from 5.1 on (the
+    /// version as bash gives it, in an array of the same shape); this machine's bash is 5.2.
+    #[test]
+    fn here_documents_go_in_pipes_from_bash_5_1() {
+        let status = |script: &str| std::process::Command::new("bash").args(["-c", script]).status().unwrap().success();
+        for (major, minor, pipes) in
+            [(4, 2, false), (4, 4, false), (5, 0, false), (5, 1, true), (5, 2, true), (6, 0, true)]
+        {
+            let script = format!("v=({major} {minor} 0); {}", super::PIPES.replace("BASH_VERSINFO", "v"));
+            assert_eq!(status(&script), pipes, "bash {major}.{minor}");
+        }
+        assert!(status(super::PIPES), "this machine's bash");
+    }
+
     #[test]
     fn only_short_text_that_the_shell_gives_back_whole_goes_in_a_here_document() {
         let m = "__sealer_done_0__";
-        assert_eq!(here_document(b"echo $HOME `x` '\\\n", m), Some("echo $HOME `x` '\\\n"));
+        assert_eq!(here_document(b"echo $HOME `x` '\\\n", m, true), Some("echo $HOME `x` '\\\n"));
+        assert_eq!(here_document(b"echo\n", m, false), None, "bash before 5.1 writes it to a file");
         for refused in [&b"no newline"[..], b"nul\0\n", b"\xff\n", b"a\n__sealer_done_0___stdin\nb\n"] {
-            assert_eq!(here_document(refused, m), None, "{refused:?}");
+            assert_eq!(here_document(refused, m, true), None, "{refused:?}");
         }
-        assert_eq!(here_document(format!("{}\n", "x".repeat(9000)).as_bytes(), m), None, "too long");
-        assert!(here_document(b"a\n__sealer_done_0___stdin \n", m).is_some(), "only the whole line ends it");
+        assert_eq!(here_document(format!("{}\n", "x".repeat(9000)).as_bytes(), m, true), None, "too long");
+        assert!(here_document(b"a\n__sealer_done_0___stdin \n", m, true).is_some(), "only the whole line ends it");
     }
 }

@@ -159,48 +159,63 @@ impl SshSession {
         stop: StepStop<'_>,
         on: OnStep<'_>,
     ) -> Result<(), TransportError> {
-        let texts: Option<Vec<Option<&str>>> = steps
-            .iter()
-            .map(|s| if s.stdin.is_empty() { Some(None) } else { here_document(&s.stdin, &self.marker).map(Some) })
-            .collect();
-        if let (true, Some(texts)) = (self.shell_allowed(), texts) {
-            let chain: Vec<Link<'_>> = steps
-                .iter()
-                .zip(texts)
-                .map(|(s, stdin)| match &s.in_shell {
-                    Some(command) => Link { command, in_shell: true, stdin },
-                    None => Link { command: &s.command, in_shell: false, stdin },
-                })
-                .collect();
-            match self.steps_in_shell(&chain, timeout, stop, on).await {
+        if self.shell_allowed() {
+            match self.steps_in_shell(steps, timeout, stop, on).await {
                 Err(ShellError::Unavailable) => self.no_shell.store(true, std::sync::atomic::Ordering::SeqCst),
                 Err(ShellError::Failed(e)) => return Err(e),
-                Ok(()) => return Ok(()),
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
             }
         }
         one_by_one(steps, stop, on, |step| self.exec(&step.command, &step.stdin, timeout)).await
     }
 
+    /// The chain in one round trip: `false` (nothing run) when a step's stdin cannot go as a here-document
+    /// in this host's shell, which the shell, once open, tells ([`SshSession::here_documents`]).
     async fn steps_in_shell(
         &self,
-        steps: &[Link<'_>],
+        steps: &[Step],
         timeout: Duration,
         stop: StepStop<'_>,
         on: OnStep<'_>,
-    ) -> Result<(), ShellError> {
-        let Some(first) = steps.first().map(|s| s.command) else { return Ok(()) };
+    ) -> Result<bool, ShellError> {
+        let Some(first) = steps.first().map(|s| s.command.as_str()) else { return Ok(true) };
         let (permit, mut channel) = self.checkout(first, timeout).await?;
-        let script = script(steps, &self.marker);
+        let pipes = self.here_documents();
+        let texts: Option<Vec<Option<&str>>> =
+            steps
+                .iter()
+                .map(|s| {
+                    if s.stdin.is_empty() {
+                        Some(None)
+                    } else {
+                        here_document(&s.stdin, &self.marker, pipes).map(Some)
+                    }
+                })
+                .collect();
+        let Some(texts) = texts else {
+            self.checkin(channel, true).await;
+            return Ok(false);
+        };
+        let chain: Vec<Link<'_>> = steps
+            .iter()
+            .zip(texts)
+            .map(|(s, stdin)| match &s.in_shell {
+                Some(command) => Link { command, in_shell: true, stdin },
+                None => Link { command: &s.command, in_shell: false, stdin },
+            })
+            .collect();
+        let script = script(&chain, &self.marker);
         let framed_script = format!("{:012}{script}", script.len());
         let mut told_to_stop = false;
         let result = match self.send(&mut channel, framed_script.as_bytes(), first, timeout).await {
-            Ok(()) => self.read_steps(&mut channel, steps, timeout, stop, &mut told_to_stop, on).await,
+            Ok(()) => self.read_steps(&mut channel, &chain, timeout, stop, &mut told_to_stop, on).await,
             Err(e) => Err(e),
         };
         // A shell told to stop has that byte still on its stdin: it is not used again.
         self.checkin(channel, result.is_ok() && !told_to_stop).await;
         drop(permit);
-        result
+        result.map(|()| true)
     }
 
     /// Sends `bytes` on `channel` within `timeout` (a host that takes no data stops nothing else).
