@@ -48,6 +48,8 @@ async fn one_connection_runs_many_commands_with_stdin_and_exit_status() {
     assert!(!s.here_documents(), "no here-document before a shell said its bash keeps them in pipes");
     let out = s.exec("hostname; cat; exit 3", b"from stdin", T).await.unwrap();
     assert!(s.here_documents(), "the testbed's bash 5.2 keeps short here-documents in pipes");
+    let stdin = s.exec("readlink /proc/self/fd/0", b"Secret-Stdin-2\n", T).await.unwrap().stdout_text();
+    assert!(stdin.starts_with("pipe:"), "short text stdin through a pipe, never a file: {stdin}");
     assert_eq!(out.status, 3);
     assert_eq!(out.stdout_text(), format!("tb{}-h1\nfrom stdin", tb.id));
     // 20 commands at once over one connection: the channel cap keeps OpenSSH's MaxSessions happy.
@@ -151,6 +153,47 @@ async fn a_read_opens_no_shell_and_drops_what_the_login_shell_prints() {
     assert_eq!((shells(&tb), sessions()), ("1".into(), before), "the read went to the open shell");
 }
 
+/// A host whose bash keeps here-documents in temporary files (bash before 5.1, or told to behave as 5.0,
+/// as sshd's `SetEnv BASH_COMPAT=50` does here): its shells say nothing of pipes, and no stdin goes as a
+/// here-document, a short secret included: it reaches the command through a pipe, never a file. A chain
+/// of steps with a stdin runs there too, step by step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bash_that_keeps_here_documents_in_files_gets_no_stdin_as_one() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(1);
+    tb.stop_sshd(0);
+    let config = "echo 'SetEnv BASH_COMPAT=50' >> /etc/ssh/sealer_testbed_sshd_config";
+    assert!(tb.exec(0, config).status.success());
+    tb.start_sshd(0);
+    let s = SshSession::connect(target(&tb, 0, key(&tb))).await.unwrap();
+    let secret = b"Heredoc-Secret-31\n";
+    let command = "echo \"$BASH_COMPAT\"; readlink /proc/self/fd/0; cat";
+    let out = s.exec(command, secret, T).await.unwrap();
+    let lines: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+    assert_eq!(lines.first().map(String::as_str), Some("50"), "sshd gave the shells BASH_COMPAT: {lines:?}");
+    assert!(lines[1].starts_with("pipe:") && lines[2] == "Heredoc-Secret-31", "{lines:?}");
+    assert!(!s.here_documents(), "a shell of a bash that writes here-documents to files said pipes");
+    let steps: Vec<sealer_providers::transport::Step> = (0..3)
+        .map(|i| sealer_providers::transport::Step {
+            command: "readlink /proc/self/fd/0 | cut -c1-5; cat".into(),
+            stdin: format!("step-{i}\n").into_bytes(),
+            in_shell: None,
+        })
+        .collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on = |e: sealer_providers::transport::StepEvent| {
+        if let sealer_providers::transport::StepEvent::Ended(k, out) = e {
+            seen.lock().unwrap().push((k, out.status, out.stdout_text()));
+        }
+    };
+    s.exec_steps(&steps, T, &|| false, &on).await.unwrap();
+    let seen = seen.into_inner().unwrap();
+    let expected: Vec<_> = (0..3).map(|i| (i, 0, format!("pipe:\nstep-{i}"))).collect();
+    assert_eq!(seen, expected, "each step's stdin through a pipe");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_unreachable_host_and_changed_host_key_are_clear_errors() {
     if !testbed_available() {
@@ -232,6 +275,10 @@ async fn non_root_users_run_commands_through_sudo() {
             assert_eq!((out.status, out.stdout_text()), (0, "0\npayload".to_string()), "{user}: {}", out.stderr_text());
             assert_eq!(out.stderr_text(), "", "{user}: nothing but the command's own stderr");
         }
+        // Short text (a secret, as it may be) reaches the command through a pipe, never a file; here as a
+        // here-document, which the host's shell said it keeps in a pipe.
+        let out = s.exec("readlink /proc/self/fd/0", b"Secret-Stdin-1\n", T).await.unwrap();
+        assert!(out.stdout_text().starts_with("pipe:") && s.here_documents(), "{user}: {}", out.stdout_text());
         let out = s.exec("sha256sum", &binary, T).await.unwrap();
         let expected: String =
             ring::digest::digest(&ring::digest::SHA256, &binary).as_ref().iter().map(|b| format!("{b:02x}")).collect();

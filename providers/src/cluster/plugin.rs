@@ -120,8 +120,8 @@ impl Cx {
     }
 
     /// A SHELL plugin's command and script. A script read with `-s` means the same with a last newline,
-    /// and goes to the host as a here-document with one (see `SshSession::exec`), not through two more
-    /// processes. In the host's bash, the script is sourced from stdin in the command's own subshell: no
+    /// and goes to the host as a here-document with one where its bash keeps those in pipes (see
+    /// `SshSession::exec`), not through two more processes. In the host's bash, the script is sourced from stdin in the command's own subshell: no
     /// process to start. Names that are not identifiers need `env`, and so a new shell.
     fn shell_step(&self, after: &schema::Plugin) -> Step {
         let data = after.data.clone().unwrap_or_default();

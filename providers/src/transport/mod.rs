@@ -380,8 +380,8 @@ impl SshSession {
         Ok(out)
     }
 
-    /// Whether a short text stdin goes to this host's shells as a here-document: once a shell said its
-    /// bash keeps those in pipes (see [`shell::here_document`]); never before.
+    /// Whether a short text stdin goes to this host's shells as a here-document: as the last shell opened
+    /// said (its bash keeps those in pipes: see [`shell::pipes_probe`]); never before one did.
     pub fn here_documents(&self) -> bool {
         self.here_docs.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -406,7 +406,8 @@ impl SshSession {
         format!("{}_sudo:", self.marker)
     }
 
-    /// What a shell or a command prints, on a line of its own, once it runs (as root when sudo was needed).
+    /// What a shell or a command prints at the end of a line once it runs (as root when sudo was needed); a
+    /// shell's tags come before it on that line.
     fn ready(&self) -> String {
         format!("{}_ready", self.marker)
     }

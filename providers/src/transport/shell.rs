@@ -62,8 +62,19 @@ pub(super) fn end_markers(marker: &str, stderr: &str) -> String {
     format!("printf '\\n%s %d\\n' {marker} $?; printf '\\n%s\\n' {marker} >&{stderr}")
 }
 
-/// True in bash 5.1 and later, which keep a here-document shorter than the pipe's buffer in a pipe.
-pub(super) const PIPES: &str = "(( BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1) ))";
+/// The longest stdin that goes as a here-document.
+const HERE_DOCUMENT_MAX: usize = 8 * 1024;
+
+/// Prints `{marker}_pipes ` when this bash gives a here-document of [`HERE_DOCUMENT_MAX`] bytes to its
+/// command as a pipe: the behaviour itself, tried, not the version that usually has it (5.1 and later;
+/// `BASH_COMPAT=50` or lower, a build's smaller `HEREDOC_PIPESIZE`, or a pipe that cannot grow keep
+/// temporary files). Nothing is printed where it would be a file, nor where `/dev/stdin` is missing.
+pub(super) fn pipes_probe(marker: &str) -> String {
+    format!(
+        "printf -v d '%{}s' ''; [ -p /dev/stdin ] <<<\"$d\" 2>/dev/null && printf '%s ' {marker}_pipes; unset d; ",
+        HERE_DOCUMENT_MAX - 1
+    )
+}
 
 /// How long a command waits for a busy shell of its host before it opens another.
 pub(super) const SHELL_WAIT: Duration = Duration::from_millis(30);
@@ -71,11 +82,11 @@ pub(super) const SHELL_WAIT: Duration = Duration::from_millis(30);
 /// `stdin` as the body of a here-document ended by `{marker}_stdin`, when the shell gives it back byte
 /// for byte: text without NUL that ends with a newline, no line of it the end line, and short: the text
 /// goes through `eval`'s copy of the script and bash's here-document buffer, where `head -c` streams it.
-/// Only where the shell keeps a here-document in a pipe (`pipes`: bash 5.1 and later, for one shorter
-/// than the pipe's buffer); before 5.1 bash writes every one to a temporary file, and a stdin may be a
-/// secret (a join configuration, a private file's content).
+/// Only where the shell keeps such a here-document in a pipe (`pipes`, as its [`pipes_probe`] said):
+/// bash before 5.1 writes every one to a temporary file, and a stdin may be a secret (a join
+/// configuration, a private file's content).
 pub(super) fn here_document<'a>(stdin: &'a [u8], marker: &str, pipes: bool) -> Option<&'a str> {
-    const MAX: usize = 8 * 1024;
+    const MAX: usize = HERE_DOCUMENT_MAX;
     if !pipes {
         return None;
     }
@@ -179,8 +190,8 @@ impl SshSession {
         // per shell): any end before the ready line is Unavailable there.
         // The ready line begins with `{marker}_pipes` where bash keeps short here-documents in pipes.
         let script = format!(
-            "{PIPES} && printf '%s ' {}_pipes; printf '%s\\n' {}; {}",
-            self.marker,
+            "{}printf '%s\\n' {}; {}",
+            pipes_probe(&self.marker),
             quote(&self.ready()),
             shell_loop(&self.marker)
         );
@@ -378,18 +389,19 @@ mod tests {
         assert_eq!(end_markers(m, "2"), format!("printf '\\n%s %d\\n' {m} $?; printf '\\n%s\\n' {m} >&2"));
     }
 
-    /// The test a shell's ready line makes, by bash version: a here-document in a pipe from 5.1 on (the
-    /// version as bash gives it, in an array of the same shape); this machine's bash is 5.2.
+    /// The probe a shell's ready line carries, in this machine's bash (5.2): the tag where a here-document
+    /// of the longest size goes as a pipe, none where bash is told to behave as 5.0 (temporary files).
     #[test]
-    fn here_documents_go_in_pipes_from_bash_5_1() {
-        let status = |script: &str| std::process::Command::new("bash").args(["-c", script]).status().unwrap().success();
-        for (major, minor, pipes) in
-            [(4, 2, false), (4, 4, false), (5, 0, false), (5, 1, true), (5, 2, true), (6, 0, true)]
-        {
-            let script = format!("v=({major} {minor} 0); {}", super::PIPES.replace("BASH_VERSINFO", "v"));
-            assert_eq!(status(&script), pipes, "bash {major}.{minor}");
-        }
-        assert!(status(super::PIPES), "this machine's bash");
+    fn the_pipes_tag_says_what_bash_does_not_its_version() {
+        let m = "__m__";
+        let probe = |env: &[(&str, &str)]| {
+            let mut bash = std::process::Command::new("bash");
+            bash.args(["--noprofile", "--norc", "-c", &super::pipes_probe(m)]).envs(env.iter().copied());
+            String::from_utf8(bash.output().unwrap().stdout).unwrap()
+        };
+        assert_eq!(probe(&[]), format!("{m}_pipes "));
+        assert_eq!(probe(&[("BASH_COMPAT", "50")]), "", "bash 5.0's temporary files");
+        assert_eq!(probe(&[("BASH_COMPAT", "51")]), format!("{m}_pipes "));
     }
 
     #[test]
