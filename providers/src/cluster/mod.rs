@@ -408,9 +408,19 @@ impl Cx {
 
     /// Runs `command` on `ip`, logging it and its output, whatever its exit status.
     async fn run_status(&self, ip: IpAddr, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
+        self.logged(ip, command, self.remote.exec(ip, command, stdin)).await
+    }
+
+    /// What `running` (`command` on `ip`) gives, with the command, its output or its failure logged.
+    async fn logged(
+        &self,
+        ip: IpAddr,
+        command: &str,
+        running: impl std::future::Future<Output = Result<ExecOutput>>,
+    ) -> Result<ExecOutput> {
         self.log(ip, &format!("$ {command}"));
         let started = std::time::Instant::now();
-        let out = self.remote.exec(ip, command, stdin).await.inspect_err(|e| self.log_failure(ip, started, e))?;
+        let out = running.await.inspect_err(|e| self.log_failure(ip, started, e))?;
         self.log_output(ip, &out, started);
         Ok(out)
     }
@@ -443,10 +453,7 @@ impl Cx {
     /// host has nothing else to run for a while), logged as [`Cx::run`] logs; an error when it exits
     /// non-zero.
     async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
-        self.log(ip, &format!("$ {command}"));
-        let started = std::time::Instant::now();
-        let out = self.remote.read(ip, command).await.inspect_err(|e| self.log_failure(ip, started, e))?;
-        self.log_output(ip, &out, started);
+        let out = self.logged(ip, command, self.remote.read(ip, command)).await?;
         Ok(remote::succeeded(ip, command, out)?.stdout_text())
     }
 

@@ -193,8 +193,8 @@ pub struct SshSession {
     marker: String,
     /// Set when the host has no bash (or sudo refused one): every command gets its own channel.
     no_shell: std::sync::atomic::AtomicBool,
-    /// Whether the host's bash keeps short here-documents in pipes (5.1 and later), as its shells said
-    /// when they started; until one did, no stdin goes as a here-document.
+    /// Whether the host's bash keeps short here-documents in pipes, as the last shell opened said (its
+    /// `shell::pipes_probe`); until one did, no stdin goes as a here-document.
     here_docs: std::sync::atomic::AtomicBool,
     /// What the connection's handler saw (whether the host stopped answering).
     seen: Arc<Mutex<Offered>>,
@@ -416,8 +416,8 @@ impl SshSession {
     /// stderr for a command on its own channel), answering sudo's prompt with the password when, and only
     /// when, sudo prints it: a command's stdin is never sent before, so it reaches the command byte for
     /// byte whether sudo asks for a password or not. Returns what arrived after the ready line (stdout,
-    /// stderr) and what came before it on its line (a shell's tags). Ending before the ready line: `Unavailable` when the program never ran (no bash), the
-    /// sudo failure otherwise.
+    /// stderr) and what came before it on its line (a shell's tags). Ending before the ready line:
+    /// `Unavailable` when the program never ran (no bash), the sudo failure otherwise.
     async fn await_ready(
         &self,
         channel: &mut Channel<Msg>,
