@@ -177,8 +177,7 @@ pub(crate) struct Observation<'a> {
 }
 
 impl Observation<'_> {
-    /// The stdout of `command`, which only reads `ip`: without a shell when this refresh runs nothing else
-    /// there ([`Observation::lone`]).
+    /// The stdout of `command`, which only reads `ip`: without a shell where it is alone (`lone`).
     async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
         if self.lone.contains(&ip) {
             self.cx.read_output(ip, command).await
@@ -226,8 +225,7 @@ impl ClusterProvider {
                 r.address == Address::new(Kind::KubeadmJoin, first.clone())
                     && typed::<schema::KubeadmJoin>(&r.address, &r.attributes).is_ok_and(|j| j.is_master())
             });
-        // Of the kinds `read` reads, the hostname and the balancer run a command on their own host; the
-        // others ask the API, through the first master.
+        // Hostname and balancer reads run on their own host; the others ask the API on the first master.
         let busy: std::collections::BTreeSet<IpAddr> = (state.resources.values())
             .filter(|r| r.address.kind == Kind::Balancer)
             .filter_map(|r| r.host)
@@ -449,9 +447,8 @@ impl Cx {
         Ok(self.run(ip, command, b"").await?.stdout_text())
     }
 
-    /// The stdout of `command`, which only reads the host, run by [`Remote::read`] (the caller knows the
-    /// host has nothing else to run for a while), logged as [`Cx::run`] logs; an error when it exits
-    /// non-zero.
+    /// The stdout of `command`, a read run by [`Remote::read`] (the caller knows the host has nothing else
+    /// to run for a while), logged; an error when it exits non-zero.
     async fn read_output(&self, ip: IpAddr, command: &str) -> Result<String> {
         let out = self.logged(ip, command, self.remote.read(ip, command)).await?;
         Ok(remote::succeeded(ip, command, out)?.stdout_text())
