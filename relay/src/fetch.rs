@@ -1,4 +1,5 @@
-//! `fetch`: a file from a peer's relay, checked against its name as it arrives.
+//! `fetch`: a file from a peer's relay, and `receive`: files on stdin, each checked against its name as it
+//! arrives.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -15,11 +16,7 @@ use crate::{fail, file_sha256, is_name, MISMATCH, UNREACHABLE};
 pub(crate) fn fetch(args: &[String]) -> ExitCode {
     const USAGE: &str =
         "usage: sealer-relay fetch PEER PORT SECONDS NAME... [--unpack DEST [--keep]] (the token on stdin)";
-    let (args, unpack, keep) = match args {
-        [rest @ .., flag, dest, keep] if flag == "--unpack" && keep == "--keep" => (rest, Some(dest), true),
-        [rest @ .., flag, dest] if flag == "--unpack" => (rest, Some(dest), false),
-        _ => (args, None, true),
-    };
+    let (args, unpack, keep) = unpack_flags(args);
     let Some((peer, port, seconds, names)) = (match args {
         [peer, port, seconds, names @ ..] if !names.is_empty() => Some((peer, port, seconds, names)),
         _ => None,
@@ -77,7 +74,13 @@ impl<R: std::io::Read> std::io::Read for Incoming<R> {
             self.failed = Some(UNREACHABLE);
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the fetch took too long"));
         }
-        let n = self.source.read(buffer).inspect_err(|_| self.failed = Some(UNREACHABLE))?;
+        let n = self.source.read(buffer).inspect_err(|e| {
+            // Said once: the unpacking and the drain after it both read on.
+            if self.failed.is_none() {
+                eprintln!("sealer-relay: {e}");
+            }
+            self.failed = Some(UNREACHABLE);
+        })?;
         self.hasher.update(&buffer[..n]);
         self.total += n as u64;
         if let Some((copy, path)) = &mut self.copy {
@@ -91,9 +94,8 @@ impl<R: std::io::Read> std::io::Read for Incoming<R> {
     }
 }
 
-/// Fetches `name` from `peer` (or takes the copy `dir` already holds), hashing as it arrives, into
-/// `dir/name.part`, renamed to `dir/name` once it matches, and/or unpacked into a stage beside the
-/// destination, merged into it once it matches: nothing of a copy that does not match is left or used.
+/// Fetches `name` from `peer` (or takes the copy `dir` already holds), checked as it arrives: see
+/// [`take_in`].
 pub(crate) fn fetch_one(
     dir: &Path,
     peer: SocketAddr,
@@ -102,7 +104,7 @@ pub(crate) fn fetch_one(
     deadline: Instant,
     target: &Target,
 ) -> Result<(), u8> {
-    let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
+    let file = dir.join(name);
     let held = file_sha256(&file).as_deref() == Some(name);
     if held && target.unpack.is_none() {
         return Ok(());
@@ -119,7 +121,85 @@ pub(crate) fn fetch_one(
         stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
         Box::new(stream)
     };
-    let copy = if target.keep && !held {
+    let target = Target { keep: target.keep && !held, unpack: target.unpack };
+    take_in(dir, source, name, deadline, &target)
+}
+
+/// `receive SECONDS NAME SIZE [NAME SIZE]... [--unpack DEST [--keep]]`: the files come one after the
+/// other on stdin (the workstation's copy to the seed), each checked against its name as it arrives, the
+/// last one unpacked as `fetch` does: one pass over the bytes, where `cat`, `sha256sum` and `tar` took three.
+pub(crate) fn receive_stdin(args: &[String]) -> ExitCode {
+    const USAGE: &str = "usage: sealer-relay receive SECONDS NAME SIZE [NAME SIZE]... [--unpack DEST [--keep]]";
+    let (args, unpack, keep) = unpack_flags(args);
+    let Some((seconds, pairs)) = args.split_first() else { return fail(USAGE) };
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return fail(USAGE);
+    }
+    let Ok(seconds) = seconds.parse::<u64>() else { return fail("SECONDS must be a number") };
+    let mut files = Vec::new();
+    for pair in pairs.chunks(2) {
+        match (is_name(&pair[0]), pair[1].parse::<u64>()) {
+            (true, Ok(size)) => files.push((&pair[0], size)),
+            _ => return fail(&format!("`{} {}` is not a SHA-256 and a size", pair[0], pair[1])),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut stdin = std::io::stdin().lock();
+    let last = files.len() - 1;
+    for (i, (name, size)) in files.into_iter().enumerate() {
+        let target = match unpack {
+            Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
+            _ => Target { keep: true, unpack: None },
+        };
+        let source = Exactly { source: std::io::Read::take(&mut stdin, size), left: size };
+        if let Err(code) = take_in(Path::new("."), source, name, deadline, &target) {
+            return ExitCode::from(code);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `… [--unpack DEST [--keep]]`: the arguments before, where to unpack the last file, and whether to keep
+/// it as well (a file that is not unpacked is always kept).
+fn unpack_flags(args: &[String]) -> (&[String], Option<&String>, bool) {
+    match args {
+        [rest @ .., flag, dest, keep] if flag == "--unpack" && keep == "--keep" => (rest, Some(dest), true),
+        [rest @ .., flag, dest] if flag == "--unpack" => (rest, Some(dest), false),
+        _ => (args, None, true),
+    }
+}
+
+/// `left` bytes of `source`, an error when it ends before: a stream cut short says so, rather than
+/// failing its SHA-256 check as if its bytes had changed.
+pub(crate) struct Exactly<R> {
+    pub(crate) source: R,
+    pub(crate) left: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Exactly<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.source.read(buffer)?;
+        if n == 0 && self.left > 0 && !buffer.is_empty() {
+            let message = format!("stdin ended {} bytes short", self.left);
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `source`, the copy of `name`, hashing as it arrives, into `dir/name.part`, renamed to `dir/name`
+/// once it matches (when `target.keep`), and/or unpacked into a stage beside the destination, merged into
+/// it once it matches: nothing of a copy that does not match is left or used.
+pub(crate) fn take_in<R: std::io::Read>(
+    dir: &Path,
+    source: R,
+    name: &str,
+    deadline: Instant,
+    target: &Target,
+) -> Result<(), u8> {
+    let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
+    let copy = if target.keep {
         Some((std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?, part.clone()))
     } else {
         None
@@ -127,7 +207,7 @@ pub(crate) fn fetch_one(
     let mut incoming = Incoming { source, hasher: Sha256::new(), total: 0, deadline, copy, failed: None };
     let stage = target.unpack.map(|dest| PathBuf::from(format!("{}.unpack", dest.display())));
     let result = receive(&mut incoming, stage.as_deref(), name).and_then(|()| {
-        if target.keep && !held {
+        if target.keep {
             std::fs::rename(&part, &file).map_err(|e| local_error(&file, &e))?;
         }
         match (&stage, target.unpack) {

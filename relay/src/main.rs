@@ -8,7 +8,9 @@
 //!   `DIR` that are named by the SHA-256 of their content to the cluster's other hosts;
 //! - `sealer-relay fetch PEER PORT SECONDS NAME...` (the token on stdin) fetches each NAME from a peer's
 //!   relay into the current directory, checking it against its name as it arrives, in the time it takes
-//!   to read it (a host without the helper fetches it first with bash's `/dev/tcp` and `sha256sum`).
+//!   to read it (a host without the helper fetches it first with bash's `/dev/tcp` and `sha256sum`);
+//! - `sealer-relay receive SECONDS NAME SIZE...` does the same with files that come on stdin one after the
+//!   other: the workstation's copy to the seed.
 //!
 //! The relay's security model, in order:
 //! - it listens on ADDRESS only (the host's cluster address), on a port the kernel picks;
@@ -49,8 +51,10 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "start" => serve::start(rest),
         Some((command, rest)) if command == "serve" => serve::serve(rest),
         Some((command, rest)) if command == "fetch" => fetch::fetch(rest),
+        Some((command, rest)) if command == "receive" => fetch::receive_stdin(rest),
         _ => fail(
-            "usage: sealer-relay start|serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME...",
+            "usage: sealer-relay start|serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME... \
+             | receive SECONDS NAME SIZE...",
         ),
     }
 }
@@ -224,6 +228,37 @@ mod tests {
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// The workstation's copy to the seed: files one after the other on one stream, each kept and/or
+    /// unpacked once it matches; a stream cut short is said as such, and leaves nothing.
+    #[test]
+    fn files_on_one_stream_are_taken_in_one_after_the_other_and_a_short_one_leaves_nothing() {
+        use std::io::Read as _;
+        let dir = scratch("stream");
+        let manifest = b"the manifest".to_vec();
+        let tar = archive(&[("etc/a.yml", b"new")]);
+        let (m, t) = (format!("{:x}", Sha256::digest(&manifest)), format!("{:x}", Sha256::digest(&tar)));
+        let stream = [manifest.clone(), tar.clone()].concat();
+        let mut input = &stream[..];
+        let later = Instant::now() + Duration::from_secs(30);
+        let dest = dir.join("rootfs");
+        let first = Exactly { source: (&mut input).take(manifest.len() as u64), left: manifest.len() as u64 };
+        assert_eq!(take_in(&dir, first, &m, later, &KEEP), Ok(()));
+        let serve = Target { keep: true, unpack: Some(&dest) };
+        let second = Exactly { source: (&mut input).take(tar.len() as u64), left: tar.len() as u64 };
+        assert_eq!(take_in(&dir, second, &t, later, &serve), Ok(()));
+        assert_eq!(
+            (std::fs::read(dir.join(&m)).unwrap(), std::fs::read(dir.join(&t)).unwrap()),
+            (manifest, tar.clone())
+        );
+        assert_eq!(std::fs::read_to_string(dest.join("etc/a.yml")).unwrap(), "new");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = Exactly { source: (&tar[..tar.len() - 100]).take(tar.len() as u64), left: tar.len() as u64 };
+        assert_eq!(take_in(&dir, short, &t, later, &serve), Err(UNREACHABLE));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no part, stage nor destination left");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A write that fails (a full disk: `/dev/full` answers every write with ENOSPC) stops the copy as

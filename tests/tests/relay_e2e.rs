@@ -265,3 +265,39 @@ fn an_installed_sealer_alone_relays_the_image() {
     assert!(sent <= image + image / 10, "the workstation sent {sent} bytes for a {image}-byte image:\n{text}");
     eprintln!("installed sealer: the workstation sent {sent} bytes for {image} bytes of image to 3 hosts");
 }
+
+/// A host whose `/var/lib/sealer` is mounted `noexec` cannot run the helper: whether it was to seed (the
+/// workstation streams the copy to the helper) or to fetch from a peer, it says so, gets the files from
+/// the workstation, installs them with tar and serves nobody; the other hosts relay as usual.
+#[test]
+fn a_host_that_cannot_run_the_helper_gets_the_files_and_the_others_relay() {
+    if !testbed_available() {
+        return;
+    }
+    let tb = Testbed::up(3);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let sha = build(&home, dir.path(), "1");
+    std::fs::write(dir.path().join("Clusterfile"), clusterfile(&tb, "relay/payload:1")).unwrap();
+    // The first host is the planned seed: the workstation's stream meets a helper that cannot run.
+    let plan = ok(&sealer_at(&home, dir.path(), &["plan"]));
+    let seed = format!("# image.{} will be created\n  # (seed: copied from the workstation", tb.ips[0]);
+    assert!(plan.contains(&seed), "{plan}");
+    tb.exec_ok(0, "mkdir -p /var/lib/sealer && mount -t tmpfs -o noexec tmpfs /var/lib/sealer");
+    let first = apply_images(&tb, &home, dir.path(), &[], false);
+    let out = unstamped(&stdout(&first)).0;
+    assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
+    let noexec = tb.ips[0];
+    assert!(out.contains(&format!("image.{noexec}: `sealer-relay` cannot run on this host")), "{out}");
+    assert!(out.contains(&format!("image.{noexec}: 12.00 MiB copied from the workstation")), "{out}");
+    // The next host seeds instead (streamed to its helper), and the last fetches from it.
+    assert_eq!(out.matches("MiB copied from the workstation").count(), 2, "{out}");
+    assert_eq!(out.matches(" relayed from 10.").count(), 1, "{out}");
+    assert_converged_and_clean(&tb, &sha);
+    let kept = tb.exec_ok(0, "ls -A /var/lib/sealer/relay; mount | grep -c ' /var/lib/sealer .*noexec'");
+    assert_eq!(
+        kept.lines().collect::<Vec<_>>(),
+        ["digest", "manifest", "rootfs", "1"],
+        "no relay directory left: {kept}"
+    );
+}

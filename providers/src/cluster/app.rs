@@ -285,6 +285,17 @@ mod tests {
         let p = create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let first = remote.commands(M1);
         assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
+        // The helper alone goes as a file: it takes in the manifest and the files from its stdin.
+        assert_eq!(first.iter().filter(|c| c.contains("cat > /var/lib/sealer/c/.relay/")).count(), 1, "{first:?}");
+        assert!(
+            first[1].contains(" receive ")
+                && first[1].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep")
+        );
+        let streamed = remote.stdin_of(M1, " receive ").unwrap();
+        let (access, files) = streamed.split_once('\0').unwrap();
+        assert_eq!(access.lines().count(), 4, "the token, then the 3 hosts: {access}");
+        assert!(files.starts_with("0 644 manifests/big.bin\n"), "then the manifest");
+        assert!(files.len() > super::super::relay::DIRECT_MAX as usize, "and the archive");
         assert!(first.iter().any(|c| c.contains(" start . 10.0.0.2 ")), "the first master serves: {first:?}");
         // One command fetches (the helper with bash, then the files with the helper), installs and serves.
         let second = remote.commands(M2);
@@ -294,7 +305,7 @@ mod tests {
         assert!(second[0].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep"), "{second:?}");
         assert!(second[0].contains("mv /var/lib/sealer/c/apps/nginx-app.new /var/lib/sealer/c/apps/nginx-app"));
         assert!(second[0].contains(" start . 10.0.0.3 "), "and then serves: {second:?}");
-        let access = remote.stdin_of(M1, " start . ").unwrap();
+        let access = remote.stdin_of(M2, " start . ").unwrap();
         let token = access.lines().next().unwrap();
         assert_eq!((token.len(), access.lines().count()), (32, 4), "the token, then the 3 hosts: {access}");
         let logged = std::fs::read_to_string(logs.path().join("10.0.0.3.log")).unwrap();
@@ -326,10 +337,28 @@ mod tests {
             Arc::new(Scripted::default().fail(" fetch 10.0.0.2 4100 ", 6, "").on(" start . ", "relay-port 4100"));
         create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let second = remote.commands(M2);
-        assert_eq!(second.len(), 5, "{second:?}");
+        assert_eq!(second.len(), 4, "{second:?}");
         assert!(second[0].contains(" fetch 10.0.0.2 4100 "), "{second:?}");
-        assert!(second[1..4].iter().all(|c| c.contains("cat > ")), "three files from the workstation: {second:?}");
-        assert!(second[4].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{second:?}");
-        assert!(!second[4].contains(" start . "), "it serves nobody: {second:?}");
+        assert!(second[1..3].iter().all(|c| c.contains("cat > ")), "two files from the workstation: {second:?}");
+        assert!(second[3].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{second:?}");
+        assert!(!second[3].contains(" start . "), "it serves nobody: {second:?}");
+    }
+
+    /// A seed where the helper it was sent cannot run (a `noexec` mount) gets the files instead, unpacks
+    /// them with tar and serves nobody; the next host seeds.
+    #[tokio::test]
+    async fn a_seed_that_cannot_run_the_helper_gets_the_files() {
+        let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let remote = Arc::new(Scripted::default().fail(" receive ", 6, "").on(" start . ", "relay-port 4100"));
+        create_with_relay(dir.path(), logs.path(), remote.clone()).await;
+        let first = remote.commands(M1);
+        assert!(first[1].contains(" receive "), "{first:?}");
+        assert!(first[2..4].iter().all(|c| c.contains("cat > ")), "two files from the workstation: {first:?}");
+        assert!(first[4].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{first:?}");
+        assert!(!first[4].contains(" start . "), "it serves nobody: {first:?}");
+        assert!(
+            remote.commands(M2).iter().any(|c| c.contains(" receive ") && c.contains(" start . ")),
+            "the next seeds"
+        );
     }
 }

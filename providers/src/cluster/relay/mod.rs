@@ -5,8 +5,9 @@
 //!
 //! - A holder serves with `sealer-relay` (the `relay/` crate), which the seed receives from the
 //!   workstation and every other host from its peer, with nothing but bash's `/dev/tcp`, `cat`,
-//!   `timeout` and `sha256sum`; the helper then fetches the rest, checking each byte as it arrives. One
-//!   command per copy fetches, installs and starts the host's relay ([`Relay::copy`]).
+//!   `timeout` and `sha256sum`; the helper then fetches the rest, checking each byte as it arrives (the
+//!   seed's from its stdin, which the workstation streams). One command per copy fetches, installs and
+//!   starts the host's relay ([`Relay::copy`]).
 //! - Every file is named by its SHA-256, which the workstation computed: a fetched file that does not
 //!   match is thrown away, its relay is no longer used, and the host fetches it again elsewhere.
 //! - A relay answers only the cluster's addresses that bring this apply's random token (never on a
@@ -28,8 +29,10 @@ use crate::error::ProviderError;
 use crate::shell::quote;
 
 mod pool;
+mod script;
 
 use pool::*;
+use script::*;
 
 /// Peers one holder serves at once.
 const FANOUT: usize = 3;
@@ -170,6 +173,19 @@ enum Fetch {
     Corrupt,
     /// The helper cannot run on this host.
     NoHelper,
+}
+
+/// Where the bytes of a host's copy come from.
+#[derive(Clone, Copy)]
+enum Bytes {
+    /// Fetched by the helper from a peer's relay.
+    Peer(IpAddr, u16),
+    /// Streamed by the workstation on the copy's stdin, taken in by the helper as a peer's copy is (the
+    /// seed, and a host that cannot reach its peers).
+    Stdin,
+    /// Sent before into the relay directory ([`Relay::send`]), unpacked by tar: a host that cannot run
+    /// the helper.
+    Sent,
 }
 
 /// A copy and where it goes on its host: the directory its archive unpacks into (merged with what it
@@ -367,7 +383,7 @@ impl Relay {
                         pool.relaying += usize::from(serve);
                         serve
                     });
-                    let fetched = self.copy(cx, ip, what, Some((peer, port)), install, serve).await;
+                    let fetched = self.copy(cx, ip, what, Bytes::Peer(peer, port), install, serve).await;
                     // A host that did not come to serve (its fetch failed, or its relay did not start)
                     // leaves its place to another.
                     if serve && !matches!(fetched, Ok(Fetch::Done(Some(_)))) {
@@ -406,7 +422,9 @@ impl Relay {
     }
 
     /// The copy from the workstation: as the archive's seed, or as the fallback of a host that could not
-    /// reach its peers (`unreachable`) or run the helper (`no_helper`), which then serves nobody.
+    /// reach its peers (`unreachable`) or run the helper (`no_helper`), which then serves nobody. The
+    /// helper takes it in from the copy's stdin; a host that cannot run the helper gets the files, then
+    /// unpacks them with tar.
     async fn copy_from_workstation(
         &self,
         cx: &Cx,
@@ -426,10 +444,25 @@ impl Relay {
         if origin == Origin::Seed {
             self.with_pool(&archive.tar_sha, |pool| pool.relaying += 1);
         }
-        let copied = match self.send(cx, ip, archive).await {
-            Ok(()) => self.copy(cx, ip, what, None, install, origin == Origin::Seed).await,
-            Err(e) => Err(e),
+        let serve = origin == Origin::Seed;
+        let mut copied = match no_helper {
+            true => Ok(Fetch::NoHelper),
+            false => match self.send(cx, ip, self.helper.iter().map(|h| (h.sha.as_str(), &h.bytes[..]))).await {
+                Ok(()) => self.copy(cx, ip, what, Bytes::Stdin, install, serve).await,
+                Err(e) => Err(e),
+            },
         };
+        if let Ok(Fetch::NoHelper) = copied {
+            if !no_helper {
+                let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
+                self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
+            }
+            let files = [(archive.manifest_sha.as_str(), &archive.manifest[..]), (&archive.tar_sha, &archive.tar)];
+            copied = match self.send(cx, ip, files.into_iter()).await {
+                Ok(()) => self.copy(cx, ip, what, Bytes::Sent, install, false).await,
+                Err(e) => Err(e),
+            };
+        }
         // A seed that did not come to serve leaves its place to another, as a peer does.
         if origin == Origin::Seed && !matches!(copied, Ok(Fetch::Done(Some(_)))) {
             self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
@@ -440,11 +473,11 @@ impl Relay {
         }
         match copied {
             Ok(Fetch::Done(port)) => Ok((origin, port)),
-            // Without a fetch part the script cannot exit as a fetch does: a helper went missing.
+            // A copy sent before runs no helper: it cannot end as a fetch does.
             Ok(_) => Err(ProviderError::Unexpected {
                 host: ip,
                 what: format!("the copy of {what}"),
-                message: "the relay's helper is missing".into(),
+                message: "the copy from the workstation ended as a fetch from a peer".into(),
             }),
             Err(e) => Err(e),
         }
@@ -491,15 +524,11 @@ impl Relay {
         }
     }
 
-    /// The workstation's copy: the archive and manifest over SSH (each checked on arrival), and the
-    /// relay's executable when the host lacks it.
-    async fn send(&self, cx: &Cx, ip: IpAddr, archive: &Archive) -> Result<()> {
+    /// Files from the workstation into the host's relay directory, each named by its SHA-256 and checked
+    /// on arrival (one the host holds is not sent): the relay's executable, or a copy for a host that
+    /// cannot run it.
+    async fn send<'a>(&self, cx: &Cx, ip: IpAddr, files: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<()> {
         let dir = Self::dir(cx);
-        let mut files: Vec<(&str, &[u8])> =
-            vec![(&archive.manifest_sha, &archive.manifest), (&archive.tar_sha, &archive.tar)];
-        if let Some(helper) = &self.helper {
-            files.insert(0, (&helper.sha, &helper.bytes));
-        }
         for (sha, bytes) in files {
             let (part, file) = (quote(&format!("{dir}/{sha}.part")), quote(&format!("{dir}/{sha}")));
             let script = format!(
@@ -513,50 +542,17 @@ impl Relay {
         Ok(())
     }
 
-    /// The script part that fetches the relay's executable, the manifest and the archive from `peer`, in
-    /// that order, into the relay directory (where it leaves the shell), the archive unpacked as `unpack`
-    /// says (`--unpack DEST`, and `--keep` to serve it); exits 3 when the peer cannot be reached or
-    /// refuses, 4 when a file does not match its SHA-256.
-    fn fetch_script(&self, peer: IpAddr, port: u16, archive: &Archive, unpack: &str) -> String {
-        let Some(helper) = &self.helper else { return "exit 3".into() };
-        // Time a fetch may take before it is given up (and fetched elsewhere): 1 MiB/s at the least.
-        let seconds = 30 + archive.tar.len() as u64 / (1 << 20);
-        // The helper comes with bash alone (`/dev/tcp`, `sha256sum`; the token on stdin, never in a
-        // command line), into a file of this command's own (named by its shell's `$BASHPID`, taken once:
-        // a pipeline's parts have their own), renamed once checked, as another copy may be running the
-        // helper; then it fetches the rest, checking each byte as it arrives (one process, and a SHA-256
-        // several times faster than `sha256sum`).
-        format!(
-            "h={h}; part=$h.$BASHPID\n\
-             if ! {{ test -x $h && echo \"$h  $h\" | sha256sum -c --status; }}; then\n\
-               timeout {CONNECT_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1' {peer} {port} 2>/dev/null || exit 3\n\
-               printf '%s\\n' \"$token\" | timeout {HELPER_SECS} bash -c 'exec 3<>/dev/tcp/$0/$1 || exit 3; \
-                 IFS= read -r t; printf \"%s %s\\n\" \"$t\" \"$2\" >&3; exec cat <&3' {peer} {port} $h > $part 2>/dev/null \
-                 || {{ rm -f $part; exit 3; }}\n\
-               # Nothing at all: the relay refused this address (another source address, say).\n\
-               test -s $part || {{ rm -f $part; exit 3; }}\n\
-               echo \"$h  $part\" | sha256sum -c --status || {{ rm -f $part; exit 4; }}\n\
-               chmod 700 $part && mv -f $part $h || exit 1\n\
-             fi\n\
-             printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} {unpack}\n\
-             rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
-            h = helper.sha,
-            manifest = archive.manifest_sha,
-            tar = archive.tar_sha,
-        )
-    }
-
-    /// One command per copy: the fetch from `peer` (unpacked as it arrives; nothing to fetch when the
-    /// workstation sent the files, unpacked then with tar), the rest of the install, then, when `serve`,
-    /// the host's relay. The token and the addresses the relay answers come on stdin and go to the relay
-    /// on its stdin: never in a command line (the host's log records them) nor in a file. In bash, as
-    /// `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
+    /// One command per copy: the copy's bytes taken in as `from` says (unpacked as they arrive, but for a
+    /// copy sent before, unpacked then with tar), the rest of the install, then, when `serve`, the host's
+    /// relay. The token and the addresses the relay answers come on stdin (then the workstation's copy,
+    /// after a NUL) and go to the relay on its stdin: never in a command line (the host's log records
+    /// them) nor in a file. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
     async fn copy(
         &self,
         cx: &Cx,
         ip: IpAddr,
         what: &str,
-        peer: Option<(IpAddr, u16)>,
+        from: Bytes,
         install: &Install<'_>,
         serve: bool,
     ) -> Result<Fetch> {
@@ -569,13 +565,17 @@ impl Relay {
         if install.fresh {
             script.push_str(&format!("rm -rf {dest} || exit 1\n"));
         }
-        let unpack = match peer {
-            Some((peer, port)) => {
-                let keep = if serve { " --keep" } else { "" };
-                script.push_str(&self.fetch_script(peer, port, archive, &format!("--unpack {dest}{keep}")));
+        let unpack_to = format!("--unpack {dest}{}", if serve { " --keep" } else { "" });
+        let unpack = match from {
+            Bytes::Peer(peer, port) => {
+                script.push_str(&fetch_script(&helper.sha, (peer, port), archive, &unpack_to));
                 String::new()
             }
-            None => format!("mkdir -p {dest} && tar -C {dest} -xf {}; ", archive.tar_sha),
+            Bytes::Stdin => {
+                script.push_str(&receive_script(&helper.sha, archive, &unpack_to));
+                String::new()
+            }
+            Bytes::Sent => format!("mkdir -p {dest} && tar -C {dest} -xf {}; ", archive.tar_sha),
         };
         // Not `( … ) || exit`: on the left of `||`, a subshell's `set -e` is ignored.
         script.push_str(&format!("( set -e; {unpack}{}\n); [ $? -eq 0 ] || exit {INSTALL_FAILED}\n", install.then));
@@ -591,19 +591,24 @@ impl Relay {
         for host in &self.allowed {
             stdin.push_str(&format!("{host}\n"));
         }
+        let stdin = match from {
+            Bytes::Stdin => [stdin.as_bytes(), b"\0", &archive.manifest, &archive.tar].concat(),
+            _ => stdin.into_bytes(),
+        };
         // In the host's bash the script runs in the command's own subshell (no process to start);
         // elsewhere in a bash of its own.
         let command = format!(
             "s={}; if [ -n \"$BASH_VERSION\" ]; then eval \"$s\"; else exec bash -c \"$s\"; fi",
             quote(&script)
         );
-        let out = cx.run_status(ip, &command, stdin.as_bytes()).await?;
-        match out.status {
-            0 => {}
-            3 => return Ok(Fetch::Unreachable),
-            4 => return Ok(Fetch::Corrupt),
-            NO_HELPER => return Ok(Fetch::NoHelper),
-            status => {
+        let out = cx.run_status(ip, &command, &stdin).await?;
+        match (out.status, from) {
+            (0, _) => {}
+            (3, Bytes::Peer(..)) => return Ok(Fetch::Unreachable),
+            (4, Bytes::Peer(..)) => return Ok(Fetch::Corrupt),
+            (NO_HELPER, _) => return Ok(Fetch::NoHelper),
+            // The workstation's own copy cut short or changed on the way: an error, with the helper's words.
+            (status, _) => {
                 let what = if status == INSTALL_FAILED { format!("install {what}") } else { format!("copy {what}") };
                 return super::remote::succeeded(ip, &what, out).map(|_| Fetch::Done(None));
             }
@@ -656,21 +661,6 @@ impl Relay {
         });
         futures_util::future::join_all(stops).await.into_iter().filter_map(|(ip, r)| r.err().map(|e| (ip, e))).collect()
     }
-}
-
-/// Stops every relay serving from `dir` (each wrote `PID.pid`), then removes `dir`, and `parent` too when
-/// the relay's directory was all it held (a first apply that failed; the glob tells without a process).
-/// A pid is killed only while it is still that relay (its executable in `dir`, named as the kernel names
-/// it: links resolved): one that exited on its own may have left its number to another process.
-fn stop_script(dir: &str, parent: &str) -> String {
-    format!(
-        "d=$(cd {dir} 2>/dev/null && pwd -P) || d={dir}; \
-         for f in {dir}/*.pid; do [ -f \"$f\" ] || continue; p=${{f##*/}}; p=${{p%.pid}}; \
-         case $(readlink /proc/$p/exe 2>/dev/null) in \"$d\"/*) kill $p 2>/dev/null;; esac; done; rm -rf {dir}; \
-         set -- {parent}/*; if ! [ -e \"$1\" ]; then rmdir {parent} 2>/dev/null; fi; true",
-        dir = quote(dir),
-        parent = quote(parent)
-    )
 }
 
 #[cfg(test)]
