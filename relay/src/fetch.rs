@@ -71,6 +71,9 @@ pub(crate) struct Incoming<R> {
 impl<R: std::io::Read> std::io::Read for Incoming<R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         if Instant::now() > self.deadline {
+            if self.failed.is_none() {
+                eprintln!("sealer-relay: the copy went on past its time limit");
+            }
             self.failed = Some(UNREACHABLE);
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the fetch took too long"));
         }
@@ -200,6 +203,8 @@ pub(crate) fn take_in<R: std::io::Read>(
 ) -> Result<(), u8> {
     let (part, file) = (dir.join(format!("{name}.part")), dir.join(name));
     let copy = if target.keep {
+        // A new file, never one left by an earlier copy: a relay sending that one sees it replaced.
+        let _ = std::fs::remove_file(&part);
         Some((std::fs::File::create(&part).map_err(|e| local_error(&part, &e))?, part.clone()))
     } else {
         None

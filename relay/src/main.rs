@@ -40,8 +40,9 @@ pub(crate) fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Exit statuses of `fetch` that sealer tells apart: the peer could not be reached or refused, and a file
-/// whose bytes did not match its name.
+/// Exit statuses of `fetch` and `receive` that sealer tells apart: the copy stopped short (the peer
+/// could not be reached, refused, went silent or too slow; stdin ended early), and a file whose bytes
+/// did not match its name.
 pub(crate) const UNREACHABLE: u8 = 3;
 pub(crate) const MISMATCH: u8 = 4;
 
@@ -259,6 +260,48 @@ mod tests {
         assert_eq!(take_in(&dir, short, &t, later, &serve), Err(UNREACHABLE));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no part, stage nor destination left");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A copy still arriving (the seed's `.part`) is served as it grows, whole once renamed; one removed
+    /// instead (its copy failed) ends the fetch, which keeps nothing.
+    #[test]
+    fn a_copy_still_arriving_is_served_as_it_grows_and_not_once_abandoned() {
+        use std::io::Write as _;
+        let (served, fetched) = (scratch("arriving-served"), scratch("arriving-fetched"));
+        let content = b"arriving".repeat(100_000);
+        let name = format!("{:x}", Sha256::digest(&content));
+        let part = served.join(format!("{name}.part"));
+        let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 2);
+        let later = Instant::now() + Duration::from_secs(30);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let into = fetched.clone();
+        let n = name.clone();
+        std::thread::spawn(move || tx.send(fetch_one(&into, peer, &"t".repeat(32), &n, later, &KEEP)).unwrap());
+        // The fetch comes before the first byte; then the copy arrives in two parts, and is renamed.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut file = std::fs::File::create(&part).unwrap();
+        file.write_all(&content[..300_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "the fetch waits for the rest");
+        file.write_all(&content[300_000..]).unwrap();
+        std::fs::rename(&part, served.join(&name)).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(()));
+        assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), content);
+        // Abandoned half-way: the fetch fails and keeps nothing.
+        std::fs::remove_file(fetched.join(&name)).unwrap();
+        std::fs::remove_file(served.join(&name)).unwrap();
+        let mut file = std::fs::File::create(&part).unwrap();
+        file.write_all(&content[..300_000]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (into, n) = (fetched.clone(), name.clone());
+        std::thread::spawn(move || tx.send(fetch_one(&into, peer, &"t".repeat(32), &n, later, &KEEP)).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::remove_file(&part).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Err(MISMATCH));
+        assert_eq!(std::fs::read_dir(&fetched).unwrap().count(), 0, "nothing kept");
+        for dir in [served, fetched] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     /// A write that fails (a full disk: `/dev/full` answers every write with ENOSPC) stops the copy as

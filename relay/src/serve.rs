@@ -227,12 +227,71 @@ impl Relay {
         if !same(token.as_bytes(), self.token.as_bytes()) || !is_name(name) {
             return;
         }
-        let Ok(mut file) = std::fs::File::open(self.dir.join(name)) else { return };
         let mut stream = stream;
-        let _ = std::io::copy(&mut file, &mut stream);
+        match self.open(name) {
+            Some((mut file, true)) => {
+                let _ = std::io::copy(&mut file, &mut stream);
+            }
+            Some((file, false)) => {
+                let _ = self.send_arriving(file, name, &mut stream);
+            }
+            None => return,
+        }
         let _ = stream.flush();
     }
+
+    /// The copy `name`, whole (`true`), or still arriving: its `.part` (the seed serves while it takes
+    /// the workstation's copy in). A request may come before the first byte did: it waits for the
+    /// `.part` as long as for a silent peer.
+    fn open(&self, name: &str) -> Option<(std::fs::File, bool)> {
+        let (whole, part) = (self.dir.join(name), self.dir.join(format!("{name}.part")));
+        let until = Instant::now() + PEER_TIMEOUT;
+        loop {
+            if let Ok(file) = std::fs::File::open(&whole) {
+                return Some((file, true));
+            }
+            if let Ok(file) = std::fs::File::open(&part) {
+                return Some((file, false));
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(ARRIVING_POLL);
+        }
+    }
+
+    /// Sends `file`, the `.part` of `name`, as its bytes arrive, until it is renamed to `name` (the
+    /// helper renames it once its SHA-256 matched: every byte is written by then); an error when it was
+    /// removed or replaced instead (its copy failed), or grew no more for [`PEER_TIMEOUT`]. The fetcher
+    /// checks every byte against the name, as it does for a whole copy.
+    fn send_arriving(&self, mut file: std::fs::File, name: &str, stream: &mut TcpStream) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = |m: std::fs::Metadata| (m.dev(), m.ino());
+        let this = inode(file.metadata()?);
+        let (whole, part) = (self.dir.join(name), self.dir.join(format!("{name}.part")));
+        let mut progress = Instant::now();
+        loop {
+            if std::io::copy(&mut file, stream)? > 0 {
+                progress = Instant::now();
+                continue;
+            }
+            let is_this = |path: &Path| std::fs::metadata(path).map(inode).ok() == Some(this);
+            // The `.part` looked at after its name: a rename between the two looks is no failure.
+            let (renamed, arriving) = (is_this(&whole), is_this(&part));
+            if renamed || (!arriving && is_this(&whole)) {
+                std::io::copy(&mut file, stream)?;
+                return Ok(());
+            }
+            if !arriving || progress.elapsed() >= PEER_TIMEOUT {
+                return Err(std::io::Error::other("the copy being received was not completed"));
+            }
+            std::thread::sleep(ARRIVING_POLL);
+        }
+    }
 }
+
+/// How often a relay looks again at a copy still arriving.
+const ARRIVING_POLL: Duration = Duration::from_millis(2);
 
 /// Compares in time that does not depend on where the first difference is.
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {

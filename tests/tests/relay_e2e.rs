@@ -266,9 +266,9 @@ fn an_installed_sealer_alone_relays_the_image() {
     eprintln!("installed sealer: the workstation sent {sent} bytes for {image} bytes of image to 3 hosts");
 }
 
-/// A host whose `/var/lib/sealer` is mounted `noexec` cannot run the helper: whether it was to seed (the
-/// workstation streams the copy to the helper) or to fetch from a peer, it says so, gets the files from
-/// the workstation, installs them with tar and serves nobody; the other hosts relay as usual.
+/// A planned seed whose `/var/lib/sealer` is mounted `noexec` cannot run the helper: it says so, gets the
+/// files from the workstation once (nothing is streamed to a helper that cannot run), installs them with
+/// tar and serves nobody; the next host seeds and the last relays from it.
 #[test]
 fn a_host_that_cannot_run_the_helper_gets_the_files_and_the_others_relay() {
     if !testbed_available() {
@@ -284,9 +284,14 @@ fn a_host_that_cannot_run_the_helper_gets_the_files_and_the_others_relay() {
     let seed = format!("# image.{} will be created\n  # (seed: copied from the workstation", tb.ips[0]);
     assert!(plan.contains(&seed), "{plan}");
     tb.exec_ok(0, "mkdir -p /var/lib/sealer && mount -t tmpfs -o noexec tmpfs /var/lib/sealer");
+    let before = egress(&tb);
     let first = apply_images(&tb, &home, dir.path(), &[], false);
+    let sent = egress(&tb) - before;
     let out = unstamped(&stdout(&first)).0;
     assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
+    let image = (PAYLOAD_MB << 20) as u64;
+    // Two copies and two helpers (each within a tenth of the image), not a third copy streamed in vain.
+    assert!(sent <= 2 * (image + image / 10), "two copies from the workstation, not {sent} bytes:\n{out}");
     let noexec = tb.ips[0];
     assert!(out.contains(&format!("image.{noexec}: `sealer-relay` cannot run on this host")), "{out}");
     assert!(out.contains(&format!("image.{noexec}: 12.00 MiB copied from the workstation")), "{out}");

@@ -285,17 +285,20 @@ mod tests {
         let p = create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let first = remote.commands(M1);
         assert!(first[0].contains("sha256sum -c --status") && first[0].contains("cat > "), "{first:?}");
-        // The helper alone goes as a file: it takes in the manifest and the files from its stdin.
-        assert_eq!(first.iter().filter(|c| c.contains("cat > /var/lib/sealer/c/.relay/")).count(), 1, "{first:?}");
+        // The helper alone goes as a file, checked to run; the seed's relay starts, then the helper takes
+        // in the manifest and the files, the whole stdin of one command, which the relay serves as they
+        // arrive.
+        assert!(first[0].contains("-lt 126 ] || exit 6"), "{first:?}");
+        assert_eq!(first.iter().filter(|c| c.contains("cat > \"$p\"")).count(), 1, "{first:?}");
+        assert!(first[1].contains(" start . 10.0.0.2 ") && !first[1].contains(" receive "), "{first:?}");
         assert!(
-            first[1].contains(" receive ")
-                && first[1].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep")
+            first[2].contains(" receive ")
+                && first[2].contains(" --unpack /var/lib/sealer/c/apps/nginx-app.new --keep")
         );
+        assert!(!first[2].contains(" start . ") && !first[2].contains("read -r token"), "{first:?}");
         let streamed = remote.stdin_of(M1, " receive ").unwrap();
-        let (access, files) = streamed.split_once('\0').unwrap();
-        assert_eq!(access.lines().count(), 4, "the token, then the 3 hosts: {access}");
-        assert!(files.starts_with("0 644 manifests/big.bin\n"), "then the manifest");
-        assert!(files.len() > super::super::relay::DIRECT_MAX as usize, "and the archive");
+        assert!(streamed.starts_with("0 644 manifests/big.bin\n"), "the manifest");
+        assert!(streamed.len() > super::super::relay::DIRECT_MAX as usize, "then the archive");
         assert!(first.iter().any(|c| c.contains(" start . 10.0.0.2 ")), "the first master serves: {first:?}");
         // One command fetches (the helper with bash, then the files with the helper), installs and serves.
         let second = remote.commands(M2);
@@ -349,16 +352,39 @@ mod tests {
     #[tokio::test]
     async fn a_seed_that_cannot_run_the_helper_gets_the_files() {
         let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let remote = Arc::new(Scripted::default().fail(" receive ", 6, "").on(" start . ", "relay-port 4100"));
+        let remote =
+            Arc::new(Scripted::default().fail_on_host(M1, "-lt 126 ]", 6, "").on(" start . ", "relay-port 4100"));
         create_with_relay(dir.path(), logs.path(), remote.clone()).await;
         let first = remote.commands(M1);
-        assert!(first[1].contains(" receive "), "{first:?}");
-        assert!(first[2..4].iter().all(|c| c.contains("cat > ")), "two files from the workstation: {first:?}");
-        assert!(first[4].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{first:?}");
-        assert!(!first[4].contains(" start . "), "it serves nobody: {first:?}");
+        assert!(first[1..3].iter().all(|c| c.contains("cat > ")), "two files from the workstation: {first:?}");
+        assert!(first[3].contains("tar -C /var/lib/sealer/c/apps/nginx-app.new"), "{first:?}");
         assert!(
-            remote.commands(M2).iter().any(|c| c.contains(" receive ") && c.contains(" start . ")),
-            "the next seeds"
+            !first.iter().any(|c| c.contains(" receive ") || c.contains(" start . ")),
+            "nothing streamed: {first:?}"
         );
+        let second = remote.commands(M2);
+        assert!(second.iter().any(|c| c.contains(" start . 10.0.0.3 ")), "the next seeds and serves: {second:?}");
+        assert!(second.iter().any(|c| c.contains(" receive ")), "{second:?}");
+    }
+
+    /// The workstation's own copy to the seed failing its check (or cut short) is the apply's error, with
+    /// the helper's words.
+    #[tokio::test]
+    async fn a_seed_whose_stream_fails_is_an_error() {
+        let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let remote = Arc::new(
+            Scripted::default().fail(" receive ", 4, "sealer-relay: mismatch").on(" start . ", "relay-port 4100"),
+        );
+        let mut ctx = context(None, logs.path());
+        let mut image = app_image(&dir.path().join("app"), "sha256:1");
+        let big = vec![b'x'; super::super::relay::DIRECT_MAX as usize + 1];
+        std::fs::write(image.rootfs.join("manifests/big.bin"), big).unwrap();
+        image.manifest = format!("0 644 manifests/big.bin\n{}", image.manifest);
+        ctx.apps.insert("reg.io/team/nginx-app:1".into(), image);
+        ctx.distribution.helper = Some(b"#!/bin/sh\n".to_vec());
+        let p = ClusterProvider::new(ctx, remote.clone());
+        let failed = apply(&p, change(Kind::App, "nginx-app", M1, Action::Create, None, Some(after("sha256:1")))).await;
+        let error = failed.unwrap_err().to_string();
+        assert!(error.contains("sealer-relay: mismatch"), "{error}");
     }
 }

@@ -69,6 +69,12 @@ impl Scripted {
         self
     }
 
+    /// Commands containing `contains` on `host` exit with `status`, printing `stderr`.
+    pub fn fail_on_host(self, host: IpAddr, contains: &str, status: u32, stderr: &str) -> Self {
+        self.add(Some(host), contains, "", stderr, status, None);
+        self
+    }
+
     /// `host` does not answer (a dead machine).
     pub fn down(self, host: IpAddr) -> Self {
         self.goes_down(host);

@@ -7,11 +7,12 @@
 //!   workstation and every other host from its peer, with nothing but bash's `/dev/tcp`, `cat`,
 //!   `timeout` and `sha256sum`; the helper then fetches the rest, checking each byte as it arrives (the
 //!   seed's from its stdin, which the workstation streams). One command per copy fetches, installs and
-//!   starts the host's relay ([`Relay::copy`]).
+//!   starts the host's relay ([`Relay::copy`]); the seed starts its relay first and serves its copy as it
+//!   arrives, so its peers' copies overlap its own.
 //! - Every file is named by its SHA-256, which the workstation computed: a fetched file that does not
 //!   match is thrown away, its relay is no longer used, and the host fetches it again elsewhere.
 //! - A relay answers only the cluster's addresses that bring this apply's random token (never on a
-//!   command line: in a 0600 file it deletes at start, and on a fetch's stdin), and stops when the apply
+//!   command line nor in a file: on the stdin of the relay's start and of a fetch), and stops when the apply
 //!   ends ([`Relay::stop`]), after two idle minutes, or after six hours.
 //! - A host that cannot reach its peers (a firewall, no route) gets a direct copy from the workstation,
 //!   and the apply says so.
@@ -30,6 +31,7 @@ use crate::shell::quote;
 
 mod pool;
 mod script;
+mod workstation;
 
 use pool::*;
 use script::*;
@@ -121,12 +123,30 @@ impl CopyProgress for Silent {
     fn event(&self, _: CopyEvent) {}
 }
 
-/// One host's copy: the archive of the files that change, and the manifest of the new image.
+/// One host's copy: the manifest of the new image, then the archive of the files that change, in one
+/// buffer: as the workstation streams them to a seed, without a copy of its own.
 pub(crate) struct Archive {
-    pub tar: Vec<u8>,
+    stream: Vec<u8>,
+    manifest_len: usize,
     pub tar_sha: String,
-    pub manifest: Vec<u8>,
     pub manifest_sha: String,
+}
+
+impl Archive {
+    pub(crate) fn new(manifest: Vec<u8>, tar: &[u8]) -> Archive {
+        let (manifest_sha, tar_sha, manifest_len) = (sha256_hex(&manifest), sha256_hex(tar), manifest.len());
+        let mut stream = manifest;
+        stream.extend_from_slice(tar);
+        Archive { stream, manifest_len, tar_sha, manifest_sha }
+    }
+
+    pub(crate) fn manifest(&self) -> &[u8] {
+        &self.stream[..self.manifest_len]
+    }
+
+    pub(crate) fn tar(&self) -> &[u8] {
+        &self.stream[self.manifest_len..]
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -178,14 +198,25 @@ enum Fetch {
 /// Where the bytes of a host's copy come from.
 #[derive(Clone, Copy)]
 enum Bytes {
-    /// Fetched by the helper from a peer's relay.
-    Peer(IpAddr, u16),
+    /// Fetched by the helper from a peer's relay, which may still be taking its own copy in (`arriving`).
+    Peer { ip: IpAddr, port: u16, arriving: bool },
     /// Streamed by the workstation on the copy's stdin, taken in by the helper as a peer's copy is (the
     /// seed, and a host that cannot reach its peers).
     Stdin,
     /// Sent before into the relay directory ([`Relay::send`]), unpacked by tar: a host that cannot run
     /// the helper.
     Sent,
+}
+
+/// What a host does for its peers with the copy it takes in.
+#[derive(Clone, Copy, PartialEq)]
+enum Serve {
+    /// Nothing: it keeps no copy.
+    No,
+    /// Keeps the copy, which its relay, started before, serves as it arrives (the seed's).
+    Arriving,
+    /// Keeps the copy, then starts its relay.
+    After,
 }
 
 /// A copy and where it goes on its host: the directory its archive unpacks into (merged with what it
@@ -278,7 +309,7 @@ impl Relay {
         (dest, fresh): (&str, bool),
         then: impl FnOnce(&str) -> String,
     ) -> Result<()> {
-        let bytes = archive.tar.len() as u64;
+        let bytes = archive.tar().len() as u64;
         self.planned(what, ip, bytes);
         let then = then(&format!("{}/{}", Self::dir(cx), archive.manifest_sha));
         let install = Install { archive, dest, fresh, then: &then };
@@ -291,8 +322,9 @@ impl Relay {
             if !matches!(origin, Origin::Peer(_)) {
                 pool.seeding = pool.seeding.saturating_sub(1);
             }
-            if let Some(port) = port {
-                pool.holders.push(Holder { ip, port, serving: 0, failures: 0 });
+            // A seed is a holder from the moment its relay listens.
+            if let (Some(port), false) = (port, pool.holders.iter().any(|h| h.ip == ip)) {
+                pool.holders.push(Holder { ip, port, serving: 0, failures: 0, arriving: false });
             }
         });
         self.delivered(what, ip, bytes, if let Origin::Peer(peer) = origin { Some(peer) } else { None });
@@ -331,12 +363,7 @@ impl Relay {
             let archive = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&str> = files.iter().map(String::as_str).collect();
                 let tar = super::image::tar(&rootfs, &refs)?;
-                Ok::<_, ProviderError>(Archive {
-                    tar_sha: sha256_hex(&tar),
-                    tar,
-                    manifest_sha: sha256_hex(&manifest),
-                    manifest,
-                })
+                Ok::<_, ProviderError>(Archive::new(manifest, &tar))
             })
             .await
             .map_err(|e| ProviderError::Local {
@@ -376,14 +403,16 @@ impl Relay {
                 Source::Workstation => {
                     return self.copy_from_workstation(cx, ip, what, install, (&unreachable, no_helper)).await;
                 }
-                Source::Peer { ip: peer, port } => {
+                Source::Peer { ip: peer, port, arriving } => {
                     let target = relaying_hosts(self.allowed.len());
                     let serve = self.with_pool(&archive.tar_sha, |pool| {
                         let serve = self.relays.contains(&ip) || pool.relaying < target;
                         pool.relaying += usize::from(serve);
                         serve
                     });
-                    let fetched = self.copy(cx, ip, what, Bytes::Peer(peer, port), install, serve).await;
+                    let from = Bytes::Peer { ip: peer, port, arriving };
+                    let fetched =
+                        self.copy(cx, ip, what, from, install, if serve { Serve::After } else { Serve::No }).await;
                     // A host that did not come to serve (its fetch failed, or its relay did not start)
                     // leaves its place to another.
                     if serve && !matches!(fetched, Ok(Fetch::Done(Some(_)))) {
@@ -421,66 +450,22 @@ impl Relay {
         }
     }
 
-    /// The copy from the workstation: as the archive's seed, or as the fallback of a host that could not
-    /// reach its peers (`unreachable`) or run the helper (`no_helper`), which then serves nobody. The
-    /// helper takes it in from the copy's stdin; a host that cannot run the helper gets the files, then
-    /// unpacks them with tar.
-    async fn copy_from_workstation(
-        &self,
-        cx: &Cx,
-        ip: IpAddr,
-        what: &str,
-        install: &Install<'_>,
-        (unreachable, no_helper): (&[IpAddr], bool),
-    ) -> Result<(Origin, Option<u16>)> {
-        let archive = install.archive;
-        if !unreachable.is_empty() && !no_helper {
-            let peers: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
-            let message =
-                format!("cannot reach peer(s) {}: direct copy from the workstation instead", peers.join(", "));
+    /// The token, then the addresses a relay answers, a line each: a relay's access.
+    fn access(&self) -> String {
+        let mut access = format!("{}\n", self.token);
+        for host in &self.allowed {
+            access.push_str(&format!("{host}\n"));
+        }
+        access
+    }
+
+    /// The port a relay start printed, or `None`, said, when it failed.
+    fn relay_port(&self, what: &str, ip: IpAddr, stdout: &str) -> Option<u16> {
+        if let Some(failed) = stdout.lines().find_map(|l| l.strip_prefix("relay-failed")) {
+            let message = format!("cannot relay to its peers: {}", failed.trim());
             self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
         }
-        let origin = if unreachable.is_empty() && !no_helper { Origin::Seed } else { Origin::Fallback };
-        if origin == Origin::Seed {
-            self.with_pool(&archive.tar_sha, |pool| pool.relaying += 1);
-        }
-        let serve = origin == Origin::Seed;
-        let mut copied = match no_helper {
-            true => Ok(Fetch::NoHelper),
-            false => match self.send(cx, ip, self.helper.iter().map(|h| (h.sha.as_str(), &h.bytes[..]))).await {
-                Ok(()) => self.copy(cx, ip, what, Bytes::Stdin, install, serve).await,
-                Err(e) => Err(e),
-            },
-        };
-        if let Ok(Fetch::NoHelper) = copied {
-            if !no_helper {
-                let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
-                self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
-            }
-            let files = [(archive.manifest_sha.as_str(), &archive.manifest[..]), (&archive.tar_sha, &archive.tar)];
-            copied = match self.send(cx, ip, files.into_iter()).await {
-                Ok(()) => self.copy(cx, ip, what, Bytes::Sent, install, false).await,
-                Err(e) => Err(e),
-            };
-        }
-        // A seed that did not come to serve leaves its place to another, as a peer does.
-        if origin == Origin::Seed && !matches!(copied, Ok(Fetch::Done(Some(_)))) {
-            self.with_pool(&archive.tar_sha, |pool| pool.relaying = pool.relaying.saturating_sub(1));
-        }
-        if !matches!(copied, Ok(Fetch::Done(_))) {
-            // Whatever failed, the seeding slot is free again: the next host seeds.
-            self.end_seeding(&archive.tar_sha);
-        }
-        match copied {
-            Ok(Fetch::Done(port)) => Ok((origin, port)),
-            // A copy sent before runs no helper: it cannot end as a fetch does.
-            Ok(_) => Err(ProviderError::Unexpected {
-                host: ip,
-                what: format!("the copy of {what}"),
-                message: "the copy from the workstation ended as a fetch from a peer".into(),
-            }),
-            Err(e) => Err(e),
-        }
+        stdout.lines().find_map(|l| l.strip_prefix("relay-port ")).and_then(|p| p.trim().parse().ok())
     }
 
     /// The host a fetch is steered to (the test hook's corrupted relay), if any.
@@ -524,27 +509,9 @@ impl Relay {
         }
     }
 
-    /// Files from the workstation into the host's relay directory, each named by its SHA-256 and checked
-    /// on arrival (one the host holds is not sent): the relay's executable, or a copy for a host that
-    /// cannot run it.
-    async fn send<'a>(&self, cx: &Cx, ip: IpAddr, files: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<()> {
-        let dir = Self::dir(cx);
-        for (sha, bytes) in files {
-            let (part, file) = (quote(&format!("{dir}/{sha}.part")), quote(&format!("{dir}/{sha}")));
-            let script = format!(
-                "set -e; mkdir -p {qdir}; test -f {file} && echo {sha}' '{file} | sha256sum -c --status && exit 0; \
-                 cat > {part}; echo {sha}' '{part} | sha256sum -c --status || {{ rm -f {part}; \
-                 echo 'the copy of {sha} does not match its SHA-256' >&2; exit 1; }}; mv -f {part} {file}",
-                qdir = quote(&dir)
-            );
-            cx.run(ip, &script, bytes).await?;
-        }
-        Ok(())
-    }
-
     /// One command per copy: the copy's bytes taken in as `from` says (unpacked as they arrive, but for a
-    /// copy sent before, unpacked then with tar), the rest of the install, then, when `serve`, the host's
-    /// relay. The token and the addresses the relay answers come on stdin (then the workstation's copy,
+    /// copy sent before, unpacked then with tar), the rest of the install, then, as `serve` says, the
+    /// host's relay. The token and the addresses the relay answers come on stdin (then the workstation's copy,
     /// after a NUL) and go to the relay on its stdin: never in a command line (the host's log records
     /// them) nor in a file. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
     async fn copy(
@@ -554,21 +521,24 @@ impl Relay {
         what: &str,
         from: Bytes,
         install: &Install<'_>,
-        serve: bool,
+        serve: Serve,
     ) -> Result<Fetch> {
         let archive = install.archive;
         let Some(helper) = &self.helper else { return Ok(Fetch::Unreachable) };
         let qdir = quote(&Self::dir(cx));
         let dest = quote(install.dest);
-        let mut script =
-            format!("IFS= read -r token; IFS= read -r -d '' access; mkdir -p {qdir} && cd {qdir} || exit 1\n");
+        // The workstation's stream is the whole stdin: only a fetch and a relay start need the access.
+        let reads = if let Bytes::Stdin = from { "" } else { "IFS= read -r token; IFS= read -r -d '' access; " };
+        let mut script = format!("{reads}mkdir -p {qdir} && cd {qdir} || exit 1\n");
         if install.fresh {
             script.push_str(&format!("rm -rf {dest} || exit 1\n"));
         }
-        let unpack_to = format!("--unpack {dest}{}", if serve { " --keep" } else { "" });
+        let unpack_to = format!("--unpack {dest}{}", if serve == Serve::No { "" } else { " --keep" });
         let unpack = match from {
-            Bytes::Peer(peer, port) => {
-                script.push_str(&fetch_script(&helper.sha, (peer, port), archive, &unpack_to));
+            Bytes::Peer { ip: peer, port, arriving } => {
+                // A copy still arriving comes as fast as the workstation sends it: only silence ends it.
+                let seconds = if arriving { DEADLINE_SECS } else { fetch_seconds(archive) };
+                script.push_str(&fetch_script(&helper.sha, (peer, port, seconds), archive, &unpack_to));
                 String::new()
             }
             Bytes::Stdin => {
@@ -579,33 +549,19 @@ impl Relay {
         };
         // Not `( … ) || exit`: on the left of `||`, a subshell's `set -e` is ignored.
         script.push_str(&format!("( set -e; {unpack}{}\n); [ $? -eq 0 ] || exit {INSTALL_FAILED}\n", install.then));
-        if serve {
-            script.push_str(&format!(
-                "cd {qdir} && {{ test -x {sha} || chmod 700 {sha}; }} && \
-                 printf '%s\\n%s' \"$token\" \"$access\" | ./{sha} start . {ip} {IDLE_SECS} {DEADLINE_SECS} \
-                 || echo 'relay-failed `sealer-relay` cannot run here'\n",
-                sha = helper.sha,
-            ));
+        if serve == Serve::After {
+            script.push_str(&start_script(&helper.sha, &qdir, ip));
         }
-        let mut stdin = format!("{}\n", self.token);
-        for host in &self.allowed {
-            stdin.push_str(&format!("{host}\n"));
-        }
+        let access = self.access();
         let stdin = match from {
-            Bytes::Stdin => [stdin.as_bytes(), b"\0", &archive.manifest, &archive.tar].concat(),
-            _ => stdin.into_bytes(),
+            Bytes::Stdin => &archive.stream[..],
+            _ => access.as_bytes(),
         };
-        // In the host's bash the script runs in the command's own subshell (no process to start);
-        // elsewhere in a bash of its own.
-        let command = format!(
-            "s={}; if [ -n \"$BASH_VERSION\" ]; then eval \"$s\"; else exec bash -c \"$s\"; fi",
-            quote(&script)
-        );
-        let out = cx.run_status(ip, &command, &stdin).await?;
+        let out = cx.run_status(ip, &in_bash(&script), stdin).await?;
         match (out.status, from) {
             (0, _) => {}
-            (3, Bytes::Peer(..)) => return Ok(Fetch::Unreachable),
-            (4, Bytes::Peer(..)) => return Ok(Fetch::Corrupt),
+            (3, Bytes::Peer { .. }) => return Ok(Fetch::Unreachable),
+            (4, Bytes::Peer { .. }) => return Ok(Fetch::Corrupt),
             (NO_HELPER, _) => return Ok(Fetch::NoHelper),
             // The workstation's own copy cut short or changed on the way: an error, with the helper's words.
             (status, _) => {
@@ -613,13 +569,7 @@ impl Relay {
                 return super::remote::succeeded(ip, &what, out).map(|_| Fetch::Done(None));
             }
         }
-        let stdout = out.stdout_text();
-        let port = stdout.lines().find_map(|l| l.strip_prefix("relay-port ")).and_then(|p| p.trim().parse().ok());
-        if let Some(failed) = stdout.lines().find_map(|l| l.strip_prefix("relay-failed")) {
-            let message = format!("cannot relay to its peers: {}", failed.trim());
-            self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
-        }
-        Ok(Fetch::Done(port))
+        Ok(Fetch::Done(self.relay_port(what, ip, &out.stdout_text())))
     }
 
     /// The test hook: changes a byte of the first relayed host's served copy.
@@ -628,7 +578,7 @@ impl Relay {
             return;
         }
         let file = quote(&format!("{}/{}", Self::dir(cx), archive.tar_sha));
-        let offset = archive.tar.len() / 2;
+        let offset = archive.tar().len() / 2;
         let script = format!(
             "c=$(dd if={file} bs=1 skip={offset} count=1 2>/dev/null); if [ \"$c\" = A ]; then n=B; else n=A; fi; \
              printf %s \"$n\" | dd of={file} bs=1 seek={offset} conv=notrunc 2>/dev/null"
@@ -680,13 +630,33 @@ mod tests {
         let p = crate::cluster::ClusterProvider::new(ctx, remote);
         let cx = &p.0;
         let tar = b"archive".to_vec();
-        let archive =
-            Archive { tar_sha: sha256_hex(&tar), tar, manifest: b"m".to_vec(), manifest_sha: sha256_hex(b"m") };
+        let archive = Archive::new(b"m".to_vec(), &tar);
         let failed = cx.relay.deliver(cx, M1, "image", &archive, ("/x", false), |_| String::new()).await;
         assert!(failed.is_err());
         let board = cx.relay.board();
         let pool = &board.pools[&archive.tar_sha];
         assert_eq!((pool.seeding, pool.relaying), (0, 0), "slot and place given back");
+    }
+
+    /// A seed serves from the moment its relay listens; when the workstation's stream to it then fails,
+    /// it is no holder any more, and its slot and place are given back.
+    #[tokio::test]
+    async fn a_seed_whose_stream_fails_leaves_the_holders() {
+        use crate::cluster::fake::Scripted;
+        use crate::cluster::testing::{context, M1};
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.distribution.helper = Some(b"helper".to_vec());
+        let remote = Arc::new(Scripted::default().on(" start . ", "relay-port 4100").fail(" receive ", 3, "short"));
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let cx = &p.0;
+        let archive = Archive::new(b"m".to_vec(), b"archive");
+        let failed = cx.relay.deliver(cx, M1, "image", &archive, ("/x", false), |_| String::new()).await;
+        assert!(failed.unwrap_err().to_string().contains("short"));
+        assert!(remote.commands(M1).iter().any(|c| c.contains(" start . ")), "its relay started first");
+        let board = cx.relay.board();
+        let pool = &board.pools[&archive.tar_sha];
+        assert_eq!((pool.seeding, pool.relaying, pool.holders.len()), (0, 0, 0));
     }
 
     /// The stop script on a real shell: every relay of the directory is stopped, and a pid file whose
@@ -732,7 +702,7 @@ mod tests {
     const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
 
     fn holder(ip: IpAddr) -> Holder {
-        Holder { ip, port: 4000, serving: 0, failures: 0 }
+        Holder { ip, port: 4000, serving: 0, failures: 0, arriving: false }
     }
 
     #[test]
@@ -755,7 +725,7 @@ mod tests {
         assert_eq!(pool.pick(&[B], None, true), None, "a second host waits for the seed, not the workstation");
         pool.seeding = 0;
         pool.holders.push(holder(A));
-        assert_eq!(pool.pick(&[B], None, true), Some(Source::Peer { ip: A, port: 4000 }));
+        assert_eq!(pool.pick(&[B], None, true), Some(Source::Peer { ip: A, port: 4000, arriving: false }));
     }
 
     #[test]
@@ -769,11 +739,11 @@ mod tests {
     fn a_holder_serves_at_most_fanout_peers_and_the_least_busy_goes_first() {
         let mut pool = Pool { holders: vec![holder(A)], seeding: 0, relaying: 0 };
         for _ in 0..FANOUT {
-            assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: A, port: 4000 }));
+            assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: A, port: 4000, arriving: false }));
         }
         assert_eq!(pool.pick(&[], None, true), None, "a full holder makes the next host wait");
         pool.holders.push(holder(B));
-        assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[], None, true), Some(Source::Peer { ip: B, port: 4000, arriving: false }));
         pool.release(A, false, false);
         assert_eq!(pool.holders[0].serving, FANOUT - 1);
     }
@@ -793,8 +763,8 @@ mod tests {
     #[test]
     fn excluded_holders_are_not_offered_and_prefer_steers_the_pick() {
         let mut pool = Pool { holders: vec![holder(A), holder(B)], seeding: 0, relaying: 0 };
-        assert_eq!(pool.pick(&[A], None, true), Some(Source::Peer { ip: B, port: 4000 }));
-        assert_eq!(pool.pick(&[], Some(B), true), Some(Source::Peer { ip: B, port: 4000 }));
+        assert_eq!(pool.pick(&[A], None, true), Some(Source::Peer { ip: B, port: 4000, arriving: false }));
+        assert_eq!(pool.pick(&[], Some(B), true), Some(Source::Peer { ip: B, port: 4000, arriving: false }));
         let mut only_a = Pool { holders: vec![holder(A)], seeding: 0, relaying: 0 };
         assert_eq!(only_a.pick(&[A], None, true), Some(Source::Workstation), "every holder excluded: a direct copy");
     }

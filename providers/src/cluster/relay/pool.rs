@@ -6,7 +6,12 @@ use super::*;
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Source {
     Workstation,
-    Peer { ip: IpAddr, port: u16 },
+    /// A holder; `arriving` while its own copy still arrives (a seed's).
+    Peer {
+        ip: IpAddr,
+        port: u16,
+        arriving: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -15,6 +20,8 @@ pub(super) struct Holder {
     pub(super) port: u16,
     pub(super) serving: usize,
     pub(super) failures: usize,
+    /// Serving its copy while it still arrives (a seed's, from the workstation).
+    pub(super) arriving: bool,
 }
 
 /// Who holds one archive, and who is copying it from the workstation.
@@ -40,7 +47,7 @@ impl Pool {
             .min_by_key(|h| (Some(h.ip) != prefer, h.serving))
         {
             h.serving += 1;
-            return Some(Source::Peer { ip: h.ip, port: h.port });
+            return Some(Source::Peer { ip: h.ip, port: h.port, arriving: h.arriving });
         }
         let any_usable = self.holders.iter().any(|h| !excluded.contains(&h.ip));
         // The first copy of all goes to a planned seed; a copy again (every holder excluded) to anyone.
