@@ -14,22 +14,18 @@ use crate::serve::PEER_TIMEOUT;
 use crate::{fail, file_sha256, is_name, MISMATCH, UNREACHABLE};
 
 pub(crate) fn fetch(args: &[String]) -> ExitCode {
-    const USAGE: &str =
-        "usage: sealer-relay fetch PEER PORT SECONDS NAME... [--unpack DEST [--keep]] (the token on stdin)";
+    const USAGE: &str = "usage: sealer-relay fetch PEER PORT SECONDS NAME SIZE [NAME SIZE]... \
+                         [--unpack DEST [--keep]] (the token on stdin)";
     let (args, unpack, keep) = unpack_flags(args);
-    let Some((peer, port, seconds, names)) = (match args {
-        [peer, port, seconds, names @ ..] if !names.is_empty() => Some((peer, port, seconds, names)),
-        _ => None,
-    }) else {
-        return fail(USAGE);
-    };
+    let [peer, port, seconds, pairs @ ..] = args else { return fail(USAGE) };
     let (Ok(peer), Ok(port), Ok(seconds)) = (peer.parse::<IpAddr>(), port.parse::<u16>(), seconds.parse::<u64>())
     else {
         return fail("PEER must be an IP address, PORT a port and SECONDS a number");
     };
-    if let Some(bad) = names.iter().find(|n| !is_name(n)) {
-        return fail(&format!("`{bad}` is not a SHA-256"));
-    }
+    let names = match named_sizes(pairs) {
+        Ok(names) => names,
+        Err(why) => return fail(why.as_deref().unwrap_or(USAGE)),
+    };
     let mut token = String::new();
     if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
         return fail("no token on stdin");
@@ -37,16 +33,31 @@ pub(crate) fn fetch(args: &[String]) -> ExitCode {
     let token = token.trim();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let last = names.len() - 1;
-    for (i, name) in names.iter().enumerate() {
+    for (i, file) in names.into_iter().enumerate() {
         let target = match unpack {
             Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
             _ => Target { keep: true, unpack: None },
         };
-        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, name, deadline, &target) {
+        if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, file, deadline, &target) {
             return ExitCode::from(code);
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `NAME SIZE [NAME SIZE]...`: each file's SHA-256 and length; `Err(None)` when they are not pairs,
+/// `Err(Some(why))` when one is not a name and a size.
+fn named_sizes(pairs: &[String]) -> Result<Vec<(&str, u64)>, Option<String>> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return Err(None);
+    }
+    pairs
+        .chunks(2)
+        .map(|pair| match (is_name(&pair[0]), pair[1].parse::<u64>()) {
+            (true, Ok(size)) => Ok((pair[0].as_str(), size)),
+            _ => Err(Some(format!("`{} {}` is not a SHA-256 and a size", pair[0], pair[1]))),
+        })
+        .collect()
 }
 
 /// What becomes of a fetched file: kept in the directory under its name (to serve it), unpacked (a tar
@@ -97,13 +108,14 @@ impl<R: std::io::Read> std::io::Read for Incoming<R> {
     }
 }
 
-/// Fetches `name` from `peer` (or takes the copy `dir` already holds), checked as it arrives: see
-/// [`take_in`].
+/// Fetches `name`, `size` bytes, from `peer` (or takes the copy `dir` already holds), checked as it
+/// arrives: see [`take_in`]. A copy that ends short is the peer's failure (3: it stopped, or its own
+/// copy, still arriving, failed), not other bytes (4).
 pub(crate) fn fetch_one(
     dir: &Path,
     peer: SocketAddr,
     token: &str,
-    name: &str,
+    (name, size): (&str, u64),
     deadline: Instant,
     target: &Target,
 ) -> Result<(), u8> {
@@ -122,7 +134,7 @@ pub(crate) fn fetch_one(
         let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
         stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
         stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
-        Box::new(stream)
+        Box::new(Exactly { source: std::io::Read::take(stream, size), left: size })
     };
     let target = Target { keep: target.keep && !held, unpack: target.unpack };
     take_in(dir, source, name, deadline, &target)
@@ -135,17 +147,11 @@ pub(crate) fn receive_stdin(args: &[String]) -> ExitCode {
     const USAGE: &str = "usage: sealer-relay receive SECONDS NAME SIZE [NAME SIZE]... [--unpack DEST [--keep]]";
     let (args, unpack, keep) = unpack_flags(args);
     let Some((seconds, pairs)) = args.split_first() else { return fail(USAGE) };
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
-        return fail(USAGE);
-    }
     let Ok(seconds) = seconds.parse::<u64>() else { return fail("SECONDS must be a number") };
-    let mut files = Vec::new();
-    for pair in pairs.chunks(2) {
-        match (is_name(&pair[0]), pair[1].parse::<u64>()) {
-            (true, Ok(size)) => files.push((&pair[0], size)),
-            _ => return fail(&format!("`{} {}` is not a SHA-256 and a size", pair[0], pair[1])),
-        }
-    }
+    let files = match named_sizes(pairs) {
+        Ok(files) => files,
+        Err(why) => return fail(why.as_deref().unwrap_or(USAGE)),
+    };
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut stdin = std::io::stdin().lock();
     let last = files.len() - 1;
@@ -172,8 +178,8 @@ fn unpack_flags(args: &[String]) -> (&[String], Option<&String>, bool) {
     }
 }
 
-/// `left` bytes of `source`, an error when it ends before: a stream cut short says so, rather than
-/// failing its SHA-256 check as if its bytes had changed.
+/// `left` bytes of `source`, an error when it ends before: a copy cut short says so, rather than failing
+/// its SHA-256 check as if its bytes had changed.
 pub(crate) struct Exactly<R> {
     pub(crate) source: R,
     pub(crate) left: u64,
@@ -183,7 +189,7 @@ impl<R: std::io::Read> std::io::Read for Exactly<R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let n = self.source.read(buffer)?;
         if n == 0 && self.left > 0 && !buffer.is_empty() {
-            let message = format!("stdin ended {} bytes short", self.left);
+            let message = format!("the copy ended {} bytes short", self.left);
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
         }
         self.left -= n as u64;

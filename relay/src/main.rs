@@ -6,7 +6,7 @@
 //!   `relay-failed WHY`;
 //! - `sealer-relay serve DIR ADDRESS IDLE_SECS DEADLINE_SECS` (the access on stdin) serves the files of
 //!   `DIR` that are named by the SHA-256 of their content to the cluster's other hosts;
-//! - `sealer-relay fetch PEER PORT SECONDS NAME...` (the token on stdin) fetches each NAME from a peer's
+//! - `sealer-relay fetch PEER PORT SECONDS NAME SIZE...` (the token on stdin) fetches each NAME from a peer's
 //!   relay into the current directory, checking it against its name as it arrives, in the time it takes
 //!   to read it (a host without the helper fetches it first with bash's `/dev/tcp` and `sha256sum`);
 //! - `sealer-relay receive SECONDS NAME SIZE...` does the same with files that come on stdin one after the
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "fetch" => fetch::fetch(rest),
         Some((command, rest)) if command == "receive" => fetch::receive_stdin(rest),
         _ => fail(
-            "usage: sealer-relay start|serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME... \
+            "usage: sealer-relay start|serve DIR ADDRESS IDLE_SECS DEADLINE_SECS | fetch PEER PORT SECONDS NAME SIZE... \
              | receive SECONDS NAME SIZE...",
         ),
     }
@@ -119,19 +119,29 @@ mod tests {
         std::fs::write(served.join(&name), &content).unwrap();
         let later = Instant::now() + Duration::from_secs(30);
         let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);
-        assert_eq!(fetch_one(&fetched, peer, &"x".repeat(32), &name, later, &KEEP), Err(UNREACHABLE), "a wrong token");
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &KEEP), Ok(()));
+        assert_eq!(
+            fetch_one(&fetched, peer, &"x".repeat(32), (&name, content.len() as u64), later, &KEEP),
+            Err(UNREACHABLE),
+            "a wrong token"
+        );
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), (&name, content.len() as u64), later, &KEEP), Ok(()));
         assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), content);
         // A relay whose copy changed: the bytes arrive, the name does not match, nothing is kept.
         let mut changed = content.clone();
         changed[5] ^= 1;
         std::fs::write(served.join(&name), &changed).unwrap();
         std::fs::remove_file(fetched.join(&name)).unwrap();
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &KEEP), Err(MISMATCH));
+        assert_eq!(
+            fetch_one(&fetched, peer, &"t".repeat(32), (&name, content.len() as u64), later, &KEEP),
+            Err(MISMATCH)
+        );
         assert_eq!(std::fs::read_dir(&fetched).unwrap().count(), 0, "no part file left");
         // An address the relay does not answer.
         let other = relay(&served, vec!["10.0.0.9".parse().unwrap()], 1);
-        assert_eq!(fetch_one(&fetched, other, &"t".repeat(32), &name, later, &KEEP), Err(UNREACHABLE));
+        assert_eq!(
+            fetch_one(&fetched, other, &"t".repeat(32), (&name, content.len() as u64), later, &KEEP),
+            Err(UNREACHABLE)
+        );
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();
         }
@@ -172,7 +182,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(30);
         let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 3);
         let leaf = Target { keep: false, unpack: Some(&dest) };
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf), Ok(()));
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), (&name, tar.len() as u64), later, &leaf), Ok(()));
         let read = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap();
         assert_eq!(
             (read("etc/a.yml"), read("etc/kept"), read("bin/tool")),
@@ -185,18 +195,21 @@ mod tests {
         let mut changed = archive(&[("etc/a.yml", b"bad"), ("etc/evil", b"x")]);
         changed.truncate(tar.len().min(changed.len()));
         std::fs::write(served.join(&name), &changed).unwrap();
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf), Err(MISMATCH));
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), (&name, tar.len() as u64), later, &leaf), Err(MISMATCH));
         assert_eq!(read("etc/a.yml"), "new");
         assert!(!dest.join("etc/evil").exists() && !fetched.join("rootfs.unpack").exists());
         // A relay keeps its copy as well, and a copy it already holds is unpacked without a fetch.
         std::fs::write(served.join(&name), &tar).unwrap();
         let fresh = fetched.join("fresh");
         let relay_target = Target { keep: true, unpack: Some(&fresh) };
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &relay_target), Ok(()));
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), (&name, tar.len() as u64), later, &relay_target), Ok(()));
         assert_eq!(std::fs::read(fetched.join(&name)).unwrap(), tar);
         std::fs::remove_dir_all(&fresh).unwrap();
         let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(fetch_one(&fetched, nowhere, &"t".repeat(32), &name, later, &relay_target), Ok(()));
+        assert_eq!(
+            fetch_one(&fetched, nowhere, &"t".repeat(32), (&name, tar.len() as u64), later, &relay_target),
+            Ok(())
+        );
         assert_eq!(std::fs::read_to_string(fresh.join("etc/a.yml")).unwrap(), "new");
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();
@@ -223,7 +236,7 @@ mod tests {
         let leaf = Target { keep: false, unpack: Some(&dest) };
         let later = Instant::now() + Duration::from_secs(30);
         // As GNU tar does: the entry is left out, the rest is unpacked.
-        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), &name, later, &leaf), Ok(()));
+        assert_eq!(fetch_one(&fetched, peer, &"t".repeat(32), (&name, tar.len() as u64), later, &leaf), Ok(()));
         assert_eq!(std::fs::read_to_string(dest.join("etc/x")).unwrap(), "x");
         assert!(!fetched.join("escaped").exists() && !fetched.join("d.unpack").exists());
         for dir in [served, fetched] {
@@ -263,20 +276,23 @@ mod tests {
     }
 
     /// A copy still arriving (the seed's `.part`) is served as it grows, whole once renamed; one removed
-    /// instead (its copy failed) ends the fetch, which keeps nothing.
+    /// instead (its copy failed) ends the fetch short (the peer's failure, not other bytes), which keeps
+    /// nothing.
     #[test]
     fn a_copy_still_arriving_is_served_as_it_grows_and_not_once_abandoned() {
         use std::io::Write as _;
         let (served, fetched) = (scratch("arriving-served"), scratch("arriving-fetched"));
         let content = b"arriving".repeat(100_000);
-        let name = format!("{:x}", Sha256::digest(&content));
+        let (name, content_len) = (format!("{:x}", Sha256::digest(&content)), content.len() as u64);
         let part = served.join(format!("{name}.part"));
         let peer = relay(&served, vec!["127.0.0.1".parse().unwrap()], 2);
         let later = Instant::now() + Duration::from_secs(30);
         let (tx, rx) = std::sync::mpsc::channel();
         let into = fetched.clone();
         let n = name.clone();
-        std::thread::spawn(move || tx.send(fetch_one(&into, peer, &"t".repeat(32), &n, later, &KEEP)).unwrap());
+        std::thread::spawn(move || {
+            tx.send(fetch_one(&into, peer, &"t".repeat(32), (&n, content_len), later, &KEEP)).unwrap()
+        });
         // The fetch comes before the first byte; then the copy arrives in two parts, and is renamed.
         std::thread::sleep(Duration::from_millis(50));
         let mut file = std::fs::File::create(&part).unwrap();
@@ -294,10 +310,18 @@ mod tests {
         file.write_all(&content[..300_000]).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (into, n) = (fetched.clone(), name.clone());
-        std::thread::spawn(move || tx.send(fetch_one(&into, peer, &"t".repeat(32), &n, later, &KEEP)).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::spawn(move || {
+            tx.send(fetch_one(&into, peer, &"t".repeat(32), (&n, content_len), later, &KEEP)).unwrap()
+        });
+        // Once the fetch holds the bytes that arrived (its own `.part`), the copy is abandoned.
+        let fetching = fetched.join(format!("{name}.part"));
+        let waited = Instant::now();
+        while std::fs::metadata(&fetching).map(|m| m.len()).unwrap_or(0) < 300_000 {
+            assert!(waited.elapsed() < Duration::from_secs(20), "the fetch never got the first bytes");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::fs::remove_file(&part).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Err(MISMATCH));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Err(UNREACHABLE));
         assert_eq!(std::fs::read_dir(&fetched).unwrap().count(), 0, "nothing kept");
         for dir in [served, fetched] {
             std::fs::remove_dir_all(dir).unwrap();

@@ -63,7 +63,7 @@ fn the_seed_takes_the_manifest_and_the_archive_from_one_stdin() {
     std::fs::create_dir_all(&dir).unwrap();
     let (status, stderr) = receive(&dir, &args, &stdin[..manifest.len() + 5000]);
     assert_eq!(status, Some(3), "{stderr}");
-    assert!(stderr.contains("stdin ended") && stderr.contains("bytes short"), "{stderr}");
+    assert!(stderr.contains("the copy ended") && stderr.contains("bytes short"), "{stderr}");
     let mut left: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     left.sort();

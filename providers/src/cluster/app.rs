@@ -102,7 +102,7 @@ impl KindProvider for App {
                 cx.relay.deliver(cx, master, &what, &archive, (&new, true), |_| swap.clone()).await?;
             }
         } else if !targets.is_empty() {
-            let archive = tar(&image.rootfs, &files)?;
+            let archive = tar(Vec::new(), &image.rootfs, &files)?;
             let install = format!("set -e; rm -rf {q}.new; mkdir -p {q}.new; tar -C {q}.new -xf -; {swap}");
             for master in targets {
                 cx.relay.planned(&what, master, archive.len() as u64);
@@ -115,6 +115,7 @@ impl KindProvider for App {
             let storage = super::registry::settings(cx)
                 .map_or_else(|_| format!("{}/registry", cx.rootfs()), |s| s.storage(&cx.rootfs()));
             let blobs = tar(
+                Vec::new(),
                 &image.rootfs.join("registry"),
                 &registry.iter().filter_map(|p| p.strip_prefix("registry/")).collect::<Vec<_>>(),
             )?;

@@ -278,11 +278,12 @@ impl Image {
     }
 }
 
-/// The listed files of `root` as a tar stream, as `tar -C root -cf - FILES` makes it (modes, times and
-/// owners kept; links stored as links, never followed; a listed directory with what it holds), by the tar
-/// crate: the workstation needs no `tar` of its own.
-pub(super) fn tar(root: &Path, files: &[&str]) -> Result<Vec<u8>> {
-    let mut builder = ::tar::Builder::new(Vec::new());
+/// `head`, then the listed files of `root` as a tar stream, as `tar -C root -cf - FILES` makes it (modes,
+/// times and owners kept; links stored as links, never followed; a listed directory with what it holds),
+/// by the tar crate: the workstation needs no `tar` of its own. After `head` (a relayed copy's manifest),
+/// so that the two go out as one buffer, the archive never copied.
+pub(super) fn tar(head: Vec<u8>, root: &Path, files: &[&str]) -> Result<Vec<u8>> {
+    let mut builder = ::tar::Builder::new(head);
     append_files(&mut builder, root, files, "")?;
     builder.into_inner().map_err(archive_error(root))
 }
@@ -608,7 +609,7 @@ mod tests {
         std::os::unix::fs::symlink("one", dir.path().join("link")).unwrap();
         std::os::unix::fs::symlink(&long, dir.path().join("far")).unwrap();
         let paths: Vec<&str> = files.iter().map(|(n, _)| *n).chain(["link", "far"]).collect();
-        let archive = super::tar(dir.path(), &paths).unwrap();
+        let archive = super::tar(Vec::new(), dir.path(), &paths).unwrap();
         assert_eq!(crate::image::store::bytes_of(dir.path(), &paths), archive.len() as u64);
     }
 }

@@ -83,7 +83,9 @@ pub struct Distribution {
     pub relays: BTreeSet<IpAddr>,
     pub progress: Arc<dyn CopyProgress>,
     /// Test hook (`SEALER_TEST_CORRUPT_RELAY=1`): the first host that got its copy from a peer has a
-    /// byte of the copy it serves changed, and is offered first, so that a fetch from it must fail.
+    /// byte of the copy it serves changed, and is offered first, so that a fetch from it must fail. The
+    /// seed then serves only once its copy is whole, as any relay: hosts still wait for a source when
+    /// the corrupted relay comes, rather than all fetching from the seed as its copy arrives.
     pub corrupt_first_relay: bool,
 }
 
@@ -133,10 +135,10 @@ pub(crate) struct Archive {
 }
 
 impl Archive {
-    pub(crate) fn new(manifest: Vec<u8>, tar: &[u8]) -> Archive {
-        let (manifest_sha, tar_sha, manifest_len) = (sha256_hex(&manifest), sha256_hex(tar), manifest.len());
-        let mut stream = manifest;
-        stream.extend_from_slice(tar);
+    /// The copy whose first `manifest_len` bytes of `stream` are the manifest, the rest the archive.
+    pub(crate) fn new(stream: Vec<u8>, manifest_len: usize) -> Archive {
+        let (manifest, tar) = stream.split_at(manifest_len);
+        let (manifest_sha, tar_sha) = (sha256_hex(manifest), sha256_hex(tar));
         Archive { stream, manifest_len, tar_sha, manifest_sha }
     }
 
@@ -213,8 +215,9 @@ enum Bytes {
 enum Serve {
     /// Nothing: it keeps no copy.
     No,
-    /// Keeps the copy, which its relay, started before, serves as it arrives (the seed's).
-    Arriving,
+    /// Keeps the copy, for a relay started by a command of its own (the seed's: before, so that it
+    /// serves the copy as it arrives).
+    Keep,
     /// Keeps the copy, then starts its relay.
     After,
 }
@@ -362,8 +365,9 @@ impl Relay {
         cell.get_or_try_init(|| async move {
             let archive = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-                let tar = super::image::tar(&rootfs, &refs)?;
-                Ok::<_, ProviderError>(Archive::new(manifest, &tar))
+                let manifest_len = manifest.len();
+                let stream = super::image::tar(manifest, &rootfs, &refs)?;
+                Ok::<_, ProviderError>(Archive::new(stream, manifest_len))
             })
             .await
             .map_err(|e| ProviderError::Local {
@@ -391,8 +395,9 @@ impl Relay {
         let mut excluded: Vec<IpAddr> = vec![ip];
         let mut unreachable: Vec<IpAddr> = Vec::new();
         let mut no_helper = false;
-        let prefer = self.prefer();
         loop {
+            // Read at each pick: the test hook's relay may have come since.
+            let prefer = self.prefer();
             let source = if unreachable.len() >= PEER_TRIES || no_helper {
                 self.seed_slot(&archive.tar_sha);
                 Source::Workstation
@@ -511,9 +516,9 @@ impl Relay {
 
     /// One command per copy: the copy's bytes taken in as `from` says (unpacked as they arrive, but for a
     /// copy sent before, unpacked then with tar), the rest of the install, then, as `serve` says, the
-    /// host's relay. The token and the addresses the relay answers come on stdin (then the workstation's copy,
-    /// after a NUL) and go to the relay on its stdin: never in a command line (the host's log records
-    /// them) nor in a file. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
+    /// host's relay. The token and the addresses the relay answers come on stdin (but for the
+    /// workstation's stream, which is the whole stdin) and go to the relay on its stdin: never in a command
+    /// line (the host's log records them) nor in a file. In bash, as `/dev/tcp` needs it, whatever shell a non-root user's sudo gives.
     async fn copy(
         &self,
         cx: &Cx,
@@ -574,8 +579,13 @@ impl Relay {
 
     /// The test hook: changes a byte of the first relayed host's served copy.
     async fn corrupt_if_asked(&self, cx: &Cx, ip: IpAddr, archive: &Archive) {
-        if !self.corrupt_first_relay || self.board().corrupted.is_some() {
-            return;
+        // Claimed before the command: relays that finish together are not all corrupted.
+        {
+            let mut board = self.board();
+            if !self.corrupt_first_relay || board.corrupted.is_some() {
+                return;
+            }
+            board.corrupted = Some(ip);
         }
         let file = quote(&format!("{}/{}", Self::dir(cx), archive.tar_sha));
         let offset = archive.tar().len() / 2;
@@ -583,8 +593,8 @@ impl Relay {
             "c=$(dd if={file} bs=1 skip={offset} count=1 2>/dev/null); if [ \"$c\" = A ]; then n=B; else n=A; fi; \
              printf %s \"$n\" | dd of={file} bs=1 seek={offset} conv=notrunc 2>/dev/null"
         );
-        if cx.run(ip, &script, b"").await.is_ok() {
-            self.board().corrupted = Some(ip);
+        if cx.run(ip, &script, b"").await.is_err() {
+            self.board().corrupted = None;
         }
     }
 
@@ -630,12 +640,37 @@ mod tests {
         let p = crate::cluster::ClusterProvider::new(ctx, remote);
         let cx = &p.0;
         let tar = b"archive".to_vec();
-        let archive = Archive::new(b"m".to_vec(), &tar);
+        let archive = Archive::new([&b"m"[..], &tar].concat(), 1);
         let failed = cx.relay.deliver(cx, M1, "image", &archive, ("/x", false), |_| String::new()).await;
         assert!(failed.is_err());
         let board = cx.relay.board();
         let pool = &board.pools[&archive.tar_sha];
         assert_eq!((pool.seeding, pool.relaying), (0, 0), "slot and place given back");
+    }
+
+    /// A fetch from a seed whose own copy still arrives has no rate bound (its bytes come as fast as the
+    /// workstation sends them); from a whole copy, 1 MiB/s at the least. The sizes go with the names.
+    #[tokio::test]
+    async fn a_fetch_from_a_copy_still_arriving_has_no_rate_bound() {
+        use crate::cluster::fake::Scripted;
+        use crate::cluster::testing::{context, M1, M2};
+        let logs = tempfile::tempdir().unwrap();
+        let mut ctx = context(None, logs.path());
+        ctx.distribution.helper = Some(b"helper".to_vec());
+        let remote = Arc::new(Scripted::default());
+        let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
+        let cx = &p.0;
+        let archive = Archive::new(b"marchive".to_vec(), 1);
+        for arriving in [true, false] {
+            cx.relay.with_pool(&archive.tar_sha, |pool| {
+                pool.holders = vec![Holder { ip: M1, port: 4100, serving: 0, failures: 0, arriving }];
+            });
+            cx.relay.deliver(cx, M2, "image", &archive, ("/x", false), |_| String::new()).await.unwrap();
+            let fetch = remote.commands(M2).last().unwrap().clone();
+            let seconds = if arriving { DEADLINE_SECS } else { fetch_seconds(&archive) };
+            let (m, t) = (&archive.manifest_sha, &archive.tar_sha);
+            assert!(fetch.contains(&format!(" fetch {M1} 4100 {seconds} {m} 1 {t} 7 ")), "{fetch}");
+        }
     }
 
     /// A seed serves from the moment its relay listens; when the workstation's stream to it then fails,
@@ -650,7 +685,7 @@ mod tests {
         let remote = Arc::new(Scripted::default().on(" start . ", "relay-port 4100").fail(" receive ", 3, "short"));
         let p = crate::cluster::ClusterProvider::new(ctx, remote.clone());
         let cx = &p.0;
-        let archive = Archive::new(b"m".to_vec(), b"archive");
+        let archive = Archive::new(b"marchive".to_vec(), 1);
         let failed = cx.relay.deliver(cx, M1, "image", &archive, ("/x", false), |_| String::new()).await;
         assert!(failed.unwrap_err().to_string().contains("short"));
         assert!(remote.commands(M1).iter().any(|c| c.contains(" start . ")), "its relay started first");

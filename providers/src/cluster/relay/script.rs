@@ -32,10 +32,12 @@ pub(super) fn fetch_script(
            echo \"$h  $part\" | sha256sum -c --status || {{ rm -f $part; exit 4; }}\n\
            chmod 700 $part && mv -f $part $h || exit 1\n\
          fi\n\
-         printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {tar} {unpack}\n\
+         printf '%s\\n' \"$token\" | ./$h fetch {peer} {port} {seconds} {manifest} {ml} {tar} {tl} {unpack}\n\
          rc=$?; if [ $rc -ge 126 ]; then exit {NO_HELPER}; elif [ $rc -ne 0 ]; then exit $rc; fi\n",
         manifest = archive.manifest_sha,
+        ml = archive.manifest().len(),
         tar = archive.tar_sha,
+        tl = archive.tar().len(),
     )
 }
 

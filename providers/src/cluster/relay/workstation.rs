@@ -69,16 +69,26 @@ impl Relay {
         if !self.send_helper(cx, ip).await? {
             return Ok(Fetch::NoHelper);
         }
-        let port = if seed { self.start_relay(cx, ip, what).await? } else { None };
+        let port = match (seed, self.corrupt_first_relay) {
+            (true, false) => self.start_relay(cx, ip, what, install.archive).await?,
+            (true, true) => {
+                let copied = self.copy(cx, ip, what, Bytes::Stdin, install, Serve::Keep).await?;
+                let Fetch::Done(_) = copied else { return Ok(copied) };
+                return Ok(Fetch::Done(self.start_relay(cx, ip, what, install.archive).await?));
+            }
+            (false, _) => None,
+        };
         let Some(port) = port else { return self.copy(cx, ip, what, Bytes::Stdin, install, Serve::No).await };
         let sha = &install.archive.tar_sha;
         self.with_pool(sha, |pool| pool.holders.push(Holder { ip, port, serving: 0, failures: 0, arriving: true }));
-        match self.copy(cx, ip, what, Bytes::Stdin, install, Serve::Arriving).await {
+        match self.copy(cx, ip, what, Bytes::Stdin, install, Serve::Keep).await {
             Ok(Fetch::Done(_)) => {
-                self.with_pool(sha, |pool| {
-                    pool.holders.iter_mut().filter(|h| h.ip == ip).for_each(|h| h.arriving = false)
+                // Still a holder, unless its fetchers dropped it while its copy arrived (it could not be
+                // reached): then it serves nobody, as a relay that did not start.
+                let kept = self.with_pool(sha, |pool| {
+                    pool.holders.iter_mut().find(|h| h.ip == ip).map(|h| h.arriving = false).is_some()
                 });
-                Ok(Fetch::Done(Some(port)))
+                Ok(Fetch::Done(kept.then_some(port)))
             }
             failed => {
                 self.with_pool(sha, |pool| pool.holders.retain(|h| h.ip != ip));
@@ -87,12 +97,17 @@ impl Relay {
         }
     }
 
-    /// Starts `ip`'s relay before its copy arrives: its port, or `None` when it could not start (said).
-    async fn start_relay(&self, cx: &Cx, ip: IpAddr, what: &str) -> Result<Option<u16>> {
+    /// Starts `ip`'s relay before `archive` arrives: its port, or `None` when it could not start (said).
+    /// What an earlier copy left half-way (an apply killed, its relays never stopped) goes first: the
+    /// relay would serve it as arriving.
+    async fn start_relay(&self, cx: &Cx, ip: IpAddr, what: &str, archive: &Archive) -> Result<Option<u16>> {
         let Some(helper) = &self.helper else { return Ok(None) };
+        let dir = Self::dir(cx);
+        let parts = [&archive.manifest_sha, &archive.tar_sha].map(|sha| quote(&format!("{dir}/{sha}.part")));
         let script = format!(
-            "IFS= read -r token; IFS= read -r -d '' access\n{}",
-            start_script(&helper.sha, &quote(&Self::dir(cx)), ip)
+            "IFS= read -r token; IFS= read -r -d '' access; rm -f {}\n{}",
+            parts.join(" "),
+            start_script(&helper.sha, &quote(&dir), ip)
         );
         let out = cx.run(ip, &in_bash(&script), self.access().as_bytes()).await?;
         Ok(self.relay_port(what, ip, &out.stdout_text()))
