@@ -32,17 +32,26 @@ pub(crate) fn fetch(args: &[String]) -> ExitCode {
     }
     let token = token.trim();
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let last = names.len() - 1;
-    for (i, file) in names.into_iter().enumerate() {
-        let target = match unpack {
-            Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
-            _ => Target { keep: true, unpack: None },
-        };
+    for (file, target) in targets(names, unpack, keep) {
         if let Err(code) = fetch_one(Path::new("."), SocketAddr::new(peer, port), token, file, deadline, &target) {
             return ExitCode::from(code);
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Each file with what becomes of it: the last unpacked into `unpack` (and kept too when `keep`), the
+/// others kept.
+fn targets<'a>(
+    files: Vec<(&'a str, u64)>,
+    unpack: Option<&'a String>,
+    keep: bool,
+) -> impl Iterator<Item = ((&'a str, u64), Target<'a>)> {
+    let last = files.len().saturating_sub(1);
+    files.into_iter().enumerate().map(move |(i, file)| match unpack {
+        Some(dest) if i == last => (file, Target { keep, unpack: Some(Path::new(dest)) }),
+        _ => (file, Target { keep: true, unpack: None }),
+    })
 }
 
 /// `NAME SIZE [NAME SIZE]...`: each file's SHA-256 and length; `Err(None)` when they are not pairs,
@@ -134,7 +143,7 @@ pub(crate) fn fetch_one(
         let mut stream = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).map_err(unreachable)?;
         stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(unreachable)?;
         stream.write_all(format!("{token} {name}\n").as_bytes()).map_err(unreachable)?;
-        Box::new(Exactly { source: std::io::Read::take(stream, size), left: size })
+        Box::new(Exactly::new(stream, size))
     };
     let target = Target { keep: target.keep && !held, unpack: target.unpack };
     take_in(dir, source, name, deadline, &target)
@@ -154,14 +163,8 @@ pub(crate) fn receive_stdin(args: &[String]) -> ExitCode {
     };
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut stdin = std::io::stdin().lock();
-    let last = files.len() - 1;
-    for (i, (name, size)) in files.into_iter().enumerate() {
-        let target = match unpack {
-            Some(dest) if i == last => Target { keep, unpack: Some(Path::new(dest)) },
-            _ => Target { keep: true, unpack: None },
-        };
-        let source = Exactly { source: std::io::Read::take(&mut stdin, size), left: size };
-        if let Err(code) = take_in(Path::new("."), source, name, deadline, &target) {
+    for ((name, size), target) in targets(files, unpack, keep) {
+        if let Err(code) = take_in(Path::new("."), Exactly::new(&mut stdin, size), name, deadline, &target) {
             return ExitCode::from(code);
         }
     }
@@ -181,8 +184,14 @@ fn unpack_flags(args: &[String]) -> (&[String], Option<&String>, bool) {
 /// `left` bytes of `source`, an error when it ends before: a copy cut short says so, rather than failing
 /// its SHA-256 check as if its bytes had changed.
 pub(crate) struct Exactly<R> {
-    pub(crate) source: R,
-    pub(crate) left: u64,
+    source: std::io::Take<R>,
+    left: u64,
+}
+
+impl<R: std::io::Read> Exactly<R> {
+    pub(crate) fn new(source: R, size: u64) -> Exactly<R> {
+        Exactly { source: std::io::Read::take(source, size), left: size }
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Exactly<R> {

@@ -248,7 +248,6 @@ mod tests {
     /// unpacked once it matches; a stream cut short is said as such, and leaves nothing.
     #[test]
     fn files_on_one_stream_are_taken_in_one_after_the_other_and_a_short_one_leaves_nothing() {
-        use std::io::Read as _;
         let dir = scratch("stream");
         let manifest = b"the manifest".to_vec();
         let tar = archive(&[("etc/a.yml", b"new")]);
@@ -257,10 +256,10 @@ mod tests {
         let mut input = &stream[..];
         let later = Instant::now() + Duration::from_secs(30);
         let dest = dir.join("rootfs");
-        let first = Exactly { source: (&mut input).take(manifest.len() as u64), left: manifest.len() as u64 };
+        let first = Exactly::new(&mut input, manifest.len() as u64);
         assert_eq!(take_in(&dir, first, &m, later, &KEEP), Ok(()));
         let serve = Target { keep: true, unpack: Some(&dest) };
-        let second = Exactly { source: (&mut input).take(tar.len() as u64), left: tar.len() as u64 };
+        let second = Exactly::new(&mut input, tar.len() as u64);
         assert_eq!(take_in(&dir, second, &t, later, &serve), Ok(()));
         assert_eq!(
             (std::fs::read(dir.join(&m)).unwrap(), std::fs::read(dir.join(&t)).unwrap()),
@@ -269,7 +268,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dest.join("etc/a.yml")).unwrap(), "new");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
-        let short = Exactly { source: (&tar[..tar.len() - 100]).take(tar.len() as u64), left: tar.len() as u64 };
+        let short = Exactly::new(&tar[..tar.len() - 100], tar.len() as u64);
         assert_eq!(take_in(&dir, short, &t, later, &serve), Err(UNREACHABLE));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no part, stage nor destination left");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -233,6 +233,8 @@ struct Install<'a> {
 
 /// Exit status of the copy script when the caller's install failed (3 and 4 are the helper's).
 const INSTALL_FAILED: u32 = 5;
+/// What the apply says of a host where the helper cannot run (whether it was to seed or to fetch).
+const NO_HELPER_NOTE: &str = "`sealer-relay` cannot run on this host: direct copy from the workstation";
 /// Exit status of the copy script when the helper cannot run on the host (another architecture, a
 /// `noexec` mount): the host takes a direct copy.
 const NO_HELPER: u32 = 6;
@@ -425,7 +427,7 @@ impl Relay {
                     }
                     if let Ok(Fetch::NoHelper) = &fetched {
                         self.with_pool(&archive.tar_sha, |pool| pool.release(peer, false, false));
-                        let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
+                        let message = NO_HELPER_NOTE.into();
                         self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
                         // As a host that cannot reach its peers: a direct copy, and it serves nobody.
                         no_helper = true;

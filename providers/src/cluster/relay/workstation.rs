@@ -33,7 +33,7 @@ impl Relay {
         };
         if let Ok(Fetch::NoHelper) = copied {
             if !no_helper {
-                let message = "`sealer-relay` cannot run on this host: direct copy from the workstation".into();
+                let message = NO_HELPER_NOTE.into();
                 self.progress(CopyEvent::Note { what: what.to_string(), host: ip, message });
             }
             let files = [(archive.manifest_sha.as_str(), archive.manifest()), (&archive.tar_sha, archive.tar())];
