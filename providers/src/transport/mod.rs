@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::error::TransportError;
 use crate::shell::quote;
 
+mod keys;
 mod shell;
 mod steps;
 use shell::{find_last, while_reading};
@@ -291,11 +292,9 @@ impl SshSession {
                 "password"
             }
             SshAuth::Key { path, passphrase, password } => {
-                let key = russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
-                    TransportError::KeyFile { path: path.display().to_string(), message: e.to_string() }
-                })?;
+                let key = keys::load(path, passphrase.as_deref()).await?;
                 let hash = self.handle.best_supported_rsa_hash().await.map_err(channel_error)?.flatten();
-                let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+                let key = PrivateKeyWithHashAlg::new(key, hash);
                 if self.handle.authenticate_publickey(&t.user, key).await.map_err(channel_error)?.success() {
                     return Ok(());
                 }
