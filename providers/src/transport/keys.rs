@@ -26,10 +26,12 @@ struct Source {
     passphrase: Option<[u8; 32]>,
 }
 
-type Loaded = Result<Arc<PrivateKey>, String>;
+/// One entry per key path: the key as its file and passphrase are now, once decrypted. A failure leaves
+/// the entry empty: the next connection tries again.
+static KEYS: LazyLock<Mutex<HashMap<Source, Decrypted>>> = LazyLock::new(Default::default);
 
-/// One entry per key path: the key as its file and passphrase are now. A failure is not kept.
-static KEYS: LazyLock<Mutex<HashMap<Source, Arc<OnceCell<Loaded>>>>> = LazyLock::new(Default::default);
+/// A key decrypted once, shared by the connections that wait for it.
+type Decrypted = Arc<OnceCell<Arc<PrivateKey>>>;
 
 #[cfg(test)]
 static DECRYPTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -49,29 +51,22 @@ pub(super) async fn load(path: &Path, passphrase: Option<&str>) -> Result<Arc<Pr
         keys.retain(|s, _| s.path != source.path || *s == source);
         keys.entry(source.clone()).or_default().clone()
     };
-    let owned = (path.to_path_buf(), passphrase.map(str::to_string));
-    let loaded = cell
-        .get_or_init(|| async move {
+    // Connections waiting while a decryption fails each try in turn: the failure is theirs to report.
+    let key = cell
+        .get_or_try_init(|| async {
+            let (path, passphrase) = (path.to_path_buf(), passphrase.map(str::to_string));
             let opened = tokio::task::spawn_blocking(move || {
                 #[cfg(test)]
                 DECRYPTIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                russh::keys::load_secret_key(&owned.0, owned.1.as_deref()).map_err(|e| e.to_string())
+                russh::keys::load_secret_key(path, passphrase.as_deref())
             });
             match opened.await {
-                Ok(key) => key.map(Arc::new),
-                Err(_) => Err("decrypting the key stopped before it ended".to_string()),
+                Ok(key) => key.map(Arc::new).map_err(|e| fail(e.to_string())),
+                Err(_) => Err(fail("decrypting the key stopped before it ended".into())),
             }
         })
-        .await
-        .clone();
-    if loaded.is_err() {
-        // Tried again by the next connection: a key made readable (`chmod`) keeps its times.
-        let mut keys = KEYS.lock().unwrap_or_else(PoisonError::into_inner);
-        if keys.get(&source).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            keys.remove(&source);
-        }
-    }
-    loaded.map_err(fail)
+        .await?;
+    Ok(key.clone())
 }
 
 #[cfg(test)]
