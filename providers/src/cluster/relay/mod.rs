@@ -319,9 +319,8 @@ impl Relay {
         let then = then(&format!("{}/{}", Self::dir(cx), archive.manifest_sha));
         let install = Install { archive, dest, fresh, then: &then };
         let (origin, port) = self.fetch(cx, ip, what, &install).await?;
-        if let (Some(_), Origin::Peer(_)) = (port, origin) {
-            self.corrupt_if_asked(cx, ip, archive).await;
-        }
+        let corrupted =
+            matches!((port, origin), (Some(_), Origin::Peer(_))) && self.corrupt_if_asked(cx, ip, archive).await;
         // One step, so that no host sees neither the seed nor its holder and seeds again.
         self.with_pool(&archive.tar_sha, |pool| {
             if !matches!(origin, Origin::Peer(_)) {
@@ -332,6 +331,10 @@ impl Relay {
                 pool.holders.push(Holder { ip, port, serving: 0, failures: 0, arriving: false });
             }
         });
+        if corrupted {
+            self.board().corrupting = false;
+            self.changed.notify_waiters();
+        }
         self.delivered(what, ip, bytes, if let Origin::Peer(peer) = origin { Some(peer) } else { None });
         Ok(())
     }
@@ -398,13 +401,11 @@ impl Relay {
         let mut unreachable: Vec<IpAddr> = Vec::new();
         let mut no_helper = false;
         loop {
-            // Read at each pick: the test hook's relay may have come since.
-            let prefer = self.prefer();
             let source = if unreachable.len() >= PEER_TRIES || no_helper {
                 self.seed_slot(&archive.tar_sha);
                 Source::Workstation
             } else {
-                self.source(ip, &archive.tar_sha, &excluded, prefer).await
+                self.source(ip, &archive.tar_sha, &excluded).await
             };
             match source {
                 Source::Workstation => {
@@ -475,11 +476,6 @@ impl Relay {
         stdout.lines().find_map(|l| l.strip_prefix("relay-port ")).and_then(|p| p.trim().parse().ok())
     }
 
-    /// The host a fetch is steered to (the test hook's corrupted relay), if any.
-    fn prefer(&self) -> Option<IpAddr> {
-        self.board().corrupted.filter(|_| self.corrupt_first_relay)
-    }
-
     fn with_pool<T>(&self, sha: &str, f: impl FnOnce(&mut Pool) -> T) -> T {
         let out = f(self.board().pools.entry(sha.to_string()).or_default());
         self.changed.notify_waiters();
@@ -496,16 +492,25 @@ impl Relay {
 
     /// Waits for a source of `sha` for `ip`: see [`Pool::pick`]. A host the plan did not name as a seed
     /// may seed after [`SEED_GRACE`] (the planned seed may not need this archive, or may not have started).
-    async fn source(&self, ip: IpAddr, sha: &str, excluded: &[IpAddr], prefer: Option<IpAddr>) -> Source {
+    async fn source(&self, ip: IpAddr, sha: &str, excluded: &[IpAddr]) -> Source {
         let grace = tokio::time::Instant::now() + SEED_GRACE;
         loop {
             let may_seed = self.seeds.is_empty() || self.seeds.contains(&ip) || tokio::time::Instant::now() >= grace;
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(source) =
-                self.board().pools.entry(sha.to_string()).or_default().pick(excluded, prefer, may_seed)
-            {
+            let picked = {
+                // Read at each pick: the test hook's relay may have come since; it is offered first.
+                let mut board = self.board();
+                let (waiting, prefer) = (board.corrupting, board.corrupted.filter(|_| self.corrupt_first_relay));
+                let pool = board.pools.entry(sha.to_string()).or_default();
+                if waiting {
+                    None
+                } else {
+                    pool.pick(excluded, prefer, may_seed)
+                }
+            };
+            if let Some(source) = picked {
                 return source;
             }
             if may_seed {
@@ -579,15 +584,17 @@ impl Relay {
         Ok(Fetch::Done(self.relay_port(what, ip, &out.stdout_text())))
     }
 
-    /// The test hook: changes a byte of the first relayed host's served copy.
-    async fn corrupt_if_asked(&self, cx: &Cx, ip: IpAddr, archive: &Archive) {
+    /// The test hook: changes a byte of the first relayed host's served copy; whether it did (the host is
+    /// then `corrupting` until its caller made it a holder).
+    async fn corrupt_if_asked(&self, cx: &Cx, ip: IpAddr, archive: &Archive) -> bool {
         // Claimed before the command: relays that finish together are not all corrupted.
         {
             let mut board = self.board();
             if !self.corrupt_first_relay || board.corrupted.is_some() {
-                return;
+                return false;
             }
             board.corrupted = Some(ip);
+            board.corrupting = true;
         }
         let file = quote(&format!("{}/{}", Self::dir(cx), archive.tar_sha));
         let offset = archive.tar().len() / 2;
@@ -596,8 +603,13 @@ impl Relay {
              printf %s \"$n\" | dd of={file} bs=1 seek={offset} conv=notrunc 2>/dev/null"
         );
         if cx.run(ip, &script, b"").await.is_err() {
-            self.board().corrupted = None;
+            let mut board = self.board();
+            (board.corrupted, board.corrupting) = (None, false);
+            drop(board);
+            self.changed.notify_waiters();
+            return false;
         }
+        true
     }
 
     /// Stops every relay of this apply and removes the copies they served. Errors are returned per host;

@@ -75,6 +75,9 @@ pub(super) struct Board {
     pub(super) touched: BTreeSet<IpAddr>,
     /// The test hook's relay, once it serves a corrupted copy.
     pub(super) corrupted: Option<IpAddr>,
+    /// The test hook's relay while its copy is being corrupted and it is not a holder yet: no fetch picks
+    /// a source meanwhile, so that one comes to it (else every host left may have taken another source).
+    pub(super) corrupting: bool,
     pub(super) delivered: usize,
     pub(super) workstation_bytes: u64,
     pub(super) peer_bytes: u64,
